@@ -1,0 +1,1 @@
+"""The hub: device registry, MQTT ingest into storage, presence, REST API."""

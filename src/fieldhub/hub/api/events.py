@@ -1,0 +1,43 @@
+"""The event log: every device's events and the hub's own (presence), filtered and paged."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+
+from fieldhub.hub.api.deps import get_hub
+from fieldhub.hub.api.models import EventOut, EventPage
+from fieldhub.hub.service import Hub
+
+router = APIRouter(prefix="/api/events", tags=["events"])
+
+
+@router.get("", summary="List events")
+async def list_events(
+    hub: Annotated[Hub, Depends(get_hub)],
+    device: Annotated[list[str], Query(description="device id; repeat for several")] = [],  # noqa: B006
+    type: Annotated[list[str], Query(description="event type, or a family like door.*")] = [],  # noqa: B006
+    severity: Annotated[list[Literal["info", "warning", "critical"]], Query()] = [],  # noqa: B006
+    start: Annotated[int | None, Query(ge=0, description="epoch ms, inclusive")] = None,
+    end: Annotated[int | None, Query(ge=0, description="epoch ms, exclusive")] = None,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> EventPage:
+    """Events matching every filter, newest first."""
+    try:
+        page = await hub.queries.events(
+            device_ids=device or None,
+            types=type or None,
+            severities=list(severity) or None,
+            start=start,
+            end=end,
+            cursor=cursor,
+            limit=limit,
+        )
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return EventPage(
+        events=[EventOut.model_validate(e, from_attributes=True) for e in page.events],
+        next_cursor=page.next_cursor,
+    )

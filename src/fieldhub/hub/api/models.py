@@ -1,0 +1,136 @@
+"""Request and response bodies of the REST API."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fieldhub.hub.store.devices import DeviceRecord
+from fieldhub.protocol.topics import DEVICE_ID_PATTERN
+
+LabelMap = dict[str, str]
+
+
+class Presence(BaseModel):
+    """Whether a device is there, since when, and why the hub thinks so."""
+
+    state: Literal["online", "offline", "stale", "unknown"]
+    since: int | None = Field(None, description="epoch ms of the last change")
+    reason: str = ""
+    connected: bool | None = Field(None, description="transport state from status / last will")
+    last_seen: int | None = Field(None, description="epoch ms of the last committed message")
+
+
+class Device(BaseModel):
+    """A registered device."""
+
+    id: str
+    name: str
+    labels: LabelMap
+    attributes: dict[str, Any]
+    created_at: int
+    updated_at: int
+    presence: Presence
+    acked_seq: int = Field(description="highest contiguous seq the hub has stored")
+
+    @classmethod
+    def from_record(cls, record: DeviceRecord) -> Device:
+        """The API view of a stored device."""
+        return cls(
+            id=record.id,
+            name=record.name,
+            labels=record.labels,
+            attributes=record.attributes,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            acked_seq=record.acked_seq,
+            presence=Presence(
+                state=record.presence,  # type: ignore[arg-type]
+                since=record.presence_since,
+                reason=record.presence_reason,
+                connected=record.connected,
+                last_seen=record.last_seen,
+            ),
+        )
+
+
+class DeviceCreate(BaseModel):
+    """A device to register."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=DEVICE_ID_PATTERN, description="1-64 of A-Z a-z 0-9 . _ -")
+    name: str = Field("", max_length=128)
+    labels: LabelMap = Field(default_factory=dict, description='e.g. {"site": "berlin"}')
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeviceUpdate(BaseModel):
+    """Fields to change; omitted fields stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=128)
+    labels: LabelMap | None = None
+    attributes: dict[str, Any] | None = None
+
+
+class LatestValue(BaseModel):
+    """The newest value of one key."""
+
+    ts: int
+    value: bool | int | float | str | None
+
+
+class History(BaseModel):
+    """Points per key: raw, or one per bucket (labelled by the bucket's start)."""
+
+    device_id: str
+    start: int
+    end: int
+    bucket_ms: int | None
+    agg: str | None
+    series: dict[str, list[tuple[int, bool | int | float | str | None]]]
+
+
+class ReportedState(BaseModel):
+    """The state a device reported, merged key by key."""
+
+    reported: dict[str, Any]
+    ts: int | None
+
+
+class EventOut(BaseModel):
+    """One event."""
+
+    id: int
+    device_id: str
+    seq: int | None
+    ts: int
+    received_at: int
+    type: str
+    severity: str
+    message: str
+    data: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    """Events, newest first; pass ``next_cursor`` as ``cursor`` for the next page."""
+
+    events: list[EventOut]
+    next_cursor: str | None
+
+
+class Health(BaseModel):
+    """Is the hub alive and connected."""
+
+    status: Literal["ok", "degraded"]
+    version: str
+    instance: str
+    uptime_s: float
+    broker: str
+    broker_connected: bool
+    embedded_broker: bool
+    database: str
+    devices: dict[str, int]

@@ -1,0 +1,42 @@
+"""What one ingest commit carries: accepted messages of many devices, in arrival order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fieldhub.protocol import Event, Sample, State
+
+
+@dataclass(slots=True)
+class PresenceChange:
+    """A device's presence moved: written to ``devices`` and recorded as an event."""
+
+    device_id: str
+    presence: str  # online | offline | stale
+    since: int
+    reason: str
+    connected: bool | None
+
+
+@dataclass(slots=True)
+class Batch:
+    """Messages accepted since the last commit."""
+
+    telemetry: list[tuple[str, list[Sample]]] = field(default_factory=list)
+    events: list[tuple[str, int, Event]] = field(default_factory=list)  # device, received, event
+    states: list[tuple[str, State]] = field(default_factory=list)
+    presence: list[PresenceChange] = field(default_factory=list)
+    seqs: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # device → (seq, floor)
+    messages: int = 0
+    points: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.messages or self.presence)
+
+    def add_seq(self, device_id: str, seq: int, floor: int) -> None:
+        """Remember that ``seq`` of ``device_id`` is part of this commit."""
+        entry = self.seqs.get(device_id)
+        if entry is None:
+            self.seqs[device_id] = [(seq, floor)]
+        else:
+            entry.append((seq, floor))

@@ -1,0 +1,81 @@
+"""Hub configuration: command-line options and ``FIELDHUB_*`` environment variables.
+
+Validated once at start and frozen after; a bad value fails fast naming the setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fieldhub.hub.store.database import normalize_url, sqlite_url
+from fieldhub.protocol.topics import INSTANCE_PATTERN
+
+
+def parse_host_port(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """Split ``HOST:PORT`` (or ``:PORT``, or ``PORT``) into its parts.
+
+    Raises:
+        ValueError: the port is not a number from 0 to 65535.
+    """
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]") or default_host
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT with a port from 0 to 65535")
+    return host, int(port)
+
+
+class HubSettings(BaseSettings):
+    """Everything the hub process needs to know at start."""
+
+    model_config = SettingsConfigDict(env_prefix="FIELDHUB_", frozen=True, extra="forbid")
+
+    data: Path = Field(Path("data"), description="folder for the SQLite file and hub state")
+    broker: str | None = Field(
+        None, description="external broker as mqtt://[user:pass@]host:port; none = embedded"
+    )
+    db: str | None = Field(None, description="database URL; none = SQLite file in the data folder")
+    http: str = Field("127.0.0.1:8080", description="HOST:PORT of the REST API and dashboard")
+    mqtt: str = Field("127.0.0.1:1883", description="HOST:PORT of the embedded broker")
+    instance: str = Field("hub", pattern=INSTANCE_PATTERN, description="this hub process's name")
+    stale_after_s: float = Field(300.0, gt=0, description="silence after which a device is stale")
+    qos: int = Field(1, ge=0, le=1, description="QoS of the hub's subscriptions")
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+            raise ValueError(f"broker {value!r} must look like mqtt://host:port")
+        return value
+
+    @field_validator("db")
+    @classmethod
+    def _db_url(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_url(value)
+
+    @field_validator("http", "mqtt")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        parse_host_port(value)
+        return value
+
+    @property
+    def db_url(self) -> str:
+        """The database URL in effect."""
+        return self.db or sqlite_url(self.data.resolve() / "fieldhub.db")
+
+    @property
+    def http_address(self) -> tuple[str, int]:
+        """Host and port of the HTTP listener."""
+        return parse_host_port(self.http)
+
+    @property
+    def mqtt_address(self) -> tuple[str, int]:
+        """Host and port of the embedded broker's listener."""
+        return parse_host_port(self.mqtt)

@@ -1,0 +1,254 @@
+"""Ingest: from an MQTT message to a committed row and a storage acknowledgement.
+
+``submit`` runs for every message on the event loop, so it only parses, validates,
+de-duplicates and appends to the open batch. ``run`` commits batches one at a time (the next
+one fills while the previous commits) and, after each commit, acknowledges to every device the
+highest contiguous seq now stored. Nothing is acknowledged that is not committed; a failed
+commit acknowledges nothing, so devices resend and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from fieldhub.clock import now_ms
+from fieldhub.hub.batch import Batch, PresenceChange
+from fieldhub.hub.presence import PresenceTracker
+from fieldhub.hub.sequence import SeqTracker
+from fieldhub.hub.stats import IngestStats, LogThrottle
+from fieldhub.hub.store.ingest_writer import IngestWriter
+from fieldhub.protocol import (
+    Ack,
+    Channel,
+    PayloadError,
+    Reject,
+    TopicError,
+    decode,
+    encode,
+    parse_topic,
+    topic_for,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    """Where ingest sends acknowledgements and rejections (the hub's MQTT connection)."""
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        """Queue one message for the broker."""
+
+
+CommitListener = Callable[[Batch], None]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSettings:
+    """Batching knobs; the defaults are what ``benchmarks/ingest.py`` measured best."""
+
+    linger_s: float = 0.02  # how long a batch may wait to fill once it has a message
+    max_batch_messages: int = 5_000  # commit at once when this many are waiting
+    max_pending_messages: int = 50_000  # above this, ask the bus to stop reading
+    reject_replies_per_s: float = 1.0  # per device: how often a refusal is reported back
+
+
+class Ingest:
+    """Accepts device messages, commits them in batches, acknowledges what is stored."""
+
+    def __init__(
+        self,
+        writer: IngestWriter,
+        publisher: Publisher,
+        presence: PresenceTracker,
+        stats: IngestStats,
+        settings: IngestSettings | None = None,
+    ) -> None:
+        self._writer = writer
+        self._publisher = publisher
+        self._presence = presence
+        self.stats = stats
+        self._settings = settings or IngestSettings()
+        self._trackers: dict[str, SeqTracker] = {}
+        self._pending: dict[str, set[int]] = {}  # accepted, not yet committed
+        self._batch = Batch()
+        self._ack_due: set[str] = set()
+        self._wake = asyncio.Event()
+        self._full = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._listeners: list[CommitListener] = []
+        self._throttle = LogThrottle(log)
+        self._last_reject: dict[str, float] = {}
+
+    async def load(self) -> None:
+        """Load every registered device's sequence state from the store."""
+        self._trackers = await self._writer.load_trackers()
+
+    # -- registry --------------------------------------------------------------------------
+    def add_device(self, device_id: str) -> None:
+        """Accept messages from a newly registered device."""
+        self._trackers.setdefault(device_id, SeqTracker())
+
+    def remove_device(self, device_id: str) -> None:
+        """Refuse messages from a deleted device from now on."""
+        self._trackers.pop(device_id, None)
+        self._pending.pop(device_id, None)
+        self._writer.forget_device(device_id)
+
+    def acked_seq(self, device_id: str) -> int | None:
+        """The watermark acknowledged to ``device_id``, or None for an unknown device."""
+        tracker = self._trackers.get(device_id)
+        return None if tracker is None else tracker.acked
+
+    def on_commit(self, listener: CommitListener) -> None:
+        """Call ``listener`` with every batch once it is committed."""
+        self._listeners.append(listener)
+
+    def record_presence(self, change: PresenceChange) -> None:
+        """Queue a presence change for the next commit."""
+        self._batch.presence.append(change)
+        self._wake.set()
+
+    # -- hot path --------------------------------------------------------------------------
+    @property
+    def has_room(self) -> asyncio.Event:
+        """Set while ingest can take more; the bus waits on it before reading on."""
+        return self._room
+
+    def submit(self, topic: str, payload: bytes) -> None:
+        """Take one message from the broker. Never raises for bad input: it rejects."""
+        try:
+            parsed = parse_topic(topic)
+        except TopicError as exc:
+            self._reject(None, "bad_topic", str(exc), None)
+            return
+        channel = parsed.channel
+        device_id = parsed.device_id
+        self.stats.received[channel] += 1
+        tracker = self._trackers.get(device_id)
+        if tracker is None:
+            self._reject(None, "unknown_device", f"message from unregistered device {device_id!r}")
+            return
+        try:
+            message = decode(channel, payload)
+        except PayloadError as exc:
+            self._reject(device_id, "invalid_payload", str(exc), channel)
+            return
+        if channel is Channel.STATUS:
+            self._presence.on_status(device_id, message)
+            return
+        if channel is Channel.REPLY:
+            self._reject(
+                device_id, "unknown_command", f"no command {message.id!r} is waiting", channel
+            )
+            return
+        seq = message.seq
+        pending = self._pending.get(device_id)
+        if tracker.is_duplicate(seq) or (pending is not None and seq in pending):
+            self.stats.duplicates += 1
+            self._ack_due.add(device_id)
+            self._wake.set()
+            return
+        if pending is None:
+            self._pending[device_id] = {seq}
+        else:
+            pending.add(seq)
+        batch = self._batch
+        batch.add_seq(device_id, seq, message.floor())
+        if channel is Channel.TELEMETRY:
+            samples = message.all_samples()
+            batch.telemetry.append((device_id, samples))
+            batch.points += sum(len(s.values) for s in samples)
+        elif channel is Channel.EVENT:
+            batch.events.append((device_id, now_ms(), message))
+        else:
+            batch.states.append((device_id, message))
+        batch.messages += 1
+        self._presence.touch(device_id)
+        if batch.messages == 1:
+            self._wake.set()
+        elif batch.messages >= self._settings.max_batch_messages:
+            self._full.set()
+            if batch.messages >= self._settings.max_pending_messages and self._room.is_set():
+                self.stats.backpressure_pauses += 1
+                self._room.clear()
+
+    def _reject(
+        self, device_id: str | None, reason: str, error: str, channel: Channel | None = None
+    ) -> None:
+        self.stats.rejected[reason] += 1
+        self._throttle.warning(device_id or "?", reason, f"rejected: {error}")
+        if device_id is None or channel is None:
+            return
+        now = time.monotonic()
+        if now - self._last_reject.get(device_id, -1e9) < 1 / self._settings.reject_replies_per_s:
+            return
+        self._last_reject[device_id] = now
+        reply = Reject(channel=channel.value, error=error[:500])
+        self._publisher.publish(topic_for(device_id, Channel.REJECT), encode(reply))
+
+    # -- commit loop -----------------------------------------------------------------------
+    async def run(self) -> None:
+        """Commit batches and send acknowledgements, forever."""
+        while True:
+            await self._wake.wait()
+            if self._batch.messages < self._settings.max_batch_messages:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self._settings.linger_s)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Commit what is waiting now and acknowledge it."""
+        self._wake.clear()
+        self._full.clear()
+        batch, self._batch = self._batch, Batch()
+        acks, self._ack_due = self._ack_due, set()
+        if batch:
+            await self._commit(batch, acks)
+        self._room.set()
+        for device_id in acks:
+            tracker = self._trackers.get(device_id)
+            if tracker is not None:
+                self._publisher.publish(
+                    topic_for(device_id, Channel.ACK), encode(Ack(seq=tracker.acked))
+                )
+
+    async def _commit(self, batch: Batch, acks: set[str]) -> None:
+        started = time.perf_counter()
+        try:
+            advanced = await self._writer.write(batch, self._trackers)
+        except (SQLAlchemyError, OSError):
+            # Nothing is acknowledged, so every device resends what this batch held.
+            self.stats.write_errors += 1
+            log.exception("commit of %d messages failed; devices will resend", batch.messages)
+            self._release_pending(batch)
+            return
+        for device_id, tracker in advanced.items():
+            if device_id in self._trackers:
+                self._trackers[device_id] = tracker
+                acks.add(device_id)
+        self._release_pending(batch)
+        stats = self.stats
+        stats.batches += 1
+        stats.messages_stored += batch.messages
+        stats.points_stored += batch.points
+        stats.events_stored += len(batch.events)
+        stats.commit_seconds += time.perf_counter() - started
+        for listener in self._listeners:
+            listener(batch)
+
+    def _release_pending(self, batch: Batch) -> None:
+        for device_id, seqs in batch.seqs.items():
+            pending = self._pending.get(device_id)
+            if pending is not None:
+                pending.difference_update(s for s, _ in seqs)
+                if not pending:
+                    del self._pending[device_id]

@@ -1,0 +1,68 @@
+"""Prometheus metrics of one hub, read from its live counters when scraped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from fieldhub.hub.presence import PresenceTracker
+from fieldhub.hub.stats import IngestStats
+
+
+class HubCollector(Collector):
+    """Turns ``IngestStats`` and presence counts into metric families at scrape time."""
+
+    def __init__(
+        self, stats: IngestStats, presence: PresenceTracker, broker_connected: object
+    ) -> None:
+        self._stats = stats
+        self._presence = presence
+        self._connected = broker_connected
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        """Yield every metric family."""
+        s = self._stats
+        received = CounterMetricFamily(
+            "fieldhub_messages_received", "MQTT messages received, by channel", labels=["channel"]
+        )
+        for channel, count in sorted(s.received.items()):
+            received.add_metric([str(channel)], count)
+        yield received
+        rejected = CounterMetricFamily(
+            "fieldhub_messages_rejected", "Messages refused, by reason", labels=["reason"]
+        )
+        for reason in ("bad_topic", "unknown_device", "invalid_payload", "unknown_command"):
+            rejected.add_metric([reason], s.rejected.get(reason, 0))
+        yield rejected
+        for name, doc, value in (
+            ("duplicates", "Sequenced messages received again and not stored twice", s.duplicates),
+            ("messages_stored", "Sequenced messages committed", s.messages_stored),
+            ("points_stored", "Telemetry values committed", s.points_stored),
+            ("events_stored", "Device events committed", s.events_stored),
+            ("batches", "Ingest commits", s.batches),
+            ("write_errors", "Ingest commits that failed (devices resend)", s.write_errors),
+            ("commit_seconds", "Time spent committing batches", s.commit_seconds),
+            (
+                "backpressure_pauses",
+                "Times ingest asked the bus to slow down",
+                s.backpressure_pauses,
+            ),
+        ):
+            yield CounterMetricFamily(f"fieldhub_ingest_{name}", doc, value=value)
+        devices = GaugeMetricFamily("fieldhub_devices", "Devices by presence", labels=["presence"])
+        for state, count in self._presence.counts().items():
+            devices.add_metric([state], count)
+        yield devices
+        yield GaugeMetricFamily(
+            "fieldhub_broker_connected",
+            "1 while the hub is connected to its broker",
+            value=1.0 if bool(self._connected) else 0.0,
+        )
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The text exposition format of everything in ``registry``."""
+    return generate_latest(registry)

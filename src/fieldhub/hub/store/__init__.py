@@ -1,0 +1,1 @@
+"""Storage of the hub: one schema (SQLAlchemy Core) for SQLite and PostgreSQL."""

@@ -1,0 +1,82 @@
+"""Opening the database: URL normalisation, SQLite tuning, migrations to the newest schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+
+
+class DatabaseUrlError(ValueError):
+    """The database URL names an engine fieldhub does not support."""
+
+
+def normalize_url(url: str) -> str:
+    """Give ``url`` the async driver fieldhub uses (``sqlite://`` → ``sqlite+aiosqlite://``).
+
+    Raises:
+        DatabaseUrlError: the URL is neither SQLite nor PostgreSQL.
+    """
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend not in _DRIVERS:
+        raise DatabaseUrlError(
+            f"database URL {parsed.render_as_string(hide_password=True)!r}: only sqlite and "
+            "postgresql are supported"
+        )
+    return parsed.set(drivername=_DRIVERS[backend]).render_as_string(hide_password=False)
+
+
+def sqlite_url(path: Path) -> str:
+    """The URL of the SQLite file at ``path``."""
+    return f"sqlite+aiosqlite:///{path}"
+
+
+def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    # The driver would otherwise open transactions only before writes, so a series of reads
+    # (a backup) would not see one snapshot: take over BEGIN ourselves (see _begin_sqlite).
+    dbapi_connection.isolation_level = None
+    # WAL lets API readers run while ingest writes; NORMAL sync is durable across process
+    # crashes (the WAL is fsynced at checkpoints), which is the failure the storage ack covers.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache
+    cursor.close()
+
+
+def _begin_sqlite(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN")
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine for ``url`` (normalised), tuned for fieldhub's workload."""
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url)
+        event.listen(engine.sync_engine, "connect", _tune_sqlite)
+        event.listen(engine.sync_engine, "begin", _begin_sqlite)
+        return engine
+    return create_async_engine(url, pool_size=8, max_overflow=4)
+
+
+def _upgrade(connection: Connection) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    """Bring the schema to the newest migration (idempotent)."""
+    async with engine.begin() as connection:
+        await connection.run_sync(_upgrade)

@@ -1,0 +1,173 @@
+"""The device registry: create, read, update, delete devices and their labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from fieldhub.clock import now_ms
+from fieldhub.hub.store.schema import devices, events, samples, series
+
+
+class RegistryError(Exception):
+    """Root of registry errors."""
+
+
+class DeviceExists(RegistryError, ValueError):
+    """A device with this id is already registered."""
+
+
+class DeviceNotFound(RegistryError, LookupError):
+    """No device with this id is registered."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    """A registered device as stored, presence and ingest bookkeeping included."""
+
+    id: str
+    name: str
+    labels: dict[str, str]
+    attributes: dict[str, Any]
+    created_at: int
+    updated_at: int
+    acked_seq: int
+    last_seen: int | None
+    presence: str
+    presence_since: int | None
+    presence_reason: str
+    connected: bool | None
+    reported: dict[str, Any] = field(default_factory=dict)
+    reported_ts: int | None = None
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> DeviceRecord:
+        """Build a record from a ``devices`` row."""
+        return cls(
+            id=row.id,
+            name=row.name,
+            labels=dict(row.labels or {}),
+            attributes=dict(row.attributes or {}),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            acked_seq=row.acked_seq,
+            last_seen=row.last_seen,
+            presence=row.presence,
+            presence_since=row.presence_since,
+            presence_reason=row.presence_reason,
+            connected=row.connected,
+            reported=dict(row.reported or {}),
+            reported_ts=row.reported_ts,
+        )
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        """True when the device carries every one of ``labels``."""
+        return all(self.labels.get(k) == v for k, v in labels.items())
+
+
+class DeviceRegistry:
+    """Registered devices in the store."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def create(
+        self,
+        device_id: str,
+        *,
+        name: str = "",
+        labels: dict[str, str] | None = None,
+        attributes: dict[str, Any] | None = None,
+    ) -> DeviceRecord:
+        """Register a device (the id must already be valid, see ``check_device_id``).
+
+        Raises:
+            DeviceExists: the id is taken.
+        """
+        now = now_ms()
+        values = {
+            "id": device_id,
+            "name": name,
+            "labels": labels or {},
+            "attributes": attributes or {},
+            "created_at": now,
+            "updated_at": now,
+            "acked_seq": 0,
+            "seq_above": [],
+            "presence": "unknown",
+            "presence_reason": "",
+            "reported": {},
+        }
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(insert(devices).values(**values))
+        except IntegrityError:
+            raise DeviceExists(f"device {device_id!r} is already registered") from None
+        return await self.get(device_id)
+
+    async def get(self, device_id: str) -> DeviceRecord:
+        """The device with ``device_id``.
+
+        Raises:
+            DeviceNotFound: no such device.
+        """
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(devices).where(devices.c.id == device_id))).first()
+        if row is None:
+            raise DeviceNotFound(f"device {device_id!r} is not registered")
+        return DeviceRecord.from_row(row)
+
+    async def list(self, labels: dict[str, str] | None = None) -> list[DeviceRecord]:
+        """All devices carrying ``labels`` (all devices when empty), ordered by id."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(select(devices).order_by(devices.c.id))
+            records = [DeviceRecord.from_row(r) for r in rows]
+        return [r for r in records if r.matches(labels)] if labels else records
+
+    async def update(
+        self,
+        device_id: str,
+        *,
+        name: str | None = None,
+        labels: dict[str, str] | None = None,
+        attributes: dict[str, Any] | None = None,
+    ) -> DeviceRecord:
+        """Change what an operator may change; ``None`` leaves a field as it is.
+
+        Raises:
+            DeviceNotFound: no such device.
+        """
+        values: dict[str, Any] = {"updated_at": now_ms()}
+        if name is not None:
+            values["name"] = name
+        if labels is not None:
+            values["labels"] = labels
+        if attributes is not None:
+            values["attributes"] = attributes
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(devices).where(devices.c.id == device_id).values(**values)
+            )
+        if result.rowcount == 0:
+            raise DeviceNotFound(f"device {device_id!r} is not registered")
+        return await self.get(device_id)
+
+    async def delete(self, device_id: str) -> None:
+        """Remove a device with its history and events.
+
+        Raises:
+            DeviceNotFound: no such device.
+        """
+        async with self._engine.begin() as conn:
+            result = await conn.execute(delete(devices).where(devices.c.id == device_id))
+            if result.rowcount == 0:
+                raise DeviceNotFound(f"device {device_id!r} is not registered")
+            series_ids = select(series.c.id).where(series.c.device_id == device_id)
+            await conn.execute(delete(samples).where(samples.c.series_id.in_(series_ids)))
+            await conn.execute(delete(series).where(series.c.device_id == device_id))
+            await conn.execute(delete(events).where(events.c.device_id == device_id))

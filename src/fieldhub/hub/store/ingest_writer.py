@@ -1,0 +1,246 @@
+"""Commits an ingest batch in one transaction: samples, latest values, events, state, bookkeeping.
+
+One transaction per batch is what makes the storage ack honest: the sequence watermark of every
+device is written in the same transaction as its data, so after a crash the hub's idea of what
+is stored and what is stored cannot disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from fieldhub.clock import now_ms
+from fieldhub.hub.batch import Batch
+from fieldhub.hub.sequence import SeqTracker
+from fieldhub.hub.store.schema import devices, events, samples, series
+
+_PRESENCE_SEVERITY = {"online": "info", "offline": "warning", "stale": "warning"}
+
+
+def value_columns(value: bool | int | float | str) -> tuple[float | None, str | None]:
+    """Split a wire value into the ``num`` and ``txt`` columns (booleans as 0/1)."""
+    if isinstance(value, str):
+        return None, value
+    return float(value), None
+
+
+def value_kind(value: bool | int | float | str) -> str:
+    """The series kind a first value gives: ``bool``, ``number`` or ``text``."""
+    if isinstance(value, bool):
+        return "bool"
+    return "text" if isinstance(value, str) else "number"
+
+
+class IngestWriter:
+    """Writes batches; keeps the ``(device, key) → series id`` map that ingest needs."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._series: dict[tuple[str, str], int] = {}
+        self._insert = sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert
+        self._update_latest = (
+            update(series)
+            .where(
+                and_(
+                    series.c.id == bindparam("b_id"),
+                    or_(series.c.last_ts.is_(None), series.c.last_ts <= bindparam("b_ts")),
+                )
+            )
+            .values(
+                last_ts=bindparam("b_ts"), last_num=bindparam("b_num"), last_txt=bindparam("b_txt")
+            )
+        )
+        self._update_seq = (
+            update(devices)
+            .where(devices.c.id == bindparam("b_id"))
+            .values(
+                acked_seq=bindparam("b_acked"),
+                seq_above=bindparam("b_above"),
+                last_seen=bindparam("b_seen"),
+            )
+        )
+        self._update_presence = (
+            update(devices)
+            .where(devices.c.id == bindparam("b_id"))
+            .values(
+                presence=bindparam("b_presence"),
+                presence_since=bindparam("b_since"),
+                presence_reason=bindparam("b_reason"),
+                connected=bindparam("b_connected"),
+            )
+        )
+
+    async def load_trackers(self) -> dict[str, SeqTracker]:
+        """Sequence state of every registered device, as last committed."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(devices.c.id, devices.c.acked_seq, devices.c.seq_above)
+            )
+            return {r.id: SeqTracker(r.acked_seq, set(r.seq_above or ())) for r in rows}
+
+    def forget_device(self, device_id: str) -> None:
+        """Drop cached series ids of a deleted device."""
+        for key in [k for k in self._series if k[0] == device_id]:
+            del self._series[key]
+
+    async def write(self, batch: Batch, trackers: dict[str, SeqTracker]) -> dict[str, SeqTracker]:
+        """Commit ``batch``; return the sequence state each touched device has once committed.
+
+        ``trackers`` is not modified: the caller applies the returned state only after this
+        returns, so a failed commit leaves ingest exactly as it was.
+        """
+        now = now_ms()
+        advanced = {
+            device_id: _advanced(trackers.get(device_id), seqs)
+            for device_id, seqs in batch.seqs.items()
+        }
+        async with self._engine.begin() as conn:
+            if batch.telemetry:
+                await self._write_samples(conn, batch)
+            if batch.events:
+                await conn.execute(
+                    events.insert(), [_event_row(d, r, e) for d, r, e in batch.events]
+                )
+            if batch.states:
+                await self._merge_states(conn, batch)
+            if batch.presence:
+                await self._write_presence(conn, batch)
+            if advanced:
+                await conn.execute(
+                    self._update_seq,
+                    [
+                        {"b_id": d, "b_acked": t.acked, "b_above": t.above_sorted(), "b_seen": now}
+                        for d, t in advanced.items()
+                    ],
+                )
+        return advanced
+
+    async def _write_samples(self, conn: AsyncConnection, batch: Batch) -> None:
+        await self._resolve_series(conn, batch)
+        series_ids = self._series
+        rows: list[dict[str, Any]] = []
+        latest: dict[int, tuple[int, float | None, str | None]] = {}
+        for device_id, device_samples in batch.telemetry:
+            for sample in device_samples:
+                ts = sample.ts
+                for key, value in sample.values.items():
+                    sid = series_ids[(device_id, key)]
+                    num, txt = value_columns(value)
+                    rows.append({"series_id": sid, "ts": ts, "num": num, "txt": txt})
+                    last = latest.get(sid)
+                    if last is None or last[0] <= ts:
+                        latest[sid] = (ts, num, txt)
+        await conn.execute(samples.insert(), rows)
+        await conn.execute(
+            self._update_latest,
+            [
+                {"b_id": sid, "b_ts": ts, "b_num": num, "b_txt": txt}
+                for sid, (ts, num, txt) in latest.items()
+            ],
+        )
+
+    async def _resolve_series(self, conn: AsyncConnection, batch: Batch) -> None:
+        missing: dict[tuple[str, str], str] = {}
+        for device_id, device_samples in batch.telemetry:
+            for sample in device_samples:
+                for key, value in sample.values.items():
+                    pair = (device_id, key)
+                    if pair not in self._series and pair not in missing:
+                        missing[pair] = value_kind(value)
+        if not missing:
+            return
+        await conn.execute(
+            self._insert(series)
+            .values([{"device_id": d, "key": k, "kind": kind} for (d, k), kind in missing.items()])
+            .on_conflict_do_nothing(index_elements=["device_id", "key"])
+        )
+        device_ids = {d for d, _ in missing}
+        rows = await conn.execute(
+            select(series.c.id, series.c.device_id, series.c.key).where(
+                series.c.device_id.in_(device_ids)
+            )
+        )
+        for row in rows:
+            self._series[(row.device_id, row.key)] = row.id
+
+    async def _merge_states(self, conn: AsyncConnection, batch: Batch) -> None:
+        by_device: dict[str, list[Any]] = {}
+        for device_id, state in batch.states:
+            by_device.setdefault(device_id, []).append(state)
+        rows = await conn.execute(
+            select(devices.c.id, devices.c.reported, devices.c.reported_ts).where(
+                devices.c.id.in_(by_device)
+            )
+        )
+        updates = []
+        for row in rows:
+            reported = dict(row.reported or {})
+            reported_ts = row.reported_ts
+            for state in sorted(by_device[row.id], key=lambda s: s.seq):
+                for key, value in state.state.items():
+                    if value is None:
+                        reported.pop(key, None)
+                    else:
+                        reported[key] = value
+                reported_ts = max(reported_ts or 0, state.ts)
+            updates.append({"b_id": row.id, "b_reported": reported, "b_ts": reported_ts})
+        await conn.execute(
+            update(devices)
+            .where(devices.c.id == bindparam("b_id"))
+            .values(reported=bindparam("b_reported"), reported_ts=bindparam("b_ts")),
+            updates,
+        )
+
+    async def _write_presence(self, conn: AsyncConnection, batch: Batch) -> None:
+        await conn.execute(
+            self._update_presence,
+            [
+                {
+                    "b_id": p.device_id,
+                    "b_presence": p.presence,
+                    "b_since": p.since,
+                    "b_reason": p.reason,
+                    "b_connected": p.connected,
+                }
+                for p in batch.presence
+            ],
+        )
+        await conn.execute(
+            events.insert(),
+            [
+                {
+                    "device_id": p.device_id,
+                    "seq": None,
+                    "ts": p.since,
+                    "received_at": p.since,
+                    "type": f"presence.{p.presence}",
+                    "severity": _PRESENCE_SEVERITY.get(p.presence, "info"),
+                    "message": p.reason,
+                    "data": {"connected": p.connected},
+                }
+                for p in batch.presence
+            ],
+        )
+
+
+def _advanced(tracker: SeqTracker | None, seqs: list[tuple[int, int]]) -> SeqTracker:
+    copy = SeqTracker(tracker.acked, set(tracker.above)) if tracker else SeqTracker()
+    copy.commit(seqs)
+    return copy
+
+
+def _event_row(device_id: str, received_at: int, event: Any) -> dict[str, Any]:
+    return {
+        "device_id": device_id,
+        "seq": event.seq,
+        "ts": event.ts,
+        "received_at": received_at,
+        "type": event.type,
+        "severity": event.severity,
+        "message": event.message,
+        "data": event.data,
+    }
