@@ -23,7 +23,7 @@ hub_app = typer.Typer(
     help="Run the hub, or back it up and restore it.", invoke_without_command=True
 )
 app.add_typer(hub_app, name="hub")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 DataOpt = Annotated[Path | None, typer.Option("--data", help="data folder [env FIELDHUB_DATA]")]
 DbOpt = Annotated[
@@ -46,7 +46,8 @@ def _settings(**options: Any) -> Any:
     except ValidationError as exc:
         for error in exc.errors():
             field = ".".join(str(p) for p in error["loc"])
-            console.print(f"[red]error:[/red] setting {field!r}: {error['msg']}")
+            message = str(error["msg"]).removeprefix("Value error, ")
+            console.print(f"[red]error:[/red] setting {field!r}: {message}")
         raise typer.Exit(2) from None
 
 

@@ -34,7 +34,9 @@ class Sample(msgspec.Struct, frozen=True, kw_only=True):
     """Values of one instant. ``ts`` is epoch milliseconds on the device's clock."""
 
     ts: Millis
-    values: Annotated[dict[Key, Value], msgspec.Meta(min_length=1, max_length=MAX_VALUES_PER_SAMPLE)]
+    values: Annotated[
+        dict[Key, Value], msgspec.Meta(min_length=1, max_length=MAX_VALUES_PER_SAMPLE)
+    ]
 
 
 class Sequenced(msgspec.Struct, frozen=True, kw_only=True):
@@ -58,7 +60,9 @@ class Telemetry(Sequenced, frozen=True, kw_only=True):
     """Named values: one instant (``ts`` + ``values``) or several (``samples``), not both."""
 
     ts: Millis | None = None
-    values: Annotated[dict[Key, Value], msgspec.Meta(max_length=MAX_VALUES_PER_SAMPLE)] | None = None
+    values: Annotated[dict[Key, Value], msgspec.Meta(max_length=MAX_VALUES_PER_SAMPLE)] | None = (
+        None
+    )
     samples: Annotated[list[Sample], msgspec.Meta(max_length=MAX_SAMPLES)] | None = None
 
     def __post_init__(self) -> None:

@@ -1,0 +1,540 @@
+"""Start real Mosquitto and PostgreSQL processes from their Debian packages.
+
+Tests and benchmarks talk to the same broker and database that run in production, so that
+queue limits, privilege drops and SQL dialect are the real ones. Each server gets its own
+port and its own directory, so several can run side by side (one per test module).
+
+The API is synchronous and blocks (subprocesses, ``time.sleep``): call it from pytest fixtures,
+or from async code through ``asyncio.to_thread``.
+
+Example::
+
+    with Mosquitto(tmp_path / "broker") as broker, Postgres(tmp_path / "db") as db:
+        run_hub(mqtt_url=broker.url, database_url=db.create_database("hub"))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+__all__ = [
+    "Mosquitto",
+    "Postgres",
+    "ServerError",
+    "ServerStartError",
+    "ServerUnavailable",
+    "free_port",
+]
+
+HOST = "127.0.0.1"
+_START_TIMEOUT_S = 10.0
+_STOP_TIMEOUT_S = 10.0
+# $SYS topics are republished at most this often; see ``Mosquitto.dropped_messages``.
+_SYS_INTERVAL_S = 1
+# Mosquitto 2.0 republishes when ``now - sys_interval > last_update`` in whole seconds, so with
+# an interval of 1 s a new value appears only every 2 s; wait that long, plus its loop's latency.
+_SYS_REFRESH_S = 2 * _SYS_INTERVAL_S + 0.5
+_DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"
+_POSTGRES_USER = "fieldhub"
+_POSTGRES_DB = "fieldhub"
+# Unquoted PostgreSQL identifier, at most 63 bytes: safe to put in a URL and on a command line.
+_DB_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+class ServerError(RuntimeError):
+    """Root of this module's errors: a test server could not be provided."""
+
+
+class ServerUnavailable(ServerError):
+    """A program the server needs is not installed; the message names the Debian package."""
+
+
+class ServerStartError(ServerError):
+    """The server was found but failed to start or to answer; the message ends with its log."""
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago.
+
+    The kernel picks the port (bind to port 0), so parallel test runs do not collide on a fixed
+    number. Another process may still take it before the server binds it; that race is rare
+    enough on a test machine to accept.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _path() -> str:
+    return os.environ.get("PATH", os.defpath)
+
+
+def _require(program: str, package: str, search: str | None = None) -> str:
+    """Return the path of ``program`` or raise ``ServerUnavailable`` naming its package."""
+    path = shutil.which(program, path=search)
+    if path is None:
+        where = search or "PATH"
+        raise ServerUnavailable(
+            f"Program {program!r} not found in {where}; install the Debian package {package!r} "
+            f"(apt-get install {package})."
+        )
+    return path
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    """Return the last lines of a log file, for error messages that explain themselves."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return f"(no log at {path})"
+    kept = text.strip().splitlines()[-lines:]
+    return "\n".join(kept) if kept else f"(empty log at {path})"
+
+
+def _accepts_connections(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class Mosquitto:
+    """A Mosquitto broker on 127.0.0.1, configured for tests, as a child process.
+
+    Args:
+        workdir: Directory for ``mosquitto.conf`` and ``mosquitto.log``; created if missing.
+        port: TCP port to listen on; a free one is picked when ``None``. It is kept across
+            ``restart()`` so clients can reconnect to the same URL.
+        extra_config: Lines appended to the generated config. Later lines win in Mosquitto,
+            so this can also override the defaults below (e.g. ``max_queued_messages 100``).
+    """
+
+    def __init__(self, workdir: Path, port: int | None = None, extra_config: str = "") -> None:
+        self._binary = _require("mosquitto", "mosquitto", search=f"/usr/sbin:/sbin:{_path()}")
+        self.workdir = Path(workdir)
+        self._port = port if port is not None else free_port()
+        self._extra_config = extra_config
+        self.config_path = self.workdir / "mosquitto.conf"
+        self.log_path = self.workdir / "mosquitto.log"
+        # stderr holds what Mosquitto says before its log file is open (bad config lines).
+        self._stderr_path = self.workdir / "mosquitto.stderr"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        """Address the broker listens on: loopback only, never reachable from the network."""
+        return HOST
+
+    @property
+    def port(self) -> int:
+        """TCP port of the MQTT listener."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """Broker address in the form the hub's settings take: ``mqtt://127.0.0.1:PORT``."""
+        return f"mqtt://{HOST}:{self._port}"
+
+    @property
+    def running(self) -> bool:
+        """Whether the broker process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def _config(self) -> str:
+        lines = [
+            "# Generated by fieldhub.testing.servers for tests; rewritten on every start.",
+            f"listener {self._port} {HOST}",
+            # Anonymous access until the device identity work replaces it.
+            "allow_anonymous true",
+            # Each run starts empty; nothing of a previous test leaks into the next.
+            "persistence false",
+            # The default of 1000 queued QoS 1/2 messages per client (and, for QoS 0, 1000
+            # packets waiting on a slow socket) makes Mosquitto drop messages silently, apart
+            # from a counter. Tests and benchmarks must see every message or fail loudly, so the
+            # limit is set far above any test's volume; drops still show in dropped_messages().
+            # max_queued_bytes stays at its default of 0 (no byte limit).
+            "max_queued_messages 1000000",
+            # Refresh $SYS counters as often as Mosquitto allows (default 10 s): dropped_messages().
+            f"sys_interval {_SYS_INTERVAL_S}",
+            f"log_dest file {self.log_path}",
+        ]
+        if os.geteuid() == 0:
+            # Run as root, Mosquitto otherwise switches to user 'mosquitto' after reading the
+            # config, cannot open a log file in a root-only directory (pytest's tmp_path is mode
+            # 0700) and then runs on without any log. Staying root keeps the log where we look.
+            lines.append("user root")
+        if self._extra_config:
+            lines.append(self._extra_config)
+        return "\n".join(lines) + "\n"
+
+    def start(self) -> None:
+        """Write the config, start the broker and wait until its port accepts connections.
+
+        Raises:
+            ServerStartError: The broker exited or did not listen within 10 s; the message ends
+                with the tail of its log.
+        """
+        if self.running:
+            return
+        if _accepts_connections(self._port):
+            # Otherwise the wait below would take the other program's listener for ours.
+            raise ServerStartError(f"Port {self._port} on {HOST} is already in use.")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(self._config(), encoding="utf-8")
+        self._stderr = self._stderr_path.open("ab")
+        self._process = subprocess.Popen(
+            [self._binary, "-c", str(self.config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=self._stderr,
+            stderr=self._stderr,
+        )
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while not _accepts_connections(self._port):
+            returncode = self._process.poll()
+            if returncode is not None or time.monotonic() > deadline:
+                self.stop()
+                reason = (
+                    f"exited with status {returncode}"
+                    if returncode is not None
+                    else f"did not accept connections within {_START_TIMEOUT_S:.0f} s"
+                )
+                raise ServerStartError(
+                    f"Mosquitto on port {self._port} {reason}.\n"
+                    f"--- {self.log_path} ---\n{_tail(self.log_path)}\n"
+                    f"--- {self._stderr_path} ---\n{_tail(self._stderr_path)}"
+                )
+            time.sleep(0.05)
+        if self._process.poll() is not None:
+            self.stop()
+            raise ServerStartError(
+                f"Mosquitto exited right after start.\n{_tail(self.log_path)}\n"
+                f"{_tail(self._stderr_path)}"
+            )
+
+    def stop(self) -> None:
+        """Terminate the broker and wait for it; does nothing if it is not running."""
+        process, self._process = self._process, None
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(timeout=_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def restart(self) -> None:
+        """Stop and start again on the same port: a broker outage, for reconnect tests.
+
+        All sessions and queued messages are lost, as with a real broker restart without
+        persistence.
+        """
+        self.stop()
+        self.start()
+
+    def dropped_messages(self) -> int:
+        """Return the broker's count of messages it dropped since it started.
+
+        Mosquitto republishes its ``$SYS`` counters only every other second here (see
+        ``_SYS_REFRESH_S``), so this first waits 2.5 s: the value then includes everything that
+        happened before the call. Reads the retained ``$SYS/broker/publish/messages/dropped`` with
+        ``mosquitto_sub``, an independent client, and returns 0 if it does not appear in 5 s.
+
+        Raises:
+            ServerUnavailable: ``mosquitto_sub`` is missing (Debian package mosquitto-clients).
+            ServerError: The topic carried something other than an integer.
+        """
+        mosquitto_sub = _require("mosquitto_sub", "mosquitto-clients")
+        time.sleep(_SYS_REFRESH_S)
+        result = subprocess.run(
+            [
+                mosquitto_sub,
+                "-h",
+                HOST,
+                "-p",
+                str(self._port),
+                "-t",
+                _DROPPED_TOPIC,
+                "-C",
+                "1",
+                "-W",
+                "5",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=False,
+        )
+        value = result.stdout.strip()
+        if not value:
+            return 0
+        try:
+            return int(value)
+        except ValueError:
+            raise ServerError(f"{_DROPPED_TOPIC} is {value!r}, expected an integer.") from None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _postgres_bindir() -> Path:
+    """Return the newest ``/usr/lib/postgresql/<version>/bin`` that has the server programs."""
+
+    def version(bindir: Path) -> tuple[int, ...]:
+        digits = re.findall(r"\d+", bindir.parent.name)
+        return tuple(int(d) for d in digits)
+
+    candidates = [
+        bindir
+        for bindir in Path("/usr/lib/postgresql").glob("*/bin")
+        if all((bindir / program).is_file() for program in ("initdb", "pg_ctl", "createdb"))
+    ]
+    if not candidates:
+        raise ServerUnavailable(
+            "No PostgreSQL server found under /usr/lib/postgresql/*/bin; "
+            "install the Debian package 'postgresql' (apt-get install postgresql)."
+        )
+    return max(candidates, key=version)
+
+
+class Postgres:
+    """A throw-away PostgreSQL cluster on 127.0.0.1, tuned for speed rather than durability.
+
+    The cluster is created fresh by ``start()`` and deleted by ``stop()``; its log is copied to
+    ``workdir/postgres.log`` on stop so it can be read after a failed test.
+
+    PostgreSQL refuses to run as root. When we are root (as in CI), every server program runs
+    as the ``postgres`` user through ``runuser``, and the cluster lives in its own directory
+    under the system temp dir owned by ``postgres``: pytest's ``tmp_path`` sits in a 0700
+    directory that ``postgres`` cannot enter. The short temp path also keeps the Unix socket
+    path under its 107-byte limit.
+
+    Args:
+        workdir: Directory that receives the server log; created if missing.
+        port: TCP port to listen on; a free one is picked when ``None``.
+    """
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self._bindir = _postgres_bindir()
+        self._as_postgres: list[str] = []
+        if os.geteuid() == 0:
+            runuser = _require("runuser", "util-linux", search=f"/usr/sbin:/sbin:{_path()}")
+            try:
+                pwd.getpwnam("postgres")
+            except KeyError:
+                raise ServerUnavailable(
+                    "Running as root, but there is no 'postgres' user to run PostgreSQL as; "
+                    "install the Debian package 'postgresql', which creates it."
+                ) from None
+            self._as_postgres = [runuser, "-u", "postgres", "--"]
+        self.workdir = Path(workdir)
+        self._port = port if port is not None else free_port()
+        self.log_path = self.workdir / "postgres.log"
+        self._rundir: Path | None = None
+
+    @property
+    def port(self) -> int:
+        """TCP port the server listens on."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """SQLAlchemy URL of the ``fieldhub`` database, created at start."""
+        return self.url_for(_POSTGRES_DB)
+
+    def url_for(self, database: str) -> str:
+        """Return the SQLAlchemy (asyncpg) URL of ``database`` on this server."""
+        return f"postgresql+asyncpg://{_POSTGRES_USER}@{HOST}:{self._port}/{database}"
+
+    @property
+    def running(self) -> bool:
+        """Whether ``start()`` succeeded and ``stop()`` has not been called since."""
+        return self._rundir is not None
+
+    def _run(self, argv: list[str], what: str, timeout: float = 60) -> None:
+        """Run a PostgreSQL program; on failure raise with its output and the server log."""
+        try:
+            result = subprocess.run(
+                argv, capture_output=True, text=True, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise ServerStartError(
+                f"PostgreSQL: {what} did not finish in {timeout:.0f} s: {shlex.join(argv)}\n"
+                f"--- server log ---\n{self._log_tail()}"
+            ) from exc
+        if result.returncode != 0:
+            raise ServerStartError(
+                f"PostgreSQL: {what} failed with status {result.returncode}: "
+                f"{shlex.join(argv)}\n{result.stdout}{result.stderr}"
+                f"--- server log ---\n{self._log_tail()}"
+            )
+
+    def _server_argv(self, program: str, *args: str) -> list[str]:
+        """Command line for a program that must run as the cluster's owner, never as root."""
+        return [*self._as_postgres, str(self._bindir / program), *args]
+
+    def _log_tail(self) -> str:
+        return _tail(self._rundir / "postgres.log") if self._rundir else _tail(self.log_path)
+
+    def start(self) -> None:
+        """Create a fresh cluster, start it and create the ``fieldhub`` database.
+
+        Raises:
+            ServerStartError: ``initdb``, ``pg_ctl start`` or ``createdb`` failed; the message
+                has the program's output and the tail of the server log.
+        """
+        if self.running:
+            return
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        rundir = Path(tempfile.mkdtemp(prefix="fieldhub-pg-"))
+        self._rundir = rundir
+        try:
+            if self._as_postgres:
+                shutil.chown(rundir, user="postgres", group="postgres")
+            data = rundir / "data"
+            # Trust auth over loopback only: no passwords in test URLs. --no-sync and the
+            # -c options below trade crash safety for speed; the cluster is deleted anyway.
+            # --no-locale makes sorting and case rules the same on every machine.
+            self._run(
+                self._server_argv(
+                    "initdb",
+                    f"--pgdata={data}",
+                    "--auth=trust",
+                    f"--username={_POSTGRES_USER}",
+                    "--encoding=UTF8",
+                    "--no-locale",
+                    "--no-sync",
+                ),
+                "initdb",
+            )
+            options = (
+                f"-p {self._port} -k {shlex.quote(str(rundir))} -c listen_addresses={HOST}"
+                " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            )
+            log = rundir / "postgres.log"
+            self._run(
+                self._server_argv(
+                    "pg_ctl",
+                    f"--pgdata={data}",
+                    f"--log={log}",
+                    "-o",
+                    options,
+                    "-w",
+                    "-t30",
+                    "start",
+                ),
+                "pg_ctl start",
+            )
+            self._createdb(_POSTGRES_DB)
+        except BaseException:
+            # The start error says more than a failure to clean up after it.
+            with contextlib.suppress(ServerError):
+                self.stop()
+            raise
+
+    def _createdb(self, name: str) -> None:
+        # A client program: connects over TCP with trust auth, so it needs no runuser.
+        self._run(
+            [
+                str(self._bindir / "createdb"),
+                "-h",
+                HOST,
+                "-p",
+                str(self._port),
+                "-U",
+                _POSTGRES_USER,
+                name,
+            ],
+            f"createdb {name}",
+            timeout=30,
+        )
+
+    def create_database(self, name: str) -> str:
+        """Create an empty database and return its SQLAlchemy URL.
+
+        One database per test keeps tests independent without restarting the server.
+
+        Args:
+            name: Lower-case identifier (letters, digits, ``_``; at most 63 characters).
+
+        Raises:
+            ValueError: ``name`` is not such an identifier.
+            ServerError: The server is not running.
+            ServerStartError: ``createdb`` failed, e.g. because the database exists.
+        """
+        if not _DB_NAME.fullmatch(name):
+            raise ValueError(
+                f"Database name {name!r} is not a lower-case identifier of at most 63 characters."
+            )
+        if not self.running:
+            raise ServerError("PostgreSQL is not running; call start() first.")
+        self._createdb(name)
+        return self.url_for(name)
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown), keep its log in ``workdir`` and delete the cluster.
+
+        Does nothing if it is not running.
+        """
+        rundir, self._rundir = self._rundir, None
+        if rundir is None:
+            return
+        data = rundir / "data"
+        log = rundir / "postgres.log"
+        if (data / "postmaster.pid").exists():
+            result = subprocess.run(
+                self._server_argv("pg_ctl", f"--pgdata={data}", "-m", "fast", "-w", "-t30", "stop"),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            if result.returncode != 0:
+                # Keep the cluster: deleting it under a live server would orphan the process.
+                self._rundir = rundir
+                raise ServerError(
+                    f"PostgreSQL: pg_ctl stop failed with status {result.returncode} "
+                    f"(cluster kept in {rundir}):\n{result.stdout}{result.stderr}"
+                    f"--- server log ---\n{_tail(log)}"
+                )
+        if log.exists():
+            shutil.copyfile(log, self.log_path)
+        shutil.rmtree(rundir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
