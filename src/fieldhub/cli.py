@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -69,16 +70,24 @@ async def _serve(settings: Any, *, fleet_size: int = 0) -> None:
         server = uvicorn.Server(
             uvicorn.Config(create_app(hub), host=host, port=port, log_level="warning")
         )
+        serving = asyncio.create_task(server.serve(), name="http")
+        while not server.started:
+            if serving.done():  # could not bind: uvicorn has said why
+                await serving
+                raise typer.Exit(1)
+            await asyncio.sleep(0.02)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
+        console.print(
+            f"[bold green]fieldhub {__version__}[/bold green] hub at "
+            f"[bold]http://{shown}:{port}/[/bold]  (API docs /docs, health /api/health, "
+            f"metrics /metrics); MQTT {hub.bus.address}"
+        )
         fleet: asyncio.Task[None] | None = None
         if fleet_size:
             fleet = asyncio.create_task(_start_fleet(hub, fleet_size), name="demo-fleet")
-        shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
-        console.print(
-            f"[bold green]fieldhub {__version__}[/bold green] hub at [bold]http://{shown}:{port}/[/bold]"
-            f"  (API docs /docs, health /api/health, metrics /metrics); MQTT {hub.bus.address}"
-        )
         try:
-            await server.serve()
+            await serving
         finally:
             if fleet is not None:
                 fleet.cancel()
@@ -108,6 +117,14 @@ async def _start_fleet(hub: Any, size: int) -> None:
     await run_fleet(specs, hub.broker_url)
 
 
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run until done or Ctrl-C; the hub shuts down cleanly either way, and Ctrl-C is no error."""
+    try:
+        asyncio.run(main)
+    except KeyboardInterrupt:
+        console.print("stopped")
+
+
 @app.command()
 def demo(
     devices: Annotated[int, typer.Option("--devices", min=0, max=10_000, help="fleet size")] = 20,
@@ -119,7 +136,7 @@ def demo(
     """Run a hub with its embedded broker and SQLite, plus a simulated fleet."""
     _logging(verbose)
     settings = _settings(data=data, http=http, mqtt=mqtt, broker=None)
-    asyncio.run(_serve(settings, fleet_size=devices))
+    _run(_serve(settings, fleet_size=devices))
 
 
 @hub_app.callback()
@@ -149,7 +166,7 @@ def hub(
         instance=instance,
         stale_after_s=stale_after,
     )
-    asyncio.run(_serve(settings))
+    _run(_serve(settings))
 
 
 @hub_app.command("backup")

@@ -65,14 +65,14 @@ async def backup(engine: AsyncEngine, path: Path) -> BackupSummary:
                         async for chunk in result.partitions(_CHUNK):
                             member.write(b"".join(encoder.encode(list(r)) + b"\n" for r in chunk))
                             count += len(chunk)
-                    rows[table.name] = count
+                    rows[str(table.name)] = count
                 manifest = {
                     "format": FORMAT,
                     "version": FORMAT_VERSION,
                     "schema": schema,
                     "created_at": now_ms(),
                     "rows": rows,
-                    "columns": {t.name: [c.name for c in t.columns] for t in ALL_TABLES},
+                    "columns": {str(t.name): [str(c.name) for c in t.columns] for t in ALL_TABLES},
                 }
                 archive.writestr("manifest.json", encoder.encode(manifest))
     partial.replace(path)

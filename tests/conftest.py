@@ -1,0 +1,149 @@
+"""Fixtures: real brokers (embedded amqtt, Mosquitto), real databases (SQLite, PostgreSQL),
+a running hub, its API over HTTP semantics (ASGI), and test devices on real MQTT."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fieldhub.hub.api import create_app
+from fieldhub.hub.config import HubSettings
+from fieldhub.hub.ingest import IngestSettings
+from fieldhub.hub.service import Hub
+from fieldhub.testing.servers import Mosquitto, Postgres, ServerUnavailable
+from tests.device_client import TestDevice
+
+HubFactory = Callable[..., AbstractAsyncContextManager[Hub]]
+
+
+def _unavailable(exc: ServerUnavailable) -> None:
+    # On a developer machine a missing server skips; in CI it is a failure (CI installs them).
+    if os.environ.get("CI"):
+        raise exc
+    pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """One Mosquitto for the session; tests keep apart by unique device and hub ids."""
+    try:
+        with Mosquitto(tmp_path_factory.mktemp("mosquitto")) as broker:
+            yield broker
+    except ServerUnavailable as exc:
+        _unavailable(exc)
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    """One PostgreSQL server for the session; each test gets its own database."""
+    try:
+        with Postgres(tmp_path_factory.mktemp("postgres")) as server:
+            yield server
+    except ServerUnavailable as exc:
+        _unavailable(exc)
+
+
+@pytest.fixture
+def uid() -> str:
+    """A short id unique to this test, for device ids, hub instances and databases."""
+    return secrets.token_hex(4)
+
+
+@pytest.fixture
+def make_hub(request: pytest.FixtureRequest, tmp_path: Path, uid: str) -> HubFactory:
+    """Start hubs on a chosen broker and database: ``async with make_hub(broker=..., db=...)``."""
+
+    @asynccontextmanager
+    async def factory(
+        *,
+        broker: str = "embedded",
+        db: str = "sqlite",
+        data: Path | None = None,
+        ingest: IngestSettings | None = None,
+        **settings: Any,
+    ) -> AsyncIterator[Hub]:
+        options: dict[str, Any] = {
+            "data": data or tmp_path / "data",
+            "instance": f"t{uid}",
+            "mqtt": "127.0.0.1:0",
+            "http": "127.0.0.1:0",
+        }
+        if broker == "mosquitto":
+            options["broker"] = request.getfixturevalue("mosquitto").url
+        if db == "postgres":
+            options["db"] = request.getfixturevalue("postgres").create_database(
+                f"t{uid}_{secrets.token_hex(2)}"
+            )
+        options.update(settings)
+        async with Hub(HubSettings(**options), ingest) as hub:
+            yield hub
+
+    return factory
+
+
+@pytest.fixture
+async def hub(make_hub: HubFactory) -> AsyncIterator[Hub]:
+    """A hub on the embedded broker and SQLite."""
+    async with make_hub() as running:
+        yield running
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(("embedded", "sqlite"), id="amqtt-sqlite"),
+        pytest.param(("mosquitto", "sqlite"), id="mosquitto-sqlite", marks=pytest.mark.mosquitto),
+        pytest.param(("embedded", "postgres"), id="amqtt-postgres", marks=pytest.mark.postgres),
+        pytest.param(
+            ("mosquitto", "postgres"),
+            id="mosquitto-postgres",
+            marks=[pytest.mark.mosquitto, pytest.mark.postgres],
+        ),
+    ]
+)
+async def any_hub(request: pytest.FixtureRequest, make_hub: HubFactory) -> AsyncIterator[Hub]:
+    """The same hub on every broker and database fieldhub supports."""
+    broker, db = request.param
+    async with make_hub(broker=broker, db=db) as running:
+        yield running
+
+
+def api_client(hub: Hub) -> httpx.AsyncClient:
+    """An HTTP client for ``hub``'s API, served in-process."""
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(hub)), base_url="http://hub"
+    )
+
+
+@pytest.fixture
+async def api(hub: Hub) -> AsyncIterator[httpx.AsyncClient]:
+    """HTTP client of the default hub's API."""
+    async with api_client(hub) as client:
+        yield client
+
+
+DeviceFactory = Callable[..., Awaitable[TestDevice]]
+
+
+@pytest.fixture
+async def connect_device(uid: str) -> AsyncIterator[DeviceFactory]:
+    """Register (optionally) and connect test devices: ``await connect_device(hub, "d1")``."""
+    devices: list[TestDevice] = []
+
+    async def connect(hub: Hub, name: str, *, register: bool = True, **labels: str) -> TestDevice:
+        device_id = f"{name}-{uid}"
+        if register:
+            await hub.create_device(device_id, labels=labels)
+        device = await TestDevice.connect(hub.broker_url, device_id)
+        devices.append(device)
+        return device
+
+    yield connect
+    for device in devices:
+        device.close()
