@@ -50,6 +50,7 @@ class HubBus:
         self._qos = qos
         self._timeout = connect_timeout_s
         self._connected = asyncio.Event()
+        self._closing = False
         self._client = gmqtt.Client(client_id, clean_session=False)
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
@@ -86,6 +87,7 @@ class HubBus:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._closing = True
         await self._client.disconnect()
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
@@ -100,7 +102,7 @@ class HubBus:
         self._connected.set()
 
     def _handle_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
-        if self._connected.is_set():
+        if self._connected.is_set() and not self._closing:
             log.warning("lost MQTT broker %s; reconnecting", self.address)
         self._connected.clear()
 
