@@ -33,6 +33,17 @@ class Batch:
     def __bool__(self) -> bool:
         return bool(self.messages or self.presence)
 
+    def drop_device(self, device_id: str) -> None:
+        """Forget everything of ``device_id`` not yet committed (the device was deleted)."""
+        self.points -= sum(
+            len(s.values) for d, samples in self.telemetry if d == device_id for s in samples
+        )
+        self.telemetry = [t for t in self.telemetry if t[0] != device_id]
+        self.events = [e for e in self.events if e[0] != device_id]
+        self.states = [s for s in self.states if s[0] != device_id]
+        self.presence = [p for p in self.presence if p.device_id != device_id]
+        self.messages -= len(self.seqs.pop(device_id, ()))
+
     def add_seq(self, device_id: str, seq: int, floor: int) -> None:
         """Remember that ``seq`` of ``device_id`` is part of this commit."""
         entry = self.seqs.get(device_id)

@@ -87,6 +87,7 @@ class Ingest:
         self._listeners: list[CommitListener] = []
         self._throttle = LogThrottle(log)
         self._last_reject: dict[str, float] = {}
+        self.writing = asyncio.Lock()  # held while a batch commits
 
     async def load(self) -> None:
         """Load every registered device's sequence state from the store."""
@@ -101,6 +102,8 @@ class Ingest:
         """Refuse messages from a deleted device from now on."""
         self._trackers.pop(device_id, None)
         self._pending.pop(device_id, None)
+        self._ack_due.discard(device_id)
+        self._batch.drop_device(device_id)
         self._writer.forget_device(device_id)
 
     def acked_seq(self, device_id: str) -> int | None:
@@ -224,7 +227,8 @@ class Ingest:
     async def _commit(self, batch: Batch, acks: set[str]) -> None:
         started = time.perf_counter()
         try:
-            advanced = await self._writer.write(batch, self._trackers)
+            async with self.writing:
+                advanced = await self._writer.write(batch, self._trackers)
         except (SQLAlchemyError, OSError):
             # Nothing is acknowledged, so every device resends what this batch held.
             self.stats.write_errors += 1

@@ -166,10 +166,12 @@ class Hub:
             device_id, name=name, labels=labels, attributes=attributes
         )
         self.ingest.add_device(device_id)
+        self.presence.load(device_id, DevicePresence())
         return record
 
     async def delete_device(self, device_id: str) -> None:
         """Delete a device with its data and refuse its messages from now on."""
         self.ingest.remove_device(device_id)
         self.presence.forget(device_id)
-        await self.registry.delete(device_id)
+        async with self.ingest.writing:  # a commit in flight may hold the device's data
+            await self.registry.delete(device_id)

@@ -123,7 +123,7 @@ class Queries:
             return [(r.bucket, render_value(kind, r.value, None)) for r in rows]
 
     def _bucketed(self, window: Any, bucket_ms: int, agg: Aggregate) -> Select[Any]:
-        bucket = ((samples.c.ts / bucket_ms) * bucket_ms).label("bucket")
+        bucket = ((samples.c.ts // bucket_ms) * bucket_ms).label("bucket")
         value: Any
         if agg == "last":
             if self._dialect == "sqlite":
@@ -170,9 +170,9 @@ class Queries:
         if types:
             exact = [t for t in types if not t.endswith(".*")]
             prefixes = [t[:-1] for t in types if t.endswith(".*")]
-            query = query.where(
-                or_(events.c.type.in_(exact), *(events.c.type.startswith(p) for p in prefixes))
-            )
+            # autoescape: '_' and '%' in a family are literal characters, not LIKE wildcards.
+            families = (events.c.type.startswith(p, autoescape=True) for p in prefixes)
+            query = query.where(or_(events.c.type.in_(exact), *families))
         if severities:
             query = query.where(events.c.severity.in_(severities))
         if start is not None:
