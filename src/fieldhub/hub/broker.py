@@ -44,6 +44,8 @@ _LISTENER = "default"  # amqtt requires a listener of this name
 _AMQTT_LOGGERS = ("amqtt", "transitions")  # transitions: amqtt's state machines, INFO per change
 _RETAINED_FILE = "retained.json"
 _WATCHDOG_PERIOD_S = 0.5
+_CONNECT_TIMEOUT_S = 10.0  # a connection must send CONNECT within this
+_STOP_TIMEOUT_S = 5.0  # how long a stop waits for amqtt to end the sessions of its clients
 _KEEPALIVE_GRACE = 1.5  # MQTT 3.1.1 §3.1.2.10: one and a half times the keep-alive
 
 
@@ -84,18 +86,47 @@ def broker_plugins(*, debug: bool = False) -> dict[str, dict[str, Any]]:
     return plugins
 
 
-class _ConnectionReader(StreamReaderAdapter):  # type: ignore[misc]
-    """amqtt's stream reader that remembers when the client last sent anything."""
+class _Broker(Broker):  # type: ignore[misc]
+    """amqtt's broker, sending retained messages only for subscriptions the client holds.
+
+    amqtt 0.12, on every CONNECT, replays the retained messages matching *any* client's
+    subscription to the new client (it means to restore a persistent session's
+    subscriptions). A device would then receive every other device's retained status and
+    desired state as soon as the hub subscribes to them: a flood at fleet scale and a leak
+    past any topic ACL.
+    """
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Session
+    ) -> None:
+        holders = self.subscriptions.get(subscription[0], ())
+        if any(holder.client_id == session.client_id for holder, _qos in holders):
+            await super()._publish_retained_messages_for_subscription(subscription, session)
+
+
+class _Connection(StreamReaderAdapter):  # type: ignore[misc]
+    """One accepted TCP connection: amqtt's stream reader, plus what the watchdog needs."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         super().__init__(reader)
         self.writer = writer
-        self.last_read = time.monotonic()
+        self.opened = self.last_read = time.monotonic()
+        self.session: Session | None = None  # once amqtt has registered one for it
 
     async def read(self, n: int = -1) -> bytes:
         data: bytes = await super().read(n)
         self.last_read = time.monotonic()
         return data
+
+    def abort(self, why: str) -> None:
+        client_id = self.session.client_id if self.session else None
+        log.info("MQTT client %s (%s): disconnecting, %s", client_id, self.peer, why)
+        self.writer.transport.abort()  # the reader sees EOF; amqtt then ends the session
+
+    @property
+    def peer(self) -> str:
+        peer = self.writer.get_extra_info("peername")
+        return f"{peer[0]}:{peer[1]}" if peer else "?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,15 +142,27 @@ class EmbeddedBroker:
     Retained messages and last wills work; QoS 0 and 1 are delivered. A client that connects
     with ``clean_session=False`` *and a username* gets a persistent session: its subscriptions
     and the QoS 1 messages published while it was away are delivered when it comes back (in
-    memory only: a broker restart forgets sessions).
+    memory only: a broker restart forgets sessions). amqtt marks those queued messages as
+    retained when it delivers them.
+
+    Connections are watched: one silent for 1.5 x its keep-alive is closed and its will
+    published; one that sends no CONNECT within 10 s is closed; one whose client id has
+    connected again elsewhere is closed *without* its will (the device is online on the new
+    connection; amqtt would otherwise keep the old one and publish its will whenever it
+    finally dies, after the device said it is online). Stopping the broker publishes no wills.
 
     Args:
         host: address to listen on.
         port: TCP port; 0 picks a free one, read it from :attr:`port` once started.
-        data_dir: if given, retained messages are saved there when the broker stops and
-            restored when it starts, so retained desired state survives a hub restart. A
+        data_dir: if given, retained messages are saved there when the broker stops (cleanly:
+            a crash loses what changed since the start) and restored when it starts, so
+            retained desired state survives a hub restart. A
             restored device status may be stale until the device reconnects; presence does
             not trust it alone (DESIGN §3: presence is layered).
+
+    Raises:
+        OSError: on entry, when ``host:port`` cannot be bound.
+        BrokerStateError: on entry, when the saved retained messages cannot be read.
     """
 
     def __init__(
@@ -128,10 +171,10 @@ class EmbeddedBroker:
         self._host = host
         self._port = port
         self._data_dir = data_dir
-        self._broker: Broker | None = None
+        self._broker: _Broker | None = None
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
         self._watchdog: asyncio.Task[None] | None = None
+        self._connections: dict[_Connection, asyncio.Task[None]] = {}
 
     @property
     def host(self) -> str:
@@ -140,7 +183,7 @@ class EmbeddedBroker:
 
     @property
     def port(self) -> int:
-        """The TCP port; the one actually bound once started (also when 0 was asked for)."""
+        """The TCP port; once started, the one actually bound (also when 0 was asked for)."""
         return self._port
 
     @property
@@ -159,19 +202,27 @@ class EmbeddedBroker:
             listeners={_LISTENER: ListenerConfig(type=ListenerType.EXTERNAL)},
             plugins=broker_plugins(debug=debug),
         )
-        broker = Broker(config)
+        started = time.perf_counter()
+        broker = _Broker(config)
         await broker.start()
         try:
             for message in retained:
                 await broker.retain_message(None, message.topic, message.data, message.qos)
-            self._server = await asyncio.start_server(self._serve, self._host, self._port)
+            server = await asyncio.start_server(self._serve, self._host, self._port)
         except BaseException:
             await broker.shutdown()
             raise
-        self._broker = broker
-        self._port = self._server.sockets[0].getsockname()[1]
-        self._watchdog = asyncio.create_task(self._enforce_keepalive(), name="broker-keepalive")
-        log.info("MQTT broker listening on %s", self.url)
+        self._broker, self._server = broker, server
+        self._port = server.sockets[0].getsockname()[1]
+        self._watchdog = asyncio.create_task(
+            self._watch(), name=f"mqtt-broker-watchdog:{self.port}"
+        )
+        log.info(
+            "MQTT broker listening on %s (%d retained messages restored, %.0f ms)",
+            self.url,
+            len(retained),
+            (time.perf_counter() - started) * 1000,
+        )
         return self
 
     async def __aexit__(
@@ -190,53 +241,74 @@ class EmbeddedBroker:
             _Retained(topic, bytes(message.data), message.qos or 0)
             for topic, message in broker.retained_messages.items()
         ]
-        await broker.shutdown()  # ends every session and closes its socket
-        for task in self._connections:  # connections that never completed a CONNECT
+        for session, _handler in broker.sessions.values():
+            session.will_flag = False  # a broker stop is not a device failure
+        # Hang up on every client first; amqtt then ends each session as it reads EOF. Left to
+        # amqtt's shutdown, which cancels each session's reader, a stop can hang for good on
+        # Python 3.11: asyncio.wait_for swallows a cancellation that coincides with a packet
+        # arriving (CPython gh-86296), and amqtt then waits for a reader that never stops.
+        for connection in self._connections:
+            connection.writer.transport.abort()
+        if self._connections:
+            await asyncio.wait(self._connections.values(), timeout=_STOP_TIMEOUT_S)
+        await broker.shutdown()
+        tasks = list(self._connections.values())
+        for task in tasks:  # what did not end by itself, such as a connection without CONNECT
             task.cancel()
-        await asyncio.gather(watchdog, *self._connections, return_exceptions=True)
+        await asyncio.gather(watchdog, *tasks, return_exceptions=True)
         await server.wait_closed()
         await asyncio.to_thread(_save_retained, self._data_dir, snapshot)
         log.info("MQTT broker on %s stopped", self.url)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Hand one accepted TCP connection to amqtt, for as long as it lasts."""
-        broker = self._broker
-        task = asyncio.current_task()
+        broker, task = self._broker, asyncio.current_task()
         if broker is None or task is None:  # accepted while stopping
             writer.close()
             return
-        self._connections.add(task)
+        connection = _Connection(reader, writer)
+        self._connections[connection] = task
         try:
-            await broker.external_connected(
-                _ConnectionReader(reader, writer), StreamWriterAdapter(writer), _LISTENER
-            )
+            await broker.external_connected(connection, StreamWriterAdapter(writer), _LISTENER)
         except (OSError, asyncio.IncompleteReadError) as exc:
-            log.debug("MQTT connection from %s ended: %r", writer.get_extra_info("peername"), exc)
+            log.debug("MQTT connection from %s ended: %r", connection.peer, exc)
         finally:
-            self._connections.discard(task)
+            del self._connections[connection]
             writer.close()  # amqtt leaves the socket open when the first packet is not CONNECT
 
-    async def _enforce_keepalive(self) -> None:
-        """Close connections silent for longer than 1.5 x their keep-alive."""
-        while True:
+    async def _watch(self) -> None:
+        """Every half second, close the connections MQTT says must go (see the class doc)."""
+        while (broker := self._broker) is not None:
             await asyncio.sleep(_WATCHDOG_PERIOD_S)
-            broker = self._broker
-            if broker is None:
-                return
             now = time.monotonic()
-            for session, handler in list(broker.sessions.values()):
-                reader = getattr(handler, "reader", None)
-                if not isinstance(reader, _ConnectionReader) or session.keep_alive <= 0:
+            registered = {handler.reader: session for session, handler in broker.sessions.values()}
+            for connection in list(self._connections):
+                if connection.writer.is_closing():
                     continue
-                if now - reader.last_read > _KEEPALIVE_GRACE * session.keep_alive:
-                    if not reader.writer.is_closing():
-                        log.info(
-                            "MQTT client %s silent for %.1f s (keep-alive %d s): disconnecting",
-                            session.client_id,
-                            now - reader.last_read,
-                            session.keep_alive,
+                session = registered.get(connection)
+                if session is not None:
+                    connection.session = session
+                    silent = now - connection.last_read
+                    if 0 < session.keep_alive * _KEEPALIVE_GRACE < silent:
+                        connection.abort(
+                            f"silent {silent:.1f} s, keep-alive {session.keep_alive} s"
                         )
-                        reader.writer.transport.abort()
+                elif connection.session is None:
+                    if now - connection.opened > _CONNECT_TIMEOUT_S:
+                        connection.abort(f"no CONNECT within {_CONNECT_TIMEOUT_S:.0f} s")
+                else:
+                    _taken_over(broker, connection)
+
+
+def _taken_over(broker: _Broker, connection: _Connection) -> None:
+    """``connection`` lost its session to a newer connection with the same client id."""
+    old = connection.session
+    if old is None:
+        return
+    current = broker.sessions.get(old.client_id)
+    if current is not None and current[0] is not old:
+        old.will_flag = False  # the client is connected again: its old will would be a lie
+    connection.abort("its client id connected again")
 
 
 def _quiet_amqtt_loggers(*, debug: bool) -> None:

@@ -91,7 +91,8 @@ class Hub:
         await migrate(self.engine)
         if settings.broker is None:
             host, port = settings.mqtt_address
-            self.broker = await self._stack.enter_async_context(EmbeddedBroker(host, port))
+            broker = EmbeddedBroker(host, port, data_dir=settings.data)
+            self.broker = await self._stack.enter_async_context(broker)
             self.broker_url = self.broker.url
         writer = IngestWriter(self.engine)
         bus = HubBus(

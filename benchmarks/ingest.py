@@ -1,0 +1,225 @@
+"""Ingest benchmark: MQTT publish → committed row, against a C subscriber on the same load.
+
+It starts Mosquitto (Debian package) and, in this process, a hub on it with SQLite (or
+PostgreSQL with ``--db postgres``). A load generator in its own process (``loadgen.py``)
+plays D devices publishing single-sample telemetry as fast as the broker takes it; the hub's
+rate is messages committed per second, from its first message to its last commit. In the same
+run ``mosquitto_sub`` receives the same load from the same broker at the same QoS: that is the
+raw reference the ratio is taken against. A second phase sends messages carrying a batch of
+samples each, as an agent draining its outbox does, and reports points stored per second.
+
+Nothing is taken on trust: after each phase every device's acknowledged watermark must equal
+the last seq it sent (``lost``), and the number of rows must be exactly what was sent
+(``duplicates``). The last line printed is one JSON object.
+
+    .venv/bin/python benchmarks/ingest.py [--devices 50] [--qos 1] [--messages 4000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fieldhub.hub.config import HubSettings
+from fieldhub.hub.service import Hub
+from fieldhub.hub.store.schema import devices, samples, series
+from fieldhub.testing.servers import Mosquitto, Postgres
+from loadgen import VALUES, LoadResult, run_in_subprocess
+
+
+@dataclass
+class PhaseResult:
+    """What one hub phase measured."""
+
+    sent: int
+    stored: int
+    lost: int
+    duplicates: int
+    rate_msg_s: float
+    points_s: float
+    publish_rate_msg_s: float
+    batches: int
+    commit_s: float
+
+
+async def raw_reference(broker: Mosquitto, *, devices: int, qos: int, per_device: int) -> float:
+    """Messages per second ``mosquitto_sub`` receives of the same load (first to last)."""
+    total = devices * per_device
+    sub = await asyncio.create_subprocess_exec(
+        "mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-q", str(qos),
+        "-t", "fh/v1/+/telemetry", "-C", str(total), "-F", "%U",
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    await asyncio.sleep(0.5)  # subscribed before the first publish
+    load = asyncio.create_task(
+        run_in_subprocess(
+            broker.host, broker.port, devices=devices, qos=qos,
+            max_per_device=per_device, device_prefix="raw",
+        )
+    )  # fmt: skip
+    if sub.stdout is None:
+        raise RuntimeError("mosquitto_sub has no output pipe")
+    first = last = 0.0
+    received = 0
+    async for line in sub.stdout:
+        stamp = float(line)
+        first = first or stamp
+        last = stamp
+        received += 1
+    await sub.wait()
+    await load
+    if received < total:
+        raise RuntimeError(f"mosquitto_sub received {received} of {total}")
+    return (received - 1) / (last - first)
+
+
+async def hub_phase(
+    hub: Hub,
+    broker: Mosquitto,
+    *,
+    devices: int,
+    qos: int,
+    per_device: int,
+    samples: int,
+    prefix: str,
+) -> PhaseResult:
+    """Publish the load to the hub and wait until every message is committed."""
+    ids = [f"{prefix}-{i:05d}" for i in range(devices)]
+    for device_id in ids:
+        await hub.create_device(device_id)
+    stats = hub.stats
+    stored_before, batches_before = stats.messages_stored, stats.batches
+    commit_before = stats.commit_seconds
+    total = devices * per_device
+    load = asyncio.create_task(
+        run_in_subprocess(
+            broker.host, broker.port, devices=devices, qos=qos, max_per_device=per_device,
+            samples_per_msg=samples, device_prefix=prefix,
+        )
+    )  # fmt: skip
+    first = 0.0
+    deadline = time.monotonic() + 600
+    while stats.messages_stored - stored_before < total and time.monotonic() < deadline:
+        if not first and sum(stats.received.values()) > 0:
+            first = time.perf_counter()
+        if load.done() and load.exception():
+            break
+        await asyncio.sleep(0.005)
+    done = time.perf_counter()
+    result: LoadResult = await load
+    await asyncio.sleep(0.5)  # let a late duplicate, if any, be committed and counted
+    return await _verify(hub, ids, result, first, done, samples, stats.batches - batches_before,
+                         stats.commit_seconds - commit_before)  # fmt: skip
+
+
+async def _verify(
+    hub: Hub,
+    ids: list[str],
+    load: LoadResult,
+    first: float,
+    done: float,
+    samples_per_msg: int,
+    batches: int,
+    commit_s: float,
+) -> PhaseResult:
+    async with hub.engine.connect() as conn:
+        watermarks = select(devices.c.id, devices.c.acked_seq).where(devices.c.id.in_(ids))
+        acked = dict((await conn.execute(watermarks)).all())
+        rows = (
+            await conn.execute(
+                select(func.count())
+                .select_from(samples.join(series, samples.c.series_id == series.c.id))
+                .where(series.c.device_id.in_(ids))
+            )
+        ).scalar_one()
+    lost = sum(max(0, load.sent[d] - acked.get(d, 0)) for d in ids)
+    sent = load.total
+    stored = sent - lost
+    points = stored * samples_per_msg * len(VALUES)
+    elapsed = max(done - first, 1e-9)
+    return PhaseResult(
+        sent=sent,
+        stored=stored,
+        lost=lost,
+        duplicates=max(0, rows - points),
+        rate_msg_s=round(stored / elapsed),
+        points_s=round(points / elapsed),
+        publish_rate_msg_s=round(load.rate),
+        batches=batches,
+        commit_s=round(commit_s, 3),
+    )
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the reference and both hub phases; return the figures."""
+    with (
+        tempfile.TemporaryDirectory(prefix="fieldhub-bench-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
+        broker = stack.enter_context(Mosquitto(Path(tmp) / "mosquitto"))
+        db_url = None
+        if args.db == "postgres":
+            db_url = stack.enter_context(Postgres(Path(tmp) / "pg")).url
+        raw_rate = await raw_reference(
+            broker, devices=args.devices, qos=args.qos, per_device=args.messages
+        )
+        settings = HubSettings(data=Path(tmp) / "data", broker=broker.url, db=db_url, qos=args.qos)
+        async with Hub(settings) as hub:
+            single = await hub_phase(hub, broker, devices=args.devices, qos=args.qos,
+                                     per_device=args.messages, samples=1, prefix="one")  # fmt: skip
+            batched = await hub_phase(hub, broker, devices=args.devices, qos=args.qos,
+                                      per_device=args.batch_messages, samples=args.batch_samples,
+                                      prefix="many")  # fmt: skip
+        dropped = broker.dropped_messages()
+    return {
+        "devices": args.devices,
+        "qos": args.qos,
+        "db": args.db,
+        "sent": single.sent,
+        "stored": single.stored,
+        "lost": single.lost + batched.lost,
+        "duplicates": single.duplicates + batched.duplicates,
+        "rate_msg_s": single.rate_msg_s,
+        "raw_rate_msg_s": round(raw_rate),
+        "ratio": round(single.rate_msg_s / raw_rate, 3),
+        "points_s": batched.points_s,
+        "batch_samples": args.batch_samples,
+        "batch_rate_msg_s": batched.rate_msg_s,
+        "publish_rate_msg_s": single.publish_rate_msg_s,
+        "hub_batches": single.batches,
+        "hub_commit_s": single.commit_s,
+        "broker_dropped": dropped,
+        "cpus": os.cpu_count(),
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--devices", type=int, default=50)
+    parser.add_argument("--qos", type=int, choices=(0, 1), default=1)
+    parser.add_argument("--messages", type=int, default=4000, help="per device, phase one")
+    parser.add_argument("--batch-samples", type=int, default=50, help="samples per message")
+    parser.add_argument("--batch-messages", type=int, default=200, help="per device, phase two")
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    figures = asyncio.run(main(parse_args()))
+    print(json.dumps(figures))
