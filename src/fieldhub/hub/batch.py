@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fieldhub.protocol import Event, Sample, State
+from fieldhub.protocol import Event, State, Telemetry
 
 
 @dataclass(slots=True)
@@ -22,7 +22,7 @@ class PresenceChange:
 class Batch:
     """Messages accepted since the last commit."""
 
-    telemetry: list[tuple[str, list[Sample]]] = field(default_factory=list)
+    telemetry: list[tuple[str, Telemetry]] = field(default_factory=list)
     events: list[tuple[str, int, Event]] = field(default_factory=list)  # device, received, event
     states: list[tuple[str, State]] = field(default_factory=list)
     presence: list[PresenceChange] = field(default_factory=list)
@@ -35,9 +35,7 @@ class Batch:
 
     def drop_device(self, device_id: str) -> None:
         """Forget everything of ``device_id`` not yet committed (the device was deleted)."""
-        self.points -= sum(
-            len(s.values) for d, samples in self.telemetry if d == device_id for s in samples
-        )
+        self.points -= sum(m.point_count() for d, m in self.telemetry if d == device_id)
         self.telemetry = [t for t in self.telemetry if t[0] != device_id]
         self.events = [e for e in self.events if e[0] != device_id]
         self.states = [s for s in self.states if s[0] != device_id]

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -26,18 +26,27 @@ from fieldhub.hub.sequence import SeqTracker
 from fieldhub.hub.stats import IngestStats, LogThrottle
 from fieldhub.hub.store.ingest_writer import IngestWriter
 from fieldhub.protocol import (
+    SEQUENCED,
     Ack,
     Channel,
     PayloadError,
     Reject,
     TopicError,
-    decode,
+    decoder_for,
     encode,
     parse_topic,
     topic_for,
 )
+from fieldhub.protocol.messages import Decoder
 
 log = logging.getLogger(__name__)
+
+# Hot-path constants: channel names are compared as plain strings, because reaching an enum
+# member (``Channel.X``) goes through the enum metaclass, and that several times per message.
+_TELEMETRY, _EVENT = Channel.TELEMETRY.value, Channel.EVENT.value
+_SEQUENCED = frozenset(c.value for c in SEQUENCED)
+_MAX_ROUTES = 200_000  # distinct topics remembered; cleared and relearnt beyond that
+_Route = tuple[str, Channel, str, Decoder]
 
 
 class Publisher(Protocol):
@@ -87,6 +96,7 @@ class Ingest:
         self._listeners: list[CommitListener] = []
         self._throttle = LogThrottle(log)
         self._last_reject: dict[str, float] = {}
+        self._routes: dict[str, _Route] = {}
         self.writing = asyncio.Lock()  # held while a batch commits
 
     async def load(self) -> None:
@@ -128,30 +138,24 @@ class Ingest:
 
     def submit(self, topic: str, payload: bytes) -> None:
         """Take one message from the broker. Never raises for bad input: it rejects."""
-        try:
-            parsed = parse_topic(topic)
-        except TopicError as exc:
-            self._reject(None, "bad_topic", str(exc), None)
-            return
-        channel = parsed.channel
-        device_id = parsed.device_id
-        self.stats.received[channel] += 1
+        route = self._routes.get(topic)
+        if route is None:
+            route = self._route(topic)
+            if route is None:
+                return
+        device_id, channel, name, decode_payload = route
+        self.stats.received[name] += 1
         tracker = self._trackers.get(device_id)
         if tracker is None:
             self._reject(None, "unknown_device", f"message from unregistered device {device_id!r}")
             return
         try:
-            message = decode(channel, payload)
+            message = decode_payload(payload)
         except PayloadError as exc:
             self._reject(device_id, "invalid_payload", str(exc), channel)
             return
-        if channel is Channel.STATUS:
-            self._presence.on_status(device_id, message)
-            return
-        if channel is Channel.REPLY:
-            self._reject(
-                device_id, "unknown_command", f"no command {message.id!r} is waiting", channel
-            )
+        if name not in _SEQUENCED:
+            self._unsequenced(device_id, channel, message)
             return
         seq = message.seq
         pending = self._pending.get(device_id)
@@ -166,11 +170,10 @@ class Ingest:
             pending.add(seq)
         batch = self._batch
         batch.add_seq(device_id, seq, message.floor())
-        if channel is Channel.TELEMETRY:
-            samples = message.all_samples()
-            batch.telemetry.append((device_id, samples))
-            batch.points += sum(len(s.values) for s in samples)
-        elif channel is Channel.EVENT:
+        if name == _TELEMETRY:
+            batch.telemetry.append((device_id, message))
+            batch.points += message.point_count()
+        elif name == _EVENT:
             batch.events.append((device_id, now_ms(), message))
         else:
             batch.states.append((device_id, message))
@@ -183,6 +186,31 @@ class Ingest:
             if batch.messages >= self._settings.max_pending_messages and self._room.is_set():
                 self.stats.backpressure_pauses += 1
                 self._room.clear()
+
+    def _route(self, topic: str) -> _Route | None:
+        """Parse a topic not seen before; remember it if it is one of a device's channels."""
+        try:
+            parsed = parse_topic(topic)
+        except TopicError as exc:
+            self._reject(None, "bad_topic", str(exc), None)
+            return None
+        if len(self._routes) >= _MAX_ROUTES:
+            self._routes.clear()
+        channel = parsed.channel
+        route = (parsed.device_id, channel, channel.value, decoder_for(channel))
+        self._routes[topic] = route
+        return route
+
+    def _unsequenced(self, device_id: str, channel: Channel, message: Any) -> None:
+        if channel is Channel.STATUS:
+            self._presence.on_status(device_id, message)
+        elif channel is Channel.REPLY:
+            error = f"no command {message.id!r} is waiting"
+            self._reject(device_id, "unknown_command", error, channel)
+        else:  # a hub → device channel: the hub never subscribes to these
+            self._reject(
+                device_id, "bad_topic", f"{channel.value} is not a device channel", channel
+            )
 
     def _reject(
         self, device_id: str | None, reason: str, error: str, channel: Channel | None = None

@@ -18,6 +18,7 @@ from fieldhub.protocol.messages import (
     Status,
     Telemetry,
     decode,
+    decoder_for,
     encode,
 )
 from fieldhub.protocol.topics import (
@@ -59,6 +60,7 @@ __all__ = [
     "TopicError",
     "check_device_id",
     "decode",
+    "decoder_for",
     "device_subtree",
     "encode",
     "hub_subscriptions",

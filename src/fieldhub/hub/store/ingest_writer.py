@@ -120,10 +120,9 @@ class IngestWriter:
         series_ids = self._series
         rows: list[tuple[int, int, float | None, str | None]] = []
         latest: dict[int, tuple[int, float | None, str | None]] = {}
-        for device_id, device_samples in batch.telemetry:
-            for sample in device_samples:
-                ts = sample.ts
-                for key, value in sample.values.items():
+        for device_id, message in batch.telemetry:
+            for ts, values in message.instants():
+                for key, value in values.items():
                     sid = series_ids[(device_id, key)]
                     if isinstance(value, str):
                         num, txt = None, value
@@ -159,9 +158,9 @@ class IngestWriter:
 
     async def _resolve_series(self, conn: AsyncConnection, batch: Batch) -> None:
         missing: dict[tuple[str, str], str] = {}
-        for device_id, device_samples in batch.telemetry:
-            for sample in device_samples:
-                for key, value in sample.values.items():
+        for device_id, message in batch.telemetry:
+            for _ts, values in message.instants():
+                for key, value in values.items():
                     pair = (device_id, key)
                     if pair not in self._series and pair not in missing:
                         missing[pair] = value_kind(value)

@@ -1,0 +1,27 @@
+"""fieldhub's own MQTT 3.1.1 client, made for the hub's hot path (see ``client.py`` for why).
+
+``packets`` holds the wire format as pure functions; ``client`` the asyncio connection that
+stays up. Import from here::
+
+    from fieldhub.mqtt import MqttClient, MqttError, Will
+"""
+
+from fieldhub.mqtt.client import MessageCallback, MqttClient, MqttStats
+from fieldhub.mqtt.packets import (
+    ConnectRefused,
+    MqttError,
+    ProtocolError,
+    SubscribeRefused,
+    Will,
+)
+
+__all__ = [
+    "ConnectRefused",
+    "MessageCallback",
+    "MqttClient",
+    "MqttError",
+    "MqttStats",
+    "ProtocolError",
+    "SubscribeRefused",
+    "Will",
+]

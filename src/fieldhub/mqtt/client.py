@@ -1,0 +1,831 @@
+"""A thin asyncio MQTT 3.1.1 client for hot paths: one protocol object, few syscalls.
+
+Why not a general client: profiling the hub's ingest showed gmqtt writing every PUBACK with a
+send call of its own (a quarter of the hub's main thread) and parsing packet by packet through
+awaits; it also cannot stop reading when the hub falls behind. Here one ``asyncio.Protocol``
+parses every complete packet of a ``data_received`` chunk in a plain loop, calls the message
+callback synchronously, and answers all the chunk's QoS 1 messages with one write. Anything
+else sent in the same event loop iteration (publishes made by callbacks, acks of other tasks)
+is coalesced into one write as well.
+
+What it does not do, on purpose: QoS 2, MQTT 5, unsubscribing, TLS and WebSocket. The broker
+is on a trusted network or loopback (DESIGN §4); a hub behind TLS terminates it elsewhere.
+
+Example::
+
+    async with MqttClient("127.0.0.1", 1883, client_id="hub", on_message=handle) as client:
+        await client.subscribe([("fh/v1/+/telemetry", 1)])
+        client.publish("fh/v1/dev-1/ack", b'{"seq":5}', qos=1)
+        await client.flushed()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final, Self, cast
+
+from fieldhub.mqtt import packets
+from fieldhub.mqtt.packets import MqttError, ProtocolError, SubscribeRefused, Will
+
+__all__ = ["MessageCallback", "MqttClient", "MqttStats"]
+
+log = logging.getLogger(__name__)
+
+MessageCallback = Callable[[str, bytes], None]
+"""``on_message(topic, payload)``: called on the event loop, synchronously, per message."""
+
+_KEEPALIVE_GRACE: Final = 1.5
+"""A broker silent for this many keep-alive periods is taken for dead (MQTT 3.1.1 §3.1.2.10
+asks the same of the broker for its clients)."""
+
+_PING_AFTER: Final = 0.75
+"""Ping when nothing was sent (or received) for this fraction of the keep-alive: the checks
+run every quarter period, so a ping is out by 1.0 x keep-alive at the latest and a broker
+that enforces 1.5 x never has reason to drop us."""
+_TICKS_PER_KEEPALIVE: Final = 4
+_WRITE_HIGH_WATER: Final = 1 << 20
+"""Bytes waiting for the broker above which QoS 0 publishes are dropped (and counted)."""
+_DISCONNECT_TIMEOUT_S: Final = 2.0
+_LOG_EVERY_S: Final = 60.0
+_RESUBSCRIBE_CHUNK: Final = 64
+_DUP: Final = 0x08
+_PUBLISH_BITS: Final = 0x30
+_QUICKACK: Final = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+
+@dataclass(slots=True)
+class MqttStats:
+    """Counters of one client, for logs and ``/metrics``: drops are counted, not only logged.
+
+    Attributes:
+        received: PUBLISH packets handed to ``on_message``.
+        callback_errors: of those, how many made ``on_message`` raise.
+        invalid_topics: PUBLISH packets skipped because the topic was not UTF-8 (still acked).
+        dropped_qos0: QoS 0 publishes dropped: no connection, or over 1 MiB already waiting.
+        dropped_qos1: QoS 1 publishes dropped, the oldest first, because the queue was full.
+        writes: ``transport.write`` calls, i.e. send syscalls at most; compare with
+            ``received`` to see how well PUBACKs coalesce.
+        connections: successful connections, the first one included.
+    """
+
+    received: int = 0
+    callback_errors: int = 0
+    invalid_topics: int = 0
+    dropped_qos0: int = 0
+    dropped_qos1: int = 0
+    writes: int = 0
+    connections: int = 0
+
+
+class _OncePerMinute:
+    """Says when to log a recurring problem again: once per key per minute, with a count of
+    what was left out meanwhile, so a broken callback cannot flood the log at 10k msg/s."""
+
+    def __init__(self) -> None:
+        self._last: dict[object, float] = {}
+        self._skipped: dict[object, int] = {}
+
+    def due(self, key: object) -> int | None:
+        """Return how many were skipped since the last log if ``key`` is due now, else None."""
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < _LOG_EVERY_S:
+            self._skipped[key] = self._skipped.get(key, 0) + 1
+            return None
+        self._last[key] = now
+        return self._skipped.pop(key, 0)
+
+
+class MqttClient:
+    """One MQTT 3.1.1 connection that stays up: connect once, then it reconnects by itself.
+
+    After the first successful :meth:`connect`, a supervisor task watches the connection. When
+    it is lost, the client reconnects with jittered exponential back-off between
+    ``reconnect_min_s`` and ``reconnect_max_s``, subscribes again to every filter given to
+    :meth:`subscribe`, and re-sends unacknowledged QoS 1 publishes (DUP set, in their order).
+    The outage is logged twice: a warning when lost, info when back.
+
+    QoS 1 publishes are in flight (sent, awaiting PUBACK) up to ``max_inflight`` and queued
+    beyond that, and while disconnected, up to ``max_queued``; when the queue is full the
+    oldest is dropped. QoS 0 publishes are dropped while disconnected. Every drop is counted in
+    :attr:`stats`.
+
+    Everything runs on the event loop that called :meth:`connect`; call the methods from it
+    (from another thread, go through ``loop.call_soon_threadsafe``).
+
+    Args:
+        host: broker address.
+        port: broker TCP port.
+        client_id: MQTT client identifier; the broker keeps the session under it.
+        on_message: ``(topic, payload)`` for each message received; called synchronously from
+            the protocol, so it must not block. If it raises, the error is counted and logged
+            (once per exception type per minute) and the connection carries on.
+        username: user name for the broker, if it asks for one.
+        password: password (needs ``username``).
+        clean_session: False asks the broker to keep subscriptions and QoS 1 messages while
+            the client is away.
+        keepalive_s: the client pings when idle this long, and drops a connection from which
+            nothing arrived for 1.5 times as long; 0 turns both off.
+        will: published by the broker if the connection ends without DISCONNECT.
+        on_connect: called soon after each successful connection (the first one too), after
+            the subscriptions were sent again.
+        on_disconnect: called soon after the connection is lost, with the reason, and with
+            ``None`` after :meth:`close`.
+        reconnect_min_s: first delay before reconnecting; it doubles per failed attempt.
+        reconnect_max_s: longest delay between attempts.
+        max_inflight: QoS 1 publishes sent and not yet acknowledged, at most.
+        max_queued: QoS 1 publishes waiting beyond those, at most.
+
+    Raises:
+        ValueError: an argument is out of range (or a password comes without user name).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        client_id: str,
+        on_message: MessageCallback,
+        username: str | None = None,
+        password: str | None = None,
+        clean_session: bool = True,
+        keepalive_s: int = 30,
+        will: Will | None = None,
+        on_connect: Callable[[], None] | None = None,
+        on_disconnect: Callable[[BaseException | None], None] | None = None,
+        reconnect_min_s: float = 0.1,
+        reconnect_max_s: float = 10.0,
+        max_inflight: int = 1000,
+        max_queued: int = 10_000,
+    ) -> None:
+        if not 0 < reconnect_min_s <= reconnect_max_s:
+            raise ValueError(
+                f"Need 0 < reconnect_min_s <= reconnect_max_s, got {reconnect_min_s!r} and "
+                f"{reconnect_max_s!r}."
+            )
+        if not 1 <= max_inflight <= 60_000:  # leaves packet ids free for SUBSCRIBE
+            raise ValueError(f"max_inflight must be 1..60000, not {max_inflight!r}.")
+        if max_queued < 0:
+            raise ValueError(f"max_queued must not be negative, not {max_queued!r}.")
+        self._connect_packet = packets.connect(
+            client_id,
+            clean_session=clean_session,
+            keepalive_s=keepalive_s,
+            username=username,
+            password=password,
+            will=will,
+        )
+        self._host = host
+        self._port = port
+        self._client_id = client_id
+        self._on_message = on_message
+        self._on_connect = on_connect
+        self._on_disconnect = on_disconnect
+        self._keepalive_s = keepalive_s
+        self._reconnect_min_s = reconnect_min_s
+        self._reconnect_max_s = reconnect_max_s
+        self._max_inflight = max_inflight
+        self._max_queued = max_queued
+        self.stats = MqttStats()
+        """Counters; see :class:`MqttStats`."""
+        self._conn: _Connection | None = None  # set while connected (CONNACK accepted)
+        self._supervisor: asyncio.Task[None] | None = None
+        self._lost = asyncio.Event()
+        self._closed = False
+        self._paused = False
+        self._connect_timeout_s = 10.0
+        self._connected_at = 0.0
+        self._subscriptions: dict[str, int] = {}  # remembered for re-subscription
+        # packet id -> (filters, future of the caller; None for a re-subscription)
+        self._subacks: dict[int, tuple[list[tuple[str, int]], asyncio.Future[bytes] | None]] = {}
+        self._inflight: dict[int, tuple[int, bytes]] = {}  # packet id -> (serial, packet)
+        self._queue: deque[tuple[int, str, bytes, bool]] = deque()  # (serial, topic, ...)
+        self._serial = 0  # QoS 1 publishes so far; flushed() waits for a serial
+        self._last_packet_id = 0
+        self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._log_limit = _OncePerMinute()
+
+    @property
+    def connected(self) -> bool:
+        """True while the broker has accepted the connection and it is up."""
+        return self._conn is not None
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the broker, for messages."""
+        return f"{self._host}:{self._port}"
+
+    @property
+    def client_id(self) -> str:
+        """The MQTT client identifier."""
+        return self._client_id
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def connect(self, timeout_s: float = 10.0) -> None:
+        """Connect once, then keep the connection up in the background until :meth:`close`.
+
+        The first connection is not retried: a wrong address or refused credentials should
+        fail the start of a program, not hide in a retry loop.
+
+        Args:
+            timeout_s: for the TCP connection and the CONNACK together; also used for each
+                reconnection attempt later.
+
+        Raises:
+            ConnectRefused: the broker answered with a non-zero CONNACK code.
+            MqttError: the broker broke the protocol or closed the connection first, or this
+                client is already connected or closed.
+            OSError: the TCP connection failed.
+            TimeoutError: no CONNACK within ``timeout_s``.
+        """
+        if self._closed:
+            raise MqttError(f"MQTT client {self._client_id} is closed.")
+        if self._supervisor is not None:
+            raise MqttError(f"MQTT client {self._client_id} is already connected.")
+        self._connect_timeout_s = timeout_s
+        await self._open()
+        self._supervisor = asyncio.create_task(
+            self._supervise(), name=f"mqtt-supervisor:{self._client_id}"
+        )
+        log.info("connected to MQTT broker %s as %s", self.address, self._client_id)
+
+    async def subscribe(self, filters: Sequence[tuple[str, int]]) -> None:
+        """Subscribe to ``(topic_filter, qos)`` pairs and wait for the broker's SUBACK.
+
+        The filters are remembered and subscribed again after every reconnection. While reading
+        is paused, the SUBACK waits behind the undelivered messages, and so does this call.
+
+        Raises:
+            ValueError: no filters, an empty filter, or QoS other than 0 or 1 (QoS 2 is not
+                supported: a QoS 2 message would be a protocol violation to this client).
+            SubscribeRefused: the broker refused some filters (those are not remembered; the
+                others are subscribed).
+            MqttError: not connected, or the connection was lost before the SUBACK (the
+                filters then stay remembered and are subscribed on reconnection).
+        """
+        wanted = list(filters)
+        if not wanted:
+            raise ValueError("subscribe() needs at least one (topic_filter, qos).")
+        for topic_filter, qos in wanted:
+            packets.check_filter(topic_filter)
+            if qos not in (0, 1):
+                raise ValueError(f"Subscribe at QoS 0 or 1, not {qos!r} ({topic_filter!r}).")
+        conn = self._conn
+        if conn is None:
+            raise MqttError(f"not connected to the MQTT broker {self.address}")
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        packet_id = self._next_packet_id()
+        self._subacks[packet_id] = (wanted, future)
+        conn.send(packets.subscribe(packet_id, wanted))
+        self._subscriptions.update(wanted)
+        codes = await future
+        refused = [f for (f, _qos), code in zip(wanted, codes, strict=True) if code >= 0x80]
+        if refused:
+            for topic_filter in refused:
+                self._subscriptions.pop(topic_filter, None)
+            raise SubscribeRefused(refused)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        """Send a message; never blocks. QoS 1 is kept until the broker acknowledges it.
+
+        QoS 0 is dropped (and counted) while disconnected or while over 1 MiB waits for the
+        broker. QoS 1 is sent at once while fewer than ``max_inflight`` are unacknowledged,
+        otherwise queued; re-sent after a reconnection; dropped only when the queue is full.
+
+        Raises:
+            ValueError: a topic with wildcards or NUL, or QoS other than 0 or 1.
+            MqttError: the client is closed.
+        """
+        if self._closed:
+            raise MqttError(f"MQTT client {self._client_id} is closed.")
+        conn = self._conn
+        if qos == 0:
+            packet = packets.publish(topic, payload, 0, retain)
+            if conn is None or conn.write_paused:
+                self.stats.dropped_qos0 += 1
+            else:
+                conn.send(packet)
+            return
+        if qos != 1:
+            raise ValueError(f"This client publishes at QoS 0 or 1, not {qos!r}.")
+        if conn is not None and not self._queue and len(self._inflight) < self._max_inflight:
+            packet_id = self._next_packet_id()
+            packet = packets.publish(topic, payload, 1, retain, packet_id)
+            self._serial += 1
+            self._inflight[packet_id] = (self._serial, packet)
+            conn.send(packet)
+            return
+        packets.check_topic(topic)
+        self._serial += 1
+        self._queue.append((self._serial, topic, payload, retain))
+        if len(self._queue) > self._max_queued:
+            self._queue.popleft()
+            self.stats.dropped_qos1 += 1
+            if self._flush_waiters:
+                self._wake_flush_waiters()
+
+    async def flushed(self) -> None:
+        """Wait until every QoS 1 message published so far is acknowledged (or dropped when
+        the queue overflowed: see ``stats.dropped_qos1``). Later publishes are not waited for.
+
+        Raises:
+            MqttError: the client is, or gets, closed first.
+        """
+        if self._closed:
+            raise MqttError(f"MQTT client {self._client_id} is closed.")
+        target = self._serial
+        oldest = self._oldest_unacked()
+        if oldest is None or oldest > target:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._flush_waiters.append((target, future))
+        await future
+
+    def pause_reading(self) -> None:
+        """Stop taking messages from the broker (back-pressure) until :meth:`resume_reading`.
+
+        No message is delivered after this call, even from data already read; the socket is
+        no longer read, so the broker's send window fills and it stops sending (holding QoS 1
+        messages for us, which is the point). Lasts across reconnections. PUBACKs for our own
+        publishes wait too, so those then queue up to ``max_inflight``.
+        """
+        if self._paused:
+            return
+        self._paused = True
+        if self._conn is not None:
+            self._conn.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Deliver what was held back and read the socket again."""
+        if not self._paused:
+            return
+        self._paused = False
+        if self._conn is not None:
+            self._conn.resume_reading()
+
+    async def close(self) -> None:
+        """Disconnect cleanly (DISCONNECT, so the broker does not publish the will) and stop
+        reconnecting. Unacknowledged QoS 1 messages are dropped. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.cancel()
+            await asyncio.wait([supervisor])
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.disconnect(_DISCONNECT_TIMEOUT_S)
+        error = MqttError(f"MQTT client {self._client_id} was closed")
+        self._fail_waiters(error)
+        for _target, future in self._flush_waiters:
+            if not future.done():
+                future.set_exception(error)
+        self._flush_waiters.clear()
+        if conn is not None:
+            self._callback_soon(self._on_disconnect, None)
+            log.info("disconnected from MQTT broker %s", self.address)
+
+    # connection life cycle
+
+    async def _open(self) -> None:
+        """Open one connection and bring it to the state the client promises (subscribed,
+        unacknowledged messages re-sent)."""
+        loop = asyncio.get_running_loop()
+        conn = _Connection(self, self._connect_packet)
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                await loop.create_connection(lambda: conn, self._host, self._port)
+                await conn.connack
+        except TimeoutError:
+            conn.abandon()
+            raise TimeoutError(
+                f"no CONNACK from MQTT broker {self.address} within {self._connect_timeout_s} s"
+            ) from None
+        except BaseException:
+            conn.abandon()
+            raise
+        if self._closed:  # close() ran while we waited
+            conn.abandon()
+            raise MqttError(f"MQTT client {self._client_id} was closed while connecting.")
+        self._conn = conn
+        self._connected_at = time.monotonic()
+        self.stats.connections += 1
+        conn.start_keepalive(self._keepalive_s)
+        remembered = list(self._subscriptions.items())
+        for i in range(0, len(remembered), _RESUBSCRIBE_CHUNK):
+            chunk = remembered[i : i + _RESUBSCRIBE_CHUNK]
+            packet_id = self._next_packet_id()
+            self._subacks[packet_id] = (chunk, None)
+            conn.send(packets.subscribe(packet_id, chunk))
+        for _serial, packet in self._inflight.values():  # in the order first sent
+            conn.send(bytes([packet[0] | _DUP]) + packet[1:])
+        self._fill_window()
+        self._callback_soon(self._on_connect)
+
+    async def _supervise(self) -> None:
+        """Reconnect after every loss, until cancelled by :meth:`close`."""
+        delay = self._reconnect_min_s
+        while True:
+            await self._lost.wait()
+            self._lost.clear()
+            lost_at = time.monotonic()
+            # A connection that lived long resets the back-off; one that died at once (a
+            # broker that accepts and then kicks us) keeps it growing.
+            if lost_at - self._connected_at >= self._reconnect_max_s:
+                delay = self._reconnect_min_s
+            attempts = 0
+            while True:
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, self._reconnect_max_s)
+                attempts += 1
+                try:
+                    await self._open()
+                except (OSError, TimeoutError) as exc:  # MqttError is an OSError
+                    log.debug("reconnect %d to %s failed: %s", attempts, self.address, exc)
+                else:
+                    break
+            log.info(
+                "reconnected to MQTT broker %s after %.1f s (%d attempt(s))",
+                self.address,
+                time.monotonic() - lost_at,
+                attempts,
+            )
+
+    def _connection_lost(self, conn: _Connection, exc: BaseException | None) -> None:
+        """Called by a connection when its transport is gone."""
+        if conn is not self._conn:
+            return  # a connection attempt that failed; _open reports that
+        self._conn = None
+        self._fail_waiters(MqttError(f"lost the MQTT broker {self.address} before SUBACK"))
+        if self._closed:
+            return
+        log.warning(
+            "lost MQTT broker %s: %s; reconnecting", self.address, exc or "connection closed"
+        )
+        self._lost.set()
+        self._callback_soon(self._on_disconnect, exc)
+
+    def _fail_waiters(self, error: MqttError) -> None:
+        for _filters, future in self._subacks.values():
+            if future is not None and not future.done():
+                future.set_exception(error)
+        self._subacks.clear()
+
+    @staticmethod
+    def _callback_soon(callback: Callable[..., None] | None, *args: object) -> None:
+        """Run a user callback on its own, so that whatever it raises lands in the event
+        loop's exception handler instead of in the middle of our state changes."""
+        if callback is not None:
+            asyncio.get_running_loop().call_soon(callback, *args)
+
+    # QoS 1 bookkeeping
+
+    def _next_packet_id(self) -> int:
+        inflight, subacks = self._inflight, self._subacks
+        packet_id = self._last_packet_id
+        for _ in range(packets.MAX_PACKET_ID):
+            packet_id = packet_id % packets.MAX_PACKET_ID + 1
+            if packet_id not in inflight and packet_id not in subacks:
+                self._last_packet_id = packet_id
+                return packet_id
+        raise MqttError("no free MQTT packet id")  # cannot happen: max_inflight <= 60000
+
+    def _fill_window(self) -> None:
+        """Move queued QoS 1 messages into flight while there is room and a connection."""
+        conn = self._conn
+        queue = self._queue
+        while conn is not None and queue and len(self._inflight) < self._max_inflight:
+            serial, topic, payload, retain = queue.popleft()
+            packet_id = self._next_packet_id()
+            packet = packets.publish(topic, payload, 1, retain, packet_id)
+            self._inflight[packet_id] = (serial, packet)
+            conn.send(packet)
+
+    def _oldest_unacked(self) -> int | None:
+        """Serial of the oldest QoS 1 message not yet acknowledged (in flight come first)."""
+        for serial, _packet in self._inflight.values():
+            return serial
+        return self._queue[0][0] if self._queue else None
+
+    def _wake_flush_waiters(self) -> None:
+        oldest = self._oldest_unacked()
+        waiting = []
+        for target, future in self._flush_waiters:
+            if future.done():
+                continue
+            if oldest is None or oldest > target:
+                future.set_result(None)
+            else:
+                waiting.append((target, future))
+        self._flush_waiters = waiting
+
+    # called by the connection's read loop
+
+    def _puback(self, packet_id: int) -> None:
+        if self._inflight.pop(packet_id, None) is None:
+            log.debug("PUBACK for packet id %d, which is not in flight", packet_id)
+            return
+        if self._queue:
+            self._fill_window()
+        if self._flush_waiters:
+            self._wake_flush_waiters()
+
+    def _suback(self, packet_id: int, codes: bytes) -> None:
+        entry = self._subacks.pop(packet_id, None)
+        if entry is None:
+            raise ProtocolError(f"SUBACK for packet id {packet_id}, which was not subscribed")
+        filters, future = entry
+        if len(codes) != len(filters):
+            raise ProtocolError(f"SUBACK has {len(codes)} codes for {len(filters)} filters")
+        if future is not None:
+            if not future.done():
+                future.set_result(codes)
+            return
+        refused = [f for (f, _qos), code in zip(filters, codes, strict=True) if code >= 0x80]
+        if refused:
+            log.error(
+                "MQTT broker %s refused the re-subscription to %s after reconnecting",
+                self.address,
+                ", ".join(refused),
+            )
+
+    def _callback_failed(self, exc: Exception) -> None:
+        self.stats.callback_errors += 1
+        skipped = self._log_limit.due(type(exc))
+        if skipped is not None:
+            log.error(
+                "on_message of MQTT client %s raised %s (%d more like it in the last minute "
+                "not logged); the message is acknowledged and the connection carries on",
+                self._client_id,
+                type(exc).__name__,
+                skipped,
+                exc_info=exc,
+            )
+
+    def _invalid_topic(self, topic: bytes) -> None:
+        self.stats.invalid_topics += 1
+        skipped = self._log_limit.due("invalid topic")
+        if skipped is not None:
+            log.warning(
+                "MQTT broker %s sent a message on a topic that is not UTF-8 (%r); skipped and "
+                "acknowledged (%d more in the last minute not logged)",
+                self.address,
+                topic[:100],
+                skipped,
+            )
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP connection to the broker: parse, dispatch, coalesce writes, keep alive.
+
+    Outgoing packets collect in ``_out`` and go to the transport in one write: at the end of
+    ``data_received`` (the PUBACKs of every message of the chunk, and whatever the callbacks
+    published) or, for packets sent from elsewhere, once per event loop iteration.
+    """
+
+    def __init__(self, client: MqttClient, connect_packet: bytes) -> None:
+        self._client = client
+        self._connect_packet = connect_packet
+        self._loop = asyncio.get_running_loop()
+        self.connack: asyncio.Future[bool] = self._loop.create_future()
+        self._closed: asyncio.Future[None] = self._loop.create_future()
+        self._transport: asyncio.Transport | None = None
+        self._ready = False  # CONNACK accepted
+        self._rest = b""  # bytes of an incomplete packet, or held back while paused
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._error: BaseException | None = None
+        self.write_paused = False
+        self._keepalive_s = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._ping_outstanding = False
+        self._last_sent = self._last_received = time.monotonic()
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        sock: socket.socket | None = transport.get_extra_info("socket")
+        if sock is not None:
+            # asyncio sets this already on TCP; stated here because it matters: a lone PUBACK
+            # must not wait for Nagle's algorithm.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
+        self._transport.write(self._connect_packet)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_received = time.monotonic()
+        if self._rest:
+            data = self._rest + data
+        self._flush_scheduled = True  # send() need not schedule: we flush below
+        try:
+            self._rest = self._parse(data)
+        except MqttError as exc:
+            self._rest = b""
+            self.fail(exc)
+            return
+        self.flush()
+        if self._client._paused and self._ready:
+            self.pause_reading()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        error = self._error or exc
+        if not self.connack.done():
+            self.connack.set_exception(
+                error or MqttError(f"MQTT broker {self._client.address} closed before CONNACK")
+            )
+        if not self._closed.done():
+            self._closed.set_result(None)
+        self._client._connection_lost(self, error)
+
+    # reading
+
+    def _parse(self, data: bytes) -> bytes:
+        """Dispatch every complete packet in ``data``; return what is left for later."""
+        client = self._client
+        on_message = client._on_message
+        out = self._out
+        read_header = packets.read_fixed_header
+        parse_publish = packets.parse_publish
+        puback = packets.puback
+        received = 0
+        pos = 0
+        try:
+            while (header := read_header(data, pos)) is not None:
+                first, start, end = header
+                if first & 0xF0 == _PUBLISH_BITS and self._ready:
+                    if client._paused:
+                        break
+                    topic, packet_id, payload_start = parse_publish(data, first, start, end)
+                    if packet_id:
+                        out.append(puback(packet_id))
+                    try:
+                        name = topic.decode()
+                    except UnicodeDecodeError:
+                        client._invalid_topic(topic)
+                    else:
+                        received += 1
+                        try:
+                            on_message(name, data[payload_start:end])
+                        except Exception as exc:  # a callback bug must not cost the connection
+                            client._callback_failed(exc)
+                else:
+                    self._control(first, data[start:end])
+                pos = end
+        finally:
+            client.stats.received += received
+        return data[pos:]
+
+    def _control(self, first: int, body: bytes) -> None:
+        """Everything but an accepted connection's PUBLISH."""
+        if not self._ready:
+            if first != packets.CONNACK << 4:
+                raise ProtocolError(f"expected CONNACK, got packet 0x{first:02x}")
+            _session_present, code = packets.parse_connack(body)
+            if code:
+                raise packets.ConnectRefused(code, f"MQTT broker {self._client.address}")
+            self._ready = True
+            self.connack.set_result(_session_present)
+        elif first == packets.PUBACK << 4:
+            self._client._puback(packets.parse_puback(body))
+        elif first == packets.SUBACK << 4:
+            self._client._suback(*packets.parse_suback(body))
+        elif first == packets.PINGRESP << 4 and not body:
+            self._ping_outstanding = False
+        else:
+            raise ProtocolError(f"unexpected MQTT packet 0x{first:02x} ({len(body)} bytes)")
+
+    def pause_reading(self) -> None:
+        transport = self._transport
+        if self._ready and transport is not None and transport.is_reading():
+            transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        self._last_received = time.monotonic()  # the silence was ours
+        if not transport.is_reading():
+            transport.resume_reading()
+        if self._rest:
+            # Not now: resume_reading() may be called from inside on_message.
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        """Deliver what was held back while paused (the read loop stopped at a PUBLISH)."""
+        transport = self._transport
+        if transport is not None and not transport.is_closing() and not self._client._paused:
+            self.data_received(b"")
+
+    # writing
+
+    def send(self, packet: bytes) -> None:
+        """Queue a packet for the next write (this iteration's end at the latest)."""
+        self._out.append(packet)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write everything queued, in one ``transport.write``."""
+        self._flush_scheduled = False
+        out = self._out
+        if not out:
+            return
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            out.clear()  # the connection is gone; QoS 1 is re-sent from _inflight
+            return
+        transport.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
+        self._client.stats.writes += 1
+        self._last_sent = time.monotonic()
+
+    # keep-alive and ending
+
+    def start_keepalive(self, keepalive_s: int) -> None:
+        """Check the connection every quarter keep-alive: ping when idle, drop when dead."""
+        self._keepalive_s = keepalive_s
+        if keepalive_s:
+            self._last_received = time.monotonic()
+            self._timer = self._loop.call_later(keepalive_s / _TICKS_PER_KEEPALIVE, self._tick)
+
+    def _tick(self) -> None:
+        keepalive = self._keepalive_s
+        now = time.monotonic()
+        transport = self._transport
+        if transport is not None and not transport.is_reading():
+            self._last_received = now  # paused by us: the broker's silence proves nothing
+        silent = now - self._last_received
+        if silent > keepalive * _KEEPALIVE_GRACE:
+            self.fail(
+                MqttError(
+                    f"MQTT broker {self._client.address} silent for {silent:.1f} s "
+                    f"(keep-alive {keepalive} s)"
+                )
+            )
+            return
+        idle = keepalive * _PING_AFTER
+        if now - self._last_sent >= idle or (silent >= idle and not self._ping_outstanding):
+            self._ping_outstanding = True
+            self._out.append(packets.PINGREQ)
+            self.flush()
+        self._timer = self._loop.call_later(keepalive / _TICKS_PER_KEEPALIVE, self._tick)
+
+    def fail(self, exc: BaseException) -> None:
+        """Drop the connection because of ``exc``; the client then reconnects."""
+        if self._error is None:
+            self._error = exc
+        if not self.connack.done():
+            self.connack.set_exception(exc)
+        if self._transport is not None:
+            self._transport.abort()
+
+    def abandon(self) -> None:
+        """Drop a connection attempt that failed or was given up (no one awaits it now)."""
+        self.connack.cancel()
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def disconnect(self, timeout_s: float) -> None:
+        """Send DISCONNECT after what is queued, close, and wait for the transport to go."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        self._out.append(packets.DISCONNECT)
+        self.flush()
+        transport.close()  # writes what is buffered first
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(self._closed)
+        except TimeoutError:
+            transport.abort()
