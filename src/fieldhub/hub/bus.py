@@ -1,22 +1,21 @@
 """The hub's MQTT connection: subscribe to the device channels, hand messages to ingest.
 
-gmqtt is asyncio-native, so messages arrive on the hub's event loop with no thread hop; the
-``benchmarks/`` measurements chose it over paho-mqtt for the hot path. The connection
-re-subscribes after every reconnect (gmqtt reconnects with a delay by itself) and keeps a
-persistent session, so QoS 1 messages published while the hub is briefly away are kept for it.
+It runs on fieldhub's own MQTT 3.1.1 client (``fieldhub.mqtt``) rather than gmqtt: on the
+ingest hot path gmqtt wrote every PUBACK with its own ``send`` call (a quarter of the hub's
+event-loop time at QoS 1) and cannot stop reading the socket; ours acknowledges everything one
+read delivered in a single write and can pause reading, which is how ingest pushes back on the
+broker when the database falls behind (see ``docs/benchmarks.md``). The session is persistent,
+so QoS 1 messages published while the hub is briefly away are kept for it by the broker.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import gmqtt
-from gmqtt.mqtt.constants import MQTTv311
+from fieldhub.mqtt import MqttClient, MqttError
 
 log = logging.getLogger(__name__)
 
@@ -43,26 +42,23 @@ class HubBus:
         parts = urlsplit(url)
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or 1883
-        self._username = unquote(parts.username) if parts.username else None
-        self._password = unquote(parts.password) if parts.password else None
-        self._subscriptions = subscriptions
-        self._on_message = on_message
-        self._qos = qos
+        self._subscriptions = [(topic, qos) for topic in subscriptions]
         self._timeout = connect_timeout_s
-        self._connected = asyncio.Event()
-        self._closing = False
-        self._client = gmqtt.Client(client_id, clean_session=False)
-        self._client.on_connect = self._handle_connect
-        self._client.on_disconnect = self._handle_disconnect
-        self._client.on_message = self._handle_message
-        self._client.set_config({"reconnect_retries": -1, "reconnect_delay": 1})
-        if self._username:
-            self._client.set_auth_credentials(self._username, self._password)
+        self._client = MqttClient(
+            self._host,
+            self._port,
+            client_id=client_id,
+            on_message=on_message,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            clean_session=False,
+            keepalive_s=30,
+        )
 
     @property
     def connected(self) -> bool:
         """True while the broker connection is up."""
-        return self._connected.is_set()
+        return self._client.connected
 
     @property
     def address(self) -> str:
@@ -71,14 +67,12 @@ class HubBus:
 
     async def __aenter__(self) -> HubBus:
         try:
-            await asyncio.wait_for(
-                self._client.connect(self._host, self._port, keepalive=30, version=MQTTv311),
-                self._timeout,
-            )
-            await asyncio.wait_for(self._connected.wait(), self._timeout)
-        except (OSError, TimeoutError, gmqtt.mqtt.handler.MQTTConnectError) as exc:
-            await self._client.disconnect()
+            await self._client.connect(self._timeout)
+            await self._client.subscribe(self._subscriptions)
+        except (OSError, TimeoutError, MqttError) as exc:
+            await self._client.close()
             raise BusError(f"cannot connect to the MQTT broker at {self.address}: {exc}") from exc
+        log.info("connected to MQTT broker %s", self.address)
         return self
 
     async def __aexit__(
@@ -87,25 +81,16 @@ class HubBus:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._closing = True
-        await self._client.disconnect()
+        await self._client.close()
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
-        """Queue a message for the broker (dropped by gmqtt while disconnected at QoS 0)."""
+        """Queue a message for the broker (QoS 0 is dropped, and counted, while disconnected)."""
         self._client.publish(topic, payload, qos=qos, retain=retain)
 
-    def _handle_connect(self, client: Any, flags: Any, rc: Any, properties: Any) -> None:
-        for topic in self._subscriptions:
-            client.subscribe(topic, qos=self._qos)
-        if not self._connected.is_set():
-            log.info("connected to MQTT broker %s", self.address)
-        self._connected.set()
+    def pause_reading(self) -> None:
+        """Stop taking messages from the broker (it queues them) until :meth:`resume_reading`."""
+        self._client.pause_reading()
 
-    def _handle_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
-        if self._connected.is_set() and not self._closing:
-            log.warning("lost MQTT broker %s; reconnecting", self.address)
-        self._connected.clear()
-
-    def _handle_message(self, client: Any, topic: str, payload: bytes, qos: int, props: Any) -> int:
-        self._on_message(topic, payload)
-        return 0
+    def resume_reading(self) -> None:
+        """Take messages again."""
+        self._client.resume_reading()

@@ -50,10 +50,16 @@ _Route = tuple[str, Channel, str, Decoder]
 
 
 class Publisher(Protocol):
-    """Where ingest sends acknowledgements and rejections (the hub's MQTT connection)."""
+    """The hub's MQTT connection as ingest sees it: where acks go, and a brake."""
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         """Queue one message for the broker."""
+
+    def pause_reading(self) -> None:
+        """Stop delivering messages to ingest; the broker keeps them."""
+
+    def resume_reading(self) -> None:
+        """Deliver messages again."""
 
 
 CommitListener = Callable[[Batch], None]
@@ -91,8 +97,7 @@ class Ingest:
         self._ack_due: set[str] = set()
         self._wake = asyncio.Event()
         self._full = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
+        self._paused = False
         self._listeners: list[CommitListener] = []
         self._throttle = LogThrottle(log)
         self._last_reject: dict[str, float] = {}
@@ -131,11 +136,6 @@ class Ingest:
         self._wake.set()
 
     # -- hot path --------------------------------------------------------------------------
-    @property
-    def has_room(self) -> asyncio.Event:
-        """Set while ingest can take more; the bus waits on it before reading on."""
-        return self._room
-
     def submit(self, topic: str, payload: bytes) -> None:
         """Take one message from the broker. Never raises for bad input: it rejects."""
         route = self._routes.get(topic)
@@ -183,9 +183,11 @@ class Ingest:
             self._wake.set()
         elif batch.messages >= self._settings.max_batch_messages:
             self._full.set()
-            if batch.messages >= self._settings.max_pending_messages and self._room.is_set():
+            if batch.messages >= self._settings.max_pending_messages and not self._paused:
+                # The database is behind: let the broker hold the rest until this commits.
                 self.stats.backpressure_pauses += 1
-                self._room.clear()
+                self._paused = True
+                self._publisher.pause_reading()
 
     def _route(self, topic: str) -> _Route | None:
         """Parse a topic not seen before; remember it if it is one of a device's channels."""
@@ -244,7 +246,9 @@ class Ingest:
         acks, self._ack_due = self._ack_due, set()
         if batch:
             await self._commit(batch, acks)
-        self._room.set()
+        if self._paused:
+            self._paused = False
+            self._publisher.resume_reading()
         for device_id in acks:
             tracker = self._trackers.get(device_id)
             if tracker is not None:

@@ -58,7 +58,6 @@ _LOG_EVERY_S: Final = 60.0
 _RESUBSCRIBE_CHUNK: Final = 64
 _DUP: Final = 0x08
 _PUBLISH_BITS: Final = 0x30
-_QUICKACK: Final = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
 
 @dataclass(slots=True)
@@ -267,6 +266,7 @@ class MqttClient:
         self._supervisor = asyncio.create_task(
             self._supervise(), name=f"mqtt-supervisor:{self._client_id}"
         )
+        self._supervisor.add_done_callback(self._supervisor_ended)
         log.info("connected to MQTT broker %s as %s", self.address, self._client_id)
 
     async def subscribe(self, filters: Sequence[tuple[str, int]]) -> None:
@@ -428,6 +428,8 @@ class MqttClient:
         if self._closed:  # close() ran while we waited
             conn.abandon()
             raise MqttError(f"MQTT client {self._client_id} was closed while connecting.")
+        if conn.lost:  # between CONNACK and now; _connection_lost ignored it (not ours yet)
+            raise MqttError(f"MQTT broker {self.address} closed the connection after CONNACK")
         self._conn = conn
         self._connected_at = time.monotonic()
         self.stats.connections += 1
@@ -472,6 +474,16 @@ class MqttClient:
                 attempts,
             )
 
+    def _supervisor_ended(self, task: asyncio.Task[None]) -> None:
+        """A supervisor that dies of a bug must say so: the client would never reconnect."""
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.critical(
+                "MQTT client %s stopped reconnecting to %s: its supervisor failed",
+                self._client_id,
+                self.address,
+                exc_info=exc,
+            )
+
     def _connection_lost(self, conn: _Connection, exc: BaseException | None) -> None:
         """Called by a connection when its transport is gone."""
         if conn is not self._conn:
@@ -480,9 +492,9 @@ class MqttClient:
         self._fail_waiters(MqttError(f"lost the MQTT broker {self.address} before SUBACK"))
         if self._closed:
             return
-        log.warning(
-            "lost MQTT broker %s: %s; reconnecting", self.address, exc or "connection closed"
-        )
+        # None is kept for close(): a broker that hangs up is a loss like any other.
+        exc = exc or MqttError(f"MQTT broker {self.address} closed the connection")
+        log.warning("lost MQTT broker %s: %s; reconnecting", self.address, exc)
         self._lost.set()
         self._callback_soon(self._on_disconnect, exc)
 
@@ -616,11 +628,17 @@ class _Connection(asyncio.Protocol):
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._error: BaseException | None = None
+        self._discard = False  # DISCONNECT sent: nothing more is delivered
         self.write_paused = False
         self._keepalive_s = 0
         self._timer: asyncio.TimerHandle | None = None
         self._ping_outstanding = False
         self._last_sent = self._last_received = time.monotonic()
+
+    @property
+    def lost(self) -> bool:
+        """True once the transport is gone."""
+        return self._closed.done()
 
     # asyncio.Protocol
 
@@ -633,8 +651,11 @@ class _Connection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
         self._transport.write(self._connect_packet)
+        self._client.stats.writes += 1
 
     def data_received(self, data: bytes) -> None:
+        if self._discard:
+            return
         self._last_received = time.monotonic()
         if self._rest:
             data = self._rest + data
@@ -648,6 +669,9 @@ class _Connection(asyncio.Protocol):
         self.flush()
         if self._client._paused and self._ready:
             self.pause_reading()
+
+    def eof_received(self) -> bool:
+        return False  # the broker hung up: close our side too (then connection_lost)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -762,7 +786,7 @@ class _Connection(asyncio.Protocol):
         if not out:
             return
         transport = self._transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or self._discard:
             out.clear()  # the connection is gone; QoS 1 is re-sent from _inflight
             return
         transport.write(out[0] if len(out) == 1 else b"".join(out))
@@ -817,13 +841,28 @@ class _Connection(asyncio.Protocol):
             self._transport.abort()
 
     async def disconnect(self, timeout_s: float) -> None:
-        """Send DISCONNECT after what is queued, close, and wait for the transport to go."""
+        """Send DISCONNECT after what is queued and wait for the broker to hang up.
+
+        Closing at once would make the kernel answer with a reset whenever the broker's next
+        packets are already on their way to us, and a reset can destroy the DISCONNECT in the
+        broker's receive queue: it would then publish our will. So only our sending side is
+        shut; what still arrives is read and dropped (unacknowledged QoS 1 messages stay with
+        the broker's session) until the broker closes, or ``timeout_s`` runs out.
+        """
         transport = self._transport
         if transport is None or transport.is_closing():
             return
+        if self._timer is not None:
+            self._timer.cancel()
         self._out.append(packets.DISCONNECT)
         self.flush()
-        transport.close()  # writes what is buffered first
+        self._discard = True  # and nothing more is written: the sending side is shut next
+        if not transport.is_reading():
+            transport.resume_reading()
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:
+            transport.close()
         try:
             async with asyncio.timeout(timeout_s):
                 await asyncio.shield(self._closed)

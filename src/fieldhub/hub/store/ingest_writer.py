@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.batch import Batch
 from fieldhub.hub.sequence import SeqTracker
-from fieldhub.hub.store.schema import devices, events, series
+from fieldhub.hub.store.schema import devices, events, samples, series
 
 _SAMPLE_COLUMNS = ("series_id", "ts", "num", "txt")
 _SQLITE_INSERT_SAMPLES = "INSERT INTO samples (series_id, ts, num, txt) VALUES (?, ?, ?, ?)"
@@ -35,19 +35,22 @@ class IngestWriter:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._series: dict[tuple[str, str], int] = {}
+        self._series: dict[str, dict[str, int]] = {}  # device → key → series id
         self._dialect = engine.dialect.name
         self._insert = sqlite.insert if self._dialect == "sqlite" else postgresql.insert
+        newest = (
+            select(samples.c.ts, samples.c.num, samples.c.txt)
+            .where(samples.c.series_id == series.c.id)
+            .order_by(samples.c.ts.desc())
+            .limit(1)
+        )
         self._update_latest = (
             update(series)
-            .where(
-                and_(
-                    series.c.id == bindparam("b_id"),
-                    or_(series.c.last_ts.is_(None), series.c.last_ts <= bindparam("b_ts")),
-                )
-            )
+            .where(series.c.id == bindparam("b_id"))
             .values(
-                last_ts=bindparam("b_ts"), last_num=bindparam("b_num"), last_txt=bindparam("b_txt")
+                last_ts=newest.with_only_columns(samples.c.ts).scalar_subquery(),
+                last_num=newest.with_only_columns(samples.c.num).scalar_subquery(),
+                last_txt=newest.with_only_columns(samples.c.txt).scalar_subquery(),
             )
         )
         self._update_seq = (
@@ -80,8 +83,7 @@ class IngestWriter:
 
     def forget_device(self, device_id: str) -> None:
         """Drop cached series ids of a deleted device."""
-        for key in [k for k in self._series if k[0] == device_id]:
-            del self._series[key]
+        self._series.pop(device_id, None)
 
     async def write(self, batch: Batch, trackers: dict[str, SeqTracker]) -> dict[str, SeqTracker]:
         """Commit ``batch``; return the sequence state each touched device has once committed.
@@ -116,30 +118,23 @@ class IngestWriter:
         return advanced
 
     async def _write_samples(self, conn: AsyncConnection, batch: Batch) -> None:
-        await self._resolve_series(conn, batch)
-        series_ids = self._series
-        rows: list[tuple[int, int, float | None, str | None]] = []
-        latest: dict[int, tuple[int, float | None, str | None]] = {}
+        # Per value, only a dict lookup and a tuple: this loop runs for every point ingested.
+        # Numbers and booleans go to the REAL column as they are (the engine stores 0/1 and
+        # floats); the newest value per series is then read back by the database itself, one
+        # index seek per series touched, instead of being tracked here per point.
+        touched = await self._resolve_series(conn, batch)
+        rows: list[tuple[int, int, bool | int | float | None, str | None]] = []
+        append = rows.append
         for device_id, message in batch.telemetry:
+            ids = self._series[device_id]
             for ts, values in message.instants():
                 for key, value in values.items():
-                    sid = series_ids[(device_id, key)]
                     if isinstance(value, str):
-                        num, txt = None, value
+                        append((ids[key], ts, None, value))
                     else:
-                        num, txt = float(value), None
-                    rows.append((sid, ts, num, txt))
-                    last = latest.get(sid)
-                    if last is None or last[0] <= ts:
-                        latest[sid] = (ts, num, txt)
+                        append((ids[key], ts, value, None))
         await self._insert_samples(conn, rows)
-        await conn.execute(
-            self._update_latest,
-            [
-                {"b_id": sid, "b_ts": ts, "b_num": num, "b_txt": txt}
-                for sid, (ts, num, txt) in latest.items()
-            ],
-        )
+        await conn.execute(self._update_latest, [{"b_id": sid} for sid in touched])
 
     async def _insert_samples(
         self, conn: AsyncConnection, rows: list[tuple[int, int, float | None, str | None]]
@@ -156,29 +151,37 @@ class IngestWriter:
             "samples", records=rows, columns=_SAMPLE_COLUMNS
         )
 
-    async def _resolve_series(self, conn: AsyncConnection, batch: Batch) -> None:
-        missing: dict[tuple[str, str], str] = {}
+    async def _resolve_series(self, conn: AsyncConnection, batch: Batch) -> set[int]:
+        """Make sure every (device, key) of the batch has a series; return the ids touched."""
+        keys_by_device: dict[str, dict[str, bool | int | float | str]] = {}
         for device_id, message in batch.telemetry:
+            seen = keys_by_device.setdefault(device_id, {})
             for _ts, values in message.instants():
-                for key, value in values.items():
-                    pair = (device_id, key)
-                    if pair not in self._series and pair not in missing:
-                        missing[pair] = value_kind(value)
-        if not missing:
-            return
-        await conn.execute(
-            self._insert(series)
-            .values([{"device_id": d, "key": k, "kind": kind} for (d, k), kind in missing.items()])
-            .on_conflict_do_nothing(index_elements=["device_id", "key"])
-        )
-        device_ids = {d for d, _ in missing}
-        rows = await conn.execute(
-            select(series.c.id, series.c.device_id, series.c.key).where(
-                series.c.device_id.in_(device_ids)
+                seen.update(values)  # key -> a value, for the kind of a new series
+        missing = [
+            (device_id, key, value_kind(value))
+            for device_id, seen in keys_by_device.items()
+            for key, value in seen.items()
+            if key not in self._series.get(device_id, {})
+        ]
+        if missing:
+            await conn.execute(
+                self._insert(series)
+                .values([{"device_id": d, "key": k, "kind": kind} for d, k, kind in missing])
+                .on_conflict_do_nothing(index_elements=["device_id", "key"])
             )
-        )
-        for row in rows:
-            self._series[(row.device_id, row.key)] = row.id
+            rows = await conn.execute(
+                select(series.c.id, series.c.device_id, series.c.key).where(
+                    series.c.device_id.in_({d for d, _, _ in missing})
+                )
+            )
+            for row in rows:
+                self._series.setdefault(row.device_id, {})[row.key] = row.id
+        return {
+            self._series[device_id][key]
+            for device_id, seen in keys_by_device.items()
+            for key in seen
+        }
 
     async def _merge_states(self, conn: AsyncConnection, batch: Batch) -> None:
         by_device: dict[str, list[Any]] = {}
