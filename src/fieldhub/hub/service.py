@@ -113,12 +113,14 @@ class Hub:
                     device.presence, device.connected, device.presence_since, device.presence_reason
                 ),
             )
+        await self._stack.enter_async_context(bus)
+        # Messages that arrived while connecting wait in the open batch for the commit loop.
         self._tasks = [
             asyncio.create_task(ingest.run(), name="ingest-commit"),
             asyncio.create_task(presence.run(), name="presence-clock"),
         ]
+        # Unwound before the bus closes: the last commit's acks still reach the devices.
         self._stack.push_async_callback(self._stop_tasks)
-        await self._stack.enter_async_context(bus)
         log.info(
             "hub %s started: broker %s, database %s",
             settings.instance,
@@ -135,15 +137,13 @@ class Hub:
         await self._stack.aclose()
 
     async def _stop_tasks(self) -> None:
+        self.bus.pause_reading()  # what the broker still holds waits for the next start
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        # The bus is closed by now: commit what ingest still holds (acks go nowhere, and
-        # devices resend them; the data is kept and de-duplicated on resend).
-        if self._ingest is not None:
-            await self._ingest.flush()
+        await self.ingest.flush()  # commit and acknowledge what was accepted
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         if self._ingest is not None:
