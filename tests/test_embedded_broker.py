@@ -1,4 +1,4 @@
-"""The hub's embedded broker, driven by real MQTT clients (paho-mqtt 2, gmqtt) over TCP.
+"""The hub's embedded broker, driven by real MQTT clients (paho-mqtt 2, fieldhub.mqtt) over TCP.
 
 The broker runs on the test's event loop, as it does in the hub; paho runs on its own network
 thread and hands what it receives to the loop with ``call_soon_threadsafe``, so no test ever
@@ -13,14 +13,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import gmqtt
 import paho.mqtt.client as mqtt
 import pytest
-from gmqtt.mqtt.constants import MQTTv311
 from paho.mqtt.enums import CallbackAPIVersion
 
 from fieldhub.hub import broker as broker_module
 from fieldhub.hub.broker import BrokerStateError, EmbeddedBroker
+from fieldhub.mqtt import MqttClient
 from fieldhub.protocol import Channel, topic_for
 
 STATUS_FILTER = topic_for("+", Channel.STATUS)
@@ -169,21 +168,19 @@ async def test_paho_publish_subscribe_round_trip(
     assert (second.topic, second.payload, second.qos) == (topic, b'{"seq":2}', 1)
 
 
-async def test_gmqtt_client_receives_what_paho_publishes(
+async def test_the_hubs_client_receives_what_paho_publishes(
     broker: EmbeddedBroker, paho: Callable[..., PahoClient]
 ) -> None:
     received: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
-
-    def on_message(_client: object, topic: str, payload: bytes, _qos: int, _props: object) -> int:
-        received.put_nowait((topic, payload))
-        return 0
-
-    hub = gmqtt.Client("hub-gmqtt")
-    hub.on_message = on_message
-    await hub.connect(broker.host, broker.port, version=MQTTv311)
+    hub = MqttClient(
+        broker.host,
+        broker.port,
+        client_id="hub-client",
+        on_message=lambda topic, payload: received.put_nowait((topic, payload)),
+    )
+    await hub.connect()
     try:
-        hub.subscribe(TELEMETRY_FILTER, qos=1)
-        await asyncio.sleep(0.2)  # gmqtt's subscribe does not wait for the SUBACK
+        await hub.subscribe([(TELEMETRY_FILTER, 1)])
         device = paho("dev-2")
         await device.connect(broker)
         await device.publish(topic_for("dev-2", Channel.TELEMETRY), b'{"seq":7}')
@@ -192,7 +189,7 @@ async def test_gmqtt_client_receives_what_paho_publishes(
             b'{"seq":7}',
         )
     finally:
-        await hub.disconnect()
+        await hub.close()
 
 
 async def test_retained_status_reaches_a_subscriber_that_comes_later(
@@ -360,20 +357,24 @@ async def test_broker_stops_cleanly_and_frees_its_port(paho: Callable[..., PahoC
 
 
 async def test_broker_stops_promptly_while_clients_publish() -> None:
-    async def publish_forever(client: gmqtt.Client, device_id: str) -> None:
+    async def publish_forever(client: MqttClient, device_id: str) -> None:
         topic = topic_for(device_id, Channel.TELEMETRY)
         while True:
             client.publish(topic, b'{"seq":1}', qos=1)
             await asyncio.sleep(0)
 
+    def ignore(_topic: str, _payload: bytes) -> None:
+        pass
+
     async with EmbeddedBroker(port=0) as broker:
-        clients = [gmqtt.Client(f"dev-load-{n}") for n in range(5)]
-        for client in clients:
-            client.set_config({"reconnect_retries": 0})
-            await client.connect(broker.host, broker.port, version=MQTTv311)
-        hub = gmqtt.Client("hub-load")
-        await hub.connect(broker.host, broker.port, version=MQTTv311)
-        hub.subscribe(TELEMETRY_FILTER, qos=1)
+        clients = [
+            MqttClient(broker.host, broker.port, client_id=f"dev-load-{n}", on_message=ignore)
+            for n in range(5)
+        ]
+        hub = MqttClient(broker.host, broker.port, client_id="hub-load", on_message=ignore)
+        for client in [*clients, hub]:
+            await client.connect()
+        await hub.subscribe([(TELEMETRY_FILTER, 1)])
         load = [
             asyncio.create_task(publish_forever(client, f"dev-load-{n}"))
             for n, client in enumerate(clients)
@@ -385,7 +386,7 @@ async def test_broker_stops_promptly_while_clients_publish() -> None:
         task.cancel()
     await asyncio.gather(*load, return_exceptions=True)
     for client in [*clients, hub]:
-        await client.disconnect()
+        await client.close()
     assert stopped - started < 3
 
 

@@ -57,7 +57,7 @@ def _logging(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
-    for noisy in ("amqtt", "gmqtt", "transitions", "alembic", "uvicorn.access"):
+    for noisy in ("amqtt", "transitions", "alembic", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

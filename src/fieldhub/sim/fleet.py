@@ -18,10 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import gmqtt
-from gmqtt.mqtt.constants import MQTTv311
-
 from fieldhub.clock import now_ms
+from fieldhub.mqtt import MqttClient, MqttError, Will
 from fieldhub.protocol import (
     Ack,
     Channel,
@@ -62,32 +60,29 @@ class SimulatedDevice:
         self._outbox: dict[int, tuple[str, bytes, float]] = {}  # seq → topic, payload, sent
         self.acked = spec.start_seq
         parts = urlsplit(broker_url)
-        self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 1883
-        self._username = unquote(parts.username) if parts.username else None
-        self._password = unquote(parts.password) if parts.password else None
-        status = topic_for(spec.device_id, Channel.STATUS)
+        self._status_topic = topic_for(spec.device_id, Channel.STATUS)
         will = Status(online=False, reason="connection lost")
-        self._client = gmqtt.Client(
-            spec.device_id,
-            clean_session=True,
-            will_message=gmqtt.Message(status, encode(will), qos=1, retain=True),
+        self._client = MqttClient(
+            parts.hostname or "127.0.0.1",
+            parts.port or 1883,
+            client_id=spec.device_id,
+            on_message=self._on_message,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            will=Will(self._status_topic, encode(will), qos=1, retain=True),
+            on_connect=self._on_connect,
         )
-        self._client.on_message = self._on_message
-        self._client.on_connect = self._on_connect
 
     @property
     def unacked(self) -> int:
         """Messages waiting for the hub's storage acknowledgement."""
         return len(self._outbox)
 
-    def _on_connect(self, client: Any, flags: Any, rc: Any, properties: Any) -> None:
-        device_id = self.spec.device_id
-        client.subscribe(topic_for(device_id, Channel.ACK), qos=1)
-        client.subscribe(topic_for(device_id, Channel.REJECT), qos=1)
+    def _on_connect(self) -> None:
         online = Status(online=True, ts=now_ms(), reason="simulator started")
-        client.publish(topic_for(device_id, Channel.STATUS), encode(online), qos=1, retain=True)
+        self._client.publish(self._status_topic, encode(online), qos=1, retain=True)
 
-    def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, props: Any) -> int:
+    def _on_message(self, topic: str, payload: bytes) -> None:
         if topic.endswith("/ack"):
             ack: Ack = decode(Channel.ACK, payload)
             self.acked = max(self.acked, ack.seq)
@@ -95,7 +90,6 @@ class SimulatedDevice:
                 del self._outbox[seq]
         else:
             log.warning("%s: hub rejected a message: %s", self.spec.device_id, payload[:300])
-        return 0
 
     def _send(self, channel: Channel, build: Callable[[int, int | None], Any]) -> None:
         self._seq += 1
@@ -164,9 +158,11 @@ class SimulatedDevice:
 
     async def run(self) -> None:
         """Connect and report until cancelled; then say goodbye with an offline status."""
-        if self._username:
-            self._client.set_auth_credentials(self._username, self._password)
-        await self._client.connect(self._host, self._port, keepalive=30, version=MQTTv311)
+        device_id = self.spec.device_id
+        await self._client.connect()
+        await self._client.subscribe(
+            [(topic_for(device_id, Channel.ACK), 1), (topic_for(device_id, Channel.REJECT), 1)]
+        )
         try:
             socket = "on" if self._physics.socket_on else "off"
             self._send(
@@ -184,15 +180,12 @@ class SimulatedDevice:
                 self._tick(interval)
                 await asyncio.sleep(interval * self._rng.uniform(0.9, 1.1))
         finally:
-            with contextlib.suppress(Exception):
-                goodbye = Status(online=False, ts=now_ms(), reason="simulator stopped")
-                self._client.publish(
-                    topic_for(self.spec.device_id, Channel.STATUS),
-                    encode(goodbye),
-                    qos=1,
-                    retain=True,
-                )
-                await self._client.disconnect()
+            goodbye = Status(online=False, ts=now_ms(), reason="simulator stopped")
+            with contextlib.suppress(MqttError, TimeoutError):
+                self._client.publish(self._status_topic, encode(goodbye), qos=1, retain=True)
+                async with asyncio.timeout(2):
+                    await self._client.flushed()
+            await self._client.close()
 
 
 async def run_fleet(specs: list[DeviceSpec], broker_url: str, seed: int = 1) -> None:
