@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -190,3 +191,34 @@ def test_backup_and_restore_commands(tmp_path: Path):
     again = subprocess.run(restore, capture_output=True, text=True, timeout=60)
     assert again.returncode == 1
     assert "not empty" in again.stderr
+
+
+def test_start_failures_say_what_failed_without_a_traceback(tmp_path: Path):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    cases = [
+        (["demo", "--mqtt", f"127.0.0.1:{port}"], "cannot listen on"),
+        (
+            ["hub", "--broker", f"mqtt://127.0.0.1:{free_port()}"],
+            "cannot connect to the MQTT broker",
+        ),
+        (
+            ["hub", "--db", f"postgresql://nobody@127.0.0.1:{free_port()}/x"],
+            "cannot open the database",
+        ),
+    ]
+    try:
+        for args, message in cases:
+            common = ["--data", str(tmp_path), "--http", f"127.0.0.1:{free_port()}"]
+            if args[0] == "hub" and "--broker" not in args:
+                common += ["--mqtt", "127.0.0.1:0"]
+            result = subprocess.run(
+                [*FIELDHUB, *args, *common], capture_output=True, text=True, timeout=60
+            )
+            assert result.returncode == 1, result.stderr
+            assert message in result.stderr
+            assert "Traceback" not in result.stderr
+    finally:
+        taken.close()

@@ -119,10 +119,16 @@ async def _start_fleet(hub: Any, size: int) -> None:
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
     """Run until done or Ctrl-C; the hub shuts down cleanly either way, and Ctrl-C is no error."""
+    from fieldhub.hub.bus import BusError
+    from fieldhub.hub.service import HubStartError
+
     try:
         asyncio.run(main)
     except KeyboardInterrupt:
         console.print("stopped")
+    except (HubStartError, BusError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
 
 
 @app.command()

@@ -16,6 +16,8 @@ from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from fieldhub import __version__
 from fieldhub.hub.broker import EmbeddedBroker
 from fieldhub.hub.bus import HubBus
@@ -30,6 +32,10 @@ from fieldhub.hub.store.queries import Queries
 from fieldhub.protocol import hub_subscriptions
 
 log = logging.getLogger(__name__)
+
+
+class HubStartError(RuntimeError):
+    """The hub cannot start; the text says what failed and what to change."""
 
 
 class Hub:
@@ -88,11 +94,22 @@ class Hub:
         if self.engine.url.get_backend_name() == "sqlite":
             settings.data.mkdir(parents=True, exist_ok=True)
         self._stack.push_async_callback(self.engine.dispose)
-        await migrate(self.engine)
+        try:
+            await migrate(self.engine)
+        except (SQLAlchemyError, OSError) as exc:
+            where = self.engine.url.render_as_string(hide_password=True)
+            raise HubStartError(f"cannot open the database {where}: {exc}") from exc
         if settings.broker is None:
             host, port = settings.mqtt_address
             broker = EmbeddedBroker(host, port, data_dir=settings.data)
-            self.broker = await self._stack.enter_async_context(broker)
+            try:
+                self.broker = await self._stack.enter_async_context(broker)
+            except OSError as exc:
+                raise HubStartError(
+                    f"the embedded MQTT broker cannot listen on {host}:{port} "
+                    f"({exc.strerror or exc}): choose another --mqtt HOST:PORT, or use an "
+                    "external broker with --broker"
+                ) from exc
             self.broker_url = self.broker.url
         writer = IngestWriter(self.engine)
         bus = HubBus(
