@@ -211,7 +211,7 @@ class MqttClient:
             self._supervise(), name=f"mqtt-supervisor:{self._client_id}"
         )
         self._supervisor.add_done_callback(self._supervisor_ended)
-        log.info("connected to MQTT broker %s as %s", self.address, self._client_id)
+        log.debug("connected to MQTT broker %s as %s", self.address, self._client_id)
 
     async def subscribe(self, filters: Sequence[tuple[str, int]]) -> None:
         """Subscribe to ``(topic_filter, qos)`` pairs and wait for the broker's SUBACK.
@@ -348,7 +348,7 @@ class MqttClient:
         self._flush_waiters.clear()
         if conn is not None:
             self._callback_soon(self._on_disconnect, None)
-            log.info("disconnected from MQTT broker %s", self.address)
+            log.debug("disconnected from MQTT broker %s", self.address)
 
     # connection life cycle
 
