@@ -23,8 +23,9 @@ from fieldhub.clock import now_ms
 from fieldhub.hub.batch import Batch, PresenceChange
 from fieldhub.hub.presence import PresenceTracker
 from fieldhub.hub.sequence import SeqTracker
-from fieldhub.hub.stats import IngestStats, LogThrottle
+from fieldhub.hub.stats import IngestStats
 from fieldhub.hub.store.ingest_writer import IngestWriter
+from fieldhub.logthrottle import LogThrottle, held_back
 from fieldhub.protocol import (
     SEQUENCED,
     Ack,
@@ -99,7 +100,7 @@ class Ingest:
         self._full = asyncio.Event()
         self._paused = False
         self._listeners: list[CommitListener] = []
-        self._throttle = LogThrottle(log)
+        self._throttle = LogThrottle()
         self._last_reject: dict[str, float] = {}
         self._routes: dict[str, _Route] = {}
         self.writing = asyncio.Lock()  # held while a batch commits
@@ -218,7 +219,9 @@ class Ingest:
         self, device_id: str | None, reason: str, error: str, channel: Channel | None = None
     ) -> None:
         self.stats.rejected[reason] += 1
-        self._throttle.warning(device_id or "?", reason, f"rejected: {error}")
+        held = self._throttle.due((device_id, reason))
+        if held is not None:
+            log.warning("rejected: %s%s", error, held_back(held))
         if device_id is None or channel is None:
             return
         now = time.monotonic()

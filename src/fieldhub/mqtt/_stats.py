@@ -1,14 +1,10 @@
-"""Counters and log throttling of the MQTT client: drops are counted, and logged sparingly."""
+"""Counters of the MQTT client: drops are counted, not only logged."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import Final
 
 __all__ = ["MqttStats"]
-
-_LOG_EVERY_S: Final = 60.0
 
 
 @dataclass(slots=True)
@@ -33,22 +29,3 @@ class MqttStats:
     dropped_qos1: int = 0
     writes: int = 0
     connections: int = 0
-
-
-class _OncePerMinute:
-    """Says when to log a recurring problem again: once per key per minute, with a count of
-    what was left out meanwhile, so a broken callback cannot flood the log at 10k msg/s."""
-
-    def __init__(self) -> None:
-        self._last: dict[object, float] = {}
-        self._skipped: dict[object, int] = {}
-
-    def due(self, key: object) -> int | None:
-        """Return how many were skipped since the last log if ``key`` is due now, else None."""
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < _LOG_EVERY_S:
-            self._skipped[key] = self._skipped.get(key, 0) + 1
-            return None
-        self._last[key] = now
-        return self._skipped.pop(key, 0)

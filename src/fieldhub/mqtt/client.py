@@ -30,9 +30,10 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Final, Self
 
+from fieldhub.logthrottle import LogThrottle
 from fieldhub.mqtt import packets
 from fieldhub.mqtt._connection import _Connection
-from fieldhub.mqtt._stats import MqttStats, _OncePerMinute
+from fieldhub.mqtt._stats import MqttStats
 from fieldhub.mqtt.packets import MqttError, ProtocolError, SubscribeRefused, Will
 
 __all__ = ["MessageCallback", "MqttClient", "MqttStats"]
@@ -155,7 +156,7 @@ class MqttClient:
         self._serial = 0  # QoS 1 publishes so far; flushed() waits for a serial
         self._last_packet_id = 0
         self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._log_limit = _OncePerMinute()
+        self._log_limit = LogThrottle()
 
     @property
     def connected(self) -> bool:
