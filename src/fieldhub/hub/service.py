@@ -91,8 +91,8 @@ class Hub:
 
     async def _start(self) -> None:
         settings = self.settings
-        if self.engine.url.get_backend_name() == "sqlite":
-            settings.data.mkdir(parents=True, exist_ok=True)
+        if self.engine.url.get_backend_name() == "sqlite" or settings.broker is None:
+            settings.data.mkdir(parents=True, exist_ok=True)  # database file, broker state
         self._stack.push_async_callback(self.engine.dispose)
         try:
             await migrate(self.engine)
