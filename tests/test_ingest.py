@@ -112,6 +112,37 @@ async def test_batched_samples_events_and_state(any_hub: Hub, connect_device: De
         assert state["reported"] == {"socket": "on", "lock": "locked"}
 
 
+async def test_one_value_per_instant_and_the_last_one_wins(
+    any_hub: Hub, connect_device: DeviceFactory
+):
+    device = await connect_device(any_hub, "instant")
+    ts = now_ms() - 60_000
+    # Within one message, the same instant twice; other keys and instants beside it.
+    twice = [
+        Sample(ts=ts, values={"t": 1.0, "v": 12.0}),
+        Sample(ts=ts, values={"t": 2.0}),
+        Sample(ts=ts + 1, values={"t": 3.0}),
+    ]
+    device.publish(Channel.TELEMETRY, Telemetry(seq=1, samples=twice))
+    device.telemetry(2, ts=ts + 1, t=4.0)  # a later message for an instant of the same batch
+    await device.wait_acked(2)
+    # A later batch, after the first is committed: an instant already stored, and a new one.
+    device.publish(
+        Channel.TELEMETRY,
+        Telemetry(
+            seq=3, samples=[Sample(ts=ts, values={"t": 5.0}), Sample(ts=ts + 2, values={"t": 6.0})]
+        ),
+    )
+    await device.wait_acked(3)
+
+    async with api_client(any_hub) as api:
+        points = await _stored_points(api, device.device_id, "t")
+        assert points == [[ts, 5.0], [ts + 1, 4.0], [ts + 2, 6.0]]
+        assert await _stored_points(api, device.device_id, "v") == [[ts, 12.0]]
+        latest = (await api.get(f"/api/devices/{device.device_id}/latest")).json()
+        assert latest["t"]["value"] == 6.0
+
+
 async def test_bad_input_is_rejected_counted_and_harmless(
     any_hub: Hub, connect_device: DeviceFactory, uid: str
 ):

@@ -87,3 +87,31 @@ async def test_migrating_again_is_harmless(engine: AsyncEngine):
     async with engine.connect() as conn:
         versions = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
     assert [row.version_num for row in versions] == [_head_revision()]
+
+
+async def test_samples_of_a_first_install_survive_the_keyed_layout(engine: AsyncEngine):
+    # A data folder made by the first release: samples without a key, one instant stored twice.
+    await migrate(engine, "0001")
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO samples (series_id, ts, num, txt) VALUES"
+                " (1, 1000, 1.0, NULL), (1, 2000, 2.0, NULL), (1, 2000, 3.0, NULL),"
+                " (2, 1000, NULL, 'open')"
+            )
+        )
+
+    await migrate(engine)
+
+    assert await _schema_differences(engine) == []
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text("SELECT series_id, ts, num, txt FROM samples ORDER BY series_id, ts")
+            )
+        ).all()
+    assert [tuple(row) for row in rows] == [
+        (1, 1000, 1.0, None),
+        (1, 2000, 3.0, None),  # the value stored last wins
+        (2, 1000, None, "open"),
+    ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import msgspec
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -20,9 +21,26 @@ from fieldhub.hub.sequence import SeqTracker
 from fieldhub.hub.store.schema import devices, events, samples, series
 
 _SAMPLE_COLUMNS = ("series_id", "ts", "num", "txt")
+# A later value for the same series and millisecond replaces the earlier one (last wins); rows
+# are read in list order, so within a batch too the last one stays. ``WHERE true`` tells
+# SQLite's parser that ON CONFLICT belongs to the INSERT, not to the join.
 _SQLITE_INSERT_SAMPLES = (
     "INSERT INTO samples (series_id, ts, num, txt)"
-    " SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each(?)"
+    " SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each(?) WHERE true"
+    " ON CONFLICT (series_id, ts) DO UPDATE SET num = excluded.num, txt = excluded.txt"
+)
+# PostgreSQL's COPY cannot replace; batches holding an instant already stored (or one instant
+# twice) go through a staging table instead, with the same last-wins rule.
+_PG_STAGING = (
+    "CREATE TEMP TABLE IF NOT EXISTS samples_incoming"
+    " (n bigint, series_id integer, ts bigint, num float8, txt varchar(256))"
+    " ON COMMIT DELETE ROWS"
+)
+_PG_MERGE_STAGED = (
+    "INSERT INTO samples (series_id, ts, num, txt)"
+    " SELECT DISTINCT ON (series_id, ts) series_id, ts, num, txt FROM samples_incoming"
+    " ORDER BY series_id, ts, n DESC"
+    " ON CONFLICT (series_id, ts) DO UPDATE SET num = excluded.num, txt = excluded.txt"
 )
 _ROWS_JSON = msgspec.json.Encoder()
 _PRESENCE_SEVERITY = {"online": "info", "offline": "warning", "stale": "warning"}
@@ -148,15 +166,26 @@ class IngestWriter:
         # of an insert, measured). On SQLite the whole batch goes in as one JSON array read by
         # json_each: one statement step, so the driver releases the GIL once per batch instead
         # of around every row, and the event loop no longer slows the insert (163k -> 205k
-        # points/s in benchmarks/ingest.py). On PostgreSQL, COPY. Same transaction either way.
+        # points/s in benchmarks/ingest.py). On PostgreSQL, COPY, inside a savepoint so that a
+        # batch repeating an instant falls back to the merging path. Same transaction either way.
         if self._dialect == "sqlite":
             await conn.exec_driver_sql(_SQLITE_INSERT_SAMPLES, (_ROWS_JSON.encode(rows),))
             return
         raw = await conn.get_raw_connection()
         asyncpg_connection: Any = raw.driver_connection
-        await asyncpg_connection.copy_records_to_table(
-            "samples", records=rows, columns=_SAMPLE_COLUMNS
-        )
+        try:
+            async with conn.begin_nested():
+                await asyncpg_connection.copy_records_to_table(
+                    "samples", records=rows, columns=_SAMPLE_COLUMNS
+                )
+        except asyncpg.UniqueViolationError:
+            await conn.exec_driver_sql(_PG_STAGING)
+            await asyncpg_connection.copy_records_to_table(
+                "samples_incoming",
+                records=[(n, *row) for n, row in enumerate(rows)],
+                columns=("n", *_SAMPLE_COLUMNS),
+            )
+            await conn.exec_driver_sql(_PG_MERGE_STAGED)
 
     async def _resolve_series(self, conn: AsyncConnection, batch: Batch) -> set[int]:
         """Make sure every (device, key) of the batch has a series; return the ids touched."""

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -71,7 +72,12 @@ samples = Table(
     Column("ts", BigInteger, nullable=False),
     Column("num", Float, nullable=True),  # numbers and booleans (0/1)
     Column("txt", String(256), nullable=True),  # text values
-    Index("ix_samples_series_ts", "series_id", "ts"),
+    # One value per series and millisecond; a later value for the same instant replaces the
+    # earlier one (last wins, as in time-series stores). On SQLite the table is clustered on
+    # this key (WITHOUT ROWID): one B-tree instead of table plus index, 12-20 % faster inserts,
+    # 4.6x faster range reads of one series, 43 % smaller (docs/benchmarks.md).
+    PrimaryKeyConstraint("series_id", "ts", name="pk_samples"),
+    sqlite_with_rowid=False,
 )
 
 events = Table(
