@@ -96,4 +96,122 @@ events = Table(
     Index("ix_events_ts", "ts"),
 )
 
-ALL_TABLES = (devices, series, samples, events)
+# Identity and access. Every secret the hub hands out (device secrets, session and API tokens,
+# claim tokens) is 256 random bits and stored as its SHA-256 digest: with that much entropy a
+# slow hash adds nothing against guessing, and brokers check device secrets on every connect.
+# Only user passwords, chosen by people, get a slow salted hash (argon2id).
+
+device_credentials = Table(
+    "device_credentials",
+    metadata,
+    # The MQTT username: "<device id>.<key id>", so a rotated key is a second username for the
+    # same device, and both brokers (which know one password per username) can honour a grace
+    # period. The MQTT client id must be the device id itself.
+    Column("username", String(96), primary_key=True),
+    Column("device_id", String(64), nullable=False),
+    Column("secret_hash", String(64), nullable=False),  # hex SHA-256 of the secret
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=True),  # set when rotated: end of the grace period
+    Index("ix_device_credentials_device", "device_id"),
+)
+
+claim_tokens = Table(
+    "claim_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False),
+    Column("token_hash", String(64), nullable=False),
+    Column("labels", JSON, nullable=False, default=dict),  # given to devices that claim with it
+    Column("auto_approve", JSON, nullable=False, default=list),  # pre-authorized device ids
+    Column("uses_left", Integer, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked", Boolean, nullable=False, default=False),
+    UniqueConstraint("token_hash", name="uq_claim_tokens_hash"),
+)
+
+device_claims = Table(
+    "device_claims",
+    metadata,
+    Column("device_id", String(64), primary_key=True),
+    Column("claim_token_id", Integer, nullable=False),
+    # The device polls with this secret (hashed here) and receives its credentials once.
+    Column("poll_hash", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | approved | rejected | delivered
+    Column("labels", JSON, nullable=False, default=dict),
+    Column("info", JSON, nullable=False, default=dict),  # what the device said about itself
+    Column("requested_at", BigInteger, nullable=False),
+    Column("decided_at", BigInteger, nullable=True),
+    Column("decided_by", String(64), nullable=True),
+    # Credentials made at approval, kept only until the device fetched them, then erased.
+    Column("credentials", JSON, nullable=True),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False),
+    Column("password_hash", String(256), nullable=True),  # argon2id; null: cannot log in
+    Column("role", String(16), nullable=False),  # admin | operator | viewer
+    Column("sites", JSON, nullable=False, default=list),  # site labels; admins see all
+    Column("created_at", BigInteger, nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+    UniqueConstraint("name", name="uq_users_name"),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", Integer, nullable=False),
+    Column("csrf_hash", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Index("ix_sessions_user", "user_id"),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", Integer, nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("token_hash", String(64), nullable=False),
+    Column("scopes", JSON, nullable=False, default=list),  # read | write | command
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=True),
+    Column("revoked_at", BigInteger, nullable=True),
+    Column("last_used_at", BigInteger, nullable=True),
+    UniqueConstraint("token_hash", name="uq_api_tokens_hash"),
+    Index("ix_api_tokens_user", "user_id"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", BigInteger, nullable=False),
+    Column("actor", String(128), nullable=False),  # "user:alice", "token:7", "device:atm-1", "hub"
+    Column("action", String(64), nullable=False),  # "login.failed", "device.credentials.rotated"
+    Column("target", String(128), nullable=False, default=""),
+    Column("outcome", String(16), nullable=False),  # ok | denied | failed
+    Column("source", String(64), nullable=False, default=""),  # client address
+    Column("detail", JSON, nullable=False, default=dict),  # never secrets
+    Index("ix_audit_ts", "ts"),
+)
+
+ALL_TABLES = (
+    devices,
+    series,
+    samples,
+    events,
+    device_credentials,
+    claim_tokens,
+    device_claims,
+    users,
+    sessions,
+    api_tokens,
+    audit_log,
+)
