@@ -12,6 +12,10 @@ Nothing is taken on trust: after each phase every device's acknowledged watermar
 the last seq it sent (``lost``), and the number of rows must be exactly what was sent
 (``duplicates``). The last line printed is one JSON object.
 
+Every device logs in with its own credentials, as in production: the hub's devices with what
+``Hub.create_device`` issued, the reference's devices with keys granted the same way in
+Mosquitto's dynamic security (so both loads pass the same per-device topic rules).
+
     .venv/bin/python benchmarks/ingest.py [--devices 50] [--qos 1] [--messages 4000]
 """
 
@@ -23,6 +27,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import sys
 import tempfile
 import time
@@ -35,7 +40,10 @@ from sqlalchemy import func, select
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fieldhub.hub.config import HubSettings
+from fieldhub.hub.dynsec import DynSec, MosquittoAccess
+from fieldhub.hub.keyring import MqttIdentity
 from fieldhub.hub.service import Hub
+from fieldhub.hub.store.credentials import IssuedCredentials
 from fieldhub.hub.store.schema import devices, samples, series
 from fieldhub.testing.servers import Mosquitto, Postgres
 from loadgen import VALUES, LoadResult, run_in_subprocess
@@ -59,8 +67,10 @@ class PhaseResult:
 async def raw_reference(broker: Mosquitto, *, devices: int, qos: int, per_device: int) -> float:
     """Messages per second ``mosquitto_sub`` receives of the same load (first to last)."""
     total = devices * per_device
+    credentials = await _grant_devices(broker, [f"raw-{i:05d}" for i in range(devices)])
     sub = await asyncio.create_subprocess_exec(
         "mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-q", str(qos),
+        "-u", broker.admin_username, "-P", broker.admin_password,
         "-t", "fh/v1/+/telemetry", "-C", str(total), "-F", "%U",
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
@@ -68,7 +78,7 @@ async def raw_reference(broker: Mosquitto, *, devices: int, qos: int, per_device
     load = asyncio.create_task(
         run_in_subprocess(
             broker.host, broker.port, devices=devices, qos=qos,
-            max_per_device=per_device, device_prefix="raw",
+            max_per_device=per_device, device_prefix="raw", credentials=credentials,
         )
     )  # fmt: skip
     if sub.stdout is None:
@@ -87,6 +97,22 @@ async def raw_reference(broker: Mosquitto, *, devices: int, qos: int, per_device
     return (received - 1) / (last - first)
 
 
+async def _grant_devices(broker: Mosquitto, ids: list[str]) -> dict[str, tuple[str, str]]:
+    """Device keys made straight in Mosquitto, for the reference run (no hub is running yet;
+    the hub's reconciliation deletes them when it starts, as keys it does not know)."""
+    admin = MqttIdentity(broker.admin_username, broker.admin_password, "")
+    credentials = {}
+    async with DynSec(broker.host, broker.port, admin) as dynsec:
+        access = MosquittoAccess(dynsec)
+        for device_id in ids:
+            issued = IssuedCredentials(
+                device_id, f"{device_id}.{secrets.token_hex(4)}", secrets.token_urlsafe(32)
+            )
+            await access.grant(issued, [])
+            credentials[device_id] = (issued.username, issued.secret)
+    return credentials
+
+
 async def hub_phase(
     hub: Hub,
     broker: Mosquitto,
@@ -99,8 +125,10 @@ async def hub_phase(
 ) -> PhaseResult:
     """Publish the load to the hub and wait until every message is committed."""
     ids = [f"{prefix}-{i:05d}" for i in range(devices)]
+    credentials = {}
     for device_id in ids:
-        await hub.create_device(device_id)
+        issued = (await hub.create_device(device_id)).credentials
+        credentials[device_id] = (issued.username, issued.secret)
     stats = hub.stats
     stored_before, batches_before = stats.messages_stored, stats.batches
     commit_before = stats.commit_seconds
@@ -108,7 +136,7 @@ async def hub_phase(
     load = asyncio.create_task(
         run_in_subprocess(
             broker.host, broker.port, devices=devices, qos=qos, max_per_device=per_device,
-            samples_per_msg=samples, device_prefix=prefix,
+            samples_per_msg=samples, device_prefix=prefix, credentials=credentials,
         )
     )  # fmt: skip
     first = 0.0

@@ -9,6 +9,11 @@ before the clock starts, and hands the kernel tens of kilobytes per write.
 Run it as its own process so that it does not share the GIL with the hub: from a shell
 (``python benchmarks/loadgen.py --devices 50 --qos 1 --duration 5 --port 1883``) or from an
 async benchmark with :func:`run_in_subprocess`.
+
+Brokers refuse anonymous clients: give every device its own credentials as the hub issued
+them (``credentials``; ``--credentials FILE`` with a JSON object ``{device id: [user name,
+secret]}``, so that no secret is on a command line), or one ``--username``/``--password``
+for all (a broker admin allowed to publish anywhere).
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import json
 import socket
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -359,6 +366,7 @@ async def publish_load(
     device_prefix: str = "bench",
     username: str | None = None,
     password: str | None = None,
+    credentials: Mapping[str, tuple[str, str]] | None = None,
 ) -> LoadResult:
     """Connect ``devices`` devices (ids ``{device_prefix}-00000``…), then have each publish
     telemetry with seq 1, 2, … until ``max_per_device`` messages or ``duration_s`` seconds,
@@ -385,7 +393,9 @@ async def publish_load(
             limit=max_per_device,
             fill=fill,
             window=window,
-            connect=connect_packet(device_id, username, password),
+            connect=connect_packet(
+                device_id, *(credentials or {}).get(device_id, (username, password))
+            ),
         )
         for device_id in (f"{device_prefix}-{i:05d}" for i in range(devices))
     ]
@@ -432,6 +442,7 @@ async def run_in_subprocess(
     device_prefix: str = "bench",
     username: str | None = None,
     password: str | None = None,
+    credentials: Mapping[str, tuple[str, str]] | None = None,
 ) -> LoadResult:
     """:func:`publish_load` in a child Python process, so the load has its own GIL and core.
 
@@ -456,15 +467,20 @@ async def run_in_subprocess(
     ):
         if value is not None:
             argv.append(f"--{flag}={value}")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        _SCRIPT,
-        *argv,
-        "--json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate()
+    with tempfile.TemporaryDirectory(prefix="fieldhub-loadgen-") as tmp:
+        if credentials:
+            path = Path(tmp) / "credentials.json"  # the directory is private (mode 0700)
+            path.write_text(json.dumps(credentials), encoding="utf-8")
+            argv.append(f"--credentials={path}")
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            _SCRIPT,
+            *argv,
+            "--json",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
     if process.returncode:
         raise RuntimeError(f"loadgen exited with {process.returncode}: {err.decode().strip()}")
     return msgspec.json.decode(out, type=LoadResult)
@@ -484,8 +500,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prefix", default="bench", help="device id prefix")
     parser.add_argument("--username")
     parser.add_argument("--password")
+    parser.add_argument(
+        "--credentials", type=Path, help="JSON file: {device id: [user name, secret]}"
+    )
     parser.add_argument("--json", action="store_true", help="print the LoadResult as JSON")
     args = parser.parse_args(argv)
+    credentials = None
+    if args.credentials is not None:
+        loaded = json.loads(args.credentials.read_text(encoding="utf-8"))
+        credentials = {device: (user, secret) for device, (user, secret) in loaded.items()}
     duration = args.duration if args.duration is not None or args.count else 5.0
     result = asyncio.run(
         publish_load(
@@ -500,6 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             device_prefix=args.prefix,
             username=args.username,
             password=args.password,
+            credentials=credentials,
         )
     )
     if args.json:

@@ -13,12 +13,12 @@ from typing import Any
 import httpx
 import pytest
 
-from fieldhub.hub.api import create_app
 from fieldhub.hub.config import HubSettings
 from fieldhub.hub.ingest import IngestSettings
 from fieldhub.hub.service import Hub
 from fieldhub.testing.servers import Mosquitto, Postgres, ServerUnavailable
 from tests.device_client import TestDevice
+from tests.hub_client import HubClient
 
 HubFactory = Callable[..., AbstractAsyncContextManager[Hub]]
 
@@ -114,11 +114,11 @@ async def any_hub(request: pytest.FixtureRequest, make_hub: HubFactory) -> Async
         yield running
 
 
-def api_client(hub: Hub) -> httpx.AsyncClient:
-    """An HTTP client for ``hub``'s API, served in-process."""
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_app(hub)), base_url="http://hub"
-    )
+def api_client(hub: Hub, role: str | None = "admin", **options: Any) -> HubClient:
+    """An HTTP client for ``hub``'s API, served in-process, signed in (when entered) as a new
+    user of ``role`` (admin by default; None: anonymous); ``sites=[...]``, ``scopes=[...]``,
+    ``via="session"`` as in ``tests.hub_client.HubClient``."""
+    return HubClient(hub, role, **options)
 
 
 @pytest.fixture
@@ -133,14 +133,23 @@ DeviceFactory = Callable[..., Awaitable[TestDevice]]
 
 @pytest.fixture
 async def connect_device(uid: str) -> AsyncIterator[DeviceFactory]:
-    """Register (optionally) and connect test devices: ``await connect_device(hub, "d1")``."""
+    """Register (optionally) and connect test devices: ``await connect_device(hub, "d1")``.
+
+    A device connects with the credentials it got when registered in this test, also to a
+    later hub on the same (or a restored) store: ``register=False``.
+    """
     devices: list[TestDevice] = []
+    credentials: dict[str, tuple[str, str]] = {}
 
     async def connect(hub: Hub, name: str, *, register: bool = True, **labels: str) -> TestDevice:
         device_id = f"{name}-{uid}"
         if register:
-            await hub.create_device(device_id, labels=labels)
-        device = await TestDevice.connect(hub.broker_url, device_id)
+            issued = (await hub.create_device(device_id, labels=labels)).credentials
+            credentials[device_id] = (issued.username, issued.secret)
+        username, password = credentials.get(device_id, (None, None))
+        device = await TestDevice.connect(
+            hub.broker_url, device_id, username=username, password=password
+        )
         devices.append(device)
         return device
 

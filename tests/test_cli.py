@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,16 +24,47 @@ from fieldhub.testing.servers import Mosquitto, Postgres, free_port
 FIELDHUB = [sys.executable, "-m", "fieldhub"]
 
 
-def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as response:
+def _get(url: str, cookie: str = "") -> Any:
+    request = urllib.request.Request(url, headers={"Cookie": cookie} if cookie else {})
+    with urllib.request.urlopen(request, timeout=5) as response:
         return json.loads(response.read())
+
+
+def _post(url: str, body: dict[str, Any]) -> tuple[Any, str]:
+    """POST JSON; the answer and the session cookie it set (if any), as ``name=value``."""
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        cookies = [h.split(";")[0] for h in response.headers.get_all("Set-Cookie") or []]
+        session = next((c for c in cookies if c.startswith("fieldhub_session=")), "")
+        return json.loads(response.read()), session
+
+
+def _login(url: str, name: str, password: str) -> str:
+    """Log in as a browser would; the session cookie to send with later requests."""
+    _, cookie = _post(url + "api/auth/login", {"name": name, "password": password})
+    assert cookie
+    return cookie
+
+
+def _demo_password(process: subprocess.Popen[str]) -> str:
+    """The demo admin's password, printed once right after the URL."""
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    match = re.search(r"as admin with password (\S+) \(shown only now", line)
+    assert match, line
+    return match.group(1)
 
 
 @contextmanager
 def running(
-    *args: str, env: dict[str, str] | None = None
+    *args: str, env: dict[str, str] | None = None, output: list[str] | None = None
 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """Start ``fieldhub ARGS``, wait for the printed URL, stop it with Ctrl-C afterwards."""
+    """Start ``fieldhub ARGS``, wait for the printed URL, stop it with Ctrl-C afterwards.
+
+    ``output`` receives the lines printed up to the URL.
+    """
     process = subprocess.Popen(
         [*FIELDHUB, *args],
         stdout=subprocess.PIPE,
@@ -55,6 +87,8 @@ def running(
     if url is None:
         process.kill()
         pytest.fail("fieldhub printed no URL:\n" + "".join(seen) + process.stdout.read())
+    if output is not None:
+        output.extend(seen)
     try:
         yield url, process
     finally:
@@ -97,26 +131,36 @@ def test_demo_runs_a_fleet_and_goes_on_after_a_restart(tmp_path: Path):
     )
     with running(*args) as (url, process):
         assert url == f"http://localhost:{http}/"
-        health = _get(url + "api/health")
+        password = _demo_password(process)
+        assert _get(url + "api/health") == {"status": "ok"}  # strangers learn nothing more
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            _get(url + "api/devices")
+        cookie = _login(url, "admin", password)
+        health = _get(url + "api/health", cookie)
         assert health["status"] == "ok"
         assert health["embedded_broker"] is True
 
         def all_reporting() -> list[dict[str, Any]]:
-            listed = _get(url + "api/devices")
+            listed = _get(url + "api/devices", cookie)
             return listed if len(listed) == 3 and all(d["acked_seq"] >= 2 for d in listed) else []
 
         devices = _wait_for(all_reporting)
         assert len(devices) == 3
         first_acked = {d["id"]: d["acked_seq"] for d in devices}
-        latest = _get(url + f"api/devices/{devices[0]['id']}/latest")
+        latest = _get(url + f"api/devices/{devices[0]['id']}/latest", cookie)
         assert set(latest) >= {"temperature", "voltage", "door_open", "socket_on"}
     assert process.returncode == 0
 
-    # Same data folder: the registry, history and sequence numbers go on.
-    with running(*args):
+    # Same data folder: the registry, history, sequence numbers and sessions go on; the
+    # password is not shown again, only how to reset it.
+    with running(*args) as (_, process):
+        assert process.stdout is not None
+        hint = process.stdout.readline()
+        assert "fieldhub user passwd admin" in hint
+        assert password not in hint
         grew = _wait_for(
             lambda: all(
-                _get(f"http://127.0.0.1:{http}/api/devices/{d}")["acked_seq"] > n
+                _get(f"http://127.0.0.1:{http}/api/devices/{d}", cookie)["acked_seq"] > n
                 for d, n in first_acked.items()
             )
         )
@@ -130,11 +174,17 @@ def test_hub_alone_on_mosquitto_and_postgres_with_environment_config(tmp_path: P
     with Mosquitto(tmp_path / "mq") as broker, Postgres(tmp_path / "pg") as pg:
         http = free_port()
         env = {"FIELDHUB_BROKER": broker.url, "FIELDHUB_DB": pg.url, "FIELDHUB_INSTANCE": "hub-a"}
-        with running("hub", "--http", f"127.0.0.1:{http}", "--data", str(tmp_path), env=env) as (
-            url,
-            _,
-        ):
-            health = _get(url + "api/health")
+        output: list[str] = []
+        hub_args = ("hub", "--http", f"127.0.0.1:{http}", "--data", str(tmp_path))
+        with running(*hub_args, env=env, output=output) as (url, _):
+            # A hub without users logs a one-time setup token that makes the first admin.
+            (token,) = re.findall(r"fhsetup_[A-Za-z0-9_-]{43}", "".join(output))
+            body = {"token": token, "name": "root", "password": "first admin password"}
+            made, _ = _post(url + "api/auth/setup", body)
+            assert made["role"] == "admin"
+            with pytest.raises(urllib.error.HTTPError, match="401"):
+                _post(url + "api/auth/setup", {**body, "name": "again"})  # used up
+            health = _get(url + "api/health", _login(url, "root", "first admin password"))
             assert health["embedded_broker"] is False
             assert health["database"] == "postgresql"
             assert health["broker"] == f"127.0.0.1:{broker.port}"
@@ -146,7 +196,7 @@ def test_hub_alone_on_mosquitto_and_postgres_with_environment_config(tmp_path: P
     [
         (["hub", "--http", "nonsense"], "'http'"),
         (["hub", "--db", "mysql://x/y"], "only sqlite and postgresql"),
-        (["hub", "--broker", "http://x"], "mqtt://host:port"),
+        (["hub", "--broker", "http://x"], "mqtt://admin:password@host:port"),
         (["hub", "--instance", "a/b"], "'instance'"),
     ],
 )
@@ -170,11 +220,12 @@ def test_backup_and_restore_commands(tmp_path: Path):
         f"127.0.0.1:{http}",
         "--mqtt",
         f"127.0.0.1:{mqtt}",
-    ) as (url, _):
+    ) as (url, process):
+        cookie = _login(url, "admin", _demo_password(process))
         _wait_for(
             lambda: (
-                all(d["acked_seq"] >= 1 for d in _get(url + "api/devices"))
-                and len(_get(url + "api/devices")) == 2
+                all(d["acked_seq"] >= 1 for d in _get(url + "api/devices", cookie))
+                and len(_get(url + "api/devices", cookie)) == 2
             )
         )
         backup = subprocess.run(
@@ -201,9 +252,10 @@ def test_start_failures_say_what_failed_without_a_traceback(tmp_path: Path):
     cases = [
         (["demo", "--mqtt", f"127.0.0.1:{port}"], "cannot listen on"),
         (
-            ["hub", "--broker", f"mqtt://127.0.0.1:{free_port()}"],
+            ["hub", "--broker", f"mqtt://admin:s3cret-pw@127.0.0.1:{free_port()}"],
             "cannot connect to the MQTT broker",
         ),
+        (["hub", "--broker", f"mqtt://127.0.0.1:{free_port()}"], "names no user"),
         (
             ["hub", "--db", f"postgresql://nobody@127.0.0.1:{free_port()}/x"],
             "cannot open the database",
@@ -220,5 +272,70 @@ def test_start_failures_say_what_failed_without_a_traceback(tmp_path: Path):
             assert result.returncode == 1, result.stderr
             assert message in result.stderr
             assert "Traceback" not in result.stderr
+            assert "s3cret-pw" not in result.stderr  # the broker admin's password, never shown
     finally:
         taken.close()
+
+
+def test_user_commands_add_list_and_reset_passwords(tmp_path: Path):
+    data = tmp_path / "data"
+
+    def fieldhub(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*FIELDHUB, *args, "--data", str(data)],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+
+    added = fieldhub(
+        "user", "add", "Alice", "--role", "operator", "--site", "berlin", "--site", "paris",
+        "--password-stdin", stdin="alice password 1\n",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert "user 'alice' added: operator, berlin, paris" in added.stderr
+    prompted = fieldhub("user", "add", "carol", stdin="carol password\ncarol password\n")
+    assert prompted.returncode == 0, prompted.stderr  # typed twice at the prompt, hidden
+    assert "viewer" in prompted.stderr  # the least role unless told otherwise
+    failures = [
+        (("user", "add", "alice", "--password-stdin"), "alice password 9\n", 1, "exists already"),
+        (("user", "add", "bob", "--password-stdin"), "short\n", 1, "at least 10 characters"),
+        (("user", "add", "bob", "--role", "root", "--password-stdin"), "x" * 12, 2, "--role"),
+        (("user", "add", "bob"), "one password\nanother one\n", 1, ""),  # typed twice, unlike
+        (("user", "passwd", "nobody", "--password-stdin"), "a password 123\n", 1, "no user"),
+    ]
+    for args, stdin, code, message in failures:
+        result = fieldhub(*args, stdin=stdin)
+        assert result.returncode == code, (args, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    listed = fieldhub("user", "list")
+    assert listed.returncode == 0
+    rows = {line.split()[1]: line for line in listed.stdout.splitlines() if "│" in line}
+    assert set(rows) >= {"alice", "carol"}
+    assert "operator" in rows["alice"]
+    assert "berlin, paris" in rows["alice"]
+    assert "bob" not in listed.stdout
+    reset = fieldhub("user", "passwd", "ALICE", "--password-stdin", stdin="alice password 2\n")
+    assert reset.returncode == 0, reset.stderr
+    for result in (added, prompted, listed, reset):
+        assert "alice password" not in result.stdout + result.stderr
+        assert "carol password" not in result.stdout + result.stderr
+
+    # A hub on this data folder has users: no setup token, and alice's new password works.
+    output: list[str] = []
+    http = f"127.0.0.1:{free_port()}"
+    with running(
+        "hub", "--data", str(data), "--http", http, "--mqtt", "127.0.0.1:0", output=output
+    ) as (
+        url,
+        _,
+    ):
+        assert "fhsetup_" not in "".join(output)
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            _login(url, "alice", "alice password 1")
+        me = _get(url + "api/auth/me", _login(url, "alice", "alice password 2"))
+        assert me["user"]["role"] == "operator"
+        assert me["user"]["sites"] == ["berlin", "paris"]

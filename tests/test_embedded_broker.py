@@ -2,7 +2,9 @@
 
 The broker runs on the test's event loop, as it does in the hub; paho runs on its own network
 thread and hands what it receives to the loop with ``call_soon_threadsafe``, so no test ever
-blocks the loop the broker needs.
+blocks the loop the broker needs. Clients log in as the hub does (``hub``) or with device keys
+made for the test; what identity enforcement itself refuses is tested, on both brokers, in
+``test_device_identity.py``.
 """
 
 from __future__ import annotations
@@ -17,14 +19,39 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from fieldhub.clock import now_ms
 from fieldhub.hub import broker as broker_module
+from fieldhub.hub.auth.tokens import digest
 from fieldhub.hub.broker import BrokerStateError, EmbeddedBroker
+from fieldhub.hub.keyring import KeyRing, MqttIdentity, hub_identity
+from fieldhub.hub.store.credentials import CredentialKey
 from fieldhub.mqtt import MqttClient
 from fieldhub.protocol import Channel, topic_for
 
 STATUS_FILTER = topic_for("+", Channel.STATUS)
 TELEMETRY_FILTER = topic_for("+", Channel.TELEMETRY)
 ONLINE, OFFLINE = b'{"online":true}', b'{"online":false}'
+HUB = hub_identity("test")
+
+
+class Keys:
+    """The broker's key ring, and a key per device id made on first use (the hub's identity
+    for ``"hub"``): what a client of a given name logs in with."""
+
+    def __init__(self) -> None:
+        self.ring = KeyRing(HUB)
+        self._made: dict[str, MqttIdentity] = {}
+
+    def __call__(self, name: str) -> MqttIdentity:
+        if name == "hub":
+            return HUB
+        if name not in self._made:
+            secret = f"secret-of-{name}"
+            username = f"{name}.0000000{len(self._made) % 10}"
+            key = CredentialKey(username, name, digest(secret), now_ms(), None)
+            self.ring.put([key])
+            self._made[name] = MqttIdentity(username, secret, name)
+        return self._made[name]
 
 
 class PahoClient:
@@ -32,10 +59,9 @@ class PahoClient:
 
     def __init__(
         self,
-        client_id: str,
+        identity: MqttIdentity,
         *,
         clean_session: bool = True,
-        username: str | None = None,
         will: tuple[str, bytes] | None = None,
         keepalive: int = 60,
     ) -> None:
@@ -46,12 +72,11 @@ class PahoClient:
         self._acks: dict[int, asyncio.Future[None]] = {}
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=client_id,
+            client_id=identity.client_id,
             protocol=mqtt.MQTTv311,
             clean_session=clean_session,
         )
-        if username is not None:
-            client.username_pw_set(username, "any password, for now")
+        client.username_pw_set(identity.username, identity.password)
         if will is not None:
             client.will_set(will[0], will[1], qos=1, retain=True)
         client.reconnect_delay_set(30, 60)  # a test decides when to reconnect
@@ -121,18 +146,24 @@ class PahoClient:
 
 
 @pytest.fixture
-async def broker() -> AsyncIterator[EmbeddedBroker]:
-    async with EmbeddedBroker(port=0) as running:
+def keys() -> Keys:
+    return Keys()
+
+
+@pytest.fixture
+async def broker(keys: Keys) -> AsyncIterator[EmbeddedBroker]:
+    async with EmbeddedBroker(port=0, access=keys.ring) as running:
         yield running
 
 
 @pytest.fixture
-async def paho() -> AsyncIterator[Callable[..., PahoClient]]:
-    """Make paho clients; whatever a test leaves open is closed afterwards."""
+async def paho(keys: Keys) -> AsyncIterator[Callable[..., PahoClient]]:
+    """Make paho clients logged in as ``name`` (the hub, or a device); whatever a test leaves
+    open is closed afterwards."""
     made: list[PahoClient] = []
 
-    def make(client_id: str, **options: Any) -> PahoClient:
-        client = PahoClient(client_id, **options)
+    def make(name: str, **options: Any) -> PahoClient:
+        client = PahoClient(keys(name), **options)
         made.append(client)
         return client
 
@@ -175,7 +206,9 @@ async def test_the_hubs_client_receives_what_paho_publishes(
     hub = MqttClient(
         broker.host,
         broker.port,
-        client_id="hub-client",
+        client_id=HUB.client_id,
+        username=HUB.username,
+        password=HUB.password,
         on_message=lambda topic, payload: received.put_nowait((topic, payload)),
     )
     await hub.connect()
@@ -242,7 +275,8 @@ async def test_a_device_that_crashes_has_its_last_will_published_and_retained(
     await device.vanish()
 
     assert (await hub.receive()).payload == OFFLINE
-    later = paho("later")
+    await hub.disconnect()
+    later = paho("hub")  # the hub, back later
     await later.connect(broker)
     await later.subscribe(status)
     assert (await later.receive()).payload == OFFLINE
@@ -287,7 +321,7 @@ async def test_a_persistent_session_gets_the_qos1_messages_it_missed(
     broker: EmbeddedBroker, paho: Callable[..., PahoClient]
 ) -> None:
     commands = topic_for("dev-9", Channel.CMD)
-    device = paho("dev-9", clean_session=False, username="dev-9")
+    device = paho("dev-9", clean_session=False)
     await device.connect(broker)
     await device.subscribe(commands, qos=1)
     await device.disconnect()
@@ -297,7 +331,7 @@ async def test_a_persistent_session_gets_the_qos1_messages_it_missed(
     for n in range(3):
         await hub.publish(commands, b'{"n":%d}' % n, qos=1)
 
-    back = paho("dev-9", clean_session=False, username="dev-9")
+    back = paho("dev-9", clean_session=False)
     await back.connect(broker)
     assert [(await back.receive()).payload for _ in range(3)] == [
         b'{"n":0}',
@@ -306,22 +340,42 @@ async def test_a_persistent_session_gets_the_qos1_messages_it_missed(
     ]
 
 
-async def test_an_anonymous_persistent_session_is_not_kept(
+async def test_a_refused_client_cannot_touch_the_session_of_the_client_id_it_names(
     broker: EmbeddedBroker, paho: Callable[..., PahoClient]
 ) -> None:
-    # amqtt keeps messages only for sessions with a username; this pins that limitation.
+    # amqtt 0.12 takes over (clean_session=0) or deletes (clean_session=1) the session of a
+    # CONNECT's client id before asking its auth plugins; the broker refuses before that.
     commands = topic_for("dev-10", Channel.CMD)
-    device = paho("dev-10", clean_session=False)
+    hub, device = paho("hub"), paho("dev-10", clean_session=False)
+    await hub.connect(broker)
     await device.connect(broker)
     await device.subscribe(commands, qos=1)
-    await device.disconnect()
-    hub = paho("hub")
-    await hub.connect(broker)
-    await hub.publish(commands, b"{}", qos=1)
 
-    back = paho("dev-10", clean_session=False)
-    await back.connect(broker)
-    assert await back.nothing_arrives(within=0.5)
+    loop = asyncio.get_running_loop()
+    for clean_session in (True, False):
+        for victim in ("dev-10", HUB.client_id):
+            impostor = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=victim,
+                protocol=mqtt.MQTTv311,
+                clean_session=clean_session,
+            )
+            impostor.username_pw_set(victim, "guessed")
+            refused: asyncio.Future[int] = loop.create_future()
+
+            def on_connect(*args: Any, refused: asyncio.Future[int] = refused) -> None:
+                loop.call_soon_threadsafe(refused.set_result, args[3].value)
+
+            impostor.on_connect = on_connect
+            await asyncio.to_thread(impostor.connect, broker.host, broker.port)
+            impostor.loop_start()
+            try:
+                assert await asyncio.wait_for(refused, 5) != 0
+            finally:
+                await asyncio.to_thread(impostor.loop_stop)
+
+    await hub.publish(commands, b'{"n":1}', qos=1)  # both still connected and subscribed
+    assert (await device.receive()).payload == b'{"n":1}'
 
 
 async def test_a_connection_that_never_sends_connect_is_closed(
@@ -336,9 +390,11 @@ async def test_a_connection_that_never_sends_connect_is_closed(
         await writer.wait_closed()
 
 
-async def test_broker_stops_cleanly_and_frees_its_port(paho: Callable[..., PahoClient]) -> None:
+async def test_broker_stops_cleanly_and_frees_its_port(
+    keys: Keys, paho: Callable[..., PahoClient]
+) -> None:
     status = topic_for("dev-11", Channel.STATUS)
-    async with EmbeddedBroker(port=0) as broker:
+    async with EmbeddedBroker(port=0, access=keys.ring) as broker:
         port = broker.port
         hub, device = paho("hub"), paho("dev-11", will=(status, OFFLINE))
         await hub.connect(broker)
@@ -350,13 +406,13 @@ async def test_broker_stops_cleanly_and_frees_its_port(paho: Callable[..., PahoC
         assert _port_is_closed(port)
         assert asyncio.all_tasks() == {asyncio.current_task()}
         assert hub.messages.empty()  # stopping the broker is not a device failure: no will
-        async with EmbeddedBroker(port=port) as again:  # the hub restarts on the same port
+        async with EmbeddedBroker(port=port, access=keys.ring) as again:  # the hub restarts
             assert again.port == port
     finally:
         idle.close()
 
 
-async def test_broker_stops_promptly_while_clients_publish() -> None:
+async def test_broker_stops_promptly_while_clients_publish(keys: Keys) -> None:
     async def publish_forever(client: MqttClient, device_id: str) -> None:
         topic = topic_for(device_id, Channel.TELEMETRY)
         while True:
@@ -366,12 +422,20 @@ async def test_broker_stops_promptly_while_clients_publish() -> None:
     def ignore(_topic: str, _payload: bytes) -> None:
         pass
 
-    async with EmbeddedBroker(port=0) as broker:
-        clients = [
-            MqttClient(broker.host, broker.port, client_id=f"dev-load-{n}", on_message=ignore)
-            for n in range(5)
-        ]
-        hub = MqttClient(broker.host, broker.port, client_id="hub-load", on_message=ignore)
+    def client(name: str) -> MqttClient:
+        identity = keys(name)
+        return MqttClient(
+            broker.host,
+            broker.port,
+            client_id=identity.client_id,
+            username=identity.username,
+            password=identity.password,
+            on_message=ignore,
+        )
+
+    async with EmbeddedBroker(port=0, access=keys.ring) as broker:
+        clients = [client(f"dev-load-{n}") for n in range(5)]
+        hub = client("hub")
         for client in [*clients, hub]:
             await client.connect()
         await hub.subscribe([(TELEMETRY_FILTER, 1)])
@@ -391,16 +455,16 @@ async def test_broker_stops_promptly_while_clients_publish() -> None:
 
 
 async def test_retained_messages_survive_a_restart_with_a_data_dir(
-    tmp_path: Path, paho: Callable[..., PahoClient]
+    tmp_path: Path, keys: Keys, paho: Callable[..., PahoClient]
 ) -> None:
     desired = topic_for("dev-12", Channel.DESIRED)
-    async with EmbeddedBroker(port=0, data_dir=tmp_path) as broker:
+    async with EmbeddedBroker(port=0, access=keys.ring, data_dir=tmp_path) as broker:
         hub = paho("hub")
         await hub.connect(broker)
         await hub.publish(desired, b'{"version":3}', retain=True)
         await hub.disconnect()
 
-    async with EmbeddedBroker(port=0, data_dir=tmp_path) as broker:
+    async with EmbeddedBroker(port=0, access=keys.ring, data_dir=tmp_path) as broker:
         device = paho("dev-12")
         await device.connect(broker)
         await device.subscribe(desired)
@@ -409,9 +473,9 @@ async def test_retained_messages_survive_a_restart_with_a_data_dir(
 
 
 async def test_an_unreadable_retained_file_stops_the_start_and_names_the_file(
-    tmp_path: Path,
+    tmp_path: Path, keys: Keys
 ) -> None:
     (tmp_path / "retained.json").write_text("[{not json", encoding="utf-8")
     with pytest.raises(BrokerStateError, match=r"retained\.json"):
-        async with EmbeddedBroker(port=0, data_dir=tmp_path):
+        async with EmbeddedBroker(port=0, access=keys.ring, data_dir=tmp_path):
             pass

@@ -14,7 +14,7 @@ import pytest
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.service import Hub
-from fieldhub.protocol import Channel, Event, Sample, State, Telemetry
+from fieldhub.protocol import Channel, Event, Sample, State, Telemetry, topic_for
 from tests.conftest import DeviceFactory, HubFactory, api_client
 
 
@@ -160,10 +160,16 @@ async def test_bad_input_is_rejected_counted_and_harmless(
     for payload in bad_payloads:
         device.publish_raw(Channel.TELEMETRY, payload)
     device.publish_raw(Channel.EVENT, b'{"seq": 2, "ts": 1, "type": "Has Spaces"}')
-    # Messages from a device that is not registered, and a device id that is not valid.
-    stranger = await connect_device(any_hub, "stranger", register=False)
-    stranger.telemetry(1, ts=ts, t=1)
-    device.publish_raw(f"fh/v1/bad$id-{uid}/telemetry", b'{"seq":1,"ts":1,"values":{"t":1}}')
+    # A device that is not registered cannot even connect, and the broker drops what a device
+    # publishes outside its own subtree. Ingest refuses both on its own as well (as from a
+    # broker that let them through), and counts them.
+    with pytest.raises(ConnectionRefusedError):
+        await connect_device(any_hub, "stranger", register=False)
+    stranger = f"stranger-{uid}"
+    sample = b'{"seq":1,"ts":1,"values":{"t":1}}'
+    device.publish_raw(f"fh/v1/bad$id-{uid}/telemetry", sample)
+    any_hub.ingest.submit(topic_for(stranger, Channel.TELEMETRY), sample)
+    any_hub.ingest.submit(f"fh/v1/bad$id-{uid}/telemetry", sample)
     # ... and the hub still stores good data after all that.
     device.telemetry(2, ts=ts + 2, t=2)
     await device.wait_acked(2)
@@ -179,7 +185,7 @@ async def test_bad_input_is_rejected_counted_and_harmless(
         metrics = (await api.get("/metrics")).text
         expected = len(bad_payloads) + 1
         assert f'rejected_total{{reason="invalid_payload"}} {expected}.0' in metrics
-        assert (await api.get(f"/api/devices/{stranger.device_id}")).status_code == 404
+        assert (await api.get(f"/api/devices/{stranger}")).status_code == 404
 
 
 @pytest.mark.mosquitto

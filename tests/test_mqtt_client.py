@@ -24,6 +24,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from fieldhub.hub.broker import EmbeddedBroker
+from fieldhub.hub.keyring import Principal
 from fieldhub.mqtt import (
     ConnectRefused,
     MqttClient,
@@ -145,6 +146,52 @@ def test_malformed_bodies_and_bad_arguments_are_refused() -> None:
 class Address:
     host: str
     port: int
+    username: str | None = None  # what clients log in with
+    password: str | None = None
+
+
+class _Anyone:
+    """May do anything with any topic."""
+
+    name = "tester"
+
+    def may_publish(self, topic: str) -> bool:
+        return True
+
+    def may_subscribe(self, topic_filter: str) -> bool:
+        return True
+
+    def may_receive(self, topic: str) -> bool:
+        return True
+
+
+class OpenAccess:
+    """A fake access policy for testing the client, not the broker's identity rules: anyone
+    with the user name ``tester`` may connect and use every topic (devices and their topic
+    rules are ``test_device_identity.py``'s subject)."""
+
+    def authenticate(
+        self, client_id: str, username: str | None, password: str | None
+    ) -> Principal | None:
+        return self.principal(client_id, username)
+
+    def principal(self, client_id: str, username: str | None) -> Principal | None:
+        return _Anyone() if username == TESTER else None
+
+
+TESTER = "tester"
+
+
+def embedded_broker(host: str = "127.0.0.1", port: int = 0) -> EmbeddedBroker:
+    return EmbeddedBroker(host, port, access=OpenAccess())
+
+
+def login(where: Where) -> dict[str, str | None]:
+    """The user name and password a client of ``where`` logs in with (none for fakes)."""
+    return {
+        "username": getattr(where, "username", None),
+        "password": getattr(where, "password", None),
+    }
 
 
 def _unavailable(exc: ServerUnavailable) -> None:
@@ -161,10 +208,10 @@ async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Address]:
     their own client ids and topics)."""
     if request.param == "mosquitto":
         server: Mosquitto = request.getfixturevalue("mosquitto")
-        yield Address(server.host, server.port)
+        yield Address(server.host, server.port, server.admin_username, server.admin_password)
     else:
-        async with EmbeddedBroker("127.0.0.1", 0) as embedded:
-            yield Address(embedded.host, embedded.port)
+        async with embedded_broker() as embedded:
+            yield Address(embedded.host, embedded.port, TESTER)
 
 
 class RestartableBroker:
@@ -176,13 +223,18 @@ class RestartableBroker:
         self.port = 0
         self._embedded: EmbeddedBroker | None = None
         self._mosquitto = Mosquitto(workdir) if kind == "mosquitto" else None
+        self.username: str | None = TESTER
+        self.password: str | None = None
+        if self._mosquitto is not None:
+            self.username = self._mosquitto.admin_username
+            self.password = self._mosquitto.admin_password
 
     async def start(self) -> None:
         if self._mosquitto is not None:
             await asyncio.to_thread(self._mosquitto.start)
             self.port = self._mosquitto.port
         else:
-            self._embedded = EmbeddedBroker(self.host, self.port)
+            self._embedded = embedded_broker(self.host, self.port)
             await self._embedded.__aenter__()
             self.port = self._embedded.port
 
@@ -225,6 +277,9 @@ class Paho:
             clean_session=clean_session,
         )
         self.client.max_inflight_messages_set(200)
+        credentials = login(where)
+        if credentials["username"] is not None:
+            self.client.username_pw_set(credentials["username"], credentials["password"])
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
@@ -242,9 +297,7 @@ class Paho:
     def _suback(self, mid: int) -> asyncio.Future[None]:
         return self._subacks.setdefault(mid, self._loop.create_future())
 
-    async def connect(self, username: str | None = None) -> Paho:
-        if username is not None:
-            self.client.username_pw_set(username)
+    async def connect(self) -> Paho:
         await asyncio.to_thread(self.client.connect, *self._where, 30)
         self.client.loop_start()
         await asyncio.wait_for(self._connected.wait(), 5)
@@ -340,6 +393,8 @@ async def clients() -> AsyncIterator[Callable[..., MqttClient]]:
 
     def make(where: Where, **options: object) -> MqttClient:
         options.setdefault("on_message", Received())
+        for key, value in login(where).items():
+            options.setdefault(key, value)
         client = MqttClient(where.host, where.port, **options)  # type: ignore[arg-type]
         made.append(client)
         return client
@@ -358,6 +413,7 @@ class Proxy:
 
     def __init__(self, target: Where) -> None:
         self._target = (target.host, target.port)
+        self.username, self.password = login(target).values()
         self.host = "127.0.0.1"
         self.port = 0
         self.up = True
@@ -497,7 +553,7 @@ async def test_many_qos1_messages_all_arrive_and_are_all_acknowledged(
     mosquitto = "mosquitto" in request.node.callspec.id
     count = 20_000 if mosquitto else 2_000
     received = Received()
-    session = {"client_id": f"sub-{uid}", "username": f"sub-{uid}", "clean_session": False}
+    session = {"client_id": f"sub-{uid}", "clean_session": False}
     client = clients(broker, on_message=received, **session)
     await client.connect()
     await client.subscribe([(f"t/{uid}", 1)])
@@ -513,7 +569,7 @@ async def test_many_qos1_messages_all_arrive_and_are_all_acknowledged(
     await client.close()
     # The same persistent session again: anything not acknowledged would be redelivered now.
     again = paho(broker, f"sub-{uid}", clean_session=False)
-    await again.connect(username=f"sub-{uid}")
+    await again.connect()
     assert await again.nothing_arrives(within=0.5)
 
 
@@ -736,8 +792,9 @@ async def test_keepalive_pings_keep_an_idle_connection_up(
 ) -> None:
     # The embedded broker drops a client silent for 1.5 x its keep-alive (and says so).
     downs: list[BaseException | None] = []
-    async with EmbeddedBroker("127.0.0.1", 0) as embedded:
-        client = clients(embedded, client_id="idle", keepalive_s=1, on_disconnect=downs.append)
+    async with embedded_broker() as embedded:
+        where = Address(embedded.host, embedded.port, TESTER)
+        client = clients(where, client_id="idle", keepalive_s=1, on_disconnect=downs.append)
         await client.connect()
 
         await asyncio.sleep(4)

@@ -111,7 +111,9 @@ class Client:
 def connected(
     broker: Mosquitto, client_id: str = "", clean_session: bool = True
 ) -> Iterator[Client]:
+    """A client logged in as the broker's admin, who may use every topic."""
     client = Client(client_id, clean_session)
+    client.paho.username_pw_set(broker.admin_username, broker.admin_password)
     client.paho.connect(broker.host, broker.port)
     client.paho.loop_start()
     try:
@@ -140,11 +142,29 @@ def offline_backlog(broker: Mosquitto, count: int) -> tuple[list[bytes], int]:
 
 @pytest.mark.mosquitto
 def test_a_subscriber_receives_what_another_client_publishes(broker: Mosquitto) -> None:
-    assert broker.url == f"mqtt://127.0.0.1:{broker.port}"
+    assert broker.url == f"mqtt://admin:{broker.admin_password}@127.0.0.1:{broker.port}"
     with connected(broker) as subscriber, connected(broker) as publisher:
         subscriber.subscribe("fieldhub/test/#")
         publisher.publish_all("fieldhub/test/hello", [b"hello"])
         assert subscriber.wait_for(1) == [b"hello"]
+
+
+@pytest.mark.mosquitto
+def test_anonymous_clients_and_wrong_passwords_are_refused(broker: Mosquitto) -> None:
+    for password in (None, "wrong"):
+        client = Client()
+        refused = threading.Event()
+        client.paho.on_connect_fail = lambda *_, refused=refused: refused.set()
+        client.paho.on_disconnect = lambda *_, refused=refused: refused.set()
+        if password is not None:
+            client.paho.username_pw_set(broker.admin_username, password)
+        client.paho.connect(broker.host, broker.port)
+        client.paho.loop_start()
+        try:
+            assert refused.wait(WAIT_S)
+            assert not client.connected.is_set()
+        finally:
+            client.paho.loop_stop()
 
 
 @pytest.mark.mosquitto

@@ -13,7 +13,18 @@ and every accepted connection is handed to it, so that:
   reading (``BrokerProtocolHandler.handle_read_timeout`` is a no-op), so a device that loses
   power or network would stay connected forever and its last will, which fieldhub presence
   depends on, would never fire. A watchdog closes connections silent for 1.5 x keep-alive
-  (MQTT 3.1.1 §3.1.2.10), which makes amqtt publish the will.
+  (MQTT 3.1.1 §3.1.2.10), which makes amqtt publish the will;
+- every CONNECT is checked *before* amqtt sees it (``_admit``). amqtt 0.12 looks up, takes
+  over and even deletes the session of the client id a CONNECT names before it asks its auth
+  plugins, so a client with a wrong password could still throw the hub (or any device) off and
+  wipe its subscriptions. Here a refused client gets its CONNACK refusal from us and never
+  reaches amqtt. Client ids and user names holding ``+ # / $`` or NUL are refused, and so is
+  a last will on a topic the client may not publish to (amqtt would publish it unchecked).
+
+Who may do what comes from an :class:`~fieldhub.hub.keyring.AccessPolicy` (the hub passes its
+``KeyRing``): checked on CONNECT, and on every publish, subscription and delivery, retained
+messages included, so a revoked key stops working at once even before its connection is
+closed (:meth:`EmbeddedBroker.kick`).
 """
 
 from __future__ import annotations
@@ -21,22 +32,27 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import os
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker
-from amqtt.contexts import BrokerConfig, ListenerConfig, ListenerType
-from amqtt.plugins.base import BaseAuthPlugin
+from amqtt.contexts import Action, BrokerConfig, ListenerConfig, ListenerType
 from amqtt.session import Session
 
-__all__ = ["BrokerStateError", "EmbeddedBroker", "OpenAuthPlugin", "broker_plugins"]
+from fieldhub.hub.broker_auth import admit, broker_plugins, read_connect
+from fieldhub.hub.keyring import AccessPolicy, Principal
+from fieldhub.logthrottle import LogThrottle, held_back
+
+__all__ = ["BrokerStateError", "EmbeddedBroker"]
 
 log = logging.getLogger(__name__)
 
@@ -53,68 +69,89 @@ class BrokerStateError(ValueError):
     """The broker's saved state (``retained.json`` in ``data_dir``) cannot be read."""
 
 
-class OpenAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no type hints
-    """Lets every client connect, for now (the device-store plugin will replace it).
-
-    Unlike amqtt's ``AnonymousAuthPlugin``, which marks *every* session anonymous, a client that
-    gives a username is not anonymous here. That matters: amqtt keeps QoS 1 messages for a
-    disconnected persistent session (``clean_session=False``) only when it is not anonymous,
-    and forgets anonymous sessions a second after they disconnect.
-    """
-
-    async def authenticate(self, *, session: Session) -> bool:
-        """Accept ``session``; it is anonymous when it came without a username."""
-        session.is_anonymous = not session.username
-        return True
-
-
-def broker_plugins(*, debug: bool = False) -> dict[str, dict[str, Any]]:
-    """The amqtt plugins of the hub's broker: dotted class path to the plugin's configuration.
-
-    The one place to extend (authentication and topic ACL from the device store come here).
-    amqtt builds each plugin's ``Config`` dataclass from the given mapping; a field typed
-    ``Any`` can carry a live object such as a store. Without an auth plugin amqtt refuses
-    every client; amqtt's ``$SYS`` and event-logging plugins are left out on purpose (they cost
-    a task per event), the packet logger runs only with ``debug``.
-
-    Args:
-        debug: also log every MQTT packet (amqtt's ``PacketLoggerPlugin``, at DEBUG).
-    """
-    plugins: dict[str, dict[str, Any]] = {f"{__name__}.{OpenAuthPlugin.__name__}": {}}
-    if debug:
-        plugins["amqtt.plugins.logging_amqtt.PacketLoggerPlugin"] = {}
-    return plugins
-
-
 class _Broker(Broker):  # type: ignore[misc]
-    """amqtt's broker, sending retained messages only for subscriptions the client holds.
+    """amqtt's broker, with fieldhub's topic rules and retained replay only where allowed.
+
+    Every publish, subscription and delivery is checked against the access policy directly
+    (``broker_auth.broker_plugins`` says why not through a plugin). A session whose key was
+    revoked has no principal any more: from then on nothing it sends or should receive passes.
 
     amqtt 0.12, on every CONNECT, replays the retained messages matching *any* client's
     subscription to the new client (it means to restore a persistent session's
     subscriptions). A device would then receive every other device's retained status and
     desired state as soon as the hub subscribes to them: a flood at fleet scale and a leak
-    past any topic ACL.
+    past the topic rules. Here retained messages go only to subscriptions the client holds,
+    and only those it may receive.
     """
+
+    def __init__(self, config: BrokerConfig, access: AccessPolicy) -> None:
+        super().__init__(config)
+        self._access = access
+
+    def _principal(self, session: Session) -> Principal | None:
+        return self._access.principal(session.client_id, session.username)
+
+    async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
+        principal = self._principal(session)
+        if principal is None:
+            return False
+        if action == Action.PUBLISH:
+            return principal.may_publish(topic)
+        if action == Action.SUBSCRIBE:
+            return principal.may_subscribe(topic)
+        return principal.may_receive(topic)
 
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Session
     ) -> None:
-        holders = self.subscriptions.get(subscription[0], ())
-        if any(holder.client_id == session.client_id for holder, _qos in holders):
-            await super()._publish_retained_messages_for_subscription(subscription, session)
+        topic_filter, qos = subscription
+        holders = self.subscriptions.get(topic_filter, ())
+        if not any(holder.client_id == session.client_id for holder, _qos in holders):
+            return
+        principal, handler = self._principal(session), self._get_handler(session)
+        if principal is None or handler is None:
+            return
+        sends = [
+            asyncio.ensure_future(
+                handler.mqtt_publish(
+                    retained.topic, retained.data, min(qos, retained.qos or qos), retain=True
+                )
+            )
+            for topic, retained in list(self.retained_messages.items())
+            if self._matches(topic, topic_filter) and principal.may_receive(topic)
+        ]
+        if sends:
+            await asyncio.wait(sends)
 
 
 class _Connection(StreamReaderAdapter):  # type: ignore[misc]
-    """One accepted TCP connection: amqtt's stream reader, plus what the watchdog needs."""
+    """One accepted TCP connection: amqtt's stream reader, plus what the watchdog needs.
+
+    The CONNECT packet is read and checked before amqtt takes over; amqtt then reads it again
+    from :meth:`replay`.
+    """
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         super().__init__(reader)
         self.writer = writer
         self.opened = self.last_read = time.monotonic()
         self.session: Session | None = None  # once amqtt has registered one for it
+        self.username: str | None = None  # once admitted
+        self._replay = b""
+
+    def replay(self, data: bytes) -> None:
+        """Serve ``data`` to the next reads, before anything more from the socket."""
+        self._replay = data
 
     async def read(self, n: int = -1) -> bytes:
-        data: bytes = await super().read(n)
+        replay = self._replay
+        if not replay:
+            data: bytes = await super().read(n)
+        elif 0 <= n < len(replay):
+            data, self._replay = replay[:n], replay[n:]
+        else:
+            self._replay = b""
+            data = replay + (await super().read(n - len(replay)) if n > len(replay) else b"")
         self.last_read = time.monotonic()
         return data
 
@@ -139,11 +176,12 @@ class _Retained:
 class EmbeddedBroker:
     """An MQTT 3.1.1 broker listening on TCP, run as an async context manager.
 
-    Retained messages and last wills work; QoS 0 and 1 are delivered. A client that connects
-    with ``clean_session=False`` *and a username* gets a persistent session: its subscriptions
-    and the QoS 1 messages published while it was away are delivered when it comes back (in
-    memory only: a broker restart forgets sessions). amqtt marks those queued messages as
-    retained when it delivers them.
+    Only clients that ``access`` admits may connect, and they may use only the topics it
+    allows them (see the module doc). Retained messages and last wills work; QoS 0 and 1 are
+    delivered. A client that connects with ``clean_session=False`` gets a persistent session:
+    its subscriptions and the QoS 1 messages published while it was away are delivered when it
+    comes back (in memory only: a broker restart forgets sessions). amqtt marks those queued
+    messages as retained when it delivers them.
 
     Connections are watched: one silent for 1.5 x its keep-alive is closed and its will
     published; one that sends no CONNECT within 10 s is closed; one whose client id has
@@ -154,6 +192,7 @@ class EmbeddedBroker:
     Args:
         host: address to listen on.
         port: TCP port; 0 picks a free one, read it from :attr:`port` once started.
+        access: who may connect and what they may do; the hub's ``KeyRing``.
         data_dir: if given, retained messages are saved there when the broker stops (cleanly:
             a crash loses what changed since the start) and restored when it starts, so
             retained desired state survives a hub restart. A
@@ -166,11 +205,18 @@ class EmbeddedBroker:
     """
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 1883, *, data_dir: Path | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        *,
+        access: AccessPolicy,
+        data_dir: Path | None = None,
     ) -> None:
         self._host = host
         self._port = port
+        self._access = access
         self._data_dir = data_dir
+        self._refusals = LogThrottle()
         self._broker: _Broker | None = None
         self._server: asyncio.Server | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -200,10 +246,10 @@ class EmbeddedBroker:
         retained = await asyncio.to_thread(_load_retained, self._data_dir)
         config = BrokerConfig(
             listeners={_LISTENER: ListenerConfig(type=ListenerType.EXTERNAL)},
-            plugins=broker_plugins(debug=debug),
+            plugins=broker_plugins(self._access, debug=debug),
         )
         started = time.perf_counter()
-        broker = _Broker(config)
+        broker = _Broker(config, self._access)
         await broker.start()
         try:
             for message in retained:
@@ -269,12 +315,61 @@ class EmbeddedBroker:
         connection = _Connection(reader, writer)
         self._connections[connection] = task
         try:
-            await broker.external_connected(connection, StreamWriterAdapter(writer), _LISTENER)
+            if await self._admit(connection, reader, writer):
+                await broker.external_connected(connection, StreamWriterAdapter(writer), _LISTENER)
         except (OSError, asyncio.IncompleteReadError) as exc:
             log.debug("MQTT connection from %s ended: %r", connection.peer, exc)
         finally:
             del self._connections[connection]
             writer.close()  # amqtt leaves the socket open when the first packet is not CONNECT
+
+    async def _admit(
+        self, connection: _Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Read the CONNECT and check it; refuse it ourselves, or let amqtt read it again.
+
+        Returns False when the connection is to be closed: not a CONNECT, malformed, or
+        refused (the client then has its CONNACK with the reason code).
+        """
+        raw = await read_connect(reader)
+        if raw is None:
+            return False
+        admission = await admit(raw, self._access)
+        if admission is None:
+            log.debug("MQTT connection from %s: unreadable CONNECT", connection.peer)
+            return False
+        if admission.principal is not None:
+            connection.username = admission.username
+            connection.replay(raw)
+            return True
+        code, why, client_id = admission.refusal, admission.why, admission.client_id
+        held = self._refusals.due((connection.peer.rpartition(":")[0], why))
+        if held is not None:
+            log.info(
+                "MQTT client %r (%s) refused: %s%s",
+                client_id,
+                connection.peer,
+                why,
+                held_back(held),
+            )
+        writer.write(bytes((0x20, 2, 0, code)))  # CONNACK: no session present, refused
+        with contextlib.suppress(OSError):
+            await writer.drain()
+        return False
+
+    def kick(self, usernames: Collection[str]) -> int:
+        """Close the connections of clients that logged in as one of ``usernames``.
+
+        Their wills are published, as for any lost connection: the device is offline. The
+        keys must already be gone from the access policy, or the clients simply reconnect.
+        Returns how many connections were closed.
+        """
+        kicked = 0
+        for connection in list(self._connections):
+            if connection.username in usernames and not connection.writer.is_closing():
+                connection.abort("its credentials were revoked or expired")
+                kicked += 1
+        return kicked
 
     async def _watch(self) -> None:
         """Every half second, close the connections MQTT says must go (see the class doc)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from types import TracebackType
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from fieldhub.mqtt import MqttClient, MqttError
 
@@ -27,7 +27,11 @@ class BusError(ConnectionError):
 
 
 class HubBus:
-    """One MQTT connection of one hub process."""
+    """One MQTT connection of one hub process, logged in as the hub's own identity.
+
+    Credentials in ``url`` are ignored: on Mosquitto they are the dynamic-security admin's,
+    which the hub uses only to manage device credentials (``fieldhub.hub.brokers``).
+    """
 
     def __init__(
         self,
@@ -36,6 +40,8 @@ class HubBus:
         client_id: str,
         subscriptions: list[str],
         on_message: MessageHandler,
+        username: str | None = None,
+        password: str | None = None,
         qos: int = 1,
         connect_timeout_s: float = 10.0,
     ) -> None:
@@ -49,8 +55,8 @@ class HubBus:
             self._port,
             client_id=client_id,
             on_message=on_message,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
+            username=username,
+            password=password,
             clean_session=False,
             keepalive_s=30,
         )

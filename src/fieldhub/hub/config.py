@@ -31,11 +31,16 @@ def parse_host_port(value: str, default_host: str = "127.0.0.1") -> tuple[str, i
 class HubSettings(BaseSettings):
     """Everything the hub process needs to know at start."""
 
-    model_config = SettingsConfigDict(env_prefix="FIELDHUB_", frozen=True, extra="forbid")
+    # Inputs stay out of error texts: the broker URL holds the broker admin's password.
+    model_config = SettingsConfigDict(
+        env_prefix="FIELDHUB_", frozen=True, extra="forbid", hide_input_in_errors=True
+    )
 
     data: Path = Field(Path("data"), description="folder for the SQLite file and hub state")
     broker: str | None = Field(
-        None, description="external broker as mqtt://[user:pass@]host:port; none = embedded"
+        None,
+        description="external broker as mqtt://admin:password@host:port; none = embedded",
+        repr=False,  # holds the broker admin's password
     )
     db: str | None = Field(None, description="database URL; none = SQLite file in the data folder")
     http: str = Field("127.0.0.1:8080", description="HOST:PORT of the REST API and dashboard")
@@ -50,8 +55,13 @@ class HubSettings(BaseSettings):
         if value is None:
             return None
         parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-            raise ValueError(f"broker {value!r} must look like mqtt://host:port")
+        try:
+            port_ok = parts.port is None or parts.port > 0
+        except ValueError:
+            port_ok = False
+        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname or not port_ok:
+            shown = value.replace(f":{parts.password}@", ":***@") if parts.password else value
+            raise ValueError(f"broker {shown!r} must look like mqtt://admin:password@host:port")
         return value
 
     @field_validator("db")

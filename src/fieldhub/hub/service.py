@@ -13,20 +13,29 @@ import contextlib
 import logging
 import time
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from fieldhub import __version__
+from fieldhub.hub.auth import Auth
 from fieldhub.hub.broker import EmbeddedBroker
+from fieldhub.hub.brokers import BrokerStartError, start_broker
 from fieldhub.hub.bus import HubBus
 from fieldhub.hub.config import HubSettings
+from fieldhub.hub.identity import BrokerAccess, DeviceIdentities
 from fieldhub.hub.ingest import Ingest, IngestSettings
+from fieldhub.hub.keyring import hub_identity
 from fieldhub.hub.presence import DevicePresence, PresenceTracker
+from fieldhub.hub.provisioning import Provisioning
 from fieldhub.hub.stats import IngestStats
+from fieldhub.hub.store.audit import AuditLog
+from fieldhub.hub.store.claims import ClaimStore
+from fieldhub.hub.store.credentials import CredentialKey, DeviceCredentials, IssuedCredentials
 from fieldhub.hub.store.database import create_engine, migrate
-from fieldhub.hub.store.devices import DeviceRecord, DeviceRegistry
+from fieldhub.hub.store.devices import DeviceNotFound, DeviceRecord, DeviceRegistry
 from fieldhub.hub.store.ingest_writer import IngestWriter
 from fieldhub.hub.store.queries import Queries
 from fieldhub.protocol import hub_subscriptions
@@ -52,8 +61,19 @@ class Hub:
         self.engine = create_engine(settings.db_url)
         self.registry = DeviceRegistry(self.engine)
         self.queries = Queries(self.engine)
+        self.credentials = DeviceCredentials(self.engine)
+        self.audit = AuditLog(self.engine)
+        # Users, sessions, API tokens, login throttle, setup token; one audit log for all.
+        self.auth = Auth(self.engine, self.audit)
+        # Devices that claim with a token, approved by operators, fetch their own credentials.
+        self.provisioning = Provisioning(
+            ClaimStore(self.engine), self._register_claimed, self._issue_claimed, self.audit.record
+        )
+        # The hub's own MQTT identity, fresh each start (see keyring.hub_identity).
+        self.mqtt_identity = hub_identity(settings.instance)
         self.broker: EmbeddedBroker | None = None
-        self.broker_url = settings.broker or ""
+        self.broker_url = ""  # mqtt://host:port, no credentials: what devices connect to
+        self._identities: DeviceIdentities | None = None
         self._bus: HubBus | None = None
         self._ingest: Ingest | None = None
         self._presence: PresenceTracker | None = None
@@ -80,6 +100,13 @@ class Hub:
             raise RuntimeError("the hub is not started")
         return self._presence
 
+    @property
+    def identities(self) -> DeviceIdentities:
+        """Device credentials: store, broker and audit log in step."""
+        if self._identities is None:
+            raise RuntimeError("the hub is not started")
+        return self._identities
+
     # -- life cycle -------------------------------------------------------------------------
     async def __aenter__(self) -> Hub:
         try:
@@ -99,22 +126,22 @@ class Hub:
         except (SQLAlchemyError, OSError) as exc:
             where = self.engine.url.render_as_string(hide_password=True)
             raise HubStartError(f"cannot open the database {where}: {exc}") from exc
-        if settings.broker is None:
-            host, port = settings.mqtt_address
-            broker = EmbeddedBroker(host, port, data_dir=settings.data)
-            try:
-                self.broker = await self._stack.enter_async_context(broker)
-            except OSError as exc:
-                raise HubStartError(
-                    f"the embedded MQTT broker cannot listen on {host}:{port} "
-                    f"({exc.strerror or exc}): choose another --mqtt HOST:PORT, or use an "
-                    "external broker with --broker"
-                ) from exc
-            self.broker_url = self.broker.url
+        await self.auth.start()  # with no user yet: the one-time setup token, logged once
+        identity = self.mqtt_identity
+        keys_seen = await self.credentials.fingerprint()  # the broker gets the keys as of now
+        try:
+            started = await start_broker(settings, self._stack, identity, self.credentials)
+        except BrokerStartError as exc:
+            raise HubStartError(str(exc)) from exc
+        self.broker, self.broker_url = started.embedded, started.url
+        self._identities = self._device_identities(started.access)
+        self._identities.synced(keys_seen)
         writer = IngestWriter(self.engine)
         bus = HubBus(
             self.broker_url,
-            client_id=f"fieldhub-hub-{settings.instance}",
+            client_id=identity.client_id,
+            username=identity.username,
+            password=identity.password,
             subscriptions=hub_subscriptions(settings.instance),
             on_message=self._on_message,
             qos=settings.qos,
@@ -135,6 +162,7 @@ class Hub:
         self._tasks = [
             asyncio.create_task(ingest.run(), name="ingest-commit"),
             asyncio.create_task(presence.run(), name="presence-clock"),
+            asyncio.create_task(self.identities.run(), name="device-credentials-sync"),
         ]
         # Unwound before the bus closes: the last commit's acks still reach the devices.
         self._stack.push_async_callback(self._stop_tasks)
@@ -170,7 +198,27 @@ class Hub:
         if self._ingest is not None:
             self._ingest.record_presence(change)
 
-    # -- registry operations that ingest must know about ------------------------------------
+    def _device_identities(self, access: BrokerAccess) -> DeviceIdentities:
+        return DeviceIdentities(self.credentials, self.audit, access, on_change=self._adopt)
+
+    async def _adopt(self, keys: list[CredentialKey]) -> None:
+        """Accept messages from devices another process (the CLI) registered meanwhile."""
+        for device_id in sorted({key.device_id for key in keys}):
+            if self.ingest.acked_seq(device_id) is not None:
+                continue
+            try:
+                record = await self.registry.get(device_id)
+            except DeviceNotFound:
+                continue  # keys of a device being deleted right now
+            self.ingest.add_device(device_id)
+            self.presence.load(
+                device_id,
+                DevicePresence(
+                    record.presence, record.connected, record.presence_since, record.presence_reason
+                ),
+            )
+
+    # -- registry operations that ingest and the broker must know about ---------------------
     async def create_device(
         self,
         device_id: str,
@@ -178,18 +226,92 @@ class Hub:
         name: str = "",
         labels: dict[str, str] | None = None,
         attributes: dict[str, Any] | None = None,
-    ) -> DeviceRecord:
-        """Register a device and start accepting its messages."""
+        actor: str = "hub",
+        source: str = "",
+    ) -> NewDevice:
+        """Register a device with its first credentials, and start accepting its messages.
+
+        The secret is in the result only: show it to whoever installs the device, once.
+
+        Raises:
+            DeviceExists: the id is taken.
+            CredentialsError: the broker could not be told; the device was not registered.
+        """
         record = await self.registry.create(
             device_id, name=name, labels=labels, attributes=attributes
         )
+        try:
+            issued = await self.identities.issue(device_id, actor=actor, source=source)
+        except BaseException:
+            await self.registry.delete(device_id)  # nothing half made
+            raise
         self.ingest.add_device(device_id)
         self.presence.load(device_id, DevicePresence())
-        return record
+        return NewDevice(record, issued)
 
-    async def delete_device(self, device_id: str) -> None:
-        """Delete a device with its data and refuse its messages from now on."""
+    async def _register_claimed(self, device_id: str, labels: dict[str, str]) -> None:
+        """Register an approved claim's device; its credentials come when it fetches them."""
+        await self.registry.create(device_id, labels=labels)
+        self.ingest.add_device(device_id)
+        self.presence.load(device_id, DevicePresence())
+
+    async def _issue_claimed(self, device_id: str) -> IssuedCredentials:
+        return await self.issue_device_credentials(device_id, actor=f"device:{device_id}")
+
+    async def issue_device_credentials(
+        self, device_id: str, *, actor: str = "hub", source: str = ""
+    ) -> IssuedCredentials:
+        """Another key for a registered device (its other keys stay valid).
+
+        Raises:
+            DeviceNotFound: no such device.
+            CredentialsError: the broker could not be told; no key was kept.
+        """
+        await self.registry.get(device_id)
+        return await self.identities.issue(device_id, actor=actor, source=source)
+
+    async def rotate_device_credentials(
+        self, device_id: str, grace_s: float, *, actor: str = "hub", source: str = ""
+    ) -> IssuedCredentials:
+        """A new key; the device's old keys keep working for ``grace_s`` seconds more.
+
+        Raises:
+            DeviceNotFound: no such device.
+            CredentialsError: the broker could not be told; no new key was kept.
+        """
+        await self.registry.get(device_id)
+        return await self.identities.rotate(device_id, grace_s, actor=actor, source=source)
+
+    async def revoke_device_credentials(
+        self, device_id: str, *, actor: str = "hub", source: str = ""
+    ) -> list[str]:
+        """Delete every key of the device; it is disconnected at once and cannot come back.
+
+        Returns the user names revoked.
+
+        Raises:
+            DeviceNotFound: no such device.
+        """
+        await self.registry.get(device_id)
+        return await self.identities.revoke(device_id, actor=actor, source=source)
+
+    async def delete_device(self, device_id: str, *, actor: str = "hub", source: str = "") -> None:
+        """Delete a device with its data and credentials; refuse its messages from now on."""
+        usernames = await self.credentials.usernames(device_id)
         self.ingest.remove_device(device_id)
         self.presence.forget(device_id)
         async with self.ingest.writing:  # a commit in flight may hold the device's data
             await self.registry.delete(device_id)
+        await self.provisioning.store.forget(device_id)  # the id may claim again
+        if usernames:
+            await self.identities.withdrawn(
+                device_id, usernames, actor=actor, source=source, why="device deleted"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class NewDevice:
+    """A device just registered, with its first credentials (the only time they are shown)."""
+
+    record: DeviceRecord
+    credentials: IssuedCredentials

@@ -14,9 +14,9 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from fieldhub.clock import now_ms
 from fieldhub.mqtt import MqttClient, MqttError, Will
@@ -42,9 +42,11 @@ DOOR_OPEN_TOO_LONG_S = 60.0
 
 @dataclass(frozen=True, slots=True)
 class DeviceSpec:
-    """Who a simulated device is and how often it reports."""
+    """Who a simulated device is, how it logs in to the broker and how often it reports."""
 
     device_id: str
+    username: str  # its MQTT credentials, as the hub issued them; client id = device id
+    secret: str = field(repr=False)
     interval_s: float = 2.0
     start_seq: int = 0  # the last seq the hub holds for it, so a restarted demo goes on
 
@@ -67,8 +69,8 @@ class SimulatedDevice:
             parts.port or 1883,
             client_id=spec.device_id,
             on_message=self._on_message,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
+            username=spec.username,
+            password=spec.secret,
             will=Will(self._status_topic, encode(will), qos=1, retain=True),
             on_connect=self._on_connect,
         )

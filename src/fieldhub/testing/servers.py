@@ -11,14 +11,22 @@ Example::
 
     with Mosquitto(tmp_path / "broker") as broker, Postgres(tmp_path / "db") as db:
         run_hub(mqtt_url=broker.url, database_url=db.create_database("hub"))
+
+Mosquitto runs as fieldhub expects it in production: no anonymous clients, the
+dynamic-security plugin loaded, and an admin (in :attr:`Mosquitto.url`) through which the hub
+manages device credentials.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import json
 import os
 import pwd
 import re
+import secrets
 import shlex
 import shutil
 import socket
@@ -47,6 +55,9 @@ _SYS_INTERVAL_S = 1
 # an interval of 1 s a new value appears only every 2 s; wait that long, plus its loop's latency.
 _SYS_REFRESH_S = 2 * _SYS_INTERVAL_S + 0.5
 _DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"
+_DYNSEC_PLUGIN = "mosquitto_dynamic_security.so"
+_DYNSEC_ADMIN = "admin"
+_PBKDF2_ITERATIONS = 101  # what `mosquitto_ctrl dynsec init` writes
 _POSTGRES_USER = "fieldhub"
 _POSTGRES_DB = "fieldhub"
 # Unquoted PostgreSQL identifier, at most 63 bytes: safe to put in a URL and on a command line.
@@ -112,8 +123,84 @@ def _accepts_connections(port: int) -> bool:
         return False
 
 
+def _dynsec_plugin() -> Path:
+    """The dynamic-security plugin of the installed Mosquitto (Debian: in the package)."""
+    candidates = [
+        *Path("/usr/lib").glob(f"*/{_DYNSEC_PLUGIN}"),
+        Path("/usr/lib") / _DYNSEC_PLUGIN,
+        Path("/usr/local/lib") / _DYNSEC_PLUGIN,
+    ]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ServerUnavailable(
+        f"Mosquitto's {_DYNSEC_PLUGIN} not found under /usr/lib; install the Debian package "
+        "'mosquitto' 2.0 or newer (apt-get install mosquitto)."
+    )
+
+
+def _dynsec_password(password: str) -> dict[str, object]:
+    """A password as the plugin stores it: PBKDF2-SHA512 over a random salt, base64."""
+    salt = secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, _PBKDF2_ITERATIONS)
+    return {
+        "password": base64.b64encode(digest).decode(),
+        "salt": base64.b64encode(salt).decode(),
+        "iterations": _PBKDF2_ITERATIONS,
+    }
+
+
+def _dynsec_config(admin_password: str) -> dict[str, object]:
+    """The plugin's first configuration: one admin, and everything else denied by default.
+
+    The admin may do what ``mosquitto_ctrl dynsec init`` allows (manage dynamic security,
+    read everything) and, for tests and benchmarks that talk MQTT on their own topics, also
+    publish anywhere. Nobody else exists until the hub creates its clients; anonymous clients
+    are refused by ``allow_anonymous false`` and would get no role anyway.
+    """
+    acls = [
+        ("publishClientSend", "$CONTROL/dynamic-security/#"),
+        ("publishClientReceive", "$CONTROL/dynamic-security/#"),
+        ("subscribePattern", "$CONTROL/dynamic-security/#"),
+        ("publishClientReceive", "$SYS/#"),
+        ("subscribePattern", "$SYS/#"),
+        ("publishClientSend", "#"),
+        ("publishClientReceive", "#"),
+        ("subscribePattern", "#"),
+        ("unsubscribePattern", "#"),
+    ]
+    return {
+        "clients": [
+            {
+                "username": _DYNSEC_ADMIN,
+                "textName": "admin of the test broker",
+                "roles": [{"rolename": "admin"}],
+                **_dynsec_password(admin_password),
+            }
+        ],
+        "roles": [
+            {
+                "rolename": "admin",
+                "acls": [{"acltype": t, "topic": topic, "allow": True} for t, topic in acls],
+            }
+        ],
+        "groups": [],
+        "defaultACLAccess": {
+            "publishClientSend": False,
+            "publishClientReceive": False,
+            "subscribe": False,
+            "unsubscribe": True,
+        },
+    }
+
+
 class Mosquitto:
     """A Mosquitto broker on 127.0.0.1, configured for tests, as a child process.
+
+    It refuses anonymous clients and runs the dynamic-security plugin with an admin of its
+    own, whose credentials are in :attr:`url` (for the hub) and in :attr:`admin_username` /
+    :attr:`admin_password` (for test clients: the admin may use every topic). The plugin's
+    state (``dynamic-security.json``) is kept across :meth:`restart`, as Mosquitto's is.
 
     Args:
         workdir: Directory for ``mosquitto.conf`` and ``mosquitto.log``; created if missing.
@@ -130,6 +217,9 @@ class Mosquitto:
         self._extra_config = extra_config
         self.config_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
+        self.dynsec_path = self.workdir / "dynamic-security.json"
+        self._dynsec_plugin = _dynsec_plugin()
+        self._admin_password = secrets.token_urlsafe(16)
         # stderr holds what Mosquitto says before its log file is open (bad config lines).
         self._stderr_path = self.workdir / "mosquitto.stderr"
         self._process: subprocess.Popen[bytes] | None = None
@@ -147,8 +237,19 @@ class Mosquitto:
 
     @property
     def url(self) -> str:
-        """Broker address in the form the hub's settings take: ``mqtt://127.0.0.1:PORT``."""
-        return f"mqtt://{HOST}:{self._port}"
+        """Broker address with the admin, as the hub's settings take it:
+        ``mqtt://admin:PASSWORD@127.0.0.1:PORT``."""
+        return f"mqtt://{_DYNSEC_ADMIN}:{self._admin_password}@{HOST}:{self._port}"
+
+    @property
+    def admin_username(self) -> str:
+        """User name of the dynamic-security admin."""
+        return _DYNSEC_ADMIN
+
+    @property
+    def admin_password(self) -> str:
+        """Its password, made for this broker (kept across restarts)."""
+        return self._admin_password
 
     @property
     def running(self) -> bool:
@@ -159,8 +260,10 @@ class Mosquitto:
         lines = [
             "# Generated by fieldhub.testing.servers for tests; rewritten on every start.",
             f"listener {self._port} {HOST}",
-            # Anonymous access until the device identity work replaces it.
-            "allow_anonymous true",
+            # Every client logs in: devices and the hub with what the hub made for them.
+            "allow_anonymous false",
+            f"plugin {self._dynsec_plugin}",
+            f"plugin_opt_config_file {self.dynsec_path}",
             # Each run starts empty; nothing of a previous test leaks into the next.
             "persistence false",
             # The default of 1000 queued QoS 1/2 messages per client (and, for QoS 0, 1000
@@ -199,6 +302,10 @@ class Mosquitto:
             raise ServerStartError(f"Port {self._port} on {HOST} is already in use.")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self._config(), encoding="utf-8")
+        if not self.dynsec_path.exists():  # the plugin rewrites it on every change
+            config = _dynsec_config(self._admin_password)
+            self.dynsec_path.write_text(json.dumps(config, indent=1), encoding="utf-8")
+            self.dynsec_path.chmod(0o600)
         self._stderr = self._stderr_path.open("ab")
         self._process = subprocess.Popen(
             [self._binary, "-c", str(self.config_path)],
@@ -273,6 +380,10 @@ class Mosquitto:
                 HOST,
                 "-p",
                 str(self._port),
+                "-u",
+                _DYNSEC_ADMIN,
+                "-P",
+                self._admin_password,
                 "-t",
                 _DROPPED_TOPIC,
                 "-C",

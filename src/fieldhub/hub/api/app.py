@@ -6,12 +6,17 @@ import time
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Response
+from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from fieldhub import __version__
-from fieldhub.hub.api import devices, events
+from fieldhub.hub.api import account, audit, claims, devices, events, tokens, users
 from fieldhub.hub.api.deps import get_hub
+from fieldhub.hub.api.errors import validation_error
+from fieldhub.hub.api.limits import DEFAULT_MAX_BODY, BodySizeLimit
 from fieldhub.hub.api.models import Health
+from fieldhub.hub.api.security import annotate_permissions, require
+from fieldhub.hub.auth import Permission, Principal
 from fieldhub.hub.metrics import HubCollector, render
 from fieldhub.hub.service import Hub
 
@@ -26,8 +31,12 @@ class _BusState:
         return self._hub.bus.connected
 
 
-def create_app(hub: Hub) -> FastAPI:
-    """The API of ``hub`` (which must be started before the app serves requests)."""
+def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
+    """The API of ``hub`` (which must be started before the app serves requests).
+
+    Every route declares its permission (``api/security.py``); request bodies over
+    ``max_body`` bytes are refused with 413.
+    """
     app = FastAPI(
         title="fieldhub",
         version=__version__,
@@ -36,13 +45,27 @@ def create_app(hub: Hub) -> FastAPI:
     app.state.hub = hub
     registry = CollectorRegistry()
     registry.register(HubCollector(hub.stats, hub.presence, _BusState(hub)))
+    app.add_middleware(BodySizeLimit, max_bytes=max_body)
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(devices.router)
     app.include_router(events.router)
+    app.include_router(account.router)
+    app.include_router(tokens.router)
+    app.include_router(users.router)
+    app.include_router(audit.router)
+    app.include_router(claims.device_router)
+    app.include_router(claims.operator_router)
 
-    @app.get("/api/health", tags=["hub"], summary="Health")
-    async def health(hub: Annotated[Hub, Depends(get_hub)]) -> Health:
-        """Whether the hub runs and reaches its broker; device counts by presence."""
+    @app.get("/api/health", tags=["hub"], summary="Health", response_model_exclude_none=True)
+    async def health(
+        hub: Annotated[Hub, Depends(get_hub)],
+        who: Annotated[Principal, require(Permission.PUBLIC)],
+    ) -> Health:
+        """Whether the hub runs and reaches its broker; to ``hub:read`` (admins) also version,
+        broker, database and device counts by presence, which are nobody else's business."""
         connected = hub.bus.connected
+        if not who.can(Permission.HUB_READ):
+            return Health(status="ok" if connected else "degraded")
         return Health(
             status="ok" if connected else "degraded",
             version=hub.version,
@@ -55,9 +78,20 @@ def create_app(hub: Hub) -> FastAPI:
             devices=hub.presence.counts(),
         )
 
-    @app.get("/metrics", tags=["hub"], summary="Prometheus metrics", include_in_schema=True)
+    @app.get(
+        "/metrics",
+        tags=["hub"],
+        summary="Prometheus metrics",
+        include_in_schema=True,
+        dependencies=[require(Permission.METRICS_READ)],
+    )
     async def metrics() -> Response:
-        """Counters and gauges in the Prometheus text format."""
+        """Counters and gauges in the Prometheus text format.
+
+        Needs an admin's API token with the ``metrics`` scope (Prometheus:
+        ``authorization: {credentials_file: ...}``): fleet size and rates are reconnaissance.
+        """
         return Response(render(registry), media_type=CONTENT_TYPE_LATEST)
 
+    annotate_permissions(app)
     return app

@@ -4,23 +4,31 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.api.deps import get_hub, parse_duration_ms
 from fieldhub.hub.api.models import (
+    CredentialRotation,
     Device,
     DeviceCreate,
+    DeviceCreated,
+    DeviceCredentialsOut,
     DeviceUpdate,
     History,
     LatestValue,
     ReportedState,
 )
+from fieldhub.hub.api.security import client_address, require
+from fieldhub.hub.auth import SITE_LABEL, Permission, Principal
+from fieldhub.hub.identity import CredentialsError
 from fieldhub.hub.service import Hub
-from fieldhub.hub.store.devices import DeviceExists, DeviceNotFound
+from fieldhub.hub.store.devices import DeviceExists, DeviceNotFound, DeviceRecord
 
 router = APIRouter(prefix="/api/devices", tags=["devices"])
 HubDep = Annotated[Hub, Depends(get_hub)]
+Reader = Annotated[Principal, require(Permission.DEVICES_READ)]
+Writer = Annotated[Principal, require(Permission.DEVICES_WRITE)]
 MAX_RAW_POINTS = 10_000
 MAX_BUCKETS = 10_000
 
@@ -36,49 +44,91 @@ def parse_labels(label: list[str]) -> dict[str, str]:
     return labels
 
 
-async def _get(hub: Hub, device_id: str) -> Device:
+async def _record(hub: Hub, who: Principal, device_id: str) -> DeviceRecord:
+    """The device, if ``who`` may see it; a device of another site is 404 like a missing one."""
     try:
-        return Device.from_record(await hub.registry.get(device_id))
+        record = await hub.registry.get(device_id)
     except DeviceNotFound as exc:
         raise HTTPException(404, str(exc)) from None
+    if not who.sees(record.labels):
+        raise HTTPException(404, f"device {device_id!r} is not registered")  # as the store says
+    return record
+
+
+async def _get(hub: Hub, who: Principal, device_id: str) -> Device:
+    return Device.from_record(await _record(hub, who, device_id))
+
+
+def check_site(who: Principal, labels: dict[str, str]) -> None:
+    """A device may be put only into a site the caller sees (non-admins: their sites)."""
+    if not who.sees(labels):
+        mine = ", ".join(sorted(who.sites or ())) or "none"
+        raise HTTPException(403, f"label {SITE_LABEL!r} must name one of your sites ({mine})")
 
 
 @router.get("", summary="List devices")
 async def list_devices(
     hub: HubDep,
+    who: Reader,
     label: Annotated[list[str], Query(description="KEY=VALUE; repeat to require several")] = [],  # noqa: B006
     presence: Annotated[list[Literal["online", "offline", "stale", "unknown"]], Query()] = [],  # noqa: B006
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[Device]:
-    """Devices carrying every given label, optionally in the given presence states."""
-    records = await hub.registry.list(parse_labels(label))
+    """Devices carrying every given label, optionally in the given presence states (of the
+    caller's sites)."""
+    records = [r for r in await hub.registry.list(parse_labels(label)) if who.sees(r.labels)]
     if presence:
         records = [r for r in records if r.presence in presence]
     return [Device.from_record(r) for r in records[offset : offset + limit]]
 
 
 @router.post("", status_code=201, summary="Register a device")
-async def create_device(hub: HubDep, body: DeviceCreate) -> Device:
-    """Register a device; it may publish from now on."""
+async def create_device(
+    request: Request, hub: HubDep, who: Writer, body: DeviceCreate
+) -> DeviceCreated:
+    """Register a device; it may publish from now on. Non-admins: only in their sites.
+
+    The answer holds the device's MQTT credentials: the only time the secret is shown.
+    """
+    check_site(who, body.labels)
     try:
-        record = await hub.create_device(
-            body.id, name=body.name, labels=body.labels, attributes=body.attributes
+        new = await hub.create_device(
+            body.id,
+            name=body.name,
+            labels=body.labels,
+            attributes=body.attributes,
+            actor=who.actor,
+            source=client_address(request),
         )
     except DeviceExists as exc:
         raise HTTPException(409, str(exc)) from None
-    return Device.from_record(record)
+    except CredentialsError as exc:
+        raise HTTPException(503, str(exc)) from None
+    issued = new.credentials
+    return DeviceCreated(
+        **Device.from_record(new.record).model_dump(),
+        credentials=DeviceCredentialsOut(
+            username=issued.username, secret=issued.secret, client_id=issued.client_id
+        ),
+    )
 
 
 @router.get("/{device_id}", summary="Get a device")
-async def get_device(hub: HubDep, device_id: str) -> Device:
+async def get_device(hub: HubDep, who: Reader, device_id: str) -> Device:
     """One device with its presence."""
-    return await _get(hub, device_id)
+    return await _get(hub, who, device_id)
 
 
 @router.patch("/{device_id}", summary="Change a device")
-async def update_device(hub: HubDep, device_id: str, body: DeviceUpdate) -> Device:
-    """Change name, labels or attributes (labels and attributes are replaced whole)."""
+async def update_device(hub: HubDep, who: Writer, device_id: str, body: DeviceUpdate) -> Device:
+    """Change name, labels or attributes (labels and attributes are replaced whole).
+
+    Non-admins cannot move a device out of their sites.
+    """
+    await _record(hub, who, device_id)
+    if body.labels is not None:
+        check_site(who, body.labels)
     try:
         record = await hub.registry.update(
             device_id, name=body.name, labels=body.labels, attributes=body.attributes
@@ -89,35 +139,75 @@ async def update_device(hub: HubDep, device_id: str, body: DeviceUpdate) -> Devi
 
 
 @router.delete("/{device_id}", status_code=204, summary="Delete a device")
-async def delete_device(hub: HubDep, device_id: str) -> Response:
+async def delete_device(request: Request, hub: HubDep, who: Writer, device_id: str) -> Response:
     """Delete a device with its history and events; its messages are refused from now on."""
+    await _record(hub, who, device_id)
     try:
-        await hub.delete_device(device_id)
+        await hub.delete_device(device_id, actor=who.actor, source=client_address(request))
+    except DeviceNotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    return Response(status_code=204)
+
+
+@router.post("/{device_id}/credentials", status_code=201, summary="Rotate credentials")
+async def rotate_credentials(
+    request: Request,
+    hub: HubDep,
+    who: Writer,
+    device_id: str,
+    body: CredentialRotation | None = None,
+) -> DeviceCredentialsOut:
+    """A new key for the device, shown only here; its old keys keep working for ``grace_s``
+    seconds (default one hour, 0: end them now) so the device can switch over."""
+    await _record(hub, who, device_id)
+    grace_s = (body or CredentialRotation()).grace_s
+    try:
+        issued = await hub.rotate_device_credentials(
+            device_id, grace_s, actor=who.actor, source=client_address(request)
+        )
+    except DeviceNotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    except CredentialsError as exc:
+        raise HTTPException(503, str(exc)) from None
+    return DeviceCredentialsOut(
+        username=issued.username, secret=issued.secret, client_id=issued.client_id
+    )
+
+
+@router.delete("/{device_id}/credentials", status_code=204, summary="Revoke credentials")
+async def revoke_credentials(
+    request: Request, hub: HubDep, who: Writer, device_id: str
+) -> Response:
+    """End every key of the device: it is disconnected within seconds and cannot reconnect
+    until it gets new credentials (rotate). Its registration and data stay."""
+    await _record(hub, who, device_id)
+    try:
+        await hub.revoke_device_credentials(
+            device_id, actor=who.actor, source=client_address(request)
+        )
     except DeviceNotFound as exc:
         raise HTTPException(404, str(exc)) from None
     return Response(status_code=204)
 
 
 @router.get("/{device_id}/latest", summary="Latest values")
-async def latest(hub: HubDep, device_id: str) -> dict[str, LatestValue]:
+async def latest(hub: HubDep, who: Reader, device_id: str) -> dict[str, LatestValue]:
     """The newest value of every key the device has sent."""
-    await _get(hub, device_id)
+    await _record(hub, who, device_id)
     return {v.key: LatestValue(ts=v.ts, value=v.value) for v in await hub.queries.latest(device_id)}
 
 
 @router.get("/{device_id}/state", summary="Reported state")
-async def reported_state(hub: HubDep, device_id: str) -> ReportedState:
+async def reported_state(hub: HubDep, who: Reader, device_id: str) -> ReportedState:
     """What the device last reported about its state, merged key by key."""
-    try:
-        record = await hub.registry.get(device_id)
-    except DeviceNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
+    record = await _record(hub, who, device_id)
     return ReportedState(reported=record.reported, ts=record.reported_ts)
 
 
 @router.get("/{device_id}/telemetry", summary="Telemetry history")
 async def history(
     hub: HubDep,
+    who: Reader,
     device_id: str,
     keys: Annotated[str | None, Query(description="comma-separated keys; default all")] = None,
     start: Annotated[int | None, Query(ge=0, description="epoch ms; default end - 1h")] = None,
@@ -127,7 +217,7 @@ async def history(
     limit: Annotated[int, Query(ge=1, le=MAX_RAW_POINTS)] = MAX_RAW_POINTS,
 ) -> History:
     """Points in ``[start, end)``, raw or downsampled into buckets aggregated by ``agg``."""
-    await _get(hub, device_id)
+    await _record(hub, who, device_id)
     end = now_ms() if end is None else end
     start = end - 3_600_000 if start is None else start
     if start >= end:

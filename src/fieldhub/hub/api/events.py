@@ -8,6 +8,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 
 from fieldhub.hub.api.deps import get_hub
 from fieldhub.hub.api.models import EventOut, EventPage
+from fieldhub.hub.api.security import require
+from fieldhub.hub.auth import Permission, Principal
 from fieldhub.hub.service import Hub
 
 router = APIRouter(prefix="/api/events", tags=["events"])
@@ -16,6 +18,7 @@ router = APIRouter(prefix="/api/events", tags=["events"])
 @router.get("", summary="List events")
 async def list_events(
     hub: Annotated[Hub, Depends(get_hub)],
+    who: Annotated[Principal, require(Permission.EVENTS_READ)],
     device: Annotated[list[str], Query(description="device id; repeat for several")] = [],  # noqa: B006
     type: Annotated[list[str], Query(description="event type, or a family like door.*")] = [],  # noqa: B006
     severity: Annotated[list[Literal["info", "warning", "critical"]], Query()] = [],  # noqa: B006
@@ -24,10 +27,16 @@ async def list_events(
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventPage:
-    """Events matching every filter, newest first."""
+    """Events matching every filter, newest first (of the caller's sites' devices)."""
+    device_ids = device or None
+    if who.sites is not None:  # site-scoped: only events of devices the caller sees
+        visible = [r.id for r in await hub.registry.list() if who.sees(r.labels)]
+        device_ids = [d for d in device if d in set(visible)] if device else visible
+        if not device_ids:
+            return EventPage(events=[], next_cursor=None)
     try:
         page = await hub.queries.events(
-            device_ids=device or None,
+            device_ids=device_ids,
             types=type or None,
             severities=list(severity) or None,
             start=start,

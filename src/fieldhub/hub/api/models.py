@@ -55,6 +55,26 @@ class Device(BaseModel):
         )
 
 
+class DeviceCredentialsOut(BaseModel):
+    """How the device logs in to the MQTT broker; the secret is shown this once only."""
+
+    username: str
+    secret: str
+    client_id: str = Field(description="the MQTT client id the device must use: its id")
+
+
+class CredentialRotation(BaseModel):
+    """How long the device's old keys keep working after a rotation."""
+
+    grace_s: int = Field(default=3600, ge=0, le=30 * 86_400)
+
+
+class DeviceCreated(Device):
+    """A device just registered, with its first credentials (never shown again)."""
+
+    credentials: DeviceCredentialsOut
+
+
 class DeviceCreate(BaseModel):
     """A device to register."""
 
@@ -123,14 +143,14 @@ class EventPage(BaseModel):
 
 
 class Health(BaseModel):
-    """Is the hub alive and connected."""
+    """Is the hub alive and connected; the details only for ``hub:read`` (admins)."""
 
     status: Literal["ok", "degraded"]
-    version: str
-    instance: str
-    uptime_s: float
-    broker: str
-    broker_connected: bool
-    embedded_broker: bool
-    database: str
-    devices: dict[str, int]
+    version: str | None = None
+    instance: str | None = None
+    uptime_s: float | None = None
+    broker: str | None = None
+    broker_connected: bool | None = None
+    embedded_broker: bool | None = None
+    database: str | None = None
+    devices: dict[str, int] | None = None

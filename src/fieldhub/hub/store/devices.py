@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.clock import now_ms
-from fieldhub.hub.store.schema import devices, events, samples, series
+from fieldhub.hub.store.schema import device_credentials, devices, events, samples, series
 
 
 class RegistryError(Exception):
@@ -158,7 +158,8 @@ class DeviceRegistry:
         return await self.get(device_id)
 
     async def delete(self, device_id: str) -> None:
-        """Remove a device with its history and events.
+        """Remove a device with its history, events and credentials (the broker is told by the
+        hub, see ``Hub.delete_device``).
 
         Raises:
             DeviceNotFound: no such device.
@@ -171,3 +172,6 @@ class DeviceRegistry:
             await conn.execute(delete(samples).where(samples.c.series_id.in_(series_ids)))
             await conn.execute(delete(series).where(series.c.device_id == device_id))
             await conn.execute(delete(events).where(events.c.device_id == device_id))
+            await conn.execute(
+                delete(device_credentials).where(device_credentials.c.device_id == device_id)
+            )

@@ -144,8 +144,9 @@ device_claims = Table(
     Column("requested_at", BigInteger, nullable=False),
     Column("decided_at", BigInteger, nullable=True),
     Column("decided_by", String(64), nullable=True),
-    # Credentials made at approval, kept only until the device fetched them, then erased.
-    Column("credentials", JSON, nullable=True),
+    # Credentials are made when an approved device fetches them, never before: no plaintext
+    # secret waits in the store for a device that may never come back.
+    Column("delivered_at", BigInteger, nullable=True),
 )
 
 users = Table(

@@ -51,7 +51,7 @@ def upgrade() -> None:
         sa.Column("requested_at", sa.BigInteger, nullable=False),
         sa.Column("decided_at", sa.BigInteger, nullable=True),
         sa.Column("decided_by", sa.String(64), nullable=True),
-        sa.Column("credentials", sa.JSON, nullable=True),
+        sa.Column("delivered_at", sa.BigInteger, nullable=True),
     )
     op.create_table(
         "users",

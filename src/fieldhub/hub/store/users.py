@@ -1,0 +1,370 @@
+"""Users, their web sessions and their API tokens, as stored.
+
+This module stores what it is given: password hashes come from ``fieldhub.hub.auth.passwords``
+and token digests from ``fieldhub.hub.auth.tokens``; it never sees a password or a token.
+Decisions (who may log in, what a token allows) belong to ``fieldhub.hub.auth``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from fieldhub.clock import now_ms
+from fieldhub.hub.store.schema import api_tokens, sessions, users
+
+
+class UserStoreError(Exception):
+    """Root of user store errors."""
+
+
+class UserExists(UserStoreError, ValueError):
+    """A user with this name exists already."""
+
+
+class UserNotFound(UserStoreError, LookupError):
+    """No user with this name or id."""
+
+
+class TokenNotFound(UserStoreError, LookupError):
+    """No API token with this id (for this user)."""
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A user as stored. ``has_password`` says whether password login is possible."""
+
+    id: int
+    name: str
+    role: str
+    sites: list[str]
+    created_at: int
+    disabled: bool
+    has_password: bool
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> UserRecord:
+        """From a ``users`` row."""
+        return cls(
+            id=row.id,
+            name=row.name,
+            role=row.role,
+            sites=list(row.sites or []),
+            created_at=row.created_at,
+            disabled=bool(row.disabled),
+            has_password=row.password_hash is not None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A web session (the token itself is never stored)."""
+
+    token_hash: str
+    user_id: int
+    csrf_hash: str
+    created_at: int
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """An API token (the token itself is never stored)."""
+
+    id: int
+    user_id: int
+    name: str
+    scopes: list[str]
+    created_at: int
+    expires_at: int | None
+    revoked_at: int | None
+    last_used_at: int | None
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> TokenRecord:
+        """From an ``api_tokens`` row."""
+        return cls(
+            id=row.id,
+            user_id=row.user_id,
+            name=row.name,
+            scopes=list(row.scopes or []),
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            revoked_at=row.revoked_at,
+            last_used_at=row.last_used_at,
+        )
+
+
+class UserStore:
+    """Users, sessions and API tokens in the hub's database."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    # -- users ------------------------------------------------------------------------------
+    async def create(
+        self, name: str, *, role: str, sites: list[str], password_hash: str | None
+    ) -> UserRecord:
+        """Add a user.
+
+        Raises:
+            UserExists: the name is taken.
+        """
+        try:
+            async with self._engine.begin() as conn:
+                result = await conn.execute(
+                    insert(users).values(
+                        name=name,
+                        role=role,
+                        sites=sites,
+                        password_hash=password_hash,
+                        created_at=now_ms(),
+                        disabled=False,
+                    )
+                )
+                user_id = result.inserted_primary_key[0]  # type: ignore[index]
+        except IntegrityError:
+            raise UserExists(f"user {name!r} exists already") from None
+        return await self.get(int(user_id))
+
+    async def get(self, user_id: int) -> UserRecord:
+        """The user with ``user_id``.
+
+        Raises:
+            UserNotFound: no such user.
+        """
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
+        if row is None:
+            raise UserNotFound(f"no user with id {user_id}")
+        return UserRecord.from_row(row)
+
+    async def by_name(self, name: str) -> tuple[UserRecord, str | None] | None:
+        """The user called ``name`` with its password hash, or None: for login only."""
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(users).where(users.c.name == name))).first()
+        return None if row is None else (UserRecord.from_row(row), row.password_hash)
+
+    async def password_hash(self, user_id: int) -> str | None:
+        """The stored password hash of a user (None: no password, or no such user)."""
+        async with self._engine.connect() as conn:
+            result = await conn.execute(select(users.c.password_hash).where(users.c.id == user_id))
+            stored: str | None = result.scalar()
+            return stored
+
+    async def list_users(self) -> list[UserRecord]:
+        """Every user, by name."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(select(users).order_by(users.c.name))
+            return [UserRecord.from_row(r) for r in rows]
+
+    async def count(self, *, enabled_admins: bool = False) -> int:
+        """How many users there are (only enabled admins, if asked)."""
+        query = select(func.count()).select_from(users)
+        if enabled_admins:
+            query = query.where(users.c.role == "admin", users.c.disabled.is_(False))
+        async with self._engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+    async def update(
+        self,
+        user_id: int,
+        *,
+        role: str | None = None,
+        sites: list[str] | None = None,
+        disabled: bool | None = None,
+    ) -> UserRecord:
+        """Change role, sites or the disabled flag; ``None`` leaves a field as it is.
+
+        Disabling a user also ends its sessions (its tokens stop working while it is disabled).
+
+        Raises:
+            UserNotFound: no such user.
+        """
+        values: dict[str, Any] = {}
+        if role is not None:
+            values["role"] = role
+        if sites is not None:
+            values["sites"] = sites
+        if disabled is not None:
+            values["disabled"] = disabled
+        async with self._engine.begin() as conn:
+            if values:
+                result = await conn.execute(
+                    update(users).where(users.c.id == user_id).values(**values)
+                )
+                if result.rowcount == 0:
+                    raise UserNotFound(f"no user with id {user_id}")
+            if disabled:
+                await conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
+        return await self.get(user_id)
+
+    async def set_password_hash(
+        self, user_id: int, password_hash: str, *, keep_session: str | None = None
+    ) -> None:
+        """Store a new password hash and end the user's sessions but ``keep_session``.
+
+        Raises:
+            UserNotFound: no such user.
+        """
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(users).where(users.c.id == user_id).values(password_hash=password_hash)
+            )
+            if result.rowcount == 0:
+                raise UserNotFound(f"no user with id {user_id}")
+            ended = delete(sessions).where(sessions.c.user_id == user_id)
+            if keep_session is not None:
+                ended = ended.where(sessions.c.token_hash != keep_session)
+            await conn.execute(ended)
+
+    async def delete(self, user_id: int) -> UserRecord:
+        """Remove a user with its sessions and tokens; returns what was removed.
+
+        Raises:
+            UserNotFound: no such user.
+        """
+        async with self._engine.begin() as conn:
+            row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
+            if row is None:
+                raise UserNotFound(f"no user with id {user_id}")
+            await conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
+            await conn.execute(delete(api_tokens).where(api_tokens.c.user_id == user_id))
+            await conn.execute(delete(users).where(users.c.id == user_id))
+        return UserRecord.from_row(row)
+
+    # -- sessions ---------------------------------------------------------------------------
+    async def create_session(
+        self, user_id: int, *, token_hash: str, csrf_hash: str, expires_at: int
+    ) -> None:
+        """Store a new session, and drop sessions that have expired meanwhile."""
+        now = now_ms()
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(sessions).where(sessions.c.expires_at <= now))
+            await conn.execute(
+                insert(sessions).values(
+                    token_hash=token_hash,
+                    user_id=user_id,
+                    csrf_hash=csrf_hash,
+                    created_at=now,
+                    expires_at=expires_at,
+                )
+            )
+
+    async def session(self, token_hash: str) -> tuple[SessionRecord, UserRecord] | None:
+        """The session with this digest and its user, or None."""
+        query = (
+            select(sessions, *_USER_COLUMNS)
+            .join(users, users.c.id == sessions.c.user_id)
+            .where(sessions.c.token_hash == token_hash)
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        record = SessionRecord(
+            row.token_hash, row.user_id, row.csrf_hash, row.created_at, row.expires_at
+        )
+        return record, _joined_user(row)
+
+    async def end_session(self, token_hash: str) -> None:
+        """Delete one session (logout); nothing happens when it is gone already."""
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(sessions).where(sessions.c.token_hash == token_hash))
+
+    # -- API tokens -------------------------------------------------------------------------
+    async def create_token(
+        self,
+        user_id: int,
+        *,
+        name: str,
+        token_hash: str,
+        scopes: list[str],
+        expires_at: int | None,
+    ) -> TokenRecord:
+        """Store a new API token of ``user_id``."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                insert(api_tokens).values(
+                    user_id=user_id,
+                    name=name,
+                    token_hash=token_hash,
+                    scopes=scopes,
+                    created_at=now_ms(),
+                    expires_at=expires_at,
+                )
+            )
+            token_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+            row = (await conn.execute(select(api_tokens).where(api_tokens.c.id == token_id))).one()
+        return TokenRecord.from_row(row)
+
+    async def token(self, token_hash: str) -> tuple[TokenRecord, UserRecord] | None:
+        """The token with this digest and its user, or None."""
+        query = (
+            select(api_tokens, *_USER_COLUMNS)
+            .join(users, users.c.id == api_tokens.c.user_id)
+            .where(api_tokens.c.token_hash == token_hash)
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        return TokenRecord.from_row(row), _joined_user(row)
+
+    async def tokens(self, user_id: int | None = None) -> list[TokenRecord]:
+        """Tokens of one user (every user's when None), newest first."""
+        query = select(api_tokens).order_by(api_tokens.c.id.desc())
+        if user_id is not None:
+            query = query.where(api_tokens.c.user_id == user_id)
+        async with self._engine.connect() as conn:
+            return [TokenRecord.from_row(r) for r in await conn.execute(query)]
+
+    async def revoke_token(self, token_id: int, *, user_id: int) -> TokenRecord:
+        """Revoke a token of ``user_id`` (a second revocation keeps the first time).
+
+        Raises:
+            TokenNotFound: the user has no token with this id.
+        """
+        where = (api_tokens.c.id == token_id, api_tokens.c.user_id == user_id)
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(api_tokens)
+                .where(*where, api_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=now_ms())
+            )
+            row = (await conn.execute(select(api_tokens).where(*where))).first()
+        if row is None:
+            raise TokenNotFound(f"no token with id {token_id}")
+        return TokenRecord.from_row(row)
+
+    async def touch_token(self, token_id: int, when: int) -> None:
+        """Record that a token was used at ``when``."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(api_tokens).where(api_tokens.c.id == token_id).values(last_used_at=when)
+            )
+
+
+# A session or token is looked up with its user in one query; the user's columns are labelled
+# so they do not collide with the session's or token's own ``id`` and ``created_at``.
+_USER_COLUMNS = [
+    *(c.label(f"u_{c.name}") for c in users.c if c.name != "password_hash"),
+    users.c.password_hash.is_not(None).label("u_has_password"),
+]
+
+
+def _joined_user(row: Row[Any]) -> UserRecord:
+    return UserRecord(
+        id=row.u_id,
+        name=row.u_name,
+        role=row.u_role,
+        sites=list(row.u_sites or []),
+        created_at=row.u_created_at,
+        disabled=bool(row.u_disabled),
+        has_password=bool(row.u_has_password),
+    )

@@ -1,0 +1,115 @@
+"""Who may use which topics: the access rules of the topic tree, for both brokers.
+
+A device may publish only its own device→hub channels and subscribe only to its own hub→device
+channels; the hub may publish every device's hub→device channels and read the whole tree. The
+sets come from ``topics.DEVICE_TO_HUB`` / ``HUB_TO_DEVICE``, so a new channel changes the ACLs
+with the contract. The embedded broker asks the ``*_may_*`` functions on every packet; the
+Mosquitto manager turns the ``*_filters`` lists into dynamic-security roles. Both say the same.
+
+Subscriptions are matched exactly, not by MQTT wildcard semantics: a device that asks for
+``fh/v1/<id>/#`` or ``#`` is refused, because those filters also cover topics it may not read.
+"""
+
+from __future__ import annotations
+
+from fieldhub.protocol.errors import TopicError
+from fieldhub.protocol.topics import (
+    DEVICE_TO_HUB,
+    HUB_TO_DEVICE,
+    PREFIX,
+    Channel,
+    parse_topic,
+    topic_for,
+)
+
+__all__ = [
+    "FORBIDDEN_IN_IDS",
+    "TREE_FILTER",
+    "device_may_publish",
+    "device_may_receive",
+    "device_may_subscribe",
+    "device_publish_filters",
+    "device_subscribe_filters",
+    "hub_may_publish",
+    "hub_may_receive",
+    "hub_may_subscribe",
+    "hub_publish_filters",
+    "is_safe_identifier",
+]
+
+TREE_FILTER = f"{PREFIX}/#"
+"""Everything under the tree: what the hub subscribes to and receives."""
+
+FORBIDDEN_IN_IDS = frozenset("+#/$\x00")
+"""Characters refused in MQTT client ids and user names: wildcards, the level separator,
+``$`` and NUL. An ACL pattern built from an id that held one could match other devices."""
+
+_TREE = f"{PREFIX}/"
+_WILDCARD = "+"
+_DEVICE_TO_HUB = frozenset(c.value for c in DEVICE_TO_HUB)
+_HUB_TO_DEVICE = frozenset(c.value for c in HUB_TO_DEVICE)
+
+
+def is_safe_identifier(value: str) -> bool:
+    """True when ``value`` (a client id or user name) holds none of ``FORBIDDEN_IN_IDS``."""
+    return not FORBIDDEN_IN_IDS.intersection(value)
+
+
+def device_publish_filters(device_id: str) -> list[str]:
+    """The topics (``reply`` as a one-level filter) ``device_id`` may publish to."""
+    return sorted(
+        topic_for(device_id, c, _WILDCARD if c is Channel.REPLY else "") for c in DEVICE_TO_HUB
+    )
+
+
+def device_subscribe_filters(device_id: str) -> list[str]:
+    """The exact filters ``device_id`` may subscribe to (and the topics it may receive)."""
+    return sorted(topic_for(device_id, c) for c in HUB_TO_DEVICE)
+
+
+def hub_publish_filters() -> list[str]:
+    """The filters the hub may publish to: every device's hub→device channels."""
+    return sorted(topic_for(_WILDCARD, c) for c in HUB_TO_DEVICE)
+
+
+def _channel_of(device_id: str, topic: str, allowed: frozenset[str]) -> bool:
+    """True when ``topic`` is ``fh/v1/<device_id>/<one of allowed>`` (plus a valid suffix)."""
+    try:
+        parsed = parse_topic(topic)
+    except TopicError:
+        return False
+    return parsed.device_id == device_id and parsed.channel.value in allowed
+
+
+def device_may_publish(device_id: str, topic: str) -> bool:
+    """True when ``device_id`` may publish to ``topic`` (its own device→hub channels)."""
+    return _channel_of(device_id, topic, _DEVICE_TO_HUB)
+
+
+def device_may_subscribe(device_id: str, topic_filter: str) -> bool:
+    """True when ``topic_filter`` is exactly one of ``device_id``'s hub→device channels."""
+    return _channel_of(device_id, topic_filter, _HUB_TO_DEVICE)
+
+
+def device_may_receive(device_id: str, topic: str) -> bool:
+    """True when ``device_id`` may be sent a message on ``topic``."""
+    return _channel_of(device_id, topic, _HUB_TO_DEVICE)
+
+
+def hub_may_publish(topic: str) -> bool:
+    """True when ``topic`` is a hub→device channel of some device."""
+    try:
+        parsed = parse_topic(topic)
+    except TopicError:
+        return False
+    return parsed.channel.value in _HUB_TO_DEVICE
+
+
+def hub_may_subscribe(topic_filter: str) -> bool:
+    """True when ``topic_filter`` lies inside the tree (wildcards allowed after the prefix)."""
+    return topic_filter.startswith(_TREE)
+
+
+def hub_may_receive(topic: str) -> bool:
+    """True when ``topic`` lies inside the tree."""
+    return topic.startswith(_TREE)

@@ -1,0 +1,424 @@
+"""Every route of the OpenAPI spec, called by every kind of caller, on own and foreign objects.
+
+The expected status of each call is computed from the route's declared permission
+(``x-fieldhub-permission``) and the access rules as the issue states them, restated here
+independently of the code under test:
+
+- no valid credentials (none, forged, expired, revoked, disabled user) → 401;
+- a cookie session writing without its CSRF token → 403;
+- a permission the caller's role does not grant, or its token's scopes do not cover → 403;
+- an object the caller may not see (a device of another site, someone else's API token) → 404,
+  exactly like one that does not exist;
+- putting data into a site the caller does not have → 403;
+- otherwise the route's documented success status. Public routes answer every caller alike.
+
+A route without a declared permission, or with one these rules do not know, fails the test:
+new routes cannot slip through. Path parameters are real objects made for each call.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+import pytest
+from argon2 import PasswordHasher
+
+from fieldhub.clock import now_ms
+from fieldhub.hub.api import create_app
+from fieldhub.hub.api.security import CSRF_HEADER, SESSION_COOKIE
+from fieldhub.hub.auth import Auth
+from fieldhub.hub.auth.passwords import Passwords
+from fieldhub.hub.service import Hub
+from tests.hub_client import ALL_SCOPES, add_user, user_token
+
+SITE_A, SITE_B = "site-a", "site-b"
+PASSWORD = "matrix password 1"
+UNSAFE = {"post", "put", "patch", "delete"}
+
+# -- the rules, as the issue states them -------------------------------------------------------
+OWN_ACCOUNT = {"account:read", "account:write"}
+ROLE_RIGHTS = {
+    "admin": {
+        *OWN_ACCOUNT,
+        "devices:read",
+        "devices:write",
+        "devices:command",
+        "events:read",
+        "users:read",
+        "users:write",
+        "audit:read",
+        "hub:read",
+        "metrics:read",
+    },
+    # "see and command devices of their sites" (and register them there: provisioning)
+    "operator": {*OWN_ACCOUNT, "devices:read", "devices:write", "devices:command", "events:read"},
+    "viewer": {*OWN_ACCOUNT, "devices:read", "events:read"},  # "see only"
+}
+KNOWN = {"public"} | ROLE_RIGHTS["admin"]
+
+
+def scope_needed(permission: str) -> str:
+    """Tokens: reading needs ``read``, changing ``write``, commanding ``command``; scraping
+    metrics needs its own ``metrics`` scope."""
+    if permission == "metrics:read":
+        return "metrics"
+    return permission.rsplit(":", 1)[1]
+
+
+# -- the callers -----------------------------------------------------------------------------
+Credential = Literal["none", "forged", "expired", "revoked", "disabled", "good"]
+
+
+@dataclass(frozen=True)
+class Who:
+    """One kind of caller."""
+
+    label: str
+    role: str | None = None
+    sites: tuple[str, ...] = ()
+    scopes: tuple[str, ...] = ALL_SCOPES
+    via: Literal["token", "session"] = "token"
+    credential: Credential = "good"
+    csrf: bool = True
+
+
+CALLERS = [
+    Who("anonymous", credential="none"),
+    Who("forged token", credential="forged"),
+    Who("expired admin token", "admin", credential="expired"),
+    Who("revoked admin token", "admin", credential="revoked"),
+    Who("disabled admin's token", "admin", credential="disabled"),
+    Who("admin session", "admin", via="session"),
+    Who("admin session without CSRF", "admin", via="session", csrf=False),
+    Who("admin token", "admin"),
+    Who("admin read-only token", "admin", scopes=("read",)),
+    Who("admin metrics token", "admin", scopes=("metrics",)),
+    Who("operator A session", "operator", (SITE_A,), via="session"),
+    Who("operator A token", "operator", (SITE_A,)),
+    Who("operator A read-only token", "operator", (SITE_A,), scopes=("read",)),
+    Who("viewer A session", "viewer", (SITE_A,), via="session"),
+    Who("viewer A session without CSRF", "viewer", (SITE_A,), via="session", csrf=False),
+    Who("viewer A read-only token", "viewer", (SITE_A,), scopes=("read",)),
+    Who("viewer A token with all scopes", "viewer", (SITE_A,), scopes=ALL_SCOPES),
+    Who("viewer of no site", "viewer", ()),
+]
+
+
+# -- the routes ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Route:
+    """One operation of the spec."""
+
+    method: str
+    path: str
+    permission: str | None
+    success: int
+    body: bool
+
+    @property
+    def name(self) -> str:
+        return f"{self.method.upper()} {self.path}"
+
+    @property
+    def params(self) -> list[str]:
+        return [part[1:-1] for part in self.path.split("/") if part.startswith("{")]
+
+
+def routes_of(spec: dict[str, Any]) -> list[Route]:
+    """Every operation in the spec with its declared permission and success status."""
+    routes = []
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            codes = sorted(int(c) for c in operation["responses"] if str(c).startswith("2"))
+            routes.append(
+                Route(
+                    method=method,
+                    path=path,
+                    permission=operation.get("x-fieldhub-permission"),
+                    success=codes[0] if codes else 200,
+                    body="requestBody" in operation
+                    and operation["requestBody"].get("required", False),
+                )
+            )
+    return routes
+
+
+# Public routes whose answer does not depend on the caller but is not their success status.
+PUBLIC_OUTCOME = {
+    ("post", "/api/auth/setup"): 401,  # this hub has users: no setup, for anyone
+    ("post", "/api/provisioning/claims/{device_id}/credentials"): 202,  # pending: poll again
+}
+# Routes that put data into a site named in the body: also tried with the foreign site.
+BODY_SITE = {("post", "/api/devices"), ("post", "/api/claim-tokens")}
+
+
+@dataclass
+class Case:
+    """The objects one call works on, made fresh for it."""
+
+    who: Who
+    variant: Literal["own", "foreign"]
+    user: Any
+    values: dict[str, str] = field(default_factory=dict)
+    visible: bool = True
+
+
+class World:
+    """The hub, the callers' users, and factories for objects and credentials."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.users: dict[Who, Any] = {}
+        self.login_user: Any = None
+        self.someone: Any = None
+
+    async def populate(self) -> None:
+        self.login_user = await add_user(self.hub, "viewer", (SITE_A,), password=PASSWORD)
+        self.someone = await add_user(self.hub, "operator", (SITE_A,))
+        for who in CALLERS:
+            if who.role is not None:
+                user = await add_user(self.hub, who.role, who.sites, password=PASSWORD)
+                self.users[who] = user
+        for who, user in self.users.items():
+            if who.credential == "disabled":
+                await self.hub.auth.users.update(user.id, disabled=True)
+
+    def fresh(self, prefix: str) -> str:
+        return f"{prefix}-{secrets.token_hex(5)}"
+
+    async def device(self, site: str) -> str:
+        device_id = self.fresh("dev")
+        await self.hub.create_device(device_id, labels={"site": site})
+        return device_id
+
+    async def claim_token(self, site: str) -> tuple[int, str]:
+        record, token = await self.hub.provisioning.create_token(
+            name="matrix",
+            labels={"site": site},
+            uses=1,
+            expires_at=now_ms() + 60_000,
+            created_by="test",
+        )
+        return record.id, token
+
+    async def claim(self, site: str) -> tuple[str, str]:
+        """A pending claim of a new device in ``site``: its id and poll secret."""
+        _, token = await self.claim_token(site)
+        device_id = self.fresh("claimed")
+        receipt = await self.hub.provisioning.claim(token, device_id, {})
+        return device_id, receipt.poll_secret
+
+    async def credentials(self, who: Who) -> dict[str, str]:
+        """Headers that present ``who``'s credential (new for every call)."""
+        if who.credential == "none":
+            return {}
+        if who.credential == "forged":
+            return {"Authorization": "Bearer fht_" + secrets.token_urlsafe(32)}
+        user = self.users[who]
+        if who.via == "session":
+            session = await self.hub.auth.authenticator.open_session(user)
+            headers = {"Cookie": f"{SESSION_COOKIE}={session.token}"}
+            if who.csrf:
+                headers[CSRF_HEADER] = session.csrf_token
+            return headers
+        expires = now_ms() - 1000 if who.credential == "expired" else None
+        token_id, token = await user_token(self.hub, user, who.scopes, expires_at=expires)
+        if who.credential == "revoked":
+            await self.hub.auth.users.revoke_token(token_id, user_id=user.id)
+        return {"Authorization": f"Bearer {token}"}
+
+    async def fill(self, route: Route, case: Case) -> None:
+        """Real objects for the path parameters; ``case.visible`` says if the caller may see
+        them (the rules: devices by site, API tokens by owner)."""
+        own = case.variant == "own"
+        who = case.who
+        site = SITE_A if own else SITE_B
+        sees_site = who.role == "admin" or site in who.sites
+        if (route.method, route.path) == ("post", "/api/provisioning/claims"):
+            _, case.values["claim_token"] = await self.claim_token(SITE_A)
+        for param in route.params:
+            if param == "device_id" and route.path.startswith("/api/provisioning/claims/"):
+                case.values[param], case.values["poll_secret"] = await self.claim(SITE_A)
+            elif param == "device_id" and route.path.startswith("/api/claims/"):
+                case.values[param], _ = await self.claim(site)
+                case.visible &= sees_site
+            elif param == "token_id" and route.path.startswith("/api/claim-tokens/"):
+                token_id, _ = await self.claim_token(site)
+                case.values[param] = str(token_id)
+                case.visible &= sees_site
+            elif param == "device_id" and route.path.startswith("/api/devices/"):
+                site = SITE_A if own else SITE_B
+                case.values[param] = await self.device(site)
+                case.visible &= who.role == "admin" or site in who.sites
+            elif param == "user_id" and route.path.startswith("/api/users/"):
+                target = await add_user(self.hub, "viewer", (SITE_A if own else SITE_B,))
+                case.values[param] = str(target.id)
+                case.user = target
+            elif param == "token_id" and route.path.startswith("/api/users/{user_id}/tokens/"):
+                token_id, _ = await user_token(self.hub, case.user)
+                case.values[param] = str(token_id)
+            elif param == "token_id" and route.path.startswith("/api/tokens/"):
+                mine = self.users.get(who) if own else None
+                token_id, _ = await user_token(self.hub, mine or self.someone)
+                case.values[param] = str(token_id)
+                case.visible &= mine is not None
+            else:
+                raise LookupError(f"{route.name}: no object for {{{param}}}; add one to fill()")
+
+    def body(self, route: Route, case: Case) -> dict[str, Any] | None:
+        """A valid body for the route; a route with a body not listed here fails the test."""
+        site = SITE_A if case.variant == "own" else SITE_B
+        bodies: dict[tuple[str, str], Callable[[], dict[str, Any]]] = {
+            ("post", "/api/devices"): lambda: {"id": self.fresh("new"), "labels": {"site": site}},
+            ("patch", "/api/devices/{device_id}"): lambda: {"name": "renamed"},
+            ("post", "/api/auth/login"): lambda: {
+                "name": self.login_user.name,
+                "password": PASSWORD,
+            },
+            ("post", "/api/auth/setup"): lambda: {
+                "token": "fhsetup_" + secrets.token_urlsafe(32),
+                "name": self.fresh("root"),
+                "password": PASSWORD,
+            },
+            ("put", "/api/auth/password"): lambda: {
+                "current_password": PASSWORD,
+                "new_password": PASSWORD,
+            },
+            ("post", "/api/tokens"): lambda: {"name": "matrix", "scopes": ["read"]},
+            ("post", "/api/claim-tokens"): lambda: {"name": "matrix", "labels": {"site": site}},
+            ("post", "/api/provisioning/claims"): lambda: {
+                "token": case.values["claim_token"],
+                "device_id": self.fresh("claiming"),
+            },
+            ("post", "/api/provisioning/claims/{device_id}/credentials"): lambda: {
+                "poll_secret": case.values["poll_secret"]
+            },
+            ("post", "/api/users"): lambda: {
+                "name": self.fresh("u"),
+                "role": "viewer",
+                "sites": [site],
+            },
+            ("patch", "/api/users/{user_id}"): lambda: {"sites": [site]},
+            ("put", "/api/users/{user_id}/password"): lambda: {"password": PASSWORD},
+        }
+        make = bodies.get((route.method, route.path))
+        if make is None:
+            if route.body:
+                raise LookupError(f"{route.name}: no request body; add one to body()")
+            return None
+        return make()
+
+
+def expected(route: Route, case: Case) -> int:
+    """The status the rules call for."""
+    who = case.who
+    if route.permission == "public":
+        return PUBLIC_OUTCOME.get((route.method, route.path), route.success)
+    if who.credential != "good":
+        return 401
+    if who.via == "session" and not who.csrf and route.method in UNSAFE:
+        return 403
+    assert route.permission is not None
+    assert who.role is not None
+    scopes = ALL_SCOPES if who.via == "session" else who.scopes
+    if (
+        route.permission not in ROLE_RIGHTS[who.role]
+        or scope_needed(route.permission) not in scopes
+    ):
+        return 403
+    if not case.visible:
+        return 404
+    if case.variant == "foreign" and (route.method, route.path) in BODY_SITE:
+        return route.success if who.role == "admin" else 403
+    return route.success
+
+
+def _variants(route: Route) -> list[Literal["own", "foreign"]]:
+    if route.permission == "public":
+        return ["own"]
+    if route.params or (route.method, route.path) in BODY_SITE:
+        return ["own", "foreign"]
+    return ["own"]
+
+
+async def test_every_route_declares_a_known_permission(hub: Hub):
+    routes = routes_of(create_app(hub).openapi())
+    undeclared = [r.name for r in routes if r.permission is None]
+    unknown = [f"{r.name}: {r.permission}" for r in routes if r.permission not in KNOWN | {None}]
+    assert not undeclared, f"routes without x-fieldhub-permission: {undeclared}"
+    assert not unknown, f"permissions the access rules do not know: {unknown}"
+
+
+async def test_access_matrix(hub: Hub, capsys: pytest.CaptureFixture[str]):
+    # The matrix is about who may call what, not about hashing: cheap argon2 parameters keep
+    # its ~50 password checks from dominating the run (test_auth.py uses the real ones).
+    cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    hub.auth = Auth(hub.engine, hub.audit, passwords=Passwords(cheap))
+    app = create_app(hub)
+    routes = routes_of(app.openapi())
+    world = World(hub)
+    await world.populate()
+    failures: list[str] = []
+    calls = 0
+    public_answers: dict[str, set[int]] = {}
+    for n, who in enumerate(CALLERS):
+        transport = httpx.ASGITransport(app=app, client=(f"10.0.0.{n + 1}", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
+            for route in routes:
+                if route.permission is None or route.permission not in KNOWN:
+                    failures.append(f"{route.name}: no known permission declared")
+                    continue
+                for variant in _variants(route):
+                    case = Case(who, variant, world.users.get(who))
+                    try:
+                        await world.fill(route, case)
+                        body = world.body(route, case)
+                    except LookupError as exc:
+                        failures.append(str(exc))
+                        continue
+                    path = route.path.format(**case.values)
+                    response = await client.request(
+                        route.method,
+                        path,
+                        json=body,
+                        headers=await world.credentials(who),
+                    )
+                    client.cookies.clear()  # each call presents only its own credentials
+                    calls += 1
+                    want = expected(route, case)
+                    if response.status_code != want:
+                        failures.append(
+                            f"{who.label:32} {variant:7} {route.name}: got "
+                            f"{response.status_code}, want {want}: {response.text[:120]}"
+                        )
+                    if route.permission == "public":
+                        public_answers.setdefault(route.name, set()).add(response.status_code)
+    for name, statuses in public_answers.items():
+        if len(statuses) > 1:
+            failures.append(f"{name} is public but answers callers differently: {statuses}")
+    with capsys.disabled():
+        print(
+            f"\naccess matrix: {calls} calls = {len(routes)} routes x {len(CALLERS)} callers "
+            f"(own and foreign objects), {len(failures)} failures"
+        )
+        for failure in failures:
+            print("  " + failure)
+    assert calls >= len(routes) * len(CALLERS)
+    assert not failures, f"{len(failures)} of {calls} calls broke the access rules"
+
+
+async def test_matrix_rules_catch_a_route_that_forgets_its_check(hub: Hub):
+    """The oracle is not vacuous: an unguarded route is caught by the same rules."""
+    route = Route("get", "/api/devices/{device_id}", "devices:read", 200, body=False)
+    viewer_b = Who("viewer B", "viewer", (SITE_B,))
+    case = Case(viewer_b, "own", None)
+    world = World(hub)
+    await world.fill(route, case)
+    assert case.visible is False
+    assert expected(route, case) == 404  # a route answering 200 here would be reported
+    anonymous = Case(CALLERS[0], "own", None)
+    assert expected(route, anonymous) == 401
