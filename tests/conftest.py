@@ -3,6 +3,7 @@ a running hub, its API over HTTP semantics (ASGI), and test devices on real MQTT
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -12,10 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.hub.config import HubSettings
 from fieldhub.hub.ingest import IngestSettings
 from fieldhub.hub.service import Hub
+from fieldhub.hub.store.database import create_engine, sqlite_url
 from fieldhub.testing.servers import Mosquitto, Postgres, ServerUnavailable
 from tests.device_client import TestDevice
 from tests.hub_client import HubClient
@@ -54,6 +57,26 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
 def uid() -> str:
     """A short id unique to this test, for device ids, hub instances and databases."""
     return secrets.token_hex(4)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+async def empty_engine(
+    request: pytest.FixtureRequest, tmp_path: Path, uid: str
+) -> AsyncIterator[AsyncEngine]:
+    """An engine on a new, empty database: a SQLite file, or a PostgreSQL database."""
+    if request.param == "sqlite":
+        url = sqlite_url(tmp_path / "fieldhub.db")
+    else:
+        server = request.getfixturevalue("postgres")
+        url = await asyncio.to_thread(server.create_database, f"db_{uid}")
+    engine = create_engine(url)
+    yield engine
+    await engine.dispose()
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ than its uses, nothing after expiry or revocation, and credentials are delivered
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -17,29 +15,15 @@ from fieldhub.hub.store.claims import (
     ClaimStore,
     ClaimTokenInvalid,
 )
-from fieldhub.hub.store.database import create_engine, migrate, sqlite_url
+from fieldhub.hub.store.database import migrate
 from fieldhub.hub.store.devices import DeviceRegistry
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-    ]
-)
-async def engine(
-    request: pytest.FixtureRequest, tmp_path: Path, uid: str
-) -> AsyncIterator[AsyncEngine]:
-    """A migrated engine on a new database."""
-    if request.param == "sqlite":
-        url = sqlite_url(tmp_path / "fieldhub.db")
-    else:
-        server = request.getfixturevalue("postgres")
-        url = await asyncio.to_thread(server.create_database, f"claims_{uid}")
-    engine = create_engine(url)
-    await migrate(engine)
-    yield engine
-    await engine.dispose()
+@pytest.fixture
+async def engine(empty_engine: AsyncEngine) -> AsyncEngine:
+    """A migrated engine on a new database (both engines, see conftest)."""
+    await migrate(empty_engine)
+    return empty_engine
 
 
 async def _token(store: ClaimStore, uses: int = 1, expires_in_ms: int = 60_000) -> str:

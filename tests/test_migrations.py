@@ -3,8 +3,6 @@ again (every hub start does) changes nothing and loses nothing."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import fieldhub.hub.store
-from fieldhub.hub.store.database import create_engine, migrate, sqlite_url
+from fieldhub.hub.store.database import migrate
 from fieldhub.hub.store.devices import DeviceRegistry
 from fieldhub.hub.store.schema import metadata
 
@@ -43,24 +41,10 @@ def _head_revision() -> str:
     return head
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-    ]
-)
-async def engine(
-    request: pytest.FixtureRequest, tmp_path: Path, uid: str
-) -> AsyncIterator[AsyncEngine]:
-    """An engine on a new, empty database."""
-    if request.param == "sqlite":
-        url = sqlite_url(tmp_path / "fieldhub.db")
-    else:
-        server = request.getfixturevalue("postgres")
-        url = await asyncio.to_thread(server.create_database, f"migrations_{uid}")
-    engine = create_engine(url)
-    yield engine
-    await engine.dispose()
+@pytest.fixture
+def engine(empty_engine: AsyncEngine) -> AsyncEngine:
+    """An engine on a new, empty database (both engines, see conftest)."""
+    return empty_engine
 
 
 async def test_migrations_create_exactly_the_declared_schema(engine: AsyncEngine):

@@ -103,3 +103,23 @@ async def test_presence_survives_a_hub_restart(
         again = (await api.get(f"/api/devices/{device.device_id}")).json()["presence"]
     assert again["state"] == "online"
     assert again["since"] == first["since"]
+
+
+async def test_a_deleted_device_leaves_no_status_behind(
+    broker: str, make_hub: HubFactory, connect_device: DeviceFactory, tmp_path
+):
+    # Without the hub clearing it, the broker would replay the deleted device's retained
+    # status to every later hub start: a message from an unknown device each time.
+    data = tmp_path / "hubdata"
+    async with make_hub(broker=broker, data=data) as hub:
+        device = await connect_device(hub, "gone")
+        device.online()
+        async with api_client(hub) as api:
+            await _presence_of(api, device.device_id, "online", 5)
+        device.close()
+        await hub.delete_device(device.device_id)
+        await asyncio.wait_for(hub.bus.flushed(), 5)
+    async with make_hub(broker=broker, data=data) as hub:
+        await asyncio.sleep(0.5)  # retained messages arrive right after subscribing
+        assert hub.stats.rejected["unknown_device"] == 0
+        assert hub.stats.received["status"] == 0

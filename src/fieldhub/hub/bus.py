@@ -93,6 +93,10 @@ class HubBus:
         """Queue a message for the broker (QoS 0 is dropped, and counted, while disconnected)."""
         self._client.publish(topic, payload, qos=qos, retain=retain)
 
+    async def flushed(self) -> None:
+        """Return once every QoS 1 message published so far is acknowledged by the broker."""
+        await self._client.flushed()
+
     def pause_reading(self) -> None:
         """Stop taking messages from the broker (it queues them) until :meth:`resume_reading`."""
         self._client.pause_reading()

@@ -148,6 +148,8 @@ class Ingest:
                 return
         device_id, channel, name, decode_payload = route
         self.stats.received[name] += 1
+        if not payload and channel is Channel.STATUS:
+            return  # a retained status being cleared (the hub does so for deleted devices)
         tracker = self._trackers.get(device_id)
         if tracker is None:
             self._reject(None, "unknown_device", f"message from unregistered device {device_id!r}")

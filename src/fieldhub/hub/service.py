@@ -38,7 +38,7 @@ from fieldhub.hub.store.database import create_engine, migrate
 from fieldhub.hub.store.devices import DeviceNotFound, DeviceRecord, DeviceRegistry
 from fieldhub.hub.store.ingest_writer import IngestWriter
 from fieldhub.hub.store.queries import Queries
-from fieldhub.protocol import hub_subscriptions
+from fieldhub.protocol import Channel, hub_subscriptions, topic_for
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +303,8 @@ class Hub:
         async with self.ingest.writing:  # a commit in flight may hold the device's data
             await self.registry.delete(device_id)
         await self.provisioning.store.forget(device_id)  # the id may claim again
+        # The broker would replay the device's last status to every future hub start.
+        self.bus.publish(topic_for(device_id, Channel.STATUS), b"", qos=1, retain=True)
         if usernames:
             await self.identities.withdrawn(
                 device_id, usernames, actor=actor, source=source, why="device deleted"

@@ -1,7 +1,8 @@
 """Who may use which topics: the access rules of the topic tree, for both brokers.
 
 A device may publish only its own device→hub channels and subscribe only to its own hub→device
-channels; the hub may publish every device's hub→device channels and read the whole tree. The
+channels; the hub may publish every device's hub→device channels (and clear its retained
+status) and read the whole tree. The
 sets come from ``topics.DEVICE_TO_HUB`` / ``HUB_TO_DEVICE``, so a new channel changes the ACLs
 with the contract. The embedded broker asks the ``*_may_*`` functions on every packet; the
 Mosquitto manager turns the ``*_filters`` lists into dynamic-security roles. Both say the same.
@@ -48,6 +49,11 @@ _TREE = f"{PREFIX}/"
 _WILDCARD = "+"
 _DEVICE_TO_HUB = frozenset(c.value for c in DEVICE_TO_HUB)
 _HUB_TO_DEVICE = frozenset(c.value for c in HUB_TO_DEVICE)
+# The hub also publishes on a device's ``status``, only ever an empty retained message: it
+# clears the last presence a deleted device left on the broker, which would otherwise be
+# replayed to every hub start as a message from an unknown device.
+_HUB_PUBLISHES = (*HUB_TO_DEVICE, Channel.STATUS)
+_HUB_PUBLISH_NAMES = frozenset(c.value for c in _HUB_PUBLISHES)
 
 
 def is_safe_identifier(value: str) -> bool:
@@ -68,8 +74,8 @@ def device_subscribe_filters(device_id: str) -> list[str]:
 
 
 def hub_publish_filters() -> list[str]:
-    """The filters the hub may publish to: every device's hub→device channels."""
-    return sorted(topic_for(_WILDCARD, c) for c in HUB_TO_DEVICE)
+    """The filters the hub may publish to: every device's hub→device channels and status."""
+    return sorted(topic_for(_WILDCARD, c) for c in _HUB_PUBLISHES)
 
 
 def _channel_of(device_id: str, topic: str, allowed: frozenset[str]) -> bool:
@@ -97,12 +103,12 @@ def device_may_receive(device_id: str, topic: str) -> bool:
 
 
 def hub_may_publish(topic: str) -> bool:
-    """True when ``topic`` is a hub→device channel of some device."""
+    """True when ``topic`` is a hub→device channel or the status of some device."""
     try:
         parsed = parse_topic(topic)
     except TopicError:
         return False
-    return parsed.channel.value in _HUB_TO_DEVICE
+    return parsed.channel.value in _HUB_PUBLISH_NAMES
 
 
 def hub_may_subscribe(topic_filter: str) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.api.deps import get_hub
@@ -90,21 +90,12 @@ class ClaimTokenOut(BaseModel):
     revoked: bool
     token: str | None = None
 
+    model_config = ConfigDict(from_attributes=True)
+
     @classmethod
     def from_record(cls, record: ClaimToken, token: str | None = None) -> ClaimTokenOut:
-        """From the store's record."""
-        return cls(
-            id=record.id,
-            name=record.name,
-            labels=record.labels,
-            auto_approve=record.auto_approve,
-            uses_left=record.uses_left,
-            expires_at=record.expires_at,
-            created_by=record.created_by,
-            created_at=record.created_at,
-            revoked=record.revoked,
-            token=token,
-        )
+        """From the store's record (with the token text only when just created)."""
+        return cls.model_validate(record).model_copy(update={"token": token})
 
 
 class ClaimOut(BaseModel):
@@ -120,20 +111,12 @@ class ClaimOut(BaseModel):
     decided_by: str | None
     delivered_at: int | None
 
+    model_config = ConfigDict(from_attributes=True)
+
     @classmethod
     def from_record(cls, record: DeviceClaim) -> ClaimOut:
         """From the store's record."""
-        return cls(
-            device_id=record.device_id,
-            claim_token_id=record.claim_token_id,
-            status=record.status,
-            labels=record.labels,
-            info=record.info,
-            requested_at=record.requested_at,
-            decided_at=record.decided_at,
-            decided_by=record.decided_by,
-            delivered_at=record.delivered_at,
-        )
+        return cls.model_validate(record)
 
 
 class Decision(BaseModel):

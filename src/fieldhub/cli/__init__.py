@@ -1,0 +1,35 @@
+"""The ``fieldhub`` command: ``demo``, ``hub`` (run, backup, restore), ``user``, ``device``.
+
+Each group lives in its own module; the hub's machinery is imported inside the commands, so
+``fieldhub --help`` and ``fieldhub version`` answer at once.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from fieldhub import __version__
+from fieldhub.cli.devices import device_app
+from fieldhub.cli.hub import demo, hub_app
+from fieldhub.cli.users import user_app
+
+app = typer.Typer(
+    help="fieldhub: monitor and control devices in the field.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command()(demo)
+app.add_typer(hub_app, name="hub")
+app.add_typer(user_app, name="user")
+app.add_typer(device_app, name="device")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Entry point of the ``fieldhub`` command."""
+    app()

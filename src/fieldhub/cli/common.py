@@ -1,0 +1,70 @@
+"""What every ``fieldhub`` subcommand shares: options, settings, logging, the run loop."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+console = Console(stderr=True, soft_wrap=True)
+
+DataOpt = Annotated[Path | None, typer.Option("--data", help="data folder [env FIELDHUB_DATA]")]
+DbOpt = Annotated[
+    str | None, typer.Option("--db", help="database URL (SQLite file in --data by default)")
+]
+HttpOpt = Annotated[str | None, typer.Option("--http", help="HOST:PORT of the API")]
+MqttOpt = Annotated[str | None, typer.Option("--mqtt", help="HOST:PORT of the embedded broker")]
+BrokerOpt = Annotated[
+    str | None, typer.Option("--broker", help="external broker mqtt://host:port (not embedded)")
+]
+
+
+def hub_settings(**options: Any) -> Any:
+    """HubSettings from the environment, overridden by the options that were given."""
+    from fieldhub.hub.config import HubSettings
+
+    given = {k: v for k, v in options.items() if v is not None}
+    try:
+        return HubSettings(**given)
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = ".".join(str(p) for p in error["loc"])
+            message = str(error["msg"]).removeprefix("Value error, ")
+            console.print(f"[red]error:[/red] setting {field!r}: {message}")
+        raise typer.Exit(2) from None
+
+
+def configure_logging(verbose: bool) -> None:
+    """Log lines with time, level and source; third-party chatter only from WARNING."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    for noisy in ("amqtt", "transitions", "alembic", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_until_stopped(main: Coroutine[Any, Any, None]) -> None:
+    """Run until done or Ctrl-C; the hub shuts down cleanly either way, and Ctrl-C is no error."""
+    from fieldhub.hub.bus import BusError
+    from fieldhub.hub.service import HubStartError
+
+    try:
+        asyncio.run(main)
+    except KeyboardInterrupt:
+        console.print("stopped")
+    except (HubStartError, BusError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+def cli_actor() -> str:
+    """How the audit log names whoever runs the command: ``cli:<os user>``."""
+    return f"cli:{getpass.getuser()}"

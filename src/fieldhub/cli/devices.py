@@ -1,0 +1,182 @@
+"""``fieldhub device``: register devices and manage their MQTT credentials."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from fieldhub.cli.common import BrokerOpt, DataOpt, DbOpt, cli_actor, console, hub_settings
+
+device_app = typer.Typer(
+    help="Register devices and manage their MQTT credentials (also while the hub runs).",
+    no_args_is_help=True,
+)
+LabelOpt = Annotated[
+    list[str] | None, typer.Option("--label", help="KEY=VALUE (site=berlin); repeat")
+]
+DeviceIdArg = Annotated[str, typer.Argument(help="the device id")]
+
+
+def _device_command(settings: Any, work: Any, *, broker: bool = True) -> Any:
+    """Run ``work(registry, identities)`` on the hub's database and broker, with errors as
+    one line each. With Mosquitto the CLI tells its dynamic security itself (only it knows a
+    new secret); next to the embedded broker the running hub picks the change up within a
+    second (``fieldhub.hub.identity``)."""
+    from contextlib import AsyncExitStack
+
+    from fieldhub.hub.brokers import BrokerStartError, open_access
+    from fieldhub.hub.identity import CredentialsError, DeviceIdentities, StoreOnlyAccess
+    from fieldhub.hub.store.audit import AuditLog
+    from fieldhub.hub.store.credentials import DeviceCredentials
+    from fieldhub.hub.store.database import create_engine, migrate
+    from fieldhub.hub.store.devices import DeviceRegistry, RegistryError
+
+    if settings.db is None:
+        settings.data.mkdir(parents=True, exist_ok=True)
+
+    async def run() -> Any:
+        engine = create_engine(settings.db_url)
+        try:
+            await migrate(engine)
+            async with AsyncExitStack() as stack:
+                access = await open_access(settings, stack) if broker else StoreOnlyAccess()
+                identities = DeviceIdentities(DeviceCredentials(engine), AuditLog(engine), access)
+                return await work(DeviceRegistry(engine), identities)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except (RegistryError, BrokerStartError, CredentialsError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+def _print_credentials(issued: Any) -> None:
+    """The secret goes to standard output (to pipe it into the device's setup), once."""
+    typer.echo(f"client_id: {issued.client_id}")
+    typer.echo(f"username: {issued.username}")
+    typer.echo(f"secret: {issued.secret}")
+
+
+def _picked_up(settings: Any) -> str:
+    if settings.broker is None:
+        return "a running hub with the embedded broker applies it within a second"
+    return "Mosquitto applied it"
+
+
+@device_app.command("add")
+def device_add(
+    device_id: DeviceIdArg,
+    name: Annotated[str, typer.Option("--name", help="a name people recognise")] = "",
+    label: LabelOpt = None,
+    data: DataOpt = None,
+    db: DbOpt = None,
+    broker: BrokerOpt = None,
+) -> None:
+    """Register a device and print its MQTT credentials (the secret is shown only now)."""
+    from fieldhub.protocol import TopicError, check_device_id
+
+    settings = hub_settings(data=data, db=db, broker=broker)
+    labels = {}
+    for item in label or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            console.print(f"[red]error:[/red] --label {item!r}: use KEY=VALUE")
+            raise typer.Exit(2)
+        labels[key] = value
+    try:
+        check_device_id(device_id)
+    except TopicError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+    async def work(registry: Any, identities: Any) -> Any:
+        await registry.create(device_id, name=name, labels=labels)
+        try:
+            return await identities.issue(device_id, actor=cli_actor())
+        except BaseException:
+            await registry.delete(device_id)  # nothing half made
+            raise
+
+    issued = _device_command(settings, work)
+    console.print(
+        f"device {device_id} registered; {_picked_up(settings)}. Its MQTT credentials, "
+        "shown only now:"
+    )
+    _print_credentials(issued)
+
+
+@device_app.command("rotate")
+def device_rotate(
+    device_id: DeviceIdArg,
+    grace: Annotated[
+        float, typer.Option("--grace", min=0, help="seconds the old secret keeps working")
+    ] = 3600,
+    data: DataOpt = None,
+    db: DbOpt = None,
+    broker: BrokerOpt = None,
+) -> None:
+    """Give a device a new secret; the old one works for --grace seconds more."""
+    settings = hub_settings(data=data, db=db, broker=broker)
+
+    async def work(registry: Any, identities: Any) -> Any:
+        await registry.get(device_id)
+        return await identities.rotate(device_id, grace, actor=cli_actor())
+
+    issued = _device_command(settings, work)
+    console.print(
+        f"new credentials for {device_id}, the old ones end in {grace:g} s; "
+        f"{_picked_up(settings)}. Shown only now:"
+    )
+    _print_credentials(issued)
+
+
+@device_app.command("revoke")
+def device_revoke(
+    device_id: DeviceIdArg, data: DataOpt = None, db: DbOpt = None, broker: BrokerOpt = None
+) -> None:
+    """Revoke every credential of a device: it is disconnected and cannot log in again."""
+    settings = hub_settings(data=data, db=db, broker=broker)
+
+    async def work(registry: Any, identities: Any) -> Any:
+        await registry.get(device_id)
+        return await identities.revoke(device_id, actor=cli_actor())
+
+    usernames = _device_command(settings, work)
+    console.print(
+        f"revoked {len(usernames)} key(s) of {device_id} "
+        f"({', '.join(usernames) or 'it had none'}); {_picked_up(settings)}."
+    )
+
+
+@device_app.command("list")
+def device_list(data: DataOpt = None, db: DbOpt = None) -> None:
+    """Registered devices with their presence and MQTT user names (never secrets)."""
+    from datetime import UTC, datetime
+
+    from rich.table import Table
+
+    settings = hub_settings(data=data, db=db)
+
+    async def work(registry: Any, identities: Any) -> Any:
+        return await registry.list(), await identities.keys()
+
+    records, keys = _device_command(settings, work, broker=False)
+    table = Table("id", "name", "labels", "presence", "MQTT user names")
+    for record in records:
+        names = []
+        for key in keys:
+            if key.device_id != record.id:
+                continue
+            if key.expires_at is None:
+                names.append(key.username)
+            else:
+                end = datetime.fromtimestamp(key.expires_at / 1000, UTC)
+                names.append(f"{key.username} (ends {end:%Y-%m-%d %H:%M:%S} UTC)")
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(record.labels.items()))
+        table.add_row(record.id, record.name, labels, record.presence, "\n".join(names) or "-")
+    Console(soft_wrap=True).print(table)

@@ -1,0 +1,213 @@
+"""``fieldhub demo`` and ``fieldhub hub``: run the hub (with a simulated fleet for the demo),
+back it up and restore it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+
+from fieldhub import __version__
+from fieldhub.cli.common import (
+    BrokerOpt,
+    DataOpt,
+    DbOpt,
+    HttpOpt,
+    MqttOpt,
+    configure_logging,
+    console,
+    hub_settings,
+    run_until_stopped,
+)
+
+hub_app = typer.Typer(
+    help="Run the hub, or back it up and restore it.", invoke_without_command=True
+)
+
+
+async def _serve(settings: Any, *, fleet_size: int = 0, login_hint: str = "") -> None:
+    from fieldhub.hub.api import create_app
+    from fieldhub.hub.service import Hub
+
+    async with Hub(settings) as hub:
+        host, port = settings.http_address
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(hub), host=host, port=port, log_level="warning")
+        )
+        serving = asyncio.create_task(server.serve(), name="http")
+        while not server.started:
+            if serving.done():  # could not bind: uvicorn has said why
+                await serving
+                raise typer.Exit(1)
+            await asyncio.sleep(0.02)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
+        console.print(
+            f"[bold green]fieldhub {__version__}[/bold green] hub at "
+            f"[bold]http://{shown}:{port}/[/bold]  (API docs /docs, health /api/health, "
+            f"metrics /metrics); MQTT {hub.bus.address}"
+        )
+        if login_hint:
+            console.print(login_hint.replace("{url}", f"http://{shown}:{port}/"))
+        fleet: asyncio.Task[None] | None = None
+        if fleet_size:
+            fleet = asyncio.create_task(_start_fleet(hub, fleet_size), name="demo-fleet")
+        try:
+            await serving
+        finally:
+            if fleet is not None:
+                fleet.cancel()
+                await asyncio.gather(fleet, return_exceptions=True)
+
+
+async def _start_fleet(hub: Any, size: int) -> None:
+    from fieldhub.hub.store.devices import DeviceNotFound
+    from fieldhub.sim.fleet import DeviceSpec, run_fleet
+
+    sites = ["berlin", "paris", "madrid", "warsaw"]
+    kinds = ["atm", "terminal", "locker"]
+    specs = []
+    for n in range(1, size + 1):
+        device_id = f"demo-{n:03d}"
+        try:
+            await hub.registry.get(device_id)
+        except DeviceNotFound:
+            new = await hub.create_device(
+                device_id,
+                name=f"{kinds[n % len(kinds)].upper()} {n}",
+                labels={"site": sites[n % len(sites)], "group": kinds[n % len(kinds)]},
+                actor="demo",
+            )
+            issued = new.credentials
+        else:  # only hashes are stored: a restarted demo gives its devices new secrets
+            issued = await hub.rotate_device_credentials(device_id, 0, actor="demo")
+        # The simulator keeps no outbox on disk: it goes on after what the hub holds.
+        start_seq = hub.ingest.acked_seq(device_id) or 0
+        specs.append(DeviceSpec(device_id, issued.username, issued.secret, start_seq=start_seq))
+    console.print(f"simulated fleet: {size} devices publishing over MQTT")
+    await run_fleet(specs, hub.broker_url)
+
+
+def demo(
+    devices: Annotated[int, typer.Option("--devices", min=0, max=10_000, help="fleet size")] = 20,
+    data: DataOpt = None,
+    http: HttpOpt = None,
+    mqtt: MqttOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run a hub with its embedded broker and SQLite, plus a simulated fleet.
+
+    On a data folder without users it makes the user ``admin`` with a generated password and
+    prints it once; afterwards it says how to reset it.
+    """
+    configure_logging(verbose)
+    settings = hub_settings(data=data, http=http, mqtt=mqtt, broker=None)
+
+    async def run() -> None:
+        from fieldhub.hub.auth.offline import DEMO_ADMIN, demo_admin, open_auth
+
+        settings.data.mkdir(parents=True, exist_ok=True)
+        async with open_auth(settings.db_url) as auth:
+            password = await demo_admin(auth)
+        if password is not None:
+            hint = (
+                f"log in (POST {{url}}api/auth/login) as [bold]{DEMO_ADMIN}[/bold] with password "
+                f"[bold]{password}[/bold] (shown only now; reset it with "
+                f"`fieldhub user passwd {DEMO_ADMIN} --data {settings.data}`)"
+            )
+        else:
+            hint = (
+                f"log in (POST {{url}}api/auth/login) with your user (demo admin: {DEMO_ADMIN}; "
+                f"forgot the password? `fieldhub user passwd {DEMO_ADMIN} --data {settings.data}`)"
+            )
+        await _serve(settings, fleet_size=devices, login_hint=hint)
+
+    run_until_stopped(run())
+
+
+@hub_app.callback()
+def hub(
+    ctx: typer.Context,
+    data: DataOpt = None,
+    broker: BrokerOpt = None,
+    db: DbOpt = None,
+    http: HttpOpt = None,
+    mqtt: MqttOpt = None,
+    instance: Annotated[str | None, typer.Option(help="name of this hub process")] = None,
+    stale_after: Annotated[
+        float | None, typer.Option("--stale-after", help="seconds of silence before stale")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the hub (embedded broker unless --broker is given)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    configure_logging(verbose)
+    settings = hub_settings(
+        data=data,
+        broker=broker,
+        db=db,
+        http=http,
+        mqtt=mqtt,
+        instance=instance,
+        stale_after_s=stale_after,
+    )
+    run_until_stopped(_serve(settings))
+
+
+@hub_app.command("backup")
+def backup_cmd(
+    file: Annotated[Path, typer.Argument(help="backup file to write (.zip)")],
+    data: DataOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Write a consistent snapshot of registry, state and history (the hub may keep running)."""
+    from fieldhub.hub.backup import backup
+    from fieldhub.hub.store.database import create_engine, migrate
+
+    settings = hub_settings(data=data, db=db)
+
+    async def run() -> Any:
+        engine = create_engine(settings.db_url)
+        try:
+            await migrate(engine)
+            return await backup(engine, file)
+        finally:
+            await engine.dispose()
+
+    summary = asyncio.run(run())
+    rows = ", ".join(f"{n} {t}" for t, n in summary.rows.items())
+    console.print(f"backup written to {summary.path}: {rows}")
+
+
+@hub_app.command("restore")
+def restore_cmd(
+    file: Annotated[Path, typer.Argument(help="backup file written by `hub backup`")],
+    data: DataOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Restore a backup into an empty data folder or database."""
+    from fieldhub.hub.backup import BackupError, restore
+    from fieldhub.hub.store.database import create_engine
+
+    settings = hub_settings(data=data, db=db)
+    if settings.db is None:
+        settings.data.mkdir(parents=True, exist_ok=True)
+
+    async def run() -> Any:
+        engine = create_engine(settings.db_url)
+        try:
+            return await restore(engine, file)
+        finally:
+            await engine.dispose()
+
+    try:
+        summary = asyncio.run(run())
+    except BackupError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    rows = ", ".join(f"{n} {t}" for t, n in summary.rows.items())
+    console.print(f"restored {file}: {rows}")
