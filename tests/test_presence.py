@@ -106,7 +106,11 @@ async def test_presence_survives_a_hub_restart(
 
 
 async def test_a_deleted_device_leaves_no_status_behind(
-    broker: str, make_hub: HubFactory, connect_device: DeviceFactory, tmp_path
+    broker: str,
+    make_hub: HubFactory,
+    connect_device: DeviceFactory,
+    tmp_path,
+    caplog: pytest.LogCaptureFixture,
 ):
     # Without the hub clearing it, the broker would replay the deleted device's retained
     # status to every later hub start: a message from an unknown device each time.
@@ -119,7 +123,8 @@ async def test_a_deleted_device_leaves_no_status_behind(
         device.close()
         await hub.delete_device(device.device_id)
         await asyncio.wait_for(hub.bus.flushed(), 5)
-    async with make_hub(broker=broker, data=data) as hub:
+    caplog.clear()
+    async with make_hub(broker=broker, data=data):
         await asyncio.sleep(0.5)  # retained messages arrive right after subscribing
-        assert hub.stats.rejected["unknown_device"] == 0
-        assert hub.stats.received["status"] == 0
+    # (The shared test Mosquitto may replay other tests' devices; none may be this one.)
+    assert device.device_id not in caplog.text
