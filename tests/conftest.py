@@ -19,7 +19,7 @@ from fieldhub.hub.config import HubSettings
 from fieldhub.hub.ingest import IngestSettings
 from fieldhub.hub.service import Hub
 from fieldhub.hub.store.database import create_engine, sqlite_url
-from fieldhub.testing.servers import Mosquitto, Postgres, ServerUnavailable
+from fieldhub.testing.servers import Mosquitto, Owserver, Postgres, ServerUnavailable
 from tests.device_client import TestDevice
 from tests.hub_client import HubClient
 
@@ -48,6 +48,21 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
     """One PostgreSQL server for the session; each test gets its own database."""
     try:
         with Postgres(tmp_path_factory.mktemp("postgres")) as server:
+            yield server
+    except ServerUnavailable as exc:
+        _unavailable(exc)
+
+
+OWSERVER_SENSORS = ("28.0000000000A1", "28.0000000000A2")
+"""The fake DS18B20s of the session's owserver; they read 20-25 °C."""
+
+
+@pytest.fixture(scope="session")
+def owserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Owserver]:
+    """One owserver with fake thermometers (``OWSERVER_SENSORS``) for the session; tests that
+    unplug sensors or change temperatures start their own."""
+    try:
+        with Owserver(tmp_path_factory.mktemp("owserver"), sensors=OWSERVER_SENSORS) as server:
             yield server
     except ServerUnavailable as exc:
         _unavailable(exc)

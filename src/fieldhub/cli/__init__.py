@@ -1,4 +1,4 @@
-"""The ``fieldhub`` command: ``demo``, ``hub`` (run, backup, restore), ``user``, ``device``.
+"""The ``fieldhub`` command: ``demo``, ``hub``, ``user``, ``device``, ``agent``.
 
 Each group lives in its own module; the hub's machinery is imported inside the commands, so
 ``fieldhub --help`` and ``fieldhub version`` answer at once.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from fieldhub import __version__
+from fieldhub.cli.agent import agent_app
 from fieldhub.cli.devices import device_app
 from fieldhub.cli.hub import demo, hub_app
 from fieldhub.cli.users import user_app
@@ -22,6 +23,7 @@ app.command()(demo)
 app.add_typer(hub_app, name="hub")
 app.add_typer(user_app, name="user")
 app.add_typer(device_app, name="device")
+app.add_typer(agent_app, name="agent")
 
 
 @app.command()

@@ -1,0 +1,509 @@
+"""The outbox's SQLite file, used from one thread only (see ``outbox.py`` for the why).
+
+One table holds every report the hub has not acknowledged yet, in the order reported::
+
+    outbox(id INTEGER PRIMARY KEY AUTOINCREMENT, kind, seq, body)
+
+``seq`` is NULL until the report is first handed out for sending; then it is the wire seq of
+the message that carries it (several telemetry reports may share one). Seqs are handed out in
+``id`` order, so the reports with a seq are always the oldest ones: a prefix of the table. That
+prefix ends at ``_boundary``, so "not yet sent" is ``id > _boundary`` and needs no index of its
+own. ``meta`` keeps the last seq ever handed out (seqs grow across restarts, even when the table
+is empty) and the loss counters.
+
+Every method is one transaction; :meth:`OutboxStore.transact` bundles everything the event loop
+collected since the last one (new reports, an ack, refusals, messages wanted) so that one fsync
+covers it all.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+from typing import Final
+
+import msgspec
+
+from fieldhub.clock import now_ms
+from fieldhub.protocol import Channel, Event, Sample, State, Telemetry, encode
+from fieldhub.protocol.messages import MAX_PAYLOAD_BYTES, MAX_SAMPLES
+
+__all__ = ["Done", "Kind", "OutMessage", "OutboxStore", "OutboxStoreError", "Work"]
+
+SCHEMA_VERSION: Final = 1
+OVERFLOW_EVENT: Final = "outbox.overflow"
+_PLACEHOLDER_SEQ: Final = 1  # events and state are stored as messages; their seq comes later
+
+
+class OutboxStoreError(RuntimeError):
+    """The outbox file cannot be used as it is (another program's file, a newer schema)."""
+
+
+class Kind(IntEnum):
+    """What a report is. The value is the drop order when the outbox is full: lowest first."""
+
+    TELEMETRY = 0
+    STATE = 1
+    EVENT = 2
+
+    @property
+    def channel(self) -> Channel:
+        """The wire channel reports of this kind travel on."""
+        return _CHANNELS[self]
+
+
+_CHANNELS: Final = {
+    Kind.TELEMETRY: Channel.TELEMETRY,
+    Kind.STATE: Channel.STATE,
+    Kind.EVENT: Channel.EVENT,
+}
+_SAMPLE = msgspec.json.Decoder(Sample)
+_EVENT = msgspec.json.Decoder(Event)
+_STATE = msgspec.json.Decoder(State)
+
+
+@dataclass(frozen=True, slots=True)
+class OutMessage:
+    """One wire message of the outbox: a seq and the stored bodies it carries.
+
+    Telemetry bodies are encoded :class:`Sample` s (combined into one multi-sample message when
+    there are several); an event or a state body is the whole message with a placeholder seq.
+    """
+
+    seq: int
+    kind: Kind
+    bodies: tuple[bytes, ...]
+
+    @property
+    def channel(self) -> Channel:
+        """The channel to publish on."""
+        return self.kind.channel
+
+    @property
+    def reports(self) -> int:
+        """How many reports the message carries."""
+        return len(self.bodies)
+
+    def payload(self, oldest: int) -> bytes:
+        """The message as sent now: ``oldest`` is the lowest seq the outbox still holds.
+
+        Raises:
+            msgspec.ValidationError, msgspec.DecodeError: a stored body is unreadable (the
+                store checked every body when it handed the message out, so only a bug or a
+                damaged file gets here).
+        """
+        oldest = min(oldest, self.seq)
+        if self.kind is Kind.TELEMETRY:
+            if len(self.bodies) == 1:
+                sample = _SAMPLE.decode(self.bodies[0])
+                message: Telemetry | Event | State = Telemetry(
+                    seq=self.seq, oldest=oldest, ts=sample.ts, values=sample.values
+                )
+            else:
+                samples = [_SAMPLE.decode(body) for body in self.bodies]
+                message = Telemetry(seq=self.seq, oldest=oldest, samples=samples)
+        elif self.kind is Kind.EVENT:
+            message = msgspec.structs.replace(
+                _EVENT.decode(self.bodies[0]), seq=self.seq, oldest=oldest
+            )
+        else:
+            message = msgspec.structs.replace(
+                _STATE.decode(self.bodies[0]), seq=self.seq, oldest=oldest
+            )
+        return encode(message)
+
+
+@dataclass(slots=True)
+class Work:
+    """What one transaction should do, collected on the event loop since the last one."""
+
+    reports: list[tuple[Kind, bytes]] = field(default_factory=list)
+    ack: int = 0  # delete what messages up to this seq carry
+    refused: list[int] = field(default_factory=list)  # seqs the hub will never store
+    renumber_after: int | None = None  # the hub holds seqs up to here from an earlier outbox
+    want: int = 0  # messages to hand out for sending, at most
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.reports or self.ack or self.refused or self.renumber_after is not None or self.want
+        )
+
+
+@dataclass(slots=True)
+class Done:
+    """What a transaction did, and the outbox's figures after it."""
+
+    messages: list[OutMessage] = field(default_factory=list)
+    stored: int = 0
+    acked_reports: int = 0
+    refused_reports: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)  # by kind name, this transaction
+    depth: int = 0
+    unsent: int = 0
+    ready: bool = False  # something is waiting to be handed out
+    last_seq: int = 0
+    lost: dict[str, int] = field(default_factory=dict)  # by kind name, since the file was made
+    refused_total: int = 0
+
+
+@dataclass(slots=True)
+class _Assigned:
+    seq: int
+    first_id: int
+    last_id: int
+    rows: int
+
+
+class OutboxStore:
+    """The outbox file. Not thread-safe: one thread opens it and makes every call.
+
+    Args:
+        path: the SQLite file; created with its folder when missing.
+        max_messages: reports kept at most; beyond, the oldest unsent ones are dropped,
+            telemetry first, events last.
+        max_samples: telemetry reports combined into one message, at most.
+        max_payload_bytes: size of one combined message, about, at most.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_messages: int = 100_000,
+        max_samples: int = MAX_SAMPLES,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES * 3 // 4,
+    ) -> None:
+        if max_messages < 10:
+            raise ValueError(f"max_messages must be at least 10, not {max_messages!r}.")
+        if not 1 <= max_samples <= MAX_SAMPLES:
+            raise ValueError(f"max_samples must be 1..{MAX_SAMPLES}, not {max_samples!r}.")
+        self._max = max_messages
+        self._max_samples = max_samples
+        self._max_bytes = max_payload_bytes
+        # Messages handed out are at most half the bound, so an overflow always finds unsent
+        # reports to drop (reports in flight are never dropped: the hub may have them).
+        self._max_assigned_rows = max_messages // 2
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None)
+        try:
+            self._setup()
+        except BaseException:
+            self._db.close()
+            raise
+        self._counts = {kind: 0 for kind in Kind}
+        for kind, count in self._db.execute("SELECT kind, count(*) FROM outbox GROUP BY kind"):
+            self._counts[Kind(kind)] = count
+        self._meta: dict[str, int] = {
+            str(name): int(value)
+            for name, value in self._db.execute("SELECT name, value FROM meta")
+        }
+        self._assigned: list[_Assigned] = []
+        rows = (
+            "SELECT seq, min(id), max(id), count(*) FROM outbox WHERE seq IS NOT NULL GROUP BY seq"
+        )
+        for seq, first_id, last_id, count in self._db.execute(rows + " ORDER BY seq"):
+            self._assigned.append(_Assigned(seq, first_id, last_id, count))
+        self._handed_out = 0  # of _assigned; the rest were assigned before a restart
+
+    def _setup(self) -> None:
+        db = self._db
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA journal_size_limit=4194304")
+        db.execute("PRAGMA cache_size=-1024")  # KiB; the agent counts its megabytes
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, SCHEMA_VERSION):
+            raise OutboxStoreError(
+                f"the outbox file has schema version {version}; this agent knows "
+                f"{SCHEMA_VERSION} (a newer agent wrote it?)"
+            )
+        db.executescript(
+            f"""
+            BEGIN;
+            CREATE TABLE IF NOT EXISTS outbox (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                kind INTEGER NOT NULL,
+                seq INTEGER,
+                body BLOB NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS outbox_kind ON outbox (kind, id);
+            CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)
+                WITHOUT ROWID;
+            PRAGMA user_version = {SCHEMA_VERSION};
+            COMMIT;
+            """
+        )
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        self._db.close()
+
+    @property
+    def last_seq(self) -> int:
+        """The last seq handed out, ever."""
+        return self._meta.get("last_seq", 0)
+
+    @property
+    def _overflow_id(self) -> int:
+        """Row of the overflow event while it is unsent and may still grow; 0 for none."""
+        return self._meta.get("overflow_id", 0)
+
+    @_overflow_id.setter
+    def _overflow_id(self, row_id: int) -> None:
+        self._meta["overflow_id"] = row_id
+
+    @property
+    def _boundary(self) -> int:
+        return self._assigned[-1].last_id if self._assigned else 0
+
+    # one transaction
+
+    def transact(self, work: Work) -> Done:
+        """Do ``work`` in one transaction, committed (and fsynced) before this returns.
+
+        Raises:
+            sqlite3.Error: the transaction failed and was rolled back; nothing of ``work``
+                happened, and the in-memory figures are those of before.
+        """
+        saved = (dict(self._counts), dict(self._meta), list(self._assigned))
+        handed_out = self._handed_out
+        done = Done()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            if work.renumber_after is not None:
+                self._renumber(work.renumber_after)
+            elif work.ack:
+                done.acked_reports = self._ack(work.ack)
+            for seq in work.refused:
+                done.refused_reports += self._refuse(seq)
+            if work.reports:
+                self._append(work.reports, done)
+            if work.want:
+                done.messages = self._take(work.want)
+            self._save_meta()
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.rollback()
+            self._counts, self._meta, self._assigned = saved
+            self._handed_out = handed_out
+            raise
+        done.stored = len(work.reports)
+        done.depth = sum(self._counts.values())
+        done.unsent = done.depth - sum(a.rows for a in self._assigned)
+        done.ready = done.unsent > 0 or self._handed_out < len(self._assigned)
+        done.last_seq = self.last_seq
+        done.lost = {kind.name.lower(): self._meta.get(_lost_key(kind), 0) for kind in Kind}
+        done.refused_total = self._meta.get("refused", 0)
+        return done
+
+    def _save_meta(self) -> None:
+        self._db.executemany(
+            "INSERT INTO meta (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            self._meta.items(),
+        )
+
+    def _delete_ids(self, first_id: int, last_id: int) -> int:
+        kinds = self._db.execute(
+            "DELETE FROM outbox WHERE id BETWEEN ? AND ? RETURNING kind", (first_id, last_id)
+        ).fetchall()
+        for (kind,) in kinds:
+            self._counts[Kind(kind)] -= 1
+        return len(kinds)
+
+    def _ack(self, seq: int) -> int:
+        """Delete the messages up to ``seq``: the hub has committed them."""
+        covered = 0
+        while covered < len(self._assigned) and self._assigned[covered].seq <= seq:
+            covered += 1
+        if not covered:
+            return 0
+        deleted = self._delete_ids(self._assigned[0].first_id, self._assigned[covered - 1].last_id)
+        del self._assigned[:covered]
+        self._handed_out = max(0, self._handed_out - covered)
+        return deleted
+
+    def _refuse(self, seq: int) -> int:
+        """Delete one message the hub will never store, and count its reports."""
+        for index, assigned in enumerate(self._assigned):
+            if assigned.seq == seq:
+                deleted = self._delete_ids(assigned.first_id, assigned.last_id)
+                del self._assigned[index]
+                if index < self._handed_out:
+                    self._handed_out -= 1
+                self._meta["refused"] = self._meta.get("refused", 0) + deleted
+                return deleted
+        return 0
+
+    def _renumber(self, hub_seq: int) -> None:
+        """The hub already has seqs up to ``hub_seq`` from an earlier life of this device (the
+        outbox file was replaced): what was handed out so far would be taken for duplicates.
+        Take every seq back, and go on above the hub's."""
+        self._db.execute("UPDATE outbox SET seq = NULL WHERE seq IS NOT NULL")
+        self._assigned.clear()
+        self._handed_out = 0
+        self._meta["last_seq"] = max(self.last_seq, hub_seq)
+
+    def _append(self, reports: list[tuple[Kind, bytes]], done: Done) -> None:
+        self._db.executemany("INSERT INTO outbox (kind, body) VALUES (?, ?)", reports)
+        for kind, _body in reports:
+            self._counts[kind] += 1
+        excess = sum(self._counts.values()) - self._max
+        if excess <= 0:
+            return
+        if not self._is_unsent(self._overflow_id):
+            excess += 1  # room for the event that tells the hub
+        dropped = self._drop_oldest(excess)
+        for kind, count in dropped.items():
+            key = _lost_key(kind)
+            self._meta[key] = self._meta.get(key, 0) + count
+        done.dropped = {kind.name.lower(): count for kind, count in dropped.items() if count}
+        self._record_overflow(dropped)
+
+    def _is_unsent(self, row_id: int) -> bool:
+        return (
+            row_id > self._boundary
+            and row_id > 0
+            and (
+                self._db.execute("SELECT 1 FROM outbox WHERE id = ?", (row_id,)).fetchone()
+                is not None
+            )
+        )
+
+    def _drop_oldest(self, count: int) -> dict[Kind, int]:
+        """Delete ``count`` unsent reports: the oldest telemetry, then state, then events."""
+        dropped = dict.fromkeys(Kind, 0)
+        keep = self._overflow_id
+        for kind in Kind:
+            if count <= 0:
+                break
+            deleted = self._db.execute(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox "
+                "WHERE kind = ? AND id > ? AND id != ? ORDER BY id LIMIT ?)",
+                (kind, self._boundary, keep, count),
+            ).rowcount
+            dropped[kind] = deleted
+            self._counts[kind] -= deleted
+            count -= deleted
+        return dropped
+
+    def _record_overflow(self, dropped: dict[Kind, int]) -> None:
+        """Say upward what was dropped: one unsent ``outbox.overflow`` event whose counts grow
+        while it waits, so that an overflow cannot fill the outbox with its own reports."""
+        counts = {kind.name.lower(): dropped[kind] for kind in Kind}
+        if self._is_unsent(self._overflow_id):
+            (body,) = self._db.execute(
+                "SELECT body FROM outbox WHERE id = ?", (self._overflow_id,)
+            ).fetchone()
+            event = _EVENT.decode(body)
+            for name, count in event.data.items():
+                if name in counts and isinstance(count, int):
+                    counts[name] += count
+            updated = msgspec.structs.replace(event, data=counts)
+            self._db.execute(
+                "UPDATE outbox SET body = ? WHERE id = ?", (encode(updated), self._overflow_id)
+            )
+            return
+        event = Event(
+            seq=_PLACEHOLDER_SEQ,
+            ts=now_ms(),
+            type=OVERFLOW_EVENT,
+            severity="warning",
+            message="outbox full while the hub was unreachable: the oldest reports were dropped",
+            data=counts,
+        )
+        cursor = self._db.execute(
+            "INSERT INTO outbox (kind, body) VALUES (?, ?)", (Kind.EVENT, encode(event))
+        )
+        self._overflow_id = cursor.lastrowid or 0
+        self._counts[Kind.EVENT] += 1
+
+    def _take(self, want: int) -> list[OutMessage]:
+        """Hand out up to ``want`` messages: first those given seqs before a restart, then
+        unsent reports, telemetry combined, each new message given the next seq."""
+        messages = self._reload(want)
+        want -= len(messages)
+        budget = self._max_assigned_rows - sum(a.rows for a in self._assigned)
+        if want <= 0 or budget <= 0:
+            return messages
+        rows = self._db.execute(
+            "SELECT id, kind, body FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+            (self._boundary, min(budget, want * self._max_samples)),
+        ).fetchall()
+        groups: list[list[tuple[int, Kind, bytes]]] = []
+        unreadable: list[int] = []
+        size = 0
+        for row_id, kind_value, body in rows:
+            kind = Kind(kind_value)
+            if not _readable(kind, body):
+                unreadable.append(row_id)
+                continue
+            last = groups[-1] if groups else None
+            if (
+                last is not None
+                and kind is Kind.TELEMETRY
+                and last[-1][1] is Kind.TELEMETRY
+                and len(last) < self._max_samples
+                and size + len(body) <= self._max_bytes
+            ):
+                last.append((row_id, kind, body))
+                size += len(body)
+                continue
+            if len(groups) == want:
+                break
+            groups.append([(row_id, kind, body)])
+            size = len(body)
+        self._drop_unreadable(unreadable)
+        seq = self.last_seq
+        updates = []
+        for group in groups:
+            seq += 1
+            first_id, last_id = group[0][0], group[-1][0]
+            updates.append((seq, first_id, last_id))
+            self._assigned.append(_Assigned(seq, first_id, last_id, len(group)))
+            messages.append(OutMessage(seq, group[0][1], tuple(body for _, _, body in group)))
+            if first_id <= self._overflow_id <= last_id:
+                self._overflow_id = 0  # sent: the next overflow gets an event of its own
+        self._db.executemany("UPDATE outbox SET seq = ? WHERE id BETWEEN ? AND ?", updates)
+        self._meta["last_seq"] = seq
+        self._handed_out = len(self._assigned)
+        return messages
+
+    def _reload(self, want: int) -> list[OutMessage]:
+        """Messages given seqs before this process started, in seq order (their seq and their
+        content are fixed: the hub may hold them already)."""
+        pending = self._assigned[self._handed_out : self._handed_out + max(want, 0)]
+        messages = []
+        for assigned in pending:
+            rows = self._db.execute(
+                "SELECT kind, body FROM outbox WHERE id BETWEEN ? AND ? ORDER BY id",
+                (assigned.first_id, assigned.last_id),
+            ).fetchall()
+            messages.append(
+                OutMessage(assigned.seq, Kind(rows[0][0]), tuple(body for _, body in rows))
+            )
+        self._handed_out += len(pending)
+        return messages
+
+    def _drop_unreadable(self, row_ids: Iterable[int]) -> None:
+        """Reports that no longer decode (a damaged file): never sendable, counted as refused."""
+        for row_id in row_ids:
+            if self._delete_ids(row_id, row_id):
+                self._meta["refused"] = self._meta.get("refused", 0) + 1
+
+
+def _lost_key(kind: Kind) -> str:
+    return f"lost_{kind.name.lower()}"
+
+
+def _readable(kind: Kind, body: bytes) -> bool:
+    decoder = _SAMPLE if kind is Kind.TELEMETRY else _EVENT if kind is Kind.EVENT else _STATE
+    try:
+        decoder.decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError, ValueError):
+        return False
+    return True

@@ -1,0 +1,36 @@
+"""What hardware units report to, and nothing more: telemetry, events, reported state.
+
+Units do not know about MQTT, the outbox or sequence numbers; they call a ``Reporter``. The
+agent's reporter stamps each report, gives it the next ``seq`` and puts it in the outbox, from
+where the uplink sends it until the hub confirms storage. gpiozero calls back from its own
+threads, so every method must be safe to call from any thread and must never block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from fieldhub.protocol.messages import Severity
+
+Value = bool | int | float | str
+"""A telemetry or state value, as the wire contract allows."""
+
+
+class Reporter(Protocol):
+    """Where a unit's observations go (see the module docstring for the threading rule)."""
+
+    def telemetry(self, values: Mapping[str, Value], ts: int | None = None) -> None:
+        """Values measured at ``ts`` (epoch ms; now if None)."""
+
+    def event(
+        self,
+        type: str,
+        severity: Severity = "info",
+        message: str = "",
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Something happened (``door.opened``, ``temperature.high``); sent at once."""
+
+    def state(self, changes: Mapping[str, Value | None]) -> None:
+        """Reported state changed (``{"socket": "on"}``); None removes a key."""

@@ -1,0 +1,218 @@
+"""The technician page's password, sessions and CSRF tokens.
+
+The password lives in ``agent.yaml`` only as an argon2id hash (``fieldhub agent
+hash-password`` prints one; :func:`hash_password` is what it calls). The agent's hashes are
+made lighter than the hub's on purpose: verifying costs the memory the hash asks for, and a
+Pi that should idle at 30 MB can lend 19 MiB for a moment (OWASP's minimum for argon2id:
+19 MiB, 2 passes) but not the hub's 64 MiB. A hash asking for more than 64 MiB is refused at
+start. Verification runs in a worker thread, one at a time, and failures are throttled per
+client address with a doubling lock-out.
+
+Those 19 MiB must go back to the system after each login, and with glibc they did not:
+measured, RSS grew by 19 MiB per login after the first (39 MB after ten), because glibc raises
+its mmap threshold when a large block is freed, so the next one comes from a worker thread's
+heap and stays there. :func:`keep_large_blocks_mapped` pins the threshold (glibc's default,
+128 KiB), after which ten logins leave RSS where it was (+0 MB; peak +19 MiB during one).
+
+Sessions are in memory (a restart logs the technician out, which is fine), bounded in number
+and time. Each has its own CSRF token, which every form carries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Final
+
+from argon2 import PasswordHasher, extract_parameters
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+__all__ = [
+    "LoginThrottle",
+    "PasswordCheck",
+    "Session",
+    "Sessions",
+    "WeakPassword",
+    "hash_password",
+    "keep_large_blocks_mapped",
+]
+
+MIN_PASSWORD: Final = 10
+MAX_HASH_MEMORY_KIB: Final = 64 * 1024
+_HASHER: Final = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+_M_MMAP_THRESHOLD: Final = -3  # glibc's malloc.h
+
+
+def keep_large_blocks_mapped() -> bool:
+    """Have malloc serve blocks of 128 KiB and more by mmap and give them back when freed
+    (glibc; elsewhere nothing is done and False returned). Process-wide and idempotent."""
+    try:
+        return bool(ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, 128 * 1024))
+    except (OSError, AttributeError):
+        return False
+
+
+class WeakPassword(ValueError):
+    """A password :func:`hash_password` will not hash; the message says which rule."""
+
+
+def hash_password(password: str) -> str:
+    """The argon2id hash to put in ``agent.yaml`` as ``web.password_hash``.
+
+    Raises:
+        WeakPassword: shorter than 10 characters, or one character repeated.
+    """
+    if len(password) < MIN_PASSWORD:
+        raise WeakPassword(f"a password needs at least {MIN_PASSWORD} characters")
+    if len(set(password)) == 1:
+        raise WeakPassword("a password must not be one character repeated")
+    return _HASHER.hash(password)
+
+
+class PasswordCheck:
+    """Checks the page's password against its hash, off the event loop, one at a time.
+
+    Raises:
+        ValueError: ``password_hash`` is not an argon2 hash, or asks for more than 64 MiB.
+    """
+
+    def __init__(self, password_hash: str) -> None:
+        try:
+            params = extract_parameters(password_hash)
+        except InvalidHashError:
+            raise ValueError("web.password_hash is not an argon2 hash") from None
+        if params.memory_cost > MAX_HASH_MEMORY_KIB:
+            raise ValueError(
+                f"web.password_hash asks for {params.memory_cost // 1024} MiB to verify; "
+                f"make one with 'fieldhub agent hash-password' (19 MiB)"
+            )
+        self._hash = password_hash
+        self._slot = asyncio.Lock()
+        keep_large_blocks_mapped()
+
+    async def verify(self, password: str) -> bool:
+        """True when ``password`` is the page's password."""
+        if not password or len(password) > 1024:
+            return False
+        async with self._slot:
+            return await asyncio.to_thread(self._verify, password)
+
+    def _verify(self, password: str) -> bool:
+        try:
+            return _HASHER.verify(self._hash, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+
+class LoginThrottle:
+    """Per client address: ``free`` failures, then a lock-out of 1, 2, 4 … s (at most
+    ``max_lock_s``) after each further one. A success, or ``forget_s`` without a failure,
+    forgets the address."""
+
+    def __init__(
+        self,
+        free: int = 5,
+        max_lock_s: float = 300.0,
+        forget_s: float = 900.0,
+        max_clients: int = 1024,
+    ) -> None:
+        self._free = free
+        self._max_lock_s = max_lock_s
+        self._forget_s = forget_s
+        self._max_clients = max_clients
+        self._failures: dict[str, tuple[int, float, float]] = {}  # count, locked until, last
+
+    def locked_for(self, client: str) -> float:
+        """Seconds ``client`` must still wait before its next attempt (0: may try now)."""
+        _count, until, _last = self._failures.get(client, (0, 0.0, 0.0))
+        return max(0.0, until - time.monotonic())
+
+    def failed(self, client: str) -> None:
+        """Count a failed attempt of ``client``."""
+        now = time.monotonic()
+        count, _until, last = self._failures.pop(client, (0, 0.0, now))
+        count = 1 if now - last > self._forget_s else count + 1
+        lock = (
+            0.0 if count <= self._free else min(2.0 ** (count - self._free - 1), self._max_lock_s)
+        )
+        if len(self._failures) >= self._max_clients:
+            del self._failures[next(iter(self._failures))]  # the address failing longest ago
+        self._failures[client] = (count, now + lock, now)
+
+    def succeeded(self, client: str) -> None:
+        """Forget ``client``'s failures."""
+        self._failures.pop(client, None)
+
+
+@dataclass(slots=True)
+class Session:
+    """A logged-in browser: its CSRF token, and a message for its next page view."""
+
+    csrf: str
+    created: float
+    seen: float
+    flash: tuple[bool, str] | None = field(default=None)
+
+    def csrf_ok(self, token: str) -> bool:
+        """Timing-safe comparison with the session's CSRF token."""
+        return hmac.compare_digest(self.csrf.encode(), token.encode())
+
+
+class Sessions:
+    """Sessions by cookie token (kept as its SHA-256), at most ``max_sessions``, ending after
+    ``idle_s`` without a request or ``max_age_s`` after login."""
+
+    def __init__(
+        self, max_sessions: int = 32, idle_s: float = 1800.0, max_age_s: float = 12 * 3600.0
+    ) -> None:
+        self._max = max_sessions
+        self._idle_s = idle_s
+        self._max_age_s = max_age_s
+        self._sessions: dict[bytes, Session] = {}
+
+    def create(self) -> tuple[str, Session]:
+        """A new session and the token for its cookie (the least recently used one goes when
+        there are too many)."""
+        now = time.monotonic()
+        self._expire(now)
+        if len(self._sessions) >= self._max:
+            oldest = min(self._sessions, key=lambda key: self._sessions[key].seen)
+            del self._sessions[oldest]
+        token = secrets.token_urlsafe(32)
+        session = Session(csrf=secrets.token_urlsafe(32), created=now, seen=now)
+        self._sessions[_key(token)] = session
+        return token, session
+
+    def get(self, token: str | None) -> Session | None:
+        """The live session of ``token``, or None; a hit counts as activity."""
+        if not token:
+            return None
+        now = time.monotonic()
+        self._expire(now)
+        session = self._sessions.get(_key(token))
+        if session is not None:
+            session.seen = now
+        return session
+
+    def end(self, token: str | None) -> None:
+        """Log out."""
+        if token:
+            self._sessions.pop(_key(token), None)
+
+    def _expire(self, now: float) -> None:
+        dead = [
+            key
+            for key, s in self._sessions.items()
+            if now - s.seen > self._idle_s or now - s.created > self._max_age_s
+        ]
+        for key in dead:
+            del self._sessions[key]
+
+
+def _key(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
