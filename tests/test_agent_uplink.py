@@ -187,6 +187,21 @@ async def caught_up(hub: Hub, device: Device, agent: Agent) -> bool:
     return agent.drained() and hub.ingest.acked_seq(device.id) == agent.outbox.last_seq
 
 
+async def settled(hub: Hub, device: Device, agent: Agent, what: str = "all acknowledged") -> None:
+    """Wait until the hub has acknowledged everything the agent reported; if it does not
+    come, say where each side stands."""
+    try:
+        await until(lambda: caught_up(hub, device, agent), what=what)
+    except AssertionError as exc:
+        stats = hub.stats
+        raise AssertionError(
+            f"{exc}; agent: pending {agent.outbox.pending}, {agent.uplink.snapshot()}; hub: "
+            f"acked {hub.ingest.acked_seq(device.id)}, received {dict(stats.received)}, "
+            f"rejected {dict(stats.rejected)}, duplicates {stats.duplicates}, "
+            f"presence {hub.presence.get(device.id)}"
+        ) from None
+
+
 def check_ticks(ticks: list[dict[str, Any]], points: list[int]) -> None:
     """Each tick event once, and only for reports the hub has."""
     numbers = [t["n"] for t in ticks]
@@ -205,7 +220,7 @@ async def test_every_report_is_stored_exactly_once(any_hub: Hub, uid: str, tmp_p
             a.reporter.state({"socket": "on", "firmware": "1.0"})
             await until(lambda: producer.done)
             a.reporter.state({"firmware": None, "lock": "locked"})
-            await until(lambda: caught_up(any_hub, device, a), what="all acknowledged")
+            await settled(any_hub, device, a, "all acknowledged")
             assert any_hub.presence.get(device.id).presence == "online"
             # Reports that piled up while earlier ones were in flight left as combined messages.
             assert a.uplink.stats.sent < 400 + 40 + 2
@@ -242,7 +257,7 @@ async def test_network_cut_while_reporting_loses_nothing(
             assert hub.presence.get(device.id).reason == "connection lost"
             proxy.restore()
             await until(lambda: producer.done)
-            await until(lambda: caught_up(hub, device, a), what="all acknowledged")
+            await settled(hub, device, a, "all acknowledged")
             assert a.uplink.stats.connections >= 2
             assert hub.presence.get(device.id).presence == "online"
         assert await stored_points(hub, device.id) == list(range(1, 601))
@@ -272,7 +287,7 @@ async def test_hub_restart_mid_stream_loses_nothing(
                 later.push_async_callback(retire, again, device)  # after the agent stopped
                 proxy.retarget(*address(again.broker_url))  # the embedded broker moved
                 await until(lambda: producer.done)
-                await until(lambda: caught_up(again, device, a), what="all acknowledged")
+                await settled(again, device, a, "all acknowledged")
             assert await stored_points(again, device.id) == list(range(1, 801))
             # Nothing written twice across the restart.
             assert hub.stats.points_stored + again.stats.points_stored == 800
@@ -298,7 +313,7 @@ async def test_long_outage_overflows_the_bound_counts_the_loss_and_the_hub_moves
         async with agent(device, tmp_path / "outbox.db", host_port, max_messages=200) as a:
             for n in range(1, 51):
                 a.reporter.telemetry({"n": n}, ts=BASE_TS + n)
-            await until(lambda: caught_up(hub, device, a), what="first 50 acknowledged")
+            await settled(hub, device, a, "first 50 acknowledged")
             proxy.cut()
             await until(lambda: not a.uplink.connected)
             a.reporter.event("door.opened", "warning", data={"door": "front"})  # kept
@@ -309,7 +324,7 @@ async def test_long_outage_overflows_the_bound_counts_the_loss_and_the_hub_moves
             lost = a.outbox.stats.lost
             assert lost == {"telemetry": 1000 + 1 + 1 - 200, "state": 0, "event": 0}
             proxy.restore()
-            await until(lambda: caught_up(hub, device, a), what="the rest acknowledged")
+            await settled(hub, device, a, "the rest acknowledged")
 
         points = await stored_points(hub, device.id)
         # What was sent before the outage, then the newest reports that fit in the bound.
@@ -443,13 +458,13 @@ async def test_a_message_the_hub_refuses_is_dropped_and_the_queue_moves_on(
         ) as a:
             for n in range(1, 11):
                 a.reporter.telemetry({"n": n}, ts=BASE_TS + n)
-            await until(lambda: caught_up(hub, device, a))
+            await settled(hub, device, a)
             too_big = Event(seq=1, ts=now_ms(), type="camera.picture", data={"jpeg": "x" * 300_000})
             a.outbox.submit(Kind.EVENT, encode(too_big))
             for n in range(11, 21):
                 a.reporter.telemetry({"n": n}, ts=BASE_TS + n)
             await until(lambda: a.uplink.stats.refused == 1, within_s=20)
-            await until(lambda: caught_up(hub, device, a), what="the queue moved on")
+            await settled(hub, device, a, "the queue moved on")
             assert a.outbox.stats.refused == 1
             assert a.uplink.stats.rejects >= 2
         assert await stored_points(hub, device.id) == list(range(1, 21))
@@ -472,13 +487,13 @@ async def test_a_replaced_outbox_file_is_numbered_above_what_the_hub_has(
         for n in range(1, 31):
             a.reporter.event("tick", data={"n": n})  # one message each
             await a.outbox.sync()
-        await until(lambda: caught_up(hub, device, a))
+        await settled(hub, device, a)
     assert hub.ingest.acked_seq(device.id) == 30
     async with agent(device, tmp_path / "new.db", broker) as a:
         for n in range(31, 41):
             a.reporter.event("tick", data={"n": n})
         await until(lambda: a.uplink.stats.renumbered == 1)
-        await until(lambda: caught_up(hub, device, a))
+        await settled(hub, device, a)
     ticks = await stored_events(hub, device.id, "tick")
     assert [t["n"] for t in ticks] == list(range(1, 41))
 
@@ -534,7 +549,7 @@ async def test_an_agent_without_network_at_boot_keeps_reports_and_connects_later
             assert not a.uplink.connected
             assert a.outbox.stats.depth == 20
             proxy.restore()
-            await until(lambda: caught_up(hub, device, a))
+            await settled(hub, device, a)
     assert await stored_points(hub, device.id) == list(range(1, 21))
 
 

@@ -61,6 +61,7 @@ from fieldhub.agent._outbox_store import (
     OutMessage,
     Work,
 )
+from fieldhub.agent._tasks import log_if_failed
 from fieldhub.agent.reporting import Value
 from fieldhub.clock import now_ms
 from fieldhub.logthrottle import LogThrottle, held_back
@@ -205,6 +206,7 @@ class Outbox:
         # An empty transaction reads the figures the file starts with.
         self._apply(await loop.run_in_executor(self._executor, store.transact, Work()))
         self._task = asyncio.create_task(self._run(), name="outbox-commit")
+        self._task.add_done_callback(log_if_failed)
 
     async def close(self) -> None:
         """Commit what is pending, then close the file. Idempotent."""

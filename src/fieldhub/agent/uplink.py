@@ -38,6 +38,7 @@ from typing import Any, Final, Self
 
 import msgspec
 
+from fieldhub.agent._tasks import log_if_failed
 from fieldhub.agent.outbox import Outbox, OutboxReporter, OutMessage
 from fieldhub.clock import now_ms
 from fieldhub.logthrottle import LogThrottle, held_back
@@ -223,6 +224,8 @@ class Uplink:
             asyncio.create_task(self._connect(), name="uplink-connect"),
             asyncio.create_task(self._resend_loop(), name="uplink-resend"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(log_if_failed)
         return self
 
     async def __aexit__(
