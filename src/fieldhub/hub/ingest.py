@@ -241,8 +241,11 @@ class Ingest:
         while True:
             await self._wake.wait()
             if self._batch.messages < self._settings.max_batch_messages:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that arrives as the event fires, and the hub's stop waits for this task.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self._settings.linger_s)
+                    async with asyncio.timeout(self._settings.linger_s):
+                        await self._full.wait()
             await self.flush()
 
     async def flush(self) -> None:

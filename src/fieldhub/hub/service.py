@@ -183,11 +183,15 @@ class Hub:
 
     async def _stop_tasks(self) -> None:
         self.bus.pause_reading()  # what the broker still holds waits for the next start
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Cancel only between commits: a commit cancelled while the database finishes it in
+        # its own thread would leave ingest's sequence state behind the store, and the final
+        # flush would then write that stale state back (a resent message stored twice).
+        async with self.ingest.writing:
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.ingest.flush()  # commit and acknowledge what was accepted
 
     def _on_message(self, topic: str, payload: bytes) -> None:
