@@ -19,7 +19,7 @@ from sqlalchemy import Table, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from fieldhub.clock import now_ms
-from fieldhub.hub.store.database import migrate
+from fieldhub.hub.store.database import migrate, write_transaction
 from fieldhub.hub.store.schema import ALL_TABLES
 
 FORMAT = "fieldhub-backup"
@@ -115,7 +115,7 @@ async def restore(engine: AsyncEngine, path: Path) -> BackupSummary:
     with archive:
         manifest = _read_manifest(archive, path)
         await migrate(engine)
-        async with engine.begin() as conn:
+        async with write_transaction(engine) as conn:
             schema = await _schema_revision(conn)
             if manifest["schema"] != schema:
                 raise BackupError(

@@ -15,6 +15,7 @@ from sqlalchemy import insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.clock import now_ms
+from fieldhub.hub.store.database import write_transaction
 from fieldhub.hub.store.schema import audit_log
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class AuditLog:
             source: the client address, when there is one.
             detail: more facts, never secrets.
         """
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             await conn.execute(
                 insert(audit_log).values(
                     ts=now_ms(),

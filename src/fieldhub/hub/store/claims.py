@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.auth.tokens import digest, matches, mint
+from fieldhub.hub.store.database import write_transaction
 from fieldhub.hub.store.schema import claim_tokens, device_claims, devices
 
 CLAIM_TOKEN_PREFIX = "fhclaim_"
@@ -123,7 +124,7 @@ class ClaimStore:
     ) -> tuple[ClaimToken, str]:
         """Store a new claim token; return it and the token text (shown once)."""
         token = mint(CLAIM_TOKEN_PREFIX)
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             result = await conn.execute(
                 insert(claim_tokens)
                 .values(
@@ -163,7 +164,7 @@ class ClaimStore:
 
     async def revoke_token(self, token_id: int) -> None:
         """Stop a token from admitting more devices (claims already made stay)."""
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             result = await conn.execute(
                 update(claim_tokens).where(claim_tokens.c.id == token_id).values(revoked=True)
             )
@@ -184,7 +185,7 @@ class ClaimStore:
         """
         now = now_ms()
         poll_secret = mint(POLL_SECRET_PREFIX)
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             spent = await conn.execute(
                 update(claim_tokens)
                 .where(
@@ -272,7 +273,7 @@ class ClaimStore:
             ClaimNotFound: no claim for the device.
             ClaimConflict: the claim was decided already.
         """
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             result = await conn.execute(
                 update(device_claims)
                 .where(device_claims.c.device_id == device_id, device_claims.c.status == "pending")
@@ -290,7 +291,7 @@ class ClaimStore:
 
         The conditional UPDATE makes delivery happen at most once even for concurrent polls.
         """
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             result = await conn.execute(
                 update(device_claims)
                 .where(device_claims.c.device_id == device_id, device_claims.c.status == "approved")
@@ -300,5 +301,5 @@ class ClaimStore:
 
     async def forget(self, device_id: str) -> None:
         """Remove a device's claim (when the device is deleted, so its id can claim again)."""
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             await conn.execute(delete(device_claims).where(device_claims.c.device_id == device_id))

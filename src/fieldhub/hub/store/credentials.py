@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.auth.tokens import digest, matches
+from fieldhub.hub.store.database import write_transaction
 from fieldhub.hub.store.schema import device_credentials
 from fieldhub.protocol.topics import DEVICE_ID_PATTERN
 
@@ -100,7 +101,7 @@ class DeviceCredentials:
     async def issue(self, device_id: str) -> IssuedCredentials:
         """Add a key for ``device_id`` (a registered device) and return it with its secret."""
         issued, secret_hash = _new_key(device_id)
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             await conn.execute(insert(device_credentials).values(**self._row(issued, secret_hash)))
         return issued
 
@@ -115,7 +116,7 @@ class DeviceCredentials:
         now = now_ms()
         end = now + round(grace_s * 1000)
         table = device_credentials
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             await conn.execute(
                 update(table)
                 .where(table.c.device_id == device_id)
@@ -128,7 +129,7 @@ class DeviceCredentials:
     async def revoke(self, device_id: str) -> list[str]:
         """Delete every key of ``device_id``; return their user names (empty: there were none)."""
         table = device_credentials
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             names = await conn.execute(
                 select(table.c.username).where(table.c.device_id == device_id)
             )
@@ -139,7 +140,7 @@ class DeviceCredentials:
     async def discard(self, usernames: list[str]) -> None:
         """Delete the keys ``usernames`` (a new key the broker could not be told about)."""
         table = device_credentials
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             await conn.execute(delete(table).where(table.c.username.in_(usernames)))
 
     async def verify(self, username: str, secret: str, client_id: str) -> str | None:
@@ -181,7 +182,7 @@ class DeviceCredentials:
         """Delete the keys whose grace period ended by ``now`` (epoch ms); return their names."""
         table = device_credentials
         due = table.c.expires_at <= now
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             names = await conn.execute(select(table.c.username).where(due))
             usernames = sorted(names.scalars())
             if usernames:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+_WRITES: Final = "fieldhub_writes"
+"""Execution option that marks a connection whose transaction will write (see
+:func:`write_transaction`)."""
 
 
 class DatabaseUrlError(ValueError):
@@ -55,7 +59,25 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _begin_sqlite(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN")
+    # A deferred transaction that reads and then writes cannot wait for the write lock: if
+    # another connection committed since its read, SQLite answers "database is locked" at
+    # once, busy timeout or not (its snapshot is stale). Writers take the lock up front.
+    if connection.get_execution_options().get(_WRITES):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        connection.exec_driver_sql("BEGIN")
+
+
+def write_transaction(engine: AsyncEngine) -> AbstractAsyncContextManager[AsyncConnection]:
+    """A transaction that writes: committed on success, rolled back on error.
+
+    Use it instead of ``engine.begin()``. On SQLite it takes the write lock when it begins,
+    so a transaction that reads before it writes waits for other writers (up to the busy
+    timeout) instead of failing because one committed in between. Readers keep using
+    ``engine.connect()`` and never wait for writers (WAL). On PostgreSQL this is
+    ``engine.begin()``.
+    """
+    return engine.execution_options(**{_WRITES: True}).begin()
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -78,5 +100,5 @@ def _upgrade(connection: Connection, revision: str) -> None:
 
 async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
     """Bring the schema to ``revision``, the newest migration by default (idempotent)."""
-    async with engine.begin() as connection:
+    async with write_transaction(engine) as connection:
         await connection.run_sync(_upgrade, revision)

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.clock import now_ms
+from fieldhub.hub.store.database import write_transaction
 from fieldhub.hub.store.schema import device_credentials, devices, events, samples, series
 
 
@@ -104,7 +105,7 @@ class DeviceRegistry:
             "reported": {},
         }
         try:
-            async with self._engine.begin() as conn:
+            async with write_transaction(self._engine) as conn:
                 await conn.execute(insert(devices).values(**values))
         except IntegrityError:
             raise DeviceExists(f"device {device_id!r} is already registered") from None
@@ -149,7 +150,7 @@ class DeviceRegistry:
             values["labels"] = labels
         if attributes is not None:
             values["attributes"] = attributes
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             result = await conn.execute(
                 update(devices).where(devices.c.id == device_id).values(**values)
             )
@@ -164,7 +165,7 @@ class DeviceRegistry:
         Raises:
             DeviceNotFound: no such device.
         """
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             result = await conn.execute(delete(devices).where(devices.c.id == device_id))
             if result.rowcount == 0:
                 raise DeviceNotFound(f"device {device_id!r} is not registered")

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from fieldhub.clock import now_ms
 from fieldhub.hub.batch import Batch
 from fieldhub.hub.sequence import SeqTracker
+from fieldhub.hub.store.database import write_transaction
 from fieldhub.hub.store.schema import devices, events, samples, series
 
 _SAMPLE_COLUMNS = ("series_id", "ts", "num", "txt")
@@ -119,7 +120,7 @@ class IngestWriter:
             device_id: _advanced(trackers.get(device_id), seqs)
             for device_id, seqs in batch.seqs.items()
         }
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             if batch.telemetry:
                 await self._write_samples(conn, batch)
             if batch.events:

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.clock import now_ms
+from fieldhub.hub.store.database import write_transaction
 from fieldhub.hub.store.schema import api_tokens, sessions, users
 
 
@@ -116,7 +117,7 @@ class UserStore:
             UserExists: the name is taken.
         """
         try:
-            async with self._engine.begin() as conn:
+            async with write_transaction(self._engine) as conn:
                 result = await conn.execute(
                     insert(users).values(
                         name=name,
@@ -193,7 +194,7 @@ class UserStore:
             values["sites"] = sites
         if disabled is not None:
             values["disabled"] = disabled
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             if values:
                 result = await conn.execute(
                     update(users).where(users.c.id == user_id).values(**values)
@@ -212,7 +213,7 @@ class UserStore:
         Raises:
             UserNotFound: no such user.
         """
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             result = await conn.execute(
                 update(users).where(users.c.id == user_id).values(password_hash=password_hash)
             )
@@ -229,7 +230,7 @@ class UserStore:
         Raises:
             UserNotFound: no such user.
         """
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
             if row is None:
                 raise UserNotFound(f"no user with id {user_id}")
@@ -244,7 +245,7 @@ class UserStore:
     ) -> None:
         """Store a new session, and drop sessions that have expired meanwhile."""
         now = now_ms()
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             await conn.execute(delete(sessions).where(sessions.c.expires_at <= now))
             await conn.execute(
                 insert(sessions).values(
@@ -274,7 +275,7 @@ class UserStore:
 
     async def end_session(self, token_hash: str) -> None:
         """Delete one session (logout); nothing happens when it is gone already."""
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             await conn.execute(delete(sessions).where(sessions.c.token_hash == token_hash))
 
     # -- API tokens -------------------------------------------------------------------------
@@ -288,7 +289,7 @@ class UserStore:
         expires_at: int | None,
     ) -> TokenRecord:
         """Store a new API token of ``user_id``."""
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             result = await conn.execute(
                 insert(api_tokens).values(
                     user_id=user_id,
@@ -331,7 +332,7 @@ class UserStore:
             TokenNotFound: the user has no token with this id.
         """
         where = (api_tokens.c.id == token_id, api_tokens.c.user_id == user_id)
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             await conn.execute(
                 update(api_tokens)
                 .where(*where, api_tokens.c.revoked_at.is_(None))
@@ -344,7 +345,7 @@ class UserStore:
 
     async def touch_token(self, token_id: int, when: int) -> None:
         """Record that a token was used at ``when``."""
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             await conn.execute(
                 update(api_tokens).where(api_tokens.c.id == token_id).values(last_used_at=when)
             )
