@@ -52,13 +52,20 @@ class Hubside:
 
     def __init__(self) -> None:
         self.replies: list[tuple[str, Reply]] = []
+        """Final replies (stage ``done``), in order."""
+        self.accepted: list[str] = []
+        """Ids of commands the agent said it took, in order."""
         self.fail_next = False
 
     def publish(self, instance: str, reply: Reply) -> None:
         if self.fail_next:
             self.fail_next = False
             raise ConnectionError("broker unreachable")
-        self.replies.append((instance, reply))
+        if reply.stage == "accepted":
+            assert reply.ok
+            self.accepted.append(reply.id)
+        else:
+            self.replies.append((instance, reply))
 
     async def until(self, count: int, within_s: float = 5.0) -> list[Reply]:
         deadline = time.monotonic() + within_s
@@ -114,6 +121,7 @@ async def test_a_command_runs_and_is_answered(relay: Relay, db: Path, hub: Hubsi
     async with handler_for(relay, db, hub) as handler:
         handler.on_command(command())
         [reply] = await hub.until(1)
+    assert hub.accepted == ["c-1"]  # acknowledged once, before the result
     assert hub.replies[0][0] == "hub-a"
     assert (reply.id, reply.ok, reply.result) == ("c-1", True, {"off_s": 5.0, "cycle": 1})
     assert relay.cycles == 1

@@ -205,6 +205,8 @@ class CommandHandler:
             return await self._from_log(command, stored)
 
         self.stats.executed += 1
+        # Recorded as running: tell the hub it is acknowledged before the action takes its time.
+        await self._publish(command.reply, Reply(id=command.id, ok=True, ts=now, stage="accepted"))
         outcome = await self._registry.run(bound, origin=command.id)
         reply = Reply(
             id=command.id,

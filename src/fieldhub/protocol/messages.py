@@ -165,11 +165,18 @@ class Command(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 
 class Reply(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """Device → hub: the outcome of a command (``ok`` or ``error``), answered once per id."""
+    """Device → hub: what became of a command.
+
+    ``stage`` ``accepted``: the device took the command and is running it (sent once, when
+    its run is recorded; ``ok`` is true). ``done``: the outcome, ``ok`` with ``result`` or
+    not ok with ``error``; answered once per id, and again from the device's log when the
+    command is delivered again.
+    """
 
     id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     ok: bool
     ts: Millis
+    stage: Literal["accepted", "done"] = "done"
     result: Any = None
     error: Annotated[str, msgspec.Meta(max_length=1024)] = ""
 

@@ -50,6 +50,12 @@ devices = Table(
     # Reported state, merged key by key from `state` messages.
     Column("reported", JSON, nullable=False, default=dict),
     Column("reported_ts", BigInteger, nullable=True),
+    # Desired state (the twin): what operators want, versioned; published retained to the
+    # device, which converges and reports through `state`. Version 0: nothing desired yet.
+    Column("desired", JSON, nullable=False, default=dict, server_default="{}"),
+    Column("desired_version", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("desired_at", BigInteger, nullable=True),
+    Column("desired_by", String(128), nullable=False, default="", server_default=""),
 )
 
 series = Table(
@@ -203,6 +209,47 @@ audit_log = Table(
     Index("ix_audit_ts", "ts"),
 )
 
+# Commands: one row per command to one device. A group command is a batch of such rows. The
+# hub instance that sent a command is the one that hears its reply (reply/{hub} on the wire).
+
+command_batches = Table(
+    "command_batches",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("action", String(64), nullable=False),
+    Column("args", JSON, nullable=False, default=dict),
+    Column("target", JSON, nullable=False, default=dict),  # how the devices were chosen
+    Column("size", Integer, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+commands = Table(
+    "commands",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("device_id", String(64), nullable=False),
+    Column("batch_id", String(32), nullable=True),
+    Column("hub", String(64), nullable=False),  # instance that sends it and hears the reply
+    Column("action", String(64), nullable=False),
+    Column("args", JSON, nullable=False, default=dict),
+    # queued | sent | acknowledged | succeeded | failed | timed_out | expired
+    Column("status", String(16), nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),  # not started after this (TTL)
+    Column("timeout_ms", BigInteger, nullable=False),  # from sending to the result
+    Column("sent_at", BigInteger, nullable=True),
+    Column("acknowledged_at", BigInteger, nullable=True),
+    Column("finished_at", BigInteger, nullable=True),
+    Column("deliveries", Integer, nullable=False, default=0),
+    Column("result", JSON, nullable=True),
+    Column("error", String(1024), nullable=False, default=""),
+    Index("ix_commands_device_created", "device_id", "created_at"),
+    Index("ix_commands_hub_status", "hub", "status"),
+    Index("ix_commands_batch", "batch_id"),
+)
+
 ALL_TABLES = (
     devices,
     series,
@@ -215,4 +262,6 @@ ALL_TABLES = (
     sessions,
     api_tokens,
     audit_log,
+    command_batches,
+    commands,
 )
