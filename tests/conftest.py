@@ -19,8 +19,11 @@ from fieldhub.hub.config import HubSettings
 from fieldhub.hub.ingest import IngestSettings
 from fieldhub.hub.service import Hub
 from fieldhub.hub.store.database import create_engine, sqlite_url
+from fieldhub.mqtt import MqttClient
+from fieldhub.protocol import Channel, topic_for
 from fieldhub.testing.servers import Mosquitto, Owserver, Postgres, ServerUnavailable
 from tests.device_client import TestDevice
+from tests.fleet import Fleet
 from tests.hub_client import HubClient
 
 HubFactory = Callable[..., AbstractAsyncContextManager[Hub]]
@@ -120,8 +123,17 @@ def make_hub(request: pytest.FixtureRequest, tmp_path: Path, uid: str) -> HubFac
                 f"t{uid}_{secrets.token_hex(2)}"
             )
         options.update(settings)
-        async with Hub(HubSettings(**options), ingest) as hub:
-            yield hub
+        registered: list[str] = []
+        try:
+            async with Hub(HubSettings(**options), ingest) as hub:
+                try:
+                    yield hub
+                finally:
+                    if broker == "mosquitto":
+                        registered = [device.id for device in await hub.registry.list()]
+        finally:
+            if registered:  # the session's Mosquitto outlives this hub: later ones must not
+                await clear_retained(request.getfixturevalue("mosquitto"), registered)
 
     return factory
 
@@ -194,3 +206,29 @@ async def connect_device(uid: str) -> AsyncIterator[DeviceFactory]:
     yield connect
     for device in devices:
         device.close()
+
+
+@pytest.fixture
+def fleet_of(tmp_path: Path, uid: str) -> Callable[[Hub], Fleet]:
+    """``fleet_of(hub)``: a fleet of real agents (mock pins) registered on ``hub``."""
+    return lambda hub: Fleet(hub, tmp_path, uid)
+
+
+async def clear_retained(broker: Mosquitto, device_ids: list[str]) -> None:
+    """Publish empty retained messages (MQTT's "delete") on every channel of ``device_ids``."""
+    cleaner = MqttClient(
+        broker.host,
+        broker.port,
+        client_id=f"cleaner-{os.getpid()}",
+        username=broker.admin_username,
+        password=broker.admin_password,
+        on_message=lambda _topic, _payload: None,
+    )
+    await cleaner.connect()
+    try:
+        for device_id in device_ids:
+            for channel in (Channel.STATUS, Channel.DESIRED):
+                cleaner.publish(topic_for(device_id, channel), b"", qos=1, retain=True)
+        await asyncio.wait_for(cleaner.flushed(), 10)
+    finally:
+        await cleaner.close()

@@ -6,12 +6,15 @@ so every test request goes through real authentication and authorization.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Literal
 
 import httpx
+import uvicorn
 
 from fieldhub.hub.api import create_app
 from fieldhub.hub.api.security import CSRF_HEADER, SESSION_COOKIE
@@ -111,3 +114,23 @@ class HubClient(httpx.AsyncClient):
         tb: TracebackType | None = None,
     ) -> None:
         await super().__aexit__(exc_type, exc, tb)
+
+
+@asynccontextmanager
+async def served(hub: Hub) -> AsyncIterator[str]:
+    """The hub's REST API over real HTTP on a free port, as ``fieldhub hub`` serves it."""
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(hub), host="127.0.0.1", port=0, log_level="warning")
+    )
+    serving = asyncio.create_task(server.serve(), name="http")
+    while not server.started:
+        if serving.done():
+            await serving
+            raise RuntimeError("the hub's HTTP server did not start")
+        await asyncio.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await serving

@@ -4,8 +4,6 @@ by the hub, and a command from the hub switches the relay once, even when delive
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +17,9 @@ from fieldhub.clock import now_ms
 from fieldhub.hub.service import Hub
 from fieldhub.protocol import Channel, Command, encode, topic_for
 from tests.conftest import HubFactory
+from tests.waiting import eventually
 
 DOOR_PIN, SOCKET_PIN = 27, 22
-
-
-async def _eventually(check: Callable[[], Any], what: str, within_s: float = 10.0) -> Any:
-    deadline = time.monotonic() + within_s
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def _config(hub: Hub, device_id: str, username: str, data: Path) -> AgentConfig:
@@ -62,13 +48,13 @@ async def test_door_event_reaches_the_hub_and_a_command_runs_once(
         pins = mock_pin_factory(SwitchPin)  # keeps a driven level when the pull is set
         pins.pin(DOOR_PIN).drive_low()  # closed
         async with Agent(config, issued.secret, drivers=Drivers(pin_factory=pins)) as agent:
-            record = await _eventually(
+            record = await eventually(
                 lambda: _reported(hub, device_id, "socket", "on"), "socket reported on"
             )
             assert record.reported["door"] == "closed"
 
             pins.pin(DOOR_PIN).drive_high()  # someone opens the door
-            await _eventually(lambda: _has_event(hub, device_id, "door.opened"), "door event")
+            await eventually(lambda: _has_event(hub, device_id, "door.opened"), "door event")
 
             command = Command(
                 id=f"cmd-{uid}",
@@ -79,9 +65,9 @@ async def test_door_event_reaches_the_hub_and_a_command_runs_once(
             )
             for _ in range(2):  # delivered twice: runs once
                 hub.bus.publish(topic_for(device_id, Channel.CMD), encode(command), qos=1)
-            await _eventually(lambda: _reported(hub, device_id, "socket", "off"), "socket off")
+            await eventually(lambda: _reported(hub, device_id, "socket", "off"), "socket off")
             assert pins.pin(SOCKET_PIN).state == 0
-            await _eventually(
+            await eventually(
                 lambda: agent.commands and agent.commands.stats.received >= 2, "the second delivery"
             )
             assert agent.commands is not None
@@ -126,12 +112,12 @@ async def test_the_status_led_follows_the_connection(
         )
         pins = mock_pin_factory(SwitchPin)
         async with Agent(config, issued.secret, drivers=Drivers(pin_factory=pins)) as agent:
-            await _eventually(lambda: agent.health() == "ok", "connected")
+            await eventually(lambda: agent.health() == "ok", "connected")
             led = agent.units[0]
-            await _eventually(lambda: led.status()["mode"] == "ok", "the ok pattern")
+            await eventually(lambda: led.status()["mode"] == "ok", "the ok pattern")
             await hub.revoke_device_credentials(device_id)  # the hub drops it for good
-            await _eventually(lambda: agent.health() == "offline", "offline")
-            await _eventually(lambda: led.status()["mode"] == "offline", "the offline pattern")
+            await eventually(lambda: agent.health() == "offline", "offline")
+            await eventually(lambda: led.status()["mode"] == "offline", "the offline pattern")
             states = set()
             for _ in range(40):  # blinking: both levels within two seconds
                 states.add(pins.pin(led_pin).state)

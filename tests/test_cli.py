@@ -115,13 +115,15 @@ def _wait_for(predicate: Any, within_s: float = 20) -> Any:
 
 
 @pytest.mark.slow
-def test_demo_runs_a_fleet_and_goes_on_after_a_restart(tmp_path: Path):
+def test_demo_runs_a_fleet_of_agents_and_goes_on_after_a_restart(tmp_path: Path):
     data = tmp_path / "demo"
     http, mqtt = free_port(), free_port()
     args = (
         "demo",
         "--devices",
         "3",
+        "--door-every",
+        "5",  # lively doors, so that a test sees some within seconds
         "--data",
         str(data),
         "--http",
@@ -142,17 +144,41 @@ def test_demo_runs_a_fleet_and_goes_on_after_a_restart(tmp_path: Path):
 
         def all_reporting() -> list[dict[str, Any]]:
             listed = _get(url + "api/devices", cookie)
-            return listed if len(listed) == 3 and all(d["acked_seq"] >= 2 for d in listed) else []
+            ready = len(listed) == 3 and all(
+                d["acked_seq"] >= 2 and d["presence"]["state"] == "online" for d in listed
+            )
+            return listed if ready else []
 
         devices = _wait_for(all_reporting)
-        assert len(devices) == 3
+        assert {d["id"] for d in devices} == {"demo-001", "demo-002", "demo-003"}
+        assert all(set(d["labels"]) == {"site", "group"} for d in devices)
         first_acked = {d["id"]: d["acked_seq"] for d in devices}
-        latest = _get(url + f"api/devices/{devices[0]['id']}/latest", cookie)
-        assert set(latest) >= {"temperature", "voltage", "door_open", "socket_on"}
+        # What the FocusPro units of a real agent report: its thermometers and supply voltage,
+        # its door, socket and socket check as state, its actions as the catalogue.
+        device = devices[0]["id"]
+        latest = _wait_for(
+            lambda: _has(_get(url + f"api/devices/{device}/latest", cookie), _TELEMETRY)
+        )
+        assert 0 < latest["temperature.cabinet"]["value"] < 60
+        assert 4.0 < latest["supply"]["value"] < 6.0
+        state = _get(url + f"api/devices/{device}/state", cookie)["reported"]
+        assert state["door"] in ("open", "closed")
+        assert state["socket"] == "on"
+        opened = _wait_for(
+            lambda: _get(url + "api/events?type=door.opened", cookie)["events"], within_s=30
+        )
+        assert {e["device_id"] for e in opened} <= set(first_acked)
+        # Each agent keeps its own files, and its secret for its owner only.
+        for device_id in first_acked:
+            folder = data / "demo-agents" / device_id
+            assert (folder / "outbox.db").exists()
+            assert (folder / "commands.db").exists()
+            assert (folder / "credentials.json").stat().st_mode & 0o777 == 0o600
     assert process.returncode == 0
+    kept = (data / "demo-agents" / "demo-001" / "credentials.json").read_bytes()
 
-    # Same data folder: the registry, history, sequence numbers and sessions go on; the
-    # password is not shown again, only how to reset it.
+    # Same data folder: the registry, history, sequence numbers, sessions and the agents'
+    # credentials go on; the password is not shown again, only how to reset it.
     with running(*args) as (_, process):
         assert process.stdout is not None
         hint = process.stdout.readline()
@@ -165,6 +191,14 @@ def test_demo_runs_a_fleet_and_goes_on_after_a_restart(tmp_path: Path):
             )
         )
         assert grew
+    assert (data / "demo-agents" / "demo-001" / "credentials.json").read_bytes() == kept
+
+
+_TELEMETRY = {"temperature.cabinet", "temperature.dispenser", "supply"}
+
+
+def _has(latest: dict[str, Any], keys: set[str]) -> dict[str, Any]:
+    return latest if keys <= set(latest) else {}
 
 
 @pytest.mark.slow
@@ -339,3 +373,38 @@ def test_user_commands_add_list_and_reset_passwords(tmp_path: Path):
         me = _get(url + "api/auth/me", _login(url, "alice", "alice password 2"))
         assert me["user"]["role"] == "operator"
         assert me["user"]["sites"] == ["berlin", "paris"]
+
+
+def test_the_agent_command_stays_light_and_says_what_is_wrong(tmp_path: Path):
+    missing = tmp_path / "agent.yaml"
+    for args in (["--config", str(missing)], ["-c", str(missing), "--simulate", "-v"]):
+        result = subprocess.run(
+            [*FIELDHUB, "agent", *args], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 2, result.stderr
+        assert f"error: {missing}" in result.stderr
+        assert "Traceback" not in result.stderr
+    # What the plain command line loads: the agent's memory budget has no room for the CLI
+    # framework and the hub (docs/benchmarks.md, agent section).
+    probe = (
+        "import sys; from fieldhub.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'typer', 'click', 'rich', 'pydantic', 'uvicorn', 'fastapi', 'sqlalchemy'}))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe, "agent", "--config", str(missing)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr
+    # Anything else is the full command, with its help and its usage errors.
+    typo = subprocess.run(
+        [*FIELDHUB, "agent", "--config", str(missing), "--simulte"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert typo.returncode == 2
+    assert "--simulte" in typo.stderr

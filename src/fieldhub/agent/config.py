@@ -16,7 +16,7 @@ from fieldhub.agent.units import UnitConfig
 from fieldhub.agent.yamlconfig import ConfigError, load_yaml
 from fieldhub.protocol.topics import DEVICE_ID_PATTERN
 
-__all__ = ["AgentConfig", "ConfigError", "load_config"]
+__all__ = ["AgentConfig", "ClaimSection", "ConfigError", "HubSection", "load_config"]
 
 
 class DeviceSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -26,25 +26,60 @@ class DeviceSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     name: str = ""
 
 
+class ClaimSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Where and with which claim token this device asks for its own credentials.
+
+    The token is read only when the agent has to claim (no credentials in ``data_dir`` yet), so
+    an installer may remove its file once the device is provisioned.
+    """
+
+    url: Annotated[str, msgspec.Meta(pattern=r"^https?://[^/\s]+(/\S*)?$")]
+    token: str | None = None  # or, better, in a file only root can read:
+    token_file: str | None = None
+    ca_file: str | None = None  # a private CA for https; the system's trust store otherwise
+
+    def __post_init__(self) -> None:
+        if (self.token is None) == (self.token_file is None):
+            raise ValueError("give exactly one of token, token_file")
+
+
 class HubSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Where the hub's broker is and how this device logs in (see docs/provisioning.md)."""
+    """Where the hub's broker is and how this device logs in (see docs/provisioning.md): with
+    ``username`` and a secret, or by claiming its credentials (``claim``)."""
 
     broker: Annotated[str, msgspec.Meta(pattern=r"^mqtts?://[^/\s]+$")]
-    username: str
+    username: str | None = None
     secret: str | None = None  # or, better, in a file only root can read:
     secret_file: str | None = None
+    claim: ClaimSection | None = None
 
-    def read_secret(self, config_path: Path) -> str:
-        """The MQTT secret, from the file or inline.
+    def __post_init__(self) -> None:
+        # Checked here, not where the secret is read, so that a wrong combination fails at load
+        # with the file's line. A username without a secret stays valid: the secret may come
+        # from elsewhere (``read_secret`` refuses it for a file).
+        if self.claim is not None:
+            given = [
+                k for k in ("username", "secret", "secret_file") if getattr(self, k) is not None
+            ]
+            if given:
+                raise ValueError(f"give either claim or {', '.join(given)}, not both")
+        elif self.username is None:
+            raise ValueError("give username with secret or secret_file, or claim")
+        if self.secret is not None and self.secret_file is not None:
+            raise ValueError("give exactly one of secret, secret_file")
+
+    def read_secret(self, config_path: Path) -> str | None:
+        """The MQTT secret, from the file or inline; None when the device claims (``claim``).
 
         Raises:
-            ConfigError: neither or both given, or the file cannot be read.
+            ConfigError: no secret given, or its file cannot be read.
         """
-        if (self.secret is None) == (self.secret_file is None):
-            raise ConfigError(config_path, None, "hub", "give exactly one of secret, secret_file")
+        if self.claim is not None:
+            return None
         if self.secret is not None:
             return self.secret
-        assert self.secret_file is not None
+        if self.secret_file is None:
+            raise ConfigError(config_path, None, "hub", "give exactly one of secret, secret_file")
         try:
             return Path(self.secret_file).read_text(encoding="utf-8").strip()
         except OSError as exc:

@@ -62,7 +62,7 @@ from fieldhub.agent._outbox_store import (
     Work,
 )
 from fieldhub.agent._tasks import log_if_failed
-from fieldhub.agent.reporting import Value
+from fieldhub.agent.reporting import StateValue, Value
 from fieldhub.clock import now_ms
 from fieldhub.logthrottle import LogThrottle, held_back
 from fieldhub.protocol import Event, Sample, State, encode
@@ -354,8 +354,11 @@ class Outbox:
                 self._settle(len(work.reports))
                 if done.messages and self._deliver is not None:
                     self._deliver(done.messages)
-                if done.messages or work.renumber_after is not None:
-                    self.poke()  # more may fit; without progress, wait for the next ack
+                # More may fit; without progress, wait for the next ack. When this round could
+                # hand out nothing (the uplink was down as it began), room that opened while
+                # it ran found nothing ready to poke for: look again now.
+                if done.messages or work.renumber_after is not None or not work.want:
+                    self.poke()
             if self._closing:
                 return
 
@@ -468,7 +471,7 @@ class OutboxReporter:
             return
         self._hand_over(self._outbox.submit, Kind.EVENT, body)
 
-    def state(self, changes: Mapping[str, Value | None]) -> None:
+    def state(self, changes: Mapping[str, StateValue]) -> None:
         """Reported state changed; None removes a key."""
         try:
             body = encode(State(seq=1, ts=now_ms(), state=dict(changes)))

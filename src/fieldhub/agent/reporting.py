@@ -15,6 +15,9 @@ from fieldhub.protocol.messages import Severity
 
 Value = bool | int | float | str
 """A telemetry or state value, as the wire contract allows."""
+StateValue = Value | Mapping[str, Any] | None
+"""A reported-state value: a value, a JSON object (``actions``: the action catalog), or None
+to remove the key."""
 
 
 class Reporter(Protocol):
@@ -32,5 +35,5 @@ class Reporter(Protocol):
     ) -> None:
         """Something happened (``door.opened``, ``temperature.high``); sent at once."""
 
-    def state(self, changes: Mapping[str, Value | None]) -> None:
+    def state(self, changes: Mapping[str, StateValue]) -> None:
         """Reported state changed (``{"socket": "on"}``); None removes a key."""

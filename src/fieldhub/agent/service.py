@@ -18,19 +18,29 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from fieldhub.agent._tasks import log_if_failed
 from fieldhub.agent.actions import ActionInfo, ActionOutcome, ActionRegistry
+from fieldhub.agent.claim import (
+    Claimer,
+    ClaimError,
+    ClaimSettings,
+    DeviceCredentials,
+    stored_credentials,
+)
 from fieldhub.agent.commands import CommandHandler
 from fieldhub.agent.config import AgentConfig
 from fieldhub.agent.eventlog import LoggedEvent, RecentEvents
 from fieldhub.agent.outbox import Outbox, OutboxReporter
-from fieldhub.agent.reporting import Reporter, Value
+from fieldhub.agent.reporting import Reporter, StateValue, Value
 from fieldhub.agent.systemd import notify, pet_watchdog, watchdog_interval_s
+from fieldhub.agent.twin import TWIN_FILE, Twin
 from fieldhub.agent.units import Drivers, LedUnit, Unit, build_units
 from fieldhub.agent.units.simulate import Simulation
 from fieldhub.agent.uplink import Uplink
 from fieldhub.agent.web import TechnicianPage, parse_listen
 from fieldhub.agent.web.view import UnitView
-from fieldhub.protocol.messages import Severity
+from fieldhub.protocol import Reply
+from fieldhub.protocol.messages import ACTION_CATALOG_KEY, Severity
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +72,7 @@ class _TeeReporter:
         self._events.record(type, severity, message, data)
         self._outbox.event(type, severity, message, data)
 
-    def state(self, changes: Mapping[str, Value | None]) -> None:
+    def state(self, changes: Mapping[str, StateValue]) -> None:
         self._outbox.state(changes)
 
 
@@ -93,25 +103,33 @@ class _View:
 
 
 class Agent:
-    """One running agent. Use ``async with Agent(...)``; ``run_until(stop)`` to serve.
+    """One running agent. Use ``async with Agent(...)``, then ``await agent.serve()``.
 
     Args:
         config: the checked ``agent.yaml``.
-        secret: the device's MQTT secret (read by the caller from the file or the config).
+        secret: the device's MQTT secret (read by the caller from the file or the config);
+            None when the device claims its credentials (``hub.claim``).
         simulate: made-up hardware with plausible physics instead of the Pi's (demo, tests).
         drivers: the hardware to use instead of the Pi's own (tests inject mock pins).
+        claim_settings: how often to poll a claim (tests poll faster).
     """
 
     def __init__(
         self,
         config: AgentConfig,
-        secret: str,
+        secret: str | None,
         *,
         simulate: bool = False,
         drivers: Drivers | None = None,
+        claim_settings: ClaimSettings | None = None,
     ) -> None:
         self.config = config
         self._secret = secret
+        self._claim_settings = claim_settings
+        self._claimer: Claimer | None = None
+        self._started = asyncio.Event()
+        self._failed = asyncio.Event()
+        self._failure: AgentStartError | None = None
         self._simulate = simulate
         self._drivers = drivers
         self.events = RecentEvents()
@@ -120,6 +138,7 @@ class Agent:
         self.outbox: Outbox | None = None
         self.uplink: Uplink | None = None
         self.commands: CommandHandler | None = None
+        self.twin: Twin | None = None
         self.page: TechnicianPage | None = None
         self._stack = AsyncExitStack()
         self._background: list[asyncio.Task[None]] = []
@@ -143,17 +162,11 @@ class Agent:
         self.outbox = await self._stack.enter_async_context(
             Outbox(data_dir / "outbox.db", max_messages=config.outbox.max_messages)
         )
-        broker = urlsplit(config.hub.broker)
-        self.uplink = await self._stack.enter_async_context(
-            Uplink(
-                self.outbox,
-                device_id=config.device.id,
-                host=broker.hostname or "localhost",
-                port=broker.port or MQTT_PORT,
-                username=config.hub.username,
-                password=self._secret,
-            )
-        )
+        await self._start_uplink(self.outbox)
+        # Listening before the first connection: the retained desired state comes right after.
+        self.twin = Twin(data_dir / TWIN_FILE)
+        if self.uplink is not None:  # else once a claim delivered (``_attach_uplink``)
+            self.uplink.on_desired(self.twin.on_desired)
         reporter = _TeeReporter(OutboxReporter(self.outbox), self.events)
         drivers = self._drivers
         simulation: Simulation | None = None
@@ -171,10 +184,18 @@ class Agent:
                 self.registry.add_builtin(spec)
         for action in config.actions:
             self.registry.add_site(action)
-        self.commands = await self._stack.enter_async_context(
-            CommandHandler(self.registry, data_dir / "commands.db", self.uplink.publish_reply)
+        # The hub checks commands against this list before it queues one (wrong ones: 422).
+        reporter.state(
+            {ACTION_CATALOG_KEY: {a.name: dict(a.args) for a in self.registry.describe()}}
         )
-        self.uplink.on_command(self.commands.on_command)
+        self.commands = await self._stack.enter_async_context(
+            CommandHandler(self.registry, data_dir / "commands.db", self._publish_reply)
+        )
+        if self.uplink is not None:
+            self._attach_uplink(self.uplink)
+        await self._stack.enter_async_context(
+            self.twin.applying(self.registry, self.units, reporter)
+        )
         if config.web.enabled and config.web.password_hash:
             host, port = parse_listen(config.web.listen)
             try:
@@ -195,17 +216,98 @@ class Agent:
         if interval is not None:
             self._spawn(pet_watchdog(interval), "systemd-watchdog")
         self._stack.push_async_callback(self._stop_background)
+        self._started.set()
         notify("READY=1")
         log.info(
             "agent %s started: %d units, %d actions, hub %s",
             config.device.id,
             len(self.units),
             len(self.registry.describe()),
-            self.uplink.address,
+            self.uplink.address if self.uplink is not None else f"{config.hub.broker} (claiming)",
         )
 
+    async def _start_uplink(self, outbox: Outbox) -> None:
+        """Connect with the configured credentials, or with those a claim delivered on an
+        earlier start; else claim them in the background (``hub.claim``): the units run and
+        report into the outbox meanwhile, and the uplink drains it once the claim delivers.
+        The claim is cancelled here in the stop order, where the uplink would be closed."""
+        hub, device_id, data_dir = self.config.hub, self.config.device.id, self.config.data_dir
+        if hub.username is not None and self._secret is not None:
+            credentials = DeviceCredentials(hub.username, self._secret, device_id)
+        elif hub.claim is None:
+            raise AgentStartError("hub: give username and a secret, or claim (see agent.yaml)")
+        else:
+            try:
+                stored = await asyncio.to_thread(stored_credentials, data_dir, device_id)
+            except ClaimError as exc:
+                raise AgentStartError(str(exc)) from None
+            if stored is None:
+                self._claimer = Claimer(hub.claim, device_id, data_dir, self._claim_settings)
+                claiming = asyncio.create_task(
+                    self._claim_then_connect(self._claimer, outbox), name="claim"
+                )
+                claiming.add_done_callback(log_if_failed)
+                self._stack.push_async_callback(_cancel, claiming)
+                return
+            credentials = stored
+        self.uplink = await self._stack.enter_async_context(self._new_uplink(outbox, credentials))
+
+    def _new_uplink(self, outbox: Outbox, credentials: DeviceCredentials) -> Uplink:
+        broker = urlsplit(self.config.hub.broker)
+        return Uplink(
+            outbox,
+            device_id=self.config.device.id,
+            host=broker.hostname or "localhost",
+            port=broker.port or MQTT_PORT,
+            username=credentials.username,
+            password=credentials.secret,
+        )
+
+    def _attach_uplink(self, uplink: Uplink) -> None:
+        """Route what the hub sends to the rest of the agent: at start, or once a claim has
+        delivered the credentials (then the agent connects without a restart)."""
+        if self.commands is not None:
+            uplink.on_command(self.commands.on_command)
+        if self.twin is not None:
+            uplink.on_desired(self.twin.on_desired)
+
+    def _publish_reply(self, instance: str, reply: Reply) -> None:
+        # Commands arrive only through the uplink, so there is one to answer through.
+        if self.uplink is not None:
+            self.uplink.publish_reply(instance, reply)
+
+    async def _claim_then_connect(self, claimer: Claimer, outbox: Outbox) -> None:
+        """Claim the credentials, then keep the uplink for the rest of the agent's life."""
+        try:
+            credentials = await claimer.credentials()
+        except ClaimError as exc:
+            log.error("%s", exc)
+            self._failure = AgentStartError(str(exc))
+            self._failed.set()
+            return
+        await self._started.wait()
+        async with self._new_uplink(outbox, credentials) as uplink:
+            self.uplink = uplink
+            self._attach_uplink(uplink)
+            log.info("agent %s connects to %s", self.config.device.id, uplink.address)
+            await asyncio.Event().wait()
+
+    async def serve(self) -> None:
+        """Run until cancelled, or until the agent cannot go on.
+
+        Raises:
+            AgentStartError: the hub will not provision this device (claim token refused,
+                claim rejected, credentials delivered before and lost).
+        """
+        await self._failed.wait()
+        if self._failure is not None:
+            raise self._failure
+
     def health(self) -> str:
-        """``offline`` (no hub), ``degraded`` (connected, but a backlog), or ``ok``."""
+        """``offline`` (no hub), ``degraded`` (connected, but a backlog; or a claim waits for
+        approval), or ``ok``."""
+        if self.uplink is None and self._claimer is not None and self._claimer.waiting:
+            return "degraded"
         if self.uplink is None or not self.uplink.connected:
             return "offline"
         if self.outbox is not None and self.outbox.stats.depth > BACKLOG_DEGRADED:
@@ -216,13 +318,15 @@ class Agent:
         """Status LEDs follow the agent's health with the LED's ``ok``, ``degraded`` and
         ``offline`` patterns (built in; a config's ``patterns:`` may redefine them)."""
         leds = [u for u in self.units if isinstance(u, LedUnit)]
-        shown = ""
+        shown: dict[str, tuple[str, int]] = {}  # by LED: health shown, twin's releases then
         while leds:
-            health = self.health()
-            if health != shown:
-                for led in leds:
-                    led.show(health)
-                shown = health
+            now = (self.health(), self.twin.releases if self.twin is not None else 0)
+            for led in leds:
+                if self.twin is not None and self.twin.holds(led.name):
+                    continue  # the desired state sets it
+                if shown.get(led.name) != now:
+                    led.show(now[0])
+                    shown[led.name] = now
             await asyncio.sleep(1.0)
 
     def _spawn(self, work: Any, name: str) -> None:
@@ -234,17 +338,27 @@ class Agent:
         await asyncio.gather(*self._background, return_exceptions=True)
 
     def status(self) -> dict[str, object]:
-        """Connection, outbox and command figures (technician page, logs)."""
+        """Connection, outbox, command and twin figures (technician page, logs)."""
         figures: dict[str, object] = {}
+        if self.uplink is None and self._claimer is not None:
+            doing = "waiting for approval" if self._claimer.waiting else "claiming credentials"
+            figures["hub"] = f"{doing} at {self._claimer.hub}"
         if self.uplink is not None:
             figures.update(self.uplink.snapshot())
         if self.commands is not None:
             figures["commands"] = self.commands.stats
+        if self.twin is not None:
+            figures["twin"] = self.twin.stats
         return figures
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def run_agent(config: AgentConfig, config_path: Path, *, simulate: bool = False) -> None:
     """Run until cancelled (SIGTERM/SIGINT end the surrounding ``asyncio.run``)."""
     secret = config.hub.read_secret(config_path)
-    async with Agent(config, secret, simulate=simulate):
-        await asyncio.Event().wait()
+    async with Agent(config, secret, simulate=simulate) as agent:
+        await agent.serve()

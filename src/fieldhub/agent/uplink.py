@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 
 REFUSED_EVENT: Final = "outbox.refused"
 _STOP_FLUSH_S: Final = 2.0
+_MAX_EARLY_COMMANDS: Final = 256
+"""Commands kept while no handler is attached; more are dropped (the hub sends them again)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,9 +213,13 @@ class Uplink:
         self._rejected_at: dict[str, float] = {}  # channel -> when the last reject came
         self._reject_error: dict[str, str] = {}
         self._renumbered_to = 0
-        self._first_connection = True
+        self._subscribed = False  # set once the first subscription was sent
         self._command_callback: Callable[[Command], None] | None = None
         self._desired_callback: Callable[[Desired], None] | None = None
+        # What arrives before the agent attached its handlers (the broker delivers a kept
+        # session's commands and the retained desired state right after connecting) waits.
+        self._early_commands: list[Command] = []
+        self._early_desired: Desired | None = None
         self._throttle = LogThrottle()
 
     # -- life cycle ------------------------------------------------------------------------
@@ -294,6 +300,11 @@ class Uplink:
             log.error("the broker %s refused subscriptions: %s", self.address, exc)
         except MqttError as exc:  # lost before SUBACK: subscribed again on reconnection
             log.debug("subscription interrupted: %s", exc)
+        # Only now say "online": the hub sends waiting commands when it hears it, and a
+        # command that reached the broker before the subscription would be lost.
+        self._subscribed = True
+        if self._client.connected:
+            self._announce("agent started")
 
     @property
     def address(self) -> str:
@@ -307,12 +318,20 @@ class Uplink:
 
     # -- hooks for the rest of the agent ---------------------------------------------------
     def on_command(self, callback: Callable[[Command], None]) -> None:
-        """Call ``callback`` (on the loop, must not block) with every command received."""
+        """Call ``callback`` (on the loop, must not block) with every command received,
+        beginning with those that arrived before it was set."""
         self._command_callback = callback
+        early, self._early_commands = self._early_commands, []
+        for command in early:
+            callback(command)
 
     def on_desired(self, callback: Callable[[Desired], None]) -> None:
-        """Call ``callback`` with every desired state received (retained: also on connect)."""
+        """Call ``callback`` with every desired state received (retained: also on connect),
+        beginning with the newest one that arrived before it was set."""
         self._desired_callback = callback
+        early, self._early_desired = self._early_desired, None
+        if early is not None:
+            callback(early)
 
     def publish_reply(self, instance: str, reply: Reply) -> None:
         """Send a command's outcome to hub instance ``instance`` (QoS 1, not through the
@@ -328,14 +347,16 @@ class Uplink:
     def _on_connect(self) -> None:
         self.stats.connected = True
         self.stats.connections += 1
-        reason = "agent started" if self._first_connection else "reconnected"
-        self._first_connection = False
-        status = Status(online=True, ts=now_ms(), reason=reason)
-        self._client.publish(self._topics[Channel.STATUS], encode(status), qos=1, retain=True)
+        if self._subscribed:  # the client subscribed again before this; the first time,
+            self._announce("reconnected")  # _connect announces after subscribing
         for entry in list(self._window.values()):  # the hub may not have them: send again
             self._send(entry)
         self._changed.set()
         self._outbox.poke()
+
+    def _announce(self, reason: str) -> None:
+        status = Status(online=True, ts=now_ms(), reason=reason)
+        self._client.publish(self._topics[Channel.STATUS], encode(status), qos=1, retain=True)
 
     def _on_disconnect(self, exc: BaseException | None) -> None:
         self.stats.connected = False
@@ -457,10 +478,14 @@ class Uplink:
                 self.stats.commands += 1
                 if self._command_callback is not None:
                     self._command_callback(command)
+                elif len(self._early_commands) < _MAX_EARLY_COMMANDS:
+                    self._early_commands.append(command)
             elif topic == topics[Channel.DESIRED] and payload:  # empty: desired state cleared
                 desired = decode(Channel.DESIRED, payload)
                 if self._desired_callback is not None:
                     self._desired_callback(desired)
+                else:
+                    self._early_desired = desired
         except PayloadError as exc:
             self.stats.invalid_inbound += 1
             held = self._throttle.due(("inbound", topic))

@@ -1,37 +1,56 @@
-"""The ``fieldhub`` command: ``demo``, ``hub``, ``user``, ``device``, ``agent``.
+"""The ``fieldhub`` command: ``demo``, ``hub``, ``user``, ``device``, ``agent``, ``send``.
 
 Each group lives in its own module; the hub's machinery is imported inside the commands, so
-``fieldhub --help`` and ``fieldhub version`` answer at once.
+``fieldhub --help`` and ``fieldhub version`` answer at once. A plain ``fieldhub agent --config
+X`` is run by ``fieldhub.cli.plain`` before typer is even imported: on the Pi, typer, rich and
+pydantic would be a third of the agent's memory.
 """
 
 from __future__ import annotations
 
-import typer
+import sys
+from typing import TYPE_CHECKING
 
-from fieldhub import __version__
-from fieldhub.cli.agent import agent_app
-from fieldhub.cli.devices import device_app
-from fieldhub.cli.hub import demo, hub_app
-from fieldhub.cli.users import user_app
+from fieldhub.cli import plain
 
-app = typer.Typer(
-    help="fieldhub: monitor and control devices in the field.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-app.command()(demo)
-app.add_typer(hub_app, name="hub")
-app.add_typer(user_app, name="user")
-app.add_typer(device_app, name="device")
-app.add_typer(agent_app, name="agent")
+if TYPE_CHECKING:
+    import typer
 
 
-@app.command()
-def version() -> None:
-    """Print the version."""
-    typer.echo(__version__)
+def build_app() -> typer.Typer:
+    """The typer application with every command group."""
+    import typer
+
+    from fieldhub import __version__
+    from fieldhub.cli.agent import agent_app
+    from fieldhub.cli.devices import device_app
+    from fieldhub.cli.hub import demo, hub_app
+    from fieldhub.cli.send import send
+    from fieldhub.cli.users import user_app
+
+    app = typer.Typer(
+        help="fieldhub: monitor and control devices in the field.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+    )
+    app.command()(demo)
+    app.command()(send)
+    app.add_typer(hub_app, name="hub")
+    app.add_typer(user_app, name="user")
+    app.add_typer(device_app, name="device")
+    app.add_typer(agent_app, name="agent")
+
+    @app.command()
+    def version() -> None:
+        """Print the version."""
+        typer.echo(__version__)
+
+    return app
 
 
 def main() -> None:
     """Entry point of the ``fieldhub`` command."""
-    app()
+    code = plain.main()
+    if code is not None:
+        sys.exit(code)
+    build_app()()

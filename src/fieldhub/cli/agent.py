@@ -1,14 +1,19 @@
-"""``fieldhub agent``: run the agent of one device, or make its page's password hash."""
+"""``fieldhub agent``: run the agent of one device, or make its page's password hash.
+
+A plain ``fieldhub agent --config X`` never reaches this module: ``fieldhub.cli.plain`` runs it
+without typer, to keep the agent's memory small. This is the same command for everything else
+(``--help``, ``hash-password``, a wrong option), and runs the agent the same way.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from fieldhub.cli.common import configure_logging, console
+from fieldhub.cli.common import console
+from fieldhub.cli.plain import DEFAULT_CONFIG, run_agent_command
 
 agent_app = typer.Typer(
     help="Run the agent of a device (on its Raspberry Pi, or simulated).",
@@ -19,9 +24,9 @@ agent_app = typer.Typer(
 @agent_app.callback()
 def agent(
     ctx: typer.Context,
-    config: Annotated[Path, typer.Option("--config", "-c", help="the agent's YAML file")] = Path(
-        "/etc/fieldhub/agent.yaml"
-    ),
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="the agent's YAML file")
+    ] = DEFAULT_CONFIG,
     simulate: Annotated[
         bool, typer.Option("--simulate", help="made-up hardware with plausible physics")
     ] = False,
@@ -30,22 +35,9 @@ def agent(
     """Run the agent described by --config until stopped (SIGTERM or Ctrl-C)."""
     if ctx.invoked_subcommand is not None:
         return
-    from fieldhub.agent.config import ConfigError, load_config
-    from fieldhub.agent.service import AgentStartError, run_agent
-    from fieldhub.agent.units import UnitError
-
-    configure_logging(verbose)
-    try:
-        checked = load_config(config)
-        asyncio.run(run_agent(checked, config, simulate=simulate))
-    except ConfigError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    except (UnitError, AgentStartError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        console.print("stopped")
+    code = run_agent_command(config, simulate=simulate, verbose=verbose)
+    if code:
+        raise typer.Exit(code)
 
 
 @agent_app.command("hash-password")

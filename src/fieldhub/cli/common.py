@@ -1,10 +1,9 @@
-"""What every ``fieldhub`` subcommand shares: options, settings, logging, the run loop."""
+"""What every ``fieldhub`` subcommand shares: options, settings, the console, the run loop."""
 
 from __future__ import annotations
 
 import asyncio
 import getpass
-import logging
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any
@@ -39,16 +38,6 @@ def hub_settings(**options: Any) -> Any:
             message = str(error["msg"]).removeprefix("Value error, ")
             console.print(f"[red]error:[/red] setting {field!r}: {message}")
         raise typer.Exit(2) from None
-
-
-def configure_logging(verbose: bool) -> None:
-    """Log lines with time, level and source; third-party chatter only from WARNING."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
-    for noisy in ("amqtt", "transitions", "alembic", "uvicorn.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def run_until_stopped(main: Coroutine[Any, Any, None]) -> None:

@@ -1,5 +1,5 @@
-"""``fieldhub demo`` and ``fieldhub hub``: run the hub (with a simulated fleet for the demo),
-back it up and restore it."""
+"""``fieldhub demo`` and ``fieldhub hub``: run the hub (with a fleet of real agents on simulated
+hardware for the demo), back it up and restore it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import uvicorn
 
 from fieldhub import __version__
 from fieldhub.cli.common import (
@@ -17,18 +16,22 @@ from fieldhub.cli.common import (
     DbOpt,
     HttpOpt,
     MqttOpt,
-    configure_logging,
     console,
     hub_settings,
     run_until_stopped,
 )
+from fieldhub.cli.plain import configure_logging
 
 hub_app = typer.Typer(
     help="Run the hub, or back it up and restore it.", invoke_without_command=True
 )
 
 
-async def _serve(settings: Any, *, fleet_size: int = 0, login_hint: str = "") -> None:
+async def _serve(
+    settings: Any, *, fleet_size: int = 0, door_every_s: float = 0.0, login_hint: str = ""
+) -> None:
+    import uvicorn  # here, not at the top: ``fieldhub --help`` and the CLI stay light
+
     from fieldhub.hub.api import create_app
     from fieldhub.hub.service import Hub
 
@@ -54,7 +57,10 @@ async def _serve(settings: Any, *, fleet_size: int = 0, login_hint: str = "") ->
             console.print(login_hint.replace("{url}", f"http://{shown}:{port}/"))
         fleet: asyncio.Task[None] | None = None
         if fleet_size:
-            fleet = asyncio.create_task(_start_fleet(hub, fleet_size), name="demo-fleet")
+            fleet = asyncio.create_task(
+                _start_fleet(hub, fleet_size, door_every_s), name="demo-fleet"
+            )
+            fleet.add_done_callback(_say_if_failed)
         try:
             await serving
         finally:
@@ -63,42 +69,34 @@ async def _serve(settings: Any, *, fleet_size: int = 0, login_hint: str = "") ->
                 await asyncio.gather(fleet, return_exceptions=True)
 
 
-async def _start_fleet(hub: Any, size: int) -> None:
-    from fieldhub.hub.store.devices import DeviceNotFound
-    from fieldhub.sim.fleet import DeviceSpec, run_fleet
+async def _start_fleet(hub: Any, size: int, door_every_s: float) -> None:
+    from fieldhub.cli.demo_fleet import run_demo_fleet
 
-    sites = ["berlin", "paris", "madrid", "warsaw"]
-    kinds = ["atm", "terminal", "locker"]
-    specs = []
-    for n in range(1, size + 1):
-        device_id = f"demo-{n:03d}"
-        try:
-            await hub.registry.get(device_id)
-        except DeviceNotFound:
-            new = await hub.create_device(
-                device_id,
-                name=f"{kinds[n % len(kinds)].upper()} {n}",
-                labels={"site": sites[n % len(sites)], "group": kinds[n % len(kinds)]},
-                actor="demo",
-            )
-            issued = new.credentials
-        else:  # only hashes are stored: a restarted demo gives its devices new secrets
-            issued = await hub.rotate_device_credentials(device_id, 0, actor="demo")
-        # The simulator keeps no outbox on disk: it goes on after what the hub holds.
-        start_seq = hub.ingest.acked_seq(device_id) or 0
-        specs.append(DeviceSpec(device_id, issued.username, issued.secret, start_seq=start_seq))
-    console.print(f"simulated fleet: {size} devices publishing over MQTT")
-    await run_fleet(specs, hub.broker_url)
+    console.print(f"demo fleet: {size} agents on simulated hardware, reporting over MQTT")
+    await run_demo_fleet(hub, size, hub.settings.data, door_every_s=door_every_s)
+
+
+def _say_if_failed(task: asyncio.Task[None]) -> None:
+    """The fleet runs beside the server: if it fails, say so now, not at Ctrl-C."""
+    if not task.cancelled() and task.exception() is not None:
+        console.print(f"[red]error:[/red] the demo fleet stopped: {task.exception()!r}")
 
 
 def demo(
     devices: Annotated[int, typer.Option("--devices", min=0, max=10_000, help="fleet size")] = 20,
+    door_every: Annotated[
+        float,
+        typer.Option(
+            "--door-every", min=1.0, help="mean seconds between door openings, per device"
+        ),
+    ] = 600.0,
     data: DataOpt = None,
     http: HttpOpt = None,
     mqtt: MqttOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run a hub with its embedded broker and SQLite, plus a simulated fleet.
+    """Run a hub with its embedded broker and SQLite, plus a fleet of agents on simulated
+    hardware (their files in DATA/demo-agents/).
 
     On a data folder without users it makes the user ``admin`` with a generated password and
     prints it once; afterwards it says how to reset it.
@@ -123,7 +121,7 @@ def demo(
                 f"log in (POST {{url}}api/auth/login) with your user (demo admin: {DEMO_ADMIN}; "
                 f"forgot the password? `fieldhub user passwd {DEMO_ADMIN} --data {settings.data}`)"
             )
-        await _serve(settings, fleet_size=devices, login_hint=hint)
+        await _serve(settings, fleet_size=devices, door_every_s=door_every, login_hint=hint)
 
     run_until_stopped(run())
 

@@ -294,13 +294,30 @@ class MosquittoAccess:
 
     async def withdraw(self, usernames: Iterable[str], gone: Iterable[str] = ()) -> None:
         """Delete the clients of ``usernames`` (Mosquitto disconnects them) and the roles of
-        the devices in ``gone``, which have no key left."""
+        the devices in ``gone``, which have no key left.
+
+        A role some other client still holds is kept: Mosquitto 2.0.11 (Debian 12) crashes
+        when a role in use is deleted, and a client the store does not know (made by hand, or
+        by another hub on the same broker) may hold it. The next reconciliation removes it
+        once it is unused.
+        """
+        deleting = set(usernames)
+        roles = {device_role(d) for d in gone}
         commands: list[Command] = [
-            {"command": "deleteClient", "username": username} for username in usernames
+            {"command": "deleteClient", "username": username} for username in sorted(deleting)
         ]
-        commands += [{"command": "deleteRole", "rolename": device_role(d)} for d in gone]
-        if commands:
-            async with self._lock:
+        async with self._lock:
+            if roles:
+                listed = await self._dynsec.run(
+                    [{"command": "listClients", "verbose": True, "count": -1, "offset": 0}]
+                )
+                for client in listed[0]["data"]["clients"]:
+                    if str(client.get("username", "")) in deleting:
+                        continue
+                    for held in client.get("roles", []):
+                        roles.discard(str(held.get("rolename", "")))
+                commands += [{"command": "deleteRole", "rolename": r} for r in sorted(roles)]
+            if commands:
                 await self._dynsec.run(commands, ok={"Client not found", "Role not found"})
 
     async def refresh(self, load_keys: Callable[[], Awaitable[list[CredentialKey]]]) -> None:
@@ -336,7 +353,13 @@ class MosquittoAccess:
             }
             wanted_roles = {device_role(key.device_id): key.device_id for key in valid.values()}
             deleted_clients = sorted(set(clients) - set(valid))
-            deleted_roles = sorted(set(roles) - set(wanted_roles))
+            held = {  # roles a remaining client holds: never deleted (see withdraw)
+                str(role.get("rolename", ""))
+                for client in listed[0]["data"]["clients"]
+                if str(client.get("username", "")) not in deleted_clients
+                for role in client.get("roles", [])
+            }
+            deleted_roles = sorted(set(roles) - set(wanted_roles) - held)
             commands: list[Command] = [
                 {"command": "deleteClient", "username": u} for u in deleted_clients
             ]

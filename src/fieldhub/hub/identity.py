@@ -133,6 +133,9 @@ class DeviceIdentities:
         self._on_change = on_change
         self._fingerprint: Fingerprint | None = None
         self._throttle = LogThrottle()
+        self.syncing = asyncio.Lock()
+        """Held while :meth:`run` works; the hub's stop cancels it only outside, so that no
+        query is cut off with its database connection checked out."""
 
     def synced(self, fingerprint: Fingerprint) -> None:
         """The broker holds the keys as they were at ``fingerprint`` (read before loading
@@ -283,16 +286,17 @@ class DeviceIdentities:
         while True:
             await asyncio.sleep(_SYNC_PERIOD_S)
             ticks += 1
-            try:
-                fingerprint = await self._store.fingerprint()  # the one query of a quiet second
-                earliest_end = fingerprint[2]
-                if 0 <= earliest_end <= now_ms() and await self.expire():
-                    fingerprint = await self._store.fingerprint()
-                await self._refresh(fingerprint, force=ticks % _FULL_SYNC_EVERY == 0)
-            except (SQLAlchemyError, CredentialsError, *_BROKER_ERRORS) as exc:
-                held = self._throttle.due(type(exc))
-                if held is not None:
-                    log.warning("device credentials sync failed: %s%s", exc, held_back(held))
+            async with self.syncing:
+                try:
+                    fingerprint = await self._store.fingerprint()  # a quiet second's one query
+                    earliest_end = fingerprint[2]
+                    if 0 <= earliest_end <= now_ms() and await self.expire():
+                        fingerprint = await self._store.fingerprint()
+                    await self._refresh(fingerprint, force=ticks % _FULL_SYNC_EVERY == 0)
+                except (SQLAlchemyError, CredentialsError, *_BROKER_ERRORS) as exc:
+                    held = self._throttle.due(type(exc))
+                    if held is not None:
+                        log.warning("device credentials sync failed: %s%s", exc, held_back(held))
 
 
 def admin_identity(broker_url: str) -> MqttIdentity | None:

@@ -32,6 +32,7 @@ from fieldhub.protocol import (
     Channel,
     PayloadError,
     Reject,
+    Reply,
     TopicError,
     decoder_for,
     encode,
@@ -64,6 +65,8 @@ class Publisher(Protocol):
 
 
 CommitListener = Callable[[Batch], None]
+ReplyHandler = Callable[[str, Reply], tuple[str, str] | None]
+"""``handler(device_id, reply)``: None when taken, else ``(reason, error)`` to refuse it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,7 @@ class Ingest:
         self._full = asyncio.Event()
         self._paused = False
         self._listeners: list[CommitListener] = []
+        self._on_reply: ReplyHandler | None = None
         self._throttle = LogThrottle()
         self._last_reject: dict[str, float] = {}
         self._routes: dict[str, _Route] = {}
@@ -128,6 +132,10 @@ class Ingest:
         """The watermark acknowledged to ``device_id``, or None for an unknown device."""
         tracker = self._trackers.get(device_id)
         return None if tracker is None else tracker.acked
+
+    def on_reply(self, handler: ReplyHandler) -> None:
+        """Hand every valid reply of a registered device to ``handler`` (the commands)."""
+        self._on_reply = handler
 
     def on_commit(self, listener: CommitListener) -> None:
         """Call ``listener`` with every batch once it is committed."""
@@ -212,8 +220,13 @@ class Ingest:
         if channel is Channel.STATUS:
             self._presence.on_status(device_id, message)
         elif channel is Channel.REPLY:
-            error = f"no command {message.id!r} is waiting"
-            self._reject(device_id, "unknown_command", error, channel)
+            refused = (
+                ("unknown_command", f"no command {message.id!r} is waiting")
+                if self._on_reply is None
+                else self._on_reply(device_id, message)
+            )
+            if refused is not None:
+                self._reject(device_id, refused[0], refused[1], channel)
         else:  # a hub → device channel: the hub never subscribes to these
             self._reject(
                 device_id, "bad_topic", f"{channel.value} is not a device channel", channel

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -13,14 +14,20 @@ from fieldhub.hub.stats import IngestStats
 
 
 class HubCollector(Collector):
-    """Turns ``IngestStats`` and presence counts into metric families at scrape time."""
+    """Turns ``IngestStats``, command counts and presence counts into metric families at
+    scrape time."""
 
     def __init__(
-        self, stats: IngestStats, presence: PresenceTracker, broker_connected: object
+        self,
+        stats: IngestStats,
+        presence: PresenceTracker,
+        broker_connected: object,
+        commands: Callable[[], Counter[str]] = Counter,
     ) -> None:
         self._stats = stats
         self._presence = presence
         self._connected = broker_connected
+        self._commands = commands  # read at scrape time: the hub starts after the app exists
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         """Yield every metric family."""
@@ -34,9 +41,24 @@ class HubCollector(Collector):
         rejected = CounterMetricFamily(
             "fieldhub_messages_rejected", "Messages refused, by reason", labels=["reason"]
         )
-        for reason in ("bad_topic", "unknown_device", "invalid_payload", "unknown_command"):
+        for reason in (
+            "bad_topic",
+            "unknown_device",
+            "invalid_payload",
+            "unknown_command",
+            "wrong_device",
+        ):
             rejected.add_metric([reason], s.rejected.get(reason, 0))
         yield rejected
+        commands = CounterMetricFamily(
+            "fieldhub_commands",
+            "Commands by how they ended, and requests refused before queueing (refused)",
+            labels=["outcome"],
+        )
+        counts = self._commands()
+        for outcome in ("succeeded", "failed", "timed_out", "expired", "late", "refused"):
+            commands.add_metric([outcome], counts.get(outcome, 0))
+        yield commands
         for name, doc, value in (
             ("duplicates", "Sequenced messages received again and not stored twice", s.duplicates),
             ("messages_stored", "Sequenced messages committed", s.messages_stored),

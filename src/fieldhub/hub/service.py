@@ -24,6 +24,7 @@ from fieldhub.hub.auth import Auth
 from fieldhub.hub.broker import EmbeddedBroker
 from fieldhub.hub.brokers import BrokerStartError, start_broker
 from fieldhub.hub.bus import HubBus
+from fieldhub.hub.commands import CommandService
 from fieldhub.hub.config import HubSettings
 from fieldhub.hub.identity import BrokerAccess, DeviceIdentities
 from fieldhub.hub.ingest import Ingest, IngestSettings
@@ -33,11 +34,14 @@ from fieldhub.hub.provisioning import Provisioning
 from fieldhub.hub.stats import IngestStats
 from fieldhub.hub.store.audit import AuditLog
 from fieldhub.hub.store.claims import ClaimStore
+from fieldhub.hub.store.commands import CommandStore
 from fieldhub.hub.store.credentials import CredentialKey, DeviceCredentials, IssuedCredentials
 from fieldhub.hub.store.database import create_engine, migrate
 from fieldhub.hub.store.devices import DeviceNotFound, DeviceRecord, DeviceRegistry
 from fieldhub.hub.store.ingest_writer import IngestWriter
 from fieldhub.hub.store.queries import Queries
+from fieldhub.hub.store.twin import TwinStore
+from fieldhub.hub.twin import Twin
 from fieldhub.protocol import Channel, hub_subscriptions, topic_for
 
 log = logging.getLogger(__name__)
@@ -69,6 +73,8 @@ class Hub:
         self.provisioning = Provisioning(
             ClaimStore(self.engine), self._register_claimed, self._issue_claimed, self.audit.record
         )
+        # Desired state (the device twin), published retained through the bus.
+        self.twin = Twin(TwinStore(self.engine), self.audit, self._publish_retained)
         # The hub's own MQTT identity, fresh each start (see keyring.hub_identity).
         self.mqtt_identity = hub_identity(settings.instance)
         self.broker: EmbeddedBroker | None = None
@@ -77,6 +83,7 @@ class Hub:
         self._bus: HubBus | None = None
         self._ingest: Ingest | None = None
         self._presence: PresenceTracker | None = None
+        self._commands: CommandService | None = None
 
     # -- parts, available once started ------------------------------------------------------
     @property
@@ -99,6 +106,13 @@ class Hub:
         if self._presence is None:
             raise RuntimeError("the hub is not started")
         return self._presence
+
+    @property
+    def commands(self) -> CommandService:
+        """Commands to devices: queued, sent, followed to their outcome."""
+        if self._commands is None:
+            raise RuntimeError("the hub is not started")
+        return self._commands
 
     @property
     def identities(self) -> DeviceIdentities:
@@ -148,7 +162,12 @@ class Hub:
         )
         presence = PresenceTracker(self._record_presence, settings.stale_after_s)
         ingest = Ingest(writer, bus, presence, self.stats, self._ingest_settings)
+        commands = CommandService(
+            CommandStore(self.engine), bus, presence, instance=settings.instance
+        )
+        ingest.on_reply(commands.on_reply)
         self._bus, self._presence, self._ingest = bus, presence, ingest
+        self._commands = commands
         await ingest.load()
         for device in await self.registry.list():
             presence.load(
@@ -158,10 +177,13 @@ class Hub:
                 ),
             )
         await self._stack.enter_async_context(bus)
+        await self.twin.republish()  # the embedded broker forgot its retained messages
+        await commands.load()  # unfinished commands of this instance go out again
         # Messages that arrived while connecting wait in the open batch for the commit loop.
         self._tasks = [
             asyncio.create_task(ingest.run(), name="ingest-commit"),
             asyncio.create_task(presence.run(), name="presence-clock"),
+            asyncio.create_task(commands.run(), name="commands"),
             asyncio.create_task(self.identities.run(), name="device-credentials-sync"),
         ]
         # Unwound before the bus closes: the last commit's acks still reach the devices.
@@ -185,22 +207,30 @@ class Hub:
         self.bus.pause_reading()  # what the broker still holds waits for the next start
         # Cancel only between commits: a commit cancelled while the database finishes it in
         # its own thread would leave ingest's sequence state behind the store, and the final
-        # flush would then write that stale state back (a resent message stored twice).
-        async with self.ingest.writing:
+        # flush would then write that stale state back (a resent message stored twice). The
+        # same for command writes and credential syncs: a query cut off by cancellation
+        # leaves its pooled connection checked out, never closed.
+        async with self.ingest.writing, self.commands.writing, self.identities.syncing:
             for task in self._tasks:
                 task.cancel()
             for task in self._tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.ingest.flush()  # commit and acknowledge what was accepted
+        await self.commands.flush()  # the last command states
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         if self._ingest is not None:
             self._ingest.submit(topic, payload)
 
+    def _publish_retained(self, topic: str, payload: bytes) -> None:
+        self.bus.publish(topic, payload, qos=1, retain=True)
+
     def _record_presence(self, change: Any) -> None:
         if self._ingest is not None:
             self._ingest.record_presence(change)
+        if self._commands is not None:
+            self._commands.on_presence(change)
 
     def _device_identities(self, access: BrokerAccess) -> DeviceIdentities:
         return DeviceIdentities(self.credentials, self.audit, access, on_change=self._adopt)
@@ -304,11 +334,13 @@ class Hub:
         usernames = await self.credentials.usernames(device_id)
         self.ingest.remove_device(device_id)
         self.presence.forget(device_id)
+        self.commands.forget_device(device_id)
         async with self.ingest.writing:  # a commit in flight may hold the device's data
             await self.registry.delete(device_id)
         await self.provisioning.store.forget(device_id)  # the id may claim again
         # The broker would replay the device's last status to every future hub start.
         self.bus.publish(topic_for(device_id, Channel.STATUS), b"", qos=1, retain=True)
+        self.twin.clear(device_id)  # and its desired state to a device later given the id
         if usernames:
             await self.identities.withdrawn(
                 device_id, usernames, actor=actor, source=source, why="device deleted"

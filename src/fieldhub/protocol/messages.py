@@ -27,6 +27,10 @@ MAX_SAMPLES: Final = 1000
 MAX_VALUES_PER_SAMPLE: Final = 64
 MAX_EVENT_DATA_KEYS: Final = 64
 
+ACTION_CATALOG_KEY: Final = "actions"
+"""Reported-state key under which a device lists its actions: name → argument → type name
+(``int``, ``float``, ``bool``, ``str``); the hub refuses commands that do not fit it."""
+
 Seq = Annotated[int, msgspec.Meta(ge=1, le=2**53)]
 Millis = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
 KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
@@ -182,11 +186,21 @@ class Reply(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 
 class Desired(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """Hub → device, retained: the state the device should converge to, with its version."""
+    """Hub → device, retained: the state the device should converge to, with its version.
+
+    The device reports, through ``state``, the version it converged to
+    (:data:`DESIRED_VERSION_KEY`) and the keys it could not apply with the reason for each
+    (:data:`DESIRED_ERRORS_KEY`, an object; removed when there are none).
+    """
 
     version: Annotated[int, msgspec.Meta(ge=0)]
     state: dict[Key, Any]
 
+
+DESIRED_VERSION_KEY: Final = "desired_version"
+"""Reported-state key: the desired version the device converged to."""
+DESIRED_ERRORS_KEY: Final = "desired_errors"
+"""Reported-state key: desired keys the device could not apply, each with the reason."""
 
 DeviceMessage = Telemetry | Event | State | Status | Reply
 HubMessage = Ack | Reject | Command | Desired

@@ -10,8 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from fieldhub import __version__
-from fieldhub.hub.api import account, audit, claims, devices, events, tokens, users
-from fieldhub.hub.api.deps import get_hub
+from fieldhub.hub.api import account, audit, claims, commands, devices, events, tokens, users
+from fieldhub.hub.api.deps import hub_dependency
 from fieldhub.hub.api.errors import validation_error
 from fieldhub.hub.api.limits import DEFAULT_MAX_BODY, BodySizeLimit
 from fieldhub.hub.api.models import Health
@@ -44,11 +44,14 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     )
     app.state.hub = hub
     registry = CollectorRegistry()
-    registry.register(HubCollector(hub.stats, hub.presence, _BusState(hub)))
+    registry.register(
+        HubCollector(hub.stats, hub.presence, _BusState(hub), lambda: hub.commands.counts)
+    )
     app.add_middleware(BodySizeLimit, max_bytes=max_body)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(devices.router)
     app.include_router(events.router)
+    app.include_router(commands.router)
     app.include_router(account.router)
     app.include_router(tokens.router)
     app.include_router(users.router)
@@ -58,7 +61,7 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
 
     @app.get("/api/health", tags=["hub"], summary="Health", response_model_exclude_none=True)
     async def health(
-        hub: Annotated[Hub, Depends(get_hub)],
+        hub: Annotated[Hub, Depends(hub_dependency)],
         who: Annotated[Principal, require(Permission.PUBLIC)],
     ) -> Health:
         """Whether the hub runs and reaches its broker; to ``hub:read`` (admins) also version,

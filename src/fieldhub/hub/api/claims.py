@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from fieldhub.clock import now_ms
-from fieldhub.hub.api.deps import get_hub
+from fieldhub.hub.api.deps import hub_dependency
 from fieldhub.hub.api.devices import check_site
 from fieldhub.hub.api.models import DeviceCredentialsOut
 from fieldhub.hub.api.security import client_address, require
@@ -30,7 +30,7 @@ from fieldhub.hub.store.claims import (
 
 device_router = APIRouter(prefix="/api/provisioning", tags=["provisioning"])
 operator_router = APIRouter(prefix="/api", tags=["provisioning"])
-HubDep = Annotated[Hub, Depends(get_hub)]
+HubDep = Annotated[Hub, Depends(hub_dependency)]
 Claimant = Annotated[Principal, require(Permission.PUBLIC)]  # authenticated by token / poll secret
 Reader = Annotated[Principal, require(Permission.DEVICES_READ)]
 Writer = Annotated[Principal, require(Permission.DEVICES_WRITE)]

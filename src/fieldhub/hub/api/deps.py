@@ -18,6 +18,12 @@ def get_hub(request: Request) -> Hub:
     return cast(Hub, request.app.state.hub)
 
 
+async def hub_dependency(request: Request) -> Hub:
+    """:func:`get_hub` as a route dependency. Async on purpose: FastAPI runs a plain function
+    dependency in its thread pool, a thread hop on every request for a dictionary lookup."""
+    return get_hub(request)
+
+
 def parse_duration_ms(value: str, name: str) -> int:
     """``"90s"``, ``"5m"``, ``"1h"``, ``"1d"``, ``"250ms"`` or plain milliseconds → ms.
 

@@ -1,4 +1,5 @@
-"""Devices: registry CRUD, latest values, telemetry history, reported state."""
+"""Devices: registry CRUD, latest values, telemetry history, the twin (desired and reported
+state)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from fieldhub.clock import now_ms
-from fieldhub.hub.api.deps import get_hub, parse_duration_ms
+from fieldhub.hub.api.deps import hub_dependency, parse_duration_ms
 from fieldhub.hub.api.models import (
     CredentialRotation,
+    DesiredChange,
     Device,
     DeviceCreate,
     DeviceCreated,
@@ -17,18 +19,21 @@ from fieldhub.hub.api.models import (
     DeviceUpdate,
     History,
     LatestValue,
-    ReportedState,
+    TwinOut,
 )
 from fieldhub.hub.api.security import client_address, require
 from fieldhub.hub.auth import SITE_LABEL, Permission, Principal
 from fieldhub.hub.identity import CredentialsError
 from fieldhub.hub.service import Hub
 from fieldhub.hub.store.devices import DeviceExists, DeviceNotFound, DeviceRecord
+from fieldhub.hub.store.twin import DesiredStateError, VersionConflict
+from fieldhub.hub.twin import TwinView
 
 router = APIRouter(prefix="/api/devices", tags=["devices"])
-HubDep = Annotated[Hub, Depends(get_hub)]
+HubDep = Annotated[Hub, Depends(hub_dependency)]
 Reader = Annotated[Principal, require(Permission.DEVICES_READ)]
 Writer = Annotated[Principal, require(Permission.DEVICES_WRITE)]
+Commander = Annotated[Principal, require(Permission.DEVICES_COMMAND)]
 MAX_RAW_POINTS = 10_000
 MAX_BUCKETS = 10_000
 
@@ -197,11 +202,41 @@ async def latest(hub: HubDep, who: Reader, device_id: str) -> dict[str, LatestVa
     return {v.key: LatestValue(ts=v.ts, value=v.value) for v in await hub.queries.latest(device_id)}
 
 
-@router.get("/{device_id}/state", summary="Reported state")
-async def reported_state(hub: HubDep, who: Reader, device_id: str) -> ReportedState:
-    """What the device last reported about its state, merged key by key."""
-    record = await _record(hub, who, device_id)
-    return ReportedState(reported=record.reported, ts=record.reported_ts)
+@router.get("/{device_id}/state", summary="Device twin: desired and reported state")
+async def device_state(hub: HubDep, who: Reader, device_id: str) -> TwinOut:
+    """What is desired of the device (with the version to send when changing it), what it
+    reports, and the difference: ``delta``, ``in_sync``."""
+    return TwinOut.from_view(TwinView.of(await _record(hub, who, device_id)))
+
+
+@router.patch(
+    "/{device_id}/state",
+    summary="Change the desired state",
+    responses={409: {"description": "the desired state changed since you read it"}},
+)
+async def change_desired_state(
+    request: Request, hub: HubDep, who: Commander, device_id: str, body: DesiredChange
+) -> TwinOut:
+    """Set (or, with null, remove) desired keys; the device gets the new state even when it
+    connects later, applies it and reports back. Send the ``version`` you last read: if the
+    desired state changed since, nothing is changed and the answer is 409 with the current
+    version."""
+    await _record(hub, who, device_id)
+    try:
+        view = await hub.twin.change(
+            device_id,
+            version=body.version,
+            changes=body.desired,
+            actor=who.actor,
+            source=client_address(request),
+        )
+    except DesiredStateError as exc:
+        raise HTTPException(422, str(exc)) from None
+    except VersionConflict as exc:
+        raise HTTPException(409, str(exc)) from None
+    except DeviceNotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    return TwinOut.from_view(view)
 
 
 @router.get("/{device_id}/telemetry", summary="Telemetry history")

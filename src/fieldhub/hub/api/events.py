@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
-from fieldhub.hub.api.deps import get_hub
+from fieldhub.hub.api.deps import hub_dependency
 from fieldhub.hub.api.models import EventOut, EventPage
 from fieldhub.hub.api.security import require
 from fieldhub.hub.auth import Permission, Principal
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/api/events", tags=["events"])
 
 @router.get("", summary="List events")
 async def list_events(
-    hub: Annotated[Hub, Depends(get_hub)],
+    hub: Annotated[Hub, Depends(hub_dependency)],
     who: Annotated[Principal, require(Permission.EVENTS_READ)],
     device: Annotated[list[str], Query(description="device id; repeat for several")] = [],  # noqa: B006
     type: Annotated[list[str], Query(description="event type, or a family like door.*")] = [],  # noqa: B006

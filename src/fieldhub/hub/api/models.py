@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from fieldhub.hub.store.devices import DeviceRecord
+from fieldhub.hub.twin import TwinView
 from fieldhub.protocol.topics import DEVICE_ID_PATTERN
 
 LabelMap = dict[str, str]
@@ -114,11 +115,55 @@ class History(BaseModel):
     series: dict[str, list[tuple[int, bool | int | float | str | None]]]
 
 
-class ReportedState(BaseModel):
-    """The state a device reported, merged key by key."""
+class DeltaOut(BaseModel):
+    """A desired key the device does not report as desired (``reported`` null: not at all)."""
 
-    reported: dict[str, Any]
-    ts: int | None
+    desired: Any
+    reported: Any
+
+
+class TwinOut(BaseModel):
+    """The device twin: what is desired (with its version) and what the device reports."""
+
+    desired: dict[str, Any]
+    version: int = Field(description="of the desired state; 0: nothing desired yet")
+    reported: dict[str, Any] = Field(description="merged key by key from the device's reports")
+    reported_ts: int | None = Field(description="epoch ms of the newest report")
+    delta: dict[str, DeltaOut] = Field(description="desired keys not reported as desired")
+    in_sync: bool = Field(
+        description="the device applied this version and reports every key as desired"
+    )
+    desired_at: int | None = Field(description="epoch ms of the last change")
+    desired_by: str = Field(description="who made the last change")
+
+    @classmethod
+    def from_view(cls, view: TwinView) -> TwinOut:
+        """The API view of a twin."""
+        return cls(
+            desired=view.desired,
+            version=view.version,
+            reported=view.reported,
+            reported_ts=view.reported_ts,
+            delta={
+                key: DeltaOut(desired=d.desired, reported=d.reported)
+                for key, d in view.delta.items()
+            },
+            in_sync=view.in_sync,
+            desired_at=view.desired_at,
+            desired_by=view.desired_by,
+        )
+
+
+class DesiredChange(BaseModel):
+    """A change of the desired state, made from the version the client last read."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=0, description="the version you read (GET); another one: 409")
+    desired: dict[str, Any] = Field(
+        description='keys to set, e.g. {"socket": "off"}; null removes a key',
+        examples=[{"socket": "off", "lock": "locked"}],
+    )
 
 
 class EventOut(BaseModel):

@@ -45,6 +45,29 @@ class AuditPage:
     next_cursor: str | None
 
 
+def audit_row(
+    actor: str,
+    action: str,
+    target: str = "",
+    outcome: Outcome = "ok",
+    source: str = "",
+    detail: dict[str, Any] | None = None,
+    *,
+    ts: int,
+) -> dict[str, Any]:
+    """An ``audit_log`` row (see :meth:`AuditLog.record`), for an entry written in the same
+    transaction as the change it is about (``store/commands.py``)."""
+    return {
+        "ts": ts,
+        "actor": actor[:128],
+        "action": action[:64],
+        "target": target[:128],
+        "outcome": outcome,
+        "source": source[:64],
+        "detail": detail or {},
+    }
+
+
 class AuditLog:
     """Append and query audit entries."""
 
@@ -74,13 +97,7 @@ class AuditLog:
         async with write_transaction(self._engine) as conn:
             await conn.execute(
                 insert(audit_log).values(
-                    ts=now_ms(),
-                    actor=actor[:128],
-                    action=action[:64],
-                    target=target[:128],
-                    outcome=outcome,
-                    source=source[:64],
-                    detail=detail or {},
+                    audit_row(actor, action, target, outcome, source, detail, ts=now_ms())
                 )
             )
 

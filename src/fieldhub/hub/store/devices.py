@@ -12,7 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.store.database import write_transaction
-from fieldhub.hub.store.schema import device_credentials, devices, events, samples, series
+from fieldhub.hub.store.schema import (
+    commands,
+    device_credentials,
+    devices,
+    events,
+    samples,
+    series,
+)
 
 
 class RegistryError(Exception):
@@ -45,6 +52,11 @@ class DeviceRecord:
     connected: bool | None
     reported: dict[str, Any] = field(default_factory=dict)
     reported_ts: int | None = None
+    # The twin (see hub/twin.py): version 0 means nothing desired yet.
+    desired: dict[str, Any] = field(default_factory=dict)
+    desired_version: int = 0
+    desired_at: int | None = None
+    desired_by: str = ""
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> DeviceRecord:
@@ -64,6 +76,10 @@ class DeviceRecord:
             connected=row.connected,
             reported=dict(row.reported or {}),
             reported_ts=row.reported_ts,
+            desired=dict(row.desired or {}),
+            desired_version=row.desired_version,
+            desired_at=row.desired_at,
+            desired_by=row.desired_by,
         )
 
     def matches(self, labels: dict[str, str]) -> bool:
@@ -173,6 +189,7 @@ class DeviceRegistry:
             await conn.execute(delete(samples).where(samples.c.series_id.in_(series_ids)))
             await conn.execute(delete(series).where(series.c.device_id == device_id))
             await conn.execute(delete(events).where(events.c.device_id == device_id))
+            await conn.execute(delete(commands).where(commands.c.device_id == device_id))
             await conn.execute(
                 delete(device_credentials).where(device_credentials.c.device_id == device_id)
             )

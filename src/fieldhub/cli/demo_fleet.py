@@ -1,0 +1,184 @@
+"""The demo's fleet: real agents, in the hub's process, on simulated hardware.
+
+Each demo device is the agent a Raspberry Pi runs (``fieldhub.agent.service.Agent``) with a
+FocusPro cabinet's units (status LED, door, socket and its check, two thermometers, supply
+voltage), its own outbox and command log under ``DATA/demo-agents/<id>/``, and gpiozero's mock
+pins driven by :class:`~fieldhub.agent.units.simulate.Simulation`: people open doors, the
+temperature drifts with the time of day, the supply dips now and then. What the hub sees is
+what it would see from the field, over MQTT with the device's own credentials.
+
+Credentials: the hub stores only a hash of a device's secret, so each agent keeps its own in its
+data folder (``credentials.json``, mode 0600) and uses it again after a restart if the hub
+still accepts it; otherwise (a new data folder for the hub, a revoked key) the demo issues new
+ones. The technician page is off: twenty pages would need twenty ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from fieldhub.agent.config import AgentConfig
+from fieldhub.agent.service import Agent
+from fieldhub.agent.units.simulate import Physics, Simulation
+
+__all__ = ["DemoDevice", "demo_config", "demo_devices", "run_demo_fleet"]
+
+SITES = ("berlin", "paris", "madrid", "warsaw")
+KINDS = ("atm", "terminal", "locker")
+CREDENTIALS_FILE = "credentials.json"
+
+
+class _Credentials(msgspec.Struct, frozen=True):
+    username: str
+    secret: str
+
+
+@dataclass(frozen=True)
+class DemoDevice:
+    """One demo device: who it is on the hub, and where its agent keeps its files."""
+
+    device_id: str
+    name: str
+    labels: dict[str, str]
+    data_dir: Path
+
+
+def demo_devices(count: int, data: Path) -> list[DemoDevice]:
+    """``demo-001`` … ``demo-NNN``, spread over four sites and three kinds of cabinet."""
+    devices = []
+    for n in range(1, count + 1):
+        kind = KINDS[n % len(KINDS)]
+        device_id = f"demo-{n:03d}"
+        devices.append(
+            DemoDevice(
+                device_id=device_id,
+                name=f"{kind.upper()} {n}",
+                labels={"site": SITES[n % len(SITES)], "group": kind},
+                data_dir=data / "demo-agents" / device_id,
+            )
+        )
+    return devices
+
+
+def demo_config(device: DemoDevice, broker_url: str, username: str) -> AgentConfig:
+    """The agent.yaml of a FocusPro cabinet (as ``deploy/agent.example.yaml``), for ``device``.
+
+    Each device gets its own 1-Wire ids, so the simulated cabinets differ in temperature.
+    """
+    number = int(device.device_id.rsplit("-", 1)[1])
+    return msgspec.convert(
+        {
+            "device": {"id": device.device_id, "name": device.name},
+            "hub": {"broker": broker_url, "username": username},
+            "data_dir": str(device.data_dir),
+            "outbox": {"max_messages": 100_000},
+            "units": [
+                {"type": "led", "name": "status", "pin": 17},
+                {
+                    "type": "door",
+                    "name": "door",
+                    "pin": 27,
+                    "debounce_s": 0.05,
+                    "open_too_long_s": 300,
+                },
+                {"type": "socket", "name": "socket", "pin": 22, "initial": "on", "min_off_s": 10},
+                {"type": "socket_check", "name": "socket_power", "socket": "socket", "pin": 23},
+                {
+                    "type": "temperature",
+                    "name": "temperature",
+                    "sensors": {
+                        "cabinet": {"id": f"28.{number:06X}A50000", "high": 45, "low": 0},
+                        "dispenser": {"id": f"28.{number:06X}B50000", "high": 50},
+                    },
+                },
+                {
+                    "type": "voltage",
+                    "name": "supply",
+                    "adc": {"chip": "MCP3008", "channel": 0, "vref": 3.3, "scale": 2.0},
+                    "low": 4.75,
+                    "high": 5.25,
+                    "under_voltage": True,
+                },
+            ],
+            "web": {"enabled": False},
+        },
+        AgentConfig,
+    )
+
+
+async def _credentials(hub: Any, device: DemoDevice) -> _Credentials:
+    """The device's credentials: the ones its agent kept, if the hub still accepts them; else
+    new ones (registering the device first if the hub does not know it)."""
+    from fieldhub.hub.store.devices import DeviceNotFound
+
+    path = device.data_dir / CREDENTIALS_FILE
+    try:
+        await hub.registry.get(device.device_id)
+    except DeviceNotFound:
+        issued = (
+            await hub.create_device(
+                device.device_id, name=device.name, labels=device.labels, actor="demo"
+            )
+        ).credentials
+    else:
+        kept = await asyncio.to_thread(_read_credentials, path)
+        if kept is not None and await hub.credentials.verify(
+            kept.username, kept.secret, device.device_id
+        ):
+            return kept
+        issued = await hub.rotate_device_credentials(device.device_id, 0, actor="demo")
+    fresh = _Credentials(issued.username, issued.secret)
+    await asyncio.to_thread(_write_credentials, path, fresh)
+    return fresh
+
+
+def _read_credentials(path: Path) -> _Credentials | None:
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=_Credentials)
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def _write_credentials(path: Path, credentials: _Credentials) -> None:
+    """Write the file readable by its owner only, from its first byte on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_suffix(".part")
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(msgspec.json.encode(credentials))
+    part.replace(path)
+
+
+async def _run_agent(config: AgentConfig, secret: str, physics: Physics) -> None:
+    simulation = Simulation(config.units, config.data_dir / "simulated-hardware", physics)
+    async with (
+        Agent(config, secret, drivers=simulation.drivers) as agent,
+        asyncio.TaskGroup() as group,
+    ):
+        group.create_task(simulation.run(), name=f"simulate:{config.device.id}")
+        group.create_task(agent.serve(), name=f"agent:{config.device.id}")
+
+
+async def run_demo_fleet(hub: Any, count: int, data: Path, *, door_every_s: float) -> None:
+    """Register ``count`` demo devices on ``hub`` and run their agents until cancelled.
+
+    Args:
+        hub: the running hub (``fieldhub.hub.service.Hub``).
+        count: how many devices.
+        data: the demo's data folder; the agents live in ``demo-agents/`` inside it.
+        door_every_s: mean time between two openings of one cabinet's door.
+    """
+    physics = Physics(door_every_s=door_every_s)
+    async with asyncio.TaskGroup() as group:
+        for device in demo_devices(count, data):
+            credentials = await _credentials(hub, device)
+            config = demo_config(device, hub.broker_url, credentials.username)
+            group.create_task(
+                _run_agent(config, credentials.secret, physics), name=f"demo:{device.device_id}"
+            )

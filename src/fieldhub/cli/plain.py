@@ -1,0 +1,96 @@
+"""The part of the ``fieldhub`` command that runs on a Raspberry Pi, without typer.
+
+``fieldhub agent --config X [--simulate] [--verbose]`` is what systemd starts on the Pi, and the
+agent's memory budget is 30 MB (DESIGN §6). Typer builds its commands through pydantic, and with
+rich that is about 12 MB of a 50 MB agent (``docs/benchmarks.md``, agent section). So
+:func:`main` recognises exactly that command line and runs the agent with nothing but the
+standard library's argument handling; any other command line (``--help``, ``hash-password``, a
+typo) goes to the typer application, which parses the same options and calls the same
+:func:`run_agent_command`, so both ways behave alike.
+
+Nothing here may import typer, rich, pydantic or the hub.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+DEFAULT_CONFIG = Path("/etc/fieldhub/agent.yaml")
+
+
+def configure_logging(verbose: bool) -> None:
+    """Log lines with time, level and source; third-party chatter only from WARNING."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    for noisy in ("amqtt", "transitions", "alembic", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_agent_command(config: Path, *, simulate: bool, verbose: bool) -> int:
+    """Run the agent described by ``config`` until stopped; the process's exit code.
+
+    2: the file is wrong; 1: the agent could not start (hardware, port, claim); 0: stopped.
+    Errors are one line on stderr, never a traceback.
+    """
+    import asyncio
+
+    from fieldhub.agent.config import ConfigError, load_config
+    from fieldhub.agent.service import AgentStartError, run_agent
+    from fieldhub.agent.units import UnitError
+
+    configure_logging(verbose)
+    try:
+        checked = load_config(config)
+        asyncio.run(run_agent(checked, config, simulate=simulate))
+    except ConfigError as exc:
+        _error(str(exc))
+        return 2
+    except (UnitError, AgentStartError) as exc:
+        _error(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+    return 0
+
+
+def _error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
+def agent_command_line(args: Sequence[str]) -> tuple[Path, bool, bool] | None:
+    """``(config, simulate, verbose)`` if ``args`` is a plain ``agent`` run, else None.
+
+    Accepts ``agent`` followed by ``--config X``, ``--config=X``, ``-c X``, ``--simulate``,
+    ``--verbose``, ``-v`` in any order; anything else is for the typer application.
+    """
+    if not args or args[0] != "agent":
+        return None
+    config, simulate, verbose = DEFAULT_CONFIG, False, False
+    rest = list(args[1:])
+    while rest:
+        arg = rest.pop(0)
+        if arg in ("--config", "-c") and rest and not rest[0].startswith("-"):
+            config = Path(rest.pop(0))
+        elif arg.startswith("--config=") and len(arg) > len("--config="):
+            config = Path(arg.removeprefix("--config="))
+        elif arg == "--simulate":
+            simulate = True
+        elif arg in ("--verbose", "-v"):
+            verbose = True
+        else:
+            return None
+    return config, simulate, verbose
+
+
+def main(args: Sequence[str] | None = None) -> int | None:
+    """Run ``fieldhub agent …`` if that is the command line; None if it is another one."""
+    parsed = agent_command_line(sys.argv[1:] if args is None else args)
+    if parsed is None:
+        return None
+    config, simulate, verbose = parsed
+    return run_agent_command(config, simulate=simulate, verbose=verbose)

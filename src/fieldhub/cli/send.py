@@ -1,0 +1,210 @@
+"""``fieldhub send``: run an action on a device or a group, through a running hub's REST API.
+
+The CLI is a client like any other: it authenticates with an API token (``fieldhub`` users
+make one with ``POST /api/tokens``, scope ``command``), so the hub checks the same rights and
+writes the same audit entries as for the dashboard. Results are printed as a table; a group
+command shows its progress while the devices answer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+
+import typer
+
+from fieldhub.cli.common import console
+
+FINISHED = frozenset({"succeeded", "failed", "timed_out", "expired"})
+EXIT_FAILED = 1  # at least one device did not succeed
+EXIT_PENDING = 3  # at least one command was still under way when the CLI stopped waiting
+
+HubOpt = Annotated[
+    str,
+    typer.Option("--hub", envvar="FIELDHUB_URL", help="the hub's address [env FIELDHUB_URL]"),
+]
+TokenOpt = Annotated[
+    str,
+    typer.Option(
+        "--token",
+        envvar="FIELDHUB_TOKEN",
+        help="an API token with the command scope [env FIELDHUB_TOKEN]",
+        show_default=False,
+    ),
+]
+
+
+def parse_args(items: list[str]) -> dict[str, Any]:
+    """``["on=true", "off_s=5", "note=hello"]`` → ``{"on": True, "off_s": 5, "note": "hello"}``.
+
+    A value that reads as JSON (``true``, ``5``, ``2.5``, ``"5"``) is taken as such, any other
+    as text.
+
+    Raises:
+        typer.BadParameter: an item without ``=``.
+    """
+    args: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r}: give arguments as KEY=VALUE")
+        try:
+            args[key] = json.loads(raw)
+        except ValueError:
+            args[key] = raw
+    return args
+
+
+def send(
+    words: Annotated[
+        list[str],
+        typer.Argument(
+            help="DEVICE ACTION [KEY=VALUE ...], or with --group/--devices/--all: "
+            "ACTION [KEY=VALUE ...]",
+            show_default=False,
+        ),
+    ],
+    token: TokenOpt,
+    hub: HubOpt = "http://localhost:8080",
+    group: Annotated[
+        list[str] | None,
+        typer.Option("--group", help="every device with this label KEY=VALUE; repeat"),
+    ] = None,
+    devices: Annotated[
+        str | None, typer.Option("--devices", help="comma-separated device ids")
+    ] = None,
+    all_devices: Annotated[
+        bool, typer.Option("--all", help="every device you may command")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="seconds to wait for each outcome once sent")
+    ] = 10.0,
+    ttl: Annotated[
+        float, typer.Option("--ttl", help="seconds a command may wait for an offline device")
+    ] = 300.0,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="wait for the outcome")] = True,
+) -> None:
+    """Run ACTION on one device or a group and print what each device answered.
+
+    Examples: ``fieldhub send atm-1 lock.unlock``, ``fieldhub send atm-1 socket.cycle off_s=5``,
+    ``fieldhub send --group site=berlin lock.lock``.
+
+    Exit status: 0 all succeeded, 1 a device failed (or timed out, or the command expired),
+    3 still under way when waiting ended, 2 bad usage or refused by the hub.
+    """
+    import httpx
+
+    targets = sum([bool(group), devices is not None, all_devices])
+    if targets > 1:
+        raise typer.BadParameter("give only one of --group, --devices and --all")
+    needed = 1 if targets else 2
+    if len(words) < needed:
+        raise typer.BadParameter(
+            "name the device and the action" if needed == 2 else "name the action"
+        )
+    body: dict[str, Any] = {"timeout_s": timeout, "ttl_s": ttl}
+    if targets:
+        action, rest = words[0], words[1:]
+    else:
+        device, action, rest = words[0], words[1], words[2:]
+    body.update(action=action, args=parse_args(rest))
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=hub.rstrip("/"), headers=headers, timeout=timeout + 30) as client:
+        try:
+            if not targets:
+                answer = client.post(
+                    f"/api/devices/{device}/commands", params={"wait": wait}, json=body
+                )
+                _check(answer)
+                commands = [answer.json()]
+            else:
+                if group:
+                    body["labels"] = dict(_label(item) for item in group)
+                elif devices is not None:
+                    body["devices"] = [d.strip() for d in devices.split(",") if d.strip()]
+                else:
+                    body["all"] = True
+                answer = client.post("/api/commands", params={"wait": False}, json=body)
+                _check(answer)
+                batch = answer.json()
+                commands = _follow(client, batch, timeout) if wait else batch["commands"]
+        except httpx.HTTPError as exc:
+            console.print(f"[red]error:[/red] cannot reach the hub at {hub}: {exc}")
+            raise typer.Exit(2) from None
+    _print(commands)
+    statuses = {command["status"] for command in commands}
+    if statuses - FINISHED:
+        raise typer.Exit(EXIT_PENDING if wait else 0)
+    if statuses != {"succeeded"}:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _label(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise typer.BadParameter(f"--group {item!r}: use KEY=VALUE, e.g. site=berlin")
+    return key, value
+
+
+def _check(answer: Any) -> None:
+    """Stop with the hub's own words when it refused the request."""
+    if answer.status_code < 400:
+        return
+    try:
+        detail = answer.json().get("detail", answer.text)
+    except ValueError:
+        detail = answer.text
+    if isinstance(detail, list):  # validation errors: one line each
+        detail = "; ".join(str(item.get("msg", item)) for item in detail)
+    console.print(f"[red]error:[/red] the hub answered {answer.status_code}: {detail}")
+    raise typer.Exit(2)
+
+
+def _follow(client: Any, batch: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
+    """Poll the batch with a progress bar until every command finished or time is up."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    deadline = time.monotonic() + timeout + 5
+    commands: list[dict[str, Any]] = batch["commands"]
+    with Progress(
+        TextColumn(f"{batch['action']} on {batch['size']} devices"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[counts]}"),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("", total=batch["size"], counts="")
+        while True:
+            done = sum(command["status"] in FINISHED for command in commands)
+            counts = ", ".join(f"{n} {status}" for status, n in sorted(batch["counts"].items()))
+            progress.update(task, completed=done, counts=counts)
+            if done == len(commands) or time.monotonic() >= deadline:
+                return commands
+            answer = client.get(f"/api/command-batches/{batch['id']}", params={"wait_s": 1})
+            _check(answer)
+            batch = answer.json()
+            commands = batch["commands"]
+
+
+def _print(commands: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    colour = {"succeeded": "green", "failed": "red", "timed_out": "red", "expired": "red"}
+    table = Table("device", "action", "status", "result / error", "ms")
+    for command in sorted(commands, key=lambda c: c["device_id"]):
+        status = command["status"]
+        shown = command["error"] if command["error"] else json.dumps(command["result"])
+        took = ""
+        if command["finished_at"] and command["status"] in ("succeeded", "failed"):
+            took = str(command["finished_at"] - command["created_at"])
+        table.add_row(
+            command["device_id"],
+            command["action"],
+            f"[{colour.get(status, 'yellow')}]{status}[/]" + (" (late)" if command["late"] else ""),
+            shown,
+            took,
+        )
+    Console(soft_wrap=True).print(table)

@@ -1,0 +1,187 @@
+"""Commands: to one device or to a group, waited for or followed by id.
+
+Sending needs ``devices:command`` on every device concerned (operators of the devices' site,
+admins); reading a command needs ``devices:read`` on its device. A device the caller may not
+see is 404, as everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+
+from fieldhub.hub.api.command_models import (
+    BatchOut,
+    CommandOut,
+    CommandRequest,
+    GroupCommandRequest,
+)
+from fieldhub.hub.api.deps import hub_dependency
+from fieldhub.hub.api.devices import _record
+from fieldhub.hub.api.security import client_address, require
+from fieldhub.hub.auth import Permission, Principal
+from fieldhub.hub.command_check import CommandRefused, check_command
+from fieldhub.hub.service import Hub
+from fieldhub.hub.store.commands import CommandNotFound, CommandRecord
+from fieldhub.hub.store.devices import DeviceRecord
+
+router = APIRouter(tags=["commands"])
+
+
+HubDep = Annotated[Hub, Depends(hub_dependency)]
+Reader = Annotated[Principal, require(Permission.DEVICES_READ)]
+Commander = Annotated[Principal, require(Permission.DEVICES_COMMAND)]
+Wait = Annotated[
+    bool,
+    Query(description="wait for the outcome (up to timeout_s); false: answer at once with the id"),
+]
+
+
+def _check(hub: Hub, records: list[DeviceRecord], body: CommandRequest) -> None:
+    for record in records:
+        try:
+            check_command(record.id, record.reported, body.action, body.args)
+        except CommandRefused as exc:
+            hub.commands.counts["refused"] += 1
+            raise HTTPException(422, str(exc)) from None
+
+
+def _fresh(hub: Hub, records: list[CommandRecord]) -> list[CommandRecord]:
+    """The live state of commands this hub follows, the stored one of the others."""
+    return [hub.commands.current(record.id) or record for record in records]
+
+
+@router.post(
+    "/api/devices/{device_id}/commands",
+    summary="Send a command",
+    responses={202: {"model": CommandOut, "description": "sent or queued, not finished yet"}},
+)
+async def send_command(
+    request: Request,
+    response: Response,
+    hub: HubDep,
+    who: Commander,
+    device_id: str,
+    body: CommandRequest,
+    wait: Wait = True,
+) -> CommandOut:
+    """Queue ``action`` for the device, send it when the device is connected, and by default
+    wait for the outcome: 200 when it finished (succeeded, failed, timed out, expired), 202
+    when it is still under way after ``timeout_s`` or ``wait=false``.
+
+    The device runs it at most once, also when the hub delivers it again. An action the
+    device does not offer, or wrong arguments, are refused here (422) when the device has
+    reported its actions.
+    """
+    device = await _record(hub, who, device_id)
+    _check(hub, [device], body)
+    _batch, [command] = await hub.commands.submit(
+        [device_id],
+        body.action,
+        body.args,
+        timeout_s=body.timeout_s,
+        ttl_s=body.ttl_s,
+        actor=who.actor,
+        source=client_address(request),
+    )
+    if wait:
+        await hub.commands.wait([command.id], body.timeout_s)
+    response.status_code = 200 if command.finished else 202
+    return CommandOut.from_record(command)
+
+
+@router.get("/api/devices/{device_id}/commands", summary="Commands of a device")
+async def device_commands(
+    hub: HubDep,
+    who: Reader,
+    device_id: str,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[int | None, Query(description="created before this epoch ms")] = None,
+) -> list[CommandOut]:
+    """The device's commands, newest first."""
+    await _record(hub, who, device_id)
+    records = await hub.commands.store.of_device(device_id, limit=limit, before=before)
+    return [CommandOut.from_record(record) for record in _fresh(hub, records)]
+
+
+@router.get("/api/commands/{command_id}", summary="Get a command")
+async def get_command(hub: HubDep, who: Reader, command_id: str) -> CommandOut:
+    """A command and where it is in its life."""
+    record = hub.commands.current(command_id)
+    if record is None:
+        try:
+            record = await hub.commands.store.get(command_id)
+        except CommandNotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+    try:
+        await _record(hub, who, record.device_id)
+    except HTTPException:
+        raise HTTPException(404, f"no command {command_id!r}") from None
+    return CommandOut.from_record(record)
+
+
+@router.post(
+    "/api/commands",
+    summary="Send a command to a group",
+    responses={202: {"model": BatchOut, "description": "not every command finished yet"}},
+)
+async def send_group_command(
+    request: Request,
+    response: Response,
+    hub: HubDep,
+    who: Commander,
+    body: GroupCommandRequest,
+    wait: Wait = True,
+) -> BatchOut:
+    """One action for a list of devices, every device carrying ``labels``, or ``all`` of the
+    caller's devices: one command per device, each with its own outcome. Progress:
+    ``GET /api/command-batches/{id}``. A listed device the caller may not command is 404
+    and nothing is sent; ``labels`` and ``all`` take only the caller's devices."""
+    if body.devices is not None:
+        devices = [await _record(hub, who, device_id) for device_id in sorted(set(body.devices))]
+    else:
+        devices = [r for r in await hub.registry.list(body.labels or {}) if who.sees(r.labels)]
+        if not devices:
+            raise HTTPException(422, "no device of yours matches")
+    _check(hub, devices, body)
+    batch, commands = await hub.commands.submit(
+        [device.id for device in devices],
+        body.action,
+        body.args,
+        timeout_s=body.timeout_s,
+        ttl_s=body.ttl_s,
+        actor=who.actor,
+        source=client_address(request),
+        target=body.target(),
+    )
+    assert batch is not None
+    if wait:
+        await hub.commands.wait([command.id for command in commands], body.timeout_s)
+    result = BatchOut.from_records(batch, commands)
+    response.status_code = 200 if result.finished else 202
+    return result
+
+
+@router.get("/api/command-batches/{batch_id}", summary="Progress of a group command")
+async def get_batch(
+    hub: HubDep,
+    who: Reader,
+    batch_id: str,
+    wait_s: Annotated[
+        float, Query(ge=0, le=60, description="wait up to this long for every command to end")
+    ] = 0,
+) -> BatchOut:
+    """The group command with the outcome of each of the caller's devices so far."""
+    try:
+        batch = await hub.commands.store.batch(batch_id)
+    except CommandNotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    if wait_s:
+        await hub.commands.wait(batch.command_ids, wait_s)
+    records = _fresh(hub, await hub.commands.store.of_batch(batch_id))
+    visible = {r.id for r in await hub.registry.list() if who.sees(r.labels)}
+    mine = [record for record in records if record.device_id in visible]
+    if not mine:
+        raise HTTPException(404, f"no command batch {batch_id!r}")
+    return BatchOut.from_records(batch, mine)

@@ -1,0 +1,436 @@
+"""Commands to devices as first-class objects: stored, delivered, acknowledged, answered.
+
+A command's life (``GET /api/commands/{id}``)::
+
+    queued ──device connected──► sent ──device took it──► acknowledged ──► succeeded | failed
+      │                           │  ▲                          │
+      │ TTL over                  │  └─ device left before     └── no outcome within
+      ▼                           │     taking it: queued again     timeout_s: timed_out
+    expired                       └── no answer within timeout_s: timed_out
+
+- **Durable**: a command is written to the database before it is sent; unfinished commands
+  are loaded again when the hub starts, and sent again to their devices.
+- **At most once**: the hub may deliver a command more than once (after a reconnect, after a
+  hub restart); the agent runs each id once and answers deliveries after the first from its
+  log (``agent/commands.py``). So resending is always safe, and it is how lost replies and
+  state writes lost in a crash are recovered.
+- **Replies reach the hub that asked**: a command names its hub instance, the device answers
+  on ``reply/{instance}``, and each hub loads and tracks only its own commands.
+- Later states are written behind, in batches: the round trip REST → device → REST waits for
+  one commit (the insert), not three.
+- A late outcome (after ``timed_out``) is still recorded: a door that did open must not be
+  shown as "timed out" forever. Such a command reads ``late``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import secrets
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final, Protocol
+
+from fieldhub.clock import now_ms
+from fieldhub.hub.batch import PresenceChange
+from fieldhub.hub.presence import ONLINE, PresenceTracker
+from fieldhub.hub.store.audit import audit_row
+from fieldhub.hub.store.commands import BatchRecord, CommandRecord, CommandStore
+from fieldhub.protocol import Channel, Command, Reply, encode, topic_for
+
+log = logging.getLogger(__name__)
+
+LATE_WINDOW_MS: Final = 600_000
+"""How long after timing out a command still listens for its outcome."""
+_RECENT: Final = 10_000
+"""Finished command ids remembered, so a repeated reply is recognised, not rejected."""
+_FLUSH_LINGER_S: Final = 0.02
+
+
+class Publisher(Protocol):
+    """Where commands go out (the hub's bus)."""
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        """Queue a message for the broker."""
+
+
+ChangeListener = Callable[[CommandRecord], None]
+
+
+def new_command_id() -> str:
+    """A command id: unique per hub without coordination, short enough for the wire (≤ 64)."""
+    return "c-" + secrets.token_hex(12)
+
+
+def new_batch_id() -> str:
+    """A batch id, as :func:`new_command_id`."""
+    return "b-" + secrets.token_hex(12)
+
+
+class CommandService:
+    """Sends this hub instance's commands and follows them to their end.
+
+    Args:
+        store: the commands table.
+        publisher: the hub's bus.
+        presence: whether a device is connected now (commands wait while it is not).
+        instance: this hub's instance name (replies come to ``reply/{instance}``).
+        clock: epoch ms (tests move it).
+    """
+
+    def __init__(
+        self,
+        store: CommandStore,
+        publisher: Publisher,
+        presence: PresenceTracker,
+        *,
+        instance: str,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.store = store
+        self._publisher = publisher
+        self._presence = presence
+        self.instance = instance
+        self._clock = clock
+        self._open: dict[str, CommandRecord] = {}  # unfinished, or timed out and listening
+        self._by_device: dict[str, set[str]] = {}
+        self._deadlines: list[tuple[int, str]] = []  # heap of (epoch ms, command id)
+        self._recent: OrderedDict[str, str] = OrderedDict()  # finished id → device id
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._dirty: dict[str, CommandRecord] = {}  # changed, not yet written
+        self._flushing: dict[str, CommandRecord] = {}  # being written now
+        self.writing = asyncio.Lock()
+        """Held while states are written; the hub's stop cancels :meth:`run` only outside it,
+        so that no write is cut off with its database connection checked out."""
+        self._wake = asyncio.Event()
+        self._listeners: list[ChangeListener] = []
+        self.counts: Counter[str] = Counter()
+        """Commands by how they ended (succeeded, failed, timed_out, expired, late), replies
+        by what became of them (duplicate_reply), since the hub started."""
+
+    # -- life cycle ---------------------------------------------------------------------------
+    async def load(self) -> int:
+        """Take up this instance's unfinished commands from the store; returns how many."""
+        for record in await self.store.open_for(self.instance):
+            self._track(record)
+            if record.status != "queued":  # the device may have taken it: ask again
+                record.status = "queued"
+                record.acknowledged_at = None
+            self._schedule(record)
+        for device_id in list(self._by_device):
+            self._deliver(device_id)
+        return len(self._open)
+
+    async def run(self) -> None:
+        """Time commands out, expire them, and write states behind; forever."""
+        while True:
+            delay = 1.0
+            if self._deadlines:
+                delay = min(delay, max(0.0, (self._deadlines[0][0] - self._clock()) / 1000))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+            self._wake.clear()
+            self._expire_due()
+            if self._dirty:
+                await asyncio.sleep(_FLUSH_LINGER_S)  # let a burst of replies share a commit
+                try:
+                    await self.flush()
+                except Exception:  # kept for the next round; the live states stay right
+                    log.exception("cannot write command states; trying again in 1 s")
+                    await asyncio.sleep(1.0)
+
+    async def flush(self) -> None:
+        """Write every state change made before this call (also one being written now)."""
+        async with self.writing:
+            dirty, self._dirty = self._dirty, {}
+            self._flushing = dirty
+            try:
+                await self.store.save(dirty.values())
+            except BaseException:
+                for command_id, record in dirty.items():  # try again with the next flush
+                    self._dirty.setdefault(command_id, record)
+                raise
+            finally:
+                self._flushing = {}
+
+    def on_change(self, listener: ChangeListener) -> None:
+        """Call ``listener`` with a command whenever its state moves (for live views)."""
+        self._listeners.append(listener)
+
+    # -- requests -----------------------------------------------------------------------------
+    async def submit(
+        self,
+        device_ids: list[str],
+        action: str,
+        args: Mapping[str, Any],
+        *,
+        timeout_s: float,
+        ttl_s: float,
+        actor: str,
+        source: str = "",
+        target: Mapping[str, Any] | None = None,
+    ) -> tuple[BatchRecord | None, list[CommandRecord]]:
+        """Create one command per device, store them, and send those whose device is there.
+
+        With ``target`` (how a group was chosen) the commands form a batch, even of one.
+        """
+        now = self._clock()
+        batch = None
+        if target is not None:
+            batch = BatchRecord(
+                id=new_batch_id(),
+                action=action,
+                args=dict(args),
+                target=dict(target),
+                size=len(device_ids),
+                created_by=actor,
+                created_at=now,
+            )
+        records = [
+            CommandRecord(
+                id=new_command_id(),
+                device_id=device_id,
+                batch_id=batch.id if batch else None,
+                hub=self.instance,
+                action=action,
+                args=dict(args),
+                status="queued",
+                created_by=actor,
+                created_at=now,
+                expires_at=now + round(ttl_s * 1000),
+                timeout_ms=round(timeout_s * 1000),
+            )
+            for device_id in device_ids
+        ]
+        detail: dict[str, Any] = {"action": action, "args": sorted(args)}
+        if batch is not None:
+            detail.update(batch=batch.id, devices=len(records), target=dict(target or {}))
+            rows = [audit_row(actor, "device.command", batch.id, "ok", source, detail, ts=now)]
+        else:
+            rows = [
+                audit_row(
+                    actor,
+                    "device.command",
+                    record.device_id,
+                    "ok",
+                    source,
+                    {**detail, "command": record.id},
+                    ts=now,
+                )
+                for record in records
+            ]
+        await self.store.insert(records, batch, rows)  # committed before anything is sent
+        for record in records:
+            self._track(record)
+            self._schedule(record)
+            self._changed(record)
+        for device_id in {record.device_id for record in records}:
+            self._deliver(device_id)
+        return batch, records
+
+    async def wait(self, command_ids: Iterable[str], timeout_s: float) -> None:
+        """Return when every one of ``command_ids`` has finished, or after ``timeout_s``."""
+        loop = asyncio.get_running_loop()
+        futures = []
+        for command_id in command_ids:
+            record = self._open.get(command_id)
+            if record is None or record.finished:
+                continue
+            future: asyncio.Future[None] = loop.create_future()
+            self._waiters.setdefault(command_id, []).append(future)
+            futures.append((command_id, future))
+        if not futures:
+            return
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await asyncio.gather(*(future for _id, future in futures))
+        finally:
+            for command_id, future in futures:
+                waiting = self._waiters.get(command_id)
+                if waiting is not None and future in waiting:
+                    waiting.remove(future)
+                    if not waiting:
+                        del self._waiters[command_id]
+
+    def current(self, command_id: str) -> CommandRecord | None:
+        """The live record of a command this hub follows or has not written yet (fresher
+        than the store's row), else None."""
+        return (
+            self._open.get(command_id)
+            or self._dirty.get(command_id)
+            or self._flushing.get(command_id)
+        )
+
+    def forget_device(self, device_id: str) -> None:
+        """The device was deleted: stop following its commands (its rows go with it)."""
+        for command_id in self._by_device.pop(device_id, set()):
+            record = self._open.pop(command_id, None)
+            self._dirty.pop(command_id, None)
+            if record is not None:
+                self._release(command_id)
+
+    # -- from the device side -----------------------------------------------------------------
+    def on_presence(self, change: PresenceChange) -> None:
+        """A device came (send what waits for it) or went (what it never took waits again)."""
+        if change.device_id not in self._by_device:
+            return
+        if self._deliverable(change.device_id):
+            self._deliver(change.device_id)
+            return
+        for command_id in self._by_device[change.device_id]:
+            record = self._open[command_id]
+            if record.status == "sent":
+                record.status = "queued"
+                self._schedule(record)
+                self._changed(record)
+
+    def on_reply(self, device_id: str, reply: Reply) -> tuple[str, str] | None:
+        """Take a reply from ``device_id``; returns ``(reason, error)`` if it is refused."""
+        record = self._open.get(reply.id)
+        if record is None:
+            if self._recent.get(reply.id) == device_id:
+                self.counts["duplicate_reply"] += 1  # answered again from the device's log
+                return None
+            return "unknown_command", f"no command {reply.id!r} is waiting for a reply"
+        if record.device_id != device_id:
+            return "wrong_device", f"command {reply.id!r} was not sent to {device_id!r}"
+        now = self._clock()
+        if reply.stage == "accepted":
+            if record.status in ("queued", "sent"):
+                record.status = "acknowledged"
+                record.acknowledged_at = now
+                self._changed(record)
+            return None
+        late = record.status == "timed_out"
+        record.status = "succeeded" if reply.ok else "failed"
+        record.result = reply.result
+        record.error = reply.error
+        record.finished_at = now
+        if record.acknowledged_at is None:
+            record.acknowledged_at = now
+        self.counts[record.status] += 1
+        if late:
+            self.counts["late"] += 1
+            log.warning("command %s to %s answered after its timeout", record.id, device_id)
+        self._finish(record)
+        return None
+
+    # -- internals ----------------------------------------------------------------------------
+    def _deliverable(self, device_id: str) -> bool:
+        state = self._presence.get(device_id)
+        return state.connected is True or state.presence == ONLINE
+
+    def _deliver(self, device_id: str) -> None:
+        """Send every queued command of ``device_id`` if it is connected, oldest first."""
+        if not self._deliverable(device_id):
+            return
+        now = self._clock()
+        waiting = sorted(
+            (self._open[i] for i in self._by_device.get(device_id, ())),
+            key=lambda r: (r.created_at, r.id),
+        )
+        for record in waiting:
+            if record.status != "queued":
+                continue
+            if record.expires_at <= now:
+                self._end(record, "expired", "not delivered before its TTL ran out")
+                continue
+            command = Command(
+                id=record.id,
+                action=record.action,
+                args=record.args,
+                expires=record.expires_at,
+                reply=self.instance,
+            )
+            self._publisher.publish(topic_for(device_id, Channel.CMD), encode(command), qos=1)
+            record.status = "sent"
+            record.sent_at = now
+            record.deliveries += 1
+            self._schedule(record)
+            self._changed(record)
+
+    def _expire_due(self) -> None:
+        now = self._clock()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _when, command_id = heapq.heappop(self._deadlines)
+            record = self._open.get(command_id)
+            if record is None:
+                continue
+            if record.status == "queued" and record.expires_at <= now:
+                self._end(record, "expired", "the device was not reachable before the TTL ran out")
+            elif (
+                record.status in ("sent", "acknowledged")
+                and record.sent_at is not None
+                and record.sent_at + record.timeout_ms <= now
+            ):
+                self._end(record, "timed_out", "no outcome from the device within the timeout")
+            elif record.status == "timed_out" and self._listening_until(record) <= now:
+                self._release(command_id)
+
+    def _end(self, record: CommandRecord, status: Any, error: str) -> None:
+        record.status = status
+        record.error = error
+        record.finished_at = self._clock()
+        self.counts[status] += 1
+        if status == "timed_out":  # the outcome may still come: listen a while longer
+            self._mark(record)
+            self._notify(record)
+            heapq.heappush(self._deadlines, (self._listening_until(record), record.id))
+            return
+        self._finish(record)
+
+    def _finish(self, record: CommandRecord) -> None:
+        self._mark(record)
+        self._notify(record)
+        self._release(record.id)
+
+    def _release(self, command_id: str) -> None:
+        record = self._open.pop(command_id, None)
+        if record is None:
+            return
+        ids = self._by_device.get(record.device_id)
+        if ids is not None:
+            ids.discard(command_id)
+            if not ids:
+                del self._by_device[record.device_id]
+        self._recent[command_id] = record.device_id
+        if len(self._recent) > _RECENT:
+            self._recent.popitem(last=False)
+
+    @staticmethod
+    def _listening_until(record: CommandRecord) -> int:
+        return (record.sent_at or record.created_at) + record.timeout_ms + LATE_WINDOW_MS
+
+    def _track(self, record: CommandRecord) -> None:
+        self._open[record.id] = record
+        self._by_device.setdefault(record.device_id, set()).add(record.id)
+
+    def _schedule(self, record: CommandRecord) -> None:
+        if record.status == "queued":
+            when = record.expires_at
+        elif record.sent_at is not None:
+            when = record.sent_at + record.timeout_ms
+        else:
+            return
+        heapq.heappush(self._deadlines, (when, record.id))
+        self._wake.set()
+
+    def _changed(self, record: CommandRecord) -> None:
+        self._mark(record)
+        self._notify(record)
+
+    def _mark(self, record: CommandRecord) -> None:
+        self._dirty[record.id] = record
+        self._wake.set()
+
+    def _notify(self, record: CommandRecord) -> None:
+        if record.finished:
+            for future in self._waiters.pop(record.id, ()):
+                if not future.done():
+                    future.set_result(None)
+        for listener in self._listeners:
+            listener(record)

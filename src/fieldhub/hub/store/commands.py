@@ -1,0 +1,215 @@
+"""Commands and command batches in the database.
+
+The hub writes a command before it sends it (so the queue survives a restart) and writes its
+later states behind (``save``, batched): a state lost in a crash is recovered when the hub
+sends the unfinished command again and the device answers from its log.
+
+A command request's audit entry is written in the command's own transaction: one write
+transaction per request instead of two (on SQLite each one may wait for the write lock behind
+an ingest commit; docs/benchmarks.md, commands).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from fieldhub.hub.store.database import write_transaction
+from fieldhub.hub.store.schema import audit_log, command_batches, commands
+
+Status = Literal["queued", "sent", "acknowledged", "succeeded", "failed", "timed_out", "expired"]
+OPEN: Final[frozenset[str]] = frozenset({"queued", "sent", "acknowledged"})
+"""States in which a command may still reach its device or hear from it."""
+FINISHED: Final[frozenset[str]] = frozenset({"succeeded", "failed", "timed_out", "expired"})
+
+_STATE_COLUMNS: Final = (
+    "status",
+    "sent_at",
+    "acknowledged_at",
+    "finished_at",
+    "deliveries",
+    "result",
+    "error",
+)
+
+
+class CommandNotFound(LookupError):
+    """No command (or batch) with that id."""
+
+
+@dataclass(slots=True, kw_only=True)
+class CommandRecord:
+    """One command to one device, with where it is in its life (mutable: the service moves it)."""
+
+    id: str
+    device_id: str
+    batch_id: str | None
+    hub: str
+    action: str
+    args: dict[str, Any]
+    status: Status
+    created_by: str
+    created_at: int
+    expires_at: int
+    timeout_ms: int
+    sent_at: int | None = None
+    acknowledged_at: int | None = None
+    finished_at: int | None = None
+    deliveries: int = 0
+    result: Any = None
+    error: str = ""
+
+    @property
+    def finished(self) -> bool:
+        """True once the command reached a final state (a late reply may still change it)."""
+        return self.status in FINISHED
+
+    @property
+    def late(self) -> bool:
+        """True when the device's outcome arrived after the hub had given up waiting."""
+        return (
+            self.status in ("succeeded", "failed")
+            and self.sent_at is not None
+            and self.finished_at is not None
+            and self.finished_at - self.sent_at > self.timeout_ms
+        )
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> CommandRecord:
+        """Build a record from a ``commands`` row."""
+        return cls(**{column: row._mapping[column] for column in _ALL_COLUMNS})
+
+
+_ALL_COLUMNS: Final = tuple(column.name for column in commands.columns)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchRecord:
+    """A group command: one action for many devices, each with its own command."""
+
+    id: str
+    action: str
+    args: dict[str, Any]
+    target: dict[str, Any]
+    size: int
+    created_by: str
+    created_at: int
+    command_ids: list[str] = field(default_factory=list)
+
+
+class CommandStore:
+    """Reads and writes ``commands`` and ``command_batches``."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def insert(
+        self,
+        records: list[CommandRecord],
+        batch: BatchRecord | None = None,
+        audit: Sequence[dict[str, Any]] = (),
+    ) -> None:
+        """Store new commands (and their batch, and the audit rows of the request, see
+        ``audit_row``) in one transaction."""
+        async with write_transaction(self._engine) as conn:
+            if batch is not None:
+                await conn.execute(
+                    insert(command_batches).values(
+                        id=batch.id,
+                        action=batch.action,
+                        args=batch.args,
+                        target=batch.target,
+                        size=batch.size,
+                        created_by=batch.created_by,
+                        created_at=batch.created_at,
+                    )
+                )
+            await conn.execute(
+                insert(commands),
+                [{column: getattr(r, column) for column in _ALL_COLUMNS} for r in records],
+            )
+            if audit:
+                await conn.execute(insert(audit_log), list(audit))
+
+    async def save(self, records: Iterable[CommandRecord]) -> None:
+        """Write the state columns of ``records`` (one statement, one transaction)."""
+        rows = [
+            {"key": r.id, **{column: getattr(r, column) for column in _STATE_COLUMNS}}
+            for r in records
+        ]
+        if not rows:
+            return
+        statement = (
+            update(commands)
+            .where(commands.c.id == bindparam("key"))
+            .values({column: bindparam(column) for column in _STATE_COLUMNS})
+        )
+        async with write_transaction(self._engine) as conn:
+            await conn.execute(statement, rows)
+
+    async def get(self, command_id: str) -> CommandRecord:
+        """The command ``command_id``.
+
+        Raises:
+            CommandNotFound: there is none.
+        """
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(commands).where(commands.c.id == command_id))).first()
+        if row is None:
+            raise CommandNotFound(f"no command {command_id!r}")
+        return CommandRecord.from_row(row)
+
+    async def open_for(self, hub: str) -> list[CommandRecord]:
+        """The unfinished commands hub instance ``hub`` sent or is to send, oldest first."""
+        query = (
+            select(commands)
+            .where(commands.c.hub == hub, commands.c.status.in_(sorted(OPEN)))
+            .order_by(commands.c.created_at, commands.c.id)
+        )
+        async with self._engine.connect() as conn:
+            return [CommandRecord.from_row(row) for row in await conn.execute(query)]
+
+    async def of_device(
+        self, device_id: str, *, limit: int = 100, before: int | None = None
+    ) -> list[CommandRecord]:
+        """The device's commands, newest first (``before``: created before that epoch ms)."""
+        query = select(commands).where(commands.c.device_id == device_id)
+        if before is not None:
+            query = query.where(commands.c.created_at < before)
+        query = query.order_by(commands.c.created_at.desc(), commands.c.id.desc()).limit(limit)
+        async with self._engine.connect() as conn:
+            return [CommandRecord.from_row(row) for row in await conn.execute(query)]
+
+    async def of_batch(self, batch_id: str) -> list[CommandRecord]:
+        """The commands of a batch, by device id."""
+        query = (
+            select(commands).where(commands.c.batch_id == batch_id).order_by(commands.c.device_id)
+        )
+        async with self._engine.connect() as conn:
+            return [CommandRecord.from_row(row) for row in await conn.execute(query)]
+
+    async def batch(self, batch_id: str) -> BatchRecord:
+        """The batch ``batch_id`` with the ids of its commands.
+
+        Raises:
+            CommandNotFound: there is none.
+        """
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(select(command_batches).where(command_batches.c.id == batch_id))
+            ).first()
+            if row is None:
+                raise CommandNotFound(f"no command batch {batch_id!r}")
+            ids = (
+                await conn.execute(
+                    select(commands.c.id)
+                    .where(commands.c.batch_id == batch_id)
+                    .order_by(commands.c.device_id)
+                )
+            ).scalars()
+            return BatchRecord(**row._mapping, command_ids=list(ids))

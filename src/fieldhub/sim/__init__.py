@@ -1,1 +1,0 @@
-"""A simulated fleet for the demo: devices that speak the wire contract over real MQTT."""
