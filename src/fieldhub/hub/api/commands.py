@@ -27,6 +27,9 @@ from fieldhub.hub.store.commands import CommandNotFound, CommandRecord
 from fieldhub.hub.store.devices import DeviceRecord
 
 router = APIRouter(tags=["commands"])
+TIMEOUT_GRACE_S = 0.5
+"""A waiting request outlasts ``timeout_s`` by this much, so that a command sent at once and
+never answered is reported as ``timed_out`` (final, 200) rather than still under way (202)."""
 
 
 HubDep = Annotated[Hub, Depends(hub_dependency)]
@@ -86,7 +89,7 @@ async def send_command(
         source=client_address(request),
     )
     if wait:
-        await hub.commands.wait([command.id], body.timeout_s)
+        await hub.commands.wait([command.id], body.timeout_s + TIMEOUT_GRACE_S)
     response.status_code = 200 if command.finished else 202
     return CommandOut.from_record(command)
 
@@ -157,7 +160,9 @@ async def send_group_command(
     )
     assert batch is not None
     if wait:
-        await hub.commands.wait([command.id for command in commands], body.timeout_s)
+        await hub.commands.wait(
+            [command.id for command in commands], body.timeout_s + TIMEOUT_GRACE_S
+        )
     result = BatchOut.from_records(batch, commands)
     response.status_code = 200 if result.finished else 202
     return result
