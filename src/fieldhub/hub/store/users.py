@@ -7,13 +7,16 @@ Decisions (who may log in, what a token allows) belong to ``fieldhub.hub.auth``.
 
 from __future__ import annotations
 
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.store.database import write_transaction
@@ -101,11 +104,37 @@ class TokenRecord:
         )
 
 
+_TOKEN_CACHE_MAX: Final = 10_000
+TOKEN_CACHE_S: Final = 1.0
+"""How long a looked-up API token is answered from memory. Programs send many requests with
+one token; each lookup was a query on the request's path. A change made through this store
+(revocation, a user disabled, deleted or given a new role or password) empties the cache at
+once; one made by another process (the CLI, another hub) counts after at most this long."""
+
+
 class UserStore:
     """Users, sessions and API tokens in the hub's database."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._tokens: dict[str, tuple[float, tuple[TokenRecord, UserRecord]]] = {}
+        self._token_generation = 0  # moves on every change: a lookup across one is not kept
+
+    @asynccontextmanager
+    async def _changing_token_holders(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction that changes tokens or their users: the token cache is
+        forgotten before it and again after it committed (a lookup that read the old rows
+        meanwhile must not be kept)."""
+        self._forget_tokens()
+        try:
+            async with write_transaction(self._engine) as conn:
+                yield conn
+        finally:
+            self._forget_tokens()
+
+    def _forget_tokens(self) -> None:
+        self._token_generation += 1
+        self._tokens.clear()
 
     # -- users ------------------------------------------------------------------------------
     async def create(
@@ -194,7 +223,7 @@ class UserStore:
             values["sites"] = sites
         if disabled is not None:
             values["disabled"] = disabled
-        async with write_transaction(self._engine) as conn:
+        async with self._changing_token_holders() as conn:
             if values:
                 result = await conn.execute(
                     update(users).where(users.c.id == user_id).values(**values)
@@ -213,7 +242,7 @@ class UserStore:
         Raises:
             UserNotFound: no such user.
         """
-        async with write_transaction(self._engine) as conn:
+        async with self._changing_token_holders() as conn:
             result = await conn.execute(
                 update(users).where(users.c.id == user_id).values(password_hash=password_hash)
             )
@@ -230,7 +259,7 @@ class UserStore:
         Raises:
             UserNotFound: no such user.
         """
-        async with write_transaction(self._engine) as conn:
+        async with self._changing_token_holders() as conn:
             row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
             if row is None:
                 raise UserNotFound(f"no user with id {user_id}")
@@ -305,7 +334,11 @@ class UserStore:
         return TokenRecord.from_row(row)
 
     async def token(self, token_hash: str) -> tuple[TokenRecord, UserRecord] | None:
-        """The token with this digest and its user, or None."""
+        """The token with this digest and its user, or None (see :data:`TOKEN_CACHE_S`)."""
+        cached = self._tokens.get(token_hash)
+        if cached is not None and time.monotonic() - cached[0] < TOKEN_CACHE_S:
+            return cached[1]
+        generation = self._token_generation
         query = (
             select(api_tokens, *_USER_COLUMNS)
             .join(users, users.c.id == api_tokens.c.user_id)
@@ -314,8 +347,13 @@ class UserStore:
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).first()
         if row is None:
-            return None
-        return TokenRecord.from_row(row), _joined_user(row)
+            return None  # not remembered: a token made a moment later must work at once
+        found = TokenRecord.from_row(row), _joined_user(row)
+        if generation == self._token_generation:
+            if len(self._tokens) >= _TOKEN_CACHE_MAX:
+                self._tokens.clear()
+            self._tokens[token_hash] = (time.monotonic(), found)
+        return found
 
     async def tokens(self, user_id: int | None = None) -> list[TokenRecord]:
         """Tokens of one user (every user's when None), newest first."""
@@ -332,7 +370,7 @@ class UserStore:
             TokenNotFound: the user has no token with this id.
         """
         where = (api_tokens.c.id == token_id, api_tokens.c.user_id == user_id)
-        async with write_transaction(self._engine) as conn:
+        async with self._changing_token_holders() as conn:
             await conn.execute(
                 update(api_tokens)
                 .where(*where, api_tokens.c.revoked_at.is_(None))
@@ -345,7 +383,7 @@ class UserStore:
 
     async def touch_token(self, token_id: int, when: int) -> None:
         """Record that a token was used at ``when``."""
-        async with write_transaction(self._engine) as conn:
+        async with self._changing_token_holders() as conn:
             await conn.execute(
                 update(api_tokens).where(api_tokens.c.id == token_id).values(last_used_at=when)
             )
