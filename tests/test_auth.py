@@ -734,3 +734,29 @@ async def test_security_actions_are_audited_and_queryable(
             break
     assert walked == [e["id"] for e in every]
     assert (await api.get("/api/audit", params={"cursor": "x"})).status_code == 422
+
+
+async def test_a_token_revoked_elsewhere_stops_within_a_second_and_here_at_once(
+    hub: Hub, anon: httpx.AsyncClient
+):
+    from fieldhub.hub.store.users import TOKEN_CACHE_S, UserStore
+
+    user = await add_user(hub, "operator", ["berlin"])
+    headers_of = {}
+    for name in ("elsewhere", "here"):
+        token_id, token = await user_token(hub, user, name=name)
+        headers_of[name] = (token_id, {"Authorization": f"Bearer {token}"})
+    for _token_id, headers in headers_of.values():
+        assert (await anon.get("/api/auth/me", headers=headers)).status_code == 200
+
+    # Another process (the CLI, a second hub) revokes through its own store: this hub may
+    # answer from what it remembers, but not for longer than TOKEN_CACHE_S.
+    token_id, headers = headers_of["elsewhere"]
+    await UserStore(hub.engine).revoke_token(token_id, user_id=user.id)
+    await asyncio.sleep(TOKEN_CACHE_S + 0.1)
+    assert (await anon.get("/api/auth/me", headers=headers)).status_code == 401
+
+    # Through this hub: refused with the very next request.
+    token_id, headers = headers_of["here"]
+    await hub.auth.users.revoke_token(token_id, user_id=user.id)
+    assert (await anon.get("/api/auth/me", headers=headers)).status_code == 401
