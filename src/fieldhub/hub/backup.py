@@ -19,7 +19,7 @@ from sqlalchemy import Table, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from fieldhub.clock import now_ms
-from fieldhub.hub.store.database import migrate, write_transaction
+from fieldhub.hub.store.database import SNAPSHOT, migrate, write_transaction
 from fieldhub.hub.store.schema import ALL_TABLES
 
 FORMAT = "fieldhub-backup"
@@ -50,7 +50,7 @@ async def backup(engine: AsyncEngine, path: Path) -> BackupSummary:
     encoder = msgspec.json.Encoder()
     partial = path.with_name(path.name + ".partial")
     rows: dict[str, int] = {}
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = dict(SNAPSHOT)
     if engine.dialect.name == "postgresql":
         options["isolation_level"] = "REPEATABLE READ"
     async with engine.connect() as plain:

@@ -17,6 +17,8 @@ _DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 _WRITES: Final = "fieldhub_writes"
 """Execution option that marks a connection whose transaction will write (see
 :func:`write_transaction`)."""
+SNAPSHOT: Final = {"fieldhub_snapshot": True}
+"""Execution options for reads that must all see one state of the database (a backup)."""
 
 
 class DatabaseUrlError(ValueError):
@@ -45,8 +47,7 @@ def sqlite_url(path: Path) -> str:
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
-    # The driver would otherwise open transactions only before writes, so a series of reads
-    # (a backup) would not see one snapshot: take over BEGIN ourselves (see _begin_sqlite).
+    # BEGIN is ours to send (see _begin_sqlite), not the driver's guess.
     dbapi_connection.isolation_level = None
     # WAL lets API readers run while ingest writes; NORMAL sync is durable across process
     # crashes (the WAL is fsynced at checkpoints), which is the failure the storage ack covers.
@@ -62,9 +63,13 @@ def _begin_sqlite(connection: Connection) -> None:
     # A deferred transaction that reads and then writes cannot wait for the write lock: if
     # another connection committed since its read, SQLite answers "database is locked" at
     # once, busy timeout or not (its snapshot is stale). Writers take the lock up front.
-    if connection.get_execution_options().get(_WRITES):
+    # Reads run without a transaction (each statement sees the latest commit), except those
+    # that asked for one snapshot: a BEGIN and its end cost two of a read's eight trips to
+    # aiosqlite's thread, and most reads are one statement.
+    options = connection.get_execution_options()
+    if options.get(_WRITES):
         connection.exec_driver_sql("BEGIN IMMEDIATE")
-    else:
+    elif options.get("fieldhub_snapshot"):
         connection.exec_driver_sql("BEGIN")
 
 
