@@ -18,7 +18,7 @@ from fieldhub.hub.api.command_models import (
     GroupCommandRequest,
 )
 from fieldhub.hub.api.deps import hub_dependency
-from fieldhub.hub.api.devices import _record
+from fieldhub.hub.api.devices import visible_device
 from fieldhub.hub.api.security import client_address, require
 from fieldhub.hub.auth import Permission, Principal
 from fieldhub.hub.command_check import CommandRefused, check_command
@@ -77,7 +77,7 @@ async def send_command(
     device does not offer, or wrong arguments, are refused here (422) when the device has
     reported its actions.
     """
-    device = await _record(hub, who, device_id)
+    device = await visible_device(hub, who, device_id)
     _check(hub, [device], body)
     _batch, [command] = await hub.commands.submit(
         [device_id],
@@ -103,7 +103,7 @@ async def device_commands(
     before: Annotated[int | None, Query(description="created before this epoch ms")] = None,
 ) -> list[CommandOut]:
     """The device's commands, newest first."""
-    await _record(hub, who, device_id)
+    await visible_device(hub, who, device_id)
     records = await hub.commands.store.of_device(device_id, limit=limit, before=before)
     return [CommandOut.from_record(record) for record in _fresh(hub, records)]
 
@@ -118,7 +118,7 @@ async def get_command(hub: HubDep, who: Reader, command_id: str) -> CommandOut:
         except CommandNotFound as exc:
             raise HTTPException(404, str(exc)) from None
     try:
-        await _record(hub, who, record.device_id)
+        await visible_device(hub, who, record.device_id)
     except HTTPException:
         raise HTTPException(404, f"no command {command_id!r}") from None
     return CommandOut.from_record(record)
@@ -142,7 +142,9 @@ async def send_group_command(
     ``GET /api/command-batches/{id}``. A listed device the caller may not command is 404
     and nothing is sent; ``labels`` and ``all`` take only the caller's devices."""
     if body.devices is not None:
-        devices = [await _record(hub, who, device_id) for device_id in sorted(set(body.devices))]
+        devices = [
+            await visible_device(hub, who, device_id) for device_id in sorted(set(body.devices))
+        ]
     else:
         devices = [r for r in await hub.registry.list(body.labels or {}) if who.sees(r.labels)]
         if not devices:

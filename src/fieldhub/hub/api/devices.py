@@ -49,7 +49,7 @@ def parse_labels(label: list[str]) -> dict[str, str]:
     return labels
 
 
-async def _record(hub: Hub, who: Principal, device_id: str) -> DeviceRecord:
+async def visible_device(hub: Hub, who: Principal, device_id: str) -> DeviceRecord:
     """The device, if ``who`` may see it; a device of another site is 404 like a missing one."""
     try:
         record = await hub.registry.get(device_id)
@@ -61,7 +61,7 @@ async def _record(hub: Hub, who: Principal, device_id: str) -> DeviceRecord:
 
 
 async def _get(hub: Hub, who: Principal, device_id: str) -> Device:
-    return Device.from_record(await _record(hub, who, device_id))
+    return Device.from_record(await visible_device(hub, who, device_id))
 
 
 def check_site(who: Principal, labels: dict[str, str]) -> None:
@@ -131,7 +131,7 @@ async def update_device(hub: HubDep, who: Writer, device_id: str, body: DeviceUp
 
     Non-admins cannot move a device out of their sites.
     """
-    await _record(hub, who, device_id)
+    await visible_device(hub, who, device_id)
     if body.labels is not None:
         check_site(who, body.labels)
     try:
@@ -146,7 +146,7 @@ async def update_device(hub: HubDep, who: Writer, device_id: str, body: DeviceUp
 @router.delete("/{device_id}", status_code=204, summary="Delete a device")
 async def delete_device(request: Request, hub: HubDep, who: Writer, device_id: str) -> Response:
     """Delete a device with its history and events; its messages are refused from now on."""
-    await _record(hub, who, device_id)
+    await visible_device(hub, who, device_id)
     try:
         await hub.delete_device(device_id, actor=who.actor, source=client_address(request))
     except DeviceNotFound as exc:
@@ -164,7 +164,7 @@ async def rotate_credentials(
 ) -> DeviceCredentialsOut:
     """A new key for the device, shown only here; its old keys keep working for ``grace_s``
     seconds (default one hour, 0: end them now) so the device can switch over."""
-    await _record(hub, who, device_id)
+    await visible_device(hub, who, device_id)
     grace_s = (body or CredentialRotation()).grace_s
     try:
         issued = await hub.rotate_device_credentials(
@@ -185,7 +185,7 @@ async def revoke_credentials(
 ) -> Response:
     """End every key of the device: it is disconnected within seconds and cannot reconnect
     until it gets new credentials (rotate). Its registration and data stay."""
-    await _record(hub, who, device_id)
+    await visible_device(hub, who, device_id)
     try:
         await hub.revoke_device_credentials(
             device_id, actor=who.actor, source=client_address(request)
@@ -198,7 +198,7 @@ async def revoke_credentials(
 @router.get("/{device_id}/latest", summary="Latest values")
 async def latest(hub: HubDep, who: Reader, device_id: str) -> dict[str, LatestValue]:
     """The newest value of every key the device has sent."""
-    await _record(hub, who, device_id)
+    await visible_device(hub, who, device_id)
     return {v.key: LatestValue(ts=v.ts, value=v.value) for v in await hub.queries.latest(device_id)}
 
 
@@ -206,7 +206,7 @@ async def latest(hub: HubDep, who: Reader, device_id: str) -> dict[str, LatestVa
 async def device_state(hub: HubDep, who: Reader, device_id: str) -> TwinOut:
     """What is desired of the device (with the version to send when changing it), what it
     reports, and the difference: ``delta``, ``in_sync``."""
-    return TwinOut.from_view(TwinView.of(await _record(hub, who, device_id)))
+    return TwinOut.from_view(TwinView.of(await visible_device(hub, who, device_id)))
 
 
 @router.patch(
@@ -221,7 +221,7 @@ async def change_desired_state(
     connects later, applies it and reports back. Send the ``version`` you last read: if the
     desired state changed since, nothing is changed and the answer is 409 with the current
     version."""
-    await _record(hub, who, device_id)
+    await visible_device(hub, who, device_id)
     try:
         view = await hub.twin.change(
             device_id,
@@ -252,7 +252,7 @@ async def history(
     limit: Annotated[int, Query(ge=1, le=MAX_RAW_POINTS)] = MAX_RAW_POINTS,
 ) -> History:
     """Points in ``[start, end)``, raw or downsampled into buckets aggregated by ``agg``."""
-    await _record(hub, who, device_id)
+    await visible_device(hub, who, device_id)
     end = now_ms() if end is None else end
     start = end - 3_600_000 if start is None else start
     if start >= end:
