@@ -182,27 +182,36 @@ class CommandHandler:
 
     async def _once(self, command: Command) -> Reply:
         store = self._open_store()
-        try:
-            stored = await self._db(store.lookup, command.id)
-            if stored is not None:
-                return await self._from_log(command, stored)
-            now = self._clock()
-            if command.expires <= now:
-                return self._refuse(command, EXPIRED, EXPIRED)
+        now = self._clock()
+        # Checked before the log is touched, so that a new command's only trip to the log
+        # before it runs is its claim; a delivered-before one is answered from the log below
+        # whatever these checks say now.
+        refusal: tuple[str, str] | None = None
+        bound = None
+        if command.expires <= now:
+            refusal = (EXPIRED, EXPIRED)
+        else:
             try:
                 bound = self._registry.bind(command.action, command.args)
             except ActionError as exc:
-                return self._refuse(command, type(exc).__name__, str(exc))
-            claimed = await self._db(
-                store.claim, command.id, command.action, command.reply, now, command.expires
-            )
-        except StoreFull as exc:
-            return self._refuse(command, "busy", f"busy: {exc}")
+                refusal = (type(exc).__name__, str(exc))
+        try:
+            claimed = False
+            if bound is not None:
+                try:
+                    claimed = await self._db(
+                        store.claim, command.id, command.action, command.reply, now, command.expires
+                    )
+                except StoreFull as exc:
+                    refusal = ("busy", f"busy: {exc}")
+            if not claimed:  # delivered before (the id is in the log), or refused
+                stored = await self._db(store.lookup, command.id)
+                if stored is not None or refusal is None:
+                    return await self._from_log(command, stored)
+                return self._refuse(command, *refusal)
         except sqlite3.Error as exc:  # cannot promise "at most once": do not run
             return self._refuse(command, "storage", f"agent storage error, not run: {exc}")
-        if not claimed:  # only another process on the same file gets here
-            stored = await self._db(store.lookup, command.id)
-            return await self._from_log(command, stored)
+        assert bound is not None  # claimed
 
         self.stats.executed += 1
         # Recorded as running: tell the hub it is acknowledged before the action takes its time.
