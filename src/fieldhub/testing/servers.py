@@ -196,7 +196,103 @@ def _dynsec_config(admin_password: str) -> dict[str, object]:
     }
 
 
-class Mosquitto:
+class _LocalServer:
+    """A server program on 127.0.0.1 run as a child process: start it, wait until its port
+    accepts connections, stop it. Subclasses say how to start it (:meth:`_launch`'s argv)
+    and what to show when it does not come up (:meth:`_failure_detail`)."""
+
+    _name = "server"
+
+    def __init__(self, workdir: Path, port: int | None) -> None:
+        self.workdir = Path(workdir)
+        self._port = port if port is not None else free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._output: IO[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        """Address it listens on: loopback only, never reachable from the network."""
+        return HOST
+
+    @property
+    def port(self) -> int:
+        """Its TCP port (kept across restarts, so clients reconnect to the same address)."""
+        return self._port
+
+    @property
+    def running(self) -> bool:
+        """Whether the process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def _failure_detail(self) -> str:
+        """What to add to a start failure: the tail of its logs."""
+        return ""
+
+    def _launch(self, argv: list[str], output: Path) -> None:
+        """Start ``argv`` (stdout and stderr appended to ``output``) and wait for its port.
+
+        Raises:
+            ServerStartError: the port was taken, or the program exited or did not listen
+                within 10 s; the message ends with :meth:`_failure_detail`.
+        """
+        if _accepts_connections(self._port):
+            # Otherwise the wait below would take the other program's listener for ours.
+            raise ServerStartError(f"Port {self._port} on {HOST} is already in use.")
+        self._output = output.open("ab")
+        self._process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=self._output, stderr=self._output
+        )
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while True:
+            listening = _accepts_connections(self._port)
+            returncode = self._process.poll()
+            if listening and returncode is None:
+                return
+            if returncode is not None or time.monotonic() > deadline:
+                self.stop()
+                reason = (
+                    f"exited with status {returncode}"
+                    if returncode is not None
+                    else f"did not accept connections within {_START_TIMEOUT_S:.0f} s"
+                )
+                raise ServerStartError(
+                    f"{self._name} on port {self._port} {reason}: {shlex.join(argv)}\n"
+                    f"{self._failure_detail()}"
+                )
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Terminate the process and wait for it; does nothing if it is not running."""
+        process, self._process = self._process, None
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(timeout=_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._output is not None:
+            self._output.close()
+            self._output = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start the server (subclasses)."""
+        raise NotImplementedError
+
+
+class Mosquitto(_LocalServer):
     """A Mosquitto broker on 127.0.0.1, configured for tests, as a child process.
 
     It refuses anonymous clients and runs the dynamic-security plugin with an admin of its
@@ -212,10 +308,11 @@ class Mosquitto:
             so this can also override the defaults below (e.g. ``max_queued_messages 100``).
     """
 
+    _name = "Mosquitto"
+
     def __init__(self, workdir: Path, port: int | None = None, extra_config: str = "") -> None:
         self._binary = _require("mosquitto", "mosquitto", search=f"/usr/sbin:/sbin:{_path()}")
-        self.workdir = Path(workdir)
-        self._port = port if port is not None else free_port()
+        super().__init__(workdir, port)
         self._extra_config = extra_config
         self.config_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
@@ -224,18 +321,6 @@ class Mosquitto:
         self._admin_password = secrets.token_urlsafe(16)
         # stderr holds what Mosquitto says before its log file is open (bad config lines).
         self._stderr_path = self.workdir / "mosquitto.stderr"
-        self._process: subprocess.Popen[bytes] | None = None
-        self._stderr: IO[bytes] | None = None
-
-    @property
-    def host(self) -> str:
-        """Address the broker listens on: loopback only, never reachable from the network."""
-        return HOST
-
-    @property
-    def port(self) -> int:
-        """TCP port of the MQTT listener."""
-        return self._port
 
     @property
     def url(self) -> str:
@@ -252,11 +337,6 @@ class Mosquitto:
     def admin_password(self) -> str:
         """Its password, made for this broker (kept across restarts)."""
         return self._admin_password
-
-    @property
-    def running(self) -> bool:
-        """Whether the broker process is alive."""
-        return self._process is not None and self._process.poll() is None
 
     def _config(self) -> str:
         lines = [
@@ -299,58 +379,19 @@ class Mosquitto:
         """
         if self.running:
             return
-        if _accepts_connections(self._port):
-            # Otherwise the wait below would take the other program's listener for ours.
-            raise ServerStartError(f"Port {self._port} on {HOST} is already in use.")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self._config(), encoding="utf-8")
         if not self.dynsec_path.exists():  # the plugin rewrites it on every change
             config = _dynsec_config(self._admin_password)
             self.dynsec_path.write_text(json.dumps(config, indent=1), encoding="utf-8")
             self.dynsec_path.chmod(0o600)
-        self._stderr = self._stderr_path.open("ab")
-        self._process = subprocess.Popen(
-            [self._binary, "-c", str(self.config_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=self._stderr,
-            stderr=self._stderr,
-        )
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while not _accepts_connections(self._port):
-            returncode = self._process.poll()
-            if returncode is not None or time.monotonic() > deadline:
-                self.stop()
-                reason = (
-                    f"exited with status {returncode}"
-                    if returncode is not None
-                    else f"did not accept connections within {_START_TIMEOUT_S:.0f} s"
-                )
-                raise ServerStartError(
-                    f"Mosquitto on port {self._port} {reason}.\n"
-                    f"--- {self.log_path} ---\n{_tail(self.log_path)}\n"
-                    f"--- {self._stderr_path} ---\n{_tail(self._stderr_path)}"
-                )
-            time.sleep(0.05)
-        if self._process.poll() is not None:
-            self.stop()
-            raise ServerStartError(
-                f"Mosquitto exited right after start.\n{_tail(self.log_path)}\n"
-                f"{_tail(self._stderr_path)}"
-            )
+        self._launch([self._binary, "-c", str(self.config_path)], self._stderr_path)
 
-    def stop(self) -> None:
-        """Terminate the broker and wait for it; does nothing if it is not running."""
-        process, self._process = self._process, None
-        if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
+    def _failure_detail(self) -> str:
+        return (
+            f"--- {self.log_path} ---\n{_tail(self.log_path)}\n"
+            f"--- {self._stderr_path} ---\n{_tail(self._stderr_path)}"
+        )
 
     def restart(self) -> None:
         """Stop and start again on the same port: a broker outage, for reconnect tests.
@@ -405,18 +446,6 @@ class Mosquitto:
             return int(value)
         except ValueError:
             raise ServerError(f"{_DROPPED_TOPIC} is {value!r}, expected an integer.") from None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _postgres_bindir() -> Path:
@@ -656,7 +685,7 @@ class Postgres:
         self.stop()
 
 
-class Owserver:
+class Owserver(_LocalServer):
     """owserver (Debian package ``owserver``) on 127.0.0.1 with its fake 1-Wire bus master.
 
     The fake bus holds DS18B20 thermometers with the ids given (owfs style,
@@ -679,33 +708,15 @@ class Owserver:
         port: int | None = None,
     ) -> None:
         self._binary = _require("owserver", "owserver", search=f"/usr/bin:/usr/sbin:{_path()}")
-        self.workdir = Path(workdir)
-        self._port = port if port is not None else free_port()
+        super().__init__(workdir, port)
         self.sensors = tuple(sensors)
         self.temperature_range = temperature_range
         self.log_path = self.workdir / "owserver.log"
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    @property
-    def host(self) -> str:
-        """Address it listens on (loopback only)."""
-        return HOST
-
-    @property
-    def port(self) -> int:
-        """Its TCP port."""
-        return self._port
 
     @property
     def address(self) -> tuple[str, int]:
         """``(host, port)``, as the agent's drivers take it."""
         return HOST, self._port
-
-    @property
-    def running(self) -> bool:
-        """Whether the server process is alive."""
-        return self._process is not None and self._process.poll() is None
 
     def start(self) -> None:
         """Start the server and wait until it accepts connections.
@@ -716,8 +727,6 @@ class Owserver:
         """
         if self.running:
             return
-        if _accepts_connections(self._port):
-            raise ServerStartError(f"Port {self._port} on {HOST} is already in use.")
         self.workdir.mkdir(parents=True, exist_ok=True)
         # An empty config of its own: the Debian /etc/owfs.conf adds fake devices of its own.
         config = self.workdir / "owfs.conf"
@@ -736,39 +745,10 @@ class Owserver:
             "--error_print=2",  # to stderr, i.e. our log file
             "--error_level=1",
         ]
-        self._log = self.log_path.open("ab")
-        self._process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log
-        )
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while not _accepts_connections(self._port):
-            returncode = self._process.poll()
-            if returncode is not None or time.monotonic() > deadline:
-                self.stop()
-                reason = (
-                    f"exited with status {returncode}"
-                    if returncode is not None
-                    else f"did not accept connections within {_START_TIMEOUT_S:.0f} s"
-                )
-                raise ServerStartError(
-                    f"owserver on port {self._port} {reason}: {shlex.join(argv)}\n"
-                    f"--- {self.log_path} ---\n{_tail(self.log_path)}"
-                )
-            time.sleep(0.05)
+        self._launch(argv, self.log_path)
 
-    def stop(self) -> None:
-        """Terminate the server and wait for it; does nothing if it is not running."""
-        process, self._process = self._process, None
-        if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+    def _failure_detail(self) -> str:
+        return f"--- {self.log_path} ---\n{_tail(self.log_path)}"
 
     def restart(
         self,
@@ -782,15 +762,3 @@ class Owserver:
         if temperature_range is not None:
             self.temperature_range = temperature_range
         self.start()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
