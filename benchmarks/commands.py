@@ -16,7 +16,8 @@ Every part is a real one in its own process:
   four values of ``loadgen.VALUES``), from a child process, with the packets of
   ``benchmarks/loadgen.py`` (the foundation benchmark's generator; its own devices publish as
   fast as they can, which is a throughput test, not a background load).
-- **This process**: the REST client (``httpx.AsyncClient``, keep-alive) and the raw requester.
+- **This process**: the REST client (plain HTTP/1.1 over keep-alive connections, see ``Clients``)
+  and the raw requester.
 
 While the load runs, two phases of ``--duration`` seconds each, open-loop at ``--rate``/s (each
 request starts at its scheduled time, whatever the previous one is doing):
@@ -59,7 +60,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import httpx
 
@@ -200,39 +201,74 @@ class CommandResult:
         self.lag_ms = 0.0
 
 
-class Clients:
-    """Keep-alive HTTP connections to the hub, each an ``httpx.AsyncClient`` with one
-    connection, lent to one request at a time.
+class Answer(NamedTuple):
+    """An HTTP answer: status code and body."""
 
-    Not one client with a large pool: httpcore scans every queued request whenever a
-    connection frees up, so once a slow hub lets a few hundred requests queue, the client
-    itself spends its CPU there and stops sending (seen in the first runs). A request that
-    waits here for a free connection has that wait in its round trip: it is measured from its
-    scheduled start.
+    status_code: int
+    body: bytes
+
+    def json(self) -> Any:
+        """The body as JSON."""
+        return json.loads(self.body)
+
+
+class Clients:
+    """Keep-alive HTTP/1.1 connections to the hub, lent to one request at a time.
+
+    Plain HTTP over asyncio streams, not httpx: this process shares the two cores with the hub,
+    and httpx spent about 3 ms of CPU per request here (19 % of a core at 60 requests/s, more
+    than the broker), so the client itself slowed what it measured. Here a request is one
+    write and two reads. A request that waits for a free connection has that wait in its round
+    trip (measured from its scheduled start).
     """
 
     def __init__(self, base_url: str, token: str, count: int) -> None:
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        headers = {"Authorization": f"Bearer {token}"}
-        self._all = [
-            httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits, timeout=60)
-            for _ in range(count)
-        ]
-        self._free: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
-        for client in self._all:
-            self._free.put_nowait(client)
+        address = httpx.URL(base_url)
+        self._host, self._port = address.host, address.port or 80
+        self._head = (
+            f"Host: {self._host}:{self._port}\r\nAuthorization: Bearer {token}\r\n"
+            "Content-Type: application/json\r\n"
+        ).encode()
+        self._count = count
+        self._free: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+            asyncio.Queue()
+        )
+        self._all: list[asyncio.StreamWriter] = []
 
-    async def post(self, url: str, body: dict[str, Any]) -> httpx.Response:
-        """POST with the next free connection."""
-        client = await self._free.get()
+    async def open(self) -> None:
+        """Open the connections."""
+        for _ in range(self._count):
+            reader, writer = await asyncio.open_connection(self._host, self._port)
+            self._all.append(writer)
+            self._free.put_nowait((reader, writer))
+
+    async def post(self, url: str, body: dict[str, Any]) -> Answer:
+        """POST ``body`` as JSON to ``url`` (``?wait=true``) on the next free connection."""
+        payload = json.dumps(body).encode()
+        reader, writer = await self._free.get()
         try:
-            return await client.post(url, json=body, params={"wait": "true"})
-        finally:
-            self._free.put_nowait(client)
+            writer.write(
+                b"POST " + url.encode() + b"?wait=true HTTP/1.1\r\n" + self._head
+                + b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload
+            )  # fmt: skip
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            answer = Answer(status, await reader.readexactly(length))
+        except BaseException:
+            writer.close()  # a broken exchange leaves the connection unusable
+            raise
+        self._free.put_nowait((reader, writer))
+        return answer
 
     async def aclose(self) -> None:
         """Close every connection."""
-        await asyncio.gather(*(client.aclose() for client in self._all))
+        for writer in self._all:
+            writer.close()
+        await asyncio.gather(*(w.wait_closed() for w in self._all), return_exceptions=True)
 
 
 async def command_phase(
@@ -251,7 +287,7 @@ async def command_phase(
             answer = await clients.post(
                 f"/api/devices/{device}/commands", {"action": action, "timeout_s": 10}
             )
-        except httpx.HTTPError as exc:
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             result.statuses[f"error:{type(exc).__name__}"] += 1
             return
         elapsed = (time.perf_counter() - started) * 1000
@@ -467,6 +503,52 @@ async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
 # orchestration
 
 
+class CpuMeter:
+    """CPU time of named processes and of the whole machine between :meth:`start` and
+    :meth:`stop`, from /proc: where the cores went during a phase (the machine is shared, so
+    ``others`` is everything not ours)."""
+
+    _TICK: Final = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self._pids = {name: pid for name, pid in pids.items() if pid is not None}
+        self._start: dict[str, float] = {}
+        self._wall = 0.0
+        self._machine = (0.0, 0.0)
+
+    @classmethod
+    def _process_s(cls, pid: int) -> float:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / cls._TICK  # utime + stime
+        return 0.0
+
+    @classmethod
+    def _machine_s(cls) -> tuple[float, float]:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        idle = values[3] + values[4]  # idle + iowait
+        return (sum(values) - idle) / cls._TICK, sum(values) / cls._TICK
+
+    def start(self) -> None:
+        self._start = {name: self._process_s(pid) for name, pid in self._pids.items()}
+        self._machine = self._machine_s()
+        self._wall = time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        """Percent of one core per process, ``ours``, ``others`` and ``machine`` (busy % of
+        all cores)."""
+        wall = time.monotonic() - self._wall
+        used = {
+            name: round(100 * (self._process_s(pid) - self._start[name]) / wall, 1)
+            for name, pid in self._pids.items()
+        }
+        busy, total = (b - a for a, b in zip(self._machine, self._machine_s(), strict=True))
+        used["ours"] = round(sum(used.values()), 1)
+        used["others"] = round(max(0.0, 100 * busy / wall - used["ours"]), 1)
+        used["machine"] = round(100 * busy / total, 1) if total else 0.0
+        return used
+
+
 class Child:
     """A child Python process of this script that says ``ready`` on stdout, runs until a line
     on its stdin, then prints its figures as one JSON line."""
@@ -636,6 +718,7 @@ class Run:
         self.agents: dict[str, Any] = {}
         self.metrics = ""
         self.dropped = 0
+        self.cpu: dict[str, float] = {}
 
 
 async def measure(
@@ -675,7 +758,19 @@ async def measure(
                 await asyncio.sleep(args.settle_s)
             run.raw, run.raw_sent = await raw_phase(host, port, admin, args.rate, args.duration)
             print(f"raw:      {summary(run.raw)} ms, {len(run.raw)}/{run.raw_sent} answered")
+            meter = CpuMeter(
+                {
+                    "hub": hub.process.pid if hub.process else None,
+                    "broker": broker.pid,
+                    "agents": agents.process.pid if agents.process else None,
+                    "load": load.process.pid if load.process else None,
+                    "client": os.getpid(),
+                }
+            )
+            await clients.open()  # now: the hub closes connections idle for 5 s
+            meter.start()
             run.commands = await command_phase(clients, agent_ids, args.rate, args.duration)
+            run.cpu = meter.stop()
             await clients.aclose()
             done = run.commands
             print(
@@ -707,6 +802,7 @@ def report(args: argparse.Namespace, run: Run) -> dict[str, Any]:
         f"broker dropped {run.dropped}"
     )
     print(f"agents: {run.agents}")
+    print(f"cpu during the command phase (% of one core; machine: % of all): {run.cpu}")
     p50, p99 = percentile(commands.latencies, 0.5), percentile(commands.latencies, 0.99)
     raw_p50, raw_p99 = percentile(run.raw, 0.5), percentile(run.raw, 0.99)
     return {
@@ -734,6 +830,8 @@ def report(args: argparse.Namespace, run: Run) -> dict[str, Any]:
         "ingest_lost": run.ingest_lost,
         "broker_dropped": run.dropped,
         "cpus": os.cpu_count(),
+        "hub_cpu_pct": run.cpu.get("hub"),
+        "others_cpu_pct": run.cpu.get("others"),
     }
 
 

@@ -26,6 +26,7 @@ from fieldhub.hub.brokers import BrokerStartError, start_broker
 from fieldhub.hub.bus import HubBus
 from fieldhub.hub.commands import CommandService
 from fieldhub.hub.config import HubSettings
+from fieldhub.hub.directory import DeviceDirectory
 from fieldhub.hub.identity import BrokerAccess, DeviceIdentities
 from fieldhub.hub.ingest import Ingest, IngestSettings
 from fieldhub.hub.keyring import hub_identity
@@ -41,6 +42,7 @@ from fieldhub.hub.store.devices import DeviceNotFound, DeviceRecord, DeviceRegis
 from fieldhub.hub.store.ingest_writer import IngestWriter
 from fieldhub.hub.store.queries import Queries
 from fieldhub.hub.store.twin import TwinStore
+from fieldhub.hub.store.writes import writes_for
 from fieldhub.hub.twin import Twin
 from fieldhub.protocol import Channel, hub_subscriptions, topic_for
 
@@ -64,6 +66,8 @@ class Hub:
         self.stats = IngestStats()
         self.engine = create_engine(settings.db_url)
         self.registry = DeviceRegistry(self.engine)
+        # Labels and action catalogs in memory: a command request reads no device row.
+        self.directory = DeviceDirectory()
         self.queries = Queries(self.engine)
         self.credentials = DeviceCredentials(self.engine)
         self.audit = AuditLog(self.engine)
@@ -150,7 +154,10 @@ class Hub:
         self.broker, self.broker_url = started.embedded, started.url
         self._identities = self._device_identities(started.access)
         self._identities.synced(keys_seen)
-        writer = IngestWriter(self.engine)
+        # Ingest commits and command writes: one writer thread on SQLite (store/writes.py).
+        writes = writes_for(self.engine)
+        self._stack.push_async_callback(writes.close)  # after the last flush (unwound later)
+        writer = IngestWriter(self.engine, writes)
         bus = HubBus(
             self.broker_url,
             client_id=identity.client_id,
@@ -163,13 +170,15 @@ class Hub:
         presence = PresenceTracker(self._record_presence, settings.stale_after_s)
         ingest = Ingest(writer, bus, presence, self.stats, self._ingest_settings)
         commands = CommandService(
-            CommandStore(self.engine), bus, presence, instance=settings.instance
+            CommandStore(self.engine, writes), bus, presence, instance=settings.instance
         )
         ingest.on_reply(commands.on_reply)
+        ingest.on_commit(self.directory.committed)
         self._bus, self._presence, self._ingest = bus, presence, ingest
         self._commands = commands
         await ingest.load()
         for device in await self.registry.list():
+            self.directory.put(device)
             presence.load(
                 device.id,
                 DevicePresence(
@@ -245,6 +254,7 @@ class Hub:
             except DeviceNotFound:
                 continue  # keys of a device being deleted right now
             self.ingest.add_device(device_id)
+            self.directory.put(record)
             self.presence.load(
                 device_id,
                 DevicePresence(
@@ -280,13 +290,15 @@ class Hub:
             await self.registry.delete(device_id)  # nothing half made
             raise
         self.ingest.add_device(device_id)
+        self.directory.put(record)
         self.presence.load(device_id, DevicePresence())
         return NewDevice(record, issued)
 
     async def _register_claimed(self, device_id: str, labels: dict[str, str]) -> None:
         """Register an approved claim's device; its credentials come when it fetches them."""
-        await self.registry.create(device_id, labels=labels)
+        record = await self.registry.create(device_id, labels=labels)
         self.ingest.add_device(device_id)
+        self.directory.put(record)
         self.presence.load(device_id, DevicePresence())
 
     async def _issue_claimed(self, device_id: str) -> IssuedCredentials:
@@ -329,10 +341,31 @@ class Hub:
         await self.registry.get(device_id)
         return await self.identities.revoke(device_id, actor=actor, source=source)
 
+    async def update_device(
+        self,
+        device_id: str,
+        *,
+        name: str | None = None,
+        labels: dict[str, str] | None = None,
+        attributes: dict[str, Any] | None = None,
+    ) -> DeviceRecord:
+        """Change what an operator may change (``None`` leaves a field as it is); the hub's
+        in-memory view of the device follows.
+
+        Raises:
+            DeviceNotFound: no such device.
+        """
+        record = await self.registry.update(
+            device_id, name=name, labels=labels, attributes=attributes
+        )
+        self.directory.put(record)
+        return record
+
     async def delete_device(self, device_id: str, *, actor: str = "hub", source: str = "") -> None:
         """Delete a device with its data and credentials; refuse its messages from now on."""
         usernames = await self.credentials.usernames(device_id)
         self.ingest.remove_device(device_id)
+        self.directory.forget(device_id)
         self.presence.forget(device_id)
         self.commands.forget_device(device_id)
         async with self.ingest.writing:  # a commit in flight may hold the device's data

@@ -220,6 +220,11 @@ class _LocalServer:
         return self._port
 
     @property
+    def pid(self) -> int | None:
+        """Its process id while it runs (benchmarks read its CPU time)."""
+        return self._process.pid if self._process is not None and self.running else None
+
+    @property
     def running(self) -> bool:
         """Whether the process is alive."""
         return self._process is not None and self._process.poll() is None

@@ -18,13 +18,12 @@ from fieldhub.hub.api.command_models import (
     GroupCommandRequest,
 )
 from fieldhub.hub.api.deps import hub_dependency
-from fieldhub.hub.api.devices import visible_device
 from fieldhub.hub.api.security import client_address, require
 from fieldhub.hub.auth import Permission, Principal
 from fieldhub.hub.command_check import CommandRefused, check_command
+from fieldhub.hub.directory import DeviceEntry
 from fieldhub.hub.service import Hub
 from fieldhub.hub.store.commands import CommandNotFound, CommandRecord
-from fieldhub.hub.store.devices import DeviceRecord
 
 router = APIRouter(tags=["commands"])
 TIMEOUT_GRACE_S = 0.5
@@ -41,10 +40,19 @@ Wait = Annotated[
 ]
 
 
-def _check(hub: Hub, records: list[DeviceRecord], body: CommandRequest) -> None:
-    for record in records:
+def _visible(hub: Hub, who: Principal, device_id: str) -> DeviceEntry:
+    """The device from the hub's directory (no database trip), if ``who`` may see it; a device
+    of another site is 404 like a missing one."""
+    entry = hub.directory.get(device_id)
+    if entry is None or not who.sees(entry.labels):
+        raise HTTPException(404, f"device {device_id!r} is not registered")  # as the store says
+    return entry
+
+
+def _check(hub: Hub, entries: list[DeviceEntry], body: CommandRequest) -> None:
+    for entry in entries:
         try:
-            check_command(record.id, record.reported, body.action, body.args)
+            check_command(entry.id, entry.reported, body.action, body.args)
         except CommandRefused as exc:
             hub.commands.counts["refused"] += 1
             raise HTTPException(422, str(exc)) from None
@@ -53,6 +61,11 @@ def _check(hub: Hub, records: list[DeviceRecord], body: CommandRequest) -> None:
 def _fresh(hub: Hub, records: list[CommandRecord]) -> list[CommandRecord]:
     """The live state of commands this hub follows, the stored one of the others."""
     return [hub.commands.current(record.id) or record for record in records]
+
+
+def _sees(hub: Hub, who: Principal, device_id: str) -> bool:
+    entry = hub.directory.get(device_id)
+    return entry is not None and who.sees(entry.labels)
 
 
 @router.post(
@@ -77,8 +90,7 @@ async def send_command(
     device does not offer, or wrong arguments, are refused here (422) when the device has
     reported its actions.
     """
-    device = await visible_device(hub, who, device_id)
-    _check(hub, [device], body)
+    _check(hub, [_visible(hub, who, device_id)], body)
     _batch, [command] = await hub.commands.submit(
         [device_id],
         body.action,
@@ -103,7 +115,7 @@ async def device_commands(
     before: Annotated[int | None, Query(description="created before this epoch ms")] = None,
 ) -> list[CommandOut]:
     """The device's commands, newest first."""
-    await visible_device(hub, who, device_id)
+    _visible(hub, who, device_id)
     records = await hub.commands.store.of_device(device_id, limit=limit, before=before)
     return [CommandOut.from_record(record) for record in _fresh(hub, records)]
 
@@ -117,10 +129,8 @@ async def get_command(hub: HubDep, who: Reader, command_id: str) -> CommandOut:
             record = await hub.commands.store.get(command_id)
         except CommandNotFound as exc:
             raise HTTPException(404, str(exc)) from None
-    try:
-        await visible_device(hub, who, record.device_id)
-    except HTTPException:
-        raise HTTPException(404, f"no command {command_id!r}") from None
+    if not _sees(hub, who, record.device_id):
+        raise HTTPException(404, f"no command {command_id!r}")
     return CommandOut.from_record(record)
 
 
@@ -142,11 +152,9 @@ async def send_group_command(
     ``GET /api/command-batches/{id}``. A listed device the caller may not command is 404
     and nothing is sent; ``labels`` and ``all`` take only the caller's devices."""
     if body.devices is not None:
-        devices = [
-            await visible_device(hub, who, device_id) for device_id in sorted(set(body.devices))
-        ]
+        devices = [_visible(hub, who, device_id) for device_id in sorted(set(body.devices))]
     else:
-        devices = [r for r in await hub.registry.list(body.labels or {}) if who.sees(r.labels)]
+        devices = [e for e in hub.directory.matching(body.labels or {}) if who.sees(e.labels)]
         if not devices:
             raise HTTPException(422, "no device of yours matches")
     _check(hub, devices, body)
@@ -187,8 +195,7 @@ async def get_batch(
     if wait_s:
         await hub.commands.wait(batch.command_ids, wait_s)
     records = _fresh(hub, await hub.commands.store.of_batch(batch_id))
-    visible = {r.id for r in await hub.registry.list() if who.sees(r.labels)}
-    mine = [record for record in records if record.device_id in visible]
+    mine = [record for record in records if _sees(hub, who, record.device_id)]
     if not mine:
         raise HTTPException(404, f"no command batch {batch_id!r}")
     return BatchOut.from_records(batch, mine)

@@ -135,7 +135,7 @@ async def update_device(hub: HubDep, who: Writer, device_id: str, body: DeviceUp
     if body.labels is not None:
         check_site(who, body.labels)
     try:
-        record = await hub.registry.update(
+        record = await hub.update_device(
             device_id, name=body.name, labels=body.labels, attributes=body.attributes
         )
     except DeviceNotFound as exc:

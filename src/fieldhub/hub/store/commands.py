@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from fieldhub.hub.store.database import write_transaction
 from fieldhub.hub.store.schema import audit_log, command_batches, commands
+from fieldhub.hub.store.writes import EngineWrites, Writes
 
 Status = Literal["queued", "sent", "acknowledged", "succeeded", "failed", "timed_out", "expired"]
 OPEN: Final[frozenset[str]] = frozenset({"queued", "sent", "acknowledged"})
@@ -103,10 +103,17 @@ class BatchRecord:
 
 
 class CommandStore:
-    """Reads and writes ``commands`` and ``command_batches``."""
+    """Reads and writes ``commands`` and ``command_batches``.
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    Args:
+        engine: for reads.
+        writes: where writes run (the hub's SQLite writer thread; by default transactions of
+            ``engine``).
+    """
+
+    def __init__(self, engine: AsyncEngine, writes: Writes | None = None) -> None:
         self._engine = engine
+        self._writes = writes or EngineWrites(engine)
 
     async def insert(
         self,
@@ -115,10 +122,12 @@ class CommandStore:
         audit: Sequence[dict[str, Any]] = (),
     ) -> None:
         """Store new commands (and their batch, and the audit rows of the request, see
-        ``audit_row``) in one transaction."""
-        async with write_transaction(self._engine) as conn:
+        ``audit_row``) in one transaction, ahead of queued bulk writes (a user waits)."""
+        rows = [{column: getattr(r, column) for column in _ALL_COLUMNS} for r in records]
+
+        def job(conn: Connection) -> None:
             if batch is not None:
-                await conn.execute(
+                conn.execute(
                     insert(command_batches).values(
                         id=batch.id,
                         action=batch.action,
@@ -129,12 +138,11 @@ class CommandStore:
                         created_at=batch.created_at,
                     )
                 )
-            await conn.execute(
-                insert(commands),
-                [{column: getattr(r, column) for column in _ALL_COLUMNS} for r in records],
-            )
+            conn.execute(insert(commands), rows)
             if audit:
-                await conn.execute(insert(audit_log), list(audit))
+                conn.execute(insert(audit_log), list(audit))
+
+        await self._writes.run(job, urgent=True)
 
     async def save(self, records: Iterable[CommandRecord]) -> None:
         """Write the state columns of ``records`` (one statement, one transaction)."""
@@ -149,8 +157,7 @@ class CommandStore:
             .where(commands.c.id == bindparam("key"))
             .values({column: bindparam(column) for column in _STATE_COLUMNS})
         )
-        async with write_transaction(self._engine) as conn:
-            await conn.execute(statement, rows)
+        await self._writes.run(lambda conn: conn.execute(statement, rows))  # written behind
 
     async def get(self, command_id: str) -> CommandRecord:
         """The command ``command_id``.

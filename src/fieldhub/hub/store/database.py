@@ -8,8 +8,9 @@ from typing import Any, Final
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -94,6 +95,17 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "begin", _begin_sqlite)
         return engine
     return create_async_engine(url, pool_size=8, max_overflow=4)
+
+
+def sync_sqlite_engine(url: str) -> Engine:
+    """A synchronous engine (the standard ``sqlite3`` driver) on the SQLite file of ``url``,
+    tuned as :func:`create_engine`'s, whose transactions all write (``BEGIN IMMEDIATE``): the
+    hub's writer thread (``store/writes.py``)."""
+    parsed = make_url(url).set(drivername="sqlite")
+    engine = create_sync_engine(parsed)
+    event.listen(engine, "connect", _tune_sqlite)
+    event.listen(engine, "begin", _begin_sqlite)
+    return engine.execution_options(**{_WRITES: True})
 
 
 def _upgrade(connection: Connection, revision: str) -> None:

@@ -13,13 +13,14 @@ import asyncpg
 import msgspec
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.batch import Batch
 from fieldhub.hub.sequence import SeqTracker
-from fieldhub.hub.store.database import write_transaction
 from fieldhub.hub.store.schema import devices, events, samples, series
+from fieldhub.hub.store.writes import EngineWrites, Writes
 
 _SAMPLE_COLUMNS = ("series_id", "ts", "num", "txt")
 # A later value for the same series and millisecond replaces the earlier one (last wins); rows
@@ -55,10 +56,17 @@ def value_kind(value: bool | int | float | str) -> str:
 
 
 class IngestWriter:
-    """Writes batches; keeps the ``(device, key) → series id`` map that ingest needs."""
+    """Writes batches; keeps the ``(device, key) → series id`` map that ingest needs.
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    Args:
+        engine: for reading the sequence state at start.
+        writes: where commits run (the hub's SQLite writer thread; by default transactions
+            of ``engine``).
+    """
+
+    def __init__(self, engine: AsyncEngine, writes: Writes | None = None) -> None:
         self._engine = engine
+        self._writes = writes or EngineWrites(engine)
         self._series: dict[str, dict[str, int]] = {}  # device → key → series id
         self._dialect = engine.dialect.name
         self._insert = sqlite.insert if self._dialect == "sqlite" else postgresql.insert
@@ -120,76 +128,88 @@ class IngestWriter:
             device_id: _advanced(trackers.get(device_id), seqs)
             for device_id, seqs in batch.seqs.items()
         }
-        async with write_transaction(self._engine) as conn:
-            if batch.telemetry:
-                await self._write_samples(conn, batch)
+
+        def job(conn: Connection) -> dict[str, dict[str, int]]:
+            grown = self._write_samples(conn, batch) if batch.telemetry else {}
             if batch.events:
-                await conn.execute(
-                    events.insert(), [_event_row(d, r, e) for d, r, e in batch.events]
-                )
+                conn.execute(events.insert(), [_event_row(d, r, e) for d, r, e in batch.events])
             if batch.states:
-                await self._merge_states(conn, batch)
+                self._merge_states(conn, batch)
             if batch.presence:
-                await self._write_presence(conn, batch)
+                self._write_presence(conn, batch)
             if advanced:
-                await conn.execute(
+                conn.execute(
                     self._update_seq,
                     [
                         {"b_id": d, "b_acked": t.acked, "b_above": t.above_sorted(), "b_seen": now}
                         for d, t in advanced.items()
                     ],
                 )
+            return grown
+
+        # Series made by this batch are known only once it is committed: ids of a rolled-back
+        # insert would be given to other series later.
+        self._series.update(await self._writes.run(job))
         return advanced
 
-    async def _write_samples(self, conn: AsyncConnection, batch: Batch) -> None:
+    def _write_samples(self, conn: Connection, batch: Batch) -> dict[str, dict[str, int]]:
         # Per value, only a dict lookup and a tuple: this loop runs for every point ingested.
         # Numbers and booleans go to the REAL column as they are (the engine stores 0/1 and
         # floats); the newest value per series is then read back by the database itself, one
         # index seek per series touched, instead of being tracked here per point.
-        touched = await self._resolve_series(conn, batch)
+        touched, grown = self._resolve_series(conn, batch)
         rows: list[tuple[int, int, bool | int | float | None, str | None]] = []
         append = rows.append
         for device_id, message in batch.telemetry:
-            ids = self._series[device_id]
+            ids = grown.get(device_id) or self._series[device_id]
             for ts, values in message.instants():
                 for key, value in values.items():
                     if isinstance(value, str):
                         append((ids[key], ts, None, value))
                     else:
                         append((ids[key], ts, value, None))
-        await self._insert_samples(conn, rows)
-        await conn.execute(self._update_latest, [{"b_id": sid} for sid in touched])
+        self._insert_samples(conn, rows)
+        conn.execute(self._update_latest, [{"b_id": sid} for sid in touched])
+        return grown
 
-    async def _insert_samples(
-        self, conn: AsyncConnection, rows: list[tuple[int, int, float | None, str | None]]
+    def _insert_samples(
+        self, conn: Connection, rows: list[tuple[int, int, float | None, str | None]]
     ) -> None:
         # The hot path bypasses SQLAlchemy's per-row parameter handling (more than half the cost
         # of an insert, measured). On SQLite the whole batch goes in as one JSON array read by
         # json_each: one statement step, so the driver releases the GIL once per batch instead
         # of around every row, and the event loop no longer slows the insert (163k -> 205k
         # points/s in benchmarks/ingest.py). On PostgreSQL, COPY, inside a savepoint so that a
-        # batch repeating an instant falls back to the merging path. Same transaction either way.
+        # batch repeating an instant falls back to the merging path. Same transaction either way
+        # (asyncpg's COPY is awaited through the adapted connection's ``run_async``: this code
+        # runs in ``AsyncConnection.run_sync``).
         if self._dialect == "sqlite":
-            await conn.exec_driver_sql(_SQLITE_INSERT_SAMPLES, (_ROWS_JSON.encode(rows),))
+            conn.exec_driver_sql(_SQLITE_INSERT_SAMPLES, (_ROWS_JSON.encode(rows),))
             return
-        raw = await conn.get_raw_connection()
-        asyncpg_connection: Any = raw.driver_connection
+        adapted: Any = conn.connection.dbapi_connection
         try:
-            async with conn.begin_nested():
-                await asyncpg_connection.copy_records_to_table(
-                    "samples", records=rows, columns=_SAMPLE_COLUMNS
+            with conn.begin_nested():
+                adapted.run_async(
+                    lambda pg: pg.copy_records_to_table(
+                        "samples", records=rows, columns=_SAMPLE_COLUMNS
+                    )
                 )
         except asyncpg.UniqueViolationError:
-            await conn.exec_driver_sql(_PG_STAGING)
-            await asyncpg_connection.copy_records_to_table(
-                "samples_incoming",
-                records=[(n, *row) for n, row in enumerate(rows)],
-                columns=("n", *_SAMPLE_COLUMNS),
+            conn.exec_driver_sql(_PG_STAGING)
+            adapted.run_async(
+                lambda pg: pg.copy_records_to_table(
+                    "samples_incoming",
+                    records=[(n, *row) for n, row in enumerate(rows)],
+                    columns=("n", *_SAMPLE_COLUMNS),
+                )
             )
-            await conn.exec_driver_sql(_PG_MERGE_STAGED)
+            conn.exec_driver_sql(_PG_MERGE_STAGED)
 
-    async def _resolve_series(self, conn: AsyncConnection, batch: Batch) -> set[int]:
-        """Make sure every (device, key) of the batch has a series; return the ids touched."""
+    def _resolve_series(
+        self, conn: Connection, batch: Batch
+    ) -> tuple[set[int], dict[str, dict[str, int]]]:
+        """Make sure every (device, key) of the batch has a series; return the ids touched and
+        the key → id maps of the devices that got a new series (kept once committed)."""
         keys_by_device: dict[str, dict[str, bool | int | float | str]] = {}
         for device_id, message in batch.telemetry:
             seen = keys_by_device.setdefault(device_id, {})
@@ -201,30 +221,30 @@ class IngestWriter:
             for key, value in seen.items()
             if key not in self._series.get(device_id, {})
         ]
+        grown: dict[str, dict[str, int]] = {}
         if missing:
-            await conn.execute(
+            conn.execute(
                 self._insert(series)
                 .values([{"device_id": d, "key": k, "kind": kind} for d, k, kind in missing])
                 .on_conflict_do_nothing(index_elements=["device_id", "key"])
             )
-            rows = await conn.execute(
+            rows = conn.execute(
                 select(series.c.id, series.c.device_id, series.c.key).where(
                     series.c.device_id.in_({d for d, _, _ in missing})
                 )
             )
             for row in rows:
-                self._series.setdefault(row.device_id, {})[row.key] = row.id
+                grown.setdefault(row.device_id, {})[row.key] = row.id
+        known = {**self._series, **grown}
         return {
-            self._series[device_id][key]
-            for device_id, seen in keys_by_device.items()
-            for key in seen
-        }
+            known[device_id][key] for device_id, seen in keys_by_device.items() for key in seen
+        }, grown
 
-    async def _merge_states(self, conn: AsyncConnection, batch: Batch) -> None:
+    def _merge_states(self, conn: Connection, batch: Batch) -> None:
         by_device: dict[str, list[Any]] = {}
         for device_id, state in batch.states:
             by_device.setdefault(device_id, []).append(state)
-        rows = await conn.execute(
+        rows = conn.execute(
             select(devices.c.id, devices.c.reported, devices.c.reported_ts).where(
                 devices.c.id.in_(by_device)
             )
@@ -241,15 +261,15 @@ class IngestWriter:
                         reported[key] = value
                 reported_ts = max(reported_ts or 0, state.ts)
             updates.append({"b_id": row.id, "b_reported": reported, "b_ts": reported_ts})
-        await conn.execute(
+        conn.execute(
             update(devices)
             .where(devices.c.id == bindparam("b_id"))
             .values(reported=bindparam("b_reported"), reported_ts=bindparam("b_ts")),
             updates,
         )
 
-    async def _write_presence(self, conn: AsyncConnection, batch: Batch) -> None:
-        await conn.execute(
+    def _write_presence(self, conn: Connection, batch: Batch) -> None:
+        conn.execute(
             self._update_presence,
             [
                 {
@@ -262,7 +282,7 @@ class IngestWriter:
                 for p in batch.presence
             ],
         )
-        await conn.execute(
+        conn.execute(
             events.insert(),
             [
                 {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from sqlalchemy import delete, func, insert, select, update
@@ -382,11 +382,19 @@ class UserStore:
         return TokenRecord.from_row(row)
 
     async def touch_token(self, token_id: int, when: int) -> None:
-        """Record that a token was used at ``when``."""
-        async with self._changing_token_holders() as conn:
+        """Record that a token was used at ``when``.
+
+        Not a change of who may do what, so the token cache is kept, with the new time (else
+        every request answered from it would write again, and a touch would make every other
+        token's next request a query)."""
+        async with write_transaction(self._engine) as conn:
             await conn.execute(
                 update(api_tokens).where(api_tokens.c.id == token_id).values(last_used_at=when)
             )
+        for token_hash, (looked_up, (record, user)) in list(self._tokens.items()):
+            if record.id == token_id:
+                touched = replace(record, last_used_at=when)
+                self._tokens[token_hash] = (looked_up, (touched, user))
 
 
 # A session or token is looked up with its user in one query; the user's columns are labelled

@@ -1,0 +1,177 @@
+"""Where the hub's frequent writes run: ingest commits, command inserts, command states.
+
+A write is a *job*: a plain function that gets a synchronous SQLAlchemy ``Connection`` inside
+an open write transaction and returns a value. Written once, it runs on either database:
+
+- :class:`EngineWrites` runs a job in its own transaction of the async engine
+  (``AsyncConnection.run_sync``). PostgreSQL uses it: asyncpg is asynchronous itself and the
+  server orders concurrent writers without sleeping.
+- :class:`SqliteWriter` runs every job of the process in one thread on one connection.
+
+Why a writer thread for SQLite (docs/benchmarks.md, commands): through aiosqlite every
+statement is a hand-off to the driver's thread and back (a command insert was a dozen), and
+each connection that wants the database's single write lock while another holds it sleeps in
+SQLite's busy handler (1, 2, 5, 10… ms, whether or not the lock was freed meanwhile). Here a
+job costs one hand-off, and writers queue in memory instead of sleeping.
+
+Jobs that arrive while a transaction runs go into the next one together (group commit). When
+such a transaction fails, each of its jobs runs again alone, so one failing job fails alone and
+the others are written (a job must therefore leave nothing behind but its writes; savepoints
+around every job would do the same at a cost on every transaction, measured: a quarter of the
+writer's time). Urgent jobs (a command a user waits for) commit in a transaction of their own
+before the bulk ones (ingest batches) queued with them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from fieldhub.hub.store.database import sync_sqlite_engine, write_transaction
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Job = Callable[[Connection], T]
+
+
+class Writes(Protocol):
+    """Runs write jobs in transactions."""
+
+    async def run(self, job: Job[T], *, urgent: bool = False) -> T:
+        """Run ``job`` in a write transaction; its result once committed.
+
+        Raises:
+            Exception: what the job or the commit raised; the job's writes are undone.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Finish the jobs already given, then stop."""
+        ...
+
+
+class EngineWrites:
+    """Each job in its own transaction of ``engine`` (PostgreSQL; SQLite without a writer)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def run(self, job: Job[T], *, urgent: bool = False) -> T:
+        """See :class:`Writes`."""
+        async with write_transaction(self._engine) as conn:
+            return await conn.run_sync(job)
+
+    async def close(self) -> None:
+        """Nothing to stop: the engine belongs to the hub."""
+
+
+@dataclass(slots=True)
+class _Task:
+    job: Job[Any]
+    urgent: bool
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+
+
+_STOP = None
+
+
+class SqliteWriter:
+    """One thread with one connection runs every job given to it (see the module's text).
+
+    Args:
+        url: the SQLite database (any driver name; the thread uses the standard ``sqlite3``).
+    """
+
+    def __init__(self, url: str) -> None:
+        self._engine: Engine = sync_sqlite_engine(url)
+        self._queue: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="sqlite-writer", daemon=True)
+        self._thread.start()
+        self.transactions = 0
+        """Transactions committed (jobs per transaction = jobs / transactions)."""
+        self.jobs = 0
+
+    async def run(self, job: Job[T], *, urgent: bool = False) -> T:
+        """See :class:`Writes`."""
+        if not self._thread.is_alive():
+            raise RuntimeError("the SQLite writer is stopped")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Task(job, urgent, future, loop))
+        return await future
+
+    async def close(self) -> None:
+        """See :class:`Writes`."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            await asyncio.to_thread(self._thread.join)
+        self._engine.dispose()
+
+    # -- the writer thread ----------------------------------------------------------------------
+    def _serve(self) -> None:
+        with self._engine.connect() as conn:
+            while True:
+                first = self._queue.get()
+                tasks = [first]
+                while not self._queue.empty():  # everything that waits joins this round
+                    tasks.append(self._queue.get_nowait())
+                stop = _STOP in tasks
+                given = [task for task in tasks if task is not None]
+                urgent = [task for task in given if task.urgent]
+                if urgent:
+                    self._transaction(conn, urgent)
+                bulk = [task for task in given if not task.urgent]
+                if bulk:
+                    self._transaction(conn, bulk)
+                if stop:
+                    return
+
+    def _transaction(self, conn: Connection, tasks: list[_Task]) -> None:
+        try:
+            with conn.begin():
+                results = [task.job(conn) for task in tasks]
+        except Exception as exc:
+            if len(tasks) == 1:
+                _settle(tasks[0], None, exc)
+            else:  # which one failed? each alone
+                for task in tasks:
+                    self._transaction(conn, [task])
+            return
+        self.transactions += 1
+        self.jobs += len(tasks)
+        for task, result in zip(tasks, results, strict=True):
+            _settle(task, result, None)
+
+
+def _settle(task: _Task, result: Any, error: BaseException | None) -> None:
+    def settle() -> None:
+        if task.future.done():  # the caller was cancelled: nobody waits for it
+            return
+        if error is None:
+            task.future.set_result(result)
+        else:
+            task.future.set_exception(error)
+
+    try:
+        task.loop.call_soon_threadsafe(settle)
+    except RuntimeError:  # the caller's loop is closed
+        log.debug("a write finished after its event loop closed")
+
+
+def writes_for(engine: AsyncEngine) -> Writes:
+    """The writer for ``engine``'s database: a writer thread for an SQLite file, the engine
+    itself for PostgreSQL."""
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database not in (None, "", ":memory:"):
+        return SqliteWriter(engine.url.render_as_string(hide_password=False))
+    return EngineWrites(engine)  # PostgreSQL, or an in-memory SQLite no other connection sees
