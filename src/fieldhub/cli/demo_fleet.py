@@ -165,6 +165,16 @@ async def _run_agent(config: AgentConfig, secret: str, physics: Physics) -> None
         group.create_task(agent.serve(), name=f"agent:{config.device.id}")
 
 
+def _say_dashboard(hub: Any) -> None:
+    """Point at the dashboard, where the fleet is to be seen (docs/dashboard.md)."""
+    from fieldhub.cli.common import console
+
+    host, port = hub.settings.http_address
+    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host
+    where = f"http://{shown}:{port}/" if port else "the hub's address above"
+    console.print(f"dashboard: open [bold]{where}[/bold] in a browser and log in")
+
+
 async def run_demo_fleet(hub: Any, count: int, data: Path, *, door_every_s: float) -> None:
     """Register ``count`` demo devices on ``hub`` and run their agents until cancelled.
 
@@ -175,6 +185,7 @@ async def run_demo_fleet(hub: Any, count: int, data: Path, *, door_every_s: floa
         door_every_s: mean time between two openings of one cabinet's door.
     """
     physics = Physics(door_every_s=door_every_s)
+    _say_dashboard(hub)
     async with asyncio.TaskGroup() as group:
         for device in demo_devices(count, data):
             credentials = await _credentials(hub, device)

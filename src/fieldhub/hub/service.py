@@ -30,6 +30,7 @@ from fieldhub.hub.directory import DeviceDirectory
 from fieldhub.hub.identity import BrokerAccess, DeviceIdentities
 from fieldhub.hub.ingest import Ingest, IngestSettings
 from fieldhub.hub.keyring import hub_identity
+from fieldhub.hub.live import LiveHub
 from fieldhub.hub.presence import DevicePresence, PresenceTracker
 from fieldhub.hub.provisioning import Provisioning
 from fieldhub.hub.stats import IngestStats
@@ -73,6 +74,8 @@ class Hub:
         self.audit = AuditLog(self.engine)
         # Users, sessions, API tokens, login throttle, setup token; one audit log for all.
         self.auth = Auth(self.engine, self.audit)
+        # Committed data, command and registry changes, pushed to WebSocket clients (/api/live).
+        self.live = LiveHub(self.directory, self.engine, self.auth.authenticator)
         # Devices that claim with a token, approved by operators, fetch their own credentials.
         self.provisioning = Provisioning(
             ClaimStore(self.engine), self._register_claimed, self._issue_claimed, self.audit.record
@@ -174,11 +177,14 @@ class Hub:
         )
         ingest.on_reply(commands.on_reply)
         ingest.on_commit(self.directory.committed)
+        ingest.on_commit(self.live.committed)
+        commands.on_change(self.live.command_changed)
         self._bus, self._presence, self._ingest = bus, presence, ingest
         self._commands = commands
         await ingest.load()
         for device in await self.registry.list():
             self.directory.put(device)
+            self.live.load(device.id, device.last_seen)
             presence.load(
                 device.id,
                 DevicePresence(
@@ -194,6 +200,7 @@ class Hub:
             asyncio.create_task(presence.run(), name="presence-clock"),
             asyncio.create_task(commands.run(), name="commands"),
             asyncio.create_task(self.identities.run(), name="device-credentials-sync"),
+            asyncio.create_task(self.live.run(), name="live"),
         ]
         # Unwound before the bus closes: the last commit's acks still reach the devices.
         self._stack.push_async_callback(self._stop_tasks)
@@ -219,7 +226,12 @@ class Hub:
         # flush would then write that stale state back (a resent message stored twice). The
         # same for command writes and credential syncs: a query cut off by cancellation
         # leaves its pooled connection checked out, never closed.
-        async with self.ingest.writing, self.commands.writing, self.identities.syncing:
+        async with (
+            self.ingest.writing,
+            self.commands.writing,
+            self.identities.syncing,
+            self.live.reading,
+        ):
             for task in self._tasks:
                 task.cancel()
             for task in self._tasks:
@@ -261,6 +273,7 @@ class Hub:
                     record.presence, record.connected, record.presence_since, record.presence_reason
                 ),
             )
+            self.live.device_changed(device_id, "added")
 
     # -- registry operations that ingest and the broker must know about ---------------------
     async def create_device(
@@ -292,6 +305,7 @@ class Hub:
         self.ingest.add_device(device_id)
         self.directory.put(record)
         self.presence.load(device_id, DevicePresence())
+        self.live.device_changed(device_id, "added")
         return NewDevice(record, issued)
 
     async def _register_claimed(self, device_id: str, labels: dict[str, str]) -> None:
@@ -300,6 +314,7 @@ class Hub:
         self.ingest.add_device(device_id)
         self.directory.put(record)
         self.presence.load(device_id, DevicePresence())
+        self.live.device_changed(device_id, "added")
 
     async def _issue_claimed(self, device_id: str) -> IssuedCredentials:
         return await self.issue_device_credentials(device_id, actor=f"device:{device_id}")
@@ -359,6 +374,7 @@ class Hub:
             device_id, name=name, labels=labels, attributes=attributes
         )
         self.directory.put(record)
+        self.live.device_changed(device_id, "changed")  # labels may move it in or out of view
         return record
 
     async def delete_device(self, device_id: str, *, actor: str = "hub", source: str = "") -> None:
@@ -370,6 +386,7 @@ class Hub:
         self.commands.forget_device(device_id)
         async with self.ingest.writing:  # a commit in flight may hold the device's data
             await self.registry.delete(device_id)
+        self.live.device_changed(device_id, "deleted")
         await self.provisioning.store.forget(device_id)  # the id may claim again
         # The broker would replay the device's last status to every future hub start.
         self.bus.publish(topic_for(device_id, Channel.STATUS), b"", qos=1, retain=True)

@@ -10,10 +10,11 @@ from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from fieldhub import __version__
-from fieldhub.hub.api import account, audit, claims, commands, devices, events, tokens, users
+from fieldhub.hub.api import account, audit, claims, commands, devices, events, tokens, users, web
 from fieldhub.hub.api.deps import hub_dependency
 from fieldhub.hub.api.errors import validation_error
 from fieldhub.hub.api.limits import DEFAULT_MAX_BODY, BodySizeLimit
+from fieldhub.hub.api.live import router as live_router
 from fieldhub.hub.api.models import Health
 from fieldhub.hub.api.security import annotate_permissions, require
 from fieldhub.hub.auth import Permission, Principal
@@ -58,6 +59,8 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(claims.device_router)
     app.include_router(claims.operator_router)
+    app.include_router(live_router)  # the /api/live WebSocket (docs/live.md)
+    web.install(app)  # the dashboard: pages at /, /devices/{id}, ...; files under /static
 
     @app.get("/api/health", tags=["hub"], summary="Health", response_model_exclude_none=True)
     async def health(

@@ -1,0 +1,97 @@
+"""The dashboard: static pages and their scripts, served by the hub at ``/``.
+
+The pages are plain files (``fieldhub/hub/web/``: HTML, JavaScript modules, CSS, and uPlot as
+a vendored static asset): nothing is built, nothing is rendered on the server, and a page holds
+no data. Everything a page shows it fetches from the REST API and the live WebSocket with the
+browser's session cookie, so the API's authorization is the only one there is; the files are
+public like any login page.
+
+Every answer carries a Content-Security-Policy that allows scripts, styles and connections
+from the hub's own origin only (no inline script, no ``eval``), so even a device name that
+slipped into markup could not run; the pages also never put API data into HTML (they set
+``textContent``). Files are revalidated on every load (``no-cache`` + ETag): after an upgrade
+a browser never runs yesterday's module next to today's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
+
+__all__ = ["CONTENT_SECURITY_POLICY", "PAGES", "WEB_ROOT", "install"]
+
+WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
+"""Where the dashboard's files are (inside the package, so a wheel ships them)."""
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",  # REST and the /api/live WebSocket of the same origin
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-cache",
+}
+
+PAGES = {
+    "/": "overview.html",
+    "/login": "login.html",
+    "/devices/{device_id}": "device.html",
+    "/events": "events.html",
+    "/manage": "manage.html",
+}
+"""Address of each page → its file under ``web/pages/``. A device page is one file for every
+device: its script reads the id from the address."""
+
+
+class _Assets(StaticFiles):
+    """The scripts, styles and vendored libraries, with the pages' security headers."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.update(_HEADERS)
+        return response
+
+
+def _page(path: str, file: Path) -> Route:
+    async def serve(_request: Request) -> Response:
+        return FileResponse(file, media_type="text/html; charset=utf-8", headers=_HEADERS)
+
+    return Route(path, serve, methods=["GET", "HEAD"], name=f"page:{file.stem}")
+
+
+def install(app: FastAPI) -> None:
+    """Serve the dashboard's pages at their addresses and its assets under ``/static/``.
+
+    Plain Starlette routes, outside the OpenAPI spec: they are not API, need no permission,
+    and carry no data. Call after the API's routers so ``/api/...`` always wins.
+
+    Raises:
+        FileNotFoundError: the package was installed without its ``web/`` files.
+    """
+    pages = WEB_ROOT / "pages"
+    for path, name in PAGES.items():
+        file = pages / name
+        if not file.is_file():
+            raise FileNotFoundError(f"dashboard page {file} is missing from the package")
+        app.router.routes.append(_page(path, file))
+    app.router.routes.append(
+        Mount("/static", app=_Assets(directory=WEB_ROOT, follow_symlink=False), name="static")
+    )

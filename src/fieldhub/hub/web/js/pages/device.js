@@ -1,0 +1,226 @@
+// Device page: presence, latest values, charts with history and live points, the twin,
+// command buttons from the device's action catalog with their outcomes, recent events.
+
+import { api, ApiError } from "../api.js";
+import { byId, h, replace, say } from "../dom.js";
+import { ago, dateTime, value } from "../format.js";
+import { RANGES, TelemetryCharts } from "../charts.js";
+import { CommandPanel } from "../commands.js";
+import { eventRow } from "../eventlist.js";
+import { fillPresence, presenceBadge, tickPresence } from "../presence.js";
+import { problemsOf } from "../problems.js";
+import { Permission, showError, startPage } from "../session.js";
+import { renderTwin } from "../twin.js";
+
+const EVENTS_SHOWN = 20;
+const deviceId = decodeURIComponent(location.pathname.split("/")[2] ?? "");
+const status = byId("status");
+const state = { device: null, latest: {}, twin: null };
+let charts;
+let commands;
+let live;
+
+function showHeader() {
+  const { device } = state;
+  document.title = `${device.name || device.id} · fieldhub`;
+  byId("title").textContent = device.name || device.id;
+  byId("crumb").textContent = device.id;
+  const presence = byId("presence");
+  if (presence.firstChild) fillPresence(presence.firstChild, device.presence);
+  else presence.append(presenceBadge(device.presence));
+  const labels = Object.entries(device.labels).map(([k, v]) => `${k}=${v}`).join(", ");
+  const seen = device.presence.last_seen ? `last message ${ago(device.presence.last_seen)}` : "no message yet";
+  replace(
+    byId("meta"),
+    h("span", { class: "id", text: device.id }),
+    labels ? h("span", { text: labels }) : null,
+    h("span", { id: "last-seen", text: seen }),
+  );
+}
+
+function showProblems() {
+  const problems = problemsOf(state.device, state.twin);
+  replace(byId("problems"), problems.map((p) => h("span", { class: `chip ${p.severity}`, text: p.text })));
+}
+
+function numericKeys() {
+  return Object.entries(state.latest)
+    .filter(([, v]) => typeof v.value === "number")
+    .map(([key]) => key);
+}
+
+function showLatest(changed = []) {
+  const keys = Object.keys(state.latest).sort();
+  replace(
+    byId("latest"),
+    keys.length
+      ? keys.map((key) =>
+          h(
+            "div",
+            { class: changed.includes(key) ? "tile flash" : "tile", dataset: { key } },
+            h("span", { class: "k", text: key }),
+            h("span", { class: "v", text: value(state.latest[key].value) }),
+            h("span", { class: "when", title: dateTime(state.latest[key].ts), text: ago(state.latest[key].ts) }),
+          ),
+        )
+      : h("p", { class: "muted", text: "No telemetry yet." }),
+  );
+}
+
+function showTwin() {
+  renderTwin(byId("twin"), state.twin);
+  commands.setCatalog(state.twin.reported?.actions);
+  showProblems();
+}
+
+function addEvent(event, fresh) {
+  const rows = byId("event-rows");
+  if (rows.querySelector(`tr[data-event="${CSS.escape(String(event.id))}"]`)) return;
+  rows.prepend(eventRow(event, { device: false, fresh }));
+  while (rows.children.length > EVENTS_SHOWN) rows.lastElementChild.remove();
+  byId("no-events").hidden = true;
+}
+
+async function loadEvents() {
+  const page = await api("/api/events", { query: { device: deviceId, limit: EVENTS_SHOWN } });
+  replace(byId("event-rows"), page.events.map((event) => eventRow(event, { device: false })));
+  byId("no-events").hidden = page.events.length > 0;
+}
+
+async function loadAll() {
+  const id = encodeURIComponent(deviceId);
+  const [device, latest, twin] = await Promise.all([
+    api(`/api/devices/${id}`),
+    api(`/api/devices/${id}/latest`),
+    api(`/api/devices/${id}/state`),
+  ]);
+  Object.assign(state, { device, latest, twin });
+  showHeader();
+  showLatest();
+  showTwin();
+  await Promise.all([loadEvents(), commands.loadRecent(), charts.show(numericKeys())]);
+}
+
+function rangeButtons() {
+  const group = byId("ranges");
+  const buttons = RANGES.map((range) =>
+    h("button", {
+      type: "button",
+      class: "range",
+      text: range.label,
+      "aria-pressed": range === charts.range ? "true" : "false",
+      onclick: async (event) => {
+        for (const b of buttons) {
+          b.setAttribute("aria-pressed", b === event.currentTarget ? "true" : "false");
+        }
+        try {
+          await charts.show(numericKeys(), range);
+        } catch (error) {
+          showError(status, error);
+        }
+      },
+    }),
+  );
+  replace(group, buttons);
+}
+
+// -- live -----------------------------------------------------------------------------------
+
+function onTelemetry(message) {
+  if (message.device !== deviceId) return;
+  const changed = [];
+  for (const [key, v] of Object.entries(message.values ?? {})) {
+    if (!state.latest[key] || state.latest[key].ts <= message.ts) {
+      state.latest[key] = { ts: message.ts, value: v };
+      changed.push(key);
+    }
+  }
+  showLatest(changed);
+  charts.add(message.ts, message.values ?? {});
+}
+
+function onPresence(message) {
+  if (message.device !== deviceId || !state.device) return;
+  state.device = { ...state.device, presence: message.presence };
+  showHeader();
+  showProblems();
+}
+
+let twinTimer = null;
+function onState(message) {
+  if (message.device !== deviceId || !state.twin) return;
+  const reported = { ...state.twin.reported };
+  for (const [key, v] of Object.entries(message.reported ?? {})) {
+    if (v === null) delete reported[key];
+    else reported[key] = v;
+  }
+  state.twin = { ...state.twin, reported, reported_ts: message.ts };
+  showTwin();
+  clearTimeout(twinTimer); // delta and in_sync are the hub's to say: ask it, shortly
+  twinTimer = setTimeout(async () => {
+    try {
+      state.twin = await api(`/api/devices/${encodeURIComponent(deviceId)}/state`);
+      showTwin();
+    } catch (error) {
+      showError(status, error);
+    }
+  }, 500);
+}
+
+function onDevice(message) {
+  if (message.device !== deviceId) return;
+  if (message.change === "deleted") {
+    say(status, "This device was deleted.", "error");
+    live.stop();
+    return;
+  }
+  api(`/api/devices/${encodeURIComponent(deviceId)}`)
+    .then((device) => {
+      state.device = device;
+      showHeader();
+    })
+    .catch((error) => showError(status, error));
+}
+
+// -- start ----------------------------------------------------------------------------------
+
+async function main() {
+  const started = await startPage("overview"); // a device is part of the fleet
+  const { me } = started;
+  live = started.live;
+  byId("all-events").href = `/events?device=${encodeURIComponent(deviceId)}`;
+  charts = new TelemetryCharts(byId("charts"), deviceId);
+  commands = new CommandPanel(byId("actions"), byId("command-log"), deviceId, {
+    allowed: me.can(Permission.DEVICES_COMMAND),
+    role: me.user.role,
+    isLive: () => byId("live-state").dataset.state === "live",
+  });
+  rangeButtons();
+  live
+    .on("telemetry", onTelemetry)
+    .on("event", (message) => message.device === deviceId && addEvent(message.event, true))
+    .on("presence", onPresence)
+    .on("state", onState)
+    .on("command", (message) => commands.upsert(message.command))
+    .on("device", onDevice)
+    .on("resync", () => loadAll().catch((error) => showError(status, error)))
+    .subscribe({ devices: [deviceId] })
+    .start();
+  try {
+    await loadAll();
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 404) {
+      live.stop();
+      byId("title").textContent = deviceId;
+      say(status, "No such device, or not one of your sites.", "error");
+      return;
+    }
+    throw error;
+  }
+  setInterval(() => {
+    tickPresence();
+    if (state.device) showHeader();
+  }, 5000);
+}
+
+main().catch((error) => showError(status, error));

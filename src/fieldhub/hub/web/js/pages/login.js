@@ -1,0 +1,48 @@
+// Login: a name and a password give a session (HttpOnly cookie) and a CSRF token (readable
+// cookie); then back to the page that sent the user here.
+
+import { api } from "../api.js";
+import { byId, say } from "../dom.js";
+import { showError } from "../session.js";
+
+/** Where to go after login: a path on this hub only (never another site). */
+function next() {
+  const target = new URLSearchParams(location.search).get("next") ?? "/";
+  return target.startsWith("/") && !target.startsWith("//") && !target.startsWith("/\\")
+    ? target
+    : "/";
+}
+
+async function main() {
+  const form = byId("login-form");
+  const status = byId("status");
+  try {
+    await api("/api/auth/me", { login: false });
+    location.replace(next()); // already signed in
+    return;
+  } catch {
+    // not signed in: stay
+  }
+  form.elements.name.focus();
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    say(status, "");
+    const button = form.querySelector("button");
+    button.disabled = true;
+    try {
+      await api("/api/auth/login", {
+        method: "POST",
+        login: false,
+        body: { name: form.elements.name.value.trim(), password: form.elements.password.value },
+      });
+      location.replace(next());
+    } catch (error) {
+      showError(status, error); // 401 wrong name or password; 429 throttled, with how long
+      form.elements.password.select();
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+main();

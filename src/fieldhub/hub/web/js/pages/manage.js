@@ -1,0 +1,34 @@
+// Management: add devices (credentials shown once), approve pending devices, users and API
+// tokens (admins), one's own tokens and password. Sections the user's role cannot use are not
+// shown; the hub still checks every request, and its refusal is what the page says.
+
+import { api } from "../api.js";
+import { setupClaims } from "../manage/claims.js";
+import { setupAddDevice } from "../manage/devices.js";
+import { setupPassword } from "../manage/password.js";
+import { setupTokens } from "../manage/tokens.js";
+import { setupUsers } from "../manage/users.js";
+import { byId } from "../dom.js";
+import { Permission, showError, startPage } from "../session.js";
+
+async function knownSites(me) {
+  if (me.user.role !== "admin") return new Set(me.user.sites);
+  const devices = await api("/api/devices", { query: { limit: 10000 } });
+  return new Set(devices.map((d) => d.labels.site).filter(Boolean));
+}
+
+async function main() {
+  const { me } = await startPage("manage");
+  for (const el of document.querySelectorAll("[data-needs]")) {
+    el.hidden = !me.can(el.dataset.needs);
+  }
+  const work = [setupTokens()];
+  setupPassword(me);
+  if (me.can(Permission.DEVICES_WRITE)) setupAddDevice(me, await knownSites(me));
+  if (me.can(Permission.DEVICES_READ)) work.push(setupClaims(me.can(Permission.DEVICES_WRITE)));
+  if (me.can(Permission.USERS_READ)) work.push(setupUsers(me));
+  await Promise.all(work);
+  if (location.hash) document.getElementById(location.hash.slice(1))?.scrollIntoView();
+}
+
+main().catch((error) => showError(byId("tokens-status"), error));

@@ -1,0 +1,357 @@
+// Fleet overview: every device the user may see, with presence and since-when, its last
+// values and its problems; filters by site, group, state and text; kept current by the live
+// feed without reloading.
+
+import { api, eachLimited } from "../api.js";
+import { byId, deviceHref, h, replace, say } from "../dom.js";
+import { value } from "../format.js";
+import { fillPresence, presenceBadge, tickPresence } from "../presence.js";
+import { problemsOf } from "../problems.js";
+import { showError, startPage } from "../session.js";
+
+const MAX_ROWS = 500; // rows on the page at once; the filters narrow a larger fleet
+const MAX_VALUES = 6; // last values shown per device
+const DETAIL_CONCURRENCY = 6;
+const STATES = ["online", "stale", "offline", "unknown"];
+
+const devices = new Map(); // id → {device, latest, twin, row}
+const status = byId("status");
+const form = byId("filters");
+let refreshing = null;
+
+function filters() {
+  const data = new FormData(form);
+  return {
+    q: String(data.get("q") ?? "").trim().toLowerCase(),
+    site: String(data.get("site") ?? ""),
+    group: String(data.get("group") ?? ""),
+    state: String(data.get("state") ?? ""),
+  };
+}
+
+function matches(entry, f) {
+  const { device } = entry;
+  if (f.site && device.labels.site !== f.site) return false;
+  if (f.group && device.labels.group !== f.group) return false;
+  if (f.state === "problems") {
+    if (!problemsOf(device, entry.twin).length) return false;
+  } else if (f.state && device.presence.state !== f.state) return false;
+  if (f.q && !`${device.id} ${device.name}`.toLowerCase().includes(f.q)) return false;
+  return true;
+}
+
+// -- rows -------------------------------------------------------------------------------------
+
+function makeRow(entry) {
+  const { device } = entry;
+  const cells = {
+    name: h("td", { class: "device-name", "data-label": "Device" }),
+    where: h("td", { "data-label": "Site · group" }),
+    presence: h("td", { "data-label": "Presence" }, presenceBadge(device.presence)),
+    values: h("td", { class: "values", "data-label": "Last values" }),
+    problems: h("td", { class: "problems", "data-label": "Problems" }),
+  };
+  const row = h("tr", { dataset: { device: device.id } }, Object.values(cells));
+  entry.row = row;
+  entry.cells = cells;
+  fillName(entry);
+  fillValues(entry);
+  fillProblems(entry);
+  return row;
+}
+
+function fillName(entry) {
+  const { device, cells } = entry;
+  replace(
+    cells.name,
+    h("a", { href: deviceHref(device.id), text: device.name || device.id }),
+    device.name ? h("span", { class: "id", text: device.id }) : null,
+  );
+  const where = [device.labels.site, device.labels.group].filter(Boolean).join(" · ");
+  cells.where.textContent = where || "—";
+}
+
+function fillValues(entry, changed = []) {
+  const latest = entry.latest;
+  if (!latest) {
+    replace(entry.cells.values, h("span", { class: "muted", text: "…" }));
+    return;
+  }
+  const keys = Object.keys(latest).sort().slice(0, MAX_VALUES);
+  if (!keys.length) {
+    replace(entry.cells.values, h("span", { class: "muted", text: "no data yet" }));
+    return;
+  }
+  replace(
+    entry.cells.values,
+    keys.map((key) =>
+      h(
+        "span",
+        { class: changed.includes(key) ? "kv flash" : "kv", dataset: { key } },
+        h("span", { class: "k", text: key }),
+        h("span", { class: "v", text: value(latest[key].value) }),
+      ),
+    ),
+  );
+}
+
+function fillProblems(entry) {
+  const problems = problemsOf(entry.device, entry.twin);
+  entry.cells.problems.classList.toggle("none", problems.length === 0);
+  replace(
+    entry.cells.problems,
+    problems.length
+      ? problems.map((p) => h("span", { class: `chip ${p.severity}`, text: p.text }))
+      : h("span", { class: "muted", text: entry.twin ? "none" : "…" }),
+  );
+}
+
+async function loadDetails(entry) {
+  const id = encodeURIComponent(entry.device.id);
+  try {
+    const [latest, twin] = await Promise.all([
+      api(`/api/devices/${id}/latest`),
+      api(`/api/devices/${id}/state`),
+    ]);
+    entry.latest = latest;
+    entry.twin = twin;
+  } catch (error) {
+    if (error.status === 404) return; // deleted meanwhile, or moved out of the user's sites
+    throw error;
+  }
+  if (entry.row) {
+    fillValues(entry);
+    fillProblems(entry);
+  }
+  summarize();
+}
+
+// -- the table ------------------------------------------------------------------------------
+
+function render() {
+  const f = filters();
+  const shown = [...devices.values()]
+    .filter((entry) => matches(entry, f))
+    .sort((a, b) => a.device.id.localeCompare(b.device.id));
+  const rows = shown.slice(0, MAX_ROWS).map((entry) => entry.row ?? makeRow(entry));
+  replace(byId("device-rows"), rows);
+  byId("empty").hidden = shown.length > 0 || devices.size === 0;
+  const more = byId("more");
+  more.hidden = shown.length <= MAX_ROWS;
+  more.textContent = `Showing ${MAX_ROWS} of ${shown.length} devices: narrow the filters to see the rest.`;
+  const missing = shown.slice(0, MAX_ROWS).filter((entry) => !entry.latest && !entry.loading);
+  for (const entry of missing) entry.loading = true;
+  eachLimited(missing, DETAIL_CONCURRENCY, loadDetails).catch((error) => showError(status, error));
+  summarize();
+}
+
+function summarize() {
+  const counts = Object.fromEntries(STATES.map((s) => [s, 0]));
+  let troubled = 0;
+  for (const entry of devices.values()) {
+    counts[entry.device.presence.state] = (counts[entry.device.presence.state] ?? 0) + 1;
+    if (problemsOf(entry.device, entry.twin).length) troubled += 1;
+  }
+  const chip = (state, count, label) =>
+    h(
+      "button",
+      {
+        type: "button",
+        class: `count ${state}`,
+        dataset: { state },
+        onclick: () => {
+          form.elements.state.value = form.elements.state.value === state ? "" : state;
+          changed();
+        },
+      },
+      h("strong", { text: String(count) }),
+      ` ${label}`,
+    );
+  replace(
+    byId("summary"),
+    h("span", { class: "total", text: `${devices.size} ${devices.size === 1 ? "device" : "devices"}` }),
+    STATES.filter((s) => counts[s] || s !== "unknown").map((s) => chip(s, counts[s], s)),
+    chip("problems", troubled, "with problems"),
+  );
+}
+
+function fillOptions(select, values) {
+  const current = select.value;
+  replace(
+    select,
+    h("option", { value: "", text: "all" }),
+    [...values].sort().map((v) => h("option", { value: v, text: v })),
+  );
+  if ([...values].includes(current)) select.value = current;
+}
+
+function labelOptions() {
+  const sites = new Set();
+  const groups = new Set();
+  for (const { device } of devices.values()) {
+    if (device.labels.site) sites.add(device.labels.site);
+    if (device.labels.group) groups.add(device.labels.group);
+  }
+  fillOptions(form.elements.site, sites);
+  fillOptions(form.elements.group, groups);
+}
+
+function changed() {
+  const f = filters();
+  const params = new URLSearchParams();
+  for (const [key, v] of Object.entries(f)) if (v) params.set(key, v);
+  const query = params.toString();
+  history.replaceState(null, "", query ? `?${query}` : location.pathname);
+  render();
+}
+
+async function loadDevices() {
+  const list = await api("/api/devices", { query: { limit: 10000 } });
+  const seen = new Set();
+  for (const device of list) {
+    seen.add(device.id);
+    const entry = devices.get(device.id);
+    if (entry) {
+      entry.device = device;
+      entry.latest = null; // fetched again: something may have been missed
+      entry.loading = false;
+      if (entry.row) {
+        fillName(entry);
+        fillPresence(entry.cells.presence.firstChild, device.presence);
+      }
+    } else {
+      devices.set(device.id, { device, latest: null, twin: null, row: null });
+    }
+  }
+  for (const id of [...devices.keys()]) if (!seen.has(id)) devices.delete(id);
+  labelOptions();
+  render();
+}
+
+function refresh() {
+  refreshing ??= loadDevices()
+    .then(() => say(status, ""))
+    .catch((error) => showError(status, error))
+    .finally(() => {
+      refreshing = null;
+    });
+  return refreshing;
+}
+
+// -- live -----------------------------------------------------------------------------------
+
+const twinRefresh = new Map(); // id → timer: state changes fetch the twin (debounced)
+
+function onTelemetry(message) {
+  const entry = devices.get(message.device);
+  if (!entry?.latest) return;
+  const changedKeys = [];
+  for (const [key, v] of Object.entries(message.values ?? {})) {
+    const old = entry.latest[key];
+    if (!old || old.ts <= message.ts) {
+      entry.latest[key] = { ts: message.ts, value: v };
+      changedKeys.push(key);
+    }
+  }
+  if (entry.row && changedKeys.length) later(entry, changedKeys);
+}
+
+// A busy fleet sends many values a second: the rows are redrawn at most once a frame.
+const redraw = new Map(); // entry → keys changed since the last frame
+let frame = 0;
+
+function later(entry, keys) {
+  if (!redraw.has(entry)) redraw.set(entry, new Set());
+  for (const key of keys) redraw.get(entry).add(key);
+  frame ||= requestAnimationFrame(() => {
+    frame = 0;
+    for (const [pending, changed] of redraw) fillValues(pending, [...changed]);
+    redraw.clear();
+  });
+}
+
+function onPresence(message) {
+  const entry = devices.get(message.device);
+  if (!entry) return;
+  entry.device = { ...entry.device, presence: message.presence };
+  if (entry.row) {
+    fillPresence(entry.cells.presence.firstChild, message.presence);
+    fillProblems(entry);
+  }
+  if (form.elements.state.value) render();
+  else summarize();
+}
+
+function onState(message) {
+  const entry = devices.get(message.device);
+  if (!entry) return;
+  if (entry.twin) {
+    entry.twin = { ...entry.twin, reported: { ...entry.twin.reported, ...message.reported } };
+    for (const [key, v] of Object.entries(message.reported ?? {})) {
+      if (v === null) delete entry.twin.reported[key];
+    }
+    if (entry.row) fillProblems(entry);
+    summarize();
+  }
+  clearTimeout(twinRefresh.get(message.device));
+  twinRefresh.set(
+    message.device,
+    setTimeout(() => {
+      twinRefresh.delete(message.device);
+      if (entry.latest) loadDetails(entry).catch(() => {});
+    }, 1000),
+  );
+}
+
+async function onDevice(message) {
+  const id = message.device;
+  let device = null;
+  if (message.change !== "deleted") {
+    try {
+      device = await api(`/api/devices/${encodeURIComponent(id)}`);
+    } catch (error) {
+      if (error.status !== 404) throw error; // 404: moved out of the user's sites
+    }
+  }
+  const entry = devices.get(id);
+  if (!device) {
+    devices.delete(id);
+  } else if (entry) {
+    entry.device = device;
+    if (entry.row) {
+      fillName(entry);
+      fillPresence(entry.cells.presence.firstChild, device.presence);
+    }
+  } else {
+    devices.set(id, { device, latest: null, twin: null, row: null });
+  }
+  labelOptions();
+  render();
+}
+
+// -- start ----------------------------------------------------------------------------------
+
+async function main() {
+  const { live } = await startPage("overview");
+  const params = new URLSearchParams(location.search);
+  form.elements.q.value = params.get("q") ?? "";
+  form.elements.state.value = params.get("state") ?? "";
+  form.addEventListener("input", changed);
+  form.addEventListener("submit", (event) => event.preventDefault());
+  live
+    .on("telemetry", onTelemetry)
+    .on("presence", onPresence)
+    .on("state", onState)
+    .on("device", (message) => onDevice(message).catch((error) => showError(status, error)))
+    .on("resync", refresh)
+    .subscribe({ all: true, topics: ["telemetry", "presence", "state", "device"] })
+    .start();
+  await refresh();
+  // Labels are known once the devices are: now the site and group of the address apply.
+  form.elements.site.value = params.get("site") ?? "";
+  form.elements.group.value = params.get("group") ?? "";
+  if (params.get("site") || params.get("group")) render();
+  setInterval(() => tickPresence(), 5000);
+}
+
+main().catch((error) => showError(status, error));
