@@ -38,7 +38,15 @@ async def _serve(
     async with Hub(settings) as hub:
         host, port = settings.http_address
         server = uvicorn.Server(
-            uvicorn.Config(create_app(hub), host=host, port=port, log_level="warning")
+            uvicorn.Config(
+                create_app(hub),
+                host=host,
+                port=port,
+                log_level="warning",
+                # /api/live sends every frame to many clients: compressing it per connection
+                # cost a quarter of the hub's CPU with 100 clients (docs/benchmarks.md, live).
+                ws_per_message_deflate=False,
+            )
         )
         serving = asyncio.create_task(server.serve(), name="http")
         while not server.started:

@@ -102,6 +102,7 @@ class Ingest:
         self._batch = Batch()
         self._ack_due: set[str] = set()
         self._wake = asyncio.Event()
+        self._opened_at = 0.0  # monotonic time the open batch was woken for
         self._full = asyncio.Event()
         self._paused = False
         self._listeners: list[CommitListener] = []
@@ -144,7 +145,7 @@ class Ingest:
     def record_presence(self, change: PresenceChange) -> None:
         """Queue a presence change for the next commit."""
         self._batch.presence.append(change)
-        self._wake.set()
+        self._wake_up()
 
     # -- hot path --------------------------------------------------------------------------
     def submit(self, topic: str, payload: bytes) -> None:
@@ -175,7 +176,7 @@ class Ingest:
         if tracker.is_duplicate(seq) or (pending is not None and seq in pending):
             self.stats.duplicates += 1
             self._ack_due.add(device_id)
-            self._wake.set()
+            self._wake_up()
             return
         if pending is None:
             self._pending[device_id] = {seq}
@@ -193,7 +194,7 @@ class Ingest:
         batch.messages += 1
         self._presence.touch(device_id)
         if batch.messages == 1:
-            self._wake.set()
+            self._wake_up()
         elif batch.messages >= self._settings.max_batch_messages:
             self._full.set()
             if batch.messages >= self._settings.max_pending_messages and not self._paused:
@@ -249,15 +250,25 @@ class Ingest:
         self._publisher.publish(topic_for(device_id, Channel.REJECT), encode(reply))
 
     # -- commit loop -----------------------------------------------------------------------
+    def _wake_up(self) -> None:
+        """The open batch has its first message (or presence change): start its linger."""
+        if not self._wake.is_set():
+            self._opened_at = time.monotonic()
+            self._wake.set()
+
     async def run(self) -> None:
         """Commit batches and send acknowledgements, forever."""
         while True:
             await self._wake.wait()
-            if self._batch.messages < self._settings.max_batch_messages:
+            # The linger counts from the batch's first message, not from now: messages that
+            # came in while the last batch committed have waited that long already (the live
+            # API's latency saw a whole commit more).
+            linger = self._opened_at + self._settings.linger_s - time.monotonic()
+            if linger > 0 and self._batch.messages < self._settings.max_batch_messages:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
                 # that arrives as the event fires, and the hub's stop waits for this task.
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._settings.linger_s):
+                    async with asyncio.timeout(linger):
                         await self._full.wait()
             await self.flush()
 
