@@ -99,3 +99,37 @@ async def test_samples_of_a_first_install_survive_the_keyed_layout(engine: Async
         (1, 2000, 3.0, None),  # the value stored last wins
         (2, 1000, None, "open"),
     ]
+
+
+async def test_rollups_are_built_from_the_samples_already_stored(engine: AsyncEngine):
+    # A data folder of the release before rollups: numbers, booleans (0/1), text, and a minute
+    # whose newest value is text.
+    await migrate(engine, "0004")
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO samples (series_id, ts, num, txt) VALUES"
+                " (1, 60000, 2.0, NULL), (1, 60500, 5.0, NULL), (1, 119999, 3.0, NULL),"
+                " (1, 120000, 7.5, NULL), (2, 60001, 1.0, NULL), (2, 60002, 0.0, NULL),"
+                " (3, 61000, NULL, 'open'), (4, 180000, 4.0, NULL), (4, 180001, NULL, 'fault')"
+            )
+        )
+
+    await migrate(engine)
+
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT series_id, minute, count_num, sum_num, min_num, max_num, last_ts,"
+                    " last_num FROM rollups ORDER BY series_id, minute"
+                )
+            )
+        ).all()
+    assert [tuple(row) for row in rows] == [
+        (1, 60000, 3, 10.0, 2.0, 5.0, 119999, 3.0),
+        (1, 120000, 1, 7.5, 7.5, 7.5, 120000, 7.5),
+        (2, 60000, 2, 1.0, 0.0, 1.0, 60002, 0.0),
+        (3, 60000, 0, 0.0, None, None, 61000, None),
+        (4, 180000, 1, 4.0, 4.0, 4.0, 180001, None),
+    ]

@@ -3,6 +3,7 @@ state)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -26,6 +27,7 @@ from fieldhub.hub.auth import SITE_LABEL, Permission, Principal
 from fieldhub.hub.identity import CredentialsError
 from fieldhub.hub.service import Hub
 from fieldhub.hub.store.devices import DeviceExists, DeviceNotFound, DeviceRecord
+from fieldhub.hub.store.queries import WireValue
 from fieldhub.hub.store.twin import DesiredStateError, VersionConflict
 from fieldhub.hub.twin import TwinView
 
@@ -36,6 +38,8 @@ Writer = Annotated[Principal, require(Permission.DEVICES_WRITE)]
 Commander = Annotated[Principal, require(Permission.DEVICES_COMMAND)]
 MAX_RAW_POINTS = 10_000
 MAX_BUCKETS = 10_000
+HISTORY_CONCURRENCY = 4
+"""Keys of one history request read at the same time, at most."""
 
 
 def parse_labels(label: list[str]) -> dict[str, str]:
@@ -266,18 +270,27 @@ async def history(
     unknown = [k for k in wanted if k not in known]
     if unknown:
         raise HTTPException(404, f"device {device_id!r} has no key {', '.join(unknown)}")
-    series = {}
-    for key in wanted:
+    # The keys are read concurrently, each on its own pooled connection (SQLite's driver
+    # releases the GIL while a query runs, so two cores work on it): 5 keys over 30 days of
+    # dense data, 173 -> 104 ms (docs/benchmarks.md, Live). At most a few at once, so that one
+    # request for many keys leaves connections to everyone else.
+    gate = asyncio.Semaphore(HISTORY_CONCURRENCY)
+
+    async def one(key: str) -> list[tuple[int, WireValue]]:
         series_id, kind = known[key]
-        series[key] = await hub.queries.history(
-            series_id=series_id,
-            kind=kind,
-            start=start,
-            end=end,
-            bucket_ms=bucket_ms,
-            agg=agg,
-            limit=limit,
-        )
+        async with gate:
+            return await hub.queries.history(
+                series_id=series_id,
+                kind=kind,
+                start=start,
+                end=end,
+                bucket_ms=bucket_ms,
+                agg=agg,
+                limit=limit,
+            )
+
+    answers = await asyncio.gather(*(one(key) for key in wanted))
+    series = dict(zip(wanted, answers, strict=True))
     return History(
         device_id=device_id,
         start=start,

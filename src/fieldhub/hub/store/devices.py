@@ -17,6 +17,7 @@ from fieldhub.hub.store.schema import (
     device_credentials,
     devices,
     events,
+    rollups,
     samples,
     series,
 )
@@ -187,6 +188,7 @@ class DeviceRegistry:
                 raise DeviceNotFound(f"device {device_id!r} is not registered")
             series_ids = select(series.c.id).where(series.c.device_id == device_id)
             await conn.execute(delete(samples).where(samples.c.series_id.in_(series_ids)))
+            await conn.execute(delete(rollups).where(rollups.c.series_id.in_(series_ids)))
             await conn.execute(delete(series).where(series.c.device_id == device_id))
             await conn.execute(delete(events).where(events.c.device_id == device_id))
             await conn.execute(delete(commands).where(commands.c.device_id == device_id))

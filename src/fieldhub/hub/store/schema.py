@@ -86,6 +86,29 @@ samples = Table(
     sqlite_with_rowid=False,
 )
 
+# Per-minute aggregates of ``samples``, kept in the same transaction as the samples by
+# ``IngestWriter`` (exact also when a value replaces one already stored: see its docstring).
+# History in buckets of whole minutes reads these instead of the raw rows: a day is 1,440 rows
+# per key whatever the sample rate. ``minute`` is the epoch ms at which the minute starts;
+# ``count_num``, ``sum_num``, ``min_num`` and ``max_num`` cover the numeric values (``num`` not
+# null; booleans as 0/1), as SQL's aggregates over ``samples.num`` do, so a minute of text only
+# has a row with ``count_num`` 0 (the bucket exists) and ``sum_num`` 0. ``last_ts`` is the
+# newest instant of the minute and ``last_num`` its ``num`` (null when that value is text).
+rollups = Table(
+    "rollups",
+    metadata,
+    Column("series_id", Integer, nullable=False),
+    Column("minute", BigInteger, nullable=False),
+    Column("count_num", Integer, nullable=False),
+    Column("sum_num", Float, nullable=False),
+    Column("min_num", Float, nullable=True),
+    Column("max_num", Float, nullable=True),
+    Column("last_ts", BigInteger, nullable=False),
+    Column("last_num", Float, nullable=True),
+    PrimaryKeyConstraint("series_id", "minute", name="pk_rollups"),
+    sqlite_with_rowid=False,
+)
+
 events = Table(
     "events",
     metadata,
@@ -254,6 +277,7 @@ ALL_TABLES = (
     devices,
     series,
     samples,
+    rollups,
     events,
     device_credentials,
     claim_tokens,
