@@ -265,6 +265,12 @@ class CommandService:
             or self._flushing.get(command_id)
         )
 
+    def following(self) -> dict[str, CommandRecord]:
+        """Every command :meth:`current` knows now, by id. Take it *before* reading commands
+        from the store: a state written while the read runs is not in the rows read, but it is
+        in these records (the service changes them in place)."""
+        return {**self._flushing, **self._dirty, **self._open}
+
     def forget_device(self, device_id: str) -> None:
         """The device was deleted: stop following its commands (its rows go with it)."""
         for command_id in self._by_device.pop(device_id, set()):

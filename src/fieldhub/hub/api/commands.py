@@ -7,6 +7,7 @@ see is 404, as everywhere.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -18,6 +19,7 @@ from fieldhub.hub.api.command_models import (
     GroupCommandRequest,
 )
 from fieldhub.hub.api.deps import hub_dependency
+from fieldhub.hub.api.devices import visible_entry
 from fieldhub.hub.api.security import client_address, require
 from fieldhub.hub.auth import Permission, Principal
 from fieldhub.hub.command_check import CommandRefused, check_command
@@ -40,15 +42,6 @@ Wait = Annotated[
 ]
 
 
-def _visible(hub: Hub, who: Principal, device_id: str) -> DeviceEntry:
-    """The device from the hub's directory (no database trip), if ``who`` may see it; a device
-    of another site is 404 like a missing one."""
-    entry = hub.directory.get(device_id)
-    if entry is None or not who.sees(entry.labels):
-        raise HTTPException(404, f"device {device_id!r} is not registered")  # as the store says
-    return entry
-
-
 def _check(hub: Hub, entries: list[DeviceEntry], body: CommandRequest) -> None:
     for entry in entries:
         try:
@@ -58,9 +51,12 @@ def _check(hub: Hub, entries: list[DeviceEntry], body: CommandRequest) -> None:
             raise HTTPException(422, str(exc)) from None
 
 
-def _fresh(hub: Hub, records: list[CommandRecord]) -> list[CommandRecord]:
-    """The live state of commands this hub follows, the stored one of the others."""
-    return [hub.commands.current(record.id) or record for record in records]
+async def _fresh(hub: Hub, read: Awaitable[list[CommandRecord]]) -> list[CommandRecord]:
+    """The live state of commands this hub follows, the stored one of the others. The live
+    records are taken before the read: one finished and written while the read ran would
+    otherwise be neither live any more nor fresh in the rows read."""
+    live = hub.commands.following()
+    return [live.get(record.id, record) for record in await read]
 
 
 def _sees(hub: Hub, who: Principal, device_id: str) -> bool:
@@ -90,7 +86,7 @@ async def send_command(
     device does not offer, or wrong arguments, are refused here (422) when the device has
     reported its actions.
     """
-    _check(hub, [_visible(hub, who, device_id)], body)
+    _check(hub, [visible_entry(hub, who, device_id)], body)
     _batch, [command] = await hub.commands.submit(
         [device_id],
         body.action,
@@ -115,9 +111,9 @@ async def device_commands(
     before: Annotated[int | None, Query(description="created before this epoch ms")] = None,
 ) -> list[CommandOut]:
     """The device's commands, newest first."""
-    _visible(hub, who, device_id)
-    records = await hub.commands.store.of_device(device_id, limit=limit, before=before)
-    return [CommandOut.from_record(record) for record in _fresh(hub, records)]
+    visible_entry(hub, who, device_id)
+    records = await _fresh(hub, hub.commands.store.of_device(device_id, limit=limit, before=before))
+    return [CommandOut.from_record(record) for record in records]
 
 
 @router.get("/api/commands/{command_id}", summary="Get a command")
@@ -152,7 +148,7 @@ async def send_group_command(
     ``GET /api/command-batches/{id}``. A listed device the caller may not command is 404
     and nothing is sent; ``labels`` and ``all`` take only the caller's devices."""
     if body.devices is not None:
-        devices = [_visible(hub, who, device_id) for device_id in sorted(set(body.devices))]
+        devices = [visible_entry(hub, who, device_id) for device_id in sorted(set(body.devices))]
     else:
         devices = [e for e in hub.directory.matching(body.labels or {}) if who.sees(e.labels)]
         if not devices:
@@ -194,7 +190,7 @@ async def get_batch(
         raise HTTPException(404, str(exc)) from None
     if wait_s:
         await hub.commands.wait(batch.command_ids, wait_s)
-    records = _fresh(hub, await hub.commands.store.of_batch(batch_id))
+    records = await _fresh(hub, hub.commands.store.of_batch(batch_id))
     mine = [record for record in records if _sees(hub, who, record.device_id)]
     if not mine:
         raise HTTPException(404, f"no command batch {batch_id!r}")
