@@ -760,3 +760,28 @@ async def test_a_token_revoked_elsewhere_stops_within_a_second_and_here_at_once(
     token_id, headers = headers_of["here"]
     await hub.auth.users.revoke_token(token_id, user_id=user.id)
     assert (await anon.get("/api/auth/me", headers=headers)).status_code == 401
+
+
+async def test_requests_in_flight_with_one_token_share_one_lookup(
+    hub: Hub, anon: httpx.AsyncClient
+) -> None:
+    from sqlalchemy import event
+
+    user = await add_user(hub, "operator", ["berlin"])
+    _token_id, token = await user_token(hub, user, name="busy program")
+    headers = {"Authorization": f"Bearer {token}"}
+    lookups: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "FROM api_tokens JOIN users" in statement:
+            lookups.append(statement)
+
+    event.listen(hub.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        answers = await asyncio.gather(
+            *(anon.get("/api/auth/me", headers=headers) for _ in range(20))
+        )
+    finally:
+        event.remove(hub.engine.sync_engine, "before_cursor_execute", count)
+    assert [a.status_code for a in answers] == [200] * 20
+    assert len(lookups) == 1

@@ -7,6 +7,7 @@ Decisions (who may log in, what a token allows) belong to ``fieldhub.hub.auth``.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -118,6 +119,7 @@ class UserStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._tokens: dict[str, tuple[float, tuple[TokenRecord, UserRecord]]] = {}
+        self._token_lookups: dict[str, asyncio.Future[tuple[TokenRecord, UserRecord] | None]] = {}
         self._token_generation = 0  # moves on every change: a lookup across one is not kept
 
     @asynccontextmanager
@@ -135,6 +137,7 @@ class UserStore:
     def _forget_tokens(self) -> None:
         self._token_generation += 1
         self._tokens.clear()
+        self._token_lookups.clear()  # a lookup in flight may have read the old rows
 
     # -- users ------------------------------------------------------------------------------
     async def create(
@@ -334,10 +337,25 @@ class UserStore:
         return TokenRecord.from_row(row)
 
     async def token(self, token_hash: str) -> tuple[TokenRecord, UserRecord] | None:
-        """The token with this digest and its user, or None (see :data:`TOKEN_CACHE_S`)."""
+        """The token with this digest and its user, or None (see :data:`TOKEN_CACHE_S`).
+
+        Requests that miss the cache together share one query: a program keeps many
+        requests in flight with one token, and each used to look it up when it expired."""
         cached = self._tokens.get(token_hash)
         if cached is not None and time.monotonic() - cached[0] < TOKEN_CACHE_S:
             return cached[1]
+        lookup = self._token_lookups.get(token_hash)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._look_up_token(token_hash))
+            self._token_lookups[token_hash] = lookup
+            lookup.add_done_callback(lambda done: self._lookup_done(token_hash, done))
+        return await asyncio.shield(lookup)
+
+    def _lookup_done(self, token_hash: str, done: asyncio.Future[Any]) -> None:
+        if self._token_lookups.get(token_hash) is done:  # not a newer one started meanwhile
+            del self._token_lookups[token_hash]
+
+    async def _look_up_token(self, token_hash: str) -> tuple[TokenRecord, UserRecord] | None:
         generation = self._token_generation
         query = (
             select(api_tokens, *_USER_COLUMNS)
