@@ -12,7 +12,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from fieldhub.hub.store.database import create_engine, sqlite_url
-from fieldhub.hub.store.writes import EngineWrites, SqliteWriter, writes_for
+from fieldhub.hub.store.writes import CHECKPOINT_EVERY_S, EngineWrites, SqliteWriter, writes_for
+from tests.waiting import eventually
 
 
 def _table(path: Path) -> None:
@@ -127,3 +128,30 @@ async def test_a_file_database_gets_the_writer_thread_and_memory_the_engine(
         await file_writes.close()
         await file_engine.dispose()
         await memory_engine.dispose()
+
+
+async def test_the_wal_is_copied_into_the_database_by_the_checkpoint_thread(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "w.db"
+    _table(path)
+    writer = SqliteWriter(sqlite_url(path))
+    before = path.stat().st_size
+    try:
+
+        def big(conn: Connection) -> None:
+            rows = [{"n": n, "body": "x" * 1000} for n in range(2000)]
+            conn.execute(text("INSERT INTO notes (n, body) VALUES (:n, :body)"), rows)
+
+        await writer.run(big)
+        # The writer's own commits never checkpoint: the rows are in the WAL only ...
+        assert path.stat().st_size == before
+        # ... until the checkpoint thread copies them, within a checkpoint interval or two.
+        await eventually(
+            lambda: path.stat().st_size > 2_000_000,
+            "the rows copied into the database file",
+            within_s=3 * CHECKPOINT_EVERY_S,
+        )
+    finally:
+        await writer.close()
+    assert len(_rows(path)) == 2000

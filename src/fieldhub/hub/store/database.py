@@ -104,8 +104,19 @@ def sync_sqlite_engine(url: str) -> Engine:
     parsed = make_url(url).set(drivername="sqlite")
     engine = create_sync_engine(parsed)
     event.listen(engine, "connect", _tune_sqlite)
+    event.listen(engine, "connect", _no_autocheckpoint)
     event.listen(engine, "begin", _begin_sqlite)
     return engine.execution_options(**{_WRITES: True})
+
+
+def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
+    # The commit that crosses the WAL's checkpoint size copies the WAL into the database and
+    # fsyncs it before it returns: the writer thread (and every write queued behind it) would
+    # stall for that. Its checkpoints run in a thread of their own (store/writes.py).
+    dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
+    # Checkpoints a second apart let the WAL grow further than the default 4 MB between them;
+    # once it has been copied, it is cut back to this size instead of keeping its largest.
+    dbapi_connection.execute("PRAGMA journal_size_limit=67108864")
 
 
 def _upgrade(connection: Connection, revision: str) -> None:

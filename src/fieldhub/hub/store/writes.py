@@ -20,6 +20,10 @@ the others are written (a job must therefore leave nothing behind but its writes
 around every job would do the same at a cost on every transaction, measured: a quarter of the
 writer's time). Urgent jobs (a command a user waits for) commit in a transaction of their own
 before the bulk ones (ingest batches) queued with them.
+
+The writer's connection never checkpoints the WAL itself (a commit that did would stall every
+queued write for the copy and its fsync); a second thread runs a passive checkpoint every
+:data:`CHECKPOINT_EVERY_S`, which neither waits for nor blocks the writer.
 """
 
 from __future__ import annotations
@@ -27,17 +31,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.hub.store.database import sync_sqlite_engine, write_transaction
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_EVERY_S: Final = 1.0
+"""How often the WAL is copied into the database (it grows by what is written meanwhile)."""
 
 T = TypeVar("T")
 Job = Callable[[Connection], T]
@@ -94,9 +102,15 @@ class SqliteWriter:
 
     def __init__(self, url: str) -> None:
         self._engine: Engine = sync_sqlite_engine(url)
+        self._path = make_url(url).database or ""
         self._queue: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name="sqlite-writer", daemon=True)
         self._thread.start()
+        self._stopping = threading.Event()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint, name="sqlite-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
         self.transactions = 0
         """Transactions committed (jobs per transaction = jobs / transactions)."""
         self.jobs = 0
@@ -115,7 +129,21 @@ class SqliteWriter:
         if self._thread.is_alive():
             self._queue.put(_STOP)
             await asyncio.to_thread(self._thread.join)
+        self._stopping.set()
+        await asyncio.to_thread(self._checkpointer.join)
         self._engine.dispose()
+
+    # -- the checkpoint thread ------------------------------------------------------------------
+    def _checkpoint(self) -> None:
+        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            while not self._stopping.wait(CHECKPOINT_EVERY_S):
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:  # busy with another checkpoint: the next one
+                    log.debug("WAL checkpoint skipped: %s", exc)
+        finally:
+            db.close()
 
     # -- the writer thread ----------------------------------------------------------------------
     def _serve(self) -> None:
