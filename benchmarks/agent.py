@@ -19,6 +19,10 @@ local port. Then:
    backlog reports committed by the hub per second, from the hub's first received message to
    the moment its database holds them all. ``lost`` is backlog reports the outbox accepted that
    the hub's database does not hold (each has its own timestamp, so a count is exact).
+   The agent runs as the systemd unit runs it: with the ``Environment=`` of
+   ``deploy/fieldhub-agent.service`` (printed as ``agent_env``), and with fieldhub's bytecode
+   compiled, as ``pip install`` leaves it (this machine sets ``PYTHONDONTWRITEBYTECODE``, so a
+   source checkout would otherwise compile every fieldhub module at every start: 0.7 MB more).
 4. **Idle**: once drained, the agent settles (connected, units polling, simulation running);
    then ``rss_mb`` (VmRSS), ``rss_peak_mb`` (VmHWM, the drain included), ``private_mb`` (RSS
    less the shared libraries' pages, which every Python process maps) and ``idle_cpu_pct``
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import json
 import logging
 import os
@@ -48,12 +53,14 @@ from typing import Any
 import yaml
 from sqlalchemy import func, select
 
+import fieldhub
 from fieldhub.agent.outbox import Outbox, OutboxReporter
 from fieldhub.hub.config import HubSettings
 from fieldhub.hub.service import Hub
 from fieldhub.hub.store.schema import samples, series
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "agent.example.yaml"
+UNIT = EXAMPLE.with_name("fieldhub-agent.service")
 DEVICE_ID = "bench-atm-1"
 BACKLOG_KEY = "backlog"  # the telemetry key of the reports put into the outbox beforehand
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -139,6 +146,26 @@ async def fill_outbox(path: Path, count: int, base_ts: int) -> tuple[int, float]
     return accepted, accepted / elapsed
 
 
+def unit_environment(unit: Path) -> dict[str, str]:
+    """The variables the systemd unit's ``Environment=`` lines set (unquoted ``KEY=VALUE``
+    words, the only form the unit uses; anything else stops the benchmark)."""
+    env: dict[str, str] = {}
+    for line in unit.read_text(encoding="utf-8").splitlines():
+        if line.startswith("Environment="):
+            for word in line.removeprefix("Environment=").split():
+                key, sep, value = word.partition("=")
+                if not sep or not key or any(q in word for q in "\"'"):
+                    raise RuntimeError(f"{unit}: cannot read {line!r}")
+                env[key] = value
+    return env
+
+
+def compile_bytecode() -> None:
+    """Compile fieldhub's modules (what is missing or stale), as ``pip install`` does."""
+    if not compileall.compile_dir(Path(fieldhub.__file__).parent, quiet=1):
+        raise RuntimeError("fieldhub's modules do not compile")
+
+
 def write_config(folder: Path, hub: Hub, username: str, secret: str) -> Path:
     """The FocusPro example, pointed at this hub and at a temporary data folder."""
     config: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
@@ -188,9 +215,16 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             stats = hub.stats
             received_before = sum(stats.received.values())
             command = ["fieldhub", "agent", "--config", str(config), "--simulate"]
+            agent_env = unit_environment(UNIT)
+            compile_bytecode()
             with (folder / "agent.log").open("w") as log_file:
                 agent = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", *command, stdout=subprocess.DEVNULL, stderr=log_file
+                    sys.executable,
+                    "-m",
+                    *command,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log_file,
+                    env=os.environ | agent_env,
                 )
             try:
                 first = 0.0
@@ -233,13 +267,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "idle_cpu_pct": round(idle_cpu, 2),
         "outbox_append_s": round(append_s),
         "raw_sqlite_rows_s": round(raw_rows_s),
-        "append_ratio": round(append_s / raw_rows_s, 3),
+        "append_ratio": round(append_s / raw_rows_s, 3) if raw_rows_s else 0,  # --messages 0
         "outbox_msgs_s": drain_s,
         "messages": args.messages,
         "accepted": accepted,
         "stored": stored,
         "lost": accepted - stored,
         "reported_state_keys": len(online),
+        "agent_env": " ".join(f"{key}={value}" for key, value in agent_env.items()),
         "cpus": os.cpu_count(),
     }
 

@@ -294,7 +294,7 @@ def test_a_wrong_way_to_log_in_fails_at_load_with_line_and_field(
 def test_a_claim_in_yaml_loads(tmp_path: Path):
     path = tmp_path / "agent.yaml"
     path.write_text(
-        "device: {id: atm-1}\nhub:\n  broker: 'mqtts://hub.example.net:8883'\n"
+        "device: {id: atm-1}\nhub:\n  broker: 'mqtt://hub.example.net:1883'\n"
         "  claim:\n    url: https://hub.example.net\n    token_file: /etc/fieldhub/claim.token\n"
     )
     hub = load_config(path).hub

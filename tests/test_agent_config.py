@@ -102,3 +102,17 @@ def test_unit_names_must_be_unique(tmp_path: Path):
     )
     with pytest.raises(ConfigError, match="unique"):
         load_config(path)
+
+
+def test_an_mqtts_broker_is_refused_not_dialled_in_plain_tcp(tmp_path: Path):
+    from fieldhub.agent.config import load_config
+
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        "device: {id: atm-1}\nhub:\n  broker: 'mqtts://hub.example.net:8883'\n"
+        "  username: atm-1.0a1b2c3d\n  secret: s\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert (caught.value.line, caught.value.field) == (3, "hub")
+    assert "mqtts:// is not supported yet" in caught.value.problem

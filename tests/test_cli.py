@@ -408,3 +408,42 @@ def test_the_agent_command_stays_light_and_says_what_is_wrong(tmp_path: Path):
     )
     assert typo.returncode == 2
     assert "--simulte" in typo.stderr
+
+
+# Loaded only when first needed (the technician's login, page views) or never by the agent;
+# each one is megabytes of its 30 MB budget (docs/benchmarks.md, agent section).
+_NOT_IN_A_RUNNING_AGENT = {
+    "ssl", "_ssl", "_hashlib", "hashlib", "hmac", "secrets", "argon2", "ctypes", "h11",
+    "typer", "click", "rich", "pydantic", "uvicorn", "fastapi", "sqlalchemy",
+}  # fmt: skip
+
+
+def test_a_running_agent_has_not_loaded_what_it_does_not_need(tmp_path: Path):
+    import yaml
+
+    example = Path(__file__).parent.parent / "deploy" / "agent.example.yaml"
+    config: dict[str, Any] = yaml.safe_load(example.read_text(encoding="utf-8"))
+    config["hub"] = {"broker": f"mqtt://127.0.0.1:{free_port()}", "username": "u", "secret": "s"}
+    config["data_dir"] = str(tmp_path / "data")
+    config["web"]["listen"] = "127.0.0.1:0"
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    # Three seconds into its run (units polled, uplink retrying, page served), the agent
+    # reports what it has imported and stops.
+    probe = (
+        "import os, signal, sys\n"
+        "def report(*_):\n"
+        "    loaded = set(m.split('.')[0] for m in sys.modules)\n"
+        f"    print(sorted(loaded & set({sorted(_NOT_IN_A_RUNNING_AGENT)!r})), flush=True)\n"
+        "    os._exit(0)\n"
+        "signal.signal(signal.SIGALRM, report); signal.alarm(3)\n"
+        "from fieldhub.cli import main\n"
+        "main()\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe, "agent", "--config", str(path), "--simulate"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr

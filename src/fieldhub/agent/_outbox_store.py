@@ -157,6 +157,16 @@ class _Assigned:
     rows: int
 
 
+@dataclass(slots=True)
+class _Group:
+    """Consecutive rows that become one message (see :meth:`OutboxStore._take`)."""
+
+    first_id: int
+    last_id: int
+    kind: Kind
+    bodies: list[bytes]
+
+
 class OutboxStore:
     """The outbox file. Not thread-safe: one thread opens it and makes every call.
 
@@ -213,7 +223,12 @@ class OutboxStore:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA journal_size_limit=4194304")
-        db.execute("PRAGMA cache_size=-1024")  # KiB; the agent counts its megabytes
+        # KiB. SQLite keeps its page cache full once a drain has filled it: after a drain of
+        # 50,000 reports, SQLite's memory (both of the agent's files) was 1.2 MiB with a 1 MiB
+        # cache, 0.4 MiB with this one, 0.25 MiB before the drain (measured, docs/benchmarks.md,
+        # agent section). The outbox reads and writes the two ends of one table, and the kernel
+        # caches the file anyway: the drain was as fast.
+        db.execute("PRAGMA cache_size=-256")
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, SCHEMA_VERSION):
             raise OutboxStoreError(
@@ -308,12 +323,14 @@ class OutboxStore:
         )
 
     def _delete_ids(self, first_id: int, last_id: int) -> int:
-        kinds = self._db.execute(
+        deleted = 0
+        # Row by row, not fetchall(): an ack deletes up to 8,000 rows (see _take).
+        for (kind,) in self._db.execute(
             "DELETE FROM outbox WHERE id BETWEEN ? AND ? RETURNING kind", (first_id, last_id)
-        ).fetchall()
-        for (kind,) in kinds:
+        ):
             self._counts[Kind(kind)] -= 1
-        return len(kinds)
+            deleted += 1
+        return deleted
 
     def _ack(self, seq: int) -> int:
         """Delete the messages up to ``seq``: the hub has committed them."""
@@ -430,14 +447,17 @@ class OutboxStore:
         budget = self._max_assigned_rows - sum(a.rows for a in self._assigned)
         if want <= 0 or budget <= 0:
             return messages
-        rows = self._db.execute(
+        # Row by row from the cursor, keeping only the bodies: a drain hands out 8,000 rows at
+        # a time, and a list of them all (with a tuple per row) doubled the transaction's
+        # memory peak to 2 MiB, which pymalloc kept as half-empty arenas after the drain.
+        cursor = self._db.execute(
             "SELECT id, kind, body FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
             (self._boundary, min(budget, want * self._max_samples)),
-        ).fetchall()
-        groups: list[list[tuple[int, Kind, bytes]]] = []
+        )
+        groups: list[_Group] = []
         unreadable: list[int] = []
         size = 0
-        for row_id, kind_value, body in rows:
+        for row_id, kind_value, body in cursor:
             kind = Kind(kind_value)
             if not _readable(kind, body):
                 unreadable.append(row_id)
@@ -446,26 +466,28 @@ class OutboxStore:
             if (
                 last is not None
                 and kind is Kind.TELEMETRY
-                and last[-1][1] is Kind.TELEMETRY
-                and len(last) < self._max_samples
+                and last.kind is Kind.TELEMETRY
+                and len(last.bodies) < self._max_samples
                 and size + len(body) <= self._max_bytes
             ):
-                last.append((row_id, kind, body))
+                last.bodies.append(body)
+                last.last_id = row_id
                 size += len(body)
                 continue
             if len(groups) == want:
                 break
-            groups.append([(row_id, kind, body)])
+            groups.append(_Group(row_id, row_id, kind, [body]))
             size = len(body)
+        cursor.close()
         self._drop_unreadable(unreadable)
         seq = self.last_seq
         updates = []
         for group in groups:
             seq += 1
-            first_id, last_id = group[0][0], group[-1][0]
+            first_id, last_id = group.first_id, group.last_id
             updates.append((seq, first_id, last_id))
-            self._assigned.append(_Assigned(seq, first_id, last_id, len(group)))
-            messages.append(OutMessage(seq, group[0][1], tuple(body for _, _, body in group)))
+            self._assigned.append(_Assigned(seq, first_id, last_id, len(group.bodies)))
+            messages.append(OutMessage(seq, group.kind, tuple(group.bodies)))
             if first_id <= self._overflow_id <= last_id:
                 self._overflow_id = 0  # sent: the next overflow gets an event of its own
         self._db.executemany("UPDATE outbox SET seq = ? WHERE id BETWEEN ? AND ?", updates)

@@ -54,6 +54,12 @@ class HubSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     claim: ClaimSection | None = None
 
     def __post_init__(self) -> None:
+        if self.broker.startswith("mqtts://"):
+            # Refused, not dialled in plain TCP: that would send the device's secret in clear.
+            raise ValueError(
+                "mqtts:// is not supported yet (the agent speaks no TLS): use mqtt:// over a "
+                "VPN or the site's LAN"
+            )
         # Checked here, not where the secret is read, so that a wrong combination fails at load
         # with the file's line. A username without a secret stays valid: the secret may come
         # from elsewhere (``read_secret`` refuses it for a file).

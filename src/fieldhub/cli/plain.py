@@ -37,6 +37,7 @@ def run_agent_command(config: Path, *, simulate: bool, verbose: bool) -> int:
     2: the file is wrong; 1: the agent could not start (hardware, port, claim); 0: stopped.
     Errors are one line on stderr, never a traceback.
     """
+    _import_asyncio_without_tls()
     import asyncio
 
     from fieldhub.agent.config import ConfigError, load_config
@@ -56,6 +57,36 @@ def run_agent_command(config: Path, *, simulate: bool, verbose: bool) -> int:
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
     return 0
+
+
+def _import_asyncio_without_tls() -> None:
+    """Import asyncio the way it is imported where Python has no ``ssl`` module.
+
+    asyncio imports ``ssl`` when it is imported (``base_events``, ``selector_events`` and
+    ``sslproto`` each do ``try: import ssl / except ImportError: ssl = None``), and importing
+    ``ssl`` starts OpenSSL: with ``_hashlib``, which the agent no longer imports at start either
+    (``agent/web/auth.py``), 4.4 MB of the agent's RSS, for nothing, because the agent's event
+    loop speaks no TLS. Its MQTT link is plain TCP (``Uplink`` has no TLS, and ``agent.yaml``
+    refuses an ``mqtts://`` broker) and the
+    technician page is plain HTTP on the site's LAN. So asyncio is imported while
+    ``sys.modules["ssl"]`` is None, which makes ``import ssl`` fail and asyncio take its own
+    branch for Pythons built without ssl. Afterwards ``ssl`` imports normally again, for the
+    claim's https request, which runs ``http.client`` in a thread, not through asyncio.
+
+    The price: in this process, a TLS connection through asyncio raises ``RuntimeError: stdlib
+    ssl module not available``. The day the uplink speaks ``mqtts://``, it needs asyncio's TLS
+    and this function must go (or run only for an ``mqtt://`` broker).
+
+    Does nothing when asyncio or ssl is already imported (the typer command line imports
+    asyncio).
+    """
+    if "asyncio" in sys.modules or "ssl" in sys.modules:
+        return
+    sys.modules["ssl"] = None  # type: ignore[assignment]  # "not importable", per the import system
+    try:
+        import asyncio  # noqa: F401  # imported for its side effect: asyncio without ssl
+    finally:
+        del sys.modules["ssl"]
 
 
 def _error(message: str) -> None:

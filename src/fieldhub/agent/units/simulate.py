@@ -19,7 +19,6 @@ The pieces are usable alone (tests use :class:`MockMCP3xxx` and :class:`SwitchPi
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 import random
@@ -53,6 +52,7 @@ log = logging.getLogger(__name__)
 SPI_CLOCK, SPI_MOSI, SPI_MISO = 11, 10, 9
 SPI_SELECT = (8, 7)
 """The Pi's SPI0 pins (BCM): clock, MOSI, MISO, and chip select CE0/CE1."""
+_PIN_HISTORY_S = 60.0
 
 
 class SwitchPin(MockPin):  # type: ignore[misc]  # gpiozero has no types
@@ -169,8 +169,9 @@ class SimulatedThermometers:
         """Ids that read as unplugged (for demos and tests)."""
 
     def _target(self, sensor_id: str) -> float:
-        digest = hashlib.sha256(sensor_id.encode()).digest()
-        base = 18 + digest[0] / 255 * 14
+        # A Random seeded with a str hashes it with SHA-512 (stable across runs, unlike
+        # hash()), with no hashlib import: hashlib loads OpenSSL, 3.5 MB of the agent's RSS.
+        base = 18 + random.Random(sensor_id).random() * 14
         day = self._clock.time() % 86400 / 86400
         return base + 3 * math.sin(2 * math.pi * (day - 0.375))  # warmest mid-afternoon
 
@@ -273,6 +274,20 @@ class Simulation:
                 group.create_task(self._sense(), name="simulate:sense")
             if self._supplies:
                 group.create_task(self._power(), name="simulate:power")
+            group.create_task(self._forget_pin_history(), name="simulate:pin-history")
+
+    async def _forget_pin_history(self) -> None:
+        """Empty the mock pins' logs of state changes (``MockPin.states``) every minute.
+
+        gpiozero keeps that log for tests, unbounded; with the FocusPro units it grew by 12
+        entries a second (80 B each), 3.6 MB an hour for one simulated agent, and the demo
+        fleet runs a hundred for hours. A test that reads the log runs shorter than a minute,
+        or clears it itself.
+        """
+        while True:
+            await asyncio.sleep(_PIN_HISTORY_S)
+            for pin in list(self.factory.pins.values()):
+                pin.clear_states()
 
     # -- door ------------------------------------------------------------------------------
 

@@ -16,21 +16,25 @@ heap and stays there. :func:`keep_large_blocks_mapped` pins the threshold (glibc
 
 Sessions are in memory (a restart logs the technician out, which is fine), bounded in number
 and time. Each has its own CSRF token, which every form carries.
+
+What a login needs is imported at the first login, not with this module, because the agent
+carries every module it imports from its start to its end, for a page a technician opens a
+few times a year (measured, RSS of the idle agent): ``hashlib``, ``hmac`` and ``secrets`` each
+load OpenSSL (``_hashlib``), 3.5 MB; argon2 with cffi 0.4 MB; ctypes 0.3 MB. A page view
+without a session cookie needs none of them. The hash is still checked at start (a wrong one
+stops the agent): :func:`_memory_cost_kib` reads it as argon2's ``extract_parameters`` does.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import hashlib
-import hmac
-import secrets
+import os
 import time
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from argon2 import PasswordHasher, extract_parameters
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
 
 __all__ = [
     "LoginThrottle",
@@ -44,13 +48,27 @@ __all__ = [
 
 MIN_PASSWORD: Final = 10
 MAX_HASH_MEMORY_KIB: Final = 64 * 1024
-_HASHER: Final = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+_ARGON2_TYPES: Final = ("argon2id", "argon2i", "argon2d")
 _M_MMAP_THRESHOLD: Final = -3  # glibc's malloc.h
+
+
+def _hasher() -> PasswordHasher:
+    """The agent's argon2id parameters (verifying reads the parameters from the hash)."""
+    from argon2 import PasswordHasher  # at the first login (module docstring)
+
+    return PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 
 
 def keep_large_blocks_mapped() -> bool:
     """Have malloc serve blocks of 128 KiB and more by mmap and give them back when freed
-    (glibc; elsewhere nothing is done and False returned). Process-wide and idempotent."""
+    (glibc; elsewhere nothing is done and False returned). Process-wide and idempotent.
+
+    A threshold set in the environment (the systemd unit sets 32 KiB) is fixed already, and
+    kept: raising it to 128 KiB would put an outbox drain's messages back into the heap."""
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return True
+    import ctypes  # at the first login (module docstring)
+
     try:
         return bool(ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, 128 * 1024))
     except (OSError, AttributeError):
@@ -71,7 +89,7 @@ def hash_password(password: str) -> str:
         raise WeakPassword(f"a password needs at least {MIN_PASSWORD} characters")
     if len(set(password)) == 1:
         raise WeakPassword("a password must not be one character repeated")
-    return _HASHER.hash(password)
+    return _hasher().hash(password)
 
 
 class PasswordCheck:
@@ -82,31 +100,57 @@ class PasswordCheck:
     """
 
     def __init__(self, password_hash: str) -> None:
-        try:
-            params = extract_parameters(password_hash)
-        except InvalidHashError:
-            raise ValueError("web.password_hash is not an argon2 hash") from None
-        if params.memory_cost > MAX_HASH_MEMORY_KIB:
+        memory_cost = _memory_cost_kib(password_hash)
+        if memory_cost > MAX_HASH_MEMORY_KIB:
             raise ValueError(
-                f"web.password_hash asks for {params.memory_cost // 1024} MiB to verify; "
+                f"web.password_hash asks for {memory_cost // 1024} MiB to verify; "
                 f"make one with 'fieldhub agent hash-password' (19 MiB)"
             )
         self._hash = password_hash
         self._slot = asyncio.Lock()
-        keep_large_blocks_mapped()
+        self._mapped = False
 
     async def verify(self, password: str) -> bool:
         """True when ``password`` is the page's password."""
         if not password or len(password) > 1024:
             return False
         async with self._slot:
+            if not self._mapped:  # before the first large block is freed (module docstring)
+                keep_large_blocks_mapped()
+                self._mapped = True
             return await asyncio.to_thread(self._verify, password)
 
     def _verify(self, password: str) -> bool:
+        from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
         try:
-            return _HASHER.verify(self._hash, password)
+            return _hasher().verify(self._hash, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
+
+
+def _memory_cost_kib(password_hash: str) -> int:
+    """The memory (KiB) an argon2 hash asks for to verify, read the way argon2-cffi's
+    ``extract_parameters`` reads it (without importing argon2 at start, module docstring).
+
+    Raises:
+        ValueError: ``password_hash`` is not an argon2 hash.
+    """
+    parts = password_hash.split("$")
+    if len(parts) == 5:  # an argon2 1.2 hash: no version field
+        parts.insert(2, "v=18")
+    try:
+        if len(parts) != 6 or parts[0] or parts[1] not in _ARGON2_TYPES:
+            raise ValueError(parts[:2])
+        params = {
+            key: int(value)
+            for key, value in (item.split("=") for item in [parts[2], *parts[3].split(",")])
+        }
+    except ValueError:
+        raise ValueError("web.password_hash is not an argon2 hash") from None
+    if sorted(params) != ["m", "p", "t", "v"]:
+        raise ValueError("web.password_hash is not an argon2 hash")
+    return params["m"]
 
 
 class LoginThrottle:
@@ -160,6 +204,8 @@ class Session:
 
     def csrf_ok(self, token: str) -> bool:
         """Timing-safe comparison with the session's CSRF token."""
+        import hmac  # OpenSSL: only once there are sessions (module docstring)
+
         return hmac.compare_digest(self.csrf.encode(), token.encode())
 
 
@@ -183,6 +229,8 @@ class Sessions:
         if len(self._sessions) >= self._max:
             oldest = min(self._sessions, key=lambda key: self._sessions[key].seen)
             del self._sessions[oldest]
+        import secrets  # OpenSSL: only once someone logs in (module docstring)
+
         token = secrets.token_urlsafe(32)
         session = Session(csrf=secrets.token_urlsafe(32), created=now, seen=now)
         self._sessions[_key(token)] = session
@@ -215,4 +263,6 @@ class Sessions:
 
 
 def _key(token: str) -> bytes:
+    import hashlib  # OpenSSL: only once a request carries a session cookie (module docstring)
+
     return hashlib.sha256(token.encode()).digest()

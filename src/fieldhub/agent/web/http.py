@@ -9,6 +9,10 @@ ASGI's generality.
 Limits are explicit, because the page faces the site's LAN: at most ``max_connections`` at
 once (more are closed at once), requests up to 8 KiB of headers and ``max_body`` bytes of body,
 ``timeout_s`` to send a request and between requests on a kept-alive connection.
+
+h11 is imported by the first connection, not with this module: listening needs only asyncio,
+and an agent that no technician visits does not carry h11 (about 0.2 MB of RSS;
+``web/auth.py`` says why the page's imports wait).
 """
 
 from __future__ import annotations
@@ -16,14 +20,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Final, Self
+from typing import TYPE_CHECKING, Final, Self
 from urllib.parse import parse_qsl, urlsplit
 
-import h11
+if TYPE_CHECKING:
+    import ssl  # only a caller serving https has imported it (and pays for OpenSSL)
+
+    import h11
 
 __all__ = ["Handler", "HttpServer", "Request", "Response"]
 
@@ -137,6 +143,8 @@ class HttpServer:
         self._connections.add(task)
         peer = writer.get_extra_info("peername")
         client = str(peer[0]) if isinstance(peer, tuple) else "local"
+        import h11  # at the first connection (module docstring)
+
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEADERS)
         try:
             await self._serve(conn, reader, writer, client)
@@ -160,6 +168,8 @@ class HttpServer:
         writer: asyncio.StreamWriter,
         client: str,
     ) -> None:
+        import h11  # imported by _connection already
+
         while True:
             try:
                 request = await self._read(conn, reader, client)
@@ -184,6 +194,8 @@ class HttpServer:
     async def _read(
         self, conn: h11.Connection, reader: asyncio.StreamReader, client: str
     ) -> Request | None:
+        import h11  # imported by _connection already
+
         head: h11.Request | None = None
         body = bytearray()
         async with asyncio.timeout(self._timeout_s):
@@ -208,6 +220,8 @@ class HttpServer:
     async def _send(
         self, conn: h11.Connection, writer: asyncio.StreamWriter, response: Response
     ) -> None:
+        import h11  # imported by _connection already
+
         if conn.our_state is not h11.SEND_RESPONSE:
             return
         headers = [*response.headers, ("Content-Length", str(len(response.body)))]
