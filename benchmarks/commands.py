@@ -551,19 +551,25 @@ class CpuMeter:
 
 class Child:
     """A child Python process of this script that says ``ready`` on stdout, runs until a line
-    on its stdin, then prints its figures as one JSON line."""
+    on its stdin, then prints its figures as one JSON line. (``benchmarks/live.py`` runs its
+    own children through a subclass: ``script`` is the file the child runs, ``name`` tells
+    several children of one role apart.)"""
 
-    def __init__(self, role: str, spec: dict[str, Any], folder: Path) -> None:
+    script: str = SCRIPT
+
+    def __init__(
+        self, role: str, spec: dict[str, Any], folder: Path, name: str | None = None
+    ) -> None:
         self.role = role
-        self._spec_path = folder / f"{role}.json"  # in a 0700 temporary folder: secrets
+        self._spec_path = folder / f"{name or role}.json"  # in a 0700 temporary folder: secrets
         self._spec_path.write_text(json.dumps(spec), encoding="utf-8")
-        self._stderr = folder / f"{role}.log"
+        self._stderr = folder / f"{name or role}.log"
         self.process: asyncio.subprocess.Process | None = None
 
-    async def start(self, timeout_s: float = 60) -> None:
+    async def start(self, timeout_s: float = 120) -> None:
         with self._stderr.open("w") as stderr:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, SCRIPT, f"--role={self.role}", f"--spec={self._spec_path}",
+                sys.executable, self.script, f"--role={self.role}", f"--spec={self._spec_path}",
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
             )  # fmt: skip
         if self.process.stdout is None:

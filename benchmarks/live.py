@@ -66,6 +66,7 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from commands import Child as CommandsChild
 from commands import HubProcess, api_client, percentile, register
 from fieldhub.protocol import Channel, Telemetry, encode, hub_subscriptions, topic_for
 from fieldhub.testing.servers import Mosquitto, Postgres
@@ -260,31 +261,11 @@ async def run_load(spec: dict[str, Any]) -> dict[str, Any]:
 # orchestration
 
 
-class Child:
-    """A child Python process of this script that says ``ready``, then takes lines on stdin
-    and finally prints its figures as one JSON line."""
+class Child(CommandsChild):
+    """A child process of this script (see ``commands.Child``) that also takes lines on stdin
+    while it runs and finally prints its figures as one JSON line."""
 
-    def __init__(
-        self, role: str, spec: dict[str, Any], folder: Path, name: str | None = None
-    ) -> None:
-        self.role = role
-        self._spec_path = folder / f"{name or role}.json"  # in a 0700 temporary folder: secrets
-        self._spec_path.write_text(json.dumps(spec), encoding="utf-8")
-        self._stderr = folder / f"{name or role}.log"
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self, timeout_s: float = 120) -> None:
-        with self._stderr.open("w") as stderr:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable, SCRIPT, f"--role={self.role}", f"--spec={self._spec_path}",
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
-            )  # fmt: skip
-        if self.process.stdout is None:
-            raise RuntimeError("no pipe")
-        line = await asyncio.wait_for(self.process.stdout.readline(), timeout_s)
-        if line.strip() != b"ready":
-            await self.process.wait()
-            raise RuntimeError(f"{self.role} did not start:\n{self._stderr.read_text()}")
+    script = SCRIPT
 
     def say(self, line: str) -> None:
         if self.process is None or self.process.stdin is None:
@@ -300,10 +281,6 @@ class Child:
             raise RuntimeError(f"{self.role} failed:\n{self._stderr.read_text()}")
         figures: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
         return figures
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.kill()
 
 
 class RawSubscriber:
