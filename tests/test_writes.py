@@ -155,3 +155,13 @@ async def test_the_wal_is_copied_into_the_database_by_the_checkpoint_thread(
     finally:
         await writer.close()
     assert len(_rows(path)) == 2000
+
+
+async def test_a_writer_without_its_database_fails_each_job_and_hangs_none(tmp_path: Path) -> None:
+    writer = SqliteWriter(sqlite_url(tmp_path / "no such folder" / "w.db"))
+    try:
+        for n in range(3):
+            with pytest.raises(Exception, match="unable to open database"):
+                await asyncio.wait_for(writer.run(_insert(n)), 5)
+    finally:
+        await writer.close()

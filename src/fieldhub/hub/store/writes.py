@@ -135,7 +135,10 @@ class SqliteWriter:
 
     # -- the checkpoint thread ------------------------------------------------------------------
     def _checkpoint(self) -> None:
-        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error:  # the writer says why (it cannot open the database either)
+            return
         try:
             while not self._stopping.wait(CHECKPOINT_EVERY_S):
                 try:
@@ -147,7 +150,14 @@ class SqliteWriter:
 
     # -- the writer thread ----------------------------------------------------------------------
     def _serve(self) -> None:
-        with self._engine.connect() as conn:
+        try:
+            connection = self._engine.connect()
+        except Exception as exc:  # no database: every job fails with why, none waits forever
+            log.error("the SQLite writer cannot open the database: %s", exc)
+            while (task := self._queue.get()) is not None:
+                _settle(task, None, exc)
+            return
+        with connection as conn:
             while True:
                 first = self._queue.get()
                 tasks = [first]
