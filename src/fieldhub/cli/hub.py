@@ -120,13 +120,13 @@ def demo(
             password = await demo_admin(auth)
         if password is not None:
             hint = (
-                f"log in (POST {{url}}api/auth/login) as [bold]{DEMO_ADMIN}[/bold] with password "
+                f"log in at {{url}}login as [bold]{DEMO_ADMIN}[/bold] with password "
                 f"[bold]{password}[/bold] (shown only now; reset it with "
                 f"`fieldhub user passwd {DEMO_ADMIN} --data {settings.data}`)"
             )
         else:
             hint = (
-                f"log in (POST {{url}}api/auth/login) with your user (demo admin: {DEMO_ADMIN}; "
+                f"log in at {{url}}login with your user (demo admin: {DEMO_ADMIN}; "
                 f"forgot the password? `fieldhub user passwd {DEMO_ADMIN} --data {settings.data}`)"
             )
         await _serve(settings, fleet_size=devices, door_every_s=door_every, login_hint=hint)
