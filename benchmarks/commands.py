@@ -58,9 +58,9 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, TypeVar
 
 import httpx
 
@@ -80,6 +80,7 @@ LOAD_TICK_S: Final = 0.005
 LOAD_WINDOW: Final = 2000
 """QoS 1 messages a load device may have unacknowledged before it counts itself behind."""
 SCRIPT: Final = str(Path(__file__).resolve())
+T = TypeVar("T")
 
 log = logging.getLogger("bench.commands")
 
@@ -841,10 +842,16 @@ def report(args: argparse.Namespace, run: Run) -> dict[str, Any]:
     }
 
 
-async def main(args: argparse.Namespace) -> dict[str, Any]:
-    """Start broker, database and hub, measure, stop, and return the figures."""
+async def around_hub(
+    args: argparse.Namespace,
+    prefix: str,
+    measure: Callable[[argparse.Namespace, Mosquitto, HubProcess, Path], Awaitable[T]],
+) -> tuple[T, int]:
+    """Mosquitto, the database (``args.db``) and a hub process around ``measure``; returns
+    what it measured and Mosquitto's dropped-message count (a traceback in the hub's log is
+    printed). ``live.py`` uses it too."""
     with (
-        tempfile.TemporaryDirectory(prefix="fieldhub-cmd-bench-") as tmp,
+        tempfile.TemporaryDirectory(prefix=prefix) as tmp,
         contextlib.ExitStack() as stack,
     ):
         folder = Path(tmp)
@@ -854,14 +861,21 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         await hub.add_admin()
         await hub.start()
         try:
-            run = await measure(args, broker, hub, folder)
+            measured = await measure(args, broker, hub, folder)
         except BaseException:
             print(await hub.stop(), file=sys.stderr)
             raise
         hub_log = await hub.stop()
-        run.dropped = await asyncio.to_thread(broker.dropped_messages)
+        dropped = await asyncio.to_thread(broker.dropped_messages)
     if "Traceback" in hub_log:
         print(hub_log, file=sys.stderr)
+    return measured, dropped
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Start broker, database and hub, measure, stop, and return the figures."""
+    run, dropped = await around_hub(args, "fieldhub-cmd-bench-", measure)
+    run.dropped = dropped
     if run.metrics:
         print(run.metrics, file=sys.stderr)
     return report(args, run)

@@ -53,7 +53,6 @@ import os
 import re
 import statistics
 import sys
-import tempfile
 import time
 from array import array
 from collections import Counter
@@ -67,9 +66,9 @@ import msgspec
 sys.path.insert(0, str(Path(__file__).parent))
 
 from commands import Child as CommandsChild
-from commands import HubProcess, api_client, percentile, register
+from commands import HubProcess, api_client, around_hub, percentile, register
 from fieldhub.protocol import Channel, Telemetry, encode, hub_subscriptions, topic_for
-from fieldhub.testing.servers import Mosquitto, Postgres
+from fieldhub.testing.servers import Mosquitto
 
 SCRIPT: Final = str(Path(__file__).resolve())
 DAY_S: Final = 86_400
@@ -515,25 +514,8 @@ def report(args: argparse.Namespace, window: Window) -> dict[str, Any]:
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     """Start broker, database and hub, measure, stop, and return the figures."""
-    with (
-        tempfile.TemporaryDirectory(prefix="fieldhub-live-bench-") as tmp,
-        contextlib.ExitStack() as stack,
-    ):
-        folder = Path(tmp)
-        broker = stack.enter_context(Mosquitto(folder / "mosquitto"))
-        db = stack.enter_context(Postgres(folder / "pg")).url if args.db == "postgres" else None
-        hub = HubProcess(broker, folder / "hub", db, folder)
-        await hub.add_admin()
-        await hub.start()
-        try:
-            figures = await measure(args, broker, hub, folder)
-        except BaseException:
-            print(await hub.stop(), file=sys.stderr)
-            raise
-        hub_log = await hub.stop()
-        figures["broker_dropped"] = await asyncio.to_thread(broker.dropped_messages)
-    if "Traceback" in hub_log:
-        print(hub_log, file=sys.stderr)
+    figures, dropped = await around_hub(args, "fieldhub-live-bench-", measure)
+    figures["broker_dropped"] = dropped
     figures.update({"db": args.db, "duration_s": args.duration, "cpus": os.cpu_count()})
     return figures
 
