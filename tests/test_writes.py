@@ -1,9 +1,12 @@
-"""The SQLite writer thread: every job committed once, in groups, a failing job failing alone."""
+"""The SQLite writer thread: every job committed once, in groups, a failing job failing alone;
+and ingest resting the writer between its commits while they are slow."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,8 +14,15 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from fieldhub.hub.store.database import create_engine, sqlite_url
+from fieldhub.clock import now_ms
+from fieldhub.hub.ingest import Ingest, IngestSettings
+from fieldhub.hub.presence import PresenceTracker
+from fieldhub.hub.stats import IngestStats
+from fieldhub.hub.store.database import create_engine, migrate, sqlite_url
+from fieldhub.hub.store.devices import DeviceRegistry
+from fieldhub.hub.store.ingest_writer import IngestWriter
 from fieldhub.hub.store.writes import CHECKPOINT_EVERY_S, EngineWrites, SqliteWriter, writes_for
+from fieldhub.protocol import Channel, Telemetry, encode, topic_for
 from tests.waiting import eventually
 
 
@@ -157,6 +167,43 @@ async def test_the_wal_is_copied_into_the_database_by_the_checkpoint_thread(
     assert len(_rows(path)) == 2000
 
 
+def _wal_frames(path: Path) -> int:
+    """Frames in the WAL since it last started over (a passive checkpoint reports them)."""
+    with sqlite3.connect(path) as db:
+        _busy, frames, _copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return int(frames)
+
+
+async def test_under_steady_writes_the_wal_starts_over_instead_of_growing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "w.db"
+    _table(path)
+    limit = 512 * 1024
+    writer = SqliteWriter(sqlite_url(path), wal_restart_bytes=limit)
+    written = 0
+    try:
+        # Writes that never pause for a checkpoint to catch up, as ingest under load: without
+        # a restart the WAL would hold every one of them (tens of MB here).
+        deadline = time.monotonic() + 5 * CHECKPOINT_EVERY_S
+        while time.monotonic() < deadline:
+            rows = [(written + i, "x" * 2000) for i in range(50)]
+
+            def batch(conn: Connection, rows: list[tuple[int, str]] = rows) -> None:
+                conn.exec_driver_sql("INSERT INTO notes (n, body) VALUES (?, ?)", rows)
+
+            await writer.run(batch)
+            written += len(rows)
+            await asyncio.sleep(0.002)
+        frames = _wal_frames(path)
+    finally:
+        await writer.close()
+    assert writer.wal_restarts >= 2
+    # The WAL holds what came after its last restart (a second or so), not all five seconds.
+    assert frames * 4096 < written * 2000 / 2, (frames, written)
+    assert len(_rows(path)) == written  # and nothing lost on the way
+
+
 async def test_a_writer_without_its_database_fails_each_job_and_hangs_none(tmp_path: Path) -> None:
     writer = SqliteWriter(sqlite_url(tmp_path / "no such folder" / "w.db"))
     try:
@@ -165,3 +212,81 @@ async def test_a_writer_without_its_database_fails_each_job_and_hangs_none(tmp_p
                 await asyncio.wait_for(writer.run(_insert(n)), 5)
     finally:
         await writer.close()
+
+
+class _Acks:
+    """Where ingest's acknowledgements go in a test without a broker: recorded."""
+
+    def __init__(self) -> None:
+        self.acked: dict[str, int] = {}
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        if topic.endswith("/ack"):
+            self.acked[topic.split("/")[2]] = json.loads(payload)["seq"]
+
+    def pause_reading(self) -> None:
+        """Never needed here: the batches stay small."""
+
+    def resume_reading(self) -> None:
+        """As above."""
+
+
+async def test_while_commits_are_slow_ingest_rests_the_writer_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    url = sqlite_url(tmp_path / "hub.db")
+    engine = create_engine(url)
+    await migrate(engine)
+    await DeviceRegistry(engine).create("slow-db")
+    writer = SqliteWriter(url)
+    acks = _Acks()
+    settings = IngestSettings(linger_s=0.01, rest_factor=2.0, max_linger_s=0.4)
+    ingest = Ingest(
+        IngestWriter(engine, writer),
+        acks,
+        PresenceTracker(lambda _change: None, stale_after_s=60),
+        IngestStats(),
+        settings,
+    )
+    await ingest.load()
+    committing = asyncio.create_task(ingest.run())
+    topic, start = topic_for("slow-db", Channel.TELEMETRY), now_ms()
+
+    async def send(first: int, count: int) -> None:
+        for seq in range(first, first + count):
+            ingest.submit(topic, encode(Telemetry(seq=seq, ts=start + seq, values={"v": seq})))
+            await asyncio.sleep(0.004)
+
+    def busy(conn: Connection) -> None:
+        time.sleep(0.08)  # the database is slow: every commit waits up to 80 ms for it
+
+    async def slow_database(until: asyncio.Event) -> None:
+        while not until.is_set():
+            await writer.run(busy)
+
+    try:
+        await send(1, 50)
+        await eventually(lambda: acks.acked.get("slow-db") == 50, "the first 50 acknowledged")
+        assert ingest.linger_s() == settings.linger_s  # fast commits: the configured linger
+
+        done = asyncio.Event()
+        slowing = asyncio.create_task(slow_database(done))
+        await send(51, 150)
+        # Commits wait up to 80 ms for the writer: the next batch waits twice as long as they
+        # took, so that ingest has the writer a third of the time at most.
+        assert 4 * settings.linger_s <= ingest.linger_s() <= settings.max_linger_s
+        await eventually(lambda: acks.acked.get("slow-db") == 200, "all 200 acknowledged")
+        done.set()
+        await slowing
+
+        await send(201, 100)  # fast again: the linger comes back down as commits do
+        await eventually(lambda: acks.acked.get("slow-db") == 300, "all 300 acknowledged")
+        assert ingest.linger_s() < 0.05
+        async with engine.connect() as conn:
+            stored = (await conn.execute(text("SELECT count(*) FROM samples"))).scalar_one()
+        assert stored == 300  # every message, once
+    finally:
+        committing.cancel()
+        await asyncio.gather(committing, return_exceptions=True)
+        await writer.close()
+        await engine.dispose()

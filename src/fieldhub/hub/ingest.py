@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 _TELEMETRY, _EVENT = Channel.TELEMETRY.value, Channel.EVENT.value
 _SEQUENCED = frozenset(c.value for c in SEQUENCED)
 _MAX_ROUTES = 200_000  # distinct topics remembered; cleared and relearnt beyond that
+_COMMIT_SMOOTHING = 0.2  # weight of the newest commit in the smoothed commit time
 _Route = tuple[str, Channel, str, Decoder]
 
 
@@ -75,7 +76,15 @@ class IngestSettings:
     themselves toward ``max_batch_messages``; SQLite inserts 2-3x faster in commits of 20,000
     rows than of 1,000 (docs/benchmarks.md)."""
 
-    linger_s: float = 0.02  # how long a batch may wait to fill once it has a message
+    linger_s: float = 0.01  # how long a batch may wait to fill once it has a message
+    rest_factor: float = 2.0
+    """After commits that took ``t`` seconds (recently, on average), the next batch waits at
+    least ``rest_factor * t``: the database then commits ingest at most a third of the time,
+    whatever the load, and a command insert or a registry change finds the writer free twice
+    as often as busy. A commit writes one page per series it touches, whether it carries one
+    value of that series or a hundred, so under heavy load bigger batches cost the writer
+    far less per value (docs/benchmarks.md, Commands, round three)."""
+    max_linger_s: float = 0.25  # ... but no batch waits longer than this for the writer
     max_batch_messages: int = 5_000  # commit at once when this many are waiting
     max_pending_messages: int = 50_000  # above this, ask the bus to stop reading
     reject_replies_per_s: float = 1.0  # per device: how often a refusal is reported back
@@ -103,6 +112,7 @@ class Ingest:
         self._ack_due: set[str] = set()
         self._wake = asyncio.Event()
         self._opened_at = 0.0  # monotonic time the open batch was woken for
+        self._commit_s = 0.0  # recent commits' duration, smoothed (see IngestSettings)
         self._full = asyncio.Event()
         self._paused = False
         self._listeners: list[CommitListener] = []
@@ -263,7 +273,7 @@ class Ingest:
             # The linger counts from the batch's first message, not from now: messages that
             # came in while the last batch committed have waited that long already (the live
             # API's latency saw a whole commit more).
-            linger = self._opened_at + self._settings.linger_s - time.monotonic()
+            linger = self._opened_at + self.linger_s() - time.monotonic()
             if linger > 0 and self._batch.messages < self._settings.max_batch_messages:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
                 # that arrives as the event fires, and the hub's stop waits for this task.
@@ -271,6 +281,13 @@ class Ingest:
                     async with asyncio.timeout(linger):
                         await self._full.wait()
             await self.flush()
+
+    def linger_s(self) -> float:
+        """How long the open batch may wait to fill: the configured linger, or longer while
+        commits take long (``IngestSettings.rest_factor``)."""
+        settings = self._settings
+        rest = min(settings.max_linger_s, settings.rest_factor * self._commit_s)
+        return max(settings.linger_s, rest)
 
     async def flush(self) -> None:
         """Commit what is waiting now and acknowledge it."""
@@ -311,7 +328,9 @@ class Ingest:
         stats.messages_stored += batch.messages
         stats.points_stored += batch.points
         stats.events_stored += len(batch.events)
-        stats.commit_seconds += time.perf_counter() - started
+        took = time.perf_counter() - started
+        stats.commit_seconds += took
+        self._commit_s += (took - self._commit_s) * _COMMIT_SMOOTHING
         for listener in self._listeners:
             listener(batch)
 

@@ -47,6 +47,10 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
+BUSY_TIMEOUT_MS = 10_000
+"""How long an SQLite connection waits for a lock held by another before it gives up."""
+
+
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     # BEGIN is ours to send (see _begin_sqlite), not the driver's guess.
     dbapi_connection.isolation_level = None
@@ -55,7 +59,7 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache
     cursor.close()
 
