@@ -414,7 +414,8 @@ def test_the_agent_command_stays_light_and_says_what_is_wrong(tmp_path: Path):
 # each one is megabytes of its 30 MB budget (docs/benchmarks.md, agent section).
 _NOT_IN_A_RUNNING_AGENT = {
     "ssl", "_ssl", "_hashlib", "hashlib", "hmac", "secrets", "argon2", "ctypes", "h11",
-    "typer", "click", "rich", "pydantic", "uvicorn", "fastapi", "sqlalchemy",
+    "typer", "click", "rich", "pydantic", "uvicorn", "fastapi", "sqlalchemy", "uvloop",
+    "httptools",
 }  # fmt: skip
 
 

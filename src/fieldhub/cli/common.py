@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -46,12 +46,29 @@ def run_until_stopped(main: Coroutine[Any, Any, None]) -> None:
     from fieldhub.hub.service import HubStartError
 
     try:
-        asyncio.run(main)
+        with asyncio.Runner(loop_factory=server_loop_factory()) as runner:
+            runner.run(main)
     except KeyboardInterrupt:
         console.print("stopped")
     except (HubStartError, BusError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
+
+
+def server_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop for the hub where it is installed (not on Windows), else asyncio's.
+
+    The hub is an event loop of sockets: HTTP requests, WebSocket frames to every live client,
+    MQTT from every device. uvloop runs the loop and its transports in C (libuv); with httptools
+    parsing HTTP it is what uvicorn's own "standard" install uses (docs/benchmarks.md: its
+    effect on commands and live push). The agent does not use it: on the Pi its memory counts
+    more than its speed.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def cli_actor() -> str:
