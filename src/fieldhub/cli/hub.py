@@ -4,6 +4,7 @@ hardware for the demo), back it up and restore it."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -54,6 +55,12 @@ async def _serve(
                 await serving
                 raise typer.Exit(1)
             await asyncio.sleep(0.02)
+        # Everything made while starting (modules, the API's models, compiled statements)
+        # lives as long as the process: out of the collector's sight, a full collection no
+        # longer walks it. Such a collection stopped the event loop for 48-93 ms, five times a
+        # minute, under the live benchmark's load (docs/benchmarks.md, Live).
+        gc.collect()
+        gc.freeze()
         port = server.servers[0].sockets[0].getsockname()[1]
         shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
         console.print(
