@@ -9,6 +9,7 @@ samples give: the store's raw GROUP BY, and a plain Python reading of the same d
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ from fieldhub.hub.batch import Batch
 from fieldhub.hub.store.database import migrate
 from fieldhub.hub.store.devices import DeviceRegistry
 from fieldhub.hub.store.ingest_writer import IngestWriter
-from fieldhub.hub.store.queries import Aggregate, Queries, WireValue
+from fieldhub.hub.store.queries import Aggregate, Queries, UnknownKeys, WireValue
 from fieldhub.hub.store.schema import rollups, samples, series
 from fieldhub.hub.store.writes import writes_for
 from fieldhub.protocol import Sample, Telemetry
@@ -253,3 +254,58 @@ async def test_deleting_a_device_deletes_its_rollups(store: Store):
         total = (await conn.execute(select(func.count()).select_from(rollups))).scalar_one()
     assert [tuple(row) for row in owners] == [("rtu-2", 1)]
     assert total == 1  # nothing left behind of the deleted device's series
+
+
+async def test_all_keys_read_together_answer_as_each_key_alone(store: Store):
+    """One statement for several series (the API's way), or a few on connections of their own
+    (long ranges), gives each series what asking for it alone gives, each cut at its limit."""
+    rng = random.Random(99)
+    await _fill_randomly(store, rng)
+    queries = Queries(store.engine)
+    keys = await queries.keys(store.device_id)
+    kinds = {series_id: kind for series_id, kind in keys.values()}
+    noisy = keys["noisy"][0]
+    start, end = T0 + 1_234, T0 + SPAN - 5_678  # edges inside minutes
+    for bucket, split_after_ms in itertools.product(
+        (None, 10_000, MINUTE, 30 * MINUTE), (queries.split_after_ms, 0)
+    ):
+        queries.split_after_ms = split_after_ms
+        for agg in AGGREGATES:
+            for from_samples in (False, True):
+                for limit in (3, 10_000):
+                    window = {"start": start, "end": end, "bucket_ms": bucket, "agg": agg}
+                    together = await queries.histories(
+                        kinds, **window, limit=limit, from_samples=from_samples
+                    )
+                    assert list(together) == list(kinds)
+                    for series_id, kind in kinds.items():
+                        alone = await queries.history(
+                            series_id=series_id,
+                            kind=kind,
+                            **window,
+                            limit=limit,
+                            from_samples=from_samples,
+                        )
+                        # PostgreSQL may add a noisy average's values in another order.
+                        approx = series_id == noisy
+                        assert _typed(together[series_id], agg, approx) == _typed(
+                            alone, agg, approx
+                        ), (series_id, bucket, agg)
+                        assert len(alone) == limit if limit == 3 else len(alone) > 3
+
+
+async def test_device_history_reads_the_keys_asked_for_or_all(store: Store):
+    minute = T0 - T0 % MINUTE + MINUTE
+    await store.send([(minute + 1_000, {"t": 1.5, "door": True}), (minute + 2_000, {"t": 2})])
+    queries = Queries(store.engine)
+    window = {"start": minute, "end": minute + MINUTE, "bucket_ms": MINUTE, "limit": 10}
+
+    every = await queries.device_history(store.device_id, None, agg="max", **window)
+    assert every == {"door": [(minute, True)], "t": [(minute, 2)]}  # by name when not asked
+    asked = await queries.device_history(store.device_id, ["t", "door"], agg="count", **window)
+    assert list(asked.items()) == [("t", [(minute, 2)]), ("door", [(minute, 1)])]
+    assert await queries.device_history(store.device_id, [], agg="avg", **window) == {}
+    with pytest.raises(UnknownKeys, match="'rtu-1' has no key humidity, x"):
+        await queries.device_history(store.device_id, ["t", "humidity", "x"], agg="avg", **window)
+    with pytest.raises(UnknownKeys, match="'rtu-9' has no key t"):
+        await queries.device_history("rtu-9", ["t"], agg="avg", **window)

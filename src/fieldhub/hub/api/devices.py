@@ -3,9 +3,9 @@ state)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Literal
 
+import msgspec
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from fieldhub.clock import now_ms
@@ -28,7 +28,7 @@ from fieldhub.hub.directory import DeviceEntry
 from fieldhub.hub.identity import CredentialsError
 from fieldhub.hub.service import Hub
 from fieldhub.hub.store.devices import DeviceExists, DeviceNotFound, DeviceRecord
-from fieldhub.hub.store.queries import WireValue
+from fieldhub.hub.store.queries import UnknownKeys
 from fieldhub.hub.store.twin import DesiredStateError, VersionConflict
 from fieldhub.hub.twin import TwinView
 
@@ -39,8 +39,7 @@ Writer = Annotated[Principal, require(Permission.DEVICES_WRITE)]
 Commander = Annotated[Principal, require(Permission.DEVICES_COMMAND)]
 MAX_RAW_POINTS = 10_000
 MAX_BUCKETS = 10_000
-HISTORY_CONCURRENCY = 4
-"""Keys of one history request read at the same time, at most."""
+_HISTORY_JSON = msgspec.json.Encoder()
 
 
 def parse_labels(label: list[str]) -> dict[str, str]:
@@ -275,40 +274,30 @@ async def history(
     if bucket_ms is not None and (end - start) // bucket_ms > MAX_BUCKETS:
         asked = (end - start) // bucket_ms
         raise HTTPException(422, f"{asked} buckets asked, at most {MAX_BUCKETS}: use larger ones")
-    known = await hub.queries.keys(device_id)
-    wanted = [k for k in keys.split(",") if k] if keys else sorted(known)
-    unknown = [k for k in wanted if k not in known]
-    if unknown:
-        raise HTTPException(404, f"device {device_id!r} has no key {', '.join(unknown)}")
-    # The keys are read concurrently, each on its own pooled connection (SQLite's driver
-    # releases the GIL while a query runs, so two cores work on it): 5 keys over 30 days of
-    # dense data, 173 -> 104 ms (docs/benchmarks.md, Live). At most a few at once, so that one
-    # request for many keys leaves connections to everyone else.
-    gate = asyncio.Semaphore(HISTORY_CONCURRENCY)
-
-    async def one(key: str) -> list[tuple[int, WireValue]]:
-        series_id, kind = known[key]
-        async with gate:
-            return await hub.queries.history(
-                series_id=series_id,
-                kind=kind,
-                start=start,
-                end=end,
-                bucket_ms=bucket_ms,
-                agg=agg,
-                limit=limit,
-            )
-
-    answers = await asyncio.gather(*(one(key) for key in wanted))
-    series = dict(zip(wanted, answers, strict=True))
-    answer = History.model_construct(
-        device_id=device_id,
-        start=start,
-        end=end,
-        bucket_ms=bucket_ms,
-        agg=agg if bucket_ms else None,
-        series=series,
-    )
-    # Built from the store's own values and serialised once: validating thousands of points
-    # on the way out (and again in FastAPI's response check) cost more than the queries.
-    return Response(answer.model_dump_json(), media_type="application/json")
+    wanted = [k for k in keys.split(",") if k] if keys else None
+    # The keys looked up and all read in one statement on one connection (see
+    # Queries.device_history): a day of 5 keys in 5-minute buckets took 25-41 ms in process as
+    # one query per key, each on its own connection, 10-17 ms so (2 busy cores).
+    try:
+        series = await hub.queries.device_history(
+            device_id,
+            wanted,
+            start=start,
+            end=end,
+            bucket_ms=bucket_ms,
+            agg=agg,
+            limit=limit,
+        )
+    except UnknownKeys as exc:
+        raise HTTPException(404, str(exc)) from None
+    answer = {
+        "device_id": device_id,
+        "start": start,
+        "end": end,
+        "bucket_ms": bucket_ms,
+        "agg": agg if bucket_ms else None,
+        "series": series,
+    }
+    # The store's own values, encoded once by msgspec in the shape of `History` (the
+    # documented response model): pydantic took 1.9 ms for 5 x 289 points, msgspec 0.16.
+    return Response(_HISTORY_JSON.encode(answer), media_type="application/json")

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import groupby, islice
+from operator import itemgetter
 from typing import Any, Literal
 
 from sqlalchemy import (
+    BigInteger,
     Float,
+    Integer,
+    Row,
     Select,
     and_,
+    bindparam,
     case,
     func,
     literal_column,
@@ -17,7 +25,8 @@ from sqlalchemy import (
     text,
     union_all,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.elements import BindParameter
 
 from fieldhub.hub.store.schema import events, rollups, samples, series
 
@@ -25,6 +34,8 @@ Aggregate = Literal["avg", "min", "max", "last", "count"]
 WireValue = bool | float | str | None
 MINUTE_MS = 60_000
 """Width of a rollup: buckets that are a whole number of minutes are answered from rollups."""
+HISTORY_CONCURRENCY = 4
+"""Connections one history request reads a long range on, at most (see ``split_after_ms``)."""
 
 
 def render_value(kind: str, num: float | None, txt: str | None) -> WireValue:
@@ -36,6 +47,10 @@ def render_value(kind: str, num: float | None, txt: str | None) -> WireValue:
     if kind == "bool":
         return num != 0
     return int(num) if num.is_integer() and abs(num) < 2**53 else num
+
+
+class UnknownKeys(LookupError):
+    """A history asked for keys the device has never sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +91,11 @@ class Queries:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._dialect = engine.dialect.name
+        self._statements: dict[str, Select[Any]] = {}  # history's, by path and aggregate
+        self.split_after_ms = 3 * 86_400_000
+        """Histories of longer ranges read their series on several connections at once. In
+        process, 5 keys, 2 busy cores (medians): 24 h 13 ms on one connection, 23 split; 3 days
+        22 and 33; 7 days 37 and 31; 90 days 558 and 368."""
 
     async def latest(self, device_id: str) -> list[LatestValue]:
         """Newest value of every key the device has sent."""
@@ -113,7 +133,31 @@ class Queries:
         limit: int,
         from_samples: bool = False,
     ) -> list[tuple[int, WireValue]]:
-        """Points of one series in ``[start, end)``: raw, or one per bucket aggregated by ``agg``.
+        """:meth:`histories` of one series."""
+        answer = await self.histories(
+            {series_id: kind},
+            start=start,
+            end=end,
+            bucket_ms=bucket_ms,
+            agg=agg,
+            limit=limit,
+            from_samples=from_samples,
+        )
+        return answer[series_id]
+
+    async def histories(
+        self,
+        series_kinds: Mapping[int, str],
+        *,
+        start: int,
+        end: int,
+        bucket_ms: int | None,
+        agg: Aggregate,
+        limit: int,
+        from_samples: bool = False,
+    ) -> dict[int, list[tuple[int, WireValue]]]:
+        """Points of each series (id → kind) in ``[start, end)``: raw, or one per bucket
+        aggregated by ``agg``; at most ``limit`` per series, oldest first.
 
         Buckets are aligned to multiples of ``bucket_ms`` since the epoch and labelled by their
         start, so the same bucket has the same label whatever range is asked for.
@@ -127,69 +171,190 @@ class Queries:
         ``from_samples`` aggregates the raw samples anyway (to check the rollups, or to time
         the difference).
         """
-        window = and_(samples.c.series_id == series_id, samples.c.ts >= start, samples.c.ts < end)
         async with self._engine.connect() as conn:
-            if bucket_ms is None:
-                raw = (
-                    select(samples.c.ts, samples.c.num, samples.c.txt)
-                    .where(window)
-                    .order_by(samples.c.ts)
-                    .limit(limit)
-                )
-                rows = await conn.execute(raw)
-                return [(r.ts, render_value(kind, r.num, r.txt)) for r in rows]
-            first_minute = -(-start // MINUTE_MS) * MINUTE_MS
-            last_minute = end // MINUTE_MS * MINUTE_MS
-            if not from_samples and bucket_ms % MINUTE_MS == 0 and first_minute < last_minute:
-                query = self._rolled_up(
-                    series_id, (start, end), (first_minute, last_minute), bucket_ms, agg
-                )
-            else:
-                query = self._bucketed(window, bucket_ms, agg)
-            rows = await conn.execute(query.limit(limit))
-            if agg == "count":
-                return [(r.bucket, int(r.value)) for r in rows]
-            if agg in ("avg",) or kind != "bool":
-                return [(r.bucket, render_value("number", r.value, None)) for r in rows]
-            return [(r.bucket, render_value(kind, r.value, None)) for r in rows]
+            return await self._histories(
+                conn, series_kinds, (start, end), bucket_ms, agg, limit, from_samples
+            )
 
-    def _bucketed(self, window: Any, bucket_ms: int, agg: Aggregate) -> Select[Any]:
-        bucket = ((samples.c.ts // bucket_ms) * bucket_ms).label("bucket")
+    async def device_history(
+        self,
+        device_id: str,
+        keys: Sequence[str] | None,
+        *,
+        start: int,
+        end: int,
+        bucket_ms: int | None,
+        agg: Aggregate,
+        limit: int,
+    ) -> dict[str, list[tuple[int, WireValue]]]:
+        """:meth:`histories` of the device's ``keys`` (None: all of them, by name), by key.
+
+        The keys are looked up on the connection that then reads the points: one checkout
+        and one statement fewer than :meth:`keys` first (about 1 ms of a 10 ms answer).
+
+        Raises:
+            UnknownKeys: the device has never sent some of ``keys`` (or is not registered).
+        """
+        async with self._engine.connect() as conn:
+            known = {
+                key: (series_id, kind)
+                for key, series_id, kind in await conn.execute(
+                    self._statement("keys", self._keys), {"device_id": device_id}
+                )
+            }
+            wanted = sorted(known) if keys is None else keys
+            unknown = [k for k in wanted if k not in known]
+            if unknown:
+                raise UnknownKeys(f"device {device_id!r} has no key {', '.join(unknown)}")
+            points = await self._histories(
+                conn, dict(known[k] for k in wanted), (start, end), bucket_ms, agg, limit, False
+            )
+        return {key: points[known[key][0]] for key in wanted}
+
+    async def _histories(
+        self,
+        conn: AsyncConnection,
+        series_kinds: Mapping[int, str],
+        span: tuple[int, int],
+        bucket_ms: int | None,
+        agg: Aggregate,
+        limit: int,
+        from_samples: bool,
+    ) -> dict[int, list[tuple[int, WireValue]]]:
+        """:meth:`histories` on ``conn``.
+
+        Buckets of all the series come from one statement (up to ``split_after_ms``), built
+        once per aggregate and executed with new parameters: a day of 5 keys in buckets of
+        5 minutes cost 25-41 ms as one statement per key (each built and compiled anew, on its
+        own connection, the keys concurrently), 7-11 ms so, of which SQLite's own work is
+        4-5 ms (measured in process, 2 busy cores). The limit of each series is applied while
+        reading: a bucketed answer has few rows per series (the API allows 10,000 buckets).
+        """
+        start, end = span
+        answer: dict[int, list[tuple[int, WireValue]]] = {i: [] for i in series_kinds}
+        if not answer:
+            return answer
+        if bucket_ms is None:
+            # Raw points: one series at a time, so that LIMIT bounds what is read.
+            raw = self._statement("raw", self._raw)
+            for series_id, kind in series_kinds.items():
+                window = {"series_id": series_id, "start": start, "end": end, "limit": limit}
+                rows = await conn.execute(raw, window)
+                answer[series_id] = [(ts, render_value(kind, num, txt)) for ts, num, txt in rows]
+            return answer
+        first_minute = -(-start // MINUTE_MS) * MINUTE_MS
+        last_minute = end // MINUTE_MS * MINUTE_MS
+        if not from_samples and bucket_ms % MINUTE_MS == 0 and first_minute < last_minute:
+            query = self._statement(f"rolled_up {agg}", lambda: self._rolled_up(agg))
+        else:
+            query = self._statement(f"bucketed {agg}", lambda: self._bucketed(agg))
+        params = {
+            "start": start,
+            "end": end,
+            "first": first_minute,
+            "last": last_minute,
+            "width": bucket_ms,
+        }
+        ids = list(answer)
+
+        async def read(connection: AsyncConnection, part: list[int]) -> list[Row[Any]]:
+            return list((await connection.execute(query, {"ids": part, **params})).all())
+
+        if len(ids) == 1 or end - start <= self.split_after_ms:
+            rows = await read(conn, ids)
+        else:
+            # A long range costs SQLite more than the hops to its thread: a few connections
+            # read one series after another at once (the driver releases the GIL while a query
+            # runs). Each takes the next series not yet taken.
+            pending = iter(ids)
+
+            async def worker(connection: AsyncConnection) -> list[Row[Any]]:
+                found = []
+                for series_id in pending:
+                    found += await read(connection, [series_id])
+                return found
+
+            async def own_worker() -> list[Row[Any]]:
+                async with self._engine.connect() as own:
+                    return await worker(own)
+
+            helpers = min(HISTORY_CONCURRENCY, len(ids)) - 1
+            runs = await asyncio.gather(worker(conn), *(own_worker() for _ in range(helpers)))
+            rows = [row for run in runs for row in run]
+        # Rows come ordered by series, then bucket: one run per series.
+        for series_id, run in groupby(rows, itemgetter(0)):
+            if agg == "count":
+                answer[series_id] = [(r[1], int(r[2])) for r in islice(run, limit)]
+            else:
+                # An average is a number, also of booleans; their min, max and last are not.
+                shown = "number" if agg == "avg" else series_kinds[series_id]
+                answer[series_id] = [
+                    (r[1], render_value(shown, r[2], None)) for r in islice(run, limit)
+                ]
+        return answer
+
+    def _statement(self, name: str, build: Callable[[], Select[Any]]) -> Select[Any]:
+        # Built once: SQLAlchemy then finds its compiled form in its cache by a key memoised
+        # on the statement, instead of building and hashing a union of ~20 clauses per call.
+        statement = self._statements.get(name)
+        if statement is None:
+            statement = self._statements[name] = build()
+        return statement
+
+    def _keys(self) -> Select[Any]:
+        return select(series.c.key, series.c.id, series.c.kind).where(
+            series.c.device_id == bindparam("device_id")
+        )
+
+    def _raw(self) -> Select[Any]:
+        return (
+            select(samples.c.ts, samples.c.num, samples.c.txt)
+            .where(
+                samples.c.series_id == bindparam("series_id"),
+                samples.c.ts >= bindparam("start", type_=BigInteger),
+                samples.c.ts < bindparam("end", type_=BigInteger),
+            )
+            .order_by(samples.c.ts)
+            .limit(bindparam("limit", type_=Integer))
+        )
+
+    def _bucketed(self, agg: Aggregate) -> Select[Any]:
+        """Series id, bucket and value of the buckets of the series ``:ids`` in
+        ``[:start, :end)``, ``:width`` wide, from the raw samples."""
+        width = bindparam("width", type_=BigInteger)
+        bucket = ((samples.c.ts // width) * width).label("bucket")
+        window = and_(
+            samples.c.series_id.in_(bindparam("ids", expanding=True)),
+            samples.c.ts >= bindparam("start", type_=BigInteger),
+            samples.c.ts < bindparam("end", type_=BigInteger),
+        )
         value: Any
+        extra: list[Any] = []
         if agg == "last":
             if self._dialect == "sqlite":
                 # SQLite: a bare column next to max() takes its value from the max row.
                 value = samples.c.num.label("value")
                 extra = [func.max(samples.c.ts)]
-                return (
-                    select(bucket, value, *extra)
-                    .where(window)
-                    .group_by(literal_column("bucket"))
-                    .order_by(literal_column("bucket"))
-                )
-            value = text("(array_agg(samples.num ORDER BY samples.ts DESC))[1] AS value")
+            else:
+                value = text("(array_agg(samples.num ORDER BY samples.ts DESC))[1] AS value")
         else:
             value = getattr(func, agg)(samples.c.num).label("value")
         return (
-            select(bucket, value)
+            select(samples.c.series_id, bucket, value, *extra)
             .where(window)
-            .group_by(literal_column("bucket"))
-            .order_by(literal_column("bucket"))
+            .group_by(samples.c.series_id, literal_column("bucket"))
+            .order_by(samples.c.series_id, literal_column("bucket"))
         )
 
-    def _rolled_up(
-        self,
-        series_id: int,
-        span: tuple[int, int],
-        minutes: tuple[int, int],
-        bucket_ms: int,
-        agg: Aggregate,
-    ) -> Select[Any]:
-        """``_bucketed`` from the rollups of the whole minutes ``minutes`` of ``span``, and
-        the raw samples of the partial minutes before and after them, each sample taken as a
-        rollup of its own."""
-        (start, end), (first, last) = span, minutes
+    def _rolled_up(self, agg: Aggregate) -> Select[Any]:
+        """``_bucketed`` from the rollups of the whole minutes ``[:first, :last)`` of
+        ``[:start, :end)``, and the raw samples of the partial minutes before and after them,
+        each sample taken as a rollup of its own."""
+        ids: BindParameter[Any] = bindparam("ids", expanding=True)
+        first = bindparam("first", type_=BigInteger)
+        last = bindparam("last", type_=BigInteger)
         whole = select(
+            rollups.c.series_id.label("series_id"),
             rollups.c.minute.label("at"),
             rollups.c.count_num.label("n"),
             rollups.c.sum_num.label("total"),
@@ -197,12 +362,11 @@ class Queries:
             rollups.c.max_num.label("hi"),
             rollups.c.last_ts.label("last_ts"),
             rollups.c.last_num.label("last_num"),
-        ).where(
-            rollups.c.series_id == series_id, rollups.c.minute >= first, rollups.c.minute < last
-        )
+        ).where(rollups.c.series_id.in_(ids), rollups.c.minute >= first, rollups.c.minute < last)
 
-        def raw(low: int, high: int) -> Select[Any]:
+        def raw(low: Any, high: Any) -> Select[Any]:
             return select(
+                samples.c.series_id,
                 samples.c.ts,
                 case((samples.c.num.is_(None), 0), else_=1),
                 func.coalesce(samples.c.num, 0.0),
@@ -210,18 +374,26 @@ class Queries:
                 samples.c.num,
                 samples.c.ts,
                 samples.c.num,
-            ).where(samples.c.series_id == series_id, samples.c.ts >= low, samples.c.ts < high)
+            ).where(samples.c.series_id.in_(ids), samples.c.ts >= low, samples.c.ts < high)
 
-        parts = union_all(whole, raw(start, first), raw(last, end)).subquery("parts")
-        bucket = ((parts.c.at // bucket_ms) * bucket_ms).label("bucket")
+        edges = (bindparam("start", type_=BigInteger), bindparam("end", type_=BigInteger))
+        parts = union_all(whole, raw(edges[0], first), raw(last, edges[1])).subquery("parts")
+        width = bindparam("width", type_=BigInteger)
+        bucket = ((parts.c.at // width) * width).label("bucket")
+        keys: tuple[Any, ...] = (parts.c.series_id, literal_column("bucket"))
         value: Any
         if agg == "last":
             if self._dialect == "sqlite":
                 # The only max() of the query: the bare column comes from its row (as above).
                 return (
-                    select(bucket, parts.c.last_num.label("value"), func.max(parts.c.last_ts))
-                    .group_by(literal_column("bucket"))
-                    .order_by(literal_column("bucket"))
+                    select(
+                        parts.c.series_id,
+                        bucket,
+                        parts.c.last_num.label("value"),
+                        func.max(parts.c.last_ts),
+                    )
+                    .group_by(*keys)
+                    .order_by(*keys)
                 )
             value = text("(array_agg(parts.last_num ORDER BY parts.last_ts DESC))[1] AS value")
         elif agg == "avg":
@@ -231,11 +403,7 @@ class Queries:
         else:
             column = {"count": parts.c.n, "min": parts.c.lo, "max": parts.c.hi}[agg]
             value = getattr(func, "sum" if agg == "count" else agg)(column).label("value")
-        return (
-            select(bucket, value)
-            .group_by(literal_column("bucket"))
-            .order_by(literal_column("bucket"))
-        )
+        return select(parts.c.series_id, bucket, value).group_by(*keys).order_by(*keys)
 
     async def events(
         self,
