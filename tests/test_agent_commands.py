@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -15,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from fieldhub.agent._command_store import CommandStore
 from fieldhub.agent.actions import ActionRegistry
-from fieldhub.agent.commands import INTERRUPTED, CommandHandler
+from fieldhub.agent.commands import ACCEPTED_AFTER_S, INTERRUPTED, CommandHandler
 from fieldhub.agent.units.base import ActionSpec
 from fieldhub.clock import now_ms
 from fieldhub.protocol import Command, Reply
@@ -56,11 +58,14 @@ class Hubside:
         self.accepted: list[str] = []
         """Ids of commands the agent said it took, in order."""
         self.fail_next = False
+        self.stages: list[tuple[str, str]] = []
+        """Every reply's id and stage, in the order they were published."""
 
     def publish(self, instance: str, reply: Reply) -> None:
         if self.fail_next:
             self.fail_next = False
             raise ConnectionError("broker unreachable")
+        self.stages.append((reply.id, reply.stage))
         if reply.stage == "accepted":
             assert reply.ok
             self.accepted.append(reply.id)
@@ -121,11 +126,27 @@ async def test_a_command_runs_and_is_answered(relay: Relay, db: Path, hub: Hubsi
     async with handler_for(relay, db, hub) as handler:
         handler.on_command(command())
         [reply] = await hub.until(1)
-    assert hub.accepted == ["c-1"]  # acknowledged once, before the result
+    assert hub.accepted == []  # done within the grace: the outcome alone says it was taken
     assert hub.replies[0][0] == "hub-a"
     assert (reply.id, reply.ok, reply.result) == ("c-1", True, {"off_s": 5.0, "cycle": 1})
     assert relay.cycles == 1
     assert (handler.stats.received, handler.stats.executed, handler.stats.succeeded) == (1, 1, 1)
+
+
+async def test_a_slow_command_is_acknowledged_before_its_outcome(
+    relay: Relay, db: Path, hub: Hubside
+) -> None:
+    relay.hold = asyncio.Event()
+    async with handler_for(relay, db, hub) as handler:
+        sent = time.monotonic()
+        handler.on_command(command())
+        await until(lambda: hub.accepted == ["c-1"])
+        assert time.monotonic() - sent >= ACCEPTED_AFTER_S
+        assert hub.replies == []  # recorded, still running
+        relay.hold.set()
+        [reply] = await hub.until(1)
+    assert reply.ok
+    assert hub.stages == [("c-1", "accepted"), ("c-1", "done")]
 
 
 async def test_a_duplicate_during_the_run_waits_for_it(
@@ -160,6 +181,32 @@ async def test_a_redelivery_after_the_run_is_answered_from_the_log(
     assert handler.stats.answered_from_log == 1
 
 
+async def test_a_redelivery_while_the_outcome_is_being_stored_waits_for_it(
+    relay: Relay, db: Path, hub: Hubside, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reply goes out before the log has it; a redelivery in between must neither run
+    the action again nor hear "interrupted"."""
+    disk = threading.Event()  # a slow card: storing an outcome waits for it
+    store_finish = CommandStore.finish
+
+    def slow_finish(store: CommandStore, reply: Reply, now: int) -> None:
+        disk.wait(5)
+        store_finish(store, reply, now)
+
+    monkeypatch.setattr(CommandStore, "finish", slow_finish)
+    async with handler_for(relay, db, hub) as handler:
+        handler.on_command(command())
+        await hub.until(1)  # answered, not yet stored
+        handler.on_command(command())
+        await asyncio.sleep(0.1)
+        assert len(hub.replies) == 1  # its look at the log queues behind the write
+        disk.set()
+        first, second = await hub.until(2)
+    assert second == first
+    assert relay.cycles == 1
+    assert handler.stats.answered_from_log == 1
+
+
 async def test_after_a_restart_the_log_answers(relay: Relay, db: Path, hub: Hubside) -> None:
     async with handler_for(relay, db, hub) as handler:
         handler.on_command(command())
@@ -175,6 +222,7 @@ async def test_after_a_restart_the_log_answers(relay: Relay, db: Path, hub: Hubs
 CRASHING_AGENT = """
 import asyncio, sys
 from pathlib import Path
+from fieldhub.agent._command_store import CommandStore
 from fieldhub.agent.actions import ActionRegistry
 from fieldhub.agent.commands import CommandHandler
 from fieldhub.agent.units.base import ActionSpec
@@ -227,6 +275,63 @@ async def test_a_run_cut_short_by_a_crash_is_never_retried(
     assert relay.cycles == 0
     assert marker.read_text() == "ran\n"
     assert handler.stats.interrupted == 1
+
+
+DIES_AFTER_REPLYING = """
+import os, sys
+from pathlib import Path
+from fieldhub.agent._command_store import CommandStore
+from fieldhub.agent.actions import ActionRegistry
+from fieldhub.agent.commands import CommandHandler
+from fieldhub.agent.units.base import ActionSpec
+from fieldhub.protocol import Command
+import asyncio
+
+db, marker, expires = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+
+def cycle(off_s: float) -> dict[str, float]:
+    with marker.open("a") as out:
+        out.write("ran\\n")
+    return {"off_s": off_s}
+
+def publish(instance, reply):
+    if reply.stage == "done":  # the outcome is on its way; the agent dies before storing it
+        os._exit(9)
+
+async def main() -> None:
+    registry = ActionRegistry()
+    registry.add_builtin(ActionSpec(name="socket.cycle", handler=cycle, args={"off_s": float}))
+    async with CommandHandler(registry, db, publish) as handler:
+        handler.on_command(
+            Command(id="c-1", action="socket.cycle", args={"off_s": 5}, expires=expires,
+                    reply="hub-a")
+        )
+        await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_crash_between_reply_and_log_is_interrupted_not_retried(
+    relay: Relay, db: Path, hub: Hubside, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    script = tmp_path / "agent.py"
+    script.write_text(DIES_AFTER_REPLYING)
+    expires = now_ms() + HOUR_MS
+    agent = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), str(db), str(marker), str(expires)
+    )
+    assert await asyncio.wait_for(agent.wait(), 20) == 9
+    assert marker.read_text() == "ran\n"
+
+    async with handler_for(relay, db, hub) as handler:
+        [announced] = await hub.until(1)
+        handler.on_command(command(expires=expires))
+        _, answered = await hub.until(2)
+    assert (announced.id, announced.ok, announced.error) == ("c-1", False, INTERRUPTED)
+    assert answered == announced
+    assert relay.cycles == 0
 
 
 async def test_expired_commands_are_refused_unrun(relay: Relay, db: Path, hub: Hubside) -> None:

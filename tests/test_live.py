@@ -277,7 +277,8 @@ async def test_command_sent_over_rest_is_followed_to_its_result(
             got = await client.next("command", device=device_id)
             assert got["command"]["id"] == done["id"]
             statuses.append(got["command"]["status"])
-        assert statuses == ["queued", "sent", "acknowledged", "succeeded"]
+        # Unlocking ends within 50 ms: the agent sends its outcome without an "accepted" first.
+        assert statuses == ["queued", "sent", "succeeded"]
         assert got["command"] == done
         assert (await rest.get(f"/api/commands/{done['id']}")).json() == got["command"]
 

@@ -7,10 +7,28 @@ command id goes through this state machine, kept in SQLite (``_command_store``):
 
     (unknown) ──expired / unknown action / bad args / log full──► refused   (nothing stored)
         │
-        └─ claim: row 'running', committed to disk ─► action runs ─► 'done' + reply stored
+        └─ claim: row 'running', committed to disk ─► action runs ─► reply sent, then
+                         │                                          'done' + reply stored
                          │
                          └── agent killed, crashed, lost power ──► next start: 'done' with
                                                                    "interrupted, not retried"
+
+The hub hears of a command twice only if it takes a while: an action still running
+``ACCEPTED_AFTER_S`` after its claim gets a ``stage: accepted`` reply ("recorded, still
+running"); a quicker one gets only its outcome, which the hub takes as acknowledged too.
+
+The outcome goes to the hub first and to the log (committed to disk) after, so the reply does
+not wait for a disk sync. Nothing is lost by the order:
+
+- Until the write is queued on the store's thread, this delivery stays in ``_inflight`` and a
+  redelivery is answered with the outcome in memory; after that, a redelivery's look at the
+  log runs on that thread, behind the write, and finds ``done``. No delivery finds the row
+  ``running`` while the outcome exists, so none hears "interrupted" by mistake.
+- A crash or power cut between reply and write leaves the row ``running``: the next start
+  answers "interrupted, not retried", as it did for one between the action and the write
+  (the window is the same sync). It never runs again. A hub that did get the outcome keeps it
+  and counts the later "interrupted" as a duplicate; one that did not hears "interrupted",
+  as it did when the reply waited for the write and so was never sent.
 
 - A delivery of an id this process is running now waits for that run and gets its reply.
 - A delivery of a ``done`` id gets the stored reply; the action does not run again.
@@ -43,7 +61,7 @@ from fieldhub.clock import now_ms
 from fieldhub.logthrottle import LogThrottle, held_back
 from fieldhub.protocol import Command, Reply
 
-__all__ = ["INTERRUPTED", "CommandHandler", "CommandStats", "PublishReply"]
+__all__ = ["ACCEPTED_AFTER_S", "INTERRUPTED", "CommandHandler", "CommandStats", "PublishReply"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +74,11 @@ PublishReply = Callable[[str, Reply], Awaitable[None] | None]
 MAX_ERROR: Final = 1024
 """The wire contract's limit on a reply's ``error``."""
 EXPIRED: Final = "expired"
+ACCEPTED_AFTER_S: Final = 0.05
+"""An action still running this long after its claim is announced as accepted. Built-in
+actions (a relay, a lock, an LED) end well within it, so they cost one reply, not two, and
+the hub learns nothing later than it would have; a person watching a site program of seconds
+still sees it acknowledged at once (50 ms is below what they notice)."""
 
 
 @dataclass(slots=True)
@@ -172,15 +195,22 @@ class CommandHandler:
 
     async def _handle(self, command: Command, done: asyncio.Future[Reply | None]) -> None:
         reply = None
+        ran = False
         try:
-            reply = await self._once(command)
+            reply, ran = await self._once(command)
+            done.set_result(reply)  # deliveries from now on are answered with it
+            await self._publish(command.reply, reply)
         finally:
+            if ran and reply is not None:
+                # Queued before this delivery leaves ``_inflight``: a later one looks the id
+                # up in the log, on the same thread, so after this write.
+                self._store_outcome(reply)
             del self._inflight[command.id]
             if not done.done():
                 done.set_result(reply)
-        await self._publish(command.reply, reply)
 
-    async def _once(self, command: Command) -> Reply:
+    async def _once(self, command: Command) -> tuple[Reply, bool]:
+        """The reply to one delivery, and whether the action ran (its outcome is to store)."""
         store = self._open_store()
         now = self._clock()
         # Checked before the log is touched, so that a new command's only trip to the log
@@ -207,16 +237,22 @@ class CommandHandler:
             if not claimed:  # delivered before (the id is in the log), or refused
                 stored = await self._db(store.lookup, command.id)
                 if stored is not None or refusal is None:
-                    return await self._from_log(command, stored)
-                return self._refuse(command, *refusal)
+                    return await self._from_log(command, stored), False
+                return self._refuse(command, *refusal), False
         except sqlite3.Error as exc:  # cannot promise "at most once": do not run
-            return self._refuse(command, "storage", f"agent storage error, not run: {exc}")
+            return self._refuse(command, "storage", f"agent storage error, not run: {exc}"), False
         assert bound is not None  # claimed
 
         self.stats.executed += 1
-        # Recorded as running: tell the hub it is acknowledged before the action takes its time.
-        await self._publish(command.reply, Reply(id=command.id, ok=True, ts=now, stage="accepted"))
-        outcome = await self._registry.run(bound, origin=command.id)
+        # Recorded as running; the hub hears so only if the action takes its time.
+        accepted = Reply(id=command.id, ok=True, ts=now, stage="accepted")
+        timer = asyncio.get_running_loop().call_later(
+            ACCEPTED_AFTER_S, self._publish_soon, command.reply, accepted
+        )
+        try:
+            outcome = await self._registry.run(bound, origin=command.id)
+        finally:
+            timer.cancel()
         reply = Reply(
             id=command.id,
             ok=outcome.ok,
@@ -229,11 +265,7 @@ class CommandHandler:
         else:
             self.stats.failed += 1
         log.info("command %s %s: %s", command.id, command.action, "ok" if reply.ok else reply.error)
-        try:
-            await self._db(store.finish, reply, reply.ts)
-        except sqlite3.Error as exc:  # it ran; say so now, a redelivery will hear "interrupted"
-            log.error("command %s: cannot store its reply: %s", command.id, exc)
-        return reply
+        return reply, True
 
     async def _from_log(self, command: Command, stored: Stored | None) -> Reply:
         """The answer to an id the log already holds; never runs anything."""
@@ -278,15 +310,45 @@ class CommandHandler:
     async def _publish(self, reply_to: str, reply: Reply | None) -> None:
         if reply is None:
             return
+        sent = self._publish_now(reply_to, reply)
+        if sent is not None:
+            await self._settle(sent, reply.id)
+
+    def _publish_soon(self, reply_to: str, reply: Reply) -> None:
+        """Publish from a loop callback. The publisher is called here, not in a task, so that
+        this reply goes out before any the command sends after it."""
+        sent = self._publish_now(reply_to, reply)
+        if sent is not None:
+            self._spawn(self._settle(sent, reply.id), reply.id)
+
+    def _publish_now(self, reply_to: str, reply: Reply) -> Awaitable[None] | None:
+        """Hand a reply to the publisher; what is left to await, if it is asynchronous."""
         try:
             sent = self._publish_reply(reply_to, reply)
-            if inspect.isawaitable(sent):
-                await sent
         except Exception as exc:  # the hub will ask again and be answered from the log
-            self.stats.publish_failures += 1
-            held = self._throttle.due(("publish", type(exc)))
-            if held is not None:
-                log.warning("reply to command %s not sent: %s%s", reply.id, exc, held_back(held))
+            self._publish_failed(reply.id, exc)
+            return None
+        return sent if inspect.isawaitable(sent) else None
+
+    async def _settle(self, sent: Awaitable[None], command_id: str) -> None:
+        try:
+            await sent
+        except Exception as exc:  # the hub will ask again and be answered from the log
+            self._publish_failed(command_id, exc)
+
+    def _publish_failed(self, command_id: str, exc: Exception) -> None:
+        self.stats.publish_failures += 1
+        held = self._throttle.due(("publish", type(exc)))
+        if held is not None:
+            log.warning("reply to command %s not sent: %s%s", command_id, exc, held_back(held))
+
+    def _store_outcome(self, reply: Reply) -> None:
+        """Queue a finished command's reply for the log; nothing waits for it (see the module
+        docstring). The store's thread runs calls in order, closing the file last."""
+        executor, store = self._executor, self._store
+        if executor is None or store is None:  # closed meanwhile: the next start says so
+            return
+        executor.submit(_finish, store, reply)
 
     def _spawn(self, work: Coroutine[object, object, None], command_id: str = "") -> None:
         task = asyncio.get_running_loop().create_task(work, name=f"command {command_id}")
@@ -319,3 +381,12 @@ class CommandHandler:
             with contextlib.suppress(sqlite3.Error):
                 await asyncio.get_running_loop().run_in_executor(executor, store.close)
         executor.shutdown(wait=False)
+
+
+def _finish(store: CommandStore, reply: Reply) -> None:
+    """Store an outcome, on the store's thread. Nobody awaits this: a failure is logged here,
+    and a redelivery will hear "interrupted" (the command ran; it is never run again)."""
+    try:
+        store.finish(reply, reply.ts)
+    except Exception:
+        log.exception("command %s: cannot store its reply", reply.id)

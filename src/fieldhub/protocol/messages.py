@@ -171,8 +171,9 @@ class Command(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 class Reply(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Device → hub: what became of a command.
 
-    ``stage`` ``accepted``: the device took the command and is running it (sent once, when
-    its run is recorded; ``ok`` is true). ``done``: the outcome, ``ok`` with ``result`` or
+    ``stage`` ``accepted``: the device recorded the command and is still running it (sent
+    once, when the action has not ended 50 ms after its run was recorded; ``ok`` is true; a
+    fast action gets only its outcome). ``done``: the outcome, ``ok`` with ``result`` or
     not ok with ``error``; answered once per id, and again from the device's log when the
     command is delivered again.
     """
