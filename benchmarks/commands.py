@@ -19,13 +19,20 @@ Every part is a real one in its own process:
 - **This process**: the REST client (plain HTTP/1.1 over keep-alive connections, see ``Clients``)
   and the raw requester.
 
-While the load runs, two phases of ``--duration`` seconds each, open-loop at ``--rate``/s (each
+While the load runs, three phases of ``--duration`` seconds each, open-loop at ``--rate``/s (each
 request starts at its scheduled time, whatever the previous one is doing):
 
 1. **Raw reference**: this process publishes a request (QoS 1) to a topic the responder in the
    agents' process subscribes to; it publishes the same payload back (QoS 1); the round trip is
    publish → reply received (``raw_p50_ms``, ``raw_p99_ms``).
-2. **Commands**: ``POST /api/devices/{id}/commands`` with ``lock.unlock`` and ``lock.lock``
+2. **Floor**: the legs of a command that are not MQTT, each alone: ``GET /api/health`` (the
+   hub's cheapest authenticated route, through the same client) at ``--rate``/s
+   (``http_p50_ms``, ``http_p99_ms``) and, meanwhile, a claim-sized write made durable with
+   ``fsync`` as often in the benchmark's folder (``fsync_p50_ms``, ``fsync_p99_ms``): an
+   agent's claim must be on disk before its action runs. ``floor_p50_ms`` adds the medians of
+   raw, HTTP and fsync: what a command's unavoidable legs take on this machine under this
+   load, before any of the hub's or the agent's own work (an estimate: a sum of medians).
+3. **Commands**: ``POST /api/devices/{id}/commands`` with ``lock.unlock`` and ``lock.lock``
    alternately per device (``wait=true``), round robin over the agents; the round trip is the
    request sent → the 200 response with status ``succeeded`` in hand (``p50_ms``, ``p99_ms``).
 
@@ -56,6 +63,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
@@ -245,11 +253,14 @@ class Clients:
 
     async def post(self, url: str, body: dict[str, Any]) -> Answer:
         """POST ``body`` as JSON to ``url`` (``?wait=true``) on the next free connection."""
-        payload = json.dumps(body).encode()
+        return await self.request(b"POST", url + "?wait=true", json.dumps(body).encode())
+
+    async def request(self, method: bytes, url: str, payload: bytes = b"") -> Answer:
+        """One request on the next free connection."""
         reader, writer = await self._free.get()
         try:
             writer.write(
-                b"POST " + url.encode() + b"?wait=true HTTP/1.1\r\n" + self._head
+                method + b" " + url.encode() + b" HTTP/1.1\r\n" + self._head
                 + b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload
             )  # fmt: skip
             head = await reader.readuntil(b"\r\n\r\n")
@@ -309,6 +320,43 @@ async def command_phase(
 
     result.lag_ms = await open_loop(rate, duration_s, send)
     return result
+
+
+async def floor_phase(
+    clients: Clients, folder: Path, rate: float, duration_s: float
+) -> tuple[list[float], list[float]]:
+    """The two legs of a command that are not MQTT, each alone under the same load: an HTTP
+    round trip to the hub's cheapest authenticated route (``GET /api/health``) at ``rate``/s,
+    and, meanwhile, a durable write of a claim-sized record (``os.fsync``, as the agent's
+    claim must be on disk before its action runs) every ``1 / rate`` s in the benchmark's
+    folder (the agents' disk). Returns both lists of latencies in ms."""
+    http: list[float] = []
+    fsyncs: list[float] = []
+    done = threading.Event()
+
+    async def ask(_i: int, _scheduled: float) -> None:
+        started = time.perf_counter()
+        answer = await clients.request(b"GET", "/api/health")
+        if answer.status_code == 200:
+            http.append((time.perf_counter() - started) * 1000)
+
+    def write_claims(path: Path) -> None:
+        with path.open("ab") as claims:
+            while not done.is_set():
+                claims.write(os.urandom(64))
+                claims.flush()
+                started = time.perf_counter()
+                os.fsync(claims.fileno())
+                fsyncs.append((time.perf_counter() - started) * 1000)
+                time.sleep(1 / rate)
+
+    writer = asyncio.create_task(asyncio.to_thread(write_claims, folder / "claims.bin"))
+    try:
+        await open_loop(rate, duration_s, ask)
+    finally:
+        done.set()
+        await writer
+    return http, fsyncs
 
 
 # --------------------------------------------------------------------------------------------
@@ -718,6 +766,8 @@ class Run:
     def __init__(self) -> None:
         self.raw: list[float] = []
         self.raw_sent = 0
+        self.http: list[float] = []
+        self.fsync: list[float] = []
         self.commands = CommandResult()
         self.load: dict[str, Any] = {"sent": {}, "rate_msg_s": 0.0, "behind_ticks": 0}
         self.ingest_lost = 0
@@ -775,6 +825,9 @@ async def measure(
                 }
             )
             await clients.open()  # now: the hub closes connections idle for 5 s
+            run.http, run.fsync = await floor_phase(clients, folder, args.rate, args.duration)
+            print(f"http:     {summary(run.http)} ms (GET /api/health)")
+            print(f"fsync:    {summary(run.fsync)} ms (a claim-sized durable write)")
             meter.start()
             run.commands = await command_phase(clients, agent_ids, args.rate, args.duration)
             run.cpu = meter.stop()
@@ -812,6 +865,7 @@ def report(args: argparse.Namespace, run: Run) -> dict[str, Any]:
     print(f"cpu during the command phase (% of one core; machine: % of all): {run.cpu}")
     p50, p99 = percentile(commands.latencies, 0.5), percentile(commands.latencies, 0.99)
     raw_p50, raw_p99 = percentile(run.raw, 0.5), percentile(run.raw, 0.99)
+    http_p50, fsync_p50 = percentile(run.http, 0.5), percentile(run.fsync, 0.5)
     return {
         "db": args.db,
         "agents": args.agents,
@@ -824,6 +878,11 @@ def report(args: argparse.Namespace, run: Run) -> dict[str, Any]:
         "raw_p99_ms": round(raw_p99, 2),
         "ratio_p50": round(p50 / raw_p50, 2),
         "ratio_p99": round(p99 / raw_p99, 2),
+        "http_p50_ms": round(http_p50, 2),
+        "http_p99_ms": round(percentile(run.http, 0.99), 2),
+        "fsync_p50_ms": round(fsync_p50, 2),
+        "fsync_p99_ms": round(percentile(run.fsync, 0.99), 2),
+        "floor_p50_ms": round(raw_p50 + http_p50 + fsync_p50, 2),
         "sent": commands.sent,
         "succeeded": commands.succeeded,
         "executed_twice": run.agents["executed_twice"],

@@ -10,12 +10,21 @@ Every part is a real one in its own process:
   own MQTT login, publishing single-sample telemetry at QoS 1 on a paced schedule
   (``--rate`` messages/s in total), from a child process. Each message carries its send time
   (``t_us``, epoch µs, taken just before the publish) among its values.
-- **The clients**: ``--clients`` WebSocket connections to ``/api/live`` in a child process
-  (the ``websockets`` library, offering permessage-deflate as browsers do), each with the API
-  token, each subscribed to ``{"all": true}``: every client gets every message, the fleet
-  page's case and the heaviest one. ``--frames array`` (default) opens ``/api/live?frames=array``
-  (what waits for a client goes out as one JSON array per WebSocket message);
-  ``--frames object`` is one WebSocket message per frame.
+- **The clients**: ``--clients`` WebSocket connections to ``/api/live`` in ``--client-procs``
+  child processes, each with the API token, each subscribed to ``{"all": true}``: every client
+  gets every message, the fleet page's case and the heaviest one. ``--frames array`` (default)
+  opens ``/api/live?frames=array`` (what waits for a client goes out as one JSON array per
+  WebSocket message); ``--frames object`` is one WebSocket message per frame.
+  ``--client raw`` (default) is ``LeanWebSocket``: RFC 6455 in one ``asyncio.Protocol``, no
+  library and no extension offered, each message handled as its frames are parsed. Why: the
+  clients share the two cores with the hub they measure, and the ``websockets`` library
+  (frames parsed in Python, asyncio streams per message) took 60-75 % of a core for 100
+  clients here and put about 12 ms on p50 and 25 ms on p99 after the hub had handed the frames
+  to its senders; the clients it stands for are browsers on other machines, which parse frames
+  in C++. ``--client websockets`` runs the library client instead (offering permessage-deflate
+  as browsers do, unless ``--no-deflate``) and gives its figures; ``client`` and ``deflate``
+  (what was offered: the hub declines it today, see ``fieldhub.cli.hub``) in the result say
+  which ran.
 - **The raw reference**, in this process: a plain MQTT subscriber (``fieldhub.mqtt``, the admin
   login) on ``fh/v1/+/telemetry``, receiving the same messages from the same broker at the
   same time.
@@ -39,14 +48,17 @@ The last line printed is one JSON object. Targets (DESIGN §6, issue 6): ``p99_m
 ``history_ms <= 50``.
 
     .venv/bin/python benchmarks/live.py [--clients 100] [--rate 1000] [--devices 50]
-        [--duration 20] [--frames array|object] [--db sqlite|postgres]
+        [--duration 20] [--frames array|object] [--client raw|websockets] [--no-deflate]
+        [--db sqlite|postgres]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -56,9 +68,10 @@ import sys
 import time
 from array import array
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -131,6 +144,233 @@ def merged(parts: list[dict[str, Any]]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # child process: WebSocket clients
 
+WS_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
+OP_CONTINUATION, OP_TEXT = 0x0, 0x1  # the hub sends text messages only
+OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
+NORMAL_CLOSES: Final = (1000, 1001, 1005)  # normal, going away, no status given
+
+
+class WebSocketError(ConnectionError):
+    """The hub refused the handshake, broke RFC 6455 as ``LeanWebSocket`` speaks it, or the
+    connection ended abnormally."""
+
+
+class LeanWebSocket(asyncio.Protocol):
+    """A WebSocket client (RFC 6455) in one ``asyncio.Protocol``, no library, no extension.
+
+    It does the client handshake with the API token, sends masked frames (the subscribe
+    request, pongs, the close) and parses the hub's frames from one buffer per connection:
+    each whole text message, fragmented or not, goes to ``on_message`` as it is parsed, with
+    no task, queue or stream between the socket and the handler. Why it exists: see the module
+    docstring ("The clients"). Use it through ``lean_connect``.
+    """
+
+    def __init__(
+        self, host: str, port: int, target: str, token: str, on_message: Callable[[str], None]
+    ) -> None:
+        key = base64.b64encode(os.urandom(16))
+        self._accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest()).decode()
+        self._request = (
+            f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key.decode()}\r\n"
+            f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
+        ).encode()
+        self._on_message = on_message
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._upgraded = False
+        self._fragments: bytearray | None = None  # a fragmented message, until its last frame
+        self._close_sent = False
+        self._close_received: tuple[int, str] | None = None  # code and reason from the hub
+        loop = asyncio.get_running_loop()
+        self.opened: asyncio.Future[None] = loop.create_future()  # the handshake succeeded
+        self.closed: asyncio.Future[None] = loop.create_future()  # the connection is over
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self._transport.write(self._request)
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        try:
+            if self._upgraded or self._handshake():
+                self._parse()
+        except WebSocketError as exc:
+            if self._transport is not None:
+                self._transport.abort()
+            self._finish(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        error: WebSocketError | None = None
+        if self._close_received is not None:
+            code, reason = self._close_received
+            if code not in NORMAL_CLOSES:
+                error = WebSocketError(f"the hub closed the WebSocket with {code} {reason!r}")
+        elif not self._close_sent:
+            stage = "close frame" if self._upgraded else "handshake answer"
+            error = WebSocketError(f"the connection ended without a {stage}: {exc or 'EOF'}")
+        self._finish(error)
+
+    # sending
+
+    def send_text(self, text: str) -> None:
+        """Send ``text`` as one masked text frame."""
+        self._send(OP_TEXT, text.encode())
+
+    def close(self, code: int = 1000) -> None:
+        """Send a close frame unless one went already, and end the connection."""
+        if self._upgraded and not self._close_sent:
+            self._send(OP_CLOSE, code.to_bytes(2, "big"))
+        if self._transport is not None:
+            self._transport.close()
+
+    def _send(self, opcode: int, payload: bytes | bytearray) -> None:
+        """One final frame, masked as every client frame must be (RFC 6455 §5.3)."""
+        if self._transport is None or self._close_sent:
+            return
+        self._close_sent = opcode == OP_CLOSE
+        size = len(payload)
+        if size < 126:
+            head = bytes((0x80 | opcode, 0x80 | size))
+        elif size < 1 << 16:
+            head = bytes((0x80 | opcode, 0x80 | 126)) + size.to_bytes(2, "big")
+        else:
+            head = bytes((0x80 | opcode, 0x80 | 127)) + size.to_bytes(8, "big")
+        mask = os.urandom(4)
+        key = int.from_bytes((mask * (size // 4 + 1))[:size], "big")
+        masked = (int.from_bytes(payload, "big") ^ key).to_bytes(size, "big")
+        self._transport.write(head + mask + masked)
+
+    # receiving
+
+    def _handshake(self) -> bool:
+        """Check the hub's answer to the upgrade request once it is whole; True when open."""
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._buffer) > 16384:
+                raise WebSocketError("no end to the handshake answer in its first 16 KiB")
+            return False
+        status, *lines = self._buffer[:end].decode("latin-1").split("\r\n")
+        del self._buffer[: end + 4]
+        if status.split(" ", 2)[1:2] != ["101"]:
+            raise WebSocketError(f"the hub answered {status!r} to the WebSocket handshake")
+        headers: dict[str, str] = {}
+        for line in lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        upgrade, accept = headers.get("upgrade", ""), headers.get("sec-websocket-accept", "")
+        if (
+            upgrade.lower() != "websocket"
+            or "upgrade" not in headers.get("connection", "").lower()
+            or accept != self._accept
+        ):
+            raise WebSocketError(
+                f"bad handshake answer: Upgrade {upgrade!r}, Connection "
+                f"{headers.get('connection', '')!r}, Sec-WebSocket-Accept {accept!r} "
+                f"(expected {self._accept!r})"
+            )
+        if "sec-websocket-extensions" in headers:
+            raise WebSocketError(
+                f"the hub chose Sec-WebSocket-Extensions {headers['sec-websocket-extensions']!r},"
+                " which this client did not offer and cannot decode"
+            )
+        self._upgraded = True
+        self.opened.set_result(None)
+        return True
+
+    def _parse(self) -> None:
+        """Handle every whole frame in the buffer; keep the rest for the next data."""
+        buffer, at = self._buffer, 0
+        while len(buffer) - at >= 2:
+            first, second = buffer[at], buffer[at + 1]
+            if first & 0x70 or second & 0x80:
+                raise WebSocketError(
+                    f"frame header {first:#04x} {second:#04x}: RSV bits (no extension was "
+                    "agreed) or a mask (server frames are not masked)"
+                )
+            size, start = second & 0x7F, at + 2
+            if size >= 126:
+                start += 2 if size == 126 else 8
+                if len(buffer) < start:
+                    break
+                size = int.from_bytes(buffer[at + 2 : start], "big")
+            end = start + size
+            if len(buffer) < end:
+                break
+            self._frame(bool(first & 0x80), first & 0x0F, buffer[start:end])
+            at = end
+        del buffer[:at]
+
+    def _frame(self, fin: bool, opcode: int, payload: bytearray) -> None:
+        """One frame: control frames answered, data frames joined into messages."""
+        if opcode >= OP_CLOSE:
+            if not fin or len(payload) > 125:
+                raise WebSocketError(f"control frame {opcode:#x} fragmented or over 125 bytes")
+            if opcode == OP_PING:
+                self._send(OP_PONG, payload)
+            elif opcode == OP_CLOSE:
+                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+                self._close_received = (code, payload[2:].decode(errors="replace"))
+                self._send(OP_CLOSE, payload[:2])  # echo the code; the hub then ends TCP
+            elif opcode != OP_PONG:
+                raise WebSocketError(f"unknown control opcode {opcode:#x}")
+            return
+        if opcode == OP_CONTINUATION:
+            if self._fragments is None:
+                raise WebSocketError("a continuation frame with no message to continue")
+            self._fragments += payload
+            if not fin:
+                return
+            payload, self._fragments = self._fragments, None
+        elif opcode == OP_TEXT:
+            if self._fragments is not None:
+                raise WebSocketError("a new message before the fragmented one ended")
+            if not fin:
+                self._fragments = payload
+                return
+        else:  # the hub sends text only
+            raise WebSocketError(f"unexpected data opcode {opcode:#x}")
+        try:
+            text = payload.decode()
+        except UnicodeDecodeError as exc:
+            raise WebSocketError(f"a text message that is not UTF-8: {exc}") from exc
+        self._on_message(text)
+
+    def _finish(self, error: WebSocketError | None) -> None:
+        """Settle ``opened`` (before the upgrade) or ``closed`` (after), once."""
+        waiter = self.closed if self._upgraded else self.opened
+        if waiter.done():
+            return
+        if error is None and self._upgraded:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(error or WebSocketError("closed before the handshake ended"))
+
+
+@contextlib.asynccontextmanager
+async def lean_connect(
+    url: str, token: str, on_message: Callable[[str], None]
+) -> AsyncIterator[LeanWebSocket]:
+    """A ``LeanWebSocket`` open on ``url`` (``ws://host:port/path?query``), closed on exit.
+
+    Raises:
+        WebSocketError: the handshake failed.
+    """
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    loop = asyncio.get_running_loop()
+    _, ws = await loop.create_connection(
+        lambda: LeanWebSocket(host, port, target, token, on_message), host, port
+    )
+    try:
+        await ws.opened
+        yield ws
+    finally:
+        ws.close()
+
 
 class _Stamped(msgspec.Struct):
     t_us: int
@@ -141,61 +381,83 @@ class _Frame(msgspec.Struct):
     count: int = 0
 
 
+class Tally:
+    """What one client process's connections received: latencies of the window, per client
+    counts, and the ``subscribed`` and ``dropped`` frames."""
+
+    def __init__(self, clients: int, array_mode: bool) -> None:
+        self.window = (0, 0)  # measured between these send times (µs); set by "window"
+        self.histogram: Counter[int] = Counter()  # latency in 0.1 ms steps -> frames
+        self.received = [0] * clients
+        self.dropped = [0] * clients
+        self.ready = asyncio.Event()  # every client is subscribed
+        self._clients, self._subscribed = clients, 0
+        self._stamps = re.compile(r'"t_us":(\d+)').findall  # a browser parses JSON in C++
+        self._decode_one = msgspec.json.Decoder(_Frame).decode
+        self._decode_many = msgspec.json.Decoder(list[_Frame]).decode
+        self._array_mode = array_mode
+
+    def handle(self, text: str, index: int) -> None:
+        """One WebSocket message of client ``index``, as it arrives."""
+        arrived = now_us()
+        start, until = self.window
+        for stamp in self._stamps(text):
+            sent = int(stamp)
+            if start <= sent < until:
+                self.histogram[(arrived - sent) // 100] += 1
+                self.received[index] += 1
+        if '"type":"subscribed"' in text or '"type":"dropped"' in text:
+            self._control(text, index)
+
+    def _control(self, text: str, index: int) -> None:
+        """Frames other than telemetry: decoded whole."""
+        frames = self._decode_many(text) if self._array_mode else [self._decode_one(text)]
+        for frame in frames:
+            if frame.type == "subscribed":
+                self._subscribed += 1
+                if self._subscribed == self._clients:
+                    self.ready.set()
+            elif frame.type == "dropped":
+                self.dropped[index] += frame.count
+
+
 async def run_clients(spec: dict[str, Any]) -> dict[str, Any]:
-    """``spec['clients']`` connections subscribed to everything; latencies of the window."""
+    """``spec['clients']`` connections subscribed to everything; latencies of the window.
+
+    ``spec['client']`` picks the WebSocket client: ``raw`` (``lean_connect``) or ``websockets``
+    (the library, offering permessage-deflate when ``spec['deflate']``).
+    """
     from websockets.asyncio.client import connect
 
-    decode_one = msgspec.json.Decoder(_Frame).decode
-    decode_many = msgspec.json.Decoder(list[_Frame]).decode
-    stamps = re.compile(r'"t_us":(\d+)').findall  # a browser parses JSON in C++; so does this
-    array_mode = spec["frames"] == "array"
-    window = [0, 0]  # measured between these send times (µs); set by the "window" line
-    histogram: Counter[int] = Counter()  # latency in 0.1 ms steps -> frames
-    received = [0] * spec["clients"]
-    dropped = [0] * spec["clients"]
+    tally = Tally(spec["clients"], array_mode=spec["frames"] == "array")
     url = spec["url"].replace("http://", "ws://") + "/api/live"
-    if array_mode:
+    if spec["frames"] == "array":
         url += "?frames=array"
-    headers = {"Authorization": f"Bearer {spec['token']}"}
-    compression = "deflate" if spec["deflate"] else None
+    subscribe = json.dumps({"op": "subscribe", "all": True})
 
-    def control(message: str | bytes, index: int, ready: asyncio.Event, counted: list[int]) -> None:
-        """Frames other than telemetry: decoded whole."""
-        for frame in decode_many(message) if array_mode else [decode_one(message)]:
-            if frame.type == "subscribed":
-                counted[0] += 1
-                if counted[0] == spec["clients"]:
-                    ready.set()
-            elif frame.type == "dropped":
-                dropped[index] += frame.count
+    async def raw_client(index: int) -> None:
+        async with lean_connect(url, spec["token"], lambda text: tally.handle(text, index)) as ws:
+            ws.send_text(subscribe)
+            await ws.closed
 
-    async def client(index: int, ready: asyncio.Event, counted: list[int]) -> None:
+    async def library_client(index: int) -> None:
         async with connect(
-            url, additional_headers=headers, max_size=None, compression=compression
+            url,
+            additional_headers={"Authorization": f"Bearer {spec['token']}"},
+            max_size=None,
+            compression="deflate" if spec["deflate"] else None,
         ) as ws:
-            await ws.send(json.dumps({"op": "subscribe", "all": True}))
+            await ws.send(subscribe)
             async for message in ws:
-                arrived = now_us()
-                text = message if isinstance(message, str) else message.decode()
-                for stamp in stamps(text):
-                    sent = int(stamp)
-                    if window[0] <= sent < window[1]:
-                        histogram[(arrived - sent) // 100] += 1
-                        received[index] += 1
-                if '"type":"subscribed"' in text or '"type":"dropped"' in text:
-                    control(text, index, ready, counted)
+                tally.handle(message if isinstance(message, str) else message.decode(), index)
 
-    ready = asyncio.Event()
-    subscribed = [0]
-    tasks = [
-        asyncio.create_task(client(i, ready, subscribed), name=f"ws-{i}")
-        for i in range(spec["clients"])
-    ]
-    await asyncio.wait_for(ready.wait(), 60)
+    client = raw_client if spec["client"] == "raw" else library_client
+    tasks = [asyncio.create_task(client(i), name=f"ws-{i}") for i in range(spec["clients"])]
+    await asyncio.wait_for(tally.ready.wait(), 60)
     print("ready", flush=True)
     line = await asyncio.to_thread(sys.stdin.readline)  # "window FROM UNTIL"
     _, start, until = line.split()
-    window[:] = [int(start), int(until)]
+    tally.window = (int(start), int(until))
     cpu0 = time.process_time()
     await asyncio.to_thread(sys.stdin.readline)  # "stop"
     cpu = time.process_time() - cpu0
@@ -204,9 +466,9 @@ async def run_clients(spec: dict[str, Any]) -> dict[str, Any]:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     return {
-        "histogram": histogram,
-        "received": received,
-        "dropped": sum(dropped),
+        "histogram": tally.histogram,
+        "received": tally.received,
+        "dropped": sum(tally.dropped),
         "failed": [repr(t.exception()) for t in failed],
         "cpu_s": cpu,
     }
@@ -450,7 +712,8 @@ async def measure(
                         "token": token,
                         "clients": count,
                         "frames": args.frames,
-                        "deflate": args.deflate,
+                        "client": args.client,
+                        "deflate": offers_deflate(args),
                     },
                     folder,
                     name=f"clients-{i}",
@@ -475,6 +738,11 @@ async def measure(
     return figures
 
 
+def offers_deflate(args: argparse.Namespace) -> bool:
+    """Whether the clients offer permessage-deflate: only the library client can."""
+    return bool(args.deflate and args.client == "websockets")
+
+
 def report(args: argparse.Namespace, window: Window) -> dict[str, Any]:
     """Print the window's figures as lines; return them for the JSON object."""
     raw, seen = window.raw.latencies, window.clients
@@ -483,7 +751,7 @@ def report(args: argparse.Namespace, window: Window) -> dict[str, Any]:
     print(
         f"live: {seen['latencies']} ms, per client {min(received)}..{max(received)} frames, "
         f"dropped {seen['dropped']}, clients' CPU {seen['cpu_s']:.1f} s "
-        f"in {args.client_procs} process(es)"
+        f"in {args.client_procs} process(es), {args.client} client"
     )
     if window.under_load:
         print(f"history under load: {summary(window.under_load)} ms")
@@ -501,7 +769,8 @@ def report(args: argparse.Namespace, window: Window) -> dict[str, Any]:
         "client_procs": args.client_procs,
         "rate_msg_s": round(window.load["rate_msg_s"], 1),
         "frames": args.frames,
-        "deflate": args.deflate,
+        "client": args.client,
+        "deflate": offers_deflate(args),
         "window_messages": len(raw),
         "missing": sum(max(0, len(raw) - got) for got in received),
         "dropped": seen["dropped"],
@@ -531,8 +800,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=3.0, help="load before measuring")
     parser.add_argument("--settle", type=float, default=2.0, help="wait for stragglers")
     parser.add_argument("--frames", choices=("array", "object"), default="array")
+    parser.add_argument("--client", choices=("raw", "websockets"), default="raw",
+                        help="WebSocket client: lean (raw) or the websockets library")  # fmt: skip
     parser.add_argument("--no-deflate", dest="deflate", action="store_false",
-                        help="clients do not offer permessage-deflate (browsers do)")  # fmt: skip
+                        help="the websockets client does not offer permessage-deflate (browsers "
+                        "do; the raw client never does)")  # fmt: skip
     parser.add_argument("--history-runs", type=int, default=20, help="idle history requests")
     parser.add_argument("--history-under-load", action="store_true",
                         help="also time the history once a second while the load runs")  # fmt: skip
