@@ -84,6 +84,8 @@ RAW_REPLY_TOPIC: Final = "bench/raw/reply"
 RAW_PAYLOAD_BYTES: Final = 160
 """About the size of a command on the wire (id, action, args, expiry, reply address)."""
 LOCK_PIN: Final = 5
+IDLE_REOPEN_S: Final = 4.0
+"""Keep-alive connections idle this long are opened anew (the hub closes them after 5 s)."""
 LOAD_TICK_S: Final = 0.005
 LOAD_WINDOW: Final = 2000
 """QoS 1 messages a load device may have unacknowledged before it counts itself behind."""
@@ -228,7 +230,10 @@ class Clients:
     and httpx spent about 3 ms of CPU per request here (19 % of a core at 60 requests/s, more
     than the broker), so the client itself slowed what it measured. Here a request is one
     write and two reads. A request that waits for a free connection has that wait in its round
-    trip (measured from its scheduled start).
+    trip (measured from its scheduled start). A connection left idle for
+    :data:`IDLE_REOPEN_S` is opened anew before it is used: the hub (uvicorn) closes
+    keep-alive connections idle for 5 s, and at a few requests/s over 32 connections each one
+    sits that long (a request sent as the hub closes it would fail, not be measured).
     """
 
     def __init__(self, base_url: str, token: str, count: int) -> None:
@@ -239,7 +244,7 @@ class Clients:
             "Content-Type: application/json\r\n"
         ).encode()
         self._count = count
-        self._free: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+        self._free: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = (
             asyncio.Queue()
         )
         self._all: list[asyncio.StreamWriter] = []
@@ -247,9 +252,12 @@ class Clients:
     async def open(self) -> None:
         """Open the connections."""
         for _ in range(self._count):
-            reader, writer = await asyncio.open_connection(self._host, self._port)
-            self._all.append(writer)
-            self._free.put_nowait((reader, writer))
+            self._free.put_nowait((*await self._connect(), time.monotonic()))
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(self._host, self._port)
+        self._all.append(writer)
+        return reader, writer
 
     async def post(self, url: str, body: dict[str, Any]) -> Answer:
         """POST ``body`` as JSON to ``url`` (``?wait=true``) on the next free connection."""
@@ -257,7 +265,10 @@ class Clients:
 
     async def request(self, method: bytes, url: str, payload: bytes = b"") -> Answer:
         """One request on the next free connection."""
-        reader, writer = await self._free.get()
+        reader, writer, used = await self._free.get()
+        if time.monotonic() - used > IDLE_REOPEN_S or writer.is_closing():
+            writer.close()
+            reader, writer = await self._connect()
         try:
             writer.write(
                 method + b" " + url.encode() + b" HTTP/1.1\r\n" + self._head
@@ -273,7 +284,7 @@ class Clients:
         except BaseException:
             writer.close()  # a broken exchange leaves the connection unusable
             raise
-        self._free.put_nowait((reader, writer))
+        self._free.put_nowait((reader, writer, time.monotonic()))
         return answer
 
     async def aclose(self) -> None:
