@@ -132,7 +132,7 @@ async def open_loop(
     task, never waiting for an earlier one; returns the largest start lag in ms (how late the
     schedule ran: a client that cannot keep up shows here, not as a slower server)."""
     count = round(rate * duration_s)
-    tasks: set[asyncio.Task[None]] = set()
+    tasks: list[asyncio.Task[None]] = []
     t0 = time.perf_counter() + 0.05
     lag = 0.0
     for i in range(count):
@@ -141,11 +141,8 @@ async def open_loop(
         if delay > 0:
             await asyncio.sleep(delay)
         lag = max(lag, time.perf_counter() - scheduled)
-        task = asyncio.create_task(send(i, scheduled), name=f"request-{i}")
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    if tasks:
-        await asyncio.gather(*tasks)
+        tasks.append(asyncio.create_task(send(i, scheduled), name=f"request-{i}"))
+    await asyncio.gather(*tasks)  # every one, so that a request that failed fails the run
     return lag * 1000
 
 
@@ -347,9 +344,13 @@ async def floor_phase(
 
     async def ask(_i: int, _scheduled: float) -> None:
         started = time.perf_counter()
-        answer = await clients.request(b"GET", "/api/health")
-        if answer.status_code == 200:
-            http.append((time.perf_counter() - started) * 1000)
+        try:
+            answer = await clients.request(b"GET", "/api/health")
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            raise RuntimeError(f"GET /api/health failed: {exc!r}") from exc
+        if answer.status_code != 200:
+            raise RuntimeError(f"GET /api/health answered {answer.status_code}")
+        http.append((time.perf_counter() - started) * 1000)
 
     def write_claims(path: Path) -> None:
         with path.open("ab") as claims:
