@@ -112,6 +112,11 @@ async def run_process(
     except BaseException:  # cancelled: never leave the program running behind the agent
         _signal_group(proc.pid, signal.SIGKILL)
         finished.cancel()
+        # ... nor unreaped: wait for the exit SIGKILL forces (at once), so that asyncio
+        # learns of it while its loop still runs; a stopping agent's loop may close first,
+        # and the process then stays a zombie with its transport "still running".
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(asyncio.shield(proc.wait()), _PIPES_CLOSE_S)
         raise
     if finished.done():
         finished.result()  # surfaces a read error instead of leaving it unretrieved
