@@ -219,10 +219,9 @@ async def test_after_a_restart_the_log_answers(relay: Relay, db: Path, hub: Hubs
     assert again.cycles == 0
 
 
-CRASHING_AGENT = """
-import asyncio, sys
+AGENT_SCRIPT = """
+import asyncio, os, sys
 from pathlib import Path
-from fieldhub.agent._command_store import CommandStore
 from fieldhub.agent.actions import ActionRegistry
 from fieldhub.agent.commands import CommandHandler
 from fieldhub.agent.units.base import ActionSpec
@@ -230,23 +229,37 @@ from fieldhub.protocol import Command
 
 db, marker, expires = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 
-async def cycle(off_s: float) -> None:
+def ran() -> None:
     with marker.open("a") as out:
         out.write("ran\\n")
-    await asyncio.sleep(3600)  # killed in here
+
+{cycle_and_publish}
 
 async def main() -> None:
     registry = ActionRegistry()
-    registry.add_builtin(ActionSpec(name="socket.cycle", handler=cycle, args={"off_s": float}))
-    async with CommandHandler(registry, db, lambda instance, reply: None) as handler:
+    registry.add_builtin(ActionSpec(name="socket.cycle", handler=cycle, args={{"off_s": float}}))
+    async with CommandHandler(registry, db, publish) as handler:
         handler.on_command(
-            Command(id="c-1", action="socket.cycle", args={"off_s": 5}, expires=expires,
+            Command(id="c-1", action="socket.cycle", args={{"off_s": 5}}, expires=expires,
                     reply="hub-a")
         )
         await asyncio.sleep(3600)
 
 asyncio.run(main())
 """
+"""An agent process that takes command c-1 (``socket.cycle``) and dies somewhere in it; the
+tests kill it or let it die, then start a handler on the same log."""
+
+CRASHING_AGENT = AGENT_SCRIPT.format(
+    cycle_and_publish="""
+async def cycle(off_s: float) -> None:
+    ran()
+    await asyncio.sleep(3600)  # killed in here
+
+def publish(instance, reply):
+    pass
+"""
+)
 
 
 async def test_a_run_cut_short_by_a_crash_is_never_retried(
@@ -277,39 +290,17 @@ async def test_a_run_cut_short_by_a_crash_is_never_retried(
     assert handler.stats.interrupted == 1
 
 
-DIES_AFTER_REPLYING = """
-import os, sys
-from pathlib import Path
-from fieldhub.agent._command_store import CommandStore
-from fieldhub.agent.actions import ActionRegistry
-from fieldhub.agent.commands import CommandHandler
-from fieldhub.agent.units.base import ActionSpec
-from fieldhub.protocol import Command
-import asyncio
-
-db, marker, expires = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-
+DIES_AFTER_REPLYING = AGENT_SCRIPT.format(
+    cycle_and_publish="""
 def cycle(off_s: float) -> dict[str, float]:
-    with marker.open("a") as out:
-        out.write("ran\\n")
+    ran()
     return {"off_s": off_s}
 
 def publish(instance, reply):
     if reply.stage == "done":  # the outcome is on its way; the agent dies before storing it
         os._exit(9)
-
-async def main() -> None:
-    registry = ActionRegistry()
-    registry.add_builtin(ActionSpec(name="socket.cycle", handler=cycle, args={"off_s": float}))
-    async with CommandHandler(registry, db, publish) as handler:
-        handler.on_command(
-            Command(id="c-1", action="socket.cycle", args={"off_s": 5}, expires=expires,
-                    reply="hub-a")
-        )
-        await asyncio.sleep(3600)
-
-asyncio.run(main())
 """
+)
 
 
 async def test_a_crash_between_reply_and_log_is_interrupted_not_retried(
