@@ -55,8 +55,8 @@ from sqlalchemy import func, select
 
 import fieldhub
 from fieldhub.agent.outbox import Outbox, OutboxReporter
+from fieldhub.hub.app import Hub
 from fieldhub.hub.config import HubSettings
-from fieldhub.hub.service import Hub
 from fieldhub.hub.store.schema import samples, series
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "agent.example.yaml"

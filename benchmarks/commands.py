@@ -3,7 +3,7 @@ request/reply over the same broker, in the same run.
 
 Every part is a real one in its own process:
 
-- **Mosquitto** (Debian package) with dynamic security, as ``fieldhub.testing.servers`` starts it.
+- **Mosquitto** (Debian package) with dynamic security, as ``tests.support.servers`` starts it.
 - **The hub**: ``fieldhub hub --broker mqtt://admin:…@127.0.0.1:P --data DIR --http … --instance
   bench`` (SQLite by default, ``--db postgres`` for PostgreSQL). An admin is made beforehand with
   ``fieldhub user add``; the benchmark logs in and makes an API token, then registers every
@@ -72,9 +72,11 @@ from typing import Any, Final, NamedTuple, TypeVar
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent))  # sibling scripts
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests.support: the real servers
 
-from fieldhub.testing.servers import Mosquitto, Postgres, free_port
+from tests.support.servers import Mosquitto, Postgres, free_port
+
 from loadgen import PacketPlan, connect_packet
 
 ADMIN_NAME: Final = "bench"

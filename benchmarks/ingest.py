@@ -37,15 +37,17 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent))  # sibling scripts
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests.support: the real servers
 
+from tests.support.servers import Mosquitto, Postgres
+
+from fieldhub.hub.app import Hub
+from fieldhub.hub.broker.dynsec import DynSec, MosquittoAccess
+from fieldhub.hub.broker.keyring import MqttIdentity
 from fieldhub.hub.config import HubSettings
-from fieldhub.hub.dynsec import DynSec, MosquittoAccess
-from fieldhub.hub.keyring import MqttIdentity
-from fieldhub.hub.service import Hub
 from fieldhub.hub.store.credentials import IssuedCredentials
 from fieldhub.hub.store.schema import devices, samples, series
-from fieldhub.testing.servers import Mosquitto, Postgres
 from loadgen import VALUES, LoadResult, run_in_subprocess
 
 

@@ -3,7 +3,7 @@ plain MQTT subscriber of the same messages in the same run; and the device page'
 
 Every part is a real one in its own process:
 
-- **Mosquitto** (Debian package) with dynamic security, as ``fieldhub.testing.servers`` starts it.
+- **Mosquitto** (Debian package) with dynamic security, as ``tests.support.servers`` starts it.
 - **The hub**: ``fieldhub hub`` on it, SQLite (``--db postgres`` for PostgreSQL), started and
   signed into as ``benchmarks/commands.py`` does (``HubProcess``, ``api_client``).
 - **The load**: ``--devices`` devices registered through ``POST /api/devices``, each with its
@@ -76,12 +76,14 @@ from urllib.parse import urlsplit
 import httpx
 import msgspec
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent))  # sibling scripts
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests.support: the real servers
+
+from tests.support.servers import Mosquitto
 
 from commands import Child as CommandsChild
 from commands import HubProcess, api_client, around_hub, percentile, register
 from fieldhub.protocol import Channel, Telemetry, encode, hub_subscriptions, topic_for
-from fieldhub.testing.servers import Mosquitto
 
 SCRIPT: Final = str(Path(__file__).resolve())
 DAY_S: Final = 86_400

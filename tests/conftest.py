@@ -15,16 +15,16 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from fieldhub.hub.app import Hub
 from fieldhub.hub.config import HubSettings
-from fieldhub.hub.ingest import IngestSettings
-from fieldhub.hub.service import Hub
+from fieldhub.hub.ingest.pipeline import IngestSettings
 from fieldhub.hub.store.database import create_engine, sqlite_url
 from fieldhub.mqtt import MqttClient
 from fieldhub.protocol import Channel, topic_for
-from fieldhub.testing.servers import Mosquitto, Owserver, Postgres, ServerUnavailable
 from tests.device_client import TestDevice
 from tests.fleet import Fleet
 from tests.hub_client import HubClient
+from tests.support.servers import Mosquitto, Owserver, Postgres, ServerUnavailable
 
 HubFactory = Callable[..., AbstractAsyncContextManager[Hub]]
 

@@ -14,7 +14,7 @@ from fieldhub.agent.config import AgentConfig, DeviceSection, HubSection, WebSec
 from fieldhub.agent.service import Agent
 from fieldhub.agent.units import Drivers, SocketConfig, mock_pin_factory
 from fieldhub.agent.units.simulate import SwitchPin
-from fieldhub.hub.service import Hub
+from fieldhub.hub.app import Hub
 from fieldhub.hub.store.credentials import IssuedCredentials
 from tests.waiting import eventually
 

@@ -18,8 +18,8 @@ import uvicorn
 
 from fieldhub.hub.api import create_app
 from fieldhub.hub.api.security import CSRF_HEADER, SESSION_COOKIE
+from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Role, tokens
-from fieldhub.hub.service import Hub
 from fieldhub.hub.store.users import UserRecord
 
 ALL_SCOPES = ("read", "write", "command", "metrics")

@@ -30,9 +30,9 @@ from argon2 import PasswordHasher
 from fieldhub.clock import now_ms
 from fieldhub.hub.api import create_app
 from fieldhub.hub.api.security import CSRF_HEADER, SESSION_COOKIE
+from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Auth
 from fieldhub.hub.auth.passwords import Passwords
-from fieldhub.hub.service import Hub
 from tests.hub_client import ALL_SCOPES, add_user, user_token
 
 SITE_A, SITE_B = "site-a", "site-b"

@@ -34,10 +34,10 @@ from fieldhub.agent.config import (
 from fieldhub.agent.service import Agent, AgentStartError
 from fieldhub.agent.units import DoorConfig, Drivers, LedConfig, UnitConfig, mock_pin_factory
 from fieldhub.agent.units.simulate import SwitchPin
-from fieldhub.hub.service import Hub
-from fieldhub.testing.servers import Owserver
+from fieldhub.hub.app import Hub
 from tests.conftest import OWSERVER_SENSORS, api_client
 from tests.hub_client import served
+from tests.support.servers import Owserver
 from tests.waiting import eventually
 
 FAST = ClaimSettings(poll_min_s=0.05, poll_max_s=0.2, timeout_s=5.0)

@@ -14,7 +14,7 @@ from fieldhub.agent.service import Agent
 from fieldhub.agent.units import DoorConfig, Drivers, SocketConfig, mock_pin_factory
 from fieldhub.agent.units.simulate import SwitchPin
 from fieldhub.clock import now_ms
-from fieldhub.hub.service import Hub
+from fieldhub.hub.app import Hub
 from fieldhub.protocol import Channel, Command, encode, topic_for
 from tests.conftest import HubFactory
 from tests.waiting import eventually

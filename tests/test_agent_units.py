@@ -47,8 +47,8 @@ from fieldhub.agent.units.led import Blink
 from fieldhub.agent.units.onewire import kernel_id, owfs_id
 from fieldhub.agent.units.simulate import MockMCP3xxx, Physics, Simulation, SwitchPin
 from fieldhub.protocol.messages import Severity
-from fieldhub.testing.servers import Owserver
 from tests.conftest import OWSERVER_SENSORS
+from tests.support.servers import Owserver
 
 # -- a reporter that records, and waiting on what it recorded -----------------------------
 

@@ -2,7 +2,7 @@
 happens on the way: a cut network, a hub restart, an agent killed with SIGKILL, an outage that
 overflows the outbox, a message the hub refuses.
 
-The agent reaches the broker through a cuttable TCP proxy (``fieldhub.testing.proxy``), which
+The agent reaches the broker through a cuttable TCP proxy (``tests.support.proxy``), which
 also follows a hub that comes back on another port. "Stored once" is checked twice: the points
 the hub holds, and the hub's count of points it wrote (a message stored twice would count its
 points twice, even where the second write replaces the first).
@@ -31,10 +31,10 @@ import pytest
 from fieldhub.agent.outbox import OVERFLOW_EVENT, Kind, Outbox, OutboxReporter
 from fieldhub.agent.uplink import REFUSED_EVENT, Uplink, UplinkSettings
 from fieldhub.clock import now_ms
-from fieldhub.hub.service import Hub
+from fieldhub.hub.app import Hub
 from fieldhub.protocol import Channel, Command, Desired, Event, Reply, encode, topic_for
-from fieldhub.testing.proxy import TcpProxy
 from tests.conftest import HubFactory
+from tests.support.proxy import TcpProxy
 
 FAST = UplinkSettings(ack_timeout_s=1.0, reconnect_min_s=0.05, reconnect_max_s=0.3, keepalive_s=5)
 BASE_TS = now_ms() - 3_600_000  # report n is at BASE_TS + n: one instant per report
@@ -341,8 +341,11 @@ async def test_long_outage_overflows_the_bound_counts_the_loss_and_the_hub_moves
 # -- the agent killed -------------------------------------------------------------------------
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
 class Probe:
-    """``python -m fieldhub.agent._outbox_probe`` as a separate process; its stderr goes to a
+    """``python -m tests.support.outbox_probe`` as a separate process; its stderr goes to a
     file next to the outbox, shown when a test fails."""
 
     def __init__(
@@ -352,7 +355,7 @@ class Probe:
         argv = [
             sys.executable,
             "-m",
-            "fieldhub.agent._outbox_probe",
+            "tests.support.outbox_probe",
             f"--host={broker[0]}",
             f"--port={broker[1]}",
             f"--device={device.id}",
@@ -371,7 +374,7 @@ class Probe:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("w") as log:
             self.process = subprocess.Popen(
-                argv, stdout=subprocess.PIPE, stderr=log, env=env, text=True
+                argv, stdout=subprocess.PIPE, stderr=log, env=env, text=True, cwd=REPO
             )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -18,8 +18,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fieldhub.clock import now_ms
-from fieldhub.hub.ingest import IngestSettings
-from fieldhub.hub.service import Hub
+from fieldhub.hub.app import Hub
+from fieldhub.hub.ingest.pipeline import IngestSettings
 from fieldhub.protocol import Channel, Event, Sample, Status, Telemetry
 from tests.conftest import DeviceFactory, HubFactory, api_client
 from tests.device_client import TestDevice

@@ -21,7 +21,7 @@ import pytest
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.api.security import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE
-from fieldhub.hub.service import Hub
+from fieldhub.hub.app import Hub
 from fieldhub.protocol import Channel, Event
 from tests.conftest import DeviceFactory, HubFactory, api_client
 from tests.hub_client import add_user, user_token

@@ -21,16 +21,16 @@ import pytest
 from sqlalchemy import insert
 
 from fieldhub.clock import now_ms
-from fieldhub.hub.backup import BackupError, backup, restore
+from fieldhub.hub.app import Hub
 from fieldhub.hub.config import HubSettings
-from fieldhub.hub.ingest import IngestSettings
-from fieldhub.hub.service import Hub
+from fieldhub.hub.ingest.pipeline import IngestSettings
+from fieldhub.hub.store.backup import BackupError, backup, restore
 from fieldhub.hub.store.database import create_engine, migrate, sqlite_url
 from fieldhub.hub.store.schema import events as events_table
 from fieldhub.protocol import Channel, Event, Sample, State, Telemetry
-from fieldhub.testing.servers import Postgres
 from tests.conftest import DeviceFactory, HubFactory, api_client
 from tests.device_client import TestDevice
+from tests.support.servers import Postgres
 
 # --- a hub worth backing up ------------------------------------------------------------------
 

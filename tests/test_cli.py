@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from fieldhub.testing.servers import Mosquitto, Postgres, free_port
+from tests.support.servers import Mosquitto, Postgres, free_port
 
 FIELDHUB = [sys.executable, "-m", "fieldhub"]
 

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from fieldhub.hub.service import Hub
+from fieldhub.hub.app import Hub
 from tests.fleet import LOCK_PIN, Fleet
 from tests.hub_client import add_user, served, user_token
 

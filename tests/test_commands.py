@@ -13,11 +13,11 @@ import msgspec
 import pytest
 
 from fieldhub.clock import now_ms
-from fieldhub.hub.service import Hub
+from fieldhub.hub.app import Hub
 from fieldhub.protocol import Reply
-from fieldhub.testing.servers import Mosquitto
 from tests.conftest import DeviceFactory, HubFactory, api_client, clear_retained
 from tests.fleet import LOCK_PIN, Fleet, eventually, slow
+from tests.support.servers import Mosquitto
 
 
 @pytest.mark.parametrize(

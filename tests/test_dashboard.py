@@ -40,9 +40,9 @@ from fieldhub.agent.units import (
 from fieldhub.agent.units.simulate import MockMCP3xxx, SwitchPin
 from fieldhub.clock import now_ms
 from fieldhub.hub.api.web import CONTENT_SECURITY_POLICY
+from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Role
 from fieldhub.hub.config import HubSettings
-from fieldhub.hub.service import Hub
 from fieldhub.hub.store.credentials import IssuedCredentials
 from tests.hub_client import served
 from tests.waiting import eventually

@@ -21,15 +21,15 @@ from typing import Any
 import pytest
 
 from fieldhub.clock import now_ms
-from fieldhub.hub.dynsec import DynSec, MosquittoAccess, device_role
-from fieldhub.hub.keyring import MqttIdentity
-from fieldhub.hub.service import Hub
+from fieldhub.hub.app import Hub
+from fieldhub.hub.broker.dynsec import DynSec, MosquittoAccess, device_role
+from fieldhub.hub.broker.keyring import MqttIdentity
 from fieldhub.hub.store.credentials import DeviceCredentials, IssuedCredentials
 from fieldhub.hub.store.database import create_engine, migrate, sqlite_url
 from fieldhub.protocol import Channel, Status, Telemetry, acl, encode, topic_for
-from fieldhub.testing.servers import Mosquitto, Postgres
 from tests.conftest import HubFactory, api_client, clear_retained
 from tests.device_client import TestDevice
+from tests.support.servers import Mosquitto, Postgres
 
 FIELDHUB = [sys.executable, "-m", "fieldhub"]
 REFUSED = 128  # SUBACK return code

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from fieldhub.hub.batch import Batch
+from fieldhub.hub.ingest.batch import Batch
 from fieldhub.hub.store.database import migrate
 from fieldhub.hub.store.devices import DeviceRegistry
 from fieldhub.hub.store.ingest_writer import IngestWriter

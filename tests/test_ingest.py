@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from fieldhub.clock import now_ms
-from fieldhub.hub.service import Hub
+from fieldhub.hub.app import Hub
 from fieldhub.protocol import Channel, Event, Sample, State, Telemetry, topic_for
 from tests.conftest import DeviceFactory, HubFactory, api_client
 

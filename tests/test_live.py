@@ -29,9 +29,9 @@ from websockets.uri import parse_uri
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.api.security import SESSION_COOKIE
+from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import tokens
-from fieldhub.hub.live_client import Outbox, frame
-from fieldhub.hub.service import Hub
+from fieldhub.hub.live.client import Outbox, frame
 from fieldhub.protocol import Channel, Event, State, Status, Telemetry
 from tests.conftest import DeviceFactory
 from tests.fleet import Fleet

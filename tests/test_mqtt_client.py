@@ -23,8 +23,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from fieldhub.hub.broker import EmbeddedBroker
-from fieldhub.hub.keyring import Principal
+from fieldhub.hub.broker.embedded import EmbeddedBroker
+from fieldhub.hub.broker.keyring import Principal
 from fieldhub.mqtt import (
     ConnectRefused,
     MqttClient,
@@ -34,7 +34,7 @@ from fieldhub.mqtt import (
     Will,
     packets,
 )
-from fieldhub.testing.servers import Mosquitto, ServerUnavailable
+from tests.support.servers import Mosquitto, ServerUnavailable
 
 # packets, without a socket
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from fieldhub.hub.service import Hub
+from fieldhub.hub.app import Hub
 from tests.conftest import DeviceFactory, HubFactory, api_client
 
 

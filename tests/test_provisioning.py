@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from fieldhub.clock import now_ms
-from fieldhub.hub.service import Hub
+from fieldhub.hub.app import Hub
 from tests.conftest import DeviceFactory, api_client
 from tests.device_client import TestDevice
 

@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fieldhub.hub.sequence import MAX_ABOVE, SeqTracker
+from fieldhub.hub.ingest.sequence import MAX_ABOVE, SeqTracker
 
 
 def test_contiguous_run_moves_the_watermark():

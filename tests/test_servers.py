@@ -24,7 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from fieldhub.testing.servers import (
+from tests.support.servers import (
     Mosquitto,
     Postgres,
     ServerStartError,

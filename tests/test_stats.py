@@ -41,7 +41,7 @@ async def test_ingest_logs_a_flood_of_bad_messages_once(
     hub, connect_device, caplog: pytest.LogCaptureFixture
 ):
     device = await connect_device(hub, "noisy")
-    with caplog.at_level(logging.WARNING, logger="fieldhub.hub.ingest"):
+    with caplog.at_level(logging.WARNING, logger="fieldhub.hub.ingest.pipeline"):
         for _ in range(50):
             device.publish_raw("fh/v1/" + device.device_id + "/telemetry", b"{broken")
         device.telemetry(1, t=1)

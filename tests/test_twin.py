@@ -23,7 +23,7 @@ from fieldhub.agent.units import (
     mock_pin_factory,
 )
 from fieldhub.agent.units.simulate import SwitchPin
-from fieldhub.hub.service import Hub
+from fieldhub.hub.app import Hub
 from fieldhub.protocol import Channel, Desired, decode, encode, topic_for
 from tests.conftest import DeviceFactory, HubFactory, api_client
 from tests.device_client import TestDevice

@@ -15,9 +15,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from fieldhub.clock import now_ms
-from fieldhub.hub.ingest import Ingest, IngestSettings
-from fieldhub.hub.presence import PresenceTracker
-from fieldhub.hub.stats import IngestStats
+from fieldhub.hub.devices.presence import PresenceTracker
+from fieldhub.hub.ingest.pipeline import Ingest, IngestSettings
+from fieldhub.hub.ingest.stats import IngestStats
 from fieldhub.hub.store.database import create_engine, migrate, sqlite_url
 from fieldhub.hub.store.devices import DeviceRegistry
 from fieldhub.hub.store.ingest_writer import IngestWriter

@@ -42,8 +42,8 @@ def hub_settings(**options: Any) -> Any:
 
 def run_until_stopped(main: Coroutine[Any, Any, None]) -> None:
     """Run until done or Ctrl-C; the hub shuts down cleanly either way, and Ctrl-C is no error."""
+    from fieldhub.hub.app import HubStartError
     from fieldhub.hub.bus import BusError
-    from fieldhub.hub.service import HubStartError
 
     try:
         with asyncio.Runner(loop_factory=server_loop_factory()) as runner:

@@ -179,7 +179,7 @@ async def run_demo_fleet(hub: Any, count: int, data: Path, *, door_every_s: floa
     """Register ``count`` demo devices on ``hub`` and run their agents until cancelled.
 
     Args:
-        hub: the running hub (``fieldhub.hub.service.Hub``).
+        hub: the running hub (``fieldhub.hub.app.Hub``).
         count: how many devices.
         data: the demo's data folder; the agents live in ``demo-agents/`` inside it.
         door_every_s: mean time between two openings of one cabinet's door.

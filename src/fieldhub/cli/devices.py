@@ -24,11 +24,11 @@ def _device_command(settings: Any, work: Any, *, broker: bool = True) -> Any:
     """Run ``work(registry, identities)`` on the hub's database and broker, with errors as
     one line each. With Mosquitto the CLI tells its dynamic security itself (only it knows a
     new secret); next to the embedded broker the running hub picks the change up within a
-    second (``fieldhub.hub.identity``)."""
+    second (``fieldhub.hub.broker.identities``)."""
     from contextlib import AsyncExitStack
 
-    from fieldhub.hub.brokers import BrokerStartError, open_access
-    from fieldhub.hub.identity import CredentialsError, DeviceIdentities, StoreOnlyAccess
+    from fieldhub.hub.broker.identities import CredentialsError, DeviceIdentities, StoreOnlyAccess
+    from fieldhub.hub.broker.selection import BrokerStartError, open_access
     from fieldhub.hub.store.audit import AuditLog
     from fieldhub.hub.store.credentials import DeviceCredentials
     from fieldhub.hub.store.database import create_engine, migrate

@@ -34,7 +34,7 @@ async def _serve(
     import uvicorn  # here, not at the top: ``fieldhub --help`` and the CLI stay light
 
     from fieldhub.hub.api import create_app
-    from fieldhub.hub.service import Hub
+    from fieldhub.hub.app import Hub
 
     async with Hub(settings) as hub:
         host, port = settings.http_address
@@ -178,7 +178,7 @@ def backup_cmd(
     db: DbOpt = None,
 ) -> None:
     """Write a consistent snapshot of registry, state and history (the hub may keep running)."""
-    from fieldhub.hub.backup import backup
+    from fieldhub.hub.store.backup import backup
     from fieldhub.hub.store.database import create_engine, migrate
 
     settings = hub_settings(data=data, db=db)
@@ -203,7 +203,7 @@ def restore_cmd(
     db: DbOpt = None,
 ) -> None:
     """Restore a backup into an empty data folder or database."""
-    from fieldhub.hub.backup import BackupError, restore
+    from fieldhub.hub.store.backup import BackupError, restore
     from fieldhub.hub.store.database import create_engine
 
     settings = hub_settings(data=data, db=db)

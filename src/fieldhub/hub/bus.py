@@ -30,7 +30,7 @@ class HubBus:
     """One MQTT connection of one hub process, logged in as the hub's own identity.
 
     Credentials in ``url`` are ignored: on Mosquitto they are the dynamic-security admin's,
-    which the hub uses only to manage device credentials (``fieldhub.hub.brokers``).
+    which the hub uses only to manage device credentials (``fieldhub.hub.broker.selection``).
     """
 
     def __init__(

@@ -9,8 +9,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from fieldhub.hub.presence import PresenceTracker
-from fieldhub.hub.stats import IngestStats
+from fieldhub.hub.devices.presence import PresenceTracker
+from fieldhub.hub.ingest.stats import IngestStats
 
 
 class HubCollector(Collector):

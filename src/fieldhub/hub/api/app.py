@@ -17,9 +17,9 @@ from fieldhub.hub.api.limits import DEFAULT_MAX_BODY, BodySizeLimit
 from fieldhub.hub.api.live import router as live_router
 from fieldhub.hub.api.models import Health
 from fieldhub.hub.api.security import annotate_permissions, require
+from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Permission, Principal
 from fieldhub.hub.metrics import HubCollector, render
-from fieldhub.hub.service import Hub
 
 
 class _BusState:

@@ -16,9 +16,9 @@ from fieldhub.hub.api.deps import hub_dependency
 from fieldhub.hub.api.devices import check_site
 from fieldhub.hub.api.models import DeviceCredentialsOut
 from fieldhub.hub.api.security import client_address, require
+from fieldhub.hub.app import Hub
 from fieldhub.hub.auth.rules import Permission, Principal
-from fieldhub.hub.provisioning import AlreadyDelivered, ClaimRejected, InvalidDeviceId
-from fieldhub.hub.service import Hub
+from fieldhub.hub.devices.provisioning import AlreadyDelivered, ClaimRejected, InvalidDeviceId
 from fieldhub.hub.store.claims import (
     ClaimConflict,
     ClaimNotFound,

@@ -21,10 +21,10 @@ from fieldhub.hub.api.command_models import (
 from fieldhub.hub.api.deps import hub_dependency
 from fieldhub.hub.api.devices import visible_entry
 from fieldhub.hub.api.security import client_address, require
+from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Permission, Principal
-from fieldhub.hub.command_check import CommandRefused, check_command
-from fieldhub.hub.directory import DeviceEntry
-from fieldhub.hub.service import Hub
+from fieldhub.hub.commands.check import CommandRefused, check_command
+from fieldhub.hub.devices.directory import DeviceEntry
 from fieldhub.hub.store.commands import CommandNotFound, CommandRecord
 
 router = APIRouter(tags=["commands"])

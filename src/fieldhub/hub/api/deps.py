@@ -7,7 +7,7 @@ from typing import cast
 
 from fastapi import HTTPException, Request
 
-from fieldhub.hub.service import Hub
+from fieldhub.hub.app import Hub
 
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)?$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1}

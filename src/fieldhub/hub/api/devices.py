@@ -23,14 +23,14 @@ from fieldhub.hub.api.models import (
     TwinOut,
 )
 from fieldhub.hub.api.security import client_address, require
+from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import SITE_LABEL, Permission, Principal
-from fieldhub.hub.directory import DeviceEntry
-from fieldhub.hub.identity import CredentialsError
-from fieldhub.hub.service import Hub
+from fieldhub.hub.broker.identities import CredentialsError
+from fieldhub.hub.devices.directory import DeviceEntry
+from fieldhub.hub.devices.twin import TwinView
 from fieldhub.hub.store.devices import DeviceExists, DeviceNotFound, DeviceRecord
 from fieldhub.hub.store.queries import UnknownKeys
 from fieldhub.hub.store.twin import DesiredStateError, VersionConflict
-from fieldhub.hub.twin import TwinView
 
 router = APIRouter(prefix="/api/devices", tags=["devices"])
 HubDep = Annotated[Hub, Depends(hub_dependency)]

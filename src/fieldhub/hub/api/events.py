@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fieldhub.hub.api.deps import hub_dependency
 from fieldhub.hub.api.models import EventOut, EventPage
 from fieldhub.hub.api.security import require
+from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Permission, Principal
-from fieldhub.hub.service import Hub
 
 router = APIRouter(prefix="/api/events", tags=["events"])
 

@@ -10,9 +10,9 @@ Authentication happens before the socket is accepted, with the same credentials 
 
 A refused handshake is an HTTP answer with a JSON ``detail`` (401 no or bad credentials, 403
 foreign origin or no ``devices:read``, 400 a bad ``frames`` parameter). Once open, the
-connection has two tasks: one reads the client's requests and answers them, one sends what the
-fan-out (``hub/live.py``) queued for it. Neither waits for the other, and the fan-out waits for
-neither.
+connection has two tasks: one reads the client's requests and answers them, one sends what
+the fan-out (``hub/live/fanout.py``) queued for it. Neither waits for the other, and the
+fan-out waits for neither.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
 from fieldhub.hub.api.security import SESSION_COOKIE
+from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Permission, Principal
 from fieldhub.hub.auth import tokens as token_rules
 from fieldhub.hub.auth.authn import CredentialsRejected
-from fieldhub.hub.live import LiveError, LiveHub
-from fieldhub.hub.live_client import TOPICS, Credential, LiveClient, frame
-from fieldhub.hub.service import Hub
+from fieldhub.hub.live.client import TOPICS, Credential, LiveClient, frame
+from fieldhub.hub.live.fanout import LiveError, LiveHub
 from fieldhub.protocol.topics import DEVICE_ID_PATTERN
 
 router = APIRouter()

@@ -7,7 +7,7 @@ work; revocation deletes every key of the device. Only the digest of a secret is
 (see ``schema.py`` for why SHA-256 and not argon2), so a lost secret cannot be shown again:
 rotate instead.
 
-This module keeps the rows; telling the broker is the job of ``fieldhub.hub.identity``.
+This module keeps the rows; telling the broker is the job of ``fieldhub.hub.broker.identities``.
 """
 
 from __future__ import annotations

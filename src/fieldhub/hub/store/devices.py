@@ -53,7 +53,7 @@ class DeviceRecord:
     connected: bool | None
     reported: dict[str, Any] = field(default_factory=dict)
     reported_ts: int | None = None
-    # The twin (see hub/twin.py): version 0 means nothing desired yet.
+    # The twin (see hub/devices/twin.py): version 0 means nothing desired yet.
     desired: dict[str, Any] = field(default_factory=dict)
     desired_version: int = 0
     desired_at: int | None = None

@@ -32,8 +32,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.clock import now_ms
-from fieldhub.hub.batch import Batch
-from fieldhub.hub.sequence import SeqTracker
+from fieldhub.hub.ingest.batch import Batch
+from fieldhub.hub.ingest.sequence import SeqTracker
 from fieldhub.hub.store.schema import devices, events, samples, series
 from fieldhub.hub.store.writes import EngineWrites, Writes
 

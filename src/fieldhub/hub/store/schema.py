@@ -42,7 +42,7 @@ devices = Table(
     Column("acked_seq", BigInteger, nullable=False, default=0),
     Column("seq_above", JSON, nullable=False, default=list),
     Column("last_seen", BigInteger, nullable=True),  # hub clock, last committed message
-    # Presence, derived by the hub (see hub/presence.py), with when and why it last changed.
+    # Presence, derived by the hub (see hub/devices/presence.py), with when and why it last changed.
     Column("connected", Boolean, nullable=True),
     Column("presence", String(16), nullable=False, default="unknown"),
     Column("presence_since", BigInteger, nullable=True),

@@ -34,8 +34,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, Protocol
 
 from fieldhub.clock import now_ms
-from fieldhub.hub.batch import PresenceChange
-from fieldhub.hub.presence import ONLINE, PresenceTracker
+from fieldhub.hub.devices.presence import ONLINE, PresenceTracker
+from fieldhub.hub.ingest.batch import PresenceChange
 from fieldhub.hub.store.audit import audit_row
 from fieldhub.hub.store.commands import BatchRecord, CommandRecord, CommandStore
 from fieldhub.protocol import Channel, Command, Reply, encode, topic_for

@@ -20,10 +20,10 @@ from typing import Any, Protocol
 from sqlalchemy.exc import SQLAlchemyError
 
 from fieldhub.clock import now_ms
-from fieldhub.hub.batch import Batch, PresenceChange
-from fieldhub.hub.presence import PresenceTracker
-from fieldhub.hub.sequence import SeqTracker
-from fieldhub.hub.stats import IngestStats
+from fieldhub.hub.devices.presence import PresenceTracker
+from fieldhub.hub.ingest.batch import Batch, PresenceChange
+from fieldhub.hub.ingest.sequence import SeqTracker
+from fieldhub.hub.ingest.stats import IngestStats
 from fieldhub.hub.store.ingest_writer import IngestWriter
 from fieldhub.logthrottle import LogThrottle, held_back
 from fieldhub.protocol import (

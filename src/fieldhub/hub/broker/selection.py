@@ -1,11 +1,11 @@
 """Which broker the hub uses, started and secured: the embedded one, or Mosquitto.
 
 The hub's own MQTT identity is ``hub:<instance>`` with a password made fresh at every start
-(``keyring.hub_identity``). The embedded broker gets a :class:`~fieldhub.hub.keyring.KeyRing`
+(``keyring.hub_identity``). The embedded broker gets a :class:`~fieldhub.hub.broker.keyring.KeyRing`
 with that identity and every stored device key. On Mosquitto the hub logs in as the
 dynamic-security admin named in the broker URL (``mqtt://admin:password@host:port``), sets its
 own client and password, and reconciles the device clients with the store
-(``fieldhub.hub.dynsec``). The admin password appears in no log and no error message.
+(``fieldhub.hub.broker.dynsec``). The admin password appears in no log and no error message.
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from fieldhub.hub.broker import EmbeddedBroker
-from fieldhub.hub.config import HubSettings
-from fieldhub.hub.dynsec import DynSec, DynSecError, MosquittoAccess
-from fieldhub.hub.identity import (
+from fieldhub.hub.broker.dynsec import DynSec, DynSecError, MosquittoAccess
+from fieldhub.hub.broker.embedded import EmbeddedBroker
+from fieldhub.hub.broker.identities import (
     BrokerAccess,
     EmbeddedAccess,
     StoreOnlyAccess,
     admin_identity,
     public_url,
 )
-from fieldhub.hub.keyring import KeyRing, MqttIdentity
+from fieldhub.hub.broker.keyring import KeyRing, MqttIdentity
+from fieldhub.hub.config import HubSettings
 from fieldhub.hub.store.credentials import DeviceCredentials
 from fieldhub.mqtt import MqttError
 

@@ -21,19 +21,20 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from fieldhub import __version__
 from fieldhub.hub.auth import Auth
-from fieldhub.hub.broker import EmbeddedBroker
-from fieldhub.hub.brokers import BrokerStartError, start_broker
+from fieldhub.hub.broker.embedded import EmbeddedBroker
+from fieldhub.hub.broker.identities import BrokerAccess, DeviceIdentities
+from fieldhub.hub.broker.keyring import hub_identity
+from fieldhub.hub.broker.selection import BrokerStartError, start_broker
 from fieldhub.hub.bus import HubBus
-from fieldhub.hub.commands import CommandService
+from fieldhub.hub.commands.service import CommandService
 from fieldhub.hub.config import HubSettings
-from fieldhub.hub.directory import DeviceDirectory
-from fieldhub.hub.identity import BrokerAccess, DeviceIdentities
-from fieldhub.hub.ingest import Ingest, IngestSettings
-from fieldhub.hub.keyring import hub_identity
-from fieldhub.hub.live import LiveHub
-from fieldhub.hub.presence import DevicePresence, PresenceTracker
-from fieldhub.hub.provisioning import Provisioning
-from fieldhub.hub.stats import IngestStats
+from fieldhub.hub.devices.directory import DeviceDirectory
+from fieldhub.hub.devices.presence import DevicePresence, PresenceTracker
+from fieldhub.hub.devices.provisioning import Provisioning
+from fieldhub.hub.devices.twin import Twin
+from fieldhub.hub.ingest.pipeline import Ingest, IngestSettings
+from fieldhub.hub.ingest.stats import IngestStats
+from fieldhub.hub.live.fanout import LiveHub
 from fieldhub.hub.store.audit import AuditLog
 from fieldhub.hub.store.claims import ClaimStore
 from fieldhub.hub.store.commands import CommandStore
@@ -44,7 +45,6 @@ from fieldhub.hub.store.ingest_writer import IngestWriter
 from fieldhub.hub.store.queries import Queries
 from fieldhub.hub.store.twin import TwinStore
 from fieldhub.hub.store.writes import writes_for
-from fieldhub.hub.twin import Twin
 from fieldhub.protocol import Channel, hub_subscriptions, topic_for
 
 log = logging.getLogger(__name__)

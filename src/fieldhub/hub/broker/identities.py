@@ -25,8 +25,8 @@ from urllib.parse import unquote, urlsplit
 from sqlalchemy.exc import SQLAlchemyError
 
 from fieldhub.clock import now_ms
-from fieldhub.hub.dynsec import DynSecError
-from fieldhub.hub.keyring import KeyRing, MqttIdentity
+from fieldhub.hub.broker.dynsec import DynSecError
+from fieldhub.hub.broker.keyring import KeyRing, MqttIdentity
 from fieldhub.hub.store.audit import AuditLog
 from fieldhub.hub.store.credentials import (
     CredentialKey,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fieldhub.clock import now_ms
-from fieldhub.hub.batch import PresenceChange
+from fieldhub.hub.ingest.batch import PresenceChange
 from fieldhub.protocol import Status
 
 ONLINE, OFFLINE, STALE, UNKNOWN = "online", "offline", "stale", "unknown"

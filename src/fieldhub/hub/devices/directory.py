@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fieldhub.hub.batch import Batch
+from fieldhub.hub.ingest.batch import Batch
 from fieldhub.hub.store.devices import DeviceRecord
 from fieldhub.protocol.messages import ACTION_CATALOG_KEY
 

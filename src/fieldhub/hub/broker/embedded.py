@@ -21,7 +21,7 @@ and every accepted connection is handed to it, so that:
   reaches amqtt. Client ids and user names holding ``+ # / $`` or NUL are refused, and so is
   a last will on a topic the client may not publish to (amqtt would publish it unchecked).
 
-Who may do what comes from an :class:`~fieldhub.hub.keyring.AccessPolicy` (the hub passes its
+Who may do what comes from an :class:`~fieldhub.hub.broker.keyring.AccessPolicy` (the hub passes its
 ``KeyRing``): checked on CONNECT, and on every publish, subscription and delivery, retained
 messages included, so a revoked key stops working at once even before its connection is
 closed (:meth:`EmbeddedBroker.kick`).
@@ -48,8 +48,8 @@ from amqtt.broker import Broker
 from amqtt.contexts import Action, BrokerConfig, ListenerConfig, ListenerType
 from amqtt.session import Session
 
-from fieldhub.hub.broker_auth import admit, broker_plugins, read_connect
-from fieldhub.hub.keyring import AccessPolicy, Principal
+from fieldhub.hub.broker.admission import admit, broker_plugins, read_connect
+from fieldhub.hub.broker.keyring import AccessPolicy, Principal
 from fieldhub.logthrottle import LogThrottle, held_back
 
 __all__ = ["BrokerStateError", "EmbeddedBroker"]

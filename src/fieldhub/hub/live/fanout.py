@@ -43,9 +43,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from fieldhub.clock import now_ms
 from fieldhub.hub.auth import Permission, Principal
 from fieldhub.hub.auth.authn import Authenticator, CredentialsRejected
-from fieldhub.hub.batch import Batch, PresenceChange
-from fieldhub.hub.directory import DeviceDirectory
-from fieldhub.hub.live_client import (
+from fieldhub.hub.devices.directory import DeviceDirectory
+from fieldhub.hub.ingest.batch import Batch, PresenceChange
+from fieldhub.hub.live.client import (
     COMMAND,
     DEFAULT_QUEUE,
     DEVICE,
@@ -60,7 +60,7 @@ from fieldhub.hub.live_client import (
     Subscription,
     frame,
 )
-from fieldhub.hub.live_events import EventKey, event_keys, stored_events
+from fieldhub.hub.live.events import EventKey, event_keys, stored_events
 from fieldhub.hub.store.commands import CommandRecord
 from fieldhub.logthrottle import LogThrottle, held_back
 

@@ -15,7 +15,7 @@ from typing import Any, Final
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from fieldhub.hub.batch import PresenceChange
+from fieldhub.hub.ingest.batch import PresenceChange
 from fieldhub.hub.store.schema import events
 from fieldhub.protocol import Event
 

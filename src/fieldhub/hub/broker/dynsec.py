@@ -34,7 +34,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from fieldhub.clock import now_ms
-from fieldhub.hub.keyring import MqttIdentity
+from fieldhub.hub.broker.keyring import MqttIdentity
 from fieldhub.hub.store.credentials import CredentialKey, IssuedCredentials, split_username
 from fieldhub.mqtt import MqttClient
 from fieldhub.protocol import acl

@@ -1,7 +1,7 @@
 """A stand-in agent for kill tests and benchmarks: an outbox and an uplink, and a thread that
 reports numbered telemetry the way a gpiozero callback would.
 
-Run as ``python -m fieldhub.agent._outbox_probe --host H --port P --device ID --username U
+Run as ``python -m tests.support.outbox_probe --host H --port P --device ID --username U
 --outbox FILE --first 1 --count 1000``, with the device secret in ``FIELDHUB_PROBE_SECRET`` (not
 on the command line, where ``ps`` would show it). Report ``n`` is ``{"n": n}`` at ``base_ts +
 n`` milliseconds; every ``event_every``-th also comes with a ``probe.tick`` event. It prints one
@@ -28,7 +28,7 @@ from fieldhub.agent.uplink import Uplink, UplinkSettings
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m fieldhub.agent._outbox_probe")
+    parser = argparse.ArgumentParser(prog="python -m tests.support.outbox_probe")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--device", required=True)
@@ -103,7 +103,7 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m fieldhub.agent._outbox_probe``."""
+    """Entry point of ``python -m tests.support.outbox_probe``."""
     asyncio.run(run(_arguments(argv)))
 
 

@@ -19,7 +19,7 @@ from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.plugins.logging_amqtt import PacketLoggerPlugin
 from amqtt.session import Session
 
-from fieldhub.hub.keyring import AccessPolicy, Principal
+from fieldhub.hub.broker.keyring import AccessPolicy, Principal
 from fieldhub.protocol.acl import is_safe_identifier
 
 __all__ = [
@@ -107,7 +107,7 @@ class DeviceAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no 
 
     @dataclass
     class Config:
-        """``access``: the :class:`~fieldhub.hub.keyring.AccessPolicy` to ask."""
+        """``access``: the :class:`~fieldhub.hub.broker.keyring.AccessPolicy` to ask."""
 
         access: Any = None
 

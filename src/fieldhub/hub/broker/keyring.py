@@ -2,7 +2,7 @@
 
 The embedded broker checks every CONNECT, and every publish, subscription and delivery, against
 a :class:`KeyRing`: an in-memory copy of the device keys of the store (digests only), kept
-current by ``fieldhub.hub.identity`` whenever a key is issued, rotated, revoked or expires,
+current by ``fieldhub.hub.broker.identities`` whenever a key is issued, rotated, revoked or expires,
 so that connecting never waits for the database. The checks are plain dictionary look-ups and
 one SHA-256, cheap enough to run on the event loop for every packet.
 

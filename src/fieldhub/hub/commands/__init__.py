@@ -1,0 +1,1 @@
+"""Commands to devices: checked, stored, delivered, answered."""

@@ -1,0 +1,1 @@
+"""Devices: the in-memory directory, presence, the twin and provisioning."""

@@ -1,0 +1,1 @@
+"""The live fan-out of committed data to WebSocket clients."""
