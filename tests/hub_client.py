@@ -25,6 +25,15 @@ from fieldhub.hub.store.users import UserRecord
 ALL_SCOPES = ("read", "write", "command", "metrics")
 
 
+def reason(answer: httpx.Response) -> str:
+    """What an error answer says, as a person reads it: the ``detail`` text, or the messages of
+    a 422's list of errors joined (the hub's own checks and FastAPI's share that shape)."""
+    detail = answer.json()["detail"]
+    if isinstance(detail, list):
+        return "; ".join(str(error["msg"]) for error in detail)
+    return str(detail)
+
+
 async def add_user(
     hub: Hub,
     role: str = "admin",

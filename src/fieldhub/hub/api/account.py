@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from fieldhub.hub.api.access_models import (
     LoginAnswer,
@@ -21,23 +21,11 @@ from fieldhub.hub.api.security import (
     require,
     set_session_cookies,
 )
-from fieldhub.hub.auth import (
-    InvalidName,
-    LoginFailed,
-    LoginThrottled,
-    PasswordRejected,
-    Permission,
-    Principal,
-    SetupRefused,
-)
-from fieldhub.hub.store.users import UserNotFound
+from fieldhub.hub.auth import Permission, Principal
+from fieldhub.hub.errors import NotFound, Unauthenticated
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 NO_STORE = {"Cache-Control": "no-store"}  # answers that carry secrets are never cached
-
-
-def _throttled(exc: LoginThrottled) -> HTTPException:
-    return HTTPException(429, str(exc), headers={"Retry-After": str(exc.retry_after_s)})
 
 
 @router.post(
@@ -56,14 +44,9 @@ async def login(
     Failed attempts are throttled per name and per address (429 with Retry-After).
     """
     auth = get_hub(request).auth
-    try:
-        session = await auth.authenticator.login(
-            body.name, body.password, source=client_address(request)
-        )
-    except LoginThrottled as exc:
-        raise _throttled(exc) from None
-    except LoginFailed as exc:
-        raise HTTPException(401, str(exc)) from None
+    session = await auth.authenticator.login(
+        body.name, body.password, source=client_address(request)
+    )
     set_session_cookies(request, response, session)
     response.headers.update(NO_STORE)
     return LoginAnswer(
@@ -88,11 +71,11 @@ async def logout(
 async def me(request: Request, who: Annotated[Principal, require(Permission.ACCOUNT_READ)]) -> Me:
     """The caller's user, how it authenticated, and its effective permissions."""
     if who.user_id is None:  # pragma: no cover - the requirement admits users only
-        raise HTTPException(401, "not logged in")
+        raise Unauthenticated("not logged in")
     try:
         user = await get_hub(request).auth.users.get(who.user_id)
-    except UserNotFound:
-        raise HTTPException(401, "not logged in") from None
+    except NotFound:  # deleted while the request ran: the session is gone with it
+        raise Unauthenticated("not logged in") from None
     return Me.of(who, user)
 
 
@@ -104,16 +87,9 @@ async def change_password(
 ) -> Response:
     """Set a new password, proving the current one; the caller's other sessions end."""
     auth = get_hub(request).auth
-    try:
-        await auth.accounts.change_own_password(
-            who, body.current_password, body.new_password, source=client_address(request)
-        )
-    except LoginThrottled as exc:
-        raise _throttled(exc) from None
-    except LoginFailed as exc:
-        raise HTTPException(403, str(exc)) from None
-    except PasswordRejected as exc:
-        raise HTTPException(422, str(exc)) from None
+    await auth.accounts.change_own_password(
+        who, body.current_password, body.new_password, source=client_address(request)
+    )
     return Response(status_code=204)
 
 
@@ -134,15 +110,8 @@ async def setup(
     The token dies with its use, or when the hub stops; it works only while there are no users.
     """
     auth = get_hub(request).auth
-    try:
-        user = await auth.authenticator.first_admin(
-            body.token, body.name, body.password, source=client_address(request)
-        )
-    except LoginThrottled as exc:
-        raise _throttled(exc) from None
-    except SetupRefused as exc:
-        raise HTTPException(401, str(exc)) from None
-    except (InvalidName, PasswordRejected) as exc:
-        raise HTTPException(422, str(exc)) from None
+    user = await auth.authenticator.first_admin(
+        body.token, body.name, body.password, source=client_address(request)
+    )
     response.headers.update(NO_STORE)
     return UserOut.from_record(user)

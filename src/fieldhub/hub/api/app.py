@@ -12,13 +12,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from fieldhub import __version__
 from fieldhub.hub.api import account, audit, claims, commands, devices, events, tokens, users, web
 from fieldhub.hub.api.deps import hub_dependency
-from fieldhub.hub.api.errors import validation_error
+from fieldhub.hub.api.errors import hub_error, validation_error
 from fieldhub.hub.api.limits import DEFAULT_MAX_BODY, BodySizeLimit
 from fieldhub.hub.api.live import router as live_router
 from fieldhub.hub.api.models import Health
 from fieldhub.hub.api.security import annotate_permissions, require
 from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Permission, Principal
+from fieldhub.hub.errors import HubError
 from fieldhub.hub.metrics import HubCollector, render
 
 
@@ -50,6 +51,7 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     )
     app.add_middleware(BodySizeLimit, max_bytes=max_body)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HubError, hub_error)
     app.include_router(devices.router)
     app.include_router(events.router)
     app.include_router(commands.router)

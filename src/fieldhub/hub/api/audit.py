@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
 
 from fieldhub.hub.api.access_models import AuditEntryOut, AuditPageOut
 from fieldhub.hub.api.deps import get_hub
@@ -28,19 +28,16 @@ async def audit_log(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditPageOut:
     """Security-relevant actions (logins, logouts, user and token changes, credentials, claims)."""
-    try:
-        page = await get_hub(request).auth.audit.query(
-            actor=actor,
-            action=action,
-            target=target,
-            outcome=outcome,
-            start=start,
-            end=end,
-            cursor=cursor,
-            limit=limit,
-        )
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+    page = await get_hub(request).auth.audit.query(
+        actor=actor,
+        action=action,
+        target=target,
+        outcome=outcome,
+        start=start,
+        end=end,
+        cursor=cursor,
+        limit=limit,
+    )
     return AuditPageOut(
         entries=[AuditEntryOut.from_entry(e) for e in page.entries], next_cursor=page.next_cursor
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from fieldhub.clock import now_ms
@@ -18,13 +18,10 @@ from fieldhub.hub.api.models import DeviceCredentialsOut
 from fieldhub.hub.api.security import client_address, require
 from fieldhub.hub.app import Hub
 from fieldhub.hub.auth.rules import Permission, Principal
-from fieldhub.hub.devices.provisioning import AlreadyDelivered, ClaimRejected, InvalidDeviceId
+from fieldhub.hub.errors import NotFound
 from fieldhub.hub.store.claims import (
-    ClaimConflict,
-    ClaimNotFound,
     ClaimStatus,
     ClaimToken,
-    ClaimTokenInvalid,
     DeviceClaim,
 )
 
@@ -127,28 +124,18 @@ class Decision(BaseModel):
 
 async def _visible_claim(hub: Hub, who: Principal, device_id: str) -> DeviceClaim:
     """The claim, if ``who`` sees its site; a claim of another site is 404 like a missing one."""
-    try:
-        claim = await hub.provisioning.store.get(device_id)
-    except ClaimNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
+    claim = await hub.provisioning.store.get(device_id)
     if not who.sees(claim.labels):
-        raise HTTPException(404, f"no claim for device {device_id!r}")
+        raise NotFound(f"no claim for device {device_id!r}")
     return claim
 
 
 @device_router.post("/claims", status_code=201, summary="Claim (device)")
 async def claim(body: ClaimRequest, request: Request, hub: HubDep, _: Claimant) -> ClaimAnswer:
     """A device presents a claim token and its id; it waits as pending unless pre-authorized."""
-    try:
-        receipt = await hub.provisioning.claim(
-            body.token, body.device_id, body.info, source=client_address(request)
-        )
-    except ClaimTokenInvalid as exc:
-        raise HTTPException(401, str(exc)) from None
-    except ClaimConflict as exc:
-        raise HTTPException(409, str(exc)) from None
-    except InvalidDeviceId as exc:
-        raise HTTPException(422, str(exc)) from None
+    receipt = await hub.provisioning.claim(
+        body.token, body.device_id, body.info, source=client_address(request)
+    )
     return ClaimAnswer(
         device_id=receipt.device_id, status=receipt.status, poll_secret=receipt.poll_secret
     )
@@ -168,16 +155,9 @@ async def fetch_credentials(
     _: Claimant,
 ) -> PollAnswer:
     """Pending (202), or the device's credentials (200, exactly once; 410 afterwards)."""
-    try:
-        delivery = await hub.provisioning.fetch(
-            device_id, body.poll_secret, source=client_address(request)
-        )
-    except ClaimNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
-    except ClaimRejected as exc:
-        raise HTTPException(403, str(exc)) from None
-    except AlreadyDelivered as exc:
-        raise HTTPException(410, str(exc)) from None
+    delivery = await hub.provisioning.fetch(
+        device_id, body.poll_secret, source=client_address(request)
+    )
     if delivery.credentials is None:
         response.status_code = 202
         return PollAnswer(status="pending")
@@ -197,17 +177,14 @@ async def create_claim_token(body: ClaimTokenCreate, hub: HubDep, who: Writer) -
     Devices that claim with it get its labels, so its site must be one of the caller's.
     """
     check_site(who, body.labels)
-    try:
-        record, token = await hub.provisioning.create_token(
-            name=body.name,
-            labels=body.labels,
-            uses=body.uses,
-            expires_at=now_ms() + body.expires_in_s * 1000,
-            created_by=who.actor,
-            auto_approve=body.auto_approve,
-        )
-    except InvalidDeviceId as exc:
-        raise HTTPException(422, str(exc)) from None
+    record, token = await hub.provisioning.create_token(
+        name=body.name,
+        labels=body.labels,
+        uses=body.uses,
+        expires_at=now_ms() + body.expires_in_s * 1000,
+        created_by=who.actor,
+        auto_approve=body.auto_approve,
+    )
     return ClaimTokenOut.from_record(record, token)
 
 
@@ -221,12 +198,9 @@ async def list_claim_tokens(hub: HubDep, who: Reader) -> list[ClaimTokenOut]:
 @operator_router.delete("/claim-tokens/{token_id}", status_code=204, summary="Revoke")
 async def revoke_claim_token(token_id: int, hub: HubDep, who: Writer) -> None:
     """The token admits no more devices; claims made with it stay."""
-    try:
-        token = await hub.provisioning.store.token(token_id)
-    except ClaimNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
+    token = await hub.provisioning.store.token(token_id)
     if not who.sees(token.labels):
-        raise HTTPException(404, f"no claim token {token_id}")
+        raise NotFound(f"no claim token {token_id}")
     await hub.provisioning.revoke_token(token_id, by=who.actor)
 
 
@@ -248,12 +222,7 @@ async def approve_claim(
     labels = body.labels if body else None
     if labels is not None:
         check_site(who, labels)
-    try:
-        decided = await hub.provisioning.approve(device_id, by=who.actor, labels=labels)
-    except ClaimNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
-    except ClaimConflict as exc:
-        raise HTTPException(409, str(exc)) from None
+    decided = await hub.provisioning.approve(device_id, by=who.actor, labels=labels)
     return ClaimOut.from_record(decided)
 
 
@@ -261,10 +230,5 @@ async def approve_claim(
 async def reject_claim(device_id: str, hub: HubDep, who: Writer) -> ClaimOut:
     """The device gets no credentials; its id cannot claim again while the claim stays."""
     await _visible_claim(hub, who, device_id)
-    try:
-        decided = await hub.provisioning.reject(device_id, by=who.actor)
-    except ClaimNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
-    except ClaimConflict as exc:
-        raise HTTPException(409, str(exc)) from None
+    decided = await hub.provisioning.reject(device_id, by=who.actor)
     return ClaimOut.from_record(decided)

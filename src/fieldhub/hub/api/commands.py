@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from fieldhub.hub.api.command_models import (
     BatchOut,
@@ -25,7 +25,8 @@ from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Permission, Principal
 from fieldhub.hub.commands.check import CommandRefused, check_command
 from fieldhub.hub.devices.directory import DeviceEntry
-from fieldhub.hub.store.commands import CommandNotFound, CommandRecord
+from fieldhub.hub.errors import Invalid, NotFound
+from fieldhub.hub.store.commands import CommandRecord
 
 router = APIRouter(tags=["commands"])
 TIMEOUT_GRACE_S = 0.5
@@ -46,9 +47,9 @@ def _check(hub: Hub, entries: list[DeviceEntry], body: CommandRequest) -> None:
     for entry in entries:
         try:
             check_command(entry.id, entry.reported, body.action, body.args)
-        except CommandRefused as exc:
+        except CommandRefused:
             hub.commands.counts["refused"] += 1
-            raise HTTPException(422, str(exc)) from None
+            raise
 
 
 async def _fresh(hub: Hub, read: Awaitable[list[CommandRecord]]) -> list[CommandRecord]:
@@ -121,12 +122,9 @@ async def get_command(hub: HubDep, who: Reader, command_id: str) -> CommandOut:
     """A command and where it is in its life."""
     record = hub.commands.current(command_id)
     if record is None:
-        try:
-            record = await hub.commands.store.get(command_id)
-        except CommandNotFound as exc:
-            raise HTTPException(404, str(exc)) from None
+        record = await hub.commands.store.get(command_id)
     if not _sees(hub, who, record.device_id):
-        raise HTTPException(404, f"no command {command_id!r}")
+        raise NotFound(f"no command {command_id!r}")
     return CommandOut.from_record(record)
 
 
@@ -152,7 +150,7 @@ async def send_group_command(
     else:
         devices = [e for e in hub.directory.matching(body.labels or {}) if who.sees(e.labels)]
         if not devices:
-            raise HTTPException(422, "no device of yours matches")
+            raise Invalid("no device of yours matches", ("body",))
     _check(hub, devices, body)
     batch, commands = await hub.commands.submit(
         [device.id for device in devices],
@@ -184,14 +182,11 @@ async def get_batch(
     ] = 0,
 ) -> BatchOut:
     """The group command with the outcome of each of the caller's devices so far."""
-    try:
-        batch = await hub.commands.store.batch(batch_id)
-    except CommandNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
+    batch = await hub.commands.store.batch(batch_id)
     if wait_s:
         await hub.commands.wait(batch.command_ids, wait_s)
     records = await _fresh(hub, hub.commands.store.of_batch(batch_id))
     mine = [record for record in records if _sees(hub, who, record.device_id)]
     if not mine:
-        raise HTTPException(404, f"no command batch {batch_id!r}")
+        raise NotFound(f"no command batch {batch_id!r}")
     return BatchOut.from_records(batch, mine)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from typing import cast
 
-from fastapi import HTTPException, Request
+from fastapi import Request
 
 from fieldhub.hub.app import Hub
+from fieldhub.hub.errors import Invalid
 
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)?$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1}
@@ -28,9 +29,11 @@ def parse_duration_ms(value: str, name: str) -> int:
     """``"90s"``, ``"5m"``, ``"1h"``, ``"1d"``, ``"250ms"`` or plain milliseconds → ms.
 
     Raises:
-        HTTPException: 422 naming the parameter.
+        Invalid: naming the parameter (422).
     """
     match = _DURATION.match(value.strip())
     if not match or int(match.group(1)) <= 0:
-        raise HTTPException(422, f"{name}={value!r}: use a positive duration like 60s, 5m, 1h, 1d")
+        raise Invalid(
+            f"{name}={value!r}: use a positive duration like 60s, 5m, 1h, 1d", ("query", name)
+        )
     return int(match.group(1)) * _UNIT_MS[match.group(2)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import msgspec
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.api.deps import hub_dependency, parse_duration_ms
@@ -25,12 +25,10 @@ from fieldhub.hub.api.models import (
 from fieldhub.hub.api.security import client_address, require
 from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import SITE_LABEL, Permission, Principal
-from fieldhub.hub.broker.identities import CredentialsError
 from fieldhub.hub.devices.directory import DeviceEntry
 from fieldhub.hub.devices.twin import TwinView
-from fieldhub.hub.store.devices import DeviceExists, DeviceNotFound, DeviceRecord
-from fieldhub.hub.store.queries import UnknownKeys
-from fieldhub.hub.store.twin import DesiredStateError, VersionConflict
+from fieldhub.hub.errors import Invalid, NotFound, Refused
+from fieldhub.hub.store.devices import DeviceRecord
 
 router = APIRouter(prefix="/api/devices", tags=["devices"])
 HubDep = Annotated[Hub, Depends(hub_dependency)]
@@ -48,19 +46,16 @@ def parse_labels(label: list[str]) -> dict[str, str]:
     for item in label:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise HTTPException(422, f"label={item!r}: use label=KEY=VALUE")
+            raise Invalid(f"label={item!r}: use label=KEY=VALUE", ("query", "label"))
         labels[key] = value
     return labels
 
 
 async def visible_device(hub: Hub, who: Principal, device_id: str) -> DeviceRecord:
     """The device, if ``who`` may see it; a device of another site is 404 like a missing one."""
-    try:
-        record = await hub.registry.get(device_id)
-    except DeviceNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
+    record = await hub.registry.get(device_id)
     if not who.sees(record.labels):
-        raise HTTPException(404, f"device {device_id!r} is not registered")  # as the store says
+        raise NotFound(f"device {device_id!r} is not registered")  # as the store says
     return record
 
 
@@ -69,7 +64,7 @@ def visible_entry(hub: Hub, who: Principal, device_id: str) -> DeviceEntry:
     no database trip), for routes that need no more of the device."""
     entry = hub.directory.get(device_id)
     if entry is None or not who.sees(entry.labels):
-        raise HTTPException(404, f"device {device_id!r} is not registered")  # as the store says
+        raise NotFound(f"device {device_id!r} is not registered")  # as the store says
     return entry
 
 
@@ -81,7 +76,7 @@ def check_site(who: Principal, labels: dict[str, str]) -> None:
     """A device may be put only into a site the caller sees (non-admins: their sites)."""
     if not who.sees(labels):
         mine = ", ".join(sorted(who.sites or ())) or "none"
-        raise HTTPException(403, f"label {SITE_LABEL!r} must name one of your sites ({mine})")
+        raise Refused(f"label {SITE_LABEL!r} must name one of your sites ({mine})")
 
 
 @router.get("", summary="List devices")
@@ -110,19 +105,14 @@ async def create_device(
     The answer holds the device's MQTT credentials: the only time the secret is shown.
     """
     check_site(who, body.labels)
-    try:
-        new = await hub.create_device(
-            body.id,
-            name=body.name,
-            labels=body.labels,
-            attributes=body.attributes,
-            actor=who.actor,
-            source=client_address(request),
-        )
-    except DeviceExists as exc:
-        raise HTTPException(409, str(exc)) from None
-    except CredentialsError as exc:
-        raise HTTPException(503, str(exc)) from None
+    new = await hub.create_device(
+        body.id,
+        name=body.name,
+        labels=body.labels,
+        attributes=body.attributes,
+        actor=who.actor,
+        source=client_address(request),
+    )
     issued = new.credentials
     return DeviceCreated(
         **Device.from_record(new.record).model_dump(),
@@ -147,12 +137,9 @@ async def update_device(hub: HubDep, who: Writer, device_id: str, body: DeviceUp
     await visible_device(hub, who, device_id)
     if body.labels is not None:
         check_site(who, body.labels)
-    try:
-        record = await hub.update_device(
-            device_id, name=body.name, labels=body.labels, attributes=body.attributes
-        )
-    except DeviceNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
+    record = await hub.update_device(
+        device_id, name=body.name, labels=body.labels, attributes=body.attributes
+    )
     return Device.from_record(record)
 
 
@@ -160,10 +147,7 @@ async def update_device(hub: HubDep, who: Writer, device_id: str, body: DeviceUp
 async def delete_device(request: Request, hub: HubDep, who: Writer, device_id: str) -> Response:
     """Delete a device with its history and events; its messages are refused from now on."""
     await visible_device(hub, who, device_id)
-    try:
-        await hub.delete_device(device_id, actor=who.actor, source=client_address(request))
-    except DeviceNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
+    await hub.delete_device(device_id, actor=who.actor, source=client_address(request))
     return Response(status_code=204)
 
 
@@ -179,14 +163,9 @@ async def rotate_credentials(
     seconds (default one hour, 0: end them now) so the device can switch over."""
     await visible_device(hub, who, device_id)
     grace_s = (body or CredentialRotation()).grace_s
-    try:
-        issued = await hub.rotate_device_credentials(
-            device_id, grace_s, actor=who.actor, source=client_address(request)
-        )
-    except DeviceNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
-    except CredentialsError as exc:
-        raise HTTPException(503, str(exc)) from None
+    issued = await hub.rotate_device_credentials(
+        device_id, grace_s, actor=who.actor, source=client_address(request)
+    )
     return DeviceCredentialsOut(
         username=issued.username, secret=issued.secret, client_id=issued.client_id
     )
@@ -199,12 +178,7 @@ async def revoke_credentials(
     """End every key of the device: it is disconnected within seconds and cannot reconnect
     until it gets new credentials (rotate). Its registration and data stay."""
     await visible_device(hub, who, device_id)
-    try:
-        await hub.revoke_device_credentials(
-            device_id, actor=who.actor, source=client_address(request)
-        )
-    except DeviceNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
+    await hub.revoke_device_credentials(device_id, actor=who.actor, source=client_address(request))
     return Response(status_code=204)
 
 
@@ -235,20 +209,13 @@ async def change_desired_state(
     desired state changed since, nothing is changed and the answer is 409 with the current
     version."""
     await visible_device(hub, who, device_id)
-    try:
-        view = await hub.twin.change(
-            device_id,
-            version=body.version,
-            changes=body.desired,
-            actor=who.actor,
-            source=client_address(request),
-        )
-    except DesiredStateError as exc:
-        raise HTTPException(422, str(exc)) from None
-    except VersionConflict as exc:
-        raise HTTPException(409, str(exc)) from None
-    except DeviceNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
+    view = await hub.twin.change(
+        device_id,
+        version=body.version,
+        changes=body.desired,
+        actor=who.actor,
+        source=client_address(request),
+    )
     return TwinOut.from_view(view)
 
 
@@ -269,27 +236,26 @@ async def history(
     end = now_ms() if end is None else end
     start = end - 3_600_000 if start is None else start
     if start >= end:
-        raise HTTPException(422, f"start={start} must be before end={end}")
+        raise Invalid(f"start={start} must be before end={end}", ("query", "start"))
     bucket_ms = parse_duration_ms(bucket, "bucket") if bucket else None
     if bucket_ms is not None and (end - start) // bucket_ms > MAX_BUCKETS:
         asked = (end - start) // bucket_ms
-        raise HTTPException(422, f"{asked} buckets asked, at most {MAX_BUCKETS}: use larger ones")
+        raise Invalid(
+            f"{asked} buckets asked, at most {MAX_BUCKETS}: use larger ones", ("query", "bucket")
+        )
     wanted = [k for k in keys.split(",") if k] if keys else None
     # The keys looked up and all read in one statement on one connection (see
     # Queries.device_history): a day of 5 keys in 5-minute buckets took 25-41 ms in process as
     # one query per key, each on its own connection, 10-17 ms so (2 busy cores).
-    try:
-        series = await hub.queries.device_history(
-            device_id,
-            wanted,
-            start=start,
-            end=end,
-            bucket_ms=bucket_ms,
-            agg=agg,
-            limit=limit,
-        )
-    except UnknownKeys as exc:
-        raise HTTPException(404, str(exc)) from None
+    series = await hub.queries.device_history(
+        device_id,
+        wanted,
+        start=start,
+        end=end,
+        bucket_ms=bucket_ms,
+        agg=agg,
+        limit=limit,
+    )
     answer = {
         "device_id": device_id,
         "start": start,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Query
 
 from fieldhub.hub.api.deps import hub_dependency
 from fieldhub.hub.api.models import EventOut, EventPage
@@ -34,18 +34,15 @@ async def list_events(
         device_ids = [d for d in device if d in set(visible)] if device else visible
         if not device_ids:
             return EventPage(events=[], next_cursor=None)
-    try:
-        page = await hub.queries.events(
-            device_ids=device_ids,
-            types=type or None,
-            severities=list(severity) or None,
-            start=start,
-            end=end,
-            cursor=cursor,
-            limit=limit,
-        )
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+    page = await hub.queries.events(
+        device_ids=device_ids,
+        types=type or None,
+        severities=list(severity) or None,
+        start=start,
+        end=end,
+        cursor=cursor,
+        limit=limit,
+    )
     return EventPage(
         events=[EventOut.model_validate(e, from_attributes=True) for e in page.events],
         next_cursor=page.next_cursor,

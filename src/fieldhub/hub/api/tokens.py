@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from fieldhub.hub.api.access_models import TokenCreate, TokenCreated, TokenOut
 from fieldhub.hub.api.deps import get_hub
 from fieldhub.hub.api.security import client_address, require
-from fieldhub.hub.auth import NotAllowed, Permission, Principal
-from fieldhub.hub.store.users import TokenNotFound
+from fieldhub.hub.auth import Permission, Principal
 
 router = APIRouter(prefix="/api/tokens", tags=["tokens"])
 
@@ -40,16 +39,13 @@ async def create_token(
     Its rights are its scopes within the caller's role; a token cannot make a token with scopes
     it lacks itself (403).
     """
-    try:
-        new = await get_hub(request).auth.accounts.create_token(
-            who,
-            name=body.name,
-            scopes=body.scopes,
-            expires_in_s=body.expires_in_s,
-            source=client_address(request),
-        )
-    except NotAllowed as exc:
-        raise HTTPException(403, str(exc)) from None
+    new = await get_hub(request).auth.accounts.create_token(
+        who,
+        name=body.name,
+        scopes=body.scopes,
+        expires_in_s=body.expires_in_s,
+        source=client_address(request),
+    )
     response.headers["Cache-Control"] = "no-store"
     return TokenCreated(**TokenOut.from_record(new.record).model_dump(), token=new.token)
 
@@ -59,10 +55,7 @@ async def revoke_token(
     token_id: int, request: Request, who: Annotated[Principal, require(Permission.ACCOUNT_WRITE)]
 ) -> Response:
     """The token stops working at once (revoking twice is no error)."""
-    try:
-        await get_hub(request).auth.accounts.revoke_token(
-            token_id, owner=who, actor=who.actor, source=client_address(request)
-        )
-    except TokenNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
+    await get_hub(request).auth.accounts.revoke_token(
+        token_id, owner=who, actor=who.actor, source=client_address(request)
+    )
     return Response(status_code=204)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from fieldhub.hub.api.access_models import (
     PasswordSet,
@@ -16,9 +16,9 @@ from fieldhub.hub.api.access_models import (
 )
 from fieldhub.hub.api.deps import get_hub
 from fieldhub.hub.api.security import client_address, require
-from fieldhub.hub.auth import AccountConflict, InvalidName, PasswordRejected, Permission, Principal
+from fieldhub.hub.auth import Permission, Principal
 from fieldhub.hub.auth.service import Auth
-from fieldhub.hub.store.users import TokenNotFound, UserExists, UserNotFound, UserRecord
+from fieldhub.hub.store.users import UserRecord
 
 router = APIRouter(prefix="/api/users", tags=["users"])
 Reader = Annotated[Principal, require(Permission.USERS_READ)]
@@ -26,10 +26,7 @@ Writer = Annotated[Principal, require(Permission.USERS_WRITE)]
 
 
 async def _user(auth: Auth, user_id: int) -> UserRecord:
-    try:
-        return await auth.users.get(user_id)
-    except UserNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
+    return await auth.users.get(user_id)
 
 
 @router.get("", summary="List users")
@@ -41,19 +38,14 @@ async def list_users(request: Request, _: Reader) -> list[UserOut]:
 @router.post("", status_code=201, summary="Add a user")
 async def create_user(body: UserCreate, request: Request, who: Writer) -> UserOut:
     """Add a user; without a password it cannot log in until one is set."""
-    try:
-        user = await get_hub(request).auth.accounts.create_user(
-            body.name,
-            role=body.role,
-            sites=body.sites,
-            password=body.password,
-            actor=who.actor,
-            source=client_address(request),
-        )
-    except (InvalidName, PasswordRejected) as exc:
-        raise HTTPException(422, str(exc)) from None
-    except UserExists as exc:
-        raise HTTPException(409, str(exc)) from None
+    user = await get_hub(request).auth.accounts.create_user(
+        body.name,
+        role=body.role,
+        sites=body.sites,
+        password=body.password,
+        actor=who.actor,
+        source=client_address(request),
+    )
     return UserOut.from_record(user)
 
 
@@ -69,51 +61,36 @@ async def update_user(user_id: int, body: UserUpdate, request: Request, who: Wri
 
     The hub keeps at least one enabled admin (409).
     """
-    try:
-        user = await get_hub(request).auth.accounts.update_user(
-            user_id,
-            role=body.role,
-            sites=body.sites,
-            disabled=body.disabled,
-            actor=who.actor,
-            source=client_address(request),
-        )
-    except UserNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
-    except AccountConflict as exc:
-        raise HTTPException(409, str(exc)) from None
+    user = await get_hub(request).auth.accounts.update_user(
+        user_id,
+        role=body.role,
+        sites=body.sites,
+        disabled=body.disabled,
+        actor=who.actor,
+        source=client_address(request),
+    )
     return UserOut.from_record(user)
 
 
 @router.delete("/{user_id}", status_code=204, summary="Remove a user")
 async def delete_user(user_id: int, request: Request, who: Writer) -> Response:
     """Remove a user with its sessions and tokens (never the last enabled admin: 409)."""
-    try:
-        await get_hub(request).auth.accounts.delete_user(
-            user_id, actor=who.actor, source=client_address(request)
-        )
-    except UserNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
-    except AccountConflict as exc:
-        raise HTTPException(409, str(exc)) from None
+    await get_hub(request).auth.accounts.delete_user(
+        user_id, actor=who.actor, source=client_address(request)
+    )
     return Response(status_code=204)
 
 
 @router.put("/{user_id}/password", status_code=204, summary="Set a user's password")
 async def set_password(user_id: int, body: PasswordSet, request: Request, who: Writer) -> Response:
     """Set a password (a reset); the user's sessions end, its API tokens stay."""
-    try:
-        await get_hub(request).auth.accounts.set_password(
-            user_id,
-            body.password,
-            actor=who.actor,
-            source=client_address(request),
-            keep_session=who.session_hash if who.user_id == user_id else None,
-        )
-    except UserNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
-    except PasswordRejected as exc:
-        raise HTTPException(422, str(exc)) from None
+    await get_hub(request).auth.accounts.set_password(
+        user_id,
+        body.password,
+        actor=who.actor,
+        source=client_address(request),
+        keep_session=who.session_hash if who.user_id == user_id else None,
+    )
     return Response(status_code=204)
 
 
@@ -130,10 +107,7 @@ async def revoke_user_token(user_id: int, token_id: int, request: Request, who: 
     """The token stops working at once."""
     auth = get_hub(request).auth
     user = await _user(auth, user_id)
-    try:
-        await auth.accounts.revoke_token(
-            token_id, owner=user, actor=who.actor, source=client_address(request)
-        )
-    except TokenNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
+    await auth.accounts.revoke_token(
+        token_id, owner=user, actor=who.actor, source=client_address(request)
+    )
     return Response(status_code=204)

@@ -14,6 +14,7 @@ from fieldhub.hub.auth.errors import (
     NotAllowed,
     PasswordRejected,
     SetupRefused,
+    WrongPassword,
 )
 from fieldhub.hub.auth.rules import (
     ANONYMOUS,
@@ -45,4 +46,5 @@ __all__ = [
     "Role",
     "Scope",
     "SetupRefused",
+    "WrongPassword",
 ]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.auth import tokens
-from fieldhub.hub.auth.errors import AccountConflict, LoginFailed, LoginThrottled, NotAllowed
+from fieldhub.hub.auth.errors import AccountConflict, LoginThrottled, NotAllowed, WrongPassword
 from fieldhub.hub.auth.passwords import Passwords, check_policy
 from fieldhub.hub.auth.rules import Principal, Role, Scope, normalize_name
 from fieldhub.hub.auth.throttle import LoginThrottle
@@ -171,7 +171,7 @@ class Accounts:
 
         Raises:
             LoginThrottled: too many wrong current passwords for this user or address.
-            LoginFailed: the current password is wrong (counted like a failed login).
+            WrongPassword: the current password is wrong (counted like a failed login).
             PasswordRejected: the new password does not meet the policy.
         """
         if principal.user_id is None:
@@ -186,7 +186,7 @@ class Accounts:
             await self.audit.record(
                 principal.actor, "user.password.changed", principal.name, "failed", source
             )
-            raise LoginFailed("the current password is wrong")
+            raise WrongPassword("the current password is wrong")
         await self.users.set_password_hash(
             principal.user_id, await self.passwords.hash(new), keep_session=principal.session_hash
         )

@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from fieldhub.clock import now_ms
 from fieldhub.hub.broker.dynsec import DynSecError
 from fieldhub.hub.broker.keyring import KeyRing, MqttIdentity
+from fieldhub.hub.errors import Unavailable
 from fieldhub.hub.store.audit import AuditLog
 from fieldhub.hub.store.credentials import (
     CredentialKey,
@@ -56,7 +57,7 @@ KeyLoader = Callable[[], Awaitable[list[CredentialKey]]]
 _BROKER_ERRORS = (DynSecError, MqttError, OSError, TimeoutError)
 
 
-class CredentialsError(RuntimeError):
+class CredentialsError(Unavailable):
     """The broker could not be told about a credential change; the text says what holds now."""
 
 

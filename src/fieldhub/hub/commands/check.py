@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
+from fieldhub.hub.errors import Invalid
 from fieldhub.protocol.messages import ACTION_CATALOG_KEY
 
 _CHECKS: Final = {
@@ -23,7 +24,7 @@ _CHECKS: Final = {
 }
 
 
-class CommandRefused(ValueError):
+class CommandRefused(Invalid):
     """The device does not offer the action, or not with these arguments."""
 
 

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from fieldhub.hub.errors import Gone, Invalid, Refused
 from fieldhub.hub.store.claims import (
     ClaimConflict,
     ClaimError,
@@ -28,15 +29,15 @@ from fieldhub.protocol import is_valid_device_id
 log = logging.getLogger(__name__)
 
 
-class ClaimRejected(ClaimError):
+class ClaimRejected(ClaimError, Refused):
     """An operator rejected the claim; the device gets no credentials."""
 
 
-class AlreadyDelivered(ClaimError):
+class AlreadyDelivered(ClaimError, Gone):
     """The credentials were fetched once already; they are never handed out twice."""
 
 
-class InvalidDeviceId(ClaimError, ValueError):
+class InvalidDeviceId(ClaimError, Invalid):
     """The device id a claim names cannot be a device id."""
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.clock import now_ms
+from fieldhub.hub.errors import Invalid
 from fieldhub.hub.store.database import write_transaction
 from fieldhub.hub.store.schema import audit_log
 
@@ -119,7 +120,7 @@ class AuditLog:
         (``"user:alice/token:7"``); an action ending in ``.*`` matches a family (``user.*``).
 
         Raises:
-            ValueError: the cursor is not one this function returned.
+            Invalid: the cursor is not one this function returned.
         """
         query = select(audit_log)
         if actor:
@@ -171,5 +172,5 @@ class AuditLog:
 
 def _parse_cursor(cursor: str) -> int:
     if not cursor.isdigit():
-        raise ValueError(f"cursor {cursor!r} is not one this API returned")
+        raise Invalid(f"cursor {cursor!r} is not one this API returned", ("query", "cursor"))
     return int(cursor)

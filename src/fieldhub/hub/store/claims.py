@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.auth.tokens import digest, matches, mint
+from fieldhub.hub.errors import Conflict, HubError, NotFound, Unauthenticated
 from fieldhub.hub.store.database import write_transaction
 from fieldhub.hub.store.schema import claim_tokens, device_claims, devices
 
@@ -26,19 +27,19 @@ POLL_SECRET_PREFIX = "fhpoll_"
 ClaimStatus = Literal["pending", "approved", "rejected", "delivered"]
 
 
-class ClaimError(Exception):
+class ClaimError(HubError):
     """A claim cannot be made or decided; the text says why, without secrets."""
 
 
-class ClaimTokenInvalid(ClaimError):
+class ClaimTokenInvalid(ClaimError, Unauthenticated):
     """The token is unknown, revoked, expired or used up (deliberately one error: no oracle)."""
 
 
-class ClaimConflict(ClaimError):
+class ClaimConflict(ClaimError, Conflict):
     """The device id is already registered or already has a claim."""
 
 
-class ClaimNotFound(ClaimError, LookupError):
+class ClaimNotFound(ClaimError, NotFound):
     """No claim for this device id (or the poll secret does not match)."""
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from fieldhub.hub.errors import NotFound
 from fieldhub.hub.store.schema import audit_log, command_batches, commands
 from fieldhub.hub.store.writes import EngineWrites, Writes
 
@@ -38,7 +39,7 @@ _STATE_COLUMNS: Final = (
 )
 
 
-class CommandNotFound(LookupError):
+class CommandNotFound(NotFound):
     """No command (or batch) with that id."""
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.clock import now_ms
+from fieldhub.hub.errors import Conflict, HubError, NotFound
 from fieldhub.hub.store.database import write_transaction
 from fieldhub.hub.store.schema import (
     commands,
@@ -23,15 +24,15 @@ from fieldhub.hub.store.schema import (
 )
 
 
-class RegistryError(Exception):
+class RegistryError(HubError):
     """Root of registry errors."""
 
 
-class DeviceExists(RegistryError, ValueError):
+class DeviceExists(RegistryError, Conflict):
     """A device with this id is already registered."""
 
 
-class DeviceNotFound(RegistryError, LookupError):
+class DeviceNotFound(RegistryError, NotFound):
     """No device with this id is registered."""
 
 

@@ -28,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import BindParameter
 
+from fieldhub.hub.errors import Invalid, NotFound
 from fieldhub.hub.store.schema import events, rollups, samples, series
 
 Aggregate = Literal["avg", "min", "max", "last", "count"]
@@ -49,7 +50,7 @@ def render_value(kind: str, num: float | None, txt: str | None) -> WireValue:
     return int(num) if num.is_integer() and abs(num) < 2**53 else num
 
 
-class UnknownKeys(LookupError):
+class UnknownKeys(NotFound):
     """A history asked for keys the device has never sent."""
 
 
@@ -421,7 +422,7 @@ class Queries:
         A type ending in ``.*`` matches a family (``door.*``).
 
         Raises:
-            ValueError: the cursor is not one this function returned.
+            Invalid: the cursor is not one this function returned.
         """
         query = select(events)
         if device_ids is not None:
@@ -469,4 +470,6 @@ def _parse_cursor(cursor: str) -> tuple[int, int]:
         ts, event_id = cursor.split(":")
         return int(ts), int(event_id)
     except ValueError:
-        raise ValueError(f"cursor {cursor!r} is not valid; use the next_cursor of a page") from None
+        raise Invalid(
+            f"cursor {cursor!r} is not valid; use the next_cursor of a page", ("query", "cursor")
+        ) from None

@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from fieldhub.clock import now_ms
+from fieldhub.hub.errors import Conflict, Invalid
 from fieldhub.hub.store.database import write_transaction
 from fieldhub.hub.store.devices import DeviceNotFound, DeviceRecord
 from fieldhub.hub.store.schema import devices
@@ -23,11 +24,11 @@ from fieldhub.hub.store.schema import devices
 __all__ = ["DesiredState", "DesiredStateError", "TwinStore", "VersionConflict"]
 
 
-class DesiredStateError(ValueError):
+class DesiredStateError(Invalid):
     """A desired change that cannot be accepted; the message names the key and the rule."""
 
 
-class VersionConflict(Exception):
+class VersionConflict(Conflict):
     """The desired state changed since the caller read it; nothing was changed.
 
     Attributes:

@@ -20,23 +20,24 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from fieldhub.clock import now_ms
+from fieldhub.hub.errors import Conflict, HubError, NotFound
 from fieldhub.hub.store.database import write_transaction
 from fieldhub.hub.store.schema import api_tokens, sessions, users
 
 
-class UserStoreError(Exception):
+class UserStoreError(HubError):
     """Root of user store errors."""
 
 
-class UserExists(UserStoreError, ValueError):
+class UserExists(UserStoreError, Conflict):
     """A user with this name exists already."""
 
 
-class UserNotFound(UserStoreError, LookupError):
+class UserNotFound(UserStoreError, NotFound):
     """No user with this name or id."""
 
 
-class TokenNotFound(UserStoreError, LookupError):
+class TokenNotFound(UserStoreError, NotFound):
     """No API token with this id (for this user)."""
 
 
