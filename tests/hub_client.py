@@ -16,10 +16,11 @@ from typing import Literal
 import httpx
 import uvicorn
 
+from fieldhub.hub import secrets as tokens
 from fieldhub.hub.api import create_app
 from fieldhub.hub.api.security import CSRF_HEADER, SESSION_COOKIE
 from fieldhub.hub.app import Hub
-from fieldhub.hub.auth import Role, tokens
+from fieldhub.hub.auth import Role
 from fieldhub.hub.store.users import UserRecord
 
 ALL_SCOPES = ("read", "write", "command", "metrics")

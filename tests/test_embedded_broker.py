@@ -20,10 +20,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from fieldhub.clock import now_ms
-from fieldhub.hub.auth.tokens import digest
 from fieldhub.hub.broker import embedded as broker_module
 from fieldhub.hub.broker.embedded import BrokerStateError, EmbeddedBroker
 from fieldhub.hub.broker.keyring import KeyRing, MqttIdentity, hub_identity
+from fieldhub.hub.secrets import digest
 from fieldhub.hub.store.credentials import CredentialKey
 from fieldhub.mqtt import MqttClient
 from fieldhub.protocol import Channel, topic_for

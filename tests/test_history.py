@@ -20,9 +20,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.hub.ingest.batch import Batch
+from fieldhub.hub.ingest.writer import IngestWriter
 from fieldhub.hub.store.database import migrate
 from fieldhub.hub.store.devices import DeviceRegistry
-from fieldhub.hub.store.ingest_writer import IngestWriter
 from fieldhub.hub.store.queries import Aggregate, Queries, UnknownKeys, WireValue
 from fieldhub.hub.store.schema import rollups, samples, series
 from fieldhub.hub.store.writes import writes_for

@@ -28,9 +28,9 @@ from websockets.protocol import State as ProtocolState
 from websockets.uri import parse_uri
 
 from fieldhub.clock import now_ms
+from fieldhub.hub import secrets as tokens
 from fieldhub.hub.api.security import SESSION_COOKIE
 from fieldhub.hub.app import Hub
-from fieldhub.hub.auth import tokens
 from fieldhub.hub.live.client import Outbox, frame
 from fieldhub.protocol import Channel, Event, State, Status, Telemetry
 from tests.conftest import DeviceFactory

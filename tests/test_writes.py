@@ -18,9 +18,9 @@ from fieldhub.clock import now_ms
 from fieldhub.hub.devices.presence import PresenceTracker
 from fieldhub.hub.ingest.pipeline import Ingest, IngestSettings
 from fieldhub.hub.ingest.stats import IngestStats
+from fieldhub.hub.ingest.writer import IngestWriter
 from fieldhub.hub.store.database import create_engine, migrate, sqlite_url
 from fieldhub.hub.store.devices import DeviceRegistry
-from fieldhub.hub.store.ingest_writer import IngestWriter
 from fieldhub.hub.store.writes import CHECKPOINT_EVERY_S, EngineWrites, SqliteWriter, writes_for
 from fieldhub.protocol import Channel, Telemetry, encode, topic_for
 from tests.waiting import eventually

@@ -34,6 +34,7 @@ from fieldhub.hub.devices.provisioning import Provisioning
 from fieldhub.hub.devices.twin import Twin
 from fieldhub.hub.ingest.pipeline import Ingest, IngestSettings
 from fieldhub.hub.ingest.stats import IngestStats
+from fieldhub.hub.ingest.writer import IngestWriter
 from fieldhub.hub.live.fanout import LiveHub
 from fieldhub.hub.store.audit import AuditLog
 from fieldhub.hub.store.claims import ClaimStore
@@ -41,7 +42,6 @@ from fieldhub.hub.store.commands import CommandStore
 from fieldhub.hub.store.credentials import CredentialKey, DeviceCredentials, IssuedCredentials
 from fieldhub.hub.store.database import create_engine, migrate
 from fieldhub.hub.store.devices import DeviceNotFound, DeviceRecord, DeviceRegistry
-from fieldhub.hub.store.ingest_writer import IngestWriter
 from fieldhub.hub.store.queries import Queries
 from fieldhub.hub.store.twin import TwinStore
 from fieldhub.hub.store.writes import writes_for

@@ -11,10 +11,16 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fieldhub.hub.auth import Permission, Principal, Role, Scope
+from fieldhub.hub.auth import (
+    AuditEntry,
+    Permission,
+    Principal,
+    Role,
+    Scope,
+    TokenRecord,
+    UserRecord,
+)
 from fieldhub.hub.auth.passwords import MAX_LENGTH as MAX_PASSWORD
-from fieldhub.hub.store.audit import AuditEntry
-from fieldhub.hub.store.users import TokenRecord, UserRecord
 
 MAX_TOKEN_LIFETIME_S = 10 * 366 * 86_400
 SiteName = Annotated[str, Field(min_length=1, max_length=64, description='a "site" label value')]

@@ -18,12 +18,8 @@ from fieldhub.hub.api.models import DeviceCredentialsOut
 from fieldhub.hub.api.security import client_address, require
 from fieldhub.hub.app import Hub
 from fieldhub.hub.auth.rules import Permission, Principal
+from fieldhub.hub.devices import ClaimStatus, ClaimToken, DeviceClaim
 from fieldhub.hub.errors import NotFound
-from fieldhub.hub.store.claims import (
-    ClaimStatus,
-    ClaimToken,
-    DeviceClaim,
-)
 
 device_router = APIRouter(prefix="/api/provisioning", tags=["provisioning"])
 operator_router = APIRouter(prefix="/api", tags=["provisioning"])

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fieldhub.hub.store.commands import BatchRecord, CommandRecord
+from fieldhub.hub.commands import BatchRecord, CommandRecord
 from fieldhub.protocol.topics import DEVICE_ID_PATTERN
 
 ACTION_PATTERN = r"^[a-z][a-z0-9_.-]{0,63}$"  # as the wire contract's Command.action

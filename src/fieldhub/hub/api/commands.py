@@ -23,10 +23,10 @@ from fieldhub.hub.api.devices import visible_entry
 from fieldhub.hub.api.security import client_address, require
 from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Permission, Principal
+from fieldhub.hub.commands import CommandRecord
 from fieldhub.hub.commands.check import CommandRefused, check_command
 from fieldhub.hub.devices.directory import DeviceEntry
 from fieldhub.hub.errors import Invalid, NotFound
-from fieldhub.hub.store.commands import CommandRecord
 
 router = APIRouter(tags=["commands"])
 TIMEOUT_GRACE_S = 0.5

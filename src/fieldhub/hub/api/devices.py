@@ -25,10 +25,10 @@ from fieldhub.hub.api.models import (
 from fieldhub.hub.api.security import client_address, require
 from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import SITE_LABEL, Permission, Principal
+from fieldhub.hub.devices import DeviceRecord
 from fieldhub.hub.devices.directory import DeviceEntry
 from fieldhub.hub.devices.twin import TwinView
 from fieldhub.hub.errors import Invalid, NotFound, Refused
-from fieldhub.hub.store.devices import DeviceRecord
 
 router = APIRouter(prefix="/api/devices", tags=["devices"])
 HubDep = Annotated[Hub, Depends(hub_dependency)]

@@ -26,10 +26,10 @@ from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
+from fieldhub.hub import secrets as token_rules
 from fieldhub.hub.api.security import SESSION_COOKIE
 from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Permission, Principal
-from fieldhub.hub.auth import tokens as token_rules
 from fieldhub.hub.auth.authn import CredentialsRejected
 from fieldhub.hub.live.client import TOPICS, Credential, LiveClient, frame
 from fieldhub.hub.live.fanout import LiveError, LiveHub

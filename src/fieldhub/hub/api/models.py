@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fieldhub.hub.devices import DeviceRecord
 from fieldhub.hub.devices.twin import TwinView
-from fieldhub.hub.store.devices import DeviceRecord
 from fieldhub.protocol.topics import DEVICE_ID_PATTERN
 
 LabelMap = dict[str, str]

@@ -34,9 +34,9 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 from starlette.routing import BaseRoute
 
 from fieldhub.clock import now_ms
+from fieldhub.hub import secrets as token_rules
 from fieldhub.hub.api.deps import get_hub
 from fieldhub.hub.auth import ANONYMOUS, Permission, Principal
-from fieldhub.hub.auth import tokens as token_rules
 from fieldhub.hub.auth.authn import CredentialsRejected, NewSession
 
 SESSION_COOKIE = "fieldhub_session"

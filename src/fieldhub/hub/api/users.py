@@ -16,9 +16,8 @@ from fieldhub.hub.api.access_models import (
 )
 from fieldhub.hub.api.deps import get_hub
 from fieldhub.hub.api.security import client_address, require
-from fieldhub.hub.auth import Permission, Principal
+from fieldhub.hub.auth import Permission, Principal, UserRecord
 from fieldhub.hub.auth.service import Auth
-from fieldhub.hub.store.users import UserRecord
 
 router = APIRouter(prefix="/api/users", tags=["users"])
 Reader = Annotated[Principal, require(Permission.USERS_READ)]

@@ -27,6 +27,8 @@ from fieldhub.hub.auth.rules import (
     Scope,
 )
 from fieldhub.hub.auth.service import Auth
+from fieldhub.hub.store.audit import AuditEntry
+from fieldhub.hub.store.users import TokenRecord, UserRecord
 
 __all__ = [
     "ANONYMOUS",
@@ -34,6 +36,7 @@ __all__ = [
     "SCOPE_OF",
     "SITE_LABEL",
     "AccountConflict",
+    "AuditEntry",
     "Auth",
     "AuthError",
     "InvalidName",
@@ -46,5 +49,7 @@ __all__ = [
     "Role",
     "Scope",
     "SetupRefused",
+    "TokenRecord",
+    "UserRecord",
     "WrongPassword",
 ]

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from fieldhub.clock import now_ms
-from fieldhub.hub.auth import tokens
+from fieldhub.hub import secrets as tokens
 from fieldhub.hub.auth.errors import AccountConflict, LoginThrottled, NotAllowed, WrongPassword
 from fieldhub.hub.auth.passwords import Passwords, check_policy
 from fieldhub.hub.auth.rules import Principal, Role, Scope, normalize_name

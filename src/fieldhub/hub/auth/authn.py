@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 
 from fieldhub.clock import now_ms
-from fieldhub.hub.auth import tokens
+from fieldhub.hub import secrets as tokens
 from fieldhub.hub.auth.errors import LoginFailed, LoginThrottled, SetupRefused
 from fieldhub.hub.auth.passwords import Passwords, check_policy
 from fieldhub.hub.auth.rules import Principal, Role, Scope, normalize_name, principal_for

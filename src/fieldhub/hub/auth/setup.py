@@ -7,7 +7,7 @@ after one successful use or when the process stops. There is never a default pas
 
 from __future__ import annotations
 
-from fieldhub.hub.auth import tokens
+from fieldhub.hub import secrets as tokens
 
 
 class SetupToken:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from fieldhub.clock import now_ms
-from fieldhub.hub.auth.tokens import matches as secret_matches
+from fieldhub.hub.secrets import matches as secret_matches
 from fieldhub.hub.store.credentials import CredentialKey
 from fieldhub.protocol import acl
 

@@ -1,1 +1,10 @@
-"""Devices: the in-memory directory, presence, the twin and provisioning."""
+"""Devices: the in-memory directory, presence, the twin and provisioning.
+
+The records below are the values this wing hands to its callers (the API builds its answers
+from them); they are written and read by the store, which callers above never import.
+"""
+
+from fieldhub.hub.store.claims import ClaimStatus, ClaimToken, DeviceClaim
+from fieldhub.hub.store.devices import DeviceRecord
+
+__all__ = ["ClaimStatus", "ClaimToken", "DeviceClaim", "DeviceRecord"]

@@ -24,7 +24,7 @@ from fieldhub.hub.devices.presence import PresenceTracker
 from fieldhub.hub.ingest.batch import Batch, PresenceChange
 from fieldhub.hub.ingest.sequence import SeqTracker
 from fieldhub.hub.ingest.stats import IngestStats
-from fieldhub.hub.store.ingest_writer import IngestWriter
+from fieldhub.hub.ingest.writer import IngestWriter
 from fieldhub.logthrottle import LogThrottle, held_back
 from fieldhub.protocol import (
     SEQUENCED,

@@ -17,8 +17,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.clock import now_ms
-from fieldhub.hub.auth.tokens import digest, matches, mint
 from fieldhub.hub.errors import Conflict, HubError, NotFound, Unauthenticated
+from fieldhub.hub.secrets import digest, matches, mint
 from fieldhub.hub.store.database import write_transaction
 from fieldhub.hub.store.schema import claim_tokens, device_claims, devices
 

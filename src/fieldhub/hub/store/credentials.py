@@ -21,7 +21,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.clock import now_ms
-from fieldhub.hub.auth.tokens import digest, matches
+from fieldhub.hub.secrets import digest, matches
 from fieldhub.hub.store.database import write_transaction
 from fieldhub.hub.store.schema import device_credentials
 from fieldhub.protocol.topics import DEVICE_ID_PATTERN

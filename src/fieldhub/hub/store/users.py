@@ -1,7 +1,7 @@
 """Users, their web sessions and their API tokens, as stored.
 
 This module stores what it is given: password hashes come from ``fieldhub.hub.auth.passwords``
-and token digests from ``fieldhub.hub.auth.tokens``; it never sees a password or a token.
+and token digests from ``fieldhub.hub.secrets``; it never sees a password or a token.
 Decisions (who may log in, what a token allows) belong to ``fieldhub.hub.auth``.
 """
 
