@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgspec
 import yaml
@@ -116,8 +116,3 @@ def _walk(root: yaml.Node, dotted: str) -> tuple[yaml.Node, str]:
 def _plain(problem: str) -> str:
     """msgspec's wording, lightly adapted for people: backticks away."""
     return problem.replace("`", "").replace("Expected", "expected").replace("Object ", "")
-
-
-def dump_schema_example(value: Any) -> str:
-    """``value`` as YAML (for docs and ``--print-example``): keys in declaration order."""
-    return yaml.safe_dump(msgspec.to_builtins(value), sort_keys=False, allow_unicode=True)

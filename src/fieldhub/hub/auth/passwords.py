@@ -51,10 +51,6 @@ class Passwords:
         self._slots = asyncio.Semaphore(concurrency)
         self._dummy: str | None = None
 
-    def hash_now(self, password: str) -> str:
-        """Hash in this thread (for the CLI, which has no event loop to keep free)."""
-        return self._hasher.hash(password)
-
     async def hash(self, password: str) -> str:
         """The argon2id hash of ``password`` (salted; the salt is part of the result)."""
         async with self._slots:

@@ -72,10 +72,6 @@ class ClaimToken:
             revoked=row.revoked,
         )
 
-    def usable(self, now: int) -> bool:
-        """True while the token may still admit a device."""
-        return not self.revoked and self.uses_left > 0 and now < self.expires_at
-
 
 @dataclass(frozen=True, slots=True)
 class DeviceClaim:
