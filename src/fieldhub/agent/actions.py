@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,6 +38,12 @@ from typing import Annotated, Any, Final, Literal, Protocol
 import msgspec
 
 from fieldhub.agent._process import ProcessResult, run_process
+from fieldhub.protocol.actions import (
+    ACTION_NAME_PATTERN,
+    ARG_NAME_PATTERN,
+    TypeName,
+    check_arguments,
+)
 
 __all__ = [
     "ActionDefinitionError",
@@ -55,18 +60,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ACTION_NAME_PATTERN: Final = r"^[a-z][a-z0-9_.-]{0,63}$"
-"""What the wire contract allows as a command's ``action`` (``protocol.messages.Command``)."""
-ARG_NAME_PATTERN: Final = r"^[a-z][a-z0-9_]{0,31}$"
-"""Argument names double as environment variable suffixes, hence the narrow alphabet."""
-MAX_STR_ARG: Final = 256
-MAX_INT_ARG: Final = 2**53
-"""Integers beyond this do not survive a trip through JSON numbers in other languages."""
 MAX_RESULT_BYTES: Final = 64 * 1024
 """A result must fit a reply (256 KiB) with room to spare."""
 SITE_ACTION_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-TypeName = Literal["int", "float", "bool", "str"]
 _TYPES: Final[dict[TypeName, type]] = {"int": int, "float": float, "bool": bool, "str": str}
 _NAMES: Final[dict[type, TypeName]] = {t: n for n, t in _TYPES.items()}
 _ACTION_NAME = re.compile(ACTION_NAME_PATTERN)
@@ -247,22 +244,7 @@ class ActionRegistry:
         entry = self._entries.get(name)
         if entry is None:
             raise UnknownAction(f"unknown action {name[:64]!r}")
-        declared = entry.info.args
-        problems = [
-            f"missing argument {arg!r} ({kind})"
-            for arg, kind in declared.items()
-            if arg not in args
-        ]
-        problems += [
-            f"unexpected argument {str(arg)[:32]!r}" for arg in args if arg not in declared
-        ]
-        checked: dict[str, bool | int | float | str] = {}
-        for arg, kind in declared.items():
-            if arg in args:
-                try:
-                    checked[arg] = _check_value(kind, args[arg])
-                except ValueError as exc:
-                    problems.append(f"argument {arg!r} {exc}")
+        checked, problems = check_arguments(name, entry.info.args, args)
         if problems:
             raise InvalidArguments(f"action {name!r}: " + "; ".join(problems))
         return BoundAction(entry.info, checked)
@@ -374,49 +356,6 @@ def _failed(name: str, exc: Exception) -> ActionOutcome:
         return ActionOutcome(ok=False, error=str(exc) or "invalid value")
     log.warning("action %s failed: %s: %s", name, type(exc).__name__, exc)
     return ActionOutcome(ok=False, error=f"{type(exc).__name__}: {exc}")
-
-
-def _check_value(kind: TypeName, value: Any) -> bool | int | float | str:
-    """``value`` as ``kind``, or ValueError saying what was expected. Strict: JSON ``1`` is
-    not a bool, ``true`` is not an int, ``"5"`` is not a number."""
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-    elif kind == "int":
-        if isinstance(value, int) and not isinstance(value, bool):
-            if abs(value) > MAX_INT_ARG:
-                raise ValueError(f"must be an int within ±2**53, got {value}")
-            return value
-    elif kind == "float":
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise ValueError("must be a finite number")
-            return float(value)
-    elif isinstance(value, str):
-        if len(value) > MAX_STR_ARG:
-            raise ValueError(f"must be a str of at most {MAX_STR_ARG} characters")
-        if "\0" in value:
-            raise ValueError("must not contain NUL characters")
-        return value
-    raise ValueError(f"must be {kind}, got {_json_kind(value)}")
-
-
-def _json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "str"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
 
 
 def _env_text(value: bool | int | float | str) -> str:

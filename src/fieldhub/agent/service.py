@@ -40,7 +40,8 @@ from fieldhub.agent.uplink import Uplink
 from fieldhub.agent.web import TechnicianPage, parse_listen
 from fieldhub.agent.web.view import UnitView
 from fieldhub.protocol import Reply
-from fieldhub.protocol.messages import ACTION_CATALOG_KEY, Severity
+from fieldhub.protocol.actions import ACTION_CATALOG_KEY
+from fieldhub.protocol.messages import Severity
 
 log = logging.getLogger(__name__)
 

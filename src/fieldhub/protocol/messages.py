@@ -18,6 +18,7 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
+from fieldhub.protocol.actions import ACTION_NAME_PATTERN
 from fieldhub.protocol.errors import PayloadError
 from fieldhub.protocol.topics import INSTANCE_PATTERN, Channel
 
@@ -27,9 +28,6 @@ MAX_SAMPLES: Final = 1000
 MAX_VALUES_PER_SAMPLE: Final = 64
 MAX_EVENT_DATA_KEYS: Final = 64
 
-ACTION_CATALOG_KEY: Final = "actions"
-"""Reported-state key under which a device lists its actions: name → argument → type name
-(``int``, ``float``, ``bool``, ``str``); the hub refuses commands that do not fit it."""
 
 Seq = Annotated[int, msgspec.Meta(ge=1, le=2**53)]
 Millis = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
@@ -162,7 +160,7 @@ class Command(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Hub → device: run ``action`` once; answer on ``reply/{reply}`` (commands issue)."""
 
     id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-    action: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")]
+    action: Annotated[str, msgspec.Meta(pattern=ACTION_NAME_PATTERN)]
     expires: Millis
     reply: Instance
     args: dict[str, Any] = {}

@@ -21,11 +21,12 @@ from typing import Final, Self
 
 import msgspec
 
-from fieldhub.agent.actions import ActionError, ActionInfo, TypeName
+from fieldhub.agent.actions import ActionError, ActionInfo
 from fieldhub.agent.web.auth import LoginThrottle, PasswordCheck, Session, Sessions
 from fieldhub.agent.web.http import HttpServer, Request, Response
 from fieldhub.agent.web.view import AgentView
 from fieldhub.logthrottle import LogThrottle, held_back
+from fieldhub.protocol.actions import TypeName
 
 __all__ = ["COOKIE", "TechnicianPage", "parse_listen"]
 

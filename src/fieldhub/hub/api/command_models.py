@@ -8,9 +8,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fieldhub.hub.commands import BatchRecord, CommandRecord
+from fieldhub.protocol.actions import ACTION_NAME_PATTERN
 from fieldhub.protocol.topics import DEVICE_ID_PATTERN
 
-ACTION_PATTERN = r"^[a-z][a-z0-9_.-]{0,63}$"  # as the wire contract's Command.action
 MAX_ARGS = 32
 MAX_GROUP = 10_000
 
@@ -20,7 +20,7 @@ class CommandRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    action: Annotated[str, Field(pattern=ACTION_PATTERN, examples=["lock.unlock"])]
+    action: Annotated[str, Field(pattern=ACTION_NAME_PATTERN, examples=["lock.unlock"])]
     args: Annotated[dict[str, Any], Field(max_length=MAX_ARGS)] = {}
     timeout_s: Annotated[
         float,

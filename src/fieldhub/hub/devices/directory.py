@@ -19,7 +19,7 @@ from typing import Any
 
 from fieldhub.hub.ingest.batch import Batch
 from fieldhub.hub.store.devices import DeviceRecord
-from fieldhub.protocol.messages import ACTION_CATALOG_KEY
+from fieldhub.protocol.actions import ACTION_CATALOG_KEY
 
 
 @dataclass(frozen=True, slots=True)

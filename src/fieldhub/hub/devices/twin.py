@@ -27,8 +27,8 @@ from fieldhub.hub.store.audit import AuditLog
 from fieldhub.hub.store.devices import DeviceRecord
 from fieldhub.hub.store.twin import DesiredState, DesiredStateError, TwinStore
 from fieldhub.protocol import Channel, Desired, encode, topic_for
+from fieldhub.protocol.actions import ACTION_CATALOG_KEY
 from fieldhub.protocol.messages import (
-    ACTION_CATALOG_KEY,
     DESIRED_ERRORS_KEY,
     DESIRED_VERSION_KEY,
     KEY_PATTERN,
