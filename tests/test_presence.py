@@ -125,6 +125,11 @@ async def test_a_hub_on_a_restored_folder_shows_offline_what_the_broker_does_not
             assert presence["state"] == "offline"
             assert presence["connected"] is False
             assert presence["reason"] == "not seen since the hub started"
+        # Shown offline for want of news, not because it said so: its data alone is news.
+        back = await connect_device(hub, "left", register=False)
+        back.telemetry(1, t=1)
+        online = await _presence_of(api, back.device_id, "online", 5)
+        assert online["reason"] == "data received"
 
 
 @pytest.mark.mosquitto
