@@ -165,13 +165,23 @@ def _check_filled(snapshot: dict[str, Any], fleet: Fleet) -> None:
 async def _restored_hub(
     make_hub: HubFactory, folder: Path, db_url: str | None, instance: str
 ) -> AsyncIterator[Hub]:
-    """A hub on the restored database: in ``folder`` (SQLite), or at ``db_url``."""
+    """A hub on the restored database: in ``folder`` (SQLite), or at ``db_url``.
+
+    It leaves presence as restored for a minute: after ``confirm_presence_s`` it shows the
+    devices its broker does not confirm offline (tests/test_presence.py), and the comparison
+    with the original hub is about what the backup holds.
+    """
     if db_url is None:
-        async with make_hub(data=folder) as hub:
+        async with make_hub(data=folder, confirm_presence_s=60) as hub:
             yield hub
         return
     settings = HubSettings(
-        data=folder, db=db_url, instance=instance, mqtt="127.0.0.1:0", http="127.0.0.1:0"
+        data=folder,
+        db=db_url,
+        instance=instance,
+        mqtt="127.0.0.1:0",
+        http="127.0.0.1:0",
+        confirm_presence_s=60,
     )
     async with Hub(settings) as hub:
         yield hub

@@ -7,13 +7,14 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +60,13 @@ def _demo_password(process: subprocess.Popen[str]) -> str:
 
 @contextmanager
 def running(
-    *args: str, env: dict[str, str] | None = None, output: list[str] | None = None
+    *args: str,
+    env: dict[str, str] | None = None,
+    output: list[str] | None = None,
+    stop: signal.Signals = signal.SIGINT,
 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """Start ``fieldhub ARGS``, wait for the printed URL, stop it with Ctrl-C afterwards.
+    """Start ``fieldhub ARGS``, wait for the printed URL, stop it with Ctrl-C (or ``stop``, as
+    a service manager does with SIGTERM) afterwards.
 
     ``output`` receives the lines printed up to the URL.
     """
@@ -92,12 +97,12 @@ def running(
     try:
         yield url, process
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         try:
             process.wait(15)
         except subprocess.TimeoutExpired:
             process.kill()
-            pytest.fail("fieldhub did not stop within 15 s of Ctrl-C")
+            pytest.fail(f"fieldhub did not stop within 15 s of {stop.name}")
         finally:
             rest = process.stdout.read()
             process.stdout.close()
@@ -223,6 +228,78 @@ def test_hub_alone_on_mosquitto_and_postgres_with_environment_config(tmp_path: P
             assert health["database"] == "postgresql"
             assert health["broker"] == f"127.0.0.1:{broker.port}"
             assert health["instance"] == "hub-a"
+
+
+def _credentials(data: Path, device_id: str) -> dict[str, str]:
+    """Register ``device_id`` with ``fieldhub device add``; its client id, user name, secret."""
+    added = subprocess.run(
+        [*FIELDHUB, "device", "add", device_id, "--data", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert added.returncode == 0, added.stderr
+    return dict(line.split(": ", 1) for line in added.stdout.splitlines())
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_a_stopped_hub_commits_and_acknowledges_what_it_took_and_exits_0(
+    tmp_path: Path, stop: signal.Signals
+):
+    # systemd and docker stop a service with SIGTERM: that is a graceful stop, like Ctrl-C.
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from fieldhub.clock import now_ms
+    from fieldhub.protocol import Channel, Telemetry, decode, encode, topic_for
+
+    data, device_id, count = tmp_path / "data", "meter-1", 200
+    device = _credentials(data, device_id)
+    http, port = free_port(), free_port()
+    acked: list[int] = []
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=device["client_id"], protocol=mqtt.MQTTv311
+    )
+    client.username_pw_set(device["username"], device["secret"])
+    client.on_message = lambda _c, _u, m: acked.append(decode(Channel.ACK, m.payload).seq)
+    args = (
+        "hub",
+        "--data",
+        str(data),
+        "--http",
+        f"127.0.0.1:{http}",
+        "--mqtt",
+        f"127.0.0.1:{port}",
+    )
+    with running(*args, stop=stop) as (_, process):
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        client.subscribe(topic_for(device_id, Channel.ACK), qos=1)
+        start = now_ms()
+        sent = [
+            client.publish(
+                topic_for(device_id, Channel.TELEMETRY),
+                encode(Telemetry(seq=seq, ts=start + seq, values={"kwh": seq})),
+                qos=1,
+            )
+            for seq in range(1, count + 1)
+        ]
+        for message in sent:  # the hub's embedded broker has them all: now stop it
+            message.wait_for_publish(10)
+    client.loop_stop()
+    assert process.returncode == 0
+    with closing(sqlite3.connect(data / "fieldhub.db")) as db:
+        stored = db.execute(
+            "SELECT count(*) FROM samples JOIN series ON series.id = samples.series_id "
+            "WHERE series.device_id = ?",
+            (device_id,),
+        ).fetchone()[0]
+        acked_seq = db.execute(
+            "SELECT acked_seq FROM devices WHERE id = ?", (device_id,)
+        ).fetchone()[0]
+    assert stored == count
+    assert acked_seq == count
+    assert max(acked, default=0) == count  # and the device was told before the hub went
 
 
 @pytest.mark.parametrize(

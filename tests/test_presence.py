@@ -4,14 +4,22 @@ silence, each change with its time and reason, on both brokers."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
 
 from fieldhub.hub.app import Hub
+from fieldhub.hub.config import HubSettings
+from fieldhub.hub.store.backup import backup, restore
+from fieldhub.hub.store.database import create_engine, sqlite_url
 from tests.conftest import DeviceFactory, HubFactory, api_client
+from tests.fleet import Fleet
+from tests.support.servers import Mosquitto, ServerUnavailable
+from tests.waiting import eventually
 
 
 @pytest.fixture(
@@ -89,20 +97,62 @@ async def test_silent_device_goes_stale_and_comes_back(
         assert health["devices"]["online"] >= 1
 
 
-async def test_presence_survives_a_hub_restart(
+async def test_a_hub_on_a_restored_folder_shows_offline_what_the_broker_does_not_confirm(
     make_hub: HubFactory, connect_device: DeviceFactory, tmp_path
 ):
-    data = tmp_path / "hubdata"
-    async with make_hub(data=data) as hub:
+    # The store says "online, connected"; the new hub's embedded broker is empty and no agent
+    # is there. Without the check the devices read online for 5 minutes, then stale.
+    async with make_hub(data=tmp_path / "old") as hub:
+        left = await connect_device(hub, "left")
+        revoked = await connect_device(hub, "revoked")
+        async with api_client(hub) as api:
+            for device in (left, revoked):
+                device.online()
+                await _presence_of(api, device.device_id, "online", 5)
+        left.close()  # a clean disconnect: no last will
+        await hub.revoke_device_credentials(revoked.device_id)  # the hub itself cut it off
+        await backup(hub.engine, tmp_path / "backup.zip")
+    restored = create_engine(sqlite_url(tmp_path / "new" / "fieldhub.db"))
+    (tmp_path / "new").mkdir()
+    await restore(restored, tmp_path / "backup.zip")
+    await restored.dispose()
+    async with (
+        make_hub(data=tmp_path / "new", confirm_presence_s=0.5) as hub,
+        api_client(hub) as api,
+    ):
+        for device in (left, revoked):
+            presence = await _presence_of(api, device.device_id, "offline", 5)
+            assert presence["state"] == "offline"
+            assert presence["connected"] is False
+            assert presence["reason"] == "not seen since the hub started"
+        # Shown offline for want of news, not because it said so: its data alone is news.
+        back = await connect_device(hub, "left", register=False)
+        back.telemetry(1, t=1)
+        online = await _presence_of(api, back.device_id, "online", 5)
+        assert online["reason"] == "data received"
+
+
+@pytest.mark.mosquitto
+async def test_presence_of_a_device_still_connected_survives_a_hub_restart(
+    mosquitto: Mosquitto, make_hub: HubFactory, connect_device: DeviceFactory, tmp_path, uid: str
+):
+    # On an external broker the device stays connected while the hub restarts: its retained
+    # status confirms it, and its presence goes on unchanged (same since, no new event).
+    settings = HubSettings(
+        data=tmp_path / "data", broker=mosquitto.url, instance=f"t{uid}", http="127.0.0.1:0"
+    )
+    async with Hub(settings) as hub:  # (make_hub would clear the retained status on exit)
         device = await connect_device(hub, "keep")
         device.online()
         async with api_client(hub) as api:
             first = await _presence_of(api, device.device_id, "online", 5)
-        device.close()
-    async with make_hub(data=data) as hub, api_client(hub) as api:
+    async with (
+        make_hub(broker="mosquitto", data=tmp_path / "data", confirm_presence_s=0.5) as hub,
+        api_client(hub) as api,
+    ):
+        await asyncio.sleep(2)  # past the confirmation time and a clock tick
         again = (await api.get(f"/api/devices/{device.device_id}")).json()["presence"]
-    assert again["state"] == "online"
-    assert again["since"] == first["since"]
+    assert again == first
 
 
 async def test_a_deleted_device_leaves_no_status_behind(
@@ -128,3 +178,48 @@ async def test_a_deleted_device_leaves_no_status_behind(
         await asyncio.sleep(0.5)  # retained messages arrive right after subscribing
     # (The shared test Mosquitto may replay other tests' devices; none may be this one.)
     assert device.device_id not in caplog.text
+
+
+@pytest.mark.mosquitto
+async def test_after_a_broker_restart_only_devices_that_come_back_stay_online(
+    tmp_path, uid: str, connect_device: DeviceFactory, fleet_of: Callable[[Hub], Fleet]
+):
+    # Mosquitto is killed (no last wills), a device dies while it is down, then it comes back
+    # empty. The hub's own reconnection is the signal: the agent says it is back, the dead
+    # device says nothing and must not read online for minutes.
+    try:
+        broker = Mosquitto(tmp_path / "mq")  # its own: the session's broker must not be killed
+        broker.start()
+    except ServerUnavailable as exc:
+        pytest.skip(str(exc))
+    settings = HubSettings(
+        data=tmp_path / "data",
+        broker=broker.url,
+        instance=f"t{uid}",
+        http="127.0.0.1:0",
+        confirm_presence_s=1.0,
+    )
+    try:
+        async with Hub(settings) as hub, api_client(hub) as api:
+            fleet = fleet_of(hub)
+            alive = await fleet.add("alive")
+            dead = await connect_device(hub, "dead")
+            dead.online()
+            async with fleet.agent(alive):
+                await fleet.online(alive)
+                await _presence_of(api, dead.device_id, "online", 5)
+                assert broker.pid is not None
+                os.kill(broker.pid, signal.SIGKILL)
+                await eventually(lambda: not hub.bus.connected, "the hub to lose the broker")
+                dead.vanish()
+                await asyncio.to_thread(broker.restart)
+                await eventually(lambda: hub.bus.connected, "the hub to reconnect")
+                gone = await _presence_of(api, dead.device_id, "offline", 10)
+                assert gone["state"] == "offline"
+                assert gone["connected"] is False
+                assert gone["reason"] == "not seen since the hub reconnected to the broker"
+                back = (await api.get(f"/api/devices/{alive}")).json()["presence"]
+                assert back["state"] == "online"
+                assert back["connected"] is True
+    finally:
+        broker.stop()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import signal
 from collections.abc import Callable, Coroutine
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -41,10 +43,13 @@ def hub_settings(**options: Any) -> Any:
 
 
 def run_until_stopped(main: Coroutine[Any, Any, None]) -> None:
-    """Run until done or Ctrl-C; the hub shuts down cleanly either way, and Ctrl-C is no error."""
+    """Run until done, Ctrl-C or SIGTERM; the hub shuts down cleanly either way (its last
+    ingest commit and acks, then the broker), and neither signal is an error (exit status 0).
+    """
     from fieldhub.hub.app import HubStartError
     from fieldhub.hub.bus import BusError
 
+    previous = signal.signal(signal.SIGTERM, _as_ctrl_c)
     try:
         with asyncio.Runner(loop_factory=server_loop_factory()) as runner:
             runner.run(main)
@@ -53,6 +58,19 @@ def run_until_stopped(main: Coroutine[Any, Any, None]) -> None:
     except (HubStartError, BusError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _as_ctrl_c(_signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM (systemd, ``docker stop``, ``kill``) takes Ctrl-C's path.
+
+    Left to its default, SIGTERM killed the hub without its final commit (exit status -15),
+    also after uvicorn, which catches it while serving, raised it again on the way out. As
+    SIGINT it reaches the handler of ``asyncio.Runner``, which cancels the main task, so the
+    hub leaves through its ``async with`` like after Ctrl-C; a second one stops at once.
+    """
+    signal.raise_signal(signal.SIGINT)
 
 
 def server_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

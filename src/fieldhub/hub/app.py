@@ -161,6 +161,9 @@ class Hub:
         writes = writes_for(self.engine)
         self._stack.push_async_callback(writes.close)  # after the last flush (unwound later)
         writer = IngestWriter(self.engine, writes)
+        presence = PresenceTracker(
+            self._record_presence, settings.stale_after_s, settings.confirm_presence_s
+        )
         bus = HubBus(
             self.broker_url,
             client_id=identity.client_id,
@@ -168,9 +171,11 @@ class Hub:
             password=identity.password,
             subscriptions=hub_subscriptions(settings.instance),
             on_message=self._on_message,
+            # Presence is only as good as the broker connection: each new one re-checks it.
+            on_subscribed=presence.subscribed,
+            on_lost=lambda: presence.doubt("not seen since the hub reconnected to the broker"),
             qos=settings.qos,
         )
-        presence = PresenceTracker(self._record_presence, settings.stale_after_s)
         ingest = Ingest(writer, bus, presence, self.stats, self._ingest_settings)
         commands = CommandService(
             CommandStore(self.engine, writes), bus, presence, instance=settings.instance
@@ -191,6 +196,9 @@ class Hub:
                     device.presence, device.connected, device.presence_since, device.presence_reason
                 ),
             )
+        # The store remembers who was connected when the last hub stopped (or when the backup
+        # was taken); only the broker knows who still is.
+        presence.doubt("not seen since the hub started")
         await self._stack.enter_async_context(bus)
         await self.twin.republish()  # the embedded broker forgot its retained messages
         await commands.load()  # unfinished commands of this instance go out again

@@ -6,6 +6,10 @@ event-loop time at QoS 1) and cannot stop reading the socket; ours acknowledges 
 read delivered in a single write and can pause reading, which is how ingest pushes back on the
 broker when the database falls behind (see ``docs/benchmarks.md``). The session is persistent,
 so QoS 1 messages published while the hub is briefly away are kept for it by the broker.
+
+The client reconnects by itself; the hub hears of each loss and each new connection
+(``on_lost``, ``on_subscribed``), because a device may have died unseen while the hub was away
+(``fieldhub.hub.devices.presence``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from fieldhub.mqtt import MqttClient, MqttError
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, bytes], None]
+ConnectionHandler = Callable[[], None]
 
 
 class BusError(ConnectionError):
@@ -31,6 +36,10 @@ class HubBus:
 
     Credentials in ``url`` are ignored: on Mosquitto they are the dynamic-security admin's,
     which the hub uses only to manage device credentials (``fieldhub.hub.broker.selection``).
+
+    ``on_subscribed`` is called soon after every connection (the first one too) once the
+    subscriptions are sent, so the broker's retained messages follow; ``on_lost`` when the
+    connection drops (not when the hub closes it).
     """
 
     def __init__(
@@ -40,6 +49,8 @@ class HubBus:
         client_id: str,
         subscriptions: list[str],
         on_message: MessageHandler,
+        on_subscribed: ConnectionHandler | None = None,
+        on_lost: ConnectionHandler | None = None,
         username: str | None = None,
         password: str | None = None,
         qos: int = 1,
@@ -50,6 +61,7 @@ class HubBus:
         self._port = parts.port or 1883
         self._subscriptions = [(topic, qos) for topic in subscriptions]
         self._timeout = connect_timeout_s
+        self._on_lost = on_lost
         self._client = MqttClient(
             self._host,
             self._port,
@@ -59,6 +71,8 @@ class HubBus:
             password=password,
             clean_session=False,
             keepalive_s=30,
+            on_connect=on_subscribed,
+            on_disconnect=self._disconnected,
         )
 
     @property
@@ -88,6 +102,10 @@ class HubBus:
         tb: TracebackType | None,
     ) -> None:
         await self._client.close()
+
+    def _disconnected(self, error: BaseException | None) -> None:
+        if error is not None and self._on_lost is not None:  # None: our own close()
+            self._on_lost()
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         """Queue a message for the broker (QoS 0 is dropped, and counted, while disconnected)."""

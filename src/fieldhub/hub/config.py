@@ -47,6 +47,12 @@ class HubSettings(BaseSettings):
     mqtt: str = Field("127.0.0.1:1883", description="HOST:PORT of the embedded broker")
     instance: str = Field("hub", pattern=INSTANCE_PATTERN, description="this hub process's name")
     stale_after_s: float = Field(300.0, gt=0, description="silence after which a device is stale")
+    confirm_presence_s: float = Field(
+        5.0,
+        gt=0,
+        description="after the hub (re)connects to the broker, seconds a device believed "
+        "connected has to be confirmed (retained status, status or data) before it is offline",
+    )
     qos: int = Field(1, ge=0, le=1, description="QoS of the hub's subscriptions")
 
     @field_validator("broker")

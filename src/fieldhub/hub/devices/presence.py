@@ -4,6 +4,15 @@ Never typed in by anyone: a device is ``online`` after it says so (retained stat
 data, ``offline`` when it says so or its last will fires, and ``stale`` when it has been silent
 longer than ``stale_after_s`` although it never said goodbye. Each change carries the time it
 happened and why, and is recorded as a ``presence.*`` event.
+
+What the hub believes about connections holds only while its own broker connection holds. A
+hub that starts (on a restored data folder, after a crash, next to a broker that restarted) or
+whose broker connection drops cannot tell which devices are still connected: a device that
+died meanwhile left no last will with a broker that was down or is new. So on every start and
+every reconnection the hub *doubts* every device it believes connected, and keeps it online
+only if the broker confirms it within ``confirm_within_s`` of the new connection: its retained
+status (delivered right after the subscription), a status it publishes on reconnecting, or
+data. The others go ``offline`` with a reason saying so.
 """
 
 from __future__ import annotations
@@ -31,14 +40,34 @@ class DevicePresence:
 
 
 class PresenceTracker:
-    """Keeps presence of all devices in memory and reports every change to ``record``."""
+    """Keeps presence of all devices in memory and reports every change to ``record``.
 
-    def __init__(self, record: Callable[[PresenceChange], None], stale_after_s: float) -> None:
+    Args:
+        record: called with every change (the hub stores it and tells the command service).
+        stale_after_s: silence after which an online device is ``stale``.
+        confirm_within_s: after the broker connection is (re)established, how long a doubted
+            device has to be confirmed before it is shown ``offline`` (see the module doc).
+    """
+
+    def __init__(
+        self,
+        record: Callable[[PresenceChange], None],
+        stale_after_s: float,
+        confirm_within_s: float = 5.0,
+    ) -> None:
         self._record = record
         self._stale_after = stale_after_s
+        self._confirm_within = confirm_within_s
         self._devices: dict[str, DevicePresence] = {}
         self._last_seen: dict[str, float] = {}  # monotonic seconds of the last accepted data
         self._clock = time.monotonic()
+        # Believed connected, not yet confirmed since the hub last (re)connected to the broker.
+        self._doubted: set[str] = set()
+        self._doubt_reason = ""
+        self._confirm_by: float | None = None  # monotonic; None while not (re)connected
+        # Shown offline because they were not confirmed, not because they said so: their data
+        # alone brings them back (a device that never publishes a status would stay offline).
+        self._presumed_offline: set[str] = set()
 
     def load(self, device_id: str, state: DevicePresence) -> None:
         """Start from what the store remembers (hub restart)."""
@@ -50,6 +79,8 @@ class PresenceTracker:
         """The device was deleted."""
         self._devices.pop(device_id, None)
         self._last_seen.pop(device_id, None)
+        self._doubted.discard(device_id)
+        self._presumed_offline.discard(device_id)
 
     def get(self, device_id: str) -> DevicePresence:
         """Current presence of ``device_id`` (``unknown`` if never heard of)."""
@@ -62,8 +93,29 @@ class PresenceTracker:
             result[state.presence] = result.get(state.presence, 0) + 1
         return result
 
+    def doubt(self, reason: str) -> None:
+        """The hub can no longer vouch for any connection: it has just started, or its broker
+        connection dropped. Every device believed connected (online or stale) must be
+        confirmed again after :meth:`subscribed`, or it goes offline with ``reason``."""
+        self._doubted = {
+            device_id
+            for device_id, state in self._devices.items()
+            if state.presence in (ONLINE, STALE)
+        }
+        self._doubt_reason = reason
+        self._confirm_by = None  # no confirmation can come before the broker is back
+
+    def subscribed(self) -> None:
+        """The broker connection is up and the subscriptions are sent: the retained statuses
+        come now, and reconnecting devices say they are back. What is still doubted
+        ``confirm_within_s`` from now goes offline (at the next clock tick)."""
+        if self._doubted:
+            self._confirm_by = time.monotonic() + self._confirm_within
+
     def on_status(self, device_id: str, status: Status) -> None:
         """A (possibly retained) status message or last will arrived."""
+        self._doubted.discard(device_id)
+        self._presumed_offline.discard(device_id)
         if status.online:
             self._last_seen[device_id] = self._clock
             self._change(device_id, ONLINE, status.reason or "connected", connected=True)
@@ -74,10 +126,15 @@ class PresenceTracker:
     def touch(self, device_id: str) -> None:
         """Data from ``device_id`` was accepted: it is fresh (hot path: keep it cheap)."""
         self._last_seen[device_id] = self._clock
+        if self._doubted:
+            self._doubted.discard(device_id)
         state = self._devices.get(device_id)
         if state is None or state.presence in (UNKNOWN, STALE):
             reason = "data resumed" if state and state.presence == STALE else "data received"
             self._change(device_id, ONLINE, reason, connected=state.connected if state else None)
+        elif state.presence == OFFLINE and device_id in self._presumed_offline:
+            self._presumed_offline.discard(device_id)
+            self._change(device_id, ONLINE, "data received", connected=None)
 
     def check_stale(self) -> None:
         """Mark devices silent for longer than the limit as stale."""
@@ -91,11 +148,24 @@ class PresenceTracker:
                     silent = round(now - seen)
                     self._change(device_id, STALE, f"no data for {silent} s", state.connected)
 
+    def check_confirmed(self) -> None:
+        """Once the time to confirm is over, show the devices still doubted as offline."""
+        if self._confirm_by is None or time.monotonic() < self._confirm_by:
+            return
+        doubted, self._doubted, self._confirm_by = self._doubted, set(), None
+        for device_id in sorted(doubted):
+            state = self._devices.get(device_id)
+            if state is not None and state.presence in (ONLINE, STALE):
+                self._last_seen.pop(device_id, None)
+                self._presumed_offline.add(device_id)
+                self._change(device_id, OFFLINE, self._doubt_reason, connected=False)
+
     async def run(self, interval_s: float = 1.0) -> None:
-        """Advance the coarse clock and look for stale devices, forever."""
+        """Advance the coarse clock, look for stale and unconfirmed devices, forever."""
         while True:
             await asyncio.sleep(interval_s)
             self.check_stale()
+            self.check_confirmed()
 
     def _change(self, device_id: str, presence: str, reason: str, connected: bool | None) -> None:
         state = self._devices.setdefault(device_id, DevicePresence())
