@@ -22,9 +22,10 @@ from typing import Final, Self
 import msgspec
 
 from fieldhub.agent.actions import ActionError, ActionInfo
-from fieldhub.agent.web.auth import LoginThrottle, PasswordCheck, Session, Sessions
+from fieldhub.agent.web.auth import PasswordCheck, Session, Sessions
 from fieldhub.agent.web.http import HttpServer, Request, Response
 from fieldhub.agent.web.view import AgentView
+from fieldhub.lockout import Lockout
 from fieldhub.logthrottle import LogThrottle, held_back
 from fieldhub.protocol.actions import TypeName
 
@@ -80,7 +81,8 @@ class TechnicianPage:
         self._view = view
         self._password = PasswordCheck(password_hash)
         self._sessions = Sessions()
-        self._throttle = LoginThrottle()
+        # Per client address: 5 failures, then 1, 2, 4 … s locked (at most 5 min).
+        self._throttle = Lockout(free=5, max_lock_s=300.0, max_keys=1024)
         self._log_throttle = LogThrottle()
         self._events_shown = events_shown
         self._server = HttpServer(self.handle, host, port)
@@ -139,7 +141,7 @@ class TechnicianPage:
 
     async def _login(self, request: Request) -> Response:
         client = request.client
-        wait = self._throttle.locked_for(client)
+        wait = self._throttle.retry_after(client)
         if wait > 0:
             return self._login_page(429, f"Too many failed attempts; try again in {wait:.0f} s.")
         if not await self._password.verify(request.form().get("password", "")):

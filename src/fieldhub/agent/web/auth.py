@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from argon2 import PasswordHasher
 
 __all__ = [
-    "LoginThrottle",
     "PasswordCheck",
     "Session",
     "Sessions",
@@ -151,46 +150,6 @@ def _memory_cost_kib(password_hash: str) -> int:
     if sorted(params) != ["m", "p", "t", "v"]:
         raise ValueError("web.password_hash is not an argon2 hash")
     return params["m"]
-
-
-class LoginThrottle:
-    """Per client address: ``free`` failures, then a lock-out of 1, 2, 4 … s (at most
-    ``max_lock_s``) after each further one. A success, or ``forget_s`` without a failure,
-    forgets the address."""
-
-    def __init__(
-        self,
-        free: int = 5,
-        max_lock_s: float = 300.0,
-        forget_s: float = 900.0,
-        max_clients: int = 1024,
-    ) -> None:
-        self._free = free
-        self._max_lock_s = max_lock_s
-        self._forget_s = forget_s
-        self._max_clients = max_clients
-        self._failures: dict[str, tuple[int, float, float]] = {}  # count, locked until, last
-
-    def locked_for(self, client: str) -> float:
-        """Seconds ``client`` must still wait before its next attempt (0: may try now)."""
-        _count, until, _last = self._failures.get(client, (0, 0.0, 0.0))
-        return max(0.0, until - time.monotonic())
-
-    def failed(self, client: str) -> None:
-        """Count a failed attempt of ``client``."""
-        now = time.monotonic()
-        count, _until, last = self._failures.pop(client, (0, 0.0, now))
-        count = 1 if now - last > self._forget_s else count + 1
-        lock = (
-            0.0 if count <= self._free else min(2.0 ** (count - self._free - 1), self._max_lock_s)
-        )
-        if len(self._failures) >= self._max_clients:
-            del self._failures[next(iter(self._failures))]  # the address failing longest ago
-        self._failures[client] = (count, now + lock, now)
-
-    def succeeded(self, client: str) -> None:
-        """Forget ``client``'s failures."""
-        self._failures.pop(client, None)
 
 
 @dataclass(slots=True)
