@@ -119,6 +119,18 @@ async def test_a_wrong_password_is_refused(client: httpx.AsyncClient) -> None:
     assert (await client.get("/")).status_code == 303
 
 
+async def test_repeated_wrong_passwords_lock_the_address_out(client: httpx.AsyncClient) -> None:
+    """Five free failures, then a lock-out: even the right password is refused unchecked."""
+    for _ in range(5):
+        assert (await client.post("/login", data={"password": "guess guess"})).status_code == 401
+    sixth = await client.post("/login", data={"password": "guess guess"})
+    assert sixth.status_code == 401  # the sixth failure is checked, then locks for 1 s
+    locked = await client.post("/login", data={"password": PASSWORD})
+    assert locked.status_code == 429
+    assert "Too many failed attempts" in locked.text
+    assert "set-cookie" not in locked.headers
+
+
 async def test_the_session_cookie_is_guarded(client: httpx.AsyncClient) -> None:
     answer = await client.post("/login", data={"password": PASSWORD})
     cookie = answer.headers["set-cookie"]
