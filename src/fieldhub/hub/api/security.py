@@ -37,7 +37,7 @@ from fieldhub.clock import now_ms
 from fieldhub.hub import secrets as token_rules
 from fieldhub.hub.api.deps import get_hub
 from fieldhub.hub.auth import ANONYMOUS, Permission, Principal
-from fieldhub.hub.auth.authn import CredentialsRejected, NewSession
+from fieldhub.hub.auth.authn import Credential, CredentialsRejected, NewSession
 
 SESSION_COOKIE = "fieldhub_session"
 CSRF_COOKIE = "fieldhub_csrf"
@@ -64,28 +64,29 @@ async def _authenticate(
     request: Request, bearer: str | None, cookie: str | None, *, strict: bool
 ) -> Principal:
     """The caller; with ``strict``, bad credentials and missing CSRF tokens are errors."""
-    authenticator = get_hub(request).auth.authenticator
+    if bearer is not None:
+        credential = Credential("bearer", bearer)
+    elif cookie is not None:
+        credential = Credential("session", cookie)
+    else:
+        if strict:
+            raise _unauthorized("log in, or send an API token as Authorization: Bearer")
+        return ANONYMOUS
     try:
-        if bearer is not None:
-            return await authenticator.bearer(bearer)
-        if cookie is not None:
-            found = await authenticator.session(cookie)
-            if strict and request.method not in SAFE_METHODS:
-                csrf = request.headers.get(CSRF_HEADER, "")
-                if len(csrf) > token_rules.MAX_TOKEN_LENGTH or not token_rules.matches(
-                    csrf, found.csrf_hash
-                ):
-                    raise HTTPException(
-                        403, f"missing or wrong {CSRF_HEADER} header (needed with the cookie)"
-                    )
-            return found.principal
+        found = await get_hub(request).auth.authenticator.resolve(credential)
     except CredentialsRejected as exc:
         if strict:
             raise _unauthorized(str(exc)) from None
         return ANONYMOUS
-    if strict:
-        raise _unauthorized("log in, or send an API token as Authorization: Bearer")
-    return ANONYMOUS
+    if strict and found.csrf_hash is not None and request.method not in SAFE_METHODS:
+        csrf = request.headers.get(CSRF_HEADER, "")
+        if len(csrf) > token_rules.MAX_TOKEN_LENGTH or not token_rules.matches(
+            csrf, found.csrf_hash
+        ):
+            raise HTTPException(
+                403, f"missing or wrong {CSRF_HEADER} header (needed with the cookie)"
+            )
+    return found.principal
 
 
 class Requirement:

@@ -10,7 +10,8 @@ without the name unless the name belongs to a user (people type passwords into n
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 from fieldhub.clock import now_ms
 from fieldhub.hub import secrets as tokens
@@ -45,10 +46,20 @@ class NewSession:
 
 @dataclass(frozen=True, slots=True)
 class SessionPrincipal:
-    """A request's session: who, and the digest its CSRF token must match."""
+    """A caller resolved from a credential: who, and for a session the digest its CSRF token
+    must match (None for an API token, which a browser never sends by itself)."""
 
     principal: Principal
-    csrf_hash: str
+    csrf_hash: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """What a caller authenticates with, as presented: an API token or a session cookie.
+    Kept by long connections (the live WebSocket) to re-check it while they last."""
+
+    kind: Literal["bearer", "session"]
+    token: str = field(repr=False)
 
 
 class Authenticator:
@@ -163,6 +174,17 @@ class Authenticator:
             session_hash=token_hash,
         )
         return SessionPrincipal(principal, session.csrf_hash)
+
+    async def resolve(self, credential: Credential) -> SessionPrincipal:
+        """The one way from a credential to a caller: REST requests, the live WebSocket and
+        its periodic re-checks all come through here.
+
+        Raises:
+            CredentialsRejected: unknown, expired or revoked, or the user is disabled.
+        """
+        if credential.kind == "bearer":
+            return SessionPrincipal(await self.bearer(credential.token), None)
+        return await self.session(credential.token)
 
     async def bearer(self, token: str) -> Principal:
         """The principal of an API token.

@@ -15,13 +15,14 @@ import asyncio
 import itertools
 from collections import deque
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
-from typing import Final, Literal
+from typing import Final
 
 import msgspec
 
 from fieldhub.hub.auth import Permission, Principal
+from fieldhub.hub.auth.authn import Credential
 
 TELEMETRY: Final = "telemetry"
 EVENT: Final = "event"
@@ -54,14 +55,6 @@ class CloseCode(IntEnum):
     disabled or deleted."""
     FORBIDDEN = 4403
     """The user (or the token's scopes) no longer allows reading devices."""
-
-
-@dataclass(frozen=True, slots=True)
-class Credential:
-    """How a connection authenticated, kept to re-check it while the connection lasts."""
-
-    kind: Literal["bearer", "session"]
-    token: str = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)

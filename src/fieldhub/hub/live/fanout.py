@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.auth import Permission, Principal
-from fieldhub.hub.auth.authn import Authenticator, CredentialsRejected
+from fieldhub.hub.auth.authn import Authenticator, Credential, CredentialsRejected
 from fieldhub.hub.devices.directory import DeviceDirectory
 from fieldhub.hub.ingest.batch import Batch, PresenceChange
 from fieldhub.hub.live.client import (
@@ -55,7 +55,6 @@ from fieldhub.hub.live.client import (
     STATE,
     TELEMETRY,
     CloseCode,
-    Credential,
     LiveClient,
     Subscription,
     frame,
@@ -291,9 +290,7 @@ class LiveHub:
 
     async def _authenticate(self, credential: Credential) -> Principal:
         async with self.reading:
-            if credential.kind == "bearer":
-                return await self._authenticator.bearer(credential.token)
-            return (await self._authenticator.session(credential.token)).principal
+            return (await self._authenticator.resolve(credential)).principal
 
     async def _recheck_loop(self) -> None:
         while True:
