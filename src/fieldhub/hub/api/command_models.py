@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fieldhub.hub.commands import BatchRecord, CommandRecord
+from fieldhub.hub.commands.view import command_view
 from fieldhub.protocol.actions import ACTION_NAME_PATTERN
 from fieldhub.protocol.topics import DEVICE_ID_PATTERN
 
@@ -94,27 +95,8 @@ class CommandOut(BaseModel):
 
     @classmethod
     def from_record(cls, record: CommandRecord) -> CommandOut:
-        """The API view of a command."""
-        return cls(
-            id=record.id,
-            device_id=record.device_id,
-            batch_id=record.batch_id,
-            action=record.action,
-            args=record.args,
-            status=record.status,
-            finished=record.finished,
-            late=record.late,
-            result=record.result,
-            error=record.error,
-            created_by=record.created_by,
-            created_at=record.created_at,
-            expires_at=record.expires_at,
-            timeout_s=record.timeout_ms / 1000,
-            sent_at=record.sent_at,
-            acknowledged_at=record.acknowledged_at,
-            finished_at=record.finished_at,
-            deliveries=record.deliveries,
-        )
+        """The API view of a command (``commands/view.py``, shared with the live API)."""
+        return cls.model_validate(command_view(record))
 
 
 class BatchOut(BaseModel):

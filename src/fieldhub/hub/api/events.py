@@ -44,6 +44,6 @@ async def list_events(
         limit=limit,
     )
     return EventPage(
-        events=[EventOut.model_validate(e, from_attributes=True) for e in page.events],
+        events=[EventOut.model_validate(e.view()) for e in page.events],
         next_cursor=page.next_cursor,
     )

@@ -16,6 +16,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.hub.ingest.batch import PresenceChange
+from fieldhub.hub.store.queries import EventRecord
 from fieldhub.hub.store.schema import events
 from fieldhub.protocol import Event
 
@@ -50,15 +51,5 @@ async def stored_events(engine: AsyncEngine, keys: Iterable[EventKey]) -> dict[E
                 key = (row.device_id, row.seq, row.ts, row.type)
                 previous = found.get(key)
                 if previous is None or previous["id"] < row.id:  # the newest of twins
-                    found[key] = {
-                        "id": row.id,
-                        "device_id": row.device_id,
-                        "seq": row.seq,
-                        "ts": row.ts,
-                        "received_at": row.received_at,
-                        "type": row.type,
-                        "severity": row.severity,
-                        "message": row.message,
-                        "data": dict(row.data or {}),
-                    }
+                    found[key] = EventRecord.from_row(row).view()
     return found

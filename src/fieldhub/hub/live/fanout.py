@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from fieldhub.clock import now_ms
 from fieldhub.hub.auth import Permission, Principal
 from fieldhub.hub.auth.authn import Authenticator, Credential, CredentialsRejected
+from fieldhub.hub.commands.view import command_view
 from fieldhub.hub.devices.directory import DeviceDirectory
 from fieldhub.hub.ingest.batch import Batch, PresenceChange
 from fieldhub.hub.live.client import (
@@ -213,7 +214,11 @@ class LiveHub:
             for client, topics in watching.items():
                 if COMMAND in topics:
                     text = text or frame(
-                        {"type": COMMAND, "device": record.device_id, "command": _command(record)}
+                        {
+                            "type": COMMAND,
+                            "device": record.device_id,
+                            "command": command_view(record),
+                        }
                     )
                     client.put(text)
         except Exception:  # the caller is a REST request or a device's reply: not theirs
@@ -460,30 +465,6 @@ class LiveHub:
             watching.pop(client, None)
             if not watching:
                 del self._watchers[device_id]
-
-
-def _command(record: CommandRecord) -> dict[str, Any]:
-    """A command as ``GET /api/commands/{id}`` shows it (``api/command_models.CommandOut``)."""
-    return {
-        "id": record.id,
-        "device_id": record.device_id,
-        "batch_id": record.batch_id,
-        "action": record.action,
-        "args": record.args,
-        "status": record.status,
-        "finished": record.finished,
-        "late": record.late,
-        "result": record.result,
-        "error": record.error,
-        "created_by": record.created_by,
-        "created_at": record.created_at,
-        "expires_at": record.expires_at,
-        "timeout_s": record.timeout_ms / 1000,
-        "sent_at": record.sent_at,
-        "acknowledged_at": record.acknowledged_at,
-        "finished_at": record.finished_at,
-        "deliveries": record.deliveries,
-    }
 
 
 __all__ = ["LiveError", "LiveHub"]

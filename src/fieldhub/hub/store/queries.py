@@ -77,6 +77,36 @@ class EventRecord:
     message: str
     data: dict[str, Any]
 
+    @classmethod
+    def from_row(cls, row: Any) -> EventRecord:
+        """The event of a row of ``schema.events``."""
+        return cls(
+            row.id,
+            row.device_id,
+            row.seq,
+            row.ts,
+            row.received_at,
+            row.type,
+            row.severity,
+            row.message,
+            dict(row.data or {}),
+        )
+
+    def view(self) -> dict[str, Any]:
+        """The event as every answer shows it: ``GET /api/events`` (``api.models.EventOut``,
+        the same fields) and the live WebSocket's ``event`` frames."""
+        return {
+            "id": self.id,
+            "device_id": self.device_id,
+            "seq": self.seq,
+            "ts": self.ts,
+            "received_at": self.received_at,
+            "type": self.type,
+            "severity": self.severity,
+            "message": self.message,
+            "data": self.data,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class EventPage:
@@ -447,20 +477,7 @@ class Queries:
         query = query.order_by(events.c.ts.desc(), events.c.id.desc()).limit(limit + 1)
         async with self._engine.connect() as conn:
             rows = list(await conn.execute(query))
-        page = [
-            EventRecord(
-                r.id,
-                r.device_id,
-                r.seq,
-                r.ts,
-                r.received_at,
-                r.type,
-                r.severity,
-                r.message,
-                dict(r.data or {}),
-            )
-            for r in rows[:limit]
-        ]
+        page = [EventRecord.from_row(r) for r in rows[:limit]]
         next_cursor = f"{page[-1].ts}:{page[-1].id}" if len(rows) > limit else None
         return EventPage(page, next_cursor)
 
