@@ -204,7 +204,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         raw_rows_s = raw_sqlite_rows_s(folder / "raw.db", args.messages)
         settings = HubSettings(data=folder / "hub", mqtt="127.0.0.1:0", http="127.0.0.1:0")
         async with Hub(settings) as hub:
-            issued = (await hub.create_device(DEVICE_ID)).credentials
+            issued = (await hub.devices.create(DEVICE_ID)).credentials
             config = write_config(folder, hub, issued.username, issued.secret)
             (folder / "data").mkdir()
             base_ts = int(time.time() * 1000) - 3_600_000  # an hour ago: the outage

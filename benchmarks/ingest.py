@@ -13,7 +13,7 @@ the last seq it sent (``lost``), and the number of rows must be exactly what was
 (``duplicates``). The last line printed is one JSON object.
 
 Every device logs in with its own credentials, as in production: the hub's devices with what
-``Hub.create_device`` issued, the reference's devices with keys granted the same way in
+``DeviceLifecycle.create`` issued, the reference's devices with keys granted the same way in
 Mosquitto's dynamic security (so both loads pass the same per-device topic rules).
 
     .venv/bin/python benchmarks/ingest.py [--devices 50] [--qos 1] [--messages 4000]
@@ -129,7 +129,7 @@ async def hub_phase(
     ids = [f"{prefix}-{i:05d}" for i in range(devices)]
     credentials = {}
     for device_id in ids:
-        issued = (await hub.create_device(device_id)).credentials
+        issued = (await hub.devices.create(device_id)).credentials
         credentials[device_id] = (issued.username, issued.secret)
     stats = hub.stats
     stored_before, batches_before = stats.messages_stored, stats.batches

@@ -194,7 +194,7 @@ async def connect_device(uid: str) -> AsyncIterator[DeviceFactory]:
     async def connect(hub: Hub, name: str, *, register: bool = True, **labels: str) -> TestDevice:
         device_id = f"{name}-{uid}"
         if register:
-            issued = (await hub.create_device(device_id, labels=labels)).credentials
+            issued = (await hub.devices.create(device_id, labels=labels)).credentials
             credentials[device_id] = (issued.username, issued.secret)
         username, password = credentials.get(device_id, (None, None))
         device = await TestDevice.connect(

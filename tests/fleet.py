@@ -33,7 +33,7 @@ class Fleet:
 
     async def add(self, name: str, site: str = "berlin") -> str:
         device_id = f"{name}-{self._uid}"
-        new = await self.hub.create_device(device_id, labels={"site": site})
+        new = await self.hub.devices.create(device_id, labels={"site": site})
         self.issued[device_id] = new.credentials
         self.pins[device_id] = mock_pin_factory(SwitchPin)
         return device_id

@@ -197,7 +197,7 @@ class World:
 
     async def device(self, site: str) -> str:
         device_id = self.fresh("dev")
-        await self.hub.create_device(device_id, labels={"site": site})
+        await self.hub.devices.create(device_id, labels={"site": site})
         return device_id
 
     async def claim_token(self, site: str) -> tuple[int, str]:

@@ -150,7 +150,7 @@ async def test_a_pre_authorized_agent_claims_connects_and_later_starts_without_t
     _one_claim_one_delivery(await _audit(hub, device_id))
     for secret in (token, credentials["secret"]):
         assert secret not in caplog.text
-    await hub.delete_device(device_id)
+    await hub.devices.delete(device_id)
 
 
 async def test_a_pending_agent_waits_for_approval_also_across_a_restart(
@@ -196,7 +196,7 @@ async def test_a_pending_agent_waits_for_approval_also_across_a_restart(
     secret = msgspec.json.decode((data / CREDENTIALS_FILE).read_bytes())["secret"]
     for hidden in (token, poll_secret, secret):
         assert hidden not in caplog.text
-    await hub.delete_device(device_id)
+    await hub.devices.delete(device_id)
 
 
 async def test_a_rejected_claim_stops_the_agent_with_a_clear_error(

@@ -43,7 +43,7 @@ async def test_door_event_reaches_the_hub_and_a_command_runs_once(
 ):
     async with make_hub(broker=broker) as hub:
         device_id = f"atm-{uid}"
-        issued = (await hub.create_device(device_id, labels={"site": "berlin"})).credentials
+        issued = (await hub.devices.create(device_id, labels={"site": "berlin"})).credentials
         config = _config(hub, device_id, issued.username, tmp_path / "agent")
         pins = mock_pin_factory(SwitchPin)  # keeps a driven level when the pull is set
         pins.pin(DOOR_PIN).drive_low()  # closed
@@ -78,7 +78,7 @@ async def test_door_event_reaches_the_hub_and_a_command_runs_once(
 async def _forget(hub: Hub, device_id: str) -> None:
     """Delete the device, which clears its retained status on the broker: the test Mosquitto
     is shared, and other tests count messages from devices their hub does not know."""
-    await hub.delete_device(device_id)
+    await hub.devices.delete(device_id)
     await asyncio.wait_for(hub.bus.flushed(), 5)
 
 
@@ -101,7 +101,7 @@ async def test_the_status_led_follows_the_connection(
     led_pin = 17
     async with make_hub() as hub:
         device_id = f"led-{uid}"
-        issued = (await hub.create_device(device_id)).credentials
+        issued = (await hub.devices.create(device_id)).credentials
         config = _config(hub, device_id, issued.username, tmp_path / "agent")
         config = AgentConfig(
             device=config.device,
@@ -115,7 +115,7 @@ async def test_the_status_led_follows_the_connection(
             await eventually(lambda: agent.health() == "ok", "connected")
             led = agent.units[0]
             await eventually(lambda: led.status()["mode"] == "ok", "the ok pattern")
-            await hub.revoke_device_credentials(device_id)  # the hub drops it for good
+            await hub.devices.revoke_credentials(device_id)  # the hub drops it for good
             await eventually(lambda: agent.health() == "offline", "offline")
             await eventually(lambda: led.status()["mode"] == "offline", "the offline pattern")
             states = set()

@@ -68,14 +68,14 @@ class Device:
 
 
 async def register(hub: Hub, name: str, uid: str) -> Device:
-    issued = (await hub.create_device(f"{name}-{uid}")).credentials
+    issued = (await hub.devices.create(f"{name}-{uid}")).credentials
     return Device(issued.device_id, issued.username, issued.secret)
 
 
 async def retire(hub: Hub, device: Device) -> None:
     """Delete the device at the end of a test: the hub clears its retained status, which the
     session's Mosquitto would otherwise replay to the hubs of later tests."""
-    await hub.delete_device(device.id)
+    await hub.devices.delete(device.id)
     await hub.bus.flushed()
 
 

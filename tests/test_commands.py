@@ -68,7 +68,7 @@ async def test_unlock_and_lock_answer_with_the_result(
             mine = [e for e in audit.entries if e.target == device]
             assert len(mine) == 2
             assert all(e.actor.startswith("user:operator") for e in mine)
-        await hub.delete_device(device)
+        await hub.devices.delete(device)
 
 
 async def test_unknown_actions_and_wrong_arguments_are_refused_before_anything_is_queued(
@@ -319,7 +319,7 @@ async def test_two_hubs_on_one_broker_each_hear_only_their_own_replies(
     ):
         fleet = fleet_of(hub_a)
         device = await fleet.add("door")
-        await hub_b.create_device(device, labels={"site": "berlin"})  # known to both
+        await hub_b.devices.create(device, labels={"site": "berlin"})  # known to both
         async with fleet.agent(device) as agent:
             await fleet.online(device)
             await eventually(lambda: hub_b.presence.get(device).presence == "online", "b sees it")
@@ -352,5 +352,5 @@ async def test_two_hubs_on_one_broker_each_hear_only_their_own_replies(
             assert hub_b.stats.received["reply"] == 1
             assert hub_a.stats.rejected["unknown_command"] == 0
             assert hub_b.stats.rejected["unknown_command"] == 0
-        await hub_b.delete_device(device)
-        await hub_a.delete_device(device)
+        await hub_b.devices.delete(device)
+        await hub_a.devices.delete(device)

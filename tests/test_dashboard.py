@@ -161,7 +161,7 @@ class Dashboard:
 
     async def add_cabinet(self, name: str, site: str = "berlin", label: str = "") -> Cabinet:
         device_id = f"{name}-{self.uid}"
-        new = await self.hub.create_device(
+        new = await self.hub.devices.create(
             device_id, name=label, labels={"site": site, "group": "atm"}
         )
         return Cabinet(self.hub, self.folder, device_id, new.credentials)
@@ -238,7 +238,7 @@ async def dash(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Dashbo
         dashboard = Dashboard(hub, url, browser, folder, uid)
         cabinet = await dashboard.add_cabinet("atm", label="ATM <b>Hauptbahnhof</b>")
         # One more, never connected, in a site of its own: the overview has more than one kind.
-        await hub.create_device(
+        await hub.devices.create(
             f"locker-{uid}", name="Locker 7", labels={"site": "madrid", "group": "locker"}
         )
         agent = await stack.enter_async_context(cabinet.running())
@@ -419,7 +419,7 @@ async def test_adding_a_device_shows_its_credentials_once(dash: Dashboard) -> No
         await expect(page.get_by_role("heading", name="Add a device")).to_be_visible()
         await expect(page.locator(".once")).to_have_count(0)
         assert secret not in await page.content()
-    await dash.hub.delete_device(device_id)
+    await dash.hub.devices.delete(device_id)
 
 
 async def test_an_operator_approves_a_waiting_device_and_makes_a_token(dash: Dashboard) -> None:
@@ -454,7 +454,7 @@ async def test_an_operator_approves_a_waiting_device_and_makes_a_token(dash: Das
             "/api/auth/me", headers={"Authorization": f"Bearer {token}"}
         )
         assert answer.ok
-    await dash.hub.delete_device(waiting)
+    await dash.hub.devices.delete(waiting)
 
 
 async def test_the_overview_fits_a_phone(dash: Dashboard, cabinet: Cabinet) -> None:

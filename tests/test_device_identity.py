@@ -79,7 +79,7 @@ async def connect(hub: Hub) -> AsyncIterator[Connect]:
 
 
 async def new_device(hub: Hub, name: str, uid: str) -> IssuedCredentials:
-    return (await hub.create_device(f"{name}-{uid}")).credentials
+    return (await hub.devices.create(f"{name}-{uid}")).credentials
 
 
 async def wait_until(predicate: Callable[[], Any], what: str, within_s: float = 10) -> None:
@@ -319,7 +319,7 @@ async def test_after_a_rotation_both_secrets_work_until_the_grace_period_ends(
     hub: Hub, connect: Connect, uid: str
 ) -> None:
     old = await new_device(hub, "atm", uid)
-    new = await hub.rotate_device_credentials(old.device_id, grace_s=3)
+    new = await hub.devices.rotate_credentials(old.device_id, grace_s=3)
     assert (new.device_id, new.client_id) == (old.device_id, old.client_id)
     assert new.username != old.username
     assert new.secret != old.secret
@@ -348,7 +348,7 @@ async def test_a_revoked_device_is_disconnected_within_seconds_and_cannot_come_b
     await device.wait_acked(1)
 
     started = time.monotonic()
-    assert await hub.revoke_device_credentials(issued.device_id) == [issued.username]
+    assert await hub.devices.revoke_credentials(issued.device_id) == [issued.username]
     await device.wait_disconnected(within_s=5)
     assert time.monotonic() - started < 5
     await device.wait_refused()
@@ -362,7 +362,7 @@ async def test_deleting_a_device_revokes_its_credentials(
 ) -> None:
     issued = await new_device(hub, "atm", uid)
     device = await connect(issued)
-    await hub.delete_device(issued.device_id)
+    await hub.devices.delete(issued.device_id)
     await device.wait_disconnected(within_s=5)
     assert await hub.credentials.usernames(issued.device_id) == []
     with pytest.raises(ConnectionRefusedError):
@@ -371,8 +371,8 @@ async def test_deleting_a_device_revokes_its_credentials(
 
 async def test_credential_changes_are_audited_without_secrets(hub: Hub, uid: str) -> None:
     issued = await new_device(hub, "atm", uid)
-    rotated = await hub.rotate_device_credentials(issued.device_id, 60, actor="user:alice")
-    await hub.revoke_device_credentials(issued.device_id, actor="user:bob", source="10.0.0.9")
+    rotated = await hub.devices.rotate_credentials(issued.device_id, 60, actor="user:alice")
+    await hub.devices.revoke_credentials(issued.device_id, actor="user:bob", source="10.0.0.9")
 
     entries = (await hub.audit.query(target=issued.device_id)).entries
     assert [(e.actor, e.action, e.outcome) for e in reversed(entries)] == [
@@ -412,8 +412,8 @@ async def test_no_secret_is_ever_logged_even_at_debug(
             await TestDevice.connect(
                 hub.broker_url, issued.client_id, username=issued.username, password="wrong-pw"
             )
-        rotated = await hub.rotate_device_credentials(issued.device_id, 0)
-        await hub.revoke_device_credentials(issued.device_id)
+        rotated = await hub.devices.rotate_credentials(issued.device_id, 0)
+        await hub.devices.revoke_credentials(issued.device_id)
         await device.wait_disconnected()
         device.close()
         secrets_ = [issued.secret, rotated.secret, "wrong-pw", hub.mqtt_identity.password]
@@ -502,7 +502,7 @@ async def test_at_start_the_hub_deletes_device_clients_it_does_not_know_and_only
         )
 
     async with make_hub(broker="mosquitto") as hub:
-        kept = await hub.create_device(f"kept-{uid}")
+        kept = await hub.devices.create(f"kept-{uid}")
         async with DynSec(mosquitto.host, mosquitto.port, admin) as dynsec:
             listed = await dynsec.run(
                 [

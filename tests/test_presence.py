@@ -110,7 +110,7 @@ async def test_a_hub_on_a_restored_folder_shows_offline_what_the_broker_does_not
                 device.online()
                 await _presence_of(api, device.device_id, "online", 5)
         left.close()  # a clean disconnect: no last will
-        await hub.revoke_device_credentials(revoked.device_id)  # the hub itself cut it off
+        await hub.devices.revoke_credentials(revoked.device_id)  # the hub itself cut it off
         await backup(hub.engine, tmp_path / "backup.zip")
     restored = create_engine(sqlite_url(tmp_path / "new" / "fieldhub.db"))
     (tmp_path / "new").mkdir()
@@ -171,7 +171,7 @@ async def test_a_deleted_device_leaves_no_status_behind(
         async with api_client(hub) as api:
             await _presence_of(api, device.device_id, "online", 5)
         device.close()
-        await hub.delete_device(device.device_id)
+        await hub.devices.delete(device.device_id)
         await asyncio.wait_for(hub.bus.flushed(), 5)
     caplog.clear()
     async with make_hub(broker=broker, data=data):

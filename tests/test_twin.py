@@ -66,7 +66,7 @@ class Site:
 
     @classmethod
     async def make(cls, hub: Hub, device_id: str, data: Path) -> Site:
-        issued = (await hub.create_device(device_id, labels={"site": "berlin"})).credentials
+        issued = (await hub.devices.create(device_id, labels={"site": "berlin"})).credentials
         return cls(hub, device_id, issued.username, issued.secret, data)
 
     def agent(self) -> Agent:
@@ -104,7 +104,7 @@ async def _change(
 async def _forget(hub: Hub, device_id: str) -> None:
     """Delete the device, which clears its retained status and desired state: the test
     Mosquitto is shared with other tests."""
-    await hub.delete_device(device_id)
+    await hub.devices.delete(device_id)
     await asyncio.wait_for(hub.bus.flushed(), 5)
 
 
@@ -337,7 +337,7 @@ async def test_deleting_a_device_clears_its_retained_desired_state(
 
 async def test_who_may_change_the_desired_state(hub: Hub, uid: str):
     device_id = f"perm-{uid}"
-    await hub.create_device(device_id, labels={"site": "berlin"})
+    await hub.devices.create(device_id, labels={"site": "berlin"})
     url = f"/api/devices/{device_id}/state"
     callers: list[tuple[str, dict[str, Any], int, int]] = [
         # role, options, GET, PATCH
@@ -375,7 +375,7 @@ async def test_invalid_changes_are_refused_with_the_reason(
     hub: Hub, uid: str, desired: dict[str, Any], message: str
 ):
     device_id = f"bad-{uid}"
-    await hub.create_device(device_id)
+    await hub.devices.create(device_id)
     async with api_client(hub) as api:
         url = f"/api/devices/{device_id}/state"
         answer = await api.patch(url, json={"version": 0, "desired": desired})
@@ -386,7 +386,7 @@ async def test_invalid_changes_are_refused_with_the_reason(
 
 async def test_the_merged_state_is_bounded_too(hub: Hub, uid: str):
     device_id = f"big-{uid}"
-    await hub.create_device(device_id)
+    await hub.devices.create(device_id)
     async with api_client(hub) as api:
         url = f"/api/devices/{device_id}/state"
         half = {f"a{n}": n for n in range(200)}

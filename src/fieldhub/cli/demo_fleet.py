@@ -122,7 +122,7 @@ async def _credentials(hub: Any, device: DemoDevice) -> _Credentials:
         await hub.registry.get(device.device_id)
     except DeviceNotFound:
         issued = (
-            await hub.create_device(
+            await hub.devices.create(
                 device.device_id, name=device.name, labels=device.labels, actor="demo"
             )
         ).credentials
@@ -132,7 +132,7 @@ async def _credentials(hub: Any, device: DemoDevice) -> _Credentials:
             kept.username, kept.secret, device.device_id
         ):
             return kept
-        issued = await hub.rotate_device_credentials(device.device_id, 0, actor="demo")
+        issued = await hub.devices.rotate_credentials(device.device_id, 0, actor="demo")
     fresh = _Credentials(issued.username, issued.secret)
     await asyncio.to_thread(_write_credentials, path, fresh)
     return fresh

@@ -21,15 +21,17 @@ DeviceIdArg = Annotated[str, typer.Argument(help="the device id")]
 
 
 def _device_command(settings: Any, work: Any, *, broker: bool = True) -> Any:
-    """Run ``work(registry, identities)`` on the hub's database and broker, with errors as
-    one line each. With Mosquitto the CLI tells its dynamic security itself (only it knows a
-    new secret); next to the embedded broker the running hub picks the change up within a
-    second (``fieldhub.hub.broker.identities``)."""
+    """Run ``work(devices)`` with the hub's own device service (``DeviceLifecycle``) on its
+    database and broker, with errors as one line each. With Mosquitto the CLI tells its
+    dynamic security itself (only it knows a new secret); next to the embedded broker the
+    running hub adopts the device within a second (``fieldhub.hub.broker.identities``)."""
     from contextlib import AsyncExitStack
 
     from fieldhub.hub.broker.identities import CredentialsError, DeviceIdentities, StoreOnlyAccess
     from fieldhub.hub.broker.selection import BrokerStartError, open_access
+    from fieldhub.hub.devices.lifecycle import DeviceLifecycle
     from fieldhub.hub.store.audit import AuditLog
+    from fieldhub.hub.store.claims import ClaimStore
     from fieldhub.hub.store.credentials import DeviceCredentials
     from fieldhub.hub.store.database import create_engine, migrate
     from fieldhub.hub.store.devices import DeviceRegistry, RegistryError
@@ -43,8 +45,12 @@ def _device_command(settings: Any, work: Any, *, broker: bool = True) -> Any:
             await migrate(engine)
             async with AsyncExitStack() as stack:
                 access = await open_access(settings, stack) if broker else StoreOnlyAccess()
-                identities = DeviceIdentities(DeviceCredentials(engine), AuditLog(engine), access)
-                return await work(DeviceRegistry(engine), identities)
+                credentials = DeviceCredentials(engine)
+                identities = DeviceIdentities(credentials, AuditLog(engine), access)
+                devices = DeviceLifecycle(
+                    DeviceRegistry(engine), credentials, ClaimStore(engine), identities=identities
+                )
+                return await work(devices)
         finally:
             await engine.dispose()
 
@@ -94,13 +100,9 @@ def device_add(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
 
-    async def work(registry: Any, identities: Any) -> Any:
-        await registry.create(device_id, name=name, labels=labels)
-        try:
-            return await identities.issue(device_id, actor=cli_actor())
-        except BaseException:
-            await registry.delete(device_id)  # nothing half made
-            raise
+    async def work(devices: Any) -> Any:
+        new = await devices.create(device_id, name=name, labels=labels, actor=cli_actor())
+        return new.credentials
 
     issued = _device_command(settings, work)
     console.print(
@@ -123,9 +125,8 @@ def device_rotate(
     """Give a device a new secret; the old one works for --grace seconds more."""
     settings = hub_settings(data=data, db=db, broker=broker)
 
-    async def work(registry: Any, identities: Any) -> Any:
-        await registry.get(device_id)
-        return await identities.rotate(device_id, grace, actor=cli_actor())
+    async def work(devices: Any) -> Any:
+        return await devices.rotate_credentials(device_id, grace, actor=cli_actor())
 
     issued = _device_command(settings, work)
     console.print(
@@ -142,9 +143,8 @@ def device_revoke(
     """Revoke every credential of a device: it is disconnected and cannot log in again."""
     settings = hub_settings(data=data, db=db, broker=broker)
 
-    async def work(registry: Any, identities: Any) -> Any:
-        await registry.get(device_id)
-        return await identities.revoke(device_id, actor=cli_actor())
+    async def work(devices: Any) -> Any:
+        return await devices.revoke_credentials(device_id, actor=cli_actor())
 
     usernames = _device_command(settings, work)
     console.print(
@@ -162,8 +162,8 @@ def device_list(data: DataOpt = None, db: DbOpt = None) -> None:
 
     settings = hub_settings(data=data, db=db)
 
-    async def work(registry: Any, identities: Any) -> Any:
-        return await registry.list(), await identities.keys()
+    async def work(devices: Any) -> Any:
+        return await devices.registry.list(), await devices.identities.keys()
 
     records, keys = _device_command(settings, work, broker=False)
     table = Table("id", "name", "labels", "presence", "MQTT user names")

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import time
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -29,7 +28,9 @@ from fieldhub.hub.bus import HubBus
 from fieldhub.hub.commands.service import CommandService
 from fieldhub.hub.config import HubSettings
 from fieldhub.hub.devices.directory import DeviceDirectory
-from fieldhub.hub.devices.presence import DevicePresence, PresenceTracker
+from fieldhub.hub.devices.events import DeviceEvent, DeviceRemoved
+from fieldhub.hub.devices.lifecycle import DeviceLifecycle
+from fieldhub.hub.devices.presence import PresenceTracker
 from fieldhub.hub.devices.provisioning import Provisioning
 from fieldhub.hub.devices.twin import Twin
 from fieldhub.hub.ingest.pipeline import Ingest, IngestSettings
@@ -39,9 +40,9 @@ from fieldhub.hub.live.fanout import LiveHub
 from fieldhub.hub.store.audit import AuditLog
 from fieldhub.hub.store.claims import ClaimStore
 from fieldhub.hub.store.commands import CommandStore
-from fieldhub.hub.store.credentials import CredentialKey, DeviceCredentials, IssuedCredentials
+from fieldhub.hub.store.credentials import DeviceCredentials, IssuedCredentials
 from fieldhub.hub.store.database import create_engine, migrate
-from fieldhub.hub.store.devices import DeviceNotFound, DeviceRecord, DeviceRegistry
+from fieldhub.hub.store.devices import DeviceRegistry
 from fieldhub.hub.store.queries import Queries
 from fieldhub.hub.store.twin import TwinStore
 from fieldhub.hub.store.writes import writes_for
@@ -76,9 +77,12 @@ class Hub:
         self.auth = Auth(self.engine, self.audit)
         # Committed data, command and registry changes, pushed to WebSocket clients (/api/live).
         self.live = LiveHub(self.directory, self.engine, self.auth.authenticator)
+        claims = ClaimStore(self.engine)
+        # Create, change, delete and adopt devices; every part hears of it (devices/events.py).
+        self.devices = DeviceLifecycle(self.registry, self.credentials, claims)
         # Devices that claim with a token, approved by operators, fetch their own credentials.
         self.provisioning = Provisioning(
-            ClaimStore(self.engine), self._register_claimed, self._issue_claimed, self.audit.record
+            claims, self.devices.register, self._issue_claimed, self.audit.record
         )
         # Desired state (the device twin), published retained through the bus.
         self.twin = Twin(TwinStore(self.engine), self.audit, self._publish_retained)
@@ -186,16 +190,20 @@ class Hub:
         commands.on_change(self.live.command_changed)
         self._bus, self._presence, self._ingest = bus, presence, ingest
         self._commands = commands
+        self.devices.use_identities(self.identities)
+        self.devices.guard_deletes_with(lambda: ingest.writing)  # no commit holds its rows
+        for listener in (
+            ingest.on_device,
+            self.directory.on_device,
+            presence.on_device,
+            commands.on_device,
+            self.live.on_device,
+            self.twin.on_device,
+            self._forget_retained_status,
+        ):
+            self.devices.subscribe(listener)
         await ingest.load()
-        for device in await self.registry.list():
-            self.directory.put(device)
-            self.live.load(device.id, device.last_seen)
-            presence.load(
-                device.id,
-                DevicePresence(
-                    device.presence, device.connected, device.presence_since, device.presence_reason
-                ),
-            )
+        await self.devices.load()
         # The store remembers who was connected when the last hub stopped (or when the backup
         # was taken); only the broker knows who still is.
         presence.doubt("not seen since the hub started")
@@ -262,152 +270,13 @@ class Hub:
             self._commands.on_presence(change)
 
     def _device_identities(self, access: BrokerAccess) -> DeviceIdentities:
-        return DeviceIdentities(self.credentials, self.audit, access, on_change=self._adopt)
-
-    async def _adopt(self, keys: list[CredentialKey]) -> None:
-        """Accept messages from devices another process (the CLI) registered meanwhile."""
-        for device_id in sorted({key.device_id for key in keys}):
-            if self.ingest.acked_seq(device_id) is not None:
-                continue
-            try:
-                record = await self.registry.get(device_id)
-            except DeviceNotFound:
-                continue  # keys of a device being deleted right now
-            self.ingest.add_device(device_id)
-            self.directory.put(record)
-            self.presence.load(
-                device_id,
-                DevicePresence(
-                    record.presence, record.connected, record.presence_since, record.presence_reason
-                ),
-            )
-            self.live.device_changed(device_id, "added")
-
-    # -- registry operations that ingest and the broker must know about ---------------------
-    async def create_device(
-        self,
-        device_id: str,
-        *,
-        name: str = "",
-        labels: dict[str, str] | None = None,
-        attributes: dict[str, Any] | None = None,
-        actor: str = "hub",
-        source: str = "",
-    ) -> NewDevice:
-        """Register a device with its first credentials, and start accepting its messages.
-
-        The secret is in the result only: show it to whoever installs the device, once.
-
-        Raises:
-            DeviceExists: the id is taken.
-            CredentialsError: the broker could not be told; the device was not registered.
-        """
-        record = await self.registry.create(
-            device_id, name=name, labels=labels, attributes=attributes
-        )
-        try:
-            issued = await self.identities.issue(device_id, actor=actor, source=source)
-        except BaseException:
-            await self.registry.delete(device_id)  # nothing half made
-            raise
-        self.ingest.add_device(device_id)
-        self.directory.put(record)
-        self.presence.load(device_id, DevicePresence())
-        self.live.device_changed(device_id, "added")
-        return NewDevice(record, issued)
-
-    async def _register_claimed(self, device_id: str, labels: dict[str, str]) -> None:
-        """Register an approved claim's device; its credentials come when it fetches them."""
-        record = await self.registry.create(device_id, labels=labels)
-        self.ingest.add_device(device_id)
-        self.directory.put(record)
-        self.presence.load(device_id, DevicePresence())
-        self.live.device_changed(device_id, "added")
+        # Devices another process (the CLI) registered meanwhile are adopted by their keys.
+        return DeviceIdentities(self.credentials, self.audit, access, on_change=self.devices.adopt)
 
     async def _issue_claimed(self, device_id: str) -> IssuedCredentials:
-        return await self.issue_device_credentials(device_id, actor=f"device:{device_id}")
+        return await self.devices.issue_credentials(device_id, actor=f"device:{device_id}")
 
-    async def issue_device_credentials(
-        self, device_id: str, *, actor: str = "hub", source: str = ""
-    ) -> IssuedCredentials:
-        """Another key for a registered device (its other keys stay valid).
-
-        Raises:
-            DeviceNotFound: no such device.
-            CredentialsError: the broker could not be told; no key was kept.
-        """
-        await self.registry.get(device_id)
-        return await self.identities.issue(device_id, actor=actor, source=source)
-
-    async def rotate_device_credentials(
-        self, device_id: str, grace_s: float, *, actor: str = "hub", source: str = ""
-    ) -> IssuedCredentials:
-        """A new key; the device's old keys keep working for ``grace_s`` seconds more.
-
-        Raises:
-            DeviceNotFound: no such device.
-            CredentialsError: the broker could not be told; no new key was kept.
-        """
-        await self.registry.get(device_id)
-        return await self.identities.rotate(device_id, grace_s, actor=actor, source=source)
-
-    async def revoke_device_credentials(
-        self, device_id: str, *, actor: str = "hub", source: str = ""
-    ) -> list[str]:
-        """Delete every key of the device; it is disconnected at once and cannot come back.
-
-        Returns the user names revoked.
-
-        Raises:
-            DeviceNotFound: no such device.
-        """
-        await self.registry.get(device_id)
-        return await self.identities.revoke(device_id, actor=actor, source=source)
-
-    async def update_device(
-        self,
-        device_id: str,
-        *,
-        name: str | None = None,
-        labels: dict[str, str] | None = None,
-        attributes: dict[str, Any] | None = None,
-    ) -> DeviceRecord:
-        """Change what an operator may change (``None`` leaves a field as it is); the hub's
-        in-memory view of the device follows.
-
-        Raises:
-            DeviceNotFound: no such device.
-        """
-        record = await self.registry.update(
-            device_id, name=name, labels=labels, attributes=attributes
-        )
-        self.directory.put(record)
-        self.live.device_changed(device_id, "changed")  # labels may move it in or out of view
-        return record
-
-    async def delete_device(self, device_id: str, *, actor: str = "hub", source: str = "") -> None:
-        """Delete a device with its data and credentials; refuse its messages from now on."""
-        usernames = await self.credentials.usernames(device_id)
-        self.ingest.remove_device(device_id)
-        self.directory.forget(device_id)
-        self.presence.forget(device_id)
-        self.commands.forget_device(device_id)
-        async with self.ingest.writing:  # a commit in flight may hold the device's data
-            await self.registry.delete(device_id)
-        self.live.device_changed(device_id, "deleted")
-        await self.provisioning.store.forget(device_id)  # the id may claim again
-        # The broker would replay the device's last status to every future hub start.
-        self.bus.publish(topic_for(device_id, Channel.STATUS), b"", qos=1, retain=True)
-        self.twin.clear(device_id)  # and its desired state to a device later given the id
-        if usernames:
-            await self.identities.withdrawn(
-                device_id, usernames, actor=actor, source=source, why="device deleted"
-            )
-
-
-@dataclass(frozen=True, slots=True)
-class NewDevice:
-    """A device just registered, with its first credentials (the only time they are shown)."""
-
-    record: DeviceRecord
-    credentials: IssuedCredentials
+    def _forget_retained_status(self, event: DeviceEvent) -> None:
+        """The broker would replay a deleted device's last status to every future hub start."""
+        if isinstance(event, DeviceRemoved):
+            self.bus.publish(topic_for(event.device_id, Channel.STATUS), b"", qos=1, retain=True)

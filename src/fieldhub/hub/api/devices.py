@@ -105,7 +105,7 @@ async def create_device(
     The answer holds the device's MQTT credentials: the only time the secret is shown.
     """
     check_site(who, body.labels)
-    new = await hub.create_device(
+    new = await hub.devices.create(
         body.id,
         name=body.name,
         labels=body.labels,
@@ -137,7 +137,7 @@ async def update_device(hub: HubDep, who: Writer, device_id: str, body: DeviceUp
     await visible_device(hub, who, device_id)
     if body.labels is not None:
         check_site(who, body.labels)
-    record = await hub.update_device(
+    record = await hub.devices.update(
         device_id, name=body.name, labels=body.labels, attributes=body.attributes
     )
     return Device.from_record(record)
@@ -147,7 +147,7 @@ async def update_device(hub: HubDep, who: Writer, device_id: str, body: DeviceUp
 async def delete_device(request: Request, hub: HubDep, who: Writer, device_id: str) -> Response:
     """Delete a device with its history and events; its messages are refused from now on."""
     await visible_device(hub, who, device_id)
-    await hub.delete_device(device_id, actor=who.actor, source=client_address(request))
+    await hub.devices.delete(device_id, actor=who.actor, source=client_address(request))
     return Response(status_code=204)
 
 
@@ -163,7 +163,7 @@ async def rotate_credentials(
     seconds (default one hour, 0: end them now) so the device can switch over."""
     await visible_device(hub, who, device_id)
     grace_s = (body or CredentialRotation()).grace_s
-    issued = await hub.rotate_device_credentials(
+    issued = await hub.devices.rotate_credentials(
         device_id, grace_s, actor=who.actor, source=client_address(request)
     )
     return DeviceCredentialsOut(
@@ -178,7 +178,7 @@ async def revoke_credentials(
     """End every key of the device: it is disconnected within seconds and cannot reconnect
     until it gets new credentials (rotate). Its registration and data stay."""
     await visible_device(hub, who, device_id)
-    await hub.revoke_device_credentials(device_id, actor=who.actor, source=client_address(request))
+    await hub.devices.revoke_credentials(device_id, actor=who.actor, source=client_address(request))
     return Response(status_code=204)
 
 

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, Protocol
 
 from fieldhub.clock import now_ms
+from fieldhub.hub.devices.events import DeviceEvent, DeviceRemoving
 from fieldhub.hub.devices.presence import ONLINE, PresenceTracker
 from fieldhub.hub.ingest.batch import PresenceChange
 from fieldhub.hub.store.audit import audit_row
@@ -278,6 +279,11 @@ class CommandService:
             self._dirty.pop(command_id, None)
             if record is not None:
                 self._release(command_id)
+
+    def on_device(self, event: DeviceEvent) -> None:
+        """A device about to be deleted: its commands are followed no more."""
+        if isinstance(event, DeviceRemoving):
+            self.forget_device(event.device_id)
 
     # -- from the device side -----------------------------------------------------------------
     def on_presence(self, change: PresenceChange) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fieldhub.hub.devices.events import DeviceAdded, DeviceChanged, DeviceEvent, DeviceRemoving
 from fieldhub.hub.ingest.batch import Batch
 from fieldhub.hub.store.devices import DeviceRecord
 from fieldhub.protocol.actions import ACTION_CATALOG_KEY
@@ -56,6 +57,13 @@ class DeviceDirectory:
     def forget(self, device_id: str) -> None:
         """The device was deleted."""
         self._entries.pop(device_id, None)
+
+    def on_device(self, event: DeviceEvent) -> None:
+        """Follow the registry (lifecycle events)."""
+        if isinstance(event, DeviceAdded | DeviceChanged):
+            self.put(event.record)
+        elif isinstance(event, DeviceRemoving):
+            self.forget(event.device_id)
 
     def get(self, device_id: str) -> DeviceEntry | None:
         """The device, or None when it is not registered."""

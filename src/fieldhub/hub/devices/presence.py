@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fieldhub.clock import now_ms
+from fieldhub.hub.devices.events import DeviceAdded, DeviceEvent, DeviceRemoving
 from fieldhub.hub.ingest.batch import PresenceChange
 from fieldhub.protocol import Status
 
@@ -81,6 +82,19 @@ class PresenceTracker:
         self._last_seen.pop(device_id, None)
         self._doubted.discard(device_id)
         self._presumed_offline.discard(device_id)
+
+    def on_device(self, event: DeviceEvent) -> None:
+        """A new device starts where its row says (unknown); a deleted one is forgotten."""
+        if isinstance(event, DeviceAdded):
+            record = event.record
+            self.load(
+                record.id,
+                DevicePresence(
+                    record.presence, record.connected, record.presence_since, record.presence_reason
+                ),
+            )
+        elif isinstance(event, DeviceRemoving):
+            self.forget(event.device_id)
 
     def get(self, device_id: str) -> DevicePresence:
         """Current presence of ``device_id`` (``unknown`` if never heard of)."""

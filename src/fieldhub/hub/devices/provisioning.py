@@ -58,7 +58,7 @@ class Delivery:
     credentials: IssuedCredentials | None
 
 
-Register = Callable[[str, dict[str, str]], Awaitable[None]]
+Register = Callable[[str, dict[str, str]], Awaitable[object]]
 Issue = Callable[[str], Awaitable[IssuedCredentials]]
 Audit = Callable[..., Awaitable[None]]
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from fieldhub.hub.devices.events import DeviceEvent, DeviceRemoved
 from fieldhub.hub.store.audit import AuditLog
 from fieldhub.hub.store.devices import DeviceRecord
 from fieldhub.hub.store.twin import DesiredState, DesiredStateError, TwinStore
@@ -215,6 +216,11 @@ class Twin:
         otherwise hand it to whatever connects under that id later."""
         self._published.pop(device_id, None)
         self._publish(topic_for(device_id, Channel.DESIRED), b"")
+
+    def on_device(self, event: DeviceEvent) -> None:
+        """A deleted device's retained desired state goes with it."""
+        if isinstance(event, DeviceRemoved):
+            self.clear(event.device_id)
 
     def _send(self, state: DesiredState) -> None:
         if state.version <= self._published.get(state.device_id, 0):

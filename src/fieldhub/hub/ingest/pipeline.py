@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from sqlalchemy.exc import SQLAlchemyError
 
 from fieldhub.clock import now_ms
+from fieldhub.hub.devices.events import DeviceAdded, DeviceEvent, DeviceRemoving
 from fieldhub.hub.devices.presence import PresenceTracker
 from fieldhub.hub.ingest.batch import Batch, PresenceChange
 from fieldhub.hub.ingest.sequence import SeqTracker
@@ -138,6 +139,13 @@ class Ingest:
         self._ack_due.discard(device_id)
         self._batch.drop_device(device_id)
         self._writer.forget_device(device_id)
+
+    def on_device(self, event: DeviceEvent) -> None:
+        """Accept a registered device's messages; refuse a deleted one's (lifecycle events)."""
+        if isinstance(event, DeviceAdded):
+            self.add_device(event.record.id)
+        elif isinstance(event, DeviceRemoving):
+            self.remove_device(event.device_id)
 
     def acked_seq(self, device_id: str) -> int | None:
         """The watermark acknowledged to ``device_id``, or None for an unknown device."""

@@ -7,7 +7,7 @@ Fed from three places, always after the fact:
   they were stored under, as ``GET /api/events`` shows them;
 - **command changes** (``CommandService.on_change``): a command's state as
   ``GET /api/commands/{id}`` answers it at that moment;
-- **registry changes** (``Hub.create_device``/``update_device``/``delete_device``): a device
+- **registry changes** (``DeviceLifecycle``, ``devices/lifecycle.py``): a device
   added, changed (labels move it in or out of label subscriptions) or deleted.
 
 Each message is encoded once, to the text every client gets, and only when some client
@@ -45,6 +45,12 @@ from fieldhub.hub.auth import Permission, Principal
 from fieldhub.hub.auth.authn import Authenticator, Credential, CredentialsRejected
 from fieldhub.hub.commands.view import command_view
 from fieldhub.hub.devices.directory import DeviceDirectory
+from fieldhub.hub.devices.events import (
+    DeviceAdded,
+    DeviceChanged,
+    DeviceEvent,
+    DeviceRemoved,
+)
 from fieldhub.hub.ingest.batch import Batch, PresenceChange
 from fieldhub.hub.live.client import (
     COMMAND,
@@ -230,6 +236,16 @@ class LiveHub:
             self._device_changed(device_id, change)
         except Exception:  # the change is committed: the request that made it must not fail
             self._failed("registry change")
+
+    def on_device(self, event: DeviceEvent) -> None:
+        """Registry changes, as lifecycle events: clients gain or lose what they may see."""
+        if isinstance(event, DeviceAdded):
+            self.load(event.record.id, event.record.last_seen)
+            self.device_changed(event.record.id, "added")
+        elif isinstance(event, DeviceChanged):
+            self.device_changed(event.record.id, "changed")  # labels may move it in or out
+        elif isinstance(event, DeviceRemoved):
+            self.device_changed(event.device_id, "deleted")
 
     def _device_changed(self, device_id: str, change: str) -> None:
         before = dict(self._watchers.get(device_id, {}))

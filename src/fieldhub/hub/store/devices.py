@@ -178,7 +178,7 @@ class DeviceRegistry:
 
     async def delete(self, device_id: str) -> None:
         """Remove a device with its history, events and credentials (the broker is told by the
-        hub, see ``Hub.delete_device``).
+        hub, see ``DeviceLifecycle.delete``).
 
         Raises:
             DeviceNotFound: no such device.

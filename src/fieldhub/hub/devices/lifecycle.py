@@ -1,0 +1,233 @@
+"""A device's life in the registry: created, changed, deleted, adopted; told to whoever cares.
+
+Why one service: a registry change concerns many parts (ingest accepts or refuses the device's
+messages, the directory and presence keep it in memory, commands forget it, the live API tells
+browsers, the broker's retained messages must not outlive it). Before, each caller (the API,
+claims, the CLI) did its own share of that by hand. Now the change is made here, once, and
+published as a typed event; each part subscribes to what concerns it (``Hub._start`` wires
+them). The CLI uses the same service with no subscribers: the running hub adopts what it made.
+
+Order matters on delete: :class:`DeviceRemoving` goes out first (stop accepting the device's
+messages and commands), then its rows go, under ``guard`` (no ingest commit may be writing
+them), then :class:`DeviceRemoved` (clear what others still remember of it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Collection
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from fieldhub.hub.broker.identities import DeviceIdentities
+from fieldhub.hub.devices.events import (
+    DeviceAdded,
+    DeviceChanged,
+    DeviceEvent,
+    DeviceListener,
+    DeviceRemoved,
+    DeviceRemoving,
+)
+from fieldhub.hub.store.claims import ClaimStore
+from fieldhub.hub.store.credentials import CredentialKey, DeviceCredentials, IssuedCredentials
+from fieldhub.hub.store.devices import DeviceNotFound, DeviceRecord, DeviceRegistry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class NewDevice:
+    """A device just registered, with its first credentials (the only time they are shown)."""
+
+    record: DeviceRecord
+    credentials: IssuedCredentials
+
+
+class DeviceLifecycle:
+    """Create, change, delete and adopt devices; their credentials; one event per change.
+
+    Args:
+        registry: The devices' rows.
+        credentials: The devices' keys (read on delete, to withdraw them from the broker).
+        identities: Device credentials in step with the broker (given once the broker runs:
+            see :meth:`use_identities`).
+        claims: Claims, forgotten with a deleted device so that its id may claim again.
+        guard: Held while a device's rows are deleted (the hub: no ingest commit in flight).
+    """
+
+    def __init__(
+        self,
+        registry: DeviceRegistry,
+        credentials: DeviceCredentials,
+        claims: ClaimStore,
+        *,
+        identities: DeviceIdentities | None = None,
+        guard: Callable[[], AbstractAsyncContextManager[Any]] | None = None,
+    ) -> None:
+        self.registry = registry
+        self._credentials = credentials
+        self._claims = claims
+        self._identities = identities
+        self._guard = guard or contextlib.nullcontext
+        self._listeners: list[DeviceListener] = []
+        self._known: set[str] = set()
+
+    # -- wiring ---------------------------------------------------------------------------------
+    def subscribe(self, listener: DeviceListener) -> None:
+        """Call ``listener`` with every device event, in the order of subscription."""
+        self._listeners.append(listener)
+
+    def use_identities(self, identities: DeviceIdentities) -> None:
+        """The broker runs: credentials can be issued from now on."""
+        self._identities = identities
+
+    def guard_deletes_with(self, guard: Callable[[], AbstractAsyncContextManager[Any]]) -> None:
+        """Hold ``guard()`` while a device's rows are deleted."""
+        self._guard = guard
+
+    @property
+    def identities(self) -> DeviceIdentities:
+        """Device credentials, store and broker in step."""
+        if self._identities is None:
+            raise RuntimeError("device credentials are not available before the broker runs")
+        return self._identities
+
+    async def load(self) -> list[DeviceRecord]:
+        """Announce every registered device (at start), as :class:`DeviceAdded`."""
+        records = await self.registry.list()
+        for record in records:
+            self._added(record)
+        return records
+
+    # -- changes --------------------------------------------------------------------------------
+    async def create(
+        self,
+        device_id: str,
+        *,
+        name: str = "",
+        labels: dict[str, str] | None = None,
+        attributes: dict[str, Any] | None = None,
+        actor: str = "hub",
+        source: str = "",
+    ) -> NewDevice:
+        """Register a device with its first credentials, and start accepting its messages.
+
+        The secret is in the result only: show it to whoever installs the device, once.
+
+        Raises:
+            DeviceExists: the id is taken.
+            CredentialsError: the broker could not be told; the device was not registered.
+        """
+        record = await self.registry.create(
+            device_id, name=name, labels=labels, attributes=attributes
+        )
+        try:
+            issued = await self.identities.issue(device_id, actor=actor, source=source)
+        except BaseException:
+            await self.registry.delete(device_id)  # nothing half made
+            raise
+        self._added(record)
+        return NewDevice(record, issued)
+
+    async def register(self, device_id: str, labels: dict[str, str]) -> DeviceRecord:
+        """Register a device without credentials (an approved claim: it fetches its own)."""
+        record = await self.registry.create(device_id, labels=labels)
+        self._added(record)
+        return record
+
+    async def adopt(self, keys: Collection[CredentialKey]) -> None:
+        """Announce devices another process (the CLI) registered meanwhile, found by their
+        new keys; keys of devices already known or already gone change nothing."""
+        for device_id in sorted({key.device_id for key in keys} - self._known):
+            try:
+                record = await self.registry.get(device_id)
+            except DeviceNotFound:
+                continue  # keys of a device being deleted right now
+            self._added(record)
+
+    async def update(
+        self,
+        device_id: str,
+        *,
+        name: str | None = None,
+        labels: dict[str, str] | None = None,
+        attributes: dict[str, Any] | None = None,
+    ) -> DeviceRecord:
+        """Change what an operator may change (``None`` leaves a field as it is).
+
+        Raises:
+            DeviceNotFound: no such device.
+        """
+        record = await self.registry.update(
+            device_id, name=name, labels=labels, attributes=attributes
+        )
+        self._publish(DeviceChanged(record))
+        return record
+
+    async def delete(self, device_id: str, *, actor: str = "hub", source: str = "") -> None:
+        """Delete a device with its data and credentials; refuse its messages from now on.
+
+        Raises:
+            DeviceNotFound: no such device.
+        """
+        await self.registry.get(device_id)
+        usernames = await self._credentials.usernames(device_id)
+        self._publish(DeviceRemoving(device_id))
+        async with self._guard():
+            await self.registry.delete(device_id)
+        self._known.discard(device_id)
+        await self._claims.forget(device_id)  # the id may claim again
+        self._publish(DeviceRemoved(device_id))
+        if usernames:
+            await self.identities.withdrawn(
+                device_id, usernames, actor=actor, source=source, why="device deleted"
+            )
+
+    # -- credentials ------------------------------------------------------------------------------
+    async def issue_credentials(
+        self, device_id: str, *, actor: str = "hub", source: str = ""
+    ) -> IssuedCredentials:
+        """Another key for a registered device (its other keys stay valid).
+
+        Raises:
+            DeviceNotFound: no such device.
+            CredentialsError: the broker could not be told; no key was kept.
+        """
+        await self.registry.get(device_id)
+        return await self.identities.issue(device_id, actor=actor, source=source)
+
+    async def rotate_credentials(
+        self, device_id: str, grace_s: float, *, actor: str = "hub", source: str = ""
+    ) -> IssuedCredentials:
+        """A new key; the device's old keys keep working for ``grace_s`` seconds more.
+
+        Raises:
+            DeviceNotFound: no such device.
+            CredentialsError: the broker could not be told; no new key was kept.
+        """
+        await self.registry.get(device_id)
+        return await self.identities.rotate(device_id, grace_s, actor=actor, source=source)
+
+    async def revoke_credentials(
+        self, device_id: str, *, actor: str = "hub", source: str = ""
+    ) -> list[str]:
+        """Delete every key of the device; it is disconnected at once and cannot come back.
+
+        Returns the user names revoked.
+
+        Raises:
+            DeviceNotFound: no such device.
+        """
+        await self.registry.get(device_id)
+        return await self.identities.revoke(device_id, actor=actor, source=source)
+
+    # -- internals ------------------------------------------------------------------------------
+    def _added(self, record: DeviceRecord) -> None:
+        self._known.add(record.id)
+        self._publish(DeviceAdded(record))
+
+    def _publish(self, event: DeviceEvent) -> None:
+        for listener in self._listeners:
+            listener(event)
