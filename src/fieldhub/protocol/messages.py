@@ -19,6 +19,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 
 from fieldhub.protocol.errors import PayloadError
+from fieldhub.protocol.nesting import MAX_NESTING, check_nesting
 from fieldhub.protocol.topics import INSTANCE_PATTERN, Channel
 
 MAX_PAYLOAD_BYTES: Final = 256 * 1024
@@ -31,8 +32,10 @@ ACTION_CATALOG_KEY: Final = "actions"
 """Reported-state key under which a device lists its actions: name → argument → type name
 (``int``, ``float``, ``bool``, ``str``); the hub refuses commands that do not fit it."""
 
-Seq = Annotated[int, msgspec.Meta(ge=1, le=2**53)]
-Millis = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+MAX_MILLIS: Final = 2**53
+"""Latest timestamp (epoch ms) and highest seq the contract allows: exact in a JSON double."""
+Seq = Annotated[int, msgspec.Meta(ge=1, le=MAX_MILLIS)]
+Millis = Annotated[int, msgspec.Meta(ge=0, le=MAX_MILLIS)]
 KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
 Key = Annotated[str, msgspec.Meta(pattern=KEY_PATTERN)]
 # Telemetry keys are checked in __post_init__ against a cache of keys already seen: the same
@@ -128,12 +131,18 @@ class Event(Sequenced, frozen=True, kw_only=True, gc=False):
     message: Annotated[str, msgspec.Meta(max_length=1024)] = ""
     data: Annotated[dict[Key, Any], msgspec.Meta(max_length=MAX_EVENT_DATA_KEYS)] = {}
 
+    def __post_init__(self) -> None:
+        check_nesting(self.data, "data")
+
 
 class State(Sequenced, frozen=True, kw_only=True, gc=False):
     """Reported state, merged into what the hub holds: a key set to null is removed."""
 
     ts: Millis
     state: Annotated[dict[Key, Any], msgspec.Meta(min_length=1, max_length=256)]
+
+    def __post_init__(self) -> None:
+        check_nesting(self.state, "state")
 
 
 class Status(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -167,6 +176,9 @@ class Command(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     reply: Instance
     args: dict[str, Any] = {}
 
+    def __post_init__(self) -> None:
+        check_nesting(self.args, "args")
+
 
 class Reply(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Device → hub: what became of a command.
@@ -185,6 +197,9 @@ class Reply(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     result: Any = None
     error: Annotated[str, msgspec.Meta(max_length=1024)] = ""
 
+    def __post_init__(self) -> None:
+        check_nesting(self.result, "result")
+
 
 class Desired(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Hub → device, retained: the state the device should converge to, with its version.
@@ -196,6 +211,9 @@ class Desired(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
     version: Annotated[int, msgspec.Meta(ge=0)]
     state: dict[Key, Any]
+
+    def __post_init__(self) -> None:
+        check_nesting(self.state, "state")
 
 
 DESIRED_VERSION_KEY: Final = "desired_version"
@@ -238,6 +256,11 @@ def decoder_for(channel: Channel) -> Decoder:
             raise PayloadError(f"invalid {name} message: {exc}") from None
         except msgspec.DecodeError as exc:
             raise PayloadError(f"{name} payload is not valid JSON: {exc}") from None
+        except RecursionError:
+            # msgspec recurses per level, also through fields it skips; the schema's own
+            # check (check_nesting) refuses far shallower values, this only keeps the
+            # refusal a refusal when the parser gives up first.
+            raise PayloadError(f"{name} payload nests deeper than {MAX_NESTING} levels") from None
 
     return decode_payload
 
@@ -249,7 +272,8 @@ def decode(channel: Channel, payload: bytes) -> Any:
     """Decode and validate ``payload`` as the message type of ``channel``.
 
     Raises:
-        PayloadError: too large, not JSON, or not matching the schema (the text names the field).
+        PayloadError: too large, not JSON, nested too deep (``protocol/nesting.py``), or not
+            matching the schema (the text names the field).
     """
     return _DECODE[channel](payload)
 

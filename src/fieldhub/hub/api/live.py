@@ -177,6 +177,8 @@ def _answer(text: str, client: LiveClient, live: LiveHub) -> str:
         request = _decode_request(text)
     except msgspec.DecodeError as exc:
         return _error(f"bad request: {exc}")
+    except RecursionError:  # msgspec recurses per level, also through fields it skips
+        return _error("bad request: nested too deep")
     if isinstance(request, _Ping):
         return frame({"type": "pong"})
     try:

@@ -1,0 +1,224 @@
+"""Input at every edge is bounded, refused with a clear answer, and never turns into a 500.
+
+- Free-form JSON nests at most 32 levels (``protocol/nesting.py``): deeper input is a 422 on
+  the API and a counted, reported reject over MQTT; a value stored deeper before the limit
+  existed is clipped on reading, and the list it is part of still answers.
+- Every integer parameter and body field has bounds a 64-bit database column can hold.
+- Every 422 has the shape the OpenAPI document promises: a list of ``{loc, msg, type}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from fieldhub.clock import now_ms
+from fieldhub.hub.app import Hub
+from fieldhub.hub.ingest.pipeline import IngestSettings
+from fieldhub.hub.store import schema
+from fieldhub.protocol import MAX_NESTING, Channel, PayloadError, decode
+from fieldhub.protocol.nesting import CLIPPED
+from tests.conftest import DeviceFactory, HubFactory, api_client
+from tests.hub_client import served
+from tests.test_live import live, token_of
+
+
+def nested(levels: int, leaf: Any = 1) -> Any:
+    """A JSON object ``levels`` deep: ``{"a": {"a": ... leaf}}``."""
+    value = leaf
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+def nested_json(levels: int) -> str:
+    """:func:`nested` as JSON text, built without recursing (for depths json.dumps refuses)."""
+    return '{"a":' * levels + "1" + "}" * levels
+
+
+def depth(value: Any) -> int:
+    """How many levels of objects and arrays ``value`` has."""
+    if isinstance(value, dict):
+        return 1 + max((depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((depth(v) for v in value), default=0)
+    return 0
+
+
+def assert_422_list(response: httpx.Response, field: str) -> list[dict[str, Any]]:
+    """The answer is a 422 in the documented shape, with an error located at ``field``."""
+    assert response.status_code == 422, response.text
+    errors = response.json()["detail"]
+    assert isinstance(errors, list)
+    assert all({"loc", "msg", "type"} <= set(error) for error in errors), errors
+    assert any(error["loc"][-1] == field for error in errors), errors
+    return errors
+
+
+# -- nesting: the API refuses it ------------------------------------------------------------
+
+
+async def test_attributes_nested_too_deep_are_refused_and_the_device_list_keeps_working(
+    api: httpx.AsyncClient, uid: str
+):
+    deep = {"x": nested(300)}
+    answer = await api.post("/api/devices", json={"id": f"deep-{uid}", "attributes": deep})
+    errors = assert_422_list(answer, "attributes")
+    assert f"deeper than {MAX_NESTING} levels" in errors[0]["msg"]
+    assert (await api.get("/api/devices")).status_code == 200
+
+    at_limit = {"x": nested(MAX_NESTING - 1)}  # 32 levels counted from `attributes` itself
+    answer = await api.post("/api/devices", json={"id": f"ok-{uid}", "attributes": at_limit})
+    assert answer.status_code == 201, answer.text
+    patch = await api.patch(f"/api/devices/ok-{uid}", json={"attributes": {"y": nested(40)}})
+    assert_422_list(patch, "attributes")
+    listed = (await api.get("/api/devices")).json()
+    assert [d["attributes"] for d in listed if d["id"] == f"ok-{uid}"] == [at_limit]
+
+
+async def test_other_free_form_bodies_are_refused_when_nested_too_deep(
+    hub: Hub, api: httpx.AsyncClient, uid: str
+):
+    device_id = f"dev-{uid}"
+    await hub.create_device(device_id)
+    too_deep = {"x": nested(MAX_NESTING)}
+    command = await api.post(
+        f"/api/devices/{device_id}/commands",
+        params={"wait": "false"},
+        json={"action": "relay.set", "args": too_deep},
+    )
+    assert_422_list(command, "args")
+    desired = await api.patch(
+        f"/api/devices/{device_id}/state", json={"version": 0, "desired": too_deep}
+    )
+    assert_422_list(desired, "desired")
+    _, token = await hub.provisioning.create_token(
+        name="t", labels={}, uses=1, expires_at=now_ms() + 60_000, created_by="test"
+    )
+    async with api_client(hub, role=None) as device:
+        claim = await device.post(
+            "/api/provisioning/claims",
+            json={"token": token, "device_id": f"new-{uid}", "info": too_deep},
+        )
+    assert_422_list(claim, "info")
+
+
+# -- nesting: values stored deeper before the limit are clipped, not a 500 -----------------
+
+
+async def test_values_stored_too_deep_are_clipped_on_reading(
+    hub: Hub, api: httpx.AsyncClient, uid: str
+):
+    # As in a database written before the limit existed: set beneath the API.
+    deep, fine = f"deep-{uid}", f"fine-{uid}"
+    await hub.create_device(deep, attributes={"x": nested(300)})
+    await hub.create_device(fine, attributes={"model": "A1"})
+    async with hub.engine.begin() as conn:
+        await conn.execute(
+            sa.update(schema.devices)
+            .where(schema.devices.c.id == deep)
+            .values(reported={"config": nested(300)}, reported_ts=now_ms())
+        )
+        await conn.execute(
+            sa.insert(schema.events).values(
+                device_id=deep,
+                seq=None,
+                ts=now_ms(),
+                received_at=now_ms(),
+                type="legacy",
+                severity="info",
+                message="",
+                data={"x": nested(300)},
+            )
+        )
+    _, token = await hub.provisioning.create_token(
+        name="t", labels={}, uses=1, expires_at=now_ms() + 60_000, created_by="test"
+    )
+    await hub.provisioning.claim(token, f"claimed-{uid}", {"x": nested(300)})
+
+    listed = await api.get("/api/devices")
+    assert listed.status_code == 200, listed.text
+    by_id = {d["id"]: d for d in listed.json()}
+    assert by_id[fine]["attributes"] == {"model": "A1"}
+    clipped = by_id[deep]["attributes"]
+    assert depth(clipped) == MAX_NESTING
+    assert nested(MAX_NESTING - 1, CLIPPED) == clipped["x"]
+
+    state = await api.get(f"/api/devices/{deep}/state")
+    assert state.status_code == 200, state.text
+    assert depth(state.json()["reported"]) == MAX_NESTING
+    events = await api.get("/api/events", params={"device": deep})
+    assert events.status_code == 200, events.text
+    assert depth(events.json()["events"][0]["data"]) == MAX_NESTING
+    claims = await api.get("/api/claims")
+    assert claims.status_code == 200, claims.text
+    [claim] = [c for c in claims.json() if c["device_id"] == f"claimed-{uid}"]
+    assert depth(claim["info"]) == MAX_NESTING
+
+
+# -- nesting over MQTT: a counted, reported reject --------------------------------------------
+
+
+async def test_mqtt_messages_nested_too_deep_are_rejected_counted_and_reported(
+    make_hub: HubFactory, connect_device: DeviceFactory
+):
+    async with make_hub(ingest=IngestSettings(reject_replies_per_s=1e9)) as hub:
+        device = await connect_device(hub, "deep")
+        ts = now_ms()
+        too_deep = [
+            # just over the limit: refused by the schema
+            f'{{"seq": 1, "ts": {ts}, "type": "x", "data": {{"x": {nested_json(MAX_NESTING)}}}}}',
+            # so deep the parser gives up (RecursionError): a reject all the same
+            f'{{"seq": 1, "ts": {ts}, "type": "x", "data": {{"x": {nested_json(1000)}}}}}',
+            f'{{"seq": 1, "ts": {ts}, "state": {{"x": {nested_json(1000)}}}}}',
+        ]
+        channels = [Channel.EVENT, Channel.EVENT, Channel.STATE]
+        for channel, payload in zip(channels, too_deep, strict=True):
+            device.publish_raw(channel, payload.encode())
+        await device.wait_rejects(3, within_s=5)
+        assert all("deeper than 32 levels" in r.error for r in device.rejects), device.rejects
+        device.telemetry(1, ts=ts, t=1.0)  # ... and the hub goes on storing good data
+        await device.wait_acked(1)
+
+        assert hub.stats.rejected["invalid_payload"] == 3
+        assert hub.stats.events_stored == 0
+        async with api_client(hub) as api:
+            metrics = (await api.get("/metrics")).text
+            assert 'rejected_total{reason="invalid_payload"} 3.0' in metrics
+            events = (await api.get("/api/events")).json()["events"]
+            assert [e for e in events if e["type"] == "x"] == []  # presence events only
+            state = (await api.get(f"/api/devices/{device.device_id}/state")).json()
+            assert "x" not in state["reported"]
+
+
+async def test_a_live_request_nested_too_deep_gets_an_error_and_the_connection_stays(hub: Hub):
+    deep = '{"op": "ping", "x": ' + nested_json(5000) + "}"  # far within the 64 kB request size
+    async with served(hub) as base, live(base, token=await token_of(hub)) as client:
+        await client.send(deep)
+        assert "bad request" in (await client.next("error"))["message"]
+        await client.send({"op": "ping"})
+        assert await client.next("pong") == {"type": "pong"}
+
+
+@pytest.mark.parametrize(
+    ("channel", "template"),
+    [
+        (Channel.EVENT, '{"seq": 1, "ts": 1, "type": "x", "data": {"x": DEEP}}'),
+        (Channel.STATE, '{"seq": 1, "ts": 1, "state": {"x": DEEP}}'),
+        (Channel.REPLY, '{"id": "c1", "ok": true, "ts": 1, "result": {"x": DEEP}}'),
+        # what a device (the agent) decodes from the hub
+        (Channel.CMD, '{"id":"c", "action":"a", "expires":1, "reply":"r", "args":{"x": DEEP}}'),
+        (Channel.DESIRED, '{"version": 1, "state": {"x": DEEP}}'),
+    ],
+)
+@pytest.mark.parametrize("levels", [MAX_NESTING, 5000])
+def test_every_free_form_field_of_the_contract_has_the_nesting_limit(
+    channel: Channel, template: str, levels: int
+):
+    ok = template.replace("DEEP", nested_json(MAX_NESTING - 1)).encode()
+    decode(channel, ok)  # 32 levels counted from the field itself
+    with pytest.raises(PayloadError, match="deeper than 32 levels"):
+        decode(channel, template.replace("DEEP", nested_json(levels)).encode())
