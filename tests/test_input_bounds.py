@@ -222,3 +222,74 @@ def test_every_free_form_field_of_the_contract_has_the_nesting_limit(
     decode(channel, ok)  # 32 levels counted from the field itself
     with pytest.raises(PayloadError, match="deeper than 32 levels"):
         decode(channel, template.replace("DEEP", nested_json(levels)).encode())
+
+
+# -- integers: every one bounded at the edge -------------------------------------------------
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _integers(schema: Any, components: dict[str, Any], seen: set[str]) -> list[dict[str, Any]]:
+    """Every integer schema inside ``schema`` (through $ref, anyOf, items, properties...)."""
+    if isinstance(schema, list):
+        return [found for item in schema for found in _integers(item, components, seen)]
+    if not isinstance(schema, dict):
+        return []
+    ref = schema.get("$ref")
+    if ref is not None:
+        name = ref.rsplit("/", 1)[-1]
+        if name in seen:
+            return []
+        return _integers(components[name], components, seen | {name})
+    found = [schema] if schema.get("type") == "integer" else []
+    for key in ("anyOf", "oneOf", "allOf", "items", "prefixItems", "additionalProperties"):
+        found += _integers(schema.get(key), components, seen)
+    for child in (schema.get("properties") or {}).values():
+        found += _integers(child, components, seen)
+    return found
+
+
+async def test_every_integer_parameter_and_body_field_is_bounded(api: httpx.AsyncClient):
+    spec = (await api.get("/openapi.json")).json()
+    components = spec["components"]["schemas"]
+    unbounded = []
+    checked = 0
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            inputs = [(p["name"], p["schema"]) for p in operation.get("parameters", [])]
+            body = operation.get("requestBody", {}).get("content", {})
+            inputs += [("body", media["schema"]) for media in body.values()]
+            for name, given in inputs:
+                for integer in _integers(given, components, set()):
+                    checked += 1
+                    low, high = integer.get("minimum"), integer.get("maximum")
+                    if low is None or high is None or low < INT64_MIN or high > INT64_MAX:
+                        unbounded.append(f"{method.upper()} {path} {name}: {integer}")
+    assert checked > 20  # the walk found the integers (limits, ids, times, versions...)
+    assert unbounded == []
+
+
+async def test_integers_beyond_64_bits_are_a_422_not_a_500(hub: Hub, api: httpx.AsyncClient):
+    huge = str(2**63)
+    device_id = "dev-" + huge[-6:]
+    await hub.create_device(device_id)
+    for url, params in [
+        ("/api/events", {"end": huge}),
+        ("/api/events", {"start": huge}),
+        ("/api/audit", {"start": huge}),
+        (f"/api/devices/{device_id}/telemetry", {"end": huge}),
+        (f"/api/devices/{device_id}/commands", {"before": huge}),
+        ("/api/devices", {"offset": huge}),
+        (f"/api/users/{huge}", {}),
+        (f"/api/users/1/tokens/{huge}", {}),
+    ]:
+        method = "DELETE" if "tokens/" in url else "GET"
+        answer = await api.request(method, url, params=params)
+        field = next(iter(params), url.rsplit("/", 2)[-2].rstrip("s") + "_id")
+        assert_422_list(answer, field)
+    for url in (f"/api/tokens/{huge}", f"/api/claim-tokens/{huge}"):
+        assert_422_list(await api.delete(url), "token_id")
+    desired = await api.patch(
+        f"/api/devices/{device_id}/state", json={"version": 2**63, "desired": {"a": 1}}
+    )
+    assert_422_list(desired, "version")

@@ -20,13 +20,15 @@ from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo
 from fieldhub.protocol.messages import MAX_MILLIS
 from fieldhub.protocol.nesting import MAX_NESTING, check_nesting, clip_nesting
 
-INT64_MAX: Final = 2**63 - 1
+MAX_INT: Final = 2**53
+"""The largest integer the API takes: exact in a JSON number (a double, for JavaScript and for
+the OpenAPI document, whose bounds FastAPI writes as floats), and far within a 64-bit column."""
 
 EpochMs = Annotated[int, Field(ge=0, le=MAX_MILLIS, description="epoch ms")]
 """A time, as the wire contract bounds device timestamps."""
-RowId = Annotated[int, Field(ge=1, le=INT64_MAX)]
+RowId = Annotated[int, Field(ge=1, le=MAX_INT)]
 """The id of a stored row (a user, an API token, a claim token)."""
-Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
+Count = Annotated[int, Field(ge=0, le=MAX_INT)]
 """A non-negative integer stored or compared as a 64-bit one (an offset, a version)."""
 
 
