@@ -227,6 +227,7 @@ def test_every_free_form_field_of_the_contract_has_the_nesting_limit(
 # -- integers: every one bounded at the edge -------------------------------------------------
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+JSON = "application/json"
 
 
 def _integers(schema: Any, components: dict[str, Any], seen: set[str]) -> list[dict[str, Any]]:
@@ -293,3 +294,70 @@ async def test_integers_beyond_64_bits_are_a_422_not_a_500(hub: Hub, api: httpx.
         f"/api/devices/{device_id}/state", json={"version": 2**63, "desired": {"a": 1}}
     )
     assert_422_list(desired, "version")
+
+
+# -- 422 answers as documented, and refusals that say what is wrong ---------------------------
+
+
+async def test_every_422_has_the_documented_list_shape(hub: Hub, api: httpx.AsyncClient):
+    spec = (await api.get("/openapi.json")).json()
+    documented = {
+        op["responses"]["422"]["content"]["application/json"]["schema"]["$ref"]
+        for ops in spec["paths"].values()
+        for op in ops.values()
+        if "422" in op["responses"]
+    }
+    assert documented == {"#/components/schemas/HTTPValidationError"}
+    device_id = "dev-422"
+    await hub.create_device(device_id)
+    history = f"/api/devices/{device_id}/telemetry"
+    # Refusals of the routes' own (not of the schema): each was a plain string before.
+    assert_422_list(await api.get(history, params={"bucket": "soon"}), "bucket")
+    for answer in [
+        await api.get("/api/devices", params={"label": "no-equals-sign"}),
+        await api.get(history, params={"start": 10, "end": 5}),
+        await api.get(history, params={"start": 0, "end": 10**12, "bucket": "1ms"}),
+        await api.post("/api/commands", json={"action": "x", "labels": {"site": "nowhere"}}),
+    ]:
+        assert answer.status_code == 422, answer.text
+        [error] = answer.json()["detail"]
+        assert error["loc"] == [], error
+        assert error["type"] == "value_error", error
+        assert error["msg"], error
+
+
+async def test_a_body_without_a_json_content_type_is_told_so(api: httpx.AsyncClient):
+    body = b'{"id": "plain-text"}'
+    for headers in ({}, {"Content-Type": "text/plain"}):
+        answer = await api.post("/api/devices", content=body, headers=headers)
+        [error] = assert_422_list(answer, "body")
+        assert "expected Content-Type: application/json" in error["msg"], error
+    answer = await api.post("/api/devices", content=body, headers={"Content-Type": JSON})
+    assert answer.status_code == 201, answer.text
+
+
+async def test_a_token_without_a_scope_is_told_which_scope_it_lacks(hub: Hub):
+    async with api_client(hub, "admin", scopes=["read"]) as reader:
+        answer = await reader.get("/metrics")
+    assert answer.status_code == 403
+    assert "'metrics' scope" in answer.json()["detail"]
+    async with api_client(hub, "viewer") as viewer:
+        answer = await viewer.get("/api/users")
+    assert answer.status_code == 403
+    assert "role viewer" in answer.json()["detail"]
+
+
+async def test_cursors_are_validated(api: httpx.AsyncClient, uid: str):
+    for url, cursor in [
+        ("/api/events", "-1:-1"),
+        ("/api/events", "1:99999999999999999999"),
+        ("/api/events", "1"),
+        ("/api/audit", "-1"),
+        ("/api/audit", "99999999999999999999"),
+    ]:
+        assert_422_list(await api.get(url, params={"cursor": cursor}), "cursor")
+    for name in ("a", "b"):  # two entries in the audit log
+        assert (await api.post("/api/devices", json={"id": f"{name}-{uid}"})).status_code == 201
+    cursor = (await api.get("/api/audit", params={"limit": 1})).json()["next_cursor"]
+    assert cursor is not None
+    assert (await api.get("/api/audit", params={"cursor": cursor})).status_code == 200

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from typing import cast
 
-from fastapi import HTTPException, Request
+from fastapi import Request
 
+from fieldhub.hub.api.errors import unprocessable
 from fieldhub.hub.app import Hub
 
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)?$")
@@ -28,9 +29,11 @@ def parse_duration_ms(value: str, name: str) -> int:
     """``"90s"``, ``"5m"``, ``"1h"``, ``"1d"``, ``"250ms"`` or plain milliseconds → ms.
 
     Raises:
-        HTTPException: 422 naming the parameter.
+        HTTPException: 422 about the query parameter ``name``.
     """
     match = _DURATION.match(value.strip())
     if not match or int(match.group(1)) <= 0:
-        raise HTTPException(422, f"{name}={value!r}: use a positive duration like 60s, 5m, 1h, 1d")
+        raise unprocessable(
+            f"{name}={value!r}: use a positive duration like 60s, 5m, 1h, 1d", "query", name
+        )
     return int(match.group(1)) * _UNIT_MS[match.group(2)]

@@ -31,6 +31,11 @@ RowId = Annotated[int, Field(ge=1, le=MAX_INT)]
 Count = Annotated[int, Field(ge=0, le=MAX_INT)]
 """A non-negative integer stored or compared as a 64-bit one (an offset, a version)."""
 
+EventCursor = Annotated[str, Field(pattern=r"^[0-9]{1,16}:[0-9]{1,16}$", max_length=33)]
+"""The ``next_cursor`` of a page of events (``ts:id``); anything else is refused, 422."""
+AuditCursor = Annotated[str, Field(pattern=r"^[0-9]{1,16}$", max_length=16)]
+"""The ``next_cursor`` of a page of the audit log (an entry id)."""
+
 
 def _within_nesting(value: Any, info: ValidationInfo) -> Any:
     check_nesting(value, info.field_name or "value")

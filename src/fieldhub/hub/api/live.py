@@ -26,7 +26,7 @@ from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
-from fieldhub.hub.api.security import SESSION_COOKIE
+from fieldhub.hub.api.security import SESSION_COOKIE, refusal
 from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Permission, Principal
 from fieldhub.hub.auth import tokens as token_rules
@@ -120,7 +120,7 @@ async def _authenticate(websocket: WebSocket, hub: Hub) -> tuple[Principal, Cred
     except CredentialsRejected as exc:
         raise _Refused(401, str(exc)) from None
     if not principal.can(Permission.DEVICES_READ):
-        raise _Refused(403, f"{principal.name} may not use this ({Permission.DEVICES_READ})")
+        raise _Refused(403, refusal(principal, Permission.DEVICES_READ))
     return principal, credential
 
 
