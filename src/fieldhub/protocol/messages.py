@@ -131,18 +131,12 @@ class Event(Sequenced, frozen=True, kw_only=True, gc=False):
     message: Annotated[str, msgspec.Meta(max_length=1024)] = ""
     data: Annotated[dict[Key, Any], msgspec.Meta(max_length=MAX_EVENT_DATA_KEYS)] = {}
 
-    def __post_init__(self) -> None:
-        check_nesting(self.data, "data")
-
 
 class State(Sequenced, frozen=True, kw_only=True, gc=False):
     """Reported state, merged into what the hub holds: a key set to null is removed."""
 
     ts: Millis
     state: Annotated[dict[Key, Any], msgspec.Meta(min_length=1, max_length=256)]
-
-    def __post_init__(self) -> None:
-        check_nesting(self.state, "state")
 
 
 class Status(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -176,9 +170,6 @@ class Command(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     reply: Instance
     args: dict[str, Any] = {}
 
-    def __post_init__(self) -> None:
-        check_nesting(self.args, "args")
-
 
 class Reply(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Device → hub: what became of a command.
@@ -197,9 +188,6 @@ class Reply(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     result: Any = None
     error: Annotated[str, msgspec.Meta(max_length=1024)] = ""
 
-    def __post_init__(self) -> None:
-        check_nesting(self.result, "result")
-
 
 class Desired(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Hub → device, retained: the state the device should converge to, with its version.
@@ -211,9 +199,6 @@ class Desired(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
     version: Annotated[int, msgspec.Meta(ge=0)]
     state: dict[Key, Any]
-
-    def __post_init__(self) -> None:
-        check_nesting(self.state, "state")
 
 
 DESIRED_VERSION_KEY: Final = "desired_version"
@@ -241,26 +226,45 @@ _ENCODER = msgspec.json.Encoder()
 Decoder = Callable[[bytes], Any]
 
 
+FREE_FORM: Final[dict[Channel, tuple[str, ...]]] = {
+    Channel.EVENT: ("data",),
+    Channel.STATE: ("state",),
+    Channel.REPLY: ("result",),
+    Channel.CMD: ("args",),
+    Channel.DESIRED: ("state",),
+}
+"""The fields of each channel that hold free-form JSON, held to ``MAX_NESTING`` on decoding.
+
+Checked when a payload is decoded, not when a message is made: a message arriving is input,
+while the hub making a command from a stored one (or an agent a reply from an action's
+result) must not fail there; the receiver refuses it instead, like any invalid message."""
+
+
 def decoder_for(channel: Channel) -> Decoder:
     """A function decoding payloads of ``channel`` (see :func:`decode`), for hot loops that
     would otherwise look the channel up per message."""
     decode_json = _DECODERS[channel].decode
     name = channel.value
+    free_form = FREE_FORM.get(channel, ())
 
     def decode_payload(payload: bytes) -> Any:
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise PayloadError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
         try:
-            return decode_json(payload)
+            message = decode_json(payload)
+            for field in free_form:
+                check_nesting(getattr(message, field), field)
         except msgspec.ValidationError as exc:
             raise PayloadError(f"invalid {name} message: {exc}") from None
         except msgspec.DecodeError as exc:
             raise PayloadError(f"{name} payload is not valid JSON: {exc}") from None
+        except ValueError as exc:  # check_nesting
+            raise PayloadError(f"invalid {name} message: {exc}") from None
         except RecursionError:
-            # msgspec recurses per level, also through fields it skips; the schema's own
-            # check (check_nesting) refuses far shallower values, this only keeps the
-            # refusal a refusal when the parser gives up first.
+            # msgspec recurses per level, also through fields it skips: a value far deeper
+            # than the limit is refused by the parser before check_nesting sees it.
             raise PayloadError(f"{name} payload nests deeper than {MAX_NESTING} levels") from None
+        return message
 
     return decode_payload
 
