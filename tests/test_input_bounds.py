@@ -162,10 +162,14 @@ async def test_values_stored_too_deep_are_clipped_on_reading(
 # -- nesting over MQTT: a counted, reported reject --------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "broker", ["embedded", pytest.param("mosquitto", marks=pytest.mark.mosquitto)]
+)
 async def test_mqtt_messages_nested_too_deep_are_rejected_counted_and_reported(
-    make_hub: HubFactory, connect_device: DeviceFactory
+    make_hub: HubFactory, connect_device: DeviceFactory, broker: str
 ):
-    async with make_hub(ingest=IngestSettings(reject_replies_per_s=1e9)) as hub:
+    ingest = IngestSettings(reject_replies_per_s=1e9)  # every reject reported, not 1/s
+    async with make_hub(broker=broker, ingest=ingest) as hub:
         device = await connect_device(hub, "deep")
         ts = now_ms()
         too_deep = [
