@@ -134,6 +134,23 @@ async def test_values_stored_too_deep_are_clipped_on_reading(
                 data={"x": nested(300)},
             )
         )
+        await conn.execute(
+            sa.insert(schema.commands).values(
+                id=f"c-{uid}",
+                device_id=deep,
+                hub="an-older-hub",
+                action="config.set",
+                args={"x": nested(300)},
+                status="succeeded",
+                created_by="test",
+                created_at=now_ms(),
+                expires_at=now_ms(),
+                timeout_ms=1000,
+                deliveries=1,
+                result=nested(300),
+                error="",
+            )
+        )
     _, token = await hub.provisioning.create_token(
         name="t", labels={}, uses=1, expires_at=now_ms() + 60_000, created_by="test"
     )
@@ -153,6 +170,10 @@ async def test_values_stored_too_deep_are_clipped_on_reading(
     events = await api.get("/api/events", params={"device": deep})
     assert events.status_code == 200, events.text
     assert depth(events.json()["events"][0]["data"]) == MAX_NESTING
+    commands = await api.get(f"/api/devices/{deep}/commands")
+    assert commands.status_code == 200, commands.text
+    [command] = commands.json()
+    assert depth(command["args"]) == depth(command["result"]) == MAX_NESTING
     claims = await api.get("/api/claims")
     assert claims.status_code == 200, claims.text
     [claim] = [c for c in claims.json() if c["device_id"] == f"claimed-{uid}"]
