@@ -21,6 +21,7 @@ from fieldhub.protocol.messages import (
     decoder_for,
     encode,
 )
+from fieldhub.protocol.nesting import MAX_NESTING, check_nesting, clip_nesting, exceeds_nesting
 from fieldhub.protocol.topics import (
     DEVICE_TO_HUB,
     HUB_TO_DEVICE,
@@ -39,6 +40,7 @@ from fieldhub.protocol.topics import (
 __all__ = [
     "DEVICE_TO_HUB",
     "HUB_TO_DEVICE",
+    "MAX_NESTING",
     "MAX_PAYLOAD_BYTES",
     "PREFIX",
     "SEQUENCED",
@@ -59,10 +61,13 @@ __all__ = [
     "Topic",
     "TopicError",
     "check_device_id",
+    "check_nesting",
+    "clip_nesting",
     "decode",
     "decoder_for",
     "device_subtree",
     "encode",
+    "exceeds_nesting",
     "hub_subscriptions",
     "is_valid_device_id",
     "parse_topic",

@@ -20,6 +20,7 @@ import msgspec
 
 from fieldhub.protocol.actions import ACTION_NAME_PATTERN
 from fieldhub.protocol.errors import PayloadError
+from fieldhub.protocol.nesting import MAX_NESTING, check_nesting
 from fieldhub.protocol.topics import INSTANCE_PATTERN, Channel
 
 MAX_PAYLOAD_BYTES: Final = 256 * 1024
@@ -29,8 +30,10 @@ MAX_VALUES_PER_SAMPLE: Final = 64
 MAX_EVENT_DATA_KEYS: Final = 64
 
 
-Seq = Annotated[int, msgspec.Meta(ge=1, le=2**53)]
-Millis = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+MAX_MILLIS: Final = 2**53
+"""Latest timestamp (epoch ms) and highest seq the contract allows: exact in a JSON double."""
+Seq = Annotated[int, msgspec.Meta(ge=1, le=MAX_MILLIS)]
+Millis = Annotated[int, msgspec.Meta(ge=0, le=MAX_MILLIS)]
 KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
 Key = Annotated[str, msgspec.Meta(pattern=KEY_PATTERN)]
 # Telemetry keys are checked in __post_init__ against a cache of keys already seen: the same
@@ -221,21 +224,45 @@ _ENCODER = msgspec.json.Encoder()
 Decoder = Callable[[bytes], Any]
 
 
+FREE_FORM: Final[dict[Channel, tuple[str, ...]]] = {
+    Channel.EVENT: ("data",),
+    Channel.STATE: ("state",),
+    Channel.REPLY: ("result",),
+    Channel.CMD: ("args",),
+    Channel.DESIRED: ("state",),
+}
+"""The fields of each channel that hold free-form JSON, held to ``MAX_NESTING`` on decoding.
+
+Checked when a payload is decoded, not when a message is made: a message arriving is input,
+while the hub making a command from a stored one (or an agent a reply from an action's
+result) must not fail there; the receiver refuses it instead, like any invalid message."""
+
+
 def decoder_for(channel: Channel) -> Decoder:
     """A function decoding payloads of ``channel`` (see :func:`decode`), for hot loops that
     would otherwise look the channel up per message."""
     decode_json = _DECODERS[channel].decode
     name = channel.value
+    free_form = FREE_FORM.get(channel, ())
 
     def decode_payload(payload: bytes) -> Any:
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise PayloadError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
         try:
-            return decode_json(payload)
+            message = decode_json(payload)
+            for field in free_form:
+                check_nesting(getattr(message, field), field)
         except msgspec.ValidationError as exc:
             raise PayloadError(f"invalid {name} message: {exc}") from None
         except msgspec.DecodeError as exc:
             raise PayloadError(f"{name} payload is not valid JSON: {exc}") from None
+        except ValueError as exc:  # check_nesting
+            raise PayloadError(f"invalid {name} message: {exc}") from None
+        except RecursionError:
+            # msgspec recurses per level, also through fields it skips: a value far deeper
+            # than the limit is refused by the parser before check_nesting sees it.
+            raise PayloadError(f"{name} payload nests deeper than {MAX_NESTING} levels") from None
+        return message
 
     return decode_payload
 
@@ -247,7 +274,8 @@ def decode(channel: Channel, payload: bytes) -> Any:
     """Decode and validate ``payload`` as the message type of ``channel``.
 
     Raises:
-        PayloadError: too large, not JSON, or not matching the schema (the text names the field).
+        PayloadError: too large, not JSON, nested too deep (``protocol/nesting.py``), or not
+            matching the schema (the text names the field).
     """
     return _DECODE[channel](payload)
 

@@ -7,10 +7,11 @@ API token (once, in the answer to its creation).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fieldhub.hub.api.fields import StoredJson
 from fieldhub.hub.auth import (
     AuditEntry,
     Permission,
@@ -186,7 +187,7 @@ class AuditEntryOut(BaseModel):
     target: str
     outcome: str
     source: str
-    detail: dict[str, Any]
+    detail: StoredJson
 
     @classmethod
     def from_entry(cls, entry: AuditEntry) -> AuditEntryOut:

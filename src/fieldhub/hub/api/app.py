@@ -8,11 +8,12 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Response
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fieldhub import __version__
 from fieldhub.hub.api import account, audit, claims, commands, devices, events, tokens, users, web
 from fieldhub.hub.api.deps import hub_dependency
-from fieldhub.hub.api.errors import hub_error, validation_error
+from fieldhub.hub.api.errors import http_error, hub_error, validation_error
 from fieldhub.hub.api.limits import DEFAULT_MAX_BODY, BodySizeLimit
 from fieldhub.hub.api.live import router as live_router
 from fieldhub.hub.api.models import Health
@@ -52,6 +53,7 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=max_body)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HubError, hub_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)  # a 422's shape, as above
     app.include_router(devices.router)
     app.include_router(events.router)
     app.include_router(commands.router)

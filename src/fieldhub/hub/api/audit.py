@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 
 from fieldhub.hub.api.access_models import AuditEntryOut, AuditPageOut
 from fieldhub.hub.api.deps import get_hub
+from fieldhub.hub.api.fields import AuditCursor, EpochMs
 from fieldhub.hub.api.security import require
 from fieldhub.hub.auth import Permission, Principal
 
@@ -22,9 +23,11 @@ async def audit_log(
     action: Annotated[str | None, Query(description="e.g. login, or a family like user.*")] = None,
     target: Annotated[str | None, Query(description="user name, token:ID, device id")] = None,
     outcome: Annotated[Literal["ok", "denied", "failed"] | None, Query()] = None,
-    start: Annotated[int | None, Query(ge=0, description="epoch ms, inclusive")] = None,
-    end: Annotated[int | None, Query(ge=0, description="epoch ms, exclusive")] = None,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    start: Annotated[EpochMs | None, Query(description="epoch ms, inclusive")] = None,
+    end: Annotated[EpochMs | None, Query(description="epoch ms, exclusive")] = None,
+    cursor: Annotated[
+        AuditCursor | None, Query(description="next_cursor of the previous page")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditPageOut:
     """Security-relevant actions (logins, logouts, user and token changes, credentials, claims)."""

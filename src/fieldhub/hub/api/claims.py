@@ -6,7 +6,7 @@ poll secret), not by a user; everything else is for operators of the claim's sit
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fieldhub.clock import now_ms
 from fieldhub.hub.api.deps import hub_dependency
 from fieldhub.hub.api.devices import check_site
+from fieldhub.hub.api.fields import JsonObject, RowId, StoredJson
 from fieldhub.hub.api.models import DeviceCredentialsOut
 from fieldhub.hub.api.security import client_address, require
 from fieldhub.hub.app import Hub
@@ -35,7 +36,7 @@ class ClaimRequest(BaseModel):
 
     token: str = Field(min_length=1, max_length=256, description="the claim token")
     device_id: str = Field(min_length=1, max_length=64)
-    info: dict[str, Any] = Field(default_factory=dict, description="model, serial, firmware…")
+    info: JsonObject = Field(default_factory=dict, description="model, serial, firmware…")
 
 
 class ClaimAnswer(BaseModel):
@@ -98,7 +99,7 @@ class ClaimOut(BaseModel):
     claim_token_id: int
     status: ClaimStatus
     labels: dict[str, str]
-    info: dict[str, Any]
+    info: StoredJson
     requested_at: int
     decided_at: int | None
     decided_by: str | None
@@ -192,7 +193,7 @@ async def list_claim_tokens(hub: HubDep, who: Reader) -> list[ClaimTokenOut]:
 
 
 @operator_router.delete("/claim-tokens/{token_id}", status_code=204, summary="Revoke")
-async def revoke_claim_token(token_id: int, hub: HubDep, who: Writer) -> None:
+async def revoke_claim_token(token_id: RowId, hub: HubDep, who: Writer) -> None:
     """The token admits no more devices; claims made with it stay."""
     token = await hub.provisioning.store.token(token_id)
     if not who.sees(token.labels):

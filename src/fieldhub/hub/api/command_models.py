@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from fieldhub.hub.api.fields import JsonObject, StoredJson, StoredValue
 from fieldhub.hub.commands import BatchRecord, CommandRecord
 from fieldhub.hub.commands.view import command_view
 from fieldhub.protocol.actions import ACTION_NAME_PATTERN
@@ -22,7 +23,7 @@ class CommandRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     action: Annotated[str, Field(pattern=ACTION_NAME_PATTERN, examples=["lock.unlock"])]
-    args: Annotated[dict[str, Any], Field(max_length=MAX_ARGS)] = {}
+    args: Annotated[JsonObject, Field(max_length=MAX_ARGS)] = {}
     timeout_s: Annotated[
         float,
         Field(gt=0, le=3600, description="how long to wait for the outcome once it is sent"),
@@ -78,11 +79,11 @@ class CommandOut(BaseModel):
     device_id: str
     batch_id: str | None
     action: str
-    args: dict[str, Any]
+    args: StoredJson
     status: CommandStatus
     finished: bool = Field(description="reached a final state")
     late: bool = Field(description="the device's outcome came after the command timed out")
-    result: Any = None
+    result: StoredValue = None
     error: str = ""
     created_by: str
     created_at: int
@@ -104,7 +105,7 @@ class BatchOut(BaseModel):
 
     id: str
     action: str
-    args: dict[str, Any]
+    args: StoredJson
     target: dict[str, Any]
     size: int
     created_by: str

@@ -20,6 +20,7 @@ from fieldhub.hub.api.command_models import (
 )
 from fieldhub.hub.api.deps import hub_dependency
 from fieldhub.hub.api.devices import visible_entry
+from fieldhub.hub.api.fields import EpochMs
 from fieldhub.hub.api.security import client_address, require
 from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Permission, Principal
@@ -109,7 +110,7 @@ async def device_commands(
     who: Reader,
     device_id: str,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before: Annotated[int | None, Query(description="created before this epoch ms")] = None,
+    before: Annotated[EpochMs | None, Query(description="created before this epoch ms")] = None,
 ) -> list[CommandOut]:
     """The device's commands, newest first."""
     visible_entry(hub, who, device_id)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.api.deps import hub_dependency, parse_duration_ms
+from fieldhub.hub.api.fields import Count, EpochMs
 from fieldhub.hub.api.models import (
     CredentialRotation,
     DesiredChange,
@@ -86,7 +87,7 @@ async def list_devices(
     label: Annotated[list[str], Query(description="KEY=VALUE; repeat to require several")] = [],  # noqa: B006
     presence: Annotated[list[Literal["online", "offline", "stale", "unknown"]], Query()] = [],  # noqa: B006
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[Count, Query()] = 0,
 ) -> list[Device]:
     """Devices carrying every given label, optionally in the given presence states (of the
     caller's sites)."""
@@ -225,8 +226,8 @@ async def history(
     who: Reader,
     device_id: str,
     keys: Annotated[str | None, Query(description="comma-separated keys; default all")] = None,
-    start: Annotated[int | None, Query(ge=0, description="epoch ms; default end - 1h")] = None,
-    end: Annotated[int | None, Query(ge=0, description="epoch ms, exclusive; default now")] = None,
+    start: Annotated[EpochMs | None, Query(description="epoch ms; default end - 1h")] = None,
+    end: Annotated[EpochMs | None, Query(description="epoch ms, exclusive; default now")] = None,
     bucket: Annotated[str | None, Query(description="bucket size: 60s, 5m, 1h, 1d, or ms")] = None,
     agg: Annotated[Literal["avg", "min", "max", "last", "count"], Query()] = "avg",
     limit: Annotated[int, Query(ge=1, le=MAX_RAW_POINTS)] = MAX_RAW_POINTS,

@@ -1,25 +1,31 @@
 """How an error reaches an API caller: one status per kind of ``HubError``, one 422 shape.
 
 Routes raise the hub's own errors (``hub/errors.py``) and never build an HTTP answer for
-them: the handler below maps the kind to the status, so "not found" is 404 everywhere and a
+them: :func:`hub_error` maps the kind to the status, so "not found" is 404 everywhere and a
 new wing gets the same answers for free.
 
-The shape of validation errors is FastAPI's list, with clearer JSON errors and no echo.
+The OpenAPI document promises every 422 as ``{"detail": [{"loc", "msg", "type"}, ...]}``, so
+every 422 has that shape: request validation (:func:`validation_error`), the hub's own checks
+(``Invalid``, with its location) and any ``HTTPException(422, "text")`` a dependency raises
+(:func:`http_error` wraps the text into one such error).
+
 FastAPI repeats the offending input in each error; for a login or a password body that is the
 very secret the client sent, and it ends up in proxies' and clients' logs. Errors here name the
-field and the rule, never the value. A body that is not JSON says so, with the position. A
-422 for a rule the hub checks itself (``Invalid``) has the same list shape, so the answers
-match what the OpenAPI document promises for 422.
+field and the rule, never the value. A body that is not JSON says so, with the position; a
+body sent without a JSON content type says which one is expected.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from fastapi import Request
+from fastapi import HTTPException, Request, Response
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fieldhub.hub.errors import (
     Conflict,
@@ -32,6 +38,8 @@ from fieldhub.hub.errors import (
     Unauthenticated,
     Unavailable,
 )
+
+JSON_TYPE = "application/json"
 
 # Most specific first: a class may be two kinds (none is today, but the order decides).
 STATUS_OF: tuple[tuple[type[HubError], int], ...] = (
@@ -54,11 +62,27 @@ def status_of(exc: HubError) -> int:
     return 500
 
 
-def _clean(error: dict[str, Any]) -> dict[str, Any]:
+def error(msg: str, loc: Sequence[str | int] = (), type: str = "value_error") -> dict[str, Any]:
+    """One validation error as the OpenAPI document describes it (``loc`` empty: the request
+    as a whole, not one field)."""
+    return {"type": type, "loc": list(loc), "msg": msg}
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.partition(";")[0].strip().lower()
+    return media == JSON_TYPE or media.endswith("+json")
+
+
+def _clean(error: dict[str, Any], content_type: str) -> dict[str, Any]:
     cleaned = {"type": error["type"], "loc": list(error["loc"]), "msg": error["msg"]}
     if error["type"] == "json_invalid":
         reason = (error.get("ctx") or {}).get("error", "")
         cleaned["msg"] = f"the body is not valid JSON: {reason} (at character {error['loc'][-1]})"
+    elif tuple(error["loc"]) == ("body",) and not _is_json(content_type):
+        # FastAPI parses only JSON bodies; any other one fails as "not an object".
+        sent = f"got {content_type!r}" if content_type else "none was sent"
+        cleaned["type"] = "content_type"
+        cleaned["msg"] = f"expected Content-Type: {JSON_TYPE} with a JSON body ({sent})"
     elif error.get("ctx"):
         cleaned["ctx"] = error["ctx"]
     return cleaned
@@ -67,8 +91,10 @@ def _clean(error: dict[str, Any]) -> dict[str, Any]:
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     """422 with each error's location, type and message (never its input)."""
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    content_type = request.headers.get("content-type", "")
     return JSONResponse(
-        status_code=422, content={"detail": jsonable_encoder([_clean(e) for e in errors])}
+        status_code=422,
+        content={"detail": jsonable_encoder([_clean(e, content_type) for e in errors])},
     )
 
 
@@ -76,11 +102,18 @@ async def hub_error(request: Request, exc: Exception) -> JSONResponse:
     """The answer to a ``HubError`` a route let through: its kind's status and its message."""
     if not isinstance(exc, HubError):  # pragma: no cover - registered for HubError only
         raise exc
-    status = status_of(exc)
     headers: dict[str, str] = {}
     if isinstance(exc, Throttled):
         headers["Retry-After"] = str(exc.retry_after_s)
-    detail: object = str(exc)
-    if isinstance(exc, Invalid):
-        detail = [{"type": "value_error", "loc": list(exc.loc), "msg": str(exc)}]
-    return JSONResponse(status_code=status, content={"detail": detail}, headers=headers)
+    detail: object = [error(str(exc), exc.loc)] if isinstance(exc, Invalid) else str(exc)
+    return JSONResponse(status_code=status_of(exc), content={"detail": detail}, headers=headers)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's answer to an ``HTTPException``, but a 422 with a plain text as detail becomes
+    the documented list (one error, about the request as a whole)."""
+    if not isinstance(exc, StarletteHTTPException):  # pragma: no cover - registered for it
+        raise exc
+    if exc.status_code == 422 and isinstance(exc.detail, str):
+        exc = HTTPException(422, [error(exc.detail)], headers=exc.headers)
+    return await http_exception_handler(request, exc)

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query
 
 from fieldhub.hub.api.deps import hub_dependency
+from fieldhub.hub.api.fields import EpochMs, EventCursor
 from fieldhub.hub.api.models import EventOut, EventPage
 from fieldhub.hub.api.security import require
 from fieldhub.hub.app import Hub
@@ -22,9 +23,11 @@ async def list_events(
     device: Annotated[list[str], Query(description="device id; repeat for several")] = [],  # noqa: B006
     type: Annotated[list[str], Query(description="event type, or a family like door.*")] = [],  # noqa: B006
     severity: Annotated[list[Literal["info", "warning", "critical"]], Query()] = [],  # noqa: B006
-    start: Annotated[int | None, Query(ge=0, description="epoch ms, inclusive")] = None,
-    end: Annotated[int | None, Query(ge=0, description="epoch ms, exclusive")] = None,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    start: Annotated[EpochMs | None, Query(description="epoch ms, inclusive")] = None,
+    end: Annotated[EpochMs | None, Query(description="epoch ms, exclusive")] = None,
+    cursor: Annotated[
+        EventCursor | None, Query(description="next_cursor of the previous page")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventPage:
     """Events matching every filter, newest first (of the caller's sites' devices)."""

@@ -26,7 +26,7 @@ from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
-from fieldhub.hub.api.security import SESSION_COOKIE
+from fieldhub.hub.api.security import SESSION_COOKIE, refusal
 from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Permission, Principal
 from fieldhub.hub.auth.authn import Credential, CredentialsRejected
@@ -113,7 +113,7 @@ async def _authenticate(websocket: WebSocket, hub: Hub) -> tuple[Principal, Cred
     except CredentialsRejected as exc:
         raise _Refused(401, str(exc)) from None
     if not principal.can(Permission.DEVICES_READ):
-        raise _Refused(403, f"{principal.name} may not use this ({Permission.DEVICES_READ})")
+        raise _Refused(403, refusal(principal, Permission.DEVICES_READ))
     return principal, credential
 
 
@@ -170,6 +170,8 @@ def _answer(text: str, client: LiveClient, live: LiveHub) -> str:
         request = _decode_request(text)
     except msgspec.DecodeError as exc:
         return _error(f"bad request: {exc}")
+    except RecursionError:  # msgspec recurses per level, also through fields it skips
+        return _error("bad request: nested too deep")
     if isinstance(request, _Ping):
         return frame({"type": "pong"})
     try:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fieldhub.hub.api.fields import Count, JsonObject, StoredJson, StoredValue
 from fieldhub.hub.devices import DeviceRecord
 from fieldhub.hub.devices.twin import TwinView
 from fieldhub.protocol.topics import DEVICE_ID_PATTERN
@@ -29,7 +30,7 @@ class Device(BaseModel):
     id: str
     name: str
     labels: LabelMap
-    attributes: dict[str, Any]
+    attributes: StoredJson
     created_at: int
     updated_at: int
     presence: Presence
@@ -84,7 +85,7 @@ class DeviceCreate(BaseModel):
     id: str = Field(pattern=DEVICE_ID_PATTERN, description="1-64 of A-Z a-z 0-9 . _ -")
     name: str = Field("", max_length=128)
     labels: LabelMap = Field(default_factory=dict, description='e.g. {"site": "berlin"}')
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    attributes: JsonObject = Field(default_factory=dict)
 
 
 class DeviceUpdate(BaseModel):
@@ -94,7 +95,7 @@ class DeviceUpdate(BaseModel):
 
     name: str | None = Field(None, max_length=128)
     labels: LabelMap | None = None
-    attributes: dict[str, Any] | None = None
+    attributes: JsonObject | None = None
 
 
 class LatestValue(BaseModel):
@@ -118,16 +119,16 @@ class History(BaseModel):
 class DeltaOut(BaseModel):
     """A desired key the device does not report as desired (``reported`` null: not at all)."""
 
-    desired: Any
-    reported: Any
+    desired: StoredValue
+    reported: StoredValue
 
 
 class TwinOut(BaseModel):
     """The device twin: what is desired (with its version) and what the device reports."""
 
-    desired: dict[str, Any]
+    desired: StoredJson
     version: int = Field(description="of the desired state; 0: nothing desired yet")
-    reported: dict[str, Any] = Field(description="merged key by key from the device's reports")
+    reported: StoredJson = Field(description="merged key by key from the device's reports")
     reported_ts: int | None = Field(description="epoch ms of the newest report")
     delta: dict[str, DeltaOut] = Field(description="desired keys not reported as desired")
     in_sync: bool = Field(
@@ -159,8 +160,8 @@ class DesiredChange(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(ge=0, description="the version you read (GET); another one: 409")
-    desired: dict[str, Any] = Field(
+    version: Count = Field(description="the version you read (GET); another one: 409")
+    desired: JsonObject = Field(
         description='keys to set, e.g. {"socket": "off"}; null removes a key',
         examples=[{"socket": "off", "lock": "locked"}],
     )
@@ -177,7 +178,7 @@ class EventOut(BaseModel):
     type: str
     severity: str
     message: str
-    data: dict[str, Any]
+    data: StoredJson
 
 
 class EventPage(BaseModel):

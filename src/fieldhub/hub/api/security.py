@@ -36,7 +36,7 @@ from starlette.routing import BaseRoute
 from fieldhub.clock import now_ms
 from fieldhub.hub import secrets as token_rules
 from fieldhub.hub.api.deps import get_hub
-from fieldhub.hub.auth import ANONYMOUS, Permission, Principal
+from fieldhub.hub.auth import ANONYMOUS, ROLE_PERMISSIONS, SCOPE_OF, Permission, Principal
 from fieldhub.hub.auth.authn import Credential, CredentialsRejected, NewSession
 
 SESSION_COOKIE = "fieldhub_session"
@@ -89,6 +89,16 @@ async def _authenticate(
     return found.principal
 
 
+def refusal(principal: Principal, permission: Permission) -> str:
+    """Why ``principal`` lacks ``permission``: its role, or its API token's scopes (a token
+    of an admin without the ``metrics`` scope is refused ``/metrics``, and should say so)."""
+    role = principal.role
+    if role is not None and permission in ROLE_PERMISSIONS[role]:
+        scope = SCOPE_OF[permission]
+        return f"this API token lacks the {scope.value!r} scope (needed for {permission})"
+    return f"{principal.name} may not use this: {permission} is not granted to role {role}"
+
+
 class Requirement:
     """The dependency of a route that needs ``permission``; resolves to the caller."""
 
@@ -107,7 +117,7 @@ class Requirement:
             request, bearer.credentials if bearer else None, cookie, strict=True
         )
         if not principal.can(self.permission):
-            raise HTTPException(403, f"{principal.name} may not use this ({self.permission})")
+            raise HTTPException(403, refusal(principal, self.permission))
         request.state.principal = principal
         return principal
 

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request, Response
 
 from fieldhub.hub.api.access_models import TokenCreate, TokenCreated, TokenOut
 from fieldhub.hub.api.deps import get_hub
+from fieldhub.hub.api.fields import RowId
 from fieldhub.hub.api.security import client_address, require
 from fieldhub.hub.auth import Permission, Principal
 
@@ -52,7 +53,7 @@ async def create_token(
 
 @router.delete("/{token_id}", status_code=204, summary="Revoke an own API token")
 async def revoke_token(
-    token_id: int, request: Request, who: Annotated[Principal, require(Permission.ACCOUNT_WRITE)]
+    token_id: RowId, request: Request, who: Annotated[Principal, require(Permission.ACCOUNT_WRITE)]
 ) -> Response:
     """The token stops working at once (revoking twice is no error)."""
     await get_hub(request).auth.accounts.revoke_token(

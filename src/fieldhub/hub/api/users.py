@@ -15,6 +15,7 @@ from fieldhub.hub.api.access_models import (
     UserUpdate,
 )
 from fieldhub.hub.api.deps import get_hub
+from fieldhub.hub.api.fields import RowId
 from fieldhub.hub.api.security import client_address, require
 from fieldhub.hub.auth import Permission, Principal, UserRecord
 from fieldhub.hub.auth.service import Auth
@@ -49,13 +50,13 @@ async def create_user(body: UserCreate, request: Request, who: Writer) -> UserOu
 
 
 @router.get("/{user_id}", summary="Get a user")
-async def get_user(user_id: int, request: Request, _: Reader) -> UserOut:
+async def get_user(user_id: RowId, request: Request, _: Reader) -> UserOut:
     """One user."""
     return UserOut.from_record(await _user(get_hub(request).auth, user_id))
 
 
 @router.patch("/{user_id}", summary="Change a user")
-async def update_user(user_id: int, body: UserUpdate, request: Request, who: Writer) -> UserOut:
+async def update_user(user_id: RowId, body: UserUpdate, request: Request, who: Writer) -> UserOut:
     """Change role, sites or disabled (disabling ends the user's sessions at once).
 
     The hub keeps at least one enabled admin (409).
@@ -72,7 +73,7 @@ async def update_user(user_id: int, body: UserUpdate, request: Request, who: Wri
 
 
 @router.delete("/{user_id}", status_code=204, summary="Remove a user")
-async def delete_user(user_id: int, request: Request, who: Writer) -> Response:
+async def delete_user(user_id: RowId, request: Request, who: Writer) -> Response:
     """Remove a user with its sessions and tokens (never the last enabled admin: 409)."""
     await get_hub(request).auth.accounts.delete_user(
         user_id, actor=who.actor, source=client_address(request)
@@ -81,7 +82,9 @@ async def delete_user(user_id: int, request: Request, who: Writer) -> Response:
 
 
 @router.put("/{user_id}/password", status_code=204, summary="Set a user's password")
-async def set_password(user_id: int, body: PasswordSet, request: Request, who: Writer) -> Response:
+async def set_password(
+    user_id: RowId, body: PasswordSet, request: Request, who: Writer
+) -> Response:
     """Set a password (a reset); the user's sessions end, its API tokens stay."""
     await get_hub(request).auth.accounts.set_password(
         user_id,
@@ -94,7 +97,7 @@ async def set_password(user_id: int, body: PasswordSet, request: Request, who: W
 
 
 @router.get("/{user_id}/tokens", summary="List a user's API tokens")
-async def list_user_tokens(user_id: int, request: Request, _: Reader) -> list[TokenOut]:
+async def list_user_tokens(user_id: RowId, request: Request, _: Reader) -> list[TokenOut]:
     """A user's tokens, newest first (never the token text)."""
     auth = get_hub(request).auth
     user = await _user(auth, user_id)
@@ -102,7 +105,9 @@ async def list_user_tokens(user_id: int, request: Request, _: Reader) -> list[To
 
 
 @router.delete("/{user_id}/tokens/{token_id}", status_code=204, summary="Revoke a user's token")
-async def revoke_user_token(user_id: int, token_id: int, request: Request, who: Writer) -> Response:
+async def revoke_user_token(
+    user_id: RowId, token_id: RowId, request: Request, who: Writer
+) -> Response:
     """The token stops working at once."""
     auth = get_hub(request).auth
     user = await _user(auth, user_id)
