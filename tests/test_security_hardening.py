@@ -1,0 +1,125 @@
+"""Hardening of the hub (issue 19): what an attacker could do from outside, tried for real.
+
+- The login page sends a user only to a path of the hub, however the ``next`` address is
+  spelled (tabs, newlines and backslashes that browsers quietly drop or turn into slashes).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, Route, async_playwright, expect
+
+from fieldhub.hub.app import Hub
+from fieldhub.hub.auth import Role
+from fieldhub.hub.config import HubSettings
+from tests.hub_client import served
+from tests.test_dashboard import CHROMIUM_ARGS, _chromium
+
+PASSWORD = "correct horse battery"
+EVIL = "evil.example"
+
+
+# -- the login page's redirect ----------------------------------------------------------------
+@dataclass
+class Site:
+    """A hub served over HTTP and a browser to visit it with."""
+
+    hub: Hub
+    url: str
+    browser: Browser
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
+    folder = tmp_path_factory.mktemp("hardening")
+    settings = HubSettings(
+        data=folder / "hub",
+        instance=f"harden{secrets.token_hex(3)}",
+        mqtt="127.0.0.1:0",
+        http="127.0.0.1:0",
+    )
+    async with AsyncExitStack() as stack:
+        hub = await stack.enter_async_context(Hub(settings))
+        url = await stack.enter_async_context(served(hub))
+        playwright = await stack.enter_async_context(async_playwright())
+        browser = await playwright.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        stack.push_async_callback(browser.close)
+        yield Site(hub, url, browser)
+
+
+REDIRECTS: list[Any] = [
+    # (the ``next`` parameter as decoded, where the browser must be sent: None = refused)
+    pytest.param("/devices/x?state=offline#top", "/devices/x?state=offline#top", id="own-path"),
+    pytest.param("/\t/evil.example/", None, id="tab"),
+    pytest.param("/\r/evil.example/", None, id="cr"),
+    pytest.param("/\n/evil.example/", None, id="lf"),
+    pytest.param("\\\\evil.example/", None, id="backslashes"),
+    pytest.param("//evil.example/", None, id="slashes"),
+    pytest.param("/\\evil.example/", None, id="slash-backslash"),
+    pytest.param("https://evil.example/", None, id="https-url"),
+    pytest.param("https:evil.example", None, id="https-scheme-relative"),
+    pytest.param("javascript:alert(1)", None, id="javascript"),
+    pytest.param(" //evil.example/", None, id="leading-space"),
+    pytest.param("/\x7f/evil.example/", None, id="del"),
+    # Encoded slashes stay encoded: a path of the hub, not another host.
+    pytest.param("/%2F%2Fevil.example/", "/%2F%2Fevil.example/", id="encoded-slashes"),
+    pytest.param("%2F%2Fevil.example", None, id="encoded-relative"),
+]
+
+
+@pytest.mark.browser
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize(("target", "allowed"), REDIRECTS)
+async def test_the_login_redirect_check_keeps_only_paths_of_the_hub(
+    site: Site, target: str, allowed: str | None
+) -> None:
+    context = await site.browser.new_context(base_url=site.url)
+    try:
+        page = await context.new_page()
+        await page.goto("/static/img/icon.svg")  # any page of the hub: its origin
+        checked = await page.evaluate(
+            "async (t) => (await import('/static/js/redirect.js')).sameOriginPath(t)", target
+        )
+    finally:
+        await context.close()
+    assert checked == allowed
+
+
+@pytest.mark.browser
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("control", ["%09", "%0D", "%0A", "%5C"])
+async def test_a_crafted_login_link_lands_on_the_hub_not_elsewhere(site: Site, control: str):
+    name = f"operator-{secrets.token_hex(3)}"
+    await site.hub.auth.accounts.create_user(
+        name, role=Role.OPERATOR, sites=["a"], password=PASSWORD, actor="test"
+    )
+    attack = f"/login?next=%2F{control}%2F{EVIL}%2F"
+    context = await site.browser.new_context(base_url=site.url)
+    visited: list[str] = []
+
+    async def other_site(route: Route) -> None:  # had the browser gone there, it would show
+        visited.append(route.request.url)
+        await route.fulfill(status=200, content_type="text/html", body="<p>evil</p>")
+
+    await context.route(lambda url: urlsplit(url).hostname == EVIL, other_site)
+    try:
+        page = await context.new_page()
+        await page.goto(attack)  # not logged in: the form, then where next= says
+        await page.get_by_label("Name").fill(name)
+        await page.get_by_label("Password").fill(PASSWORD)
+        await page.get_by_role("button", name="Log in").click()
+        await expect(page).to_have_url(site.url + "/")
+        await page.goto(attack)  # logged in: sent on at once
+        await expect(page).to_have_url(site.url + "/")
+        await expect(page.locator("#device-rows")).to_be_attached()
+    finally:
+        await context.close()
+    assert visited == []
