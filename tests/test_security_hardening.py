@@ -2,6 +2,8 @@
 
 - The login page sends a user only to a path of the hub, however the ``next`` address is
   spelled (tabs, newlines and backslashes that browsers quietly drop or turn into slashes).
+- Every answer, API docs and errors included, carries the security headers; the docs pages
+  keep working under their own policy, and say where the spec is when they are offline.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Route, async_playwright, expect
 
+from fieldhub.hub.api.apidocs import DOCS_POLICY, REDOC, SWAGGER_UI
+from fieldhub.hub.api.headers import CONTENT_SECURITY_POLICY
 from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Role
 from fieldhub.hub.config import HubSettings
-from tests.hub_client import served
+from tests.hub_client import HubClient, served
 from tests.test_dashboard import CHROMIUM_ARGS, _chromium
 
 PASSWORD = "correct horse battery"
@@ -123,3 +127,81 @@ async def test_a_crafted_login_link_lands_on_the_hub_not_elsewhere(site: Site, c
     finally:
         await context.close()
     assert visited == []
+
+
+# -- security headers on every answer ---------------------------------------------------------
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        pytest.param("GET", "/docs", None, 200, id="docs"),
+        pytest.param("GET", "/redoc", None, 200, id="redoc"),
+        pytest.param("GET", "/openapi.json", None, 200, id="openapi"),
+        pytest.param("GET", "/api/health", None, 200, id="json"),
+        pytest.param("GET", "/api/no-such-thing", None, 404, id="not-found"),
+        pytest.param("POST", "/api/auth/login", {"name": 1}, 422, id="invalid"),
+        pytest.param("POST", "/api/auth/login", {"name": "x" * 2_000_000}, 413, id="too-large"),
+        pytest.param("GET", "/api/devices", None, 401, id="unauthorized"),
+        pytest.param("GET", "/login", None, 200, id="page"),
+        pytest.param("GET", "/static/js/api.js", None, 200, id="asset"),
+    ],
+)
+async def test_every_answer_carries_the_security_headers(
+    hub: Hub, method: str, path: str, body: Any, status: int
+) -> None:
+    async with HubClient(hub, role=None) as anonymous:
+        answer = await anonymous.request(method, path, json=body)
+    assert answer.status_code == status
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert answer.headers["x-frame-options"] == "DENY"
+    assert answer.headers["referrer-policy"] == "same-origin"
+    expected = DOCS_POLICY if path in ("/docs", "/redoc") else CONTENT_SECURITY_POLICY
+    assert answer.headers["content-security-policy"] == expected
+    assert "frame-ancestors 'none'" in expected
+    assert "'unsafe-inline'" not in _directive(expected, "script-src")
+
+
+def _directive(csp: str, name: str) -> str:
+    return next(part for part in csp.split("; ") if part.startswith(name + " "))
+
+
+def test_the_docs_pages_run_no_inline_script_and_pin_their_viewer() -> None:
+    assert " 'self' https://cdn.jsdelivr.net" in _directive(DOCS_POLICY, "script-src")
+    for asset in (*SWAGGER_UI, REDOC):
+        assert "@latest" not in asset.url
+        assert asset.integrity.startswith("sha384-")
+
+
+@pytest.mark.browser
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize(("path", "viewer"), [("/docs", "swagger-ui"), ("/redoc", "redoc")])
+async def test_the_docs_pages_work_offline_without_breaking_their_policy(
+    site: Site, path: str, viewer: str
+) -> None:
+    """A hub whose browser cannot reach the CDN: the page says where the spec is, and nothing
+    on it breaks the page's policy (no inline script was needed to get there)."""
+    context = await site.browser.new_context(base_url=site.url)
+    problems: list[str] = []
+    cdn: list[str] = []
+
+    async def offline(route: Route) -> None:
+        cdn.append(route.request.url)
+        await route.abort("internetdisconnected")
+
+    await context.route(lambda url: urlsplit(url).hostname == "cdn.jsdelivr.net", offline)
+    try:
+        page = await context.new_page()
+        page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+        page.on(
+            "console",
+            lambda msg: (
+                problems.append(msg.text) if "Content Security Policy" in msg.text else None
+            ),
+        )
+        await page.goto(path)
+        assert await page.locator("body").get_attribute("data-viewer") == viewer
+        await expect(page.locator("#api-docs")).to_contain_text("/openapi.json")
+        await expect(page.get_by_role("link", name="/openapi.json")).to_be_visible()
+    finally:
+        await context.close()
+    assert cdn, "the page asked the CDN for its viewer (the policy let it)"
+    assert problems == []
