@@ -4,17 +4,21 @@
   spelled (tabs, newlines and backslashes that browsers quietly drop or turn into slashes).
 - Every answer, API docs and errors included, carries the security headers; the docs pages
   keep working under their own policy, and say where the spec is when they are offline.
+- The login throttle counts by the connection's address; X-Forwarded-For counts only from a
+  configured proxy (the real ``fieldhub hub`` process, over real HTTP).
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Route, async_playwright, expect
@@ -25,6 +29,8 @@ from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Role
 from fieldhub.hub.config import HubSettings
 from tests.hub_client import HubClient, served
+from tests.support.servers import free_port
+from tests.test_cli import running
 from tests.test_dashboard import CHROMIUM_ARGS, _chromium
 
 PASSWORD = "correct horse battery"
@@ -205,3 +211,59 @@ async def test_the_docs_pages_work_offline_without_breaking_their_policy(
         await context.close()
     assert cdn, "the page asked the CDN for its viewer (the policy let it)"
     assert problems == []
+
+
+# -- forwarded headers only from trusted proxies ----------------------------------------------
+def _failed_logins_until_throttled(
+    url: str, *, source: str, forwarded_for: Callable[[int], str], tries: int = 30
+) -> int | None:
+    """Failed logins (a new unknown name each) from ``source``, sending ``X-Forwarded-For:
+    forwarded_for(i)``, until one is refused with 429; how many it took (None: never)."""
+    transport = httpx.HTTPTransport(local_address=source)
+    with httpx.Client(base_url=url, transport=transport, timeout=30) as client:
+        for attempt in range(1, tries + 1):
+            answer = client.post(
+                "api/auth/login",
+                json={"name": f"nobody-{secrets.token_hex(4)}", "password": "wrong password"},
+                headers={"X-Forwarded-For": forwarded_for(attempt)},
+            )
+            if answer.status_code == 429:
+                return attempt
+            assert answer.status_code == 401, answer.text
+    return None
+
+
+@pytest.mark.slow  # ~45 failed logins, each a full password hash (~0.15-0.6 s)
+def test_the_login_throttle_believes_forwarded_for_only_from_trusted_proxies(tmp_path: Path):
+    """A local program (127.0.0.1, not a proxy) that sends a new X-Forwarded-For with each
+    guess is still counted by its own address; the configured proxy (127.0.0.2) is not counted
+    itself: the clients it forwards for are, each on its own."""
+    hub_args = ("hub", "--data", str(tmp_path), "--http", f"127.0.0.1:{free_port()}")
+    with running(*hub_args, "--mqtt", "127.0.0.1:0", "--trusted-proxies", "127.0.0.2") as (
+        url,
+        _,
+    ):
+        spoofed = _failed_logins_until_throttled(
+            url, source="127.0.0.1", forwarded_for=lambda i: f"198.51.100.{i}"
+        )
+        assert spoofed is not None, "a new X-Forwarded-For each time escaped the throttle"
+        via_proxy = _failed_logins_until_throttled(
+            url, source="127.0.0.2", forwarded_for=lambda _: "203.0.113.7"
+        )
+        assert via_proxy == spoofed  # the forwarded client is throttled like a direct one
+        other_client = _failed_logins_until_throttled(
+            url, source="127.0.0.2", forwarded_for=lambda _: "203.0.113.8", tries=1
+        )
+        assert other_client is None  # the proxy itself is not locked out
+
+
+def test_trusted_proxies_are_addresses_or_networks_and_none_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("FIELDHUB_TRUSTED_PROXIES", raising=False)
+    assert HubSettings().trusted_proxies == ()
+    monkeypatch.setenv("FIELDHUB_TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8,::1")
+    assert HubSettings().trusted_proxies == ("127.0.0.1", "10.0.0.0/8", "::1")
+    for wrong in ("*", "proxy.example", "10.0.0.0/33"):
+        with pytest.raises(ValueError, match="trusted proxy"):
+            HubSettings(trusted_proxies=wrong)

@@ -47,6 +47,11 @@ async def _serve(
                 # /api/live sends every frame to many clients: compressing it per connection
                 # cost a quarter of the hub's CPU with 100 clients (docs/benchmarks.md, live).
                 ws_per_message_deflate=False,
+                # X-Forwarded-For/-Proto only from the configured proxies; uvicorn's default
+                # trusts 127.0.0.1, so any local process could pick the address the login
+                # throttle and the audit log count by.
+                proxy_headers=bool(settings.trusted_proxies),
+                forwarded_allow_ips=list(settings.trusted_proxies),
             )
         )
         serving = asyncio.create_task(server.serve(), name="http")
@@ -153,6 +158,14 @@ def hub(
     stale_after: Annotated[
         float | None, typer.Option("--stale-after", help="seconds of silence before stale")
     ] = None,
+    trusted_proxies: Annotated[
+        str | None,
+        typer.Option(
+            "--trusted-proxies",
+            help="comma-separated addresses/networks of reverse proxies whose X-Forwarded-For "
+            "and -Proto are believed (none by default) [env FIELDHUB_TRUSTED_PROXIES]",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the hub (embedded broker unless --broker is given)."""
@@ -167,6 +180,7 @@ def hub(
         mqtt=mqtt,
         instance=instance,
         stale_after_s=stale_after,
+        trusted_proxies=trusted_proxies,
     )
     run_until_stopped(_serve(settings))
 
