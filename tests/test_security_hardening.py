@@ -6,12 +6,15 @@
   keep working under their own policy, and say where the spec is when they are offline.
 - The login throttle counts by the connection's address; X-Forwarded-For counts only from a
   configured proxy (the real ``fieldhub hub`` process, over real HTTP).
+- What the hub and an agent write (database, its WAL, backups, outbox, broker state) is
+  private to their user, even under the usual umask.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,15 +26,23 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Route, async_playwright, expect
 
+from fieldhub.agent.config import AgentConfig, DeviceSection, HubSection, WebSection
+from fieldhub.agent.service import Agent
+from fieldhub.agent.units import Drivers, SocketConfig, mock_pin_factory
+from fieldhub.agent.units.simulate import SwitchPin
 from fieldhub.hub.api.apidocs import DOCS_POLICY, REDOC, SWAGGER_UI
 from fieldhub.hub.api.headers import CONTENT_SECURITY_POLICY
 from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Role
 from fieldhub.hub.config import HubSettings
+from fieldhub.hub.store.backup import backup
+from fieldhub.private_files import private_dir, private_file, write_private
+from tests.conftest import HubFactory
 from tests.hub_client import HubClient, served
 from tests.support.servers import free_port
 from tests.test_cli import running
 from tests.test_dashboard import CHROMIUM_ARGS, _chromium
+from tests.waiting import eventually
 
 PASSWORD = "correct horse battery"
 EVIL = "evil.example"
@@ -267,3 +278,72 @@ def test_trusted_proxies_are_addresses_or_networks_and_none_by_default(
     for wrong in ("*", "proxy.example", "10.0.0.0/33"):
         with pytest.raises(ValueError, match="trusted proxy"):
             HubSettings(trusted_proxies=wrong)
+
+
+# -- data files are private -------------------------------------------------------------------
+def _shared(*roots: Path) -> list[str]:
+    """Every file and folder under ``roots`` (and the roots) that its group or others may use."""
+    found = []
+    for root in roots:
+        for path in [root, *root.rglob("*")]:
+            mode = path.lstat().st_mode & 0o777
+            if mode & 0o077:
+                found.append(f"{path.relative_to(root.parent)} {oct(mode)}")
+    return found
+
+
+@pytest.fixture
+def usual_umask() -> Iterator[None]:
+    """The umask most machines have (022: new files 0644): the code under test must not count
+    on the one ``fieldhub`` sets for itself."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.usefixtures("usual_umask")
+async def test_the_hub_and_an_agent_keep_their_files_to_themselves(
+    make_hub: HubFactory, tmp_path: Path
+) -> None:
+    data, agent_data, backups = tmp_path / "hub", tmp_path / "agent", tmp_path / "backups"
+    backups.mkdir()
+    async with make_hub(data=data) as hub:
+        device_id = f"cabinet-{secrets.token_hex(3)}"
+        issued = (await hub.create_device(device_id, labels={"site": "a"})).credentials
+        config = AgentConfig(
+            device=DeviceSection(id=device_id),
+            hub=HubSection(broker=hub.broker_url, username=issued.username),
+            data_folder=str(agent_data),
+            units=[SocketConfig(name="socket", pin=22, initial="on", min_off_s=0)],
+            web=WebSection(enabled=False),
+        )
+        pins = mock_pin_factory(SwitchPin)
+        async with Agent(config, issued.secret, drivers=Drivers(pin_factory=pins)):
+            await eventually(lambda: _reported(hub, device_id), "the agent's first report")
+            written = await backup(hub.engine, backups / "hub.zip")
+            running = _shared(data, agent_data)
+            names = {p.name for p in [*data.iterdir(), *agent_data.iterdir()]}
+    assert {"fieldhub.db", "fieldhub.db-wal", "fieldhub.db-shm", "outbox.db"} <= names
+    assert running == []
+    assert _shared(data, agent_data) == []  # and what was written at the stop
+    assert written.path.stat().st_mode & 0o077 == 0
+
+
+async def _reported(hub: Hub, device_id: str) -> bool:
+    record = await hub.registry.get(device_id)
+    return record.acked_seq > 0
+
+
+@pytest.mark.usefixtures("usual_umask")
+def test_files_and_folders_left_open_by_an_older_version_are_closed(tmp_path: Path) -> None:
+    folder, database = tmp_path / "data", tmp_path / "data" / "fieldhub.db"
+    folder.mkdir(mode=0o755)
+    database.write_bytes(b"")  # 0644, as an older fieldhub left it
+    private_file(private_dir(folder) / "fieldhub.db")
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert database.stat().st_mode & 0o777 == 0o600
+    write_private(folder / "state.json", b"{}")
+    assert (folder / "state.json").stat().st_mode & 0o777 == 0o600
+    assert (folder / "state.json").read_bytes() == b"{}"

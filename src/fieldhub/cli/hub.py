@@ -22,6 +22,7 @@ from fieldhub.cli.common import (
     run_until_stopped,
 )
 from fieldhub.cli.plain import configure_logging
+from fieldhub.private_files import private_dir
 
 hub_app = typer.Typer(
     help="Run the hub, or back it up and restore it.", invoke_without_command=True
@@ -127,7 +128,7 @@ def demo(
     async def run() -> None:
         from fieldhub.hub.auth.offline import DEMO_ADMIN, demo_admin, open_auth
 
-        settings.data.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data)
         async with open_auth(settings.db_url) as auth:
             password = await demo_admin(auth)
         if password is not None:
@@ -222,7 +223,7 @@ def restore_cmd(
 
     settings = hub_settings(data=data, db=db)
     if settings.db is None:
-        settings.data.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data)
 
     async def run() -> Any:
         engine = create_engine(settings.db_url)
