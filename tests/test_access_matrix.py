@@ -14,6 +14,11 @@ independently of the code under test:
 
 A route without a declared permission, or with one these rules do not know, fails the test:
 new routes cannot slip through. Path parameters are real objects made for each call.
+
+Seeing an object does not open the others it touches: every answer a site-scoped caller gets
+is searched, field by field, for the id of any device of a site it does not see. Group commands
+in the matrix span both sites, so a batch that an operator of site A reads names site B's
+device too, unless the answer leaves it out.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from fieldhub.hub.api.security import CSRF_HEADER, SESSION_COOKIE
 from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Auth
 from fieldhub.hub.auth.passwords import Passwords
-from tests.hub_client import ALL_SCOPES, add_user, user_token
+from tests.hub_client import ALL_SCOPES, HubClient, add_user, user_token
 
 SITE_A, SITE_B = "site-a", "site-b"
 PASSWORD = "matrix password 1"
@@ -180,6 +185,7 @@ class World:
         self.users: dict[Who, Any] = {}
         self.login_user: Any = None
         self.someone: Any = None
+        self.site_of: dict[str, str] = {}  # every device (and claimed device) made: its site
 
     async def populate(self) -> None:
         self.login_user = await add_user(self.hub, "viewer", (SITE_A,), password=PASSWORD)
@@ -198,6 +204,7 @@ class World:
     async def device(self, site: str) -> str:
         device_id = self.fresh("dev")
         await self.hub.devices.create(device_id, labels={"site": site})
+        self.site_of[device_id] = site
         return device_id
 
     async def claim_token(self, site: str) -> tuple[int, str]:
@@ -215,6 +222,7 @@ class World:
         _, token = await self.claim_token(site)
         device_id = self.fresh("claimed")
         receipt = await self.hub.provisioning.claim(token, device_id, {})
+        self.site_of[device_id] = site
         return device_id, receipt.poll_secret
 
     async def credentials(self, who: Who) -> dict[str, str]:
@@ -260,17 +268,22 @@ class World:
                 case.values[param] = await self.device(site)
                 case.visible &= who.role == "admin" or site in who.sites
             elif param in ("command_id", "batch_id"):
-                device_id = await self.device(site)
-                batch, [command] = await self.hub.commands.submit(
-                    [device_id],
+                # A group command across both sites (own variant) or of site B only (foreign):
+                # the caller reads it through its own device, and must not see the other one.
+                group = [await self.device(site)]
+                if own:
+                    group.append(await self.device(SITE_B))
+                batch, [command, *_] = await self.hub.commands.submit(
+                    group,
                     "socket.set",
                     {"on": True},
                     timeout_s=1,
                     ttl_s=60,
                     actor="test",
-                    target={"devices": [device_id]} if param == "batch_id" else None,
+                    target={"devices": group},
                 )
-                case.values[param] = command.id if batch is None else batch.id
+                assert batch is not None
+                case.values[param] = command.id if param == "command_id" else batch.id
                 case.visible &= sees_site
             elif param == "user_id" and route.path.startswith("/api/users/"):
                 target = await add_user(self.hub, "viewer", (SITE_A if own else SITE_B,))
@@ -373,6 +386,15 @@ def expected(route: Route, case: Case) -> int:
     return success
 
 
+def foreign_ids(world: World, who: Who, answer: httpx.Response) -> list[str]:
+    """Ids of devices ``who`` may not see that an answer carries in any field (ids are
+    random: a match is the id, not a coincidence)."""
+    if who.role == "admin" or not 200 <= answer.status_code < 300:
+        return []
+    text = answer.text
+    return sorted(d for d, site in world.site_of.items() if site not in who.sites and d in text)
+
+
 def _variants(route: Route) -> list[Literal["own", "foreign"]]:
     if route.permission == "public":
         return ["own"]
@@ -431,6 +453,14 @@ async def test_access_matrix(hub: Hub, capsys: pytest.CaptureFixture[str]):
                             f"{who.label:32} {variant:7} {route.name}: got "
                             f"{response.status_code}, want {want}: {response.text[:120]}"
                         )
+                    leaked = (
+                        [] if route.permission == "public" else foreign_ids(world, who, response)
+                    )
+                    if leaked:
+                        failures.append(
+                            f"{who.label:32} {variant:7} {route.name}: names devices of "
+                            f"another site: {leaked}"
+                        )
                     if route.permission == "public":
                         public_answers.setdefault(route.name, set()).add(response.status_code)
     for name, statuses in public_answers.items():
@@ -458,3 +488,38 @@ async def test_matrix_rules_catch_a_route_that_forgets_its_check(hub: Hub):
     assert expected(route, case) == 404  # a route answering 200 here would be reported
     anonymous = Case(CALLERS[0], "own", None)
     assert expected(route, anonymous) == 401
+
+
+async def test_a_group_command_across_sites_shows_each_site_only_its_share(hub: Hub):
+    """An admin's batch covers two devices of site A and one of B. The operator of B finds the
+    batch id on its own device's command; reading the batch, every field is about B's device
+    alone: the target list, the size, the counts and the results."""
+    world = World(hub)
+    a1, a2, b = await world.device(SITE_A), await world.device(SITE_A), await world.device(SITE_B)
+    batch, commands = await hub.commands.submit(
+        [a1, a2, b],
+        "socket.set",
+        {"on": True},
+        timeout_s=1,
+        ttl_s=60,
+        actor="user:admin",
+        target={"devices": [a1, a2, b]},
+    )
+    assert batch is not None
+    async with HubClient(hub, "operator", sites=[SITE_B]) as operator_b:
+        own = (await operator_b.get(f"/api/devices/{b}/commands")).json()
+        assert [c["batch_id"] for c in own] == [batch.id]
+        answer = await operator_b.get(f"/api/command-batches/{batch.id}")
+        assert answer.status_code == 200
+        seen = answer.json()
+        assert seen["target"] == {"devices": [b]}
+        assert seen["size"] == 1
+        assert sum(seen["counts"].values()) == 1
+        assert [c["device_id"] for c in seen["commands"]] == [b]
+        assert a1 not in answer.text
+        assert a2 not in answer.text
+    async with HubClient(hub, "admin") as admin:  # who sees every device sees the whole batch
+        whole = (await admin.get(f"/api/command-batches/{batch.id}")).json()
+        assert whole["target"] == {"devices": [a1, a2, b]}
+        assert whole["size"] == 3
+        assert sorted(c["id"] for c in whole["commands"]) == sorted(c.id for c in commands)

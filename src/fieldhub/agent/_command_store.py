@@ -36,6 +36,7 @@ from typing import Final, Literal
 
 import msgspec
 
+from fieldhub.private_files import private_dir, private_file
 from fieldhub.protocol import Reply
 
 __all__ = ["INTERRUPTED", "CommandStore", "StoreFull", "Stored"]
@@ -104,8 +105,8 @@ class CommandStore:
         # Random, like secrets.token_hex(8) (both read os.urandom), without importing
         # secrets: it imports hmac and so OpenSSL, 3.5 MB of the agent's RSS.
         self.boot = os.urandom(8).hex()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None)
+        private_dir(path.parent)
+        self._db = sqlite3.connect(private_file(path), isolation_level=None)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")

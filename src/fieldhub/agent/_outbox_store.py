@@ -28,6 +28,7 @@ from typing import Final
 import msgspec
 
 from fieldhub.clock import now_ms
+from fieldhub.private_files import private_dir, private_file
 from fieldhub.protocol import Channel, Event, Sample, State, Telemetry, encode
 from fieldhub.protocol.messages import MAX_PAYLOAD_BYTES, MAX_SAMPLES
 
@@ -196,8 +197,8 @@ class OutboxStore:
         # Messages handed out are at most half the bound, so an overflow always finds unsent
         # reports to drop (reports in flight are never dropped: the hub may have them).
         self._max_assigned_rows = max_messages // 2
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None)
+        private_dir(path.parent)
+        self._db = sqlite3.connect(private_file(path), isolation_level=None)
         try:
             self._setup()
         except BaseException:

@@ -30,6 +30,7 @@ import msgspec
 from fieldhub import __version__
 from fieldhub.agent.config import ClaimSection
 from fieldhub.logthrottle import LogThrottle, held_back
+from fieldhub.private_files import write_private
 
 if TYPE_CHECKING:
     import ssl
@@ -217,7 +218,7 @@ class Claimer:
             pending = _Pending(self._device_id, poll_secret)
             path = self._data_dir / POLL_FILE
             try:
-                await asyncio.to_thread(_write_private, path, msgspec.json.encode(pending))
+                await asyncio.to_thread(write_private, path, msgspec.json.encode(pending))
             except OSError as exc:  # the claim is spent: claiming again would be refused
                 raise ClaimError(
                     f"cannot keep the claim's poll secret in {path} ({exc.strerror}): make the"
@@ -359,7 +360,7 @@ class Claimer:
 
     def _keep(self, credentials: DeviceCredentials) -> None:
         try:
-            _write_private(self._data_dir / CREDENTIALS_FILE, msgspec.json.encode(credentials))
+            write_private(self._data_dir / CREDENTIALS_FILE, msgspec.json.encode(credentials))
         except OSError as exc:
             # They work now; the poll secret stays, so the next start says what was lost.
             log.error(
@@ -391,24 +392,6 @@ def _rotate_hint(device_id: str) -> str:
         f"ask an operator to rotate the credentials (fieldhub device rotate {device_id}) and"
         " give them in agent.yaml as hub.username and hub.secret_file instead of hub.claim"
     )
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path``, readable by the owner only, all or nothing: after a crash or
-    a power cut the file is the old one or the new one, never half a secret (blocking)."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.unlink(missing_ok=True)  # a leftover may have other permissions
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with open(fd, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def _post(

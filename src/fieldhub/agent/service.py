@@ -39,6 +39,7 @@ from fieldhub.agent.units.simulate import Simulation
 from fieldhub.agent.uplink import Uplink
 from fieldhub.agent.web import TechnicianPage, parse_listen
 from fieldhub.agent.web.view import UnitView
+from fieldhub.private_files import private_dir
 from fieldhub.protocol import Reply
 from fieldhub.protocol.actions import ACTION_CATALOG_KEY
 from fieldhub.protocol.messages import Severity
@@ -159,7 +160,7 @@ class Agent:
     async def _start(self) -> None:
         config = self.config
         data_dir = config.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)  # outbox, command memory, credentials: the agent's user's alone
         self.outbox = await self._stack.enter_async_context(
             Outbox(data_dir / "outbox.db", max_messages=config.outbox.max_messages)
         )

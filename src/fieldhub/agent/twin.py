@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from fieldhub.agent._tasks import log_if_failed
 from fieldhub.agent.actions import ActionError, ActionRegistry, BoundAction
 from fieldhub.agent.reporting import Reporter
 from fieldhub.agent.units import LedUnit, SocketUnit, Unit
+from fieldhub.private_files import write_private
 from fieldhub.protocol import Desired
 from fieldhub.protocol.messages import DESIRED_ERRORS_KEY, DESIRED_VERSION_KEY
 
@@ -244,12 +244,7 @@ class Twin:
 
     def _save(self, version: int) -> None:
         """Replace the file in one step, so a power cut leaves the old version or the new."""
-        partial = self._file.with_name(self._file.name + ".partial")
-        with partial.open("wb") as out:
-            out.write(msgspec.json.encode({"version": version}))
-            out.flush()
-            os.fsync(out.fileno())
-        partial.replace(self._file)
+        write_private(self._file, msgspec.json.encode({"version": version}))
 
 
 def _choose(unit: Unit, value: Any, verbs: Mapping[str, str]) -> str:

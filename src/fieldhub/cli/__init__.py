@@ -12,6 +12,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from fieldhub.cli import plain
+from fieldhub.private_files import restrict_umask
 
 if TYPE_CHECKING:
     import typer
@@ -50,6 +51,7 @@ def build_app() -> typer.Typer:
 
 def main() -> None:
     """Entry point of the ``fieldhub`` command."""
+    restrict_umask()  # whatever the hub or an agent writes is its user's alone (private_files)
     code = plain.main()
     if code is not None:
         sys.exit(code)

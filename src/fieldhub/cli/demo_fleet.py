@@ -16,7 +16,6 @@ ones. The technician page is off: twenty pages would need twenty ports.
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import msgspec
 from fieldhub.agent.config import AgentConfig
 from fieldhub.agent.service import Agent
 from fieldhub.agent.units.simulate import Physics, Simulation
+from fieldhub.private_files import private_dir, write_private
 
 __all__ = ["DemoDevice", "demo_config", "demo_devices", "run_demo_fleet"]
 
@@ -146,13 +146,10 @@ def _read_credentials(path: Path) -> _Credentials | None:
 
 
 def _write_credentials(path: Path, credentials: _Credentials) -> None:
-    """Write the file readable by its owner only, from its first byte on."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_suffix(".part")
-    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        file.write(msgspec.json.encode(credentials))
-    part.replace(path)
+    """Write the file readable by its owner only, from its first byte on, in a folder of the
+    agent's that only its owner may enter."""
+    private_dir(path.parent)
+    write_private(path, msgspec.json.encode(credentials))
 
 
 async def _run_agent(config: AgentConfig, secret: str, physics: Physics) -> None:

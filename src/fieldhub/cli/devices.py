@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from fieldhub.cli.common import BrokerOpt, DataOpt, DbOpt, cli_actor, console, hub_settings
+from fieldhub.private_files import private_dir
 
 device_app = typer.Typer(
     help="Register devices and manage their MQTT credentials (also while the hub runs).",
@@ -37,7 +38,7 @@ def _device_command(settings: Any, work: Any, *, broker: bool = True) -> Any:
     from fieldhub.hub.store.devices import DeviceRegistry, RegistryError
 
     if settings.db is None:
-        settings.data.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data)
 
     async def run() -> Any:
         engine = create_engine(settings.db_url)

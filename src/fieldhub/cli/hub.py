@@ -22,6 +22,7 @@ from fieldhub.cli.common import (
     run_until_stopped,
 )
 from fieldhub.cli.plain import configure_logging
+from fieldhub.private_files import private_dir
 
 hub_app = typer.Typer(
     help="Run the hub, or back it up and restore it.", invoke_without_command=True
@@ -47,6 +48,11 @@ async def _serve(
                 # /api/live sends every frame to many clients: compressing it per connection
                 # cost a quarter of the hub's CPU with 100 clients (docs/benchmarks.md, live).
                 ws_per_message_deflate=False,
+                # X-Forwarded-For/-Proto only from the configured proxies; uvicorn's default
+                # trusts 127.0.0.1, so any local process could pick the address the login
+                # throttle and the audit log count by.
+                proxy_headers=bool(settings.trusted_proxies),
+                forwarded_allow_ips=list(settings.trusted_proxies),
             )
         )
         serving = asyncio.create_task(server.serve(), name="http")
@@ -122,7 +128,7 @@ def demo(
     async def run() -> None:
         from fieldhub.hub.auth.offline import DEMO_ADMIN, demo_admin, open_auth
 
-        settings.data.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data)
         async with open_auth(settings.db_url) as auth:
             password = await demo_admin(auth)
         if password is not None:
@@ -153,6 +159,14 @@ def hub(
     stale_after: Annotated[
         float | None, typer.Option("--stale-after", help="seconds of silence before stale")
     ] = None,
+    trusted_proxies: Annotated[
+        str | None,
+        typer.Option(
+            "--trusted-proxies",
+            help="comma-separated addresses/networks of reverse proxies whose X-Forwarded-For "
+            "and -Proto are believed (none by default) [env FIELDHUB_TRUSTED_PROXIES]",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the hub (embedded broker unless --broker is given)."""
@@ -167,6 +181,7 @@ def hub(
         mqtt=mqtt,
         instance=instance,
         stale_after_s=stale_after,
+        trusted_proxies=trusted_proxies,
     )
     run_until_stopped(_serve(settings))
 
@@ -208,7 +223,7 @@ def restore_cmd(
 
     settings = hub_settings(data=data, db=db)
     if settings.db is None:
-        settings.data.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data)
 
     async def run() -> Any:
         engine = create_engine(settings.db_url)

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from fieldhub.cli.common import DataOpt, DbOpt, cli_actor, console, hub_settings
+from fieldhub.private_files import private_dir
 
 user_app = typer.Typer(
     help="Manage the hub's users (also while the hub runs).", no_args_is_help=True
@@ -48,7 +49,7 @@ def _users(settings: Any, work: Any) -> Any:
     from fieldhub.hub.store.users import UserStoreError
 
     if settings.db is None:
-        settings.data.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data)
 
     async def run() -> Any:
         async with open_auth(settings.db_url) as auth:

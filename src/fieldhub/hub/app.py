@@ -46,6 +46,7 @@ from fieldhub.hub.store.devices import DeviceRegistry
 from fieldhub.hub.store.queries import Queries
 from fieldhub.hub.store.twin import TwinStore
 from fieldhub.hub.store.writes import writes_for
+from fieldhub.private_files import private_dir
 from fieldhub.protocol import Channel, hub_subscriptions, topic_for
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ class Hub:
     async def _start(self) -> None:
         settings = self.settings
         if self.engine.url.get_backend_name() == "sqlite" or settings.broker is None:
-            settings.data.mkdir(parents=True, exist_ok=True)  # database file, broker state
+            private_dir(settings.data)  # database file, broker state: 0700
         self._stack.push_async_callback(self.engine.dispose)
         try:
             await migrate(self.engine)

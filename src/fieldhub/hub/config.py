@@ -5,11 +5,13 @@ Validated once at start and frozen after; a bad value fails fast naming the sett
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from fieldhub.hub.store.database import normalize_url, sqlite_url
 from fieldhub.protocol.topics import INSTANCE_PATTERN
@@ -54,6 +56,11 @@ class HubSettings(BaseSettings):
         "connected has to be confirmed (retained status, status or data) before it is offline",
     )
     qos: int = Field(1, ge=0, le=1, description="QoS of the hub's subscriptions")
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="addresses or networks (comma-separated) of reverse proxies whose "
+        "X-Forwarded-For/-Proto the hub believes; none by default",
+    )
 
     @field_validator("broker")
     @classmethod
@@ -69,6 +76,25 @@ class HubSettings(BaseSettings):
             shown = value.replace(f":{parts.password}@", ":***@") if parts.password else value
             raise ValueError(f"broker {shown!r} must look like mqtt://admin:password@host:port")
         return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: Any) -> Any:
+        """Each an IP address or network: a forwarded header names the client only when the
+        connection comes from one of them (otherwise any local process could choose the
+        address that the login throttle and the audit log see)."""
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple):
+            return value  # not a list: the type check says so
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted proxy {entry!r} is not an IP address or network (10.0.0.0/8)"
+                ) from None
+        return tuple(value)
 
     @field_validator("db")
     @classmethod

@@ -37,6 +37,7 @@ from fieldhub.agent.units.drivers import Clock, Drivers, SystemClock, Unreadable
 from fieldhub.agent.units.relay import SocketConfig
 from fieldhub.agent.units.temperature import TemperatureConfig
 from fieldhub.agent.units.voltage import VoltageConfig
+from fieldhub.private_files import private_dir
 
 __all__ = [
     "SPI_SELECT",
@@ -219,7 +220,7 @@ class Simulation:
         self._clock = clock or SystemClock()
         self.factory: Any = mock_pin_factory(SwitchPin)
         self.thermometers = SimulatedThermometers(self._clock, self._rng)
-        workdir.mkdir(parents=True, exist_ok=True)
+        private_dir(workdir)
         self._throttled = workdir / "get_throttled"
         self._throttled.write_text("0\n", encoding="ascii")
         self.drivers = Drivers(

@@ -11,9 +11,21 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fieldhub import __version__
-from fieldhub.hub.api import account, audit, claims, commands, devices, events, tokens, users, web
+from fieldhub.hub.api import (
+    account,
+    apidocs,
+    audit,
+    claims,
+    commands,
+    devices,
+    events,
+    tokens,
+    users,
+    web,
+)
 from fieldhub.hub.api.deps import hub_dependency
 from fieldhub.hub.api.errors import http_error, hub_error, validation_error
+from fieldhub.hub.api.headers import SecurityHeaders
 from fieldhub.hub.api.limits import DEFAULT_MAX_BODY, BodySizeLimit
 from fieldhub.hub.api.live import router as live_router
 from fieldhub.hub.api.models import Health
@@ -38,12 +50,15 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     """The API of ``hub`` (which must be started before the app serves requests).
 
     Every route declares its permission (``api/security.py``); request bodies over
-    ``max_body`` bytes are refused with 413.
+    ``max_body`` bytes are refused with 413; every answer carries the security headers
+    (``api/headers.py``).
     """
     app = FastAPI(
         title="fieldhub",
         version=__version__,
         description="Monitor and control devices in the field. Timestamps are epoch ms.",
+        docs_url=None,  # the hub's own /docs and /redoc (api/apidocs.py)
+        redoc_url=None,
     )
     app.state.hub = hub
     registry = CollectorRegistry()
@@ -51,6 +66,7 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
         HubCollector(hub.stats, hub.presence, _BusState(hub), lambda: hub.commands.counts)
     )
     app.add_middleware(BodySizeLimit, max_bytes=max_body)
+    app.add_middleware(SecurityHeaders)  # added last: outermost, so a 413 carries them too
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HubError, hub_error)
     app.add_exception_handler(StarletteHTTPException, http_error)  # a 422's shape, as above
@@ -64,6 +80,7 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     app.include_router(claims.device_router)
     app.include_router(claims.operator_router)
     app.include_router(live_router)  # the /api/live WebSocket (docs/live.md)
+    apidocs.install(app)  # /docs and /redoc
     web.install(app)  # the dashboard: pages at /, /devices/{id}, ...; files under /static
 
     @app.get("/api/health", tags=["hub"], summary="Health", response_model_exclude_none=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -101,13 +102,15 @@ class CommandOut(BaseModel):
 
 
 class BatchOut(BaseModel):
-    """A group command with a result per device."""
+    """A group command with a result per device: the caller's devices only."""
 
     id: str
     action: str
     args: StoredJson
-    target: dict[str, Any]
-    size: int
+    target: dict[str, Any] = Field(
+        description="how the devices were chosen; a list names only the caller's devices"
+    )
+    size: int = Field(description="the caller's devices in the group command")
     created_by: str
     created_at: int
     counts: dict[str, int] = Field(description="commands by status")
@@ -115,17 +118,25 @@ class BatchOut(BaseModel):
     commands: list[CommandOut]
 
     @classmethod
-    def from_records(cls, batch: BatchRecord, records: list[CommandRecord]) -> BatchOut:
-        """The API view of a batch and (the caller's share of) its commands."""
+    def from_records(
+        cls, batch: BatchRecord, records: list[CommandRecord], sees: Callable[[str], bool]
+    ) -> BatchOut:
+        """The caller's share of a batch: ``sees`` (``api.security.device_filter``) decides
+        which devices appear, in every field. A batch may span sites; an operator of one must
+        learn neither the ids nor the number of the others' devices in it."""
+        mine = [record for record in records if sees(record.device_id)]
+        target = dict(batch.target)
+        if "devices" in target:
+            target["devices"] = [device_id for device_id in target["devices"] if sees(device_id)]
         return cls(
             id=batch.id,
             action=batch.action,
             args=batch.args,
-            target=batch.target,
-            size=batch.size,
+            target=target,
+            size=len(mine),
             created_by=batch.created_by,
             created_at=batch.created_at,
-            counts=dict(Counter(record.status for record in records)),
-            finished=all(record.finished for record in records),
-            commands=[CommandOut.from_record(record) for record in records],
+            counts=dict(Counter(record.status for record in mine)),
+            finished=all(record.finished for record in mine),
+            commands=[CommandOut.from_record(record) for record in mine],
         )

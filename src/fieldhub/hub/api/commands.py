@@ -2,7 +2,8 @@
 
 Sending needs ``devices:command`` on every device concerned (operators of the devices' site,
 admins); reading a command needs ``devices:read`` on its device. A device the caller may not
-see is 404, as everywhere.
+see is 404, as everywhere. A group command read by someone who sees only some of its devices
+shows only those, in every field (``BatchOut.from_records``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from fieldhub.hub.api.command_models import (
 from fieldhub.hub.api.deps import hub_dependency
 from fieldhub.hub.api.devices import visible_entry
 from fieldhub.hub.api.fields import EpochMs
-from fieldhub.hub.api.security import client_address, require
+from fieldhub.hub.api.security import client_address, device_filter, require
 from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Permission, Principal
 from fieldhub.hub.commands import CommandRecord
@@ -59,11 +60,6 @@ async def _fresh(hub: Hub, read: Awaitable[list[CommandRecord]]) -> list[Command
     otherwise be neither live any more nor fresh in the rows read."""
     live = hub.commands.following()
     return [live.get(record.id, record) for record in await read]
-
-
-def _sees(hub: Hub, who: Principal, device_id: str) -> bool:
-    entry = hub.directory.get(device_id)
-    return entry is not None and who.sees(entry.labels)
 
 
 @router.post(
@@ -124,7 +120,7 @@ async def get_command(hub: HubDep, who: Reader, command_id: str) -> CommandOut:
     record = hub.commands.current(command_id)
     if record is None:
         record = await hub.commands.store.get(command_id)
-    if not _sees(hub, who, record.device_id):
+    if not device_filter(hub, who)(record.device_id):
         raise NotFound(f"no command {command_id!r}")
     return CommandOut.from_record(record)
 
@@ -168,7 +164,7 @@ async def send_group_command(
         await hub.commands.wait(
             [command.id for command in commands], body.timeout_s + TIMEOUT_GRACE_S
         )
-    result = BatchOut.from_records(batch, commands)
+    result = BatchOut.from_records(batch, commands, device_filter(hub, who))
     response.status_code = 200 if result.finished else 202
     return result
 
@@ -187,7 +183,7 @@ async def get_batch(
     if wait_s:
         await hub.commands.wait(batch.command_ids, wait_s)
     records = await _fresh(hub, hub.commands.store.of_batch(batch_id))
-    mine = [record for record in records if _sees(hub, who, record.device_id)]
-    if not mine:
+    result = BatchOut.from_records(batch, records, device_filter(hub, who))
+    if not result.commands:  # none of the caller's devices: as if there were no such batch
         raise NotFound(f"no command batch {batch_id!r}")
-    return BatchOut.from_records(batch, mine)
+    return result

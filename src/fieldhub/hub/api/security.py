@@ -9,10 +9,13 @@ The dependency finds the caller (bearer token first, then the session cookie), a
 - 403 when the caller does not hold the permission,
 
 before the route runs. Object-level checks (a device of another site is 404) are the route's,
-with ``Principal.sees``. ``annotate_permissions`` writes each route's permission into the
-OpenAPI spec as ``x-fieldhub-permission``, from the dependency itself, so the spec cannot claim
-what the code does not enforce; the access-matrix test walks the spec and fails on any route
-without one.
+with ``Principal.sees``; an answer that names or counts devices besides the one asked for (a
+group command's target, size and results) passes every such field through
+:func:`device_filter`, so it shows only the caller's devices, never merely fewer objects.
+
+``annotate_permissions`` writes each route's permission into the OpenAPI spec as
+``x-fieldhub-permission``, from the dependency itself, so the spec cannot claim what the code
+does not enforce; the access-matrix test walks the spec and fails on any route without one.
 
 CSRF: a session's CSRF token is returned by the login and also set as a readable cookie
 (``fieldhub_csrf``) for the page's script; unsafe requests with the session cookie must echo it
@@ -24,8 +27,8 @@ token.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import Annotated, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.dependencies.models import Dependant
@@ -38,6 +41,9 @@ from fieldhub.hub import secrets as token_rules
 from fieldhub.hub.api.deps import get_hub
 from fieldhub.hub.auth import ANONYMOUS, ROLE_PERMISSIONS, SCOPE_OF, Permission, Principal
 from fieldhub.hub.auth.authn import Credential, CredentialsRejected, NewSession
+
+if TYPE_CHECKING:
+    from fieldhub.hub.app import Hub
 
 SESSION_COOKIE = "fieldhub_session"
 CSRF_COOKIE = "fieldhub_csrf"
@@ -53,6 +59,20 @@ _cookie = APIKeyCookie(
 
 def _unauthorized(message: str) -> HTTPException:
     return HTTPException(401, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def device_filter(hub: Hub, who: Principal) -> Callable[[str], bool]:
+    """Whether ``who`` may see a device, by id: registered, and of one of its sites.
+
+    The one test for every device id an answer carries, be it the object asked for or a field
+    that lists, names or counts others: a foreign device must not show even as a number.
+    """
+
+    def sees(device_id: str) -> bool:
+        entry = hub.directory.get(device_id)
+        return entry is not None and who.sees(entry.labels)
+
+    return sees
 
 
 def client_address(request: Request) -> str:

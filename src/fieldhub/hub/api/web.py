@@ -7,10 +7,11 @@ browser's session cookie, so the API's authorization is the only one there is; t
 public like any login page.
 
 Every answer carries a Content-Security-Policy that allows scripts, styles and connections
-from the hub's own origin only (no inline script, no ``eval``), so even a device name that
-slipped into markup could not run; the pages also never put API data into HTML (they set
-``textContent``). Files are revalidated on every load (``no-cache`` + ETag): after an upgrade
-a browser never runs yesterday's module next to today's.
+from the hub's own origin only (no inline script, no ``eval``; ``api/headers.py`` sets it on
+every answer of the hub), so even a device name that slipped into markup could not run; the
+pages also never put API data into HTML (they set ``textContent``). Files are revalidated on
+every load (``no-cache`` + ETag): after an upgrade a browser never runs yesterday's module next
+to today's.
 """
 
 from __future__ import annotations
@@ -24,31 +25,14 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from fieldhub.hub.api.headers import CONTENT_SECURITY_POLICY
+
 __all__ = ["CONTENT_SECURITY_POLICY", "PAGES", "WEB_ROOT", "install"]
 
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
 """Where the dashboard's files are (inside the package, so a wheel ships them)."""
 
-CONTENT_SECURITY_POLICY = "; ".join(
-    [
-        "default-src 'self'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data:",
-        "connect-src 'self'",  # REST and the /api/live WebSocket of the same origin
-        "object-src 'none'",
-        "base-uri 'none'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
-    ]
-)
-_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-cache",
-}
+_HEADERS = {"Cache-Control": "no-cache"}  # the security headers: api/headers.py, for all
 
 PAGES = {
     "/": "overview.html",
@@ -62,7 +46,7 @@ device: its script reads the id from the address."""
 
 
 class _Assets(StaticFiles):
-    """The scripts, styles and vendored libraries, with the pages' security headers."""
+    """The scripts, styles and vendored libraries, revalidated on every load."""
 
     async def get_response(self, path: str, scope: Scope) -> Response:
         response = await super().get_response(path, scope)

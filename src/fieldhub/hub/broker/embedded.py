@@ -35,7 +35,6 @@ import binascii
 import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ from amqtt.session import Session
 from fieldhub.hub.broker.admission import admit, broker_plugins, read_connect
 from fieldhub.hub.broker.keyring import AccessPolicy, Principal
 from fieldhub.logthrottle import LogThrottle, held_back
+from fieldhub.private_files import private_dir, write_private
 
 __all__ = ["BrokerStateError", "EmbeddedBroker"]
 
@@ -439,12 +439,9 @@ def _load_retained(data_dir: Path | None) -> list[_Retained]:
 def _save_retained(data_dir: Path | None, messages: list[_Retained]) -> None:
     if data_dir is None:
         return
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / _RETAINED_FILE
+    private_dir(data_dir)
     items = [
         {"topic": m.topic, "qos": m.qos, "data": base64.b64encode(m.data).decode("ascii")}
         for m in messages
     ]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(items), encoding="utf-8")
-    os.replace(tmp, path)
+    write_private(data_dir / _RETAINED_FILE, json.dumps(items).encode("utf-8"))

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from fieldhub.clock import now_ms
 from fieldhub.hub.store.database import SNAPSHOT, migrate, write_transaction
 from fieldhub.hub.store.schema import ALL_TABLES
+from fieldhub.private_files import private_file
 
 FORMAT = "fieldhub-backup"
 FORMAT_VERSION = 1
@@ -57,6 +58,7 @@ async def backup(engine: AsyncEngine, path: Path) -> BackupSummary:
         conn = await plain.execution_options(**options)
         async with conn.begin():
             schema = await _schema_revision(conn)
+            private_file(partial)  # the whole database: users, password hashes, device keys
             with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
                 for table in ALL_TABLES:
                     count = 0

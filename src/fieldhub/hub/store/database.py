@@ -13,6 +13,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from fieldhub.private_files import private_file
+
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 _WRITES: Final = "fieldhub_writes"
@@ -90,11 +92,24 @@ def write_transaction(engine: AsyncEngine) -> AbstractAsyncContextManager[AsyncC
     return engine.execution_options(**{_WRITES: True}).begin()
 
 
+def _private_sqlite(
+    _dialect: Any, _record: Any, cargs: list[Any], _cparams: dict[str, Any]
+) -> None:
+    """Before SQLite opens the database file: make it private (0600) if it is a file. SQLite
+    gives the ``-wal`` and ``-shm`` files it creates the database file's permissions."""
+    name = str(cargs[0]) if cargs else ""
+    if name and name != ":memory:" and not name.startswith("file:"):
+        path = Path(name)
+        if path.parent.is_dir():  # else SQLite says why it cannot open it
+            private_file(path)
+
+
 def create_engine(url: str) -> AsyncEngine:
     """An async engine for ``url`` (normalised), tuned for fieldhub's workload."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
         engine = create_async_engine(url)
+        event.listen(engine.sync_engine, "do_connect", _private_sqlite)
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
         event.listen(engine.sync_engine, "begin", _begin_sqlite)
         return engine
@@ -107,6 +122,7 @@ def sync_sqlite_engine(url: str) -> Engine:
     hub's writer thread (``store/writes.py``)."""
     parsed = make_url(url).set(drivername="sqlite")
     engine = create_sync_engine(parsed)
+    event.listen(engine, "do_connect", _private_sqlite)
     event.listen(engine, "connect", _tune_sqlite)
     event.listen(engine, "connect", _no_autocheckpoint)
     event.listen(engine, "begin", _begin_sqlite)

@@ -3,14 +3,12 @@
 
 import { api } from "../api.js";
 import { byId, say } from "../dom.js";
+import { sameOriginPath } from "../redirect.js";
 import { showError } from "../session.js";
 
-/** Where to go after login: a path on this hub only (never another site). */
+/** Where to go after login: a path on this hub only (never another site; see redirect.js). */
 function next() {
-  const target = new URLSearchParams(location.search).get("next") ?? "/";
-  return target.startsWith("/") && !target.startsWith("//") && !target.startsWith("/\\")
-    ? target
-    : "/";
+  return sameOriginPath(new URLSearchParams(location.search).get("next")) ?? "/";
 }
 
 async function main() {
