@@ -291,3 +291,43 @@ async def test_mosquitto_disconnects_the_same_clients(mosquitto: Mosquitto, raw:
         if not await client.closed_by_broker(within=2):
             kept_open.append(name)
     assert kept_open == [], ", ".join(kept_open)
+
+
+@pytest.mark.parametrize("will", [True, False], ids=["with a will", "without a will"])
+async def test_a_device_disconnected_for_a_violation_is_announced_offline(
+    broker: EmbeddedBroker, raw: Opener, will: bool
+) -> None:
+    hub = await _log_in(raw, broker.port, HUB)
+    await hub.send(subscribe((topic_for("+", Channel.STATUS), 1)))
+    assert (await hub.receive())[0] == 0x90  # SUBACK
+    device = await raw(broker.port)
+    await device.send(connect(DEVICES[DEVICE], flags=0xEE if will else 0xC2))  # will: QoS 1
+    assert await device.receive() == b"\x20\x02\x00\x00"
+
+    await device.send(publish(TOPIC, flags=2, packet_id=0))
+
+    assert await device.closed_by_broker()
+    announced = await hub.receive()
+    assert announced[0] >> 4 == 3  # a PUBLISH
+    assert string(STATUS) in announced  # on the device's status
+    if will:
+        assert announced.endswith(b'{"online":false}')  # its will
+    else:
+        assert b'"online":false' in announced
+        assert b'"reason":"connection lost"' in announced
+
+
+async def test_a_publish_to_a_dollar_topic_is_dropped_like_any_forbidden_one(
+    broker: EmbeddedBroker, raw: Opener
+) -> None:
+    # Not a protocol violation: no one may publish there (the access policy), so it is
+    # dropped and the connection stays, as for any forbidden topic. amqtt would leave its
+    # client loop without ending the session or sending the will.
+    device = await _log_in(raw, broker.port, DEVICES[DEVICE])
+
+    await device.send(publish("$SYS/broker/uptime", flags=2, packet_id=1))
+
+    assert await device.receive() == b"\x40\x02\x00\x01"  # PUBACK
+    await device.send(packet(0xC0, b""))  # PINGREQ
+    assert await device.receive() == b"\xd0\x00"  # PINGRESP: still connected
+    assert broker.violations == {}

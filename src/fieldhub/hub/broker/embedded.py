@@ -25,7 +25,10 @@ and every accepted connection is handed to it, so that:
   plugins, so a client with a wrong password could still throw the hub (or any device) off and
   wipe its subscriptions. Here a refused client gets its CONNACK refusal from us and never
   reaches amqtt. Client ids and user names holding ``+ # / $`` or NUL are refused, and so is
-  a last will on a topic the client may not publish to (amqtt would publish it unchecked).
+  a last will on a topic the client may not publish to (amqtt would publish it unchecked);
+- a device whose connection ends without DISCONNECT and without a last will (it set none)
+  still has its ``status`` set offline, retained, as its will would have: presence does not
+  depend on every device registering a will.
 
 Who may do what comes from an :class:`~fieldhub.hub.broker.keyring.AccessPolicy` (the hub passes its
 ``KeyRing``): checked on CONNECT, and on every publish, subscription and delivery, retained
@@ -48,17 +51,21 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action, BrokerConfig, ListenerConfig, ListenerType
+from amqtt.mqtt.disconnect import DisconnectPacket
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 
+from fieldhub.clock import now_ms
 from fieldhub.hub.broker.admission import MAX_CONNECT_BYTES, Admission, admit, broker_plugins
-from fieldhub.hub.broker.keyring import AccessPolicy, Principal
+from fieldhub.hub.broker.keyring import AccessPolicy, DevicePrincipal, Principal
 from fieldhub.hub.broker.packets import Violation, check, check_connect, read_packet
 from fieldhub.logthrottle import LogThrottle, held_back
+from fieldhub.protocol import Channel, Status, encode, topic_for
 
 __all__ = ["BrokerStateError", "EmbeddedBroker"]
 
@@ -71,6 +78,7 @@ _WATCHDOG_PERIOD_S = 0.5
 _CONNECT_TIMEOUT_S = 10.0  # a connection must send CONNECT within this
 _STOP_TIMEOUT_S = 5.0  # how long a stop waits for amqtt to end the sessions of its clients
 _KEEPALIVE_GRACE = 1.5  # MQTT 3.1.1 §3.1.2.10: one and a half times the keep-alive
+_LOST = "connection lost"  # the reason of the status published for a device without a will
 
 
 class BrokerStateError(ValueError):
@@ -98,6 +106,52 @@ class _Broker(Broker):  # type: ignore[misc]
 
     def _principal(self, session: Session) -> Principal | None:
         return self._access.principal(session.client_id, session.username)
+
+    async def _handle_message_delivery(
+        self, session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
+    ) -> bool:
+        """Drop a PUBLISH to a ``$`` topic, as any topic its client may not publish to.
+
+        No principal may publish there (``fieldhub.protocol.acl``), but amqtt checks ``$``
+        before asking: it then leaves its client loop without ending the session or sending the
+        will, and the session stays "connected" until the client id comes back.
+        """
+        message = wait_deliver.result()
+        if message is not None and str(message.topic).startswith("$"):
+            return True
+        result: bool = await super()._handle_message_delivery(session, handler, wait_deliver)
+        return result
+
+    async def _handle_disconnect(
+        self, session: Session, handler: BrokerProtocolHandler, disconnect: asyncio.Future[Any]
+    ) -> None:
+        """End the session as amqtt does (the will is sent when it was lost), then, for a
+        device that was lost without a will, publish the offline status its will would say.
+
+        A session that a newer connection of its client id replaced (amqtt deleted it) was not
+        lost: the device is connected again, and its old will would be a lie. This is known
+        here for sure; the watchdog may not have seen the old session yet.
+        """
+        connection = handler.reader
+        current = self.sessions.get(session.client_id)
+        if current is None or current[0] is not session:
+            session.will_flag = False
+            if isinstance(connection, _Connection):
+                connection.hushed = True
+        lost = not isinstance(disconnect.result(), DisconnectPacket)
+        will = bool(session.will_flag)
+        await super()._handle_disconnect(session, handler, disconnect)
+        if lost and not will and isinstance(connection, _Connection) and not connection.hushed:
+            principal = connection.principal
+            if isinstance(principal, DevicePrincipal):
+                await self._announce_lost(principal.device_id)
+
+    async def _announce_lost(self, device_id: str) -> None:
+        """Publish and retain ``device_id``'s status as offline, like a last will (QoS 1)."""
+        topic = topic_for(device_id, Channel.STATUS)
+        data = encode(Status(online=False, ts=now_ms(), reason=_LOST))
+        await self._broadcast_message(None, topic, data, 1)
+        await self.retain_message(None, topic, data, 1)
 
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
         principal = self._principal(session)
@@ -154,6 +208,8 @@ class _Connection(StreamReaderAdapter):  # type: ignore[misc]
         self.session: Session | None = None  # once amqtt has registered one for it
         self.client_id: str | None = None  # once admitted
         self.username: str | None = None
+        self.principal: Principal | None = None  # as admitted, also after a revocation
+        self.hushed = False  # its end says nothing about the client: no will, no lost status
         self._stream = reader
         self._refuse = refuse
         self._closed = False
@@ -163,7 +219,14 @@ class _Connection(StreamReaderAdapter):  # type: ignore[misc]
     def admitted(self, connect: bytes, admission: Admission) -> None:
         """The client of CONNECT ``connect`` is in: amqtt reads that packet next."""
         self.client_id, self.username = admission.client_id, admission.username
+        self.principal = admission.principal
         self._packet, self._at = connect, 0
+
+    def hush(self) -> None:
+        """Its end is not the device's failure: publish neither its will nor a lost status."""
+        self.hushed = True
+        if self.session is not None:
+            self.session.will_flag = False
 
     async def read(self, n: int = -1) -> bytes:
         while len(self._packet) - self._at < max(n, 1):
@@ -333,6 +396,8 @@ class EmbeddedBroker:
         ]
         for session, _handler in broker.sessions.values():
             session.will_flag = False  # a broker stop is not a device failure
+        for connection in self._connections:
+            connection.hush()
         # Hang up on every client first; amqtt then ends each session as it reads EOF. Left to
         # amqtt's shutdown, which cancels each session's reader, a stop can hang for good on
         # Python 3.11: asyncio.wait_for swallows a cancellation that coincides with a packet
@@ -469,7 +534,7 @@ def _taken_over(broker: _Broker, connection: _Connection) -> None:
         return
     current = broker.sessions.get(old.client_id)
     if current is not None and current[0] is not old:
-        old.will_flag = False  # the client is connected again: its old will would be a lie
+        connection.hush()  # the client is connected again: its old will would be a lie
     connection.abort("its client id connected again")
 
 
