@@ -15,9 +15,11 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+import httpx
 import pytest
 
 from fieldhub.clock import now_ms
+from fieldhub.hub.app import Hub
 from fieldhub.hub.auth.tokens import digest
 from fieldhub.hub.broker.embedded import EmbeddedBroker
 from fieldhub.hub.broker.keyring import KeyRing, MqttIdentity, hub_identity
@@ -331,3 +333,16 @@ async def test_a_publish_to_a_dollar_topic_is_dropped_like_any_forbidden_one(
     await device.send(packet(0xC0, b""))  # PINGREQ
     assert await device.receive() == b"\xd0\x00"  # PINGRESP: still connected
     assert broker.violations == {}
+
+
+async def test_violations_are_counted_in_the_hubs_metrics(
+    hub: Hub, api: httpx.AsyncClient, raw: Opener
+) -> None:
+    assert hub.broker is not None
+    client = await raw(hub.broker.port)
+    await client.send(publish(TOPIC))  # a PUBLISH before any CONNECT
+
+    assert await client.closed_by_broker()
+    response = await api.get("/metrics")
+    line = 'fieldhub_broker_protocol_violations_total{rule="MQTT-3.1.0-1"} 1.0'
+    assert line in response.text.splitlines()
