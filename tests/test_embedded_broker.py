@@ -10,6 +10,7 @@ made for the test; what identity enforcement itself refuses is tested, on both b
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -280,6 +281,41 @@ async def test_a_device_that_crashes_has_its_last_will_published_and_retained(
     await later.connect(broker)
     await later.subscribe(status)
     assert (await later.receive()).payload == OFFLINE
+
+
+async def test_a_device_without_a_will_that_crashes_is_announced_offline_all_the_same(
+    broker: EmbeddedBroker, paho: Callable[..., PahoClient]
+) -> None:
+    status = topic_for("dev-14", Channel.STATUS)
+    hub, device = paho("hub"), paho("dev-14")  # no last will
+    await hub.connect(broker)
+    await hub.subscribe(STATUS_FILTER)
+    await device.connect(broker)
+    await device.publish(status, ONLINE, retain=True)
+    assert (await hub.receive()).payload == ONLINE
+
+    await device.vanish()
+
+    lost = await hub.receive()
+    assert (lost.topic, json.loads(lost.payload)["online"]) == (status, False)
+    await hub.disconnect()
+    later = paho("hub")  # the hub, back later
+    await later.connect(broker)
+    await later.subscribe(status)
+    assert json.loads((await later.receive()).payload)["online"] is False
+
+
+async def test_a_device_without_a_will_that_says_goodbye_is_not_announced(
+    broker: EmbeddedBroker, paho: Callable[..., PahoClient]
+) -> None:
+    hub, device = paho("hub"), paho("dev-15")
+    await hub.connect(broker)
+    await hub.subscribe(STATUS_FILTER)
+    await device.connect(broker)
+
+    await device.disconnect()
+
+    assert await hub.nothing_arrives(within=1)
 
 
 async def test_a_device_that_goes_silent_has_its_will_published_after_its_keepalive(

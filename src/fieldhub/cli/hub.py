@@ -45,6 +45,8 @@ async def _serve(
                 host=host,
                 port=port,
                 log_level="warning",
+                # uvicorn's loggers then go to ours: one line per record (``configure_logging``)
+                log_config=None,
                 # /api/live sends every frame to many clients: compressing it per connection
                 # cost a quarter of the hub's CPU with 100 clients (docs/benchmarks.md, live).
                 ws_per_message_deflate=False,

@@ -17,16 +17,29 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
+
+from fieldhub.logescape import EscapingFormatter
 
 DEFAULT_CONFIG = Path("/etc/fieldhub/agent.yaml")
 
 
-def configure_logging(verbose: bool) -> None:
-    """Log lines with time, level and source; third-party chatter only from WARNING."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def configure_logging(verbose: bool, stream: TextIO | None = None) -> None:
+    """Log lines with time, level and source; third-party chatter only from WARNING.
+
+    Every record is one line, whoever logs and whatever it quotes: control characters are
+    escaped (``fieldhub.logescape``), so a device cannot write lines into the log.
+
+    Args:
+        verbose: log DEBUG too.
+        stream: where to write; stderr by default.
+    """
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(EscapingFormatter(LOG_FORMAT))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     for noisy in ("amqtt", "transitions", "alembic", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -23,11 +23,13 @@ class HubCollector(Collector):
         presence: PresenceTracker,
         broker_connected: object,
         commands: Callable[[], Counter[str]] = Counter,
+        violations: Callable[[], Mapping[str, int]] = dict,
     ) -> None:
         self._stats = stats
         self._presence = presence
         self._connected = broker_connected
         self._commands = commands  # read at scrape time: the hub starts after the app exists
+        self._violations = violations
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         """Yield every metric family."""
@@ -78,6 +80,14 @@ class HubCollector(Collector):
         for state, count in self._presence.counts().items():
             devices.add_metric([state], count)
         yield devices
+        violations = CounterMetricFamily(
+            "fieldhub_broker_protocol_violations",
+            "Connections the embedded broker closed for breaking MQTT 3.1.1, by rule",
+            labels=["rule"],
+        )
+        for rule, count in sorted(self._violations().items()):
+            violations.add_metric([rule], count)
+        yield violations
         yield GaugeMetricFamily(
             "fieldhub_broker_connected",
             "1 while the hub is connected to its broker",

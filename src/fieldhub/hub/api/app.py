@@ -63,7 +63,13 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     app.state.hub = hub
     registry = CollectorRegistry()
     registry.register(
-        HubCollector(hub.stats, hub.presence, _BusState(hub), lambda: hub.commands.counts)
+        HubCollector(
+            hub.stats,
+            hub.presence,
+            _BusState(hub),
+            lambda: hub.commands.counts,
+            lambda: hub.broker.violations if hub.broker else {},
+        )
     )
     app.add_middleware(BodySizeLimit, max_bytes=max_body)
     app.add_middleware(SecurityHeaders)  # added last: outermost, so a 413 carries them too

@@ -1,13 +1,13 @@
 """What the embedded broker admits: the CONNECT check, and amqtt's plugins.
 
-A CONNECT is read whole and checked here before amqtt sees it (see ``broker.py`` for why):
+A CONNECT is read whole, found sound (``packets``) and checked here before amqtt sees it (see
+``embedded`` for why):
 client id and user name free of ``+ # / $`` and NUL, credentials that prove a principal of
 the access policy, and a last will only on a topic that principal may publish to.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -28,11 +28,9 @@ __all__ = [
     "RedactingPacketLogger",
     "admit",
     "broker_plugins",
-    "read_connect",
 ]
 
 MAX_CONNECT_BYTES = 65_536  # a CONNECT is read in full before anyone is authenticated
-_CONNECT = 0x10
 # CONNACK return codes of MQTT 3.1.1 §3.2.2.3.
 IDENTIFIER_REJECTED = 2
 NOT_AUTHORIZED = 5
@@ -47,26 +45,6 @@ class Admission:
     principal: Principal | None
     refusal: int = 0
     why: str = ""
-
-
-async def read_connect(reader: asyncio.StreamReader) -> bytes | None:
-    """The first packet, whole, if it is a CONNECT of at most ``MAX_CONNECT_BYTES``."""
-    header = bytearray(await reader.readexactly(1))
-    if header[0] != _CONNECT:
-        return None
-    length, multiplier = 0, 1
-    for _ in range(4):  # the remaining length takes at most four bytes
-        byte = (await reader.readexactly(1))[0]
-        header.append(byte)
-        length += (byte & 0x7F) * multiplier
-        multiplier *= 128
-        if not byte & 0x80:
-            break
-    else:
-        return None
-    if length > MAX_CONNECT_BYTES:
-        return None
-    return bytes(header) + await reader.readexactly(length)
 
 
 async def admit(raw: bytes, access: AccessPolicy) -> Admission | None:

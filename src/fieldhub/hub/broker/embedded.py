@@ -14,12 +14,21 @@ and every accepted connection is handed to it, so that:
   power or network would stay connected forever and its last will, which fieldhub presence
   depends on, would never fire. A watchdog closes connections silent for 1.5 x keep-alive
   (MQTT 3.1.1 §3.1.2.10), which makes amqtt publish the will;
+- every packet is read whole and checked against MQTT 3.1.1 *before* amqtt sees it
+  (``packets``): a client that breaks the protocol (a wildcard in a PUBLISH topic, QoS 3, packet
+  id 0, reserved flags, a second CONNECT, ...) is disconnected, as Mosquitto does, where
+  amqtt would carry on, skip packets or store what it should refuse. Each such violation is
+  counted (:attr:`EmbeddedBroker.violations`) and logged, at most once a minute per client
+  address and rule;
 - every CONNECT is checked *before* amqtt sees it (``_admit``). amqtt 0.12 looks up, takes
   over and even deletes the session of the client id a CONNECT names before it asks its auth
   plugins, so a client with a wrong password could still throw the hub (or any device) off and
   wipe its subscriptions. Here a refused client gets its CONNACK refusal from us and never
   reaches amqtt. Client ids and user names holding ``+ # / $`` or NUL are refused, and so is
-  a last will on a topic the client may not publish to (amqtt would publish it unchecked).
+  a last will on a topic the client may not publish to (amqtt would publish it unchecked);
+- a device whose connection ends without DISCONNECT and without a last will (it set none)
+  still has its ``status`` set offline, retained, as its will would have: presence does not
+  depend on every device registering a will.
 
 Who may do what comes from an :class:`~fieldhub.hub.broker.keyring.AccessPolicy` (the hub passes its
 ``KeyRing``): checked on CONNECT, and on every publish, subscription and delivery, retained
@@ -36,21 +45,27 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Collection
+from collections import Counter
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action, BrokerConfig, ListenerConfig, ListenerType
+from amqtt.mqtt.disconnect import DisconnectPacket
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 
-from fieldhub.hub.broker.admission import admit, broker_plugins, read_connect
-from fieldhub.hub.broker.keyring import AccessPolicy, Principal
+from fieldhub.clock import now_ms
+from fieldhub.hub.broker.admission import MAX_CONNECT_BYTES, Admission, admit, broker_plugins
+from fieldhub.hub.broker.keyring import AccessPolicy, DevicePrincipal, Principal
+from fieldhub.hub.broker.packets import Violation, check, check_connect, read_packet
 from fieldhub.logthrottle import LogThrottle, held_back
 from fieldhub.private_files import private_dir, write_private
+from fieldhub.protocol import Channel, Status, encode, topic_for
 
 __all__ = ["BrokerStateError", "EmbeddedBroker"]
 
@@ -63,6 +78,7 @@ _WATCHDOG_PERIOD_S = 0.5
 _CONNECT_TIMEOUT_S = 10.0  # a connection must send CONNECT within this
 _STOP_TIMEOUT_S = 5.0  # how long a stop waits for amqtt to end the sessions of its clients
 _KEEPALIVE_GRACE = 1.5  # MQTT 3.1.1 §3.1.2.10: one and a half times the keep-alive
+_LOST = "connection lost"  # the reason of the status published for a device without a will
 
 
 class BrokerStateError(ValueError):
@@ -90,6 +106,52 @@ class _Broker(Broker):  # type: ignore[misc]
 
     def _principal(self, session: Session) -> Principal | None:
         return self._access.principal(session.client_id, session.username)
+
+    async def _handle_message_delivery(
+        self, session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
+    ) -> bool:
+        """Drop a PUBLISH to a ``$`` topic, as any topic its client may not publish to.
+
+        No principal may publish there (``fieldhub.protocol.acl``), but amqtt checks ``$``
+        before asking: it then leaves its client loop without ending the session or sending the
+        will, and the session stays "connected" until the client id comes back.
+        """
+        message = wait_deliver.result()
+        if message is not None and str(message.topic).startswith("$"):
+            return True
+        result: bool = await super()._handle_message_delivery(session, handler, wait_deliver)
+        return result
+
+    async def _handle_disconnect(
+        self, session: Session, handler: BrokerProtocolHandler, disconnect: asyncio.Future[Any]
+    ) -> None:
+        """End the session as amqtt does (the will is sent when it was lost), then, for a
+        device that was lost without a will, publish the offline status its will would say.
+
+        A session that a newer connection of its client id replaced (amqtt deleted it) was not
+        lost: the device is connected again, and its old will would be a lie. This is known
+        here for sure; the watchdog may not have seen the old session yet.
+        """
+        connection = handler.reader
+        current = self.sessions.get(session.client_id)
+        if current is None or current[0] is not session:
+            session.will_flag = False
+            if isinstance(connection, _Connection):
+                connection.hushed = True
+        lost = not isinstance(disconnect.result(), DisconnectPacket)
+        will = bool(session.will_flag)
+        await super()._handle_disconnect(session, handler, disconnect)
+        if lost and not will and isinstance(connection, _Connection) and not connection.hushed:
+            principal = connection.principal
+            if isinstance(principal, DevicePrincipal):
+                await self._announce_lost(principal.device_id)
+
+    async def _announce_lost(self, device_id: str) -> None:
+        """Publish and retain ``device_id``'s status as offline, like a last will (QoS 1)."""
+        topic = topic_for(device_id, Channel.STATUS)
+        data = encode(Status(online=False, ts=now_ms(), reason=_LOST))
+        await self._broadcast_message(None, topic, data, 1)
+        await self.retain_message(None, topic, data, 1)
 
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
         principal = self._principal(session)
@@ -124,40 +186,78 @@ class _Broker(Broker):  # type: ignore[misc]
             await asyncio.wait(sends)
 
 
+_Refuse = Callable[["_Connection", Violation], None]
+
+
 class _Connection(StreamReaderAdapter):  # type: ignore[misc]
     """One accepted TCP connection: amqtt's stream reader, plus what the watchdog needs.
 
-    The CONNECT packet is read and checked before amqtt takes over; amqtt then reads it again
-    from :meth:`replay`.
+    amqtt reads only whole packets that passed the protocol check (``packets``): on the first
+    violation ``refuse`` is told, the connection is closed, and amqtt reads an end of stream
+    (so it ends the session and sends the will, as MQTT-3.1.2-8 asks after a protocol error).
+    The CONNECT packet is read and checked before amqtt takes over; amqtt then reads it from
+    :meth:`admitted`.
     """
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, refuse: _Refuse
+    ) -> None:
         super().__init__(reader)
         self.writer = writer
         self.opened = self.last_read = time.monotonic()
         self.session: Session | None = None  # once amqtt has registered one for it
-        self.username: str | None = None  # once admitted
-        self._replay = b""
+        self.client_id: str | None = None  # once admitted
+        self.username: str | None = None
+        self.principal: Principal | None = None  # as admitted, also after a revocation
+        self.hushed = False  # its end says nothing about the client: no will, no lost status
+        self._stream = reader
+        self._refuse = refuse
+        self._closed = False
+        self._packet = b""  # checked bytes amqtt has not read yet, from _at on
+        self._at = 0
 
-    def replay(self, data: bytes) -> None:
-        """Serve ``data`` to the next reads, before anything more from the socket."""
-        self._replay = data
+    def admitted(self, connect: bytes, admission: Admission) -> None:
+        """The client of CONNECT ``connect`` is in: amqtt reads that packet next."""
+        self.client_id, self.username = admission.client_id, admission.username
+        self.principal = admission.principal
+        self._packet, self._at = connect, 0
+
+    def hush(self) -> None:
+        """Its end is not the device's failure: publish neither its will nor a lost status."""
+        self.hushed = True
+        if self.session is not None:
+            self.session.will_flag = False
 
     async def read(self, n: int = -1) -> bytes:
-        replay = self._replay
-        if not replay:
-            data: bytes = await super().read(n)
-        elif 0 <= n < len(replay):
-            data, self._replay = replay[:n], replay[n:]
-        else:
-            self._replay = b""
-            data = replay + (await super().read(n - len(replay)) if n > len(replay) else b"")
-        self.last_read = time.monotonic()
+        while len(self._packet) - self._at < max(n, 1):
+            packet = await self._next()
+            if not packet:
+                return b""
+            self._packet, self._at = self._packet[self._at :] + packet, 0
+        end = len(self._packet) if n < 0 else self._at + n
+        data, self._at = self._packet[self._at : end], end
         return data
 
+    async def _next(self) -> bytes:
+        """The next packet from the socket if it keeps the protocol; else b"", and closed."""
+        if self._closed:
+            return b""
+        try:
+            packet = await read_packet(self._stream)
+        except ValueError as exc:
+            violation: Violation | None = Violation("MQTT-2.2.3", str(exc))
+        else:
+            violation = check(packet)
+        self.last_read = time.monotonic()
+        if violation is None:
+            return packet
+        self._closed = True
+        self._refuse(self, violation)
+        self.writer.transport.abort()
+        return b""
+
     def abort(self, why: str) -> None:
-        client_id = self.session.client_id if self.session else None
-        log.info("MQTT client %s (%s): disconnecting, %s", client_id, self.peer, why)
+        log.info("MQTT client %s (%s): disconnecting, %s", self.client_id, self.peer, why)
         self.writer.transport.abort()  # the reader sees EOF; amqtt then ends the session
 
     @property
@@ -217,6 +317,7 @@ class EmbeddedBroker:
         self._access = access
         self._data_dir = data_dir
         self._refusals = LogThrottle()
+        self._violations: Counter[str] = Counter()
         self._broker: _Broker | None = None
         self._server: asyncio.Server | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -231,6 +332,12 @@ class EmbeddedBroker:
     def port(self) -> int:
         """The TCP port; once started, the one actually bound (also when 0 was asked for)."""
         return self._port
+
+    @property
+    def violations(self) -> Counter[str]:
+        """How many connections were closed for breaking MQTT 3.1.1, by the rule broken
+        (``MQTT-3.3.2-2``, ...): a copy, counted since the broker was made."""
+        return self._violations.copy()
 
     @property
     def url(self) -> str:
@@ -289,6 +396,8 @@ class EmbeddedBroker:
         ]
         for session, _handler in broker.sessions.values():
             session.will_flag = False  # a broker stop is not a device failure
+        for connection in self._connections:
+            connection.hush()
         # Hang up on every client first; amqtt then ends each session as it reads EOF. Left to
         # amqtt's shutdown, which cancels each session's reader, a stop can hang for good on
         # Python 3.11: asyncio.wait_for swallows a cancellation that coincides with a packet
@@ -312,7 +421,7 @@ class EmbeddedBroker:
         if broker is None or task is None:  # accepted while stopping
             writer.close()
             return
-        connection = _Connection(reader, writer)
+        connection = _Connection(reader, writer, self._refuse)
         self._connections[connection] = task
         try:
             if await self._admit(connection, reader, writer):
@@ -328,19 +437,28 @@ class EmbeddedBroker:
     ) -> bool:
         """Read the CONNECT and check it; refuse it ourselves, or let amqtt read it again.
 
-        Returns False when the connection is to be closed: not a CONNECT, malformed, or
-        refused (the client then has its CONNACK with the reason code).
+        Returns False when the connection is to be closed: not a sound CONNECT (see
+        ``packets``), or refused (the client then has its CONNACK with the reason code).
         """
-        raw = await read_connect(reader)
-        if raw is None:
+        try:
+            raw = await read_packet(reader, MAX_CONNECT_BYTES)
+        except ValueError as exc:
+            self._refuse(connection, Violation("MQTT-2.2.3", f"first packet: {exc}"))
+            return False
+        violation = check_connect(raw)
+        if violation is not None:
+            self._refuse(connection, violation)
+            if violation.connack:
+                writer.write(bytes((0x20, 2, 0, violation.connack)))
+                with contextlib.suppress(OSError):
+                    await writer.drain()
             return False
         admission = await admit(raw, self._access)
         if admission is None:
             log.debug("MQTT connection from %s: unreadable CONNECT", connection.peer)
             return False
         if admission.principal is not None:
-            connection.username = admission.username
-            connection.replay(raw)
+            connection.admitted(raw, admission)
             return True
         code, why, client_id = admission.refusal, admission.why, admission.client_id
         held = self._refusals.due((connection.peer.rpartition(":")[0], why))
@@ -356,6 +474,20 @@ class EmbeddedBroker:
         with contextlib.suppress(OSError):
             await writer.drain()
         return False
+
+    def _refuse(self, connection: _Connection, violation: Violation) -> None:
+        """Count a protocol violation; log it, at most once a minute per address and rule."""
+        self._violations[violation.rule] += 1
+        held = self._refusals.due((connection.peer.rpartition(":")[0], violation.rule))
+        if held is not None:
+            log.info(
+                "MQTT client %r (%s) disconnected: %s [%s]%s",
+                connection.client_id,
+                connection.peer,
+                violation.why,
+                violation.rule,
+                held_back(held),
+            )
 
     def kick(self, usernames: Collection[str]) -> int:
         """Close the connections of clients that logged in as one of ``usernames``.
@@ -402,7 +534,7 @@ def _taken_over(broker: _Broker, connection: _Connection) -> None:
         return
     current = broker.sessions.get(old.client_id)
     if current is not None and current[0] is not old:
-        old.will_flag = False  # the client is connected again: its old will would be a lie
+        connection.hush()  # the client is connected again: its old will would be a lie
     connection.abort("its client id connected again")
 
 
