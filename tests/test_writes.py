@@ -1,5 +1,6 @@
-"""The SQLite writer thread: every job committed once, in groups, a failing job failing alone;
-and ingest resting the writer between its commits while they are slow."""
+"""The SQLite writer thread: every job committed once, in groups, a failing job failing alone,
+a full disk failing a group once; and ingest resting the writer between its commits while they
+are slow."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from fieldhub.hub.store.devices import DeviceRegistry
 from fieldhub.hub.store.ingest_writer import IngestWriter
 from fieldhub.hub.store.writes import CHECKPOINT_EVERY_S, EngineWrites, SqliteWriter, writes_for
 from fieldhub.protocol import Channel, Telemetry, encode, topic_for
+from tests.support.disk import small_disk
 from tests.waiting import eventually
 
 
@@ -212,6 +214,54 @@ async def test_a_writer_without_its_database_fails_each_job_and_hangs_none(tmp_p
                 await asyncio.wait_for(writer.run(_insert(n)), 5)
     finally:
         await writer.close()
+
+
+async def test_a_group_failing_on_a_full_disk_fails_as_a_whole_and_writes_resume_once_freed(
+    tmp_path: Path,
+) -> None:
+    with small_disk(tmp_path) as disk:
+        path = disk.path / "w.db"
+        _table(path)
+        writer = SqliteWriter(sqlite_url(path))
+        runs: list[int] = []
+        gate = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def blocker(conn: Connection) -> None:  # holds the thread while the others queue up
+            asyncio.run_coroutine_threadsafe(gate.wait(), loop).result(5)
+
+        def big(n: int) -> Callable[[Connection], int]:
+            def job(conn: Connection) -> int:
+                runs.append(n)
+                conn.execute(
+                    text("INSERT INTO notes VALUES (:n, :body)"), {"n": n, "body": "x" * 50_000}
+                )
+                return n
+
+            return job
+
+        try:
+            await writer.run(_insert(0))  # the store's files exist, as in a running hub
+            disk.fill()
+            first = asyncio.ensure_future(writer.run(blocker))
+            await asyncio.sleep(0.05)
+            group = [asyncio.ensure_future(writer.run(big(n))) for n in range(1, 6)]
+            await asyncio.sleep(0.05)
+            gate.set()
+            await first
+            outcomes = await asyncio.gather(*group, return_exceptions=True)
+            assert all("disk is full" in str(outcome) for outcome in outcomes), outcomes
+            assert sorted(runs) == [1, 2, 3, 4, 5]  # each once: alone, each would fail again
+            outage = writer.storage.outage
+            assert outage is not None
+            assert outage.problem == "disk full (SQLITE_FULL)"
+
+            disk.free()
+            assert await writer.run(big(9)) == 9  # the same connection writes again
+            assert writer.storage.outage is None
+        finally:
+            await writer.close()
+        assert _rows(path) == [(0, "x"), (9, "x" * 50_000)]
 
 
 class _Acks:

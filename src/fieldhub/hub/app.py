@@ -41,6 +41,7 @@ from fieldhub.hub.store.commands import CommandStore
 from fieldhub.hub.store.credentials import CredentialKey, DeviceCredentials, IssuedCredentials
 from fieldhub.hub.store.database import create_engine, migrate
 from fieldhub.hub.store.devices import DeviceNotFound, DeviceRecord, DeviceRegistry
+from fieldhub.hub.store.health import StorageHealth
 from fieldhub.hub.store.ingest_writer import IngestWriter
 from fieldhub.hub.store.queries import Queries
 from fieldhub.hub.store.twin import TwinStore
@@ -66,6 +67,8 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self.stats = IngestStats()
         self.engine = create_engine(settings.db_url)
+        # Whether the store can be written, as its writers find it (health, the outage log).
+        self.storage = StorageHealth()
         self.registry = DeviceRegistry(self.engine)
         # Labels and action catalogs in memory: a command request reads no device row.
         self.directory = DeviceDirectory()
@@ -158,7 +161,7 @@ class Hub:
         self._identities = self._device_identities(started.access)
         self._identities.synced(keys_seen)
         # Ingest commits and command writes: one writer thread on SQLite (store/writes.py).
-        writes = writes_for(self.engine)
+        writes = writes_for(self.engine, self.storage)
         self._stack.push_async_callback(writes.close)  # after the last flush (unwound later)
         writer = IngestWriter(self.engine, writes)
         bus = HubBus(
