@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Response
 from fastapi.exceptions import RequestValidationError
@@ -67,13 +67,21 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
         hub: Annotated[Hub, Depends(hub_dependency)],
         who: Annotated[Principal, require(Permission.PUBLIC)],
     ) -> Health:
-        """Whether the hub runs and reaches its broker; to ``hub:read`` (admins) also version,
-        broker, database and device counts by presence, which are nobody else's business."""
+        """Whether the hub runs, reaches its broker and can write its store; to ``hub:read``
+        (admins) also why not, version, broker, database and device counts by presence, which
+        are nobody else's business. A degraded hub still answers 200: it is alive, and reads
+        work (docs/health.md)."""
         connected = hub.bus.connected
+        reasons = [] if connected else ["broker: not connected"]
+        outage = hub.storage.outage
+        if outage is not None:
+            reasons.append(f"storage: {outage.describe()}")
+        status: Literal["ok", "degraded"] = "degraded" if reasons else "ok"
         if not who.can(Permission.HUB_READ):
-            return Health(status="ok" if connected else "degraded")
+            return Health(status=status)
         return Health(
-            status="ok" if connected else "degraded",
+            status=status,
+            reasons=reasons,
             version=hub.version,
             instance=hub.settings.instance,
             uptime_s=round(time.time() - hub.started_at, 3),
