@@ -204,6 +204,7 @@ class Hub:
             asyncio.create_task(commands.run(), name="commands"),
             asyncio.create_task(self.identities.run(), name="device-credentials-sync"),
             asyncio.create_task(self.live.run(), name="live"),
+            asyncio.create_task(self.auth.token_use.run(), name="token-use"),
         ]
         # Unwound before the bus closes: the last commit's acks still reach the devices.
         self._stack.push_async_callback(self._stop_tasks)
@@ -234,6 +235,7 @@ class Hub:
             self.commands.writing,
             self.identities.syncing,
             self.live.reading,
+            self.auth.token_use.writing,
         ):
             for task in self._tasks:
                 task.cancel()
@@ -242,6 +244,7 @@ class Hub:
                     await task
         await self.ingest.flush()  # commit and acknowledge what was accepted
         await self.commands.flush()  # the last command states
+        await self.auth.token_use.flush()  # when API tokens were last used
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         if self._ingest is not None:

@@ -15,6 +15,7 @@ from fieldhub.hub.auth.authn import Authenticator
 from fieldhub.hub.auth.passwords import Passwords
 from fieldhub.hub.auth.setup import SetupToken
 from fieldhub.hub.auth.throttle import LoginThrottle
+from fieldhub.hub.auth.usage import TokenUse
 from fieldhub.hub.store.audit import AuditLog
 from fieldhub.hub.store.users import UserStore
 
@@ -37,8 +38,16 @@ class Auth:
         self.passwords = passwords or Passwords()
         self.throttle = throttle or LoginThrottle()
         self.setup = SetupToken()
+        # When API tokens were last used: written in the background (``run`` it), not by the
+        # requests.
+        self.token_use = TokenUse(self.users)
         self.authenticator = Authenticator(
-            self.users, self.audit, self.passwords, self.throttle, self.setup
+            self.users,
+            self.audit,
+            self.passwords,
+            self.throttle,
+            self.setup,
+            token_use=self.token_use,
         )
         self.accounts = Accounts(self.users, self.audit, self.passwords, self.throttle)
 
