@@ -1,13 +1,14 @@
 """Whether the store can be written: outages (a full disk, an I/O error, a lost database
 server) told apart from a write's own faults, reported once, and waited out.
 
-A full disk fails every write the same way, whatever it writes; repeating each failure with a
-traceback (two, chained) at message rate filled the log (onto the full disk) while no line
-said "disk full", and ``/api/health`` answered ``ok``. So the writers hand every failure to one
-:class:`StorageHealth`: it names the cause, logs the first failure of an outage with its
-traceback, later ones as one throttled line, and the recovery; health reports the outage; and
-writers that hold their work back (ingest keeps its batch) ask it how long to wait before the
-next try, short enough that writes resume within seconds once space is freed.
+On a full disk the hub's writes fail one after another. Each failure
+used to be logged with its traceback (two, chained), at message rate, onto the full disk,
+while no line said "disk full" and ``/api/health`` answered ``ok``. So the writers hand every
+outcome to one :class:`StorageHealth`: it names the cause, logs the first failure of an
+outage with its traceback, later ones as one throttled line, and the recovery (once writes
+succeed and none failed for :data:`SETTLE_S`); health reports the outage; and writers that
+hold their work back (ingest keeps its batch) ask it how long to wait before the next try,
+short enough that writes resume within seconds once space is freed.
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ FIRST_RETRY_S: Final = 0.1
 MAX_RETRY_S: Final = 2.0
 """The longest wait between tries while the store is out: how late writes resume after it is
 back (a try that fails costs one statement; a full disk is not freed in milliseconds)."""
+SETTLE_S: Final = 2 * MAX_RETRY_S
+"""An outage is over once a write succeeded and none failed for this long. A full disk does
+not fail every write: a small one (a command's state) can fit into space the store's files
+have already (the WAL keeps its size) while a batch of data cannot. Were one success the end,
+every small write between two tries of a held batch would end the outage and the next try
+start a new one, with its traceback; longer than the longest wait between two tries."""
 _OUTAGE: Final = "storage"  # the one throttle key: one line per interval, whatever the cause
 
 _SQLITE_CAUSES: Final = {
@@ -112,18 +119,28 @@ class StorageHealth:
 
     Args:
         log_every_s: while an outage lasts, at most one line per this interval.
+        settle_s: an outage is over once a write succeeded and none failed for this long
+            (:data:`SETTLE_S`).
     """
 
-    def __init__(self, *, log_every_s: float = 60.0) -> None:
+    def __init__(self, *, log_every_s: float = 60.0, settle_s: float | None = None) -> None:
         self._lock = threading.Lock()
         self._outage: Outage | None = None
         self._started = 0.0  # monotonic start of the outage
+        self._failed_at = 0.0  # monotonic time of its last failure
+        self._recovered_at: float | None = None  # first success since then
+        self._settle_s = SETTLE_S if settle_s is None else settle_s
         self._log_every_s = log_every_s
         self._throttle = LogThrottle(log_every_s)
 
     @property
     def outage(self) -> Outage | None:
         """The current outage, or None while writes succeed."""
+        if self._outage is None:  # the common case, without the lock
+            return None
+        with self._lock:
+            ended = self._settle()
+        _log_end(ended)
         return self._outage
 
     def failed(self, exc: BaseException) -> str | None:
@@ -133,19 +150,21 @@ class StorageHealth:
         if problem is None:
             return None
         with self._lock:
+            ended = self._settle()
             outage = self._outage
+            self._failed_at, self._recovered_at = time.monotonic(), None
             if outage is None:
                 self._outage = Outage(problem, now_ms(), 1)
-                self._started = time.monotonic()
+                self._started = self._failed_at
                 self._throttle = LogThrottle(self._log_every_s)  # counted from this line
                 self._throttle.due(_OUTAGE)
-                first = True
+                held = None
             else:
                 self._outage = Outage(problem, outage.since, outage.failures + 1)
-                first = False
-            held = None if first else self._throttle.due(_OUTAGE)
+                held = self._throttle.due(_OUTAGE)
             described = self._outage.describe()
-        if first:  # the traceback once per outage: the cause's detail, if it is a new one
+        _log_end(ended)
+        if outage is None:  # the traceback once per outage, for the cause's detail
             log.error(
                 "storage: %s: writes fail; held writes are retried until it is fixed",
                 problem,
@@ -156,19 +175,14 @@ class StorageHealth:
         return problem
 
     def succeeded(self) -> None:
-        """Report a committed write: an outage is over."""
+        """Report a committed write (the outage is over once none failed for a while)."""
         if self._outage is None:  # the common case, without the lock
             return
         with self._lock:
-            outage, self._outage = self._outage, None
-            lasted = time.monotonic() - self._started
-        if outage is not None:
-            log.warning(
-                "storage: writes succeed again after %.1f s of %s (%d failed writes)",
-                lasted,
-                outage.problem,
-                outage.failures,
-            )
+            if self._recovered_at is None:
+                self._recovered_at = time.monotonic()
+            ended = self._settle()
+        _log_end(ended)
 
     def retry_in_s(self) -> float:
         """How long a writer holding work back waits before its next try: doubling from
@@ -177,3 +191,25 @@ class StorageHealth:
         if outage is None:
             return 0.0
         return min(MAX_RETRY_S, FIRST_RETRY_S * (1 << min(outage.failures - 1, 16)))
+
+    def _settle(self) -> tuple[Outage, float] | None:
+        """End the outage if writes succeed and none failed for ``settle_s``: the outage and
+        how long it lasted (until the first success), to be logged outside the lock."""
+        outage, recovered_at = self._outage, self._recovered_at
+        if outage is None or recovered_at is None:
+            return None
+        if time.monotonic() - self._failed_at < self._settle_s:
+            return None
+        self._outage = None
+        return outage, recovered_at - self._started
+
+
+def _log_end(ended: tuple[Outage, float] | None) -> None:
+    if ended is not None:
+        outage, lasted = ended
+        log.warning(
+            "storage: writes succeed again after %.1f s of %s (%d failed writes)",
+            lasted,
+            outage.problem,
+            outage.failures,
+        )
