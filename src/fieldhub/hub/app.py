@@ -76,7 +76,7 @@ class Hub:
         self.credentials = DeviceCredentials(self.engine)
         self.audit = AuditLog(self.engine)
         # Users, sessions, API tokens, login throttle, setup token; one audit log for all.
-        self.auth = Auth(self.engine, self.audit)
+        self.auth = Auth(self.engine, self.audit, storage=self.storage)
         # Committed data, command and registry changes, pushed to WebSocket clients (/api/live).
         self.live = LiveHub(self.directory, self.engine, self.auth.authenticator)
         # Devices that claim with a token, approved by operators, fetch their own credentials.

@@ -17,6 +17,7 @@ from fieldhub.hub.auth.setup import SetupToken
 from fieldhub.hub.auth.throttle import LoginThrottle
 from fieldhub.hub.auth.usage import TokenUse
 from fieldhub.hub.store.audit import AuditLog
+from fieldhub.hub.store.health import StorageHealth
 from fieldhub.hub.store.users import UserStore
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class Auth:
         *,
         passwords: Passwords | None = None,
         throttle: LoginThrottle | None = None,
+        storage: StorageHealth | None = None,
     ) -> None:
         self.users = UserStore(engine)
         self.audit = audit or AuditLog(engine)
@@ -40,7 +42,7 @@ class Auth:
         self.setup = SetupToken()
         # When API tokens were last used: written in the background (``run`` it), not by the
         # requests.
-        self.token_use = TokenUse(self.users)
+        self.token_use = TokenUse(self.users, storage=storage)
         self.authenticator = Authenticator(
             self.users,
             self.audit,

@@ -6,8 +6,9 @@ request then waited for the database's write lock behind ingest, and when the wr
 full disk) the request failed with it, a 500 or a reset, so health, metrics and commands went
 blind whenever a token's time was due. Now a request only notes the time in memory; a
 background task writes every time noted since its last round in one transaction, every
-:data:`FLUSH_EVERY_S`; a round that fails keeps its times for the next one and says so in one
-throttled line. Never a request's failure.
+:data:`FLUSH_EVERY_S`; a round that fails keeps its times for the next one. Its failure goes to
+the hub's storage health like any write's (a full disk is logged there, once); any other
+cause gets one throttled line here. Never a request's failure.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Final
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from fieldhub.hub.store.health import storage_problem
+from fieldhub.hub.store.health import StorageHealth
 from fieldhub.hub.store.users import UserStore
 from fieldhub.logthrottle import LogThrottle, held_back
 
@@ -33,11 +34,19 @@ class TokenUse:
 
     Args:
         users: where the times are stored.
+        storage: the hub's storage health, told of every round's outcome.
         flush_every_s: the interval between rounds.
     """
 
-    def __init__(self, users: UserStore, *, flush_every_s: float = FLUSH_EVERY_S) -> None:
+    def __init__(
+        self,
+        users: UserStore,
+        *,
+        storage: StorageHealth | None = None,
+        flush_every_s: float = FLUSH_EVERY_S,
+    ) -> None:
         self._users = users
+        self._storage = storage or StorageHealth()
         self._every = flush_every_s
         # Token id → newest time noted. Bounded by the tokens that exist: only a token found
         # valid is noted, and each once however often it is used.
@@ -68,10 +77,14 @@ class TokenUse:
             except (SQLAlchemyError, OSError) as exc:
                 for token_id, when in due.items():
                     self.note(token_id, when)
+                if self._storage.failed(exc) is not None:
+                    return  # an outage: logged by the storage health
                 held = self._throttle.due("touch")
                 if held is not None:
                     log.warning(
                         "API token use not recorded (%s); kept for the next try%s",
-                        storage_problem(exc) or exc,
+                        exc,
                         held_back(held),
                     )
+                return
+            self._storage.succeeded()
