@@ -78,6 +78,11 @@ async def test_a_full_disk_degrades_the_hub_without_blinding_it_and_writes_resum
                     assert (await admin.get("/api/events")).status_code == 200
                 await eventually(lambda: hub.storage.retry_in_s() >= 0.4, "failed retries", 10)
                 await hub.auth.token_use.flush()  # the token's use, due: written meanwhile
+                big = {"attributes": {"manual": "x" * 500_000}}  # more than the files have
+                refused = await admin.patch(f"/api/devices/{door.device_id}", json=big)
+                assert refused.status_code == 503, refused.text
+                assert "disk full" in refused.json()["detail"]
+                assert refused.headers["retry-after"]
                 assert meter.acked == 1  # nothing acknowledged that is not stored
 
                 full = [r for r in caplog.records if "disk full" in r.getMessage()]

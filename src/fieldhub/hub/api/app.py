@@ -8,11 +8,12 @@ from typing import Annotated, Literal
 from fastapi import Depends, FastAPI, Response
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from sqlalchemy.exc import SQLAlchemyError
 
 from fieldhub import __version__
 from fieldhub.hub.api import account, audit, claims, commands, devices, events, tokens, users, web
 from fieldhub.hub.api.deps import hub_dependency
-from fieldhub.hub.api.errors import validation_error
+from fieldhub.hub.api.errors import storage_error_handler, validation_error
 from fieldhub.hub.api.limits import DEFAULT_MAX_BODY, BodySizeLimit
 from fieldhub.hub.api.live import router as live_router
 from fieldhub.hub.api.models import Health
@@ -50,6 +51,7 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     )
     app.add_middleware(BodySizeLimit, max_bytes=max_body)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(SQLAlchemyError, storage_error_handler(hub.storage))  # 503
     app.include_router(devices.router)
     app.include_router(events.router)
     app.include_router(commands.router)
