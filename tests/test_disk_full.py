@@ -1,8 +1,8 @@
 """A full disk under the hub's SQLite store: health says why the hub is degraded, reads and
-requests with API tokens keep answering, the log says "disk full" once instead of a traceback
-per commit, nothing is acknowledged that is not stored, and once space is freed the held
-writes (data and presence changes) go in and are acknowledged within seconds, without the
-devices having to resend.
+requests with API tokens keep answering, writes people ask for are refused with 503 and why,
+the log says "disk full" once instead of a traceback per commit, nothing is acknowledged that
+is not stored, and once space is freed the held writes (data and presence changes) go in
+and are acknowledged within seconds, without the devices having to resend.
 
 The disk is real: a small tmpfs mounted for the test, filled with a file. PostgreSQL's full
 disk (SQLSTATE 53100) takes the same path through ``store/health.py`` but is not staged here:
@@ -16,8 +16,10 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from fieldhub.hub.store.health import SETTLE_S, StorageHealth, storage_problem
 from tests.conftest import DeviceFactory, HubFactory, api_client
@@ -120,6 +122,11 @@ async def _state(client: httpx.AsyncClient, device_id: str, state: str) -> dict[
 
 def test_storage_problems_are_told_apart_from_faults_of_a_write() -> None:
     assert storage_problem(OSError(errno.ENOSPC, "No space left on device")) == "disk full (ENOSPC)"
+    pg_full = asyncpg.exceptions.DiskFullError("could not extend file")
+    wrapped = OperationalError("INSERT ...", {}, pg_full)  # as SQLAlchemy raises it
+    assert storage_problem(wrapped) == "disk full (PostgreSQL 53100)"
+    unique = asyncpg.exceptions.UniqueViolationError("duplicate key")
+    assert storage_problem(IntegrityError("INSERT ...", {}, unique)) is None
     assert storage_problem(ValueError("a bad value")) is None
 
 
