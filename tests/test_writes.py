@@ -17,13 +17,14 @@ from sqlalchemy.engine import Connection
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.devices.presence import PresenceTracker
+from fieldhub.hub.ingest.batch import PresenceChange
 from fieldhub.hub.ingest.pipeline import Ingest, IngestSettings
 from fieldhub.hub.ingest.stats import IngestStats
 from fieldhub.hub.store.database import create_engine, migrate, sqlite_url
 from fieldhub.hub.store.devices import DeviceRegistry
 from fieldhub.hub.store.ingest_writer import IngestWriter
 from fieldhub.hub.store.writes import CHECKPOINT_EVERY_S, EngineWrites, SqliteWriter, writes_for
-from fieldhub.protocol import Channel, Telemetry, encode, topic_for
+from fieldhub.protocol import Channel, Status, Telemetry, encode, topic_for
 from tests.support.disk import small_disk
 from tests.waiting import eventually
 
@@ -268,16 +269,17 @@ class _Acks:
 
     def __init__(self) -> None:
         self.acked: dict[str, int] = {}
+        self.paused = False  # whether ingest asked the broker to hold messages back
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         if topic.endswith("/ack"):
             self.acked[topic.split("/")[2]] = json.loads(payload)["seq"]
 
     def pause_reading(self) -> None:
-        """Never needed here: the batches stay small."""
+        self.paused = True
 
     def resume_reading(self) -> None:
-        """As above."""
+        self.paused = False
 
 
 async def test_while_commits_are_slow_ingest_rests_the_writer_and_loses_nothing(
@@ -341,3 +343,62 @@ async def test_while_commits_are_slow_ingest_rests_the_writer_and_loses_nothing(
         await asyncio.gather(committing, return_exceptions=True)
         await writer.close()
         await engine.dispose()
+
+
+async def test_a_batch_the_full_disk_refuses_is_held_with_its_presence_change_then_committed(
+    tmp_path: Path,
+) -> None:
+    with small_disk(tmp_path) as disk:
+        url = sqlite_url(disk.path / "hub.db")
+        engine = create_engine(url)
+        await migrate(engine)
+        await DeviceRegistry(engine).create("pump")
+        writer = SqliteWriter(url)
+        acks = _Acks()
+        settings = IngestSettings(max_batch_messages=20, max_pending_messages=50)
+
+        def record(change: PresenceChange) -> None:  # into ingest, made after its tracker
+            ingest.record_presence(change)
+
+        ingest = Ingest(
+            IngestWriter(engine, writer),
+            acks,
+            PresenceTracker(record, stale_after_s=60),
+            IngestStats(),
+            settings,
+        )
+        await ingest.load()
+        committing = asyncio.create_task(ingest.run())
+        telemetry, start = topic_for("pump", Channel.TELEMETRY), now_ms()
+
+        def send(first: int, count: int) -> None:
+            for seq in range(first, first + count):
+                values = {f"k{n}": "x" * 250 for n in range(20)}
+                ingest.submit(telemetry, encode(Telemetry(seq=seq, ts=start + seq, values=values)))
+
+        try:
+            send(1, 1)
+            await eventually(lambda: acks.acked.get("pump") == 1, "the first acknowledged")
+            disk.fill()
+            send(2, 60)  # more than the brake allows to wait: the broker holds the rest
+            power_lost = encode(Status(online=False, reason="power lost"))
+            ingest.submit(topic_for("pump", Channel.STATUS), power_lost)
+            await eventually(lambda: writer.storage.retry_in_s() >= 0.4, "failed tries")
+            assert acks.acked["pump"] == 1  # nothing acknowledged that is not stored
+            assert acks.paused  # and the brake stays on while the batch is held
+
+            disk.free()
+            await eventually(lambda: acks.acked.get("pump") == 61, "all 61 acknowledged", 5)
+            assert not acks.paused
+            async with engine.connect() as conn:
+                stored = (await conn.execute(text("SELECT count(*) FROM samples"))).scalar_one()
+                presence = (
+                    await conn.execute(text("SELECT presence, presence_reason FROM devices"))
+                ).one()
+            assert stored == 61 * 20  # every message, once
+            assert tuple(presence) == ("offline", "power lost")  # not lost with the failure
+        finally:
+            committing.cancel()
+            await asyncio.gather(committing, return_exceptions=True)
+            await writer.close()
+            await engine.dispose()
