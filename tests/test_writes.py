@@ -1,5 +1,6 @@
-"""The SQLite writer thread: every job committed once, in groups, a failing job failing alone;
-and ingest resting the writer between its commits while they are slow."""
+"""The SQLite writer thread: every job committed once, in groups, a failing job failing alone,
+a full disk failing a group once; and ingest resting the writer between its commits while they
+are slow."""
 
 from __future__ import annotations
 
@@ -16,13 +17,15 @@ from sqlalchemy.engine import Connection
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.devices.presence import PresenceTracker
+from fieldhub.hub.ingest.batch import PresenceChange
 from fieldhub.hub.ingest.pipeline import Ingest, IngestSettings
 from fieldhub.hub.ingest.stats import IngestStats
 from fieldhub.hub.ingest.writer import IngestWriter
 from fieldhub.hub.store.database import create_engine, migrate, sqlite_url
 from fieldhub.hub.store.devices import DeviceRegistry
 from fieldhub.hub.store.writes import CHECKPOINT_EVERY_S, EngineWrites, SqliteWriter, writes_for
-from fieldhub.protocol import Channel, Telemetry, encode, topic_for
+from fieldhub.protocol import Channel, Status, Telemetry, encode, topic_for
+from tests.support.disk import small_disk
 from tests.waiting import eventually
 
 
@@ -214,21 +217,69 @@ async def test_a_writer_without_its_database_fails_each_job_and_hangs_none(tmp_p
         await writer.close()
 
 
+async def test_a_group_failing_on_a_full_disk_fails_as_a_whole_and_writes_resume_once_freed(
+    tmp_path: Path,
+) -> None:
+    with small_disk(tmp_path) as disk:
+        path = disk.path / "w.db"
+        _table(path)
+        writer = SqliteWriter(sqlite_url(path))
+        runs: list[int] = []
+        gate = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def blocker(conn: Connection) -> None:  # holds the thread while the others queue up
+            asyncio.run_coroutine_threadsafe(gate.wait(), loop).result(5)
+
+        def big(n: int) -> Callable[[Connection], int]:
+            def job(conn: Connection) -> int:
+                runs.append(n)
+                conn.execute(
+                    text("INSERT INTO notes VALUES (:n, :body)"), {"n": n, "body": "x" * 50_000}
+                )
+                return n
+
+            return job
+
+        try:
+            await writer.run(_insert(0))  # the store's files exist, as in a running hub
+            disk.fill()
+            first = asyncio.ensure_future(writer.run(blocker))
+            await asyncio.sleep(0.05)
+            group = [asyncio.ensure_future(writer.run(big(n))) for n in range(1, 6)]
+            await asyncio.sleep(0.05)
+            gate.set()
+            await first
+            outcomes = await asyncio.gather(*group, return_exceptions=True)
+            assert all("disk is full" in str(outcome) for outcome in outcomes), outcomes
+            assert sorted(runs) == [1, 2, 3, 4, 5]  # each once: alone, each would fail again
+            outage = writer.storage.outage
+            assert outage is not None
+            assert outage.problem == "disk full (SQLITE_FULL)"
+
+            disk.free()
+            assert await writer.run(big(9)) == 9  # the same connection writes again
+        finally:
+            await writer.close()
+        assert _rows(path) == [(0, "x"), (9, "x" * 50_000)]
+
+
 class _Acks:
     """Where ingest's acknowledgements go in a test without a broker: recorded."""
 
     def __init__(self) -> None:
         self.acked: dict[str, int] = {}
+        self.paused = False  # whether ingest asked the broker to hold messages back
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         if topic.endswith("/ack"):
             self.acked[topic.split("/")[2]] = json.loads(payload)["seq"]
 
     def pause_reading(self) -> None:
-        """Never needed here: the batches stay small."""
+        self.paused = True
 
     def resume_reading(self) -> None:
-        """As above."""
+        self.paused = False
 
 
 async def test_while_commits_are_slow_ingest_rests_the_writer_and_loses_nothing(
@@ -292,3 +343,62 @@ async def test_while_commits_are_slow_ingest_rests_the_writer_and_loses_nothing(
         await asyncio.gather(committing, return_exceptions=True)
         await writer.close()
         await engine.dispose()
+
+
+async def test_a_batch_the_full_disk_refuses_is_held_with_its_presence_change_then_committed(
+    tmp_path: Path,
+) -> None:
+    with small_disk(tmp_path) as disk:
+        url = sqlite_url(disk.path / "hub.db")
+        engine = create_engine(url)
+        await migrate(engine)
+        await DeviceRegistry(engine).create("pump")
+        writer = SqliteWriter(url)
+        acks = _Acks()
+        settings = IngestSettings(max_batch_messages=20, max_pending_messages=50)
+
+        def record(change: PresenceChange) -> None:  # into ingest, made after its tracker
+            ingest.record_presence(change)
+
+        ingest = Ingest(
+            IngestWriter(engine, writer),
+            acks,
+            PresenceTracker(record, stale_after_s=60),
+            IngestStats(),
+            settings,
+        )
+        await ingest.load()
+        committing = asyncio.create_task(ingest.run())
+        telemetry, start = topic_for("pump", Channel.TELEMETRY), now_ms()
+
+        def send(first: int, count: int) -> None:
+            for seq in range(first, first + count):
+                values = {f"k{n}": "x" * 250 for n in range(20)}
+                ingest.submit(telemetry, encode(Telemetry(seq=seq, ts=start + seq, values=values)))
+
+        try:
+            send(1, 1)
+            await eventually(lambda: acks.acked.get("pump") == 1, "the first acknowledged")
+            disk.fill()
+            send(2, 60)  # more than the brake allows to wait: the broker holds the rest
+            power_lost = encode(Status(online=False, reason="power lost"))
+            ingest.submit(topic_for("pump", Channel.STATUS), power_lost)
+            await eventually(lambda: writer.storage.retry_in_s() >= 0.4, "failed tries")
+            assert acks.acked["pump"] == 1  # nothing acknowledged that is not stored
+            assert acks.paused  # and the brake stays on while the batch is held
+
+            disk.free()
+            await eventually(lambda: acks.acked.get("pump") == 61, "all 61 acknowledged", 5)
+            assert not acks.paused
+            async with engine.connect() as conn:
+                stored = (await conn.execute(text("SELECT count(*) FROM samples"))).scalar_one()
+                presence = (
+                    await conn.execute(text("SELECT presence, presence_reason FROM devices"))
+                ).one()
+            assert stored == 61 * 20  # every message, once
+            assert tuple(presence) == ("offline", "power lost")  # not lost with the failure
+        finally:
+            committing.cancel()
+            await asyncio.gather(committing, return_exceptions=True)
+            await writer.close()
+            await engine.dispose()

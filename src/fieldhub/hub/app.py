@@ -43,6 +43,7 @@ from fieldhub.hub.store.commands import CommandStore
 from fieldhub.hub.store.credentials import DeviceCredentials, IssuedCredentials
 from fieldhub.hub.store.database import create_engine, migrate
 from fieldhub.hub.store.devices import DeviceRegistry
+from fieldhub.hub.store.health import StorageHealth
 from fieldhub.hub.store.queries import Queries
 from fieldhub.hub.store.twin import TwinStore
 from fieldhub.hub.store.writes import writes_for
@@ -68,6 +69,8 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self.stats = IngestStats()
         self.engine = create_engine(settings.db_url)
+        # Whether the store can be written, as its writers find it (health, the outage log).
+        self.storage = StorageHealth()
         self.registry = DeviceRegistry(self.engine)
         # Labels and action catalogs in memory: a command request reads no device row.
         self.directory = DeviceDirectory()
@@ -75,7 +78,7 @@ class Hub:
         self.credentials = DeviceCredentials(self.engine)
         self.audit = AuditLog(self.engine)
         # Users, sessions, API tokens, login throttle, setup token; one audit log for all.
-        self.auth = Auth(self.engine, self.audit)
+        self.auth = Auth(self.engine, self.audit, storage=self.storage)
         # Committed data, command and registry changes, pushed to WebSocket clients (/api/live).
         self.live = LiveHub(self.directory, self.engine, self.auth.authenticator)
         claims = ClaimStore(self.engine)
@@ -163,7 +166,7 @@ class Hub:
         self._identities = self._device_identities(started.access)
         self._identities.synced(keys_seen)
         # Ingest commits and command writes: one writer thread on SQLite (store/writes.py).
-        writes = writes_for(self.engine)
+        writes = writes_for(self.engine, self.storage)
         self._stack.push_async_callback(writes.close)  # after the last flush (unwound later)
         writer = IngestWriter(self.engine, writes)
         presence = PresenceTracker(
@@ -218,6 +221,7 @@ class Hub:
             asyncio.create_task(commands.run(), name="commands"),
             asyncio.create_task(self.identities.run(), name="device-credentials-sync"),
             asyncio.create_task(self.live.run(), name="live"),
+            asyncio.create_task(self.auth.token_use.run(), name="token-use"),
         ]
         # Unwound before the bus closes: the last commit's acks still reach the devices.
         self._stack.push_async_callback(self._stop_tasks)
@@ -248,6 +252,7 @@ class Hub:
             self.commands.writing,
             self.identities.syncing,
             self.live.reading,
+            self.auth.token_use.writing,
         ):
             for task in self._tasks:
                 task.cancel()
@@ -256,6 +261,7 @@ class Hub:
                     await task
         await self.ingest.flush()  # commit and acknowledge what was accepted
         await self.commands.flush()  # the last command states
+        await self.auth.token_use.flush()  # when API tokens were last used
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         if self._ingest is not None:

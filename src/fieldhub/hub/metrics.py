@@ -67,7 +67,11 @@ class HubCollector(Collector):
             ("points_stored", "Telemetry values committed", s.points_stored),
             ("events_stored", "Device events committed", s.events_stored),
             ("batches", "Ingest commits", s.batches),
-            ("write_errors", "Ingest commits that failed (devices resend)", s.write_errors),
+            (
+                "write_errors",
+                "Ingest commits that failed (retried while the store is out; else resent)",
+                s.write_errors,
+            ),
             ("commit_seconds", "Time spent committing batches", s.commit_seconds),
             (
                 "backpressure_pauses",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Response
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fieldhub import __version__
@@ -24,7 +25,7 @@ from fieldhub.hub.api import (
     web,
 )
 from fieldhub.hub.api.deps import hub_dependency
-from fieldhub.hub.api.errors import http_error, hub_error, validation_error
+from fieldhub.hub.api.errors import http_error, hub_error, storage_error_handler, validation_error
 from fieldhub.hub.api.headers import SecurityHeaders
 from fieldhub.hub.api.limits import DEFAULT_MAX_BODY, BodySizeLimit
 from fieldhub.hub.api.live import router as live_router
@@ -76,6 +77,7 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HubError, hub_error)
     app.add_exception_handler(StarletteHTTPException, http_error)  # a 422's shape, as above
+    app.add_exception_handler(SQLAlchemyError, storage_error_handler(hub.storage.failed))  # 503
     app.include_router(devices.router)
     app.include_router(events.router)
     app.include_router(commands.router)
@@ -94,13 +96,21 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
         hub: Annotated[Hub, Depends(hub_dependency)],
         who: Annotated[Principal, require(Permission.PUBLIC)],
     ) -> Health:
-        """Whether the hub runs and reaches its broker; to ``hub:read`` (admins) also version,
-        broker, database and device counts by presence, which are nobody else's business."""
+        """Whether the hub runs, reaches its broker and can write its store; to ``hub:read``
+        (admins) also why not, version, broker, database and device counts by presence, which
+        are nobody else's business. A degraded hub still answers 200: it is alive, and reads
+        work (docs/health.md)."""
         connected = hub.bus.connected
+        reasons = [] if connected else ["broker: not connected"]
+        outage = hub.storage.outage
+        if outage is not None:
+            reasons.append(f"storage: {outage.describe()}")
+        status: Literal["ok", "degraded"] = "degraded" if reasons else "ok"
         if not who.can(Permission.HUB_READ):
-            return Health(status="ok" if connected else "degraded")
+            return Health(status=status)
         return Health(
-            status="ok" if connected else "degraded",
+            status=status,
+            reasons=reasons,
             version=hub.version,
             instance=hub.settings.instance,
             uptime_s=round(time.time() - hub.started_at, 3),

@@ -13,11 +13,15 @@ FastAPI repeats the offending input in each error; for a login or a password bod
 very secret the client sent, and it ends up in proxies' and clients' logs. Errors here name the
 field and the rule, never the value. A body that is not JSON says so, with the position; a
 body sent without a JSON content type says which one is expected.
+
+A write asked for while the disk is full (a command, a device) failed with a 500 and a
+traceback in the log for each request; it is a 503 that says why, and the outage is logged
+once, by the storage health (``store/health.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from fastapi import HTTPException, Request, Response
@@ -52,6 +56,10 @@ STATUS_OF: tuple[tuple[type[HubError], int], ...] = (
     (Invalid, 422),
     (Unavailable, 503),
 )
+
+STORAGE_RETRY_AFTER_S = 5
+"""What a 503 for an unwritable store asks the client to wait (a full disk is not freed at
+once; the hub itself retries its held writes every two seconds at most)."""
 
 
 def status_of(exc: HubError) -> int:
@@ -117,3 +125,24 @@ async def http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 422 and isinstance(exc.detail, str):
         exc = HTTPException(422, [error(exc.detail)], headers=exc.headers)
     return await http_exception_handler(request, exc)
+
+
+def storage_error_handler(
+    outage: Callable[[Exception], str | None],
+) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    """The handler of database errors: 503 with the cause while the store cannot be written
+    (``outage``: the hub's storage health, which records it and names the cause, or None
+    for a fault of this request's own); any other database error is not for a client to
+    handle and stays a 500."""
+
+    async def storage_error(request: Request, exc: Exception) -> JSONResponse:
+        problem = outage(exc)
+        if problem is None:
+            raise exc
+        return JSONResponse(
+            status_code=503,
+            content={"detail": f"storage unavailable: {problem}; try again later"},
+            headers={"Retry-After": str(STORAGE_RETRY_AFTER_S)},
+        )
+
+    return storage_error

@@ -192,6 +192,10 @@ class Health(BaseModel):
     """Is the hub alive and connected; the details only for ``hub:read`` (admins)."""
 
     status: Literal["ok", "degraded"]
+    reasons: list[str] | None = Field(
+        default=None,
+        description="why the hub is degraded, e.g. 'storage: disk full (SQLITE_FULL) since …'",
+    )
     version: str | None = None
     instance: str | None = None
     uptime_s: float | None = None

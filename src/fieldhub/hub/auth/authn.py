@@ -20,6 +20,7 @@ from fieldhub.hub.auth.passwords import Passwords, check_policy
 from fieldhub.hub.auth.rules import Principal, Role, Scope, normalize_name, principal_for
 from fieldhub.hub.auth.setup import SetupToken
 from fieldhub.hub.auth.throttle import LoginThrottle
+from fieldhub.hub.auth.usage import TokenUse
 from fieldhub.hub.store.audit import AuditLog
 from fieldhub.hub.store.users import UserExists, UserRecord, UserStore
 
@@ -74,8 +75,10 @@ class Authenticator:
         setup: SetupToken,
         *,
         session_lifetime_ms: int = SESSION_LIFETIME_MS,
+        token_use: TokenUse | None = None,
     ) -> None:
         self.users = users
+        self.token_use = token_use or TokenUse(users)
         self.audit = audit
         self.passwords = passwords
         self.throttle = throttle
@@ -206,7 +209,7 @@ class Authenticator:
         if user.disabled:
             raise CredentialsRejected("invalid token")
         if record.last_used_at is None or now - record.last_used_at >= TOKEN_TOUCH_EVERY_MS:
-            await self.users.touch_token(record.id, now)
+            self.token_use.note(record.id, now)  # written in the background (auth/usage.py)
         return principal_for(
             via="token",
             user_id=user.id,

@@ -15,7 +15,9 @@ from fieldhub.hub.auth.authn import Authenticator
 from fieldhub.hub.auth.passwords import Passwords
 from fieldhub.hub.auth.setup import SetupToken
 from fieldhub.hub.auth.throttle import LoginThrottle
+from fieldhub.hub.auth.usage import TokenUse
 from fieldhub.hub.store.audit import AuditLog
+from fieldhub.hub.store.health import StorageHealth
 from fieldhub.hub.store.users import UserStore
 
 log = logging.getLogger(__name__)
@@ -31,14 +33,23 @@ class Auth:
         *,
         passwords: Passwords | None = None,
         throttle: LoginThrottle | None = None,
+        storage: StorageHealth | None = None,
     ) -> None:
         self.users = UserStore(engine)
         self.audit = audit or AuditLog(engine)
         self.passwords = passwords or Passwords()
         self.throttle = throttle or LoginThrottle()
         self.setup = SetupToken()
+        # When API tokens were last used: written in the background (``run`` it), not by the
+        # requests.
+        self.token_use = TokenUse(self.users, storage=storage)
         self.authenticator = Authenticator(
-            self.users, self.audit, self.passwords, self.throttle, self.setup
+            self.users,
+            self.audit,
+            self.passwords,
+            self.throttle,
+            self.setup,
+            token_use=self.token_use,
         )
         self.accounts = Accounts(self.users, self.audit, self.passwords, self.throttle)
 

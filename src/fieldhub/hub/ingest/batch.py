@@ -42,6 +42,18 @@ class Batch:
         self.presence = [p for p in self.presence if p.device_id != device_id]
         self.messages -= len(self.seqs.pop(device_id, ()))
 
+    def absorb(self, later: Batch) -> None:
+        """Append what ``later`` holds, in order: a batch the store could not take is retried
+        together with what arrived meanwhile."""
+        self.telemetry += later.telemetry
+        self.events += later.events
+        self.states += later.states
+        self.presence += later.presence
+        for device_id, seqs in later.seqs.items():
+            self.seqs.setdefault(device_id, []).extend(seqs)
+        self.messages += later.messages
+        self.points += later.points
+
     def add_seq(self, device_id: str, seq: int, floor: int) -> None:
         """Remember that ``seq`` of ``device_id`` is part of this commit."""
         entry = self.seqs.get(device_id)

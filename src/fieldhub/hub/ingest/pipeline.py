@@ -3,8 +3,15 @@
 ``submit`` runs for every message on the event loop, so it only parses, validates,
 de-duplicates and appends to the open batch. ``run`` commits batches one at a time (the next
 one fills while the previous commits) and, after each commit, acknowledges to every device the
-highest contiguous seq now stored. Nothing is acknowledged that is not committed; a failed
-commit acknowledges nothing, so devices resend and nothing is lost.
+highest contiguous seq now stored. Nothing is acknowledged that is not committed.
+
+A commit the store cannot take (a full disk: ``store/health.py``) is not dropped: the batch,
+with its presence changes, stays open and takes in what arrives meanwhile (up to the brake,
+``max_pending_messages``), and is tried again after the back-off the store's health gives
+(at most two seconds), so writes and acks resume by themselves within seconds of the store
+coming back, without waiting for devices to resend. A commit that fails for a fault of its own
+acknowledges nothing and drops its messages (devices resend them); its presence changes,
+which nobody resends, go into the next batch.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from fieldhub.hub.ingest.batch import Batch, PresenceChange
 from fieldhub.hub.ingest.sequence import SeqTracker
 from fieldhub.hub.ingest.stats import IngestStats
 from fieldhub.hub.ingest.writer import IngestWriter
+from fieldhub.hub.store.health import storage_problem
 from fieldhub.logthrottle import LogThrottle, held_back
 from fieldhub.protocol import (
     SEQUENCED,
@@ -114,6 +122,7 @@ class Ingest:
         self._wake = asyncio.Event()
         self._opened_at = 0.0  # monotonic time the open batch was woken for
         self._commit_s = 0.0  # recent commits' duration, smoothed (see IngestSettings)
+        self._retry_at = 0.0  # monotonic time before which a held batch is not tried again
         self._full = asyncio.Event()
         self._paused = False
         self._listeners: list[CommitListener] = []
@@ -278,6 +287,11 @@ class Ingest:
         """Commit batches and send acknowledgements, forever."""
         while True:
             await self._wake.wait()
+            held = self._retry_at - time.monotonic()
+            if held > 0:  # the store could not take the open batch: back off, full or not
+                await asyncio.sleep(held)
+                await self.flush()
+                continue
             # The linger counts from the batch's first message, not from now: messages that
             # came in while the last batch committed have waited that long already (the live
             # API's latency saw a whole commit more).
@@ -305,7 +319,7 @@ class Ingest:
         acks, self._ack_due = self._ack_due, set()
         if batch:
             await self._commit(batch, acks)
-        if self._paused:
+        if self._paused and self._batch.messages < self._settings.max_pending_messages:
             self._paused = False
             self._publisher.resume_reading()
         for device_id in acks:
@@ -320,12 +334,14 @@ class Ingest:
         try:
             async with self.writing:
                 advanced = await self._writer.write(batch, self._trackers)
-        except (SQLAlchemyError, OSError):
-            # Nothing is acknowledged, so every device resends what this batch held.
+        except (SQLAlchemyError, OSError) as exc:
             self.stats.write_errors += 1
-            log.exception("commit of %d messages failed; devices will resend", batch.messages)
-            self._release_pending(batch)
+            if storage_problem(exc) is not None:  # logged by the store's health, once
+                self._hold(batch)
+            else:
+                self._failed(batch, exc)
             return
+        self._retry_at = 0.0
         for device_id, tracker in advanced.items():
             if device_id in self._trackers:
                 self._trackers[device_id] = tracker
@@ -341,6 +357,35 @@ class Ingest:
         self._commit_s += (took - self._commit_s) * _COMMIT_SMOOTHING
         for listener in self._listeners:
             listener(batch)
+
+    def _hold(self, batch: Batch) -> None:
+        """Keep a batch the store could not take, first in the open one, for the next try
+        (without devices deleted while it was tried: the open batch has lost theirs)."""
+        touched = {*batch.seqs, *(change.device_id for change in batch.presence)}
+        for device_id in touched - self._trackers.keys():
+            batch.drop_device(device_id)
+        batch.absorb(self._batch)
+        self._batch = batch
+        self._retry_at = time.monotonic() + self._writer.storage.retry_in_s()
+        self._wake.set()
+
+    def _failed(self, batch: Batch, exc: Exception) -> None:
+        """A batch failed for a fault of its own: nothing is acknowledged, so every device
+        resends its messages; its presence changes, which nobody resends, go into the next
+        batch, unless they were all it held (then they are the fault)."""
+        held = self._throttle.due(("commit", type(exc)))
+        if held is not None:
+            log.error(
+                "commit of %d messages failed (%s); devices will resend%s",
+                batch.messages,
+                exc,
+                held_back(held),
+                exc_info=exc if not held else None,
+            )
+        self._release_pending(batch)
+        if batch.messages and batch.presence:
+            self._batch.presence[:0] = batch.presence
+            self._wake_up()
 
     def _release_pending(self, batch: Batch) -> None:
         for device_id, seqs in batch.seqs.items():

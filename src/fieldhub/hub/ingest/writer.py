@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from fieldhub.clock import now_ms
 from fieldhub.hub.ingest.batch import Batch
 from fieldhub.hub.ingest.sequence import SeqTracker
+from fieldhub.hub.store.health import StorageHealth
 from fieldhub.hub.store.schema import devices, events, samples, series
 from fieldhub.hub.store.writes import EngineWrites, Writes
 
@@ -181,6 +182,12 @@ class IngestWriter:
                 connected=bindparam("b_connected"),
             )
         )
+
+    @property
+    def storage(self) -> StorageHealth:
+        """Where the commits' outcomes go: whether the store can be written, and how long a
+        batch it could not take waits before the next try."""
+        return self._writes.storage
 
     async def load_trackers(self) -> dict[str, SeqTracker]:
         """Sequence state of every registered device, as last committed."""

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -400,18 +400,24 @@ class UserStore:
             raise TokenNotFound(f"no token with id {token_id}")
         return TokenRecord.from_row(row)
 
-    async def touch_token(self, token_id: int, when: int) -> None:
-        """Record that a token was used at ``when``.
+    async def touch_tokens(self, used: dict[int, int]) -> None:
+        """Record when tokens were last used: token id → epoch ms, in one transaction.
 
-        Not a change of who may do what, so the token cache is kept, with the new time (else
-        every request answered from it would write again, and a touch would make every other
-        token's next request a query)."""
+        Not a change of who may do what, so the token cache is kept, with the new times (else
+        every request answered from it would note its token again, and a touch would make
+        every other token's next request a query)."""
+        if not used:
+            return
         async with write_transaction(self._engine) as conn:
             await conn.execute(
-                update(api_tokens).where(api_tokens.c.id == token_id).values(last_used_at=when)
+                update(api_tokens)
+                .where(api_tokens.c.id == bindparam("b_id"))
+                .values(last_used_at=bindparam("b_when")),
+                [{"b_id": token_id, "b_when": when} for token_id, when in used.items()],
             )
         for token_hash, (looked_up, (record, user)) in list(self._tokens.items()):
-            if record.id == token_id:
+            when = used.get(record.id)
+            if when is not None:
                 touched = replace(record, last_used_at=when)
                 self._tokens[token_hash] = (looked_up, (touched, user))
 

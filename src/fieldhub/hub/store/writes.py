@@ -30,6 +30,10 @@ WAL then grew without end (2 GB in 90 s at 20,000 points/s, 77 GB in half an hou
 disk). So when the checkpoint thread finds the WAL larger than :data:`WAL_RESTART_BYTES`
 after a passive checkpoint, the writer starts it over after its next transaction: a
 ``RESTART`` checkpoint, which has only that transaction's pages left to copy.
+
+Every outcome goes to the hub's :class:`~fieldhub.hub.store.health.StorageHealth`. A group
+that fails because the store cannot be written (a full disk: ``SQLITE_FULL``) fails as a
+whole, each job with that error: run alone, each would only fail the same way again.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.hub.store.database import BUSY_TIMEOUT_MS, sync_sqlite_engine, write_transaction
+from fieldhub.hub.store.health import StorageHealth
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +71,9 @@ Job = Callable[[Connection], T]
 class Writes(Protocol):
     """Runs write jobs in transactions."""
 
+    storage: StorageHealth
+    """Where every outcome is reported (health, the outage log, how long to hold back)."""
+
     async def run(self, job: Job[T], *, urgent: bool = False) -> T:
         """Run ``job`` in a write transaction; its result once committed.
 
@@ -82,13 +90,20 @@ class Writes(Protocol):
 class EngineWrites:
     """Each job in its own transaction of ``engine`` (PostgreSQL; SQLite without a writer)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, storage: StorageHealth | None = None) -> None:
         self._engine = engine
+        self.storage = storage or StorageHealth()
 
     async def run(self, job: Job[T], *, urgent: bool = False) -> T:
         """See :class:`Writes`."""
-        async with write_transaction(self._engine) as conn:
-            return await conn.run_sync(job)
+        try:
+            async with write_transaction(self._engine) as conn:
+                result = await conn.run_sync(job)
+        except Exception as exc:
+            self.storage.failed(exc)
+            raise
+        self.storage.succeeded()
+        return result
 
     async def close(self) -> None:
         """Nothing to stop: the engine belongs to the hub."""
@@ -110,9 +125,17 @@ class SqliteWriter:
 
     Args:
         url: the SQLite database (any driver name; the thread uses the standard ``sqlite3``).
+        storage: where outcomes are reported (by default one of its own).
     """
 
-    def __init__(self, url: str, *, wal_restart_bytes: int = WAL_RESTART_BYTES) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        wal_restart_bytes: int = WAL_RESTART_BYTES,
+        storage: StorageHealth | None = None,
+    ) -> None:
+        self.storage = storage or StorageHealth()
         self._engine: Engine = sync_sqlite_engine(url)
         self._path = make_url(url).database or ""
         self._wal_restart_bytes = wal_restart_bytes
@@ -173,7 +196,8 @@ class SqliteWriter:
         try:
             connection = self._engine.connect()
         except Exception as exc:  # no database: every job fails with why, none waits forever
-            log.error("the SQLite writer cannot open the database: %s", exc)
+            if self.storage.failed(exc) is None:
+                log.error("the SQLite writer cannot open the database: %s", exc)
             while (task := self._queue.get()) is not None:
                 _settle(task, None, exc)
             return
@@ -217,12 +241,15 @@ class SqliteWriter:
             with conn.begin():
                 results = [task.job(conn) for task in tasks]
         except Exception as exc:
-            if len(tasks) == 1:
-                _settle(tasks[0], None, exc)
+            outage = self.storage.failed(exc) is not None
+            if outage or len(tasks) == 1:
+                for task in tasks:
+                    _settle(task, None, exc)
             else:  # which one failed? each alone
                 for task in tasks:
                     self._transaction(conn, [task])
             return
+        self.storage.succeeded()
         self.transactions += 1
         self.jobs += len(tasks)
         for task, result in zip(tasks, results, strict=True):
@@ -244,10 +271,12 @@ def _settle(task: _Task, result: Any, error: BaseException | None) -> None:
         log.debug("a write finished after its event loop closed")
 
 
-def writes_for(engine: AsyncEngine) -> Writes:
+def writes_for(engine: AsyncEngine, storage: StorageHealth | None = None) -> Writes:
     """The writer for ``engine``'s database: a writer thread for an SQLite file, the engine
-    itself for PostgreSQL."""
+    itself for PostgreSQL; outcomes go to ``storage``."""
     database = engine.url.database
     if engine.dialect.name == "sqlite" and database not in (None, "", ":memory:"):
-        return SqliteWriter(engine.url.render_as_string(hide_password=False))
-    return EngineWrites(engine)  # PostgreSQL, or an in-memory SQLite no other connection sees
+        url = engine.url.render_as_string(hide_password=False)
+        return SqliteWriter(url, storage=storage)
+    # PostgreSQL, or an in-memory SQLite no other connection sees
+    return EngineWrites(engine, storage=storage)
