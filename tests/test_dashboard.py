@@ -478,3 +478,25 @@ async def test_the_overview_fits_a_phone(dash: Dashboard, cabinet: Cabinet) -> N
         )
         assert overflow <= 0, f"the device page is {overflow} px wider than the phone"
         await dash.shot(page, "device-phone")
+
+
+async def test_a_bookmarked_problems_filter_lists_the_troubled_devices(
+    dash: Dashboard, cabinet: Cabinet
+) -> None:
+    fussy = await dash.add_cabinet("fussy")
+    await dash.hub.twin.change(fussy.device_id, version=0, changes={"fan": "on"}, actor="test")
+
+    async def refused() -> Any:
+        return (await dash.hub.registry.get(fussy.device_id)).reported.get("desired_errors")
+
+    admin = await dash.user("admin")
+    async with fussy.running(), dash.page() as page:
+        await eventually(refused, "the device refusing a desired key it has no unit for")
+        # Online, and its only trouble is in its twin: the list must know the twins to see it.
+        await dash.log_in(page, admin, "/?state=problems")
+        await expect(page.get_by_label("State")).to_have_value("problems")
+        row = _row(page, fussy.device_id)
+        await expect(row.locator(".problems")).to_contain_text("desired state refused: fan")
+        await expect(_row(page, cabinet.device_id)).to_have_count(0)  # online, all well
+        await page.reload()
+        await expect(row.locator(".problems")).to_contain_text("desired state refused: fan")
