@@ -500,3 +500,59 @@ async def test_a_bookmarked_problems_filter_lists_the_troubled_devices(
         await expect(_row(page, cabinet.device_id)).to_have_count(0)  # online, all well
         await page.reload()
         await expect(row.locator(".problems")).to_contain_text("desired state refused: fan")
+
+
+# Records what the page draws on canvases (uPlot draws axis labels there, not in the DOM):
+# each canvas keeps the texts of its latest drawing, their alignment and where each begins.
+RECORD_CANVAS_TEXT = """
+(() => {
+  const proto = CanvasRenderingContext2D.prototype;
+  const { clearRect, fillText } = proto;
+  proto.clearRect = function (x, y, w, h) {
+    const whole = x <= 0 && y <= 0 && w >= this.canvas.width && h >= this.canvas.height;
+    if (whole) this.canvas.drawn = [];
+    return clearRect.call(this, x, y, w, h);
+  };
+  proto.fillText = function (text, x, y, ...rest) {
+    const width = this.measureText(text).width;
+    const shift = { right: width, center: width / 2 }[this.textAlign] ?? 0;
+    (this.canvas.drawn ??= []).push({ text: String(text), align: this.textAlign, left: x - shift });
+    return fillText.call(this, text, x, y, ...rest);
+  };
+})();
+"""
+
+
+async def _y_labels(page: Page, key: str) -> list[dict[str, Any]]:
+    """The value-axis labels drawn on the chart of ``key`` (right-aligned, left of the plot)."""
+    labels: list[dict[str, Any]] = await page.locator(f'.chart[data-key="{key}"] canvas').evaluate(
+        "canvas => (canvas.drawn ?? []).filter((t) => t.align === 'right')"
+    )
+    return labels
+
+
+async def test_a_chart_of_a_small_range_has_whole_distinct_axis_labels(dash: Dashboard) -> None:
+    steady = await dash.add_cabinet("steady")
+    viewer = await dash.user("viewer", ["berlin"])
+    async with steady.running() as agent, dash.page() as page:
+        assert agent.outbox is not None
+        reporter, now = OutboxReporter(agent.outbox), now_ms()
+        for minute in range(30, 0, -1):  # a temperature that hardly moves: 32.0621 to 32.0629
+            reporter.telemetry(
+                {"temp": 32.0625 + 0.0004 * math.sin(minute / 3)}, now - minute * 60_000
+            )
+
+        async def stored() -> bool:
+            return any(v.key == "temp" for v in await dash.hub.queries.latest(steady.device_id))
+
+        await eventually(stored, "the kept temperatures stored")
+        await page.add_init_script(RECORD_CANVAS_TEXT)
+        await dash.log_in(page, viewer, f"/devices/{steady.device_id}")
+        await expect(page.locator('.chart[data-key="temp"] canvas')).to_be_visible()
+        labels = await eventually(lambda: _y_labels(page, "temp"), "the value axis drawn")
+        texts = [label["text"] for label in labels]
+        assert len(texts) >= 2, texts
+        assert len(set(texts)) == len(texts), f"labels repeat: {texts}"
+        assert all(32.06 < float(text) < 32.07 for text in texts), texts
+        clipped = [label["text"] for label in labels if label["left"] < 0]
+        assert not clipped, f"labels cut off at the chart's left edge: {clipped}"

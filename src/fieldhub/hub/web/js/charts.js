@@ -3,6 +3,7 @@
 
 import uPlot from "../vendor/uplot/uPlot.esm.js";
 import { api } from "./api.js";
+import { valueAxisSize, valueLabels, valueSplits } from "./axis.js";
 import { h, replace } from "./dom.js";
 import { value } from "./format.js";
 
@@ -137,7 +138,14 @@ export class TelemetryCharts {
         ],
         axes: [
           { stroke: axis, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid } },
-          { stroke: axis, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid }, size: 48 },
+          {
+            stroke: axis,
+            grid: { stroke: grid, width: 1 },
+            ticks: { stroke: grid },
+            splits: valueSplits,
+            values: valueLabels,
+            size: valueAxisSize,
+          },
         ],
         hooks: {
           setSelect: [
