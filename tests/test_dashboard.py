@@ -556,3 +556,64 @@ async def test_a_chart_of_a_small_range_has_whole_distinct_axis_labels(dash: Das
         assert all(32.06 < float(text) < 32.07 for text in texts), texts
         clipped = [label["text"] for label in labels if label["left"] < 0]
         assert not clipped, f"labels cut off at the chart's left edge: {clipped}"
+
+
+async def _x_minutes(page: Page, key: str) -> list[int]:
+    """The times under the chart of ``key``, as minutes of the day ("4:35pm" is 995)."""
+    texts: list[str] = await page.locator(f'.chart[data-key="{key}"] canvas').evaluate(
+        "canvas => (canvas.drawn ?? []).filter((t) => t.align === 'center').map((t) => t.text)"
+    )
+    minutes = []
+    for text in texts:
+        if found := re.fullmatch(r"(\d+):(\d\d)(?::\d\d)?(am|pm)", text):
+            hour, minute, half = int(found[1]) % 12, int(found[2]), found[3]
+            minutes.append((hour + (12 if half == "pm" else 0)) * 60 + minute)
+    return minutes
+
+
+async def _x_span(page: Page, key: str) -> int:
+    """How many minutes the time labels of a chart span, first to last (0 before drawing)."""
+    minutes = await _x_minutes(page, key)
+    return (max(minutes) - min(minutes)) % (24 * 60) if len(minutes) > 1 else 0
+
+
+async def test_dragging_across_a_chart_zooms_in_until_a_double_click(
+    dash: Dashboard, cabinet: Cabinet
+) -> None:
+    viewer = await dash.user("viewer", ["berlin"])
+    async with dash.page() as page:
+        await page.add_init_script(RECORD_CANVAS_TEXT)
+        await dash.log_in(page, viewer, f"/devices/{cabinet.device_id}")
+        # The hour's chart: 50 minutes of kept readings, labelled every 10 minutes.
+        whole = await eventually(lambda: _x_span(page, "supply"), "the time axis drawn")
+        assert whole >= 40, whole
+        plot = page.locator('.chart[data-key="supply"] .u-over')
+        box = await plot.bounding_box()
+        assert box is not None
+        middle = box["y"] + box["height"] / 2
+        await page.mouse.move(box["x"] + box["width"] * 0.4, middle)
+        await page.mouse.down()
+        await page.mouse.move(box["x"] + box["width"] * 0.6, middle, steps=5)
+        await page.mouse.up()
+        # A fifth of the hour: twelve minutes, labelled minute by minute.
+        zoomed = await eventually(lambda: _zoomed_in(page, whole), "the chart zoomed in")
+        assert zoomed <= 15, zoomed
+        # Live points keep coming (the agent samples every 0.1 s): the zoom stays.
+        caption = page.locator('.chart[data-key="supply"] .chart-value')
+        before = await caption.text_content()
+        cabinet.set_supply(4.95)
+        await expect(caption).not_to_have_text(before or "")
+        # (uPlot redraws in a microtask of the update: the labels read next are the new ones)
+        assert await _x_span(page, "supply") <= 15, "a live point undid the zoom"
+        cabinet.set_supply(5.1)
+        await plot.dblclick(position={"x": box["width"] / 2, "y": box["height"] / 2})
+        await eventually(lambda: _zoomed_out(page, whole), "the whole hour back")
+
+
+async def _zoomed_in(page: Page, whole: int) -> int:
+    span = await _x_span(page, "supply")
+    return span if 0 < span < whole / 2 else 0
+
+
+async def _zoomed_out(page: Page, whole: int) -> bool:
+    return await _x_span(page, "supply") >= whole - 10

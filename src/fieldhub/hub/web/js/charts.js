@@ -124,8 +124,22 @@ export class TelemetryCharts {
         height: HEIGHT,
         ms: 1,
         legend: { show: false },
-        cursor: { drag: { x: true, y: false } },
-        scales: { x: { time: true, range: () => windowOf() }, y: { range: (_u, min, max) => padded(min, max) } },
+        cursor: {
+          drag: { x: true, y: false },
+          // A double-click shows the whole range again: the zoom ends before uPlot rescales.
+          bind: {
+            dblclick: (_u, target, handler) => (event) => {
+              if (event.button !== 0 || event.target !== target) return;
+              chart.zoomed = false;
+              handler(event);
+            },
+          },
+        },
+        scales: {
+          // The chosen range, ending now, unless the user dragged across a stretch of it.
+          x: { time: true, range: (_u, min, max) => (chart.zoomed ? [min, max] : windowOf()) },
+          y: { range: (_u, min, max) => padded(min, max) },
+        },
         series: [
           {},
           {
@@ -148,9 +162,10 @@ export class TelemetryCharts {
           },
         ],
         hooks: {
+          // A drag ends in a selection, then uPlot sets the x scale to it: zoomed from here.
           setSelect: [
-            () => {
-              chart.zoomed = true;
+            (u) => {
+              if (u.select.width > 0) chart.zoomed = true;
             },
           ],
         },
@@ -158,9 +173,6 @@ export class TelemetryCharts {
       [chart.xs, chart.ys],
       chart.holder,
     );
-    plot.over.addEventListener("dblclick", () => {
-      chart.zoomed = false;
-    });
     return plot;
   }
 
