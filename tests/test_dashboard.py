@@ -617,3 +617,19 @@ async def _zoomed_in(page: Page, whole: int) -> int:
 
 async def _zoomed_out(page: Page, whole: int) -> bool:
     return await _x_span(page, "supply") >= whole - 10
+
+
+async def test_a_device_that_comes_online_says_so_once(dash: Dashboard) -> None:
+    fresh = await dash.add_cabinet("fresh")
+    viewer = await dash.user("viewer", ["berlin"])
+
+    async def announced() -> bool:  # its status came (the hub stores it with the event)
+        return (await dash.hub.registry.get(fresh.device_id)).connected is True
+
+    async with fresh.running(), dash.page() as page:
+        await eventually(fresh.supply_stored, "a supply reading stored")
+        await eventually(announced, "the agent's online status")
+        await dash.log_in(page, viewer, f"/devices/{fresh.device_id}")
+        rows = page.locator("#event-rows tr")
+        await expect(rows.first).to_be_visible()
+        await expect(rows.filter(has_text="presence.online")).to_have_count(1)
