@@ -633,3 +633,53 @@ async def test_a_device_that_comes_online_says_so_once(dash: Dashboard) -> None:
         rows = page.locator("#event-rows tr")
         await expect(rows.first).to_be_visible()
         await expect(rows.filter(has_text="presence.online")).to_have_count(1)
+
+
+async def test_ages_on_a_device_page_move_on_with_the_clock(dash: Dashboard) -> None:
+    quiet = await dash.add_cabinet("quiet")
+    viewer = await dash.user("viewer", ["berlin"])
+    async with quiet.running() as agent, dash.page() as page:
+        await eventually(quiet.supply_stored, "a supply reading stored")
+        await page.clock.install()  # the page's clock: it runs, and the test moves it on
+        await dash.log_in(page, viewer, f"/devices/{quiet.device_id}")
+        supply = page.locator('#latest .tile[data-key="supply"]')
+        await expect(supply.locator(".when")).to_have_text(re.compile(r"^(just now|\d s ago)$"))
+        await page.clock.fast_forward(40_000)
+        # Nothing new from the device for 40 s and more: every age on the page says so.
+        await expect(supply.locator(".when")).to_have_text(re.compile(r"^[4-9]\d s ago$"))
+        await expect(page.locator("#presence .presence")).to_have_text(
+            re.compile(r"^online · [4-9]\d s$")
+        )
+        await expect(page.locator("#last-seen")).to_have_text(
+            re.compile(r"^last message [4-9]\d s ago$")
+        )
+        # A new value: the header's last message is that one, as old as its tile says.
+        assert agent.outbox is not None
+        OutboxReporter(agent.outbox).telemetry({"supply": 4.9}, now_ms())
+        await expect(supply.locator(".v")).to_have_text("4.9")
+
+        async def header_agrees() -> bool:
+            tile, header = await page.evaluate(
+                """() => [
+                  document.querySelector('#latest .tile[data-key="supply"] .when').textContent,
+                  document.querySelector("#last-seen").textContent,
+                ]"""
+            )
+            return bool(header == f"last message {tile}")
+
+        await eventually(header_agrees, "the header's last message as old as the newest value")
+
+
+async def test_the_twin_shows_the_units_not_the_protocols_keys(dash: Dashboard) -> None:
+    tidy = await dash.add_cabinet("tidy")
+    await dash.hub.twin.change(tidy.device_id, version=0, changes={"socket": "off"}, actor="test")
+    viewer = await dash.user("viewer", ["berlin"])
+    async with tidy.running(), dash.page() as page:
+        await dash.log_in(page, viewer, f"/devices/{tidy.device_id}")
+        twin = page.locator("#twin")
+        # In sync: the device reported the version it applied, and that is all it is for.
+        await expect(twin.locator(".twin-head")).to_contain_text("in sync")
+        await expect(twin.locator('tr[data-key="socket"]')).to_contain_text("off")
+        keys = await twin.locator("tbody th").all_inner_texts()
+        assert "door" in keys
+        assert not {"desired_version", "desired_errors", "actions"} & set(keys), keys

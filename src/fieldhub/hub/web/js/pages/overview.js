@@ -5,7 +5,7 @@
 import { api, eachLimited } from "../api.js";
 import { byId, deviceHref, h, replace, say } from "../dom.js";
 import { value } from "../format.js";
-import { fillPresence, presenceBadge, tickPresence } from "../presence.js";
+import { fillPresence, presenceBadge } from "../presence.js";
 import { problemsOf } from "../problems.js";
 import { showError, startPage } from "../session.js";
 
@@ -375,7 +375,6 @@ async function main() {
   form.elements.site.value = params.get("site") ?? "";
   form.elements.group.value = params.get("group") ?? "";
   if (params.get("site") || params.get("group")) render();
-  setInterval(() => tickPresence(), 5000);
 }
 
 main().catch((error) => showError(status, error));
