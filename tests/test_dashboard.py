@@ -577,13 +577,16 @@ async def _x_span(page: Page, key: str) -> int:
     return (max(minutes) - min(minutes)) % (24 * 60) if len(minutes) > 1 else 0
 
 
-async def test_dragging_across_a_chart_zooms_in_until_a_double_click(
-    dash: Dashboard, cabinet: Cabinet
-) -> None:
+async def test_dragging_across_a_chart_zooms_in_until_a_double_click(dash: Dashboard) -> None:
+    zoomy = await dash.add_cabinet("zoomy")
     viewer = await dash.user("viewer", ["berlin"])
-    async with dash.page() as page:
+    async with zoomy.running() as agent, dash.page() as page:
+        zoomy.kept_readings(agent, 50)
+        assert agent.outbox is not None
+        device = OutboxReporter(agent.outbox)
+        await eventually(lambda: _readings(dash, zoomy, 50), "the kept readings stored")
         await page.add_init_script(RECORD_CANVAS_TEXT)
-        await dash.log_in(page, viewer, f"/devices/{cabinet.device_id}")
+        await dash.log_in(page, viewer, f"/devices/{zoomy.device_id}")
         # The hour's chart: 50 minutes of kept readings, labelled every 10 minutes.
         whole = await eventually(lambda: _x_span(page, "supply"), "the time axis drawn")
         assert whole >= 40, whole
@@ -598,16 +601,31 @@ async def test_dragging_across_a_chart_zooms_in_until_a_double_click(
         # A fifth of the hour: twelve minutes, labelled minute by minute.
         zoomed = await eventually(lambda: _zoomed_in(page, whole), "the chart zoomed in")
         assert zoomed <= 15, zoomed
-        # Live points keep coming (the agent samples every 0.1 s): the zoom stays.
+        # A live point: the zoom stays.
         caption = page.locator('.chart[data-key="supply"] .chart-value')
         before = await caption.text_content()
-        cabinet.set_supply(4.95)
+        device.telemetry({"supply": 4.95}, now_ms())
         await expect(caption).not_to_have_text(before or "")
         # (uPlot redraws in a microtask of the update: the labels read next are the new ones)
         assert await _x_span(page, "supply") <= 15, "a live point undid the zoom"
-        cabinet.set_supply(5.1)
+        # A key never seen before: the charts are drawn again, with the zoom.
+        device.telemetry({"temp": 21.5}, now_ms())
+        await expect(page.locator('.chart[data-key="temp"] canvas')).to_be_visible()
+        assert await eventually(lambda: _x_span(page, "supply"), "supply drawn again") <= 15
         await plot.dblclick(position={"x": box["width"] / 2, "y": box["height"] / 2})
         await eventually(lambda: _zoomed_out(page, whole), "the whole hour back")
+
+
+async def _readings(dash: Dashboard, cabinet: Cabinet, at_least: int) -> bool:
+    """Whether the hub holds ``at_least`` supply readings of the cabinet."""
+    keys = await dash.hub.queries.keys(cabinet.device_id)
+    if "supply" not in keys:
+        return False
+    series_id, kind = keys["supply"]
+    points = await dash.hub.queries.history(
+        series_id=series_id, kind=kind, start=0, end=2**53, bucket_ms=None, agg="avg", limit=1000
+    )
+    return len(points) >= at_least
 
 
 async def _zoomed_in(page: Page, whole: int) -> int:

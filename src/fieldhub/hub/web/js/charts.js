@@ -52,8 +52,17 @@ export class TelemetryCharts {
     this.resizer.observe(root);
   }
 
-  /** Show `keys` (numeric telemetry) over `range`; fetches the history. */
-  async show(keys, range = this.range) {
+  /** Show `keys` (numeric telemetry) over `range`, the user's choice: zooms end. */
+  show(keys, range = this.range) {
+    return this.load(keys, range, false);
+  }
+
+  /** Fetch and draw again, not asked for by the user (a resync, a new key): zooms stay. */
+  refresh(keys) {
+    return this.load(keys, this.range, true);
+  }
+
+  async load(keys, range, keepZoom) {
     this.keys = [...keys].sort();
     this.range = range;
     const token = {};
@@ -73,11 +82,15 @@ export class TelemetryCharts {
       });
     }
     if (this.loading !== token) return; // a newer request won
-    this.draw(history.series ?? {});
+    this.draw(history.series ?? {}, keepZoom);
   }
 
-  draw(series) {
-    for (const chart of this.charts.values()) chart.plot.destroy();
+  draw(series, keepZoom = false) {
+    const zooms = new Map(); // key → the x range the user zoomed into
+    for (const [key, chart] of this.charts) {
+      if (keepZoom && chart.zoomed) zooms.set(key, { min: chart.plot.scales.x.min, max: chart.plot.scales.x.max });
+      chart.plot.destroy();
+    }
     this.charts.clear();
     if (!this.keys.length) {
       replace(this.root, h("p", { class: "muted", text: "No numeric telemetry yet." }));
@@ -109,6 +122,11 @@ export class TelemetryCharts {
     replace(this.root, boxes);
     for (const [key, chart] of this.charts) {
       chart.plot = this.makePlot(key, chart);
+      const zoom = zooms.get(key);
+      if (zoom) {
+        chart.zoomed = true;
+        chart.plot.setScale("x", zoom);
+      }
       this.caption(chart);
     }
   }
@@ -211,7 +229,7 @@ export class TelemetryCharts {
     }
     if (fresh) {
       const keys = [...new Set([...this.keys, ...Object.keys(values).filter((k) => typeof values[k] === "number")])];
-      this.show(keys).catch(() => {});
+      this.refresh(keys).catch(() => {});
     }
   }
 

@@ -111,7 +111,7 @@ async function loadAll() {
   showHeader();
   showLatest();
   showTwin();
-  await Promise.all([loadEvents(), commands.loadRecent(), charts.show(numericKeys())]);
+  await Promise.all([loadEvents(), commands.loadRecent(), charts.refresh(numericKeys())]);
 }
 
 function rangeButtons() {
