@@ -46,7 +46,8 @@ export function valueSplits(_u, _axisIdx, min, max, incr) {
   if (!(incr > 0) || !(max > min)) return [min];
   let step = incr;
   let found = multiples(min, max, step);
-  while (found.length < MIN_TICKS) {
+  const finest = Math.max(Math.abs(min), Math.abs(max)) * 1e-12; // below: float noise
+  while (found.length < MIN_TICKS && step > finest) {
     step = smaller(step);
     found = multiples(min, max, step);
   }

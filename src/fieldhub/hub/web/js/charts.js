@@ -21,11 +21,15 @@ export const RANGES = [
   { label: "90d", ms: 90 * DAY, bucket: 6 * HOUR, per: "6 h" },
 ];
 
-/** A y range around the data with some room, also for a single value (uPlot's own from 0). */
+/**
+ * A y range around the data with some room, also for a single value (uPlot's own from 0). A
+ * spread of float noise (averages of one value: 32.0625, 32.062500000000004) counts as one value.
+ */
 function padded(min, max) {
   if (min === null || max === null) return [0, 1];
   const span = max - min;
-  const room = span > 0 ? span * 0.1 : Math.max(Math.abs(max) * 0.02, 0.1);
+  const flat = span <= Math.max(Math.abs(min), Math.abs(max)) * 1e-9;
+  const room = flat ? Math.max(Math.abs(max) * 0.02, 0.1) : span * 0.1;
   return [min - room, max + room];
 }
 
