@@ -46,7 +46,7 @@ function matches(entry, f) {
   return candidate(entry, f);
 }
 
-const needsTwins = () => form.elements.state.value === "problems";
+const needsTwins = () => filters().state === "problems";
 
 // -- rows -------------------------------------------------------------------------------------
 
