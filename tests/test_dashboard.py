@@ -24,7 +24,15 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, Dialog, Locator, Page, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    Dialog,
+    Locator,
+    Page,
+    Route,
+    async_playwright,
+    expect,
+)
 
 from fieldhub.agent.config import AgentConfig, DeviceSection, HubSection, WebSection
 from fieldhub.agent.outbox import OutboxReporter
@@ -296,6 +304,27 @@ async def test_log_in_and_see_a_device_come_online_and_go(dash: Dashboard) -> No
         await expect(page).to_have_url(re.compile(r"\?state=offline$"))
         await page.get_by_label("State").select_option("")
         await dash.shot(page, "overview")
+
+
+async def test_logging_in_before_the_page_is_ready_keeps_the_password_out_of_the_address(
+    dash: Dashboard,
+) -> None:
+    admin = await dash.user("admin")
+    async with dash.page() as page:
+
+        async def slow(route: Route) -> None:  # a hub slow to say whether one is logged in
+            await asyncio.sleep(1)
+            await route.continue_()
+
+        await page.route("**/api/auth/me", slow)
+        addresses: list[str] = []
+        page.on("framenavigated", lambda frame: addresses.append(frame.url))
+        await page.goto("/login")
+        await page.get_by_label("Name").fill(admin)
+        await page.get_by_label("Password").fill(PASSWORD)
+        await page.get_by_role("button", name="Log in").click()
+        await expect(page).to_have_url(dash.url + "/")
+        assert not [a for a in addresses if "password" in a], addresses
 
 
 async def test_a_telemetry_value_is_on_the_page_within_a_second(

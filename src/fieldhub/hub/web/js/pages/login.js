@@ -16,14 +16,9 @@ function next() {
 async function main() {
   const form = byId("login-form");
   const status = byId("status");
-  try {
-    await api("/api/auth/me", { login: false });
-    location.replace(next()); // already signed in
-    return;
-  } catch {
-    // not signed in: stay
-  }
-  form.elements.name.focus();
+  // Taken at once: a form submitted before it is would go the browser's way (GET, the
+  // password in the address). The name field has focus from the page (autofocus), not from
+  // here, so nothing typed meanwhile lands in the wrong field.
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     say(status, "");
@@ -43,6 +38,12 @@ async function main() {
       button.disabled = false;
     }
   });
+  try {
+    await api("/api/auth/me", { login: false });
+    location.replace(next()); // already signed in
+  } catch {
+    // not signed in: stay
+  }
 }
 
 main();
