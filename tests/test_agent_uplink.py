@@ -556,6 +556,38 @@ async def test_an_agent_without_network_at_boot_keeps_reports_and_connects_later
     assert await stored_points(hub, device.id) == list(range(1, 21))
 
 
+async def test_reports_waiting_at_connect_leave_after_the_online_status(
+    hub: Hub, uid: str, tmp_path: Path
+):
+    """The hub hears "online" once: reports sent before the status made the device online by
+    its data first ("data received"), and the status then recorded a second presence.online."""
+    host, port = address(hub.broker_url)
+    async with (
+        registered(hub, "first", uid) as device,
+        Outbox(tmp_path / "outbox.db", ack_linger_s=0.05) as outbox,
+    ):
+        reporter = OutboxReporter(outbox)
+        for n in range(1, 21):  # waiting in the outbox when the agent connects
+            reporter.telemetry({"n": n}, ts=BASE_TS + n)
+        await outbox.sync()
+        async with Uplink(
+            outbox,
+            device_id=device.id,
+            host=host,
+            port=port,
+            username=device.username,
+            password=device.secret,
+            settings=FAST,
+        ) as uplink:
+            await settled(hub, device, Agent(outbox, uplink, reporter))
+            await until(
+                lambda: hub.presence.get(device.id).connected is True, what="the online status"
+            )
+            await hub.ingest.flush()
+            online = await hub.queries.events(device_ids=[device.id], types=["presence.online"])
+            assert [e.message for e in online.events] == ["agent started"]
+
+
 def test_settings_are_checked():
     with pytest.raises(ValueError, match="window"):
         UplinkSettings(window=0)

@@ -24,7 +24,15 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, Dialog, Locator, Page, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    Dialog,
+    Locator,
+    Page,
+    Route,
+    async_playwright,
+    expect,
+)
 
 from fieldhub.agent.config import AgentConfig, DeviceSection, HubSection, WebSection
 from fieldhub.agent.outbox import OutboxReporter
@@ -298,6 +306,27 @@ async def test_log_in_and_see_a_device_come_online_and_go(dash: Dashboard) -> No
         await dash.shot(page, "overview")
 
 
+async def test_logging_in_before_the_page_is_ready_keeps_the_password_out_of_the_address(
+    dash: Dashboard,
+) -> None:
+    admin = await dash.user("admin")
+    async with dash.page() as page:
+
+        async def slow(route: Route) -> None:  # a hub slow to say whether one is logged in
+            await asyncio.sleep(1)
+            await route.continue_()
+
+        await page.route("**/api/auth/me", slow)
+        addresses: list[str] = []
+        page.on("framenavigated", lambda frame: addresses.append(frame.url))
+        await page.goto("/login")
+        await page.get_by_label("Name").fill(admin)
+        await page.get_by_label("Password").fill(PASSWORD)
+        await page.get_by_role("button", name="Log in").click()
+        await expect(page).to_have_url(dash.url + "/")
+        assert not [a for a in addresses if "password" in a], addresses
+
+
 async def test_a_telemetry_value_is_on_the_page_within_a_second(
     dash: Dashboard, cabinet: Cabinet
 ) -> None:
@@ -478,3 +507,226 @@ async def test_the_overview_fits_a_phone(dash: Dashboard, cabinet: Cabinet) -> N
         )
         assert overflow <= 0, f"the device page is {overflow} px wider than the phone"
         await dash.shot(page, "device-phone")
+
+
+async def test_a_bookmarked_problems_filter_lists_the_troubled_devices(
+    dash: Dashboard, cabinet: Cabinet
+) -> None:
+    fussy = await dash.add_cabinet("fussy")
+    await dash.hub.twin.change(fussy.device_id, version=0, changes={"fan": "on"}, actor="test")
+
+    async def refused() -> Any:
+        return (await dash.hub.registry.get(fussy.device_id)).reported.get("desired_errors")
+
+    admin = await dash.user("admin")
+    async with fussy.running(), dash.page() as page:
+        await eventually(refused, "the device refusing a desired key it has no unit for")
+        # Online, and its only trouble is in its twin: the list must know the twins to see it.
+        await dash.log_in(page, admin, "/?state=problems")
+        await expect(page.get_by_label("State")).to_have_value("problems")
+        row = _row(page, fussy.device_id)
+        await expect(row.locator(".problems")).to_contain_text("desired state refused: fan")
+        await expect(_row(page, cabinet.device_id)).to_have_count(0)  # online, all well
+        await page.reload()
+        await expect(row.locator(".problems")).to_contain_text("desired state refused: fan")
+
+
+# Records what the page draws on canvases (uPlot draws axis labels there, not in the DOM):
+# each canvas keeps the texts of its latest drawing, their alignment and where each begins.
+RECORD_CANVAS_TEXT = """
+(() => {
+  const proto = CanvasRenderingContext2D.prototype;
+  const { clearRect, fillText } = proto;
+  proto.clearRect = function (x, y, w, h) {
+    const whole = x <= 0 && y <= 0 && w >= this.canvas.width && h >= this.canvas.height;
+    if (whole) this.canvas.drawn = [];
+    return clearRect.call(this, x, y, w, h);
+  };
+  proto.fillText = function (text, x, y, ...rest) {
+    const width = this.measureText(text).width;
+    const shift = { right: width, center: width / 2 }[this.textAlign] ?? 0;
+    (this.canvas.drawn ??= []).push({ text: String(text), align: this.textAlign, left: x - shift });
+    return fillText.call(this, text, x, y, ...rest);
+  };
+})();
+"""
+
+
+async def _y_labels(page: Page, key: str) -> list[dict[str, Any]]:
+    """The value-axis labels drawn on the chart of ``key`` (right-aligned, left of the plot)."""
+    labels: list[dict[str, Any]] = await page.locator(f'.chart[data-key="{key}"] canvas').evaluate(
+        "canvas => (canvas.drawn ?? []).filter((t) => t.align === 'right')"
+    )
+    return labels
+
+
+async def test_a_chart_of_a_small_range_has_whole_distinct_axis_labels(dash: Dashboard) -> None:
+    steady = await dash.add_cabinet("steady")
+    viewer = await dash.user("viewer", ["berlin"])
+    async with steady.running() as agent, dash.page() as page:
+        assert agent.outbox is not None
+        reporter, now = OutboxReporter(agent.outbox), now_ms()
+        for minute in range(30, 0, -1):  # a temperature that hardly moves: 32.0621 to 32.0629
+            reporter.telemetry(
+                {"temp": 32.0625 + 0.0004 * math.sin(minute / 3)}, now - minute * 60_000
+            )
+
+        async def stored() -> bool:
+            return any(v.key == "temp" for v in await dash.hub.queries.latest(steady.device_id))
+
+        await eventually(stored, "the kept temperatures stored")
+        await page.add_init_script(RECORD_CANVAS_TEXT)
+        await dash.log_in(page, viewer, f"/devices/{steady.device_id}")
+        await expect(page.locator('.chart[data-key="temp"] canvas')).to_be_visible()
+        labels = await eventually(lambda: _y_labels(page, "temp"), "the value axis drawn")
+        texts = [label["text"] for label in labels]
+        assert len(texts) >= 2, texts
+        assert len(set(texts)) == len(texts), f"labels repeat: {texts}"
+        assert all(32.06 < float(text) < 32.07 for text in texts), texts
+        clipped = [label["text"] for label in labels if label["left"] < 0]
+        assert not clipped, f"labels cut off at the chart's left edge: {clipped}"
+
+
+async def _x_minutes(page: Page, key: str) -> list[int]:
+    """The times under the chart of ``key``, as minutes of the day ("4:35pm" is 995)."""
+    texts: list[str] = await page.locator(f'.chart[data-key="{key}"] canvas').evaluate(
+        "canvas => (canvas.drawn ?? []).filter((t) => t.align === 'center').map((t) => t.text)"
+    )
+    minutes = []
+    for text in texts:
+        if found := re.fullmatch(r"(\d+):(\d\d)(?::\d\d)?(am|pm)", text):
+            hour, minute, half = int(found[1]) % 12, int(found[2]), found[3]
+            minutes.append((hour + (12 if half == "pm" else 0)) * 60 + minute)
+    return minutes
+
+
+async def _x_span(page: Page, key: str) -> int:
+    """How many minutes the time labels of a chart span, first to last (0 before drawing)."""
+    minutes = await _x_minutes(page, key)
+    return (max(minutes) - min(minutes)) % (24 * 60) if len(minutes) > 1 else 0
+
+
+async def test_dragging_across_a_chart_zooms_in_until_a_double_click(dash: Dashboard) -> None:
+    zoomy = await dash.add_cabinet("zoomy")
+    viewer = await dash.user("viewer", ["berlin"])
+    async with zoomy.running() as agent, dash.page() as page:
+        zoomy.kept_readings(agent, 50)
+        assert agent.outbox is not None
+        device = OutboxReporter(agent.outbox)
+        await eventually(lambda: _readings(dash, zoomy, 50), "the kept readings stored")
+        await page.add_init_script(RECORD_CANVAS_TEXT)
+        await dash.log_in(page, viewer, f"/devices/{zoomy.device_id}")
+        # The hour's chart: 50 minutes of kept readings, labelled every 10 minutes.
+        whole = await eventually(lambda: _x_span(page, "supply"), "the time axis drawn")
+        assert whole >= 40, whole
+        plot = page.locator('.chart[data-key="supply"] .u-over')
+        box = await plot.bounding_box()
+        assert box is not None
+        middle = box["y"] + box["height"] / 2
+        await page.mouse.move(box["x"] + box["width"] * 0.4, middle)
+        await page.mouse.down()
+        await page.mouse.move(box["x"] + box["width"] * 0.6, middle, steps=5)
+        await page.mouse.up()
+        # A fifth of the hour: twelve minutes, labelled minute by minute.
+        zoomed = await eventually(lambda: _zoomed_in(page, whole), "the chart zoomed in")
+        assert zoomed <= 15, zoomed
+        # A live point: the zoom stays.
+        caption = page.locator('.chart[data-key="supply"] .chart-value')
+        before = await caption.text_content()
+        device.telemetry({"supply": 4.95}, now_ms())
+        await expect(caption).not_to_have_text(before or "")
+        # (uPlot redraws in a microtask of the update: the labels read next are the new ones)
+        assert await _x_span(page, "supply") <= 15, "a live point undid the zoom"
+        # A key never seen before: the charts are drawn again, with the zoom.
+        device.telemetry({"temp": 21.5}, now_ms())
+        await expect(page.locator('.chart[data-key="temp"] canvas')).to_be_visible()
+        assert await eventually(lambda: _x_span(page, "supply"), "supply drawn again") <= 15
+        await plot.dblclick(position={"x": box["width"] / 2, "y": box["height"] / 2})
+        await eventually(lambda: _zoomed_out(page, whole), "the whole hour back")
+
+
+async def _readings(dash: Dashboard, cabinet: Cabinet, at_least: int) -> bool:
+    """Whether the hub holds ``at_least`` supply readings of the cabinet."""
+    keys = await dash.hub.queries.keys(cabinet.device_id)
+    if "supply" not in keys:
+        return False
+    series_id, kind = keys["supply"]
+    points = await dash.hub.queries.history(
+        series_id=series_id, kind=kind, start=0, end=2**53, bucket_ms=None, agg="avg", limit=1000
+    )
+    return len(points) >= at_least
+
+
+async def _zoomed_in(page: Page, whole: int) -> int:
+    span = await _x_span(page, "supply")
+    return span if 0 < span < whole / 2 else 0
+
+
+async def _zoomed_out(page: Page, whole: int) -> bool:
+    return await _x_span(page, "supply") >= whole - 10
+
+
+async def test_a_device_that_comes_online_says_so_once(dash: Dashboard) -> None:
+    fresh = await dash.add_cabinet("fresh")
+    viewer = await dash.user("viewer", ["berlin"])
+
+    async def announced() -> bool:  # its status came (the hub stores it with the event)
+        return (await dash.hub.registry.get(fresh.device_id)).connected is True
+
+    async with fresh.running(), dash.page() as page:
+        await eventually(fresh.supply_stored, "a supply reading stored")
+        await eventually(announced, "the agent's online status")
+        await dash.log_in(page, viewer, f"/devices/{fresh.device_id}")
+        rows = page.locator("#event-rows tr")
+        await expect(rows.first).to_be_visible()
+        await expect(rows.filter(has_text="presence.online")).to_have_count(1)
+
+
+async def test_ages_on_a_device_page_move_on_with_the_clock(dash: Dashboard) -> None:
+    quiet = await dash.add_cabinet("quiet")
+    viewer = await dash.user("viewer", ["berlin"])
+    async with quiet.running() as agent, dash.page() as page:
+        await eventually(quiet.supply_stored, "a supply reading stored")
+        await page.clock.install()  # the page's clock: it runs, and the test moves it on
+        await dash.log_in(page, viewer, f"/devices/{quiet.device_id}")
+        supply = page.locator('#latest .tile[data-key="supply"]')
+        await expect(supply.locator(".when")).to_have_text(re.compile(r"^(just now|\d s ago)$"))
+        await page.clock.fast_forward(40_000)
+        # Nothing new from the device for 40 s and more: every age on the page says so.
+        await expect(supply.locator(".when")).to_have_text(re.compile(r"^[4-9]\d s ago$"))
+        await expect(page.locator("#presence .presence")).to_have_text(
+            re.compile(r"^online · [4-9]\d s$")
+        )
+        await expect(page.locator("#last-seen")).to_have_text(
+            re.compile(r"^last message [4-9]\d s ago$")
+        )
+        # A new value: the header's last message is that one, as old as its tile says.
+        assert agent.outbox is not None
+        OutboxReporter(agent.outbox).telemetry({"supply": 4.9}, now_ms())
+        await expect(supply.locator(".v")).to_have_text("4.9")
+
+        async def header_agrees() -> bool:
+            tile, header = await page.evaluate(
+                """() => [
+                  document.querySelector('#latest .tile[data-key="supply"] .when').textContent,
+                  document.querySelector("#last-seen").textContent,
+                ]"""
+            )
+            return bool(header == f"last message {tile}")
+
+        await eventually(header_agrees, "the header's last message as old as the newest value")
+
+
+async def test_the_twin_shows_the_units_not_the_protocols_keys(dash: Dashboard) -> None:
+    tidy = await dash.add_cabinet("tidy")
+    await dash.hub.twin.change(tidy.device_id, version=0, changes={"socket": "off"}, actor="test")
+    viewer = await dash.user("viewer", ["berlin"])
+    async with tidy.running(), dash.page() as page:
+        await dash.log_in(page, viewer, f"/devices/{tidy.device_id}")
+        twin = page.locator("#twin")
+        # In sync: the device reported the version it applied, and that is all it is for.
+        await expect(twin.locator(".twin-head")).to_contain_text("in sync")
+        await expect(twin.locator('tr[data-key="socket"]')).to_contain_text("off")
+        keys = await twin.locator("tbody th").all_inner_texts()
+        assert "door" in keys
+        assert not {"desired_version", "desired_errors", "actions"} & set(keys), keys

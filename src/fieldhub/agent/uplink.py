@@ -305,6 +305,7 @@ class Uplink:
         self._subscribed = True
         if self._client.connected:
             self._announce("agent started")
+        self._outbox.poke()  # and only now send reports (see _room)
 
     @property
     def address(self) -> str:
@@ -364,7 +365,9 @@ class Uplink:
 
     # -- draining --------------------------------------------------------------------------
     def _room(self) -> int:
-        if not self._client.connected:
+        # Nothing leaves before the first subscription and the status: the hub's acks would
+        # find no subscriber, and the hub would hear data first and then "online" again.
+        if not self._client.connected or not self._subscribed:
             return 0
         return self._settings.window - len(self._window)
 

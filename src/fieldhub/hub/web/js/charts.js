@@ -3,6 +3,7 @@
 
 import uPlot from "../vendor/uplot/uPlot.esm.js";
 import { api } from "./api.js";
+import { valueAxisSize, valueLabels, valueSplits } from "./axis.js";
 import { h, replace } from "./dom.js";
 import { value } from "./format.js";
 
@@ -20,11 +21,15 @@ export const RANGES = [
   { label: "90d", ms: 90 * DAY, bucket: 6 * HOUR, per: "6 h" },
 ];
 
-/** A y range around the data with some room, also for a single value (uPlot's own from 0). */
+/**
+ * A y range around the data with some room, also for a single value (uPlot's own from 0). A
+ * spread of float noise (averages of one value: 32.0625, 32.062500000000004) counts as one value.
+ */
 function padded(min, max) {
   if (min === null || max === null) return [0, 1];
   const span = max - min;
-  const room = span > 0 ? span * 0.1 : Math.max(Math.abs(max) * 0.02, 0.1);
+  const flat = span <= Math.max(Math.abs(min), Math.abs(max)) * 1e-9;
+  const room = flat ? Math.max(Math.abs(max) * 0.02, 0.1) : span * 0.1;
   return [min - room, max + room];
 }
 
@@ -51,8 +56,17 @@ export class TelemetryCharts {
     this.resizer.observe(root);
   }
 
-  /** Show `keys` (numeric telemetry) over `range`; fetches the history. */
-  async show(keys, range = this.range) {
+  /** Show `keys` (numeric telemetry) over `range`, the user's choice: zooms end. */
+  show(keys, range = this.range) {
+    return this.load(keys, range, false);
+  }
+
+  /** Fetch and draw again, not asked for by the user (a resync, a new key): zooms stay. */
+  refresh(keys) {
+    return this.load(keys, this.range, true);
+  }
+
+  async load(keys, range, keepZoom) {
     this.keys = [...keys].sort();
     this.range = range;
     const token = {};
@@ -72,11 +86,15 @@ export class TelemetryCharts {
       });
     }
     if (this.loading !== token) return; // a newer request won
-    this.draw(history.series ?? {});
+    this.draw(history.series ?? {}, keepZoom);
   }
 
-  draw(series) {
-    for (const chart of this.charts.values()) chart.plot.destroy();
+  draw(series, keepZoom = false) {
+    const zooms = new Map(); // key → the x range the user zoomed into
+    for (const [key, chart] of this.charts) {
+      if (keepZoom && chart.zoomed) zooms.set(key, { min: chart.plot.scales.x.min, max: chart.plot.scales.x.max });
+      chart.plot.destroy();
+    }
     this.charts.clear();
     if (!this.keys.length) {
       replace(this.root, h("p", { class: "muted", text: "No numeric telemetry yet." }));
@@ -108,6 +126,11 @@ export class TelemetryCharts {
     replace(this.root, boxes);
     for (const [key, chart] of this.charts) {
       chart.plot = this.makePlot(key, chart);
+      const zoom = zooms.get(key);
+      if (zoom) {
+        chart.zoomed = true;
+        chart.plot.setScale("x", zoom);
+      }
       this.caption(chart);
     }
   }
@@ -123,8 +146,22 @@ export class TelemetryCharts {
         height: HEIGHT,
         ms: 1,
         legend: { show: false },
-        cursor: { drag: { x: true, y: false } },
-        scales: { x: { time: true, range: () => windowOf() }, y: { range: (_u, min, max) => padded(min, max) } },
+        cursor: {
+          drag: { x: true, y: false },
+          // A double-click shows the whole range again: the zoom ends before uPlot rescales.
+          bind: {
+            dblclick: (_u, target, handler) => (event) => {
+              if (event.button !== 0 || event.target !== target) return;
+              chart.zoomed = false;
+              handler(event);
+            },
+          },
+        },
+        scales: {
+          // The chosen range, ending now, unless the user dragged across a stretch of it.
+          x: { time: true, range: (_u, min, max) => (chart.zoomed ? [min, max] : windowOf()) },
+          y: { range: (_u, min, max) => padded(min, max) },
+        },
         series: [
           {},
           {
@@ -137,12 +174,20 @@ export class TelemetryCharts {
         ],
         axes: [
           { stroke: axis, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid } },
-          { stroke: axis, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid }, size: 48 },
+          {
+            stroke: axis,
+            grid: { stroke: grid, width: 1 },
+            ticks: { stroke: grid },
+            splits: valueSplits,
+            values: valueLabels,
+            size: valueAxisSize,
+          },
         ],
         hooks: {
+          // A drag ends in a selection, then uPlot sets the x scale to it: zoomed from here.
           setSelect: [
-            () => {
-              chart.zoomed = true;
+            (u) => {
+              if (u.select.width > 0) chart.zoomed = true;
             },
           ],
         },
@@ -150,9 +195,6 @@ export class TelemetryCharts {
       [chart.xs, chart.ys],
       chart.holder,
     );
-    plot.over.addEventListener("dblclick", () => {
-      chart.zoomed = false;
-    });
     return plot;
   }
 
@@ -191,7 +233,7 @@ export class TelemetryCharts {
     }
     if (fresh) {
       const keys = [...new Set([...this.keys, ...Object.keys(values).filter((k) => typeof values[k] === "number")])];
-      this.show(keys).catch(() => {});
+      this.refresh(keys).catch(() => {});
     }
   }
 

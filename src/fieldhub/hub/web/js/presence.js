@@ -1,5 +1,6 @@
 // A device's presence as a badge with since-when, the same on every page.
 
+import { showAge } from "./ages.js";
 import { h } from "./dom.js";
 import { ago, dateTime } from "./format.js";
 
@@ -11,25 +12,14 @@ export function presenceBadge(presence) {
   return badge;
 }
 
-/** Update a badge made by `presenceBadge` (also used every few seconds for "since"). */
-export function fillPresence(badge, presence, now = Date.now()) {
+/** Update a badge made by `presenceBadge`; its since-when stays current by itself (ages.js). */
+export function fillPresence(badge, presence) {
   const state = presence?.state ?? "unknown";
   badge.className = `badge presence ${state}`;
   badge.dataset.presence = state;
-  badge.dataset.since = presence?.since ?? "";
-  const since = presence?.since ? ` · ${ago(presence.since, now).replace(" ago", "")}` : "";
-  badge.textContent = `${state}${since}`;
+  showAge(badge, presence?.since ?? null, (since, now) =>
+    since ? `${state} · ${ago(since, now).replace(" ago", "")}` : state,
+  );
   const why = presence?.reason ? ` (${presence.reason})` : "";
   badge.title = presence?.since ? `${state} since ${dateTime(presence.since)}${why}` : state;
-}
-
-/** Refresh the since-when of every presence badge on the page. */
-export function tickPresence(root = document) {
-  const now = Date.now();
-  for (const badge of root.querySelectorAll(".badge.presence[data-since]")) {
-    const since = Number(badge.dataset.since);
-    if (!since) continue;
-    const state = badge.dataset.presence;
-    badge.textContent = `${state} · ${ago(since, now).replace(" ago", "")}`;
-  }
 }

@@ -8,6 +8,8 @@
 // - a unit state word that means trouble: a socket check's "fault", a thermometer's "missing",
 //   "low" or "high", a supply's "low"/"high" or its under-voltage flag.
 
+import { DESIRED_ERRORS, unitStates } from "./reported.js";
+
 const TROUBLE = new Map([
   ["fault", "critical"],
   ["missing", "warning"],
@@ -29,15 +31,14 @@ export function problemsOf(device, twin) {
   else if (state === "stale") found.push({ text: "stale: no data lately", severity: "warning" });
   if (twin) {
     const reported = twin.reported ?? {};
-    for (const [key, value] of Object.entries(reported)) {
-      if (key === "actions" || key === "desired_errors") continue;
+    for (const [key, value] of unitStates(reported)) {
       if (typeof value === "string" && TROUBLE.has(value)) {
         found.push({ text: `${key} ${value}`, severity: TROUBLE.get(value) });
       } else if (key.endsWith(".under_voltage") && value === true) {
         found.push({ text: `${key.slice(0, -".under_voltage".length)} under-voltage`, severity: "warning" });
       }
     }
-    const refused = reported.desired_errors;
+    const refused = reported[DESIRED_ERRORS];
     if (refused && typeof refused === "object" && Object.keys(refused).length) {
       found.push({ text: `desired state refused: ${Object.keys(refused).join(", ")}`, severity: "warning" });
     }

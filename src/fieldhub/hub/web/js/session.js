@@ -1,6 +1,7 @@
 // Who is signed in, what they may do, and the page frame every page shares: navigation,
 // the user's name, log out, and the live feed's state.
 
+import { keepAgesCurrent } from "./ages.js";
 import { api, ApiError } from "./api.js";
 import { byId, say } from "./dom.js";
 import { LiveFeed } from "./live.js";
@@ -32,8 +33,9 @@ const LIVE_TEXT = { connecting: "connecting…", live: "live", offline: "offline
 
 /**
  * Set up the page frame: find out who is signed in (a 401 goes to the login page), show the
- * user and the log-out button, mark the current page in the navigation, and start the live
- * feed (not connected until the page subscribes and calls `live.start()`).
+ * user and the log-out button, mark the current page in the navigation, keep the page's
+ * relative ages current, and start the live feed (not connected until the page subscribes and
+ * calls `live.start()`).
  *
  * @param {string} current the data-nav name of this page
  * @returns {Promise<{me: Me, live: LiveFeed}>}
@@ -56,6 +58,7 @@ export async function startPage(current) {
     indicator.textContent = LIVE_TEXT[state];
     indicator.title = state === "live" ? "updates arrive as they happen" : "updates paused";
   });
+  keepAgesCurrent();
   document.body.classList.add("ready");
   return { me, live };
 }

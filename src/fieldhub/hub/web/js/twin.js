@@ -1,26 +1,32 @@
 // The device twin: desired and reported state side by side, the difference, in sync or not
-// (docs/twin.md). The action catalog is left out: the command buttons show it.
+// (docs/twin.md). The protocol's own keys are left out (reported.js): the command buttons show
+// the action catalog, the head says in sync or not, and a refused key's row says why.
 
+import { showAge } from "./ages.js";
 import { h, replace } from "./dom.js";
-import { ago, dateTime, value } from "./format.js";
-
-const HIDDEN = new Set(["actions"]);
+import { dateTime, value } from "./format.js";
+import { DESIRED_ERRORS, isReserved } from "./reported.js";
 
 /** Render `twin` (GET /api/devices/{id}/state) into `root`. */
 export function renderTwin(root, twin) {
   const desired = twin.desired ?? {};
   const reported = twin.reported ?? {};
   const delta = twin.delta ?? {};
+  const refused = reported[DESIRED_ERRORS] ?? {};
   const keys = [...new Set([...Object.keys(desired), ...Object.keys(reported)])]
-    .filter((key) => !HIDDEN.has(key))
+    .filter((key) => !isReserved(key))
     .sort();
+  const shown = (key) => {
+    if (key in reported) return value(reported[key]);
+    return key in refused ? `refused: ${value(refused[key])}` : "—";
+  };
   const rows = keys.map((key) =>
     h(
       "tr",
       { class: key in delta ? "differs" : "", dataset: { key } },
       h("th", { scope: "row", text: key }),
       h("td", { "data-label": "desired", text: key in desired ? value(desired[key]) : "" }),
-      h("td", { "data-label": "reported", text: key in reported ? value(reported[key]) : "—" }),
+      h("td", { "data-label": "reported", text: shown(key) }),
     ),
   );
   const syncText = twin.in_sync ? "in sync" : `out of sync: ${Object.keys(delta).join(", ") || "waiting for the device"}`;
@@ -30,13 +36,15 @@ export function renderTwin(root, twin) {
       "p",
       { class: "twin-head" },
       h("span", { class: `badge ${twin.in_sync ? "ok" : "warning"}`, text: syncText }),
-      h("span", {
-        class: "muted",
-        text:
-          ` desired version ${twin.version}` +
-          (twin.desired_at ? `, set ${ago(twin.desired_at)} by ${twin.desired_by}` : "") +
-          (twin.reported_ts ? ` · reported ${dateTime(twin.reported_ts)}` : ""),
-      }),
+      h(
+        "span",
+        { class: "muted" },
+        ` desired version ${twin.version}`,
+        twin.desired_at
+          ? [", set ", showAge(h("span", { title: dateTime(twin.desired_at) }), twin.desired_at), ` by ${twin.desired_by}`]
+          : null,
+        twin.reported_ts ? ` · reported ${dateTime(twin.reported_ts)}` : null,
+      ),
     ),
     keys.length
       ? h(

@@ -1,8 +1,9 @@
 // Devices that claimed with a claim token and wait for an operator: approve or reject.
 
+import { showAge } from "../ages.js";
 import { api } from "../api.js";
 import { byId, h, replace, say } from "../dom.js";
-import { ago, dateTime } from "../format.js";
+import { dateTime } from "../format.js";
 import { showError } from "../session.js";
 
 let canDecide = false;
@@ -32,7 +33,7 @@ async function loadClaims() {
         h("td", { "data-label": "Device", text: claim.device_id }),
         h("td", { "data-label": "Labels", text: labelText(claim.labels) || "—" }),
         h("td", { "data-label": "Says it is", class: "data", text: Object.keys(claim.info ?? {}).length ? JSON.stringify(claim.info) : "—" }),
-        h("td", { "data-label": "Asked", title: dateTime(claim.requested_at), text: ago(claim.requested_at) }),
+        showAge(h("td", { "data-label": "Asked", title: dateTime(claim.requested_at) }), claim.requested_at),
         h(
           "td",
           { class: "row-actions" },

@@ -1,6 +1,7 @@
 // API tokens: the user's own (make one, shown once; revoke), and rows reused for an admin's
 // view of another user's tokens.
 
+import { showAge } from "../ages.js";
 import { api } from "../api.js";
 import { byId, h, replace, say } from "../dom.js";
 import { ago, dateTime } from "../format.js";
@@ -8,7 +9,7 @@ import { shownOnce } from "../secret.js";
 import { showError } from "../session.js";
 
 function tokenState(token) {
-  if (token.revoked_at) return `revoked ${ago(token.revoked_at)}`;
+  if (token.revoked_at) return showAge(h("span"), token.revoked_at, (ts, now) => `revoked ${ago(ts, now)}`);
   if (token.expires_at && token.expires_at < Date.now()) return "expired";
   return token.expires_at ? dateTime(token.expires_at) : "never";
 }
@@ -21,9 +22,9 @@ export function tokenRow(token, revoke) {
     { class: active ? "" : "inactive", dataset: { token: String(token.id) } },
     h("td", { "data-label": "Name", text: token.name }),
     h("td", { "data-label": "Scopes", text: token.scopes.join(", ") }),
-    h("td", { "data-label": "Made", title: dateTime(token.created_at), text: ago(token.created_at) }),
-    h("td", { "data-label": "Expires", text: tokenState(token) }),
-    h("td", { "data-label": "Last used", text: token.last_used_at ? ago(token.last_used_at) : "never" }),
+    showAge(h("td", { "data-label": "Made", title: dateTime(token.created_at) }), token.created_at),
+    h("td", { "data-label": "Expires" }, tokenState(token)),
+    showAge(h("td", { "data-label": "Last used" }), token.last_used_at ?? null),
     h(
       "td",
       { class: "row-actions" },

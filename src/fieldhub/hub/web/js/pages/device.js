@@ -1,14 +1,16 @@
 // Device page: presence, latest values, charts with history and live points, the twin,
 // command buttons from the device's action catalog with their outcomes, recent events.
 
+import { showAge } from "../ages.js";
 import { api, ApiError } from "../api.js";
 import { byId, h, replace, say } from "../dom.js";
 import { ago, dateTime, value } from "../format.js";
 import { RANGES, TelemetryCharts } from "../charts.js";
 import { CommandPanel } from "../commands.js";
 import { eventRow } from "../eventlist.js";
-import { fillPresence, presenceBadge, tickPresence } from "../presence.js";
+import { fillPresence, presenceBadge } from "../presence.js";
 import { problemsOf } from "../problems.js";
+import { ACTIONS } from "../reported.js";
 import { Permission, showError, startPage } from "../session.js";
 import { renderTwin } from "../twin.js";
 
@@ -20,6 +22,8 @@ let charts;
 let commands;
 let live;
 
+const lastMessage = (ts, now) => (ts ? `last message ${ago(ts, now)}` : "no message yet");
+
 function showHeader() {
   const { device } = state;
   document.title = `${device.name || device.id} · fieldhub`;
@@ -29,13 +33,22 @@ function showHeader() {
   if (presence.firstChild) fillPresence(presence.firstChild, device.presence);
   else presence.append(presenceBadge(device.presence));
   const labels = Object.entries(device.labels).map(([k, v]) => `${k}=${v}`).join(", ");
-  const seen = device.presence.last_seen ? `last message ${ago(device.presence.last_seen)}` : "no message yet";
   replace(
     byId("meta"),
     h("span", { class: "id", text: device.id }),
     labels ? h("span", { text: labels }) : null,
-    h("span", { id: "last-seen", text: seen }),
+    showAge(h("span", { id: "last-seen" }), device.presence.last_seen, lastMessage),
   );
+}
+
+/**
+ * A message of the device came through the live feed: its "last message" is at least as new.
+ * Its own time (what the tiles count from), so the header and the tiles agree.
+ */
+function heard(ts) {
+  if (!state.device || !(ts > (state.device.presence.last_seen ?? 0))) return;
+  state.device = { ...state.device, presence: { ...state.device.presence, last_seen: ts } };
+  showAge(byId("last-seen"), ts, lastMessage);
 }
 
 function showProblems() {
@@ -60,7 +73,7 @@ function showLatest(changed = []) {
             { class: changed.includes(key) ? "tile flash" : "tile", dataset: { key } },
             h("span", { class: "k", text: key }),
             h("span", { class: "v", text: value(state.latest[key].value) }),
-            h("span", { class: "when", title: dateTime(state.latest[key].ts), text: ago(state.latest[key].ts) }),
+            showAge(h("span", { class: "when", title: dateTime(state.latest[key].ts) }), state.latest[key].ts),
           ),
         )
       : h("p", { class: "muted", text: "No telemetry yet." }),
@@ -69,7 +82,7 @@ function showLatest(changed = []) {
 
 function showTwin() {
   renderTwin(byId("twin"), state.twin);
-  commands.setCatalog(state.twin.reported?.actions);
+  commands.setCatalog(state.twin.reported?.[ACTIONS]);
   showProblems();
 }
 
@@ -98,7 +111,7 @@ async function loadAll() {
   showHeader();
   showLatest();
   showTwin();
-  await Promise.all([loadEvents(), commands.loadRecent(), charts.show(numericKeys())]);
+  await Promise.all([loadEvents(), commands.loadRecent(), charts.refresh(numericKeys())]);
 }
 
 function rangeButtons() {
@@ -137,6 +150,7 @@ function onTelemetry(message) {
   }
   showLatest(changed);
   charts.add(message.ts, message.values ?? {});
+  heard(message.ts);
 }
 
 function onPresence(message) {
@@ -156,6 +170,7 @@ function onState(message) {
   }
   state.twin = { ...state.twin, reported, reported_ts: message.ts };
   showTwin();
+  heard(message.ts);
   clearTimeout(twinTimer); // delta and in_sync are the hub's to say: ask it, shortly
   twinTimer = setTimeout(async () => {
     try {
@@ -198,7 +213,11 @@ async function main() {
   rangeButtons();
   live
     .on("telemetry", onTelemetry)
-    .on("event", (message) => message.device === deviceId && addEvent(message.event, true))
+    .on("event", (message) => {
+      if (message.device !== deviceId) return;
+      addEvent(message.event, true);
+      if (message.event.seq !== null) heard(message.event.ts); // the hub's own have no seq
+    })
     .on("presence", onPresence)
     .on("state", onState)
     .on("command", (message) => commands.upsert(message.command))
@@ -217,10 +236,6 @@ async function main() {
     }
     throw error;
   }
-  setInterval(() => {
-    tickPresence();
-    if (state.device) showHeader();
-  }, 5000);
 }
 
 main().catch((error) => showError(status, error));

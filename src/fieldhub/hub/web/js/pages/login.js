@@ -14,14 +14,10 @@ function next() {
 async function main() {
   const form = byId("login-form");
   const status = byId("status");
-  try {
-    await api("/api/auth/me", { login: false });
-    location.replace(next()); // already signed in
-    return;
-  } catch {
-    // not signed in: stay
-  }
-  form.elements.name.focus();
+  // The page's button stays disabled until this handler is in place: a form submitted before
+  // would go the browser's way (the password in a plain POST, or in the address). The name
+  // field has focus from the page (autofocus), not from here, so nothing typed meanwhile
+  // lands in the wrong field.
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     say(status, "");
@@ -41,6 +37,13 @@ async function main() {
       button.disabled = false;
     }
   });
+  form.querySelector("button").disabled = false;
+  try {
+    await api("/api/auth/me", { login: false });
+    location.replace(next()); // already signed in
+  } catch {
+    // not signed in: stay
+  }
 }
 
 main();

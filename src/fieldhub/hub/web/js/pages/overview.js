@@ -5,7 +5,7 @@
 import { api, eachLimited } from "../api.js";
 import { byId, deviceHref, h, replace, say } from "../dom.js";
 import { value } from "../format.js";
-import { fillPresence, presenceBadge, tickPresence } from "../presence.js";
+import { fillPresence, presenceBadge } from "../presence.js";
 import { problemsOf } from "../problems.js";
 import { showError, startPage } from "../session.js";
 
@@ -29,16 +29,24 @@ function filters() {
   };
 }
 
-function matches(entry, f) {
+// Every filter but "with problems" is decided by the device list alone. Problems also come
+// from the twin, which is fetched per device: a device is a candidate by the list, and shown
+// once its twin says it has problems (or its presence does).
+function candidate(entry, f) {
   const { device } = entry;
   if (f.site && device.labels.site !== f.site) return false;
   if (f.group && device.labels.group !== f.group) return false;
-  if (f.state === "problems") {
-    if (!problemsOf(device, entry.twin).length) return false;
-  } else if (f.state && device.presence.state !== f.state) return false;
+  if (f.state && f.state !== "problems" && device.presence.state !== f.state) return false;
   if (f.q && !`${device.id} ${device.name}`.toLowerCase().includes(f.q)) return false;
   return true;
 }
+
+function matches(entry, f) {
+  if (f.state === "problems" && !problemsOf(entry.device, entry.twin).length) return false;
+  return candidate(entry, f);
+}
+
+const needsTwins = () => filters().state === "problems";
 
 // -- rows -------------------------------------------------------------------------------------
 
@@ -123,14 +131,16 @@ async function loadDetails(entry) {
     fillValues(entry);
     fillProblems(entry);
   }
-  summarize();
+  if (needsTwins()) renderSoon(); // the twin may put the device in the list, or out of it
+  else summarize();
 }
 
 // -- the table ------------------------------------------------------------------------------
 
 function render() {
   const f = filters();
-  const shown = [...devices.values()]
+  const candidates = [...devices.values()].filter((entry) => candidate(entry, f));
+  const shown = candidates
     .filter((entry) => matches(entry, f))
     .sort((a, b) => a.device.id.localeCompare(b.device.id));
   const rows = shown.slice(0, MAX_ROWS).map((entry) => entry.row ?? makeRow(entry));
@@ -139,10 +149,23 @@ function render() {
   const more = byId("more");
   more.hidden = shown.length <= MAX_ROWS;
   more.textContent = `Showing ${MAX_ROWS} of ${shown.length} devices: narrow the filters to see the rest.`;
-  const missing = shown.slice(0, MAX_ROWS).filter((entry) => !entry.latest && !entry.loading);
+  // Rows show each device's latest values and twin; "with problems" needs every candidate's
+  // twin to know which devices to show at all (a bookmark opens it before any row was shown).
+  const wanted = f.state === "problems" ? candidates : shown.slice(0, MAX_ROWS);
+  const missing = wanted.filter((entry) => !entry.latest && !entry.loading);
   for (const entry of missing) entry.loading = true;
   eachLimited(missing, DETAIL_CONCURRENCY, loadDetails).catch((error) => showError(status, error));
   summarize();
+}
+
+// Details arrive device by device: the list is filtered again at most once a frame.
+let renderFrame = 0;
+
+function renderSoon() {
+  renderFrame ||= requestAnimationFrame(() => {
+    renderFrame = 0;
+    render();
+  });
 }
 
 function summarize() {
@@ -291,7 +314,8 @@ function onState(message) {
       if (v === null) delete entry.twin.reported[key];
     }
     if (entry.row) fillProblems(entry);
-    summarize();
+    if (needsTwins()) renderSoon();
+    else summarize();
   }
   clearTimeout(twinRefresh.get(message.device));
   twinRefresh.set(
@@ -351,7 +375,6 @@ async function main() {
   form.elements.site.value = params.get("site") ?? "";
   form.elements.group.value = params.get("group") ?? "";
   if (params.get("site") || params.get("group")) render();
-  setInterval(() => tickPresence(), 5000);
 }
 
 main().catch((error) => showError(status, error));
