@@ -169,6 +169,7 @@ class Hub:
             subscriptions=hub_subscriptions(settings.instance),
             on_message=self._on_message,
             qos=settings.qos,
+            on_reconnect=self._bus_reconnected,
         )
         presence = PresenceTracker(self._record_presence, settings.stale_after_s)
         ingest = Ingest(writer, bus, presence, self.stats, self._ingest_settings)
@@ -243,6 +244,11 @@ class Hub:
     def _on_message(self, topic: str, payload: bytes) -> None:
         if self._ingest is not None:
             self._ingest.submit(topic, payload)
+
+    def _bus_reconnected(self) -> None:
+        # The broker may have restarted: commands it held for devices are gone.
+        if self._commands is not None:
+            self._commands.redeliver()
 
     def _publish_retained(self, topic: str, payload: bytes) -> None:
         self.bus.publish(topic, payload, qos=1, retain=True)

@@ -31,6 +31,9 @@ class HubBus:
 
     Credentials in ``url`` are ignored: on Mosquitto they are the dynamic-security admin's,
     which the hub uses only to manage device credentials (``fieldhub.hub.broker.selection``).
+
+    ``on_reconnect`` is called (on the loop) after every reconnection, not after the first
+    connection: the broker may have restarted and lost what it held for the hub's peers.
     """
 
     def __init__(
@@ -44,12 +47,15 @@ class HubBus:
         password: str | None = None,
         qos: int = 1,
         connect_timeout_s: float = 10.0,
+        on_reconnect: Callable[[], None] | None = None,
     ) -> None:
         parts = urlsplit(url)
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or 1883
         self._subscriptions = [(topic, qos) for topic in subscriptions]
         self._timeout = connect_timeout_s
+        self._on_reconnect = on_reconnect
+        self._connections = 0
         self._client = MqttClient(
             self._host,
             self._port,
@@ -59,7 +65,13 @@ class HubBus:
             password=password,
             clean_session=False,
             keepalive_s=30,
+            on_connect=self._connected,
         )
+
+    def _connected(self) -> None:
+        self._connections += 1
+        if self._connections > 1 and self._on_reconnect is not None:
+            self._on_reconnect()
 
     @property
     def connected(self) -> bool:

@@ -4,12 +4,18 @@ A command's life (``GET /api/commands/{id}``)::
 
     queued ──device connected──► sent ──device took it──► acknowledged ──► succeeded | failed
       │                           │  ▲                          │
-      │ TTL over                  │  └─ device left before     └── no outcome within
-      ▼                           │     taking it: queued again     timeout_s: timed_out
-    expired                       └── no answer within timeout_s: timed_out
+      │ TTL over                  │  └─ device left before     └── no outcome within timeout_s
+      ▼                           │     taking it: queued again     of taking it: timed_out
+    expired                       └── not taken before the TTL ran out: timed_out
 
 - **Durable**: a command is written to the database before it is sent; unfinished commands
   are loaded again when the hub starts, and sent again to their devices.
+- **Delivered until taken**: the broker may lose a command on its way (it restarts, the
+  device's or the hub's connection drops). So a command the device has not taken yet is sent
+  again whenever the device comes online, whenever the hub's own broker connection comes back,
+  and every few seconds (2 s, doubling up to 30 s) while the device is connected; a command
+  it took is sent again on the first two occasions too, in case its outcome was what got lost.
+  The TTL is the deadline for the device to *take* a command; ``timeout_s`` counts from then.
 - **At most once**: the hub may deliver a command more than once (after a reconnect, after a
   hub restart); the agent runs each id once and answers deliveries after the first from its
   log (``agent/commands.py``). So resending is always safe, and it is how lost replies and
@@ -44,6 +50,12 @@ log = logging.getLogger(__name__)
 
 LATE_WINDOW_MS: Final = 600_000
 """How long after timing out a command still listens for its outcome."""
+RESEND_MIN_MS: Final = 2_000
+"""A command not taken this long after it was sent to a connected device is sent again; the
+wait doubles per delivery up to :data:`RESEND_MAX_MS`. The device answers within a round trip
+(it says it took a command within 50 ms, see ``agent/commands.py``), so a command still
+untaken after seconds was lost on the way, and sending it again is safe (at most once)."""
+RESEND_MAX_MS: Final = 30_000
 _RECENT: Final = 10_000
 """Finished command ids remembered, so a repeated reply is recognised, not rejected."""
 _FLUSH_LINGER_S: Final = 0.02
@@ -97,6 +109,7 @@ class CommandService:
         self._open: dict[str, CommandRecord] = {}  # unfinished, or timed out and listening
         self._by_device: dict[str, set[str]] = {}
         self._deadlines: list[tuple[int, str]] = []  # heap of (epoch ms, command id)
+        self._last_sent: dict[str, int] = {}  # command id → epoch ms of its last delivery
         self._recent: OrderedDict[str, str] = OrderedDict()  # finished id → device id
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._dirty: dict[str, CommandRecord] = {}  # changed, not yet written
@@ -119,9 +132,18 @@ class CommandService:
                 record.status = "queued"
                 record.acknowledged_at = None
             self._schedule(record)
-        for device_id in list(self._by_device):
-            self._deliver(device_id)
+        self.redeliver()
         return len(self._open)
+
+    def redeliver(self) -> None:
+        """Send every unfinished command of each connected device again.
+
+        For when the broker may have lost what it held: the hub starts, or its broker
+        connection is back (a broker restart loses every message in flight, ours and the
+        device's). A command the device took is asked for again too: its answer may be what
+        was lost, and the device answers a delivery after the first from its log."""
+        for device_id in list(self._by_device):
+            self._deliver(device_id, again=True)
 
     async def run(self) -> None:
         """Time commands out, expire them, and write states behind; forever."""
@@ -281,11 +303,12 @@ class CommandService:
 
     # -- from the device side -----------------------------------------------------------------
     def on_presence(self, change: PresenceChange) -> None:
-        """A device came (send what waits for it) or went (what it never took waits again)."""
+        """A device came (send what waits for it, and again what it may have missed) or went
+        (what it never took waits again)."""
         if change.device_id not in self._by_device:
             return
         if self._deliverable(change.device_id):
-            self._deliver(change.device_id)
+            self._deliver(change.device_id, again=True)
             return
         for command_id in self._by_device[change.device_id]:
             record = self._open[command_id]
@@ -308,7 +331,8 @@ class CommandService:
         if reply.stage == "accepted":
             if record.status in ("queued", "sent"):
                 record.status = "acknowledged"
-                record.acknowledged_at = now
+                record.acknowledged_at = now  # timeout_s counts from here
+                self._schedule(record)
                 self._changed(record)
             return None
         late = record.status == "timed_out"
@@ -330,8 +354,9 @@ class CommandService:
         state = self._presence.get(device_id)
         return state.connected is True or state.presence == ONLINE
 
-    def _deliver(self, device_id: str) -> None:
-        """Send every queued command of ``device_id`` if it is connected, oldest first."""
+    def _deliver(self, device_id: str, *, again: bool = False) -> None:
+        """Send every queued command of ``device_id`` if it is connected, oldest first;
+        ``again``: also those sent or taken before (see :meth:`redeliver`)."""
         if not self._deliverable(device_id):
             return
         now = self._clock()
@@ -340,24 +365,39 @@ class CommandService:
             key=lambda r: (r.created_at, r.id),
         )
         for record in waiting:
-            if record.status != "queued":
+            if record.status == "queued":
+                if record.expires_at <= now:
+                    self._end(record, "expired", "not delivered before its TTL ran out")
+                    continue
+            elif not again or record.status not in ("sent", "acknowledged"):
                 continue
-            if record.expires_at <= now:
-                self._end(record, "expired", "not delivered before its TTL ran out")
-                continue
-            command = Command(
-                id=record.id,
-                action=record.action,
-                args=record.args,
-                expires=record.expires_at,
-                reply=self.instance,
-            )
-            self._publisher.publish(topic_for(device_id, Channel.CMD), encode(command), qos=1)
+            elif record.status == "sent" and record.expires_at <= now:
+                continue  # not taken in time: timed out by the clock (run)
+            self._send(record, now)
+
+    def _send(self, record: CommandRecord, now: int) -> None:
+        command = Command(
+            id=record.id,
+            action=record.action,
+            args=record.args,
+            expires=record.expires_at,
+            reply=self.instance,
+        )
+        self._publisher.publish(topic_for(record.device_id, Channel.CMD), encode(command), qos=1)
+        if record.status == "queued":
             record.status = "sent"
+        if record.sent_at is None:
             record.sent_at = now
-            record.deliveries += 1
-            self._schedule(record)
-            self._changed(record)
+        self._last_sent[record.id] = now
+        record.deliveries += 1
+        self._schedule(record)
+        self._changed(record)
+
+    def _resend_at(self, record: CommandRecord) -> int:
+        """When a sent command not yet taken goes out again."""
+        wait: int = min(RESEND_MIN_MS << min(max(record.deliveries - 1, 0), 8), RESEND_MAX_MS)
+        last = self._last_sent.get(record.id, record.sent_at or record.created_at)
+        return last + wait
 
     def _expire_due(self) -> None:
         now = self._clock()
@@ -368,10 +408,17 @@ class CommandService:
                 continue
             if record.status == "queued" and record.expires_at <= now:
                 self._end(record, "expired", "the device was not reachable before the TTL ran out")
+            elif record.status == "sent" and record.expires_at <= now:
+                self._end(record, "timed_out", "the device did not take it before its TTL ran out")
+            elif record.status == "sent" and self._resend_at(record) <= now:
+                if self._deliverable(record.device_id):
+                    self._send(record, now)  # lost on the way, most likely: once more
+                else:  # it comes online (sent again then) or its TTL runs out
+                    heapq.heappush(self._deadlines, (record.expires_at, command_id))
             elif (
-                record.status in ("sent", "acknowledged")
-                and record.sent_at is not None
-                and record.sent_at + record.timeout_ms <= now
+                record.status == "acknowledged"
+                and record.acknowledged_at is not None
+                and record.acknowledged_at + record.timeout_ms <= now
             ):
                 self._end(record, "timed_out", "no outcome from the device within the timeout")
             elif record.status == "timed_out" and self._listening_until(record) <= now:
@@ -403,13 +450,14 @@ class CommandService:
             ids.discard(command_id)
             if not ids:
                 del self._by_device[record.device_id]
+        self._last_sent.pop(command_id, None)
         self._recent[command_id] = record.device_id
         if len(self._recent) > _RECENT:
             self._recent.popitem(last=False)
 
     @staticmethod
     def _listening_until(record: CommandRecord) -> int:
-        return (record.sent_at or record.created_at) + record.timeout_ms + LATE_WINDOW_MS
+        return (record.finished_at or record.created_at) + LATE_WINDOW_MS
 
     def _track(self, record: CommandRecord) -> None:
         self._open[record.id] = record
@@ -418,8 +466,10 @@ class CommandService:
     def _schedule(self, record: CommandRecord) -> None:
         if record.status == "queued":
             when = record.expires_at
-        elif record.sent_at is not None:
-            when = record.sent_at + record.timeout_ms
+        elif record.status == "sent":
+            when = min(record.expires_at, self._resend_at(record))
+        elif record.status == "acknowledged" and record.acknowledged_at is not None:
+            when = record.acknowledged_at + record.timeout_ms
         else:
             return
         heapq.heappush(self._deadlines, (when, record.id))
