@@ -193,6 +193,8 @@ class Hub:
                 ),
             )
         await self._stack.enter_async_context(bus)
+        if not bus.session_present:  # what devices sent while no session kept it: again, now
+            ingest.announce()
         await self.twin.republish()  # the embedded broker forgot its retained messages
         await commands.load()  # unfinished commands of this instance go out again
         # Messages that arrived while connecting wait in the open batch for the commit loop.
@@ -246,7 +248,10 @@ class Hub:
             self._ingest.submit(topic, payload)
 
     def _bus_reconnected(self) -> None:
-        # The broker may have restarted: commands it held for devices are gone.
+        # The broker may have restarted: what it held for devices, and (if our session went
+        # with it) what devices sent before the hub subscribed again, is gone.
+        if self._ingest is not None and not self.bus.session_present:
+            self._ingest.announce()
         if self._commands is not None:
             self._commands.redeliver()
 

@@ -74,6 +74,12 @@ class HubBus:
             self._on_reconnect()
 
     @property
+    def session_present(self) -> bool:
+        """Whether the broker kept the hub's session (and so what devices sent meanwhile) at
+        the last connection; False after a broker restart that lost it."""
+        return self._client.session_present
+
+    @property
     def connected(self) -> bool:
         """True while the broker connection is up."""
         return self._client.connected
