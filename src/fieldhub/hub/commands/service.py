@@ -56,6 +56,8 @@ wait doubles per delivery up to :data:`RESEND_MAX_MS`. The device answers within
 (it says it took a command within 50 ms, see ``agent/commands.py``), so a command still
 untaken after seconds was lost on the way, and sending it again is safe (at most once)."""
 RESEND_MAX_MS: Final = 30_000
+_UNTAKEN: Final = frozenset({"sent"})
+_UNFINISHED: Final = frozenset({"sent", "acknowledged"})
 _RECENT: Final = 10_000
 """Finished command ids remembered, so a repeated reply is recognised, not rejected."""
 _FLUSH_LINGER_S: Final = 0.02
@@ -107,7 +109,9 @@ class CommandService:
         self.instance = instance
         self._clock = clock
         self._open: dict[str, CommandRecord] = {}  # unfinished, or timed out and listening
-        self._by_device: dict[str, set[str]] = {}
+        # device id → its commands' ids in the order they were made (a dict as ordered set):
+        # a device gets its commands in that order, also when they are sent again
+        self._by_device: dict[str, dict[str, None]] = {}
         self._deadlines: list[tuple[int, str]] = []  # heap of (epoch ms, command id)
         self._last_sent: dict[str, int] = {}  # command id → epoch ms of its last delivery
         self._recent: OrderedDict[str, str] = OrderedDict()  # finished id → device id
@@ -128,11 +132,10 @@ class CommandService:
         """Take up this instance's unfinished commands from the store; returns how many."""
         for record in await self.store.open_for(self.instance):
             self._track(record)
-            if record.status != "queued":  # the device may have taken it: ask again
-                record.status = "queued"
-                record.acknowledged_at = None
+            if record.status == "sent" and not self._deliverable(record.device_id):
+                record.status = "queued"  # it waits for the device again
             self._schedule(record)
-        self.redeliver()
+        self.redeliver()  # sent or taken before: asked again, answered from the device's log
         return len(self._open)
 
     def redeliver(self) -> None:
@@ -143,7 +146,7 @@ class CommandService:
         device's). A command the device took is asked for again too: its answer may be what
         was lost, and the device answers a delivery after the first from its log."""
         for device_id in list(self._by_device):
-            self._deliver(device_id, again=True)
+            self._deliver(device_id, again=_UNFINISHED)
 
     async def run(self) -> None:
         """Time commands out, expire them, and write states behind; forever."""
@@ -295,7 +298,7 @@ class CommandService:
 
     def forget_device(self, device_id: str) -> None:
         """The device was deleted: stop following its commands (its rows go with it)."""
-        for command_id in self._by_device.pop(device_id, set()):
+        for command_id in self._by_device.pop(device_id, {}):
             record = self._open.pop(command_id, None)
             self._dirty.pop(command_id, None)
             if record is not None:
@@ -308,7 +311,7 @@ class CommandService:
         if change.device_id not in self._by_device:
             return
         if self._deliverable(change.device_id):
-            self._deliver(change.device_id, again=True)
+            self._deliver(change.device_id, again=_UNFINISHED)
             return
         for command_id in self._by_device[change.device_id]:
             record = self._open[command_id]
@@ -354,22 +357,19 @@ class CommandService:
         state = self._presence.get(device_id)
         return state.connected is True or state.presence == ONLINE
 
-    def _deliver(self, device_id: str, *, again: bool = False) -> None:
-        """Send every queued command of ``device_id`` if it is connected, oldest first;
-        ``again``: also those sent or taken before (see :meth:`redeliver`)."""
+    def _deliver(self, device_id: str, *, again: frozenset[str] = frozenset()) -> None:
+        """Send every queued command of ``device_id`` if it is connected, oldest first, and
+        again those in a state of ``again`` (sent: not taken yet; acknowledged: taken)."""
         if not self._deliverable(device_id):
             return
         now = self._clock()
-        waiting = sorted(
-            (self._open[i] for i in self._by_device.get(device_id, ())),
-            key=lambda r: (r.created_at, r.id),
-        )
-        for record in waiting:
+        for command_id in list(self._by_device.get(device_id, ())):
+            record = self._open[command_id]
             if record.status == "queued":
                 if record.expires_at <= now:
                     self._end(record, "expired", "not delivered before its TTL ran out")
                     continue
-            elif not again or record.status not in ("sent", "acknowledged"):
+            elif record.status not in again:
                 continue
             elif record.status == "sent" and record.expires_at <= now:
                 continue  # not taken in time: timed out by the clock (run)
@@ -412,7 +412,9 @@ class CommandService:
                 self._end(record, "timed_out", "the device did not take it before its TTL ran out")
             elif record.status == "sent" and self._resend_at(record) <= now:
                 if self._deliverable(record.device_id):
-                    self._send(record, now)  # lost on the way, most likely: once more
+                    # Lost on the way, most likely, and so were the device's other untaken
+                    # ones, sent about as long ago: all once more, in their order.
+                    self._deliver(record.device_id, again=_UNTAKEN)
                 else:  # it comes online (sent again then) or its TTL runs out
                     heapq.heappush(self._deadlines, (record.expires_at, command_id))
             elif (
@@ -447,7 +449,7 @@ class CommandService:
             return
         ids = self._by_device.get(record.device_id)
         if ids is not None:
-            ids.discard(command_id)
+            ids.pop(command_id, None)
             if not ids:
                 del self._by_device[record.device_id]
         self._last_sent.pop(command_id, None)
@@ -461,7 +463,7 @@ class CommandService:
 
     def _track(self, record: CommandRecord) -> None:
         self._open[record.id] = record
-        self._by_device.setdefault(record.device_id, set()).add(record.id)
+        self._by_device.setdefault(record.device_id, {})[record.id] = None
 
     def _schedule(self, record: CommandRecord) -> None:
         if record.status == "queued":
