@@ -12,10 +12,11 @@ A command's life (``GET /api/commands/{id}``)::
   are loaded again when the hub starts, and sent again to their devices.
 - **Delivered until taken**: the broker may lose a command on its way (it restarts, the
   device's or the hub's connection drops). So a command the device has not taken yet is sent
-  again whenever the device comes online, whenever the hub's own broker connection comes back,
-  and every few seconds (2 s, doubling up to 30 s) while the device is connected; a command
-  it took is sent again on the first two occasions too, in case its outcome was what got lost.
-  The TTL is the deadline for the device to *take* a command; ``timeout_s`` counts from then.
+  again when the device comes online, when the hub starts or its broker connection comes back,
+  and every few seconds (2 s, doubling up to 30 s) while the device is connected, always in
+  the order the commands were made. A command it took is sent again on those events too (not
+  on the clock), in case its outcome was what got lost. The TTL is the deadline for the
+  device to *take* a command; ``timeout_s`` counts from then.
 - **At most once**: the hub may deliver a command more than once (after a reconnect, after a
   hub restart); the agent runs each id once and answers deliveries after the first from its
   log (``agent/commands.py``). So resending is always safe, and it is how lost replies and
