@@ -18,7 +18,8 @@ last kill, so the figures below are about the backlog, not about new reports.
 - ``backlog``: reports the agents held unacknowledged at the last kill; ``lost``: reports the
   agents accepted that the hub's database does not hold (each report has its own timestamp,
   so a count is exact); ``reconnect_max_s``: the slowest agent's reconnection after the last
-  restart (its back-off), ``hub_returns``: ``resend`` acks the agents got from the hub.
+  restart (its back-off), ``hub_back_s`` the hub's; ``hub_returns``: ``resend`` acks the
+  agents got from the hub.
 
 The last line printed is one JSON object.
 
@@ -82,6 +83,13 @@ def kill(broker: Mosquitto) -> None:
     if broker.pid is not None:
         os.kill(broker.pid, signal.SIGKILL)
     broker.stop()  # reaps it
+
+
+def start(broker: Mosquitto) -> float:
+    """Start the broker; when it accepted connections (monotonic seconds), taken on this
+    thread: the event loop may be busy with clients already reconnecting."""
+    broker.start()
+    return time.monotonic()
 
 
 async def stored(hub: Hub, device_id: str) -> int:
@@ -211,17 +219,21 @@ async def _run(args: argparse.Namespace, folder: Path, broker: Mosquitto) -> dic
                 made = sum(a.outbox.stats.accepted for a in agents)
                 backlog = made - sum([await stored(hub, a.device_id) for a in agents])
             await asyncio.sleep(max(0.0, killed_at + args.down_s - time.monotonic()))
-            await asyncio.to_thread(broker.start)
-            started_at = time.monotonic()
+            started_at = await asyncio.to_thread(start, broker)
         if raw is None:
             raise ValueError("--kills must be at least 1")
         back: dict[str, float] = {}
+        hub_back = 0.0
         deadline = time.monotonic() + args.timeout_s
-        while not all(a.drained(hub) for a in agents):
+        while True:  # checked before the first wait: it may all be over already
             now = time.monotonic()
+            if not hub_back and hub.bus.connected:
+                hub_back = now - started_at
             for agent, before in zip(agents, connections, strict=True):
                 if agent.device_id not in back and agent.uplink.stats.connections > before:
                     back[agent.device_id] = now - started_at
+            if all(a.drained(hub) for a in agents):
+                break
             if now > deadline:
                 raise RuntimeError(f"not drained within {args.timeout_s} s of the last kill")
             await asyncio.sleep(0.01)
@@ -238,6 +250,7 @@ async def _run(args: argparse.Namespace, folder: Path, broker: Mosquitto) -> dic
         "ratio": round(drain_s / probe_back, 2),
         "backlog": backlog,
         "reconnect_max_s": round(max(back.values(), default=0.0), 2),
+        "hub_back_s": round(hub_back, 2),
         "hub_returns": returns,
         "accepted": accepted,
         "stored": held,

@@ -635,6 +635,39 @@ async def test_reconnection_back_off_resets_after_a_short_healthy_connection(
     assert await stored_points(hub, device.id) == list(range(1, 7))
 
 
+@pytest.mark.mosquitto
+async def test_the_hub_also_reconnects_at_once_after_short_outages_it_came_through(
+    mosquitto: Mosquitto, uid: str, tmp_path: Path
+):
+    # The hub's own connection: six short outages, each after data came through it and was
+    # stored. Its back-off (0.1 s doubling to 10 s, reset only after 10 s connected) would
+    # keep it away for seconds by the sixth.
+    async with TcpProxy(mosquitto.host, mosquitto.port) as hub_link:
+        settings = HubSettings(
+            data=tmp_path / "hub",
+            broker=f"mqtt://{mosquitto.admin_username}:{mosquitto.admin_password}@"
+            f"{hub_link.host}:{hub_link.port}",
+            instance=f"t{uid}",
+            mqtt="127.0.0.1:0",
+            http="127.0.0.1:0",
+        )
+        async with Hub(settings) as hub, registered(hub, "steady", uid) as device:
+            where = (mosquitto.host, mosquitto.port)
+            async with agent(device, tmp_path / "outbox.db", where) as a:
+                for n in range(1, 7):
+                    a.reporter.telemetry({"n": n}, ts=BASE_TS + n)
+                    await settled(hub, device, a)  # stored: the hub's connection works
+                    hub_link.cut()
+                    await until(lambda: not hub.bus.connected)
+                    hub_link.restore()
+                    await until(
+                        lambda: hub.bus.connected,
+                        within_s=1,  # the shortest delay is 0.05-0.1 s; grown, 1.6-3.2 s
+                        what=f"the hub back after outage {n}",
+                    )
+            assert await stored_points(hub, device.id) == list(range(1, 7))
+
+
 def _kill(broker: Mosquitto) -> None:
     """SIGKILL: sessions and messages in flight are lost, no last will is published."""
     if broker.pid is not None:

@@ -177,6 +177,7 @@ class Hub:
             CommandStore(self.engine, writes), bus, presence, instance=settings.instance
         )
         ingest.on_reply(commands.on_reply)
+        ingest.on_commit(lambda _batch: bus.healthy())  # data came through: reconnect fast
         ingest.on_commit(self.directory.committed)
         ingest.on_commit(self.live.committed)
         commands.on_change(self.live.command_changed)

@@ -73,6 +73,12 @@ class HubBus:
         if self._connections > 1 and self._on_reconnect is not None:
             self._on_reconnect()
 
+    def healthy(self) -> None:
+        """The connection works end to end (devices' data came through it and was stored):
+        if it is lost now, reconnect from the shortest delay, not from a back-off grown by
+        earlier outages (a broker killed every few seconds kept the hub away for seconds)."""
+        self._client.healthy()
+
     @property
     def session_present(self) -> bool:
         """Whether the broker kept the hub's session (and so what devices sent meanwhile) at
