@@ -53,9 +53,12 @@ LATE_WINDOW_MS: Final = 600_000
 """How long after timing out a command still listens for its outcome."""
 RESEND_MIN_MS: Final = 2_000
 """A command not taken this long after it was sent to a connected device is sent again; the
-wait doubles per delivery up to :data:`RESEND_MAX_MS`. The device answers within a round trip
-(it says it took a command within 50 ms, see ``agent/commands.py``), so a command still
-untaken after seconds was lost on the way, and sending it again is safe (at most once)."""
+wait doubles with each such resend up to :data:`RESEND_MAX_MS`, and starts again from here
+when the device comes online or the hub's broker connection is back (both send it at once).
+The device answers within a round trip (it says it took a command within 50 ms, see
+``agent/commands.py``), so a command still untaken after seconds was lost on the way, and
+sending it again is safe (at most once). Nothing is sent on the clock while the hub's own
+broker connection is down: it would only pile up in the client's queue."""
 RESEND_MAX_MS: Final = 30_000
 _UNTAKEN: Final = frozenset({"sent"})
 _UNFINISHED: Final = frozenset({"sent", "acknowledged"})
@@ -69,6 +72,10 @@ class Publisher(Protocol):
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         """Queue a message for the broker."""
+
+    @property
+    def connected(self) -> bool:
+        """True while the broker connection is up."""
 
 
 ChangeListener = Callable[[CommandRecord], None]
@@ -115,6 +122,7 @@ class CommandService:
         self._by_device: dict[str, dict[str, None]] = {}
         self._deadlines: list[tuple[int, str]] = []  # heap of (epoch ms, command id)
         self._last_sent: dict[str, int] = {}  # command id → epoch ms of its last delivery
+        self._resend_wait: dict[str, int] = {}  # command id → ms until it is sent again
         self._recent: OrderedDict[str, str] = OrderedDict()  # finished id → device id
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._dirty: dict[str, CommandRecord] = {}  # changed, not yet written
@@ -358,9 +366,13 @@ class CommandService:
         state = self._presence.get(device_id)
         return state.connected is True or state.presence == ONLINE
 
-    def _deliver(self, device_id: str, *, again: frozenset[str] = frozenset()) -> None:
+    def _deliver(
+        self, device_id: str, *, again: frozenset[str] = frozenset(), clock: bool = False
+    ) -> None:
         """Send every queued command of ``device_id`` if it is connected, oldest first, and
-        again those in a state of ``again`` (sent: not taken yet; acknowledged: taken)."""
+        again those in a state of ``again`` (sent: not taken yet; acknowledged: taken).
+        ``clock``: sent again because none was taken in time (the next wait doubles); else
+        for an event (device online, hub back: the waits start again from the shortest)."""
         if not self._deliverable(device_id):
             return
         now = self._clock()
@@ -374,6 +386,10 @@ class CommandService:
                 continue
             elif record.status == "sent" and record.expires_at <= now:
                 continue  # not taken in time: timed out by the clock (run)
+            wait = RESEND_MIN_MS
+            if clock and record.status == "sent":
+                wait = min(2 * self._resend_wait.get(command_id, RESEND_MIN_MS), RESEND_MAX_MS)
+            self._resend_wait[command_id] = wait
             self._send(record, now)
 
     def _send(self, record: CommandRecord, now: int) -> None:
@@ -396,9 +412,8 @@ class CommandService:
 
     def _resend_at(self, record: CommandRecord) -> int:
         """When a sent command not yet taken goes out again."""
-        wait: int = min(RESEND_MIN_MS << min(max(record.deliveries - 1, 0), 8), RESEND_MAX_MS)
         last = self._last_sent.get(record.id, record.sent_at or record.created_at)
-        return last + wait
+        return last + self._resend_wait.get(record.id, RESEND_MIN_MS)
 
     def _expire_due(self) -> None:
         now = self._clock()
@@ -412,11 +427,11 @@ class CommandService:
             elif record.status == "sent" and record.expires_at <= now:
                 self._end(record, "timed_out", "the device did not take it before its TTL ran out")
             elif record.status == "sent" and self._resend_at(record) <= now:
-                if self._deliverable(record.device_id):
+                if self._publisher.connected and self._deliverable(record.device_id):
                     # Lost on the way, most likely, and so were the device's other untaken
                     # ones, sent about as long ago: all once more, in their order.
-                    self._deliver(record.device_id, again=_UNTAKEN)
-                else:  # it comes online (sent again then) or its TTL runs out
+                    self._deliver(record.device_id, again=_UNTAKEN, clock=True)
+                else:  # sent again when the device comes online or the hub's broker is back
                     heapq.heappush(self._deadlines, (record.expires_at, command_id))
             elif (
                 record.status == "acknowledged"
@@ -454,6 +469,7 @@ class CommandService:
             if not ids:
                 del self._by_device[record.device_id]
         self._last_sent.pop(command_id, None)
+        self._resend_wait.pop(command_id, None)
         self._recent[command_id] = record.device_id
         if len(self._recent) > _RECENT:
             self._recent.popitem(last=False)
