@@ -19,14 +19,15 @@ from pathlib import Path
 
 import pytest
 
+from fieldhub.clock import now_ms
 from fieldhub.hub.app import Hub
 from fieldhub.hub.config import HubSettings
 from fieldhub.hub.store.commands import CommandRecord
+from fieldhub.protocol import Channel, Reply, encode, topic_for
+from tests.conftest import DeviceFactory
 from tests.fleet import LOCK_PIN, Fleet, eventually, slow
 from tests.support.proxy import TcpProxy
 from tests.support.servers import Mosquitto
-
-pytestmark = pytest.mark.mosquitto
 
 
 @pytest.fixture
@@ -57,11 +58,17 @@ def _kill(broker: Mosquitto) -> None:
     broker.stop()  # reaps it
 
 
+async def _succeeded(hub: Hub, command_id: str) -> CommandRecord | None:
+    record = hub.commands.current(command_id) or await hub.commands.store.get(command_id)
+    return record if record.status == "succeeded" else None
+
+
 async def _all_finished(hub: Hub, ids: list[str]) -> list[CommandRecord] | None:
     records = [hub.commands.current(i) or await hub.commands.store.get(i) for i in ids]
     return records if all(record.finished for record in records) else None
 
 
+@pytest.mark.mosquitto
 async def test_commands_lost_with_the_broker_run_once_when_the_device_is_back(
     broker: Mosquitto, tmp_path: Path, uid: str, fleet_of: Callable[[Hub], Fleet]
 ) -> None:
@@ -92,6 +99,7 @@ async def test_commands_lost_with_the_broker_run_once_when_the_device_is_back(
             assert agent.commands.stats.executed == 3  # each once, however often delivered
 
 
+@pytest.mark.mosquitto
 async def test_commands_lost_with_the_broker_and_the_hub_run_once_after_both_restart(
     broker: Mosquitto, tmp_path: Path, uid: str, fleet_of: Callable[[Hub], Fleet]
 ) -> None:
@@ -126,6 +134,37 @@ async def test_commands_lost_with_the_broker_and_the_hub_run_once_after_both_res
             assert fleet.level(device, LOCK_PIN) == 1
             assert agent.commands is not None
             assert agent.commands.stats.executed == 2  # each once, however often delivered
+
+
+async def test_a_command_not_taken_is_sent_again_until_its_ttl_then_times_out(
+    hub: Hub, connect_device: DeviceFactory
+) -> None:
+    # A device that is there but never takes its command: timeout_s does not apply yet (it
+    # counts from taking); the hub asks again until the TTL, the deadline for taking it.
+    device = await connect_device(hub, "mute")
+    await device.subscribe(topic_for(device.device_id, Channel.CMD))
+    device.online()
+    await eventually(lambda: hub.presence.get(device.device_id).presence == "online", "online")
+    _batch, [command] = await hub.commands.submit(
+        [device.device_id], "lock.unlock", {}, timeout_s=0.5, ttl_s=3, actor="test"
+    )
+    commands = f"fh/v1/{device.device_id}/cmd"
+    await eventually(
+        lambda: sum(topic == commands for topic, _ in device.messages) >= 2, "a second delivery"
+    )
+    assert hub.commands.current(command.id).status == "sent"  # past timeout_s, not taken
+    ended = await eventually(lambda: _all_finished(hub, [command.id]), "the TTL")
+    assert (ended[0].status, ended[0].error) == (
+        "timed_out",
+        "the device did not take it before its TTL ran out",
+    )
+    # It did run after all (its answer was lost, say): the outcome is kept, as late.
+    device.publish_raw(
+        f"fh/v1/{device.device_id}/reply/{hub.settings.instance}",
+        encode(Reply(id=command.id, ok=True, ts=now_ms(), result={"state": "unlocked"})),
+    )
+    late = await eventually(lambda: _succeeded(hub, command.id), "the late outcome")
+    assert late.late
 
 
 def _at(broker: Mosquitto) -> tuple[str, int]:
