@@ -40,13 +40,20 @@ class Fleet:
 
     @asynccontextmanager
     async def agent(
-        self, device_id: str, *, actions: Sequence[SiteAction] = (), hub: Hub | None = None
+        self,
+        device_id: str,
+        *,
+        actions: Sequence[SiteAction] = (),
+        hub: Hub | None = None,
+        broker: str | None = None,
     ) -> AsyncIterator[Agent]:
+        """Run the device's agent, connected to ``broker`` (an ``mqtt://`` URL, e.g. a
+        :class:`~tests.support.proxy.TcpProxy` in front of it) or the hub's broker."""
         hub = hub or self.hub
         issued = self.issued[device_id]
         config = AgentConfig(
             device=DeviceSection(id=device_id),
-            hub=HubSection(broker=hub.broker_url, username=issued.username),
+            hub=HubSection(broker=broker or hub.broker_url, username=issued.username),
             data_folder=str(self._tmp / device_id),
             units=[
                 SocketConfig(name="lock", pin=LOCK_PIN, role="lock", locked_when="off"),

@@ -168,6 +168,28 @@ async def test_a_duplicate_during_the_run_waits_for_it(
     assert handler.stats.answered_from_log == 2
 
 
+async def test_a_redelivery_while_it_runs_hears_at_once_that_it_was_taken(
+    relay: Relay, db: Path, hub: Hubside
+) -> None:
+    # The hub delivers a command again until it hears the device took it: when the first
+    # "accepted" was lost, the next delivery must say so without waiting for the outcome.
+    relay.hold = asyncio.Event()
+    hub.fail_next = True  # the broker is gone as the first "accepted" goes out
+    async with handler_for(relay, db, hub) as handler:
+        handler.on_command(command())
+        await until(lambda: relay.cycles == 1 and hub.fail_next is False)
+        await asyncio.sleep(ACCEPTED_AFTER_S * 2)
+        assert hub.accepted == []
+        handler.on_command(command())  # delivered again, while it runs
+        await until(lambda: hub.accepted == ["c-1"])
+        assert hub.replies == []
+        relay.hold.set()
+        first, second = await hub.until(2)
+    assert relay.cycles == 1
+    assert first == second
+    assert first.ok
+
+
 async def test_a_redelivery_after_the_run_is_answered_from_the_log(
     relay: Relay, db: Path, hub: Hubside
 ) -> None:

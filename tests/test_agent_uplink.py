@@ -32,9 +32,11 @@ from fieldhub.agent.outbox import OVERFLOW_EVENT, Kind, Outbox, OutboxReporter
 from fieldhub.agent.uplink import REFUSED_EVENT, Uplink, UplinkSettings
 from fieldhub.clock import now_ms
 from fieldhub.hub.app import Hub
+from fieldhub.hub.config import HubSettings
 from fieldhub.protocol import Channel, Command, Desired, Event, Reply, encode, topic_for
 from tests.conftest import HubFactory
 from tests.support.proxy import TcpProxy
+from tests.support.servers import Mosquitto
 
 FAST = UplinkSettings(ack_timeout_s=1.0, reconnect_min_s=0.05, reconnect_max_s=0.3, keepalive_s=5)
 BASE_TS = now_ms() - 3_600_000  # report n is at BASE_TS + n: one instant per report
@@ -586,6 +588,123 @@ async def test_reports_waiting_at_connect_leave_after_the_online_status(
             await hub.ingest.flush()
             online = await hub.queries.events(device_ids=[device.id], types=["presence.online"])
             assert [e.message for e in online.events] == ["agent started"]
+
+
+# -- after broker restarts ---------------------------------------------------------------------
+
+PATIENT = UplinkSettings()
+"""The defaults a field agent runs with: first ack timeout 10 s, reconnect from 0.5 s to 30 s."""
+
+
+@pytest.mark.mosquitto
+async def test_an_agent_back_before_the_hub_drains_as_soon_as_the_hub_is_back(
+    uid: str, tmp_path: Path
+):
+    # The broker restarts; the agent gets back first and resends into a broker where no hub
+    # has subscribed yet, then keeps reporting. Once the hub is back, its outbox must empty
+    # within a few seconds, not after ack timeouts the outage doubled.
+    broker = Mosquitto(tmp_path / "broker")
+    await asyncio.to_thread(broker.start)
+    try:
+        async with TcpProxy(broker.host, broker.port) as hub_link:
+            settings = HubSettings(
+                data=tmp_path / "hub",
+                broker=f"mqtt://{broker.admin_username}:{broker.admin_password}@"
+                f"{hub_link.host}:{hub_link.port}",
+                instance=f"t{uid}",
+                mqtt="127.0.0.1:0",
+                http="127.0.0.1:0",
+            )
+            async with Hub(settings) as hub:
+                device = await register(hub, "early", uid)
+                path = tmp_path / "outbox.db"
+                async with agent(device, path, (broker.host, broker.port), settings=PATIENT) as a:
+                    producer = Producer(a.reporter, 1, 150, interval_s=0.02)
+                    await until(lambda: (hub.ingest.acked_seq(device.id) or 0) >= 5)
+                    hub_link.cut()  # the hub stays away until the agent has sent into nothing
+                    await asyncio.to_thread(_kill, broker)
+                    await asyncio.to_thread(broker.start)
+                    await until(lambda: a.uplink.connected, what="the agent back first")
+                    await until(lambda: producer.done)
+                    await until(lambda: a.uplink.stats.in_flight == PATIENT.window)
+                    assert not hub.bus.connected
+                    hub_link.restore()
+                    await until(lambda: hub.bus.connected, what="the hub back")
+                    await until(
+                        lambda: caught_up(hub, device, a),
+                        within_s=5,  # an ack timeout (10 s, doubled by the outage) is far off
+                        what="outbox empty soon after the hub is back",
+                    )
+                    assert a.uplink.stats.hub_returns >= 1
+                assert await stored_points(hub, device.id) == list(range(1, 151))
+    finally:
+        await asyncio.to_thread(broker.stop)
+
+
+async def test_reconnection_back_off_resets_after_a_short_healthy_connection(
+    hub: Hub, uid: str, tmp_path: Path
+):
+    # Six short outages, each after a connection that worked (the hub acknowledged a report
+    # through it). Each time the agent must be back at once, not after a back-off that grew
+    # with every outage because no connection lasted 30 s (0.5, 1, 2, 4, 8, 16 s).
+    device = await register(hub, "flap", uid)
+    async with (
+        TcpProxy(*address(hub.broker_url)) as proxy,
+        agent(device, tmp_path / "outbox.db", (proxy.host, proxy.port), settings=PATIENT) as a,
+    ):
+        for n in range(1, 7):
+            a.reporter.telemetry({"n": n}, ts=BASE_TS + n)
+            await settled(hub, device, a)  # the hub answered through this connection
+            proxy.cut()
+            await until(lambda: not a.uplink.connected)
+            proxy.restore()
+            await until(
+                lambda n=n: a.uplink.stats.connections == n + 1,
+                within_s=2,  # the shortest delay is 0.25-0.5 s; grown, 4-8 s by now
+                what=f"reconnected after outage {n}",
+            )
+        await settled(hub, device, a)
+    assert await stored_points(hub, device.id) == list(range(1, 7))
+
+
+@pytest.mark.mosquitto
+async def test_the_hub_also_reconnects_at_once_after_short_outages_it_came_through(
+    mosquitto: Mosquitto, uid: str, tmp_path: Path
+):
+    # The hub's own connection: six short outages, each after data came through it and was
+    # stored. Its back-off (0.1 s doubling to 10 s, reset only after 10 s connected) would
+    # keep it away for seconds by the sixth.
+    async with TcpProxy(mosquitto.host, mosquitto.port) as hub_link:
+        settings = HubSettings(
+            data=tmp_path / "hub",
+            broker=f"mqtt://{mosquitto.admin_username}:{mosquitto.admin_password}@"
+            f"{hub_link.host}:{hub_link.port}",
+            instance=f"t{uid}",
+            mqtt="127.0.0.1:0",
+            http="127.0.0.1:0",
+        )
+        async with Hub(settings) as hub, registered(hub, "steady", uid) as device:
+            where = (mosquitto.host, mosquitto.port)
+            async with agent(device, tmp_path / "outbox.db", where) as a:
+                for n in range(1, 7):
+                    a.reporter.telemetry({"n": n}, ts=BASE_TS + n)
+                    await settled(hub, device, a)  # stored: the hub's connection works
+                    hub_link.cut()
+                    await until(lambda: not hub.bus.connected)
+                    hub_link.restore()
+                    await until(
+                        lambda: hub.bus.connected,
+                        within_s=1,  # the shortest delay is 0.05-0.1 s; grown, 1.6-3.2 s
+                        what=f"the hub back after outage {n}",
+                    )
+            assert await stored_points(hub, device.id) == list(range(1, 7))
+
+
+def _kill(broker: Mosquitto) -> None:
+    """SIGKILL: sessions and messages in flight are lost, no last will is published."""
+    if broker.pid is not None:
+        os.kill(broker.pid, signal.SIGKILL)
+    broker.stop()  # reaps it
 
 
 def test_settings_are_checked():

@@ -787,6 +787,58 @@ async def test_after_a_broker_restart_it_reconnects_resubscribes_and_resends(
     assert len(ups) == 2
 
 
+@pytest.mark.mosquitto
+async def test_session_present_says_whether_the_broker_kept_what_it_held_for_us(
+    tmp_path: Path, clients: Callable[..., MqttClient], uid: str
+) -> None:
+    # The hub asks devices to send again what reached no one (docs/protocol.md, ack
+    # "resend") only when the broker lost its session: a network blip keeps it, a broker
+    # restart does not.
+    server = RestartableBroker("mosquitto", tmp_path / "mosquitto")
+    await server.start()
+    try:
+        async with Proxy(server) as network:
+            client = clients(
+                network, client_id=f"s-{uid}", clean_session=False, reconnect_max_s=0.2
+            )
+            await client.connect()
+            assert not client.session_present  # a new session
+            network.cut()
+            await wait_until(lambda: not client.connected, what="the loss")
+            network.restore()
+            await wait_until(lambda: client.connected, 10, "reconnection")
+            assert client.session_present  # the broker kept it
+
+            network.cut()
+            await server.stop()
+            await server.start()
+            network.restore()
+            await wait_until(lambda: client.connected, 10, "reconnection")
+            assert not client.session_present  # gone with the broker
+    finally:
+        await server.stop()
+
+
+async def test_a_healthy_connection_resets_the_reconnect_back_off(
+    clients: Callable[..., MqttClient],
+) -> None:
+    # Connections that die soon after they were made let the delay grow (a broker that
+    # accepts and then kicks us is not hammered: 0.1-0.2 s, then 0.2-0.4, ... 6.4-12.8 s
+    # before the 8th connection), unless the application says the connection worked (the
+    # agent: the hub acknowledged something through it). Then it starts from the shortest.
+    async with ScriptedBroker() as fake:
+        client = clients(fake, client_id="c", reconnect_min_s=0.2, reconnect_max_s=60)
+        await client.connect()
+        for _ in range(7):
+            _reader, writer = await fake.accept()  # within 5 s each time
+            await wait_until(lambda: client.connected, what="connected")
+            client.healthy()
+            writer.transport.abort()
+            await wait_until(lambda: not client.connected, what="the loss")
+        await fake.accept()
+        assert client.stats.connections == 8
+
+
 async def test_keepalive_pings_keep_an_idle_connection_up(
     clients: Callable[..., MqttClient],
 ) -> None:

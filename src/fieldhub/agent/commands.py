@@ -30,7 +30,9 @@ not wait for a disk sync. Nothing is lost by the order:
   and counts the later "interrupted" as a duplicate; one that did not hears "interrupted",
   as it did when the reply waited for the write and so was never sent.
 
-- A delivery of an id this process is running now waits for that run and gets its reply.
+- A delivery of an id this process is running now waits for that run and gets its reply;
+  if the action has started, it is told "accepted" at once as well (the first "accepted" may
+  be what was lost, and the hub keeps asking until it hears that the device took it).
 - A delivery of a ``done`` id gets the stored reply; the action does not run again.
 - A ``running`` row of an earlier agent process was cut short: the action may or may not
   have had its effect, so it is answered "interrupted, not retried" and never re-run. The
@@ -137,6 +139,7 @@ class CommandHandler:
         self._executor: ThreadPoolExecutor | None = None
         self._store: CommandStore | None = None
         self._inflight: dict[str, asyncio.Future[Reply | None]] = {}
+        self._started: set[str] = set()  # ids of _inflight whose action runs now
         self._tasks: set[asyncio.Task[None]] = set()
         self._throttle = LogThrottle()
         self.stats = CommandStats()
@@ -182,6 +185,9 @@ class CommandHandler:
             raise RuntimeError("CommandHandler is not open; use it with 'async with'.")
         running = self._inflight.get(command.id)
         if running is not None:  # delivered twice while the first delivery is being handled
+            if command.id in self._started:
+                accepted = Reply(id=command.id, ok=True, ts=self._clock(), stage="accepted")
+                self._publish_soon(command.reply, accepted)
             self._spawn(self._answer_when_done(command, running), command.id)
             return
         if len(self._inflight) >= self._max_pending:
@@ -249,10 +255,12 @@ class CommandHandler:
         timer = asyncio.get_running_loop().call_later(
             ACCEPTED_AFTER_S, self._publish_soon, command.reply, accepted
         )
+        self._started.add(command.id)
         try:
             outcome = await self._registry.run(bound, origin=command.id)
         finally:
             timer.cancel()
+            self._started.discard(command.id)
         reply = Reply(
             id=command.id,
             ok=outcome.ok,

@@ -10,6 +10,16 @@ unacknowledged is sent again on every reconnection, and after ``ack_timeout_s`` 
 attempt up to ``max_ack_timeout_s``): the ack is QoS 0, the hub may have restarted, its broker
 may have lost our message. Resends are safe: the hub stores each seq once and acks duplicates.
 
+The hub being there again resets that doubling: a reconnection and every ack that frees
+something start the timeouts from ``ack_timeout_s`` again, and an ack marked ``resend`` (the
+hub has just subscribed again to a broker that lost its session, docs/protocol.md) sends the
+whole window at once. Without that, an agent that reconnected to a restarted broker before the
+hub did resent into nothing and then waited out timeouts doubled by the outage (up to 120 s,
+with a backlog growing behind them). The first ack on a connection also tells the MQTT client
+that the connection works, so the next reconnection starts with its shortest delay: with a
+broker back after a second, a reconnection no longer waits for a back-off grown by earlier
+outages (it reset only after 30 s connected).
+
 Refusals. The outbox takes only reports that match the wire contract, so the hub refusing a
 message is rare (a hub stricter than this agent, a damaged file), but such a message must not
 block the queue forever: the hub's ack would stay below it. The hub's ``reject`` names the
@@ -74,7 +84,8 @@ class UplinkSettings:
     Attributes:
         window: messages sent and not yet acknowledged by the hub, at most.
         ack_timeout_s: first resend of an unacknowledged message after this long.
-        max_ack_timeout_s: the resend delay doubles per attempt up to this.
+        max_ack_timeout_s: the resend delay doubles per attempt up to this (while the hub
+            gives no sign of life: see the module docstring).
         refuse_after: sends, each followed by a reject, after which the oldest message in
             flight is given up (see the module docstring).
         keepalive_s: MQTT keepalive; a dead connection is noticed within 1.5 times this.
@@ -87,7 +98,7 @@ class UplinkSettings:
 
     window: int = 8
     ack_timeout_s: float = 10.0
-    max_ack_timeout_s: float = 120.0
+    max_ack_timeout_s: float = 30.0
     refuse_after: int = 3
     keepalive_s: int = 30
     connect_timeout_s: float = 10.0
@@ -122,6 +133,7 @@ class UplinkStats:
         refused: messages given up because the hub refused them.
         rejects: reject notices received from the hub.
         renumbered: times the hub was found ahead of this outbox's seqs.
+        hub_returns: acks marked ``resend`` (the hub back on a broker that lost its session).
         commands: commands received.
         invalid_inbound: hub → device messages that could not be decoded.
     """
@@ -136,6 +148,7 @@ class UplinkStats:
     refused: int = 0
     rejects: int = 0
     renumbered: int = 0
+    hub_returns: int = 0
     commands: int = 0
     invalid_inbound: int = 0
 
@@ -143,11 +156,12 @@ class UplinkStats:
 class _InFlight:
     """A message in the window."""
 
-    __slots__ = ("deadline", "message", "refusals", "sends", "sent_at")
+    __slots__ = ("attempts", "deadline", "message", "refusals", "sends", "sent_at")
 
     def __init__(self, message: OutMessage) -> None:
         self.message = message
         self.sends = 0
+        self.attempts = 0  # sends since the hub last showed it is there (the timeout doubles)
         self.sent_at = 0.0
         self.deadline = 0.0
         self.refusals = 0  # consecutive timeouts that followed a reject on its channel
@@ -350,9 +364,7 @@ class Uplink:
         self.stats.connections += 1
         if self._subscribed:  # the client subscribed again before this; the first time,
             self._announce("reconnected")  # _connect announces after subscribing
-        for entry in list(self._window.values()):  # the hub may not have them: send again
-            self._send(entry)
-        self._changed.set()
+        self._send_window()  # the hub may not have them
         self._outbox.poke()
 
     def _announce(self, reason: str) -> None:
@@ -397,10 +409,21 @@ class Uplink:
         else:
             self.stats.sent += 1
         entry.sends += 1
+        entry.attempts += 1
         settings = self._settings
-        timeout = min(settings.ack_timeout_s * 2 ** (entry.sends - 1), settings.max_ack_timeout_s)
+        timeout = min(
+            settings.ack_timeout_s * 2 ** min(entry.attempts - 1, 16), settings.max_ack_timeout_s
+        )
         entry.sent_at = time.monotonic()
         entry.deadline = entry.sent_at + timeout
+
+    def _send_window(self) -> None:
+        """Send everything in flight again now, timeouts starting afresh (the hub is there,
+        and may never have had it)."""
+        for entry in list(self._window.values()):
+            entry.attempts = 0
+            self._send(entry)
+        self._changed.set()
 
     async def _resend_loop(self) -> None:
         """Send again what stays unacknowledged past its deadline; sleeps while idle."""
@@ -500,6 +523,7 @@ class Uplink:
     def _on_ack(self, ack: Ack) -> None:
         seq = ack.seq
         self.stats.acked_seq = seq
+        self._client.healthy()  # the hub answers through this connection
         if seq > max(self._outbox.last_seq, self._renumbered_to):
             self._renumber(seq)
             return
@@ -511,6 +535,16 @@ class Uplink:
             del self._window[first]
             done += 1
         self._outbox.ack(seq)
+        if ack.resend:
+            self.stats.hub_returns += 1
+            self._send_window()
+        elif done:
+            # The hub keeps up: what still waits gets the first timeout again, not one doubled
+            # while the hub was away.
+            first_timeout = self._settings.ack_timeout_s
+            for entry in self._window.values():
+                entry.attempts = 1
+                entry.deadline = min(entry.deadline, entry.sent_at + first_timeout)
         if done:
             self.stats.acked += done
             self.stats.in_flight = len(self._window)

@@ -78,10 +78,10 @@ def send(
         bool, typer.Option("--all", help="every device you may command")
     ] = False,
     timeout: Annotated[
-        float, typer.Option("--timeout", help="seconds to wait for each outcome once sent")
+        float, typer.Option("--timeout", help="seconds to wait for each outcome once taken")
     ] = 10.0,
     ttl: Annotated[
-        float, typer.Option("--ttl", help="seconds a command may wait for an offline device")
+        float, typer.Option("--ttl", help="seconds a command may wait to be taken")
     ] = 300.0,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="wait for the outcome")] = True,
 ) -> None:

@@ -183,12 +183,14 @@ class Hub:
             on_subscribed=presence.subscribed,
             on_lost=lambda: presence.doubt("not seen since the hub reconnected to the broker"),
             qos=settings.qos,
+            on_reconnect=self._bus_reconnected,
         )
         ingest = Ingest(writer, bus, presence, self.stats, self._ingest_settings)
         commands = CommandService(
             CommandStore(self.engine, writes), bus, presence, instance=settings.instance
         )
         ingest.on_reply(commands.on_reply)
+        ingest.on_commit(lambda _batch: bus.healthy())  # data came through: reconnect fast
         ingest.on_commit(self.directory.committed)
         ingest.on_commit(self.live.committed)
         commands.on_change(self.live.command_changed)
@@ -212,6 +214,8 @@ class Hub:
         # was taken); only the broker knows who still is.
         presence.doubt("not seen since the hub started")
         await self._stack.enter_async_context(bus)
+        if not bus.session_present:  # what devices sent while no session kept it: again, now
+            ingest.announce()
         await self.twin.republish()  # the embedded broker forgot its retained messages
         await commands.load()  # unfinished commands of this instance go out again
         # Messages that arrived while connecting wait in the open batch for the commit loop.
@@ -266,6 +270,14 @@ class Hub:
     def _on_message(self, topic: str, payload: bytes) -> None:
         if self._ingest is not None:
             self._ingest.submit(topic, payload)
+
+    def _bus_reconnected(self) -> None:
+        # The broker may have restarted: what it held for devices, and (if our session went
+        # with it) what devices sent before the hub subscribed again, is gone.
+        if self._ingest is not None and not self.bus.session_present:
+            self._ingest.announce()
+        if self._commands is not None:
+            self._commands.redeliver()
 
     def _publish_retained(self, topic: str, payload: bytes) -> None:
         self.bus.publish(topic, payload, qos=1, retain=True)

@@ -40,6 +40,9 @@ class HubBus:
     ``on_subscribed`` is called soon after every connection (the first one too) once the
     subscriptions are sent, so the broker's retained messages follow; ``on_lost`` when the
     connection drops (not when the hub closes it).
+    ``on_reconnect`` is called after every reconnection, not after the first connection
+    (after ``on_subscribed``): the broker may have restarted and lost what it held for the
+    hub's peers.
     """
 
     def __init__(
@@ -55,13 +58,17 @@ class HubBus:
         password: str | None = None,
         qos: int = 1,
         connect_timeout_s: float = 10.0,
+        on_reconnect: ConnectionHandler | None = None,
     ) -> None:
         parts = urlsplit(url)
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or 1883
         self._subscriptions = [(topic, qos) for topic in subscriptions]
         self._timeout = connect_timeout_s
+        self._on_subscribed = on_subscribed
         self._on_lost = on_lost
+        self._on_reconnect = on_reconnect
+        self._connections = 0
         self._client = MqttClient(
             self._host,
             self._port,
@@ -71,9 +78,28 @@ class HubBus:
             password=password,
             clean_session=False,
             keepalive_s=30,
-            on_connect=on_subscribed,
+            on_connect=self._connected,
             on_disconnect=self._disconnected,
         )
+
+    def _connected(self) -> None:
+        self._connections += 1
+        if self._on_subscribed is not None:
+            self._on_subscribed()
+        if self._connections > 1 and self._on_reconnect is not None:
+            self._on_reconnect()
+
+    def healthy(self) -> None:
+        """The connection works end to end (devices' data came through it and was stored):
+        if it is lost now, reconnect from the shortest delay, not from a back-off grown by
+        earlier outages (a broker killed every few seconds kept the hub away for seconds)."""
+        self._client.healthy()
+
+    @property
+    def session_present(self) -> bool:
+        """Whether the broker kept the hub's session (and so what devices sent meanwhile) at
+        the last connection; False after a broker restart that lost it."""
+        return self._client.session_present
 
     @property
     def connected(self) -> bool:

@@ -148,6 +148,8 @@ class MqttClient:
         self._paused = False
         self._connect_timeout_s = 10.0
         self._connected_at = 0.0
+        self._session_present = False
+        self._healthy = False  # the application vouched for the current connection
         self._subscriptions: dict[str, int] = {}  # remembered for re-subscription
         # packet id -> (filters, future of the caller; None for a re-subscription)
         self._subacks: dict[int, tuple[list[tuple[str, int]], asyncio.Future[bytes] | None]] = {}
@@ -162,6 +164,21 @@ class MqttClient:
     def connected(self) -> bool:
         """True while the broker has accepted the connection and it is up."""
         return self._conn is not None
+
+    @property
+    def session_present(self) -> bool:
+        """Whether the broker still held this client's session at the last connection (its
+        CONNACK said so): False after a broker restart that lost it, always with a clean
+        session. While it is False, nothing was kept for us while we were away."""
+        return self._session_present
+
+    def healthy(self) -> None:
+        """Say that the current connection works end to end (the peer behind the broker
+        answered): when it is lost, reconnecting starts again from ``reconnect_min_s``.
+        Without this, only a connection that lasted ``reconnect_max_s`` resets the back-off,
+        so that a broker that accepts and then drops us at once is not hammered."""
+        if self._conn is not None:
+            self._healthy = True
 
     @property
     def address(self) -> str:
@@ -361,7 +378,7 @@ class MqttClient:
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 await loop.create_connection(lambda: conn, self._host, self._port)
-                await conn.connack
+                session_present = await conn.connack
         except TimeoutError:
             conn.abandon()
             raise TimeoutError(
@@ -376,6 +393,8 @@ class MqttClient:
         if conn.lost:  # between CONNACK and now; _connection_lost ignored it (not ours yet)
             raise MqttError(f"MQTT broker {self.address} closed the connection after CONNACK")
         self._conn = conn
+        self._session_present = session_present
+        self._healthy = False
         self._connected_at = time.monotonic()
         self.stats.connections += 1
         conn.start_keepalive(self._keepalive_s)
@@ -397,9 +416,10 @@ class MqttClient:
             await self._lost.wait()
             self._lost.clear()
             lost_at = time.monotonic()
-            # A connection that lived long resets the back-off; one that died at once (a
-            # broker that accepts and then kicks us) keeps it growing.
-            if lost_at - self._connected_at >= self._reconnect_max_s:
+            # A connection that lived long, or that the application found healthy, resets the
+            # back-off; one that died at once (a broker that accepts and then kicks us) keeps
+            # it growing.
+            if self._healthy or lost_at - self._connected_at >= self._reconnect_max_s:
                 delay = self._reconnect_min_s
             attempts = 0
             while True:

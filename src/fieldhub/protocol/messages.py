@@ -146,9 +146,15 @@ class Status(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 
 class Ack(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """Hub → device: every message with seq ≤ ``seq`` is committed; drop them from the outbox."""
+    """Hub → device: every message with seq ≤ ``seq`` is committed; drop them from the outbox.
+
+    ``resend``: the hub has just (re)subscribed. A broker that restarted dropped what devices
+    sent before the hub was back, so a device sends again at once what is not acknowledged,
+    instead of waiting for its ack timeout.
+    """
 
     seq: Annotated[int, msgspec.Meta(ge=0)]
+    resend: bool = False
 
 
 class Reject(msgspec.Struct, frozen=True, kw_only=True, gc=False):

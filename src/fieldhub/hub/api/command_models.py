@@ -27,14 +27,15 @@ class CommandRequest(BaseModel):
     args: Annotated[JsonObject, Field(max_length=MAX_ARGS)] = {}
     timeout_s: Annotated[
         float,
-        Field(gt=0, le=3600, description="how long to wait for the outcome once it is sent"),
+        Field(gt=0, le=3600, description="how long to wait for the outcome once it is taken"),
     ] = 10.0
     ttl_s: Annotated[
         float,
         Field(
             ge=0,
             le=7 * 86400,
-            description="how long it may wait for an offline device; not started after that",
+            description="how long it may wait to be taken (offline device, message lost); "
+            "not started after that",
         ),
     ] = 300.0
 

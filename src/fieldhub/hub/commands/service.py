@@ -4,12 +4,19 @@ A command's life (``GET /api/commands/{id}``)::
 
     queued ──device connected──► sent ──device took it──► acknowledged ──► succeeded | failed
       │                           │  ▲                          │
-      │ TTL over                  │  └─ device left before     └── no outcome within
-      ▼                           │     taking it: queued again     timeout_s: timed_out
-    expired                       └── no answer within timeout_s: timed_out
+      │ TTL over                  │  └─ device left before     └── no outcome within timeout_s
+      ▼                           │     taking it: queued again     of taking it: timed_out
+    expired                       └── not taken before the TTL ran out: timed_out
 
 - **Durable**: a command is written to the database before it is sent; unfinished commands
   are loaded again when the hub starts, and sent again to their devices.
+- **Delivered until taken**: the broker may lose a command on its way (it restarts, the
+  device's or the hub's connection drops). So a command the device has not taken yet is sent
+  again when the device comes online, when the hub starts or its broker connection comes back,
+  and every few seconds (2 s, doubling up to 30 s) while the device is connected, always in
+  the order the commands were made. A command it took is sent again on those events too (not
+  on the clock), in case its outcome was what got lost. The TTL is the deadline for the
+  device to *take* a command; ``timeout_s`` counts from then.
 - **At most once**: the hub may deliver a command more than once (after a reconnect, after a
   hub restart); the agent runs each id once and answers deliveries after the first from its
   log (``agent/commands.py``). So resending is always safe, and it is how lost replies and
@@ -45,6 +52,17 @@ log = logging.getLogger(__name__)
 
 LATE_WINDOW_MS: Final = 600_000
 """How long after timing out a command still listens for its outcome."""
+RESEND_MIN_MS: Final = 2_000
+"""A command not taken this long after it was sent to a connected device is sent again; the
+wait doubles with each such resend up to :data:`RESEND_MAX_MS`, and starts again from here
+when the device comes online or the hub's broker connection is back (both send it at once).
+The device answers within a round trip (it says it took a command within 50 ms, see
+``agent/commands.py``), so a command still untaken after seconds was lost on the way, and
+sending it again is safe (at most once). Nothing is sent on the clock while the hub's own
+broker connection is down: it would only pile up in the client's queue."""
+RESEND_MAX_MS: Final = 30_000
+_UNTAKEN: Final = frozenset({"sent"})
+_UNFINISHED: Final = frozenset({"sent", "acknowledged"})
 _RECENT: Final = 10_000
 """Finished command ids remembered, so a repeated reply is recognised, not rejected."""
 _FLUSH_LINGER_S: Final = 0.02
@@ -55,6 +73,10 @@ class Publisher(Protocol):
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         """Queue a message for the broker."""
+
+    @property
+    def connected(self) -> bool:
+        """True while the broker connection is up."""
 
 
 ChangeListener = Callable[[CommandRecord], None]
@@ -96,8 +118,12 @@ class CommandService:
         self.instance = instance
         self._clock = clock
         self._open: dict[str, CommandRecord] = {}  # unfinished, or timed out and listening
-        self._by_device: dict[str, set[str]] = {}
+        # device id → its commands' ids in the order they were made (a dict as ordered set):
+        # a device gets its commands in that order, also when they are sent again
+        self._by_device: dict[str, dict[str, None]] = {}
         self._deadlines: list[tuple[int, str]] = []  # heap of (epoch ms, command id)
+        self._last_sent: dict[str, int] = {}  # command id → epoch ms of its last delivery
+        self._resend_wait: dict[str, int] = {}  # command id → ms until it is sent again
         self._recent: OrderedDict[str, str] = OrderedDict()  # finished id → device id
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._dirty: dict[str, CommandRecord] = {}  # changed, not yet written
@@ -116,13 +142,21 @@ class CommandService:
         """Take up this instance's unfinished commands from the store; returns how many."""
         for record in await self.store.open_for(self.instance):
             self._track(record)
-            if record.status != "queued":  # the device may have taken it: ask again
-                record.status = "queued"
-                record.acknowledged_at = None
+            if record.status == "sent" and not self._deliverable(record.device_id):
+                record.status = "queued"  # it waits for the device again
             self._schedule(record)
-        for device_id in list(self._by_device):
-            self._deliver(device_id)
+        self.redeliver()  # sent or taken before: asked again, answered from the device's log
         return len(self._open)
+
+    def redeliver(self) -> None:
+        """Send every unfinished command of each connected device again.
+
+        For when the broker may have lost what it held: the hub starts, or its broker
+        connection is back (a broker restart loses every message in flight, ours and the
+        device's). A command the device took is asked for again too: its answer may be what
+        was lost, and the device answers a delivery after the first from its log."""
+        for device_id in list(self._by_device):
+            self._deliver(device_id, again=_UNFINISHED)
 
     async def run(self) -> None:
         """Time commands out, expire them, and write states behind; forever."""
@@ -274,7 +308,7 @@ class CommandService:
 
     def forget_device(self, device_id: str) -> None:
         """The device was deleted: stop following its commands (its rows go with it)."""
-        for command_id in self._by_device.pop(device_id, set()):
+        for command_id in self._by_device.pop(device_id, {}):
             record = self._open.pop(command_id, None)
             self._dirty.pop(command_id, None)
             if record is not None:
@@ -287,11 +321,12 @@ class CommandService:
 
     # -- from the device side -----------------------------------------------------------------
     def on_presence(self, change: PresenceChange) -> None:
-        """A device came (send what waits for it) or went (what it never took waits again)."""
+        """A device came (send what waits for it, and again what it may have missed) or went
+        (what it never took waits again)."""
         if change.device_id not in self._by_device:
             return
         if self._deliverable(change.device_id):
-            self._deliver(change.device_id)
+            self._deliver(change.device_id, again=_UNFINISHED)
             return
         for command_id in self._by_device[change.device_id]:
             record = self._open[command_id]
@@ -314,7 +349,8 @@ class CommandService:
         if reply.stage == "accepted":
             if record.status in ("queued", "sent"):
                 record.status = "acknowledged"
-                record.acknowledged_at = now
+                record.acknowledged_at = now  # timeout_s counts from here
+                self._schedule(record)
                 self._changed(record)
             return None
         late = record.status == "timed_out"
@@ -336,34 +372,54 @@ class CommandService:
         state = self._presence.get(device_id)
         return state.connected is True or state.presence == ONLINE
 
-    def _deliver(self, device_id: str) -> None:
-        """Send every queued command of ``device_id`` if it is connected, oldest first."""
+    def _deliver(
+        self, device_id: str, *, again: frozenset[str] = frozenset(), clock: bool = False
+    ) -> None:
+        """Send every queued command of ``device_id`` if it is connected, oldest first, and
+        again those in a state of ``again`` (sent: not taken yet; acknowledged: taken).
+        ``clock``: sent again because none was taken in time (the next wait doubles); else
+        for an event (device online, hub back: the waits start again from the shortest)."""
         if not self._deliverable(device_id):
             return
         now = self._clock()
-        waiting = sorted(
-            (self._open[i] for i in self._by_device.get(device_id, ())),
-            key=lambda r: (r.created_at, r.id),
+        for command_id in list(self._by_device.get(device_id, ())):
+            record = self._open[command_id]
+            if record.status == "queued":
+                if record.expires_at <= now:
+                    self._end(record, "expired", "not delivered before its TTL ran out")
+                    continue
+            elif record.status not in again:
+                continue
+            elif record.status == "sent" and record.expires_at <= now:
+                continue  # not taken in time: timed out by the clock (run)
+            wait = RESEND_MIN_MS
+            if clock and record.status == "sent":
+                wait = min(2 * self._resend_wait.get(command_id, RESEND_MIN_MS), RESEND_MAX_MS)
+            self._resend_wait[command_id] = wait
+            self._send(record, now)
+
+    def _send(self, record: CommandRecord, now: int) -> None:
+        command = Command(
+            id=record.id,
+            action=record.action,
+            args=record.args,
+            expires=record.expires_at,
+            reply=self.instance,
         )
-        for record in waiting:
-            if record.status != "queued":
-                continue
-            if record.expires_at <= now:
-                self._end(record, "expired", "not delivered before its TTL ran out")
-                continue
-            command = Command(
-                id=record.id,
-                action=record.action,
-                args=record.args,
-                expires=record.expires_at,
-                reply=self.instance,
-            )
-            self._publisher.publish(topic_for(device_id, Channel.CMD), encode(command), qos=1)
+        self._publisher.publish(topic_for(record.device_id, Channel.CMD), encode(command), qos=1)
+        if record.status == "queued":
             record.status = "sent"
+        if record.sent_at is None:
             record.sent_at = now
-            record.deliveries += 1
-            self._schedule(record)
-            self._changed(record)
+        self._last_sent[record.id] = now
+        record.deliveries += 1
+        self._schedule(record)
+        self._changed(record)
+
+    def _resend_at(self, record: CommandRecord) -> int:
+        """When a sent command not yet taken goes out again."""
+        last = self._last_sent.get(record.id, record.sent_at or record.created_at)
+        return last + self._resend_wait.get(record.id, RESEND_MIN_MS)
 
     def _expire_due(self) -> None:
         now = self._clock()
@@ -374,10 +430,19 @@ class CommandService:
                 continue
             if record.status == "queued" and record.expires_at <= now:
                 self._end(record, "expired", "the device was not reachable before the TTL ran out")
+            elif record.status == "sent" and record.expires_at <= now:
+                self._end(record, "timed_out", "the device did not take it before its TTL ran out")
+            elif record.status == "sent" and self._resend_at(record) <= now:
+                if self._publisher.connected and self._deliverable(record.device_id):
+                    # Lost on the way, most likely, and so were the device's other untaken
+                    # ones, sent about as long ago: all once more, in their order.
+                    self._deliver(record.device_id, again=_UNTAKEN, clock=True)
+                else:  # sent again when the device comes online or the hub's broker is back
+                    heapq.heappush(self._deadlines, (record.expires_at, command_id))
             elif (
-                record.status in ("sent", "acknowledged")
-                and record.sent_at is not None
-                and record.sent_at + record.timeout_ms <= now
+                record.status == "acknowledged"
+                and record.acknowledged_at is not None
+                and record.acknowledged_at + record.timeout_ms <= now
             ):
                 self._end(record, "timed_out", "no outcome from the device within the timeout")
             elif record.status == "timed_out" and self._listening_until(record) <= now:
@@ -406,26 +471,30 @@ class CommandService:
             return
         ids = self._by_device.get(record.device_id)
         if ids is not None:
-            ids.discard(command_id)
+            ids.pop(command_id, None)
             if not ids:
                 del self._by_device[record.device_id]
+        self._last_sent.pop(command_id, None)
+        self._resend_wait.pop(command_id, None)
         self._recent[command_id] = record.device_id
         if len(self._recent) > _RECENT:
             self._recent.popitem(last=False)
 
     @staticmethod
     def _listening_until(record: CommandRecord) -> int:
-        return (record.sent_at or record.created_at) + record.timeout_ms + LATE_WINDOW_MS
+        return (record.finished_at or record.created_at) + LATE_WINDOW_MS
 
     def _track(self, record: CommandRecord) -> None:
         self._open[record.id] = record
-        self._by_device.setdefault(record.device_id, set()).add(record.id)
+        self._by_device.setdefault(record.device_id, {})[record.id] = None
 
     def _schedule(self, record: CommandRecord) -> None:
         if record.status == "queued":
             when = record.expires_at
-        elif record.sent_at is not None:
-            when = record.sent_at + record.timeout_ms
+        elif record.status == "sent":
+            when = min(record.expires_at, self._resend_at(record))
+        elif record.status == "acknowledged" and record.acknowledged_at is not None:
+            when = record.acknowledged_at + record.timeout_ms
         else:
             return
         heapq.heappush(self._deadlines, (when, record.id))

@@ -161,6 +161,14 @@ class Ingest:
         tracker = self._trackers.get(device_id)
         return None if tracker is None else tracker.acked
 
+    def announce(self) -> None:
+        """The hub is (back) on the broker: tell every device how far its data is stored, and
+        to send again now what is not (``Ack.resend``). Messages a device sent while the hub
+        was not subscribed (a restarted broker, before the hub reconnected) reached no one."""
+        for device_id, tracker in self._trackers.items():
+            ack = Ack(seq=tracker.acked, resend=True)
+            self._publisher.publish(topic_for(device_id, Channel.ACK), encode(ack))
+
     def on_reply(self, handler: ReplyHandler) -> None:
         """Hand every valid reply of a registered device to ``handler`` (the commands)."""
         self._on_reply = handler

@@ -59,7 +59,9 @@ class CommandRecord:
     expires_at: int
     timeout_ms: int
     sent_at: int | None = None
+    """When it was first sent (``deliveries`` counts every time)."""
     acknowledged_at: int | None = None
+    """When the device took it (said so, or answered): ``timeout_ms`` counts from here."""
     finished_at: int | None = None
     deliveries: int = 0
     result: Any = None
@@ -72,12 +74,16 @@ class CommandRecord:
 
     @property
     def late(self) -> bool:
-        """True when the device's outcome arrived after the hub had given up waiting."""
+        """True when the device's outcome arrived after the hub had given up waiting: more
+        than ``timeout_ms`` after the device took the command, or taken only after its TTL."""
         return (
             self.status in ("succeeded", "failed")
-            and self.sent_at is not None
+            and self.acknowledged_at is not None
             and self.finished_at is not None
-            and self.finished_at - self.sent_at > self.timeout_ms
+            and (
+                self.finished_at - self.acknowledged_at > self.timeout_ms
+                or self.acknowledged_at > self.expires_at
+            )
         )
 
     @classmethod
