@@ -345,11 +345,12 @@ async def test_two_hubs_on_one_broker_each_hear_only_their_own_replies(
             assert "off_s" in hub_b.commands.current(from_b.id).error
             assert agent.commands is not None
             assert agent.commands.stats.received == 2
-            # Each hub got the replies of its own command, none of the other's: one each, as
-            # lock.unlock ends within the agent's grace for "accepted" and socket.cycle is
-            # refused before running.
-            assert hub_a.stats.received["reply"] == 1
-            assert hub_b.stats.received["reply"] == 1
+            # Each hub got the replies of its own command, none of the other's. Usually one
+            # each; on a busy machine lock.unlock may outlast the agent's grace for "accepted"
+            # (a second reply), and a redelivery is answered again from the agent's log, so
+            # the count may be higher, but never a reply for the other hub's command.
+            assert hub_a.stats.received["reply"] >= 1
+            assert hub_b.stats.received["reply"] >= 1
             assert hub_a.stats.rejected["unknown_command"] == 0
             assert hub_b.stats.rejected["unknown_command"] == 0
         await hub_b.devices.delete(device)

@@ -168,8 +168,8 @@ async def test_bad_input_is_rejected_counted_and_harmless(
     stranger = f"stranger-{uid}"
     sample = b'{"seq":1,"ts":1,"values":{"t":1}}'
     device.publish_raw(f"fh/v1/bad$id-{uid}/telemetry", sample)
-    any_hub.ingest.submit(topic_for(stranger, Channel.TELEMETRY), sample)
-    any_hub.ingest.submit(f"fh/v1/bad$id-{uid}/telemetry", sample)
+    any_hub.inbound.submit(topic_for(stranger, Channel.TELEMETRY), sample)
+    any_hub.inbound.submit(f"fh/v1/bad$id-{uid}/telemetry", sample)
     # ... and the hub still stores good data after all that.
     device.telemetry(2, ts=ts + 2, t=2)
     await device.wait_acked(2)

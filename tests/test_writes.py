@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.devices.presence import PresenceTracker
+from fieldhub.hub.inbound import Inbound
 from fieldhub.hub.ingest.batch import PresenceChange
 from fieldhub.hub.ingest.pipeline import Ingest, IngestSettings
 from fieldhub.hub.ingest.stats import IngestStats
@@ -24,7 +25,7 @@ from fieldhub.hub.ingest.writer import IngestWriter
 from fieldhub.hub.store.database import create_engine, migrate, sqlite_url
 from fieldhub.hub.store.devices import DeviceRegistry
 from fieldhub.hub.store.writes import CHECKPOINT_EVERY_S, EngineWrites, SqliteWriter, writes_for
-from fieldhub.protocol import Channel, Status, Telemetry, encode, topic_for
+from fieldhub.protocol import Channel, Reply, Status, Telemetry, encode, topic_for
 from tests.support.disk import small_disk
 from tests.waiting import eventually
 
@@ -264,6 +265,11 @@ async def test_a_group_failing_on_a_full_disk_fails_as_a_whole_and_writes_resume
         assert _rows(path) == [(0, "x"), (9, "x" * 50_000)]
 
 
+def _no_command(device_id: str, reply: Reply) -> tuple[str, str]:
+    """No command waits in these tests: a reply would be refused."""
+    return ("unknown_command", f"no command {reply.id!r} is waiting")
+
+
 class _Acks:
     """Where ingest's acknowledgements go in a test without a broker: recorded."""
 
@@ -294,20 +300,16 @@ async def test_while_commits_are_slow_ingest_rests_the_writer_and_loses_nothing(
     # A linger well above what a quick commit takes, even on a busy machine: only slow commits
     # (the writer held 150 ms at a time below) may move it.
     settings = IngestSettings(linger_s=0.05, rest_factor=2.0, max_linger_s=0.4)
-    ingest = Ingest(
-        IngestWriter(engine, writer),
-        acks,
-        PresenceTracker(lambda _change: None, stale_after_s=60),
-        IngestStats(),
-        settings,
-    )
+    presence = PresenceTracker(lambda _change: None, stale_after_s=60)
+    ingest = Ingest(IngestWriter(engine, writer), acks, presence, IngestStats(), settings)
+    inbound = Inbound(ingest, presence, _no_command, acks, ingest.stats)
     await ingest.load()
     committing = asyncio.create_task(ingest.run())
     topic, start = topic_for("slow-db", Channel.TELEMETRY), now_ms()
 
     async def send(first: int, count: int) -> None:
         for seq in range(first, first + count):
-            ingest.submit(topic, encode(Telemetry(seq=seq, ts=start + seq, values={"v": seq})))
+            inbound.submit(topic, encode(Telemetry(seq=seq, ts=start + seq, values={"v": seq})))
             await asyncio.sleep(0.004)
 
     def busy(conn: Connection) -> None:
@@ -360,13 +362,9 @@ async def test_a_batch_the_full_disk_refuses_is_held_with_its_presence_change_th
         def record(change: PresenceChange) -> None:  # into ingest, made after its tracker
             ingest.record_presence(change)
 
-        ingest = Ingest(
-            IngestWriter(engine, writer),
-            acks,
-            PresenceTracker(record, stale_after_s=60),
-            IngestStats(),
-            settings,
-        )
+        presence = PresenceTracker(record, stale_after_s=60)
+        ingest = Ingest(IngestWriter(engine, writer), acks, presence, IngestStats(), settings)
+        inbound = Inbound(ingest, presence, _no_command, acks, ingest.stats)
         await ingest.load()
         committing = asyncio.create_task(ingest.run())
         telemetry, start = topic_for("pump", Channel.TELEMETRY), now_ms()
@@ -374,7 +372,7 @@ async def test_a_batch_the_full_disk_refuses_is_held_with_its_presence_change_th
         def send(first: int, count: int) -> None:
             for seq in range(first, first + count):
                 values = {f"k{n}": "x" * 250 for n in range(20)}
-                ingest.submit(telemetry, encode(Telemetry(seq=seq, ts=start + seq, values=values)))
+                inbound.submit(telemetry, encode(Telemetry(seq=seq, ts=start + seq, values=values)))
 
         try:
             send(1, 1)
@@ -382,7 +380,7 @@ async def test_a_batch_the_full_disk_refuses_is_held_with_its_presence_change_th
             disk.fill()
             send(2, 60)  # more than the brake allows to wait: the broker holds the rest
             power_lost = encode(Status(online=False, reason="power lost"))
-            ingest.submit(topic_for("pump", Channel.STATUS), power_lost)
+            inbound.submit(topic_for("pump", Channel.STATUS), power_lost)
             await eventually(lambda: writer.storage.retry_in_s() >= 0.4, "failed tries")
             assert acks.acked["pump"] == 1  # nothing acknowledged that is not stored
             assert acks.paused  # and the brake stays on while the batch is held

@@ -33,6 +33,7 @@ from fieldhub.hub.devices.lifecycle import DeviceLifecycle
 from fieldhub.hub.devices.presence import PresenceTracker
 from fieldhub.hub.devices.provisioning import Provisioning
 from fieldhub.hub.devices.twin import Twin
+from fieldhub.hub.inbound import Inbound
 from fieldhub.hub.ingest.pipeline import Ingest, IngestSettings
 from fieldhub.hub.ingest.stats import IngestStats
 from fieldhub.hub.ingest.writer import IngestWriter
@@ -97,6 +98,7 @@ class Hub:
         self._identities: DeviceIdentities | None = None
         self._bus: HubBus | None = None
         self._ingest: Ingest | None = None
+        self._inbound: Inbound | None = None  # topic → ingest, presence or commands
         self._presence: PresenceTracker | None = None
         self._commands: CommandService | None = None
 
@@ -114,6 +116,13 @@ class Hub:
         if self._ingest is None:
             raise RuntimeError("the hub is not started")
         return self._ingest
+
+    @property
+    def inbound(self) -> Inbound:
+        """Every device message, routed by its topic (and refused here when bad)."""
+        if self._inbound is None:
+            raise RuntimeError("the hub is not started")
+        return self._inbound
 
     @property
     def presence(self) -> PresenceTracker:
@@ -189,7 +198,14 @@ class Hub:
         commands = CommandService(
             CommandStore(self.engine, writes), bus, presence, instance=settings.instance
         )
-        ingest.on_reply(commands.on_reply)
+        self._inbound = Inbound(
+            ingest,
+            presence,
+            commands.on_reply,
+            bus,
+            self.stats,
+            replies_per_s=(self._ingest_settings or IngestSettings()).reject_replies_per_s,
+        )
         ingest.on_commit(lambda _batch: bus.healthy())  # data came through: reconnect fast
         ingest.on_commit(self.directory.committed)
         ingest.on_commit(self.live.committed)
@@ -268,8 +284,8 @@ class Hub:
         await self.auth.token_use.flush()  # when API tokens were last used
 
     def _on_message(self, topic: str, payload: bytes) -> None:
-        if self._ingest is not None:
-            self._ingest.submit(topic, payload)
+        if self._inbound is not None:
+            self._inbound.submit(topic, payload)
 
     def _bus_reconnected(self) -> None:
         # The broker may have restarted: what it held for devices, and (if our session went

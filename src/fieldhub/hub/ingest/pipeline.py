@@ -1,9 +1,10 @@
 """Ingest: from an MQTT message to a committed row and a storage acknowledgement.
 
-``submit`` runs for every message on the event loop, so it only parses, validates,
-de-duplicates and appends to the open batch. ``run`` commits batches one at a time (the next
-one fills while the previous commits) and, after each commit, acknowledges to every device the
-highest contiguous seq now stored. Nothing is acknowledged that is not committed.
+``accept`` runs for every message of a sequenced channel on the event loop
+(``hub/inbound.py`` parsed, decoded and routed it), so it only de-duplicates and appends to
+the open batch. ``run`` commits batches one at a time (the next one fills while the previous
+commits) and, after each commit, acknowledges to every device the highest contiguous seq now
+stored. Nothing is acknowledged that is not committed.
 
 A commit the store cannot take (a full disk: ``store/health.py``) is not dropped: the batch,
 with its presence changes, stays open and takes in what arrives meanwhile (up to the brake,
@@ -36,29 +37,18 @@ from fieldhub.hub.ingest.writer import IngestWriter
 from fieldhub.hub.store.health import storage_problem
 from fieldhub.logthrottle import LogThrottle, held_back
 from fieldhub.protocol import (
-    SEQUENCED,
     Ack,
     Channel,
-    PayloadError,
-    Reject,
-    Reply,
-    TopicError,
-    decoder_for,
     encode,
-    parse_topic,
     topic_for,
 )
-from fieldhub.protocol.messages import Decoder
 
 log = logging.getLogger(__name__)
 
 # Hot-path constants: channel names are compared as plain strings, because reaching an enum
 # member (``Channel.X``) goes through the enum metaclass, and that several times per message.
 _TELEMETRY, _EVENT = Channel.TELEMETRY.value, Channel.EVENT.value
-_SEQUENCED = frozenset(c.value for c in SEQUENCED)
-_MAX_ROUTES = 200_000  # distinct topics remembered; cleared and relearnt beyond that
 _COMMIT_SMOOTHING = 0.2  # weight of the newest commit in the smoothed commit time
-_Route = tuple[str, Channel, str, Decoder]
 
 
 class Publisher(Protocol):
@@ -75,8 +65,6 @@ class Publisher(Protocol):
 
 
 CommitListener = Callable[[Batch], None]
-ReplyHandler = Callable[[str, Reply], tuple[str, str] | None]
-"""``handler(device_id, reply)``: None when taken, else ``(reason, error)`` to refuse it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +84,8 @@ class IngestSettings:
     max_linger_s: float = 0.25  # ... but no batch waits longer than this for the writer
     max_batch_messages: int = 5_000  # commit at once when this many are waiting
     max_pending_messages: int = 50_000  # above this, ask the bus to stop reading
-    reject_replies_per_s: float = 1.0  # per device: how often a refusal is reported back
+    reject_replies_per_s: float = 1.0
+    """Per device: how often a refused message is reported back (``hub/inbound.py``)."""
 
 
 class Ingest:
@@ -126,10 +115,7 @@ class Ingest:
         self._full = asyncio.Event()
         self._paused = False
         self._listeners: list[CommitListener] = []
-        self._on_reply: ReplyHandler | None = None
         self._throttle = LogThrottle()
-        self._last_reject: dict[str, float] = {}
-        self._routes: dict[str, _Route] = {}
         self.writing = asyncio.Lock()  # held while a batch commits
 
     async def load(self) -> None:
@@ -169,10 +155,6 @@ class Ingest:
             ack = Ack(seq=tracker.acked, resend=True)
             self._publisher.publish(topic_for(device_id, Channel.ACK), encode(ack))
 
-    def on_reply(self, handler: ReplyHandler) -> None:
-        """Hand every valid reply of a registered device to ``handler`` (the commands)."""
-        self._on_reply = handler
-
     def on_commit(self, listener: CommitListener) -> None:
         """Call ``listener`` with every batch once it is committed."""
         self._listeners.append(listener)
@@ -183,29 +165,15 @@ class Ingest:
         self._wake_up()
 
     # -- hot path --------------------------------------------------------------------------
-    def submit(self, topic: str, payload: bytes) -> None:
-        """Take one message from the broker. Never raises for bad input: it rejects."""
-        route = self._routes.get(topic)
-        if route is None:
-            route = self._route(topic)
-            if route is None:
-                return
-        device_id, channel, name, decode_payload = route
-        self.stats.received[name] += 1
-        if not payload and channel is Channel.STATUS:
-            return  # a retained status being cleared (the hub does so for deleted devices)
-        tracker = self._trackers.get(device_id)
-        if tracker is None:
-            self._reject(None, "unknown_device", f"message from unregistered device {device_id!r}")
-            return
-        try:
-            message = decode_payload(payload)
-        except PayloadError as exc:
-            self._reject(device_id, "invalid_payload", str(exc), channel)
-            return
-        if name not in _SEQUENCED:
-            self._unsequenced(device_id, channel, message)
-            return
+    def accepts(self, device_id: str) -> bool:
+        """Whether ``device_id`` is registered (its messages are taken at all)."""
+        return device_id in self._trackers
+
+    def accept(self, device_id: str, channel: str, message: Any) -> None:
+        """Take one decoded message of a sequenced channel (telemetry, event, state) of a
+        registered device (``hub/inbound.py`` checked both): de-duplicate it and add it to the
+        open batch. A duplicate is only acknowledged again."""
+        tracker = self._trackers[device_id]
         seq = message.seq
         pending = self._pending.get(device_id)
         if tracker.is_duplicate(seq) or (pending is not None and seq in pending):
@@ -219,10 +187,10 @@ class Ingest:
             pending.add(seq)
         batch = self._batch
         batch.add_seq(device_id, seq, message.floor())
-        if name == _TELEMETRY:
+        if channel == _TELEMETRY:
             batch.telemetry.append((device_id, message))
             batch.points += message.point_count()
-        elif name == _EVENT:
+        elif channel == _EVENT:
             batch.events.append((device_id, now_ms(), message))
         else:
             batch.states.append((device_id, message))
@@ -237,52 +205,6 @@ class Ingest:
                 self.stats.backpressure_pauses += 1
                 self._paused = True
                 self._publisher.pause_reading()
-
-    def _route(self, topic: str) -> _Route | None:
-        """Parse a topic not seen before; remember it if it is one of a device's channels."""
-        try:
-            parsed = parse_topic(topic)
-        except TopicError as exc:
-            self._reject(None, "bad_topic", str(exc), None)
-            return None
-        if len(self._routes) >= _MAX_ROUTES:
-            self._routes.clear()
-        channel = parsed.channel
-        route = (parsed.device_id, channel, channel.value, decoder_for(channel))
-        self._routes[topic] = route
-        return route
-
-    def _unsequenced(self, device_id: str, channel: Channel, message: Any) -> None:
-        if channel is Channel.STATUS:
-            self._presence.on_status(device_id, message)
-        elif channel is Channel.REPLY:
-            refused = (
-                ("unknown_command", f"no command {message.id!r} is waiting")
-                if self._on_reply is None
-                else self._on_reply(device_id, message)
-            )
-            if refused is not None:
-                self._reject(device_id, refused[0], refused[1], channel)
-        else:  # a hub → device channel: the hub never subscribes to these
-            self._reject(
-                device_id, "bad_topic", f"{channel.value} is not a device channel", channel
-            )
-
-    def _reject(
-        self, device_id: str | None, reason: str, error: str, channel: Channel | None = None
-    ) -> None:
-        self.stats.rejected[reason] += 1
-        held = self._throttle.due((device_id, reason))
-        if held is not None:
-            log.warning("rejected: %s%s", error, held_back(held))
-        if device_id is None or channel is None:
-            return
-        now = time.monotonic()
-        if now - self._last_reject.get(device_id, -1e9) < 1 / self._settings.reject_replies_per_s:
-            return
-        self._last_reject[device_id] = now
-        reply = Reject(channel=channel.value, error=error[:500])
-        self._publisher.publish(topic_for(device_id, Channel.REJECT), encode(reply))
 
     # -- commit loop -----------------------------------------------------------------------
     def _wake_up(self) -> None:
