@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from fieldhub.agent._command_store import CommandStore
+from fieldhub.agent._command_store import CommandLog
 from fieldhub.agent.actions import ActionRegistry
 from fieldhub.agent.commands import ACCEPTED_AFTER_S, INTERRUPTED, CommandHandler
 from fieldhub.agent.units.base import ActionSpec
@@ -209,13 +209,13 @@ async def test_a_redelivery_while_the_outcome_is_being_stored_waits_for_it(
     """The reply goes out before the log has it; a redelivery in between must neither run
     the action again nor hear "interrupted"."""
     disk = threading.Event()  # a slow card: storing an outcome waits for it
-    store_finish = CommandStore.finish
+    store_finish = CommandLog.finish
 
-    def slow_finish(store: CommandStore, reply: Reply, now: int) -> None:
+    def slow_finish(store: CommandLog, reply: Reply, now: int) -> None:
         disk.wait(5)
         store_finish(store, reply, now)
 
-    monkeypatch.setattr(CommandStore, "finish", slow_finish)
+    monkeypatch.setattr(CommandLog, "finish", slow_finish)
     async with handler_for(relay, db, hub) as handler:
         handler.on_command(command())
         await hub.until(1)  # answered, not yet stored

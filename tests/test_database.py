@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.hub.store.audit import AuditLog
-from fieldhub.hub.store.credentials import DeviceCredentials
+from fieldhub.hub.store.credentials import CredentialStore
 from fieldhub.hub.store.database import migrate, write_transaction
 from fieldhub.hub.store.devices import DeviceRegistry
 from fieldhub.hub.store.schema import audit_log
@@ -47,7 +47,7 @@ async def test_revoking_credentials_while_other_writers_commit_never_fails(
     empty_engine: AsyncEngine,
 ) -> None:
     await migrate(empty_engine)
-    registry, credentials = DeviceRegistry(empty_engine), DeviceCredentials(empty_engine)
+    registry, credentials = DeviceRegistry(empty_engine), CredentialStore(empty_engine)
     audit = AuditLog(empty_engine)
     ids = [f"atm-{n}" for n in range(20)]
     for device_id in ids:

@@ -24,7 +24,7 @@ from fieldhub.clock import now_ms
 from fieldhub.hub.app import Hub
 from fieldhub.hub.broker.dynsec import DynSec, MosquittoAccess, device_role
 from fieldhub.hub.broker.keyring import MqttIdentity
-from fieldhub.hub.store.credentials import DeviceCredentials, IssuedCredentials
+from fieldhub.hub.store.credentials import CredentialStore, IssuedCredentials
 from fieldhub.hub.store.database import create_engine, migrate, sqlite_url
 from fieldhub.protocol import Channel, Status, Telemetry, acl, encode, topic_for
 from tests.conftest import HubFactory, api_client, clear_retained
@@ -544,7 +544,7 @@ async def test_the_store_keeps_digests_and_verifies_rotates_expires_and_revokes(
     engine = create_engine(url)
     try:
         await migrate(engine)
-        store = DeviceCredentials(engine)
+        store = CredentialStore(engine)
         before = await store.fingerprint()
         first = await store.issue("atm-1")
         assert await store.fingerprint() != before

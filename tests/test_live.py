@@ -31,7 +31,7 @@ from fieldhub.clock import now_ms
 from fieldhub.hub import secrets as tokens
 from fieldhub.hub.api.security import SESSION_COOKIE
 from fieldhub.hub.app import Hub
-from fieldhub.hub.live.client import Outbox, frame
+from fieldhub.hub.live.client import ClientQueue, frame
 from fieldhub.protocol import Channel, Event, State, Status, Telemetry
 from tests.conftest import DeviceFactory
 from tests.fleet import Fleet
@@ -609,7 +609,7 @@ async def test_the_example_in_docs_live_md_prints_what_a_device_does(
 
 
 def test_outbox_drops_the_oldest_telemetry_before_anything_else():
-    outbox = Outbox(capacity=3)
+    outbox = ClientQueue(capacity=3)
     outbox.put("t1", droppable=True)
     outbox.put("e1", droppable=False)
     outbox.put_many(["t2", "t3"], droppable=True)  # one too many: t1 goes

@@ -24,12 +24,12 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from fieldhub.hub.broker.embedded import EmbeddedBroker
-from fieldhub.hub.broker.keyring import Principal
+from fieldhub.hub.broker.keyring import BrokerPrincipal
 from fieldhub.mqtt import (
     ConnectRefused,
     MqttClient,
     MqttError,
-    ProtocolError,
+    MqttProtocolError,
     SubscribeRefused,
     Will,
     packets,
@@ -77,14 +77,14 @@ def test_publish_round_trips_with_bodies_at_the_length_boundaries(remaining: int
 
 
 def test_a_truncated_remaining_length_is_a_clear_error() -> None:
-    with pytest.raises(ProtocolError, match="truncated after 2 byte"):
+    with pytest.raises(MqttProtocolError, match="truncated after 2 byte"):
         packets.decode_remaining_length(b"\x80\x80")
 
 
 def test_a_remaining_length_over_four_bytes_is_a_clear_error() -> None:
-    with pytest.raises(ProtocolError, match="longer than 4 bytes"):
+    with pytest.raises(MqttProtocolError, match="longer than 4 bytes"):
         packets.decode_remaining_length(b"\xff\xff\xff\xff\x01")
-    with pytest.raises(ProtocolError, match="longer than 4 bytes"):
+    with pytest.raises(MqttProtocolError, match="longer than 4 bytes"):
         packets.read_fixed_header(b"\x30\xff\xff\xff\xff\x01")
     assert packets.read_fixed_header(b"\x30\xff\xff\xff") is None  # only not complete yet
     with pytest.raises(ValueError, match="outside"):
@@ -125,13 +125,13 @@ def test_subscribe_puback_and_one_byte_packets() -> None:
 
 def test_malformed_bodies_and_bad_arguments_are_refused() -> None:
     qos2 = packets.publish("t", b"x", 1, packet_id=1)
-    with pytest.raises(ProtocolError, match="QoS 2"):
+    with pytest.raises(MqttProtocolError, match="QoS 2"):
         packets.parse_publish(qos2, 0x34, 2, len(qos2))
-    with pytest.raises(ProtocolError, match="overrun"):
+    with pytest.raises(MqttProtocolError, match="overrun"):
         packets.parse_publish(b"\x30\x03\x00\x09a", 0x30, 2, 5)
-    with pytest.raises(ProtocolError, match="undefined return code"):
+    with pytest.raises(MqttProtocolError, match="undefined return code"):
         packets.parse_suback(b"\x00\x01\x03")
-    with pytest.raises(ProtocolError, match="2 bytes"):
+    with pytest.raises(MqttProtocolError, match="2 bytes"):
         packets.parse_connack(b"\x00")
     with pytest.raises(ValueError, match="wildcard"):
         packets.publish("a/+/b", b"")
@@ -172,10 +172,10 @@ class OpenAccess:
 
     def authenticate(
         self, client_id: str, username: str | None, password: str | None
-    ) -> Principal | None:
+    ) -> BrokerPrincipal | None:
         return self.principal(client_id, username)
 
-    def principal(self, client_id: str, username: str | None) -> Principal | None:
+    def principal(self, client_id: str, username: str | None) -> BrokerPrincipal | None:
         return _Anyone() if username == TESTER else None
 
 
@@ -639,7 +639,7 @@ async def test_a_protocol_violation_drops_the_connection_and_it_reconnects(
 
         await fake.accept()  # the client came back by itself
         await wait_until(lambda: client.connected and bool(lost), what="reconnection")
-        assert isinstance(lost[0], ProtocolError)
+        assert isinstance(lost[0], MqttProtocolError)
 
 
 async def test_a_subscription_the_broker_refuses_raises_and_names_the_filter(

@@ -39,7 +39,7 @@ import msgspec
 from fieldhub.private_files import private_dir, private_file
 from fieldhub.protocol import Reply
 
-__all__ = ["INTERRUPTED", "CommandStore", "StoreFull", "Stored"]
+__all__ = ["INTERRUPTED", "CommandLog", "StoreFull", "Stored"]
 
 INTERRUPTED: Final = "interrupted, not retried"
 """The error of a command whose execution a crash or restart cut short."""
@@ -78,7 +78,7 @@ class Stored:
     reply: Reply | None
 
 
-class CommandStore:
+class CommandLog:
     """The command log in one SQLite file (blocking calls; see the module docstring).
 
     Args:

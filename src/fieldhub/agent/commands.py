@@ -57,7 +57,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, ParamSpec, Self, TypeVar
 
-from fieldhub.agent._command_store import INTERRUPTED, CommandStore, Stored, StoreFull
+from fieldhub.agent._command_store import INTERRUPTED, CommandLog, Stored, StoreFull
 from fieldhub.agent.actions import ActionError, ActionRegistry
 from fieldhub.clock import now_ms
 from fieldhub.logthrottle import LogThrottle, held_back
@@ -137,7 +137,7 @@ class CommandHandler:
         self._retain_ms = round(retain_s * 1000)
         self._clock = clock
         self._executor: ThreadPoolExecutor | None = None
-        self._store: CommandStore | None = None
+        self._store: CommandLog | None = None
         self._inflight: dict[str, asyncio.Future[Reply | None]] = {}
         self._started: set[str] = set()  # ids of _inflight whose action runs now
         self._tasks: set[asyncio.Task[None]] = set()
@@ -148,7 +148,7 @@ class CommandHandler:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="fieldhub-commands")
         try:
             self._store = await self._db(
-                CommandStore, self._db_path, max_rows=self._max_rows, retain_ms=self._retain_ms
+                CommandLog, self._db_path, max_rows=self._max_rows, retain_ms=self._retain_ms
             )
             await self.recover()
         except BaseException:
@@ -368,7 +368,7 @@ class CommandHandler:
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("command task %s failed", task.get_name(), exc_info=exc)
 
-    def _open_store(self) -> CommandStore:
+    def _open_store(self) -> CommandLog:
         if self._store is None:
             raise RuntimeError("CommandHandler is not open; use it with 'async with'.")
         return self._store
@@ -391,7 +391,7 @@ class CommandHandler:
         executor.shutdown(wait=False)
 
 
-def _finish(store: CommandStore, reply: Reply) -> None:
+def _finish(store: CommandLog, reply: Reply) -> None:
     """Store an outcome, on the store's thread. Nobody awaits this: a failure is logged here,
     and a redelivery will hear "interrupted" (the command ran; it is never run again)."""
     try:

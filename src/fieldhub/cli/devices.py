@@ -33,7 +33,7 @@ def _device_command(settings: Any, work: Any, *, broker: bool = True) -> Any:
     from fieldhub.hub.devices.lifecycle import DeviceLifecycle
     from fieldhub.hub.store.audit import AuditLog
     from fieldhub.hub.store.claims import ClaimStore
-    from fieldhub.hub.store.credentials import DeviceCredentials
+    from fieldhub.hub.store.credentials import CredentialStore
     from fieldhub.hub.store.database import create_engine, migrate
     from fieldhub.hub.store.devices import DeviceRegistry, RegistryError
 
@@ -46,7 +46,7 @@ def _device_command(settings: Any, work: Any, *, broker: bool = True) -> Any:
             await migrate(engine)
             async with AsyncExitStack() as stack:
                 access = await open_access(settings, stack) if broker else StoreOnlyAccess()
-                credentials = DeviceCredentials(engine)
+                credentials = CredentialStore(engine)
                 identities = DeviceIdentities(credentials, AuditLog(engine), access)
                 devices = DeviceLifecycle(
                     DeviceRegistry(engine), credentials, ClaimStore(engine), identities=identities

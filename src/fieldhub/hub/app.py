@@ -32,7 +32,7 @@ from fieldhub.hub.devices.events import DeviceEvent, DeviceRemoved
 from fieldhub.hub.devices.lifecycle import DeviceLifecycle
 from fieldhub.hub.devices.presence import PresenceTracker
 from fieldhub.hub.devices.provisioning import Provisioning
-from fieldhub.hub.devices.twin import Twin
+from fieldhub.hub.devices.twin import TwinService
 from fieldhub.hub.inbound import Inbound
 from fieldhub.hub.ingest.pipeline import Ingest, IngestSettings
 from fieldhub.hub.ingest.stats import IngestStats
@@ -41,7 +41,7 @@ from fieldhub.hub.live.fanout import LiveHub
 from fieldhub.hub.store.audit import AuditLog
 from fieldhub.hub.store.claims import ClaimStore
 from fieldhub.hub.store.commands import CommandStore
-from fieldhub.hub.store.credentials import DeviceCredentials, IssuedCredentials
+from fieldhub.hub.store.credentials import CredentialStore, IssuedCredentials
 from fieldhub.hub.store.database import create_engine, migrate
 from fieldhub.hub.store.devices import DeviceRegistry
 from fieldhub.hub.store.health import StorageHealth
@@ -76,7 +76,7 @@ class Hub:
         # Labels and action catalogs in memory: a command request reads no device row.
         self.directory = DeviceDirectory()
         self.queries = Queries(self.engine)
-        self.credentials = DeviceCredentials(self.engine)
+        self.credentials = CredentialStore(self.engine)
         self.audit = AuditLog(self.engine)
         # Users, sessions, API tokens, login throttle, setup token; one audit log for all.
         self.auth = Auth(self.engine, self.audit, storage=self.storage)
@@ -90,7 +90,7 @@ class Hub:
             claims, self.devices.register, self._issue_claimed, self.audit.record
         )
         # Desired state (the device twin), published retained through the bus.
-        self.twin = Twin(TwinStore(self.engine), self.audit, self._publish_retained)
+        self.twin = TwinService(TwinStore(self.engine), self.audit, self._publish_retained)
         # The hub's own MQTT identity, fresh each start (see keyring.hub_identity).
         self.mqtt_identity = hub_identity(settings.instance)
         self.broker: EmbeddedBroker | None = None

@@ -49,7 +49,7 @@ ReplyHandler = Callable[[str, Reply], tuple[str, str] | None]
 """``handler(device_id, reply)``: None when taken, else ``(reason, error)`` to refuse it."""
 
 
-class Publisher(Protocol):
+class RejectPublisher(Protocol):
     """Where refusals go back to devices (the hub's MQTT connection)."""
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
@@ -64,7 +64,7 @@ class Inbound:
         ingest: Ingest,
         presence: PresenceTracker,
         replies: ReplyHandler,
-        publisher: Publisher,
+        publisher: RejectPublisher,
         stats: IngestStats,
         *,
         replies_per_s: float = 1.0,

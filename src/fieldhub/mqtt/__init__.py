@@ -11,7 +11,7 @@ from fieldhub.mqtt.client import MessageCallback, MqttClient, MqttStats
 from fieldhub.mqtt.packets import (
     ConnectRefused,
     MqttError,
-    ProtocolError,
+    MqttProtocolError,
     SubscribeRefused,
     Will,
 )
@@ -21,8 +21,8 @@ __all__ = [
     "MessageCallback",
     "MqttClient",
     "MqttError",
+    "MqttProtocolError",
     "MqttStats",
-    "ProtocolError",
     "SubscribeRefused",
     "Will",
 ]

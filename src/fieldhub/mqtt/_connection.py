@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Final, cast
 
 from fieldhub.mqtt import packets
-from fieldhub.mqtt.packets import MqttError, ProtocolError
+from fieldhub.mqtt.packets import MqttError, MqttProtocolError
 
 if TYPE_CHECKING:
     from fieldhub.mqtt.client import MqttClient
@@ -158,7 +158,7 @@ class _Connection(asyncio.Protocol):
         """Everything but an accepted connection's PUBLISH."""
         if not self._ready:
             if first != packets.CONNACK << 4:
-                raise ProtocolError(f"expected CONNACK, got packet 0x{first:02x}")
+                raise MqttProtocolError(f"expected CONNACK, got packet 0x{first:02x}")
             _session_present, code = packets.parse_connack(body)
             if code:
                 raise packets.ConnectRefused(code, f"MQTT broker {self._client.address}")
@@ -171,7 +171,7 @@ class _Connection(asyncio.Protocol):
         elif first == packets.PINGRESP << 4 and not body:
             self._ping_outstanding = False
         else:
-            raise ProtocolError(f"unexpected MQTT packet 0x{first:02x} ({len(body)} bytes)")
+            raise MqttProtocolError(f"unexpected MQTT packet 0x{first:02x} ({len(body)} bytes)")
 
     def pause_reading(self) -> None:
         transport = self._transport

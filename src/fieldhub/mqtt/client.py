@@ -34,7 +34,7 @@ from fieldhub.logthrottle import LogThrottle
 from fieldhub.mqtt import packets
 from fieldhub.mqtt._connection import _Connection
 from fieldhub.mqtt._stats import MqttStats
-from fieldhub.mqtt.packets import MqttError, ProtocolError, SubscribeRefused, Will
+from fieldhub.mqtt.packets import MqttError, MqttProtocolError, SubscribeRefused, Will
 
 __all__ = ["MessageCallback", "MqttClient", "MqttStats"]
 
@@ -531,10 +531,10 @@ class MqttClient:
     def _suback(self, packet_id: int, codes: bytes) -> None:
         entry = self._subacks.pop(packet_id, None)
         if entry is None:
-            raise ProtocolError(f"SUBACK for packet id {packet_id}, which was not subscribed")
+            raise MqttProtocolError(f"SUBACK for packet id {packet_id}, which was not subscribed")
         filters, future = entry
         if len(codes) != len(filters):
-            raise ProtocolError(f"SUBACK has {len(codes)} codes for {len(filters)} filters")
+            raise MqttProtocolError(f"SUBACK has {len(codes)} codes for {len(filters)} filters")
         if future is not None:
             if not future.done():
                 future.set_result(codes)

@@ -29,7 +29,7 @@ __all__ = [
     "SUBACK_FAILURE",
     "ConnectRefused",
     "MqttError",
-    "ProtocolError",
+    "MqttProtocolError",
     "SubscribeRefused",
     "Will",
     "check_filter",
@@ -82,7 +82,7 @@ class MqttError(ConnectionError):
     connections already handle these."""
 
 
-class ProtocolError(MqttError, ValueError):
+class MqttProtocolError(MqttError, ValueError):
     """The bytes are not MQTT 3.1.1 as this client speaks it: the connection is unusable."""
 
 
@@ -260,7 +260,7 @@ def read_fixed_header(data: bytes, pos: int = 0) -> tuple[int, int, int] | None:
     the rest and waits for more); ``body_end`` is then beyond ``len(data)`` or unknown.
 
     Raises:
-        ProtocolError: the remaining length runs past four bytes (more than 256 MiB).
+        MqttProtocolError: the remaining length runs past four bytes (more than 256 MiB).
     """
     size = len(data)
     if size - pos < 2:
@@ -274,7 +274,7 @@ def read_fixed_header(data: bytes, pos: int = 0) -> tuple[int, int, int] | None:
             if start == size:
                 return None
             if shift > 21:
-                raise ProtocolError(
+                raise MqttProtocolError(
                     "MQTT remaining length longer than 4 bytes (over 256 MiB): "
                     f"{bytes(data[pos + 1 : start + 1]).hex()}"
                 )
@@ -294,18 +294,18 @@ def decode_remaining_length(data: bytes, offset: int = 0) -> tuple[int, int]:
     """Decode a complete remaining length at ``data[offset]``: ``(value, next_offset)``.
 
     Raises:
-        ProtocolError: the bytes end inside the number, or it runs past four bytes.
+        MqttProtocolError: the bytes end inside the number, or it runs past four bytes.
     """
     value = shift = 0
     pos = offset
     while True:
         if pos == len(data):
-            raise ProtocolError(
+            raise MqttProtocolError(
                 f"MQTT remaining length truncated after {pos - offset} byte(s): "
                 f"{bytes(data[offset:pos]).hex() or '(nothing)'}"
             )
         if pos - offset == 4:
-            raise ProtocolError(
+            raise MqttProtocolError(
                 "MQTT remaining length longer than 4 bytes (over 256 MiB): "
                 f"{bytes(data[offset : pos + 1]).hex()}"
             )
@@ -324,21 +324,21 @@ def parse_publish(data: bytes, first: int, start: int, end: int) -> tuple[bytes,
     caller's policy (the client still acknowledges such a message, so the broker moves on).
 
     Raises:
-        ProtocolError: QoS 2 or 3 (this client never subscribes at QoS 2), or a topic or packet
+        MqttProtocolError: QoS 2 or 3 (this client never subscribes at QoS 2), or a topic or packet
             id that does not fit in the body.
     """
     qos = (first >> 1) & 3
     if end - start < 2:
-        raise ProtocolError(f"PUBLISH body of {end - start} bytes has no topic length.")
+        raise MqttProtocolError(f"PUBLISH body of {end - start} bytes has no topic length.")
     topic_end = start + 2 + (data[start] << 8 | data[start + 1])
     if qos == 0:
         payload_start = topic_end
     elif qos == 1:
         payload_start = topic_end + 2
     else:
-        raise ProtocolError(f"PUBLISH at QoS {qos}; this client subscribes at QoS 0 or 1 only.")
+        raise MqttProtocolError(f"PUBLISH at QoS {qos}; this client subscribes at QoS 0 or 1 only.")
     if payload_start > end:
-        raise ProtocolError(f"PUBLISH topic and packet id overrun its {end - start}-byte body.")
+        raise MqttProtocolError(f"PUBLISH topic and packet id overrun its {end - start}-byte body.")
     packet_id = data[topic_end] << 8 | data[topic_end + 1] if qos else 0
     return bytes(data[start + 2 : topic_end]), packet_id, payload_start
 
@@ -346,22 +346,22 @@ def parse_publish(data: bytes, first: int, start: int, end: int) -> tuple[bytes,
 def parse_connack(body: bytes) -> tuple[bool, int]:
     """CONNACK body: ``(session_present, return_code)``."""
     if len(body) != 2:
-        raise ProtocolError(f"CONNACK body must be 2 bytes, not {len(body)}.")
+        raise MqttProtocolError(f"CONNACK body must be 2 bytes, not {len(body)}.")
     return bool(body[0] & 1), body[1]
 
 
 def parse_puback(body: bytes) -> int:
     """PUBACK body: the packet id acknowledged."""
     if len(body) != 2:
-        raise ProtocolError(f"PUBACK body must be 2 bytes, not {len(body)}.")
+        raise MqttProtocolError(f"PUBACK body must be 2 bytes, not {len(body)}.")
     return body[0] << 8 | body[1]
 
 
 def parse_suback(body: bytes) -> tuple[int, bytes]:
     """SUBACK body: ``(packet_id, return_codes)``, one code per filter (0x80 = refused)."""
     if len(body) < 3:
-        raise ProtocolError(f"SUBACK body must be at least 3 bytes, not {len(body)}.")
+        raise MqttProtocolError(f"SUBACK body must be at least 3 bytes, not {len(body)}.")
     codes = bytes(body[2:])
     if any(code not in (0, 1, 2, SUBACK_FAILURE) for code in codes):
-        raise ProtocolError(f"SUBACK has an undefined return code: {codes.hex()}")
+        raise MqttProtocolError(f"SUBACK has an undefined return code: {codes.hex()}")
     return body[0] << 8 | body[1], codes

@@ -20,7 +20,7 @@ from fieldhub.hub.api.models import (
     DeviceCredentialsOut,
     DeviceUpdate,
     History,
-    LatestValue,
+    LatestValueOut,
     TwinOut,
 )
 from fieldhub.hub.api.security import client_address, require
@@ -184,10 +184,12 @@ async def revoke_credentials(
 
 
 @router.get("/{device_id}/latest", summary="Latest values")
-async def latest(hub: HubDep, who: Reader, device_id: str) -> dict[str, LatestValue]:
+async def latest(hub: HubDep, who: Reader, device_id: str) -> dict[str, LatestValueOut]:
     """The newest value of every key the device has sent."""
     await visible_device(hub, who, device_id)
-    return {v.key: LatestValue(ts=v.ts, value=v.value) for v in await hub.queries.latest(device_id)}
+    return {
+        v.key: LatestValueOut(ts=v.ts, value=v.value) for v in await hub.queries.latest(device_id)
+    }
 
 
 @router.get("/{device_id}/state", summary="Device twin: desired and reported state")

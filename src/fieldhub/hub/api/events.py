@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query
 
 from fieldhub.hub.api.deps import hub_dependency
 from fieldhub.hub.api.fields import EpochMs, EventCursor
-from fieldhub.hub.api.models import EventOut, EventPage
+from fieldhub.hub.api.models import EventOut, EventPageOut
 from fieldhub.hub.api.security import require
 from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Permission, Principal
@@ -29,14 +29,14 @@ async def list_events(
         EventCursor | None, Query(description="next_cursor of the previous page")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> EventPage:
+) -> EventPageOut:
     """Events matching every filter, newest first (of the caller's sites' devices)."""
     device_ids = device or None
     if who.sites is not None:  # site-scoped: only events of devices the caller sees
         visible = [r.id for r in await hub.registry.list() if who.sees(r.labels)]
         device_ids = [d for d in device if d in set(visible)] if device else visible
         if not device_ids:
-            return EventPage(events=[], next_cursor=None)
+            return EventPageOut(events=[], next_cursor=None)
     page = await hub.queries.events(
         device_ids=device_ids,
         types=type or None,
@@ -46,7 +46,7 @@ async def list_events(
         cursor=cursor,
         limit=limit,
     )
-    return EventPage(
+    return EventPageOut(
         events=[EventOut.model_validate(e.view()) for e in page.events],
         next_cursor=page.next_cursor,
     )

@@ -98,7 +98,7 @@ class DeviceUpdate(BaseModel):
     attributes: JsonObject | None = None
 
 
-class LatestValue(BaseModel):
+class LatestValueOut(BaseModel):
     """The newest value of one key."""
 
     ts: int
@@ -181,7 +181,7 @@ class EventOut(BaseModel):
     data: StoredJson
 
 
-class EventPage(BaseModel):
+class EventPageOut(BaseModel):
     """Events, newest first; pass ``next_cursor`` as ``cursor`` for the next page."""
 
     events: list[EventOut]

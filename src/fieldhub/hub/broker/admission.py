@@ -19,7 +19,7 @@ from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.plugins.logging_amqtt import PacketLoggerPlugin
 from amqtt.session import Session
 
-from fieldhub.hub.broker.keyring import AccessPolicy, Principal
+from fieldhub.hub.broker.keyring import AccessPolicy, BrokerPrincipal
 from fieldhub.protocol.acl import is_safe_identifier
 
 __all__ = [
@@ -42,7 +42,7 @@ class Admission:
 
     client_id: str
     username: str | None
-    principal: Principal | None
+    principal: BrokerPrincipal | None
     refusal: int = 0
     why: str = ""
 

@@ -61,7 +61,7 @@ from amqtt.session import Session
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.broker.admission import MAX_CONNECT_BYTES, Admission, admit, broker_plugins
-from fieldhub.hub.broker.keyring import AccessPolicy, DevicePrincipal, Principal
+from fieldhub.hub.broker.keyring import AccessPolicy, BrokerPrincipal, DevicePrincipal
 from fieldhub.hub.broker.packets import Violation, check, check_connect, read_packet
 from fieldhub.logthrottle import LogThrottle, held_back
 from fieldhub.private_files import private_dir, write_private
@@ -104,7 +104,7 @@ class _Broker(Broker):  # type: ignore[misc]
         super().__init__(config)
         self._access = access
 
-    def _principal(self, session: Session) -> Principal | None:
+    def _principal(self, session: Session) -> BrokerPrincipal | None:
         return self._access.principal(session.client_id, session.username)
 
     async def _handle_message_delivery(
@@ -208,7 +208,7 @@ class _Connection(StreamReaderAdapter):  # type: ignore[misc]
         self.session: Session | None = None  # once amqtt has registered one for it
         self.client_id: str | None = None  # once admitted
         self.username: str | None = None
-        self.principal: Principal | None = None  # as admitted, also after a revocation
+        self.principal: BrokerPrincipal | None = None  # as admitted, also after a revocation
         self.hushed = False  # its end says nothing about the client: no will, no lost status
         self._stream = reader
         self._refuse = refuse

@@ -31,7 +31,7 @@ from fieldhub.hub.errors import Unavailable
 from fieldhub.hub.store.audit import AuditLog
 from fieldhub.hub.store.credentials import (
     CredentialKey,
-    DeviceCredentials,
+    CredentialStore,
     Fingerprint,
     IssuedCredentials,
     split_username,
@@ -123,7 +123,7 @@ class DeviceIdentities:
 
     def __init__(
         self,
-        store: DeviceCredentials,
+        store: CredentialStore,
         audit: AuditLog,
         broker: BrokerAccess,
         on_change: Callable[[list[CredentialKey]], Awaitable[None]] | None = None,

@@ -6,7 +6,7 @@ current by ``fieldhub.hub.broker.identities`` whenever a key is issued, rotated,
 so that connecting never waits for the database. The checks are plain dictionary look-ups and
 one SHA-256, cheap enough to run on the event loop for every packet.
 
-A connection authenticates as a :class:`Principal`: a device (client id = device id, user name
+A connection authenticates as a :class:`BrokerPrincipal`: a device (client id = device id, user name
 ``<device id>.<key id>``) or the hub (its own :class:`MqttIdentity`). What a principal may do
 with topics is decided by ``fieldhub.protocol.acl``.
 """
@@ -27,11 +27,11 @@ from fieldhub.protocol import acl
 
 __all__ = [
     "AccessPolicy",
+    "BrokerPrincipal",
     "DevicePrincipal",
     "HubPrincipal",
     "KeyRing",
     "MqttIdentity",
-    "Principal",
     "hub_identity",
 ]
 
@@ -60,7 +60,7 @@ def hub_identity(instance: str) -> MqttIdentity:
     return MqttIdentity(name, secrets.token_urlsafe(32), name)
 
 
-class Principal(Protocol):
+class BrokerPrincipal(Protocol):
     """An authenticated MQTT client, and what it may do with topics."""
 
     @property
@@ -130,10 +130,10 @@ class AccessPolicy(Protocol):
 
     def authenticate(
         self, client_id: str, username: str | None, password: str | None
-    ) -> Principal | None:
+    ) -> BrokerPrincipal | None:
         """The principal these credentials prove, or None to refuse the connection."""
 
-    def principal(self, client_id: str, username: str | None) -> Principal | None:
+    def principal(self, client_id: str, username: str | None) -> BrokerPrincipal | None:
         """The principal of an already authenticated session, or None once it is revoked."""
 
 
@@ -182,7 +182,7 @@ class KeyRing:
 
     def authenticate(
         self, client_id: str, username: str | None, password: str | None
-    ) -> Principal | None:
+    ) -> BrokerPrincipal | None:
         """The hub or the device these credentials prove, or None.
 
         A device key must be known, unexpired, match the secret (compared in constant time)
@@ -200,7 +200,7 @@ class KeyRing:
             return None
         return self._device(key, client_id)
 
-    def principal(self, client_id: str, username: str | None) -> Principal | None:
+    def principal(self, client_id: str, username: str | None) -> BrokerPrincipal | None:
         """The principal of a session that authenticated earlier, while its key still holds."""
         if username is None:
             return None

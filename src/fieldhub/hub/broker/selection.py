@@ -25,7 +25,7 @@ from fieldhub.hub.broker.identities import (
 )
 from fieldhub.hub.broker.keyring import KeyRing, MqttIdentity
 from fieldhub.hub.config import HubSettings
-from fieldhub.hub.store.credentials import DeviceCredentials
+from fieldhub.hub.store.credentials import CredentialStore
 from fieldhub.mqtt import MqttError
 
 __all__ = ["BrokerStartError", "StartedBroker", "open_access", "start_broker"]
@@ -48,7 +48,7 @@ async def start_broker(
     settings: HubSettings,
     stack: AsyncExitStack,
     identity: MqttIdentity,
-    credentials: DeviceCredentials,
+    credentials: CredentialStore,
 ) -> StartedBroker:
     """Start the embedded broker or connect to Mosquitto's dynamic security, on ``stack``.
 

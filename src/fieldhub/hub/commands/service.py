@@ -68,7 +68,7 @@ _RECENT: Final = 10_000
 _FLUSH_LINGER_S: Final = 0.02
 
 
-class Publisher(Protocol):
+class CommandPublisher(Protocol):
     """Where commands go out (the hub's bus)."""
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
@@ -106,7 +106,7 @@ class CommandService:
     def __init__(
         self,
         store: CommandStore,
-        publisher: Publisher,
+        publisher: CommandPublisher,
         presence: PresenceTracker,
         *,
         instance: str,

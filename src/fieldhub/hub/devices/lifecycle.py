@@ -31,7 +31,7 @@ from fieldhub.hub.devices.events import (
     DeviceRemoving,
 )
 from fieldhub.hub.store.claims import ClaimStore
-from fieldhub.hub.store.credentials import CredentialKey, DeviceCredentials, IssuedCredentials
+from fieldhub.hub.store.credentials import CredentialKey, CredentialStore, IssuedCredentials
 from fieldhub.hub.store.devices import DeviceNotFound, DeviceRecord, DeviceRegistry
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class DeviceLifecycle:
     def __init__(
         self,
         registry: DeviceRegistry,
-        credentials: DeviceCredentials,
+        credentials: CredentialStore,
         claims: ClaimStore,
         *,
         identities: DeviceIdentities | None = None,

@@ -39,7 +39,7 @@ __all__ = [
     "MAX_DESIRED_KEYS",
     "Delta",
     "DesiredStateError",
-    "Twin",
+    "TwinService",
     "TwinView",
     "check_changes",
 ]
@@ -147,7 +147,7 @@ def check_changes(changes: Mapping[str, Any]) -> dict[str, bool | int | float | 
     return checked
 
 
-class Twin:
+class TwinService:
     """Changes desired state (store, audit log, broker, in that order) and republishes it.
 
     Args:

@@ -51,7 +51,7 @@ _TELEMETRY, _EVENT = Channel.TELEMETRY.value, Channel.EVENT.value
 _COMMIT_SMOOTHING = 0.2  # weight of the newest commit in the smoothed commit time
 
 
-class Publisher(Protocol):
+class AckPublisher(Protocol):
     """The hub's MQTT connection as ingest sees it: where acks go, and a brake."""
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
@@ -94,7 +94,7 @@ class Ingest:
     def __init__(
         self,
         writer: IngestWriter,
-        publisher: Publisher,
+        publisher: AckPublisher,
         presence: PresenceTracker,
         stats: IngestStats,
         settings: IngestSettings | None = None,

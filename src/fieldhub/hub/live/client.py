@@ -80,7 +80,7 @@ class Subscription:
         return self.devices is not None
 
 
-class Outbox:
+class ClientQueue:
     """Frames waiting for one client, in order, at most ``capacity`` of them.
 
     Telemetry waits in a deque of its own, as plain strings (the hot path allocates nothing per
@@ -174,7 +174,7 @@ class LiveClient:
         self.credential = credential
         self.array = array
         """Send every batch of waiting frames as one JSON array (``?frames=array``)."""
-        self.outbox = Outbox(queue_size)
+        self.outbox = ClientQueue(queue_size)
         self.subs: dict[str, Subscription] = {}
         self.covered: dict[str, frozenset[str]] = {}
         self.wake = asyncio.Event()

@@ -13,7 +13,7 @@ Fed from three places, always after the fact:
 Each message is encoded once, to the text every client gets, and only when some client
 watches its device. A device → clients index says who watches what, so the cost of a commit is
 the frames it produces times their watchers, never times all clients. Nothing here waits for a
-client: frames go into each client's bounded outbox (``live_client.Outbox``) and the
+client: frames go into each client's bounded outbox (``live_client.ClientQueue``) and the
 connection's own sender takes them from there; a slow client loses its oldest telemetry and
 is told so.
 

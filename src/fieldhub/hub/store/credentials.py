@@ -28,7 +28,7 @@ from fieldhub.protocol.topics import DEVICE_ID_PATTERN
 
 __all__ = [
     "CredentialKey",
-    "DeviceCredentials",
+    "CredentialStore",
     "Fingerprint",
     "IssuedCredentials",
     "split_username",
@@ -92,7 +92,7 @@ def _new_key(device_id: str) -> tuple[IssuedCredentials, str]:
     return IssuedCredentials(device_id, username, secret), digest(secret)
 
 
-class DeviceCredentials:
+class CredentialStore:
     """Device keys in the store."""
 
     def __init__(self, engine: AsyncEngine) -> None:
