@@ -240,14 +240,13 @@ class CommandHandler:
                     )
                 except StoreFull as exc:
                     refusal = ("busy", f"busy: {exc}")
-            if not claimed:  # delivered before (the id is in the log), or refused
+            if bound is None or not claimed:  # delivered before (the id is in the log), or refused
                 stored = await self._db(store.lookup, command.id)
                 if stored is not None or refusal is None:
                     return await self._from_log(command, stored), False
                 return self._refuse(command, *refusal), False
         except sqlite3.Error as exc:  # cannot promise "at most once": do not run
             return self._refuse(command, "storage", f"agent storage error, not run: {exc}"), False
-        assert bound is not None  # claimed
 
         self.stats.executed += 1
         # Recorded as running; the hub hears so only if the action takes its time.

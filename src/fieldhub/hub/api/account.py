@@ -73,7 +73,7 @@ async def me(request: Request, who: Annotated[Principal, require(Permission.ACCO
     if who.user_id is None:  # pragma: no cover - the requirement admits users only
         raise Unauthenticated("not logged in")
     try:
-        user = await get_hub(request).auth.users.get(who.user_id)
+        user = await get_hub(request).auth.accounts.user(who.user_id)
     except NotFound:  # deleted while the request ran: the session is gone with it
         raise Unauthenticated("not logged in") from None
     return Me.of(who, user)

@@ -121,7 +121,7 @@ class Decision(BaseModel):
 
 async def _visible_claim(hub: Hub, who: Principal, device_id: str) -> DeviceClaim:
     """The claim, if ``who`` sees its site; a claim of another site is 404 like a missing one."""
-    claim = await hub.provisioning.store.get(device_id)
+    claim = await hub.provisioning.claim_of(device_id)
     if not who.sees(claim.labels):
         raise NotFound(f"no claim for device {device_id!r}")
     return claim
@@ -188,14 +188,14 @@ async def create_claim_token(body: ClaimTokenCreate, hub: HubDep, who: Writer) -
 @operator_router.get("/claim-tokens", summary="List claim tokens")
 async def list_claim_tokens(hub: HubDep, who: Reader) -> list[ClaimTokenOut]:
     """Claim tokens of the caller's sites, newest first (never the token text)."""
-    tokens = await hub.provisioning.store.tokens()
+    tokens = await hub.provisioning.tokens()
     return [ClaimTokenOut.from_record(t) for t in tokens if who.sees(t.labels)]
 
 
 @operator_router.delete("/claim-tokens/{token_id}", status_code=204, summary="Revoke")
 async def revoke_claim_token(token_id: RowId, hub: HubDep, who: Writer) -> None:
     """The token admits no more devices; claims made with it stay."""
-    token = await hub.provisioning.store.token(token_id)
+    token = await hub.provisioning.token(token_id)
     if not who.sees(token.labels):
         raise NotFound(f"no claim token {token_id}")
     await hub.provisioning.revoke_token(token_id, by=who.actor)
@@ -206,7 +206,7 @@ async def list_claims(
     hub: HubDep, who: Reader, status: ClaimStatus | None = None
 ) -> list[ClaimOut]:
     """Claims of the caller's sites, oldest first; ``status=pending``: waiting for a decision."""
-    claims = await hub.provisioning.store.claims(status)
+    claims = await hub.provisioning.claims(status)
     return [ClaimOut.from_record(c) for c in claims if who.sees(c.labels)]
 
 

@@ -8,7 +8,6 @@ shows only those, in every field (``BatchOut.from_records``).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -25,9 +24,6 @@ from fieldhub.hub.api.fields import EpochMs
 from fieldhub.hub.api.security import client_address, device_filter, require
 from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Permission, Principal
-from fieldhub.hub.commands import CommandRecord
-from fieldhub.hub.commands.check import CommandRefused, check_command
-from fieldhub.hub.devices.directory import DeviceEntry
 from fieldhub.hub.errors import Invalid, NotFound
 
 router = APIRouter(tags=["commands"])
@@ -43,23 +39,6 @@ Wait = Annotated[
     bool,
     Query(description="wait for the outcome (up to timeout_s); false: answer at once with the id"),
 ]
-
-
-def _check(hub: Hub, entries: list[DeviceEntry], body: CommandRequest) -> None:
-    for entry in entries:
-        try:
-            check_command(entry.id, entry.reported, body.action, body.args)
-        except CommandRefused:
-            hub.commands.counts["refused"] += 1
-            raise
-
-
-async def _fresh(hub: Hub, read: Awaitable[list[CommandRecord]]) -> list[CommandRecord]:
-    """The live state of commands this hub follows, the stored one of the others. The live
-    records are taken before the read: one finished and written while the read ran would
-    otherwise be neither live any more nor fresh in the rows read."""
-    live = hub.commands.following()
-    return [live.get(record.id, record) for record in await read]
 
 
 @router.post(
@@ -84,7 +63,8 @@ async def send_command(
     device does not offer, or wrong arguments, are refused here (422) when the device has
     reported its actions.
     """
-    _check(hub, [visible_entry(hub, who, device_id)], body)
+    entry = visible_entry(hub, who, device_id)
+    hub.commands.check([(entry.id, entry.reported)], body.action, body.args)
     _batch, [command] = await hub.commands.submit(
         [device_id],
         body.action,
@@ -110,16 +90,14 @@ async def device_commands(
 ) -> list[CommandOut]:
     """The device's commands, newest first."""
     visible_entry(hub, who, device_id)
-    records = await _fresh(hub, hub.commands.store.of_device(device_id, limit=limit, before=before))
+    records = await hub.commands.of_device(device_id, limit=limit, before=before)
     return [CommandOut.from_record(record) for record in records]
 
 
 @router.get("/api/commands/{command_id}", summary="Get a command")
 async def get_command(hub: HubDep, who: Reader, command_id: str) -> CommandOut:
     """A command and where it is in its life."""
-    record = hub.commands.current(command_id)
-    if record is None:
-        record = await hub.commands.store.get(command_id)
+    record = await hub.commands.get(command_id)
     if not device_filter(hub, who)(record.device_id):
         raise NotFound(f"no command {command_id!r}")
     return CommandOut.from_record(record)
@@ -148,8 +126,8 @@ async def send_group_command(
         devices = [e for e in hub.directory.matching(body.labels or {}) if who.sees(e.labels)]
         if not devices:
             raise Invalid("no device of yours matches", ("body",))
-    _check(hub, devices, body)
-    batch, commands = await hub.commands.submit(
+    hub.commands.check(((e.id, e.reported) for e in devices), body.action, body.args)
+    batch, commands = await hub.commands.submit_group(
         [device.id for device in devices],
         body.action,
         body.args,
@@ -159,7 +137,6 @@ async def send_group_command(
         source=client_address(request),
         target=body.target(),
     )
-    assert batch is not None
     if wait:
         await hub.commands.wait(
             [command.id for command in commands], body.timeout_s + TIMEOUT_GRACE_S
@@ -179,10 +156,7 @@ async def get_batch(
     ] = 0,
 ) -> BatchOut:
     """The group command with the outcome of each of the caller's devices so far."""
-    batch = await hub.commands.store.batch(batch_id)
-    if wait_s:
-        await hub.commands.wait(batch.command_ids, wait_s)
-    records = await _fresh(hub, hub.commands.store.of_batch(batch_id))
+    batch, records = await hub.commands.batch(batch_id, wait_s)
     result = BatchOut.from_records(batch, records, device_filter(hub, who))
     if not result.commands:  # none of the caller's devices: as if there were no such batch
         raise NotFound(f"no command batch {batch_id!r}")

@@ -54,7 +54,7 @@ def parse_labels(label: list[str]) -> dict[str, str]:
 
 async def visible_device(hub: Hub, who: Principal, device_id: str) -> DeviceRecord:
     """The device, if ``who`` may see it; a device of another site is 404 like a missing one."""
-    record = await hub.registry.get(device_id)
+    record = await hub.devices.get(device_id)
     if not who.sees(record.labels):
         raise NotFound(f"device {device_id!r} is not registered")  # as the store says
     return record
@@ -91,7 +91,7 @@ async def list_devices(
 ) -> list[Device]:
     """Devices carrying every given label, optionally in the given presence states (of the
     caller's sites)."""
-    records = [r for r in await hub.registry.list(parse_labels(label)) if who.sees(r.labels)]
+    records = [r for r in await hub.devices.find(parse_labels(label)) if who.sees(r.labels)]
     if presence:
         records = [r for r in records if r.presence in presence]
     return [Device.from_record(r) for r in records[offset : offset + limit]]

@@ -33,7 +33,7 @@ async def list_events(
     """Events matching every filter, newest first (of the caller's sites' devices)."""
     device_ids = device or None
     if who.sites is not None:  # site-scoped: only events of devices the caller sees
-        visible = [r.id for r in await hub.registry.list() if who.sees(r.labels)]
+        visible = [r.id for r in await hub.devices.find() if who.sees(r.labels)]
         device_ids = [d for d in device if d in set(visible)] if device else visible
         if not device_ids:
             return EventPageOut(events=[], next_cursor=None)

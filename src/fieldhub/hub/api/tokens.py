@@ -24,7 +24,9 @@ async def list_tokens(
     request: Request, who: Annotated[Principal, require(Permission.ACCOUNT_READ)]
 ) -> list[TokenOut]:
     """The caller's tokens, newest first, revoked ones included (never the token text)."""
-    records = await get_hub(request).auth.users.tokens(who.user_id)
+    if who.user_id is None:  # pragma: no cover - the requirement admits users only
+        return []
+    records = await get_hub(request).auth.accounts.tokens_of(who.user_id)
     return [TokenOut.from_record(r) for r in records]
 
 

@@ -26,13 +26,13 @@ Writer = Annotated[Principal, require(Permission.USERS_WRITE)]
 
 
 async def _user(auth: Auth, user_id: int) -> UserRecord:
-    return await auth.users.get(user_id)
+    return await auth.accounts.user(user_id)
 
 
 @router.get("", summary="List users")
 async def list_users(request: Request, _: Reader) -> list[UserOut]:
     """Every user, by name."""
-    return [UserOut.from_record(u) for u in await get_hub(request).auth.users.list_users()]
+    return [UserOut.from_record(u) for u in await get_hub(request).auth.accounts.all_users()]
 
 
 @router.post("", status_code=201, summary="Add a user")
@@ -101,7 +101,7 @@ async def list_user_tokens(user_id: RowId, request: Request, _: Reader) -> list[
     """A user's tokens, newest first (never the token text)."""
     auth = get_hub(request).auth
     user = await _user(auth, user_id)
-    return [TokenOut.from_record(t) for t in await auth.users.tokens(user.id)]
+    return [TokenOut.from_record(t) for t in await auth.accounts.tokens_of(user.id)]
 
 
 @router.delete("/{user_id}/tokens/{token_id}", status_code=204, summary="Revoke a user's token")

@@ -46,6 +46,23 @@ class Accounts:
         self.passwords = passwords
         self.throttle = throttle
 
+    # -- reads ------------------------------------------------------------------------------
+    async def user(self, user_id: int) -> UserRecord:
+        """One user.
+
+        Raises:
+            UserNotFound: there is none.
+        """
+        return await self.users.get(user_id)
+
+    async def all_users(self) -> list[UserRecord]:
+        """Every user."""
+        return await self.users.list_users()
+
+    async def tokens_of(self, user_id: int) -> list[TokenRecord]:
+        """A user's API tokens (never their secrets)."""
+        return await self.users.tokens(user_id)
+
     # -- users ------------------------------------------------------------------------------
     async def create_user(
         self,

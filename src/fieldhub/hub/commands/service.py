@@ -37,10 +37,11 @@ import heapq
 import logging
 import secrets
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final, Protocol
 
 from fieldhub.clock import now_ms
+from fieldhub.hub.commands.check import CommandRefused, check_command
 from fieldhub.hub.devices.events import DeviceEvent, DeviceRemoving
 from fieldhub.hub.devices.presence import ONLINE, PresenceTracker
 from fieldhub.hub.ingest.batch import PresenceChange
@@ -210,20 +211,78 @@ class CommandService:
     ) -> tuple[BatchRecord | None, list[CommandRecord]]:
         """Create one command per device, store them, and send those whose device is there.
 
-        With ``target`` (how a group was chosen) the commands form a batch, even of one.
+        With ``target`` (how a group was chosen) the commands form a batch, even of one
+        (:meth:`submit_group`).
         """
-        now = self._clock()
-        batch = None
         if target is not None:
-            batch = BatchRecord(
-                id=new_batch_id(),
-                action=action,
-                args=dict(args),
-                target=dict(target),
-                size=len(device_ids),
-                created_by=actor,
-                created_at=now,
+            return await self.submit_group(
+                device_ids,
+                action,
+                args,
+                target=target,
+                timeout_s=timeout_s,
+                ttl_s=ttl_s,
+                actor=actor,
+                source=source,
             )
+        return None, await self._submit(
+            device_ids,
+            action,
+            args,
+            None,
+            timeout_s=timeout_s,
+            ttl_s=ttl_s,
+            actor=actor,
+            source=source,
+        )
+
+    async def submit_group(
+        self,
+        device_ids: list[str],
+        action: str,
+        args: Mapping[str, Any],
+        *,
+        target: Mapping[str, Any],
+        timeout_s: float,
+        ttl_s: float,
+        actor: str,
+        source: str = "",
+    ) -> tuple[BatchRecord, list[CommandRecord]]:
+        """:meth:`submit` for a group chosen by ``target``: the commands form a batch."""
+        batch = BatchRecord(
+            id=new_batch_id(),
+            action=action,
+            args=dict(args),
+            target=dict(target),
+            size=len(device_ids),
+            created_by=actor,
+            created_at=self._clock(),
+        )
+        records = await self._submit(
+            device_ids,
+            action,
+            args,
+            batch,
+            timeout_s=timeout_s,
+            ttl_s=ttl_s,
+            actor=actor,
+            source=source,
+        )
+        return batch, records
+
+    async def _submit(
+        self,
+        device_ids: list[str],
+        action: str,
+        args: Mapping[str, Any],
+        batch: BatchRecord | None,
+        *,
+        timeout_s: float,
+        ttl_s: float,
+        actor: str,
+        source: str,
+    ) -> list[CommandRecord]:
+        now = batch.created_at if batch is not None else self._clock()
         records = [
             CommandRecord(
                 id=new_command_id(),
@@ -242,7 +301,7 @@ class CommandService:
         ]
         detail: dict[str, Any] = {"action": action, "args": sorted(args)}
         if batch is not None:
-            detail.update(batch=batch.id, devices=len(records), target=dict(target or {}))
+            detail.update(batch=batch.id, devices=len(records), target=dict(batch.target))
             rows = [audit_row(actor, "device.command", batch.id, "ok", source, detail, ts=now)]
         else:
             rows = [
@@ -264,7 +323,7 @@ class CommandService:
             self._changed(record)
         for device_id in {record.device_id for record in records}:
             self._deliver(device_id)
-        return batch, records
+        return records
 
     async def wait(self, command_ids: Iterable[str], timeout_s: float) -> None:
         """Return when every one of ``command_ids`` has finished, or after ``timeout_s``."""
@@ -305,6 +364,56 @@ class CommandService:
         from the store: a state written while the read runs is not in the rows read, but it is
         in these records (the service changes them in place)."""
         return {**self._flushing, **self._dirty, **self._open}
+
+    def check(
+        self, devices: Iterable[tuple[str, Mapping[str, Any]]], action: str, args: dict[str, Any]
+    ) -> None:
+        """Refuse (and count) a command one of ``devices`` (id, reported state) does not offer.
+
+        Raises:
+            CommandRefused: naming the device and what it offers, or the argument problems.
+        """
+        for device_id, reported in devices:
+            try:
+                check_command(device_id, reported, action, args)
+            except CommandRefused:
+                self.counts["refused"] += 1
+                raise
+
+    async def get(self, command_id: str) -> CommandRecord:
+        """A command as it is now: the live record of one this hub follows, else the stored one.
+
+        Raises:
+            CommandNotFound: there is none.
+        """
+        return self.current(command_id) or await self.store.get(command_id)
+
+    async def of_device(
+        self, device_id: str, *, limit: int, before: int | None = None
+    ) -> list[CommandRecord]:
+        """The device's commands, newest first, each as it is now."""
+        return await self._fresh(self.store.of_device(device_id, limit=limit, before=before))
+
+    async def batch(
+        self, batch_id: str, wait_s: float = 0
+    ) -> tuple[BatchRecord, list[CommandRecord]]:
+        """A group command and its commands as they are now, after waiting up to ``wait_s``
+        for every one to end.
+
+        Raises:
+            CommandNotFound: there is no such batch.
+        """
+        batch = await self.store.batch(batch_id)
+        if wait_s:
+            await self.wait(batch.command_ids, wait_s)
+        return batch, await self._fresh(self.store.of_batch(batch_id))
+
+    async def _fresh(self, read: Awaitable[list[CommandRecord]]) -> list[CommandRecord]:
+        """The live state of commands this hub follows, the stored one of the others. The live
+        records are taken before the read: one finished and written while the read ran would
+        otherwise be neither live any more nor fresh in the rows read."""
+        live = self.following()
+        return [live.get(record.id, record) for record in await read]
 
     def forget_device(self, device_id: str) -> None:
         """The device was deleted: stop following its commands (its rows go with it)."""

@@ -101,6 +101,19 @@ class DeviceLifecycle:
             self._added(record)
         return records
 
+    # -- reads ----------------------------------------------------------------------------------
+    async def get(self, device_id: str) -> DeviceRecord:
+        """A registered device as stored (presence and bookkeeping included).
+
+        Raises:
+            DeviceNotFound: no such device.
+        """
+        return await self.registry.get(device_id)
+
+    async def find(self, labels: dict[str, str] | None = None) -> list[DeviceRecord]:
+        """Devices carrying every one of ``labels`` (all devices without)."""
+        return await self.registry.list(labels)
+
     # -- changes --------------------------------------------------------------------------------
     async def create(
         self,

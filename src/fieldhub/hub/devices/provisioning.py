@@ -19,6 +19,7 @@ from fieldhub.hub.errors import Gone, Invalid, Refused
 from fieldhub.hub.store.claims import (
     ClaimConflict,
     ClaimError,
+    ClaimStatus,
     ClaimStore,
     ClaimToken,
     DeviceClaim,
@@ -77,10 +78,29 @@ class Provisioning:
         self._issue = issue
         self._audit = audit
 
-    @property
-    def store(self) -> ClaimStore:
-        """The claim store, for listing tokens and claims."""
-        return self._store
+    async def claim_of(self, device_id: str) -> DeviceClaim:
+        """The claim of ``device_id``.
+
+        Raises:
+            ClaimNotFound: there is none.
+        """
+        return await self._store.get(device_id)
+
+    async def claims(self, status: ClaimStatus | None = None) -> list[DeviceClaim]:
+        """Every claim, or those in ``status``."""
+        return await self._store.claims(status)
+
+    async def tokens(self) -> list[ClaimToken]:
+        """Every claim token (never its secret)."""
+        return await self._store.tokens()
+
+    async def token(self, token_id: int) -> ClaimToken:
+        """One claim token.
+
+        Raises:
+            ClaimNotFound: there is none.
+        """
+        return await self._store.token(token_id)
 
     async def create_token(
         self,
