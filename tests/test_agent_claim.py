@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from fieldhub.agent.claim import CREDENTIALS_FILE, POLL_FILE, ClaimSettings
+from fieldhub.agent.claim import CREDENTIALS_FILE, POLL_FILE, Claimer, ClaimError, ClaimSettings
 from fieldhub.agent.config import (
     AgentConfig,
     ClaimSection,
@@ -369,3 +369,14 @@ def test_the_examples_claim_alternative_loads(tmp_path: Path):
     assert claim is not None
     assert claim.url.startswith("https://")
     assert claim.token_file is not None
+
+
+async def test_a_claim_the_hub_finds_invalid_says_what_the_hub_said(hub: Hub, tmp_path: Path):
+    """A 422 carries a list of errors; the agent's message gives their texts (never the values
+    sent, which the hub does not echo), not just the status."""
+    token = await _claim_token(hub)
+    async with served(hub) as url:
+        claimer = Claimer(ClaimSection(url=url, token=token), "Not A Device Id", tmp_path, FAST)
+        with pytest.raises(ClaimError, match=r"HTTP 422: device id must be") as refused:
+            await asyncio.wait_for(claimer.credentials(), 15)
+    assert token not in str(refused.value)

@@ -311,8 +311,13 @@ class Claimer:
             detail = msgspec.json.decode(data, type=_Problem).detail
         except msgspec.DecodeError:
             detail = None
-        # Only the hub's own wording: a validation error's detail may echo what was sent.
-        said = f": {detail}" if isinstance(detail, str) else ""
+        # Only the hub's own wording: its message, or the messages of its list of validation
+        # errors (which name the field and the rule, never the value sent).
+        if isinstance(detail, list):
+            detail = "; ".join(
+                str(item["msg"]) for item in detail if isinstance(item, dict) and "msg" in item
+            )
+        said = f": {detail}" if isinstance(detail, str) and detail else ""
         return ClaimError(
             f"the hub at {self.hub} answered the {what} with HTTP {status}{said}"
             " (is hub.claim.url the hub's address?)"

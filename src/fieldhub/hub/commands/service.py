@@ -47,6 +47,8 @@ from fieldhub.hub.devices.presence import ONLINE, PresenceTracker
 from fieldhub.hub.ingest.batch import PresenceChange
 from fieldhub.hub.store.audit import audit_row
 from fieldhub.hub.store.commands import BatchRecord, CommandRecord, CommandStore
+from fieldhub.hub.store.health import storage_problem
+from fieldhub.logthrottle import LogThrottle, held_back
 from fieldhub.protocol import Channel, Command, Reply, encode, topic_for
 
 log = logging.getLogger(__name__)
@@ -134,6 +136,7 @@ class CommandService:
         so that no write is cut off with its database connection checked out."""
         self._wake = asyncio.Event()
         self._listeners: list[ChangeListener] = []
+        self._log_throttle = LogThrottle()
         self.counts: Counter[str] = Counter()
         """Commands by how they ended (succeeded, failed, timed_out, expired, late), replies
         by what became of them (duplicate_reply), since the hub started."""
@@ -174,8 +177,14 @@ class CommandService:
                 await asyncio.sleep(_FLUSH_LINGER_S)  # let a burst of replies share a commit
                 try:
                     await self.flush()
-                except Exception:  # kept for the next round; the live states stay right
-                    log.exception("cannot write command states; trying again in 1 s")
+                except Exception as exc:  # kept for the next round; the live states stay right
+                    # A full disk is logged once by the storage health; anything else once a
+                    # minute, with its traceback, not every second.
+                    held = self._log_throttle.due(type(exc))
+                    if held is not None and storage_problem(exc) is None:
+                        log.exception(
+                            "cannot write command states; trying again in 1 s%s", held_back(held)
+                        )
                     await asyncio.sleep(1.0)
 
     async def flush(self) -> None:
