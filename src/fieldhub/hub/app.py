@@ -37,6 +37,9 @@ from fieldhub.hub.ingest.pipeline import Ingest, IngestSettings
 from fieldhub.hub.ingest.stats import IngestStats
 from fieldhub.hub.ingest.writer import IngestWriter
 from fieldhub.hub.live.fanout import LiveHub
+from fieldhub.hub.notify.channels.email import SmtpServer
+from fieldhub.hub.notify.service import NotificationService
+from fieldhub.hub.notify.worker import DeliverySettings
 from fieldhub.hub.store.audit import AuditLog
 from fieldhub.hub.store.claims import ClaimStore
 from fieldhub.hub.store.commands import CommandStore
@@ -46,7 +49,7 @@ from fieldhub.hub.store.devices import DeviceRegistry
 from fieldhub.hub.store.health import StorageHealth
 from fieldhub.hub.store.queries import Queries
 from fieldhub.hub.store.twin import TwinStore
-from fieldhub.hub.store.writes import writes_for
+from fieldhub.hub.store.writes import Writes, writes_for
 from fieldhub.private_files import private_dir
 from fieldhub.protocol import Channel, hub_subscriptions, topic_for
 
@@ -99,6 +102,7 @@ class Hub:
         self._ingest: Ingest | None = None
         self._presence: PresenceTracker | None = None
         self._commands: CommandService | None = None
+        self._notifications: NotificationService | None = None
 
     # -- parts, available once started ------------------------------------------------------
     @property
@@ -128,6 +132,13 @@ class Hub:
         if self._commands is None:
             raise RuntimeError("the hub is not started")
         return self._commands
+
+    @property
+    def notifications(self) -> NotificationService:
+        """Notification channels, the outbox and its delivery worker."""
+        if self._notifications is None:
+            raise RuntimeError("the hub is not started")
+        return self._notifications
 
     @property
     def identities(self) -> DeviceIdentities:
@@ -218,6 +229,10 @@ class Hub:
             ingest.announce()
         await self.twin.republish()  # the embedded broker forgot its retained messages
         await commands.load()  # unfinished commands of this instance go out again
+        # Notifications: the outbox in the store, delivered by a task of its own (never on
+        # ingest's path); what this instance had claimed before a stop is due again.
+        self._notifications = self._notification_service(writes, bus)
+        self._stack.push_async_callback(self._notifications.close)  # after the worker stops
         # Messages that arrived while connecting wait in the open batch for the commit loop.
         self._tasks = [
             asyncio.create_task(ingest.run(), name="ingest-commit"),
@@ -226,6 +241,7 @@ class Hub:
             asyncio.create_task(self.identities.run(), name="device-credentials-sync"),
             asyncio.create_task(self.live.run(), name="live"),
             asyncio.create_task(self.auth.token_use.run(), name="token-use"),
+            asyncio.create_task(self._notifications.run(), name="notifications"),
         ]
         # Unwound before the bus closes: the last commit's acks still reach the devices.
         self._stack.push_async_callback(self._stop_tasks)
@@ -266,6 +282,41 @@ class Hub:
         await self.ingest.flush()  # commit and acknowledge what was accepted
         await self.commands.flush()  # the last command states
         await self.auth.token_use.flush()  # when API tokens were last used
+
+    def _notification_service(self, writes: Writes, bus: HubBus) -> NotificationService:
+        settings = self.settings
+        smtp = None
+        if settings.smtp_host:
+            password = settings.smtp_password
+            smtp = SmtpServer(
+                host=settings.smtp_host,
+                port=settings.smtp_port,
+                starttls=settings.smtp_starttls,
+                sender=settings.smtp_from,
+                user=settings.smtp_user,
+                password=password.get_secret_value() if password is not None else None,
+            )
+
+        async def publish(topic: str, payload: bytes) -> None:
+            bus.publish(topic, payload, qos=1)
+            await bus.flushed()
+
+        return NotificationService(
+            self.engine,
+            writes,
+            settings=DeliverySettings(
+                max_attempts=settings.notify_max_attempts,
+                retry_s=settings.notify_retry_s,
+                retry_max_s=settings.notify_retry_max_s,
+                timeout_s=settings.notify_timeout_s,
+                concurrency=settings.notify_concurrency,
+            ),
+            instance=settings.instance,
+            smtp=smtp,
+            publish=publish,
+            connected=lambda: bus.connected,
+            audit=self.audit.record,
+        )
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         if self._ingest is not None:
