@@ -20,6 +20,7 @@ from fieldhub.hub.api import (
     commands,
     devices,
     events,
+    notifications,
     tokens,
     users,
     web,
@@ -85,6 +86,8 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     app.include_router(tokens.router)
     app.include_router(users.router)
     app.include_router(audit.router)
+    app.include_router(notifications.channels)
+    app.include_router(notifications.outbox)
     app.include_router(claims.device_router)
     app.include_router(claims.operator_router)
     app.include_router(live_router)  # the /api/live WebSocket (docs/live.md)
