@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from fieldhub.hub.app import Hub
 from fieldhub.hub.notify import NewNotification, enqueue
 from fieldhub.hub.notify.records import NotificationRecord
+from fieldhub.mqtt import MqttClient
 from tests.support.receivers import HANG, MailBox, WebhookReceiver, smtp_server, webhook_receiver
 from tests.waiting import eventually
 
@@ -339,3 +341,50 @@ async def test_an_unreachable_smtp_server_is_retried(make_hub: Any):
     assert len(log) == 2
     assert not any(d.ok for d in log)
     assert log[0].error  # says why (connection refused)
+
+
+# -- MQTT ------------------------------------------------------------------------------------------
+async def test_an_mqtt_notification_is_published_on_the_embedded_broker(make_hub: Any):
+    async with make_hub(**FAST) as hub:
+        channel = await hub.notifications.create_channel(
+            "ops topic", "mqtt", {"topic": "ops/alarms"}, actor="test"
+        )
+        await hub.notifications.enqueue([item(channel.id, "k")])
+        delivered = await settled(hub, "delivered")
+        _, log = await hub.notifications.notification(delivered.id)
+        assert hub.broker is not None
+        violations = hub.broker.violations
+    assert [(d.ok, d.status) for d in log] == [(True, "puback")]
+    assert not violations  # the hub may publish under fh/notify/
+
+
+@pytest.mark.mosquitto
+async def test_an_mqtt_notification_reaches_a_subscriber_on_mosquitto(
+    make_hub: Any, mosquitto: Any
+):
+    received: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+    reader = MqttClient(
+        mosquitto.host,
+        mosquitto.port,
+        client_id="notify-reader",
+        username=mosquitto.admin_username,
+        password=mosquitto.admin_password,
+        on_message=lambda topic, payload: received.put_nowait((topic, payload)),
+    )
+    await reader.connect()
+    try:
+        await reader.subscribe([("fh/notify/#", 1)])
+        async with make_hub(broker="mosquitto", **FAST) as hub:
+            channel = await hub.notifications.create_channel(
+                "ops topic", "mqtt", {"topic": "ops/alarms"}, actor="test"
+            )
+            await hub.notifications.enqueue([item(channel.id, "k")])
+            delivered = await settled(hub, "delivered")
+            topic, payload = await asyncio.wait_for(received.get(), 10)
+    finally:
+        await reader.close()
+    assert topic == "fh/notify/ops/alarms"
+    message = json.loads(payload)
+    assert message["id"] == delivered.id
+    assert message["event"] == "alarm.raised"
+    assert message["data"] == {"device": "atm-1"}
