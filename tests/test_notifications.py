@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from fieldhub.hub.app import Hub
+from fieldhub.hub.config import HubSettings
 from fieldhub.hub.notify import NewNotification, enqueue
 from fieldhub.hub.notify.records import NotificationRecord
 from fieldhub.mqtt import MqttClient
@@ -388,3 +389,58 @@ async def test_an_mqtt_notification_reaches_a_subscriber_on_mosquitto(
     assert message["id"] == delivered.id
     assert message["event"] == "alarm.raised"
     assert message["data"] == {"device": "atm-1"}
+
+
+# -- stopping, and several hubs ------------------------------------------------------------------
+async def test_a_stopping_hub_lets_a_send_under_way_finish_and_records_it(
+    make_hub: Any, receiver: WebhookReceiver, tmp_path: Path
+):
+    receiver.delay_s = 0.5  # answers 200, slowly
+    data = tmp_path / "stop"
+    async with make_hub(data=data, **FAST) as first:
+        channel_id = await webhook(first, receiver)
+        await first.notifications.enqueue([item(channel_id, "k")])
+        await eventually(lambda: receiver.to("/hook"), "the request under way")
+    # stopped while the receiver was still answering: the answer came within the grace
+
+    receiver.delay_s = 0.0
+    async with make_hub(data=data, **FAST) as second:
+        [done] = await second.notifications.notifications()
+        await asyncio.sleep(0.3)
+    assert done.state == "delivered"
+    assert len(receiver.to("/hook")) == 1  # recorded before the stop: not sent again
+
+
+@pytest.mark.postgres
+async def test_two_hubs_on_one_database_deliver_each_notification_once(
+    postgres: Any, receiver: WebhookReceiver, tmp_path: Path, uid: str
+):
+    url = await asyncio.to_thread(postgres.create_database, f"two_{uid}")
+    receiver.delay_s = 0.02
+
+    def settings(name: str) -> HubSettings:
+        return HubSettings(
+            data=tmp_path / name,
+            instance=f"{name}{uid}",
+            mqtt="127.0.0.1:0",
+            http="127.0.0.1:0",
+            db=url,
+            **FAST,
+        )
+
+    async with Hub(settings("a")) as a, Hub(settings("b")) as b:
+        channel_id = await webhook(a, receiver)
+        await a.notifications.enqueue([item(channel_id, f"k{n}") for n in range(60)])
+        b.notifications.wake()  # both claim at once
+
+        async def all_delivered() -> bool:
+            found = await a.notifications.notifications(state="delivered", limit=100)
+            return len(found) == 60
+
+        await eventually(all_delivered, "60 notifications delivered")
+        counts = (a.notifications.worker.counts.delivered, b.notifications.worker.counts.delivered)
+    ids = [r.headers["x-fieldhub-delivery"] for r in receiver.to("/hook")]
+    assert len(ids) == 60
+    assert len(set(ids)) == 60
+    assert sum(counts) == 60
+    assert min(counts) > 0  # both hubs took a share

@@ -48,6 +48,7 @@ class WebhookReceiver:
     def __init__(self) -> None:
         self.requests: list[Received] = []
         self.script: dict[str, list[int | str]] = {}
+        self.delay_s = 0.0  # before every answer
         self.port = 0
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
@@ -93,6 +94,8 @@ class WebhookReceiver:
                 answer = queued.pop(0) if queued else 200
                 if answer == HANG:
                     await asyncio.Event().wait()  # until the client gives up (or the end)
+                if self.delay_s:
+                    await asyncio.sleep(self.delay_s)
                 writer.write(f"HTTP/1.1 {answer} X\r\ncontent-length: 0\r\n\r\n".encode())
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):

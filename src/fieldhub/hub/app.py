@@ -262,6 +262,9 @@ class Hub:
 
     async def _stop_tasks(self) -> None:
         self.bus.pause_reading()  # what the broker still holds waits for the next start
+        # Notifications first, while the bus still runs: an MQTT notification under way can
+        # still be acknowledged; the worker ends between its writes, never inside one.
+        await self.notifications.stop()
         # Cancel only between commits: a commit cancelled while the database finishes it in
         # its own thread would leave ingest's sequence state behind the store, and the final
         # flush would then write that stale state back (a resent message stored twice). The

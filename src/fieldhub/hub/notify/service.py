@@ -77,6 +77,11 @@ class NotificationService:
         """Deliver until cancelled (a hub task)."""
         await self.worker.run()
 
+    async def stop(self) -> None:
+        """Stop delivering: sends under way get a short grace, are recorded, or stay pending
+        for the next start (see ``DeliveryWorker.stop``)."""
+        await self.worker.stop(self.worker.settings.stop_grace_s)
+
     def wake(self) -> None:
         """Deliver now what was just committed to the outbox."""
         self.worker.wake()

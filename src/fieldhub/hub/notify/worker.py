@@ -48,6 +48,8 @@ class DeliverySettings:
     concurrency: int = 8
     poll_s: float = 5.0
     """Longest sleep between two looks at the outbox when nothing wakes the worker."""
+    stop_grace_s: float = 2.0
+    """How long a stopping hub lets sends under way finish (and be recorded)."""
 
     @property
     def lease_ms(self) -> int:
@@ -100,6 +102,10 @@ class DeliveryWorker:
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
         self._inflight: set[str] = set()
+        self._sends: set[asyncio.Future[Outcome]] = set()
+        self._stopping = False
+        self._running = False
+        self._stopped = asyncio.Event()
         self.counts = DeliveryCounts()
 
     def wake(self) -> None:
@@ -112,20 +118,40 @@ class DeliveryWorker:
         return len(self._inflight)
 
     async def run(self) -> None:
-        """Deliver until cancelled; sends under way are cancelled with it (and sent again
-        after the next start: see the module's text)."""
-        released = await self._writes.run(
-            partial(release_leases, instance=self._instance, now=self._clock())
-        )
-        if released:
-            log.info("%d notifications claimed before the last stop are due again", released)
-        async with asyncio.TaskGroup() as sends:
-            while True:
-                self._wake.clear()
-                wait = await self._claim_and_start(sends)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        await self._wake.wait()
+        """Deliver until :meth:`stop` (or cancelled: then sends under way are cut off too, and
+        sent again after the next start, see the module's text)."""
+        self._running = True
+        try:
+            released = await self._writes.run(
+                partial(release_leases, instance=self._instance, now=self._clock())
+            )
+            if released:
+                log.info("%d notifications claimed before the last stop are due again", released)
+            async with asyncio.TaskGroup() as sends:
+                while not self._stopping:
+                    self._wake.clear()
+                    wait = await self._claim_and_start(sends)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(wait):
+                            await self._wake.wait()
+        finally:
+            self._running = False
+            self._stopped.set()
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop claiming, give the sends under way ``grace_s`` to finish, cut off the rest
+        (unrecorded: pending, leased to this instance, due at once at its next start), and
+        return once every attempt that finished is recorded. Nothing is cancelled inside a
+        database write, so no transaction is left half done."""
+        self._stopping = True
+        self._wake.set()
+        if not self._running:
+            return
+        if self._sends:
+            await asyncio.wait(list(self._sends), timeout=grace_s)
+        for send in list(self._sends):
+            send.cancel()
+        await self._stopped.wait()
 
     async def _claim_and_start(self, sends: asyncio.TaskGroup) -> float:
         """Start what is due; how long to sleep unless woken."""
@@ -163,7 +189,17 @@ class DeliveryWorker:
         try:
             at = self._clock()
             started = time.monotonic()
-            outcome = await self._attempt(notification, channel)
+            send = asyncio.ensure_future(self._attempt(notification, channel))
+            self._sends.add(send)
+            try:
+                outcome = await send
+            except asyncio.CancelledError:
+                if self._stopping and send.cancelled():  # cut off by stop(): not recorded
+                    log.info("notification %s: cut off by the hub's stop", notification.id)
+                    return
+                raise
+            finally:
+                self._sends.discard(send)
             latency_ms = int((time.monotonic() - started) * 1000)
             await self._record(notification, outcome, at, latency_ms)
         finally:
