@@ -168,6 +168,10 @@ async def test_a_test_message_is_delivered_and_its_log_shown(hub: Hub, receiver:
         assert (await api.get("/api/notifications/not-an-id")).status_code == 422
         missing_channel = await api.post("/api/notification-channels/999999/test")
         assert missing_channel.status_code == 404
+        metrics = (await api.get("/metrics")).text
+        assert 'fieldhub_notification_attempts_total{outcome="delivered"} 1.0' in metrics
+        assert 'fieldhub_notification_attempts_total{outcome="retried"} 1.0' in metrics
+        assert 'fieldhub_notification_attempts_total{outcome="dead"} 0.0' in metrics
 
     request = receiver.to("/hook")[-1]
     assert request.headers["x-fieldhub-event"] == "test"

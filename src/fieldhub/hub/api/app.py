@@ -71,6 +71,8 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
             _BusState(hub),
             lambda: hub.commands.counts,
             lambda: hub.broker.violations if hub.broker else {},
+            # read at scrape time: the hub may start after the app exists
+            notifications=lambda: hub.notifications.worker.counts.as_dict(),  # noqa: PLW0108
         )
     )
     app.add_middleware(BodySizeLimit, max_bytes=max_body)

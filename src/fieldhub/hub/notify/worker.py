@@ -74,6 +74,10 @@ class DeliveryCounts:
     retried: int = 0
     dead: int = 0
 
+    def as_dict(self) -> dict[str, int]:
+        """By outcome, for the metrics."""
+        return {"delivered": self.delivered, "retried": self.retried, "dead": self.dead}
+
 
 class DeliveryWorker:
     """Delivers the outbox (see the module's text).
