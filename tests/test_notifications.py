@@ -8,6 +8,8 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
+import random
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,8 +21,10 @@ from fieldhub.hub.app import Hub
 from fieldhub.hub.config import HubSettings
 from fieldhub.hub.notify import NewNotification, enqueue
 from fieldhub.hub.notify.records import NotificationRecord
+from fieldhub.hub.notify.worker import DeliverySettings, retry_delay_s
 from fieldhub.mqtt import MqttClient
 from tests.support.receivers import HANG, MailBox, WebhookReceiver, smtp_server, webhook_receiver
+from tests.support.servers import free_port
 from tests.waiting import eventually
 
 SECRET = "s3cret-for-tests"
@@ -328,11 +332,19 @@ async def test_an_smtp_server_that_refuses_is_retried_and_logged(
     assert "try again later" in log[0].error
 
 
-async def test_an_unreachable_smtp_server_is_retried(make_hub: Any):
-    from tests.support.servers import free_port
-
-    smtp = {"smtp_host": "127.0.0.1", "smtp_port": free_port(), "smtp_starttls": False}
+async def test_an_unreachable_smtp_server_is_retried_and_its_password_never_shown(
+    make_hub: Any, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.DEBUG)
+    smtp = {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": free_port(),
+        "smtp_starttls": False,
+        "smtp_user": "fieldhub",
+        "smtp_password": "smtp-password-never-shown",
+    }
     async with make_hub(notify_max_attempts=2, **smtp, **FAST) as hub:
+        assert "smtp-password-never-shown" not in repr(hub.settings)
         channel = await hub.notifications.create_channel(
             "ops mail", "email", {"to": ["ops@example.org"]}, actor="test"
         )
@@ -342,6 +354,17 @@ async def test_an_unreachable_smtp_server_is_retried(make_hub: Any):
     assert len(log) == 2
     assert not any(d.ok for d in log)
     assert log[0].error  # says why (connection refused)
+    assert "smtp-password-never-shown" not in caplog.text
+    assert all("smtp-password-never-shown" not in d.error for d in log)
+
+
+def test_retries_wait_doubling_with_jitter_up_to_the_ceiling():
+    settings = DeliverySettings(retry_s=5.0, retry_max_s=600.0)
+    rng = random.Random(7)
+    for failures, ceiling in [(1, 5.0), (2, 10.0), (3, 20.0), (7, 320.0), (8, 600.0), (90, 600.0)]:
+        waits = [retry_delay_s(failures, settings, rng) for _ in range(200)]
+        assert all(ceiling / 2 <= wait <= ceiling for wait in waits), failures
+        assert max(waits) - min(waits) > ceiling / 4  # spread: no thundering herd
 
 
 # -- MQTT ------------------------------------------------------------------------------------------
