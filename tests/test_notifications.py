@@ -312,6 +312,14 @@ async def test_an_email_arrives_with_subject_and_body(make_hub: Any, mailbox: tu
     assert [(d.ok, d.status) for d in log] == [(True, "250")]
 
 
+async def test_a_webhook_answer_with_a_large_body_is_not_read(hub: Hub, receiver: WebhookReceiver):
+    receiver.big_body = 50 * 1024 * 1024  # announced, and sent until the client goes away
+    channel_id = await webhook(hub, receiver)
+    await hub.notifications.enqueue([item(channel_id, "k")])
+    delivered = await settled(hub, "delivered")
+    assert delivered.attempts == 1
+
+
 async def test_an_smtp_server_that_refuses_is_retried_and_logged(
     make_hub: Any, mailbox: tuple[MailBox, int]
 ):

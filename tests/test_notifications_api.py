@@ -87,6 +87,11 @@ async def test_a_channel_is_made_read_changed_and_deleted_without_showing_its_se
         ),
         ({"kind": "webhook", "config": {}}, ["body", "config", "url"], "url"),
         (
+            {"kind": "webhook", "config": {"url": "https://me:pw@example.org/hook"}},
+            ["body", "config", "url"],
+            "credentials",
+        ),
+        (
             {"kind": "webhook", "config": {"url": "http://x", "colour": "red"}},
             ["body", "config", "colour"],
             "colour",

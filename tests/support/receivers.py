@@ -49,6 +49,7 @@ class WebhookReceiver:
         self.requests: list[Received] = []
         self.script: dict[str, list[int | str]] = {}
         self.delay_s = 0.0  # before every answer
+        self.big_body = 0  # > 0: answer 200 with a body this long (zeros), written slowly
         self.port = 0
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
@@ -96,12 +97,23 @@ class WebhookReceiver:
                     await asyncio.Event().wait()  # until the client gives up (or the end)
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
+                if self.big_body:
+                    await self._big(writer)
+                    continue
                 writer.write(f"HTTP/1.1 {answer} X\r\ncontent-length: 0\r\n\r\n".encode())
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             writer.close()
+
+    async def _big(self, writer: asyncio.StreamWriter) -> None:
+        writer.write(f"HTTP/1.1 200 OK\r\ncontent-length: {self.big_body}\r\n\r\n".encode())
+        chunk = bytes(64 * 1024)
+        for _ in range(self.big_body // len(chunk)):
+            writer.write(chunk)
+            await writer.drain()
+            await asyncio.sleep(0.01)
 
 
 @asynccontextmanager

@@ -64,6 +64,12 @@ def _webhook(config: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Invalid(f"url {url[:200]!r} must be an http:// or https:// URL", _loc("url"))
+    if parts.username is not None or parts.password is not None:
+        # The URL is shown to admins in every answer: credentials in it would be too.
+        raise Invalid(
+            "url must not hold credentials (user:password@): sign with the channel's secret",
+            _loc("url"),
+        )
     secret = config.get("secret", old.get("secret", ""))
     if not isinstance(secret, str) or len(secret) > MAX_SECRET:
         raise Invalid(f"secret must be a string of at most {MAX_SECRET} characters", _loc("secret"))

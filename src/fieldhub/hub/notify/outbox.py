@@ -17,7 +17,7 @@ hubs claiming at the same moment from taking the same rows.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from sqlalchemy import and_, func, insert, or_, select, update
@@ -144,7 +144,7 @@ def _notification(row: RowMapping) -> NotificationRecord:
     )
 
 
-def channel_record(row: RowMapping) -> ChannelRecord:
+def channel_record(row: Mapping[Any, Any]) -> ChannelRecord:
     """A channel from its row."""
     return ChannelRecord(
         id=row["id"],
@@ -188,7 +188,7 @@ def claim(
     for row in conn.execute(query).mappings():
         channel = None
         if row["ch_id"] is not None:
-            channel = channel_record({c.name: row[f"ch_{c.name}"] for c in channels.c})  # type: ignore[arg-type]
+            channel = channel_record({c.name: row[f"ch_{c.name}"] for c in channels.c})
         claimed.append((_notification(row), channel))
     if claimed:
         conn.execute(

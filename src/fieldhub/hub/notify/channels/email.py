@@ -63,11 +63,13 @@ class EmailSender:
         message["To"] = ", ".join(channel.config["to"])
         message["Subject"] = notification.subject
         message["Date"] = formatdate(localtime=False)
-        message["Message-ID"] = make_msgid(idstring=notification.id)
+        # The sender's domain, not make_msgid's default (a DNS lookup of this host, blocking).
+        domain = server.sender.rpartition("@")[2] or "localhost"
+        message["Message-ID"] = make_msgid(idstring=notification.id, domain=domain)
         message["X-Fieldhub-Delivery"] = notification.id
         message.set_content(render_text(notification))
         try:
-            await aiosmtplib.send(
+            refused, _reply = await aiosmtplib.send(
                 message,
                 hostname=server.host,
                 port=server.port,
@@ -80,8 +82,10 @@ class EmailSender:
             return Outcome(False, status=str(exc.code), error=f"SMTP {exc.code} {exc.message}")
         except (aiosmtplib.SMTPException, OSError) as exc:
             return Outcome(False, error=f"{type(exc).__name__}: {exc}")
-        # send() returns only when the server answered DATA with 250 (its text is not the code).
-        return Outcome(True, status="250")
+        # send() returns only when the server answered DATA with 250 (its text is not the code),
+        # having taken at least one recipient; those it refused are in the log.
+        note = "; ".join(f"{to}: {answer.code} {answer.message}" for to, answer in refused.items())
+        return Outcome(True, status="250", error=f"refused recipients: {note}" if note else "")
 
     async def close(self) -> None:
         """Nothing kept open: one connection per message."""

@@ -68,17 +68,19 @@ class WebhookSender:
         if secret:
             headers["X-Fieldhub-Signature"] = sign(str(secret), timestamp, body)
         try:
-            answer = await self._client.post(
-                str(channel.config["url"]), content=body, headers=headers
-            )
+            # Streamed and closed unread: only the status matters, and a receiver that
+            # answers with a large or endless body costs nothing.
+            async with self._client.stream(
+                "POST", str(channel.config["url"]), content=body, headers=headers
+            ) as answer:
+                code, reason = answer.status_code, answer.reason_phrase
         except httpx.HTTPError as exc:
             return Outcome(
                 False, error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             )
-        code = answer.status_code
         if 200 <= code < 300:
             return Outcome(True, status=str(code))
-        error = f"HTTP {code} {answer.reason_phrase}".strip()
+        error = f"HTTP {code} {reason}".strip()
         permanent = 400 <= code < 500 and code not in RETRIED_4XX
         return Outcome(False, status=str(code), error=error, permanent=permanent)
 
