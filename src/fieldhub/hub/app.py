@@ -200,6 +200,11 @@ class Hub:
         commands = CommandService(
             CommandStore(self.engine, writes), bus, presence, instance=settings.instance
         )
+        # Notifications: the outbox in the store, delivered by a task of its own (never on
+        # ingest's path); what this instance had claimed before a stop is due again. Made
+        # here so that what notifies (alarms) can be given it; it delivers once started.
+        self._notifications = self._notification_service(writes, bus)
+        self._stack.push_async_callback(self._notifications.close)  # after the worker stops
         ingest.on_reply(commands.on_reply)
         ingest.on_commit(lambda _batch: bus.healthy())  # data came through: reconnect fast
         ingest.on_commit(self.directory.committed)
@@ -229,10 +234,6 @@ class Hub:
             ingest.announce()
         await self.twin.republish()  # the embedded broker forgot its retained messages
         await commands.load()  # unfinished commands of this instance go out again
-        # Notifications: the outbox in the store, delivered by a task of its own (never on
-        # ingest's path); what this instance had claimed before a stop is due again.
-        self._notifications = self._notification_service(writes, bus)
-        self._stack.push_async_callback(self._notifications.close)  # after the worker stops
         # Messages that arrived while connecting wait in the open batch for the commit loop.
         self._tasks = [
             asyncio.create_task(ingest.run(), name="ingest-commit"),

@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from fieldhub.clock import now_ms
 from fieldhub.hub.errors import Invalid
 from fieldhub.hub.notify.records import (
     ChannelRecord,
@@ -92,8 +93,10 @@ def _row(item: NewNotification, now: int) -> dict[str, Any]:
     }
 
 
-def enqueue(conn: Connection, items: Sequence[NewNotification], *, now: int) -> int:
+def enqueue(conn: Connection, items: Sequence[NewNotification], *, now: int | None = None) -> int:
     """Add ``items`` to the outbox, in the caller's transaction; how many were new.
+
+    ``now`` (epoch ms, default the clock) is their creation and first due time.
 
     Idempotent on ``dedup_key``: a key already in the outbox (in any state) is skipped, by the
     database (``INSERT … ON CONFLICT DO NOTHING``), so two transactions racing with the same
@@ -102,6 +105,8 @@ def enqueue(conn: Connection, items: Sequence[NewNotification], *, now: int) -> 
     Raises:
         Invalid: a dedup key or event out of bounds (the transaction fails: it is a bug).
     """
+    if now is None:
+        now = now_ms()
     seen: set[str] = set()
     rows = []
     for item in items:
