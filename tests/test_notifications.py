@@ -215,6 +215,19 @@ async def test_the_same_dedup_key_twice_is_one_delivery(hub: Hub, receiver: Webh
     assert len(await hub.notifications.notifications()) == 1
 
 
+async def test_a_storm_enqueued_in_one_job_is_stored_once_per_key(hub: Hub):
+    channel = await hub.notifications.create_channel(
+        "held", "webhook", {"url": "http://127.0.0.1:9/"}, enabled=False, actor="test"
+    )
+    items = [item(channel.id, f"alarm-{n}:raised") for n in range(1200)]
+
+    added = await hub.notifications._writes.run(lambda conn: enqueue(conn, items + items[:300]))
+
+    assert added == 1200
+    assert len(await hub.notifications.notifications(limit=1000)) == 1000
+    assert await hub.notifications.enqueue(items[1100:]) == 0
+
+
 async def test_enqueued_in_a_transaction_that_fails_is_never_sent(
     hub: Hub, receiver: WebhookReceiver
 ):

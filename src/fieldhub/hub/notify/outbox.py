@@ -59,6 +59,7 @@ MAX_DEDUP_KEY: Final = 256
 MAX_SUBJECT: Final = 256
 MAX_EVENT: Final = 64
 MAX_ERROR: Final = 1024
+_ROWS_PER_INSERT: Final = 500
 
 
 def _new_id() -> str:
@@ -113,15 +114,17 @@ def enqueue(conn: Connection, items: Sequence[NewNotification], *, now: int | No
         if item.dedup_key not in seen:
             seen.add(item.dedup_key)
             rows.append(_row(item, now))
-    if not rows:
-        return 0
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = (
-        dialect.insert(notifications)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["dedup_key"])
-    )
-    return int(conn.execute(statement).rowcount or 0)
+    added = 0
+    # In slices: one statement's bound values stay far below SQLite's limit (32,766).
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        statement = (
+            dialect.insert(notifications)
+            .values(rows[start : start + _ROWS_PER_INSERT])
+            .on_conflict_do_nothing(index_elements=["dedup_key"])
+        )
+        added += int(conn.execute(statement).rowcount or 0)
+    return added
 
 
 def id_for(conn: Connection, dedup_key: str) -> str | None:
