@@ -16,12 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
+from fieldhub.clock import now_ms
 from fieldhub.hub.app import Hub
 from fieldhub.hub.config import HubSettings
 from fieldhub.hub.notify import NewNotification, enqueue
-from fieldhub.hub.notify.records import NotificationRecord
+from fieldhub.hub.notify.outbox import prune
+from fieldhub.hub.notify.records import NotificationNotFound, NotificationRecord
 from fieldhub.hub.notify.worker import DeliverySettings, retry_delay_s
+from fieldhub.hub.store.schema import notification_deliveries
 from fieldhub.mqtt import MqttClient
 from tests.support.receivers import HANG, MailBox, WebhookReceiver, smtp_server, webhook_receiver
 from tests.support.servers import free_port
@@ -226,6 +230,41 @@ async def test_a_storm_enqueued_in_one_job_is_stored_once_per_key(hub: Hub):
     assert added == 1200
     assert len(await hub.notifications.notifications(limit=1000)) == 1000
     assert await hub.notifications.enqueue(items[1100:]) == 0
+
+
+async def test_finished_notifications_are_pruned_with_their_logs_pending_ones_kept(
+    hub: Hub, receiver: WebhookReceiver
+):
+    receiver.script["/gone"] = [404]
+    done = await webhook(hub, receiver)
+    gone = await webhook(hub, receiver, "/gone")
+    held = await hub.notifications.create_channel(
+        "held", "webhook", {"url": "http://127.0.0.1:9/"}, enabled=False, actor="test"
+    )
+    await hub.notifications.enqueue([item(done, "a"), item(gone, "b"), item(held.id, "c")])
+
+    async def finished() -> bool:
+        states = sorted(n.state for n in await hub.notifications.notifications())
+        return states == ["dead", "delivered", "pending"]
+
+    await eventually(finished, "one delivered, one dead, one held")
+    run = hub.notifications._writes.run
+    assert await run(lambda conn: prune(conn, before=1)) == 0  # nothing that old
+    delivered_id = (await hub.notifications.notifications(state="delivered"))[0].id
+
+    assert await run(lambda conn: prune(conn, before=now_ms() + 1, limit=1)) == 1
+    assert await run(lambda conn: prune(conn, before=now_ms() + 1)) == 1
+
+    [left] = await hub.notifications.notifications()
+    assert left.state == "pending"
+    with pytest.raises(NotificationNotFound):
+        await hub.notifications.notification(delivered_id)
+    log_rows = await run(
+        lambda conn: conn.execute(
+            select(func.count()).select_from(notification_deliveries)
+        ).scalar()
+    )
+    assert log_rows == 0
 
 
 async def test_enqueued_in_a_transaction_that_fails_is_never_sent(

@@ -314,6 +314,7 @@ class Hub:
                 retry_max_s=settings.notify_retry_max_s,
                 timeout_s=settings.notify_timeout_s,
                 concurrency=settings.notify_concurrency,
+                keep_days=settings.notify_keep_days,
             ),
             instance=settings.instance,
             smtp=smtp,

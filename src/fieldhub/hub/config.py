@@ -82,6 +82,9 @@ class HubSettings(BaseSettings):
     notify_timeout_s: float = Field(
         10.0, gt=0, le=300, description="one delivery attempt's time limit"
     )
+    notify_keep_days: int = Field(
+        30, ge=1, le=3650, description="days delivered and dead notifications are kept"
+    )
     notify_concurrency: int = Field(8, ge=1, le=256, description="notifications delivered at once")
 
     @field_validator("broker")

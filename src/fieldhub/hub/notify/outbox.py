@@ -20,7 +20,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -51,6 +51,7 @@ __all__ = [
     "enqueue",
     "get",
     "list_notifications",
+    "prune",
     "record_attempt",
     "release_leases",
 ]
@@ -270,6 +271,26 @@ def bury_channel(conn: Connection, channel_id: int, *, now: int) -> int:
         .values(state="dead", leased_by=None, last_error=f"channel {channel_id} was deleted")
     )
     return int(result.rowcount or 0)
+
+
+def prune(conn: Connection, *, before: int, limit: int = 5000) -> int:
+    """Forget up to ``limit`` delivered and dead notifications created before ``before``,
+    with their delivery logs; how many. A write job, kept short by ``limit`` (the worker
+    prunes again until none is left). Pending ones are never pruned. A pruned notification's
+    dedup key is free again: keys must not repeat within the retention (an alarm id does not).
+    """
+    old = (
+        select(notifications.c.id)
+        .where(notifications.c.state != "pending", notifications.c.created_at < before)
+        .order_by(notifications.c.created_at)
+        .limit(limit)
+    )
+    ids = [row[0] for row in conn.execute(old)]
+    if not ids:
+        return 0
+    conn.execute(delete(deliveries).where(deliveries.c.notification_id.in_(ids)))
+    conn.execute(delete(notifications).where(notifications.c.id.in_(ids)))
+    return len(ids)
 
 
 # -- reads ------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.notify.channels.base import Outcome, Sender
-from fieldhub.hub.notify.outbox import claim, record_attempt, release_leases
+from fieldhub.hub.notify.outbox import claim, prune, record_attempt, release_leases
 from fieldhub.hub.notify.records import ChannelRecord, NotificationRecord, State
 from fieldhub.hub.store.writes import Writes
 
@@ -50,6 +50,9 @@ class DeliverySettings:
     """Longest sleep between two looks at the outbox when nothing wakes the worker."""
     stop_grace_s: float = 2.0
     """How long a stopping hub lets sends under way finish (and be recorded)."""
+    keep_days: float = 30.0
+    """Delivered and dead notifications (and their logs) older than this are pruned."""
+    prune_every_s: float = 3600.0
 
     @property
     def lease_ms(self) -> int:
@@ -131,9 +134,13 @@ class DeliveryWorker:
             )
             if released:
                 log.info("%d notifications claimed before the last stop are due again", released)
+            next_prune = time.monotonic()
             async with asyncio.TaskGroup() as sends:
                 while not self._stopping:
                     self._wake.clear()
+                    if time.monotonic() >= next_prune:
+                        await self._prune()
+                        next_prune = time.monotonic() + self.settings.prune_every_s
                     wait = await self._claim_and_start(sends)
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(wait):
@@ -156,6 +163,22 @@ class DeliveryWorker:
         for send in list(self._sends):
             send.cancel()
         await self._stopped.wait()
+
+    async def _prune(self) -> None:
+        """The outbox is bounded by time: forget what finished ``keep_days`` ago, in short
+        transactions (between them other writes get their turn)."""
+        before = self._clock() - int(self.settings.keep_days * 86_400_000)
+        pruned = 0
+        try:
+            while not self._stopping:
+                done = await self._writes.run(partial(prune, before=before, limit=1000))
+                pruned += done
+                if done < 1000:
+                    break
+        except (SQLAlchemyError, OSError) as exc:  # the next round tries again
+            log.debug("cannot prune notifications: %s", exc)
+        if pruned:
+            log.info("pruned %d notifications finished before %d", pruned, before)
 
     async def _claim_and_start(self, sends: asyncio.TaskGroup) -> float:
         """Start what is due; how long to sleep unless woken."""
