@@ -72,7 +72,7 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
             lambda: hub.commands.counts,
             lambda: hub.broker.violations if hub.broker else {},
             # read at scrape time: the hub may start after the app exists
-            notifications=lambda: hub.notifications.worker.counts.as_dict(),  # noqa: PLW0108
+            notifications=lambda: hub.notifications.attempt_counts(),  # noqa: PLW0108
         )
     )
     app.add_middleware(BodySizeLimit, max_bytes=max_body)

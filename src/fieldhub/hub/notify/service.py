@@ -82,6 +82,10 @@ class NotificationService:
         for the next start (see ``DeliveryWorker.stop``)."""
         await self.worker.stop(self.worker.settings.stop_grace_s)
 
+    def attempt_counts(self) -> dict[str, int]:
+        """Delivery attempts since start by outcome: delivered, retried, dead (metrics)."""
+        return self.worker.counts.as_dict()
+
     def wake(self) -> None:
         """Deliver now what was just committed to the outbox."""
         self.worker.wake()
