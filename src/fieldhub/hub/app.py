@@ -200,11 +200,6 @@ class Hub:
         commands = CommandService(
             CommandStore(self.engine, writes), bus, presence, instance=settings.instance
         )
-        # Notifications: the outbox in the store, delivered by a task of its own (never on
-        # ingest's path); what this instance had claimed before a stop is due again. Made
-        # here so that what notifies (alarms) can be given it; it delivers once started.
-        self._notifications = self._notification_service(writes, bus)
-        self._stack.push_async_callback(self._notifications.close)  # after the worker stops
         ingest.on_reply(commands.on_reply)
         ingest.on_commit(lambda _batch: bus.healthy())  # data came through: reconnect fast
         ingest.on_commit(self.directory.committed)
@@ -212,6 +207,11 @@ class Hub:
         commands.on_change(self.live.command_changed)
         self._bus, self._presence, self._ingest = bus, presence, ingest
         self._commands = commands
+        # Notifications: the outbox in the store, delivered by a task of its own (never on
+        # ingest's path); what this instance had claimed before a stop is due again. Made
+        # here so that what notifies (alarms) can be given it; it delivers once started.
+        self._notifications = self._notification_service(writes, bus)
+        self._stack.push_async_callback(self._notifications.close)  # after the worker stops
         self.devices.use_identities(self.identities)
         self.devices.guard_deletes_with(lambda: ingest.writing)  # no commit holds its rows
         for listener in (
