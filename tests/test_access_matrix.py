@@ -58,6 +58,8 @@ ROLE_RIGHTS = {
         "audit:read",
         "hub:read",
         "metrics:read",
+        "notifications:read",  # channels and the outbox: where alarms go is the admin's
+        "notifications:write",
     },
     # "see and command devices of their sites" (and register them there: provisioning)
     "operator": {*OWN_ACCOUNT, "devices:read", "devices:write", "devices:command", "events:read"},
@@ -225,6 +227,21 @@ class World:
         self.site_of[device_id] = site
         return device_id, receipt.poll_secret
 
+    async def channel(self) -> int:
+        """A webhook channel (to a closed port: its deliveries fail, which is fine here)."""
+        channel = await self.hub.notifications.create_channel(
+            self.fresh("hook"), "webhook", {"url": "http://127.0.0.1:9/hook"}, actor="test"
+        )
+        return channel.id
+
+    async def notification(self) -> str:
+        """A notification in the outbox (held: its channel is disabled)."""
+        channel = await self.hub.notifications.create_channel(
+            self.fresh("held"), "webhook", {"url": "http://127.0.0.1:9/hook"}, actor="test"
+        )
+        await self.hub.notifications.update_channel(channel.id, enabled=False, actor="test")
+        return (await self.hub.notifications.send_test(channel.id, actor="test")).id
+
     async def credentials(self, who: Who) -> dict[str, str]:
         """Headers that present ``who``'s credential (new for every call)."""
         if who.credential == "none":
@@ -297,6 +314,10 @@ class World:
                 token_id, _ = await user_token(self.hub, mine or self.someone)
                 case.values[param] = str(token_id)
                 case.visible &= mine is not None
+            elif param == "channel_id":
+                case.values[param] = str(await self.channel())
+            elif param == "notification_id":
+                case.values[param] = await self.notification()
             else:
                 raise LookupError(f"{route.name}: no object for {{{param}}}; add one to fill()")
 
@@ -352,6 +373,12 @@ class World:
             },
             ("patch", "/api/users/{user_id}"): lambda: {"sites": [site]},
             ("put", "/api/users/{user_id}/password"): lambda: {"password": PASSWORD},
+            ("post", "/api/notification-channels"): lambda: {
+                "name": self.fresh("hook"),
+                "kind": "webhook",
+                "config": {"url": "http://127.0.0.1:9/hook", "secret": "matrix"},
+            },
+            ("patch", "/api/notification-channels/{channel_id}"): lambda: {"enabled": False},
         }
         make = bodies.get((route.method, route.path))
         if make is None:

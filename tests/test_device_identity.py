@@ -469,6 +469,7 @@ def test_the_topic_rules_come_from_the_channel_directions() -> None:
         "fh/v1/d/reject",
     ]
     assert acl.hub_publish_filters() == [
+        "fh/notify/#",  # MQTT notification channels (docs/notifications.md)
         "fh/v1/+/ack",
         "fh/v1/+/cmd",
         "fh/v1/+/desired",
@@ -479,6 +480,9 @@ def test_the_topic_rules_come_from_the_channel_directions() -> None:
     assert not acl.device_may_publish("d", "fh/v1/d/reply/a/b")
     assert not acl.device_may_publish("d", "fh/v1/d/ack")
     assert not acl.hub_may_publish("fh/v1/d/telemetry")
+    assert acl.hub_may_publish("fh/notify/ops/alarms")
+    assert not acl.hub_may_publish("fh/notify/ops/+")
+    assert not acl.hub_may_publish("fh/notify/")
     assert acl.hub_may_subscribe("fh/v1/+/telemetry")
     assert not acl.hub_may_subscribe("#")
 

@@ -38,6 +38,9 @@ from fieldhub.hub.ingest.pipeline import Ingest, IngestSettings
 from fieldhub.hub.ingest.stats import IngestStats
 from fieldhub.hub.ingest.writer import IngestWriter
 from fieldhub.hub.live.fanout import LiveHub
+from fieldhub.hub.notify.channels.email import SmtpServer
+from fieldhub.hub.notify.service import NotificationService
+from fieldhub.hub.notify.worker import DeliverySettings
 from fieldhub.hub.store.audit import AuditLog
 from fieldhub.hub.store.claims import ClaimStore
 from fieldhub.hub.store.commands import CommandStore
@@ -47,7 +50,7 @@ from fieldhub.hub.store.devices import DeviceRegistry
 from fieldhub.hub.store.health import StorageHealth
 from fieldhub.hub.store.queries import Queries
 from fieldhub.hub.store.twin import TwinStore
-from fieldhub.hub.store.writes import writes_for
+from fieldhub.hub.store.writes import Writes, writes_for
 from fieldhub.private_files import private_dir
 from fieldhub.protocol import Channel, hub_subscriptions, topic_for
 
@@ -101,6 +104,7 @@ class Hub:
         self._inbound: Inbound | None = None  # topic → ingest, presence or commands
         self._presence: PresenceTracker | None = None
         self._commands: CommandService | None = None
+        self._notifications: NotificationService | None = None
 
     # -- parts, available once started ------------------------------------------------------
     @property
@@ -137,6 +141,13 @@ class Hub:
         if self._commands is None:
             raise RuntimeError("the hub is not started")
         return self._commands
+
+    @property
+    def notifications(self) -> NotificationService:
+        """Notification channels, the outbox and its delivery worker."""
+        if self._notifications is None:
+            raise RuntimeError("the hub is not started")
+        return self._notifications
 
     @property
     def identities(self) -> DeviceIdentities:
@@ -212,6 +223,11 @@ class Hub:
         commands.on_change(self.live.command_changed)
         self._bus, self._presence, self._ingest = bus, presence, ingest
         self._commands = commands
+        # Notifications: the outbox in the store, delivered by a task of its own (never on
+        # ingest's path); what this instance had claimed before a stop is due again. Made
+        # here so that what notifies (alarms) can be given it; it delivers once started.
+        self._notifications = self._notification_service(writes, bus)
+        self._stack.push_async_callback(self._notifications.close)  # after the worker stops
         self.devices.use_identities(self.identities)
         self.devices.guard_deletes_with(lambda: ingest.writing)  # no commit holds its rows
         for listener in (
@@ -242,6 +258,7 @@ class Hub:
             asyncio.create_task(self.identities.run(), name="device-credentials-sync"),
             asyncio.create_task(self.live.run(), name="live"),
             asyncio.create_task(self.auth.token_use.run(), name="token-use"),
+            asyncio.create_task(self._notifications.run(), name="notifications"),
         ]
         # Unwound before the bus closes: the last commit's acks still reach the devices.
         self._stack.push_async_callback(self._stop_tasks)
@@ -262,6 +279,9 @@ class Hub:
 
     async def _stop_tasks(self) -> None:
         self.bus.pause_reading()  # what the broker still holds waits for the next start
+        # Notifications first, while the bus still runs: an MQTT notification under way can
+        # still be acknowledged; the worker ends between its writes, never inside one.
+        await self.notifications.stop()
         # Cancel only between commits: a commit cancelled while the database finishes it in
         # its own thread would leave ingest's sequence state behind the store, and the final
         # flush would then write that stale state back (a resent message stored twice). The
@@ -282,6 +302,42 @@ class Hub:
         await self.ingest.flush()  # commit and acknowledge what was accepted
         await self.commands.flush()  # the last command states
         await self.auth.token_use.flush()  # when API tokens were last used
+
+    def _notification_service(self, writes: Writes, bus: HubBus) -> NotificationService:
+        settings = self.settings
+        smtp = None
+        if settings.smtp_host:
+            password = settings.smtp_password
+            smtp = SmtpServer(
+                host=settings.smtp_host,
+                port=settings.smtp_port,
+                starttls=settings.smtp_starttls,
+                sender=settings.smtp_from,
+                user=settings.smtp_user,
+                password=password.get_secret_value() if password is not None else None,
+            )
+
+        async def publish(topic: str, payload: bytes) -> None:
+            bus.publish(topic, payload, qos=1)
+            await bus.flushed()
+
+        return NotificationService(
+            self.engine,
+            writes,
+            settings=DeliverySettings(
+                max_attempts=settings.notify_max_attempts,
+                retry_s=settings.notify_retry_s,
+                retry_max_s=settings.notify_retry_max_s,
+                timeout_s=settings.notify_timeout_s,
+                concurrency=settings.notify_concurrency,
+                keep_days=settings.notify_keep_days,
+            ),
+            instance=settings.instance,
+            smtp=smtp,
+            publish=publish,
+            connected=lambda: bus.connected,
+            audit=self.audit.record,
+        )
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         if self._inbound is not None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from fieldhub.hub.store.database import normalize_url, sqlite_url
@@ -61,6 +61,31 @@ class HubSettings(BaseSettings):
         description="addresses or networks (comma-separated) of reverse proxies whose "
         "X-Forwarded-For/-Proto the hub believes; none by default",
     )
+
+    # E-mail notifications (hub/notify/channels/email.py): one SMTP server for the hub.
+    smtp_host: str | None = Field(None, description="SMTP server for e-mail; none = no e-mail")
+    smtp_port: int = Field(587, ge=1, le=65535, description="SMTP server port")
+    smtp_starttls: bool = Field(True, description="upgrade the SMTP connection with STARTTLS")
+    smtp_user: str | None = Field(None, description="SMTP login user; none = no login")
+    smtp_password: SecretStr | None = Field(None, description="SMTP login password", repr=False)
+    smtp_from: str = Field("fieldhub@localhost", max_length=256, description="From: address")
+    # Notification delivery (hub/notify/worker.py).
+    notify_max_attempts: int = Field(
+        10, ge=1, le=1000, description="delivery attempts before a notification is dead"
+    )
+    notify_retry_s: float = Field(
+        5.0, gt=0, le=3600, description="first retry after a failed delivery (doubling)"
+    )
+    notify_retry_max_s: float = Field(
+        600.0, gt=0, le=86400, description="longest wait between two delivery attempts"
+    )
+    notify_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="one delivery attempt's time limit"
+    )
+    notify_keep_days: int = Field(
+        30, ge=1, le=3650, description="days delivered and dead notifications are kept"
+    )
+    notify_concurrency: int = Field(8, ge=1, le=256, description="notifications delivered at once")
 
     @field_validator("broker")
     @classmethod

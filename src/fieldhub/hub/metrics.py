@@ -24,12 +24,14 @@ class HubCollector(Collector):
         broker_connected: object,
         commands: Callable[[], Counter[str]] = Counter,
         violations: Callable[[], Mapping[str, int]] = dict,
+        notifications: Callable[[], Mapping[str, int]] = dict,
     ) -> None:
         self._stats = stats
         self._presence = presence
         self._connected = broker_connected
         self._commands = commands  # read at scrape time: the hub starts after the app exists
         self._violations = violations
+        self._notifications = notifications
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         """Yield every metric family."""
@@ -92,6 +94,16 @@ class HubCollector(Collector):
         for rule, count in sorted(self._violations().items()):
             violations.add_metric([rule], count)
         yield violations
+        attempts = CounterMetricFamily(
+            "fieldhub_notification_attempts",
+            "Notification delivery attempts by outcome (retried: failed, tried again later; "
+            "dead: failed for good)",
+            labels=["outcome"],
+        )
+        tried = self._notifications()
+        for outcome in ("delivered", "retried", "dead"):
+            attempts.add_metric([outcome], tried.get(outcome, 0))
+        yield attempts
         yield GaugeMetricFamily(
             "fieldhub_broker_connected",
             "1 while the hub is connected to its broker",

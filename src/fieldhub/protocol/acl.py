@@ -17,14 +17,17 @@ from fieldhub.protocol.errors import TopicError
 from fieldhub.protocol.topics import (
     DEVICE_TO_HUB,
     HUB_TO_DEVICE,
+    NOTIFY_PREFIX,
     PREFIX,
     Channel,
+    notify_topic,
     parse_topic,
     topic_for,
 )
 
 __all__ = [
     "FORBIDDEN_IN_IDS",
+    "NOTIFY_FILTER",
     "TREE_FILTER",
     "device_may_publish",
     "device_may_receive",
@@ -46,6 +49,9 @@ FORBIDDEN_IN_IDS = frozenset("+#/$\x00")
 ``$`` and NUL. An ACL pattern built from an id that held one could match other devices."""
 
 _TREE = f"{PREFIX}/"
+NOTIFY_FILTER = f"{NOTIFY_PREFIX}/#"
+"""The notification tree: the hub publishes there, devices never read it."""
+_NOTIFY_TREE = f"{NOTIFY_PREFIX}/"
 _WILDCARD = "+"
 _DEVICE_TO_HUB = frozenset(c.value for c in DEVICE_TO_HUB)
 _HUB_TO_DEVICE = frozenset(c.value for c in HUB_TO_DEVICE)
@@ -74,8 +80,9 @@ def device_subscribe_filters(device_id: str) -> list[str]:
 
 
 def hub_publish_filters() -> list[str]:
-    """The filters the hub may publish to: every device's hub→device channels and status."""
-    return sorted(topic_for(_WILDCARD, c) for c in _HUB_PUBLISHES)
+    """The filters the hub may publish to: every device's hub→device channels and status,
+    and the notification tree (MQTT notification channels)."""
+    return sorted([*(topic_for(_WILDCARD, c) for c in _HUB_PUBLISHES), NOTIFY_FILTER])
 
 
 def _channel_of(device_id: str, topic: str, allowed: frozenset[str]) -> bool:
@@ -103,7 +110,14 @@ def device_may_receive(device_id: str, topic: str) -> bool:
 
 
 def hub_may_publish(topic: str) -> bool:
-    """True when ``topic`` is a hub→device channel or the status of some device."""
+    """True when ``topic`` is a hub→device channel or the status of some device, or lies in
+    the notification tree."""
+    if topic.startswith(_NOTIFY_TREE):
+        try:
+            notify_topic(topic[len(_NOTIFY_TREE) :])
+        except TopicError:
+            return False
+        return True
     try:
         parsed = parse_topic(topic)
     except TopicError:

@@ -79,6 +79,28 @@ def topic_for(device_id: str, channel: Channel, suffix: str = "") -> str:
     return f"{base}/{suffix}" if suffix else base
 
 
+NOTIFY_PREFIX = "fh/notify"
+"""The hub's notification tree (MQTT notification channels): outside the device tree, so the
+hub never reads its own notifications back as a device's messages and no device may read them."""
+NOTIFY_TOPIC_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(/[A-Za-z0-9][A-Za-z0-9._-]{0,63}){0,7}$"
+"""A channel's topic below the tree: up to 8 levels of letters, digits, '.', '_', '-'."""
+_NOTIFY_TOPIC = re.compile(NOTIFY_TOPIC_PATTERN)
+
+
+def notify_topic(suffix: str) -> str:
+    """Spell the notification topic ``fh/notify/<suffix>``.
+
+    Raises:
+        TopicError: ``suffix`` is not levels of letters, digits, '.', '_' and '-' (no
+            wildcards, no empty level, at most 8 levels).
+    """
+    if not _NOTIFY_TOPIC.match(suffix):
+        raise TopicError(
+            f"notification topic {suffix!r} must be 1 to 8 levels of letters, digits, '.', '_', '-'"
+        )
+    return f"{NOTIFY_PREFIX}/{suffix}"
+
+
 def parse_topic(topic: str) -> Topic:
     """Split a topic of the tree into device id, channel and suffix.
 

@@ -20,6 +20,7 @@ from fieldhub.hub.api import (
     commands,
     devices,
     events,
+    notifications,
     tokens,
     users,
     web,
@@ -70,6 +71,8 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
             _BusState(hub),
             lambda: hub.commands.counts,
             lambda: hub.broker.violations if hub.broker else {},
+            # read at scrape time: the hub may start after the app exists
+            notifications=lambda: hub.notifications.attempt_counts(),  # noqa: PLW0108
         )
     )
     app.add_middleware(BodySizeLimit, max_bytes=max_body)
@@ -85,6 +88,8 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     app.include_router(tokens.router)
     app.include_router(users.router)
     app.include_router(audit.router)
+    app.include_router(notifications.channels)
+    app.include_router(notifications.outbox)
     app.include_router(claims.device_router)
     app.include_router(claims.operator_router)
     app.include_router(live_router)  # the /api/live WebSocket (docs/live.md)

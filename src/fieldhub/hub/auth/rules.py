@@ -62,6 +62,10 @@ class Permission(StrEnum):
     AUDIT_READ = "audit:read"
     HUB_READ = "hub:read"  # hub internals: broker address, database, instance, counts
     METRICS_READ = "metrics:read"
+    # Notification channels and the outbox: admins only (a channel's URL or addresses say
+    # where alarms go; a test message can be sent anywhere a channel points).
+    NOTIFICATIONS_READ = "notifications:read"
+    NOTIFICATIONS_WRITE = "notifications:write"
 
 
 SCOPE_OF: dict[Permission, Scope] = {
@@ -76,6 +80,8 @@ SCOPE_OF: dict[Permission, Scope] = {
     Permission.AUDIT_READ: Scope.READ,
     Permission.HUB_READ: Scope.READ,
     Permission.METRICS_READ: Scope.METRICS,
+    Permission.NOTIFICATIONS_READ: Scope.READ,
+    Permission.NOTIFICATIONS_WRITE: Scope.WRITE,
 }
 
 _OWN_ACCOUNT = {Permission.ACCOUNT_READ, Permission.ACCOUNT_WRITE}

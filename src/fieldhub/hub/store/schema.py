@@ -273,6 +273,59 @@ commands = Table(
     Index("ix_commands_batch", "batch_id"),
 )
 
+# Notifications (hub/notify/): channels, the durable outbox, and one row per delivery attempt.
+# The outbox is written in the transaction that decides to notify (an alarm change), and
+# delivered after the commit; a delivery marks its row in a transaction of its own.
+
+notification_channels = Table(
+    "notification_channels",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # webhook | email | mqtt
+    # webhook: {"url", "secret"}; email: {"to": [...]}; mqtt: {"topic"}. Secrets: never answered.
+    Column("config", JSON, nullable=False, default=dict),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    UniqueConstraint("name", name="uq_notification_channels_name"),
+)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", String(32), primary_key=True),  # random: X-Fieldhub-Delivery, across hubs
+    Column("channel_id", Integer, nullable=False),
+    Column("dedup_key", String(256), nullable=False),  # the same key twice: one notification
+    Column("event", String(64), nullable=False),  # "alarm.raised", "test", ...
+    Column("subject", String(256), nullable=False),
+    Column("body", JSON, nullable=False, default=dict),
+    Column("created_at", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),  # pending | delivered | dead
+    Column("attempts", Integer, nullable=False, default=0),
+    # Due time while pending; a claimed one is leased by moving it past the send's timeout.
+    Column("next_attempt_at", BigInteger, nullable=False),
+    Column("leased_by", String(64), nullable=True),  # the hub instance sending it now
+    Column("delivered_at", BigInteger, nullable=True),
+    Column("last_error", String(1024), nullable=False, default=""),
+    UniqueConstraint("dedup_key", name="uq_notifications_dedup_key"),
+    Index("ix_notifications_due", "state", "next_attempt_at"),
+    Index("ix_notifications_created", "created_at"),
+)
+
+notification_deliveries = Table(
+    "notification_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("notification_id", String(32), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("status", String(64), nullable=False, default=""),  # HTTP status, SMTP reply code
+    Column("latency_ms", Integer, nullable=False),
+    Column("error", String(1024), nullable=False, default=""),
+    Index("ix_notification_deliveries_notification", "notification_id", "at"),
+)
+
 ALL_TABLES = (
     devices,
     series,
@@ -288,4 +341,7 @@ ALL_TABLES = (
     audit_log,
     command_batches,
     commands,
+    notification_channels,
+    notifications,
+    notification_deliveries,
 )

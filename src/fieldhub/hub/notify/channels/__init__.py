@@ -1,0 +1,1 @@
+"""Delivery channels: one module per kind, each a :class:`~.base.Sender`."""
