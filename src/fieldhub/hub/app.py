@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from fieldhub import __version__
+from fieldhub.hub.alarms import AlarmEngine, AlarmService
 from fieldhub.hub.auth import Auth
 from fieldhub.hub.broker.embedded import EmbeddedBroker
 from fieldhub.hub.broker.identities import BrokerAccess, DeviceIdentities
@@ -37,6 +38,7 @@ from fieldhub.hub.ingest.pipeline import Ingest, IngestSettings
 from fieldhub.hub.ingest.stats import IngestStats
 from fieldhub.hub.ingest.writer import IngestWriter
 from fieldhub.hub.live.fanout import LiveHub
+from fieldhub.hub.store.alarms import AlarmStore
 from fieldhub.hub.store.audit import AuditLog
 from fieldhub.hub.store.claims import ClaimStore
 from fieldhub.hub.store.commands import CommandStore
@@ -99,6 +101,7 @@ class Hub:
         self._ingest: Ingest | None = None
         self._presence: PresenceTracker | None = None
         self._commands: CommandService | None = None
+        self._alarms: AlarmService | None = None
 
     # -- parts, available once started ------------------------------------------------------
     @property
@@ -128,6 +131,13 @@ class Hub:
         if self._commands is None:
             raise RuntimeError("the hub is not started")
         return self._commands
+
+    @property
+    def alarms(self) -> AlarmService:
+        """Alarm rules and alarms (the engine is ``alarms.engine``: hooks go there)."""
+        if self._alarms is None:
+            raise RuntimeError("the hub is not started")
+        return self._alarms
 
     @property
     def identities(self) -> DeviceIdentities:
@@ -193,6 +203,10 @@ class Hub:
         ingest.on_commit(lambda _batch: bus.healthy())  # data came through: reconnect fast
         ingest.on_commit(self.directory.committed)
         ingest.on_commit(self.live.committed)
+        # Alarms from committed data only: the callback queues, the engine's task evaluates.
+        alarm_engine = AlarmEngine(AlarmStore(self.engine), writes, self.directory)
+        ingest.on_commit(alarm_engine.committed)
+        self._alarms = AlarmService(alarm_engine, writes, self.directory)
         commands.on_change(self.live.command_changed)
         self._bus, self._presence, self._ingest = bus, presence, ingest
         self._commands = commands
@@ -210,6 +224,7 @@ class Hub:
             self.devices.subscribe(listener)
         await ingest.load()
         await self.devices.load()
+        await alarm_engine.load()  # open alarms and pending timers as the last hub left them
         # The store remembers who was connected when the last hub stopped (or when the backup
         # was taken); only the broker knows who still is.
         presence.doubt("not seen since the hub started")
@@ -226,6 +241,7 @@ class Hub:
             asyncio.create_task(self.identities.run(), name="device-credentials-sync"),
             asyncio.create_task(self.live.run(), name="live"),
             asyncio.create_task(self.auth.token_use.run(), name="token-use"),
+            asyncio.create_task(alarm_engine.run(), name="alarms"),
         ]
         # Unwound before the bus closes: the last commit's acks still reach the devices.
         self._stack.push_async_callback(self._stop_tasks)
@@ -257,6 +273,7 @@ class Hub:
             self.identities.syncing,
             self.live.reading,
             self.auth.token_use.writing,
+            self.alarms.engine.lock,
         ):
             for task in self._tasks:
                 task.cancel()
@@ -266,6 +283,7 @@ class Hub:
         await self.ingest.flush()  # commit and acknowledge what was accepted
         await self.commands.flush()  # the last command states
         await self.auth.token_use.flush()  # when API tokens were last used
+        await self.alarms.engine.evaluate(tick=False)  # what the last commits raised
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         if self._ingest is not None:
