@@ -60,7 +60,8 @@ def test_hysteresis_holds_inside_the_band():
         )
     ).condition
     assert isinstance(below, ThresholdCondition)
-    assert below.next_state(False, 11) and below.next_state(True, 11.5)
+    assert below.next_state(False, 11)
+    assert below.next_state(True, 11.5)
     assert not below.next_state(True, 12)
 
 
@@ -122,7 +123,8 @@ def test_bad_rules_are_refused_naming_the_field(changes, loc, words):
 def test_event_rules_clear_by_users_by_default_and_the_id_of_a_replaced_rule_is_kept():
     rule = parse_rule({"id": "door", "condition": {"kind": "event", "match": "door.*"}})
     assert isinstance(rule.condition, EventCondition)
-    assert rule.clearable_by_user and rule.condition.matches("door.opened")
+    assert rule.clearable_by_user
+    assert rule.condition.matches("door.opened")
     assert not rule.condition.matches("socket.fault")
     assert parse_rule({"condition": HOT["condition"]}, rule_id="x").id == "x"
     with pytest.raises(Invalid) as refused:

@@ -48,7 +48,7 @@ from fieldhub.hub.store.devices import DeviceRegistry
 from fieldhub.hub.store.health import StorageHealth
 from fieldhub.hub.store.queries import Queries
 from fieldhub.hub.store.twin import TwinStore
-from fieldhub.hub.store.writes import writes_for
+from fieldhub.hub.store.writes import Writes, writes_for
 from fieldhub.private_files import private_dir
 from fieldhub.protocol import Channel, hub_subscriptions, topic_for
 
@@ -203,10 +203,7 @@ class Hub:
         ingest.on_commit(lambda _batch: bus.healthy())  # data came through: reconnect fast
         ingest.on_commit(self.directory.committed)
         ingest.on_commit(self.live.committed)
-        # Alarms from committed data only: the callback queues, the engine's task evaluates.
-        alarm_engine = AlarmEngine(AlarmStore(self.engine), writes, self.directory)
-        ingest.on_commit(alarm_engine.committed)
-        self._alarms = AlarmService(alarm_engine, writes, self.directory)
+        alarm_engine = self._start_alarms(writes, ingest)
         commands.on_change(self.live.command_changed)
         self._bus, self._presence, self._ingest = bus, presence, ingest
         self._commands = commands
@@ -284,6 +281,14 @@ class Hub:
         await self.commands.flush()  # the last command states
         await self.auth.token_use.flush()  # when API tokens were last used
         await self.alarms.engine.evaluate(tick=False)  # what the last commits raised
+
+    def _start_alarms(self, writes: Writes, ingest: Ingest) -> AlarmEngine:
+        """Alarms from committed data only: the callback queues, the engine's task evaluates;
+        its writes share the hub's writer (timers and transitions in the database)."""
+        engine = AlarmEngine(AlarmStore(self.engine), writes, self.directory)
+        ingest.on_commit(engine.committed)
+        self._alarms = AlarmService(engine, writes, self.directory)
+        return engine
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         if self._ingest is not None:

@@ -206,7 +206,9 @@ class Rule:
 _RULE_FIELDS: Final = frozenset(Rule.__slots__)
 
 
-def parse_rule(raw: Mapping[str, Any], *, rule_id: str | None = None) -> Rule:
+def parse_rule(
+    raw: Mapping[str, Any], *, rule_id: str | None = None, loc: tuple[str, ...] = ()
+) -> Rule:
     """A :class:`Rule` from its dict form, every field checked.
 
     Args:
@@ -214,9 +216,21 @@ def parse_rule(raw: Mapping[str, Any], *, rule_id: str | None = None) -> Rule:
         rule_id: the id to use when ``raw`` has none (a new rule), or the id of the rule being
             replaced (which ``raw`` may repeat but not contradict).
 
+        loc: where the rule sits in the request (``("body",)``), put before each error's
+            ``loc``.
+
     Raises:
         Invalid: the first bad field, named in the message and in ``loc``.
     """
+    try:
+        return _parse(raw, rule_id)
+    except Invalid as exc:
+        if not loc:
+            raise
+        raise Invalid(str(exc), (*loc, *exc.loc)) from None
+
+
+def _parse(raw: Mapping[str, Any], rule_id: str | None) -> Rule:
     if not isinstance(raw, Mapping):
         raise Invalid(f"a rule is an object, not {type(raw).__name__}", ())
     unknown = sorted(set(raw) - _RULE_FIELDS)

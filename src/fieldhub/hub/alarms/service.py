@@ -111,8 +111,10 @@ class AlarmService:
         source: str = "",
         rule_id: str | None = None,
         create: bool,
+        loc: tuple[str, ...] = (),
     ) -> StoredRule:
-        """Create (``create``) or replace a rule from its dict form.
+        """Create (``create``) or replace a rule from its dict form (``loc``: where it sits in
+        the request, for the errors).
 
         Raises:
             Invalid: a bad field (see ``rules.parse_rule``).
@@ -121,7 +123,7 @@ class AlarmService:
         """
         if create and "id" not in raw:
             rule_id = f"r-{secrets.token_hex(4)}"
-        rule = parse_rule(raw, rule_id=rule_id)
+        rule = parse_rule(raw, rule_id=rule_id, loc=loc)
         definition = rule.to_dict()
         at = self._clock()
 
