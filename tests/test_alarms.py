@@ -4,6 +4,7 @@ alarms from committed data, once per (device, rule), and a restart changes nothi
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,18 @@ HOT = {
         "clear": 45,
     },
 }
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+async def hub(request: pytest.FixtureRequest, make_hub: HubFactory) -> AsyncIterator[Hub]:
+    """A hub on the embedded broker, on each database (the index is a fact of both)."""
+    async with make_hub(db=request.param) as running:
+        yield running
 
 
 async def put_rule(hub: Hub, raw: dict[str, Any]) -> None:
@@ -323,3 +336,24 @@ async def test_a_restart_keeps_open_alarms_and_pending_timers(
         await device.wait_acked(2)
         await engine.evaluate()
         assert [a.id for a in await alarms_of(again, "hot")] == [alarm.id]
+
+
+async def test_a_failing_hook_undoes_its_change_and_the_next_sighting_raises_it(
+    hub: Hub, connect_device: DeviceFactory
+):
+    await put_rule(hub, HOT)
+    failures = [RuntimeError("outbox full")]
+
+    def hook(conn: Connection, changes: list[AlarmChange]) -> None:
+        if failures:
+            raise failures.pop()
+
+    hub.alarms.engine.on_change(hook)
+    device = await connect_device(hub, "cab")
+    device.telemetry(1, temp=90)
+    await device.wait_acked(1)
+    await eventually(lambda: hub.alarms.engine.stats.write_errors, "the failed write")
+    assert await alarms_of(hub, "hot") == []  # the hook's transaction took the alarm with it
+    device.telemetry(2, temp=91)
+    await device.wait_acked(2)
+    await eventually(lambda: alarms_of(hub, "hot"), "the alarm on the next sighting")

@@ -6,8 +6,9 @@ Two ways to hear, for two needs:
   ``Connection``: what it writes commits or rolls back with the change itself. The
   notification outbox uses it, so a notification is enqueued exactly when its alarm change
   is committed (never for a change that was rolled back, never lost to a crash in between).
-  A hook must be quick, must not await, and must write only through ``conn``; raising fails
-  the whole change (it is retried with the next evaluation, or the user's request fails).
+  A hook must be quick, must not await, and must write only through ``conn``; raising undoes
+  the whole round of changes: the engine reloads its state from the store and raises again
+  when the condition is next seen (a user's request fails instead, with nothing changed).
 - an :data:`AlarmListener` runs after the commit, on the event loop, for what may lag or be
   lost with the process (pushing to WebSocket clients).
 """
