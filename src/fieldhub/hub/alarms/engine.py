@@ -33,6 +33,7 @@ from typing import Any, Final
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.alarms.changes import AlarmChange, AlarmHook, AlarmListener
@@ -66,6 +67,8 @@ log = logging.getLogger(__name__)
 HUB_ACTOR: Final = "hub"
 MAX_QUEUED_BATCHES: Final = 10_000
 """Committed batches waiting for evaluation; past this the oldest is dropped, and counted."""
+RULES_POLL_S: Final = 2.0
+"""How often the engine looks whether another process (the CLI, a second hub) changed rules."""
 PairKey = tuple[str, str]  # (device id, rule id)
 
 
@@ -172,6 +175,7 @@ class AlarmEngine:
         self._by_alarm: dict[int, PairKey] = {}
         self._last_seen: dict[tuple[str, str], int] = {}  # (device, key) → hub ms, absence
         self._started_at = clock()
+        self._rules_stamp = (0, 0)
         self._queue: collections.deque[Batch] = collections.deque()
         self._wake = asyncio.Event()
         self._hooks: list[AlarmHook] = []
@@ -206,13 +210,7 @@ class AlarmEngine:
 
     async def load(self) -> None:
         """Rules, open alarms and timers from the store: the engine as the last one left it."""
-        rules = []
-        for row in await self.store.rules():
-            try:
-                rules.append(parse_rule(row.definition))
-            except ValueError as exc:  # stored by an older hub with other rules of validity
-                log.error("alarm rule %r is not valid and stays off: %s", row.id, exc)
-        self.index = RuleIndex(rules)
+        self.index = RuleIndex(await self._stored_rules())
         self.pairs.clear()
         self._by_alarm.clear()
         for alarm in await self.store.open_alarms():
@@ -230,6 +228,29 @@ class AlarmEngine:
                 pair.active = True
         self._started_at = self._clock()
 
+    async def _stored_rules(self) -> list[Rule]:
+        self._rules_stamp = await self.store.rules_stamp()
+        rules = []
+        for row in await self.store.rules():
+            try:
+                rules.append(parse_rule(row.definition))
+            except ValueError as exc:  # stored by an older hub with other rules of validity
+                log.error("alarm rule %r is not valid and stays off: %s", row.id, exc)
+        return rules
+
+    async def refresh_rules(self) -> None:
+        """Take the rules another process changed (the CLI, a second hub); rules this engine
+        already holds as stored are left alone, with their timers."""
+        async with self.lock:
+            if await self.store.rules_stamp() == self._rules_stamp:
+                return
+            stored = {rule.id: rule for rule in await self._stored_rules()}
+            for rule_id in set(self.index.rules) - set(stored):
+                self.rule_changed(None, rule_id)
+            for rule in stored.values():
+                if self.index.rules.get(rule.id) != rule:
+                    self.rule_changed(rule, rule.id)
+
     def committed(self, batch: Batch) -> None:
         """Ingest committed ``batch``: queue it (this runs on ingest's path: nothing more)."""
         if len(self._queue) >= MAX_QUEUED_BATCHES:
@@ -242,6 +263,7 @@ class AlarmEngine:
         """Evaluate queued batches as they come, and the timers every ``tick_s``."""
         loop = asyncio.get_running_loop()
         next_tick = loop.time() + self._tick_s
+        next_poll = loop.time() + RULES_POLL_S
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_tick - loop.time()))
@@ -249,7 +271,14 @@ class AlarmEngine:
             tick = loop.time() >= next_tick
             if tick:
                 next_tick = loop.time() + self._tick_s
-            await self.evaluate(tick=tick)
+            try:
+                await self.evaluate(tick=tick)
+                if loop.time() >= next_poll:
+                    next_poll = loop.time() + RULES_POLL_S
+                    await self.refresh_rules()
+            except (SQLAlchemyError, OSError) as exc:  # the store is down: try next round
+                self.stats.write_errors += 1
+                log.warning("alarm evaluation could not reach the store: %s", exc)
 
     async def evaluate(self, *, tick: bool = True) -> None:
         """One round: the queued batches, then (``tick``) the timers; written at once."""

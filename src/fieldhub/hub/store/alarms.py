@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -238,6 +238,14 @@ class AlarmStore:
         async with self._engine.connect() as conn:
             rows = await conn.execute(select(alarm_rules).order_by(alarm_rules.c.id))
         return [_rule(row) for row in rows]
+
+    async def rules_stamp(self) -> tuple[int, int]:
+        """How many rules there are and when the last one changed: a cheap look for whether
+        another process (the CLI, a second hub) changed them."""
+        query = select(func.count(), func.coalesce(func.max(alarm_rules.c.updated_at), 0))
+        async with self._engine.connect() as conn:
+            count, latest = (await conn.execute(query)).one()
+        return int(count), int(latest)
 
     async def rule(self, rule_id: str) -> RuleRow:
         """The rule ``rule_id``.
