@@ -357,3 +357,47 @@ async def test_a_failing_hook_undoes_its_change_and_the_next_sighting_raises_it(
     device.telemetry(2, temp=91)
     await device.wait_acked(2)
     await eventually(lambda: alarms_of(hub, "hot"), "the alarm on the next sighting")
+
+
+async def test_keep_firing_for_s_rides_out_a_short_dip(hub: Hub, connect_device: DeviceFactory):
+    await put_rule(hub, {**HOT, "keep_firing_for_s": 1})
+    seen = recorder(hub)
+    device = await connect_device(hub, "cab")
+    device.telemetry(1, temp=60)
+    device.telemetry(2, temp=40)  # gone, but back within keep_firing_for_s
+    await device.wait_acked(2)
+    await hub.alarms.engine.evaluate()
+    device.telemetry(3, temp=60)
+    await device.wait_acked(3)
+    await asyncio.sleep(1.5)
+    [alarm] = await alarms_of(hub, "hot")
+    assert alarm.condition_active
+    assert [c.kind for c in seen] == ["raised"]
+    assert [h.kind for h in await hub.alarms.history(alarm.id)] == ["raised"]
+    device.telemetry(4, temp=40)  # gone for good: latched after the second
+    await device.wait_acked(4)
+
+    async def latched() -> bool:
+        return not (await hub.alarms.alarm(alarm.id)).condition_active
+
+    await eventually(latched, "the latch after keep_firing_for_s", 5)
+
+
+async def test_a_deleted_device_takes_its_open_alarms_with_it(
+    hub: Hub, connect_device: DeviceFactory
+):
+    await put_rule(hub, HOT)
+    device = await connect_device(hub, "cab")
+    device.telemetry(1, temp=60)
+    await device.wait_acked(1)
+    [alarm] = await eventually(lambda: alarms_of(hub, "hot"), "the alarm")
+    device.close()
+    await hub.devices.delete(device.device_id, actor="test")
+
+    async def cleared() -> AlarmRecord | None:
+        record = await hub.alarms.alarm(alarm.id)
+        return record if record.state == "cleared" else None
+
+    gone = await eventually(cleared, "the clear")
+    assert gone.clear_reason == "device deleted"
+    assert not [k for k in hub.alarms.engine.pairs if k[0] == device.device_id]

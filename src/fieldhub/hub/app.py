@@ -216,6 +216,7 @@ class Hub:
             commands.on_device,
             self.live.on_device,
             self.twin.on_device,
+            alarm_engine.on_device,
             self._forget_retained_status,
         ):
             self.devices.subscribe(listener)

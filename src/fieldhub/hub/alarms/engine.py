@@ -48,6 +48,7 @@ from fieldhub.hub.alarms.rules import (
     parse_rule,
 )
 from fieldhub.hub.devices.directory import DeviceDirectory
+from fieldhub.hub.devices.events import DeviceEvent, DeviceRemoved
 from fieldhub.hub.ingest.batch import Batch
 from fieldhub.hub.store.alarms import (
     AlarmStore,
@@ -177,6 +178,7 @@ class AlarmEngine:
         self._started_at = clock()
         self._rules_stamp = (0, 0)
         self._queue: collections.deque[Batch] = collections.deque()
+        self._removed: set[str] = set()  # devices deleted since the last round
         self._wake = asyncio.Event()
         self._hooks: list[AlarmHook] = []
         self._listeners: list[AlarmListener] = []
@@ -251,6 +253,12 @@ class AlarmEngine:
                 if self.index.rules.get(rule.id) != rule:
                     self.rule_changed(rule, rule.id)
 
+    def on_device(self, event: DeviceEvent) -> None:
+        """A deleted device's open alarms are cleared ("device deleted") in the next round."""
+        if isinstance(event, DeviceRemoved):
+            self._removed.add(event.device_id)
+            self._wake.set()
+
     def committed(self, batch: Batch) -> None:
         """Ingest committed ``batch``: queue it (this runs on ingest's path: nothing more)."""
         if len(self._queue) >= MAX_QUEUED_BATCHES:
@@ -287,6 +295,8 @@ class AlarmEngine:
             while self._queue:
                 self._batch(self._queue.popleft(), work)
                 self.stats.batches += 1
+            if self._removed:
+                self._forget_devices(work)
             if tick:
                 self._timers(work)
             if work:
@@ -456,6 +466,16 @@ class AlarmEngine:
         if clear:
             pair.alarm = None
         work.ops.append(_Gone(key, rule, alarm, at, clear, reason))
+
+    def _forget_devices(self, work: _Round) -> None:
+        removed, self._removed = self._removed, set()
+        self._last_seen = {k: v for k, v in self._last_seen.items() if k[0] not in removed}
+        for key in [k for k in self.pairs if k[0] in removed]:
+            pair = self.pairs.pop(key)
+            work.timers.add(key)
+            rule = self.index.rules.get(key[1])
+            if pair.alarm is not None and rule is not None:
+                work.ops.append(_Gone(key, rule, pair.alarm, work.at, True, "device deleted"))
 
     def _timers(self, work: _Round) -> None:
         now = work.at
