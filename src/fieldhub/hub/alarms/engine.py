@@ -254,7 +254,9 @@ class AlarmEngine:
                     self.rule_changed(rule, rule.id)
 
     def on_device(self, event: DeviceEvent) -> None:
-        """A deleted device's open alarms are cleared ("device deleted") in the next round."""
+        """A deleted device's open alarms are cleared ("device deleted") in the next round;
+        any change of devices changes which rules cover whom."""
+        self.index.forget_devices()
         if isinstance(event, DeviceRemoved):
             self._removed.add(event.device_id)
             self._wake.set()
@@ -311,47 +313,45 @@ class AlarmEngine:
         index = self.index
         at = work.at
         if index.threshold or index.absence:
+            threshold, absence = index.threshold, index.absence
             for device_id, telemetry in batch.telemetry:
-                labels = self._labels(device_id)
-                if labels is None:
-                    continue
+                labels = None
                 for _ts, values in telemetry.instants():
                     for key, value in values.items():
-                        for rule in index.threshold.get(key, ()):
-                            if rule.target.covers(device_id, labels):
-                                self._threshold(rule, device_id, value, work)
-                        absent = index.absence.get(key)
+                        if key not in threshold and key not in absence:
+                            continue
+                        if labels is None:
+                            labels = self._labels(device_id)
+                            if labels is None:
+                                break
+                        for rule in index.threshold_for(key, device_id, labels):
+                            self._threshold(rule, device_id, value, work)
+                        absent = index.absence_for(key, device_id, labels)
                         if absent:
                             self._last_seen[(device_id, key)] = at
                             for rule in absent:
-                                if rule.target.covers(device_id, labels):
-                                    self._set(rule, device_id, False, work)
+                                self._set(rule, device_id, False, work)
         for device_id, _received, event in batch.events:
-            rules = index.for_event(event.type)
-            if not rules:
+            if not index.for_event(event.type):
                 continue
             labels = self._labels(device_id)
             if labels is None:
                 continue
-            for rule in rules:
-                if rule.target.covers(device_id, labels):
-                    message = event.message or f"event {event.type}"
-                    self._event(rule, device_id, event.type, message, work)
+            for rule in index.event_for(event.type, device_id, labels):
+                message = event.message or f"event {event.type}"
+                self._event(rule, device_id, event.type, message, work)
         if index.state:
             for device_id, state in batch.states:
                 labels = self._labels(device_id)
                 if labels is None:
                     continue
                 for key, value in state.state.items():
-                    for rule in index.state.get(key, ()):
-                        if rule.target.covers(device_id, labels):
-                            condition = rule.condition
-                            if not isinstance(condition, StateCondition):
-                                continue
-                            holds = value is not None and _same(value, condition.equals)
-                            self._set(
-                                rule, device_id, holds, work, value, f"state {key} = {value!r}"
-                            )
+                    for rule in index.state_for(key, device_id, labels):
+                        condition = rule.condition
+                        if not isinstance(condition, StateCondition):
+                            continue
+                        holds = value is not None and _same(value, condition.equals)
+                        self._set(rule, device_id, holds, work, value, f"state {key} = {value!r}")
         if index.presence:
             for change in batch.presence:
                 labels = self._labels(change.device_id)
@@ -563,18 +563,21 @@ class AlarmEngine:
             self.pairs.pop(key, None)
 
     def rule_changed(self, rule: Rule | None, rule_id: str) -> None:
-        """A rule was put (``rule``) or deleted (None): index it, drop its timers."""
+        """A rule was put (``rule``) or deleted (None): index it; its pending timers start over
+        (the clear timers of its open alarms run on); a deleted rule's state is forgotten."""
         if rule is None:
             self.index.remove(rule_id)
         else:
             self.index.put(rule)
         for key in [k for k in self.pairs if k[1] == rule_id]:
             pair = self.pairs[key]
-            pair.pending_since = pair.gone_since = None
+            pair.pending_since = None
             if pair.alarm is None or rule is None:
                 del self.pairs[key]
                 if pair.alarm is not None and pair.alarm.id is not None:
                     self._by_alarm.pop(pair.alarm.id, None)
+            elif not pair.alarm.condition_active:
+                pair.active = False
 
 
 def _same(value: Any, expected: Any) -> bool:

@@ -222,8 +222,11 @@ def put_rule_states(conn: Connection, rows: Iterable[RuleStateRow]) -> None:
 
 
 def delete_rule_states(conn: Connection, rule_id: str) -> None:
-    """Forget every timer of ``rule_id`` (the rule changed: it starts over)."""
-    conn.execute(delete(alarm_rule_state).where(alarm_rule_state.c.rule_id == rule_id))
+    """Forget the pending timers of ``rule_id`` (the rule changed: raising starts over); the
+    clear timers of its open alarms stay."""
+    of_rule = alarm_rule_state.c.rule_id == rule_id
+    conn.execute(update(alarm_rule_state).where(of_rule).values(pending_since=None))
+    conn.execute(delete(alarm_rule_state).where(of_rule & alarm_rule_state.c.gone_since.is_(None)))
 
 
 # -- reads -------------------------------------------------------------------------------------
