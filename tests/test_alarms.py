@@ -330,7 +330,9 @@ async def test_a_restart_keeps_open_alarms_and_pending_timers(
         pair = engine.pairs[(device.device_id, "hot")]
         assert pair.alarm is not None
         assert pair.alarm.id == alarm.id
-        assert engine.pairs[(device.device_id, "slow")].pending_since == pending[0].pending_since
+        slow = engine.pairs[(device.device_id, "slow")]
+        assert slow.pending_since == pending[0].pending_since
+        assert slow.pending_value == (90, "temp = 90 ≥ 50")  # raised with it, when due
         device = await connect_device(again, "cab", register=False)
         device.telemetry(2, temp=95)
         await device.wait_acked(2)

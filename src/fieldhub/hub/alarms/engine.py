@@ -226,6 +226,7 @@ class AlarmEngine:
             pair = self.pairs.setdefault((state.device_id, state.rule_id), Pair())
             pair.pending_since = state.pending_since
             pair.gone_since = state.gone_since
+            pair.pending_value = (state.value, state.message)
             if state.pending_since is not None:
                 pair.active = True
         self._started_at = self._clock()
@@ -548,7 +549,8 @@ class AlarmEngine:
         pair = self.pairs.get(key)
         if pair is None:
             return RuleStateRow(key[0], key[1], None, None)
-        return RuleStateRow(key[0], key[1], pair.pending_since, pair.gone_since)
+        value, message = pair.pending_value if pair.pending_since is not None else (None, "")
+        return RuleStateRow(key[0], key[1], pair.pending_since, pair.gone_since, value, message)
 
     # -- for the lifecycle service (under :attr:`lock`) -------------------------------------
     def pair_of(self, alarm_id: int) -> Pair | None:

@@ -70,6 +70,8 @@ class RuleStateRow:
     rule_id: str
     pending_since: int | None
     gone_since: int | None
+    value: Any = None
+    message: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +219,8 @@ def put_rule_states(conn: Connection, rows: Iterable[RuleStateRow]) -> None:
                     rule_id=row.rule_id,
                     pending_since=row.pending_since,
                     gone_since=row.gone_since,
+                    value=row.value,
+                    message=row.message[:1024],
                 )
             )
 
@@ -274,7 +278,10 @@ class AlarmStore:
         """Every pending timer."""
         async with self._engine.connect() as conn:
             rows = await conn.execute(select(alarm_rule_state))
-        return [RuleStateRow(r.device_id, r.rule_id, r.pending_since, r.gone_since) for r in rows]
+        return [
+            RuleStateRow(r.device_id, r.rule_id, r.pending_since, r.gone_since, r.value, r.message)
+            for r in rows
+        ]
 
     async def alarm(self, alarm_id: int) -> AlarmRecord:
         """The alarm ``alarm_id``.

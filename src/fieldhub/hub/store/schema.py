@@ -345,6 +345,8 @@ alarm_rule_state = Table(
     Column("rule_id", String(64), nullable=False),
     Column("pending_since", BigInteger, nullable=True),  # condition true since, not yet raised
     Column("gone_since", BigInteger, nullable=True),  # condition false since, not yet cleared
+    Column("value", JSON, nullable=True),  # what made it pending: the alarm is raised with it
+    Column("message", String(1024), nullable=False, default=""),
     PrimaryKeyConstraint("device_id", "rule_id", name="pk_alarm_rule_state"),
 )
 

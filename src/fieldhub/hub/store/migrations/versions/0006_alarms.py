@@ -77,6 +77,8 @@ def upgrade() -> None:
         sa.Column("rule_id", sa.String(64), nullable=False),
         sa.Column("pending_since", sa.BigInteger, nullable=True),
         sa.Column("gone_since", sa.BigInteger, nullable=True),
+        sa.Column("value", sa.JSON, nullable=True),
+        sa.Column("message", sa.String(1024), nullable=False),
         sa.PrimaryKeyConstraint("device_id", "rule_id", name="pk_alarm_rule_state"),
     )
 
