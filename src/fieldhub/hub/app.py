@@ -287,6 +287,8 @@ class Hub:
         """Alarms from committed data only: the callback queues, the engine's task evaluates;
         its writes share the hub's writer (timers and transitions in the database)."""
         engine = AlarmEngine(AlarmStore(self.engine), writes, self.directory)
+        # Hooks run in the write job of each alarm change (engine.on_change): register them
+        # here, before load() and the engine's task, so that no change goes by unheard.
         ingest.on_commit(engine.committed)
         self._alarms = AlarmService(engine, writes, self.directory)
         return engine

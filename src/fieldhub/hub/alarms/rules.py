@@ -271,6 +271,11 @@ def _parse(raw: Mapping[str, Any], rule_id: str | None) -> Rule:
                 "keep_firing_for_s: an event rule clears by user or by auto_clear_s",
                 ("keep_firing_for_s",),
             )
+        if for_s:
+            raise Invalid(
+                f"for_s {for_s}: an event rule raises at the event, it has no duration",
+                ("for_s",),
+            )
     elif auto_clear_s is not None:
         raise Invalid(
             f"auto_clear_s: only event rules clear by time, this is a {condition.kind} rule",
