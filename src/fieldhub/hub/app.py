@@ -290,6 +290,7 @@ class Hub:
         # Hooks run in the write job of each alarm change (engine.on_change): register them
         # here, before load() and the engine's task, so that no change goes by unheard.
         ingest.on_commit(engine.committed)
+        engine.on_changed(self.live.alarms_changed)  # after the commit: /api/live
         self._alarms = AlarmService(engine, writes, self.directory)
         return engine
 
