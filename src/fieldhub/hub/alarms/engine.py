@@ -28,10 +28,9 @@ import collections
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -47,40 +46,33 @@ from fieldhub.hub.alarms.rules import (
     ThresholdCondition,
     parse_rule,
 )
+from fieldhub.hub.alarms.transitions import (
+    Back,
+    Gone,
+    OpenAlarm,
+    PairKey,
+    Raise,
+    Round,
+    apply,
+)
 from fieldhub.hub.devices.directory import DeviceDirectory
 from fieldhub.hub.devices.events import DeviceEvent, DeviceRemoved
 from fieldhub.hub.ingest.batch import Batch
 from fieldhub.hub.store.alarms import (
     AlarmStore,
     RuleStateRow,
-    add_change,
-    insert_alarm,
     put_rule_states,
-    update_alarm,
 )
-from fieldhub.hub.store.schema import alarms
 from fieldhub.hub.store.writes import Writes
 
 __all__ = ["AlarmEngine", "EngineStats", "OpenAlarm", "Pair"]
 
 log = logging.getLogger(__name__)
 
-HUB_ACTOR: Final = "hub"
 MAX_QUEUED_BATCHES: Final = 10_000
 """Committed batches waiting for evaluation; past this the oldest is dropped, and counted."""
 RULES_POLL_S: Final = 2.0
 """How often the engine looks whether another process (the CLI, a second hub) changed rules."""
-PairKey = tuple[str, str]  # (device id, rule id)
-
-
-@dataclass(slots=True)
-class OpenAlarm:
-    """What the engine keeps of an open alarm (``id`` is None until its raise commits)."""
-
-    id: int | None
-    state: str
-    condition_active: bool
-    raised_at: int
 
 
 @dataclass(slots=True)
@@ -103,47 +95,6 @@ class EngineStats:
     raised: int = 0
     cleared: int = 0
     write_errors: int = 0
-
-
-@dataclass(slots=True)
-class _Raise:
-    key: PairKey
-    rule: Rule
-    alarm: OpenAlarm
-    value: Any
-    message: str
-
-
-@dataclass(slots=True)
-class _Gone:
-    key: PairKey
-    rule: Rule
-    alarm: OpenAlarm
-    at: int
-    clear: bool
-    reason: str
-
-
-@dataclass(slots=True)
-class _Back:
-    key: PairKey
-    rule: Rule
-    alarm: OpenAlarm
-
-
-_Op = _Raise | _Gone | _Back
-
-
-@dataclass(slots=True)
-class _Round:
-    """What one evaluation round writes."""
-
-    at: int
-    ops: list[_Op] = field(default_factory=list)
-    timers: set[PairKey] = field(default_factory=set)
-
-    def __bool__(self) -> bool:
-        return bool(self.ops or self.timers)
 
 
 class AlarmEngine:
@@ -294,7 +245,7 @@ class AlarmEngine:
     async def evaluate(self, *, tick: bool = True) -> None:
         """One round: the queued batches, then (``tick``) the timers; written at once."""
         async with self.lock:
-            work = _Round(self._clock())
+            work = Round(self._clock())
             while self._queue:
                 self._batch(self._queue.popleft(), work)
                 self.stats.batches += 1
@@ -310,7 +261,7 @@ class AlarmEngine:
         entry = self._directory.get(device_id)
         return None if entry is None else entry.labels
 
-    def _batch(self, batch: Batch, work: _Round) -> None:
+    def _batch(self, batch: Batch, work: Round) -> None:
         index = self.index
         at = work.at
         if index.threshold or index.absence:
@@ -368,7 +319,7 @@ class AlarmEngine:
                     message = f"device {change.presence}: {change.reason}".rstrip(": ")
                     self._set(rule, change.device_id, holds, work, change.presence, message)
 
-    def _threshold(self, rule: Rule, device_id: str, value: Any, work: _Round) -> None:
+    def _threshold(self, rule: Rule, device_id: str, value: Any, work: Round) -> None:
         condition = rule.condition
         if not isinstance(condition, ThresholdCondition) or isinstance(value, str):
             return  # text values never cross a threshold
@@ -387,7 +338,7 @@ class AlarmEngine:
         rule: Rule,
         device_id: str,
         holds: bool,
-        work: _Round,
+        work: Round,
         value: Any = None,
         message: str = "",
     ) -> None:
@@ -407,7 +358,7 @@ class AlarmEngine:
             if alarm is not None:
                 if not alarm.condition_active:
                     alarm.condition_active = True
-                    work.ops.append(_Back(key, rule, alarm))
+                    work.ops.append(Back(key, rule, alarm))
             elif rule.for_s == 0:
                 self._raise(key, rule, pair, value, message, work)
             elif pair.pending_since is None:
@@ -431,7 +382,7 @@ class AlarmEngine:
             del self.pairs[key]
 
     def _event(
-        self, rule: Rule, device_id: str, event_type: str, message: str, work: _Round
+        self, rule: Rule, device_id: str, event_type: str, message: str, work: Round
     ) -> None:
         key = (device_id, rule.id)
         pair = self.pairs.setdefault(key, Pair())
@@ -442,16 +393,16 @@ class AlarmEngine:
             work.timers.add(key)
 
     def _raise(
-        self, key: PairKey, rule: Rule, pair: Pair, value: Any, message: str, work: _Round
+        self, key: PairKey, rule: Rule, pair: Pair, value: Any, message: str, work: Round
     ) -> None:
         alarm = OpenAlarm(None, "active", True, work.at)
         pair.alarm, pair.active = alarm, True
         if pair.pending_since is not None:
             pair.pending_since = None
             work.timers.add(key)
-        work.ops.append(_Raise(key, rule, alarm, value, message or rule.name))
+        work.ops.append(Raise(key, rule, alarm, value, message or rule.name))
 
-    def _gone(self, key: PairKey, rule: Rule, pair: Pair, at: int, work: _Round) -> None:
+    def _gone(self, key: PairKey, rule: Rule, pair: Pair, at: int, work: Round) -> None:
         """The condition is gone for good (after keep_firing_for_s / auto_clear_s)."""
         alarm = pair.alarm
         if alarm is None:
@@ -466,9 +417,9 @@ class AlarmEngine:
         alarm.condition_active = False
         if clear:
             pair.alarm = None
-        work.ops.append(_Gone(key, rule, alarm, at, clear, reason))
+        work.ops.append(Gone(key, rule, alarm, at, clear, reason))
 
-    def _forget_devices(self, work: _Round) -> None:
+    def _forget_devices(self, work: Round) -> None:
         removed, self._removed = self._removed, set()
         self._last_seen = {k: v for k, v in self._last_seen.items() if k[0] not in removed}
         for key in [k for k in self.pairs if k[0] in removed]:
@@ -476,9 +427,9 @@ class AlarmEngine:
             work.timers.add(key)
             rule = self.index.rules.get(key[1])
             if pair.alarm is not None and rule is not None:
-                work.ops.append(_Gone(key, rule, pair.alarm, work.at, True, "device deleted"))
+                work.ops.append(Gone(key, rule, pair.alarm, work.at, True, "device deleted"))
 
-    def _timers(self, work: _Round) -> None:
+    def _timers(self, work: Round) -> None:
         now = work.at
         rules = self.index.rules
         for key, pair in list(self.pairs.items()):
@@ -511,7 +462,7 @@ class AlarmEngine:
                         self._set(rule, entry.id, True, work, None, message)
 
     # -- persistence ------------------------------------------------------------------------
-    async def _write(self, work: _Round) -> None:
+    async def _write(self, work: Round) -> None:
         states = [self._state_row(key) for key in work.timers]
         hooks = list(self._hooks)
         directory = self._directory
@@ -519,7 +470,7 @@ class AlarmEngine:
         def job(conn: Connection) -> list[AlarmChange]:
             changes: list[AlarmChange] = []
             for op in work.ops:
-                change = _apply(conn, op, work.at, directory)
+                change = apply(conn, op, work.at, directory)
                 if change is not None:
                     changes.append(change)
             put_rule_states(conn, states)
@@ -537,10 +488,10 @@ class AlarmEngine:
             return
         for op in work.ops:
             if op.alarm.id is not None:
-                if isinstance(op, _Raise):
+                if isinstance(op, Raise):
                     self._by_alarm[op.alarm.id] = op.key
                     self.stats.raised += 1
-                elif isinstance(op, _Gone) and op.clear:
+                elif isinstance(op, Gone) and op.clear:
                     self._by_alarm.pop(op.alarm.id, None)
                     self.stats.cleared += 1
         self.published(changes)
@@ -586,124 +537,3 @@ def _same(value: Any, expected: Any) -> bool:
     if isinstance(value, bool) or isinstance(expected, bool):
         return isinstance(value, bool) and isinstance(expected, bool) and value == expected
     return bool(value == expected)
-
-
-def _apply(conn: Connection, op: _Op, at: int, directory: DeviceDirectory) -> AlarmChange | None:
-    device_id, rule = op.key[0], op.rule
-    entry = directory.get(device_id)
-    labels = dict(entry.labels) if entry is not None else {}
-    alarm = op.alarm
-    if isinstance(op, _Raise):
-        alarm_id = insert_alarm(
-            conn,
-            {
-                "rule_id": rule.id,
-                "device_id": device_id,
-                "severity": rule.severity,
-                "state": "active",
-                "condition_active": True,
-                "raised_at": at,
-                "value": op.value,
-                "message": op.message[:1024],
-                "updated_at": at,
-            },
-        )
-        if alarm_id is None:  # another writer's alarm is open: adopt it, raise nothing
-            row = conn.execute(
-                select(alarms.c.id, alarms.c.state, alarms.c.raised_at).where(
-                    (alarms.c.device_id == device_id)
-                    & (alarms.c.rule_id == rule.id)
-                    & (alarms.c.state != "cleared")
-                )
-            ).one()
-            alarm.id, alarm.state, alarm.raised_at = row.id, row.state, row.raised_at
-            return None
-        alarm.id = alarm_id
-        add_change(
-            conn,
-            alarm_id,
-            at=at,
-            actor=HUB_ACTOR,
-            kind="raised",
-            from_state=None,
-            to_state="active",
-            comment=op.message[:1024],
-        )
-        return AlarmChange(
-            alarm_id,
-            rule.id,
-            rule.name,
-            device_id,
-            rule.severity,
-            "raised",
-            at,
-            HUB_ACTOR,
-            op.message,
-            op.value,
-            labels,
-            "active",
-        )
-    if alarm.id is None:
-        return None
-    if isinstance(op, _Back):
-        update_alarm(conn, alarm.id, {"condition_active": True, "updated_at": at})
-        add_change(
-            conn,
-            alarm.id,
-            at=at,
-            actor=HUB_ACTOR,
-            kind="returned",
-            from_state=alarm.state,
-            to_state=alarm.state,
-            comment="condition back",
-        )
-        return None
-    if not op.clear:
-        update_alarm(conn, alarm.id, {"condition_active": False, "updated_at": at})
-        add_change(
-            conn,
-            alarm.id,
-            at=at,
-            actor=HUB_ACTOR,
-            kind="latched",
-            from_state=alarm.state,
-            to_state=alarm.state,
-            comment="condition gone, not acknowledged",
-        )
-        return None
-    update_alarm(
-        conn,
-        alarm.id,
-        {
-            "state": "cleared",
-            "condition_active": False,
-            "cleared_at": at,
-            "cleared_by": HUB_ACTOR,
-            "clear_reason": op.reason,
-            "updated_at": at,
-        },
-    )
-    add_change(
-        conn,
-        alarm.id,
-        at=at,
-        actor=HUB_ACTOR,
-        kind="cleared",
-        from_state=alarm.state,
-        to_state="cleared",
-        comment=op.reason,
-    )
-    return AlarmChange(
-        alarm.id,
-        rule.id,
-        rule.name,
-        device_id,
-        rule.severity,
-        "cleared",
-        at,
-        HUB_ACTOR,
-        op.reason,
-        None,
-        labels,
-        "cleared",
-    )
