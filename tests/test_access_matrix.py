@@ -33,14 +33,18 @@ import pytest
 from argon2 import PasswordHasher
 
 from fieldhub.clock import now_ms
+from fieldhub.hub.alarms import AlarmFilter
 from fieldhub.hub.api import create_app
 from fieldhub.hub.api.security import CSRF_HEADER, SESSION_COOKIE
 from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Auth
 from fieldhub.hub.auth.passwords import Passwords
+from fieldhub.hub.ingest.batch import Batch
+from fieldhub.protocol import Event
 from tests.hub_client import ALL_SCOPES, HubClient, add_user, user_token
 
 SITE_A, SITE_B = "site-a", "site-b"
+DOOR = {"kind": "event", "match": "door.*"}
 PASSWORD = "matrix password 1"
 UNSAFE = {"post", "put", "patch", "delete"}
 
@@ -53,6 +57,8 @@ ROLE_RIGHTS = {
         "devices:write",
         "devices:command",
         "events:read",
+        "alarms:read",
+        "alarms:write",
         "users:read",
         "users:write",
         "audit:read",
@@ -62,8 +68,17 @@ ROLE_RIGHTS = {
         "notifications:write",
     },
     # "see and command devices of their sites" (and register them there: provisioning)
-    "operator": {*OWN_ACCOUNT, "devices:read", "devices:write", "devices:command", "events:read"},
-    "viewer": {*OWN_ACCOUNT, "devices:read", "events:read"},  # "see only"
+    # ... and keep the alarm rules and alarms of their sites (issue 13)
+    "operator": {
+        *OWN_ACCOUNT,
+        "devices:read",
+        "devices:write",
+        "devices:command",
+        "events:read",
+        "alarms:read",
+        "alarms:write",
+    },
+    "viewer": {*OWN_ACCOUNT, "devices:read", "events:read", "alarms:read"},  # "see only"
 }
 KNOWN = {"public"} | ROLE_RIGHTS["admin"]
 
@@ -165,7 +180,7 @@ SUCCESS = {
     ("post", "/api/commands"): 202,
 }
 # Routes that put data into a site named in the body: also tried with the foreign site.
-BODY_SITE = {("post", "/api/devices"), ("post", "/api/claim-tokens")}
+BODY_SITE = {("post", "/api/devices"), ("post", "/api/claim-tokens"), ("post", "/api/alarm-rules")}
 
 
 @dataclass
@@ -208,6 +223,20 @@ class World:
         await self.hub.devices.create(device_id, labels={"site": site})
         self.site_of[device_id] = site
         return device_id
+
+    async def alarm(self, site: str) -> int:
+        """An open alarm of a new device of ``site`` (an event rule for that device, fed a
+        committed batch as ingest hands it over)."""
+        device_id = await self.device(site)
+        stored = await self.hub.alarms.put_rule(
+            {"target": {"devices": [device_id]}, "condition": DOOR}, actor="test", create=True
+        )
+        engine = self.hub.alarms.engine
+        event = Event(seq=1, ts=now_ms(), type="door.opened")
+        engine.committed(Batch(events=[(device_id, now_ms(), event)]))
+        await engine.evaluate()
+        [alarm] = await self.hub.alarms.find(AlarmFilter(device=device_id, rule=stored.rule.id))
+        return alarm.id
 
     async def claim_token(self, site: str) -> tuple[int, str]:
         record, token = await self.hub.provisioning.create_token(
@@ -261,6 +290,23 @@ class World:
             await self.hub.auth.users.revoke_token(token_id, user_id=user.id)
         return {"Authorization": f"Bearer {token}"}
 
+    async def group_command(self, site: str, *, also_b: bool) -> tuple[str, str]:
+        """A group command to a device of ``site`` (and one of site B): its batch and the id of
+        the first device's command."""
+        group = [await self.device(site)]
+        if also_b:
+            group.append(await self.device(SITE_B))
+        batch, [command, *_] = await self.hub.commands.submit_group(
+            group,
+            "socket.set",
+            {"on": True},
+            target={"devices": group},
+            timeout_s=1,
+            ttl_s=60,
+            actor="test",
+        )
+        return batch.id, command.id
+
     async def fill(self, route: Route, case: Case) -> None:
         """Real objects for the path parameters; ``case.visible`` says if the caller may see
         them (the rules: devices by site, API tokens by owner)."""
@@ -287,20 +333,8 @@ class World:
             elif param in ("command_id", "batch_id"):
                 # A group command across both sites (own variant) or of site B only (foreign):
                 # the caller reads it through its own device, and must not see the other one.
-                group = [await self.device(site)]
-                if own:
-                    group.append(await self.device(SITE_B))
-                batch, [command, *_] = await self.hub.commands.submit(
-                    group,
-                    "socket.set",
-                    {"on": True},
-                    timeout_s=1,
-                    ttl_s=60,
-                    actor="test",
-                    target={"devices": group},
-                )
-                assert batch is not None
-                case.values[param] = command.id if param == "command_id" else batch.id
+                batch_id, command_id = await self.group_command(site, also_b=own)
+                case.values[param] = command_id if param == "command_id" else batch_id
                 case.visible &= sees_site
             elif param == "user_id" and route.path.startswith("/api/users/"):
                 target = await add_user(self.hub, "viewer", (SITE_A if own else SITE_B,))
@@ -318,6 +352,17 @@ class World:
                 case.values[param] = str(await self.channel())
             elif param == "notification_id":
                 case.values[param] = await self.notification()
+            elif param == "rule_id":
+                stored = await self.hub.alarms.put_rule(
+                    {"target": {"labels": {"site": site}}, "condition": DOOR},
+                    actor="test",
+                    create=True,
+                )
+                case.values[param] = stored.rule.id
+                case.visible &= sees_site
+            elif param == "alarm_id":
+                case.values[param] = str(await self.alarm(site))
+                case.visible &= sees_site
             else:
                 raise LookupError(f"{route.name}: no object for {{{param}}}; add one to fill()")
 
@@ -379,6 +424,18 @@ class World:
                 "config": {"url": "http://127.0.0.1:9/hook", "secret": "matrix"},
             },
             ("patch", "/api/notification-channels/{channel_id}"): lambda: {"enabled": False},
+            ("post", "/api/alarm-rules"): lambda: {
+                "target": {"labels": {"site": site}},
+                "condition": DOOR,
+            },
+            ("put", "/api/alarm-rules/{rule_id}"): lambda: {
+                "target": {"labels": {"site": site}},
+                "condition": DOOR,
+                "severity": "critical",
+            },
+            ("post", "/api/alarms/{alarm_id}/acknowledge"): lambda: {"comment": "seen"},
+            ("post", "/api/alarms/{alarm_id}/clear"): lambda: {"comment": "done"},
+            ("post", "/api/alarms/{alarm_id}/shelve"): lambda: {"until": now_ms() + 60_000},
         }
         make = bodies.get((route.method, route.path))
         if make is None:

@@ -111,6 +111,7 @@ async def test_session_opens_the_api_until_logout(hub: Hub, anon: httpx.AsyncCli
         "account:write",
         "devices:read",
         "events:read",
+        "alarms:read",
     }
 
     logout = await anon.post("/api/auth/logout", headers={CSRF_HEADER: csrf})

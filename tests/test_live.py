@@ -283,6 +283,34 @@ async def test_command_sent_over_rest_is_followed_to_its_result(
         assert (await rest.get(f"/api/commands/{done['id']}")).json() == got["command"]
 
 
+async def test_alarm_changes_are_pushed_after_their_commit(
+    hub: Hub, base: str, admin: str, rest: httpx.AsyncClient, connect_device: DeviceFactory
+):
+    rule = {
+        "id": "hot",
+        "severity": "major",
+        "condition": {
+            "kind": "threshold",
+            "key": "temp",
+            "direction": "above",
+            "raise": 50,
+            "clear": 45,
+        },
+    }
+    assert (await rest.post("/api/alarm-rules", json=rule)).status_code == 201
+    device = await connect_device(hub, "cab")
+    async with live(base, token=admin) as client:
+        await client.subscribe(devices=[device.device_id], topics=["alarm"])
+        device.telemetry(1, temp=70)
+        raised = (await client.next("alarm", device=device.device_id))["alarm"]
+        assert (raised["change"], raised["state"], raised["value"]) == ("raised", "active", 70)
+        stored = (await rest.get(f"/api/alarms/{raised['id']}")).json()
+        assert stored["raised_at"] == raised["at"]  # committed before it was pushed
+        await rest.post(f"/api/alarms/{raised['id']}/acknowledge", json={"comment": "mine"})
+        acked = (await client.next("alarm", device=device.device_id))["alarm"]
+        assert (acked["change"], acked["comment"]) == ("acknowledged", "mine")
+
+
 # -- what a subscription covers ----------------------------------------------------------------
 async def test_labels_cover_a_device_added_later_and_follow_label_changes(
     hub: Hub, base: str, admin: str, rest: httpx.AsyncClient, connect_device: DeviceFactory

@@ -26,6 +26,7 @@ def build_app() -> typer.Typer:
     from fieldhub.cli.agent import agent_app
     from fieldhub.cli.devices import device_app
     from fieldhub.cli.hub import demo, hub_app
+    from fieldhub.cli.rules import rules_app
     from fieldhub.cli.send import send
     from fieldhub.cli.users import user_app
 
@@ -40,6 +41,7 @@ def build_app() -> typer.Typer:
     app.add_typer(user_app, name="user")
     app.add_typer(device_app, name="device")
     app.add_typer(agent_app, name="agent")
+    app.add_typer(rules_app, name="rules")
 
     @app.command()
     def version() -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from fieldhub import __version__
+from fieldhub.hub.alarms import AlarmEngine, AlarmService
 from fieldhub.hub.auth import Auth
 from fieldhub.hub.broker.embedded import EmbeddedBroker
 from fieldhub.hub.broker.identities import BrokerAccess, DeviceIdentities
@@ -38,9 +39,11 @@ from fieldhub.hub.ingest.pipeline import Ingest, IngestSettings
 from fieldhub.hub.ingest.stats import IngestStats
 from fieldhub.hub.ingest.writer import IngestWriter
 from fieldhub.hub.live.fanout import LiveHub
+from fieldhub.hub.notify.alarms import alarm_notifications
 from fieldhub.hub.notify.channels.email import SmtpServer
 from fieldhub.hub.notify.service import NotificationService
 from fieldhub.hub.notify.worker import DeliverySettings
+from fieldhub.hub.store.alarms import AlarmStore
 from fieldhub.hub.store.audit import AuditLog
 from fieldhub.hub.store.claims import ClaimStore
 from fieldhub.hub.store.commands import CommandStore
@@ -105,6 +108,7 @@ class Hub:
         self._presence: PresenceTracker | None = None
         self._commands: CommandService | None = None
         self._notifications: NotificationService | None = None
+        self._alarms: AlarmService | None = None
 
     # -- parts, available once started ------------------------------------------------------
     @property
@@ -148,6 +152,13 @@ class Hub:
         if self._notifications is None:
             raise RuntimeError("the hub is not started")
         return self._notifications
+
+    @property
+    def alarms(self) -> AlarmService:
+        """Alarm rules and alarms (the engine is ``alarms.engine``: hooks go there)."""
+        if self._alarms is None:
+            raise RuntimeError("the hub is not started")
+        return self._alarms
 
     @property
     def identities(self) -> DeviceIdentities:
@@ -220,28 +231,15 @@ class Hub:
         ingest.on_commit(lambda _batch: bus.healthy())  # data came through: reconnect fast
         ingest.on_commit(self.directory.committed)
         ingest.on_commit(self.live.committed)
+        alarm_engine = self._start_alarms(writes, ingest)
         commands.on_change(self.live.command_changed)
         self._bus, self._presence, self._ingest = bus, presence, ingest
         self._commands = commands
-        # Notifications: the outbox in the store, delivered by a task of its own (never on
-        # ingest's path); what this instance had claimed before a stop is due again. Made
-        # here so that what notifies (alarms) can be given it; it delivers once started.
-        self._notifications = self._notification_service(writes, bus)
-        self._stack.push_async_callback(self._notifications.close)  # after the worker stops
-        self.devices.use_identities(self.identities)
-        self.devices.guard_deletes_with(lambda: ingest.writing)  # no commit holds its rows
-        for listener in (
-            ingest.on_device,
-            self.directory.on_device,
-            presence.on_device,
-            commands.on_device,
-            self.live.on_device,
-            self.twin.on_device,
-            self._forget_retained_status,
-        ):
-            self.devices.subscribe(listener)
+        self._start_notifications(writes, bus, alarm_engine)
+        self._follow_devices(ingest, presence, commands, alarm_engine)
         await ingest.load()
         await self.devices.load()
+        await alarm_engine.load()  # open alarms and pending timers as the last hub left them
         # The store remembers who was connected when the last hub stopped (or when the backup
         # was taken); only the broker knows who still is.
         presence.doubt("not seen since the hub started")
@@ -258,7 +256,8 @@ class Hub:
             asyncio.create_task(self.identities.run(), name="device-credentials-sync"),
             asyncio.create_task(self.live.run(), name="live"),
             asyncio.create_task(self.auth.token_use.run(), name="token-use"),
-            asyncio.create_task(self._notifications.run(), name="notifications"),
+            asyncio.create_task(self.notifications.run(), name="notifications"),
+            asyncio.create_task(alarm_engine.run(), name="alarms"),
         ]
         # Unwound before the bus closes: the last commit's acks still reach the devices.
         self._stack.push_async_callback(self._stop_tasks)
@@ -293,6 +292,7 @@ class Hub:
             self.identities.syncing,
             self.live.reading,
             self.auth.token_use.writing,
+            self.alarms.engine.lock,
         ):
             for task in self._tasks:
                 task.cancel()
@@ -302,6 +302,49 @@ class Hub:
         await self.ingest.flush()  # commit and acknowledge what was accepted
         await self.commands.flush()  # the last command states
         await self.auth.token_use.flush()  # when API tokens were last used
+        await self.alarms.engine.evaluate(tick=False)  # what the last commits raised
+
+    def _follow_devices(
+        self,
+        ingest: Ingest,
+        presence: PresenceTracker,
+        commands: CommandService,
+        alarm_engine: AlarmEngine,
+    ) -> None:
+        """Every part that keeps something per device hears of registry changes."""
+        self.devices.use_identities(self.identities)
+        self.devices.guard_deletes_with(lambda: ingest.writing)  # no commit holds its rows
+        for listener in (
+            ingest.on_device,
+            self.directory.on_device,
+            presence.on_device,
+            commands.on_device,
+            self.live.on_device,
+            self.twin.on_device,
+            alarm_engine.on_device,
+            self._forget_retained_status,
+        ):
+            self.devices.subscribe(listener)
+
+    def _start_alarms(self, writes: Writes, ingest: Ingest) -> AlarmEngine:
+        """Alarms from committed data only: the callback queues, the engine's task evaluates;
+        its writes share the hub's writer (timers and transitions in the database)."""
+        engine = AlarmEngine(AlarmStore(self.engine), writes, self.directory)
+        # Hooks run in the write job of each alarm change (engine.on_change): register them
+        # here, before load() and the engine's task, so that no change goes by unheard.
+        ingest.on_commit(engine.committed)
+        engine.on_changed(self.live.alarms_changed)  # after the commit: /api/live
+        self._alarms = AlarmService(engine, writes, self.directory)
+        return engine
+
+    def _start_notifications(self, writes: Writes, bus: HubBus, alarms: AlarmEngine) -> None:
+        """Notifications: the outbox in the store, delivered by a task of its own (never on
+        ingest's path); what this instance had claimed before a stop is due again. Alarm
+        raises and clears are enqueued with the change itself, delivered after its commit."""
+        self._notifications = self._notification_service(writes, bus)
+        self._stack.push_async_callback(self._notifications.close)  # after the worker stops
+        alarms.on_change(alarm_notifications)
+        alarms.on_changed(lambda _changes: self.notifications.wake())
 
     def _notification_service(self, writes: Writes, bus: HubBus) -> NotificationService:
         settings = self.settings

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fieldhub import __version__
 from fieldhub.hub.api import (
     account,
+    alarms,
     apidocs,
     audit,
     claims,
@@ -84,6 +85,8 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     app.include_router(devices.router)
     app.include_router(events.router)
     app.include_router(commands.router)
+    app.include_router(alarms.rules_router)
+    app.include_router(alarms.alarms_router)
     app.include_router(account.router)
     app.include_router(tokens.router)
     app.include_router(users.router)

@@ -43,7 +43,7 @@ _YIELD_EVERY = 64
 """Frames sent in a row before letting other connections' tasks run."""
 
 DeviceId = Annotated[str, msgspec.Meta(pattern=DEVICE_ID_PATTERN)]
-Topic = Literal["telemetry", "event", "presence", "state", "command", "device"]
+Topic = Literal["telemetry", "event", "presence", "state", "command", "device", "alarm"]
 
 
 class _Subscribe(msgspec.Struct, tag_field="op", tag="subscribe", kw_only=True):

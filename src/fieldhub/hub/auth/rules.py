@@ -3,7 +3,8 @@
 The rules, in one place:
 
 - A **role** grants permissions: ``admin`` everything; ``operator`` sees and changes devices
-  (and will command them) and reads events; ``viewer`` only sees devices and events. Everyone
+  (and will command them), reads events, and keeps the alarm rules and alarms of its sites;
+  ``viewer`` only sees devices, events and alarms. Everyone
   who is logged in manages their own account (password, own API tokens, logout).
 - A **scope** limits an API token: every permission needs one scope (``read`` for reading,
   ``write`` for changing, ``command`` for commanding devices, ``metrics`` for scraping
@@ -57,6 +58,8 @@ class Permission(StrEnum):
     DEVICES_WRITE = "devices:write"
     DEVICES_COMMAND = "devices:command"
     EVENTS_READ = "events:read"
+    ALARMS_READ = "alarms:read"  # alarm rules and alarms of one's sites
+    ALARMS_WRITE = "alarms:write"  # rules of one's sites; acknowledge, clear, shelve alarms
     USERS_READ = "users:read"  # every user and every user's tokens
     USERS_WRITE = "users:write"
     AUDIT_READ = "audit:read"
@@ -75,6 +78,8 @@ SCOPE_OF: dict[Permission, Scope] = {
     Permission.DEVICES_WRITE: Scope.WRITE,
     Permission.DEVICES_COMMAND: Scope.COMMAND,
     Permission.EVENTS_READ: Scope.READ,
+    Permission.ALARMS_READ: Scope.READ,
+    Permission.ALARMS_WRITE: Scope.WRITE,
     Permission.USERS_READ: Scope.READ,
     Permission.USERS_WRITE: Scope.WRITE,
     Permission.AUDIT_READ: Scope.READ,
@@ -94,9 +99,13 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.DEVICES_WRITE,
             Permission.DEVICES_COMMAND,
             Permission.EVENTS_READ,
+            Permission.ALARMS_READ,
+            Permission.ALARMS_WRITE,
         }
     ),
-    Role.VIEWER: frozenset({*_OWN_ACCOUNT, Permission.DEVICES_READ, Permission.EVENTS_READ}),
+    Role.VIEWER: frozenset(
+        {*_OWN_ACCOUNT, Permission.DEVICES_READ, Permission.EVENTS_READ, Permission.ALARMS_READ}
+    ),
 }
 
 ALL_SCOPES = frozenset(Scope)

@@ -30,7 +30,8 @@ PRESENCE: Final = "presence"
 STATE: Final = "state"
 COMMAND: Final = "command"
 DEVICE: Final = "device"
-TOPICS: Final = frozenset({TELEMETRY, EVENT, PRESENCE, STATE, COMMAND, DEVICE})
+ALARM: Final = "alarm"
+TOPICS: Final = frozenset({TELEMETRY, EVENT, PRESENCE, STATE, COMMAND, DEVICE, ALARM})
 """What a subscription may ask for (``topics``); all of them by default."""
 NO_TOPICS: Final[frozenset[str]] = frozenset()
 
@@ -186,10 +187,14 @@ class LiveClient:
 
     @property
     def allowed(self) -> frozenset[str]:
-        """Topics the principal may receive: events need ``events:read``, as in REST."""
-        if self.principal.can(Permission.EVENTS_READ):
-            return TOPICS
-        return TOPICS - {EVENT}
+        """Topics the principal may receive: events need ``events:read``, alarms
+        ``alarms:read``, as in REST."""
+        allowed = TOPICS
+        if not self.principal.can(Permission.EVENTS_READ):
+            allowed = allowed - {EVENT}
+        if not self.principal.can(Permission.ALARMS_READ):
+            allowed = allowed - {ALARM}
+        return allowed
 
     @property
     def closing(self) -> bool:

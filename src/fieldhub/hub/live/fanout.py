@@ -41,6 +41,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.clock import now_ms
+from fieldhub.hub.alarms.changes import AlarmChange
 from fieldhub.hub.auth import Permission, Principal
 from fieldhub.hub.auth.authn import Authenticator, Credential, CredentialsRejected
 from fieldhub.hub.commands.view import command_view
@@ -53,6 +54,7 @@ from fieldhub.hub.devices.events import (
 )
 from fieldhub.hub.ingest.batch import Batch, PresenceChange
 from fieldhub.hub.live.client import (
+    ALARM,
     COMMAND,
     DEFAULT_QUEUE,
     DEVICE,
@@ -229,6 +231,24 @@ class LiveHub:
                     client.put(text)
         except Exception:  # the caller is a REST request or a device's reply: not theirs
             self._failed("command")
+
+    def alarms_changed(self, changes: list[AlarmChange]) -> None:
+        """Push committed alarm changes (``AlarmEngine.on_changed``) to the clients watching
+        each alarm's device with the ``alarm`` topic."""
+        try:
+            for change in changes:
+                watching = self._watchers.get(change.device_id)
+                if not watching:
+                    continue
+                text: str | None = None
+                for client, topics in watching.items():
+                    if ALARM in topics:
+                        text = text or frame(
+                            {"type": ALARM, "device": change.device_id, "alarm": _alarm(change)}
+                        )
+                        client.put(text)
+        except Exception:  # the caller is the alarm engine or a REST request: not theirs
+            self._failed("alarm")
 
     def device_changed(self, device_id: str, change: str) -> None:
         """A device was ``added``, ``changed`` or ``deleted`` (after its commit)."""
@@ -484,3 +504,19 @@ class LiveHub:
 
 
 __all__ = ["LiveError", "LiveHub"]
+
+
+def _alarm(change: AlarmChange) -> dict[str, Any]:
+    return {
+        "id": change.alarm_id,
+        "rule_id": change.rule_id,
+        "rule_name": change.rule_name,
+        "severity": change.severity,
+        "change": change.kind,
+        "state": change.state,
+        "at": change.at,
+        "actor": change.actor,
+        "message": change.message,
+        "value": change.value,
+        "comment": change.comment,
+    }

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -326,6 +327,82 @@ notification_deliveries = Table(
     Index("ix_notification_deliveries_notification", "notification_id", "at"),
 )
 
+# Alarms (hub/alarms/): rules, alarms with their history, and the rules' timers per device.
+# One open (not cleared) alarm per (device, rule) is the partial unique index's promise, on
+# both databases: racing raises (two hubs, two writes) leave one alarm.
+
+alarm_rules = Table(
+    "alarm_rules",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("definition", JSON, nullable=False),  # the rule's dict form (alarms/rules.py)
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("updated_by", String(128), nullable=False),
+)
+
+alarms = Table(
+    "alarms",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rule_id", String(64), nullable=False),
+    Column("device_id", String(64), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("state", String(16), nullable=False),  # active | acknowledged | cleared
+    # False once the condition is gone: an active alarm then is latched (never acknowledged).
+    Column("condition_active", Boolean, nullable=False),
+    Column("raised_at", BigInteger, nullable=False),
+    Column("value", JSON, nullable=True),  # the value that raised it
+    Column("message", String(1024), nullable=False),
+    Column("acknowledged_by", String(128), nullable=True),
+    Column("acknowledged_at", BigInteger, nullable=True),
+    Column("ack_comment", String(1024), nullable=True),
+    Column("cleared_at", BigInteger, nullable=True),
+    Column("cleared_by", String(128), nullable=True),
+    Column("clear_reason", String(1024), nullable=True),
+    Column("shelved_until", BigInteger, nullable=True),
+    Column("assignee", String(128), nullable=True),
+    Column("updated_at", BigInteger, nullable=False),
+    Index(
+        "uq_alarms_open",
+        "device_id",
+        "rule_id",
+        unique=True,
+        sqlite_where=text("state != 'cleared'"),
+        postgresql_where=text("state != 'cleared'"),
+    ),
+    Index("ix_alarms_rule", "rule_id"),
+    Index("ix_alarms_device", "device_id"),
+)
+
+alarm_changes = Table(
+    "alarm_changes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("alarm_id", Integer, nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("actor", String(128), nullable=False),  # "hub" for the engine, "user:alice"
+    Column("kind", String(16), nullable=False),  # raised | acknowledged | cleared | shelved | …
+    Column("from_state", String(16), nullable=True),
+    Column("to_state", String(16), nullable=False),
+    Column("comment", String(1024), nullable=False),
+    Index("ix_alarm_changes_alarm", "alarm_id"),
+)
+
+alarm_rule_state = Table(
+    "alarm_rule_state",
+    metadata,
+    Column("device_id", String(64), nullable=False),
+    Column("rule_id", String(64), nullable=False),
+    Column("pending_since", BigInteger, nullable=True),  # condition true since, not yet raised
+    Column("gone_since", BigInteger, nullable=True),  # condition false since, not yet cleared
+    Column("value", JSON, nullable=True),  # what made it pending: the alarm is raised with it
+    Column("message", String(1024), nullable=False, default=""),
+    PrimaryKeyConstraint("device_id", "rule_id", name="pk_alarm_rule_state"),
+)
+
 ALL_TABLES = (
     devices,
     series,
@@ -344,4 +421,8 @@ ALL_TABLES = (
     notification_channels,
     notifications,
     notification_deliveries,
+    alarm_rules,
+    alarms,
+    alarm_changes,
+    alarm_rule_state,
 )

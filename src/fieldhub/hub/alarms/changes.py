@@ -1,0 +1,51 @@
+"""The seam between alarms and whoever must hear of their changes (notifications, live API).
+
+Two ways to hear, for two needs:
+
+- an :data:`AlarmHook` runs *inside the write job* that stores the change, with its
+  ``Connection``: what it writes commits or rolls back with the change itself. The
+  notification outbox uses it, so a notification is enqueued exactly when its alarm change
+  is committed (never for a change that was rolled back, never lost to a crash in between).
+  A hook must be quick, must not await, and must write only through ``conn``; raising undoes
+  the whole round of changes: the engine reloads its state from the store and raises again
+  when the condition is next seen (a user's request fails instead, with nothing changed).
+- an :data:`AlarmListener` runs after the commit, on the event loop, for what may lag or be
+  lost with the process (pushing to WebSocket clients).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy.engine import Connection
+
+__all__ = ["AlarmChange", "AlarmHook", "AlarmListener", "ChangeKind"]
+
+ChangeKind = Literal["raised", "acknowledged", "cleared", "shelved"]
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmChange:
+    """One change of one alarm, as committed."""
+
+    alarm_id: int
+    rule_id: str
+    rule_name: str
+    device_id: str
+    severity: str
+    kind: ChangeKind
+    at: int  # epoch ms, hub clock
+    actor: str  # "hub" for the engine, else the user ("user:alice")
+    message: str
+    value: Any = None
+    device_labels: Mapping[str, str] = field(default_factory=dict)
+    state: str = "active"  # the alarm's state after the change
+    comment: str = ""
+
+
+AlarmHook = Callable[[Connection, list[AlarmChange]], None]
+"""Runs in the write transaction that stores the changes (see the module's text)."""
+AlarmListener = Callable[[list[AlarmChange]], None]
+"""Runs after the commit, on the event loop."""

@@ -1,0 +1,539 @@
+"""The alarm engine: committed batches and a 1-s clock in, alarm transitions out.
+
+Why this shape:
+
+- Alarms are derived from committed data only. Ingest calls :meth:`AlarmEngine.committed`
+  after each commit; the callback only queues the batch (ingest's loop must not pay for
+  rules), and :meth:`AlarmEngine.run` evaluates in its own task.
+- Evaluation state lives in memory per (device, rule) (:class:`Pair`), and the index
+  (``index.py``) hands a value only to the rules that name its key or event type.
+- Every transition (raise, condition gone, condition back, clear) and every timer change
+  (``pending_since`` for ``for_s``, ``gone_since`` for ``keep_firing_for_s`` and
+  ``auto_clear_s``) is written through one write job per round, together with the hooks of
+  :meth:`on_change` (``changes.py``). Timers live in ``alarm_rule_state``, open alarms in
+  ``alarms``: :meth:`load` rebuilds the memory from them, so a restart changes nothing.
+- One open alarm per (device, rule) is the database's partial unique index; a raise that
+  loses a race adopts the alarm already open (``store/alarms.py`` ``insert_alarm``).
+
+Alarm life (condition side): raised ``active``; condition gone → cleared if acknowledged,
+else *latched* (``condition_active`` false, cleared by its acknowledgement); condition back
+while latched → ``condition_active`` true again, same alarm. Event rules clear
+``auto_clear_s`` after their last event, whatever the acknowledgement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from fieldhub.clock import now_ms
+from fieldhub.hub.alarms.changes import AlarmChange, AlarmHook, AlarmListener
+from fieldhub.hub.alarms.index import RuleIndex
+from fieldhub.hub.alarms.rules import (
+    AbsenceCondition,
+    EventCondition,
+    PresenceCondition,
+    Rule,
+    StateCondition,
+    ThresholdCondition,
+    parse_rule,
+)
+from fieldhub.hub.alarms.transitions import (
+    Back,
+    Gone,
+    OpenAlarm,
+    PairKey,
+    Raise,
+    Round,
+    apply,
+)
+from fieldhub.hub.devices.directory import DeviceDirectory
+from fieldhub.hub.devices.events import DeviceEvent, DeviceRemoved
+from fieldhub.hub.ingest.batch import Batch
+from fieldhub.hub.store.alarms import (
+    AlarmStore,
+    RuleStateRow,
+    put_rule_states,
+)
+from fieldhub.hub.store.writes import Writes
+
+__all__ = ["AlarmEngine", "EngineStats", "OpenAlarm", "Pair"]
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUED_BATCHES: Final = 10_000
+"""Committed batches waiting for evaluation; past this the oldest is dropped, and counted."""
+RULES_POLL_S: Final = 2.0
+"""How often the engine looks whether another process (the CLI, a second hub) changed rules."""
+
+
+@dataclass(slots=True)
+class Pair:
+    """Evaluation state of one rule on one device."""
+
+    active: bool = False  # the condition holds (after hysteresis)
+    pending_since: int | None = None  # active, waiting for for_s
+    gone_since: int | None = None  # gone (or event seen), waiting to clear
+    alarm: OpenAlarm | None = None
+    pending_value: tuple[Any, str] = (None, "")  # what made it pending: raised with it
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Counters, read by tests and (later) metrics."""
+
+    batches: int = 0
+    dropped_batches: int = 0
+    raised: int = 0
+    cleared: int = 0
+    write_errors: int = 0
+
+
+class AlarmEngine:
+    """Evaluates the rules on committed data and on the clock; persists what changes.
+
+    Args:
+        store: reads of rules, open alarms and timers (for :meth:`load`).
+        writes: where the write jobs run (the hub's writer).
+        directory: device labels in memory (which rules cover which device).
+        clock: epoch ms (tests may pass their own).
+        tick_s: how often the timers are looked at.
+    """
+
+    def __init__(
+        self,
+        store: AlarmStore,
+        writes: Writes,
+        directory: DeviceDirectory,
+        *,
+        clock: Callable[[], int] = now_ms,
+        tick_s: float = 1.0,
+    ) -> None:
+        self.store = store
+        self._writes = writes
+        self._directory = directory
+        self._clock = clock
+        self._tick_s = tick_s
+        self.index = RuleIndex()
+        self.pairs: dict[PairKey, Pair] = {}
+        self._by_alarm: dict[int, PairKey] = {}
+        self._last_seen: dict[tuple[str, str], int] = {}  # (device, key) → hub ms, absence
+        self._started_at = clock()
+        self._rules_stamp = (0, 0)
+        self._queue: collections.deque[Batch] = collections.deque()
+        self._removed: set[str] = set()  # devices deleted since the last round
+        self._wake = asyncio.Event()
+        self._hooks: list[AlarmHook] = []
+        self._listeners: list[AlarmListener] = []
+        self.stats = EngineStats()
+        self.lock = asyncio.Lock()
+        """Held while memory and store change together (a round; a user's change)."""
+
+    # -- wiring ---------------------------------------------------------------------------
+    def on_change(self, hook: AlarmHook) -> None:
+        """Run ``hook`` in the write transaction of every alarm change (``changes.py``)."""
+        self._hooks.append(hook)
+
+    def on_changed(self, listener: AlarmListener) -> None:
+        """Call ``listener`` after every committed round of changes."""
+        self._listeners.append(listener)
+
+    @property
+    def hooks(self) -> list[AlarmHook]:
+        """The hooks of :meth:`on_change` (the lifecycle service runs them too)."""
+        return self._hooks
+
+    def published(self, changes: list[AlarmChange]) -> None:
+        """Tell the listeners of committed ``changes``; one failing listener is logged."""
+        if not changes:
+            return
+        for listener in self._listeners:
+            try:
+                listener(changes)
+            except Exception:  # a listener's bug must not stop alarms
+                log.exception("alarm listener %r failed", listener)
+
+    async def load(self) -> None:
+        """Rules, open alarms and timers from the store: the engine as the last one left it."""
+        self.index = RuleIndex(await self._stored_rules())
+        self.pairs.clear()
+        self._by_alarm.clear()
+        for alarm in await self.store.open_alarms():
+            key = (alarm.device_id, alarm.rule_id)
+            self.pairs[key] = Pair(
+                active=alarm.condition_active,
+                alarm=OpenAlarm(alarm.id, alarm.state, alarm.condition_active, alarm.raised_at),
+            )
+            self._by_alarm[alarm.id] = key
+        for state in await self.store.rule_states():
+            pair = self.pairs.setdefault((state.device_id, state.rule_id), Pair())
+            pair.pending_since = state.pending_since
+            pair.gone_since = state.gone_since
+            pair.pending_value = (state.value, state.message)
+            if state.pending_since is not None:
+                pair.active = True
+        self._started_at = self._clock()
+
+    async def _stored_rules(self) -> list[Rule]:
+        self._rules_stamp = await self.store.rules_stamp()
+        rules = []
+        for row in await self.store.rules():
+            try:
+                rules.append(parse_rule(row.definition))
+            except ValueError as exc:  # stored by an older hub with other rules of validity
+                log.error("alarm rule %r is not valid and stays off: %s", row.id, exc)
+        return rules
+
+    async def refresh_rules(self) -> None:
+        """Take the rules another process changed (the CLI, a second hub); rules this engine
+        already holds as stored are left alone, with their timers."""
+        async with self.lock:
+            if await self.store.rules_stamp() == self._rules_stamp:
+                return
+            stored = {rule.id: rule for rule in await self._stored_rules()}
+            for rule_id in set(self.index.rules) - set(stored):
+                self.rule_changed(None, rule_id)
+            for rule in stored.values():
+                if self.index.rules.get(rule.id) != rule:
+                    self.rule_changed(rule, rule.id)
+
+    def on_device(self, event: DeviceEvent) -> None:
+        """A deleted device's open alarms are cleared ("device deleted") in the next round;
+        any change of devices changes which rules cover whom."""
+        self.index.forget_devices()
+        if isinstance(event, DeviceRemoved):
+            self._removed.add(event.device_id)
+            self._wake.set()
+
+    def committed(self, batch: Batch) -> None:
+        """Ingest committed ``batch``: queue it (this runs on ingest's path: nothing more)."""
+        if len(self._queue) >= MAX_QUEUED_BATCHES:
+            self._queue.popleft()
+            self.stats.dropped_batches += 1
+        self._queue.append(batch)
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Evaluate queued batches as they come, and the timers every ``tick_s``."""
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + self._tick_s
+        next_poll = loop.time() + RULES_POLL_S
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_tick - loop.time()))
+            self._wake.clear()
+            tick = loop.time() >= next_tick
+            if tick:
+                next_tick = loop.time() + self._tick_s
+            try:
+                await self.evaluate(tick=tick)
+                if loop.time() >= next_poll:
+                    next_poll = loop.time() + RULES_POLL_S
+                    await self.refresh_rules()
+            except (SQLAlchemyError, OSError) as exc:  # the store is down: try next round
+                self.stats.write_errors += 1
+                log.warning("alarm evaluation could not reach the store: %s", exc)
+
+    async def evaluate(self, *, tick: bool = True) -> None:
+        """One round: the queued batches, then (``tick``) the timers; written at once."""
+        async with self.lock:
+            work = Round(self._clock())
+            while self._queue:
+                self._batch(self._queue.popleft(), work)
+                self.stats.batches += 1
+            if self._removed:
+                self._forget_devices(work)
+            if tick:
+                self._timers(work)
+            if work:
+                await self._write(work)
+
+    # -- evaluation -------------------------------------------------------------------------
+    def _labels(self, device_id: str) -> Mapping[str, str] | None:
+        entry = self._directory.get(device_id)
+        return None if entry is None else entry.labels
+
+    def _batch(self, batch: Batch, work: Round) -> None:
+        index = self.index
+        at = work.at
+        if index.threshold or index.absence:
+            threshold, absence = index.threshold, index.absence
+            for device_id, telemetry in batch.telemetry:
+                labels = None
+                for _ts, values in telemetry.instants():
+                    for key, value in values.items():
+                        if key not in threshold and key not in absence:
+                            continue
+                        if labels is None:
+                            labels = self._labels(device_id)
+                            if labels is None:
+                                break
+                        for rule in index.threshold_for(key, device_id, labels):
+                            self._threshold(rule, device_id, value, work)
+                        absent = index.absence_for(key, device_id, labels)
+                        if absent:
+                            self._last_seen[(device_id, key)] = at
+                            for rule in absent:
+                                self._set(rule, device_id, False, work)
+        for device_id, _received, event in batch.events:
+            if not index.for_event(event.type):
+                continue
+            labels = self._labels(device_id)
+            if labels is None:
+                continue
+            for rule in index.event_for(event.type, device_id, labels):
+                message = event.message or f"event {event.type}"
+                self._event(rule, device_id, event.type, message, work)
+        if index.state:
+            for device_id, state in batch.states:
+                labels = self._labels(device_id)
+                if labels is None:
+                    continue
+                for key, value in state.state.items():
+                    for rule in index.state_for(key, device_id, labels):
+                        condition = rule.condition
+                        if not isinstance(condition, StateCondition):
+                            continue
+                        holds = value is not None and _same(value, condition.equals)
+                        self._set(rule, device_id, holds, work, value, f"state {key} = {value!r}")
+        if index.presence:
+            for change in batch.presence:
+                labels = self._labels(change.device_id)
+                if labels is None:
+                    continue
+                for rule in index.presence:
+                    if not rule.target.covers(change.device_id, labels):
+                        continue
+                    condition = rule.condition
+                    if not isinstance(condition, PresenceCondition):
+                        continue
+                    holds = change.presence == condition.presence
+                    message = f"device {change.presence}: {change.reason}".rstrip(": ")
+                    self._set(rule, change.device_id, holds, work, change.presence, message)
+
+    def _threshold(self, rule: Rule, device_id: str, value: Any, work: Round) -> None:
+        condition = rule.condition
+        if not isinstance(condition, ThresholdCondition) or isinstance(value, str):
+            return  # text values never cross a threshold
+        number = float(value)
+        pair = self.pairs.get((device_id, rule.id))
+        was = pair.active if pair is not None else False
+        holds = condition.next_state(was, number)
+        if holds == was:
+            return
+        sign = "≥" if condition.direction == "above" else "≤"
+        message = f"{condition.key} = {value:g} {sign} {condition.raise_at:g}"
+        self._set(rule, device_id, holds, work, value, message)
+
+    def _set(
+        self,
+        rule: Rule,
+        device_id: str,
+        holds: bool,
+        work: Round,
+        value: Any = None,
+        message: str = "",
+    ) -> None:
+        """The condition of ``rule`` on ``device_id`` holds (or not) as of ``work.at``."""
+        key = (device_id, rule.id)
+        pair = self.pairs.get(key)
+        if pair is None:
+            if not holds:
+                return
+            pair = self.pairs[key] = Pair()
+        at = work.at
+        if holds:
+            if pair.gone_since is not None:
+                pair.gone_since = None
+                work.timers.add(key)
+            alarm = pair.alarm
+            if alarm is not None:
+                if not alarm.condition_active:
+                    alarm.condition_active = True
+                    work.ops.append(Back(key, rule, alarm))
+            elif rule.for_s == 0:
+                self._raise(key, rule, pair, value, message, work)
+            elif pair.pending_since is None:
+                pair.pending_since = at
+                work.timers.add(key)
+                pair.pending_value = (value, message)
+            pair.active = True
+            return
+        pair.active = False
+        if pair.pending_since is not None:
+            pair.pending_since = None
+            work.timers.add(key)
+        alarm = pair.alarm
+        if alarm is not None and alarm.condition_active and pair.gone_since is None:
+            if rule.keep_firing_for_s == 0:
+                self._gone(key, rule, pair, at, work)
+            else:
+                pair.gone_since = at
+                work.timers.add(key)
+        if pair.alarm is None and pair.pending_since is None and pair.gone_since is None:
+            del self.pairs[key]
+
+    def _event(
+        self, rule: Rule, device_id: str, event_type: str, message: str, work: Round
+    ) -> None:
+        key = (device_id, rule.id)
+        pair = self.pairs.setdefault(key, Pair())
+        if pair.alarm is None:
+            self._raise(key, rule, pair, event_type, message, work)
+        if rule.auto_clear_s is not None:
+            pair.gone_since = work.at  # cleared auto_clear_s after the last such event
+            work.timers.add(key)
+
+    def _raise(
+        self, key: PairKey, rule: Rule, pair: Pair, value: Any, message: str, work: Round
+    ) -> None:
+        alarm = OpenAlarm(None, "active", True, work.at)
+        pair.alarm, pair.active = alarm, True
+        if pair.pending_since is not None:
+            pair.pending_since = None
+            work.timers.add(key)
+        work.ops.append(Raise(key, rule, alarm, value, message or rule.name))
+
+    def _gone(self, key: PairKey, rule: Rule, pair: Pair, at: int, work: Round) -> None:
+        """The condition is gone for good (after keep_firing_for_s / auto_clear_s)."""
+        alarm = pair.alarm
+        if alarm is None:
+            return
+        if pair.gone_since is not None:
+            pair.gone_since = None
+            work.timers.add(key)
+        if isinstance(rule.condition, EventCondition):
+            clear, reason = True, f"no {rule.condition.match} event for {rule.auto_clear_s} s"
+        else:
+            clear, reason = alarm.state == "acknowledged", "condition gone"
+        alarm.condition_active = False
+        if clear:
+            pair.alarm = None
+        work.ops.append(Gone(key, rule, alarm, at, clear, reason))
+
+    def _forget_devices(self, work: Round) -> None:
+        removed, self._removed = self._removed, set()
+        self._last_seen = {k: v for k, v in self._last_seen.items() if k[0] not in removed}
+        for key in [k for k in self.pairs if k[0] in removed]:
+            pair = self.pairs.pop(key)
+            work.timers.add(key)
+            rule = self.index.rules.get(key[1])
+            if pair.alarm is not None and rule is not None:
+                work.ops.append(Gone(key, rule, pair.alarm, work.at, True, "device deleted"))
+
+    def _timers(self, work: Round) -> None:
+        now = work.at
+        rules = self.index.rules
+        for key, pair in list(self.pairs.items()):
+            rule = rules.get(key[1])
+            if rule is None or not rule.enabled:
+                continue
+            if pair.pending_since is not None and now - pair.pending_since >= rule.for_s * 1000:
+                value, message = pair.pending_value
+                self._raise(key, rule, pair, value, message, work)
+            if pair.gone_since is not None:
+                wait_s = (
+                    rule.auto_clear_s if rule.auto_clear_s is not None else rule.keep_firing_for_s
+                )
+                if now - pair.gone_since >= wait_s * 1000:
+                    self._gone(key, rule, pair, now, work)
+        for key_name, absent_rules in self.index.absence.items():
+            for entry in self._directory.matching({}):
+                for rule in absent_rules:
+                    condition = rule.condition
+                    if not isinstance(condition, AbsenceCondition):
+                        continue
+                    if not rule.target.covers(entry.id, entry.labels):
+                        continue
+                    held = self.pairs.get((entry.id, rule.id))
+                    if held is not None and held.active:
+                        continue
+                    seen = self._last_seen.get((entry.id, key_name), self._started_at)
+                    if now - seen >= condition.seconds * 1000:
+                        message = f"no {key_name} for {condition.seconds} s"
+                        self._set(rule, entry.id, True, work, None, message)
+
+    # -- persistence ------------------------------------------------------------------------
+    async def _write(self, work: Round) -> None:
+        states = [self._state_row(key) for key in work.timers]
+        hooks = list(self._hooks)
+        directory = self._directory
+
+        def job(conn: Connection) -> list[AlarmChange]:
+            changes: list[AlarmChange] = []
+            for op in work.ops:
+                change = apply(conn, op, work.at, directory)
+                if change is not None:
+                    changes.append(change)
+            put_rule_states(conn, states)
+            if changes:
+                for hook in hooks:
+                    hook(conn, changes)
+            return changes
+
+        try:
+            changes = await self._writes.run(job)
+        except Exception:
+            self.stats.write_errors += 1
+            log.exception("alarm changes could not be written; the engine reloads its state")
+            await self.load()
+            return
+        for op in work.ops:
+            if op.alarm.id is not None:
+                if isinstance(op, Raise):
+                    self._by_alarm[op.alarm.id] = op.key
+                    self.stats.raised += 1
+                elif isinstance(op, Gone) and op.clear:
+                    self._by_alarm.pop(op.alarm.id, None)
+                    self.stats.cleared += 1
+        self.published(changes)
+
+    def _state_row(self, key: PairKey) -> RuleStateRow:
+        pair = self.pairs.get(key)
+        if pair is None:
+            return RuleStateRow(key[0], key[1], None, None)
+        value, message = pair.pending_value if pair.pending_since is not None else (None, "")
+        return RuleStateRow(key[0], key[1], pair.pending_since, pair.gone_since, value, message)
+
+    # -- for the lifecycle service (under :attr:`lock`) -------------------------------------
+    def pair_of(self, alarm_id: int) -> Pair | None:
+        """The evaluation state holding the open alarm ``alarm_id``."""
+        key = self._by_alarm.get(alarm_id)
+        return None if key is None else self.pairs.get(key)
+
+    def forget_alarm(self, alarm_id: int) -> None:
+        """A user cleared ``alarm_id``: its condition must be seen anew to raise again."""
+        key = self._by_alarm.pop(alarm_id, None)
+        if key is not None:
+            self.pairs.pop(key, None)
+
+    def rule_changed(self, rule: Rule | None, rule_id: str) -> None:
+        """A rule was put (``rule``) or deleted (None): index it; its pending timers start over
+        (the clear timers of its open alarms run on); a deleted rule's state is forgotten."""
+        if rule is None:
+            self.index.remove(rule_id)
+        else:
+            self.index.put(rule)
+        for key in [k for k in self.pairs if k[1] == rule_id]:
+            pair = self.pairs[key]
+            pair.pending_since = None
+            if pair.alarm is None or rule is None:
+                del self.pairs[key]
+                if pair.alarm is not None and pair.alarm.id is not None:
+                    self._by_alarm.pop(pair.alarm.id, None)
+            elif not pair.alarm.condition_active:
+                pair.active = False
+
+
+def _same(value: Any, expected: Any) -> bool:
+    if isinstance(value, bool) or isinstance(expected, bool):
+        return isinstance(value, bool) and isinstance(expected, bool) and value == expected
+    return bool(value == expected)
