@@ -150,6 +150,7 @@ class Physics:
     dip_s: float = 5.0
     supply_v: float = 5.1
     tick_s: float = 0.2  # how often sense lines and the supply are updated
+    heat_c: float = 0.0  # added to every thermometer: a cabinet whose fan has failed runs hot
 
 
 class SimulatedThermometers:
@@ -157,13 +158,14 @@ class SimulatedThermometers:
 
     Each sensor id gets its own base temperature (from a hash of the id, 18-32 °C) and a
     daily swing of 3 °C; the reading relaxes towards that with a time constant of 20 min plus
-    a random walk, so consecutive samples look like a real cabinet's. Thread-safe: units read
-    it from worker threads.
+    a random walk, so consecutive samples look like a real cabinet's; ``heat_c`` more in a
+    cabinet that runs hot. Thread-safe: units read it from worker threads.
     """
 
-    def __init__(self, clock: Clock, rng: random.Random) -> None:
+    def __init__(self, clock: Clock, rng: random.Random, heat_c: float = 0.0) -> None:
         self._clock = clock
         self._rng = rng
+        self._heat_c = heat_c
         self._lock = threading.Lock()
         self._state: dict[str, tuple[float, float]] = {}  # id: (temperature, monotonic time)
         self.missing: set[str] = set()
@@ -172,7 +174,7 @@ class SimulatedThermometers:
     def _target(self, sensor_id: str) -> float:
         # A Random seeded with a str hashes it with SHA-512 (stable across runs, unlike
         # hash()), with no hashlib import: hashlib loads OpenSSL, 3.5 MB of the agent's RSS.
-        base = 18 + random.Random(sensor_id).random() * 14
+        base = 18 + random.Random(sensor_id).random() * 14 + self._heat_c
         day = self._clock.time() % 86400 / 86400
         return base + 3 * math.sin(2 * math.pi * (day - 0.375))  # warmest mid-afternoon
 
@@ -219,7 +221,7 @@ class Simulation:
         self._rng = random.Random(seed)
         self._clock = clock or SystemClock()
         self.factory: Any = mock_pin_factory(SwitchPin)
-        self.thermometers = SimulatedThermometers(self._clock, self._rng)
+        self.thermometers = SimulatedThermometers(self._clock, self._rng, self.physics.heat_c)
         private_dir(workdir)
         self._throttled = workdir / "get_throttled"
         self._throttled.write_text("0\n", encoding="ascii")
