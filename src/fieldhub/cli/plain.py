@@ -40,7 +40,8 @@ def configure_logging(verbose: bool, stream: TextIO | None = None) -> None:
     handler = logging.StreamHandler(stream)
     handler.setFormatter(EscapingFormatter(LOG_FORMAT))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
-    for noisy in ("amqtt", "transitions", "alembic", "uvicorn.access"):
+    # httpx logs every request at INFO: one line per webhook notification sent.
+    for noisy in ("amqtt", "transitions", "alembic", "uvicorn.access", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
