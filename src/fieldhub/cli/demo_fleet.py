@@ -11,6 +11,10 @@ Credentials: the hub stores only a hash of a device's secret, so each agent keep
 data folder (``credentials.json``, mode 0600) and uses it again after a restart if the hub
 still accepts it; otherwise (a new data folder for the hub, a revoked key) the demo issues new
 ones. The technician page is off: twenty pages would need twenty ports.
+
+One cabinet in twenty (``demo-002``, ``demo-022``, …) has a failed fan and runs about 30 °C
+hotter than the others, so the demo's default rule ``over-temperature`` (``demo_rules.yaml``)
+raises an alarm within a minute of the start, and its notification shows on the console.
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ from fieldhub.agent.service import Agent
 from fieldhub.agent.units.simulate import Physics, Simulation
 from fieldhub.private_files import private_dir, write_private
 
-__all__ = ["DemoDevice", "demo_config", "demo_devices", "run_demo_fleet"]
+__all__ = ["DemoDevice", "demo_config", "demo_devices", "hub_url", "run_demo_fleet", "runs_hot"]
 
 SITES = ("berlin", "paris", "madrid", "warsaw")
 KINDS = ("atm", "terminal", "locker")
 CREDENTIALS_FILE = "credentials.json"
+HEAT_C = 30.0
+"""How much hotter a cabinet with a failed fan runs: 48-65 °C, past the rule's 50 °C."""
 
 
 class _Credentials(msgspec.Struct, frozen=True):
@@ -64,6 +70,12 @@ def demo_devices(count: int, data: Path) -> list[DemoDevice]:
             )
         )
     return devices
+
+
+def runs_hot(device: DemoDevice) -> bool:
+    """Whether the device's cabinet has a failed fan: one in twenty, ``demo-002`` first (so
+    that a fleet of two already has one)."""
+    return int(device.device_id.rsplit("-", 1)[1]) % 20 == 2
 
 
 def demo_config(device: DemoDevice, broker_url: str, username: str) -> AgentConfig:
@@ -162,14 +174,19 @@ async def _run_agent(config: AgentConfig, secret: str, physics: Physics) -> None
         group.create_task(agent.serve(), name=f"agent:{config.device.id}")
 
 
+def hub_url(hub: Any) -> str:
+    """The hub's address as a browser on this machine reaches it (``http://localhost:8080/``),
+    or words saying where it is when the port was chosen by the system."""
+    host, port = hub.settings.http_address
+    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host
+    return f"http://{shown}:{port}/" if port else "the hub's address above"
+
+
 def _say_dashboard(hub: Any) -> None:
     """Point at the dashboard, where the fleet is to be seen (docs/dashboard.md)."""
     from fieldhub.cli.common import console
 
-    host, port = hub.settings.http_address
-    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host
-    where = f"http://{shown}:{port}/" if port else "the hub's address above"
-    console.print(f"dashboard: open [bold]{where}[/bold] in a browser and log in")
+    console.print(f"dashboard: open [bold]{hub_url(hub)}[/bold] in a browser and log in")
 
 
 async def run_demo_fleet(hub: Any, count: int, data: Path, *, door_every_s: float) -> None:
@@ -181,12 +198,12 @@ async def run_demo_fleet(hub: Any, count: int, data: Path, *, door_every_s: floa
         data: the demo's data folder; the agents live in ``demo-agents/`` inside it.
         door_every_s: mean time between two openings of one cabinet's door.
     """
-    physics = Physics(door_every_s=door_every_s)
     _say_dashboard(hub)
     async with asyncio.TaskGroup() as group:
         for device in demo_devices(count, data):
             credentials = await _credentials(hub, device)
             config = demo_config(device, hub.broker_url, credentials.username)
+            physics = Physics(door_every_s=door_every_s, heat_c=HEAT_C if runs_hot(device) else 0)
             group.create_task(
                 _run_agent(config, credentials.secret, physics), name=f"demo:{device.device_id}"
             )

@@ -93,10 +93,27 @@ async def _serve(
 
 
 async def _start_fleet(hub: Any, size: int, door_every_s: float) -> None:
-    from fieldhub.cli.demo_fleet import run_demo_fleet
+    """The demo's own part: default alarm rules, the console's webhook, then the fleet."""
+    from fieldhub.cli.demo_alarms import install_default_rules
+    from fieldhub.cli.demo_console import DemoConsole, point_channel
+    from fieldhub.cli.demo_fleet import hub_url, run_demo_fleet
 
-    console.print(f"demo fleet: {size} agents on simulated hardware, reporting over MQTT")
-    await run_demo_fleet(hub, size, hub.settings.data, door_every_s=door_every_s)
+    await install_default_rules(hub, hub.settings.data)
+    async with DemoConsole(_say_plain) as receiver:
+        shown = await point_channel(hub, receiver.url, receiver.secret)
+        console.print(f"demo fleet: {size} agents on simulated hardware, reporting over MQTT")
+        url = hub_url(hub).rstrip("/") if hub.settings.http_address[1] else ""
+        told = "; notifications of raised and cleared alarms print here" if shown else ""
+        console.print(
+            f"alarms: [bold]{url}/api/alarms[/bold] (rules: {url}/api/alarm-rules, "
+            f"docs/alarms.md){told}"
+        )
+        await run_demo_fleet(hub, size, hub.settings.data, door_every_s=door_every_s)
+
+
+def _say_plain(line: str) -> None:
+    """Print as is: a notification's subject starts with ``[MAJOR]``, no markup."""
+    console.print(line, markup=False, highlight=False)
 
 
 def _say_if_failed(task: asyncio.Task[None]) -> None:
