@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+from fieldhub.logescape import escape
+
 __all__ = ["CHANNEL_NAME", "DemoConsole", "point_channel"]
 
 CHANNEL_NAME: Final = "demo console"
@@ -135,7 +137,7 @@ class DemoConsole:
         if len(self._seen) > 1000:
             del self._seen[next(iter(self._seen))]
         self.received += 1
-        self._say(f"notification: {subject}")
+        self._say(f"notification: {escape(str(subject))[:300]}")  # one line, whatever it says
         return "204 No Content"
 
     def _verify(self, headers: dict[str, Any], body: bytes) -> None:

@@ -136,7 +136,8 @@ def demo(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a hub with its embedded broker and SQLite, plus a fleet of agents on simulated
-    hardware (their files in DATA/demo-agents/).
+    hardware (their files in DATA/demo-agents/), default alarm rules (installed once) and a
+    local webhook receiver that prints each alarm notification (docs/alarms.md).
 
     On a data folder without users it makes the user ``admin`` with a generated password and
     prints it once; afterwards it says how to reset it.
