@@ -403,3 +403,21 @@ async def test_a_deleted_device_takes_its_open_alarms_with_it(
     gone = await eventually(cleared, "the clear")
     assert gone.clear_reason == "device deleted"
     assert not [k for k in hub.alarms.engine.pairs if k[0] == device.device_id]
+
+
+async def test_the_engine_stops_when_cancelled_just_as_it_wakes(hub: Hub):
+    """The hub's stop takes the engine's lock, then cancels its task and waits for it. A
+    cancellation that lands as a committed batch wakes the task must end it, not be lost
+    (asyncio.wait_for in 3.11 drops it when the awaited future is done at that moment; the
+    task then waited for the lock its canceller held: the demo hung on Ctrl-C)."""
+    engine = hub.alarms.engine
+    for spins in range(6):
+        task = asyncio.create_task(engine.run())
+        await asyncio.sleep(0.05)
+        async with engine.lock:
+            engine._wake.set()
+            for _ in range(spins):
+                await asyncio.sleep(0)
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=2)
+        assert done, f"the engine ignored a cancellation after {spins} spins"

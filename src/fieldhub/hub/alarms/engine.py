@@ -227,8 +227,12 @@ class AlarmEngine:
         next_tick = loop.time() + self._tick_s
         next_poll = loop.time() + RULES_POLL_S
         while True:
+            # asyncio.timeout, not wait_for: in 3.11 wait_for drops a cancellation that lands
+            # as the wake-up comes; the task then waited for the lock of the hub's stop, which
+            # holds it while it cancels this task and waits for it (Ctrl-C hung).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, next_tick - loop.time()))
+                async with asyncio.timeout(max(0.0, next_tick - loop.time())):
+                    await self._wake.wait()
             self._wake.clear()
             tick = loop.time() >= next_tick
             if tick:
