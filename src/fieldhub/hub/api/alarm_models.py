@@ -167,3 +167,20 @@ class AlarmShelve(BaseModel):
     model_config = ConfigDict(extra="forbid")
     until: EpochMs
     comment: Comment = ""
+
+
+class DeviceAlarmCount(BaseModel):
+    """One device's open alarms, for a badge."""
+
+    open: int = Field(description="open alarms not shelved")
+    severity: str | None = Field(description="the highest severity of those (null: none)")
+    shelved: int = Field(description="open alarms shelved now")
+
+
+class AlarmSummary(BaseModel):
+    """The caller's open alarms counted: the dashboard's badges read this in one request."""
+
+    open: int = Field(description="open alarms not shelved")
+    shelved: int
+    by_severity: dict[str, int] = Field(description="open alarms not shelved, by severity")
+    devices: dict[str, DeviceAlarmCount] = Field(description="device id → its open alarms")
