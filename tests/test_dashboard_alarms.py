@@ -18,6 +18,7 @@ from playwright.async_api import Locator, Page, expect
 
 from fieldhub.hub.alarms import AlarmFilter
 from tests.test_dashboard import (  # noqa: F401 (fixtures, found by their names)
+    DOOR_PIN,
     Cabinet,
     Dashboard,
     _no_page_problems,
@@ -51,8 +52,8 @@ def _rule(clearable: bool, device_id: str) -> dict[str, object]:
     }
 
 
-def _alarm_row(page: Page) -> Locator:
-    return page.locator("#alarm-rows tr.alarm").filter(has_text=RULE_NAME)
+def _alarm_row(page: Page, name: str = RULE_NAME) -> Locator:
+    return page.locator("#alarm-rows tr.alarm").filter(has_text=name)
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -65,10 +66,38 @@ async def rule(dash: Dashboard, cabinet: Cabinet) -> AsyncIterator[str]:  # noqa
     await dash.hub.alarms.delete_rule(RULE_ID, actor="test")
 
 
+@pytest_asyncio.fixture(loop_scope="module")
+async def door_rule(dash: Dashboard, cabinet: Cabinet) -> AsyncIterator[str]:  # noqa: F811
+    """An event rule users may clear: the cabinet's door opened. At the end the door is
+    closed and the rule gone."""
+    rule = {
+        "id": "door",
+        "name": "Door opened",
+        "severity": "minor",
+        "target": {"devices": [cabinet.device_id]},
+        "condition": {"kind": "event", "match": "door.*"},
+    }
+    await dash.hub.alarms.put_rule(rule, actor="test", create=True)
+    yield "Door opened"
+    cabinet.pins.pin(DOOR_PIN).drive_low()
+    await dash.hub.alarms.delete_rule("door", actor="test")
+
+
+async def _act(page: Page, row: Locator, action: str, comment: str) -> Locator:
+    """Open an alarm's details, write a comment and press ``action``: its details."""
+    await row.get_by_role("button", name="Details").click()
+    detail = page.locator("tr.alarm-detail")
+    await expect(detail.locator(".alarm-history")).to_contain_text("raised")
+    await detail.get_by_label("Comment").fill(comment)
+    await detail.get_by_role("button", name=action).click()
+    return detail
+
+
 async def test_an_alarm_appears_live_is_acknowledged_and_shows_everywhere(
     dash: Dashboard,  # noqa: F811
     cabinet: Cabinet,  # noqa: F811
     rule: str,
+    door_rule: str,
 ) -> None:
     operator = await dash.user("operator", ["berlin"])
     async with dash.page() as page:
@@ -90,42 +119,70 @@ async def test_an_alarm_appears_live_is_acknowledged_and_shows_everywhere(
         await expect(badge).to_have_class(re.compile(r"\bloud\b"))  # major: highlighted
 
         # Acknowledge from the page, with a comment: the state and the history say so.
-        await row.get_by_role("button", name="Details").click()
-        detail = page.locator("tr.alarm-detail")
-        await expect(detail.locator(".alarm-history")).to_contain_text("raised")
-        await detail.get_by_label("Comment").fill("on my way <script>")
-        await detail.get_by_role("button", name="Acknowledge").click()
+        detail = await _act(page, row, "Acknowledge", "on my way <script>")
         await expect(row.locator("td.state")).to_have_text("acknowledged")
         acked = detail.locator(".alarm-history li").filter(has_text="acknowledged")
         await expect(acked).to_contain_text("on my way <script>")
         await expect(acked).to_contain_text(operator)
         await expect(detail.get_by_role("button", name="Acknowledge")).to_have_count(0)
         await expect(badge).to_have_text("1")  # acknowledged is still open
+
+        # A second alarm, from an event: the door opens. Newest first, among the open ones.
+        cabinet.open_door()
+        door = _alarm_row(page, door_rule)
+        await expect(door.locator("td.severity")).to_have_text("minor")
+        await expect(door.locator("td.message")).to_have_text("Door 'door' opened")
+        await expect(page.locator("#alarm-rows tr.alarm").first).to_contain_text(door_rule)
+        await expect(badge).to_have_text("2")
         await dash.shot(page, "alarms")
 
-        # A bookmark of the acknowledged ones lists it; of the active ones, not.
+        # A bookmark of the acknowledged ones lists it; of the active major ones, nothing.
         await page.goto("/alarms?state=acknowledged")
         await expect(page.get_by_label("State")).to_have_value("acknowledged")
+        await expect(page.locator("#alarm-rows tr.alarm")).to_have_count(1)
         await expect(_alarm_row(page)).to_have_count(1)
         await page.goto("/alarms?state=active&severity=major")
         await expect(page.locator("#no-alarms")).to_be_visible()
         await expect(page.get_by_role("checkbox", name="major")).to_be_checked()
 
-        # The fleet shows the device's open alarm, the device page the alarm itself.
-        await page.goto("/")
+
+async def test_the_fleet_and_the_device_page_show_a_devices_alarms(
+    dash: Dashboard,  # noqa: F811
+    cabinet: Cabinet,  # noqa: F811
+    rule: str,
+    door_rule: str,
+) -> None:
+    operator = await dash.user("operator", ["berlin"])
+    cabinet.set_supply(HIGH_V)
+    cabinet.open_door()
+    await eventually(lambda: _open_alarms(dash, 2), "the supply and door alarms raised")
+    async with dash.page() as page:
+        await dash.log_in(page, operator)
         count = _row(page, cabinet.device_id).locator("td.alarm-count")
-        await expect(count).to_have_text("1 major")
+        await expect(count).to_have_text("2 major")  # how many, and the highest severity
         await count.get_by_role("link").click()
         await expect(page).to_have_url(re.compile(r"/alarms\?device="))
-        await expect(_alarm_row(page)).to_have_count(1)
-        await page.goto(f"/devices/{cabinet.device_id}")
-        on_device = _alarm_row(page)
-        await expect(on_device.locator("td.state")).to_have_text("acknowledged")
+        await expect(page.locator("#alarm-rows tr.alarm")).to_have_count(2)
 
-        # The supply is back: the acknowledged alarm clears, and leaves the device page live.
+        await page.goto(f"/devices/{cabinet.device_id}")
+        await expect(page.locator("#live-state")).to_have_text("live")
+        supply = _alarm_row(page)
+        await expect(supply.locator("td.state")).to_have_text("active")
+        await _act(page, supply, "Acknowledge", "seen")
+        await expect(supply.locator("td.state")).to_have_text("acknowledged")
+        await supply.get_by_role("button", name="Close").click()
+
+        # The door alarm's rule lets users clear it: from the device page, with a comment.
+        door = _alarm_row(page, door_rule)
+        detail = await _act(page, door, "Clear", "closed it")
+        await expect(door.locator("td.state")).to_have_text("cleared")  # shown while open
+        cleared = detail.locator(".alarm-history li").filter(has_text="cleared")
+        await expect(cleared).to_contain_text("closed it")
+        await expect(page.locator("#alarm-count")).to_have_text("1")
+
+        # The supply is back: the acknowledged alarm clears and leaves the page, live.
         cabinet.set_supply(NORMAL_V)
-        await expect(on_device).to_have_count(0)
-        await expect(page.locator("#no-alarms")).to_be_visible()
+        await expect(supply).to_have_count(0)
         await expect(page.locator("#alarm-count")).to_be_hidden()
 
 
@@ -174,7 +231,7 @@ async def test_the_alarms_page_fits_a_phone(
 ) -> None:
     technician = await dash.user("operator", ["berlin"])
     cabinet.set_supply(HIGH_V)
-    await eventually(lambda: _open_alarms(dash), "the supply alarm raised")
+    await eventually(lambda: _open_alarms(dash, 1), "the supply alarm raised")
     async with dash.page(width=390, height=844) as page:
         await dash.log_in(page, technician, "/alarms")
         row = _alarm_row(page)
@@ -190,8 +247,14 @@ async def test_the_alarms_page_fits_a_phone(
         assert overflow <= 0, f"the alarms page is {overflow} px wider than the phone"
         await dash.shot(page, "alarms-phone")
 
+        # Shelved for the hour the form proposes: marked, and no longer counted.
+        await page.locator("tr.alarm-detail").get_by_role("button", name="Shelve").click()
+        await expect(row.locator("td.state .shelved")).to_be_visible()
+        await expect(page.locator("tr.alarm-detail .alarm-history")).to_contain_text("shelved")
+        await expect(page.locator("#alarm-count")).to_be_hidden()
 
-async def _open_alarms(dash: Dashboard) -> list[object]:  # noqa: F811
-    return list(
-        await dash.hub.alarms.find(AlarmFilter(rule=RULE_ID, states=["active", "acknowledged"]))
-    )
+
+async def _open_alarms(dash: Dashboard, at_least: int) -> bool:  # noqa: F811
+    """Whether the hub has raised at least that many open alarms."""
+    found = await dash.hub.alarms.find(AlarmFilter(states=["active", "acknowledged"]))
+    return len(found) >= at_least
