@@ -22,12 +22,13 @@ async def test_open_alarms_are_counted_by_site_severity_and_device(hub: Hub) -> 
     hub.alarms.engine.committed(Batch(telemetry=[(mine, telemetry)]))
     await hub.alarms.engine.evaluate()
     [hot_alarm] = await hub.alarms.find(AlarmFilter(rule="hot"))
-    await hub.alarms.shelve(shelved, until=now_ms() + 60_000, actor="test")
+    back = now_ms() + 60_000
+    await hub.alarms.shelve(shelved, until=back, actor="test")
     async with api_client(hub, "viewer", sites=["berlin"]) as api:
         answer = await api.get("/api/alarms/summary")
         assert answer.status_code == 200, answer.text
         summary = answer.json()
-    assert (summary["open"], summary["shelved"]) == (2, 1)
+    assert (summary["open"], summary["shelved"], summary["shelved_until"]) == (2, 1, back)
     assert summary["by_severity"] == {"critical": 1, "warning": 1}
     assert summary["devices"][mine] == {"open": 2, "severity": "critical", "shelved": 0}
     assert len(summary["devices"]) == 2  # the other berlin device, its one alarm shelved
@@ -38,4 +39,5 @@ async def test_open_alarms_are_counted_by_site_severity_and_device(hub: Hub) -> 
     async with api_client(hub) as api:
         everyone = (await api.get("/api/alarms/summary")).json()
     assert (everyone["open"], everyone["by_severity"]) == (2, {"critical": 1, "warning": 1})
+    assert everyone["shelved_until"] == back
     assert everyone["devices"][mine] == {"open": 1, "severity": "critical", "shelved": 0}

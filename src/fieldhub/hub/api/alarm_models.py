@@ -182,5 +182,9 @@ class AlarmSummary(BaseModel):
 
     open: int = Field(description="open alarms not shelved")
     shelved: int
+    shelved_until: int | None = Field(
+        description="when the first shelving ends (the counts change then without an alarm"
+        " change): epoch ms, null when nothing is shelved"
+    )
     by_severity: dict[str, int] = Field(description="open alarms not shelved, by severity")
     devices: dict[str, DeviceAlarmCount] = Field(description="device id → its open alarms")

@@ -199,6 +199,7 @@ async def summary(hub: HubDep, who: Reader) -> AlarmSummary:
         devices = frozenset(e.id for e in hub.directory.matching({}) if who.sees(e.labels))
     now = now_ms()
     total = shelved = 0
+    first_back: int | None = None
     by_severity: dict[str, int] = {}
     per_device: dict[str, DeviceAlarmCount] = {}
     before: int | None = None
@@ -212,6 +213,7 @@ async def summary(hub: HubDep, who: Reader) -> AlarmSummary:
             if alarm.shelved_until is not None and alarm.shelved_until > now:
                 shelved += 1
                 count.shelved += 1
+                first_back = min(first_back or alarm.shelved_until, alarm.shelved_until)
                 continue
             total += 1
             count.open += 1
@@ -223,7 +225,13 @@ async def summary(hub: HubDep, who: Reader) -> AlarmSummary:
         if len(found) < _SUMMARY_PAGE:
             break
         before = found[-1].id
-    return AlarmSummary(open=total, shelved=shelved, by_severity=by_severity, devices=per_device)
+    return AlarmSummary(
+        open=total,
+        shelved=shelved,
+        shelved_until=first_back,
+        by_severity=by_severity,
+        devices=per_device,
+    )
 
 
 @alarms_router.get("/{alarm_id}", summary="Get an alarm with its history")

@@ -6,6 +6,7 @@
 import { api } from "./api.js";
 
 const AGAIN_MS = 300; // changes of one commit come together: count once after them
+const MAX_WAIT_MS = 2 ** 31 - 1; // what setTimeout can wait
 const LOUD = new Set(["critical", "major"]); // highlighted in the navigation
 
 /** The highest severity first: how severities compare on every page. */
@@ -21,6 +22,7 @@ export class AlarmCounts {
     this.summary = { open: 0, shelved: 0, by_severity: {}, devices: {} };
     this.listeners = [];
     this.timer = 0;
+    this.unshelve = 0;
     this.loaded = !allowed; // nothing to wait for
     const link = document.querySelector('[data-nav="alarms"]');
     this.badge = document.getElementById("alarm-count");
@@ -61,6 +63,12 @@ export class AlarmCounts {
       return;
     }
     this.loaded = true;
+    // A shelving that ends changes the counts without any alarm changing: count again then.
+    clearTimeout(this.unshelve);
+    const until = this.summary.shelved_until;
+    if (until !== null && until !== undefined) {
+      this.unshelve = setTimeout(() => this.load(), Math.min(Math.max(until - Date.now(), 0) + 100, MAX_WAIT_MS));
+    }
     this.show();
     for (const listener of this.listeners) listener(this.summary);
   }

@@ -25,6 +25,7 @@ export const isShelved = (alarm, now = Date.now()) =>
 export class RuleBook {
   constructor() {
     this.rules = new Map();
+    this.asked = new Set();
     this.loading = null;
   }
 
@@ -41,7 +42,9 @@ export class RuleBook {
 
   /** Make sure `ruleId` is known (a rule made after the page loaded): one request. */
   async know(ruleId) {
-    if (!this.rules.has(ruleId)) await this.load();
+    if (this.rules.has(ruleId) || this.asked.has(ruleId)) return;
+    this.asked.add(ruleId); // a rule the user may not see stays unknown: ask once
+    await this.load();
   }
 
   name(ruleId) {

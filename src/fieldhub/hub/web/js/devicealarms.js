@@ -12,7 +12,8 @@ const OPEN_STATES = ["active", "acknowledged"];
  * Show the open alarms of `deviceId` in the page's #alarms-section, and keep them current.
  *
  * @param {{deviceId: string, canWrite: boolean, live: import("./live.js").LiveFeed}} options
- * @returns {{load: () => Promise<void>}} `load` reads them again (after a reconnection)
+ * @returns {{load: () => Promise<void>, hide: () => void}} `load` reads them again (after a
+ *   reconnection); `hide` for good (no such device)
  */
 export function deviceAlarms({ deviceId, canWrite, live }) {
   const section = byId("alarms-section");
@@ -26,6 +27,7 @@ export function deviceAlarms({ deviceId, canWrite, live }) {
       byId("no-alarms").hidden = table.size > 0;
     },
   });
+  let hidden = false;
   byId("all-alarms").href = `/alarms?state=any&device=${encodeURIComponent(deviceId)}`;
 
   async function load() {
@@ -34,7 +36,12 @@ export function deviceAlarms({ deviceId, canWrite, live }) {
       query: { device: deviceId, state: OPEN_STATES, limit: 1000 },
     });
     table.show(page.alarms);
-    section.hidden = false;
+    section.hidden = hidden;
+  }
+
+  function hide() {
+    hidden = true;
+    section.hidden = true;
   }
 
   async function onAlarm(message) {
@@ -50,5 +57,5 @@ export function deviceAlarms({ deviceId, canWrite, live }) {
   }
 
   live.on("alarm", (message) => onAlarm(message).catch((error) => showError(status, error)));
-  return { load };
+  return { load, hide };
 }

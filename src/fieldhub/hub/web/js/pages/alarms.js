@@ -104,7 +104,8 @@ async function onAlarm(message) {
     if (error.status === 404) return table.drop(id); // moved out of the user's sites
     throw error;
   }
-  if (matches(alarm)) table.put(alarm, { fresh: !table.has(id) });
+  // One whose details are open stays (what just happened to it), until the view is read again.
+  if (matches(alarm) || table.entries.get(id)?.detail) table.put(alarm, { fresh: !table.has(id) });
   else table.drop(id);
 }
 

@@ -235,6 +235,7 @@ async function main() {
   } catch (error) {
     if (error instanceof ApiError && error.status === 404) {
       live.stop();
+      alarms?.hide();
       byId("title").textContent = deviceId;
       say(status, "No such device, or not one of your sites.", "error");
       return;
