@@ -258,3 +258,25 @@ async def _open_alarms(dash: Dashboard, at_least: int) -> bool:  # noqa: F811
     """Whether the hub has raised at least that many open alarms."""
     found = await dash.hub.alarms.find(AlarmFilter(states=["active", "acknowledged"]))
     return len(found) >= at_least
+
+
+async def test_viewers_see_their_sites_alarms_without_actions(
+    dash: Dashboard,  # noqa: F811
+    cabinet: Cabinet,  # noqa: F811
+    rule: str,
+) -> None:
+    cabinet.set_supply(HIGH_V)
+    await eventually(lambda: _open_alarms(dash, 1), "the supply alarm raised")
+    berlin = await dash.user("viewer", ["berlin"])
+    madrid = await dash.user("viewer", ["madrid"])
+    async with dash.page() as page:
+        await dash.log_in(page, berlin, "/alarms")
+        row = _alarm_row(page)
+        await row.get_by_role("button", name="Details").click()
+        await expect(page.locator("tr.alarm-detail .alarm-history")).to_contain_text("raised")
+        await expect(page.locator("tr.alarm-detail button")).to_have_count(0)  # a viewer
+        await expect(page.locator("#alarm-count")).to_have_text("1")
+    async with dash.page() as page:
+        await dash.log_in(page, madrid, "/alarms")
+        await expect(page.locator("#no-alarms")).to_be_visible()
+        await expect(page.locator("#alarm-count")).to_be_hidden()

@@ -99,7 +99,7 @@ export class AlarmTable {
     this.withDevice = options.device ?? true;
     this.deviceName = options.deviceName ?? ((id) => id);
     this.onChange = options.onChange ?? (() => {});
-    this.entries = new Map(); // id → {alarm, row, detail}
+    this.entries = new Map(); // id → {alarm, history, row, detail, parts (of the details)}
   }
 
   get size() {
@@ -131,8 +131,10 @@ export class AlarmTable {
     if (alarm.history) entry.history = alarm.history;
     const row = this.makeRow(entry);
     if (fresh) row.classList.add("flash");
+    const focused = entry.row?.contains(document.activeElement);
     entry.row?.replaceWith(row);
     entry.row = row;
+    if (focused) row.querySelector("button")?.focus(); // the Details/Close button keeps it
     if (entry.detail) this.fillDetail(entry);
     if (!quiet) {
       if (moved) this.place(entry);
