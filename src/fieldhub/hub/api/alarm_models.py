@@ -167,3 +167,24 @@ class AlarmShelve(BaseModel):
     model_config = ConfigDict(extra="forbid")
     until: EpochMs
     comment: Comment = ""
+
+
+class DeviceAlarmCount(BaseModel):
+    """One device's open alarms, for a badge."""
+
+    open: int = Field(description="open alarms not shelved")
+    severity: str | None = Field(description="the highest severity of those (null: none)")
+    shelved: int = Field(description="open alarms shelved now")
+
+
+class AlarmSummary(BaseModel):
+    """The caller's open alarms counted: the dashboard's badges read this in one request."""
+
+    open: int = Field(description="open alarms not shelved")
+    shelved: int
+    shelved_until: int | None = Field(
+        description="when the first shelving ends (the counts change then without an alarm"
+        " change): epoch ms, null when nothing is shelved"
+    )
+    by_severity: dict[str, int] = Field(description="open alarms not shelved, by severity")
+    devices: dict[str, DeviceAlarmCount] = Field(description="device id → its open alarms")

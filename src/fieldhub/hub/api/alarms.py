@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from fieldhub.clock import now_ms
 from fieldhub.hub.alarms import AlarmFilter, AlarmRecord, Rule, StoredRule, parse_rule
 from fieldhub.hub.alarms.rules import Target
 from fieldhub.hub.api.alarm_models import (
@@ -23,6 +24,8 @@ from fieldhub.hub.api.alarm_models import (
     AlarmRuleIn,
     AlarmRuleOut,
     AlarmShelve,
+    AlarmSummary,
+    DeviceAlarmCount,
 )
 from fieldhub.hub.api.deps import hub_dependency
 from fieldhub.hub.api.fields import RowId
@@ -176,6 +179,59 @@ async def list_alarms(
     found = await hub.alarms.find(where)
     next_cursor = str(found[-1].id) if len(found) == limit else None
     return AlarmPage(alarms=[AlarmOut.of(a) for a in found], next_cursor=next_cursor)
+
+
+_OPEN = ("active", "acknowledged")
+_RANK = {"critical": 0, "major": 1, "minor": 2, "warning": 3, "info": 4}  # rules.SEVERITIES
+_SUMMARY_PAGE = 1000
+
+
+@alarms_router.get("/summary", summary="Count open alarms")
+async def summary(hub: HubDep, who: Reader) -> AlarmSummary:
+    """The caller's open alarms counted in total, by severity and per device (shelved ones
+    apart): what a badge shows, in one request however many devices there are.
+
+    Open alarms are few by construction (one per device and rule), so they are read whole,
+    a page of 1,000 at a time.
+    """
+    devices = None
+    if who.sites is not None:
+        devices = frozenset(e.id for e in hub.directory.matching({}) if who.sees(e.labels))
+    now = now_ms()
+    total = shelved = 0
+    first_back: int | None = None
+    by_severity: dict[str, int] = {}
+    per_device: dict[str, DeviceAlarmCount] = {}
+    before: int | None = None
+    while True:
+        where = AlarmFilter(states=_OPEN, devices=devices, before_id=before, limit=_SUMMARY_PAGE)
+        found = await hub.alarms.find(where)
+        for alarm in found:
+            count = per_device.setdefault(
+                alarm.device_id, DeviceAlarmCount(open=0, severity=None, shelved=0)
+            )
+            if alarm.shelved_until is not None and alarm.shelved_until > now:
+                shelved += 1
+                count.shelved += 1
+                first_back = min(first_back or alarm.shelved_until, alarm.shelved_until)
+                continue
+            total += 1
+            count.open += 1
+            by_severity[alarm.severity] = by_severity.get(alarm.severity, 0) + 1
+            if count.severity is None or _RANK.get(alarm.severity, 9) < _RANK.get(
+                count.severity, 9
+            ):
+                count.severity = alarm.severity
+        if len(found) < _SUMMARY_PAGE:
+            break
+        before = found[-1].id
+    return AlarmSummary(
+        open=total,
+        shelved=shelved,
+        shelved_until=first_back,
+        by_severity=by_severity,
+        devices=per_device,
+    )
 
 
 @alarms_router.get("/{alarm_id}", summary="Get an alarm with its history")

@@ -38,6 +38,7 @@ PAGES = {
     "/": "overview.html",
     "/login": "login.html",
     "/devices/{device_id}": "device.html",
+    "/alarms": "alarms.html",
     "/events": "events.html",
     "/manage": "manage.html",
 }

@@ -1,6 +1,7 @@
 // Who is signed in, what they may do, and the page frame every page shares: navigation,
 // the user's name, log out, and the live feed's state.
 
+import { AlarmCounts } from "./alarmcount.js";
 import { keepAgesCurrent } from "./ages.js";
 import { api, ApiError } from "./api.js";
 import { byId, say } from "./dom.js";
@@ -12,6 +13,8 @@ export const Permission = Object.freeze({
   DEVICES_WRITE: "devices:write",
   DEVICES_COMMAND: "devices:command",
   EVENTS_READ: "events:read",
+  ALARMS_READ: "alarms:read",
+  ALARMS_WRITE: "alarms:write",
   USERS_READ: "users:read",
   USERS_WRITE: "users:write",
   ACCOUNT_WRITE: "account:write",
@@ -34,11 +37,11 @@ const LIVE_TEXT = { connecting: "connecting…", live: "live", offline: "offline
 /**
  * Set up the page frame: find out who is signed in (a 401 goes to the login page), show the
  * user and the log-out button, mark the current page in the navigation, keep the page's
- * relative ages current, and start the live feed (not connected until the page subscribes and
- * calls `live.start()`).
+ * relative ages current, count the open alarms in the navigation (kept current by the feed),
+ * and start the live feed (not connected until the page subscribes and calls `live.start()`).
  *
  * @param {string} current the data-nav name of this page
- * @returns {Promise<{me: Me, live: LiveFeed}>}
+ * @returns {Promise<{me: Me, live: LiveFeed, alarms: AlarmCounts}>}
  */
 export async function startPage(current) {
   for (const link of document.querySelectorAll("[data-nav]")) {
@@ -58,9 +61,10 @@ export async function startPage(current) {
     indicator.textContent = LIVE_TEXT[state];
     indicator.title = state === "live" ? "updates arrive as they happen" : "updates paused";
   });
+  const alarms = new AlarmCounts(me.can(Permission.ALARMS_READ), live);
   keepAgesCurrent();
   document.body.classList.add("ready");
-  return { me, live };
+  return { me, live, alarms };
 }
 
 async function logout() {

@@ -7,6 +7,7 @@ import { byId, h, replace, say } from "../dom.js";
 import { ago, dateTime, value } from "../format.js";
 import { RANGES, TelemetryCharts } from "../charts.js";
 import { CommandPanel } from "../commands.js";
+import { deviceAlarms } from "../devicealarms.js";
 import { eventRow } from "../eventlist.js";
 import { fillPresence, presenceBadge } from "../presence.js";
 import { problemsOf } from "../problems.js";
@@ -211,6 +212,9 @@ async function main() {
     isLive: () => byId("live-state").dataset.state === "live",
   });
   rangeButtons();
+  const alarms = me.can(Permission.ALARMS_READ)
+    ? deviceAlarms({ deviceId, canWrite: me.can(Permission.ALARMS_WRITE), live })
+    : null;
   live
     .on("telemetry", onTelemetry)
     .on("event", (message) => {
@@ -223,13 +227,15 @@ async function main() {
     .on("command", (message) => commands.upsert(message.command))
     .on("device", onDevice)
     .on("resync", () => loadAll().catch((error) => showError(status, error)))
+    .on("resync", () => alarms?.load().catch((error) => showError(status, error)))
     .subscribe({ devices: [deviceId] })
     .start();
   try {
-    await loadAll();
+    await Promise.all([loadAll(), alarms?.load()]);
   } catch (error) {
     if (error instanceof ApiError && error.status === 404) {
       live.stop();
+      alarms?.hide();
       byId("title").textContent = deviceId;
       say(status, "No such device, or not one of your sites.", "error");
       return;

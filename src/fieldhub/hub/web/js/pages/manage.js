@@ -18,7 +18,9 @@ async function knownSites(me) {
 }
 
 async function main() {
-  const { me } = await startPage("manage");
+  const { me, live } = await startPage("manage");
+  live.start(); // the navigation's alarm count stays current
+
   for (const el of document.querySelectorAll("[data-needs]")) {
     el.hidden = !me.can(el.dataset.needs);
   }

@@ -18,6 +18,7 @@ const devices = new Map(); // id → {device, latest, twin, row}
 const status = byId("status");
 const form = byId("filters");
 let refreshing = null;
+let alarmCounts = null; // AlarmCounts of the page (session.js)
 
 function filters() {
   const data = new FormData(form);
@@ -58,6 +59,7 @@ function makeRow(entry) {
     presence: h("td", { "data-label": "Presence" }, presenceBadge(device.presence)),
     values: h("td", { class: "values", "data-label": "Last values" }),
     problems: h("td", { class: "problems", "data-label": "Problems" }),
+    alarms: h("td", { class: "alarm-count", "data-label": "Alarms" }),
   };
   const row = h("tr", { dataset: { device: device.id } }, Object.values(cells));
   entry.row = row;
@@ -65,7 +67,32 @@ function makeRow(entry) {
   fillName(entry);
   fillValues(entry);
   fillProblems(entry);
+  fillAlarms(entry);
   return row;
+}
+
+/** The device's open alarms: how many and the highest severity, a link to them. */
+function fillAlarms(entry) {
+  const cell = entry.cells.alarms;
+  const count = alarmCounts?.device(entry.device.id) ?? { open: 0, severity: null, shelved: 0 };
+  cell.classList.toggle("none", count.open + count.shelved === 0);
+  if (!count.open && !count.shelved) {
+    replace(cell, h("span", { class: "muted", text: alarmCounts?.loaded ? "none" : "…" }));
+    return;
+  }
+  const href = `/alarms?device=${encodeURIComponent(entry.device.id)}`;
+  const title = [
+    count.open ? `${count.open} open, the highest ${count.severity}` : null,
+    count.shelved ? `${count.shelved} shelved` : null,
+  ].filter(Boolean).join("; ");
+  replace(
+    cell,
+    h(
+      "a",
+      { class: `chip alarm-chip ${count.severity ?? "shelved"}`, href, title },
+      count.open ? `${count.open} ${count.severity}` : `${count.shelved} shelved`,
+    ),
+  );
 }
 
 function fillName(entry) {
@@ -356,7 +383,11 @@ async function onDevice(message) {
 // -- start ----------------------------------------------------------------------------------
 
 async function main() {
-  const { live } = await startPage("overview");
+  const { live, alarms } = await startPage("overview");
+  alarmCounts = alarms;
+  alarms.on(() => {
+    for (const entry of devices.values()) if (entry.row) fillAlarms(entry);
+  });
   const params = new URLSearchParams(location.search);
   form.elements.q.value = params.get("q") ?? "";
   form.elements.state.value = params.get("state") ?? "";
