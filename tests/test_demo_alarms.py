@@ -221,7 +221,9 @@ def test_the_demo_shows_an_alarm_and_its_notification_within_a_minute(tmp_path: 
         else:
             pytest.fail("no notification within a minute:\n" + "".join(seen))
         said = "".join(seen)
-        assert re.search(r"alarms: \S+/api/alarms .*notifications .* print here", said), said
+        assert re.search(
+            r"alarms: \S+/alarms \(API \S+/api/alarms.*notifications .* print here", said
+        ), said
         alarms = _get(url + "api/alarms?state=active", cookie)["alarms"]
         hot = [a for a in alarms if a["rule_id"] == "over-temperature"]
         assert [a["device_id"] for a in hot] == ["demo-002"]

@@ -105,8 +105,8 @@ async def _start_fleet(hub: Any, size: int, door_every_s: float) -> None:
         url = hub_url(hub).rstrip("/") if hub.settings.http_address[1] else ""
         told = "; notifications of raised and cleared alarms print here" if shown else ""
         console.print(
-            f"alarms: [bold]{url}/api/alarms[/bold] (rules: {url}/api/alarm-rules, "
-            f"docs/alarms.md){told}"
+            f"alarms: [bold]{url}/alarms[/bold] (API {url}/api/alarms, rules "
+            f"{url}/api/alarm-rules, docs/alarms.md){told}"
         )
         await run_demo_fleet(hub, size, hub.settings.data, door_every_s=door_every_s)
 
