@@ -495,6 +495,10 @@ async def test_every_route_declares_a_known_permission(hub: Hub):
     assert not unknown, f"permissions the access rules do not know: {unknown}"
 
 
+# Every route for every kind of caller, on real objects: 1,800 requests, about two minutes on
+# two cores (more than the suite's default per-test timeout, which stays for the others).
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 async def test_access_matrix(hub: Hub, capsys: pytest.CaptureFixture[str]):
     # The matrix is about who may call what, not about hashing: cheap argon2 parameters keep
     # its ~50 password checks from dominating the run (test_auth.py uses the real ones).
