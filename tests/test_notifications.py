@@ -219,6 +219,29 @@ async def test_the_same_dedup_key_twice_is_one_delivery(hub: Hub, receiver: Webh
     assert len(await hub.notifications.notifications()) == 1
 
 
+async def test_a_held_notification_waits_until_its_time_then_is_sent(
+    hub: Hub, receiver: WebhookReceiver
+):
+    channel_id = await webhook(hub, receiver)
+    due = now_ms() + 1500
+    sent_from = time.monotonic() + 1.4
+    held = NewNotification(
+        channel_id=channel_id,
+        dedup_key="held",
+        event="alarm.raised",
+        subject="after the window",
+        body={},
+        not_before=due,
+    )
+    await hub.notifications.enqueue([held, item(channel_id, "now")])
+
+    await eventually(lambda: len(receiver.to("/hook")) >= 1, "the one not held is sent")
+    assert [r.json()["subject"] for r in receiver.to("/hook")] == ["door open: now"]
+    await eventually(lambda: len(receiver.to("/hook")) == 2, "the held one, later")
+    assert receiver.to("/hook")[1].json()["subject"] == "after the window"
+    assert receiver.to("/hook")[1].at >= sent_from
+
+
 async def test_a_storm_enqueued_in_one_job_is_stored_once_per_key(hub: Hub):
     channel = await hub.notifications.create_channel(
         "held", "webhook", {"url": "http://127.0.0.1:9/"}, enabled=False, actor="test"

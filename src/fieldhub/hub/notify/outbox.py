@@ -88,7 +88,7 @@ def _row(item: NewNotification, now: int) -> dict[str, Any]:
         "created_at": now,
         "state": "pending",
         "attempts": 0,
-        "next_attempt_at": now,
+        "next_attempt_at": max(now, item.not_before or now),
         "leased_by": None,
         "delivered_at": None,
         "last_error": "",
@@ -98,7 +98,8 @@ def _row(item: NewNotification, now: int) -> dict[str, Any]:
 def enqueue(conn: Connection, items: Sequence[NewNotification], *, now: int | None = None) -> int:
     """Add ``items`` to the outbox, in the caller's transaction; how many were new.
 
-    ``now`` (epoch ms, default the clock) is their creation and first due time.
+    ``now`` (epoch ms, default the clock) is their creation and first due time (or an
+    item's ``not_before``, when later).
 
     Idempotent on ``dedup_key``: a key already in the outbox (in any state) is skipped, by the
     database (``INSERT … ON CONFLICT DO NOTHING``), so two transactions racing with the same

@@ -44,6 +44,8 @@ class NewNotification:
     subject: str
     body: dict[str, Any] = field(default_factory=dict)
     """JSON: the webhook's payload ``data``, the e-mail's text, the MQTT message's ``data``."""
+    not_before: int | None = None
+    """Epoch ms before which it is not sent (a held or scheduled message); None: at once."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
