@@ -31,6 +31,7 @@ from fieldhub.agent.service import Agent
 from fieldhub.agent.units import Drivers, SocketConfig, mock_pin_factory
 from fieldhub.agent.units.simulate import SwitchPin
 from fieldhub.hub.api.apidocs import DOCS_POLICY, REDOC, SWAGGER_UI
+from fieldhub.hub.api.app import create_app
 from fieldhub.hub.api.headers import CONTENT_SECURITY_POLICY
 from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Role
@@ -175,6 +176,23 @@ async def test_every_answer_carries_the_security_headers(
     assert answer.headers["content-security-policy"] == expected
     assert "frame-ancestors 'none'" in expected
     assert "'unsafe-inline'" not in _directive(expected, "script-src")
+
+
+async def test_an_unexpected_error_answers_500_with_the_security_headers(hub: Hub) -> None:
+    app = create_app(hub)
+
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/api/broken", broken)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
+        answer = await client.get("/api/broken")
+    assert answer.status_code == 500
+    assert "a bug" not in answer.text
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert answer.headers["x-frame-options"] == "DENY"
+    assert answer.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
 
 
 def _directive(csp: str, name: str) -> str:

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
 
 from fieldhub import __version__
 from fieldhub.hub.api import (
@@ -49,6 +50,17 @@ class _BusState:
         return self._hub.bus.connected
 
 
+class _HubApi(FastAPI):
+    """FastAPI with the security headers outside even Starlette's error middleware.
+
+    Starlette always puts ``ServerErrorMiddleware`` outermost, so an unexpected exception's
+    500 would skip every middleware added with ``add_middleware``, the headers among them.
+    """
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack())
+
+
 def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     """The API of ``hub`` (which must be started before the app serves requests).
 
@@ -56,7 +68,7 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     ``max_body`` bytes are refused with 413; every answer carries the security headers
     (``api/headers.py``).
     """
-    app = FastAPI(
+    app = _HubApi(
         title="fieldhub",
         version=__version__,
         description="Monitor and control devices in the field. Timestamps are epoch ms.",
@@ -77,7 +89,6 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
         )
     )
     app.add_middleware(BodySizeLimit, max_bytes=max_body)
-    app.add_middleware(SecurityHeaders)  # added last: outermost, so a 413 carries them too
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HubError, hub_error)
     app.add_exception_handler(StarletteHTTPException, http_error)  # a 422's shape, as above
