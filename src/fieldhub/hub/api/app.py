@@ -22,6 +22,7 @@ from fieldhub.hub.api import (
     devices,
     events,
     notifications,
+    subscriptions,
     tokens,
     users,
     web,
@@ -93,6 +94,7 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(notifications.channels)
     app.include_router(notifications.outbox)
+    app.include_router(subscriptions.router)
     app.include_router(claims.device_router)
     app.include_router(claims.operator_router)
     app.include_router(live_router)  # the /api/live WebSocket (docs/live.md)

@@ -46,6 +46,10 @@ class NewNotification:
     """JSON: the webhook's payload ``data``, the e-mail's text, the MQTT message's ``data``."""
     not_before: int | None = None
     """Epoch ms before which it is not sent (a held or scheduled message); None: at once."""
+    subscription_id: int | None = None
+    """The subscription it is sent for (its rate limit counts it); None: none (a test)."""
+    recipients: tuple[str, ...] = ()
+    """E-mail only: the subscription's own addresses; empty: the channel's ``to``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,6 +89,8 @@ class NotificationRecord:
     next_attempt_at: int
     delivered_at: int | None
     last_error: str
+    recipients: tuple[str, ...] = ()
+    """E-mail: where it goes instead of the channel's ``to`` (empty: the channel's)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
