@@ -36,12 +36,12 @@ class _Strict(BaseModel):
 
 
 class QuietHoursIn(_Strict):
-    """From ``from`` to ``to`` (HH:MM local time in ``timezone``; crossing midnight when
+    """From ``from`` to ``to`` (HH:MM or HH:MM:SS local time in ``timezone``; crossing midnight when
     ``to`` is not after ``from``) on the ``days`` it starts; ``pass_severities`` still pass."""
 
     timezone: Short = Field(examples=["Europe/Berlin"])
-    start: Annotated[str, Field(max_length=5, alias="from", examples=["22:00"])]
-    end: Annotated[str, Field(max_length=5, alias="to", examples=["07:00"])]
+    start: Annotated[str, Field(max_length=8, alias="from", examples=["22:00"])]
+    end: Annotated[str, Field(max_length=8, alias="to", examples=["07:00"])]
     days: list[Annotated[str, Field(max_length=3)]] = Field(
         default_factory=lambda: list(DAYS), max_length=7
     )

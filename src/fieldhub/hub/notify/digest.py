@@ -306,20 +306,26 @@ class DigestFlusher:
         self._stopping = True
         self._wake.set()
 
+    async def flush(self) -> tuple[int, int | None]:
+        """Send the digests due now; how many were enqueued, and when the next group is due
+        (None: none open)."""
+        enqueued, next_due = await self._writes.run(
+            partial(flush_due, now=self._clock()), urgent=True
+        )
+        if enqueued:
+            self._delivered()
+        return enqueued, next_due
+
     async def run(self) -> None:
         """Flush due groups until :meth:`stop`."""
         while not self._stopping:
             self._wake.clear()
             wait = self._poll_s
             try:
-                enqueued, next_due = await self._writes.run(
-                    partial(flush_due, now=self._clock()), urgent=True
-                )
+                _, next_due = await self.flush()
             except (SQLAlchemyError, OSError) as exc:  # the store is down: try again later
                 log.debug("cannot flush notification digests: %s", exc)
             else:
-                if enqueued:
-                    self._delivered()
                 if next_due is not None:
                     wait = min(wait, max(0.0, (next_due - self._clock()) / 1000))
             with contextlib.suppress(TimeoutError):

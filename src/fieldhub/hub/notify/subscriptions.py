@@ -55,7 +55,7 @@ DEFAULT_MAX_PER_HOUR: Final = 30
 MAX_PER_HOUR: Final = 3600
 _RULE_PATTERN = re.compile(r"^[a-z0-9_.*?\[\]-]{1,64}$")
 _SITE = re.compile(r"^\S{1,64}$")
-_TIME = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+_TIME = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?$")
 
 HUB_WIDE: Final = Principal(via="session", name="hub", role=Role.ADMIN, sites=None)
 """Whose eyes a subscription without an owner has: every site."""
@@ -91,8 +91,8 @@ class QuietHours:
         """As stored and answered: ``{"timezone", "from", "to", "days", "pass_severities"}``."""
         return {
             "timezone": self.timezone,
-            "from": self.start.strftime("%H:%M"),
-            "to": self.end.strftime("%H:%M"),
+            "from": _clock_time(self.start),
+            "to": _clock_time(self.end),
             "days": [DAYS[d] for d in sorted(self.days)],
             "pass_severities": sorted(self.passing, key=severity_rank),
         }
@@ -253,5 +253,9 @@ def quiet_hours(raw: dict[str, Any] | None) -> QuietHours | None:
 def _local_time(value: Any, loc: tuple[str | int, ...]) -> time:
     match = _TIME.match(value) if isinstance(value, str) else None
     if match is None:
-        raise Invalid(f"{str(value)[:20]!r} is no local time HH:MM (00:00 to 23:59)", loc)
-    return time(int(match[1]), int(match[2]))
+        raise Invalid(f"{str(value)[:20]!r} is no local time HH:MM or HH:MM:SS", loc)
+    return time(int(match[1]), int(match[2]), int(match[3] or 0))
+
+
+def _clock_time(value: time) -> str:
+    return value.strftime("%H:%M:%S" if value.second else "%H:%M")
