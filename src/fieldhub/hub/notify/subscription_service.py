@@ -102,7 +102,7 @@ class SubscriptionService:
         await self._audit(
             actor,
             "notification.subscription.created",
-            str(created.id),
+            f"subscription:{created.id}",
             detail={"owner_id": None, "channel_id": channel_id},
         )
         return created
@@ -166,7 +166,7 @@ class SubscriptionService:
         await self._audit(
             who.actor,
             f"notification.subscription.{what}",
-            str(subscription.id),
+            f"subscription:{subscription.id}",
             source=source,
             detail={"owner_id": subscription.owner_id, "channel_id": subscription.channel_id},
         )
