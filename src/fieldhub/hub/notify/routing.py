@@ -6,7 +6,7 @@ Each change goes to every enabled subscription (of an enabled channel) whose fil
 subscription's grouping and rate limit decide (``digest.Grouper``): sent at once, or gathered
 for a digest. What is sent at once is held by ``holds.not_before`` (quiet hours).
 
-One notification per (alarm, change, subscription): the dedup key makes the enqueue
+One notification per (alarm change, subscription): the dedup key makes the enqueue
 idempotent, so a retried round notifies once.
 """
 
@@ -54,7 +54,8 @@ def alarm_notifications(conn: Connection, changes: list[AlarmChange]) -> None:
 def _message(subscription: Subscription, change: AlarmChange) -> NewNotification:
     return NewNotification(
         channel_id=subscription.channel_id,
-        dedup_key=f"alarm:{change.alarm_id}:{change.kind}:subscription:{subscription.id}",
+        # With the change's time: an alarm is shelved (or acknowledged) more than once.
+        dedup_key=f"alarm:{change.alarm_id}:{change.kind}:{change.at}:subscription:{subscription.id}",
         event=f"alarm.{change.kind}",
         subject=_subject(change),
         body=_body(change),
