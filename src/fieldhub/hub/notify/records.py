@@ -34,7 +34,7 @@ class NewNotification:
     ``dedup_key`` makes enqueueing idempotent: the same key twice is one notification, so a
     caller that retries a transaction, or two hubs that see the same alarm change, notify
     once. Make it say what the message is about and for whom, e.g.
-    ``"alarm:<alarm id>:raised:channel:<channel id>"``.
+    ``"alarm:<alarm id>:raised:<time>:subscription:<subscription id>"``.
     """
 
     channel_id: int
