@@ -39,7 +39,9 @@ from fieldhub.hub.api.security import CSRF_HEADER, SESSION_COOKIE
 from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Auth
 from fieldhub.hub.auth.passwords import Passwords
+from fieldhub.hub.auth.rules import principal_for
 from fieldhub.hub.ingest.batch import Batch
+from fieldhub.hub.notify.subscriptions import SubscriptionSpec
 from fieldhub.protocol import Event
 from tests.hub_client import ALL_SCOPES, HubClient, add_user, user_token
 
@@ -49,7 +51,8 @@ PASSWORD = "matrix password 1"
 UNSAFE = {"post", "put", "patch", "delete"}
 
 # -- the rules, as the issue states them -------------------------------------------------------
-OWN_ACCOUNT = {"account:read", "account:write"}
+# ... and everyone keeps their own notification subscriptions (issue 13)
+OWN_ACCOUNT = {"account:read", "account:write", "subscriptions:read", "subscriptions:write"}
 ROLE_RIGHTS = {
     "admin": {
         *OWN_ACCOUNT,
@@ -202,11 +205,13 @@ class World:
         self.users: dict[Who, Any] = {}
         self.login_user: Any = None
         self.someone: Any = None
+        self.hook = 0  # a channel every subscription made through the API may use
         self.site_of: dict[str, str] = {}  # every device (and claimed device) made: its site
 
     async def populate(self) -> None:
         self.login_user = await add_user(self.hub, "viewer", (SITE_A,), password=PASSWORD)
         self.someone = await add_user(self.hub, "operator", (SITE_A,))
+        self.hook = await self.channel()
         for who in CALLERS:
             if who.role is not None:
                 user = await add_user(self.hub, who.role, who.sites, password=PASSWORD)
@@ -262,6 +267,18 @@ class World:
             self.fresh("hook"), "webhook", {"url": "http://127.0.0.1:9/hook"}, actor="test"
         )
         return channel.id
+
+    async def subscription(self, case: Case) -> None:
+        """A subscription of the caller's own, or of another user's: those only admins see
+        (and change)."""
+        own = case.variant == "own" and case.who.credential != "disabled"  # owns no more
+        mine = self.users.get(case.who) if own else None
+        spec = SubscriptionSpec(channel_id=self.hook)
+        as_admin = principal_for(via="session", user_id=0, name="t", role="admin", sites=[])
+        owner = (mine or self.someone).id
+        made = await self.hub.notifications.subscriptions.create(spec, as_admin, owner_id=owner)
+        case.values["subscription_id"] = str(made.id)
+        case.visible &= mine is not None or case.who.role == "admin"
 
     async def notification(self) -> str:
         """A notification in the outbox (held: its channel is disabled)."""
@@ -348,10 +365,11 @@ class World:
                 token_id, _ = await user_token(self.hub, mine or self.someone)
                 case.values[param] = str(token_id)
                 case.visible &= mine is not None
-            elif param == "channel_id":
-                case.values[param] = str(await self.channel())
-            elif param == "notification_id":
-                case.values[param] = await self.notification()
+            elif param in ("channel_id", "notification_id"):
+                make = self.channel if param == "channel_id" else self.notification
+                case.values[param] = str(await make())
+            elif param == "subscription_id":
+                await self.subscription(case)
             elif param == "rule_id":
                 stored = await self.hub.alarms.put_rule(
                     {"target": {"labels": {"site": site}}, "condition": DOOR},
@@ -424,6 +442,11 @@ class World:
                 "config": {"url": "http://127.0.0.1:9/hook", "secret": "matrix"},
             },
             ("patch", "/api/notification-channels/{channel_id}"): lambda: {"enabled": False},
+            ("post", "/api/notification-subscriptions"): lambda: {"channel_id": self.hook},
+            ("put", "/api/notification-subscriptions/{subscription_id}"): lambda: {
+                "channel_id": self.hook,
+                "min_severity": "major",
+            },
             ("post", "/api/alarm-rules"): lambda: {
                 "target": {"labels": {"site": site}},
                 "condition": DOOR,

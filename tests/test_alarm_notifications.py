@@ -78,4 +78,5 @@ async def _webhook(hub: Hub, receiver: WebhookReceiver, path: str, *, enabled: b
         enabled=enabled,
         actor="test",
     )
+    await hub.notifications.subscriptions.subscribe_hub_wide(channel.id, actor="test")
     return channel.id

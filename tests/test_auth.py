@@ -109,6 +109,8 @@ async def test_session_opens_the_api_until_logout(hub: Hub, anon: httpx.AsyncCli
     assert set(me.json()["permissions"]) == {
         "account:read",
         "account:write",
+        "subscriptions:read",  # one's own notification subscriptions
+        "subscriptions:write",
         "devices:read",
         "events:read",
         "alarms:read",

@@ -158,7 +158,8 @@ class DemoConsole:
 
 async def point_channel(hub: Any, url: str, secret: str) -> bool:
     """Make the webhook channel ``demo console`` send to ``url`` signed with ``secret``:
-    created on a new data folder, else changed in place (enabled or not, as the user left it).
+    created on a new data folder (with a hub-wide subscription: every alarm raised and
+    cleared), else changed in place (enabled or not, as the user left it).
 
     Args:
         hub: the running hub (``fieldhub.hub.app.Hub``).
@@ -175,5 +176,7 @@ async def point_channel(hub: Any, url: str, secret: str) -> bool:
                 return False
             await hub.notifications.update_channel(channel.id, config=config, actor="demo")
             return True
-    await hub.notifications.create_channel(CHANNEL_NAME, "webhook", config, actor="demo")
+    channel = await hub.notifications.create_channel(CHANNEL_NAME, "webhook", config, actor="demo")
+    # Hub-wide: the console hears every alarm raised and cleared, whoever is signed in.
+    await hub.notifications.subscriptions.subscribe_hub_wide(channel.id, actor="demo")
     return True

@@ -39,8 +39,8 @@ from fieldhub.hub.ingest.pipeline import Ingest, IngestSettings
 from fieldhub.hub.ingest.stats import IngestStats
 from fieldhub.hub.ingest.writer import IngestWriter
 from fieldhub.hub.live.fanout import LiveHub
-from fieldhub.hub.notify.alarms import alarm_notifications
 from fieldhub.hub.notify.channels.email import SmtpServer
+from fieldhub.hub.notify.routing import alarm_notifications
 from fieldhub.hub.notify.service import NotificationService
 from fieldhub.hub.notify.worker import DeliverySettings
 from fieldhub.hub.store.alarms import AlarmStore

@@ -23,6 +23,7 @@ from fieldhub.hub.api import (
     devices,
     events,
     notifications,
+    subscriptions,
     tokens,
     users,
     web,
@@ -104,6 +105,7 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(notifications.channels)
     app.include_router(notifications.outbox)
+    app.include_router(subscriptions.router)
     app.include_router(claims.device_router)
     app.include_router(claims.operator_router)
     app.include_router(live_router)  # the /api/live WebSocket (docs/live.md)

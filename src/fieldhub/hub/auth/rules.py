@@ -5,7 +5,8 @@ The rules, in one place:
 - A **role** grants permissions: ``admin`` everything; ``operator`` sees and changes devices
   (and will command them), reads events, and keeps the alarm rules and alarms of its sites;
   ``viewer`` only sees devices, events and alarms. Everyone
-  who is logged in manages their own account (password, own API tokens, logout).
+  who is logged in manages their own account (password, own API tokens, logout) and their
+  own notification subscriptions.
 - A **scope** limits an API token: every permission needs one scope (``read`` for reading,
   ``write`` for changing, ``command`` for commanding devices, ``metrics`` for scraping
   ``/metrics``). A token's rights are its scopes' permissions **intersected** with its user's
@@ -69,6 +70,10 @@ class Permission(StrEnum):
     # where alarms go; a test message can be sent anywhere a channel points).
     NOTIFICATIONS_READ = "notifications:read"
     NOTIFICATIONS_WRITE = "notifications:write"
+    # One's own notification subscriptions (what alarms of one's sites reach one, and how);
+    # those who hold notifications:read/write see/manage everyone's.
+    SUBSCRIPTIONS_READ = "subscriptions:read"
+    SUBSCRIPTIONS_WRITE = "subscriptions:write"
 
 
 SCOPE_OF: dict[Permission, Scope] = {
@@ -87,9 +92,16 @@ SCOPE_OF: dict[Permission, Scope] = {
     Permission.METRICS_READ: Scope.METRICS,
     Permission.NOTIFICATIONS_READ: Scope.READ,
     Permission.NOTIFICATIONS_WRITE: Scope.WRITE,
+    Permission.SUBSCRIPTIONS_READ: Scope.READ,
+    Permission.SUBSCRIPTIONS_WRITE: Scope.WRITE,
 }
 
-_OWN_ACCOUNT = {Permission.ACCOUNT_READ, Permission.ACCOUNT_WRITE}
+_OWN_ACCOUNT = {
+    Permission.ACCOUNT_READ,
+    Permission.ACCOUNT_WRITE,
+    Permission.SUBSCRIPTIONS_READ,
+    Permission.SUBSCRIPTIONS_WRITE,
+}
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(SCOPE_OF),
     Role.OPERATOR: frozenset(

@@ -16,7 +16,7 @@ from fieldhub.hub.notify.records import ChannelKind
 from fieldhub.protocol.errors import TopicError
 from fieldhub.protocol.topics import notify_topic
 
-__all__ = ["MAX_RECIPIENTS", "check_config"]
+__all__ = ["MAX_RECIPIENTS", "check_config", "check_recipients"]
 
 MAX_URL: Final = 2048
 MAX_SECRET: Final = 256
@@ -53,7 +53,9 @@ def check_config(
     if kind == "webhook":
         return _webhook(config, old or {})
     if kind == "email":
-        return {"to": _recipients(config.get("to"))}
+        # Optional: without it the channel is only the hub's mail transport, and each
+        # subscription names its owner's own addresses.
+        return {"to": check_recipients(config.get("to"), _loc("to"), least=0)}
     return {"topic": _topic(config.get("topic"))}
 
 
@@ -76,14 +78,22 @@ def _webhook(config: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
     return {"url": url, "secret": secret}
 
 
-def _recipients(to: Any) -> list[str]:
+def check_recipients(to: Any, loc: tuple[str | int, ...], *, least: int) -> list[str]:
+    """``to`` (an address or a list of ``least`` to :data:`MAX_RECIPIENTS`) checked, without
+    repeats: the one rule for an address, for channels and subscriptions alike.
+
+    Raises:
+        Invalid: naming ``loc`` (and the entry's index) and the bad value.
+    """
+    if to is None:
+        to = []
     if isinstance(to, str):
         to = [to]
-    if not isinstance(to, list) or not 1 <= len(to) <= MAX_RECIPIENTS:
-        raise Invalid(f"to must list 1 to {MAX_RECIPIENTS} e-mail addresses", _loc("to"))
+    if not isinstance(to, list) or not least <= len(to) <= MAX_RECIPIENTS:
+        raise Invalid(f"to must list {least} to {MAX_RECIPIENTS} e-mail addresses", loc)
     for n, address in enumerate(to):
         if not isinstance(address, str) or not _ADDRESS.match(address):
-            raise Invalid(f"to[{n}] {str(address)[:200]!r} is not an e-mail address", _loc("to", n))
+            raise Invalid(f"to[{n}] {str(address)[:200]!r} is not an e-mail address", (*loc, n))
     return list(dict.fromkeys(to))
 
 

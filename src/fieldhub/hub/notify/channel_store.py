@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.hub.notify.outbox import bury_channel, channel_record
 from fieldhub.hub.notify.records import ChannelNameTaken, ChannelNotFound, ChannelRecord
+from fieldhub.hub.notify.subscription_store import forget_channel
 from fieldhub.hub.store.schema import notification_channels as channels
 
 __all__ = ["create", "get", "list_channels", "remove", "update_channel"]
@@ -64,13 +65,15 @@ def update_channel(conn: Connection, channel_id: int, values: dict[str, Any]) ->
 
 
 def remove(conn: Connection, channel_id: int, *, now: int) -> int:
-    """Delete a channel; its pending notifications become dead (how many). A write job.
+    """Delete a channel with its subscriptions; its pending notifications become dead (how
+    many). A write job.
 
     Raises:
         ChannelNotFound.
     """
     _by_id(conn, channel_id)
     conn.execute(delete(channels).where(channels.c.id == channel_id))
+    forget_channel(conn, channel_id)
     return bury_channel(conn, channel_id, now=now)
 
 

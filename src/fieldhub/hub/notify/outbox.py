@@ -92,6 +92,8 @@ def _row(item: NewNotification, now: int) -> dict[str, Any]:
         "leased_by": None,
         "delivered_at": None,
         "last_error": "",
+        "subscription_id": item.subscription_id,
+        "recipients": list(item.recipients),
     }
 
 
@@ -151,6 +153,7 @@ def _notification(row: RowMapping) -> NotificationRecord:
         next_attempt_at=row["next_attempt_at"],
         delivered_at=row["delivered_at"],
         last_error=row["last_error"],
+        recipients=tuple(row["recipients"] or ()),
     )
 
 

@@ -34,7 +34,7 @@ class NewNotification:
     ``dedup_key`` makes enqueueing idempotent: the same key twice is one notification, so a
     caller that retries a transaction, or two hubs that see the same alarm change, notify
     once. Make it say what the message is about and for whom, e.g.
-    ``"alarm:<alarm id>:raised:channel:<channel id>"``.
+    ``"alarm:<alarm id>:raised:<time>:subscription:<subscription id>"``.
     """
 
     channel_id: int
@@ -46,6 +46,10 @@ class NewNotification:
     """JSON: the webhook's payload ``data``, the e-mail's text, the MQTT message's ``data``."""
     not_before: int | None = None
     """Epoch ms before which it is not sent (a held or scheduled message); None: at once."""
+    subscription_id: int | None = None
+    """The subscription it is sent for (its rate limit counts it); None: none (a test)."""
+    recipients: tuple[str, ...] = ()
+    """E-mail only: the subscription's own addresses; empty: the channel's ``to``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,6 +89,8 @@ class NotificationRecord:
     next_attempt_at: int
     delivered_at: int | None
     last_error: str
+    recipients: tuple[str, ...] = ()
+    """E-mail: where it goes instead of the channel's ``to`` (empty: the channel's)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

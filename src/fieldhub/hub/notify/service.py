@@ -7,6 +7,7 @@ The API and other services come here; the alarms engine enqueues with
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -22,6 +23,7 @@ from fieldhub.hub.notify.channels.base import Sender
 from fieldhub.hub.notify.channels.email import EmailSender, SmtpServer
 from fieldhub.hub.notify.channels.mqtt import MqttSender, Publish
 from fieldhub.hub.notify.channels.webhook import WebhookSender
+from fieldhub.hub.notify.digest import DigestFlusher
 from fieldhub.hub.notify.records import (
     ChannelKind,
     ChannelRecord,
@@ -30,6 +32,7 @@ from fieldhub.hub.notify.records import (
     NotificationRecord,
     State,
 )
+from fieldhub.hub.notify.subscription_service import SubscriptionService
 from fieldhub.hub.notify.worker import DeliverySettings, DeliveryWorker
 from fieldhub.hub.store.writes import Writes
 
@@ -71,15 +74,20 @@ class NotificationService:
             "mqtt": MqttSender(publish, connected),
         }
         self.worker = DeliveryWorker(writes, self._senders, settings, instance)
+        self.flusher = DigestFlusher(writes, self.worker.wake)
+        self.subscriptions = SubscriptionService(engine, writes, audit)
 
     # -- the worker ---------------------------------------------------------------------------
     async def run(self) -> None:
-        """Deliver until cancelled (a hub task)."""
-        await self.worker.run()
+        """Deliver, and send digests when due, until stopped or cancelled (a hub task)."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.worker.run(), name="notify-delivery")
+            tasks.create_task(self.flusher.run(), name="notify-digests")
 
     async def stop(self) -> None:
         """Stop delivering: sends under way get a short grace, are recorded, or stay pending
         for the next start (see ``DeliveryWorker.stop``)."""
+        self.flusher.stop()
         await self.worker.stop(self.worker.settings.stop_grace_s)
 
     def attempt_counts(self) -> dict[str, int]:
@@ -87,8 +95,10 @@ class NotificationService:
         return self.worker.counts.as_dict()
 
     def wake(self) -> None:
-        """Deliver now what was just committed to the outbox."""
+        """Deliver now what was just committed to the outbox; let the digest flusher see
+        the groups opened with it."""
         self.worker.wake()
+        self.flusher.wake()
 
     async def close(self) -> None:
         """Close the senders' connections (after the worker stopped)."""

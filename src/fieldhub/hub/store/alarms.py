@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -168,7 +168,10 @@ def insert_alarm(conn: Connection, row: dict[str, Any]) -> int | None:
         .values(row)
         .on_conflict_do_nothing(
             index_elements=[alarms.c.device_id, alarms.c.rule_id],
-            index_where=alarms.c.state != "cleared",
+            # The index's own predicate, as text: a bound parameter here lets PostgreSQL infer
+            # the partial index for a custom plan only, and asyncpg's prepared statement gets a
+            # generic plan from the sixth insert on ("no unique constraint matching").
+            index_where=text("state != 'cleared'"),
         )
         .returning(alarms.c.id)
     )

@@ -309,9 +309,65 @@ notifications = Table(
     Column("leased_by", String(64), nullable=True),  # the hub instance sending it now
     Column("delivered_at", BigInteger, nullable=True),
     Column("last_error", String(1024), nullable=False, default=""),
+    # Routing (hub/notify/routing.py): the subscription it was sent for (its rate limit counts
+    # these) and, for e-mail, the subscription's own recipients (empty: the channel's).
+    Column("subscription_id", Integer, nullable=True),
+    Column("recipients", JSON, nullable=False, default=list, server_default="[]"),
     UniqueConstraint("dedup_key", name="uq_notifications_dedup_key"),
     Index("ix_notifications_due", "state", "next_attempt_at"),
     Index("ix_notifications_created", "created_at"),
+    Index("ix_notifications_subscription", "subscription_id", "created_at"),
+)
+
+# Who hears which alarm changes (hub/notify/subscriptions.py). owner_id null: a hub-wide
+# subscription (admins' to manage, every site), as the upgrade gives each older channel.
+notification_subscriptions = Table(
+    "notification_subscriptions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("owner_id", Integer, nullable=True),
+    Column("channel_id", Integer, nullable=False),
+    Column("recipients", JSON, nullable=False, default=list),  # e-mail: the owner's addresses
+    Column("sites", JSON, nullable=False, default=list),  # empty: every site the owner sees
+    Column("min_severity", String(16), nullable=False),
+    Column("rules", JSON, nullable=False, default=list),  # ids or globs; empty: every rule
+    Column("changes", JSON, nullable=False, default=list),  # raised, cleared, ...
+    Column("quiet_hours", JSON, nullable=True),
+    Column("group_interval_s", Integer, nullable=False),
+    Column("max_per_hour", Integer, nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Index("ix_notification_subscriptions_owner", "owner_id"),
+)
+
+# Grouping (hub/notify/digest.py): an open group per (subscription, rule, change kind) with
+# when its digest is due, and the changes gathered for it, one row each, until that digest.
+notification_groups = Table(
+    "notification_groups",
+    metadata,
+    Column("subscription_id", Integer, nullable=False),
+    Column("rule_id", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("opened_at", BigInteger, nullable=False),
+    Column("flush_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("subscription_id", "rule_id", "kind", name="pk_notification_groups"),
+    Index("ix_notification_groups_due", "flush_at"),
+)
+
+notification_gathered = Table(
+    "notification_gathered",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subscription_id", Integer, nullable=False),
+    Column("rule_id", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("alarm_id", BigInteger, nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("item", JSON, nullable=False),  # the change as the digest lists it
+    UniqueConstraint("subscription_id", "alarm_id", "kind", "at", name="uq_notification_gathered"),
+    Index("ix_notification_gathered_group", "subscription_id", "rule_id", "kind", "id"),
 )
 
 notification_deliveries = Table(
@@ -421,6 +477,9 @@ ALL_TABLES = (
     notification_channels,
     notifications,
     notification_deliveries,
+    notification_subscriptions,
+    notification_groups,
+    notification_gathered,
     alarm_rules,
     alarms,
     alarm_changes,

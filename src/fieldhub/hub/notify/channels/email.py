@@ -47,7 +47,8 @@ def render_text(notification: NotificationRecord) -> str:
 
 
 class EmailSender:
-    """Sends one message per notification to the channel's ``to`` addresses."""
+    """Sends one message per notification to its subscription's addresses, else the
+    channel's ``to``."""
 
     def __init__(self, server: SmtpServer | None, timeout_s: float) -> None:
         self._server = server
@@ -60,7 +61,10 @@ class EmailSender:
             return Outcome(False, error="no SMTP server: set FIELDHUB_SMTP_HOST", permanent=True)
         message = EmailMessage()
         message["From"] = server.sender
-        message["To"] = ", ".join(channel.config["to"])
+        recipients = notification.recipients or channel.config.get("to", [])
+        if not recipients:
+            return Outcome(False, error="no recipients: the channel has no 'to'", permanent=True)
+        message["To"] = ", ".join(recipients)
         message["Subject"] = notification.subject
         message["Date"] = formatdate(localtime=False)
         # The sender's domain, not make_msgid's default (a DNS lookup of this host, blocking).
