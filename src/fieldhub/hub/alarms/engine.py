@@ -463,12 +463,8 @@ class AlarmEngine:
             if pair.pending_since is not None and now - pair.pending_since >= rule.for_s * 1000:
                 value, message = pair.pending_value
                 self._raise(key, rule, pair, value, message, work)
-            if pair.gone_since is not None:
-                wait_s = (
-                    rule.auto_clear_s if rule.auto_clear_s is not None else rule.keep_firing_for_s
-                )
-                if now - pair.gone_since >= wait_s * 1000:
-                    self._gone(key, rule, pair, now, work)
+            if pair.gone_since is not None and now - pair.gone_since >= _clear_wait_ms(rule):
+                self._gone(key, rule, pair, now, work)
         for key_name, absent_rules in self.index.absence.items():
             for entry in self._directory.matching({}):
                 for rule in absent_rules:
@@ -484,6 +480,22 @@ class AlarmEngine:
                     if now - seen >= condition.seconds * 1000:
                         message = f"no {key_name} for {condition.seconds} s"
                         self._set(rule, entry.id, True, work, None, message)
+
+    def next_due(self) -> int | None:
+        """When (epoch ms) the clock's look at the timers (:meth:`_timers`) would next find a
+        pending raise or a clear due, None when none runs: a replay of history
+        (``preview.py``) looks then instead of every second (absence rules aside)."""
+        dues: list[int] = []
+        rules = self.index.rules
+        for (_device_id, rule_id), pair in self.pairs.items():
+            rule = rules.get(rule_id)
+            if rule is None or not rule.enabled:
+                continue
+            if pair.pending_since is not None:
+                dues.append(pair.pending_since + rule.for_s * 1000)
+            if pair.gone_since is not None:
+                dues.append(pair.gone_since + _clear_wait_ms(rule))
+        return min(dues, default=None)
 
     # -- persistence ------------------------------------------------------------------------
     async def _write(self, work: Round) -> None:
@@ -559,6 +571,12 @@ class AlarmEngine:
                     self._by_alarm.pop(pair.alarm.id, None)
             elif not pair.alarm.condition_active:
                 pair.active = False
+
+
+def _clear_wait_ms(rule: Rule) -> int:
+    """How long a gone condition (or an event rule's last event) waits before it clears."""
+    wait_s = rule.auto_clear_s if rule.auto_clear_s is not None else rule.keep_firing_for_s
+    return wait_s * 1000
 
 
 def _same(value: Any, expected: Any) -> bool:
