@@ -102,8 +102,12 @@ class ThresholdCondition:
     count: ThresholdCount | None = None  # N of the last M values decide (counting.py)
 
     def next_state(self, active: bool, value: float) -> bool:
-        """Whether the condition holds after ``value``, given whether it held before."""
-        return not self.safe(value) if active else self.beyond(value)
+        """Whether the condition holds after ``value``, given whether it held before: not
+        :meth:`safe` once active, else :meth:`beyond`, spelled out (every value of a key with
+        a rule comes here: two calls cost 0.2 µs of its 1.2, benchmarks/alarm_engine.py)."""
+        if self.direction == "above":
+            return value > self.clear_at if active else value >= self.raise_at
+        return value < self.clear_at if active else value <= self.raise_at
 
     def beyond(self, value: float) -> bool:
         """Whether ``value`` is past ``raise`` (the side that raises)."""
