@@ -217,7 +217,7 @@ async def test_the_cli_prints_the_preview_as_a_table(
     assert "rule hot" in out
     assert device.device_id in out
     assert "temp = 53 ≥ 50 (3 of the last 5)" in out
-    assert "1 alarms (1 open) on 1 devices from 3 stored rows" in out
+    assert "1 raised, 1 open; 1 devices, 3 stored rows" in out
     refused = await asyncio.to_thread(
         subprocess.run,
         [*FIELDHUB, "rules", "preview", str(rules), "--hours", "999"],

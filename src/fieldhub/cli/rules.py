@@ -164,8 +164,8 @@ def _print_preview(preview: Preview) -> None:
         )
     console.print(table)
     console.print(
-        f"{len(preview.alarms)} alarms ({preview.open} open) on {preview.devices} devices"
-        f" from {preview.rows} stored rows, {_when(preview.since)} to {_when(preview.until)}"
+        f"{len(preview.alarms)} raised, {preview.open} open; {preview.devices} devices,"
+        f" {preview.rows} stored rows; {_when(preview.since)} to {_when(preview.until)} UTC"
     )
     if preview.cut:
         console.print(f"[yellow]cut:[/yellow] {escape(preview.cut)}")
