@@ -134,6 +134,23 @@ async def test_timers_are_replayed_at_their_times(hub: Hub, connect_device: Devi
     assert answer["rows"] == 4
 
 
+async def test_absence_is_looked_at_every_minute_of_history(
+    hub: Hub, connect_device: DeviceFactory
+):
+    device = await connect_device(hub, "cab")
+    start = now_ms() - 600_000
+    device.telemetry(1, ts=start, temp=20)
+    device.telemetry(2, ts=start + 300_000, temp=21)
+    await device.wait_acked(2)
+    answer = await preview(hub, {"condition": {"kind": "absence", "key": "temp", "seconds": 120}})
+    since = answer["since"]
+    assert [(a["raised_at"], a["cleared_at"]) for a in answer["alarms"]] == [
+        (since + 120_000, start),  # counted from the span's start, as live from the hub's
+        (start + 120_000, start + 300_000),
+        (start + 420_000, None),  # nothing since: still open
+    ]
+
+
 async def test_the_preview_sees_only_the_callers_sites(hub: Hub, connect_device: DeviceFactory):
     berlin = await connect_device(hub, "cab-b", site="berlin")
     paris = await connect_device(hub, "cab-p", site="paris")
@@ -154,11 +171,17 @@ async def test_the_preview_is_bounded_and_says_where_it_stopped(
     device = await connect_device(hub, "cab")
     stamps = Stamps()
     await send(device, stamps, 1, 51, 52, 53)
+    all_rows = preview_module.MAX_ROWS
     monkeypatch.setattr(preview_module, "MAX_ROWS", 2)
     answer = await preview(hub, HOT_3_OF_5)
     assert answer["cut"] == "more than 2 rows"
     assert (answer["rows"], answer["alarms"]) == (2, [])  # the third value was not read
     assert answer["until"] == stamps.given[2] + 1  # the span ends after the second value
+    monkeypatch.setattr(preview_module, "MAX_ROWS", all_rows)
+    monkeypatch.setattr(preview_module, "MAX_WORK_S", 0)
+    late = await preview(hub, HOT_3_OF_5)
+    assert late["cut"] == "longer than 0 s of work"
+    assert late["alarms"] == []
     async with api_client(hub) as api:
         too_long = await api.post("/api/alarm-rules/preview?hours=169", json=HOT_3_OF_5)
         bad_rule = await api.post(

@@ -114,23 +114,36 @@ class _Replay(AlarmEngine):
         self, rule: Rule, directory: DeviceDirectory, source: PreviewSource, since: int
     ) -> None:
         self.now = since  # the engine's start: absence is counted from it
+        self.absence = isinstance(rule.condition, AbsenceCondition)
         self.found: list[PreviewAlarm] = []
         self._open: dict[int, PreviewAlarm] = {}
         super().__init__(source.store, source.writes, directory, clock=lambda: self.now)
         self.index.put(rule)
 
-    async def at(self, now: int, batch: Batch | None = None) -> None:
-        """Evaluate ``batch`` (committed at ``now``), after the timers due until then."""
-        due = self.next_due()
-        while due is not None and due <= now:
-            self.now = due
+    async def at(self, now: int, batch: Batch | None, deadline: float) -> bool:
+        """Evaluate ``batch`` (committed at ``now``; None: the clock alone), after the timers
+        due until then; False, with ``now`` not reached, when ``deadline`` (monotonic) passed."""
+        looked: int | None = None
+        while True:
+            if time.monotonic() > deadline:
+                return False
+            due = self._due()
+            if due is None or due > now or due == looked:
+                break
+            self.now = looked = due
             await self.evaluate(tick=True)
-            following = self.next_due()
-            due = following if following is not None and following > due else None
         self.now = now
         if batch is not None:
             self.committed(batch)
         await self.evaluate(tick=batch is None)
+        return True
+
+    def _due(self) -> int | None:
+        due = self.next_due()
+        if self.absence:  # absence is looked at on a step of the clock, not by a timer
+            step = self.now + ABSENCE_STEP_MS
+            due = step if due is None else min(due, step)
+        return due
 
     async def _write(self, work: Round) -> None:
         self.counts.take_changed()  # nothing is stored
@@ -180,31 +193,16 @@ async def preview_rule(
         directory.put(record)
     replay = _Replay(rule, directory, source, since)
     batches = await _batches(rule, [d.id for d in covered], source.reader, since, until, answer)
-    started = time.monotonic()
-    absence = isinstance(rule.condition, AbsenceCondition)
-    for at, batch in batches:
-        if absence:
-            await _absence_ticks(replay, at)
-        await replay.at(at, batch)
-        if len(replay.found) >= MAX_ALARMS or time.monotonic() - started > MAX_WORK_S:
-            answer.until = at + 1
-            answer.cut = (
-                f"more than {MAX_ALARMS} alarms"
-                if len(replay.found) >= MAX_ALARMS
-                else f"longer than {MAX_WORK_S:g} s of work"
-            )
+    deadline = time.monotonic() + MAX_WORK_S
+    for at, batch in [*batches, (answer.until, None)]:
+        if not await replay.at(at, batch, deadline):
+            answer.until, answer.cut = replay.now + 1, f"longer than {MAX_WORK_S:g} s of work"
             break
-    else:
-        if absence:
-            await _absence_ticks(replay, answer.until)
-        await replay.at(answer.until)
+        if len(replay.found) >= MAX_ALARMS:
+            answer.until, answer.cut = at + 1, f"more than {MAX_ALARMS} alarms"
+            break
     answer.alarms = replay.found[:MAX_ALARMS]
     return answer
-
-
-async def _absence_ticks(replay: _Replay, until: int) -> None:
-    while replay.now + ABSENCE_STEP_MS < until:
-        await replay.at(replay.now + ABSENCE_STEP_MS)
 
 
 async def _batches(
