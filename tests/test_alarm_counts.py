@@ -13,7 +13,7 @@ from sqlalchemy import select
 from fieldhub.clock import now_ms
 from fieldhub.hub.alarms import AlarmEngine
 from fieldhub.hub.alarms.counting import CountWindows, EventCount
-from fieldhub.hub.alarms.rules import parse_rule
+from fieldhub.hub.alarms.rules import ThresholdCondition, parse_rule
 from fieldhub.hub.app import Hub
 from fieldhub.hub.errors import Invalid
 from fieldhub.hub.ingest.batch import Batch
@@ -203,3 +203,15 @@ def test_a_count_reads_back_as_it_was_written():
     assert parse_rule(rule.to_dict()) == rule
     plain = parse_rule({"id": "hot", "condition": HOT})
     assert "count" not in plain.to_dict()["condition"]  # rules stored before counts: the same
+
+
+@pytest.mark.parametrize("direction", ["above", "below"])
+def test_the_sides_a_count_marks_are_the_ones_hysteresis_uses(direction: str):
+    band = {"raise": 50, "clear": 45} if direction == "above" else {"raise": 45, "clear": 50}
+    condition = parse_rule({"id": "r", "condition": {**HOT, **band, "direction": direction}})
+    threshold = condition.condition
+    assert isinstance(threshold, ThresholdCondition)
+    for tenth in range(400, 560):
+        value = tenth / 10
+        assert threshold.next_state(False, value) == threshold.beyond(value)
+        assert threshold.next_state(True, value) == (not threshold.safe(value))
