@@ -250,3 +250,12 @@ async def test_the_cli_prints_the_preview_as_a_table(
     )
     assert refused.returncode != 0
     assert "--hours" in refused.stderr
+    nowhere = await asyncio.to_thread(
+        subprocess.run,
+        [*FIELDHUB, "rules", "preview", str(rules), "--data", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert nowhere.returncode == 1
+    assert "no hub data here" in nowhere.stderr

@@ -120,6 +120,8 @@ def rules_preview(
     history (of every device); nothing is stored. See docs/alarms.md, "Preview"."""
     rules = load_rules(file)
     settings = hub_settings(data=data, db=db)
+    if settings.db is None and not settings.data.is_dir():
+        raise _fail(f"{settings.data}: no hub data here (--data DIR or --db URL)")
     for preview in asyncio.run(_preview(settings.db_url, rules, hours)):
         _print_preview(preview)
 
