@@ -451,6 +451,7 @@ class World:
                 "target": {"labels": {"site": site}},
                 "condition": DOOR,
             },
+            ("post", "/api/alarm-rules/preview"): lambda: {"condition": DOOR},
             ("put", "/api/alarm-rules/{rule_id}"): lambda: {
                 "target": {"labels": {"site": site}},
                 "condition": DOOR,

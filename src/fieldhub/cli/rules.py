@@ -1,4 +1,5 @@
-"""``fieldhub rules``: alarm rules from a YAML file, into the hub's database.
+"""``fieldhub rules``: alarm rules from a YAML file, into the hub's database, or previewed
+against its stored history.
 
 Every rule of the file is checked first, by the same function the REST API uses
 (``hub/alarms/rules.py``); one bad rule stops the whole file before anything is written. A
@@ -9,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from fieldhub.cli.common import DataOpt, DbOpt, cli_actor, console, hub_settings
 from fieldhub.private_files import private_dir
+
+if TYPE_CHECKING:
+    from fieldhub.hub.alarms.preview import Preview
 
 rules_app = typer.Typer(help="Alarm rules (docs/alarms.md).", no_args_is_help=True)
 MAX_FILE_BYTES = 4 * 1024 * 1024
@@ -101,3 +105,77 @@ async def _apply(db_url: str, rules: list[dict[str, Any]]) -> list[tuple[str, bo
         return outcomes
     finally:
         await engine.dispose()
+
+
+@rules_app.command("preview")
+def rules_preview(
+    file: Annotated[Path, typer.Argument(help="a YAML file with a list of rules under 'rules:'")],
+    hours: Annotated[
+        int, typer.Option(min=1, max=7 * 24, help="how far back to look, in hours")
+    ] = 24,
+    data: DataOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Show the alarms every rule of FILE would have raised over the last HOURS of stored
+    history (of every device); nothing is stored. See docs/alarms.md, "Preview"."""
+    rules = load_rules(file)
+    settings = hub_settings(data=data, db=db)
+    if settings.db is None and not settings.data.is_dir():
+        raise _fail(f"{settings.data}: no hub data here (--data DIR or --db URL)")
+    for preview in asyncio.run(_preview(settings.db_url, rules, hours)):
+        _print_preview(preview)
+
+
+async def _preview(db_url: str, rules: list[dict[str, Any]], hours: int) -> list[Preview]:
+    from fieldhub.clock import now_ms
+    from fieldhub.hub.alarms.preview import PreviewSource, preview_rule
+    from fieldhub.hub.alarms.rules import parse_rule
+    from fieldhub.hub.store.database import create_engine, migrate
+    from fieldhub.hub.store.devices import DeviceRegistry
+
+    engine = create_engine(db_url)
+    try:
+        await migrate(engine)
+        devices = await DeviceRegistry(engine).list()
+        source = PreviewSource.of(engine)
+        until = now_ms()
+        since = until - hours * 3_600_000
+        return [
+            await preview_rule(parse_rule(raw), devices, source, since=since, until=until)
+            for raw in rules
+        ]
+    finally:
+        await engine.dispose()
+
+
+def _print_preview(preview: Preview) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(
+        "device", "raised", "cleared", "value", "message", title=f"rule {preview.rule_id}"
+    )
+    for alarm in preview.alarms:
+        cleared = "open" if alarm.cleared_at is None else _when(alarm.cleared_at)
+        table.add_row(
+            escape(alarm.device_id),
+            _when(alarm.raised_at),
+            cleared,
+            escape(repr(alarm.value)),
+            escape(alarm.message),
+        )
+    console.print(table)
+    console.print(
+        f"{len(preview.alarms)} raised, {preview.open} open; {preview.devices} devices,"
+        f" {preview.rows} stored rows; {_when(preview.since)} to {_when(preview.until)} UTC"
+    )
+    if preview.cut:
+        console.print(f"[yellow]cut:[/yellow] {escape(preview.cut)}")
+    for note in preview.notes:
+        console.print(f"note: {escape(note)}")
+
+
+def _when(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -10,8 +10,9 @@ Why this shape:
 - Every transition (raise, condition gone, condition back, clear) and every timer change
   (``pending_since`` for ``for_s``, ``gone_since`` for ``keep_firing_for_s`` and
   ``auto_clear_s``) is written through one write job per round, together with the hooks of
-  :meth:`on_change` (``changes.py``). Timers live in ``alarm_rule_state``, open alarms in
-  ``alarms``: :meth:`load` rebuilds the memory from them, so a restart changes nothing.
+  :meth:`on_change` (``changes.py``). Timers live in ``alarm_rule_state``, the windows of
+  N-of-M counts (``counting.py``) in ``alarm_count_windows``, open alarms in ``alarms``:
+  :meth:`load` rebuilds the memory from them, so a restart changes nothing.
 - One open alarm per (device, rule) is the database's partial unique index; a raise that
   loses a race adopts the alarm already open (``store/alarms.py`` ``insert_alarm``).
 
@@ -36,6 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.alarms.changes import AlarmChange, AlarmHook, AlarmListener
+from fieldhub.hub.alarms.counting import CountWindows
 from fieldhub.hub.alarms.index import RuleIndex
 from fieldhub.hub.alarms.rules import (
     AbsenceCondition,
@@ -61,6 +63,7 @@ from fieldhub.hub.ingest.batch import Batch
 from fieldhub.hub.store.alarms import (
     AlarmStore,
     RuleStateRow,
+    put_count_windows,
     put_rule_states,
 )
 from fieldhub.hub.store.writes import Writes
@@ -124,6 +127,7 @@ class AlarmEngine:
         self._tick_s = tick_s
         self.index = RuleIndex()
         self.pairs: dict[PairKey, Pair] = {}
+        self.counts = CountWindows()
         self._by_alarm: dict[int, PairKey] = {}
         self._last_seen: dict[tuple[str, str], int] = {}  # (device, key) → hub ms, absence
         self._started_at = clock()
@@ -180,6 +184,7 @@ class AlarmEngine:
             pair.pending_value = (state.value, state.message)
             if state.pending_since is not None:
                 pair.active = True
+        self.counts.load(await self.store.count_windows())
         self._started_at = self._clock()
 
     async def _stored_rules(self) -> list[Rule]:
@@ -257,7 +262,7 @@ class AlarmEngine:
                 self._forget_devices(work)
             if tick:
                 self._timers(work)
-            if work:
+            if work or self.counts.changed():
                 await self._write(work)
 
     # -- evaluation -------------------------------------------------------------------------
@@ -328,13 +333,21 @@ class AlarmEngine:
         if not isinstance(condition, ThresholdCondition) or isinstance(value, str):
             return  # text values never cross a threshold
         number = float(value)
-        pair = self.pairs.get((device_id, rule.id))
+        key = (device_id, rule.id)
+        pair = self.pairs.get(key)
         was = pair.active if pair is not None else False
-        holds = condition.next_state(was, number)
+        count = condition.count
+        if count is None:
+            holds = condition.next_state(was, number)
+        else:
+            beyond, safe = condition.beyond(number), condition.safe(number)
+            holds = self.counts.threshold(key, count, beyond, safe, was)
         if holds == was:
             return
         sign = "≥" if condition.direction == "above" else "≤"
         message = f"{condition.key} = {value:g} {sign} {condition.raise_at:g}"
+        if count is not None:
+            message += f" ({count.n} of the last {count.of})"
         self._set(rule, device_id, holds, work, value, message)
 
     def _set(
@@ -389,8 +402,14 @@ class AlarmEngine:
         self, rule: Rule, device_id: str, event_type: str, message: str, work: Round
     ) -> None:
         key = (device_id, rule.id)
-        pair = self.pairs.setdefault(key, Pair())
-        if pair.alarm is None:
+        pair = self.pairs.get(key)
+        if pair is None or pair.alarm is None:
+            count = rule.condition.count if isinstance(rule.condition, EventCondition) else None
+            if count is not None:
+                if not self.counts.event(key, count, work.at):
+                    return
+                message += f" ({count.n} within {count.within_s} s)"
+            pair = self.pairs.setdefault(key, Pair())
             self._raise(key, rule, pair, event_type, message, work)
         if rule.auto_clear_s is not None:
             pair.gone_since = work.at  # cleared auto_clear_s after the last such event
@@ -426,6 +445,7 @@ class AlarmEngine:
     def _forget_devices(self, work: Round) -> None:
         removed, self._removed = self._removed, set()
         self._last_seen = {k: v for k, v in self._last_seen.items() if k[0] not in removed}
+        self.counts.forget(lambda key: key[0] in removed)
         for key in [k for k in self.pairs if k[0] in removed]:
             pair = self.pairs.pop(key)
             work.timers.add(key)
@@ -443,12 +463,8 @@ class AlarmEngine:
             if pair.pending_since is not None and now - pair.pending_since >= rule.for_s * 1000:
                 value, message = pair.pending_value
                 self._raise(key, rule, pair, value, message, work)
-            if pair.gone_since is not None:
-                wait_s = (
-                    rule.auto_clear_s if rule.auto_clear_s is not None else rule.keep_firing_for_s
-                )
-                if now - pair.gone_since >= wait_s * 1000:
-                    self._gone(key, rule, pair, now, work)
+            if pair.gone_since is not None and now - pair.gone_since >= _clear_wait_ms(rule):
+                self._gone(key, rule, pair, now, work)
         for key_name, absent_rules in self.index.absence.items():
             for entry in self._directory.matching({}):
                 for rule in absent_rules:
@@ -465,9 +481,26 @@ class AlarmEngine:
                         message = f"no {key_name} for {condition.seconds} s"
                         self._set(rule, entry.id, True, work, None, message)
 
+    def next_due(self) -> int | None:
+        """When (epoch ms) the clock's look at the timers (:meth:`_timers`) would next find a
+        pending raise or a clear due, None when none runs: a replay of history
+        (``preview.py``) looks then instead of every second (absence rules aside)."""
+        dues: list[int] = []
+        rules = self.index.rules
+        for (_device_id, rule_id), pair in self.pairs.items():
+            rule = rules.get(rule_id)
+            if rule is None or not rule.enabled:
+                continue
+            if pair.pending_since is not None:
+                dues.append(pair.pending_since + rule.for_s * 1000)
+            if pair.gone_since is not None:
+                dues.append(pair.gone_since + _clear_wait_ms(rule))
+        return min(dues, default=None)
+
     # -- persistence ------------------------------------------------------------------------
     async def _write(self, work: Round) -> None:
         states = [self._state_row(key) for key in work.timers]
+        windows = self.counts.take_changed()
         hooks = list(self._hooks)
         directory = self._directory
 
@@ -478,6 +511,7 @@ class AlarmEngine:
                 if change is not None:
                     changes.append(change)
             put_rule_states(conn, states)
+            put_count_windows(conn, windows)
             if changes:
                 for hook in hooks:
                     hook(conn, changes)
@@ -520,12 +554,14 @@ class AlarmEngine:
             self.pairs.pop(key, None)
 
     def rule_changed(self, rule: Rule | None, rule_id: str) -> None:
-        """A rule was put (``rule``) or deleted (None): index it; its pending timers start over
-        (the clear timers of its open alarms run on); a deleted rule's state is forgotten."""
+        """A rule was put (``rule``) or deleted (None): index it; its pending timers and count
+        windows start over (the clear timers of its open alarms run on); a deleted rule's
+        state is forgotten."""
         if rule is None:
             self.index.remove(rule_id)
         else:
             self.index.put(rule)
+        self.counts.forget(lambda key: key[1] == rule_id)
         for key in [k for k in self.pairs if k[1] == rule_id]:
             pair = self.pairs[key]
             pair.pending_since = None
@@ -535,6 +571,12 @@ class AlarmEngine:
                     self._by_alarm.pop(pair.alarm.id, None)
             elif not pair.alarm.condition_active:
                 pair.active = False
+
+
+def _clear_wait_ms(rule: Rule) -> int:
+    """How long a gone condition (or an event rule's last event) waits before it clears."""
+    wait_s = rule.auto_clear_s if rule.auto_clear_s is not None else rule.keep_firing_for_s
+    return wait_s * 1000
 
 
 def _same(value: Any, expected: Any) -> bool:

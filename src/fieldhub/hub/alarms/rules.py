@@ -17,6 +17,9 @@ Conditions (``condition.kind``):
 - ``presence``: the device is ``offline`` (or ``stale``).
 - ``state``: a reported-state ``key`` equals ``equals``.
 - ``absence``: telemetry ``key`` not received for ``seconds``.
+
+Threshold and event conditions may carry a ``count`` (N of M values, N events within a time):
+``counting.py`` says what it means and checks it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from fieldhub.hub.alarms.counting import (
+    EventCount,
+    ThresholdCount,
+    parse_event_count,
+    parse_threshold_count,
+)
 from fieldhub.hub.errors import Invalid
 
 __all__ = [
@@ -90,22 +99,36 @@ class ThresholdCondition:
     raise_at: float
     clear_at: float
     kind: Literal["threshold"] = "threshold"
+    count: ThresholdCount | None = None  # N of the last M values decide (counting.py)
 
     def next_state(self, active: bool, value: float) -> bool:
-        """Whether the condition holds after ``value``, given whether it held before."""
+        """Whether the condition holds after ``value``, given whether it held before: not
+        :meth:`safe` once active, else :meth:`beyond`, spelled out without the two calls
+        (every value of a key with a rule comes here: benchmarks/alarm_engine.py)."""
         if self.direction == "above":
             return value > self.clear_at if active else value >= self.raise_at
         return value < self.clear_at if active else value <= self.raise_at
 
+    def beyond(self, value: float) -> bool:
+        """Whether ``value`` is past ``raise`` (the side that raises)."""
+        return value >= self.raise_at if self.direction == "above" else value <= self.raise_at
+
+    def safe(self, value: float) -> bool:
+        """Whether ``value`` is past ``clear`` (the side that clears)."""
+        return value <= self.clear_at if self.direction == "above" else value >= self.clear_at
+
     def to_dict(self) -> dict[str, Any]:
         """The form :func:`parse_rule` reads."""
-        return {
+        form: dict[str, Any] = {
             "kind": self.kind,
             "key": self.key,
             "direction": self.direction,
             "raise": self.raise_at,
             "clear": self.clear_at,
         }
+        if self.count is not None:
+            form["count"] = self.count.to_dict()
+        return form
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +137,7 @@ class EventCondition:
 
     match: str
     kind: Literal["event"] = "event"
+    count: EventCount | None = None  # N events within a time raise (counting.py)
 
     def matches(self, event_type: str) -> bool:
         """True when ``event_type`` matches the glob (case-sensitive)."""
@@ -121,7 +145,10 @@ class EventCondition:
 
     def to_dict(self) -> dict[str, Any]:
         """The form :func:`parse_rule` reads."""
-        return {"kind": self.kind, "match": self.match}
+        form: dict[str, Any] = {"kind": self.kind, "match": self.match}
+        if self.count is not None:
+            form["count"] = self.count.to_dict()
+        return form
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,8 +396,8 @@ def _condition(raw: Any) -> Condition:
         raise Invalid("condition: an object with a kind", ("condition",))
     kind = raw.get("kind")
     fields = {
-        "threshold": {"kind", "key", "direction", "raise", "clear"},
-        "event": {"kind", "match"},
+        "threshold": {"kind", "key", "direction", "raise", "clear", "count"},
+        "event": {"kind", "match", "count"},
         "presence": {"kind", "presence"},
         "state": {"kind", "key", "equals"},
         "absence": {"kind", "key", "seconds"},
@@ -398,7 +425,8 @@ def _condition(raw: Any) -> Condition:
                 f" threshold {direction} (hysteresis)",
                 ("condition", "clear"),
             )
-        return ThresholdCondition(key, direction, raise_at, clear_at)
+        count = None if raw.get("count") is None else parse_threshold_count(raw["count"])
+        return ThresholdCondition(key, direction, raise_at, clear_at, count=count)
     if kind == "event":
         match = raw.get("match")
         if not isinstance(match, str) or not _EVENT_GLOB.fullmatch(match):
@@ -406,7 +434,8 @@ def _condition(raw: Any) -> Condition:
                 f"condition.match {match!r}: an event type or glob (door.*), 1-64 characters",
                 ("condition", "match"),
             )
-        return EventCondition(match)
+        event_count = None if raw.get("count") is None else parse_event_count(raw["count"])
+        return EventCondition(match, count=event_count)
     if kind == "presence":
         presence = raw.get("presence")
         if presence not in ("offline", "stale"):

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp
 from fieldhub import __version__
 from fieldhub.hub.api import (
     account,
+    alarm_preview,
     alarms,
     apidocs,
     audit,
@@ -97,6 +98,7 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     app.include_router(devices.router)
     app.include_router(events.router)
     app.include_router(commands.router)
+    app.include_router(alarm_preview.router)
     app.include_router(alarms.rules_router)
     app.include_router(alarms.alarms_router)
     app.include_router(account.router)

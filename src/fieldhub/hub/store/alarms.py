@@ -19,7 +19,13 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.hub.errors import NotFound
-from fieldhub.hub.store.schema import alarm_changes, alarm_rule_state, alarm_rules, alarms
+from fieldhub.hub.store.schema import (
+    alarm_changes,
+    alarm_count_windows,
+    alarm_rule_state,
+    alarm_rules,
+    alarms,
+)
 
 __all__ = [
     "AlarmChangeRecord",
@@ -30,10 +36,12 @@ __all__ = [
     "RuleNotFound",
     "RuleRow",
     "RuleStateRow",
+    "WindowRow",
     "add_change",
     "delete_rule",
     "delete_rule_states",
     "insert_alarm",
+    "put_count_windows",
     "put_rule",
     "put_rule_states",
     "update_alarm",
@@ -60,6 +68,16 @@ class RuleRow:
     created_at: int
     updated_at: int
     updated_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRow:
+    """The window of an N-of-M count (``hub/alarms/counting.py``) for one device: marks
+    (threshold) or event times in ms (event), oldest first; ``None`` deletes it."""
+
+    device_id: str
+    rule_id: str
+    window: list[int] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +246,23 @@ def put_rule_states(conn: Connection, rows: Iterable[RuleStateRow]) -> None:
             )
 
 
+def put_count_windows(conn: Connection, rows: Iterable[WindowRow]) -> None:
+    """Write the windows of N-of-M counts; a row without a window deletes the stored one."""
+    for row in rows:
+        conn.execute(
+            delete(alarm_count_windows).where(
+                (alarm_count_windows.c.device_id == row.device_id)
+                & (alarm_count_windows.c.rule_id == row.rule_id)
+            )
+        )
+        if row.window:
+            conn.execute(
+                insert(alarm_count_windows).values(
+                    device_id=row.device_id, rule_id=row.rule_id, window=row.window
+                )
+            )
+
+
 def delete_rule_states(conn: Connection, rule_id: str) -> None:
     """Forget the pending timers of ``rule_id`` (the rule changed: raising starts over); the
     clear timers of its open alarms stay."""
@@ -285,6 +320,12 @@ class AlarmStore:
             RuleStateRow(r.device_id, r.rule_id, r.pending_since, r.gone_since, r.value, r.message)
             for r in rows
         ]
+
+    async def count_windows(self) -> list[WindowRow]:
+        """Every window of an N-of-M count."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(select(alarm_count_windows))
+        return [WindowRow(r.device_id, r.rule_id, list(r.window)) for r in rows]
 
     async def alarm(self, alarm_id: int) -> AlarmRecord:
         """The alarm ``alarm_id``.

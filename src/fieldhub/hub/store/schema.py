@@ -459,6 +459,17 @@ alarm_rule_state = Table(
     PrimaryKeyConstraint("device_id", "rule_id", name="pk_alarm_rule_state"),
 )
 
+# The windows of N-of-M counts (hub/alarms/counting.py): per (device, rule), the marks of the
+# last values (threshold) or the times of the last events (event), oldest first, at most 100.
+alarm_count_windows = Table(
+    "alarm_count_windows",
+    metadata,
+    Column("device_id", String(64), nullable=False),
+    Column("rule_id", String(64), nullable=False),
+    Column("window", JSON, nullable=False),
+    PrimaryKeyConstraint("device_id", "rule_id", name="pk_alarm_count_windows"),
+)
+
 ALL_TABLES = (
     devices,
     series,
@@ -484,4 +495,5 @@ ALL_TABLES = (
     alarms,
     alarm_changes,
     alarm_rule_state,
+    alarm_count_windows,
 )
