@@ -4,7 +4,7 @@ Every channel made before this migration gets a hub-wide catch-all subscription 
 every site, every rule, raised and cleared, the default grouping and rate limit), so that an
 upgraded installation keeps hearing what it heard: every alarm raised and cleared.
 
-Revision ID: 0008_subscriptions
+Revision ID: 0008
 Revises: 0007
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_subscriptions"
+revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None

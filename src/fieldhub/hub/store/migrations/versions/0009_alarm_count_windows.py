@@ -1,7 +1,7 @@
 """Alarms: the windows of N-of-M counts (``hub/alarms/counting.py``), kept over restarts.
 
-Revision ID: 0008_count_windows
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_count_windows"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
