@@ -362,7 +362,8 @@ async def test_a_failing_hook_undoes_its_change_and_the_next_sighting_raises_it(
 
 
 async def test_keep_firing_for_s_rides_out_a_short_dip(hub: Hub, connect_device: DeviceFactory):
-    await put_rule(hub, {**HOT, "keep_firing_for_s": 1})
+    # 3 s: on a loaded machine the dip (value 2 to value 3) itself can last over a second.
+    await put_rule(hub, {**HOT, "keep_firing_for_s": 3})
     seen = recorder(hub)
     device = await connect_device(hub, "cab")
     device.telemetry(1, temp=60)
@@ -371,7 +372,7 @@ async def test_keep_firing_for_s_rides_out_a_short_dip(hub: Hub, connect_device:
     await hub.alarms.engine.evaluate()
     device.telemetry(3, temp=60)
     await device.wait_acked(3)
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(3.5)
     [alarm] = await alarms_of(hub, "hot")
     assert alarm.condition_active
     assert [c.kind for c in seen] == ["raised"]
@@ -382,7 +383,7 @@ async def test_keep_firing_for_s_rides_out_a_short_dip(hub: Hub, connect_device:
     async def latched() -> bool:
         return not (await hub.alarms.alarm(alarm.id)).condition_active
 
-    await eventually(latched, "the latch after keep_firing_for_s", 5)
+    await eventually(latched, "the latch after keep_firing_for_s", 10)
 
 
 async def test_a_deleted_device_takes_its_open_alarms_with_it(
