@@ -14,12 +14,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fieldhub import __version__
 from fieldhub.hub.api import (
     account,
+    ack,
     alarms,
     apidocs,
     audit,
     claims,
     commands,
     devices,
+    escalation,
     events,
     notifications,
     tokens,
@@ -74,6 +76,7 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
             lambda: hub.broker.violations if hub.broker else {},
             # read at scrape time: the hub may start after the app exists
             notifications=lambda: hub.notifications.attempt_counts(),  # noqa: PLW0108
+            ack_refusals=lambda: hub.ack_links.refusals if hub.ack_links is not None else {},
         )
     )
     app.add_middleware(BodySizeLimit, max_bytes=max_body)
@@ -93,10 +96,12 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(notifications.channels)
     app.include_router(notifications.outbox)
+    app.include_router(escalation.router)
     app.include_router(claims.device_router)
     app.include_router(claims.operator_router)
     app.include_router(live_router)  # the /api/live WebSocket (docs/live.md)
     apidocs.install(app)  # /docs and /redoc
+    ack.install(app)  # /ack/{token}: acknowledge from a notification's link
     web.install(app)  # the dashboard: pages at /, /devices/{id}, ...; files under /static
 
     @app.get("/api/health", tags=["hub"], summary="Health", response_model_exclude_none=True)

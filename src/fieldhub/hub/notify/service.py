@@ -22,6 +22,7 @@ from fieldhub.hub.notify.channels.base import Sender
 from fieldhub.hub.notify.channels.email import EmailSender, SmtpServer
 from fieldhub.hub.notify.channels.mqtt import MqttSender, Publish
 from fieldhub.hub.notify.channels.webhook import WebhookSender
+from fieldhub.hub.notify.outbox import Screen
 from fieldhub.hub.notify.records import (
     ChannelKind,
     ChannelRecord,
@@ -30,7 +31,7 @@ from fieldhub.hub.notify.records import (
     NotificationRecord,
     State,
 )
-from fieldhub.hub.notify.worker import DeliverySettings, DeliveryWorker
+from fieldhub.hub.notify.worker import DeliverySettings, DeliveryWorker, Prepare
 from fieldhub.hub.store.writes import Writes
 
 __all__ = ["NotificationService"]
@@ -47,6 +48,7 @@ class NotificationService:
         smtp: the hub's mail server (None: e-mail channels cannot be made).
         publish, connected: the hub's bus (MQTT channels).
         audit: ``AuditLog.record``: channel changes are audited.
+        screen, prepare: see :class:`DeliveryWorker` (escalation, acknowledge links).
     """
 
     def __init__(
@@ -60,6 +62,8 @@ class NotificationService:
         publish: Publish,
         connected: Callable[[], bool],
         audit: Audit,
+        screen: Screen | None = None,
+        prepare: Prepare | None = None,
     ) -> None:
         self._engine = engine
         self._writes = writes
@@ -70,7 +74,9 @@ class NotificationService:
             "email": EmailSender(smtp, settings.timeout_s),
             "mqtt": MqttSender(publish, connected),
         }
-        self.worker = DeliveryWorker(writes, self._senders, settings, instance)
+        self.worker = DeliveryWorker(
+            writes, self._senders, settings, instance, screen=screen, prepare=prepare
+        )
 
     # -- the worker ---------------------------------------------------------------------------
     async def run(self) -> None:
