@@ -40,6 +40,7 @@ from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Auth
 from fieldhub.hub.auth.passwords import Passwords
 from fieldhub.hub.ingest.batch import Batch
+from fieldhub.hub.notify.escalation import Policy, Step
 from fieldhub.protocol import Event
 from tests.hub_client import ALL_SCOPES, HubClient, add_user, user_token
 
@@ -202,10 +203,12 @@ class World:
         self.users: dict[Who, Any] = {}
         self.login_user: Any = None
         self.someone: Any = None
+        self.policy_channel = 0
         self.site_of: dict[str, str] = {}  # every device (and claimed device) made: its site
 
     async def populate(self) -> None:
         self.login_user = await add_user(self.hub, "viewer", (SITE_A,), password=PASSWORD)
+        self.policy_channel = await self.channel()  # what escalation policies name
         self.someone = await add_user(self.hub, "operator", (SITE_A,))
         for who in CALLERS:
             if who.role is not None:
@@ -262,6 +265,12 @@ class World:
             self.fresh("hook"), "webhook", {"url": "http://127.0.0.1:9/hook"}, actor="test"
         )
         return channel.id
+
+    async def policy(self) -> str:
+        """An escalation policy to a new channel."""
+        policy = Policy(self.fresh("p"), "matrix", (Step(60, (await self.channel(),)),), None, 0)
+        await self.hub.escalation.put(policy, actor="test", source="", create=True)
+        return policy.id
 
     async def notification(self) -> str:
         """A notification in the outbox (held: its channel is disabled)."""
@@ -348,8 +357,9 @@ class World:
                 token_id, _ = await user_token(self.hub, mine or self.someone)
                 case.values[param] = str(token_id)
                 case.visible &= mine is not None
-            elif param == "channel_id":
-                case.values[param] = str(await self.channel())
+            elif param in ("channel_id", "policy_id"):
+                made = await (self.channel() if param == "channel_id" else self.policy())
+                case.values[param] = str(made)
             elif param == "notification_id":
                 case.values[param] = await self.notification()
             elif param == "rule_id":
@@ -432,6 +442,13 @@ class World:
                 "target": {"labels": {"site": site}},
                 "condition": DOOR,
                 "severity": "critical",
+            },
+            ("post", "/api/escalation-policies"): lambda: {
+                "id": self.fresh("p"),
+                "steps": [{"after_s": 60, "channels": [self.policy_channel]}],
+            },
+            ("put", "/api/escalation-policies/{policy_id}"): lambda: {
+                "steps": [{"after_s": 120, "channels": [self.policy_channel]}],
             },
             ("post", "/api/alarms/{alarm_id}/acknowledge"): lambda: {"comment": "seen"},
             ("post", "/api/alarms/{alarm_id}/clear"): lambda: {"comment": "done"},
