@@ -26,7 +26,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from fieldhub.hub.alarms.changes import AlarmChange
@@ -175,21 +176,10 @@ def _plan(conn: Connection, raised: Sequence[AlarmChange]) -> None:
         )
     ).all()
     alarm_of_key = {item.dedup_key: int(item.body["alarm"]) for item in items}
-    known = {
-        row[0]
-        for row in conn.execute(
-            select(alarm_escalations.c.notification_id).where(
-                alarm_escalations.c.notification_id.in_([row.id for row in found])
-            )
-        )
-    }
-    rows = [
-        {"notification_id": row.id, "alarm_id": alarm_of_key[row.dedup_key]}
-        for row in found
-        if row.id not in known
-    ]
-    if rows:
-        conn.execute(insert(alarm_escalations), rows)
+    rows = [{"notification_id": row.id, "alarm_id": alarm_of_key[row.dedup_key]} for row in found]
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    # Keys enqueued before (a round retried after its commit) are linked already.
+    conn.execute(dialect.insert(alarm_escalations).values(rows).on_conflict_do_nothing())
 
 
 def _policies_of_rules(conn: Connection, rule_ids: Iterable[str]) -> dict[str, Policy]:
