@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -142,7 +142,7 @@ def screen(conn: Connection, due: list[NotificationRecord], now: int) -> set[str
     for notification_id, alarm_id, state, acked_by, cleared_by, shelved_until in rows:
         if state != "active":
             who = acked_by if state == "acknowledged" else cleared_by
-            _cancel_one(conn, notification_id, _why(alarm_id, state, who or "someone"))
+            _cancel_ids(conn, [notification_id], _why(alarm_id, state, who or "someone"))
         elif shelved_until is not None and shelved_until > now:
             conn.execute(
                 update(notifications)
@@ -238,20 +238,28 @@ def _messages(change: AlarmChange, policy: Policy) -> Iterator[NewNotification]:
 
 
 def _cancel(conn: Connection, alarm_id: int, reason: str) -> None:
-    mine = select(alarm_escalations.c.notification_id).where(
-        alarm_escalations.c.alarm_id == alarm_id
+    mine = alarm_escalations.join(
+        notifications, notifications.c.id == alarm_escalations.c.notification_id
     )
-    conn.execute(
-        update(notifications)
-        .where(notifications.c.id.in_(mine), notifications.c.state == "pending")
-        .values(state="cancelled", leased_by=None, last_error=reason)
-    )
+    pending = [
+        row.id
+        for row in conn.execute(
+            select(notifications.c.id)
+            .select_from(mine)
+            .where(alarm_escalations.c.alarm_id == alarm_id, notifications.c.state == "pending")
+        )
+    ]
+    if pending:
+        _cancel_ids(conn, pending, reason)
 
 
-def _cancel_one(conn: Connection, notification_id: str, reason: str) -> None:
+def _cancel_ids(conn: Connection, ids: list[str], reason: str) -> None:
+    """Cancel those of ``ids`` still pending. The state is compared through ``coalesce`` so
+    that SQLite finds the rows by id: on the state index it scanned every pending
+    notification (measured: 30 ms per acknowledgement with 16,000 held steps, not 1)."""
     conn.execute(
         update(notifications)
-        .where(notifications.c.id == notification_id, notifications.c.state == "pending")
+        .where(notifications.c.id.in_(ids), func.coalesce(notifications.c.state, "") == "pending")
         .values(state="cancelled", leased_by=None, last_error=reason)
     )
 
