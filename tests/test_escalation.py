@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from sqlalchemy import update
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.app import Hub
+from fieldhub.hub.config import HubSettings
 from fieldhub.hub.ingest.batch import Batch
 from fieldhub.hub.notify.escalation import Policy, Step
 from fieldhub.hub.store.alarms import AlarmFilter
@@ -196,6 +198,28 @@ async def test_a_restart_between_the_raise_and_the_step_sends_the_step_once(
     assert _events(receiver, "/on-call").count("alarm.escalated") == 1
     keys = [n["dedup_key"] for n in sent if n["event"] == "alarm.escalated"]
     assert keys == [f"escalation:{alarm_id}:step:1:channel:{on_call}"]
+
+
+@pytest.mark.postgres
+async def test_two_hubs_on_one_database_send_each_step_once(
+    make_hub: HubFactory, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    async with make_hub(db="postgres", **FAST) as first:
+        on_call = await _channel(first, receiver, "/on-call")
+        await _policy(first, on_call, after_s=1, repeat_every_s=1, limit=2)
+        second_settings = HubSettings(
+            **{
+                **first.settings.model_dump(),
+                "instance": f"{first.settings.instance}b",
+                "data": tmp_path / "second",
+            }
+        )
+        async with Hub(second_settings):  # its worker claims from the same outbox
+            await _raise(first)
+            wanted = ["alarm.raised", "alarm.escalated", "alarm.reminder", "alarm.reminder"]
+            await eventually(lambda: _events(receiver, "/on-call") == wanted, "step and reminders")
+            await _past(1.5)  # time for a second copy, if there were one
+    assert _events(receiver, "/on-call") == wanted
 
 
 async def _past(seconds: float) -> None:
