@@ -50,6 +50,7 @@ __all__ = [
     "Policy",
     "Step",
     "escalate",
+    "policy_from_row",
     "screen",
 ]
 
@@ -59,6 +60,7 @@ MAX_STEPS: Final = 10
 MAX_CHANNELS: Final = 10
 MAX_REPEATS: Final = 50
 """Bounds of a policy: one raise enqueues at most (10 steps + 50 reminders) times 10 channels."""
+_KEYS_PER_STATEMENT: Final = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,17 +171,19 @@ def _plan(conn: Connection, raised: Sequence[AlarmChange]) -> None:
     if not items:
         return
     enqueue(conn, items, now=min(change.at for change in raised))
-    keys = [item.dedup_key for item in items]
-    found = conn.execute(
-        select(notifications.c.id, notifications.c.dedup_key).where(
-            notifications.c.dedup_key.in_(keys)
-        )
-    ).all()
     alarm_of_key = {item.dedup_key: int(item.body["alarm"]) for item in items}
-    rows = [{"notification_id": row.id, "alarm_id": alarm_of_key[row.dedup_key]} for row in found]
+    keys = list(alarm_of_key)
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    # Keys enqueued before (a round retried after its commit) are linked already.
-    conn.execute(dialect.insert(alarm_escalations).values(rows).on_conflict_do_nothing())
+    # In slices: a storm of raises stays far below SQLite's limit of bound values (32,766).
+    for start in range(0, len(keys), _KEYS_PER_STATEMENT):
+        found = conn.execute(
+            select(notifications.c.id, notifications.c.dedup_key).where(
+                notifications.c.dedup_key.in_(keys[start : start + _KEYS_PER_STATEMENT])
+            )
+        )
+        rows = [{"notification_id": r.id, "alarm_id": alarm_of_key[r.dedup_key]} for r in found]
+        # Keys enqueued before (a round retried after its commit) are linked already.
+        conn.execute(dialect.insert(alarm_escalations).values(rows).on_conflict_do_nothing())
 
 
 def _policies_of_rules(conn: Connection, rule_ids: Iterable[str]) -> dict[str, Policy]:
