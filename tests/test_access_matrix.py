@@ -41,6 +41,7 @@ from fieldhub.hub.auth import Auth
 from fieldhub.hub.auth.passwords import Passwords
 from fieldhub.hub.auth.rules import principal_for
 from fieldhub.hub.ingest.batch import Batch
+from fieldhub.hub.notify.escalation import Policy, Step
 from fieldhub.hub.notify.subscriptions import SubscriptionSpec
 from fieldhub.protocol import Event
 from tests.hub_client import ALL_SCOPES, HubClient, add_user, user_token
@@ -206,10 +207,12 @@ class World:
         self.login_user: Any = None
         self.someone: Any = None
         self.hook = 0  # a channel every subscription made through the API may use
+        self.policy_channel = 0
         self.site_of: dict[str, str] = {}  # every device (and claimed device) made: its site
 
     async def populate(self) -> None:
         self.login_user = await add_user(self.hub, "viewer", (SITE_A,), password=PASSWORD)
+        self.policy_channel = await self.channel()  # what escalation policies name
         self.someone = await add_user(self.hub, "operator", (SITE_A,))
         self.hook = await self.channel()
         for who in CALLERS:
@@ -280,6 +283,12 @@ class World:
         case.values["subscription_id"] = str(made.id)
         case.visible &= mine is not None or case.who.role == "admin"
 
+    async def policy(self) -> str:
+        """An escalation policy to a new channel."""
+        policy = Policy(self.fresh("p"), "matrix", (Step(60, (await self.channel(),)),), None, 0)
+        await self.hub.escalation.put(policy, actor="test", source="", create=True)
+        return policy.id
+
     async def notification(self) -> str:
         """A notification in the outbox (held: its channel is disabled)."""
         channel = await self.hub.notifications.create_channel(
@@ -344,9 +353,8 @@ class World:
                 case.values[param] = str(token_id)
                 case.visible &= sees_site
             elif param == "device_id" and route.path.startswith("/api/devices/"):
-                site = SITE_A if own else SITE_B
                 case.values[param] = await self.device(site)
-                case.visible &= who.role == "admin" or site in who.sites
+                case.visible &= sees_site
             elif param in ("command_id", "batch_id"):
                 # A group command across both sites (own variant) or of site B only (foreign):
                 # the caller reads it through its own device, and must not see the other one.
@@ -365,9 +373,9 @@ class World:
                 token_id, _ = await user_token(self.hub, mine or self.someone)
                 case.values[param] = str(token_id)
                 case.visible &= mine is not None
-            elif param in ("channel_id", "notification_id"):
-                make = self.channel if param == "channel_id" else self.notification
-                case.values[param] = str(await make())
+            elif param in ("channel_id", "policy_id", "notification_id"):
+                make = {"channel_id": self.channel, "policy_id": self.policy}
+                case.values[param] = str(await make.get(param, self.notification)())
             elif param == "subscription_id":
                 await self.subscription(case)
             elif param == "rule_id":
@@ -456,6 +464,13 @@ class World:
                 "target": {"labels": {"site": site}},
                 "condition": DOOR,
                 "severity": "critical",
+            },
+            ("post", "/api/escalation-policies"): lambda: {
+                "id": self.fresh("p"),
+                "steps": [{"after_s": 60, "channels": [self.policy_channel]}],
+            },
+            ("put", "/api/escalation-policies/{policy_id}"): lambda: {
+                "steps": [{"after_s": 120, "channels": [self.policy_channel]}],
             },
             ("post", "/api/alarms/{alarm_id}/acknowledge"): lambda: {"comment": "seen"},
             ("post", "/api/alarms/{alarm_id}/clear"): lambda: {"comment": "done"},

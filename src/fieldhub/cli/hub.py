@@ -144,6 +144,10 @@ def demo(
     """
     configure_logging(verbose)
     settings = hub_settings(data=data, http=http, mqtt=mqtt, broker=None)
+    if settings.public_url is None:  # alarm notifications link to the demo's own dashboard
+        host, port = settings.http_address
+        shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
+        settings = settings.model_copy(update={"public_url": f"http://{shown}:{port}"})
 
     async def run() -> None:
         from fieldhub.hub.auth.offline import DEMO_ADMIN, demo_admin, open_auth

@@ -84,6 +84,17 @@ def rules_apply(
         console.print(f"rule {rule_id!r} {'created' if created else 'replaced'}")
 
 
+async def _check_escalations(engine: Any, writes: Any, rules: list[dict[str, Any]]) -> None:
+    """Every policy the file names must exist: a bad rule stops the file before any write."""
+    from fieldhub.hub.notify.escalation_policies import EscalationPolicies
+
+    known = {policy.id for policy in await EscalationPolicies(engine, writes).list()}
+    for raw in rules:
+        named = raw.get("escalation")
+        if named is not None and named not in known:
+            raise _fail(f"rule {raw['id']!r}: escalation: no escalation policy {named!r}")
+
+
 async def _apply(db_url: str, rules: list[dict[str, Any]]) -> list[tuple[str, bool]]:
     from fieldhub.hub.alarms import AlarmEngine, AlarmService
     from fieldhub.hub.devices.directory import DeviceDirectory
@@ -97,6 +108,7 @@ async def _apply(db_url: str, rules: list[dict[str, Any]]) -> list[tuple[str, bo
         store, writes, directory = AlarmStore(engine), EngineWrites(engine), DeviceDirectory()
         service = AlarmService(AlarmEngine(store, writes, directory), writes, directory)
         existing = {row.id for row in await store.rules()}
+        await _check_escalations(engine, writes, rules)
         outcomes = []
         for raw in rules:
             created = raw["id"] not in existing

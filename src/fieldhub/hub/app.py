@@ -39,7 +39,10 @@ from fieldhub.hub.ingest.pipeline import Ingest, IngestSettings
 from fieldhub.hub.ingest.stats import IngestStats
 from fieldhub.hub.ingest.writer import IngestWriter
 from fieldhub.hub.live.fanout import LiveHub
+from fieldhub.hub.notify.ack_links import AckLinks, load_key
 from fieldhub.hub.notify.channels.email import SmtpServer
+from fieldhub.hub.notify.escalation import escalate, screen
+from fieldhub.hub.notify.escalation_policies import EscalationPolicies
 from fieldhub.hub.notify.routing import alarm_notifications
 from fieldhub.hub.notify.service import NotificationService
 from fieldhub.hub.notify.worker import DeliverySettings
@@ -109,6 +112,9 @@ class Hub:
         self._commands: CommandService | None = None
         self._notifications: NotificationService | None = None
         self._alarms: AlarmService | None = None
+        self._escalation: EscalationPolicies | None = None
+        # Acknowledge links in alarm notifications: only when the hub knows its public address.
+        self.ack_links: AckLinks | None = None
 
     # -- parts, available once started ------------------------------------------------------
     @property
@@ -159,6 +165,13 @@ class Hub:
         if self._alarms is None:
             raise RuntimeError("the hub is not started")
         return self._alarms
+
+    @property
+    def escalation(self) -> EscalationPolicies:
+        """Escalation policies (what alarm rules name in ``escalation``)."""
+        if self._escalation is None:
+            raise RuntimeError("the hub is not started")
+        return self._escalation
 
     @property
     def identities(self) -> DeviceIdentities:
@@ -340,10 +353,22 @@ class Hub:
     def _start_notifications(self, writes: Writes, bus: HubBus, alarms: AlarmEngine) -> None:
         """Notifications: the outbox in the store, delivered by a task of its own (never on
         ingest's path); what this instance had claimed before a stop is due again. Alarm
-        raises and clears are enqueued with the change itself, delivered after its commit."""
+        raises and clears are enqueued with the change itself, delivered after its commit, and
+        so are escalation steps (held until their time, cancelled by an acknowledgement)."""
+        if self.settings.public_url is not None:
+            key = load_key(self.settings.data)
+            self.ack_links = AckLinks(
+                key,
+                self.settings.public_url,
+                self.settings.ack_link_ttl_s,
+                engine=self.engine,
+                writes=writes,
+            )
         self._notifications = self._notification_service(writes, bus)
         self._stack.push_async_callback(self._notifications.close)  # after the worker stops
+        self._escalation = EscalationPolicies(self.engine, writes)
         alarms.on_change(alarm_notifications)
+        alarms.on_change(escalate)
         alarms.on_changed(lambda _changes: self.notifications.wake())
 
     def _notification_service(self, writes: Writes, bus: HubBus) -> NotificationService:
@@ -380,6 +405,8 @@ class Hub:
             publish=publish,
             connected=lambda: bus.connected,
             audit=self.audit.record,
+            screen=screen,
+            prepare=self.ack_links.prepare if self.ack_links is not None else None,
         )
 
     def _on_message(self, topic: str, payload: bytes) -> None:

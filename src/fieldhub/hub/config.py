@@ -86,6 +86,17 @@ class HubSettings(BaseSettings):
         30, ge=1, le=3650, description="days delivered and dead notifications are kept"
     )
     notify_concurrency: int = Field(8, ge=1, le=256, description="notifications delivered at once")
+    # Acknowledge links in alarm notifications (hub/notify/ack_links.py): need the address
+    # recipients reach the hub at; none = notifications carry no link.
+    public_url: str | None = Field(
+        None,
+        max_length=256,
+        description="the hub's address as people reach it (https://hub.example.org); "
+        "none = alarm notifications carry no acknowledge link",
+    )
+    ack_link_ttl_s: int = Field(
+        7 * 86400, ge=60, le=90 * 86400, description="how long an acknowledge link works"
+    )
 
     @field_validator("broker")
     @classmethod
@@ -101,6 +112,16 @@ class HubSettings(BaseSettings):
             shown = value.replace(f":{parts.password}@", ":***@") if parts.password else value
             raise ValueError(f"broker {shown!r} must look like mqtt://admin:password@host:port")
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+            raise ValueError(f"public_url {value!r} must look like https://host[:port][/path]")
+        return value.rstrip("/")
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -25,6 +25,7 @@ class HubCollector(Collector):
         commands: Callable[[], Counter[str]] = Counter,
         violations: Callable[[], Mapping[str, int]] = dict,
         notifications: Callable[[], Mapping[str, int]] = dict,
+        ack_refusals: Callable[[], Mapping[str, int]] = dict,
     ) -> None:
         self._stats = stats
         self._presence = presence
@@ -32,6 +33,7 @@ class HubCollector(Collector):
         self._commands = commands  # read at scrape time: the hub starts after the app exists
         self._violations = violations
         self._notifications = notifications
+        self._ack_refusals = ack_refusals
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         """Yield every metric family."""
@@ -104,6 +106,15 @@ class HubCollector(Collector):
         for outcome in ("delivered", "retried", "dead"):
             attempts.add_metric([outcome], tried.get(outcome, 0))
         yield attempts
+        refused = CounterMetricFamily(
+            "fieldhub_ack_link_refusals",
+            "Acknowledge links refused, by reason (forged: someone guessing)",
+            labels=["reason"],
+        )
+        refusals = self._ack_refusals()
+        for reason in ("forged", "expired", "used"):
+            refused.add_metric([reason], refusals.get(reason, 0))
+        yield refused
         yield GaugeMetricFamily(
             "fieldhub_broker_connected",
             "1 while the hub is connected to its broker",

@@ -208,6 +208,8 @@ class Rule:
     keep_firing_for_s: int = 0
     clearable_by_user: bool = False
     auto_clear_s: int | None = None
+    escalation: str | None = None
+    """The id of the escalation policy for its alarms (whether it exists: ``AlarmService``)."""
 
     @property
     def user_clearable(self) -> bool:
@@ -227,6 +229,7 @@ class Rule:
             "keep_firing_for_s": self.keep_firing_for_s,
             "clearable_by_user": self.clearable_by_user,
             "auto_clear_s": self.auto_clear_s,
+            "escalation": self.escalation,
         }
 
 
@@ -308,6 +311,11 @@ def _parse(raw: Mapping[str, Any], rule_id: str | None) -> Rule:
             f"auto_clear_s: only event rules clear by time, this is a {condition.kind} rule",
             ("auto_clear_s",),
         )
+    escalation = raw.get("escalation")
+    if escalation is not None and (
+        not isinstance(escalation, str) or not _RULE_ID.fullmatch(escalation)
+    ):
+        raise Invalid(f"escalation {escalation!r}: the id of an escalation policy", ("escalation",))
     return Rule(
         id=the_id,
         name=name,
@@ -319,6 +327,7 @@ def _parse(raw: Mapping[str, Any], rule_id: str | None) -> Rule:
         keep_firing_for_s=keep_firing_for_s,
         clearable_by_user=clearable,
         auto_clear_s=auto_clear_s,
+        escalation=escalation,
     )
 
 

@@ -34,7 +34,7 @@ from fieldhub.hub.store.alarms import (
     update_alarm,
 )
 from fieldhub.hub.store.audit import audit_row
-from fieldhub.hub.store.schema import alarm_rules, alarms, audit_log
+from fieldhub.hub.store.schema import alarm_rules, alarms, audit_log, escalation_policies
 from fieldhub.hub.store.writes import Writes
 
 __all__ = ["AlarmService", "StoredRule"]
@@ -135,6 +135,7 @@ class AlarmService:
                 raise Conflict(f"alarm rule {rule.id!r} exists already")
             if not create and exists is None:
                 raise RuleNotFound(f"alarm rule {rule.id!r} does not exist")
+            _check_escalation(conn, rule, loc)
             put_rule(conn, rule.id, definition, at, actor)
             delete_rule_states(conn, rule.id)  # a changed rule starts its timers over
             action = "alarm_rule.created" if create else "alarm_rule.changed"
@@ -364,6 +365,17 @@ class AlarmService:
                 pair.alarm.state = record.state
         self.engine.published(changes)
         return record
+
+
+def _check_escalation(conn: Connection, rule: Rule, loc: tuple[str, ...]) -> None:
+    """A rule may name only an escalation policy that exists (``hub/notify/escalation.py``)."""
+    if rule.escalation is None:
+        return
+    query = select(escalation_policies.c.id).where(escalation_policies.c.id == rule.escalation)
+    if conn.execute(query).first() is None:
+        raise Invalid(
+            f"escalation {rule.escalation!r}: no such escalation policy", (*loc, "escalation")
+        )
 
 
 def _stored(row: RuleRow) -> StoredRule | None:

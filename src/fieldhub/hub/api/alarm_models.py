@@ -60,6 +60,9 @@ class AlarmRuleIn(BaseModel):
     keep_firing_for_s: Seconds = 0
     clearable_by_user: bool | None = None
     auto_clear_s: Seconds | None = None
+    escalation: Annotated[
+        str | None, Field(pattern=RULE_ID_PATTERN, description="an escalation policy's id")
+    ] = None
 
     def raw(self) -> dict[str, Any]:
         """The dict form ``rules.parse_rule`` reads (unset fields take its defaults)."""
@@ -79,6 +82,7 @@ class AlarmRuleOut(BaseModel):
     keep_firing_for_s: int
     clearable_by_user: bool
     auto_clear_s: int | None
+    escalation: str | None = None
     created_at: int
     updated_at: int
     updated_by: str

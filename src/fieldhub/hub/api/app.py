@@ -15,6 +15,7 @@ from starlette.types import ASGIApp
 from fieldhub import __version__
 from fieldhub.hub.api import (
     account,
+    ack,
     alarm_preview,
     alarms,
     apidocs,
@@ -22,6 +23,7 @@ from fieldhub.hub.api import (
     claims,
     commands,
     devices,
+    escalation,
     events,
     notifications,
     subscriptions,
@@ -88,6 +90,7 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
             lambda: hub.broker.violations if hub.broker else {},
             # read at scrape time: the hub may start after the app exists
             notifications=lambda: hub.notifications.attempt_counts(),  # noqa: PLW0108
+            ack_refusals=lambda: hub.ack_links.refusals if hub.ack_links is not None else {},
         )
     )
     app.add_middleware(BodySizeLimit, max_bytes=max_body)
@@ -108,10 +111,12 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     app.include_router(notifications.channels)
     app.include_router(notifications.outbox)
     app.include_router(subscriptions.router)
+    app.include_router(escalation.router)
     app.include_router(claims.device_router)
     app.include_router(claims.operator_router)
     app.include_router(live_router)  # the /api/live WebSocket (docs/live.md)
     apidocs.install(app)  # /docs and /redoc
+    ack.install(app)  # /ack/{token}: acknowledge from a notification's link
     web.install(app)  # the dashboard: pages at /, /devices/{id}, ...; files under /static
 
     @app.get("/api/health", tags=["hub"], summary="Health", response_model_exclude_none=True)

@@ -6,7 +6,7 @@ sent, what waits, what is dead, each with its delivery log.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
@@ -22,6 +22,7 @@ from fieldhub.hub.api.notification_models import (
 )
 from fieldhub.hub.api.security import client_address, require
 from fieldhub.hub.auth import Permission, Principal
+from fieldhub.hub.notify.records import State
 
 channels = APIRouter(prefix="/api/notification-channels", tags=["notifications"])
 outbox = APIRouter(prefix="/api/notifications", tags=["notifications"])
@@ -94,7 +95,7 @@ async def test_channel(channel_id: RowId, request: Request, who: Writer) -> Noti
 async def list_notifications(
     request: Request,
     _: Reader,
-    state: Literal["pending", "delivered", "dead"] | None = None,
+    state: State | None = None,
     channel_id: RowId | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before: Annotated[NotificationId | None, Query(description="the last id of a page")] = None,

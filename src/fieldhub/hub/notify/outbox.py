@@ -17,7 +17,7 @@ hubs claiming at the same moment from taking the same rows.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
@@ -47,6 +47,7 @@ from fieldhub.hub.store.schema import (
 
 __all__ = [
     "MAX_DEDUP_KEY",
+    "Screen",
     "claim",
     "enqueue",
     "get",
@@ -61,6 +62,11 @@ MAX_SUBJECT: Final = 256
 MAX_EVENT: Final = 64
 MAX_ERROR: Final = 1024
 _ROWS_PER_INSERT: Final = 500
+
+Screen = Callable[[Connection, list[NotificationRecord], int], set[str]]
+"""A last look at due notifications before they are leased, in the claim's transaction (with
+the time): returns the ids it held back, which it has moved itself (cancelled, or due later).
+Escalation uses it: a step whose alarm was acknowledged meanwhile is never sent."""
 
 
 def _new_id() -> str:
@@ -177,12 +183,19 @@ _JOINED = notifications.outerjoin(channels, channels.c.id == notifications.c.cha
 
 
 def claim(
-    conn: Connection, *, now: int, limit: int, lease_ms: int, instance: str
+    conn: Connection,
+    *,
+    now: int,
+    limit: int,
+    lease_ms: int,
+    instance: str,
+    screen: Screen | None = None,
 ) -> tuple[list[tuple[NotificationRecord, ChannelRecord | None]], int | None]:
     """Lease up to ``limit`` due notifications to ``instance``; with when the next one is due.
 
     A write job. Returns the claimed notifications with their channel (None: deleted) and the
-    earliest ``next_attempt_at`` of what stays pending (None: nothing pending).
+    earliest ``next_attempt_at`` of what stays pending (None: nothing pending). ``screen``
+    may hold some back (see :data:`Screen`).
     """
     channel_columns = [c.label(f"ch_{c.name}") for c in channels.c]
     query = (
@@ -203,6 +216,9 @@ def claim(
         if row["ch_id"] is not None:
             channel = channel_record({c.name: row[f"ch_{c.name}"] for c in channels.c})
         claimed.append((_notification(row), channel))
+    if claimed and screen is not None:
+        held = screen(conn, [n for n, _ in claimed], now)
+        claimed = [pair for pair in claimed if pair[0].id not in held]
     if claimed:
         conn.execute(
             update(notifications)

@@ -9,8 +9,10 @@ from fieldhub.hub.errors import Conflict, NotFound
 
 ChannelKind = Literal["webhook", "email", "mqtt"]
 KINDS: Final[tuple[ChannelKind, ...]] = ("webhook", "email", "mqtt")
-State = Literal["pending", "delivered", "dead"]
-STATES: Final[tuple[State, ...]] = ("pending", "delivered", "dead")
+State = Literal["pending", "delivered", "dead", "cancelled"]
+"""``cancelled``: no longer wanted before it was sent (an escalation step whose alarm was
+acknowledged or cleared); ``last_error`` says why."""
+STATES: Final[tuple[State, ...]] = ("pending", "delivered", "dead", "cancelled")
 SECRET_KEYS: Final = frozenset({"secret"})
 """Config keys that are written, never read back (the API shows only that one is set)."""
 

@@ -24,6 +24,7 @@ from fieldhub.hub.notify.channels.email import EmailSender, SmtpServer
 from fieldhub.hub.notify.channels.mqtt import MqttSender, Publish
 from fieldhub.hub.notify.channels.webhook import WebhookSender
 from fieldhub.hub.notify.digest import DigestFlusher
+from fieldhub.hub.notify.outbox import Screen
 from fieldhub.hub.notify.records import (
     ChannelKind,
     ChannelRecord,
@@ -33,7 +34,7 @@ from fieldhub.hub.notify.records import (
     State,
 )
 from fieldhub.hub.notify.subscription_service import SubscriptionService
-from fieldhub.hub.notify.worker import DeliverySettings, DeliveryWorker
+from fieldhub.hub.notify.worker import DeliverySettings, DeliveryWorker, Prepare
 from fieldhub.hub.store.writes import Writes
 
 __all__ = ["NotificationService"]
@@ -50,6 +51,7 @@ class NotificationService:
         smtp: the hub's mail server (None: e-mail channels cannot be made).
         publish, connected: the hub's bus (MQTT channels).
         audit: ``AuditLog.record``: channel changes are audited.
+        screen, prepare: see :class:`DeliveryWorker` (escalation, acknowledge links).
     """
 
     def __init__(
@@ -63,6 +65,8 @@ class NotificationService:
         publish: Publish,
         connected: Callable[[], bool],
         audit: Audit,
+        screen: Screen | None = None,
+        prepare: Prepare | None = None,
     ) -> None:
         self._engine = engine
         self._writes = writes
@@ -73,7 +77,9 @@ class NotificationService:
             "email": EmailSender(smtp, settings.timeout_s),
             "mqtt": MqttSender(publish, connected),
         }
-        self.worker = DeliveryWorker(writes, self._senders, settings, instance)
+        self.worker = DeliveryWorker(
+            writes, self._senders, settings, instance, screen=screen, prepare=prepare
+        )
         self.flusher = DigestFlusher(writes, self.worker.wake)
         self.subscriptions = SubscriptionService(engine, writes, audit)
 

@@ -28,13 +28,17 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.notify.channels.base import Outcome, Sender
-from fieldhub.hub.notify.outbox import claim, prune, record_attempt, release_leases
+from fieldhub.hub.notify.outbox import Screen, claim, prune, record_attempt, release_leases
 from fieldhub.hub.notify.records import ChannelRecord, NotificationRecord, State
 from fieldhub.hub.store.writes import Writes
 
 __all__ = ["DeliverySettings", "DeliveryWorker", "retry_delay_s"]
 
 log = logging.getLogger(__name__)
+
+Prepare = Callable[[NotificationRecord, ChannelRecord], NotificationRecord]
+"""Makes the message of one attempt from the stored notification (adds what must not be
+stored, such as a fresh acknowledge link)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +93,8 @@ class DeliveryWorker:
         writes: where the claim and record jobs run.
         senders: a sender per channel kind.
         instance: this hub process's name: whose leases are whose.
+        screen: a last look at due notifications before they are leased (``outbox.Screen``).
+        prepare: turns a notification into the message of one attempt (:data:`Prepare`).
     """
 
     def __init__(
@@ -100,8 +106,12 @@ class DeliveryWorker:
         *,
         clock: Callable[[], int] = now_ms,
         rng: random.Random | None = None,
+        screen: Screen | None = None,
+        prepare: Prepare | None = None,
     ) -> None:
         self._writes = writes
+        self._screen = screen
+        self._prepare = prepare
         self._senders = senders
         self.settings = settings
         self._instance = instance
@@ -195,6 +205,7 @@ class DeliveryWorker:
                     limit=free,
                     lease_ms=settings.lease_ms,
                     instance=self._instance,
+                    screen=self._screen,
                 ),
                 urgent=True,
             )
@@ -245,6 +256,8 @@ class DeliveryWorker:
             return Outcome(False, error=f"no sender for {channel.kind} channels", permanent=True)
         timeout_s = self.settings.timeout_s
         try:
+            if self._prepare is not None:
+                notification = self._prepare(notification, channel)
             async with asyncio.timeout(timeout_s):
                 return await sender.send(notification, channel)
         except TimeoutError:

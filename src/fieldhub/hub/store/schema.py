@@ -470,6 +470,40 @@ alarm_count_windows = Table(
     PrimaryKeyConstraint("device_id", "rule_id", name="pk_alarm_count_windows"),
 )
 
+# Escalation (hub/notify/escalation.py): named policies, the outbox rows each alarm's
+# escalation enqueued (to cancel them when it is acknowledged or cleared), and the nonces of
+# acknowledge links already used (a link works once).
+
+escalation_policies = Table(
+    "escalation_policies",
+    metadata,
+    Column("id", String(64), primary_key=True),  # what a rule's ``escalation`` names
+    Column("name", String(128), nullable=False),
+    Column("steps", JSON, nullable=False),  # [{"after_s": 600, "channels": [1, 2]}, ...]
+    Column("repeat_every_s", Integer, nullable=True),
+    Column("repeat_limit", Integer, nullable=False, default=0),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("updated_by", String(128), nullable=False),
+)
+
+alarm_escalations = Table(
+    "alarm_escalations",
+    metadata,
+    Column("notification_id", String(32), primary_key=True),
+    Column("alarm_id", Integer, nullable=False),
+    Index("ix_alarm_escalations_alarm", "alarm_id"),
+)
+
+ack_link_uses = Table(
+    "ack_link_uses",
+    metadata,
+    Column("nonce", String(32), primary_key=True),
+    Column("alarm_id", Integer, nullable=False),
+    Column("used_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),  # forgotten after: the link is dead anyway
+)
+
 ALL_TABLES = (
     devices,
     series,
@@ -496,4 +530,7 @@ ALL_TABLES = (
     alarm_changes,
     alarm_rule_state,
     alarm_count_windows,
+    escalation_policies,
+    alarm_escalations,
+    ack_link_uses,
 )
