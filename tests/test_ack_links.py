@@ -62,6 +62,7 @@ async def _link(hub: Hub, receiver: WebhookReceiver) -> tuple[int, int, str]:
     channel = await hub.notifications.create_channel(
         "ops", "webhook", {"url": receiver.url("/ops")}, actor="test"
     )
+    await hub.notifications.subscriptions.subscribe_hub_wide(channel.id, actor="test")
     alarm_id = await _raise(hub)
     [request] = await eventually(lambda: receiver.to("/ops"), "the raise notified")
     return alarm_id, channel.id, request.json()["data"]["acknowledge_url"]
@@ -173,6 +174,7 @@ async def test_an_escalation_email_carries_a_working_link(
         channel = await hub.notifications.create_channel(
             "on call", "email", {"to": ["oncall@example.org"]}, actor="test"
         )
+        await hub.notifications.subscriptions.subscribe_hub_wide(channel.id, actor="test")
         policy = Policy("mail", "Mail", (Step(1, (channel.id,)),), None, 0)
         await hub.escalation.put(policy, actor="test", source="", create=True)
         alarm_id = await _raise(hub, escalation="mail")
@@ -218,9 +220,10 @@ async def test_without_a_public_address_there_are_no_links(
     make_hub: HubFactory, receiver: WebhookReceiver
 ) -> None:
     async with make_hub() as hub:
-        await hub.notifications.create_channel(
+        channel = await hub.notifications.create_channel(
             "ops", "webhook", {"url": receiver.url("/ops")}, actor="test"
         )
+        await hub.notifications.subscriptions.subscribe_hub_wide(channel.id, actor="test")
         await _raise(hub)
         [request] = await eventually(lambda: receiver.to("/ops"), "the raise notified")
         assert "acknowledge_url" not in request.json()["data"]

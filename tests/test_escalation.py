@@ -42,6 +42,8 @@ async def _channel(hub: Hub, receiver: WebhookReceiver, path: str) -> int:
     channel = await hub.notifications.create_channel(
         f"hook {path}", "webhook", {"url": receiver.url(path)}, actor="test"
     )
+    # It hears every raise (its subscription) and the policy's steps (the policy names it).
+    await hub.notifications.subscriptions.subscribe_hub_wide(channel.id, actor="test")
     return channel.id
 
 
