@@ -359,3 +359,46 @@ async def test_the_connection_attempt_times_out_without_tls_hanging(tmp_path: Pa
         await client.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_the_agent_command_speaks_mqtts(
+    tls_hub: Hub, certs: Certificates, tmp_path: Path, uid: str
+):
+    # `fieldhub agent` imports asyncio without ssl for a plain-TCP broker (fieldhub.cli.plain);
+    # for an mqtts:// one it must not, or the uplink could never connect.
+    import sys
+
+    import yaml
+
+    device_id = f"cli-{uid}"
+    issued = (await tls_hub.devices.create(device_id)).credentials
+    config = {
+        "device": {"id": device_id},
+        "hub": {
+            "broker": _tls_url(tls_hub),
+            "username": issued.username,
+            "secret": issued.secret,
+            "ca_file": str(certs.ca.cert),
+        },
+        "data_dir": str(tmp_path / "agent"),
+        "units": [{"type": "door", "name": "door", "pin": DOOR_PIN}],
+        "web": {"enabled": False},
+    }
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    agent = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fieldhub", "agent", "--config", str(path), "--simulate",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await eventually(
+            lambda: _state_reported(tls_hub, device_id), "the agent's state stored", within_s=30
+        )
+    finally:
+        agent.terminate()
+        _out, err = await agent.communicate()
+    assert b"Traceback" not in err, err.decode()
+
+
+async def _state_reported(hub: Hub, device_id: str) -> bool:
+    return "door" in (await hub.registry.get(device_id)).reported
