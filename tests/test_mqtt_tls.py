@@ -39,6 +39,8 @@ class Certificates:
     expired: CertFiles
     wrong_host: CertFiles
     self_signed: CertFiles
+    revoked: CertFiles
+    crl: Path  # lists ``revoked``
     other_ca: TestCa  # trusted by nobody here: a hub told to trust it refuses the good one
 
 
@@ -46,8 +48,12 @@ class Certificates:
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     folder = tmp_path_factory.mktemp("certs")
     ca = TestCa(folder / "ca")
+    revoked = ca.issue("revoked", hosts=LOCAL)
+    ca.revoke(revoked)
     return Certificates(
         ca=ca,
+        revoked=revoked,
+        crl=ca.crl(),
         good=ca.issue("broker", hosts=LOCAL),
         expired=ca.issue(
             "expired", hosts=LOCAL, not_before="20200101000000Z", not_after="20200102000000Z"
@@ -200,11 +206,12 @@ async def test_the_device_secret_crosses_the_network_only_encrypted(
     assert (b"closed" in wire.captured) is not tls  # nor the reports
 
 
-BAD = ["expired", "self_signed", "wrong_host", "pin"]
+BAD = ["expired", "self_signed", "wrong_host", "revoked", "pin"]
 REASON = {
     "expired": "expired",
     "self_signed": "untrusted",
     "wrong_host": "wrong host",
+    "revoked": "revoked",
     "pin": "pin mismatch",
 }
 
@@ -214,8 +221,9 @@ def _bad_listener(certs: Certificates, case: str) -> CertFiles:
 
 
 def _bad_client_tls(certs: Certificates, case: str) -> dict[str, Any]:
-    """What the client trusts: the test CA, and in the pin case a pin of another key."""
-    options: dict[str, Any] = {"ca_file": str(certs.ca.cert)}
+    """What the client trusts: the test CA, with its revocation list (so the revoked case can
+    be told), and in the pin case a pin of another key."""
+    options: dict[str, Any] = {"ca_file": str(certs.ca.cert), "crl_file": str(certs.crl)}
     if case == "pin":
         options["pin_sha256"] = public_key_pin(certs.expired.cert)
     return options
@@ -295,7 +303,7 @@ async def test_a_hub_that_does_not_trust_the_brokers_ca_does_not_start(
 @pytest.mark.parametrize(
     ("options", "named"),
     [
-        ({"broker_ca": "ca.pem"}, "broker_ca and broker_pin need an mqtts:// broker"),
+        ({"broker_ca": "ca.pem"}, "broker_ca, broker_pin and broker_crl need an mqtts://"),
         ({"broker": "mqtts://a:b@h:8883", "broker_ca": "/nonexistent.pem"}, "cannot load"),
         ({"broker": "mqtts://a:b@h:8883", "broker_pin": "xyz"}, "SHA-256 in hex"),
         ({"mqtts": "127.0.0.1:8883"}, "mqtts (HOST:PORT of the TLS listener) goes with"),
@@ -339,9 +347,13 @@ def test_the_pin_is_read_from_the_certificate_as_openssl_reads_it(certs: Certifi
 async def test_the_connection_attempt_times_out_without_tls_hanging(tmp_path: Path):
     # A TLS client against a listener that never answers the handshake: the connect timeout
     # holds (no hang in the handshake).
+    hung_up = asyncio.Event()
+
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read()
+        await reader.read()  # until the client gives up
         writer.close()
+        await writer.wait_closed()
+        hung_up.set()
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -355,6 +367,7 @@ async def test_the_connection_attempt_times_out_without_tls_hanging(tmp_path: Pa
     try:
         with pytest.raises(TimeoutError):
             await client.connect(timeout_s=0.5)
+        await asyncio.wait_for(hung_up.wait(), 10)  # and it hung up, not left the socket open
     finally:
         await client.close()
         server.close()
@@ -402,3 +415,37 @@ async def test_the_agent_command_speaks_mqtts(
 
 async def _state_reported(hub: Hub, device_id: str) -> bool:
     return "door" in (await hub.registry.get(device_id)).reported
+
+
+async def test_with_a_revocation_list_a_current_certificate_still_connects(
+    tls_hub: Hub, certs: Certificates, tmp_path: Path, uid: str
+):
+    # The control of the revoked case: the same CRL does not refuse what it does not list.
+    await _agent_reports_over(
+        tls_hub,
+        _tls_url(tls_hub),
+        tmp_path / "agent",
+        uid,
+        ca_file=str(certs.ca.cert),
+        crl_file=str(certs.crl),
+    )
+
+
+async def test_a_crl_of_another_ca_refuses_the_broker_saying_so(
+    tls_hub: Hub, certs: Certificates, uid: str
+):
+    # A revocation list must be that of the broker's own CA: with another one nothing passes,
+    # and the reason says why rather than "untrusted".
+    host, port = _tls_url(tls_hub).removeprefix("mqtts://").rsplit(":", 1)
+    client = MqttClient(
+        host,
+        int(port),
+        client_id=f"probe-{uid}",
+        on_message=lambda _topic, _payload: None,
+        tls=broker_context(ca_file=str(certs.ca.cert), crl_file=str(certs.other_ca.crl())),
+    )
+    with pytest.raises(CertificateRefused) as refused:
+        await client.connect(timeout_s=10)
+    await client.close()
+    assert refused.value.reason == "no revocation list"
+    assert "its CA has no revocation list in the CRL file" in str(refused.value)

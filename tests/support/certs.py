@@ -10,6 +10,7 @@ Example::
     good = ca.issue("broker", hosts=["127.0.0.1"])
     expired = ca.issue("old", hosts=["127.0.0.1"], not_before="20200101000000Z",
                        not_after="20200102000000Z")
+    ca.revoke(expired); crl = ca.crl()
 """
 
 from __future__ import annotations
@@ -114,6 +115,18 @@ class TestCa:
             "-out", str(files.cert), *dates,
         )  # fmt: skip
         return files
+
+    def revoke(self, files: CertFiles) -> None:
+        """Mark a certificate this CA issued as revoked (it shows in the next :meth:`crl`)."""
+        _openssl("ca", "-config", str(self._config), "-revoke", str(files.cert))
+
+    def crl(self) -> Path:
+        """A current revocation list (PEM, valid 30 days) of what this CA revoked so far."""
+        path = self.folder / "crl.pem"
+        _openssl(
+            "ca", "-gencrl", "-config", str(self._config), "-crldays", "30", "-out", str(path)
+        )  # fmt: skip
+        return path
 
 
 def self_signed(folder: Path, name: str, *, hosts: list[str]) -> CertFiles:

@@ -48,7 +48,8 @@ class HubSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     ``username`` and a secret, or by claiming its credentials (``claim``).
 
     An ``mqtts://`` broker is verified against the system's trust store or ``ca_file`` (a
-    private CA), and, with ``pin_sha256``, must also show that public key (docs/agent.md, TLS).
+    private CA), and, with ``pin_sha256``, must also show that public key; with ``crl_file``, a
+    revoked certificate is refused (docs/agent.md, TLS).
     """
 
     broker: Annotated[str, msgspec.Meta(pattern=r"^mqtts?://[^/\s]+$")]
@@ -58,12 +59,13 @@ class HubSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     claim: ClaimSection | None = None
     ca_file: str | None = None  # mqtts:// only: a private CA; the system's trust store otherwise
     pin_sha256: str | None = None  # mqtts:// only: SHA-256 of the broker's public key, hex
+    crl_file: str | None = None  # mqtts:// only: the CA's revocation list (PEM)
 
     def __post_init__(self) -> None:
         if not self.broker.startswith("mqtts://"):
             # Without TLS they would be silently ignored, and the operator would believe the
             # broker is checked.
-            for field in ("ca_file", "pin_sha256"):
+            for field in ("ca_file", "pin_sha256", "crl_file"):
                 if getattr(self, field) is not None:
                     raise ValueError(f"{field} needs an mqtts:// broker")
         if self.pin_sha256 is not None:

@@ -361,19 +361,19 @@ class Agent:
 
 def _broker_tls(hub: HubSection) -> ssl.SSLContext | None:
     """The TLS context of an ``mqtts://`` broker, None for ``mqtt://``; made once at start, so
-    that a CA file that does not load stops the agent with its name.
+    that a CA or CRL file that does not load stops the agent with its name.
 
     Raises:
-        AgentStartError: ``hub.ca_file`` cannot be loaded.
+        AgentStartError: ``hub.ca_file`` or ``hub.crl_file`` cannot be loaded.
     """
     if not broker_address(hub.broker).tls:
         return None
     from fieldhub.mqtt.tls import TlsSetupError, broker_context  # ssl: only for TLS agents
 
     try:
-        return broker_context(ca_file=hub.ca_file, pin_sha256=hub.pin_sha256)
+        return broker_context(ca_file=hub.ca_file, pin_sha256=hub.pin_sha256, crl_file=hub.crl_file)
     except TlsSetupError as exc:
-        raise AgentStartError(f"hub.ca_file: {exc}") from None
+        raise AgentStartError(f"hub: {exc}") from None
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

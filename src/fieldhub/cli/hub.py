@@ -207,6 +207,10 @@ def hub(
             help="mqtts:// --broker: SHA-256 of its public key, hex [env FIELDHUB_BROKER_PIN]"
         ),
     ] = None,
+    broker_crl: Annotated[
+        Path | None,
+        typer.Option(help="mqtts:// --broker: its CA's revocation list [env FIELDHUB_BROKER_CRL]"),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the hub (embedded broker unless --broker is given)."""
@@ -227,6 +231,7 @@ def hub(
         mqtt_key=mqtt_key,
         broker_ca=broker_ca,
         broker_pin=broker_pin,
+        broker_crl=broker_crl,
     )
     run_until_stopped(_serve(settings))
 

@@ -53,6 +53,9 @@ class HubSettings(BaseSettings):
     broker_pin: str | None = Field(
         None, description="mqtts:// broker: SHA-256 (hex) of its certificate's public key"
     )
+    broker_crl: Path | None = Field(
+        None, description="mqtts:// broker: PEM revocation list of its certificate's CA"
+    )
     db: str | None = Field(None, description="database URL; none = SQLite file in the data folder")
     http: str = Field("127.0.0.1:8080", description="HOST:PORT of the REST API and dashboard")
     mqtt: str = Field("127.0.0.1:1883", description="HOST:PORT of the embedded broker")
@@ -125,13 +128,13 @@ class HubSettings(BaseSettings):
         if (self.mqtts is None) != (self.mqtt_cert is None):
             raise ValueError("mqtts (HOST:PORT of the TLS listener) goes with mqtt_cert, mqtt_key")
         if self.broker is None or not broker_address(self.broker).tls:
-            if self.broker_ca is not None or self.broker_pin is not None:
-                raise ValueError("broker_ca and broker_pin need an mqtts:// broker")
+            if any(v is not None for v in (self.broker_ca, self.broker_pin, self.broker_crl)):
+                raise ValueError("broker_ca, broker_pin and broker_crl need an mqtts:// broker")
             return self
         try:
             self.broker_tls()
         except TlsSetupError as exc:
-            raise ValueError(f"broker_ca/broker_pin: {exc}") from None
+            raise ValueError(f"broker_ca/broker_pin/broker_crl: {exc}") from None
         return self
 
     def broker_tls(self) -> ssl.SSLContext | None:
@@ -144,7 +147,8 @@ class HubSettings(BaseSettings):
         if self.broker is None or not broker_address(self.broker).tls:
             return None
         ca_file = str(self.broker_ca) if self.broker_ca is not None else None
-        return broker_context(ca_file=ca_file, pin_sha256=self.broker_pin)
+        crl_file = str(self.broker_crl) if self.broker_crl is not None else None
+        return broker_context(ca_file=ca_file, pin_sha256=self.broker_pin, crl_file=crl_file)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

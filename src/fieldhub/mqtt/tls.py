@@ -33,8 +33,10 @@ _UNTRUSTED: Final = ("untrusted", "issued by a CA that is not trusted here")
 # OpenSSL's X509_V_ERR_* codes, as an operator would put them: (reason, what it means).
 _REASONS: Final = {
     2: _UNTRUSTED,
+    3: ("no revocation list", "its CA has no revocation list in the CRL file"),
     9: ("not yet valid", "not valid yet (is this machine's clock right?)"),
     10: ("expired", "expired"),
+    12: ("revocation list expired", "the CRL file is out of date: fetch its CA's new one"),
     18: ("untrusted", "self-signed"),
     19: ("untrusted", "its chain ends in a CA that is not trusted here"),
     20: _UNTRUSTED,
@@ -86,7 +88,9 @@ class _CheckedObject(ssl.SSLObject):
             )
 
 
-def broker_context(*, ca_file: str | None = None, pin_sha256: str | None = None) -> ssl.SSLContext:
+def broker_context(
+    *, ca_file: str | None = None, pin_sha256: str | None = None, crl_file: str | None = None
+) -> ssl.SSLContext:
     """A client context for ``mqtts://``: TLS 1.2 or newer, certificate and host name checked.
 
     Args:
@@ -95,10 +99,13 @@ def broker_context(*, ca_file: str | None = None, pin_sha256: str | None = None)
             as ``openssl x509 -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst
             -sha256`` prints it; colons allowed); checked in addition to the chain, so a
             certificate re-issued for the same key keeps working and any other is refused.
+        crl_file: PEM revocation list(s) of the broker certificate's CA: a revoked broker
+            certificate is refused. The list must be there and current for that CA, or every
+            connection is refused (saying so): a private CA's operator publishes it.
 
     Raises:
-        TlsSetupError: the CA file cannot be read or holds no certificate, or the pin is not
-            64 hex digits.
+        TlsSetupError: the CA or CRL file cannot be read or holds nothing usable, or the pin
+            is not 64 hex digits.
     """
     context = _BrokerContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies chain and host name
     context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -111,6 +118,12 @@ def broker_context(*, ca_file: str | None = None, pin_sha256: str | None = None)
         except (OSError, ssl.SSLError) as exc:
             raise TlsSetupError(f"cannot load the CA file {ca_file}: {exc}") from None
         context.trust = f"the CA file {ca_file}"
+    if crl_file is not None:
+        try:
+            context.load_verify_locations(cafile=crl_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise TlsSetupError(f"cannot load the CRL file {crl_file}: {exc}") from None
+        context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     if pin_sha256 is not None:
         context.pin_sha256 = normalize_pin(pin_sha256)
     return context
