@@ -29,8 +29,8 @@ local port. Then:
    (utime + stime over ``--idle-s`` seconds of wall time, as ``top`` counts it: 100 = one core).
 
 With ``--tls`` the agent speaks ``mqtts://`` to the embedded broker's TLS listener (a test CA
-made with ``openssl``, given as ``hub.ca_file``), which loads OpenSSL into it; the raw RSS
-reference then imports ``ssl`` too.
+made with ``openssl``, given as ``hub.ca_file``), which loads OpenSSL into it (the raw RSS
+reference has it either way: a bare asyncio imports ``ssl``).
 
 The last line printed is one JSON object. Targets (DESIGN §6): ``rss_mb <= 30`` (for
 ``mqtt://``; over TLS the figure is reported), ``idle_cpu_pct <= 1``, ``lost == 0``.
@@ -99,10 +99,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def raw_rss_mb(settle_s: float, *, tls: bool) -> tuple[float, float]:
-    """RSS and private memory of a bare Python process waiting in an asyncio loop (having
-    imported ``ssl``, OpenSSL, with ``tls``)."""
-    code = ("import ssl; " if tls else "") + "import asyncio; asyncio.run(asyncio.sleep(60))"
+def raw_rss_mb(settle_s: float) -> tuple[float, float]:
+    """RSS and private memory of a bare Python process waiting in an asyncio loop (which
+    imports ``ssl``, so OpenSSL is in it: the floor of a TLS agent as well)."""
+    code = "import asyncio; asyncio.run(asyncio.sleep(60))"
     process = subprocess.Popen([sys.executable, "-c", code])
     try:
         time.sleep(settle_s)
@@ -233,7 +233,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     """Run the references, the append, the drain and the idle measurement; the figures."""
     with tempfile.TemporaryDirectory(prefix="fieldhub-agent-bench-") as tmp:
         folder = Path(tmp)
-        raw_rss, raw_private = raw_rss_mb(args.settle_s / 2, tls=args.tls)
+        raw_rss, raw_private = raw_rss_mb(args.settle_s / 2)
         raw_rows_s = raw_sqlite_rows_s(folder / "raw.db", args.messages)
         settings, ca = hub_settings(folder, tls=args.tls)
         async with Hub(settings) as hub:
