@@ -449,3 +449,11 @@ async def test_a_crl_of_another_ca_refuses_the_broker_saying_so(
     await client.close()
     assert refused.value.reason == "no revocation list"
     assert "its CA has no revocation list in the CRL file" in str(refused.value)
+
+
+def test_a_crl_file_holding_a_certificate_is_refused_not_trusted(certs: Certificates):
+    # OpenSSL would load a CA from the CRL file and trust it: such a file is refused instead.
+    from fieldhub.mqtt.tls import TlsSetupError
+
+    with pytest.raises(TlsSetupError, match="must hold revocation lists"):
+        broker_context(ca_file=str(certs.ca.cert), crl_file=str(certs.other_ca.cert))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import re
 import ssl
+from pathlib import Path
 from typing import Final
 
 __all__ = ["CertificateRefused", "TlsSetupError", "broker_context", "public_key_sha256"]
@@ -119,14 +120,31 @@ def broker_context(
             raise TlsSetupError(f"cannot load the CA file {ca_file}: {exc}") from None
         context.trust = f"the CA file {ca_file}"
     if crl_file is not None:
-        try:
-            context.load_verify_locations(cafile=crl_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise TlsSetupError(f"cannot load the CRL file {crl_file}: {exc}") from None
-        context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+        _load_crl(context, crl_file)
     if pin_sha256 is not None:
         context.pin_sha256 = normalize_pin(pin_sha256)
     return context
+
+
+def _load_crl(context: ssl.SSLContext, crl_file: str) -> None:
+    """Check the broker's certificate against the revocation lists in ``crl_file``.
+
+    OpenSSL loads certificates from the same file as readily as CRLs, and a certificate there
+    would be trusted: a file with anything but CRLs is refused, so a CA given here by mistake
+    widens nothing.
+    """
+    try:
+        text = Path(crl_file).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TlsSetupError(f"cannot read the CRL file {crl_file}: {exc}") from None
+    blocks = re.findall(r"-----BEGIN ([A-Z0-9 ]+)-----", text)
+    if not blocks or set(blocks) != {"X509 CRL"}:
+        raise TlsSetupError(f"the CRL file {crl_file} must hold revocation lists (PEM) only")
+    try:
+        context.load_verify_locations(cafile=crl_file)  # cadata= takes certificates only
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsSetupError(f"cannot load the CRL file {crl_file}: {exc}") from None
+    context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
 
 
 def normalize_pin(pin: str) -> str:
