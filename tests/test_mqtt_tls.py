@@ -457,3 +457,26 @@ def test_a_crl_file_holding_a_certificate_is_refused_not_trusted(certs: Certific
 
     with pytest.raises(TlsSetupError, match="must hold revocation lists"):
         broker_context(ca_file=str(certs.ca.cert), crl_file=str(certs.other_ca.cert))
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("mqtts://admin:pw@broker.example.net", "mqtts://broker.example.net:8883"),
+        ("ssl://broker.example.net:9883", "mqtts://broker.example.net:9883"),
+        ("mqtt://[::1]", "mqtt://[::1]:1883"),
+        ("tcp://h:1884", "mqtt://h:1884"),
+    ],
+)
+def test_broker_urls_are_read_with_the_iana_ports(url: str, expected: str):
+    from fieldhub.mqtt.address import broker_address
+
+    assert broker_address(url).url == expected
+
+
+@pytest.mark.parametrize("url", ["http://h:1883", "mqtts://:8883", "mqtt://h:0", "mqtt://h:x"])
+def test_a_broker_url_that_is_none_is_refused(url: str):
+    from fieldhub.mqtt.address import broker_address
+
+    with pytest.raises(ValueError, match="broker URL"):
+        broker_address(url)
