@@ -256,7 +256,8 @@ async def test_a_bad_broker_certificate_is_refused_with_its_reason_before_connec
         assert client.stats.last_error == str(refused.value)
         assert b"the-secret-that-must-stay-home" not in wire.captured
         assert b"MQTT" not in wire.captured  # no CONNECT left, not even encrypted past TLS
-        assert hub.broker.violations.total() == 0
+        # The broker saw the client give up in the handshake: counted, as refusals are.
+        await eventually(lambda: hub.broker and hub.broker.violations["TLS"] == 1, "counted")
 
 
 async def test_the_agent_names_the_refusal_in_its_log_and_status(
@@ -480,3 +481,16 @@ def test_a_broker_url_that_is_none_is_refused(url: str):
 
     with pytest.raises(ValueError, match="broker URL"):
         broker_address(url)
+
+
+async def test_plain_mqtt_on_the_tls_listener_is_refused_and_counted(tls_hub: Hub, uid: str):
+    host, port = _tls_url(tls_hub).removeprefix("mqtts://").rsplit(":", 1)
+    client = MqttClient(
+        host, int(port), client_id=f"plain-{uid}", on_message=lambda _topic, _payload: None
+    )
+    with pytest.raises((OSError, TimeoutError)):
+        await client.connect(timeout_s=10)
+    await client.close()
+    assert tls_hub.broker is not None
+    broker = tls_hub.broker
+    await eventually(lambda: broker.violations["TLS"] == 1, "the refusal counted")

@@ -293,8 +293,9 @@ class EmbeddedBroker:
             retained desired state survives a hub restart. A
             restored device status may be stale until the device reconnects; presence does
             not trust it alone (DESIGN §3: presence is layered).
-        tls: also listen for TLS clients there; its connections are served like the others
-            (asyncio does the handshake, so amqtt and the checks above see plain MQTT).
+        tls: also listen for TLS clients there; after the handshake its connections are
+            served like the others (amqtt and the checks above see plain MQTT); a failed
+            handshake is counted in :attr:`violations` as the rule ``TLS``, and logged.
 
     Raises:
         OSError: on entry, when ``host:port`` cannot be bound.
@@ -372,7 +373,7 @@ class EmbeddedBroker:
             server = await asyncio.start_server(self._serve, self._host, self._port)
             if self._tls is not None:
                 self._tls_server = await asyncio.start_server(
-                    self._serve, self._tls.host, self._tls.port, ssl=self._tls.context
+                    self._serve_tls, self._tls.host, self._tls.port
                 )
         except BaseException:
             await broker.shutdown()
@@ -432,6 +433,23 @@ class EmbeddedBroker:
             await tls_server.wait_closed()
         await asyncio.to_thread(save_retained, self._data_dir, snapshot)
         log.info("MQTT broker on %s stopped", self.url)
+
+    async def _serve_tls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Take the TLS handshake here rather than in asyncio's server, so that a failed one (a
+        client that does not trust the certificate, plain MQTT on this port) is counted and
+        logged as the rule ``TLS``; then serve the connection like any other."""
+        if self._tls is None:  # not listening without it
+            return
+        try:
+            async with asyncio.timeout(_CONNECT_TIMEOUT_S):
+                await writer.start_tls(self._tls.context)
+        except (OSError, TimeoutError) as exc:
+            writer.transport.abort()
+            peer = writer.get_extra_info("peername") or ("?", 0)
+            why = f"TLS handshake failed: {exc or 'none within 10 s'}"
+            self._refuse_peer(f"{peer[0]}:{peer[1]}", None, Violation("TLS", why))
+            return
+        await self._serve(reader, writer)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Hand one accepted TCP connection to amqtt, for as long as it lasts."""
@@ -494,14 +512,17 @@ class EmbeddedBroker:
         return False
 
     def _refuse(self, connection: _Connection, violation: Violation) -> None:
+        self._refuse_peer(connection.peer, connection.client_id, violation)
+
+    def _refuse_peer(self, peer: str, client_id: str | None, violation: Violation) -> None:
         """Count a protocol violation; log it, at most once a minute per address and rule."""
         self._violations[violation.rule] += 1
-        held = self._refusals.due((connection.peer.rpartition(":")[0], violation.rule))
+        held = self._refusals.due((peer.rpartition(":")[0], violation.rule))
         if held is not None:
             log.info(
                 "MQTT client %r (%s) disconnected: %s [%s]%s",
-                connection.client_id,
-                connection.peer,
+                client_id,
+                peer,
                 violation.why,
                 violation.rule,
                 held_back(held),
