@@ -53,9 +53,6 @@ from fieldhub.agent.outbox import Outbox, OutboxReporter, OutMessage
 from fieldhub.clock import now_ms
 from fieldhub.logthrottle import LogThrottle, held_back
 from fieldhub.mqtt import ConnectRefused, MqttClient, MqttError, SubscribeRefused, Will
-
-if TYPE_CHECKING:  # ssl loads OpenSSL: a plain-TCP agent does without (fieldhub.cli.plain)
-    import ssl
 from fieldhub.protocol import (
     Ack,
     Channel,
@@ -71,6 +68,9 @@ from fieldhub.protocol import (
 )
 
 __all__ = ["REFUSED_EVENT", "Uplink", "UplinkSettings", "UplinkStats"]
+
+if TYPE_CHECKING:  # ssl loads OpenSSL: a plain-TCP agent does without (fieldhub.cli.plain)
+    import ssl
 
 log = logging.getLogger(__name__)
 
