@@ -142,7 +142,7 @@ class HubSettings(BaseSettings):
         and its dynamic-security admin connection both use it.
 
         Raises:
-            TlsSetupError: the CA file does not load, or the pin is not a SHA-256 in hex.
+            TlsSetupError: the CA or CRL file does not load, or the pin is not a SHA-256 in hex.
         """
         if self.broker is None or not broker_address(self.broker).tls:
             return None
