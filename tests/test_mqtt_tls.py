@@ -166,8 +166,14 @@ async def test_a_pinned_agent_accepts_the_pinned_key(
 async def test_hub_and_agent_speak_mqtts_to_mosquitto(
     mosquitto_tls: Mosquitto, certs: Certificates, tmp_path: Path, uid: str
 ):
-    # The hub's bus and its dynamic-security admin connection go over TLS too.
-    settings = _hub_settings(tmp_path, uid, broker=mosquitto_tls.tls_url, broker_ca=certs.ca.cert)
+    # The hub's bus and its dynamic-security admin connection go over TLS too, pinned.
+    settings = _hub_settings(
+        tmp_path,
+        uid,
+        broker=mosquitto_tls.tls_url,
+        broker_ca=certs.ca.cert,
+        broker_pin=public_key_pin(certs.good.cert),
+    )
     async with Hub(settings) as hub:
         assert hub.broker_url == f"mqtts://127.0.0.1:{mosquitto_tls.tls_port}"
         await _agent_reports_over(
