@@ -28,10 +28,14 @@ local port. Then:
    less the shared libraries' pages, which every Python process maps) and ``idle_cpu_pct``
    (utime + stime over ``--idle-s`` seconds of wall time, as ``top`` counts it: 100 = one core).
 
-The last line printed is one JSON object. Targets (DESIGN §6): ``rss_mb <= 30``,
-``idle_cpu_pct <= 1``, ``lost == 0``.
+With ``--tls`` the agent speaks ``mqtts://`` to the embedded broker's TLS listener (a test CA
+made with ``openssl``, given as ``hub.ca_file``), which loads OpenSSL into it (the raw RSS
+reference has it either way: a bare asyncio imports ``ssl``).
 
-    .venv/bin/python benchmarks/agent.py [--messages 50000] [--idle-s 15]
+The last line printed is one JSON object. Targets (DESIGN §6): ``rss_mb <= 30`` (for
+``mqtt://``; over TLS the figure is reported), ``idle_cpu_pct <= 1``, ``lost == 0``.
+
+    .venv/bin/python benchmarks/agent.py [--messages 50000] [--idle-s 15] [--tls]
 """
 
 from __future__ import annotations
@@ -52,6 +56,10 @@ from typing import Any
 
 import yaml
 from sqlalchemy import func, select
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support: the test CA
+
+from tests.support.certs import TestCa
 
 import fieldhub
 from fieldhub.agent.outbox import Outbox, OutboxReporter
@@ -92,7 +100,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def raw_rss_mb(settle_s: float) -> tuple[float, float]:
-    """RSS and private memory of a bare Python process waiting in an asyncio loop."""
+    """RSS and private memory of a bare Python process waiting in an asyncio loop (which
+    imports ``ssl``, so OpenSSL is in it: the floor of a TLS agent as well)."""
     code = "import asyncio; asyncio.run(asyncio.sleep(60))"
     process = subprocess.Popen([sys.executable, "-c", code])
     try:
@@ -166,8 +175,11 @@ def compile_bytecode() -> None:
         raise RuntimeError("fieldhub's modules do not compile")
 
 
-def write_config(folder: Path, hub: Hub, username: str, secret: str) -> Path:
-    """The FocusPro example, pointed at this hub and at a temporary data folder."""
+def write_config(
+    folder: Path, hub: Hub, username: str, secret: str, ca: TestCa | None = None
+) -> Path:
+    """The FocusPro example, pointed at this hub (its TLS listener, trusting ``ca``, if given)
+    and at a temporary data folder."""
     config: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
     secret_file = folder / "agent.secret"
     secret_file.write_text(secret + "\n", encoding="utf-8")
@@ -178,6 +190,9 @@ def write_config(folder: Path, hub: Hub, username: str, secret: str) -> Path:
         "username": username,
         "secret_file": str(secret_file),
     }
+    if ca is not None:
+        assert hub.broker is not None  # the embedded one, started with its TLS listener
+        config["hub"] |= {"broker": hub.broker.tls_url, "ca_file": str(ca.cert)}
     config["data_dir"] = str(folder / "data")
     config["web"]["listen"] = "127.0.0.1:0"
     path = folder / "agent.yaml"
@@ -196,16 +211,34 @@ async def backlog_stored(hub: Hub) -> int:
         return int((await conn.execute(query)).scalar_one())
 
 
+def hub_settings(folder: Path, *, tls: bool) -> tuple[HubSettings, TestCa | None]:
+    """The benchmark hub's settings; with ``tls``, a TLS listener whose certificate a new test
+    CA issued (returned too: the agent trusts it)."""
+    if not tls:
+        return HubSettings(data=folder / "hub", mqtt="127.0.0.1:0", http="127.0.0.1:0"), None
+    ca = TestCa(folder / "ca")
+    server = ca.issue("broker", hosts=["127.0.0.1"])
+    settings = HubSettings(
+        data=folder / "hub",
+        mqtt="127.0.0.1:0",
+        http="127.0.0.1:0",
+        mqtts="127.0.0.1:0",
+        mqtt_cert=server.cert,
+        mqtt_key=server.key,
+    )
+    return settings, ca
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     """Run the references, the append, the drain and the idle measurement; the figures."""
     with tempfile.TemporaryDirectory(prefix="fieldhub-agent-bench-") as tmp:
         folder = Path(tmp)
         raw_rss, raw_private = raw_rss_mb(args.settle_s / 2)
         raw_rows_s = raw_sqlite_rows_s(folder / "raw.db", args.messages)
-        settings = HubSettings(data=folder / "hub", mqtt="127.0.0.1:0", http="127.0.0.1:0")
+        settings, ca = hub_settings(folder, tls=args.tls)
         async with Hub(settings) as hub:
             issued = (await hub.devices.create(DEVICE_ID)).credentials
-            config = write_config(folder, hub, issued.username, issued.secret)
+            config = write_config(folder, hub, issued.username, issued.secret, ca)
             (folder / "data").mkdir()
             base_ts = int(time.time() * 1000) - 3_600_000  # an hour ago: the outage
             accepted, append_s = await fill_outbox(
@@ -258,6 +291,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     if "Traceback" in log_text:
         raise RuntimeError(f"the agent failed:\n{log_text}")
     return {
+        "tls": args.tls,
         "rss_mb": round(rss, 1),
         "rss_peak_mb": round(peak, 1),
         "raw_rss_mb": round(raw_rss, 1),
@@ -286,6 +320,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--settle-s", type=float, default=5.0, help="wait before measuring")
     parser.add_argument("--idle-s", type=float, default=15.0, help="idle CPU is measured over")
     parser.add_argument("--timeout-s", type=float, default=60.0, help="for the drain")
+    parser.add_argument("--tls", action="store_true", help="the agent on mqtts://")
     return parser.parse_args(argv)
 
 

@@ -5,7 +5,10 @@ PostgreSQL with ``--db postgres``). A load generator in its own process (``loadg
 plays D devices publishing single-sample telemetry as fast as the broker takes it; the hub's
 rate is messages committed per second, from its first message to its last commit. In the same
 run ``mosquitto_sub`` receives the same load from the same broker at the same QoS: that is the
-raw reference the ratio is taken against. A second phase sends messages carrying a batch of
+raw reference the ratio is taken against. With ``--tls`` everything the load touches speaks
+TLS: the devices, the hub's connection and ``mosquitto_sub`` (``--cafile``) all go to the
+broker's TLS listener (``deploy/mosquitto/tls.conf``, a test CA made with ``openssl``), so the
+ratio is against the TLS raw reference. A second phase sends messages carrying a batch of
 samples each, as an agent draining its outbox does, and reports points stored per second.
 
 Nothing is taken on trust: after each phase every device's acknowledged watermark must equal
@@ -16,7 +19,7 @@ Every device logs in with its own credentials, as in production: the hub's devic
 ``DeviceLifecycle.create`` issued, the reference's devices with keys granted the same way in
 Mosquitto's dynamic security (so both loads pass the same per-device topic rules).
 
-    .venv/bin/python benchmarks/ingest.py [--devices 50] [--qos 1] [--messages 4000]
+    .venv/bin/python benchmarks/ingest.py [--devices 50] [--qos 1] [--messages 4000] [--tls]
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from sqlalchemy import func, select
 sys.path.insert(0, str(Path(__file__).parent))  # sibling scripts
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests.support: the real servers
 
+from tests.support.certs import TestCa
 from tests.support.servers import Mosquitto, Postgres
 
 from fieldhub.hub.app import Hub
@@ -49,6 +53,25 @@ from fieldhub.hub.config import HubSettings
 from fieldhub.hub.store.credentials import IssuedCredentials
 from fieldhub.hub.store.schema import devices, samples, series
 from loadgen import VALUES, LoadResult, run_in_subprocess
+
+
+@dataclass(frozen=True)
+class LoadTarget:
+    """Where the load and the subscribers connect: the plain listener, or with ``ca_file`` the
+    TLS listener (``--tls``)."""
+
+    port: int
+    ca_file: str | None = None
+
+    @staticmethod
+    def of(broker: Mosquitto, ca: TestCa | None) -> LoadTarget:
+        if ca is None or broker.tls_port is None:
+            return LoadTarget(broker.port)
+        return LoadTarget(broker.tls_port, str(ca.cert))
+
+    def mosquitto_sub_args(self) -> list[str]:
+        """The port, and the CA to verify the broker with over TLS."""
+        return ["-p", str(self.port)] + (["--cafile", self.ca_file] if self.ca_file else [])
 
 
 @dataclass
@@ -66,12 +89,14 @@ class PhaseResult:
     commit_s: float
 
 
-async def raw_reference(broker: Mosquitto, *, devices: int, qos: int, per_device: int) -> float:
+async def raw_reference(
+    broker: Mosquitto, target: LoadTarget, *, devices: int, qos: int, per_device: int
+) -> float:
     """Messages per second ``mosquitto_sub`` receives of the same load (first to last)."""
     total = devices * per_device
     credentials = await _grant_devices(broker, [f"raw-{i:05d}" for i in range(devices)])
     sub = await asyncio.create_subprocess_exec(
-        "mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-q", str(qos),
+        "mosquitto_sub", "-h", broker.host, *target.mosquitto_sub_args(), "-q", str(qos),
         "-u", broker.admin_username, "-P", broker.admin_password,
         "-t", "fh/v1/+/telemetry", "-C", str(total), "-F", "%U",
         stdout=asyncio.subprocess.PIPE,
@@ -79,8 +104,9 @@ async def raw_reference(broker: Mosquitto, *, devices: int, qos: int, per_device
     await asyncio.sleep(0.5)  # subscribed before the first publish
     load = asyncio.create_task(
         run_in_subprocess(
-            broker.host, broker.port, devices=devices, qos=qos,
+            broker.host, target.port, devices=devices, qos=qos,
             max_per_device=per_device, device_prefix="raw", credentials=credentials,
+            ca_file=target.ca_file,
         )
     )  # fmt: skip
     if sub.stdout is None:
@@ -118,6 +144,7 @@ async def _grant_devices(broker: Mosquitto, ids: list[str]) -> dict[str, tuple[s
 async def hub_phase(
     hub: Hub,
     broker: Mosquitto,
+    target: LoadTarget,
     *,
     devices: int,
     qos: int,
@@ -137,8 +164,9 @@ async def hub_phase(
     total = devices * per_device
     load = asyncio.create_task(
         run_in_subprocess(
-            broker.host, broker.port, devices=devices, qos=qos, max_per_device=per_device,
+            broker.host, target.port, devices=devices, qos=qos, max_per_device=per_device,
             samples_per_msg=samples, device_prefix=prefix, credentials=credentials,
+            ca_file=target.ca_file,
         )
     )  # fmt: skip
     first = 0.0
@@ -200,18 +228,32 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         tempfile.TemporaryDirectory(prefix="fieldhub-bench-") as tmp,
         contextlib.ExitStack() as stack,
     ):
-        broker = stack.enter_context(Mosquitto(Path(tmp) / "mosquitto"))
+        ca = TestCa(Path(tmp) / "ca") if args.tls else None
+        server = ca.issue("broker", hosts=["127.0.0.1"]) if ca is not None else None
+        broker = stack.enter_context(
+            Mosquitto(
+                Path(tmp) / "mosquitto",
+                tls=(server.cert, server.key) if server is not None else None,
+            )
+        )
+        target = LoadTarget.of(broker, ca)
         db_url = None
         if args.db == "postgres":
             db_url = stack.enter_context(Postgres(Path(tmp) / "pg")).url
         raw_rate = await raw_reference(
-            broker, devices=args.devices, qos=args.qos, per_device=args.messages
+            broker, target, devices=args.devices, qos=args.qos, per_device=args.messages
         )
-        settings = HubSettings(data=Path(tmp) / "data", broker=broker.url, db=db_url, qos=args.qos)
+        settings = HubSettings(
+            data=Path(tmp) / "data",
+            broker=broker.tls_url if ca is not None else broker.url,
+            broker_ca=ca.cert if ca is not None else None,
+            db=db_url,
+            qos=args.qos,
+        )
         async with Hub(settings) as hub:
-            single = await hub_phase(hub, broker, devices=args.devices, qos=args.qos,
+            single = await hub_phase(hub, broker, target, devices=args.devices, qos=args.qos,
                                      per_device=args.messages, samples=1, prefix="one")  # fmt: skip
-            batched = await hub_phase(hub, broker, devices=args.devices, qos=args.qos,
+            batched = await hub_phase(hub, broker, target, devices=args.devices, qos=args.qos,
                                       per_device=args.batch_messages, samples=args.batch_samples,
                                       prefix="many")  # fmt: skip
         dropped = broker.dropped_messages()
@@ -219,6 +261,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "devices": args.devices,
         "qos": args.qos,
         "db": args.db,
+        "tls": args.tls,
         "sent": single.sent,
         "stored": single.stored,
         "lost": single.lost + batched.lost,
@@ -246,6 +289,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-samples", type=int, default=50, help="samples per message")
     parser.add_argument("--batch-messages", type=int, default=200, help="per device, phase two")
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument(
+        "--tls", action="store_true", help="everything over TLS, against a TLS raw reference"
+    )
     return parser.parse_args(argv)
 
 

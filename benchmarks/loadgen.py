@@ -14,6 +14,9 @@ Brokers refuse anonymous clients: give every device its own credentials as the h
 them (``credentials``; ``--credentials FILE`` with a JSON object ``{device id: [user name,
 secret]}``, so that no secret is on a command line), or one ``--username``/``--password``
 for all (a broker admin allowed to publish anywhere).
+
+With ``ca_file`` (``--cafile``) every device speaks MQTT over TLS, verifying the broker against
+that CA with fieldhub's own client context (``fieldhub.mqtt.tls``), as an agent does.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Final
 
 import msgspec
 
+from fieldhub.mqtt.tls import broker_context
 from fieldhub.protocol import Channel, Sample, Telemetry, encode, topic_for
 
 VALUES: Final[dict[str, bool | int | float | str]] = {
@@ -367,13 +371,15 @@ async def publish_load(
     username: str | None = None,
     password: str | None = None,
     credentials: Mapping[str, tuple[str, str]] | None = None,
+    ca_file: str | None = None,
 ) -> LoadResult:
     """Connect ``devices`` devices (ids ``{device_prefix}-00000``…), then have each publish
     telemetry with seq 1, 2, … until ``max_per_device`` messages or ``duration_s`` seconds,
     whichever comes first; at QoS 1 wait until every message is acknowledged.
 
     ``window`` bounds unacknowledged QoS 1 messages per connection so that the broker is
-    never overrun. Raises ``ConnectionError`` if any device is refused or disconnected.
+    never overrun. With ``ca_file``, over TLS. Raises ``ConnectionError`` if any device is
+    refused or disconnected.
     """
     if qos not in (0, 1):
         raise ValueError("qos must be 0 or 1")
@@ -401,10 +407,11 @@ async def publish_load(
     ]
     loop = asyncio.get_running_loop()
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    tls = broker_context(ca_file=ca_file) if ca_file is not None else None
 
     async def connect(device: _Device) -> None:
         async with gate:
-            await loop.create_connection(lambda: device, host, port)
+            await loop.create_connection(lambda: device, host, port, ssl=tls)
             await device.connected
 
     try:
@@ -443,6 +450,7 @@ async def run_in_subprocess(
     username: str | None = None,
     password: str | None = None,
     credentials: Mapping[str, tuple[str, str]] | None = None,
+    ca_file: str | None = None,
 ) -> LoadResult:
     """:func:`publish_load` in a child Python process, so the load has its own GIL and core.
 
@@ -464,6 +472,7 @@ async def run_in_subprocess(
         ("count", max_per_device),
         ("username", username),
         ("password", password),
+        ("cafile", ca_file),
     ):
         if value is not None:
             argv.append(f"--{flag}={value}")
@@ -503,6 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--credentials", type=Path, help="JSON file: {device id: [user name, secret]}"
     )
+    parser.add_argument("--cafile", help="speak TLS, trusting this CA (PEM)")
     parser.add_argument("--json", action="store_true", help="print the LoadResult as JSON")
     args = parser.parse_args(argv)
     credentials = None
@@ -524,6 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             username=args.username,
             password=args.password,
             credentials=credentials,
+            ca_file=args.cafile,
         )
     )
     if args.json:

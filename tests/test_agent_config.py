@@ -104,15 +104,42 @@ def test_unit_names_must_be_unique(tmp_path: Path):
         load_config(path)
 
 
-def test_an_mqtts_broker_is_refused_not_dialled_in_plain_tcp(tmp_path: Path):
+def test_an_mqtts_broker_takes_a_ca_file_and_a_pin(tmp_path: Path):
+    from fieldhub.agent.config import load_config
+
+    path = tmp_path / "agent.yaml"
+    pin = "AB:" * 31 + "CD"  # as openssl may print it
+    path.write_text(
+        "device: {id: atm-1}\nhub:\n  broker: 'mqtts://hub.example.net:8883'\n"
+        f"  username: atm-1.0a1b2c3d\n  secret: s\n  ca_file: /etc/ca.pem\n  pin_sha256: '{pin}'\n"
+    )
+    hub = load_config(path).hub
+    assert (hub.broker, hub.ca_file, hub.pin_sha256) == (
+        "mqtts://hub.example.net:8883",
+        "/etc/ca.pem",
+        pin,
+    )
+
+
+@pytest.mark.parametrize(
+    ("broker", "extra", "problem"),
+    [
+        ("mqtt://h:1883", "ca_file: /etc/ca.pem", "ca_file needs an mqtts:// broker"),
+        ("mqtt://h:1883", "pin_sha256: " + "a" * 64, "pin_sha256 needs an mqtts:// broker"),
+        ("mqtts://h:8883", "pin_sha256: abc", "the pin must be a SHA-256 in hex (64 digits)"),
+    ],
+)
+def test_tls_settings_that_cannot_work_stop_the_agent_at_load(
+    tmp_path: Path, broker: str, extra: str, problem: str
+):
     from fieldhub.agent.config import load_config
 
     path = tmp_path / "agent.yaml"
     path.write_text(
-        "device: {id: atm-1}\nhub:\n  broker: 'mqtts://hub.example.net:8883'\n"
-        "  username: atm-1.0a1b2c3d\n  secret: s\n"
+        f"device: {{id: atm-1}}\nhub:\n  broker: '{broker}'\n"
+        f"  username: atm-1.0a1b2c3d\n  secret: s\n  {extra}\n"
     )
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert (caught.value.line, caught.value.field) == (3, "hub")
-    assert "mqtts:// is not supported yet" in caught.value.problem
+    assert problem in caught.value.problem

@@ -307,8 +307,10 @@ def test_a_stopped_hub_commits_and_acknowledges_what_it_took_and_exits_0(
     [
         (["hub", "--http", "nonsense"], "'http'"),
         (["hub", "--db", "mysql://x/y"], "only sqlite and postgresql"),
-        (["hub", "--broker", "http://x"], "mqtt://admin:password@host:port"),
+        (["hub", "--broker", "http://x"], "mqtt(s)://admin:password@host:port"),
         (["hub", "--instance", "a/b"], "'instance'"),
+        (["hub", "--mqtts", "127.0.0.1:8883"], "mqtts (HOST:PORT of the TLS listener) goes"),
+        (["hub", "--broker-ca", "ca.pem"], "broker_ca, broker_pin and broker_crl need an mqtts://"),
     ],
 )
 def test_bad_configuration_fails_fast_naming_the_setting(args: list[str], message: str):

@@ -28,8 +28,11 @@ _CHUNK: Final = 65536
 class TcpProxy:
     """Forwards connections on a free local port to ``target_host:target_port``."""
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, *, capture: bool = False) -> None:
         self.target = (target_host, target_port)
+        self.captured = bytearray()
+        """With ``capture``: every byte that went through, both ways (what a wiretap sees)."""
+        self._capture = capture
         self.host = "127.0.0.1"
         self.port = 0
         self.connections = 0  # accepted and forwarded so far
@@ -110,6 +113,8 @@ class TcpProxy:
         """Copy one direction; when either side ends, close both ends."""
         try:
             while data := await source.read(_CHUNK):
+                if self._capture:
+                    self.captured += data
                 sink.write(data)
                 await sink.drain()
         except (OSError, asyncio.IncompleteReadError):

@@ -46,6 +46,7 @@ __all__ = [
     "ServerStartError",
     "ServerUnavailable",
     "free_port",
+    "tls_listener_config",
 ]
 
 HOST = "127.0.0.1"
@@ -60,6 +61,8 @@ _DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"
 _DYNSEC_PLUGIN = "mosquitto_dynamic_security.so"
 MOSQUITTO_CONF = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "fieldhub.conf"
 """The broker settings fieldhub needs, shipped for operators (deploy/mosquitto/)."""
+MOSQUITTO_TLS_CONF = MOSQUITTO_CONF.with_name("tls.conf")
+"""The TLS listener shipped for operators; tests change only its port and file paths."""
 _DYNSEC_ADMIN = "admin"
 _PBKDF2_ITERATIONS = 101  # what `mosquitto_ctrl dynsec init` writes
 _POSTGRES_USER = "fieldhub"
@@ -313,14 +316,24 @@ class Mosquitto(_LocalServer):
             ``restart()`` so clients can reconnect to the same URL.
         extra_config: Lines appended to the generated config. Later lines win in Mosquitto,
             so this can also override the defaults below (e.g. ``max_queued_messages 100``).
+        tls: certificate and key files: also listen for TLS on :attr:`tls_port`, configured
+            by ``deploy/mosquitto/tls.conf`` (:func:`tls_listener_config`).
     """
 
     _name = "Mosquitto"
 
-    def __init__(self, workdir: Path, port: int | None = None, extra_config: str = "") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        extra_config: str = "",
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
         self._binary = _require("mosquitto", "mosquitto", search=f"/usr/sbin:/sbin:{_path()}")
         super().__init__(workdir, port)
         self._extra_config = extra_config
+        self._tls = tls
+        self.tls_port = free_port() if tls is not None else None
         self.config_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
         self.dynsec_path = self.workdir / "dynamic-security.json"
@@ -334,6 +347,17 @@ class Mosquitto(_LocalServer):
         """Broker address with the admin, as the hub's settings take it:
         ``mqtt://admin:PASSWORD@127.0.0.1:PORT``."""
         return f"mqtt://{_DYNSEC_ADMIN}:{self._admin_password}@{HOST}:{self._port}"
+
+    @property
+    def tls_url(self) -> str:
+        """Like :attr:`url`, on the TLS listener: ``mqtts://admin:PASSWORD@127.0.0.1:PORT``.
+
+        Raises:
+            ServerError: the broker was made without ``tls``.
+        """
+        if self.tls_port is None:
+            raise ServerError("this Mosquitto has no TLS listener (give tls=(cert, key))")
+        return f"mqtts://{_DYNSEC_ADMIN}:{self._admin_password}@{HOST}:{self.tls_port}"
 
     @property
     def admin_username(self) -> str:
@@ -351,6 +375,10 @@ class Mosquitto(_LocalServer):
             # What operators install too (anonymous refused, queue limits): one copy.
             MOSQUITTO_CONF.read_text(encoding="utf-8"),
             f"listener {self._port} {HOST}",
+        ]
+        if self._tls is not None and self.tls_port is not None:
+            lines.append(tls_listener_config(self.tls_port, *self._tls))
+        lines += [
             f"plugin {self._dynsec_plugin}",
             f"plugin_opt_config_file {self.dynsec_path}",
             # Each run starts empty; nothing of a previous test leaks into the next.
@@ -444,6 +472,19 @@ class Mosquitto(_LocalServer):
             return int(value)
         except ValueError:
             raise ServerError(f"{_DROPPED_TOPIC} is {value!r}, expected an integer.") from None
+
+
+def tls_listener_config(port: int, cert: Path, key: Path) -> str:
+    """``deploy/mosquitto/tls.conf`` with its listener on ``127.0.0.1:port`` and these files:
+    the operators' TLS settings, tested as shipped."""
+    values = {"listener": f"{port} {HOST}", "certfile": str(cert), "keyfile": str(key)}
+    lines = []
+    for line in MOSQUITTO_TLS_CONF.read_text(encoding="utf-8").splitlines():
+        option = line.split(" ", 1)[0]
+        lines.append(f"{option} {values.pop(option)}" if option in values else line)
+    if values:
+        raise ServerError(f"{MOSQUITTO_TLS_CONF} has no line for {', '.join(values)}")
+    return "\n".join(lines)
 
 
 def _postgres_bindir() -> Path:

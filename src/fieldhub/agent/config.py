@@ -45,21 +45,37 @@ class ClaimSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
 
 class HubSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Where the hub's broker is and how this device logs in (see docs/provisioning.md): with
-    ``username`` and a secret, or by claiming its credentials (``claim``)."""
+    ``username`` and a secret, or by claiming its credentials (``claim``).
+
+    An ``mqtts://`` broker is verified against the system's trust store or ``ca_file`` (a
+    private CA), and, with ``pin_sha256``, must also show that public key; with ``crl_file``, a
+    revoked certificate is refused (docs/agent.md, TLS).
+    """
 
     broker: Annotated[str, msgspec.Meta(pattern=r"^mqtts?://[^/\s]+$")]
     username: str | None = None
     secret: str | None = None  # or, better, in a file only root can read:
     secret_file: str | None = None
     claim: ClaimSection | None = None
+    ca_file: str | None = None  # mqtts:// only: a private CA; the system's trust store otherwise
+    pin_sha256: str | None = None  # mqtts:// only: SHA-256 of the broker's public key, hex
+    crl_file: str | None = None  # mqtts:// only: the CA's revocation list (PEM)
 
     def __post_init__(self) -> None:
-        if self.broker.startswith("mqtts://"):
-            # Refused, not dialled in plain TCP: that would send the device's secret in clear.
-            raise ValueError(
-                "mqtts:// is not supported yet (the agent speaks no TLS): use mqtt:// over a "
-                "VPN or the site's LAN"
-            )
+        if not self.broker.startswith("mqtts://"):
+            # Without TLS they would be silently ignored, and the operator would believe the
+            # broker is checked.
+            for field in ("ca_file", "pin_sha256", "crl_file"):
+                if getattr(self, field) is not None:
+                    raise ValueError(f"{field} needs an mqtts:// broker")
+        if self.pin_sha256 is not None:
+            # Imported only here: ssl costs a plain-TCP agent 4 MB (fieldhub.cli.plain).
+            from fieldhub.mqtt.tls import TlsSetupError, normalize_pin
+
+            try:
+                normalize_pin(self.pin_sha256)
+            except TlsSetupError as exc:
+                raise ValueError(str(exc)) from None
         # Checked here, not where the secret is read, so that a wrong combination fails at load
         # with the file's line. A username without a secret stays valid: the secret may come
         # from elsewhere (``read_secret`` refuses it for a file).

@@ -15,8 +15,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
 from fieldhub.agent._tasks import log_if_failed
 from fieldhub.agent.actions import ActionInfo, ActionOutcome, ActionRegistry
@@ -28,7 +27,7 @@ from fieldhub.agent.claim import (
     stored_credentials,
 )
 from fieldhub.agent.commands import CommandHandler
-from fieldhub.agent.config import AgentConfig
+from fieldhub.agent.config import AgentConfig, HubSection
 from fieldhub.agent.eventlog import LoggedEvent, RecentEvents
 from fieldhub.agent.outbox import Outbox, OutboxReporter
 from fieldhub.agent.reporting import Reporter, StateValue, Value
@@ -39,14 +38,17 @@ from fieldhub.agent.units.simulate import Simulation
 from fieldhub.agent.uplink import Uplink
 from fieldhub.agent.web import TechnicianPage, parse_listen
 from fieldhub.agent.web.view import UnitView
+from fieldhub.mqtt.address import broker_address
 from fieldhub.private_files import private_dir
 from fieldhub.protocol import Reply
 from fieldhub.protocol.actions import ACTION_CATALOG_KEY
 from fieldhub.protocol.messages import Severity
 
+if TYPE_CHECKING:  # ssl loads OpenSSL: a plain-TCP agent does without (fieldhub.cli.plain)
+    import ssl
+
 log = logging.getLogger(__name__)
 
-MQTT_PORT = 1883
 BACKLOG_DEGRADED = 1000  # reports waiting for the hub beyond which the status LED says so
 
 
@@ -139,6 +141,7 @@ class Agent:
         self.units: list[Unit] = []
         self.outbox: Outbox | None = None
         self.uplink: Uplink | None = None
+        self._tls: ssl.SSLContext | None = None
         self.commands: CommandHandler | None = None
         self.twin: Twin | None = None
         self.page: TechnicianPage | None = None
@@ -234,6 +237,7 @@ class Agent:
         report into the outbox meanwhile, and the uplink drains it once the claim delivers.
         The claim is cancelled here in the stop order, where the uplink would be closed."""
         hub, device_id, data_dir = self.config.hub, self.config.device.id, self.config.data_dir
+        self._tls = _broker_tls(hub)
         if hub.username is not None and self._secret is not None:
             credentials = DeviceCredentials(hub.username, self._secret, device_id)
         elif hub.claim is None:
@@ -255,14 +259,15 @@ class Agent:
         self.uplink = await self._stack.enter_async_context(self._new_uplink(outbox, credentials))
 
     def _new_uplink(self, outbox: Outbox, credentials: DeviceCredentials) -> Uplink:
-        broker = urlsplit(self.config.hub.broker)
+        broker = broker_address(self.config.hub.broker)
         return Uplink(
             outbox,
             device_id=self.config.device.id,
-            host=broker.hostname or "localhost",
-            port=broker.port or MQTT_PORT,
+            host=broker.host,
+            port=broker.port,
             username=credentials.username,
             password=credentials.secret,
+            tls=self._tls,
         )
 
     def _attach_uplink(self, uplink: Uplink) -> None:
@@ -352,6 +357,23 @@ class Agent:
         if self.twin is not None:
             figures["twin"] = self.twin.stats
         return figures
+
+
+def _broker_tls(hub: HubSection) -> ssl.SSLContext | None:
+    """The TLS context of an ``mqtts://`` broker, None for ``mqtt://``; made once at start, so
+    that a CA or CRL file that does not load stops the agent with its name.
+
+    Raises:
+        AgentStartError: ``hub.ca_file`` or ``hub.crl_file`` cannot be loaded.
+    """
+    if not broker_address(hub.broker).tls:
+        return None
+    from fieldhub.mqtt.tls import TlsSetupError, broker_context  # ssl: only for TLS agents
+
+    try:
+        return broker_context(ca_file=hub.ca_file, pin_sha256=hub.pin_sha256, crl_file=hub.crl_file)
+    except TlsSetupError as exc:
+        raise AgentStartError(f"hub: {exc}") from None
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

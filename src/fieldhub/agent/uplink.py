@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import msgspec
 
@@ -68,6 +68,9 @@ from fieldhub.protocol import (
 )
 
 __all__ = ["REFUSED_EVENT", "Uplink", "UplinkSettings", "UplinkStats"]
+
+if TYPE_CHECKING:  # ssl loads OpenSSL: a plain-TCP agent does without (fieldhub.cli.plain)
+    import ssl
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +185,9 @@ class Uplink:
         username: ``{device_id}.{key id}`` (docs/protocol.md "Connecting").
         password: the device's secret; never logged.
         settings: see :class:`UplinkSettings`.
+        tls: speak TLS with this context (``fieldhub.mqtt.tls.broker_context``): a broker
+            whose certificate fails is not sent the secret, and the reason is logged and shown
+            in :meth:`snapshot` (``uplink.last_error``) while it lasts.
     """
 
     def __init__(
@@ -194,6 +200,7 @@ class Uplink:
         username: str | None = None,
         password: str | None = None,
         settings: UplinkSettings | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._outbox = outbox
         self._device_id = device_id
@@ -219,6 +226,7 @@ class Uplink:
             reconnect_max_s=settings.reconnect_max_s,
             max_inflight=settings.window + 64,
             max_queued=1000,
+            tls=tls,
         )
         self._window: dict[int, _InFlight] = {}  # by seq, in seq order
         self._changed = asyncio.Event()
@@ -356,7 +364,10 @@ class Uplink:
 
     def snapshot(self) -> dict[str, Any]:
         """Uplink and outbox figures, JSON-ready, for the local page and the status API."""
-        return {"uplink": asdict(self.stats), "outbox": asdict(self._outbox.stats)}
+        uplink = asdict(self.stats)
+        if self._client.stats.last_error:  # why it is not connected, e.g. a TLS refusal
+            uplink["last_error"] = self._client.stats.last_error
+        return {"uplink": uplink, "outbox": asdict(self._outbox.stats)}
 
     # -- connection events -----------------------------------------------------------------
     def _on_connect(self) -> None:

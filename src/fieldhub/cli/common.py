@@ -38,7 +38,8 @@ def hub_settings(**options: Any) -> Any:
         for error in exc.errors():
             field = ".".join(str(p) for p in error["loc"])
             message = str(error["msg"]).removeprefix("Value error, ")
-            console.print(f"[red]error:[/red] setting {field!r}: {message}")
+            where = f"setting {field!r}: " if field else ""  # settings checked together name them
+            console.print(f"[red]error:[/red] {where}{message}")
         raise typer.Exit(2) from None
 
 

@@ -191,6 +191,30 @@ def hub(
             "and -Proto are believed (none by default) [env FIELDHUB_TRUSTED_PROXIES]",
         ),
     ] = None,
+    mqtts: Annotated[
+        str | None,
+        typer.Option(help="HOST:PORT of the embedded broker's TLS listener [env FIELDHUB_MQTTS]"),
+    ] = None,
+    mqtt_cert: Annotated[
+        Path | None, typer.Option(help="its certificate chain, PEM [env FIELDHUB_MQTT_CERT]")
+    ] = None,
+    mqtt_key: Annotated[
+        Path | None, typer.Option(help="its private key, PEM [env FIELDHUB_MQTT_KEY]")
+    ] = None,
+    broker_ca: Annotated[
+        Path | None,
+        typer.Option(help="mqtts:// --broker: a private CA, PEM [env FIELDHUB_BROKER_CA]"),
+    ] = None,
+    broker_pin: Annotated[
+        str | None,
+        typer.Option(
+            help="mqtts:// --broker: SHA-256 of its public key, hex [env FIELDHUB_BROKER_PIN]"
+        ),
+    ] = None,
+    broker_crl: Annotated[
+        Path | None,
+        typer.Option(help="mqtts:// --broker: its CA's revocation list [env FIELDHUB_BROKER_CRL]"),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the hub (embedded broker unless --broker is given)."""
@@ -206,6 +230,12 @@ def hub(
         instance=instance,
         stale_after_s=stale_after,
         trusted_proxies=trusted_proxies,
+        mqtts=mqtts,
+        mqtt_cert=mqtt_cert,
+        mqtt_key=mqtt_key,
+        broker_ca=broker_ca,
+        broker_pin=broker_pin,
+        broker_crl=broker_crl,
     )
     run_until_stopped(_serve(settings))
 

@@ -51,7 +51,8 @@ def run_agent_command(config: Path, *, simulate: bool, verbose: bool) -> int:
     2: the file is wrong; 1: the agent could not start (hardware, port, claim); 0: stopped.
     Errors are one line on stderr, never a traceback.
     """
-    _import_asyncio_without_tls()
+    if not _speaks_tls(config):
+        _import_asyncio_without_tls()
     import asyncio
 
     from fieldhub.agent.config import ConfigError, load_config
@@ -80,16 +81,15 @@ def _import_asyncio_without_tls() -> None:
     ``sslproto`` each do ``try: import ssl / except ImportError: ssl = None``), and importing
     ``ssl`` starts OpenSSL: with ``_hashlib``, which the agent no longer imports at start either
     (``agent/web/auth.py``), 4.4 MB of the agent's RSS, for nothing, because the agent's event
-    loop speaks no TLS. Its MQTT link is plain TCP (``Uplink`` has no TLS, and ``agent.yaml``
-    refuses an ``mqtts://`` broker) and the
-    technician page is plain HTTP on the site's LAN. So asyncio is imported while
+    loop speaks no TLS when its MQTT link is plain TCP (an ``mqtt://`` broker: see
+    :func:`_speaks_tls`), and the technician page is plain HTTP on the site's LAN. So asyncio
+    is imported while
     ``sys.modules["ssl"]`` is None, which makes ``import ssl`` fail and asyncio take its own
     branch for Pythons built without ssl. Afterwards ``ssl`` imports normally again, for the
     claim's https request, which runs ``http.client`` in a thread, not through asyncio.
 
     The price: in this process, a TLS connection through asyncio raises ``RuntimeError: stdlib
-    ssl module not available``. The day the uplink speaks ``mqtts://``, it needs asyncio's TLS
-    and this function must go (or run only for an ``mqtt://`` broker).
+    ssl module not available``; so it runs only for an agent whose broker is ``mqtt://``.
 
     Does nothing when asyncio or ssl is already imported (the typer command line imports
     asyncio).
@@ -101,6 +101,17 @@ def _import_asyncio_without_tls() -> None:
         import asyncio  # noqa: F401  # imported for its side effect: asyncio without ssl
     finally:
         del sys.modules["ssl"]
+
+
+def _speaks_tls(config: Path) -> bool:
+    """Whether ``agent.yaml`` may name an ``mqtts://`` broker, judged before the file is loaded
+    (loading it imports asyncio): any ``mqtts:`` in the text says yes. A false yes (a comment)
+    costs the agent OpenSSL's 4 MB; a false no cannot happen short of a YAML escape inside the
+    scheme. An unreadable file says no: loading it reports the error."""
+    try:
+        return b"mqtts:" in config.read_bytes()
+    except OSError:
+        return False
 
 
 def _error(message: str) -> None:

@@ -228,6 +228,7 @@ class Hub:
             on_lost=lambda: presence.doubt("not seen since the hub reconnected to the broker"),
             qos=settings.qos,
             on_reconnect=self._bus_reconnected,
+            tls=settings.broker_tls(),  # None for the embedded broker: loopback, in-process
         )
         ingest = Ingest(writer, bus, presence, self.stats, self._ingest_settings)
         commands = CommandService(

@@ -17,9 +17,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from types import TracebackType
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
 
 from fieldhub.mqtt import MqttClient, MqttError
+from fieldhub.mqtt.address import broker_address
+
+if TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +38,8 @@ class BusError(ConnectionError):
 class HubBus:
     """One MQTT connection of one hub process, logged in as the hub's own identity.
 
-    Credentials in ``url`` are ignored: on Mosquitto they are the dynamic-security admin's,
+    An ``mqtts://`` URL needs ``tls`` (``HubSettings.broker_tls``). Credentials in ``url`` are
+    ignored: on Mosquitto they are the dynamic-security admin's,
     which the hub uses only to manage device credentials (``fieldhub.hub.broker.selection``).
 
     ``on_subscribed`` is called soon after every connection (the first one too) once the
@@ -59,10 +64,10 @@ class HubBus:
         qos: int = 1,
         connect_timeout_s: float = 10.0,
         on_reconnect: ConnectionHandler | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
-        parts = urlsplit(url)
-        self._host = parts.hostname or "127.0.0.1"
-        self._port = parts.port or 1883
+        address = broker_address(url)
+        self._host, self._port = address.host, address.port
         self._subscriptions = [(topic, qos) for topic in subscriptions]
         self._timeout = connect_timeout_s
         self._on_subscribed = on_subscribed
@@ -80,6 +85,7 @@ class HubBus:
             keepalive_s=30,
             on_connect=self._connected,
             on_disconnect=self._disconnected,
+            tls=tls,
         )
 
     def _connected(self) -> None:

@@ -6,14 +6,17 @@ Validated once at start and frozen after; a bad value fails fast naming the sett
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from fieldhub.hub.store.database import normalize_url, sqlite_url
+from fieldhub.mqtt.address import broker_address
+from fieldhub.mqtt.tls import TlsSetupError, broker_context
 from fieldhub.protocol.topics import INSTANCE_PATTERN
 
 
@@ -41,12 +44,26 @@ class HubSettings(BaseSettings):
     data: Path = Field(Path("data"), description="folder for the SQLite file and hub state")
     broker: str | None = Field(
         None,
-        description="external broker as mqtt://admin:password@host:port; none = embedded",
+        description="external broker as mqtt(s)://admin:password@host:port; none = embedded",
         repr=False,  # holds the broker admin's password
+    )
+    broker_ca: Path | None = Field(
+        None, description="mqtts:// broker: PEM file of a private CA; none = the system's store"
+    )
+    broker_pin: str | None = Field(
+        None, description="mqtts:// broker: SHA-256 (hex) of its certificate's public key"
+    )
+    broker_crl: Path | None = Field(
+        None, description="mqtts:// broker: PEM revocation list of its certificate's CA"
     )
     db: str | None = Field(None, description="database URL; none = SQLite file in the data folder")
     http: str = Field("127.0.0.1:8080", description="HOST:PORT of the REST API and dashboard")
     mqtt: str = Field("127.0.0.1:1883", description="HOST:PORT of the embedded broker")
+    mqtts: str | None = Field(
+        None, description="HOST:PORT of the embedded broker's TLS listener (with mqtt_cert/key)"
+    )
+    mqtt_cert: Path | None = Field(None, description="PEM certificate (chain) of that listener")
+    mqtt_key: Path | None = Field(None, description="PEM private key of that listener")
     instance: str = Field("hub", pattern=INSTANCE_PATTERN, description="this hub process's name")
     stale_after_s: float = Field(300.0, gt=0, description="silence after which a device is stale")
     confirm_presence_s: float = Field(
@@ -103,14 +120,14 @@ class HubSettings(BaseSettings):
     def _broker_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        parts = urlsplit(value)
         try:
-            port_ok = parts.port is None or parts.port > 0
+            broker_address(value)
         except ValueError:
-            port_ok = False
-        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname or not port_ok:
+            parts = urlsplit(value)
             shown = value.replace(f":{parts.password}@", ":***@") if parts.password else value
-            raise ValueError(f"broker {shown!r} must look like mqtt://admin:password@host:port")
+            raise ValueError(
+                f"broker {shown!r} must look like mqtt(s)://admin:password@host:port"
+            ) from None
         return value
 
     @field_validator("public_url")
@@ -122,6 +139,37 @@ class HubSettings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
             raise ValueError(f"public_url {value!r} must look like https://host[:port][/path]")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _tls(self) -> HubSettings:
+        """TLS settings that would be ignored are refused (the operator would believe them in
+        force), and the broker's CA file and pin are tried now, so a bad one stops the start."""
+        if (self.mqtt_cert is None) != (self.mqtt_key is None):
+            raise ValueError("give mqtt_cert and mqtt_key together")
+        if (self.mqtts is None) != (self.mqtt_cert is None):
+            raise ValueError("mqtts (HOST:PORT of the TLS listener) goes with mqtt_cert, mqtt_key")
+        if self.broker is None or not broker_address(self.broker).tls:
+            if any(v is not None for v in (self.broker_ca, self.broker_pin, self.broker_crl)):
+                raise ValueError("broker_ca, broker_pin and broker_crl need an mqtts:// broker")
+            return self
+        try:
+            self.broker_tls()
+        except TlsSetupError as exc:
+            raise ValueError(f"broker_ca/broker_pin/broker_crl: {exc}") from None
+        return self
+
+    def broker_tls(self) -> ssl.SSLContext | None:
+        """The TLS context for an ``mqtts://`` external broker (None otherwise): the hub's bus
+        and its dynamic-security admin connection both use it.
+
+        Raises:
+            TlsSetupError: the CA or CRL file does not load, or the pin is not a SHA-256 in hex.
+        """
+        if self.broker is None or not broker_address(self.broker).tls:
+            return None
+        ca_file = str(self.broker_ca) if self.broker_ca is not None else None
+        crl_file = str(self.broker_crl) if self.broker_crl is not None else None
+        return broker_context(ca_file=ca_file, pin_sha256=self.broker_pin, crl_file=crl_file)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -147,10 +195,11 @@ class HubSettings(BaseSettings):
     def _db_url(cls, value: str | None) -> str | None:
         return None if value is None else normalize_url(value)
 
-    @field_validator("http", "mqtt")
+    @field_validator("http", "mqtt", "mqtts")
     @classmethod
-    def _host_port(cls, value: str) -> str:
-        parse_host_port(value)
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_host_port(value)
         return value
 
     @property
@@ -167,3 +216,8 @@ class HubSettings(BaseSettings):
     def mqtt_address(self) -> tuple[str, int]:
         """Host and port of the embedded broker's listener."""
         return parse_host_port(self.mqtt)
+
+    @property
+    def mqtts_address(self) -> tuple[str, int] | None:
+        """Host and port of the embedded broker's TLS listener, if it has one."""
+        return None if self.mqtts is None else parse_host_port(self.mqtts)

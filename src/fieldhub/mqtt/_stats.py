@@ -20,6 +20,8 @@ class MqttStats:
         writes: ``transport.write`` calls, i.e. send syscalls at most; compare with
             ``received`` to see how well PUBACKs coalesce.
         connections: successful connections, the first one included.
+        last_error: why the last connection attempt failed (a TLS refusal names its reason:
+            ``expired``, ``untrusted``, ...); empty once connected.
     """
 
     received: int = 0
@@ -29,3 +31,4 @@ class MqttStats:
     dropped_qos1: int = 0
     writes: int = 0
     connections: int = 0
+    last_error: str = ""

@@ -8,8 +8,9 @@ loop, calls the message callback synchronously, and answers all the chunk's QoS 
 with one write. Anything else sent in the same event loop iteration (publishes made by
 callbacks, acks of other tasks) is coalesced into one write as well.
 
-What it does not do, on purpose: QoS 2, MQTT 5, unsubscribing, TLS and WebSocket. The broker
-is on a trusted network or loopback (DESIGN §4); a hub behind TLS terminates it elsewhere.
+What it does not do, on purpose: QoS 2, MQTT 5, unsubscribing and WebSocket. TLS is given as
+an ``ssl.SSLContext`` (``tls``), made by ``fieldhub.mqtt.tls.broker_context`` so that a broker
+whose certificate fails is refused, with the reason, before CONNECT (and its secret) is sent.
 
 Example::
 
@@ -28,13 +29,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Final, Self
+from typing import TYPE_CHECKING, Final, Self
 
 from fieldhub.logthrottle import LogThrottle
 from fieldhub.mqtt import packets
 from fieldhub.mqtt._connection import _Connection
 from fieldhub.mqtt._stats import MqttStats
 from fieldhub.mqtt.packets import MqttError, MqttProtocolError, SubscribeRefused, Will
+
+if TYPE_CHECKING:  # ssl loads OpenSSL: a plain-TCP agent does without (fieldhub.cli.plain)
+    import ssl
 
 __all__ = ["MessageCallback", "MqttClient", "MqttStats"]
 
@@ -87,6 +91,8 @@ class MqttClient:
         reconnect_max_s: longest delay between attempts.
         max_inflight: QoS 1 publishes sent and not yet acknowledged, at most.
         max_queued: QoS 1 publishes waiting beyond those, at most.
+        tls: speak TLS with this context (``fieldhub.mqtt.tls.broker_context``); the
+            certificate is checked against ``host``.
 
     Raises:
         ValueError: an argument is out of range (or a password comes without user name).
@@ -110,6 +116,7 @@ class MqttClient:
         reconnect_max_s: float = 10.0,
         max_inflight: int = 1000,
         max_queued: int = 10_000,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         if not 0 < reconnect_min_s <= reconnect_max_s:
             raise ValueError(
@@ -139,6 +146,7 @@ class MqttClient:
         self._reconnect_max_s = reconnect_max_s
         self._max_inflight = max_inflight
         self._max_queued = max_queued
+        self._tls = tls
         self.stats = MqttStats()
         """Counters; see :class:`MqttStats`."""
         self._conn: _Connection | None = None  # set while connected (CONNACK accepted)
@@ -377,15 +385,17 @@ class MqttClient:
         conn = _Connection(self, self._connect_packet)
         try:
             async with asyncio.timeout(self._connect_timeout_s):
-                await loop.create_connection(lambda: conn, self._host, self._port)
+                await loop.create_connection(lambda: conn, self._host, self._port, ssl=self._tls)
                 session_present = await conn.connack
         except TimeoutError:
             conn.abandon()
+            self.stats.last_error = f"no CONNACK within {self._connect_timeout_s} s"
             raise TimeoutError(
                 f"no CONNACK from MQTT broker {self.address} within {self._connect_timeout_s} s"
             ) from None
-        except BaseException:
+        except BaseException as exc:
             conn.abandon()
+            self.stats.last_error = str(exc) or type(exc).__name__
             raise
         if self._closed:  # close() ran while we waited
             conn.abandon()
@@ -397,6 +407,7 @@ class MqttClient:
         self._healthy = False
         self._connected_at = time.monotonic()
         self.stats.connections += 1
+        self.stats.last_error = ""
         conn.start_keepalive(self._keepalive_s)
         remembered = list(self._subscriptions.items())
         for i in range(0, len(remembered), _RESUBSCRIBE_CHUNK):

@@ -28,6 +28,7 @@ import asyncio
 import json
 import logging
 import secrets
+import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -115,13 +116,16 @@ class DynSec:
         port: its MQTT port.
         admin: user name and password of a dynamic-security admin (the client id is ignored:
             a random one is used so that several processes can manage the same broker).
+        tls: for an ``mqtts://`` broker (``HubSettings.broker_tls``).
 
     Raises:
         fieldhub.mqtt.MqttError: on entry, when Mosquitto refuses the admin (wrong password).
         OSError: on entry, when Mosquitto cannot be reached.
     """
 
-    def __init__(self, host: str, port: int, admin: MqttIdentity) -> None:
+    def __init__(
+        self, host: str, port: int, admin: MqttIdentity, *, tls: ssl.SSLContext | None = None
+    ) -> None:
         self._prefix = secrets.token_hex(6)
         self._counter = 0
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -133,6 +137,7 @@ class DynSec:
             username=admin.username,
             password=admin.password,
             keepalive_s=30,
+            tls=tls,
         )
 
     async def __aenter__(self) -> Self:

@@ -39,18 +39,14 @@ closed (:meth:`EmbeddedBroker.kick`).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import json
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker
@@ -63,17 +59,19 @@ from fieldhub.clock import now_ms
 from fieldhub.hub.broker.admission import MAX_CONNECT_BYTES, Admission, admit, broker_plugins
 from fieldhub.hub.broker.keyring import AccessPolicy, BrokerPrincipal, DevicePrincipal
 from fieldhub.hub.broker.packets import Violation, check, check_connect, read_packet
+from fieldhub.hub.broker.retained import BrokerStateError, Retained, load_retained, save_retained
 from fieldhub.logthrottle import LogThrottle, held_back
-from fieldhub.private_files import private_dir, write_private
 from fieldhub.protocol import Channel, Status, encode, topic_for
 
-__all__ = ["BrokerStateError", "EmbeddedBroker"]
+if TYPE_CHECKING:
+    import ssl
+
+__all__ = ["BrokerStateError", "EmbeddedBroker", "TlsListener"]
 
 log = logging.getLogger(__name__)
 
 _LISTENER = "default"  # amqtt requires a listener of this name
 _AMQTT_LOGGERS = ("amqtt", "transitions")  # transitions: amqtt's state machines, INFO per change
-_RETAINED_FILE = "retained.json"
 _WATCHDOG_PERIOD_S = 0.5
 _CONNECT_TIMEOUT_S = 10.0  # a connection must send CONNECT within this
 _STOP_TIMEOUT_S = 5.0  # how long a stop waits for amqtt to end the sessions of its clients
@@ -81,8 +79,12 @@ _KEEPALIVE_GRACE = 1.5  # MQTT 3.1.1 §3.1.2.10: one and a half times the keep-a
 _LOST = "connection lost"  # the reason of the status published for a device without a will
 
 
-class BrokerStateError(ValueError):
-    """The broker's saved state (``retained.json`` in ``data_dir``) cannot be read."""
+class TlsListener(NamedTuple):
+    """A second listener speaking MQTT over TLS (``mqtts://``), with the server's context."""
+
+    host: str
+    port: int
+    context: ssl.SSLContext
 
 
 class _Broker(Broker):  # type: ignore[misc]
@@ -266,13 +268,6 @@ class _Connection(StreamReaderAdapter):  # type: ignore[misc]
         return f"{peer[0]}:{peer[1]}" if peer else "?"
 
 
-@dataclass(frozen=True, slots=True)
-class _Retained:
-    topic: str
-    data: bytes
-    qos: int
-
-
 class EmbeddedBroker:
     """An MQTT 3.1.1 broker listening on TCP, run as an async context manager.
 
@@ -298,6 +293,9 @@ class EmbeddedBroker:
             retained desired state survives a hub restart. A
             restored device status may be stale until the device reconnects; presence does
             not trust it alone (DESIGN §3: presence is layered).
+        tls: also listen for TLS clients there; after the handshake its connections are
+            served like the others (amqtt and the checks above see plain MQTT); a failed
+            handshake is counted in :attr:`violations` as the rule ``TLS``, and logged.
 
     Raises:
         OSError: on entry, when ``host:port`` cannot be bound.
@@ -311,8 +309,10 @@ class EmbeddedBroker:
         *,
         access: AccessPolicy,
         data_dir: Path | None = None,
+        tls: TlsListener | None = None,
     ) -> None:
         self._host = host
+        self._tls = tls
         self._port = port
         self._access = access
         self._data_dir = data_dir
@@ -320,6 +320,7 @@ class EmbeddedBroker:
         self._violations: Counter[str] = Counter()
         self._broker: _Broker | None = None
         self._server: asyncio.Server | None = None
+        self._tls_server: asyncio.Server | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._connections: dict[_Connection, asyncio.Task[None]] = {}
 
@@ -345,12 +346,20 @@ class EmbeddedBroker:
         host = f"[{self._host}]" if ":" in self._host else self._host
         return f"mqtt://{host}:{self._port}"
 
+    @property
+    def tls_url(self) -> str | None:
+        """``mqtts://host:port`` of the TLS listener once started (None without one)."""
+        if self._tls is None or self._tls_server is None:
+            return None
+        host = f"[{self._tls.host}]" if ":" in self._tls.host else self._tls.host
+        return f"mqtts://{host}:{self._tls_server.sockets[0].getsockname()[1]}"
+
     async def __aenter__(self) -> Self:
         if self._broker is not None:
             raise RuntimeError(f"broker {self.url} is already running")
         debug = log.isEnabledFor(logging.DEBUG)
         _quiet_amqtt_loggers(debug=debug)
-        retained = await asyncio.to_thread(_load_retained, self._data_dir)
+        retained = await asyncio.to_thread(load_retained, self._data_dir)
         config = BrokerConfig(
             listeners={_LISTENER: ListenerConfig(type=ListenerType.EXTERNAL)},
             plugins=broker_plugins(self._access, debug=debug),
@@ -362,6 +371,10 @@ class EmbeddedBroker:
             for message in retained:
                 await broker.retain_message(None, message.topic, message.data, message.qos)
             server = await asyncio.start_server(self._serve, self._host, self._port)
+            if self._tls is not None:
+                self._tls_server = await asyncio.start_server(
+                    self._serve_tls, self._tls.host, self._tls.port
+                )
         except BaseException:
             await broker.shutdown()
             raise
@@ -371,8 +384,9 @@ class EmbeddedBroker:
             self._watch(), name=f"mqtt-broker-watchdog:{self.port}"
         )
         log.info(
-            "MQTT broker listening on %s (%d retained messages restored, %.0f ms)",
+            "MQTT broker listening on %s%s (%d retained messages restored, %.0f ms)",
             self.url,
+            f" and {self.tls_url}" if self._tls_server is not None else "",
             len(retained),
             (time.perf_counter() - started) * 1000,
         )
@@ -389,9 +403,12 @@ class EmbeddedBroker:
         if broker is None or server is None or watchdog is None:
             return
         server.close()  # no new connections
+        tls_server, self._tls_server = self._tls_server, None
+        if tls_server is not None:
+            tls_server.close()
         watchdog.cancel()
         snapshot = [
-            _Retained(topic, bytes(message.data), message.qos or 0)
+            Retained(topic, bytes(message.data), message.qos or 0)
             for topic, message in broker.retained_messages.items()
         ]
         for session, _handler in broker.sessions.values():
@@ -412,8 +429,27 @@ class EmbeddedBroker:
             task.cancel()
         await asyncio.gather(watchdog, *tasks, return_exceptions=True)
         await server.wait_closed()
-        await asyncio.to_thread(_save_retained, self._data_dir, snapshot)
+        if tls_server is not None:
+            await tls_server.wait_closed()
+        await asyncio.to_thread(save_retained, self._data_dir, snapshot)
         log.info("MQTT broker on %s stopped", self.url)
+
+    async def _serve_tls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Take the TLS handshake here rather than in asyncio's server, so that a failed one (a
+        client that does not trust the certificate, plain MQTT on this port) is counted and
+        logged as the rule ``TLS``; then serve the connection like any other."""
+        if self._tls is None:  # not listening without it
+            return
+        try:
+            async with asyncio.timeout(_CONNECT_TIMEOUT_S):
+                await writer.start_tls(self._tls.context)
+        except (OSError, TimeoutError) as exc:
+            writer.transport.abort()
+            peer = writer.get_extra_info("peername") or ("?", 0)
+            why = f"TLS handshake failed: {exc or 'none within 10 s'}"
+            self._refuse_peer(f"{peer[0]}:{peer[1]}", None, Violation("TLS", why))
+            return
+        await self._serve(reader, writer)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Hand one accepted TCP connection to amqtt, for as long as it lasts."""
@@ -476,14 +512,17 @@ class EmbeddedBroker:
         return False
 
     def _refuse(self, connection: _Connection, violation: Violation) -> None:
+        self._refuse_peer(connection.peer, connection.client_id, violation)
+
+    def _refuse_peer(self, peer: str, client_id: str | None, violation: Violation) -> None:
         """Count a protocol violation; log it, at most once a minute per address and rule."""
         self._violations[violation.rule] += 1
-        held = self._refusals.due((connection.peer.rpartition(":")[0], violation.rule))
+        held = self._refusals.due((peer.rpartition(":")[0], violation.rule))
         if held is not None:
             log.info(
                 "MQTT client %r (%s) disconnected: %s [%s]%s",
-                connection.client_id,
-                connection.peer,
+                client_id,
+                peer,
                 violation.why,
                 violation.rule,
                 held_back(held),
@@ -547,33 +586,3 @@ def _quiet_amqtt_loggers(*, debug: bool) -> None:
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET:
             logger.setLevel(logging.DEBUG if debug else logging.WARNING)
-
-
-def _load_retained(data_dir: Path | None) -> list[_Retained]:
-    if data_dir is None:
-        return []
-    path = data_dir / _RETAINED_FILE
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    try:
-        return [
-            _Retained(str(item["topic"]), base64.b64decode(item["data"]), int(item["qos"]))
-            for item in json.loads(text)
-        ]
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise BrokerStateError(
-            f"retained messages file {path} is not valid: {exc!r}; move it away to start empty"
-        ) from exc
-
-
-def _save_retained(data_dir: Path | None, messages: list[_Retained]) -> None:
-    if data_dir is None:
-        return
-    private_dir(data_dir)
-    items = [
-        {"topic": m.topic, "qos": m.qos, "data": base64.b64encode(m.data).decode("ascii")}
-        for m in messages
-    ]
-    write_private(data_dir / _RETAINED_FILE, json.dumps(items).encode("utf-8"))

@@ -38,6 +38,7 @@ from fieldhub.hub.store.credentials import (
 )
 from fieldhub.logthrottle import LogThrottle, held_back
 from fieldhub.mqtt import MqttError
+from fieldhub.mqtt.address import broker_address
 
 __all__ = [
     "BrokerAccess",
@@ -310,7 +311,4 @@ def admin_identity(broker_url: str) -> MqttIdentity | None:
 
 def public_url(broker_url: str) -> str:
     """``broker_url`` without user name and password: what devices and logs may see."""
-    parts = urlsplit(broker_url)
-    host = parts.hostname or "127.0.0.1"
-    host = f"[{host}]" if ":" in host else host
-    return f"{parts.scheme or 'mqtt'}://{host}:{parts.port or 1883}"
+    return broker_address(broker_url).url

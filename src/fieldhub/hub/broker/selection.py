@@ -10,12 +10,12 @@ own client and password, and reconciles the device clients with the store
 
 from __future__ import annotations
 
+import ssl
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from fieldhub.hub.broker.dynsec import DynSec, DynSecError, MosquittoAccess
-from fieldhub.hub.broker.embedded import EmbeddedBroker
+from fieldhub.hub.broker.embedded import EmbeddedBroker, TlsListener
 from fieldhub.hub.broker.identities import (
     BrokerAccess,
     EmbeddedAccess,
@@ -27,6 +27,7 @@ from fieldhub.hub.broker.keyring import KeyRing, MqttIdentity
 from fieldhub.hub.config import HubSettings
 from fieldhub.hub.store.credentials import CredentialStore
 from fieldhub.mqtt import MqttError
+from fieldhub.mqtt.address import broker_address
 
 __all__ = ["BrokerStartError", "StartedBroker", "open_access", "start_broker"]
 
@@ -60,7 +61,9 @@ async def start_broker(
         host, port = settings.mqtt_address
         keyring = KeyRing(identity)
         keyring.replace(await credentials.keys())
-        broker = EmbeddedBroker(host, port, access=keyring, data_dir=settings.data)
+        broker = EmbeddedBroker(
+            host, port, access=keyring, data_dir=settings.data, tls=_tls_listener(settings)
+        )
         try:
             embedded = await stack.enter_async_context(broker)
         except OSError as exc:
@@ -70,7 +73,7 @@ async def start_broker(
                 "external broker with --broker"
             ) from exc
         return StartedBroker(embedded, EmbeddedAccess(keyring, embedded.kick), embedded.url)
-    access = await _mosquitto(settings.broker, stack)
+    access = await _mosquitto(settings.broker, stack, settings.broker_tls())
     try:
         await access.ensure_hub(identity)
         await access.reconcile(credentials.keys)
@@ -91,11 +94,34 @@ async def open_access(settings: HubSettings, stack: AsyncExitStack) -> BrokerAcc
     """
     if settings.broker is None:
         return StoreOnlyAccess()
-    return await _mosquitto(settings.broker, stack)
+    return await _mosquitto(settings.broker, stack, settings.broker_tls())
 
 
-async def _mosquitto(url: str, stack: AsyncExitStack) -> MosquittoAccess:
-    where = public_url(url).removeprefix("mqtt://").removeprefix("tcp://")
+def _tls_listener(settings: HubSettings) -> TlsListener | None:
+    """The embedded broker's TLS listener (``mqtts``, ``mqtt_cert``, ``mqtt_key``), if set.
+
+    Raises:
+        BrokerStartError: the certificate or key cannot be loaded, or do not match.
+    """
+    address = settings.mqtts_address
+    if address is None or settings.mqtt_cert is None or settings.mqtt_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(settings.mqtt_cert, settings.mqtt_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise BrokerStartError(
+            f"mqtt_cert/mqtt_key: cannot load {settings.mqtt_cert} with {settings.mqtt_key}: {exc}"
+        ) from None
+    return TlsListener(*address, context)
+
+
+async def _mosquitto(
+    url: str, stack: AsyncExitStack, tls: ssl.SSLContext | None
+) -> MosquittoAccess:
+    address = broker_address(url)
+    where = f"{address.host}:{address.port}"
     admin = admin_identity(url)
     if admin is None:
         raise BrokerStartError(
@@ -103,11 +129,8 @@ async def _mosquitto(url: str, stack: AsyncExitStack) -> MosquittoAccess:
             "credentials in Mosquitto's dynamic-security plugin and needs its admin, as "
             "mqtt://ADMIN:PASSWORD@host:port"
         )
-    parts = urlsplit(url)
     try:
-        dynsec = await stack.enter_async_context(
-            DynSec(parts.hostname or "127.0.0.1", parts.port or 1883, admin)
-        )
+        dynsec = await stack.enter_async_context(DynSec(address.host, address.port, admin, tls=tls))
     except (MqttError, OSError, TimeoutError) as exc:
         raise BrokerStartError(
             f"cannot connect to the MQTT broker at {where} as {admin.username!r}: {exc}"
