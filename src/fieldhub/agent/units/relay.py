@@ -167,9 +167,9 @@ class SocketUnit(Unit):
             await asyncio.sleep(off_s)
             waited = await self._wait_min_off()
             self._switch(True)
-        used = round(off_s + waited, 3)
         if waited <= 0:
-            return {"state": "on", "off_s": used}
+            return {"state": "on", "off_s": round(off_s, 3)}
+        used = round(max(off_s + waited, self._config.min_off_s), 3)  # slept at least that
         why = f"the socket stays off at least {self._config.min_off_s:g} s (min_off_s)"
         return {"state": "on", "off_s": used, ADJUSTED_KEY: {"off_s": adjusted(off_s, used, why)}}
 
