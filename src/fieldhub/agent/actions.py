@@ -46,6 +46,7 @@ from fieldhub.protocol.actions import (
     TypeName,
     check_arguments,
     describe_action,
+    expected_duration_s,
 )
 
 __all__ = [
@@ -185,7 +186,9 @@ class ActionRegistry:
 
     Args:
         max_concurrent: runs at once (commands and the technician page together); more wait.
-        builtin_timeout_s: longest a built-in's awaitable may take before it is cancelled.
+        builtin_timeout_s: longest a built-in's awaitable may take beyond the duration it
+            declares (a 10-minute power cycle is not cut off after a minute) before it is
+            cancelled.
         output_limit: bytes kept of a site action's stdout, and again of its stderr.
         kill_grace_s: between SIGTERM and SIGKILL when a site action runs over.
     """
@@ -286,21 +289,24 @@ class ActionRegistry:
                 return await self._run_site(entry.site, action.args, origin)
             if entry.handler is None:  # pragma: no cover - _Entry always has one of the two
                 raise ActionDefinitionError(f"action {action.info.name!r} has nothing to run")
-            return await self._run_builtin(action.info.name, entry.handler, action.args)
+            limit_s = self._builtin_timeout_s + expected_duration_s(
+                action.info.details, action.args
+            )
+            return await self._run_builtin(action.info.name, entry.handler, action.args, limit_s)
 
     async def _run_builtin(
-        self, name: str, handler: Callable[..., Any], args: Mapping[str, Any]
+        self, name: str, handler: Callable[..., Any], args: Mapping[str, Any], limit_s: float
     ) -> ActionOutcome:
         deadline: asyncio.Timeout | None = None
         try:
             result = handler(**args)
             if inspect.isawaitable(result):
-                async with asyncio.timeout(self._builtin_timeout_s) as deadline:
+                async with asyncio.timeout(limit_s) as deadline:
                     result = await result
         except TimeoutError as exc:
             if deadline is None or not deadline.expired():
                 return _failed(name, exc)
-            return ActionOutcome(ok=False, error=f"timed out after {self._builtin_timeout_s:g} s")
+            return ActionOutcome(ok=False, error=f"timed out after {limit_s:g} s")
         except Exception as exc:  # a unit's failure is the command's answer, not the agent's
             return _failed(name, exc)
         try:
