@@ -7,10 +7,13 @@ Real agents (mock pins) on the embedded broker, the hub on SQLite and on Postgre
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from fieldhub.hub.app import Hub
+from fieldhub.hub.commands.batches import Pace
+from fieldhub.hub.commands.check import Fit
 from tests.conftest import HubFactory, api_client
 from tests.fleet import LOCK_PIN, Fleet, failing
 
@@ -167,3 +170,35 @@ async def test_a_power_cycle_longer_than_ten_seconds_ends_succeeded_not_timed_ou
         assert short.status_code == 422
         assert short.json()["detail"][0]["loc"] == ["body", "timeout_s"]
         assert "takes 11 s" in short.text
+
+
+async def test_pacing_holds_across_a_hub_restart(
+    make_hub: HubFactory, fleet_of: Callable[[Hub], Fleet], tmp_path: Path
+) -> None:
+    """The pace is stored with each command: a hub that restarts sends the rest on time.
+    (SQLite: the data folder is what survives the restart here.)"""
+    data = tmp_path / "hub"
+    async with make_hub(data=data) as hub:
+        fleet = fleet_of(hub)
+        devices = [await fleet.add(f"r{n}") for n in range(2)]
+        batch, _ = await hub.commands.submit_group(
+            [Fit(device, {}, 5) for device in devices],
+            "lock.unlock",
+            {},
+            target={"devices": devices},
+            ttl_s=60,
+            actor="test",
+            pace=Pace(per_second=0.1),
+        )
+    async with make_hub(data=data) as hub:
+        fleet.hub = hub
+        async with fleet.agent(devices[0], hub=hub), fleet.agent(devices[1], hub=hub):
+            _, commands = await hub.commands.batch(batch.id, wait_s=30)
+        assert [c.status for c in commands] == ["succeeded", "succeeded"]
+        first, second = sorted(commands, key=lambda c: c.not_before or 0)
+        assert (first.not_before, second.not_before) == (
+            batch.created_at,
+            batch.created_at + 10_000,
+        )
+        assert second.sent_at is not None
+        assert second.sent_at >= second.not_before
