@@ -143,7 +143,9 @@ class CommandService:
             if record.batch_id is not None:
                 batch_ids.add(record.batch_id)
         for batch_id in sorted(batch_ids):  # the failures before the restart count
-            self._abort.watch(await self.store.batch(batch_id), await self.store.of_batch(batch_id))
+            batch = await self.store.batch(batch_id)
+            if batch.abort_failure_ratio is not None:
+                self._abort.watch(batch, await self.store.of_batch(batch_id))
         self.redeliver()  # sent or taken before: asked again, answered from the device's log
         return len(self._open)
 
@@ -498,8 +500,8 @@ class CommandService:
                 continue
             if record.status == "queued" and record.expires_at <= now:
                 self._end(record, "expired", "the device was not reachable before the TTL ran out")
-            elif record.status == "queued":  # a paced command's time has come
-                self._deliver(record.device_id)
+            elif record.status == "queued" and record.not_before is not None:
+                self._deliver(record.device_id)  # a paced command's turn has come
                 if record.status == "queued":  # the device is away: it waits for it, or the TTL
                     self._timing.at(record.expires_at, command_id)
             elif record.status == "sent" and record.expires_at <= now:
