@@ -75,6 +75,9 @@ async def test_lock_all_locks_every_device_with_a_lock_and_reports_the_others_un
             assert none.status_code == 422
             assert "has no action 'lock.lock'" in none.text
             assert hub.commands.counts["refused"] == 1
+            metrics = (await api.get("/metrics")).text  # what an operator scrapes
+            assert 'fieldhub_commands_total{outcome="unsupported"} 1.0' in metrics
+            assert 'fieldhub_commands_total{outcome="refused"} 1.0' in metrics
 
 
 async def test_a_paced_group_command_sends_one_device_after_the_other(
