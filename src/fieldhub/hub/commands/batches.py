@@ -1,6 +1,8 @@
-"""Group commands: one record per device, paced, and aborted when too many fail.
+"""The records of a command request, and group commands: paced, and aborted when too many fail.
 
-A group goes to every device that offers the action; the others get a record too, already
+Every request (to one device or a group) becomes one record per device, with its audit rows,
+here (:func:`plan_records`, :func:`audit_rows`); the service stores and follows them. A group
+goes to every device that offers the action; the others get a record too, already
 finished as ``unsupported`` with the reason, so that the batch's answer has a result for
 every device chosen and counts them. Pacing (``per_second``) gives the n-th device that offers
 the action the send time ``created_at + n / per_second``, stored with its command
