@@ -46,19 +46,22 @@ class Fleet:
         actions: Sequence[SiteAction] = (),
         hub: Hub | None = None,
         broker: str | None = None,
+        lock: bool = True,
+        min_off_s: float = 0,
     ) -> AsyncIterator[Agent]:
         """Run the device's agent, connected to ``broker`` (an ``mqtt://`` URL, e.g. a
-        :class:`~tests.support.proxy.TcpProxy` in front of it) or the hub's broker."""
+        :class:`~tests.support.proxy.TcpProxy` in front of it) or the hub's broker; with a
+        lock unit unless ``lock`` is false, its socket off ``min_off_s`` at least."""
         hub = hub or self.hub
         issued = self.issued[device_id]
+        units = [SocketConfig(name="socket", pin=SOCKET_PIN, initial="on", min_off_s=min_off_s)]
+        if lock:
+            units.insert(0, SocketConfig(name="lock", pin=LOCK_PIN, role="lock", locked_when="off"))
         config = AgentConfig(
             device=DeviceSection(id=device_id),
             hub=HubSection(broker=broker or hub.broker_url, username=issued.username),
             data_folder=str(self._tmp / device_id),
-            units=[
-                SocketConfig(name="lock", pin=LOCK_PIN, role="lock", locked_when="off"),
-                SocketConfig(name="socket", pin=SOCKET_PIN, initial="on", min_off_s=0),
-            ],
+            units=list(units),
             actions=list(actions),
             web=WebSection(enabled=False),
         )
@@ -78,6 +81,11 @@ class Fleet:
 
     def level(self, device_id: str, pin: int) -> int:
         return int(self.pins[device_id].pin(pin).state)
+
+
+def failing() -> SiteAction:
+    """A site action that always fails."""
+    return msgspec.convert({"name": "site.fail", "command": ["/bin/false"]}, SiteAction)
 
 
 def slow(seconds: float) -> SiteAction:

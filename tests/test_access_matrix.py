@@ -322,7 +322,7 @@ class World:
         group = [await self.device(site)]
         if also_b:
             group.append(await self.device(SITE_B))
-        batch, [command, *_] = await self.hub.commands.submit_group(
+        batch, [command, *_] = await self.hub.commands.submit(
             group,
             "socket.set",
             {"on": True},

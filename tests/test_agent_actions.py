@@ -211,6 +211,24 @@ async def test_builtin_refusal_and_fault_are_outcomes(registry: ActionRegistry) 
     assert "not JSON" in (await quick.run(quick.bind("x.odd", {}))).error
 
 
+async def test_a_builtin_may_take_its_declared_duration_beyond_the_timeout() -> None:
+    """A power cycle of ``off_s`` seconds is not cut off by the registry's timeout: the
+    action's declared duration (with its arguments) comes on top of it."""
+
+    async def wait(seconds: float) -> dict[str, float]:
+        await asyncio.sleep(seconds)
+        return {"waited_s": seconds}
+
+    registry = ActionRegistry(builtin_timeout_s=0.2)
+    registry.add_builtin(
+        ActionSpec(name="x.wait", handler=wait, args={"seconds": float}, duration_arg="seconds")
+    )
+    assert (await registry.run(registry.bind("x.wait", {"seconds": 0.5}))).ok
+    registry.add_builtin(ActionSpec(name="x.fixed", handler=wait, args={"seconds": float}))
+    late = await registry.run(registry.bind("x.fixed", {"seconds": 0.5}))
+    assert late.error == "timed out after 0.2 s"
+
+
 # -- site actions --------------------------------------------------------------------------
 
 

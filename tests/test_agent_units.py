@@ -19,6 +19,7 @@ import msgspec
 import pytest
 import yaml
 
+from fieldhub.agent.actions import ActionRegistry, InvalidArguments
 from fieldhub.agent.reporting import Value
 from fieldhub.agent.units import (
     DoorConfig,
@@ -331,15 +332,24 @@ async def test_socket_power_cycle(
     async with running(socket):
         cycle = socket.actions()["modem.cycle"].handler
         relay.clear_states()
-        assert await cycle(off_s=0.1) == {"state": "on", "off_s": pytest.approx(0.25, abs=0.03)}
+        result = await cycle(off_s=0.1)
+        assert result["off_s"] == pytest.approx(0.25, abs=0.03)
         assert [s.state for s in relay.states] == [True, False, True]
         assert relay.states[-1].timestamp >= 0.25 - 0.01  # the minimum off time wins
+        # ... and the result says the device changed what was asked, not silently.
+        changed = result["adjusted"]["off_s"]
+        assert (changed["requested"], changed["used"]) == (0.1, result["off_s"])
+        assert "0.25 s" in changed["why"]
 
         relay.clear_states()
-        await cycle(off_s=0.35)
+        assert "adjusted" not in await cycle(off_s=0.35)
         assert relay.states[-1].timestamp >= 0.35 - 0.01
-        with pytest.raises(ValueError, match="off_s must be above 0"):
-            await cycle(off_s=0)
+        # The range and default are the action's details, checked before anything runs.
+        registry = ActionRegistry()
+        registry.add_builtin(socket.actions()["modem.cycle"])
+        with pytest.raises(InvalidArguments, match=r"'off_s' must be at least 0.1 s, got 0"):
+            registry.bind("modem.cycle", {"off_s": 0})
+        assert registry.bind("modem.cycle", {}).args == {"off_s": 0.25}  # min_off_s
         assert reporter.states == {"modem": "on"}
 
 

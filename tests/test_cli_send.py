@@ -59,7 +59,8 @@ async def test_send_unlocks_one_device_and_locks_a_group(
         )
         assert code == 0, err
         assert all(device in out for device in berlin)
-        assert out.count("succeeded") == 3
+        assert out.count("succeeded") == 4  # a row each, and the summary
+        assert out.rstrip().endswith("3 succeeded")
         assert paris not in out  # not the operator's site
         assert all(fleet.level(device, LOCK_PIN) == 1 for device in berlin)
         assert fleet.level(paris, LOCK_PIN) == 0
@@ -99,3 +100,39 @@ async def test_send_says_when_a_device_is_offline_and_the_command_waits(
         code, _out, err = await fieldhub("send", device, "lock.unlock", url=url, token="fht_wrong")
         assert code == 2
         assert "401" in err
+
+
+async def test_send_all_locks_the_cabinets_with_a_lock_and_says_which_have_none(
+    hub: Hub, fleet_of: Callable[[Hub], Fleet]
+) -> None:
+    """The README's `fieldhub send --all lock.lock`, on a fleet where one cabinet has no lock;
+    and a power cycle shorter than the socket allows, lengthened by the device and said so."""
+    fleet = fleet_of(hub)
+    locked = [await fleet.add(f"l{n}") for n in range(2)]
+    plain = await fleet.add("plain")
+    admin = await add_user(hub, "admin")
+    _id, token = await user_token(hub, admin)
+    async with (
+        served(hub) as url,
+        fleet.agent(locked[0]),
+        fleet.agent(locked[1]),
+        fleet.agent(plain, lock=False, min_off_s=1),
+    ):
+        for device in [*locked, plain]:
+            await fleet.online(device)
+        code, out, err = await fieldhub("send", "--all", "lock.unlock", url=url, token=token)
+        assert code == 0, err
+        assert all(fleet.level(device, LOCK_PIN) == 1 for device in locked)
+        code, out, err = await fieldhub("send", "--all", "lock.lock", url=url, token=token)
+        assert code == 0, err  # the device without a lock was not asked: not a failure
+        assert all(fleet.level(device, LOCK_PIN) == 0 for device in locked)
+        assert "2 succeeded, 1 unsupported" in out
+        assert "has no action 'lock.lock'" in out
+
+        code, out, err = await fieldhub(
+            "send", plain, "socket.cycle", "off_s=0.2", url=url, token=token
+        )
+        assert code == 0, err
+        assert "succeeded" in out
+        assert "off_s 0.2 → 1" in out  # requested → used, and why
+        assert "min_off_s" in out

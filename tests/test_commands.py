@@ -333,16 +333,16 @@ async def test_two_hubs_on_one_broker_each_hear_only_their_own_replies(
                         ttl_s=60,
                         actor=f"hub {hub.settings.instance}",
                     )
-                    for hub, action in ((hub_a, "lock.unlock"), (hub_b, "socket.cycle"))
+                    for hub, action in ((hub_a, "lock.unlock"), (hub_b, "socket.set"))
                 )
             )
-            # socket.cycle needs off_s: hub b's command fails on the device, hub a's succeeds
+            # socket.set needs on: hub b's command fails on the device, hub a's succeeds
             (_, [from_a]), (_, [from_b]) = sent
             await hub_a.commands.wait([from_a.id], 5)
             await hub_b.commands.wait([from_b.id], 5)
             assert hub_a.commands.current(from_a.id).status == "succeeded"
             assert hub_b.commands.current(from_b.id).status == "failed"
-            assert "off_s" in hub_b.commands.current(from_b.id).error
+            assert "missing argument 'on'" in hub_b.commands.current(from_b.id).error
             assert agent.commands is not None
             assert agent.commands.stats.received == 2
             # Each hub got the replies of its own command, none of the other's. Usually one

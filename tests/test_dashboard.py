@@ -390,9 +390,17 @@ async def test_a_command_button_shows_the_result(dash: Dashboard, cabinet: Cabin
         await expect(entry).to_contain_text('"on":false')
         await expect(page.locator("#twin tr").filter(has_text="socket")).to_contain_text("off")
         assert cabinet.pins.pin(SOCKET_PIN).state == 0  # the relay really switched
-        # An action with an argument: its input, typed as the device declared it (float).
+        # An action with an argument: its input, typed as the device declared it (float),
+        # with the default, range and unit the device gave (the socket's 0 s minimum off
+        # time: the shortest cycle, 0.1 s, is the default).
         cycle = _action(page, "socket.cycle")
-        await cycle.get_by_label("off_s").fill("0.2")
+        hint = "float · default 0.1 s · 0.1\u20133600 s"  # an en dash, as the page writes ranges
+        await expect(cycle.locator(".hint")).to_have_text(hint)
+        off_s = cycle.get_by_label("off_s")
+        await expect(off_s).to_have_attribute("min", "0.1")
+        await expect(off_s).to_have_attribute("max", "3600")
+        await expect(off_s).to_have_attribute("placeholder", "0.1")
+        await off_s.fill("0.2")
         await cycle.get_by_role("button", name="socket.cycle").click()
         cycled = page.locator("#command-log li").filter(has_text="socket.cycle")
         await expect(cycled.locator(".status")).to_have_text("succeeded")

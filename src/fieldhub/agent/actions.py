@@ -22,6 +22,7 @@ Example ``agent.yaml`` entry::
         command: [/usr/local/bin/restart-modem, --hard]
         args: {delay_s: int}
         timeout_s: 60
+        duration_s: 20          # how long it usually takes: the hub waits that long and more
         description: Power-cycle the LTE modem
 """
 
@@ -32,7 +33,7 @@ import inspect
 import logging
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Final, Literal, Protocol
 
 import msgspec
@@ -41,8 +42,11 @@ from fieldhub.agent._process import ProcessResult, run_process
 from fieldhub.protocol.actions import (
     ACTION_NAME_PATTERN,
     ARG_NAME_PATTERN,
+    ArgDetails,
     TypeName,
     check_arguments,
+    describe_action,
+    expected_duration_s,
 )
 
 __all__ = [
@@ -100,6 +104,7 @@ class SiteAction(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     command: Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(min_length=1)]
     args: dict[Annotated[str, msgspec.Meta(pattern=ARG_NAME_PATTERN)], TypeName] = {}
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
+    duration_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 0.0
     description: Annotated[str, msgspec.Meta(max_length=200)] = ""
 
     def __post_init__(self) -> None:
@@ -110,6 +115,10 @@ class SiteAction(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
             )
         if any("\0" in part for part in self.command):
             raise ValueError("command must not contain NUL characters")
+        if self.duration_s > self.timeout_s:
+            raise ValueError(
+                f"duration_s ({self.duration_s:g}) must not exceed timeout_s ({self.timeout_s:g})"
+            )
 
 
 class BuiltinAction(Protocol):
@@ -128,6 +137,12 @@ class BuiltinAction(Protocol):
     @property
     def args(self) -> Mapping[str, type]: ...
     @property
+    def details(self) -> Mapping[str, ArgDetails]: ...
+    @property
+    def duration_s(self) -> float: ...
+    @property
+    def duration_arg(self) -> str | None: ...
+    @property
     def description(self) -> str: ...
 
 
@@ -139,6 +154,8 @@ class ActionInfo:
     kind: Literal["builtin", "site"]
     args: Mapping[str, TypeName]
     description: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+    """Its entry of the reported ``action_details`` (``protocol.actions.describe_action``)."""
 
 
 class ActionOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -169,7 +186,9 @@ class ActionRegistry:
 
     Args:
         max_concurrent: runs at once (commands and the technician page together); more wait.
-        builtin_timeout_s: longest a built-in's awaitable may take before it is cancelled.
+        builtin_timeout_s: longest a built-in's awaitable may take beyond the duration it
+            declares (a 10-minute power cycle is not cut off after a minute) before it is
+            cancelled.
         output_limit: bytes kept of a site action's stdout, and again of its stderr.
         kill_grace_s: between SIGTERM and SIGKILL when a site action runs over.
     """
@@ -202,7 +221,13 @@ class ActionRegistry:
                     "use int, float, bool or str"
                 )
             args[arg] = _NAMES[kind]
-        info = ActionInfo(spec.name, "builtin", args, spec.description)
+        for arg in spec.details:
+            if arg not in args:
+                raise ActionDefinitionError(
+                    f"action {spec.name!r}: details of {arg!r}, which is not an argument"
+                )
+        details = describe_action(spec.duration_s, spec.duration_arg, spec.details)
+        info = ActionInfo(spec.name, "builtin", args, spec.description, details)
         self._add(_Entry(info, spec.handler, None))
 
     def add_site(self, action: SiteAction) -> None:
@@ -211,7 +236,8 @@ class ActionRegistry:
         Raises:
             ActionDefinitionError: duplicate name (with a built-in or another site action).
         """
-        info = ActionInfo(action.name, "site", dict(action.args), action.description)
+        details = describe_action(action.duration_s)
+        info = ActionInfo(action.name, "site", dict(action.args), action.description, details)
         self._add(_Entry(info, None, action))
 
     def _add(self, entry: _Entry) -> None:
@@ -244,7 +270,7 @@ class ActionRegistry:
         entry = self._entries.get(name)
         if entry is None:
             raise UnknownAction(f"unknown action {name[:64]!r}")
-        checked, problems = check_arguments(name, entry.info.args, args)
+        checked, problems = check_arguments(name, entry.info.args, args, entry.info.details)
         if problems:
             raise InvalidArguments(f"action {name!r}: " + "; ".join(problems))
         return BoundAction(entry.info, checked)
@@ -263,21 +289,24 @@ class ActionRegistry:
                 return await self._run_site(entry.site, action.args, origin)
             if entry.handler is None:  # pragma: no cover - _Entry always has one of the two
                 raise ActionDefinitionError(f"action {action.info.name!r} has nothing to run")
-            return await self._run_builtin(action.info.name, entry.handler, action.args)
+            limit_s = self._builtin_timeout_s + expected_duration_s(
+                action.info.details, action.args
+            )
+            return await self._run_builtin(action.info.name, entry.handler, action.args, limit_s)
 
     async def _run_builtin(
-        self, name: str, handler: Callable[..., Any], args: Mapping[str, Any]
+        self, name: str, handler: Callable[..., Any], args: Mapping[str, Any], limit_s: float
     ) -> ActionOutcome:
         deadline: asyncio.Timeout | None = None
         try:
             result = handler(**args)
             if inspect.isawaitable(result):
-                async with asyncio.timeout(self._builtin_timeout_s) as deadline:
+                async with asyncio.timeout(limit_s) as deadline:
                     result = await result
         except TimeoutError as exc:
             if deadline is None or not deadline.expired():
                 return _failed(name, exc)
-            return ActionOutcome(ok=False, error=f"timed out after {self._builtin_timeout_s:g} s")
+            return ActionOutcome(ok=False, error=f"timed out after {limit_s:g} s")
         except Exception as exc:  # a unit's failure is the command's answer, not the agent's
             return _failed(name, exc)
         try:

@@ -41,7 +41,7 @@ from fieldhub.agent.web.view import UnitView
 from fieldhub.mqtt.address import broker_address
 from fieldhub.private_files import private_dir
 from fieldhub.protocol import Reply
-from fieldhub.protocol.actions import ACTION_CATALOG_KEY
+from fieldhub.protocol.actions import ACTION_CATALOG_KEY, ACTION_DETAILS_KEY
 from fieldhub.protocol.messages import Severity
 
 if TYPE_CHECKING:  # ssl loads OpenSSL: a plain-TCP agent does without (fieldhub.cli.plain)
@@ -190,8 +190,14 @@ class Agent:
         for action in config.actions:
             self.registry.add_site(action)
         # The hub checks commands against this list before it queues one (wrong ones: 422).
+        # The details (durations, defaults, ranges) under a key of their own: an older hub
+        # reads the catalog's shape it knows and ignores them (protocol/actions.py).
+        described = self.registry.describe()
         reporter.state(
-            {ACTION_CATALOG_KEY: {a.name: dict(a.args) for a in self.registry.describe()}}
+            {
+                ACTION_CATALOG_KEY: {a.name: dict(a.args) for a in described},
+                ACTION_DETAILS_KEY: {a.name: dict(a.details) for a in described if a.details},
+            }
         )
         self.commands = await self._stack.enter_async_context(
             CommandHandler(self.registry, data_dir / "commands.db", self._publish_reply)

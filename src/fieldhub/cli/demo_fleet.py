@@ -2,7 +2,8 @@
 
 Each demo device is the agent a Raspberry Pi runs (``fieldhub.agent.service.Agent``) with a
 FocusPro cabinet's units (status LED, door, socket and its check, two thermometers, supply
-voltage), its own outbox and command log under ``DATA/demo-agents/<id>/``, and gpiozero's mock
+voltage; ATMs and lockers also a door lock, terminals none), its own outbox and command log
+under ``DATA/demo-agents/<id>/``, and gpiozero's mock
 pins driven by :class:`~fieldhub.agent.units.simulate.Simulation`: people open doors, the
 temperature drifts with the time of day, the supply dips now and then. What the hub sees is
 what it would see from the field, over MQTT with the device's own credentials.
@@ -15,6 +16,11 @@ ones. The technician page is off: twenty pages would need twenty ports.
 One cabinet in twenty (``demo-002``, ``demo-022``, …) has a failed fan and runs about 30 °C
 hotter than the others, so the demo's default rule ``over-temperature`` (``demo_rules.yaml``)
 raises an alarm within a minute of the start, and its notification shows on the console.
+
+The locks make the README's ``fieldhub send --all lock.lock`` do what it says: every ATM and
+locker locks, and the terminals are reported ``unsupported`` (they have no lock). The socket's
+minimum off time is 10 s, so ``socket.cycle`` takes 10 s (the hub waits 20 s for it, from the
+duration the agent declares) and a shorter ``off_s`` comes back lengthened, and says so.
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ __all__ = ["DemoDevice", "demo_config", "demo_devices", "hub_url", "run_demo_fle
 
 SITES = ("berlin", "paris", "madrid", "warsaw")
 KINDS = ("atm", "terminal", "locker")
+WITH_LOCK = frozenset({"atm", "locker"})
+"""Cabinets with a door lock (a strike on a second relay): some, not all, as in the field."""
+LOCK_PIN = 5
 CREDENTIALS_FILE = "credentials.json"
 HEAT_C = 30.0
 """How much hotter a cabinet with a failed fan runs: 48-65 °C, past the rule's 50 °C."""
@@ -101,6 +110,7 @@ def demo_config(device: DemoDevice, broker_url: str, username: str) -> AgentConf
                 },
                 {"type": "socket", "name": "socket", "pin": 22, "initial": "on", "min_off_s": 10},
                 {"type": "socket_check", "name": "socket_power", "socket": "socket", "pin": 23},
+                *_lock(device),
                 {
                     "type": "temperature",
                     "name": "temperature",
@@ -122,6 +132,13 @@ def demo_config(device: DemoDevice, broker_url: str, username: str) -> AgentConf
         },
         AgentConfig,
     )
+
+
+def _lock(device: DemoDevice) -> list[dict[str, Any]]:
+    """The door lock of an ATM or a locker (``lock.lock``, ``lock.unlock``); none for others."""
+    if device.labels["group"] not in WITH_LOCK:
+        return []
+    return [{"type": "socket", "name": "lock", "pin": LOCK_PIN, "role": "lock"}]
 
 
 async def _credentials(hub: Any, device: DemoDevice) -> _Credentials:

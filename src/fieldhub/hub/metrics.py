@@ -62,7 +62,16 @@ class HubCollector(Collector):
             labels=["outcome"],
         )
         counts = self._commands()
-        for outcome in ("succeeded", "failed", "timed_out", "expired", "late", "refused"):
+        for outcome in (
+            "succeeded",
+            "failed",
+            "timed_out",
+            "expired",
+            "late",
+            "unsupported",
+            "aborted",
+            "refused",
+        ):
             commands.add_metric([outcome], counts.get(outcome, 0))
         yield commands
         for name, doc, value in (

@@ -29,6 +29,7 @@ import msgspec
 
 from fieldhub.agent.reporting import Reporter, Value
 from fieldhub.agent.units.drivers import Clock
+from fieldhub.protocol.actions import ArgDetails
 from fieldhub.protocol.messages import Severity
 
 __all__ = [
@@ -84,8 +85,9 @@ class UnitConfigBase(
     name: UnitName
 
 
-ActionResult = Mapping[str, Value] | None
-"""What an action returns for the command's reply: a few values, or nothing."""
+ActionResult = Mapping[str, Value | Mapping[str, Any]] | None
+"""What an action returns for the command's reply: a few values (and the arguments it
+changed, ``protocol.actions.ADJUSTED_KEY``), or nothing."""
 
 ActionHandler = Callable[..., Awaitable[ActionResult]]
 """An action's coroutine function, called with keyword arguments as its ``ActionSpec.args``
@@ -96,22 +98,31 @@ describes them."""
 class ActionSpec:
     """A built-in action a unit offers (``socket.cycle``), for the agent's action registry.
 
-    The spec is deliberately flat: every argument named in ``args`` is required, and its type
-    is one of ``bool``, ``int``, ``float``, ``str``. The registry checks a command's arguments
-    against ``args`` (no missing, no extra, right types; an ``int`` is accepted for a
-    ``float``) and then awaits ``handler(**arguments)``. The handler checks values (ranges,
-    choices) itself and raises ``ValueError`` with a message for the caller when one is wrong.
+    The spec is deliberately flat: every argument named in ``args`` is required unless
+    ``details`` gives it a default, and its type is one of ``bool``, ``int``, ``float``,
+    ``str``. The registry checks a command's arguments against ``args`` and the ranges in
+    ``details`` (no missing, no extra, right types and within range; an ``int`` is accepted
+    for a ``float``) and then awaits ``handler(**arguments)``. The handler checks what the
+    catalog cannot say (choices) itself and raises ``ValueError`` with a message for the
+    caller when one is wrong.
 
     Attributes:
         name: Action name, ``<unit name>.<verb>``.
         handler: Coroutine function doing it; returns values for the reply, or None.
         args: Argument name to type.
+        details: Argument name to its default, range and unit, reported to the hub.
+        duration_s: How long it takes, at least; the hub waits for its outcome that long and
+            a margin (``hub/commands/check.py``).
+        duration_arg: An argument in seconds that the action lasts at least as long as.
         description: One line for the technician page and the hub.
     """
 
     name: str
     handler: ActionHandler
     args: dict[str, type] = field(default_factory=dict)
+    details: dict[str, ArgDetails] = field(default_factory=dict)
+    duration_s: float = 0.0
+    duration_arg: str | None = None
     description: str = ""
 
 

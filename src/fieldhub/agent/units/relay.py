@@ -4,7 +4,12 @@ As a socket (``role: socket``) it switches on and off and power-cycles the equip
 (the ATM's modem, say). Power supplies and compressors do not like being switched back on at
 once, so after every switch-off the relay stays off for at least ``min_off_s``: a command to
 switch on waits for the rest of that time (and says so in its result). That holds across an
-agent restart too: a relay that starts off counts as just switched off.
+agent restart too: a relay that starts off counts as just switched off. A power cycle asked
+shorter than that is lengthened, and its result says so (``adjusted``), never silently.
+
+The actions declare how long they take (the minimum off time; a cycle's ``off_s``) and the
+range, default and unit of ``off_s``, so the hub waits long enough for their outcome and
+refuses an ``off_s`` out of range before it sends the command.
 
 As a lock (``role: lock``) the same relay drives a door strike or magnet; its actions are
 ``<name>.lock`` and ``<name>.unlock`` and its state ``locked``/``unlocked``. Which relay
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -26,11 +31,17 @@ from fieldhub.agent.reporting import Reporter, Value
 from fieldhub.agent.units import _hw
 from fieldhub.agent.units.base import ActionSpec, Pin, Unit, UnitConfigBase, UnitStartError
 from fieldhub.agent.units.drivers import Drivers
+from fieldhub.protocol.actions import ADJUSTED_KEY, ArgDetails, adjusted
 
-__all__ = ["MAX_CYCLE_OFF_S", "SocketConfig", "SocketUnit"]
+__all__ = ["MAX_CYCLE_OFF_S", "MIN_CYCLE_OFF_S", "SWITCH_S", "SocketConfig", "SocketUnit"]
 
 MAX_CYCLE_OFF_S = 3600.0
 """Longest off time of a power cycle; longer is switching off, which ``set`` is for."""
+MIN_CYCLE_OFF_S = 0.1
+"""Shortest: below it a relay module may not even have released."""
+SWITCH_S = 0.1
+"""How long a relay (or a door strike behind it) takes to move, declared as the duration of
+the actions that only switch."""
 
 OnOff = Literal["on", "off"]
 
@@ -145,22 +156,22 @@ class SocketUnit(Unit):
             self._switch(on)
         return {"state": self._state_value(on), "waited_s": round(waited, 3)}
 
-    async def cycle(self, off_s: float) -> Mapping[str, Value]:
-        """Power-cycle: off for ``off_s`` (at least ``min_off_s``), then on, whatever the
-        socket was before. Cancelled half-way (the command timed out, the agent stops), the
-        socket stays off: give the command a timeout longer than ``off_s``.
-
-        Raises:
-            ValueError: ``off_s`` is not above 0 and at most an hour.
-        """
-        if not 0 < off_s <= MAX_CYCLE_OFF_S:
-            raise ValueError(f"off_s must be above 0 and at most {MAX_CYCLE_OFF_S:g}, not {off_s}")
+    async def cycle(self, off_s: float) -> Mapping[str, Any]:
+        """Power-cycle: off for ``off_s`` (at least ``min_off_s``: a shorter one is lengthened
+        and the result's ``adjusted`` says so), then on, whatever the socket was before.
+        Cancelled half-way (the command timed out, the agent stops), the socket stays off: give
+        the command a timeout longer than ``off_s``. The range of ``off_s`` is checked by the
+        registry (the action's details), before this runs."""
         async with self._lock:
             self._switch(False)
             await asyncio.sleep(off_s)
             waited = await self._wait_min_off()
             self._switch(True)
-        return {"state": "on", "off_s": round(off_s + waited, 3)}
+        if waited <= 0:
+            return {"state": "on", "off_s": round(off_s, 3)}
+        used = round(max(off_s + waited, self._config.min_off_s), 3)  # slept at least that
+        why = f"the socket stays off at least {self._config.min_off_s:g} s (min_off_s)"
+        return {"state": "on", "off_s": used, ADJUSTED_KEY: {"off_s": adjusted(off_s, used, why)}}
 
     async def _set_action(self, on: bool) -> Mapping[str, Value]:
         return await self.set(on)
@@ -173,25 +184,47 @@ class SocketUnit(Unit):
 
     def actions(self) -> Mapping[str, ActionSpec]:
         n = self.name
+        min_off_s = self._config.min_off_s
         if self._config.role == "lock":
             specs = [
-                ActionSpec(name=f"{n}.lock", handler=self._lock_action, description="Lock."),
-                ActionSpec(name=f"{n}.unlock", handler=self._unlock_action, description="Unlock."),
+                ActionSpec(
+                    name=f"{n}.lock",
+                    handler=self._lock_action,
+                    duration_s=SWITCH_S,
+                    description="Lock.",
+                ),
+                ActionSpec(
+                    name=f"{n}.unlock",
+                    handler=self._unlock_action,
+                    duration_s=SWITCH_S,
+                    description="Unlock.",
+                ),
             ]
         else:
+            off_s = ArgDetails(
+                default=max(min_off_s, MIN_CYCLE_OFF_S),
+                min=MIN_CYCLE_OFF_S,
+                max=MAX_CYCLE_OFF_S,
+                unit="s",
+            )
             specs = [
                 ActionSpec(
                     name=f"{n}.set",
                     handler=self._set_action,
                     args={"on": bool},
+                    duration_s=max(min_off_s, SWITCH_S),
                     description=f"Switch the socket on or off (on waits until it has been "
-                    f"off {self._config.min_off_s:g} s).",
+                    f"off {min_off_s:g} s).",
                 ),
                 ActionSpec(
                     name=f"{n}.cycle",
                     handler=self.cycle,
                     args={"off_s": float},
-                    description="Power-cycle: off for off_s seconds, then on.",
+                    details={"off_s": off_s},
+                    duration_s=max(min_off_s, MIN_CYCLE_OFF_S),
+                    duration_arg="off_s",
+                    description=f"Power-cycle: off for off_s seconds (at least {min_off_s:g}), "
+                    "then on.",
                 ),
             ]
         return {spec.name: spec for spec in specs}

@@ -26,9 +26,15 @@ class CommandRequest(BaseModel):
     action: Annotated[str, Field(pattern=ACTION_NAME_PATTERN, examples=["lock.unlock"])]
     args: Annotated[JsonObject, Field(max_length=MAX_ARGS)] = {}
     timeout_s: Annotated[
-        float,
-        Field(gt=0, le=3600, description="how long to wait for the outcome once it is taken"),
-    ] = 10.0
+        float | None,
+        Field(
+            gt=0,
+            le=3600,
+            description="how long to wait for the outcome once it is taken; left out: the "
+            "action's declared duration and a margin (10 s when it declares none); one not "
+            "longer than the declared duration is refused",
+        ),
+    ] = None
     ttl_s: Annotated[
         float,
         Field(
@@ -52,6 +58,19 @@ class GroupCommandRequest(CommandRequest):
         Field(min_length=1, description='every label must match, e.g. {"site": "berlin"}'),
     ] = None
     all: bool = Field(False, description="every device the caller may command")
+    per_second: Annotated[
+        float | None,
+        Field(gt=0, le=1000, description="send to at most this many devices per second"),
+    ] = None
+    abort_failure_ratio: Annotated[
+        float | None,
+        Field(
+            ge=0,
+            lt=1,
+            description="once more than this share of the devices that offer the action "
+            "failed, the commands not sent yet end `aborted`",
+        ),
+    ] = None
 
     @model_validator(mode="after")
     def _one_target(self) -> GroupCommandRequest:
@@ -70,7 +89,15 @@ class GroupCommandRequest(CommandRequest):
 
 
 CommandStatus = Literal[
-    "queued", "sent", "acknowledged", "succeeded", "failed", "timed_out", "expired"
+    "queued",
+    "sent",
+    "acknowledged",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "expired",
+    "unsupported",
+    "aborted",
 ]
 
 
@@ -86,11 +113,16 @@ class CommandOut(BaseModel):
     finished: bool = Field(description="reached a final state")
     late: bool = Field(description="the device's outcome came after the command timed out")
     result: StoredValue = None
+    adjusted: dict[str, Any] = Field(
+        description="arguments the device changed before it ran the action, each with "
+        "`requested`, `used` and `why` (also in `result`)"
+    )
     error: str = ""
     created_by: str
     created_at: int
     expires_at: int
     timeout_s: float
+    not_before: int | None = Field(description="a paced group command is not sent before this")
     sent_at: int | None
     acknowledged_at: int | None
     finished_at: int | None
@@ -114,6 +146,8 @@ class BatchOut(BaseModel):
     size: int = Field(description="the caller's devices in the group command")
     created_by: str
     created_at: int
+    per_second: float | None
+    abort_failure_ratio: float | None
     counts: dict[str, int] = Field(description="commands by status")
     finished: bool = Field(description="every command reached a final state")
     commands: list[CommandOut]
@@ -137,6 +171,8 @@ class BatchOut(BaseModel):
             size=len(mine),
             created_by=batch.created_by,
             created_at=batch.created_at,
+            per_second=batch.per_second,
+            abort_failure_ratio=batch.abort_failure_ratio,
             counts=dict(Counter(record.status for record in mine)),
             finished=all(record.finished for record in mine),
             commands=[CommandOut.from_record(record) for record in mine],

@@ -24,6 +24,8 @@ from fieldhub.hub.api.fields import EpochMs
 from fieldhub.hub.api.security import client_address, device_filter, require
 from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Permission, Principal
+from fieldhub.hub.commands.batches import Pace
+from fieldhub.hub.commands.check import Fit
 from fieldhub.hub.errors import Invalid, NotFound
 
 router = APIRouter(tags=["commands"])
@@ -60,22 +62,25 @@ async def send_command(
     when it is still under way after ``timeout_s`` or ``wait=false``.
 
     The device runs it at most once, also when the hub delivers it again. An action the
-    device does not offer, or wrong arguments, are refused here (422) when the device has
-    reported its actions.
+    device does not offer, wrong arguments or a ``timeout_s`` shorter than the action are
+    refused here (422) when the device has reported its actions; arguments left out that the
+    device gives a default get it, and ``timeout_s`` left out follows the action's duration.
     """
     entry = visible_entry(hub, who, device_id)
-    hub.commands.check([(entry.id, entry.reported)], body.action, body.args)
+    [fit], _ = hub.commands.fit(
+        [(entry.id, entry.reported)], body.action, body.args, body.timeout_s
+    )
     _batch, [command] = await hub.commands.submit(
         [device_id],
         body.action,
-        body.args,
-        timeout_s=body.timeout_s,
+        fit.args,
+        timeout_s=fit.timeout_s,
         ttl_s=body.ttl_s,
         actor=who.actor,
         source=client_address(request),
     )
     if wait:
-        await hub.commands.wait([command.id], body.timeout_s + TIMEOUT_GRACE_S)
+        await hub.commands.wait([command.id], fit.timeout_s + TIMEOUT_GRACE_S)
     response.status_code = 200 if command.finished else 202
     return CommandOut.from_record(command)
 
@@ -119,27 +124,37 @@ async def send_group_command(
     """One action for a list of devices, every device carrying ``labels``, or ``all`` of the
     caller's devices: one command per device, each with its own outcome. Progress:
     ``GET /api/command-batches/{id}``. A listed device the caller may not command is 404
-    and nothing is sent; ``labels`` and ``all`` take only the caller's devices."""
+    and nothing is sent; ``labels`` and ``all`` take only the caller's devices.
+
+    A device that does not offer the action (or not with these arguments, or not within
+    ``timeout_s``) is reported ``unsupported`` with the reason and the others are sent; only
+    when no device fits is the request refused (422). ``per_second`` paces the sending,
+    ``abort_failure_ratio`` aborts what is not sent yet when too many fail (docs/commands.md).
+    """
     if body.devices is not None:
         devices = [visible_entry(hub, who, device_id) for device_id in sorted(set(body.devices))]
     else:
         devices = [e for e in hub.directory.matching(body.labels or {}) if who.sees(e.labels)]
         if not devices:
             raise Invalid("no device of yours matches", ("body",))
-    hub.commands.check(((e.id, e.reported) for e in devices), body.action, body.args)
+    fits, unsupported = hub.commands.fit(
+        ((e.id, e.reported) for e in devices), body.action, body.args, body.timeout_s
+    )
     batch, commands = await hub.commands.submit_group(
-        [device.id for device in devices],
+        fits,
         body.action,
         body.args,
-        timeout_s=body.timeout_s,
+        target=body.target(),
         ttl_s=body.ttl_s,
         actor=who.actor,
         source=client_address(request),
-        target=body.target(),
+        unsupported=unsupported,
+        pace=Pace(body.per_second, body.abort_failure_ratio),
     )
     if wait:
         await hub.commands.wait(
-            [command.id for command in commands], body.timeout_s + TIMEOUT_GRACE_S
+            [command.id for command in commands],
+            max(fit.timeout_s for fit in fits) + TIMEOUT_GRACE_S,
         )
     result = BatchOut.from_records(batch, commands, device_filter(hub, who))
     response.status_code = 200 if result.finished else 202
@@ -161,3 +176,9 @@ async def get_batch(
     if not result.commands:  # none of the caller's devices: as if there were no such batch
         raise NotFound(f"no command batch {batch_id!r}")
     return result
+
+
+def _batch_wait_s(fits: list[Fit], per_second: float | None) -> float:
+    """How long a group command's request waits: the pacing, then the longest timeout."""
+    pacing = (len(fits) - 1) / per_second if per_second else 0.0
+    return pacing + max(fit.timeout_s for fit in fits) + TIMEOUT_GRACE_S

@@ -13,10 +13,13 @@ A command's life (``GET /api/commands/{id}``)::
 - **Delivered until taken**: the broker may lose a command on its way (it restarts, the
   device's or the hub's connection drops). So a command the device has not taken yet is sent
   again when the device comes online, when the hub starts or its broker connection comes back,
-  and every few seconds (2 s, doubling up to 30 s) while the device is connected, always in
-  the order the commands were made. A command it took is sent again on those events too (not
-  on the clock), in case its outcome was what got lost. The TTL is the deadline for the
-  device to *take* a command; ``timeout_s`` counts from then.
+  and every few seconds (2 s, doubling up to 30 s, ``timing.py``) while the device is
+  connected, always in the order the commands were made. A command it took is sent again on
+  those events too (not on the clock), in case its outcome was what got lost. The TTL is the
+  deadline for the device to *take* a command; ``timeout_s`` counts from then.
+- **Groups** (``batches.py``): devices that do not offer the action are ``unsupported`` at
+  once; the others may be paced (a command is not sent before its ``not_before``, and holds
+  back the later commands of its device) and aborted when too many fail.
 - **At most once**: the hub may deliver a command more than once (after a reconnect, after a
   hub restart); the agent runs each id once and answers deliveries after the first from its
   log (``agent/commands.py``). So resending is always safe, and it is how lost replies and
@@ -33,19 +36,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
-import secrets
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
 from fieldhub.clock import now_ms
-from fieldhub.hub.commands.check import CommandRefused, check_command
+from fieldhub.hub.commands.batches import (
+    AbortGuard,
+    Pace,
+    Request,
+    audit_rows,
+    new_batch_id,
+    plan_records,
+)
+from fieldhub.hub.commands.check import CommandRefused, Fit, fit_group
+from fieldhub.hub.commands.timing import DeliveryTiming
 from fieldhub.hub.devices.events import DeviceEvent, DeviceRemoving
 from fieldhub.hub.devices.presence import ONLINE, PresenceTracker
 from fieldhub.hub.ingest.batch import PresenceChange
-from fieldhub.hub.store.audit import audit_row
 from fieldhub.hub.store.commands import BatchRecord, CommandRecord, CommandStore
 from fieldhub.hub.store.health import storage_problem
 from fieldhub.logthrottle import LogThrottle, held_back
@@ -55,15 +64,6 @@ log = logging.getLogger(__name__)
 
 LATE_WINDOW_MS: Final = 600_000
 """How long after timing out a command still listens for its outcome."""
-RESEND_MIN_MS: Final = 2_000
-"""A command not taken this long after it was sent to a connected device is sent again; the
-wait doubles with each such resend up to :data:`RESEND_MAX_MS`, and starts again from here
-when the device comes online or the hub's broker connection is back (both send it at once).
-The device answers within a round trip (it says it took a command within 50 ms, see
-``agent/commands.py``), so a command still untaken after seconds was lost on the way, and
-sending it again is safe (at most once). Nothing is sent on the clock while the hub's own
-broker connection is down: it would only pile up in the client's queue."""
-RESEND_MAX_MS: Final = 30_000
 _UNTAKEN: Final = frozenset({"sent"})
 _UNFINISHED: Final = frozenset({"sent", "acknowledged"})
 _RECENT: Final = 10_000
@@ -83,16 +83,6 @@ class CommandPublisher(Protocol):
 
 
 ChangeListener = Callable[[CommandRecord], None]
-
-
-def new_command_id() -> str:
-    """A command id: unique per hub without coordination, short enough for the wire (≤ 64)."""
-    return "c-" + secrets.token_hex(12)
-
-
-def new_batch_id() -> str:
-    """A batch id, as :func:`new_command_id`."""
-    return "b-" + secrets.token_hex(12)
 
 
 class CommandService:
@@ -124,9 +114,8 @@ class CommandService:
         # device id → its commands' ids in the order they were made (a dict as ordered set):
         # a device gets its commands in that order, also when they are sent again
         self._by_device: dict[str, dict[str, None]] = {}
-        self._deadlines: list[tuple[int, str]] = []  # heap of (epoch ms, command id)
-        self._last_sent: dict[str, int] = {}  # command id → epoch ms of its last delivery
-        self._resend_wait: dict[str, int] = {}  # command id → ms until it is sent again
+        self._timing = DeliveryTiming()
+        self._abort = AbortGuard()
         self._recent: OrderedDict[str, str] = OrderedDict()  # finished id → device id
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._dirty: dict[str, CommandRecord] = {}  # changed, not yet written
@@ -138,17 +127,25 @@ class CommandService:
         self._listeners: list[ChangeListener] = []
         self._log_throttle = LogThrottle()
         self.counts: Counter[str] = Counter()
-        """Commands by how they ended (succeeded, failed, timed_out, expired, late), replies
-        by what became of them (duplicate_reply), since the hub started."""
+        """Commands by how they ended (succeeded, failed, timed_out, expired, late,
+        unsupported, aborted), refused requests (refused), replies by what became of them
+        (duplicate_reply), since the hub started."""
 
     # -- life cycle ---------------------------------------------------------------------------
     async def load(self) -> int:
         """Take up this instance's unfinished commands from the store; returns how many."""
+        batch_ids: set[str] = set()
         for record in await self.store.open_for(self.instance):
             self._track(record)
             if record.status == "sent" and not self._deliverable(record.device_id):
                 record.status = "queued"  # it waits for the device again
             self._schedule(record)
+            if record.batch_id is not None:
+                batch_ids.add(record.batch_id)
+        for batch_id in sorted(batch_ids):  # the failures before the restart count
+            batch = await self.store.batch(batch_id)
+            if batch.abort_failure_ratio is not None:
+                self._abort.watch(batch, await self.store.of_batch(batch_id))
         self.redeliver()  # sent or taken before: asked again, answered from the device's log
         return len(self._open)
 
@@ -165,9 +162,7 @@ class CommandService:
     async def run(self) -> None:
         """Time commands out, expire them, and write states behind; forever."""
         while True:
-            delay = 1.0
-            if self._deadlines:
-                delay = min(delay, max(0.0, (self._deadlines[0][0] - self._clock()) / 1000))
+            delay = self._timing.delay_s(self._clock(), 1.0)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._wake.wait()
@@ -218,121 +213,78 @@ class CommandService:
         source: str = "",
         target: Mapping[str, Any] | None = None,
     ) -> tuple[BatchRecord | None, list[CommandRecord]]:
-        """Create one command per device, store them, and send those whose device is there.
+        """Create one command per device, the same for each, store them, and send those whose
+        device is there.
 
         With ``target`` (how a group was chosen) the commands form a batch, even of one
         (:meth:`submit_group`).
         """
+        fits = [Fit(device_id, dict(args), timeout_s) for device_id in device_ids]
         if target is not None:
             return await self.submit_group(
-                device_ids,
-                action,
-                args,
-                target=target,
-                timeout_s=timeout_s,
-                ttl_s=ttl_s,
-                actor=actor,
-                source=source,
+                fits, action, args, target=target, ttl_s=ttl_s, actor=actor, source=source
             )
-        return None, await self._submit(
-            device_ids,
-            action,
-            args,
-            None,
-            timeout_s=timeout_s,
-            ttl_s=ttl_s,
-            actor=actor,
-            source=source,
-        )
+        request = self._request(action, actor, ttl_s, source)
+        records = plan_records(request, None, fits, {})
+        await self._start(records, None, audit_rows(request, records, None, args))
+        return None, records
 
     async def submit_group(
         self,
-        device_ids: list[str],
+        fits: Sequence[Fit],
         action: str,
         args: Mapping[str, Any],
         *,
         target: Mapping[str, Any],
-        timeout_s: float,
         ttl_s: float,
         actor: str,
         source: str = "",
+        unsupported: Mapping[str, str] | None = None,
+        pace: Pace | None = None,
     ) -> tuple[BatchRecord, list[CommandRecord]]:
-        """:meth:`submit` for a group chosen by ``target``: the commands form a batch."""
+        """One command per device of ``fits`` and a finished ``unsupported`` one per device of
+        ``unsupported`` (id → why), as a batch: how the group was chosen (``target``), paced
+        and aborted as ``pace`` says (``batches.py``)."""
+        pace = pace or Pace()
+        unsupported = unsupported or {}
+        request = self._request(action, actor, ttl_s, source)
         batch = BatchRecord(
             id=new_batch_id(),
             action=action,
             args=dict(args),
             target=dict(target),
-            size=len(device_ids),
+            size=len(fits) + len(unsupported),
             created_by=actor,
-            created_at=self._clock(),
+            created_at=request.now,
+            per_second=pace.per_second,
+            abort_failure_ratio=pace.abort_failure_ratio,
         )
-        records = await self._submit(
-            device_ids,
-            action,
-            args,
-            batch,
-            timeout_s=timeout_s,
-            ttl_s=ttl_s,
-            actor=actor,
-            source=source,
-        )
+        records = plan_records(request, batch, fits, unsupported)
+        await self._start(records, batch, audit_rows(request, records, batch, args))
+        self._abort.watch(batch, records)
+        self.counts["unsupported"] += len(unsupported)
         return batch, records
 
-    async def _submit(
+    def _request(self, action: str, actor: str, ttl_s: float, source: str) -> Request:
+        ttl_ms = round(ttl_s * 1000)
+        return Request(action, actor, source, self.instance, ttl_ms, self._clock())
+
+    async def _start(
         self,
-        device_ids: list[str],
-        action: str,
-        args: Mapping[str, Any],
+        records: list[CommandRecord],
         batch: BatchRecord | None,
-        *,
-        timeout_s: float,
-        ttl_s: float,
-        actor: str,
-        source: str,
-    ) -> list[CommandRecord]:
-        now = batch.created_at if batch is not None else self._clock()
-        records = [
-            CommandRecord(
-                id=new_command_id(),
-                device_id=device_id,
-                batch_id=batch.id if batch else None,
-                hub=self.instance,
-                action=action,
-                args=dict(args),
-                status="queued",
-                created_by=actor,
-                created_at=now,
-                expires_at=now + round(ttl_s * 1000),
-                timeout_ms=round(timeout_s * 1000),
-            )
-            for device_id in device_ids
-        ]
-        detail: dict[str, Any] = {"action": action, "args": sorted(args)}
-        if batch is not None:
-            detail.update(batch=batch.id, devices=len(records), target=dict(batch.target))
-            rows = [audit_row(actor, "device.command", batch.id, "ok", source, detail, ts=now)]
-        else:
-            rows = [
-                audit_row(
-                    actor,
-                    "device.command",
-                    record.device_id,
-                    "ok",
-                    source,
-                    {**detail, "command": record.id},
-                    ts=now,
-                )
-                for record in records
-            ]
-        await self.store.insert(records, batch, rows)  # committed before anything is sent
-        for record in records:
+        audit: list[dict[str, Any]],
+    ) -> None:
+        """Store the records (and their batch, and the audit rows) in one transaction, then
+        follow and send those still to be sent."""
+        await self.store.insert(records, batch, audit)  # committed before anything is sent
+        to_send = [record for record in records if not record.finished]
+        for record in to_send:
             self._track(record)
             self._schedule(record)
             self._changed(record)
-        for device_id in {record.device_id for record in records}:
+        for device_id in {record.device_id for record in to_send}:
             self._deliver(device_id)
-        return records
 
     async def wait(self, command_ids: Iterable[str], timeout_s: float) -> None:
         """Return when every one of ``command_ids`` has finished, or after ``timeout_s``."""
@@ -374,20 +326,25 @@ class CommandService:
         in these records (the service changes them in place)."""
         return {**self._flushing, **self._dirty, **self._open}
 
-    def check(
-        self, devices: Iterable[tuple[str, Mapping[str, Any]]], action: str, args: dict[str, Any]
-    ) -> None:
-        """Refuse (and count) a command one of ``devices`` (id, reported state) does not offer.
+    def fit(
+        self,
+        devices: Iterable[tuple[str, Mapping[str, Any]]],
+        action: str,
+        args: Mapping[str, Any],
+        timeout_s: float | None,
+    ) -> tuple[list[Fit], dict[str, str]]:
+        """The command for each device, and why the others cannot run it
+        (``check.fit_group``); a refused request is counted.
 
         Raises:
-            CommandRefused: naming the device and what it offers, or the argument problems.
+            CommandRefused: no device can (with one device: naming what it offers, the
+                argument problems, or a timeout shorter than the action).
         """
-        for device_id, reported in devices:
-            try:
-                check_command(device_id, reported, action, args)
-            except CommandRefused:
-                self.counts["refused"] += 1
-                raise
+        try:
+            return fit_group(devices, action, args, timeout_s)
+        except CommandRefused:
+            self.counts["refused"] += 1
+            raise
 
     async def get(self, command_id: str) -> CommandRecord:
         """A command as it is now: the live record of one this hub follows, else the stored one.
@@ -483,6 +440,8 @@ class CommandService:
             self.counts["late"] += 1
             log.warning("command %s to %s answered after its timeout", record.id, device_id)
         self._finish(record)
+        if not late:  # a late one counted when it timed out
+            self._count_against_batch(record)
         return None
 
     # -- internals ----------------------------------------------------------------------------
@@ -496,7 +455,8 @@ class CommandService:
         """Send every queued command of ``device_id`` if it is connected, oldest first, and
         again those in a state of ``again`` (sent: not taken yet; acknowledged: taken).
         ``clock``: sent again because none was taken in time (the next wait doubles); else
-        for an event (device online, hub back: the waits start again from the shortest)."""
+        for an event (device online, hub back: the waits start again from the shortest).
+        A paced command before its time holds back the device's later ones (their order)."""
         if not self._deliverable(device_id):
             return
         now = self._clock()
@@ -506,14 +466,13 @@ class CommandService:
                 if record.expires_at <= now:
                     self._end(record, "expired", "not delivered before its TTL ran out")
                     continue
+                if record.not_before is not None and record.not_before > now:
+                    break
             elif record.status not in again:
                 continue
             elif record.status == "sent" and record.expires_at <= now:
                 continue  # not taken in time: timed out by the clock (run)
-            wait = RESEND_MIN_MS
-            if clock and record.status == "sent":
-                wait = min(2 * self._resend_wait.get(command_id, RESEND_MIN_MS), RESEND_MAX_MS)
-            self._resend_wait[command_id] = wait
+            self._timing.sent(command_id, now, backoff=clock and record.status == "sent")
             self._send(record, now)
 
     def _send(self, record: CommandRecord, now: int) -> None:
@@ -529,34 +488,31 @@ class CommandService:
             record.status = "sent"
         if record.sent_at is None:
             record.sent_at = now
-        self._last_sent[record.id] = now
         record.deliveries += 1
         self._schedule(record)
         self._changed(record)
 
-    def _resend_at(self, record: CommandRecord) -> int:
-        """When a sent command not yet taken goes out again."""
-        last = self._last_sent.get(record.id, record.sent_at or record.created_at)
-        return last + self._resend_wait.get(record.id, RESEND_MIN_MS)
-
     def _expire_due(self) -> None:
         now = self._clock()
-        while self._deadlines and self._deadlines[0][0] <= now:
-            _when, command_id = heapq.heappop(self._deadlines)
+        for command_id in self._timing.due(now):
             record = self._open.get(command_id)
             if record is None:
                 continue
             if record.status == "queued" and record.expires_at <= now:
                 self._end(record, "expired", "the device was not reachable before the TTL ran out")
+            elif record.status == "queued" and record.not_before is not None:
+                self._deliver(record.device_id)  # a paced command's turn has come
+                if record.status == "queued":  # the device is away: it waits for it, or the TTL
+                    self._timing.at(record.expires_at, command_id)
             elif record.status == "sent" and record.expires_at <= now:
                 self._end(record, "timed_out", "the device did not take it before its TTL ran out")
-            elif record.status == "sent" and self._resend_at(record) <= now:
+            elif record.status == "sent" and self._timing.resend_at(record) <= now:
                 if self._publisher.connected and self._deliverable(record.device_id):
                     # Lost on the way, most likely, and so were the device's other untaken
                     # ones, sent about as long ago: all once more, in their order.
                     self._deliver(record.device_id, again=_UNTAKEN, clock=True)
                 else:  # sent again when the device comes online or the hub's broker is back
-                    heapq.heappush(self._deadlines, (record.expires_at, command_id))
+                    self._timing.at(record.expires_at, command_id)
             elif (
                 record.status == "acknowledged"
                 and record.acknowledged_at is not None
@@ -574,9 +530,19 @@ class CommandService:
         if status == "timed_out":  # the outcome may still come: listen a while longer
             self._mark(record)
             self._notify(record)
-            heapq.heappush(self._deadlines, (self._listening_until(record), record.id))
+            self._timing.at(self._listening_until(record), record.id)
+        else:
+            self._finish(record)
+        self._count_against_batch(record)
+
+    def _count_against_batch(self, record: CommandRecord) -> None:
+        """A command of a batch ended: abort the batch's unsent rest if it failed too often."""
+        if not self._abort.ended(record):
             return
-        self._finish(record)
+        why = "not sent: too many devices of the group command failed (abort_failure_ratio)"
+        for other in list(self._open.values()):
+            if other.batch_id == record.batch_id and other.status == "queued" and not other.sent_at:
+                self._end(other, "aborted", why)
 
     def _finish(self, record: CommandRecord) -> None:
         self._mark(record)
@@ -592,8 +558,7 @@ class CommandService:
             ids.pop(command_id, None)
             if not ids:
                 del self._by_device[record.device_id]
-        self._last_sent.pop(command_id, None)
-        self._resend_wait.pop(command_id, None)
+        self._timing.forget(command_id)
         self._recent[command_id] = record.device_id
         if len(self._recent) > _RECENT:
             self._recent.popitem(last=False)
@@ -607,16 +572,8 @@ class CommandService:
         self._by_device.setdefault(record.device_id, {})[record.id] = None
 
     def _schedule(self, record: CommandRecord) -> None:
-        if record.status == "queued":
-            when = record.expires_at
-        elif record.status == "sent":
-            when = min(record.expires_at, self._resend_at(record))
-        elif record.status == "acknowledged" and record.acknowledged_at is not None:
-            when = record.acknowledged_at + record.timeout_ms
-        else:
-            return
-        heapq.heappush(self._deadlines, (when, record.id))
-        self._wake.set()
+        if self._timing.schedule(record):
+            self._wake.set()
 
     def _changed(self, record: CommandRecord) -> None:
         self._mark(record)

@@ -1,4 +1,5 @@
-"""The hub's in-memory view of every registered device: its labels and its action catalog.
+"""The hub's in-memory view of every registered device: its labels and its action catalog
+(with the catalog's details: durations, defaults, ranges).
 
 Why it exists: a command request must know whether the caller may see the device (its site
 label) and whether the device offers the action (the catalog it reported). Reading the device
@@ -20,7 +21,9 @@ from typing import Any
 from fieldhub.hub.devices.events import DeviceAdded, DeviceChanged, DeviceEvent, DeviceRemoving
 from fieldhub.hub.ingest.batch import Batch
 from fieldhub.hub.store.devices import DeviceRecord
-from fieldhub.protocol.actions import ACTION_CATALOG_KEY
+from fieldhub.protocol.actions import ACTION_CATALOG_KEY, ACTION_DETAILS_KEY
+
+_KEYS = (ACTION_CATALOG_KEY, ACTION_DETAILS_KEY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,8 @@ class DeviceEntry:
     labels: Mapping[str, str]
     actions: Any = None
     """The action catalog the device reported (state key ``actions``), or None."""
+    details: Any = None
+    """What the device said of its actions beyond their types (``action_details``), or None."""
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         """True when the device carries every one of ``labels``."""
@@ -39,7 +44,8 @@ class DeviceEntry:
     @property
     def reported(self) -> dict[str, Any]:
         """The part of the reported state the command check reads."""
-        return {} if self.actions is None else {ACTION_CATALOG_KEY: self.actions}
+        pairs = ((ACTION_CATALOG_KEY, self.actions), (ACTION_DETAILS_KEY, self.details))
+        return {key: value for key, value in pairs if value is not None}
 
 
 class DeviceDirectory:
@@ -51,7 +57,10 @@ class DeviceDirectory:
     def put(self, record: DeviceRecord) -> None:
         """Take the device as just read or written."""
         self._entries[record.id] = DeviceEntry(
-            record.id, dict(record.labels), record.reported.get(ACTION_CATALOG_KEY)
+            record.id,
+            dict(record.labels),
+            record.reported.get(ACTION_CATALOG_KEY),
+            record.reported.get(ACTION_DETAILS_KEY),
         )
 
     def forget(self, device_id: str) -> None:
@@ -77,14 +86,16 @@ class DeviceDirectory:
         )
 
     def committed(self, batch: Batch) -> None:
-        """Follow the reported catalogs of a batch ingest has committed (in seq order, as the
-        store merged them); a catalog reported as null is gone."""
+        """Follow the reported catalogs (and their details) of a batch ingest has committed (in
+        seq order, as the store merged them); one reported as null is gone."""
         for device_id, state in sorted(batch.states, key=lambda item: item[1].seq):
             changed = state.state
-            if ACTION_CATALOG_KEY not in changed:
-                continue
             entry = self._entries.get(device_id)
-            if entry is not None:
-                self._entries[device_id] = DeviceEntry(
-                    entry.id, entry.labels, changed[ACTION_CATALOG_KEY]
-                )
+            if entry is None or not any(key in changed for key in _KEYS):
+                continue
+            self._entries[device_id] = DeviceEntry(
+                entry.id,
+                entry.labels,
+                changed.get(ACTION_CATALOG_KEY, entry.actions),
+                changed.get(ACTION_DETAILS_KEY, entry.details),
+            )

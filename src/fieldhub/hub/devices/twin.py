@@ -28,7 +28,7 @@ from fieldhub.hub.store.audit import AuditLog
 from fieldhub.hub.store.devices import DeviceRecord
 from fieldhub.hub.store.twin import DesiredState, DesiredStateError, TwinStore
 from fieldhub.protocol import Channel, Desired, encode, topic_for
-from fieldhub.protocol.actions import ACTION_CATALOG_KEY
+from fieldhub.protocol.actions import ACTION_CATALOG_KEY, ACTION_DETAILS_KEY
 from fieldhub.protocol.messages import (
     DESIRED_ERRORS_KEY,
     DESIRED_VERSION_KEY,
@@ -49,7 +49,9 @@ log = logging.getLogger(__name__)
 MAX_DESIRED_KEYS: Final = 256
 """Keys a desired state may hold (as many as one ``state`` message may report)."""
 MAX_TEXT: Final = 256
-_RESERVED = frozenset({DESIRED_VERSION_KEY, DESIRED_ERRORS_KEY, ACTION_CATALOG_KEY})
+_RESERVED = frozenset(
+    {DESIRED_VERSION_KEY, DESIRED_ERRORS_KEY, ACTION_CATALOG_KEY, ACTION_DETAILS_KEY}
+)
 _KEY = re.compile(KEY_PATTERN)
 
 Publish = Callable[[str, bytes], None]

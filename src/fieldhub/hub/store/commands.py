@@ -23,10 +23,27 @@ from fieldhub.hub.errors import NotFound
 from fieldhub.hub.store.schema import audit_log, command_batches, commands
 from fieldhub.hub.store.writes import EngineWrites, Writes
 
-Status = Literal["queued", "sent", "acknowledged", "succeeded", "failed", "timed_out", "expired"]
+Status = Literal[
+    "queued",
+    "sent",
+    "acknowledged",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "expired",
+    "unsupported",
+    "aborted",
+]
 OPEN: Final[frozenset[str]] = frozenset({"queued", "sent", "acknowledged"})
 """States in which a command may still reach its device or hear from it."""
-FINISHED: Final[frozenset[str]] = frozenset({"succeeded", "failed", "timed_out", "expired"})
+FINISHED: Final[frozenset[str]] = frozenset(
+    {"succeeded", "failed", "timed_out", "expired", "unsupported", "aborted"}
+)
+"""``unsupported``: a device of a group command that does not offer the action (or not with
+these arguments), never sent; ``aborted``: a device of a paced group command not sent yet when
+too many others failed."""
+FAILURES: Final[frozenset[str]] = frozenset({"failed", "timed_out", "expired"})
+"""What counts against a group command's ``abort_failure_ratio``."""
 
 _STATE_COLUMNS: Final = (
     "status",
@@ -66,6 +83,8 @@ class CommandRecord:
     deliveries: int = 0
     result: Any = None
     error: str = ""
+    not_before: int | None = None
+    """A paced group command is not sent before this epoch ms (None: at once)."""
 
     @property
     def finished(self) -> bool:
@@ -106,6 +125,11 @@ class BatchRecord:
     size: int
     created_by: str
     created_at: int
+    per_second: float | None = None
+    """Pace: devices sent to per second (None: all at once)."""
+    abort_failure_ratio: float | None = None
+    """The commands not sent yet are aborted once more than this share of the batch's devices
+    that offer the action failed (None: never)."""
     command_ids: list[str] = field(default_factory=list)
 
 
@@ -143,6 +167,8 @@ class CommandStore:
                         size=batch.size,
                         created_by=batch.created_by,
                         created_at=batch.created_at,
+                        per_second=batch.per_second,
+                        abort_failure_ratio=batch.abort_failure_ratio,
                     )
                 )
             conn.execute(insert(commands), rows)

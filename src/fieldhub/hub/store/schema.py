@@ -246,6 +246,8 @@ command_batches = Table(
     Column("size", Integer, nullable=False),
     Column("created_by", String(128), nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    Column("per_second", Float, nullable=True),  # pace: devices sent to per second
+    Column("abort_failure_ratio", Float, nullable=True),  # abort the rest past this share
 )
 
 commands = Table(
@@ -257,7 +259,8 @@ commands = Table(
     Column("hub", String(64), nullable=False),  # instance that sends it and hears the reply
     Column("action", String(64), nullable=False),
     Column("args", JSON, nullable=False, default=dict),
-    # queued | sent | acknowledged | succeeded | failed | timed_out | expired
+    # queued | sent | acknowledged | succeeded | failed | timed_out | expired | unsupported
+    # | aborted
     Column("status", String(16), nullable=False),
     Column("created_by", String(128), nullable=False),
     Column("created_at", BigInteger, nullable=False),
@@ -269,6 +272,7 @@ commands = Table(
     Column("deliveries", Integer, nullable=False, default=0),
     Column("result", JSON, nullable=True),
     Column("error", String(1024), nullable=False, default=""),
+    Column("not_before", BigInteger, nullable=True),  # paced: not sent before this
     Index("ix_commands_device_created", "device_id", "created_at"),
     Index("ix_commands_hub_status", "hub", "status"),
     Index("ix_commands_batch", "batch_id"),

@@ -1,7 +1,10 @@
 // Command buttons of a device, made from the action catalog its agent reports (reported
-// state key `actions`: name → {argument: int|float|bool|str}), and the outcome of each
-// command as it arrives: queued → sent → acknowledged → succeeded | failed | timed_out |
-// expired (docs/commands.md).
+// state key `actions`: name → {argument: int|float|bool|str}) and, from newer agents, its
+// details (key `action_details`: name → {duration_s, args: {argument: {default, min, max,
+// unit}}}): each argument's input says its type, default, range and unit, and refuses what
+// is out of range before anything is sent. Then the outcome of each command as it arrives:
+// queued → sent → acknowledged → succeeded | failed | timed_out | expired (docs/commands.md),
+// with the arguments the device changed (`adjusted`).
 
 import { api } from "./api.js";
 import { h, replace, say } from "./dom.js";
@@ -17,37 +20,79 @@ function stage(command) {
   return command.finished ? 3 : (STAGE[command.status] ?? 0);
 }
 
-function argInput(action, name, kind) {
+function isNumber(value) {
+  return typeof value === "number" && Number.isFinite(value);
+}
+
+/** What the device says of an argument, in words: "float · default 10 · 0.1–3600 s". */
+function describeArg(kind, about) {
+  const unit = typeof about.unit === "string" && about.unit ? ` ${about.unit}` : "";
+  const parts = [kind];
+  if ("default" in about) parts.push(`default ${about.default}${unit}`);
+  if (isNumber(about.min) && isNumber(about.max)) parts.push(`${about.min}–${about.max}${unit}`);
+  else if (isNumber(about.min)) parts.push(`≥ ${about.min}${unit}`);
+  else if (isNumber(about.max)) parts.push(`≤ ${about.max}${unit}`);
+  else if (unit) parts.push(unit.trim());
+  return parts.join(" · ");
+}
+
+function argInput(action, name, kind, about) {
   const id = `arg-${action}-${name}`.replace(/[^A-Za-z0-9_-]/g, "_");
+  const hasDefault = "default" in about;
   let input;
   if (kind === "bool") {
-    input = h("input", { type: "checkbox", id, name });
+    input = h("input", { type: "checkbox", id, name, checked: about.default === true });
   } else if (kind === "int" || kind === "float") {
     input = h("input", {
       type: "number",
       id,
       name,
-      required: true,
+      required: !hasDefault,
       step: kind === "int" ? "1" : "any",
       inputmode: kind === "int" ? "numeric" : "decimal",
+      min: isNumber(about.min) ? String(about.min) : undefined,
+      max: isNumber(about.max) ? String(about.max) : undefined,
+      placeholder: hasDefault ? String(about.default) : undefined,
     });
   } else {
-    input = h("input", { type: "text", id, name, required: true, autocomplete: "off" });
+    input = h("input", {
+      type: "text",
+      id,
+      name,
+      required: !hasDefault,
+      autocomplete: "off",
+      placeholder: hasDefault ? String(about.default) : undefined,
+    });
   }
   input.dataset.kind = kind;
-  return h("label", { class: "arg", for: id }, `${name} `, input);
+  const hint = h("small", { class: "hint", id: `${id}-hint`, text: describeArg(kind, about) });
+  input.setAttribute("aria-describedby", hint.id);
+  const label = h("label", { class: "arg", for: id }, `${name} `, input);
+  return h("span", { class: "arg-field" }, label, hint);
 }
 
+/** The arguments of a form; an empty field whose argument has a default is left out (the
+ * device's default applies, filled in by the hub). */
 function readArgs(form) {
   const args = {};
   for (const input of form.querySelectorAll("input[data-kind]")) {
     const kind = input.dataset.kind;
+    if (kind !== "bool" && input.value === "" && !input.required) continue;
     if (kind === "bool") args[input.name] = input.checked;
     else if (kind === "int") args[input.name] = Number.parseInt(input.value, 10);
     else if (kind === "float") args[input.name] = Number.parseFloat(input.value);
     else args[input.name] = input.value;
   }
   return args;
+}
+
+/** The details a device gave of an action's arguments: argument → {default, min, max, unit}. */
+function argDetails(details, action) {
+  const entry = details && typeof details === "object" ? details[action] : null;
+  const args = entry && typeof entry === "object" ? entry.args : null;
+  if (!args || typeof args !== "object") return {};
+  const described = Object.entries(args).filter(([, about]) => about && typeof about === "object");
+  return Object.fromEntries(described);
 }
 
 export class CommandPanel {
@@ -66,9 +111,9 @@ export class CommandPanel {
     this.catalogText = "";
   }
 
-  /** Build the buttons from the catalog (again only when it changed). */
-  setCatalog(catalog) {
-    const text = JSON.stringify(catalog ?? null);
+  /** Build the buttons from the catalog and its details (again only when they changed). */
+  setCatalog(catalog, details) {
+    const text = JSON.stringify([catalog ?? null, details ?? null]);
     if (text === this.catalogText) return;
     this.catalogText = text;
     const actions = catalog && typeof catalog === "object" ? Object.keys(catalog).sort() : [];
@@ -86,11 +131,14 @@ export class CommandPanel {
     }
     const forms = actions.map((action) => {
       const spec = catalog[action] && typeof catalog[action] === "object" ? catalog[action] : {};
+      const about = argDetails(details, action);
       const message = h("span", { class: "msg", hidden: true });
       const form = h(
         "form",
         { class: "action", dataset: { action } },
-        Object.entries(spec).map(([name, kind]) => argInput(action, name, String(kind))),
+        Object.entries(spec).map(([name, kind]) =>
+          argInput(action, name, String(kind), about[name] ?? {}),
+        ),
         h("button", { type: "submit", text: action }),
         message,
       );
@@ -164,6 +212,9 @@ export class CommandPanel {
     } else if (command.error) {
       outcome = command.error;
     }
+    const changed = Object.entries(command.adjusted ?? {}).map(
+      ([name, change]) => `${name} ${change?.requested} → ${change?.used}: ${change?.why ?? ""}`,
+    );
     return h(
       "li",
       { class: "command", dataset: { command: command.id, status: command.status } },
@@ -172,6 +223,7 @@ export class CommandPanel {
       h("span", { class: `badge status ${command.status}`, text: command.status }),
       command.late ? h("span", { class: "chip info", text: "late" }) : null,
       outcome ? h("span", { class: "outcome", text: outcome }) : null,
+      changed.length ? h("span", { class: "chip info adjusted", text: changed.join("; ") }) : null,
       h("span", { class: "by", text: command.created_by }),
     );
   }

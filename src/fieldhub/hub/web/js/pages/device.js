@@ -11,7 +11,7 @@ import { deviceAlarms } from "../devicealarms.js";
 import { eventRow } from "../eventlist.js";
 import { fillPresence, presenceBadge } from "../presence.js";
 import { problemsOf } from "../problems.js";
-import { ACTIONS } from "../reported.js";
+import { ACTION_DETAILS, ACTIONS } from "../reported.js";
 import { Permission, showError, startPage } from "../session.js";
 import { renderTwin } from "../twin.js";
 
@@ -83,7 +83,7 @@ function showLatest(changed = []) {
 
 function showTwin() {
   renderTwin(byId("twin"), state.twin);
-  commands.setCatalog(state.twin.reported?.[ACTIONS]);
+  commands.setCatalog(state.twin.reported?.[ACTIONS], state.twin.reported?.[ACTION_DETAILS]);
   showProblems();
 }
 
