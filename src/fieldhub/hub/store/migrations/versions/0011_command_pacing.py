@@ -1,7 +1,7 @@
 """Group commands: pacing and an abort threshold per batch, a send time per command.
 
-Revision ID: 0008_command_pacing
-Revises: 0007 (the lead re-chains the migrations of the second wave at merge)
+Revision ID: 0011
+Revises: 0010
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_command_pacing"
-down_revision = "0007"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
