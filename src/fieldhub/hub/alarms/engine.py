@@ -37,6 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from fieldhub.clock import now_ms
 from fieldhub.hub.alarms.changes import AlarmChange, AlarmHook, AlarmListener
 from fieldhub.hub.alarms.index import RuleIndex
+from fieldhub.hub.alarms.marks import mark
 from fieldhub.hub.alarms.rules import (
     AbsenceCondition,
     EventCondition,
@@ -470,6 +471,7 @@ class AlarmEngine:
         states = [self._state_row(key) for key in work.timers]
         hooks = list(self._hooks)
         directory = self._directory
+        rules = self.index.rules
 
         def job(conn: Connection) -> list[AlarmChange]:
             changes: list[AlarmChange] = []
@@ -479,6 +481,7 @@ class AlarmEngine:
                     changes.append(change)
             put_rule_states(conn, states)
             if changes:
+                changes = mark(conn, changes, rules)
                 for hook in hooks:
                     hook(conn, changes)
             return changes

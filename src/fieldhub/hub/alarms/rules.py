@@ -35,6 +35,7 @@ __all__ = [
     "AbsenceCondition",
     "Condition",
     "EventCondition",
+    "Flapping",
     "PresenceCondition",
     "Rule",
     "StateCondition",
@@ -168,6 +169,24 @@ Condition = (
 
 
 @dataclass(frozen=True, slots=True)
+class Flapping:
+    """More than ``changes`` raises and clears within ``window_s`` make (device, rule) flap:
+    notifications wait until it has been quiet for ``window_s`` (``flapping.py``)."""
+
+    changes: int = 6
+    window_s: int = 600
+
+    def to_dict(self) -> dict[str, Any]:
+        """The form :func:`parse_rule` reads."""
+        return {"changes": self.changes, "window_s": self.window_s}
+
+
+DEFAULT_FLAPPING: Final = Flapping()
+"""Six raises and clears in ten minutes: three alarms come and gone, not a real problem's
+shape (a real one stays raised)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     """A validated alarm rule (build it with :func:`parse_rule`)."""
 
@@ -181,6 +200,7 @@ class Rule:
     keep_firing_for_s: int = 0
     clearable_by_user: bool = False
     auto_clear_s: int | None = None
+    flapping: Flapping = DEFAULT_FLAPPING
 
     @property
     def user_clearable(self) -> bool:
@@ -200,6 +220,7 @@ class Rule:
             "keep_firing_for_s": self.keep_firing_for_s,
             "clearable_by_user": self.clearable_by_user,
             "auto_clear_s": self.auto_clear_s,
+            "flapping": self.flapping.to_dict(),
         }
 
 
@@ -292,7 +313,27 @@ def _parse(raw: Mapping[str, Any], rule_id: str | None) -> Rule:
         keep_firing_for_s=keep_firing_for_s,
         clearable_by_user=clearable,
         auto_clear_s=auto_clear_s,
+        flapping=_flapping(raw.get("flapping")),
     )
+
+
+def _flapping(raw: Any) -> Flapping:
+    if raw is None:
+        return DEFAULT_FLAPPING
+    if not isinstance(raw, Mapping) or set(raw) - {"changes", "window_s"}:
+        raise Invalid('flapping: {"changes": K, "window_s": W}', ("flapping",))
+    changes = raw.get("changes", DEFAULT_FLAPPING.changes)
+    if isinstance(changes, bool) or not isinstance(changes, int) or not 2 <= changes <= 1000:
+        raise Invalid(
+            f"flapping.changes {changes!r}: a whole number from 2 to 1000", ("flapping", "changes")
+        )
+    window_s = raw.get("window_s", DEFAULT_FLAPPING.window_s)
+    if isinstance(window_s, bool) or not isinstance(window_s, int) or not 1 <= window_s <= 86400:
+        raise Invalid(
+            f"flapping.window_s {window_s!r}: whole seconds from 1 to 86400",
+            ("flapping", "window_s"),
+        )
+    return Flapping(changes, window_s)
 
 
 def _bool(raw: Mapping[str, Any], field: str, default: bool) -> bool:

@@ -16,17 +16,18 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from fieldhub.hub.alarms.changes import AlarmChange
+from fieldhub.hub.notify.holds import muted
 from fieldhub.hub.notify.outbox import enqueue
 from fieldhub.hub.notify.records import NewNotification
 from fieldhub.hub.store.schema import notification_channels
 
-NOTIFIED_KINDS: Final = frozenset({"raised", "cleared"})
+NOTIFIED_KINDS: Final = frozenset({"raised", "cleared", "settled"})
 
 
 def alarm_notifications(conn: Connection, changes: list[AlarmChange]) -> None:
     """The engine's hook (``AlarmEngine.on_change``): enqueue a notification per enabled
     channel for each raise and clear among ``changes``, in their own write transaction."""
-    wanted = [change for change in changes if change.kind in NOTIFIED_KINDS]
+    wanted = [c for c in changes if c.kind in NOTIFIED_KINDS and not muted(conn, c)]
     if not wanted:
         return
     query = select(notification_channels.c.id).where(notification_channels.c.enabled)
@@ -40,6 +41,7 @@ def alarm_notifications(conn: Connection, changes: list[AlarmChange]) -> None:
                 event=f"alarm.{change.kind}",
                 subject=_subject(change),
                 body=_body(change),
+                not_before=change.hold_until,
             )
             for change in wanted
             for channel_id in channel_ids
@@ -67,4 +69,5 @@ def _body(change: AlarmChange) -> dict[str, Any]:
         "message": change.message,
         "value": change.value,
         "comment": change.comment,
+        "in_maintenance": change.in_maintenance,
     }

@@ -365,6 +365,10 @@ alarms = Table(
     Column("shelved_until", BigInteger, nullable=True),
     Column("assignee", String(128), nullable=True),
     Column("updated_at", BigInteger, nullable=False),
+    # Raised inside a maintenance window that still covers it (its notifications are held).
+    Column("in_maintenance", Boolean, nullable=False, default=False, server_default=text("false")),
+    # Its (device, rule) changes too often: notifications held until it settles.
+    Column("flapping", Boolean, nullable=False, default=False, server_default=text("false")),
     Index(
         "uq_alarms_open",
         "device_id",
@@ -403,6 +407,32 @@ alarm_rule_state = Table(
     PrimaryKeyConstraint("device_id", "rule_id", name="pk_alarm_rule_state"),
 )
 
+# Maintenance windows (hub/alarms/maintenance.py): while one covers a device and a rule, its
+# alarms are raised and marked, their notifications held until the window's end.
+maintenance_windows = Table(
+    "maintenance_windows",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False),
+    Column("scope", JSON, nullable=False),  # {"sites", "labels", "devices", "rules"}: empty = all
+    Column("schedule", JSON, nullable=False),  # {"kind": "once" | "weekly", ...}
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("updated_by", String(128), nullable=False),
+)
+
+# Flapping (hub/alarms/flapping.py): the recent changes of each (device, rule), so that the
+# count and the settling timer survive a restart and are shared by every hub.
+alarm_flapping = Table(
+    "alarm_flapping",
+    metadata,
+    Column("device_id", String(64), nullable=False),
+    Column("rule_id", String(64), nullable=False),
+    Column("changes", JSON, nullable=False),  # epoch ms of the changes within the rule's window
+    Column("flapping_since", BigInteger, nullable=True),  # None: not flapping
+    PrimaryKeyConstraint("device_id", "rule_id", name="pk_alarm_flapping"),
+)
+
 ALL_TABLES = (
     devices,
     series,
@@ -425,4 +455,6 @@ ALL_TABLES = (
     alarms,
     alarm_changes,
     alarm_rule_state,
+    maintenance_windows,
+    alarm_flapping,
 )
