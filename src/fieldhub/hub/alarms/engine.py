@@ -38,6 +38,7 @@ from fieldhub.clock import now_ms
 from fieldhub.hub.alarms.changes import AlarmChange, AlarmHook, AlarmListener
 from fieldhub.hub.alarms.index import RuleIndex
 from fieldhub.hub.alarms.marks import mark
+from fieldhub.hub.alarms.outages import Outages
 from fieldhub.hub.alarms.rules import (
     AbsenceCondition,
     EventCondition,
@@ -127,6 +128,7 @@ class AlarmEngine:
         self.pairs: dict[PairKey, Pair] = {}
         self._by_alarm: dict[int, PairKey] = {}
         self._last_seen: dict[tuple[str, str], int] = {}  # (device, key) → hub ms, absence
+        self.outages = Outages()  # devices away: their data rules raise nothing (outages.py)
         self._started_at = clock()
         self._rules_stamp = (0, 0)
         self._queue: collections.deque[Batch] = collections.deque()
@@ -309,6 +311,8 @@ class AlarmEngine:
                             continue
                         holds = value is not None and _same(value, condition.equals)
                         self._set(rule, device_id, holds, work, value, f"state {key} = {value!r}")
+        for device_id in self.outages.update(batch.presence, at):
+            self._drop_pending(device_id, work)
         if index.presence:
             for change in batch.presence:
                 labels = self._labels(change.device_id)
@@ -355,6 +359,8 @@ class AlarmEngine:
                 return
             pair = self.pairs[key] = Pair()
         at = work.at
+        if holds and pair.alarm is None and self.outages.suppresses(rule, device_id):
+            holds = False  # the device is away: its outage is the presence rule's business
         if holds:
             if pair.gone_since is not None:
                 pair.gone_since = None
@@ -424,8 +430,18 @@ class AlarmEngine:
             pair.alarm = None
         work.ops.append(Gone(key, rule, alarm, at, clear, reason))
 
+    def _drop_pending(self, device_id: str, work: Round) -> None:
+        """``device_id`` went away: the pending timers its outage would run out are dropped
+        (its open alarms stay as they are)."""
+        rules = self.index.rules
+        for key in [k for k in self.pairs if k[0] == device_id and self.pairs[k].alarm is None]:
+            rule = rules.get(key[1])
+            if rule is not None and self.outages.suppresses(rule, device_id):
+                self._set(rule, device_id, False, work)
+
     def _forget_devices(self, work: Round) -> None:
         removed, self._removed = self._removed, set()
+        self.outages.forget(removed)
         self._last_seen = {k: v for k, v in self._last_seen.items() if k[0] not in removed}
         for key in [k for k in self.pairs if k[0] in removed]:
             pair = self.pairs.pop(key)
@@ -461,7 +477,12 @@ class AlarmEngine:
                     held = self.pairs.get((entry.id, rule.id))
                     if held is not None and held.active:
                         continue
-                    seen = self._last_seen.get((entry.id, key_name), self._started_at)
+                    if self.outages.suppresses(rule, entry.id):
+                        continue
+                    seen = max(
+                        self._last_seen.get((entry.id, key_name), self._started_at),
+                        self.outages.back_at(entry.id),
+                    )
                     if now - seen >= condition.seconds * 1000:
                         message = f"no {key_name} for {condition.seconds} s"
                         self._set(rule, entry.id, True, work, None, message)

@@ -29,7 +29,7 @@ from fieldhub.hub.store.maintenance import (
 from fieldhub.hub.store.schema import audit_log
 from fieldhub.hub.store.writes import Writes
 
-__all__ = ["MaintenanceService", "WindowNotFound", "load_windows"]
+__all__ = ["MaintenanceService", "WindowNotFound", "load_windows", "parse_window"]
 
 MAX_WINDOWS: Final = 1000
 """Windows a hub keeps: each raise and clear looks at every one."""
@@ -98,14 +98,14 @@ class MaintenanceService:
         window_id: int | None = None,
     ) -> Window:
         """Create (``window_id`` None) or replace a window from its dict form (``name``,
-        ``scope``, ``schedule``), checked by :func:`parse` first.
+        ``scope``, ``schedule``), checked by :func:`parse_window` first.
 
         Raises:
             Invalid: a bad field (``loc`` under ``body``); TooManyWindows.
             WindowNotFound: replacing a window that does not exist.
         """
         at = self._clock()
-        values = parse(raw, at)
+        values = parse_window(raw, at)
 
         def job(conn: Connection) -> int:
             if window_id is None and len(window_rows(conn)) >= MAX_WINDOWS:
@@ -135,7 +135,7 @@ class MaintenanceService:
         await self._writes.run(job, urgent=True)
 
 
-def parse(raw: Mapping[str, Any], now: int) -> dict[str, Any]:
+def parse_window(raw: Mapping[str, Any], now: int) -> dict[str, Any]:
     """The stored values of a window's dict form, every field checked (``now``: a one-off
     window must not be over).
 

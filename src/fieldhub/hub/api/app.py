@@ -21,6 +21,7 @@ from fieldhub.hub.api import (
     commands,
     devices,
     events,
+    maintenance,
     notifications,
     tokens,
     users,
@@ -87,6 +88,7 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     app.include_router(commands.router)
     app.include_router(alarms.rules_router)
     app.include_router(alarms.alarms_router)
+    app.include_router(maintenance.router)
     app.include_router(account.router)
     app.include_router(tokens.router)
     app.include_router(users.router)
