@@ -140,14 +140,20 @@ async def list_windows(
     hub: HubDep,
     who: Reader,
     active: Annotated[bool | None, Query(description="true: open now; false: not")] = None,
+    device: Annotated[
+        str | None, Query(max_length=64, description="only windows covering this device")
+    ] = None,
 ) -> list[WindowOut]:
-    """The windows that can reach the caller's devices, by id."""
+    """The windows that can reach the caller's devices, by id (the dashboard's banner asks
+    for the active ones, on a device page for those covering the device)."""
     now = hub.maintenance.now()
-    visible = [
-        WindowOut.of(window, now)
-        for window in await hub.maintenance.windows()
-        if sees_window(hub, who, window.scope)
-    ]
+    windows = [w for w in await hub.maintenance.windows() if sees_window(hub, who, w.scope)]
+    if device is not None:
+        entry = hub.directory.get(device)
+        if entry is None or not who.sees(entry.labels):
+            return []
+        windows = [w for w in windows if w.scope.covers(device, entry.labels, None)]
+    visible = [WindowOut.of(window, now) for window in windows]
     if active is None:
         return visible
     return [out for out in visible if (out.active_until is not None) == active]

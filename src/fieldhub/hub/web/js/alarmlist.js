@@ -74,6 +74,24 @@ function stateChips(alarm) {
       }),
     );
   }
+  if (alarm.in_maintenance) {
+    chips.push(
+      h("span", {
+        class: "chip maintenance",
+        text: "maintenance",
+        title: "raised in a maintenance window: its notifications wait for the window's end",
+      }),
+    );
+  }
+  if (alarm.flapping) {
+    chips.push(
+      h("span", {
+        class: "chip flapping",
+        text: "flapping",
+        title: "raised and cleared too often: notified once it settles",
+      }),
+    );
+  }
   if (isOpen(alarm) && isShelved(alarm)) {
     chips.push(
       h("span", {
