@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from fieldhub.hub.alarms.rules import DEFAULT_FLAPPING, Flapping, Rule
 from fieldhub.hub.store.schema import alarm_flapping
 
-__all__ = ["count_change", "settled_pairs"]
+__all__ = ["count_change", "forget_rule", "settled_pairs"]
 
 MAX_KEPT: Final = 1000
 """Change times kept per pair: beyond any sensible ``flapping.changes``."""
@@ -64,3 +64,8 @@ def settled_pairs(conn: Connection, rules: Mapping[str, Rule], now: int) -> list
             )
         )
     return settled
+
+
+def forget_rule(conn: Connection, rule_id: str) -> None:
+    """A rule was changed or deleted: its pairs count afresh (like its pending timers)."""
+    conn.execute(delete(alarm_flapping).where(alarm_flapping.c.rule_id == rule_id))

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from fieldhub.clock import now_ms
 from fieldhub.hub.alarms.changes import AlarmChange, ChangeKind
 from fieldhub.hub.alarms.engine import AlarmEngine
+from fieldhub.hub.alarms.flapping import forget_rule
 from fieldhub.hub.alarms.marks import mark
 from fieldhub.hub.alarms.rules import Rule, parse_rule
 from fieldhub.hub.alarms.sweeper import unshelve_row
@@ -143,6 +144,7 @@ class AlarmService:
                 raise RuleNotFound(f"alarm rule {rule.id!r} does not exist")
             put_rule(conn, rule.id, definition, at, actor)
             delete_rule_states(conn, rule.id)  # a changed rule starts its timers over
+            forget_rule(conn, rule.id)  # and its flapping counts
             action = "alarm_rule.created" if create else "alarm_rule.changed"
             conn.execute(
                 insert(audit_log).values(
@@ -177,8 +179,9 @@ class AlarmService:
             for alarm_row in open_rows:
                 record = AlarmRecord.from_row(alarm_row)
                 changes.append(_clear(conn, record, name, at, actor, "rule deleted", directory, ""))
-            delete_rule(conn, rule_id)
             changes = mark(conn, changes, rules)
+            delete_rule(conn, rule_id)
+            forget_rule(conn, rule_id)
             conn.execute(
                 insert(audit_log).values(
                     audit_row(actor, "alarm_rule.deleted", rule_id, source=source, ts=at)
