@@ -5,6 +5,7 @@ away raises no data alarm for its outage, and its clocks start again when it is 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -175,3 +176,41 @@ async def test_an_offline_device_raises_no_absence_alarm_and_its_clock_restarts_
     away.online()
     alarm = await eventually(lambda: latest(hub, away.device_id), "the absence once back", 15)
     assert alarm.raised_at >= back_at + quiet_s * 1000 - 100  # counted from its return
+
+
+async def test_a_flapping_pair_settles_after_a_restart(
+    make_hub: HubFactory, connect_device: DeviceFactory, tmp_path: Path
+):
+    data = tmp_path / "kept"
+    rule = {**FLAPPY, "flapping": {"changes": 2, "window_s": 4}}  # settles in the next hub
+    async with make_hub(data=data) as hub:
+        await hub.alarms.put_rule(rule, actor="test", create=True)
+        device = await connect_device(hub, "cab")
+        device.telemetry(1, temp=51)
+        await device.wait_acked(1)
+        first = await eventually(lambda: latest(hub, device.device_id), "the raise")
+        await hub.alarms.acknowledge(first.id, actor="user:ann")
+        device.telemetry(2, temp=40)
+        device.telemetry(3, temp=51)  # raised, cleared, raised: three changes, more than two
+        await device.wait_acked(3)
+
+        async def second() -> AlarmRecord | None:
+            alarm = await latest(hub, device.device_id)
+            return alarm if alarm is not None and alarm.id != first.id else None
+
+        alarm = await eventually(second, "the second raise")
+
+        async def flapping() -> bool:
+            return (await hub.alarms.alarm(alarm.id)).flapping
+
+        await eventually(flapping, "the pair flapping")
+    restarted_at = now_ms()
+    async with make_hub(data=data) as again:  # the count and its time were in the database
+
+        async def settled() -> Any:
+            history = await again.alarms.history(alarm.id)
+            return history[-1] if history[-1].kind == "settled" else None
+
+        entry = await eventually(settled, "the settling, by the next hub")
+        assert entry.at >= restarted_at
+        assert not (await again.alarms.alarm(alarm.id)).flapping

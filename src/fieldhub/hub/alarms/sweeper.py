@@ -16,7 +16,6 @@ write each change once (the second finds nothing left to do).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -98,13 +97,17 @@ class AlarmSweeper:
         self._directory = directory
         self._clock = clock
         self._tick_s = tick_s
+        self.write_errors = 0  # sweeps the store refused (read by tests and metrics)
 
     async def run(self) -> None:
         """Sweep every ``tick_s`` until cancelled; a store that is down is tried again."""
         while True:
             await asyncio.sleep(self._tick_s)
-            with contextlib.suppress(SQLAlchemyError, OSError):
+            try:
                 await self.sweep()
+            except (SQLAlchemyError, OSError) as exc:  # the store is down: next tick
+                self.write_errors += 1
+                log.warning("alarm sweep could not reach the store: %s", exc)
 
     async def sweep(self) -> list[AlarmChange]:
         """One sweep; the changes it committed (already told to hooks and listeners)."""
