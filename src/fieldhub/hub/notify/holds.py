@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from typing import Final
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
 from fieldhub.hub.alarms.changes import AlarmChange
-from fieldhub.hub.store.schema import notifications
+from fieldhub.hub.store.schema import alarms, notifications
 
 __all__ = ["SKIPPED", "muted"]
 
@@ -31,6 +31,11 @@ def muted(conn: Connection, change: AlarmChange) -> bool:
     if change.flapping:
         return True
     if change.kind != "cleared" or change.hold_until is None:
+        return False
+    raised_inside = conn.execute(
+        select(alarms.c.in_maintenance).where(alarms.c.id == change.alarm_id)
+    ).scalar()
+    if not raised_inside:  # raised before the window: its raise was sent, its clear will be
         return False
     held_raise = (
         (notifications.c.dedup_key.like(f"alarm:{change.alarm_id}:raised:%"))
