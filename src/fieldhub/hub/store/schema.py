@@ -379,6 +379,10 @@ alarms = Table(
     ),
     Index("ix_alarms_rule", "rule_id"),
     Index("ix_alarms_device", "device_id"),
+    # The sweeper's once-a-second look for shelvings and maintenance marks that end: an index
+    # each, so it never scans the history of cleared alarms.
+    Index("ix_alarms_shelved_until", "shelved_until"),
+    Index("ix_alarms_in_maintenance", "in_maintenance"),
 )
 
 alarm_changes = Table(
@@ -431,6 +435,7 @@ alarm_flapping = Table(
     Column("changes", JSON, nullable=False),  # epoch ms of the changes within the rule's window
     Column("flapping_since", BigInteger, nullable=True),  # None: not flapping
     PrimaryKeyConstraint("device_id", "rule_id", name="pk_alarm_flapping"),
+    Index("ix_alarm_flapping_since", "flapping_since"),  # the sweeper looks for flapping ones
 )
 
 ALL_TABLES = (

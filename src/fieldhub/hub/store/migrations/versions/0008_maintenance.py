@@ -34,6 +34,7 @@ def upgrade() -> None:
         sa.Column("flapping_since", sa.BigInteger, nullable=True),
         sa.PrimaryKeyConstraint("device_id", "rule_id", name="pk_alarm_flapping"),
     )
+    op.create_index("ix_alarm_flapping_since", "alarm_flapping", ["flapping_since"])
     with op.batch_alter_table("alarms") as batch:
         batch.add_column(
             sa.Column("in_maintenance", sa.Boolean, nullable=False, server_default=sa.false())
@@ -41,9 +42,13 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("flapping", sa.Boolean, nullable=False, server_default=sa.false())
         )
+    op.create_index("ix_alarms_shelved_until", "alarms", ["shelved_until"])
+    op.create_index("ix_alarms_in_maintenance", "alarms", ["in_maintenance"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_alarms_in_maintenance", "alarms")
+    op.drop_index("ix_alarms_shelved_until", "alarms")
     with op.batch_alter_table("alarms") as batch:
         batch.drop_column("flapping")
         batch.drop_column("in_maintenance")
