@@ -13,7 +13,7 @@ import pytest
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.app import Hub
-from fieldhub.hub.notify.holds import SKIPPED
+from fieldhub.hub.notify.alarm_holds import SKIPPED
 from fieldhub.hub.store.alarms import AlarmFilter, AlarmRecord
 from tests.conftest import DeviceFactory, HubFactory, api_client
 from tests.support.receivers import WebhookReceiver, webhook_receiver

@@ -7,7 +7,7 @@ clear, the sweeper) marks them alike:
 - a **raise** inside a maintenance window covering its device and rule: the alarm is marked
   ``in_maintenance`` (a history entry ``maintenance`` says which window and until when), the
   change carries ``hold_until`` = the window's end; a **clear** or **settled** inside one
-  carries it too (notifications turn it into ``not_before``, ``notify/holds.py`` drops a
+  carries it too (notifications turn it into ``not_before``, ``notify/alarm_holds.py`` drops a
   raise and clear that both fell inside the window);
 - a raise or clear of a (device, rule) that flaps (``flapping.py``): the alarm is marked
   ``flapping`` and the change carries ``flapping`` (not notified; one ``settled`` later is).

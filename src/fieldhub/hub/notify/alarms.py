@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from fieldhub.hub.alarms.changes import AlarmChange
-from fieldhub.hub.notify.holds import muted
+from fieldhub.hub.notify.alarm_holds import muted
 from fieldhub.hub.notify.outbox import enqueue
 from fieldhub.hub.notify.records import NewNotification
 from fieldhub.hub.store.schema import notification_channels
