@@ -62,6 +62,15 @@ async def test_a_banner_shows_an_open_window_and_alarms_in_it_are_marked(
             [alarm] = await dash.hub.alarms.find(AlarmFilter(rule=rule, states=["active"]))
             assert alarm.in_maintenance
 
+            # Shelved, then taken back before its time, from the page.
+            await row.get_by_role("button", name="Details").click()
+            detail = page.locator("tr.alarm-detail")
+            await detail.get_by_role("button", name="Shelve", exact=True).click()
+            await expect(row.locator("td.state .shelved")).to_be_visible()
+            await detail.get_by_role("button", name="Unshelve", exact=True).click()
+            await expect(row.locator("td.state .shelved")).to_have_count(0)
+            await expect(detail.locator(".alarm-history")).to_contain_text("unshelved")
+
             await dash.hub.maintenance.delete(berlin.id, actor="test")
             await page.reload()
             await expect(page.locator("#alarm-rows tr.alarm").first).to_be_visible()
