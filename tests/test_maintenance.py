@@ -226,3 +226,32 @@ async def test_windows_are_scoped_by_site_and_listed_when_active(make_hub: HubFa
             assert (await api.get(f"/api/maintenance-windows/{window_id}")).status_code == 404
         audited = [e.action for e in (await hub.audit.query(limit=100)).entries]
     assert {"maintenance.created", "maintenance.changed", "maintenance.deleted"} <= set(audited)
+
+
+async def test_a_clear_inside_a_window_of_an_alarm_raised_before_is_sent_at_its_end(
+    hub: Hub, connect_device: DeviceFactory, receiver: WebhookReceiver
+):
+    await webhook(hub, receiver)
+    await hub.alarms.put_rule(HOT, actor="test", create=True)
+    device = await connect_device(hub, "cab", site="berlin")
+    device.telemetry(1, temp=51)
+    await device.wait_acked(1)
+    await eventually(lambda: receiver.to("/ops"), "the raise, before any window")
+    alarm = await one_alarm(hub, device.device_id)
+    assert not alarm.in_maintenance
+    end = await window_over(hub, device.device_id)
+    end_monotonic = time.monotonic() + (end - now_ms()) / 1000
+    await hub.alarms.acknowledge(alarm.id, actor="user:ann")
+    device.telemetry(2, temp=40)
+    await device.wait_acked(2)
+
+    async def cleared() -> bool:
+        return (await hub.alarms.alarm(alarm.id)).state == "cleared"
+
+    await eventually(cleared, "the clear inside the window")
+    both = await eventually(
+        lambda: (got := receiver.to("/ops")) and len(got) >= 2 and got, "the clear", WINDOW_S + 10
+    )
+    assert [r.headers["x-fieldhub-event"] for r in both] == ["alarm.raised", "alarm.cleared"]
+    assert both[1].at >= end_monotonic - 0.1  # held until the window's end
+    assert both[1].json()["data"]["in_maintenance"] is True
