@@ -184,7 +184,13 @@ SUCCESS = {
     ("post", "/api/commands"): 202,
 }
 # Routes that put data into a site named in the body: also tried with the foreign site.
-BODY_SITE = {("post", "/api/devices"), ("post", "/api/claim-tokens"), ("post", "/api/alarm-rules")}
+BODY_SITE = {
+    ("post", "/api/devices"),
+    ("post", "/api/claim-tokens"),
+    ("post", "/api/alarm-rules"),
+    ("post", "/api/maintenance-windows"),
+}
+WEEKLY = {"kind": "weekly", "days": [6], "start": "02:00", "duration_s": 3600, "timezone": "UTC"}
 
 
 @dataclass
@@ -232,9 +238,22 @@ class World:
         self.site_of[device_id] = site
         return device_id
 
-    async def alarm(self, site: str) -> int:
+    async def alarm_or_window(self, route: Route, param: str, site: str) -> int:
+        """An alarm (shelved when the route unshelves it) or a window of ``site``."""
+        if param == "window_id":
+            return await self.window(site)
+        return await self.alarm(site, shelved=route.path.endswith("/unshelve"))
+
+    async def window(self, site: str) -> int:
+        """A weekly maintenance window over ``site``."""
+        window = await self.hub.maintenance.put(
+            {"name": "matrix", "scope": {"sites": [site]}, "schedule": WEEKLY}, actor="test"
+        )
+        return window.id
+
+    async def alarm(self, site: str, *, shelved: bool = False) -> int:
         """An open alarm of a new device of ``site`` (an event rule for that device, fed a
-        committed batch as ingest hands it over)."""
+        committed batch as ingest hands it over), ``shelved`` for a minute."""
         device_id = await self.device(site)
         stored = await self.hub.alarms.put_rule(
             {"target": {"devices": [device_id]}, "condition": DOOR}, actor="test", create=True
@@ -244,6 +263,8 @@ class World:
         engine.committed(Batch(events=[(device_id, now_ms(), event)]))
         await engine.evaluate()
         [alarm] = await self.hub.alarms.find(AlarmFilter(device=device_id, rule=stored.rule.id))
+        if shelved:
+            await self.hub.alarms.shelve(alarm.id, until=now_ms() + 60_000, actor="test")
         return alarm.id
 
     async def claim_token(self, site: str) -> tuple[int, str]:
@@ -386,8 +407,8 @@ class World:
                 )
                 case.values[param] = stored.rule.id
                 case.visible &= sees_site
-            elif param == "alarm_id":
-                case.values[param] = str(await self.alarm(site))
+            elif param in ("alarm_id", "window_id"):
+                case.values[param] = str(await self.alarm_or_window(route, param, site))
                 case.visible &= sees_site
             else:
                 raise LookupError(f"{route.name}: no object for {{{param}}}; add one to fill()")
@@ -475,6 +496,17 @@ class World:
             ("post", "/api/alarms/{alarm_id}/acknowledge"): lambda: {"comment": "seen"},
             ("post", "/api/alarms/{alarm_id}/clear"): lambda: {"comment": "done"},
             ("post", "/api/alarms/{alarm_id}/shelve"): lambda: {"until": now_ms() + 60_000},
+            ("post", "/api/alarms/{alarm_id}/unshelve"): lambda: {"comment": "back"},
+            ("post", "/api/maintenance-windows"): lambda: {
+                "name": "matrix",
+                "scope": {"sites": [site]},
+                "schedule": WEEKLY,
+            },
+            ("put", "/api/maintenance-windows/{window_id}"): lambda: {
+                "name": "matrix, changed",
+                "scope": {"sites": [site]},
+                "schedule": WEEKLY,
+            },
         }
         make = bodies.get((route.method, route.path))
         if make is None:

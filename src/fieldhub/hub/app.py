@@ -20,6 +20,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from fieldhub import __version__
 from fieldhub.hub.alarms import AlarmEngine, AlarmService
+from fieldhub.hub.alarms.sweeper import AlarmSweeper
+from fieldhub.hub.alarms.windows import MaintenanceService
 from fieldhub.hub.auth import Auth
 from fieldhub.hub.broker.embedded import EmbeddedBroker
 from fieldhub.hub.broker.identities import BrokerAccess, DeviceIdentities
@@ -115,6 +117,8 @@ class Hub:
         self._escalation: EscalationPolicies | None = None
         # Acknowledge links in alarm notifications: only when the hub knows its public address.
         self.ack_links: AckLinks | None = None
+        self._maintenance: MaintenanceService | None = None
+        self._sweeper: AlarmSweeper | None = None
 
     # -- parts, available once started ------------------------------------------------------
     @property
@@ -158,6 +162,20 @@ class Hub:
         if self._notifications is None:
             raise RuntimeError("the hub is not started")
         return self._notifications
+
+    @property
+    def maintenance(self) -> MaintenanceService:
+        """Maintenance windows (docs/alarms.md)."""
+        if self._maintenance is None:
+            raise RuntimeError("the hub is not started")
+        return self._maintenance
+
+    @property
+    def sweeper(self) -> AlarmSweeper:
+        """The alarms' clock for shelving, flapping and maintenance marks that end."""
+        if self._sweeper is None:
+            raise RuntimeError("the hub is not started")
+        return self._sweeper
 
     @property
     def alarms(self) -> AlarmService:
@@ -272,6 +290,7 @@ class Hub:
             asyncio.create_task(self.auth.token_use.run(), name="token-use"),
             asyncio.create_task(self.notifications.run(), name="notifications"),
             asyncio.create_task(alarm_engine.run(), name="alarms"),
+            asyncio.create_task(self.sweeper.run(), name="alarm-sweeper"),
         ]
         # Unwound before the bus closes: the last commit's acks still reach the devices.
         self._stack.push_async_callback(self._stop_tasks)
@@ -349,6 +368,8 @@ class Hub:
         ingest.on_commit(engine.committed)
         engine.on_changed(self.live.alarms_changed)  # after the commit: /api/live
         self._alarms = AlarmService(engine, writes, self.directory)
+        self._maintenance = MaintenanceService(self.engine, writes)
+        self._sweeper = AlarmSweeper(engine, writes, self.directory)
         return engine
 
     def _start_notifications(self, writes: Writes, bus: HubBus, alarms: AlarmEngine) -> None:

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 
 __all__ = ["AlarmChange", "AlarmHook", "AlarmListener", "ChangeKind"]
 
-ChangeKind = Literal["raised", "acknowledged", "cleared", "shelved"]
+ChangeKind = Literal["raised", "acknowledged", "cleared", "shelved", "unshelved", "settled"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,10 @@ class AlarmChange:
     device_labels: Mapping[str, str] = field(default_factory=dict)
     state: str = "active"  # the alarm's state after the change
     comment: str = ""
+    hold_until: int | None = None
+    """Epoch ms until which its notifications wait (a maintenance window's end), or None."""
+    in_maintenance: bool = False  # made while a maintenance window covers the alarm
+    flapping: bool = False  # its (device, rule) flaps: notified only once it settles
 
 
 AlarmHook = Callable[[Connection, list[AlarmChange]], None]

@@ -39,6 +39,8 @@ from fieldhub.clock import now_ms
 from fieldhub.hub.alarms.changes import AlarmChange, AlarmHook, AlarmListener
 from fieldhub.hub.alarms.counting import CountWindows
 from fieldhub.hub.alarms.index import RuleIndex
+from fieldhub.hub.alarms.marks import mark
+from fieldhub.hub.alarms.outages import Outages
 from fieldhub.hub.alarms.rules import (
     AbsenceCondition,
     EventCondition,
@@ -52,6 +54,7 @@ from fieldhub.hub.alarms.transitions import (
     Back,
     Gone,
     OpenAlarm,
+    Pair,
     PairKey,
     Raise,
     Round,
@@ -68,7 +71,7 @@ from fieldhub.hub.store.alarms import (
 )
 from fieldhub.hub.store.writes import Writes
 
-__all__ = ["AlarmEngine", "EngineStats", "OpenAlarm", "Pair"]
+__all__ = ["AlarmEngine", "EngineStats"]
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +79,6 @@ MAX_QUEUED_BATCHES: Final = 10_000
 """Committed batches waiting for evaluation; past this the oldest is dropped, and counted."""
 RULES_POLL_S: Final = 2.0
 """How often the engine looks whether another process (the CLI, a second hub) changed rules."""
-
-
-@dataclass(slots=True)
-class Pair:
-    """Evaluation state of one rule on one device."""
-
-    active: bool = False  # the condition holds (after hysteresis)
-    pending_since: int | None = None  # active, waiting for for_s
-    gone_since: int | None = None  # gone (or event seen), waiting to clear
-    alarm: OpenAlarm | None = None
-    pending_value: tuple[Any, str] = (None, "")  # what made it pending: raised with it
 
 
 @dataclass(slots=True)
@@ -130,6 +122,7 @@ class AlarmEngine:
         self.counts = CountWindows()
         self._by_alarm: dict[int, PairKey] = {}
         self._last_seen: dict[tuple[str, str], int] = {}  # (device, key) → hub ms, absence
+        self.outages = Outages()  # devices away: their data rules raise nothing (outages.py)
         self._started_at = clock()
         self._rules_stamp = (0, 0)
         self._queue: collections.deque[Batch] = collections.deque()
@@ -311,8 +304,10 @@ class AlarmEngine:
                         condition = rule.condition
                         if not isinstance(condition, StateCondition):
                             continue
-                        holds = value is not None and _same(value, condition.equals)
+                        holds = condition.holds(value)
                         self._set(rule, device_id, holds, work, value, f"state {key} = {value!r}")
+        for device_id in self.outages.update(batch.presence, at):
+            self._drop_pending(device_id, work)
         if index.presence:
             for change in batch.presence:
                 labels = self._labels(change.device_id)
@@ -367,6 +362,8 @@ class AlarmEngine:
                 return
             pair = self.pairs[key] = Pair()
         at = work.at
+        if holds and pair.alarm is None and self.outages.suppresses(rule, device_id):
+            holds = False  # the device is away: its outage is the presence rule's business
         if holds:
             if pair.gone_since is not None:
                 pair.gone_since = None
@@ -442,8 +439,18 @@ class AlarmEngine:
             pair.alarm = None
         work.ops.append(Gone(key, rule, alarm, at, clear, reason))
 
+    def _drop_pending(self, device_id: str, work: Round) -> None:
+        """``device_id`` went away: the pending timers its outage would run out are dropped
+        (its open alarms stay as they are)."""
+        rules = self.index.rules
+        for key in [k for k in self.pairs if k[0] == device_id and self.pairs[k].alarm is None]:
+            rule = rules.get(key[1])
+            if rule is not None and self.outages.suppresses(rule, device_id):
+                self._set(rule, device_id, False, work)
+
     def _forget_devices(self, work: Round) -> None:
         removed, self._removed = self._removed, set()
+        self.outages.forget(removed)
         self._last_seen = {k: v for k, v in self._last_seen.items() if k[0] not in removed}
         self.counts.forget(lambda key: key[0] in removed)
         for key in [k for k in self.pairs if k[0] in removed]:
@@ -463,7 +470,7 @@ class AlarmEngine:
             if pair.pending_since is not None and now - pair.pending_since >= rule.for_s * 1000:
                 value, message = pair.pending_value
                 self._raise(key, rule, pair, value, message, work)
-            if pair.gone_since is not None and now - pair.gone_since >= _clear_wait_ms(rule):
+            if pair.gone_since is not None and now - pair.gone_since >= rule.clear_wait_ms:
                 self._gone(key, rule, pair, now, work)
         for key_name, absent_rules in self.index.absence.items():
             for entry in self._directory.matching({}):
@@ -476,7 +483,12 @@ class AlarmEngine:
                     held = self.pairs.get((entry.id, rule.id))
                     if held is not None and held.active:
                         continue
-                    seen = self._last_seen.get((entry.id, key_name), self._started_at)
+                    if self.outages.suppresses(rule, entry.id):
+                        continue
+                    seen = max(
+                        self._last_seen.get((entry.id, key_name), self._started_at),
+                        self.outages.back_at(entry.id),
+                    )
                     if now - seen >= condition.seconds * 1000:
                         message = f"no {key_name} for {condition.seconds} s"
                         self._set(rule, entry.id, True, work, None, message)
@@ -494,7 +506,7 @@ class AlarmEngine:
             if pair.pending_since is not None:
                 dues.append(pair.pending_since + rule.for_s * 1000)
             if pair.gone_since is not None:
-                dues.append(pair.gone_since + _clear_wait_ms(rule))
+                dues.append(pair.gone_since + rule.clear_wait_ms)
         return min(dues, default=None)
 
     # -- persistence ------------------------------------------------------------------------
@@ -503,6 +515,7 @@ class AlarmEngine:
         windows = self.counts.take_changed()
         hooks = list(self._hooks)
         directory = self._directory
+        rules = self.index.rules
 
         def job(conn: Connection) -> list[AlarmChange]:
             changes: list[AlarmChange] = []
@@ -513,6 +526,7 @@ class AlarmEngine:
             put_rule_states(conn, states)
             put_count_windows(conn, windows)
             if changes:
+                changes = mark(conn, changes, rules)
                 for hook in hooks:
                     hook(conn, changes)
             return changes
@@ -571,15 +585,3 @@ class AlarmEngine:
                     self._by_alarm.pop(pair.alarm.id, None)
             elif not pair.alarm.condition_active:
                 pair.active = False
-
-
-def _clear_wait_ms(rule: Rule) -> int:
-    """How long a gone condition (or an event rule's last event) waits before it clears."""
-    wait_s = rule.auto_clear_s if rule.auto_clear_s is not None else rule.keep_firing_for_s
-    return wait_s * 1000
-
-
-def _same(value: Any, expected: Any) -> bool:
-    if isinstance(value, bool) or isinstance(expected, bool):
-        return isinstance(value, bool) and isinstance(expected, bool) and value == expected
-    return bool(value == expected)

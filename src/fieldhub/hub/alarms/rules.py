@@ -44,6 +44,7 @@ __all__ = [
     "AbsenceCondition",
     "Condition",
     "EventCondition",
+    "Flapping",
     "PresenceCondition",
     "Rule",
     "StateCondition",
@@ -175,6 +176,17 @@ class StateCondition:
         """The form :func:`parse_rule` reads."""
         return {"kind": self.kind, "key": self.key, "equals": self.equals}
 
+    def holds(self, value: Any) -> bool:
+        """Whether a reported ``value`` is the one watched for: equal and of the same kind
+        (``true`` is not ``1``)."""
+        if value is None:
+            return False
+        if isinstance(value, bool) or isinstance(self.equals, bool):
+            return (
+                isinstance(value, bool) and isinstance(self.equals, bool) and value == self.equals
+            )
+        return bool(value == self.equals)
+
 
 @dataclass(frozen=True, slots=True)
 class AbsenceCondition:
@@ -195,6 +207,24 @@ Condition = (
 
 
 @dataclass(frozen=True, slots=True)
+class Flapping:
+    """More than ``changes`` raises and clears within ``window_s`` make (device, rule) flap:
+    notifications wait until it has been quiet for ``window_s`` (``flapping.py``)."""
+
+    changes: int = 6
+    window_s: int = 600
+
+    def to_dict(self) -> dict[str, Any]:
+        """The form :func:`parse_rule` reads."""
+        return {"changes": self.changes, "window_s": self.window_s}
+
+
+DEFAULT_FLAPPING: Final = Flapping()
+"""Six raises and clears in ten minutes: three alarms come and gone, not a real problem's
+shape (a real one stays raised)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     """A validated alarm rule (build it with :func:`parse_rule`)."""
 
@@ -210,6 +240,13 @@ class Rule:
     auto_clear_s: int | None = None
     escalation: str | None = None
     """The id of the escalation policy for its alarms (whether it exists: ``AlarmService``)."""
+    flapping: Flapping = DEFAULT_FLAPPING
+
+    @property
+    def clear_wait_ms(self) -> int:
+        """How long a gone condition (or an event rule's last event) waits before it clears."""
+        wait_s = self.auto_clear_s if self.auto_clear_s is not None else self.keep_firing_for_s
+        return wait_s * 1000
 
     @property
     def user_clearable(self) -> bool:
@@ -230,6 +267,7 @@ class Rule:
             "clearable_by_user": self.clearable_by_user,
             "auto_clear_s": self.auto_clear_s,
             "escalation": self.escalation,
+            "flapping": self.flapping.to_dict(),
         }
 
 
@@ -328,7 +366,27 @@ def _parse(raw: Mapping[str, Any], rule_id: str | None) -> Rule:
         clearable_by_user=clearable,
         auto_clear_s=auto_clear_s,
         escalation=escalation,
+        flapping=_flapping(raw.get("flapping")),
     )
+
+
+def _flapping(raw: Any) -> Flapping:
+    if raw is None:
+        return DEFAULT_FLAPPING
+    if not isinstance(raw, Mapping) or set(raw) - {"changes", "window_s"}:
+        raise Invalid('flapping: {"changes": K, "window_s": W}', ("flapping",))
+    changes = raw.get("changes", DEFAULT_FLAPPING.changes)
+    if isinstance(changes, bool) or not isinstance(changes, int) or not 2 <= changes <= 1000:
+        raise Invalid(
+            f"flapping.changes {changes!r}: a whole number from 2 to 1000", ("flapping", "changes")
+        )
+    window_s = raw.get("window_s", DEFAULT_FLAPPING.window_s)
+    if isinstance(window_s, bool) or not isinstance(window_s, int) or not 1 <= window_s <= 86400:
+        raise Invalid(
+            f"flapping.window_s {window_s!r}: whole seconds from 1 to 86400",
+            ("flapping", "window_s"),
+        )
+    return Flapping(changes, window_s)
 
 
 def _bool(raw: Mapping[str, Any], field: str, default: bool) -> bool:

@@ -17,7 +17,10 @@ from sqlalchemy.engine import Connection
 from fieldhub.clock import now_ms
 from fieldhub.hub.alarms.changes import AlarmChange, ChangeKind
 from fieldhub.hub.alarms.engine import AlarmEngine
+from fieldhub.hub.alarms.flapping import forget_rule
+from fieldhub.hub.alarms.marks import mark
 from fieldhub.hub.alarms.rules import Rule, parse_rule
+from fieldhub.hub.alarms.sweeper import unshelve_row
 from fieldhub.hub.devices.directory import DeviceDirectory
 from fieldhub.hub.errors import Conflict, Invalid, Refused
 from fieldhub.hub.store.alarms import (
@@ -49,6 +52,10 @@ class AlarmCleared(Conflict):
 
 class AlreadyAcknowledged(Conflict):
     """The alarm is already acknowledged."""
+
+
+class NotShelved(Conflict):
+    """The alarm is not shelved."""
 
 
 class NotClearable(Refused):
@@ -138,6 +145,7 @@ class AlarmService:
             _check_escalation(conn, rule, loc)
             put_rule(conn, rule.id, definition, at, actor)
             delete_rule_states(conn, rule.id)  # a changed rule starts its timers over
+            forget_rule(conn, rule.id)  # and its flapping counts
             action = "alarm_rule.created" if create else "alarm_rule.changed"
             conn.execute(
                 insert(audit_log).values(
@@ -162,6 +170,7 @@ class AlarmService:
         at = self._clock()
         hooks = list(self.engine.hooks)
         directory = self._directory
+        rules = self.engine.index.rules
 
         def job(conn: Connection) -> list[AlarmChange]:
             open_rows = conn.execute(
@@ -171,7 +180,9 @@ class AlarmService:
             for alarm_row in open_rows:
                 record = AlarmRecord.from_row(alarm_row)
                 changes.append(_clear(conn, record, name, at, actor, "rule deleted", directory, ""))
+            changes = mark(conn, changes, rules)
             delete_rule(conn, rule_id)
+            forget_rule(conn, rule_id)
             conn.execute(
                 insert(audit_log).values(
                     audit_row(actor, "alarm_rule.deleted", rule_id, source=source, ts=at)
@@ -321,6 +332,22 @@ class AlarmService:
 
         return await self._change(alarm_id, "alarm.shelved", actor, source, comment, change)
 
+    async def unshelve(
+        self, alarm_id: int, *, actor: str, comment: str = "", source: str = ""
+    ) -> AlarmRecord:
+        """Take a shelved alarm back before its time.
+
+        Raises:
+            AlarmNotFound, AlarmCleared, NotShelved.
+        """
+
+        def change(conn: Connection, record: AlarmRecord, name: str, at: int) -> list[AlarmChange]:
+            if record.shelved_until is None:
+                raise NotShelved(f"alarm {alarm_id} is not shelved")
+            return [unshelve_row(conn, record, name, at, actor, comment, self._directory)]
+
+        return await self._change(alarm_id, "alarm.unshelved", actor, source, comment, change)
+
     async def _change(
         self,
         alarm_id: int,
@@ -342,7 +369,9 @@ class AlarmService:
             if not record.open:
                 raise AlarmCleared(f"alarm {alarm_id} is cleared ({record.clear_reason})")
             rule = rules.get(record.rule_id)
-            changes = change(conn, record, rule.name if rule else record.rule_id, at)
+            changes = mark(
+                conn, change(conn, record, rule.name if rule else record.rule_id, at), rules
+            )
             detail = {"rule": record.rule_id, "device": record.device_id, "comment": comment}
             conn.execute(
                 insert(audit_log).values(

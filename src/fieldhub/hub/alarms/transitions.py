@@ -20,7 +20,18 @@ from fieldhub.hub.devices.directory import DeviceDirectory
 from fieldhub.hub.store.alarms import add_change, insert_alarm, update_alarm
 from fieldhub.hub.store.schema import alarms
 
-__all__ = ["HUB_ACTOR", "Back", "Gone", "Op", "OpenAlarm", "PairKey", "Raise", "Round", "apply"]
+__all__ = [
+    "HUB_ACTOR",
+    "Back",
+    "Gone",
+    "Op",
+    "OpenAlarm",
+    "Pair",
+    "PairKey",
+    "Raise",
+    "Round",
+    "apply",
+]
 
 HUB_ACTOR: Final = "hub"
 """How history and changes name the engine as the actor."""
@@ -35,6 +46,17 @@ class OpenAlarm:
     state: str
     condition_active: bool
     raised_at: int
+
+
+@dataclass(slots=True)
+class Pair:
+    """Evaluation state of one rule on one device."""
+
+    active: bool = False  # the condition holds (after hysteresis)
+    pending_since: int | None = None  # active, waiting for for_s
+    gone_since: int | None = None  # gone (or event seen), waiting to clear
+    alarm: OpenAlarm | None = None
+    pending_value: tuple[Any, str] = (None, "")  # what made it pending: raised with it
 
 
 @dataclass(slots=True)

@@ -63,6 +63,10 @@ class AlarmRuleIn(BaseModel):
     escalation: Annotated[
         str | None, Field(pattern=RULE_ID_PATTERN, description="an escalation policy's id")
     ] = None
+    flapping: Annotated[
+        JsonObject | None,
+        Field(description='{"changes": K, "window_s": W}: more changes than K in W s flap'),
+    ] = None
 
     def raw(self) -> dict[str, Any]:
         """The dict form ``rules.parse_rule`` reads (unset fields take its defaults)."""
@@ -82,6 +86,7 @@ class AlarmRuleOut(BaseModel):
     keep_firing_for_s: int
     clearable_by_user: bool
     auto_clear_s: int | None
+    flapping: dict[str, int]
     escalation: str | None = None
     created_at: int
     updated_at: int
@@ -120,6 +125,10 @@ class AlarmOut(BaseModel):
     shelved_until: int | None
     assignee: str | None
     updated_at: int
+    in_maintenance: bool = Field(
+        description="raised while a maintenance window covers it: notifications held"
+    )
+    flapping: bool = Field(description="it changes too often: notifications held until it settles")
 
     @classmethod
     def of(cls, record: AlarmRecord) -> AlarmOut:

@@ -280,3 +280,15 @@ async def shelve(
         source=client_address(request),
     )
     return AlarmOut.of(record)
+
+
+@alarms_router.post("/{alarm_id}/unshelve", summary="Unshelve an alarm")
+async def unshelve(
+    request: Request, hub: HubDep, who: Writer, alarm_id: RowId, body: AlarmComment
+) -> AlarmOut:
+    """Take a shelved alarm back before its time (409 when it is not shelved)."""
+    await _visible_alarm(hub, who, alarm_id)
+    record = await hub.alarms.unshelve(
+        alarm_id, actor=who.actor, comment=body.comment, source=client_address(request)
+    )
+    return AlarmOut.of(record)

@@ -25,6 +25,7 @@ from fieldhub.hub.api import (
     devices,
     escalation,
     events,
+    maintenance,
     notifications,
     subscriptions,
     tokens,
@@ -104,6 +105,7 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     app.include_router(alarm_preview.router)
     app.include_router(alarms.rules_router)
     app.include_router(alarms.alarms_router)
+    app.include_router(maintenance.router)
     app.include_router(account.router)
     app.include_router(tokens.router)
     app.include_router(users.router)

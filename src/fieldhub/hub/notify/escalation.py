@@ -14,7 +14,8 @@ took the alarm is the bug people hate most:
   ``cancelled`` with the reason (:func:`escalate` hears those changes too);
 - when the worker claims a step, :func:`screen` looks at the alarm once more: acknowledged or
   cleared, the step is cancelled instead of sent; shelved, it waits until the shelving ends
-  (no escalation while shelved).
+  (no escalation while shelved). An alarm raised inside a maintenance window escalates
+  counting from the window's end.
 
 The dedup key ``escalation:<alarm>:<step|repeat>:<n>:channel:<id>`` makes each message once,
 also when two hubs hear the same raise or a round is retried.
@@ -208,6 +209,9 @@ def _policies_of_rules(conn: Connection, rule_ids: Iterable[str]) -> dict[str, P
 
 def _messages(change: AlarmChange, policy: Policy) -> Iterator[NewNotification]:
     what = change.rule_name or change.rule_id
+    # Raised inside a maintenance window: the steps count from the window's end (nobody is
+    # escalated to for what the people at work are doing).
+    start = max(change.at, change.hold_until or 0)
     for kind, number, after_s, channels in policy.plan():
         event = EVENT_STEP if kind == "step" else EVENT_REMINDER
         label = f"step {number}" if kind == "step" else f"reminder {number}"
@@ -237,7 +241,7 @@ def _messages(change: AlarmChange, policy: Policy) -> Iterator[NewNotification]:
                 event=event,
                 subject=subject[:256],
                 body=body,
-                not_before=change.at + after_s * 1000,
+                not_before=start + after_s * 1000,
             )
 
 

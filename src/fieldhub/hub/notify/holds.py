@@ -1,27 +1,73 @@
-"""When a routed message may be sent: the one place that computes its ``not_before``.
+"""When a routed message may be sent, and which alarm changes are not sent at all.
 
 A message is held, never dropped: in the subscription's quiet hours it waits in the outbox
-until they end (a change of a severity that passes quiet hours goes at once). Other holds
-(a maintenance window) belong here too, so that every message, single or digest, obeys them
-all.
+until they end (a change of a severity that passes quiet hours goes at once), and a change
+made inside a maintenance window (``AlarmChange.hold_until``, set by ``alarms/marks.py``)
+waits until the window's end. :func:`not_before` is the one place that computes the hold.
+
+What is not sent (:func:`muted`):
+
+- a clear made inside the window whose raise is still held (raised inside it too) drops
+  both: the raise's pending notifications are ``cancelled`` ("skipped: …") and the clear is
+  not sent. Nobody is told after the window about a problem that came and went during the
+  work. A raise inside the window still open at its end is sent then;
+- a change of a flapping (device, rule) is not sent; its ``settled`` change is.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Final
 
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
+
+from fieldhub.hub.alarms.changes import AlarmChange
 from fieldhub.hub.notify.subscriptions import QuietHours, Subscription
+from fieldhub.hub.store.schema import alarms, notifications
 
-__all__ = ["not_before", "quiet_until"]
+__all__ = ["SKIPPED", "muted", "not_before", "quiet_until"]
+
+SKIPPED: Final = "skipped: raised and cleared inside a maintenance window"
 
 
-def not_before(subscription: Subscription, severity: str, at: int) -> int | None:
-    """Epoch ms before which a message of ``severity`` for ``subscription``, made at ``at``,
-    must not be sent; None: at once."""
+def not_before(
+    subscription: Subscription, severity: str, at: int, hold_until: int | None = None
+) -> int | None:
+    """Epoch ms before which a message of ``severity`` for ``subscription``, made at ``at``
+    (held by a maintenance window until ``hold_until``), must not be sent; None: at once."""
     quiet = subscription.quiet_hours
-    if quiet is None or severity in quiet.passing:
-        return None
-    return quiet_until(quiet, at)
+    quiet_end = None if quiet is None or severity in quiet.passing else quiet_until(quiet, at)
+    if hold_until is None:
+        return quiet_end
+    # Out of the window into quiet hours: the quiet hours of the window's end count.
+    if quiet is not None and severity not in quiet.passing:
+        quiet_end = quiet_until(quiet, hold_until)
+    return max(hold_until, quiet_end or 0)
+
+
+def muted(conn: Connection, change: AlarmChange) -> bool:
+    """True when ``change`` is not to be notified (see the module's text); cancels the held
+    raise of a clear inside a maintenance window, in the caller's transaction."""
+    if change.flapping:
+        return True
+    if change.kind != "cleared" or change.hold_until is None:
+        return False
+    raised_inside = conn.execute(
+        select(alarms.c.in_maintenance).where(alarms.c.id == change.alarm_id)
+    ).scalar()
+    if not raised_inside:  # raised before the window: its raise was sent, its clear will be
+        return False
+    held_raise = (
+        (notifications.c.dedup_key.like(f"alarm:{change.alarm_id}:raised:%"))
+        & (notifications.c.state == "pending")
+        & (notifications.c.leased_by.is_(None))
+        & (notifications.c.next_attempt_at > change.at)
+    )
+    cancelled = conn.execute(
+        update(notifications).where(held_raise).values(state="cancelled", last_error=SKIPPED)
+    )
+    return bool(cancelled.rowcount)
 
 
 def quiet_until(quiet: QuietHours, at: int) -> int | None:

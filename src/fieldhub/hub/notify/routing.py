@@ -4,7 +4,9 @@ Each change goes to every enabled subscription (of an enabled channel) whose fil
 (``Subscription.wants``: change kind, severity, rule, site) and whose owner may see its device
 (``Principal.sees``, the rule of the REST routes; a disabled owner hears nothing). Then the
 subscription's grouping and rate limit decide (``digest.Grouper``): sent at once, or gathered
-for a digest. What is sent at once is held by ``holds.not_before`` (quiet hours).
+for a digest. What is sent at once is held by ``holds.not_before`` (quiet hours, maintenance
+windows); ``holds.muted`` keeps back what is not sent at all (flapping, a problem that came
+and went inside a maintenance window).
 
 One notification per (alarm change, subscription): the dedup key makes the enqueue
 idempotent, so a retried round notifies once.
@@ -20,7 +22,7 @@ from fieldhub.clock import now_ms
 from fieldhub.hub.alarms.changes import AlarmChange
 from fieldhub.hub.notify import subscription_store
 from fieldhub.hub.notify.digest import Grouper
-from fieldhub.hub.notify.holds import not_before
+from fieldhub.hub.notify.holds import muted, not_before
 from fieldhub.hub.notify.outbox import enqueue
 from fieldhub.hub.notify.records import NewNotification
 from fieldhub.hub.notify.subscriptions import Subscription
@@ -42,6 +44,7 @@ def alarm_notifications(conn: Connection, changes: list[AlarmChange]) -> None:
     messages = [
         _message(subscription, change)
         for change in changes
+        if not muted(conn, change)
         for subscription, owner in routes
         if subscription.wants(change)
         and owner.sees(change.device_labels)
@@ -59,7 +62,7 @@ def _message(subscription: Subscription, change: AlarmChange) -> NewNotification
         event=f"alarm.{change.kind}",
         subject=_subject(change),
         body=_body(change),
-        not_before=not_before(subscription, change.severity, change.at),
+        not_before=not_before(subscription, change.severity, change.at, change.hold_until),
         subscription_id=subscription.id,
         recipients=subscription.recipients,
     )

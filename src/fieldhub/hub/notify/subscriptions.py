@@ -136,7 +136,10 @@ class Subscription(SubscriptionSpec):
 
     def wants(self, change: AlarmChange) -> bool:
         """True when ``change`` passes the filter (visibility is the owner's: not here)."""
-        if change.kind not in self.changes:
+        # A flapping pair's one message when it settles goes to whoever hears its raises or
+        # clears (their own changes were held while it flapped).
+        settled = change.kind == "settled" and not {"raised", "cleared"}.isdisjoint(self.changes)
+        if change.kind not in self.changes and not settled:
             return False
         if severity_rank(change.severity) > severity_rank(self.min_severity):
             return False

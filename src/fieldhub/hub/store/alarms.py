@@ -114,6 +114,8 @@ class AlarmRecord:
     shelved_until: int | None
     assignee: str | None
     updated_at: int
+    in_maintenance: bool
+    flapping: bool
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> AlarmRecord:

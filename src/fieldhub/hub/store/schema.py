@@ -425,6 +425,10 @@ alarms = Table(
     Column("shelved_until", BigInteger, nullable=True),
     Column("assignee", String(128), nullable=True),
     Column("updated_at", BigInteger, nullable=False),
+    # Raised inside a maintenance window that still covers it (its notifications are held).
+    Column("in_maintenance", Boolean, nullable=False, default=False, server_default=text("false")),
+    # Its (device, rule) changes too often: notifications held until it settles.
+    Column("flapping", Boolean, nullable=False, default=False, server_default=text("false")),
     Index(
         "uq_alarms_open",
         "device_id",
@@ -435,6 +439,10 @@ alarms = Table(
     ),
     Index("ix_alarms_rule", "rule_id"),
     Index("ix_alarms_device", "device_id"),
+    # The sweeper's once-a-second look for shelvings and maintenance marks that end: an index
+    # each, so it never scans the history of cleared alarms.
+    Index("ix_alarms_shelved_until", "shelved_until"),
+    Index("ix_alarms_in_maintenance", "in_maintenance"),
 )
 
 alarm_changes = Table(
@@ -491,6 +499,20 @@ escalation_policies = Table(
     Column("updated_by", String(128), nullable=False),
 )
 
+# Maintenance windows (hub/alarms/maintenance.py): while one covers a device and a rule, its
+# alarms are raised and marked, their notifications held until the window's end.
+maintenance_windows = Table(
+    "maintenance_windows",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False),
+    Column("scope", JSON, nullable=False),  # {"sites", "labels", "devices", "rules"}: empty = all
+    Column("schedule", JSON, nullable=False),  # {"kind": "once" | "weekly", ...}
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("updated_by", String(128), nullable=False),
+)
+
 alarm_escalations = Table(
     "alarm_escalations",
     metadata,
@@ -506,6 +528,19 @@ ack_link_uses = Table(
     Column("alarm_id", Integer, nullable=False),
     Column("used_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),  # forgotten after: the link is dead anyway
+)
+
+# Flapping (hub/alarms/flapping.py): the recent changes of each (device, rule), so that the
+# count and the settling timer survive a restart and are shared by every hub.
+alarm_flapping = Table(
+    "alarm_flapping",
+    metadata,
+    Column("device_id", String(64), nullable=False),
+    Column("rule_id", String(64), nullable=False),
+    Column("changes", JSON, nullable=False),  # epoch ms of the changes within the rule's window
+    Column("flapping_since", BigInteger, nullable=True),  # None: not flapping
+    PrimaryKeyConstraint("device_id", "rule_id", name="pk_alarm_flapping"),
+    Index("ix_alarm_flapping_since", "flapping_since"),  # the sweeper looks for flapping ones
 )
 
 ALL_TABLES = (
@@ -537,4 +572,6 @@ ALL_TABLES = (
     escalation_policies,
     alarm_escalations,
     ack_link_uses,
+    maintenance_windows,
+    alarm_flapping,
 )

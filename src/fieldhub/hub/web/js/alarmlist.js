@@ -74,6 +74,24 @@ function stateChips(alarm) {
       }),
     );
   }
+  if (alarm.in_maintenance) {
+    chips.push(
+      h("span", {
+        class: "chip maintenance",
+        text: "maintenance",
+        title: "raised in a maintenance window: its notifications wait for the window's end",
+      }),
+    );
+  }
+  if (alarm.flapping) {
+    chips.push(
+      h("span", {
+        class: "chip flapping",
+        text: "flapping",
+        title: "raised and cleared too often: notified once it settles",
+      }),
+    );
+  }
   if (isOpen(alarm) && isShelved(alarm)) {
     chips.push(
       h("span", {
@@ -269,7 +287,10 @@ export class AlarmTable {
     ].filter(Boolean);
     replace(parts.facts, facts.map(([k, v]) => [h("dt", { text: k }), h("dd", { text: v })]));
     replace(parts.history, this.historyList(entry.history));
-    const offer = this.canWrite && isOpen(alarm) ? `${alarm.state} ${this.rules.clearable(alarm.rule_id)}` : "";
+    const offer =
+      this.canWrite && isOpen(alarm)
+        ? `${alarm.state} ${this.rules.clearable(alarm.rule_id)} ${isShelved(alarm)}`
+        : "";
     if (offer !== parts.offer) {
       parts.offer = offer;
       const typed = parts.actions.querySelector('input[name="comment"]')?.value ?? "";
@@ -345,6 +366,9 @@ export class AlarmTable {
         text: "Shelve",
         onclick: act("shelve", () => ({ until: fromInputTime(until.value), ...withComment() })),
       }),
+      isShelved(alarm)
+        ? h("button", { type: "button", class: "quiet", text: "Unshelve", onclick: act("unshelve", withComment) })
+        : null,
     );
   }
 }

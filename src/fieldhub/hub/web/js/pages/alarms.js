@@ -6,6 +6,7 @@
 import { AlarmTable, RuleBook } from "../alarmlist.js";
 import { api } from "../api.js";
 import { byId, h, replace, say } from "../dom.js";
+import { maintenanceBanner } from "../maintenance.js";
 import { Permission, showError, startPage } from "../session.js";
 
 const PAGE = 100;
@@ -121,6 +122,7 @@ async function deviceNames() {
 
 async function main() {
   const { me, live } = await startPage("alarms");
+  maintenanceBanner(); // this page needs alarms:read anyway
   table = new AlarmTable(byId("alarm-rows"), {
     rules,
     canWrite: me.can(Permission.ALARMS_WRITE),

@@ -9,6 +9,7 @@ import { RANGES, TelemetryCharts } from "../charts.js";
 import { CommandPanel } from "../commands.js";
 import { deviceAlarms } from "../devicealarms.js";
 import { eventRow } from "../eventlist.js";
+import { maintenanceBanner } from "../maintenance.js";
 import { fillPresence, presenceBadge } from "../presence.js";
 import { problemsOf } from "../problems.js";
 import { ACTION_DETAILS, ACTIONS } from "../reported.js";
@@ -212,6 +213,7 @@ async function main() {
     isLive: () => byId("live-state").dataset.state === "live",
   });
   rangeButtons();
+  if (me.can(Permission.ALARMS_READ)) maintenanceBanner(deviceId);
   const alarms = me.can(Permission.ALARMS_READ)
     ? deviceAlarms({ deviceId, canWrite: me.can(Permission.ALARMS_WRITE), live })
     : null;

@@ -5,9 +5,10 @@
 import { api, eachLimited } from "../api.js";
 import { byId, deviceHref, h, replace, say } from "../dom.js";
 import { value } from "../format.js";
+import { maintenanceBanner } from "../maintenance.js";
 import { fillPresence, presenceBadge } from "../presence.js";
 import { problemsOf } from "../problems.js";
-import { showError, startPage } from "../session.js";
+import { Permission, showError, startPage } from "../session.js";
 
 const MAX_ROWS = 500; // rows on the page at once; the filters narrow a larger fleet
 const MAX_VALUES = 6; // last values shown per device
@@ -383,8 +384,9 @@ async function onDevice(message) {
 // -- start ----------------------------------------------------------------------------------
 
 async function main() {
-  const { live, alarms } = await startPage("overview");
+  const { me, live, alarms } = await startPage("overview");
   alarmCounts = alarms;
+  if (me.can(Permission.ALARMS_READ)) maintenanceBanner();
   alarms.on(() => {
     for (const entry of devices.values()) if (entry.row) fillAlarms(entry);
   });
