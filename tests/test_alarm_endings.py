@@ -16,6 +16,7 @@ from fieldhub.hub.store.alarms import AlarmFilter, AlarmRecord
 from fieldhub.protocol import Channel, Status
 from tests.conftest import DeviceFactory, HubFactory, api_client
 from tests.support.receivers import WebhookReceiver, webhook_receiver
+from tests.support.subscribe import hear_every_change
 from tests.test_alarms_api import door_alarm
 from tests.waiting import eventually
 
@@ -60,9 +61,10 @@ async def latest(hub: Hub, device_id: str) -> AlarmRecord | None:
 async def test_a_flapping_alarm_is_marked_held_and_notified_once_when_it_settles(
     hub: Hub, connect_device: DeviceFactory, receiver: WebhookReceiver
 ):
-    await hub.notifications.create_channel(
+    channel = await hub.notifications.create_channel(
         "ops", "webhook", {"url": receiver.url("/ops")}, actor="test"
     )
+    await hear_every_change(hub, channel.id)
     await hub.alarms.put_rule(FLAPPY, actor="test", create=True)
     device = await connect_device(hub, "cab")
     seq = 0

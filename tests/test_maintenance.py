@@ -17,6 +17,7 @@ from fieldhub.hub.notify.holds import SKIPPED
 from fieldhub.hub.store.alarms import AlarmFilter, AlarmRecord
 from tests.conftest import DeviceFactory, HubFactory, api_client
 from tests.support.receivers import WebhookReceiver, webhook_receiver
+from tests.support.subscribe import hear_every_change
 from tests.waiting import eventually
 
 HOT = {
@@ -53,9 +54,10 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
 
 
 async def webhook(hub: Hub, receiver: WebhookReceiver) -> None:
-    await hub.notifications.create_channel(
+    channel = await hub.notifications.create_channel(
         "ops", "webhook", {"url": receiver.url("/ops")}, actor="test"
     )
+    await hear_every_change(hub, channel.id)
 
 
 async def window_over(hub: Hub, device_id: str) -> int:

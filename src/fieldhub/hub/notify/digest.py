@@ -103,6 +103,7 @@ def _item(change: AlarmChange) -> dict[str, Any]:
         "value": change.value,
         "state": change.state,
         "by": change.actor,
+        "in_maintenance": change.in_maintenance,
     }
 
 

@@ -88,4 +88,5 @@ def _body(change: AlarmChange) -> dict[str, Any]:
         "message": change.message,
         "value": change.value,
         "comment": change.comment,
+        "in_maintenance": change.in_maintenance,
     }
