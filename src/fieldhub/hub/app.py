@@ -24,7 +24,8 @@ from fieldhub.hub.auth import Auth
 from fieldhub.hub.broker.embedded import EmbeddedBroker
 from fieldhub.hub.broker.identities import BrokerAccess, DeviceIdentities
 from fieldhub.hub.broker.keyring import hub_identity
-from fieldhub.hub.broker.selection import BrokerStartError, start_broker
+from fieldhub.hub.broker.managed import ManagedMosquitto
+from fieldhub.hub.broker.selection import BrokerKind, BrokerStartError, start_broker
 from fieldhub.hub.bus import HubBus
 from fieldhub.hub.commands.service import CommandService
 from fieldhub.hub.config import HubSettings
@@ -100,6 +101,8 @@ class Hub:
         # The hub's own MQTT identity, fresh each start (see keyring.hub_identity).
         self.mqtt_identity = hub_identity(settings.instance)
         self.broker: EmbeddedBroker | None = None
+        self.managed_broker: ManagedMosquitto | None = None  # the hub's Mosquitto child
+        self.broker_kind: BrokerKind = "embedded"  # which of the two, or an external one
         self.broker_url = ""  # mqtt://host:port, no credentials: what devices connect to
         self._identities: DeviceIdentities | None = None
         self._bus: HubBus | None = None
@@ -193,7 +196,8 @@ class Hub:
             started = await start_broker(settings, self._stack, identity, self.credentials)
         except BrokerStartError as exc:
             raise HubStartError(str(exc)) from exc
-        self.broker, self.broker_url = started.embedded, started.url
+        self.broker, self.managed_broker = started.embedded, started.managed
+        self.broker_kind, self.broker_url = started.kind, started.url
         self._identities = self._device_identities(started.access)
         self._identities.synced(keys_seen)
         # Ingest commits and command writes: one writer thread on SQLite (store/writes.py).
@@ -262,9 +266,10 @@ class Hub:
         # Unwound before the bus closes: the last commit's acks still reach the devices.
         self._stack.push_async_callback(self._stop_tasks)
         log.info(
-            "hub %s started: broker %s, database %s",
+            "hub %s started: broker %s (%s), database %s",
             settings.instance,
             bus.address,
+            self.broker_kind,
             self.engine.url.render_as_string(hide_password=True),
         )
 

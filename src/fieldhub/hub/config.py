@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -44,9 +44,19 @@ class HubSettings(BaseSettings):
         description="external broker as mqtt://admin:password@host:port; none = embedded",
         repr=False,  # holds the broker admin's password
     )
+    local_broker: Literal["auto", "mosquitto", "embedded"] = Field(
+        "auto",
+        description="without --broker: 'auto' runs a Mosquitto of the hub's own where one is "
+        "installed, else the embedded amqtt broker; 'mosquitto' or 'embedded' insist",
+    )
+    mosquitto_bin: str = Field(
+        "mosquitto", min_length=1, description="the Mosquitto binary the hub runs: name or path"
+    )
     db: str | None = Field(None, description="database URL; none = SQLite file in the data folder")
     http: str = Field("127.0.0.1:8080", description="HOST:PORT of the REST API and dashboard")
-    mqtt: str = Field("127.0.0.1:1883", description="HOST:PORT of the embedded broker")
+    mqtt: str = Field(
+        "127.0.0.1:1883", description="HOST:PORT of the hub's broker (managed or embedded)"
+    )
     instance: str = Field("hub", pattern=INSTANCE_PATTERN, description="this hub process's name")
     stale_after_s: float = Field(300.0, gt=0, description="silence after which a device is stale")
     confirm_presence_s: float = Field(
@@ -144,5 +154,5 @@ class HubSettings(BaseSettings):
 
     @property
     def mqtt_address(self) -> tuple[str, int]:
-        """Host and port of the embedded broker's listener."""
+        """Host and port of the hub's own broker's listener (managed or embedded)."""
         return parse_host_port(self.mqtt)
