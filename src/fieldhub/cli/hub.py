@@ -23,6 +23,7 @@ from fieldhub.cli.common import (
 )
 from fieldhub.cli.plain import configure_logging
 from fieldhub.private_files import private_dir
+from fieldhub.systemd import notify, pet_watchdog, watchdog_interval_s
 
 hub_app = typer.Typer(
     help="Run the hub, or back it up and restore it.", invoke_without_command=True
@@ -78,6 +79,7 @@ async def _serve(
         )
         if login_hint:
             console.print(login_hint.replace("{url}", f"http://{shown}:{port}/"))
+        watchdog = _tell_systemd_ready()
         fleet: asyncio.Task[None] | None = None
         if fleet_size:
             fleet = asyncio.create_task(
@@ -87,9 +89,21 @@ async def _serve(
         try:
             await serving
         finally:
-            if fleet is not None:
-                fleet.cancel()
-                await asyncio.gather(fleet, return_exceptions=True)
+            notify("STOPPING=1")
+            for task in (fleet, watchdog):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+
+
+def _tell_systemd_ready() -> asyncio.Task[None] | None:
+    """Under systemd (``Type=notify``, deploy/fieldhub-hub.service): the hub serves now, and
+    its event loop pets the watchdog from here on; the petting task, or None without one."""
+    notify("READY=1")
+    interval = watchdog_interval_s()
+    if interval is None:
+        return None
+    return asyncio.create_task(pet_watchdog(interval), name="systemd-watchdog")
 
 
 _BROKER_SAID = {
