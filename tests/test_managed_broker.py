@@ -60,6 +60,8 @@ async def test_the_hub_runs_its_own_mosquitto_which_devices_use_with_their_crede
     with pytest.raises(ProcessLookupError):  # stopped with the hub
         os.kill(pid, 0)
     assert not (folder / "admin.json").exists()
+    # Its retained messages, saved at the stop, are the hub's user's alone too.
+    assert (folder / "mosquitto.db").stat().st_mode & 0o777 == 0o600
 
 
 @pytest.mark.slow

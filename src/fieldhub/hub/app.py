@@ -49,7 +49,7 @@ from fieldhub.hub.store.audit import AuditLog
 from fieldhub.hub.store.claims import ClaimStore
 from fieldhub.hub.store.commands import CommandStore
 from fieldhub.hub.store.credentials import CredentialStore, IssuedCredentials
-from fieldhub.hub.store.database import create_engine, migrate
+from fieldhub.hub.store.database import SchemaTooNew, create_engine, migrate
 from fieldhub.hub.store.devices import DeviceRegistry
 from fieldhub.hub.store.health import StorageHealth
 from fieldhub.hub.store.queries import Queries
@@ -186,7 +186,7 @@ class Hub:
         self._stack.push_async_callback(self.engine.dispose)
         try:
             await migrate(self.engine)
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, OSError, SchemaTooNew) as exc:
             where = self.engine.url.render_as_string(hide_password=True)
             raise HubStartError(f"cannot open the database {where}: {exc}") from exc
         await self.auth.start()  # with no user yet: the one-time setup token, logged once
