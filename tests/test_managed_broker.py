@@ -9,10 +9,11 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,91 @@ async def test_devices_added_with_the_cli_connect_before_and_while_the_hub_runs(
                 await device.wait_acked(1)
             finally:
                 await asyncio.to_thread(device.close)
+
+
+def _hub_process(data: Path, port: int, env: dict[str, str]) -> subprocess.Popen[str]:
+    """``fieldhub hub`` in a session of its own (as in a terminal), once it has said where it
+    serves; it must say it runs its own Mosquitto."""
+    hub = subprocess.Popen(
+        [*FIELDHUB, "hub", "--data", str(data), "--http", "127.0.0.1:0",
+         "--mqtt", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        start_new_session=True,
+    )  # fmt: skip
+    assert hub.stdout is not None
+    said: list[str] = []
+    while not any("hub at http" in line for line in said):
+        line = hub.stdout.readline()
+        assert line, "".join(said)
+        said.append(line)
+    assert "(the hub's Mosquitto)" in said[-1]
+    return hub
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c-to-the-terminal-group"]
+)
+def test_fieldhub_hub_on_its_mosquitto_stops_cleanly(tmp_path: Path, stop: signal.Signals):
+    """``fieldhub hub`` with no --broker, as a process: its own Mosquitto carries the load;
+    SIGTERM (systemd) or Ctrl-C (SIGINT to the terminal's whole process group) stops it with
+    everything taken stored and acknowledged, the retained messages saved, exit status 0."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from fieldhub.clock import now_ms
+    from fieldhub.protocol import Channel, Status, Telemetry, decode, encode, topic_for
+
+    data, count, port = tmp_path / "data", 200, free_port()
+    env = {**os.environ, "FIELDHUB_LOCAL_BROKER": "auto", "COLUMNS": "200"}
+    added = subprocess.run(
+        [*FIELDHUB, "device", "add", "meter-1", "--data", str(data)],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    device = dict(line.split(": ", 1) for line in added.stdout.splitlines())
+    acked: list[int] = []
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=device["client_id"], protocol=mqtt.MQTTv311
+    )
+    client.username_pw_set(device["username"], device["secret"])
+    client.on_message = lambda _c, _u, m: acked.append(decode(Channel.ACK, m.payload).seq)
+    hub = _hub_process(data, port, env)
+    assert hub.stdout is not None
+    try:
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        client.subscribe(topic_for("meter-1", Channel.ACK), qos=1)
+        start = now_ms()
+        sent = [
+            client.publish(
+                topic_for("meter-1", Channel.TELEMETRY),
+                encode(Telemetry(seq=seq, ts=start + seq, values={"kwh": seq})),
+                qos=1,
+            )
+            for seq in range(1, count + 1)
+        ]
+        status = encode(Status(online=True, ts=start, reason="retained-check"))
+        sent.append(client.publish(topic_for("meter-1", Channel.STATUS), status, 1, True))
+        for message in sent:
+            message.wait_for_publish(10)
+        if stop == signal.SIGINT:
+            os.killpg(hub.pid, stop)
+        else:
+            hub.send_signal(stop)
+        rest = hub.stdout.read()
+        assert hub.wait(30) == 0, rest
+    finally:
+        if hub.poll() is None:
+            hub.kill()
+            hub.wait()
+        hub.stdout.close()
+        client.loop_stop()
+    assert "Traceback" not in rest
+    with closing(sqlite3.connect(data / "fieldhub.db")) as db:
+        stored = db.execute("SELECT count(*) FROM samples").fetchone()[0]
+        acked_seq = db.execute("SELECT acked_seq FROM devices WHERE id = 'meter-1'").fetchone()[0]
+    assert (stored, acked_seq) == (count, count)
+    assert max(acked, default=0) == count  # the device heard it before the broker went
+    saved = data / "mosquitto" / "mosquitto.db"  # Mosquitto saved its retained messages
+    assert b"retained-check" in saved.read_bytes()
