@@ -154,6 +154,7 @@ async def test_devices_added_with_the_cli_connect_before_and_while_the_hub_runs(
             env=env,
         )
         assert added.returncode == 0, added.stderr
+        assert "Mosquitto applied it" in added.stderr  # the hub's, running or started for it
         return dict(line.split(": ", 1) for line in added.stdout.splitlines())
 
     before = await add(f"early-{uid}")

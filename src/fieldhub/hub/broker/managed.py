@@ -23,6 +23,8 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
+import shutil
 import signal
 import socket
 import sys
@@ -68,9 +70,6 @@ def find_mosquitto(binary: str) -> Installation | str:
     Args:
         binary: a path, or a name looked up in ``$PATH`` and the sbin folders.
     """
-    import os
-    import shutil
-
     search = os.pathsep.join([os.environ.get("PATH", ""), *_SEARCH])
     found = shutil.which(binary, path=search)
     if found is None:

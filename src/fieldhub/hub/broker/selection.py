@@ -41,7 +41,14 @@ from fieldhub.hub.config import HubSettings
 from fieldhub.hub.store.credentials import CredentialStore
 from fieldhub.mqtt import MqttError
 
-__all__ = ["BrokerKind", "BrokerStartError", "StartedBroker", "open_access", "start_broker"]
+__all__ = [
+    "BrokerKind",
+    "BrokerStartError",
+    "StartedBroker",
+    "manages_mosquitto",
+    "open_access",
+    "start_broker",
+]
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +119,14 @@ async def _secured(
     except DynSecError as exc:
         raise BrokerStartError(str(exc)) from exc
     return access
+
+
+def manages_mosquitto(settings: HubSettings) -> bool:
+    """Whether a hub with ``settings`` runs its own Mosquitto (no ``--broker``, one installed,
+    not told to run the embedded broker)."""
+    if settings.broker is not None or settings.local_broker == "embedded":
+        return False
+    return not isinstance(find_mosquitto(settings.mosquitto_bin), str)
 
 
 def _installation(settings: HubSettings) -> Installation | None:
