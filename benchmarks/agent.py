@@ -213,9 +213,14 @@ async def backlog_stored(hub: Hub) -> int:
 
 def hub_settings(folder: Path, *, tls: bool) -> tuple[HubSettings, TestCa | None]:
     """The benchmark hub's settings; with ``tls``, a TLS listener whose certificate a new test
-    CA issued (returned too: the agent trusts it)."""
+    CA issued (returned too: the agent trusts it). The embedded broker either way, as when the
+    figures in docs/benchmarks.md were measured (a hub without --broker now runs its own
+    Mosquitto where installed): the agent is measured, not the broker."""
     if not tls:
-        return HubSettings(data=folder / "hub", mqtt="127.0.0.1:0", http="127.0.0.1:0"), None
+        plain = HubSettings(
+            data=folder / "hub", mqtt="127.0.0.1:0", http="127.0.0.1:0", local_broker="embedded"
+        )
+        return plain, None
     ca = TestCa(folder / "ca")
     server = ca.issue("broker", hosts=["127.0.0.1"])
     settings = HubSettings(
@@ -225,6 +230,7 @@ def hub_settings(folder: Path, *, tls: bool) -> tuple[HubSettings, TestCa | None
         mqtts="127.0.0.1:0",
         mqtt_cert=server.cert,
         mqtt_key=server.key,
+        local_broker="embedded",
     )
     return settings, ca
 

@@ -19,7 +19,13 @@ Every device logs in with its own credentials, as in production: the hub's devic
 ``DeviceLifecycle.create`` issued, the reference's devices with keys granted the same way in
 Mosquitto's dynamic security (so both loads pass the same per-device topic rules).
 
-    .venv/bin/python benchmarks/ingest.py [--devices 50] [--qos 1] [--messages 4000] [--tls]
+    .venv/bin/python benchmarks/ingest.py [--devices 50] [--qos 1] [--messages 4000]
+                                          [--tls | --managed]
+
+``--managed``: the hub runs as ``fieldhub hub`` does without ``--broker``, on a Mosquitto child
+of its own (``hub/broker/managed.py``), and the load goes to that broker; the raw reference
+still runs on the benchmark's Mosquitto (same configuration file), whose telemetry the hub's
+admin may not read.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
 
@@ -49,6 +56,7 @@ from tests.support.servers import Mosquitto, Postgres
 from fieldhub.hub.app import Hub
 from fieldhub.hub.broker.dynsec import DynSec, MosquittoAccess
 from fieldhub.hub.broker.keyring import MqttIdentity
+from fieldhub.hub.broker.managed import ManagedMosquitto
 from fieldhub.hub.config import HubSettings
 from fieldhub.hub.store.credentials import IssuedCredentials
 from fieldhub.hub.store.schema import devices, samples, series
@@ -143,7 +151,7 @@ async def _grant_devices(broker: Mosquitto, ids: list[str]) -> dict[str, tuple[s
 
 async def hub_phase(
     hub: Hub,
-    broker: Mosquitto,
+    broker: Mosquitto | ManagedMosquitto,
     target: LoadTarget,
     *,
     devices: int,
@@ -250,13 +258,21 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             db=db_url,
             qos=args.qos,
         )
+        if args.managed:  # never amqtt by mistake: "mosquitto" fails where "auto" falls back
+            settings = HubSettings(data=Path(tmp) / "data", db=db_url, qos=args.qos,
+                                   local_broker="mosquitto", mqtt="127.0.0.1:0")  # fmt: skip
         async with Hub(settings) as hub:
-            single = await hub_phase(hub, broker, target, devices=args.devices, qos=args.qos,
+            phase_broker: Mosquitto | ManagedMosquitto = hub.managed_broker or broker
+            if hub.managed_broker is not None:
+                target = LoadTarget(hub.managed_broker.port)
+            single = await hub_phase(hub, phase_broker, target, devices=args.devices, qos=args.qos,
                                      per_device=args.messages, samples=1, prefix="one")  # fmt: skip
-            batched = await hub_phase(hub, broker, target, devices=args.devices, qos=args.qos,
+            batched = await hub_phase(hub, phase_broker, target, devices=args.devices, qos=args.qos,
                                       per_device=args.batch_messages, samples=args.batch_samples,
                                       prefix="many")  # fmt: skip
-        dropped = broker.dropped_messages()
+            dropped = await _managed_dropped(phase_broker) if args.managed else None
+        if dropped is None:
+            dropped = broker.dropped_messages()
     return {
         "devices": args.devices,
         "qos": args.qos,
@@ -276,8 +292,25 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "hub_batches": single.batches,
         "hub_commit_s": single.commit_s,
         "broker_dropped": dropped,
+        "broker": "managed-mosquitto" if args.managed else "mosquitto",
         "cpus": os.cpu_count(),
     }
+
+
+async def _managed_dropped(broker: Mosquitto | ManagedMosquitto) -> int:
+    """The hub's Mosquitto's count of dropped messages, read as its admin once it has
+    republished its ``$SYS`` counters (every 10 s by default)."""
+    assert isinstance(broker, ManagedMosquitto)
+    await asyncio.sleep(11)
+    admin = urlsplit(broker.admin_url)
+    sub = await asyncio.create_subprocess_exec(
+        "mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-u", str(admin.username),
+        "-P", str(admin.password), "-t", "$SYS/broker/publish/messages/dropped",
+        "-C", "1", "-W", "5",
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    said, _ = await sub.communicate()
+    return int(said.strip() or 0)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -292,7 +325,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--tls", action="store_true", help="everything over TLS, against a TLS raw reference"
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--managed", action="store_true", help="the hub on its own Mosquitto, as `fieldhub hub`"
+    )
+    args = parser.parse_args(argv)
+    if args.tls and args.managed:
+        parser.error("--tls and --managed: the hub's managed Mosquitto has no TLS listener yet")
+    return args
 
 
 if __name__ == "__main__":

@@ -28,6 +28,12 @@ from tests.support.servers import Mosquitto, Owserver, Postgres, ServerUnavailab
 
 HubFactory = Callable[..., AbstractAsyncContextManager[Hub]]
 
+# A hub without --broker runs its own Mosquitto where one is installed. Tests choose their
+# broker (make_hub's broker=, the session's Mosquitto): the hubs they start in-process or as
+# ``fieldhub`` processes get the embedded one unless they ask for the managed one
+# (tests/test_managed_broker.py, local_broker=...).
+os.environ["FIELDHUB_LOCAL_BROKER"] = "embedded"
+
 
 def _unavailable(exc: ServerUnavailable) -> None:
     # On a developer machine a missing server skips; in CI it is a failure (CI installs them).

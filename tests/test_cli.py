@@ -251,7 +251,7 @@ def test_a_stopped_hub_commits_and_acknowledges_what_it_took_and_exits_0(
     from paho.mqtt.enums import CallbackAPIVersion
 
     from fieldhub.clock import now_ms
-    from fieldhub.protocol import Channel, Telemetry, decode, encode, topic_for
+    from fieldhub.protocol import Channel, Status, Telemetry, decode, encode, topic_for
 
     data, device_id, count = tmp_path / "data", "meter-1", 200
     device = _credentials(data, device_id)
@@ -284,10 +284,19 @@ def test_a_stopped_hub_commits_and_acknowledges_what_it_took_and_exits_0(
             )
             for seq in range(1, count + 1)
         ]
+        # A retained message, which the broker keeps for the next start (docs/protocol.md).
+        status = Status(online=True, ts=start)
+        sent.append(
+            client.publish(topic_for(device_id, Channel.STATUS), encode(status), qos=1, retain=True)
+        )
         for message in sent:  # the hub's embedded broker has them all: now stop it
             message.wait_for_publish(10)
     client.loop_stop()
     assert process.returncode == 0
+    saved = data / "retained.json"
+    assert saved.stat().st_mode & 0o777 == 0o600  # the hub's user's alone
+    retained = json.loads(saved.read_text())
+    assert topic_for(device_id, Channel.STATUS) in json.dumps(retained)
     with closing(sqlite3.connect(data / "fieldhub.db")) as db:
         stored = db.execute(
             "SELECT count(*) FROM samples JOIN series ON series.id = samples.series_id "

@@ -16,7 +16,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import fieldhub.hub.store
-from fieldhub.hub.store.database import migrate
+from fieldhub.hub.app import Hub, HubStartError
+from fieldhub.hub.config import HubSettings
+from fieldhub.hub.store.database import SchemaTooNew, migrate
 from fieldhub.hub.store.devices import DeviceRegistry
 from fieldhub.hub.store.schema import metadata
 
@@ -71,6 +73,30 @@ async def test_migrating_again_is_harmless(engine: AsyncEngine):
     async with engine.connect() as conn:
         versions = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
     assert [row.version_num for row in versions] == [_head_revision()]
+
+
+async def test_a_database_of_a_newer_fieldhub_is_refused_and_left_alone(
+    engine: AsyncEngine, tmp_path: Path
+):
+    """A downgrade (an older fieldhub started on what a newer one migrated) stops with a
+    clear message instead of misreading the schema, and changes nothing."""
+    await migrate(engine)
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
+    with pytest.raises(SchemaTooNew, match=r"revision 9999_future, which this fieldhub"):
+        await migrate(engine)
+    async with engine.connect() as conn:
+        versions = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
+    assert [row.version_num for row in versions] == ["9999_future"]
+    settings = HubSettings(
+        data=tmp_path / "hub",
+        db=engine.url.render_as_string(hide_password=False),
+        mqtt="127.0.0.1:0",
+        http="127.0.0.1:0",
+    )
+    with pytest.raises(HubStartError, match="a newer fieldhub upgraded it"):
+        async with Hub(settings):
+            pass
 
 
 async def test_samples_of_a_first_install_survive_the_keyed_layout(engine: AsyncEngine):

@@ -31,7 +31,6 @@ from fieldhub.agent.config import AgentConfig, HubSection
 from fieldhub.agent.eventlog import LoggedEvent, RecentEvents
 from fieldhub.agent.outbox import Outbox, OutboxReporter
 from fieldhub.agent.reporting import Reporter, StateValue, Value
-from fieldhub.agent.systemd import notify, pet_watchdog, watchdog_interval_s
 from fieldhub.agent.twin import TWIN_FILE, Twin
 from fieldhub.agent.units import Drivers, LedUnit, Unit, build_units
 from fieldhub.agent.units.simulate import Simulation
@@ -43,6 +42,7 @@ from fieldhub.private_files import private_dir
 from fieldhub.protocol import Reply
 from fieldhub.protocol.actions import ACTION_CATALOG_KEY, ACTION_DETAILS_KEY
 from fieldhub.protocol.messages import Severity
+from fieldhub.systemd import notify, pet_watchdog, watchdog_interval_s
 
 if TYPE_CHECKING:  # ssl loads OpenSSL: a plain-TCP agent does without (fieldhub.cli.plain)
     import ssl

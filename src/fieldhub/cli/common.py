@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import signal
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from types import FrameType
 from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+
+from fieldhub.cli.plain import sigterm_as_ctrl_c
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -50,28 +50,14 @@ def run_until_stopped(main: Coroutine[Any, Any, None]) -> None:
     from fieldhub.hub.app import HubStartError
     from fieldhub.hub.bus import BusError
 
-    previous = signal.signal(signal.SIGTERM, _as_ctrl_c)
     try:
-        with asyncio.Runner(loop_factory=server_loop_factory()) as runner:
+        with sigterm_as_ctrl_c(), asyncio.Runner(loop_factory=server_loop_factory()) as runner:
             runner.run(main)
     except KeyboardInterrupt:
         console.print("stopped")
     except (HubStartError, BusError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _as_ctrl_c(_signum: int, _frame: FrameType | None) -> None:
-    """SIGTERM (systemd, ``docker stop``, ``kill``) takes Ctrl-C's path.
-
-    Left to its default, SIGTERM killed the hub without its final commit (exit status -15),
-    also after uvicorn, which catches it while serving, raised it again on the way out. As
-    SIGINT it reaches the handler of ``asyncio.Runner``, which cancels the main task, so the
-    hub leaves through its ``async with`` like after Ctrl-C; a second one stops at once.
-    """
-    signal.raise_signal(signal.SIGINT)
 
 
 def server_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -70,7 +70,9 @@ def _print_credentials(issued: Any) -> None:
 
 
 def _picked_up(settings: Any) -> str:
-    if settings.broker is None:
+    from fieldhub.hub.broker.selection import manages_mosquitto
+
+    if settings.broker is None and not manages_mosquitto(settings):
         return "a running hub with the embedded broker applies it within a second"
     return "Mosquitto applied it"
 

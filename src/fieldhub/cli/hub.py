@@ -23,6 +23,7 @@ from fieldhub.cli.common import (
 )
 from fieldhub.cli.plain import configure_logging
 from fieldhub.private_files import private_dir
+from fieldhub.systemd import notify, pet_watchdog, watchdog_interval_s
 
 hub_app = typer.Typer(
     help="Run the hub, or back it up and restore it.", invoke_without_command=True
@@ -74,10 +75,11 @@ async def _serve(
         console.print(
             f"[bold green]fieldhub {__version__}[/bold green] hub at "
             f"[bold]http://{shown}:{port}/[/bold]  (API docs /docs, health /api/health, "
-            f"metrics /metrics); MQTT {hub.bus.address}"
+            f"metrics /metrics); MQTT {hub.bus.address} ({_BROKER_SAID[hub.broker_kind]})"
         )
         if login_hint:
             console.print(login_hint.replace("{url}", f"http://{shown}:{port}/"))
+        watchdog = _tell_systemd_ready()
         fleet: asyncio.Task[None] | None = None
         if fleet_size:
             fleet = asyncio.create_task(
@@ -87,9 +89,29 @@ async def _serve(
         try:
             await serving
         finally:
-            if fleet is not None:
-                fleet.cancel()
-                await asyncio.gather(fleet, return_exceptions=True)
+            notify("STOPPING=1")
+            for task in (fleet, watchdog):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+
+
+def _tell_systemd_ready() -> asyncio.Task[None] | None:
+    """Under systemd (``Type=notify``, deploy/fieldhub-hub.service): the hub serves now, and
+    its event loop pets the watchdog from here on; the petting task, or None without one."""
+    notify("READY=1")
+    interval = watchdog_interval_s()
+    if interval is None:
+        return None
+    return asyncio.create_task(pet_watchdog(interval), name="systemd-watchdog")
+
+
+_BROKER_SAID = {
+    "managed-mosquitto": "the hub's Mosquitto",
+    "embedded": "embedded amqtt broker; install mosquitto for speed",
+    "external": "external broker",
+}
+"""Which broker runs, as the start line says it."""
 
 
 async def _start_fleet(hub: Any, size: int, door_every_s: float) -> None:
@@ -135,7 +157,8 @@ def demo(
     mqtt: MqttOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run a hub with its embedded broker and SQLite, plus a fleet of agents on simulated
+    """Run a hub (its own Mosquitto where installed, else the embedded broker) and SQLite, plus
+    a fleet of agents on simulated
     hardware (their files in DATA/demo-agents/), default alarm rules (installed once) and a
     local webhook receiver that prints each alarm notification (docs/alarms.md).
 
@@ -180,6 +203,14 @@ def hub(
     http: HttpOpt = None,
     mqtt: MqttOpt = None,
     instance: Annotated[str | None, typer.Option(help="name of this hub process")] = None,
+    local_broker: Annotated[
+        str | None,
+        typer.Option(
+            "--local-broker",
+            help="without --broker: auto (Mosquitto where installed, else embedded), mosquitto "
+            "or embedded [env FIELDHUB_LOCAL_BROKER]",
+        ),
+    ] = None,
     stale_after: Annotated[
         float | None, typer.Option("--stale-after", help="seconds of silence before stale")
     ] = None,
@@ -217,7 +248,7 @@ def hub(
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run the hub (embedded broker unless --broker is given)."""
+    """Run the hub (its own Mosquitto, or the embedded broker, unless --broker is given)."""
     if ctx.invoked_subcommand is not None:
         return
     configure_logging(verbose)
@@ -228,6 +259,7 @@ def hub(
         http=http,
         mqtt=mqtt,
         instance=instance,
+        local_broker=local_broker,
         stale_after_s=stale_after,
         trusted_proxies=trusted_proxies,
         mqtts=mqtts,

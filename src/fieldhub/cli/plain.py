@@ -14,9 +14,12 @@ Nothing here may import typer, rich, pydantic or the hub.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import TextIO
 
 from fieldhub.logescape import EscapingFormatter
@@ -62,7 +65,8 @@ def run_agent_command(config: Path, *, simulate: bool, verbose: bool) -> int:
     configure_logging(verbose)
     try:
         checked = load_config(config)
-        asyncio.run(run_agent(checked, config, simulate=simulate))
+        with sigterm_as_ctrl_c():
+            asyncio.run(run_agent(checked, config, simulate=simulate))
     except ConfigError as exc:
         _error(str(exc))
         return 2
@@ -72,6 +76,29 @@ def run_agent_command(config: Path, *, simulate: bool, verbose: bool) -> int:
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
     return 0
+
+
+@contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """Within the block, SIGTERM (systemd, ``docker stop``, ``kill``) takes Ctrl-C's path.
+
+    Left to its default, SIGTERM kills the process at once: the hub without its final commit
+    and acks, the agent without closing its outbox and uplink (exit status -15), also after
+    uvicorn, which catches it while serving, raised it again on the way out. As SIGINT it
+    reaches the handler of ``asyncio.run`` / ``asyncio.Runner``, which cancels the main task,
+    so the program leaves through its ``async with`` like after Ctrl-C, and a second one
+    stops at once. Here, beside the agent's command line, because that one may not import
+    the typer side (``cli/common.py``), which uses it too.
+    """
+    previous = signal.signal(signal.SIGTERM, _as_ctrl_c)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _as_ctrl_c(_signum: int, _frame: FrameType | None) -> None:
+    signal.raise_signal(signal.SIGINT)
 
 
 def _import_asyncio_without_tls() -> None:

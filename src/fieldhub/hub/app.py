@@ -26,7 +26,8 @@ from fieldhub.hub.auth import Auth
 from fieldhub.hub.broker.embedded import EmbeddedBroker
 from fieldhub.hub.broker.identities import BrokerAccess, DeviceIdentities
 from fieldhub.hub.broker.keyring import hub_identity
-from fieldhub.hub.broker.selection import BrokerStartError, start_broker
+from fieldhub.hub.broker.managed import ManagedMosquitto
+from fieldhub.hub.broker.selection import BrokerKind, BrokerStartError, start_broker
 from fieldhub.hub.bus import HubBus
 from fieldhub.hub.commands.service import CommandService
 from fieldhub.hub.config import HubSettings
@@ -53,7 +54,7 @@ from fieldhub.hub.store.audit import AuditLog
 from fieldhub.hub.store.claims import ClaimStore
 from fieldhub.hub.store.commands import CommandStore
 from fieldhub.hub.store.credentials import CredentialStore, IssuedCredentials
-from fieldhub.hub.store.database import create_engine, migrate
+from fieldhub.hub.store.database import SchemaTooNew, create_engine, migrate
 from fieldhub.hub.store.devices import DeviceRegistry
 from fieldhub.hub.store.health import StorageHealth
 from fieldhub.hub.store.queries import Queries
@@ -105,6 +106,8 @@ class Hub:
         # The hub's own MQTT identity, fresh each start (see keyring.hub_identity).
         self.mqtt_identity = hub_identity(settings.instance)
         self.broker: EmbeddedBroker | None = None
+        self.managed_broker: ManagedMosquitto | None = None  # the hub's Mosquitto child
+        self.broker_kind: BrokerKind = "embedded"  # which of the two, or an external one
         self.broker_url = ""  # mqtt://host:port, no credentials: what devices connect to
         self._identities: DeviceIdentities | None = None
         self._bus: HubBus | None = None
@@ -214,7 +217,7 @@ class Hub:
         self._stack.push_async_callback(self.engine.dispose)
         try:
             await migrate(self.engine)
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, OSError, SchemaTooNew) as exc:
             where = self.engine.url.render_as_string(hide_password=True)
             raise HubStartError(f"cannot open the database {where}: {exc}") from exc
         await self.auth.start()  # with no user yet: the one-time setup token, logged once
@@ -224,7 +227,8 @@ class Hub:
             started = await start_broker(settings, self._stack, identity, self.credentials)
         except BrokerStartError as exc:
             raise HubStartError(str(exc)) from exc
-        self.broker, self.broker_url = started.embedded, started.url
+        self.broker, self.managed_broker = started.embedded, started.managed
+        self.broker_kind, self.broker_url = started.kind, started.url
         self._identities = self._device_identities(started.access)
         self._identities.synced(keys_seen)
         # Ingest commits and command writes: one writer thread on SQLite (store/writes.py).
@@ -295,9 +299,10 @@ class Hub:
         # Unwound before the bus closes: the last commit's acks still reach the devices.
         self._stack.push_async_callback(self._stop_tasks)
         log.info(
-            "hub %s started: broker %s, database %s",
+            "hub %s started: broker %s (%s), database %s",
             settings.instance,
             bus.address,
+            self.broker_kind,
             self.engine.url.render_as_string(hide_password=True),
         )
 

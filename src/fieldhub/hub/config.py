@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 import ssl
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -56,11 +56,23 @@ class HubSettings(BaseSettings):
     broker_crl: Path | None = Field(
         None, description="mqtts:// broker: PEM revocation list of its certificate's CA"
     )
+    local_broker: Literal["auto", "mosquitto", "embedded"] = Field(
+        "auto",
+        description="without --broker: 'auto' runs a Mosquitto of the hub's own where one is "
+        "installed, else the embedded amqtt broker; 'mosquitto' or 'embedded' insist",
+    )
+    mosquitto_bin: str = Field(
+        "mosquitto", min_length=1, description="the Mosquitto binary the hub runs: name or path"
+    )
     db: str | None = Field(None, description="database URL; none = SQLite file in the data folder")
     http: str = Field("127.0.0.1:8080", description="HOST:PORT of the REST API and dashboard")
-    mqtt: str = Field("127.0.0.1:1883", description="HOST:PORT of the embedded broker")
+    mqtt: str = Field(
+        "127.0.0.1:1883", description="HOST:PORT of the hub's broker (managed or embedded)"
+    )
     mqtts: str | None = Field(
-        None, description="HOST:PORT of the embedded broker's TLS listener (with mqtt_cert/key)"
+        None,
+        description="HOST:PORT of a TLS listener (with mqtt_cert/key); the hub then runs its "
+        "embedded broker, which has one",
     )
     mqtt_cert: Path | None = Field(None, description="PEM certificate (chain) of that listener")
     mqtt_key: Path | None = Field(None, description="PEM private key of that listener")
@@ -214,7 +226,7 @@ class HubSettings(BaseSettings):
 
     @property
     def mqtt_address(self) -> tuple[str, int]:
-        """Host and port of the embedded broker's listener."""
+        """Host and port of the hub's own broker's listener (managed or embedded)."""
         return parse_host_port(self.mqtt)
 
     @property

@@ -1,16 +1,16 @@
-"""The interactive API docs at ``/docs`` (Swagger UI) and ``/redoc`` (ReDoc).
+"""The interactive API docs at ``/docs`` (Swagger UI) and ``/redoc`` (ReDoc), served by the hub.
 
 FastAPI's own docs pages start their viewer with an inline script and load it from a CDN by
-a floating major version; under the hub's Content-Security-Policy (no inline script, nothing
-from another origin) they could not run. These pages are the hub's own: the viewer is pinned to
-one exact version and loaded with Subresource Integrity (a changed file on the CDN does not
-run), started by a script of the hub (``web/js/apidocs.js``, no inline script), and each page
-carries a policy that allows that CDN and nothing else besides the hub (``api/headers.py`` keeps
-a route's own policy).
+a floating major version: blank on a site without internet, and not allowed by the hub's
+Content-Security-Policy (no inline script, nothing from another origin). These pages load
+their viewer from the hub itself, vendored in ``web/vendor/`` (``swagger-ui/``, ``redoc/``:
+the npm packages' files unchanged, their README says which and how to upgrade), with
+Subresource Integrity all the same (a file changed on disk does not run), started by a script
+of the hub (``web/js/apidocs.js``, no inline script), under a policy that allows the hub's own
+origin and nothing else (``api/headers.py`` keeps a route's own policy).
 
-Why a CDN and not files of the hub: the two viewers are 3 MB of minified JavaScript that the
-dashboard does not need. A hub whose browser cannot reach the CDN (offline) still works, and
-its docs pages say where the spec is (``/openapi.json``) instead of staying blank.
+The two viewers are 3 MB of minified JavaScript that the dashboard never loads: a browser
+fetches them only on these two pages, and revalidates them with an ETag.
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ from starlette.routing import Route
 
 from fieldhub.hub.api.headers import policy
 
-__all__ = ["CDN", "DOCS_POLICY", "REDOC", "SWAGGER_UI", "install"]
+__all__ = ["DOCS_POLICY", "REDOC", "SWAGGER_UI", "install"]
 
-CDN = "https://cdn.jsdelivr.net"
+_VENDOR = "/static/vendor"
 
 
 @dataclass(frozen=True)
 class Asset:
-    """A file of the CDN with its SRI digest (``sha384-`` of the file in the npm package)."""
+    """A vendored file with its SRI digest (``sha384-`` of the file in the npm package)."""
 
     url: str
     integrity: str
@@ -41,29 +41,29 @@ class Asset:
 
 SWAGGER_UI = (
     Asset(
-        f"{CDN}/npm/swagger-ui-dist@5.36.0/swagger-ui-bundle.js",
+        f"{_VENDOR}/swagger-ui/swagger-ui-bundle.js",
         "sha384-fUpRgC19yPykTqzdrUbdAg8NTiu16NEKf9U12J+IJWCg8/1mEI8f2+PEIz60Wyd+",
     ),
     Asset(
-        f"{CDN}/npm/swagger-ui-dist@5.36.0/swagger-ui.css",
+        f"{_VENDOR}/swagger-ui/swagger-ui.css",
         "sha384-z/AtSaOHGn5MJ5auAHXUypohywlIWLBZo1jeGmhdpVIbCnFhxAH92cwdV41oyINc",
     ),
 )
-"""Swagger UI's script and style sheet."""
+"""Swagger UI's script and style sheet (swagger-ui-dist 5.36.0)."""
 
 REDOC = Asset(
-    f"{CDN}/npm/redoc@2.5.4/bundles/redoc.standalone.js",
+    f"{_VENDOR}/redoc/redoc.standalone.js",
     "sha384-w447zOpYfw/1Tv/5AK9NfHTlQIqE3RVR6KY62jCyy9zNDgO64cMwGGP1Fj0zJVf5",
 )
-"""ReDoc's script (its styles it makes itself)."""
+"""ReDoc's script (redoc 2.5.4; its styles it makes itself)."""
 
 DOCS_POLICY = policy(
     default_src="'self'",
-    script_src=f"'self' {CDN}",
+    script_src="'self'",
     # Both viewers style their elements from script (style attributes, <style> elements):
     # style injection cannot run code, and no script is allowed inline.
-    style_src=f"'self' {CDN} 'unsafe-inline'",
-    img_src="'self' data: https://cdn.redoc.ly",  # ReDoc's "API docs by Redocly" logo
+    style_src="'self' 'unsafe-inline'",
+    img_src="'self' data:",  # ReDoc's "API docs by Redocly" logo (another host) stays away
     font_src="'self' data:",
     connect_src="'self'",  # the spec, and "Try it out" against this hub
     worker_src="'self' blob:",  # ReDoc's search runs in a worker made from a blob
@@ -72,7 +72,7 @@ DOCS_POLICY = policy(
     form_action="'self'",
     frame_ancestors="'none'",
 )
-"""The policy of the two docs pages."""
+"""The policy of the two docs pages: the hub's own origin only."""
 
 _PAGE = """<!doctype html>
 <html lang="en">
@@ -86,7 +86,7 @@ _PAGE = """<!doctype html>
 <body data-viewer="{viewer}" data-spec="{spec}">
   <div id="api-docs"></div>
   <noscript>The API docs need JavaScript; the spec itself is at {spec}.</noscript>
-  <script src="{script.url}" integrity="{script.integrity}" crossorigin="anonymous"></script>
+  <script src="{script.url}" integrity="{script.integrity}"></script>
   <script src="/static/js/apidocs.js"></script>
 </body>
 </html>
@@ -115,8 +115,7 @@ def install(app: FastAPI) -> None:
             "swagger-ui",
             spec,
             script,
-            head=f'<link rel="stylesheet" href="{style.url}" integrity="{style.integrity}" '
-            'crossorigin="anonymous">',
+            head=f'<link rel="stylesheet" href="{style.url}" integrity="{style.integrity}">',
         ),
         "/redoc": _page(f"{app.title} API · ReDoc", "redoc", spec, REDOC),
     }

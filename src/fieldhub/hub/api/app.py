@@ -147,6 +147,7 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
             broker=hub.bus.address,
             broker_connected=connected,
             embedded_broker=hub.broker is not None,
+            broker_kind=hub.broker_kind,
             database=hub.engine.url.get_backend_name(),
             devices=hub.presence.counts(),
         )

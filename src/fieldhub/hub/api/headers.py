@@ -7,7 +7,7 @@ no click-jacking), ``Referrer-Policy: same-origin``, and a Content-Security-Poli
 scripts, styles and connections from the hub's own origin only (no inline script, no ``eval``).
 
 A route that needs a different policy sets its own ``Content-Security-Policy`` header and the
-middleware keeps it; only the API docs do (``api/apidocs.py``: their libraries come from a CDN).
+middleware keeps it; only the API docs do (``api/apidocs.py``: their viewers style from script).
 The other headers are the same for every answer.
 """
 

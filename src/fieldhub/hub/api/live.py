@@ -71,8 +71,8 @@ def own_origin(websocket: WebSocket) -> str:
     """The origin a page served by this hub has: scheme and the Host the browser asked for.
 
     Behind a TLS proxy the scheme is the proxy's (uvicorn applies X-Forwarded-Proto from
-    trusted proxies), and the proxy must pass the Host header on (nginx:
-    ``proxy_set_header Host $host``).
+    trusted proxies), and the proxy must pass the Host header on as the browser sent it, port
+    included (nginx: ``proxy_set_header Host $http_host``, deploy/nginx/fieldhub.conf).
     """
     secure = websocket.url.scheme in ("wss", "https")
     host = websocket.headers.get("host", "")

@@ -202,5 +202,9 @@ class Health(BaseModel):
     broker: str | None = None
     broker_connected: bool | None = None
     embedded_broker: bool | None = None
+    broker_kind: Literal["managed-mosquitto", "embedded", "external"] | None = Field(
+        default=None,
+        description="the hub's own Mosquitto child, its embedded amqtt broker, or --broker's",
+    )
     database: str | None = None
     devices: dict[str, int] | None = None

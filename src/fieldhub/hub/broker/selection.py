@@ -1,5 +1,9 @@
-"""Which broker the hub uses, started and secured: the embedded one, or Mosquitto.
+"""Which broker the hub uses, started and secured: its managed Mosquitto, the embedded one, or
+an external Mosquitto.
 
+Without ``--broker`` the hub runs a Mosquitto child of its own where the binary is installed
+(``managed.py``), else the embedded amqtt broker, and says which in its log;
+``FIELDHUB_LOCAL_BROKER`` insists on one (``mosquitto``: no fallback; ``embedded``).
 The hub's own MQTT identity is ``hub:<instance>`` with a password made fresh at every start
 (``keyring.hub_identity``). The embedded broker gets a :class:`~fieldhub.hub.broker.keyring.KeyRing`
 with that identity and every stored device key. On Mosquitto the hub logs in as the
@@ -10,9 +14,11 @@ own client and password, and reconciles the device clients with the store
 
 from __future__ import annotations
 
+import logging
 import ssl
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from typing import Literal
 
 from fieldhub.hub.broker.dynsec import DynSec, DynSecError, MosquittoAccess
 from fieldhub.hub.broker.embedded import EmbeddedBroker, TlsListener
@@ -24,12 +30,30 @@ from fieldhub.hub.broker.identities import (
     public_url,
 )
 from fieldhub.hub.broker.keyring import KeyRing, MqttIdentity
+from fieldhub.hub.broker.managed import (
+    Installation,
+    ManagedMosquitto,
+    MosquittoFailed,
+    find_mosquitto,
+)
+from fieldhub.hub.broker.mosquitto_files import AdminFile
 from fieldhub.hub.config import HubSettings
 from fieldhub.hub.store.credentials import CredentialStore
 from fieldhub.mqtt import MqttError
 from fieldhub.mqtt.address import broker_address
 
-__all__ = ["BrokerStartError", "StartedBroker", "open_access", "start_broker"]
+__all__ = [
+    "BrokerKind",
+    "BrokerStartError",
+    "StartedBroker",
+    "manages_mosquitto",
+    "open_access",
+    "start_broker",
+]
+
+log = logging.getLogger(__name__)
+
+BrokerKind = Literal["managed-mosquitto", "embedded", "external"]
 
 
 class BrokerStartError(RuntimeError):
@@ -38,9 +62,12 @@ class BrokerStartError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class StartedBroker:
-    """The broker in use: the embedded one (or None), how to tell it about keys, its URL."""
+    """The broker in use: which kind, the embedded or managed one (or None), how to tell it
+    about keys, its URL."""
 
+    kind: BrokerKind
     embedded: EmbeddedBroker | None
+    managed: ManagedMosquitto | None
     access: BrokerAccess
     url: str  # mqtt://host:port, without credentials: for devices, logs and health
 
@@ -51,13 +78,19 @@ async def start_broker(
     identity: MqttIdentity,
     credentials: CredentialStore,
 ) -> StartedBroker:
-    """Start the embedded broker or connect to Mosquitto's dynamic security, on ``stack``.
+    """Start the managed Mosquitto or the embedded broker, or connect to an external
+    Mosquitto's dynamic security, on ``stack``.
 
     Raises:
-        BrokerStartError: the port is taken, the broker URL names no admin, Mosquitto cannot
-            be reached, refuses the admin, or has no dynamic-security plugin.
+        BrokerStartError: the port is taken, the managed Mosquitto does not start (or is
+            missing and insisted on), the broker URL names no admin, Mosquitto cannot be
+            reached, refuses the admin, or has no dynamic-security plugin.
     """
     if settings.broker is None:
+        managed = await _managed(settings, stack)
+        if managed is not None:
+            access = await _secured(managed.admin_url, stack, identity, credentials)
+            return StartedBroker("managed-mosquitto", None, managed, access, managed.url)
         host, port = settings.mqtt_address
         keyring = KeyRing(identity)
         keyring.replace(await credentials.keys())
@@ -72,14 +105,83 @@ async def start_broker(
                 f"({exc.strerror or exc}): choose another --mqtt HOST:PORT, or use an "
                 "external broker with --broker"
             ) from exc
-        return StartedBroker(embedded, EmbeddedAccess(keyring, embedded.kick), embedded.url)
-    access = await _mosquitto(settings.broker, stack, settings.broker_tls())
+        keys = EmbeddedAccess(keyring, embedded.kick)
+        return StartedBroker("embedded", embedded, None, keys, embedded.url)
+    access = await _secured(settings.broker, stack, identity, credentials, settings.broker_tls())
+    return StartedBroker("external", None, None, access, public_url(settings.broker))
+
+
+async def _secured(
+    url: str,
+    stack: AsyncExitStack,
+    identity: MqttIdentity,
+    credentials: CredentialStore,
+    tls: ssl.SSLContext | None = None,
+) -> MosquittoAccess:
+    """Mosquitto's dynamic security, with this hub's client and the store's device clients
+    (``tls`` for an ``mqtts://`` one; the managed Mosquitto's admin listens on loopback)."""
+    access = await _mosquitto(url, stack, tls)
     try:
         await access.ensure_hub(identity)
         await access.reconcile(credentials.keys)
     except DynSecError as exc:
         raise BrokerStartError(str(exc)) from exc
-    return StartedBroker(None, access, public_url(settings.broker))
+    return access
+
+
+def manages_mosquitto(settings: HubSettings) -> bool:
+    """Whether a hub with ``settings`` runs its own Mosquitto (no ``--broker``, one installed,
+    not told to run the embedded broker)."""
+    if settings.broker is not None or settings.local_broker == "embedded":
+        return False
+    return not isinstance(find_mosquitto(settings.mosquitto_bin), str)
+
+
+def _installation(settings: HubSettings) -> Installation | None:
+    """The Mosquitto a hub without ``--broker`` manages, or None for the embedded broker.
+
+    Raises:
+        BrokerStartError: ``local_broker`` insists on Mosquitto, which is not installed.
+    """
+    if settings.local_broker == "embedded":
+        return None
+    if settings.mqtts is not None:
+        # The managed Mosquitto has no TLS listener yet; the embedded broker has one. Said
+        # here rather than running without the listener the operator asked for.
+        if settings.local_broker == "mosquitto":
+            raise BrokerStartError(
+                "mqtts: the hub's managed Mosquitto has no TLS listener yet; run the embedded "
+                "broker (FIELDHUB_LOCAL_BROKER=auto or embedded) or an external Mosquitto "
+                "with deploy/mosquitto/tls.conf (--broker mqtts://...)"
+            )
+        return None
+    found = find_mosquitto(settings.mosquitto_bin)
+    if isinstance(found, str) and settings.local_broker == "mosquitto":
+        raise BrokerStartError(
+            f"{found}: install it, or run the embedded broker (FIELDHUB_LOCAL_BROKER=embedded)"
+        )
+    return None if isinstance(found, str) else found
+
+
+async def _managed(settings: HubSettings, stack: AsyncExitStack) -> ManagedMosquitto | None:
+    """Start the hub's own Mosquitto where there is one; None (said in the log) where not."""
+    installation = _installation(settings)
+    if installation is None:
+        if settings.mqtts is not None:
+            log.info("mqtts: the hub runs its embedded broker, which has the TLS listener")
+        elif settings.local_broker == "auto":
+            why = find_mosquitto(settings.mosquitto_bin)
+            log.warning("%s: the hub runs its embedded amqtt broker (about 25 times slower)", why)
+        return None
+    host, port = settings.mqtt_address
+    folder = settings.data / "mosquitto"
+    try:
+        return await stack.enter_async_context(ManagedMosquitto(installation, folder, host, port))
+    except (MosquittoFailed, OSError) as exc:
+        raise BrokerStartError(
+            f"the hub's Mosquitto on {host}:{port} did not start: {exc}. Free the port or "
+            "choose another (--mqtt), or run the embedded broker (FIELDHUB_LOCAL_BROKER=embedded)"
+        ) from exc
 
 
 async def open_access(settings: HubSettings, stack: AsyncExitStack) -> BrokerAccess:
@@ -87,14 +189,28 @@ async def open_access(settings: HubSettings, stack: AsyncExitStack) -> BrokerAcc
 
     With the embedded broker that is the running hub's job (it notices within a second);
     with Mosquitto the caller talks to dynamic security itself, since only it knows the new
-    secret.
+    secret: to the hub's managed Mosquitto while the hub runs (``admin.json``), or, while it
+    does not, to that broker started for the moment on a free loopback port.
 
     Raises:
         BrokerStartError: as for :func:`start_broker`.
     """
-    if settings.broker is None:
+    if settings.broker is not None:
+        return await _mosquitto(settings.broker, stack, settings.broker_tls())
+    installation = _installation(settings)
+    if installation is None:
         return StoreOnlyAccess()
-    return await _mosquitto(settings.broker, stack, settings.broker_tls())
+    folder = settings.data / "mosquitto"
+    running = AdminFile.running(folder)
+    if running is not None:
+        return await _mosquitto(running.url, stack, None)
+    try:
+        managed = await stack.enter_async_context(
+            ManagedMosquitto(installation, folder, "127.0.0.1", 0)
+        )
+    except (MosquittoFailed, OSError) as exc:
+        raise BrokerStartError(f"the hub's Mosquitto did not start: {exc}") from exc
+    return await _mosquitto(managed.admin_url, stack, None)
 
 
 def _tls_listener(settings: HubSettings) -> TlsListener | None:

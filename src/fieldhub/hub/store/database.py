@@ -8,6 +8,8 @@ from typing import Any, Final
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -139,14 +141,33 @@ def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.execute("PRAGMA journal_size_limit=67108864")
 
 
+class SchemaTooNew(RuntimeError):
+    """The database was migrated by a newer fieldhub; this one refuses to touch it."""
+
+
 def _upgrade(connection: Connection, revision: str) -> None:
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     config.attributes["connection"] = connection
+    script = ScriptDirectory.from_config(config)
+    known = {migration.revision for migration in script.walk_revisions()}
+    unknown = set(MigrationContext.configure(connection).get_current_heads()) - known
+    if unknown:
+        raise SchemaTooNew(
+            f"the database's schema is at revision {', '.join(sorted(unknown))}, which this "
+            f"fieldhub does not know (it knows up to {script.get_current_head()}): a newer "
+            "fieldhub upgraded it. Run that version again, or restore a backup taken before "
+            "the upgrade into a new data folder or database (fieldhub hub restore)"
+        )
     command.upgrade(config, revision)
 
 
 async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
-    """Bring the schema to ``revision``, the newest migration by default (idempotent)."""
+    """Bring the schema to ``revision``, the newest migration by default (idempotent).
+
+    Raises:
+        SchemaTooNew: a newer fieldhub migrated the database: going back is refused, since
+            this version's code would misread a schema it does not know.
+    """
     async with write_transaction(engine) as connection:
         await connection.run_sync(_upgrade, revision)

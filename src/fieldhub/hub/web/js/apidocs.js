@@ -1,6 +1,7 @@
-// Starts the API docs viewer of /docs (Swagger UI) or /redoc (ReDoc), loaded from a CDN by the
-// page (api/apidocs.py says why); a classic script, not inline, so the page's policy needs no
-// 'unsafe-inline'. When the viewer did not load (an offline hub), the page says where the spec is.
+// Starts the API docs viewer of /docs (Swagger UI) or /redoc (ReDoc), vendored in the hub and
+// loaded by the page (api/apidocs.py says why); a classic script, not inline, so the page's
+// policy needs no 'unsafe-inline'. When the viewer did not load (a file missing or changed), the
+// page says where the spec is.
 
 (function start() {
   const { viewer, spec } = document.body.dataset;
@@ -14,6 +15,7 @@
       deepLinking: true,
       showExtensions: true, // x-fieldhub-permission: what each route needs
       showCommonExtensions: true,
+      validatorUrl: null, // no badge from validator.swagger.io: nothing but this hub is asked
       presets: [bundle.presets.apis, bundle.SwaggerUIStandalonePreset],
     });
   } else if (viewer === "redoc" && typeof window.Redoc === "object") {
@@ -22,7 +24,7 @@
     const note = document.createElement("p");
     note.className = "api-docs-offline";
     note.textContent =
-      "The API docs viewer could not be loaded from cdn.jsdelivr.net (is this browser offline?). " +
+      "The API docs viewer could not be loaded from this hub (a file missing or changed?). " +
       `The API's OpenAPI spec is at ${spec}.`;
     const link = document.createElement("a");
     link.href = spec;

@@ -1,4 +1,5 @@
-"""Readiness and watchdog notifications to systemd (``Type=notify``, ``WatchdogSec=``).
+"""Readiness and watchdog notifications to systemd (``Type=notify``, ``WatchdogSec=``), for
+every program of fieldhub (hub and agent; the gateway later): one home, beside the programs.
 
 The protocol is one datagram per notification on the socket named by ``$NOTIFY_SOCKET``; a
 dependency for ten lines of socket code would not pay for itself. Outside systemd (no such
