@@ -7,19 +7,27 @@ clock). The load is ``benchmarks/ingest.py``'s, reused as it is:
 
 1. **Raw reference**: ``mosquitto_sub`` receives the load (``raw_rate_msg_s``).
 2. **Rules off**: the hub takes the load with no rule at all (``rate_off_msg_s``).
-3. **Rules on**: one threshold rule per device on the key the load carries (``temperature``
-   above 50, clear at 45; the load's 21.5 never crosses) over 1,000 devices, plus the presence
-   rule ``offline`` for every device; the same load to fresh devices (``rate_on_msg_s``;
-   ``ingest_ratio_rules_on_off``). Meanwhile trigger devices (``alarm_devices.py``, part of
-   the 1,000) publish crossings between the load's messages, one every ``--every`` seconds,
-   each followed half a turn later by a clearing value; the benchmark acknowledges every
-   raised alarm it is told of, as an operator would, so that the next crossing raises a new
-   one. ``alarm_p50_ms``/``alarm_p99_ms``: from a crossing's publish to its ``alarm.raised``
-   request reaching the receiver, over the crossings published while the load ran.
-4. **Checks, from the database**: ``duplicate_alarms`` (alarms beyond one per crossing, or
+3. **Rules on**: one threshold rule per load device on the key the load carries
+   (``temperature`` above 50, clear at 45; the load's 21.5 never crosses) and per trigger
+   device: 1,000 rules over 1,000 devices, plus the presence rule ``offline`` for every
+   device; the same load to fresh devices (``rate_on_msg_s``; ``ingest_ratio_rules_on_off``).
+4. **Paced**: the same rules, the load paced at ``--rate`` msg/s (20,000 by default) for
+   ``--paced-s`` seconds to fresh devices (rule *i* covers load device *i* of phases 3 and 4).
+   Flat out, a load queues in the broker as fast as the hub falls behind, and a message's
+   latency is that queue; paced at a rate the hub takes, it is the hub's own.
+   All along phases 3 and 4, trigger devices (``alarm_devices.py``, 20 of the 1,000) publish
+   crossings between the load's messages, one every ``--every`` seconds, each followed half
+   a turn later by a clearing value; the benchmark acknowledges every raised alarm it is told
+   of, as an operator would, so that the device's next crossing raises a new one (a crossing
+   that comes while the previous alarm is still open raises nothing: ``missed_crossings``).
+   ``alarm_p50_ms``/``alarm_p99_ms``: from a crossing's publish to its ``alarm.raised``
+   request reaching the receiver, over the crossings published during phase 4, split into
+   ``raise_*`` (publish → the engine's raise) and ``deliver_*`` (raise → the request);
+   ``saturated_alarm_*`` over phase 3 and ``idle_alarm_*`` outside both loads.
+5. **Checks, from the database**: ``duplicate_alarms`` (alarms beyond one per crossing, or
    two open for one device and rule) and ``lost_notifications`` (a raised alarm whose
    notification had not arrived ``--deadline`` seconds after the phase).
-5. **Storm**: ``--storm`` devices, connected with last wills, lose their connections at once
+6. **Storm**: ``--storm`` devices, connected with last wills, lose their connections at once
    (their process is killed); the broker publishes the wills, the rule ``offline``
    (``for_s`` = ``OFFLINE_FOR_S``) raises an alarm per device. ``storm_notifications`` is what
    the receiver got for that outage, with the time to the first and the last of them.
@@ -59,7 +67,7 @@ from fieldhub.hub.alarms.service import AlarmCleared, AlreadyAcknowledged
 from fieldhub.hub.app import Hub
 from fieldhub.hub.config import HubSettings
 from fieldhub.hub.store.schema import alarms
-from ingest import hub_phase, raw_reference
+from ingest import PhaseResult, hub_phase, raw_reference
 
 QOS: Final = 1
 OFFLINE_RULE: Final = "offline"
@@ -123,21 +131,18 @@ async def subscribe_receiver(hub: Hub, url: str) -> None:
     )
 
 
-async def install_rules(hub: Hub, device_ids: list[str]) -> int:
-    """One threshold rule per device, and ``offline`` for every device; returns how many."""
-    for device_id in device_ids:
-        rule = {
-            "id": f"hot-{device_id}",
-            "target": {"devices": [device_id]},
-            "condition": THRESHOLD,
-        }
+async def install_rules(hub: Hub, targets: list[list[str]]) -> int:
+    """A threshold rule for each target's devices, and ``offline`` for every device; returns
+    how many rules."""
+    for devices in targets:
+        rule = {"id": f"hot-{devices[0]}", "target": {"devices": devices}, "condition": THRESHOLD}
         await hub.alarms.put_rule(rule, actor="bench", create=True)
     offline = {
         "id": OFFLINE_RULE, "severity": "critical", "target": {"all": True},
         "condition": {"kind": "presence", "presence": "offline"}, "for_s": OFFLINE_FOR_S,
     }  # fmt: skip
     await hub.alarms.put_rule(offline, actor="bench", create=True)
-    return len(device_ids) + 1
+    return len(targets) + 1
 
 
 async def issue_credentials(hub: Hub, ids: list[str], folder: Path) -> Path:
@@ -180,6 +185,20 @@ def percentile(values: list[float], p: float) -> float:
     """Nearest-rank percentile (``p`` in 0-100) of non-empty ``values``."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
+
+
+def split_latency(timed: list[tuple[float, float, float]]) -> dict[str, float | None]:
+    """Where the time went, from ``(published, arrived, raised)`` epoch seconds: publish to
+    the alarm's raise in the engine (``raise_*``: ingest, commit, evaluation), and the raise
+    to the webhook's arrival (``deliver_*``: the alarm's commit, the outbox, the send)."""
+    figures: dict[str, float | None] = {}
+    for name, part in (
+        ("raise", [(raised - published) * 1000 for published, _, raised in timed]),
+        ("deliver", [(arrived - raised) * 1000 for _, arrived, raised in timed]),
+    ):
+        for p in (50, 99):
+            figures[f"{name}_p{p}_ms"] = round(percentile(part, p), 1) if part else None
+    return figures
 
 
 async def alarm_rows(hub: Hub) -> list[Any]:
@@ -227,17 +246,43 @@ async def storm(hub: Hub, sink: Sink, devices: asyncio.subprocess.Process, size:
     }
 
 
+async def loaded_phase(
+    hub: Hub, broker: Mosquitto, args: argparse.Namespace, prefix: str, rate: float | None = None
+) -> tuple[PhaseResult, tuple[float, float]]:
+    """``ingest.hub_phase`` with this benchmark's load, and while it was being stored."""
+    load, per_device = args.devices - args.triggers, args.messages
+    if rate is not None:
+        per_device = max(1, round(rate * args.paced_s / load))
+    window = asyncio.create_task(load_window(hub, load * per_device))
+    result = await hub_phase(hub, broker, devices=load, qos=QOS, per_device=per_device,
+                             samples=1, prefix=prefix, rate=rate)  # fmt: skip
+    return result, await window
+
+
+def latency(timed: list[tuple[float, float, float]], name: str) -> dict[str, Any]:
+    """Percentiles of publish → webhook over ``timed`` (``(published, arrived, raised)``)."""
+    spans = [(arrived - published) * 1000 for published, arrived, _ in timed]
+    figures: dict[str, Any] = {f"triggers_{name}": len(spans)}
+    prefix = "alarm" if name == "paced" else f"{name}_alarm"
+    for p in (50, 99):
+        figures[f"{prefix}_p{p}_ms"] = round(percentile(spans, p), 1) if spans else None
+    return figures
+
+
 async def run(hub: Hub, broker: Mosquitto, sink: Sink, folder: Path,
               args: argparse.Namespace) -> dict[str, Any]:  # fmt: skip
-    """Phases 2 to 5 on a started hub."""
+    """Phases 2 to 6 on a started hub."""
     await subscribe_receiver(hub, sink.url)
     load = args.devices - args.triggers
-    off = await hub_phase(hub, broker, devices=load, qos=QOS, per_device=args.messages,
-                          samples=1, prefix="off")  # fmt: skip
+    off, _ = await loaded_phase(hub, broker, args, "off")
     triggers = [f"trig-{i:05d}" for i in range(args.triggers)]
     stormers = [f"storm-{i:05d}" for i in range(args.storm)]
     keys = await issue_credentials(hub, triggers + stormers, folder)
-    rules = await install_rules(hub, [f"on-{i:05d}" for i in range(load)] + triggers)
+    # Rule i watches load device i of both loaded phases (only one of them publishes at a
+    # time): 1,000 rules, each over one publishing device.
+    rules = await install_rules(
+        hub, [[f"on-{i:05d}", f"paced-{i:05d}"] for i in range(load)] + [[t] for t in triggers]
+    )
     devices = await asyncio.create_subprocess_exec(
         sys.executable, str(HERE / "alarm_devices.py"), f"--host={broker.host}",
         f"--port={broker.port}", f"--credentials={keys}", f"--trigger={','.join(triggers)}",
@@ -250,12 +295,10 @@ async def run(hub: Hub, broker: Mosquitto, sink: Sink, folder: Path,
         if not json.loads(await devices.stdout.readline()).get("ready"):
             raise RuntimeError("the alarm devices did not connect")
         operator = asyncio.create_task(acknowledge_as_they_come(hub, sink))
-        window = asyncio.create_task(load_window(hub, load * args.messages))
-        on = await hub_phase(hub, broker, devices=load, qos=QOS, per_device=args.messages,
-                             samples=1, prefix="on")  # fmt: skip
+        on, saturated = await loaded_phase(hub, broker, args, "on")
+        paced, window = await loaded_phase(hub, broker, args, "paced", rate=args.rate)
         devices.stdin.write(b"stop\n")
         fired = json.loads(await devices.stdout.readline())["triggers"]
-        started, ended = await window
         crossings = {(device, value) for device, value, _t in fired}
         await wait_for(
             lambda: {(d["device"], d["value"]) for _t, d in sink.raised()} >= crossings,
@@ -264,38 +307,35 @@ async def run(hub: Hub, broker: Mosquitto, sink: Sink, folder: Path,
         operator.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await operator
-        rows = await alarm_rows(hub)
-        heard = {(d["device"], d["value"]): t for t, d in sink.raised()}
-        latencies = [
-            (heard[(device, value)] - t) * 1000
-            for device, value, t in fired
-            if started <= t <= ended and (device, value) in heard
-        ]
-        told = {d["alarm"] for _t, d in sink.raised()}
+        heard = {(d["device"], d["value"]): (t, d["at"] / 1000) for t, d in sink.raised()}
+        timed = [(t, *heard[(d, v)]) for d, v, t in fired if (d, v) in heard]
+        in_paced = [x for x in timed if window[0] <= x[0] <= window[1]]
+        in_saturated = [x for x in timed if saturated[0] <= x[0] <= saturated[1]]
         figures = {
             "rules": rules,
             "triggers": len(fired),
-            "triggers_under_load": len(latencies),
-            "alarm_p50_ms": round(percentile(latencies, 50), 1) if latencies else None,
-            "alarm_p99_ms": round(percentile(latencies, 99), 1) if latencies else None,
-            "alarm_max_ms": round(max(latencies), 1) if latencies else None,
+            **latency(in_paced, "paced"),
+            **split_latency(in_paced),
+            **latency(in_saturated, "saturated"),
+            **latency([x for x in timed if x not in in_paced + in_saturated], "idle"),
             "missed_crossings": len(crossings - heard.keys()),
             "rate_off_msg_s": off.rate_msg_s,
             "rate_on_msg_s": on.rate_msg_s,
             "ingest_ratio_rules_on_off": round(on.rate_msg_s / off.rate_msg_s, 3),
             "publish_rate_msg_s": on.publish_rate_msg_s,
-            "ingest_lost": off.lost + on.lost,
-            "ingest_duplicates": off.duplicates + on.duplicates,
-            "alarms_raised": len(rows),
-            "duplicate_alarms": duplicates(rows),
-            "lost_notifications": len({r.id for r in rows} - told),
+            "paced_offered_msg_s": args.rate,
+            "paced_publish_rate_msg_s": paced.publish_rate_msg_s,
+            "paced_rate_msg_s": paced.rate_msg_s,
+            "ingest_lost": off.lost + on.lost + paced.lost,
+            "ingest_duplicates": off.duplicates + on.duplicates + paced.duplicates,
         }
-        stormed = await storm(hub, sink, devices, len(stormers), args.deadline)
+        figures |= await storm(hub, sink, devices, len(stormers), args.deadline)
         rows = await alarm_rows(hub)
         told = {d["alarm"] for _t, d in sink.raised()}
+        figures["alarms_raised"] = len(rows)
         figures["duplicate_alarms"] = duplicates(rows)
         figures["lost_notifications"] = len({r.id for r in rows} - told)
-        return figures | stormed
+        return figures
     finally:
         if devices.returncode is None:
             devices.kill()
@@ -338,6 +378,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--triggers", type=int, default=20, help="of them, publishing crossings")
     parser.add_argument("--storm", type=int, default=200, help="devices that go offline at once")
     parser.add_argument("--messages", type=int, default=300, help="per load device and phase")
+    parser.add_argument("--rate", type=float, default=20_000, help="msg/s of the paced phase")
+    parser.add_argument("--paced-s", type=float, default=20.0, help="length of the paced phase")
     parser.add_argument("--every", type=float, default=0.2, help="seconds between crossings")
     parser.add_argument("--deadline", type=float, default=30.0, help="seconds for stragglers")
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
