@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import sys
 import time
@@ -79,7 +80,7 @@ async def _fire(triggers: list[Trigger], every_s: float, fired: list[list[object
     half_turn = every_s * len(triggers) / 2
     value = RAISE_FROM
     start = loop.time()
-    for k in range(sys.maxsize):
+    for k in itertools.count():
         await asyncio.sleep(max(0.0, start + k * every_s - loop.time()))
         trigger = triggers[k % len(triggers)]
         fired.append([trigger.device_id, value, trigger.send(value)])
