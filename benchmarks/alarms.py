@@ -77,6 +77,8 @@ OFFLINE_FOR_S: Final = 1
 every second) is on the path, as with the minute a real fleet would use."""
 THRESHOLD: Final = {"kind": "threshold", "key": KEY, "direction": "above", "raise": 50, "clear": 45}
 HERE: Final = Path(__file__).resolve().parent
+REPORT_LIMIT: Final = 64 * 1024 * 1024
+"""Longest line read from ``alarm_devices.py``: its report lists every crossing (thousands)."""
 
 
 @dataclass
@@ -289,6 +291,7 @@ async def run(hub: Hub, broker: Mosquitto, sink: Sink, folder: Path,
         f"--port={broker.port}", f"--credentials={keys}", f"--trigger={','.join(triggers)}",
         f"--storm={','.join(stormers)}", f"--every={args.every}",
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        limit=REPORT_LIMIT,
     )  # fmt: skip
     assert devices.stdin is not None
     assert devices.stdout is not None
