@@ -159,8 +159,10 @@ async def hub_phase(
     per_device: int,
     samples: int,
     prefix: str,
+    rate: float | None = None,
 ) -> PhaseResult:
-    """Publish the load to the hub and wait until every message is committed."""
+    """Publish the load to the hub (paced at ``rate`` msg/s if given) and wait until every
+    message is committed."""
     ids = [f"{prefix}-{i:05d}" for i in range(devices)]
     credentials = {}
     for device_id in ids:
@@ -174,7 +176,7 @@ async def hub_phase(
         run_in_subprocess(
             broker.host, target.port, devices=devices, qos=qos, max_per_device=per_device,
             samples_per_msg=samples, device_prefix=prefix, credentials=credentials,
-            ca_file=target.ca_file,
+            ca_file=target.ca_file, rate=rate,
         )
     )  # fmt: skip
     first = 0.0

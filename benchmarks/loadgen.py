@@ -63,6 +63,9 @@ PREBUILD_BYTES: Final = 256 * 1024 * 1024
 one QoS 1 window each). A run that needs more encodes the rest while it runs, in chunks of
 the same size per device."""
 
+PACE_TICK_S: Final = 0.01
+"""A paced device (``rate``) writes what is due at most this often."""
+
 CONNECT_CONCURRENCY: Final = 200
 """Connections opened at once, so that thousands of devices do not overflow the broker's
 listen backlog."""
@@ -199,6 +202,7 @@ class _Device(asyncio.Protocol):
         fill: int,
         window: int,
         connect: bytes,
+        rate: float | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
         self.device_id = device_id
@@ -222,6 +226,9 @@ class _Device(asyncio.Protocol):
         self._stopping = False  # no more PUBLISH; waiting for the broker to take what was sent
         self._closing = False  # DISCONNECT sent: the connection may now end
         self._deadline = float("inf")
+        self._rate = rate  # messages per second; None: as fast as the broker takes them
+        self._started = 0.0
+        self._paced = False  # a _pump is scheduled for when the next message is due
         self._refill()
 
     def _refill(self) -> None:
@@ -234,6 +241,7 @@ class _Device(asyncio.Protocol):
     def start(self, deadline: float) -> None:
         """Begin publishing; stop at ``deadline`` (``time.monotonic``) or at the limit."""
         self._deadline = deadline
+        self._started = time.monotonic()
         self._pump()
 
     def abort(self) -> None:
@@ -324,6 +332,10 @@ class _Device(asyncio.Protocol):
         else:
             end = bisect.bisect_right(self._ends, start + WRITE_CHUNK_BYTES, lo=self._next)
             count = max(1, end - self._next)
+        if self._rate is not None:
+            count = min(count, self._due(self._rate))
+            if count <= 0:
+                return
         self._next += count
         transport.write(self._buffer[start : self._ends[self._next - 1]])
         self.sent += count
@@ -332,6 +344,19 @@ class _Device(asyncio.Protocol):
         else:
             # Yield to the other devices, then go on unless the socket pushed back.
             self._loop.call_soon(self._pump)
+
+    def _due(self, rate: float) -> int:
+        """Paced at ``rate`` msg/s: how many messages are due now; if none, call _pump again
+        when one is (at most every ``PACE_TICK_S``, so that a device writes a few at a time)."""
+        due = int((time.monotonic() - self._started) * rate) + 1 - self.sent
+        if due <= 0 and not self._paced:
+            self._paced = True
+            self._loop.call_later(max(PACE_TICK_S, (1 - due) / rate), self._paced_pump)
+        return due
+
+    def _paced_pump(self) -> None:
+        self._paced = False
+        self._pump()
 
     def _stop(self) -> None:
         """Publish no more; close once the broker has taken everything: at QoS 1 when the
@@ -372,14 +397,16 @@ async def publish_load(
     password: str | None = None,
     credentials: Mapping[str, tuple[str, str]] | None = None,
     ca_file: str | None = None,
+    rate: float | None = None,
 ) -> LoadResult:
     """Connect ``devices`` devices (ids ``{device_prefix}-00000``…), then have each publish
     telemetry with seq 1, 2, … until ``max_per_device`` messages or ``duration_s`` seconds,
     whichever comes first; at QoS 1 wait until every message is acknowledged.
 
     ``window`` bounds unacknowledged QoS 1 messages per connection so that the broker is
-    never overrun. With ``ca_file``, over TLS. Raises ``ConnectionError`` if any device is
-    refused or disconnected.
+    never overrun. With ``ca_file``, over TLS. ``rate`` (messages per second, all devices
+    together) paces the load instead, evenly over the devices, for measuring latency at a load
+    the receiver can take. Raises ``ConnectionError`` if any device is refused or disconnected.
     """
     if qos not in (0, 1):
         raise ValueError("qos must be 0 or 1")
@@ -402,6 +429,7 @@ async def publish_load(
             connect=connect_packet(
                 device_id, *(credentials or {}).get(device_id, (username, password))
             ),
+            rate=None if rate is None else rate / devices,
         )
         for device_id in (f"{device_prefix}-{i:05d}" for i in range(devices))
     ]
@@ -451,6 +479,7 @@ async def run_in_subprocess(
     password: str | None = None,
     credentials: Mapping[str, tuple[str, str]] | None = None,
     ca_file: str | None = None,
+    rate: float | None = None,
 ) -> LoadResult:
     """:func:`publish_load` in a child Python process, so the load has its own GIL and core.
 
@@ -473,6 +502,7 @@ async def run_in_subprocess(
         ("username", username),
         ("password", password),
         ("cafile", ca_file),
+        ("rate", rate),
     ):
         if value is not None:
             argv.append(f"--{flag}={value}")
@@ -507,6 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=1, help="samples per message")
     parser.add_argument("--window", type=int, default=100, help="QoS 1 in-flight per device")
     parser.add_argument("--prefix", default="bench", help="device id prefix")
+    parser.add_argument("--rate", type=float, help="messages/s, all devices (default: flat out)")
     parser.add_argument("--username")
     parser.add_argument("--password")
     parser.add_argument(
@@ -535,6 +566,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             password=args.password,
             credentials=credentials,
             ca_file=args.cafile,
+            rate=args.rate,
         )
     )
     if args.json:

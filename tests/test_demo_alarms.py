@@ -1,8 +1,9 @@
 """The demo warns a newcomer: default alarm rules, and notifications printed on its console.
 
 Given a new data folder, ``fieldhub demo`` installs the shipped rules once, points the webhook
-channel "demo console" at a receiver in its own process, and a cabinet with a failed fan
-raises an alarm whose notification is printed within a minute.
+channel "demo console" at a receiver in its own process, sends e-mail through a local SMTP
+server of its own to the channel "demo mail", and a cabinet with a failed fan raises an alarm
+whose webhook and e-mail are both printed within a minute.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import pytest
 from fieldhub.cli.demo_alarms import INSTALLED_FILE, default_rules, install_default_rules
 from fieldhub.cli.demo_console import CHANNEL_NAME, DemoConsole, point_channel
 from fieldhub.cli.demo_fleet import demo_config, demo_devices, runs_hot
+from fieldhub.cli.demo_mail import CHANNEL_NAME as MAIL_CHANNEL
+from fieldhub.cli.demo_mail import DEMO_ADDRESS, DemoMail, demo_mail, point_mail_channel
 from fieldhub.hub.alarms.rules import (
     EventCondition,
     PresenceCondition,
@@ -25,10 +28,13 @@ from fieldhub.hub.alarms.rules import (
     parse_rule,
 )
 from fieldhub.hub.app import Hub
+from fieldhub.hub.config import HubSettings
 from fieldhub.hub.notify.channels.webhook import WebhookSender
 from fieldhub.hub.notify.records import ChannelRecord, NotificationRecord
+from tests.conftest import HubFactory
 from tests.support.servers import free_port
 from tests.test_cli import _demo_password, _get, _login, running
+from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -197,13 +203,60 @@ async def test_the_console_refuses_old_timestamps_and_big_bodies():
     assert console.refused == 3
 
 
+# -- the mail server -----------------------------------------------------------------------
+
+
+async def test_the_demo_mail_server_prints_what_the_hub_mails(make_hub: HubFactory, tmp_path):
+    lines: list[str] = []
+    async with demo_mail(HubSettings(data=tmp_path / "d"), lines.append) as (settings, mail):
+        assert mail == DemoMail.RUNNING
+        assert (settings.smtp_host, settings.smtp_starttls) == ("127.0.0.1", False)
+        smtp = {"smtp_host": settings.smtp_host, "smtp_port": settings.smtp_port}
+        async with make_hub(smtp_starttls=False, **smtp) as hub:
+            assert await point_mail_channel(hub)
+            [channel] = [c for c in await hub.notifications.channels() if c.name == MAIL_CHANNEL]
+            assert (channel.kind, channel.config) == ("email", {"to": [DEMO_ADDRESS]})
+            await hub.notifications.send_test(channel.id, actor="ops")
+            await eventually(lambda: lines, "the test mail printed")
+            await hub.notifications.update_channel(channel.id, enabled=False, actor="ops")
+            assert await point_mail_channel(hub)  # the next start: made once, left as it was
+            again = [c for c in await hub.notifications.channels() if c.name == MAIL_CHANNEL]
+            assert [(c.id, c.enabled) for c in again] == [(channel.id, False)]
+    assert lines == [f"mail to {DEMO_ADDRESS}: fieldhub test message to channel 'demo mail'"]
+
+
+async def test_the_demo_mail_server_prints_one_line_whatever_the_subject(tmp_path: Path):
+    import aiosmtplib
+
+    lines: list[str] = []
+    async with demo_mail(HubSettings(data=tmp_path / "d"), lines.append) as (settings, _mail):
+        # An encoded word may hold a line break that a decoder puts back into the subject.
+        faked = "=?utf-8?q?hot=0D=0Amail_to_boss@example.org:_all_fine?="
+        message = f"Subject: {faked}\r\n\r\nbody\r\n"
+        await aiosmtplib.send(
+            message, sender="a@b.invalid", recipients=[DEMO_ADDRESS],
+            hostname="127.0.0.1", port=settings.smtp_port, start_tls=False,
+        )  # fmt: skip
+    assert len(lines) == 1
+    assert lines[0].startswith(f"mail to {DEMO_ADDRESS}: hot")
+    assert "\n" not in lines[0]
+
+
+async def test_the_demo_leaves_an_smtp_server_of_the_users_own(tmp_path: Path):
+    own = HubSettings(data=tmp_path / "d", smtp_host="mail.example.org")
+    async with demo_mail(own, print) as (settings, mail):
+        assert mail == DemoMail.YOURS
+        assert settings is own
+
+
 # -- the demo as a newcomer runs it --------------------------------------------------------
 
 _LINE = "notification: [MAJOR] Cabinet too hot on demo-002: raised"
+_MAIL = f"mail to {DEMO_ADDRESS}: [MAJOR] Cabinet too hot on demo-002: raised"
 
 
 @pytest.mark.slow
-def test_the_demo_shows_an_alarm_and_its_notification_within_a_minute(tmp_path: Path):
+def test_the_demo_shows_an_alarm_by_webhook_and_by_mail_within_a_minute(tmp_path: Path):
     data = tmp_path / "demo"
     http = free_port()
     args = ("demo", "--devices", "2", "--data", str(data), "--http", f"127.0.0.1:{http}")
@@ -216,13 +269,15 @@ def test_the_demo_shows_an_alarm_and_its_notification_within_a_minute(tmp_path: 
         while time.monotonic() - started < 60:
             line = process.stdout.readline()
             seen.append(line)
-            if _LINE in line:
+            if all(any(wanted in said for said in seen) for wanted in (_LINE, _MAIL)):
                 break
         else:
-            pytest.fail("no notification within a minute:\n" + "".join(seen))
+            pytest.fail("no notification and mail within a minute:\n" + "".join(seen))
         said = "".join(seen)
         assert re.search(
-            r"alarms: \S+/alarms \(API \S+/api/alarms.*notifications .* print here", said
+            r"alarms: \S+/alarms \(API \S+/api/alarms.*notifications .* print here, "
+            rf"and the mail to {DEMO_ADDRESS} too",
+            said,
         ), said
         alarms = _get(url + "api/alarms?state=active", cookie)["alarms"]
         hot = [a for a in alarms if a["rule_id"] == "over-temperature"]
@@ -230,8 +285,11 @@ def test_the_demo_shows_an_alarm_and_its_notification_within_a_minute(tmp_path: 
         rules = _get(url + "api/alarm-rules", cookie)
         channels = _get(url + "api/notification-channels", cookie)
     assert len(rules) == 5
-    assert [c["name"] for c in channels] == [CHANNEL_NAME]
+    assert sorted((c["name"], c["kind"]) for c in channels) == [
+        (CHANNEL_NAME, "webhook"),
+        (MAIL_CHANNEL, "email"),
+    ]
 
     with running(*args) as (url, process):  # a restart: nothing doubled
         assert len(_get(url + "api/alarm-rules", cookie)) == 5
-        assert len(_get(url + "api/notification-channels", cookie)) == 1
+        assert len(_get(url + "api/notification-channels", cookie)) == 2

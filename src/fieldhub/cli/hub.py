@@ -31,7 +31,12 @@ hub_app = typer.Typer(
 
 
 async def _serve(
-    settings: Any, *, fleet_size: int = 0, door_every_s: float = 0.0, login_hint: str = ""
+    settings: Any,
+    *,
+    fleet_size: int = 0,
+    door_every_s: float = 0.0,
+    login_hint: str = "",
+    mail: str = "",
 ) -> None:
     import uvicorn  # here, not at the top: ``fieldhub --help`` and the CLI stay light
 
@@ -83,7 +88,7 @@ async def _serve(
         fleet: asyncio.Task[None] | None = None
         if fleet_size:
             fleet = asyncio.create_task(
-                _start_fleet(hub, fleet_size, door_every_s), name="demo-fleet"
+                _start_fleet(hub, fleet_size, door_every_s, mail), name="demo-fleet"
             )
             fleet.add_done_callback(_say_if_failed)
         try:
@@ -114,22 +119,32 @@ _BROKER_SAID = {
 """Which broker runs, as the start line says it."""
 
 
-async def _start_fleet(hub: Any, size: int, door_every_s: float) -> None:
-    """The demo's own part: default alarm rules, the console's webhook, then the fleet."""
+async def _start_fleet(hub: Any, size: int, door_every_s: float, mail: str) -> None:
+    """The demo's own part: default alarm rules, the console's webhook and mail channels,
+    then the fleet. ``mail`` says where its e-mail goes (``demo_mail.DemoMail``)."""
     from fieldhub.cli.demo_alarms import install_default_rules
     from fieldhub.cli.demo_console import DemoConsole, point_channel
     from fieldhub.cli.demo_fleet import hub_url, run_demo_fleet
+    from fieldhub.cli.demo_mail import DEMO_ADDRESS, DemoMail, point_mail_channel
 
     await install_default_rules(hub, hub.settings.data)
     async with DemoConsole(_say_plain) as receiver:
         shown = await point_channel(hub, receiver.url, receiver.secret)
+        mailed = mail == DemoMail.RUNNING and await point_mail_channel(hub)
         console.print(f"demo fleet: {size} agents on simulated hardware, reporting over MQTT")
         url = hub_url(hub).rstrip("/") if hub.settings.http_address[1] else ""
         told = "; notifications of raised and cleared alarms print here" if shown else ""
+        if mailed:
+            told += f", and the mail to {DEMO_ADDRESS} too"
         console.print(
             f"alarms: [bold]{url}/alarms[/bold] (API {url}/api/alarms, rules "
             f"{url}/api/alarm-rules, docs/alarms.md){told}"
         )
+        if mail == DemoMail.MISSING:
+            console.print(
+                "e-mail: not shown here; the demo's mail server comes with "
+                "`pip install 'fieldhub[demo]'` (scripts/setup installs it)"
+            )
         await run_demo_fleet(hub, size, hub.settings.data, door_every_s=door_every_s)
 
 
@@ -158,9 +173,9 @@ def demo(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a hub (its own Mosquitto where installed, else the embedded broker) and SQLite, plus
-    a fleet of agents on simulated
-    hardware (their files in DATA/demo-agents/), default alarm rules (installed once) and a
-    local webhook receiver that prints each alarm notification (docs/alarms.md).
+    a fleet of agents on simulated hardware (their files in DATA/demo-agents/), default alarm
+    rules (installed once), and a local webhook receiver and mail server that print each alarm
+    notification (docs/alarms.md).
 
     On a data folder without users it makes the user ``admin`` with a generated password and
     prints it once; afterwards it says how to reset it.
@@ -173,6 +188,7 @@ def demo(
         settings = settings.model_copy(update={"public_url": f"http://{shown}:{port}"})
 
     async def run() -> None:
+        from fieldhub.cli.demo_mail import demo_mail
         from fieldhub.hub.auth.offline import DEMO_ADMIN, demo_admin, open_auth
 
         private_dir(settings.data)
@@ -189,7 +205,11 @@ def demo(
                 f"log in at {{url}}login with your user (demo admin: {DEMO_ADMIN}; "
                 f"forgot the password? `fieldhub user passwd {DEMO_ADMIN} --data {settings.data}`)"
             )
-        await _serve(settings, fleet_size=devices, door_every_s=door_every, login_hint=hint)
+        async with demo_mail(settings, _say_plain) as (demo_settings, mail):
+            await _serve(
+                demo_settings, fleet_size=devices, door_every_s=door_every, login_hint=hint,
+                mail=mail,
+            )  # fmt: skip
 
     run_until_stopped(run())
 

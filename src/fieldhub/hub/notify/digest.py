@@ -2,7 +2,8 @@
 
 A *group* is (subscription, rule, change kind). Its first change is sent at once and opens
 the group for the subscription's ``group_interval_s``; the changes that follow within it are
-*gathered*, one row each, and sent as one digest when the interval ends. A digest keeps the
+*gathered*, one row each, and sent as one digest: the first 10 s after the first message
+(:data:`FIRST_DIGEST_MS`), the next ones when the interval ends. A digest keeps the
 group open for one more interval (a flood that goes on makes one digest per interval); an
 interval that gathered nothing closes the group, and the next change is again sent at once.
 
@@ -49,6 +50,10 @@ __all__ = ["DigestFlusher", "Grouper", "flush_due"]
 log = logging.getLogger(__name__)
 
 HOUR_MS: Final = 3_600_000
+FIRST_DIGEST_MS: Final = 10_000
+"""A group's first digest comes this long after its first message (or at ``group_interval_s``
+when that is shorter): when a site goes dark, its first device is told at once and the list of
+the others 10 s later, not a whole interval later. The group stays open for the interval."""
 MAX_DIGEST_ITEMS: Final = 1000
 """A digest lists at most this many changes; the rest make the next one, at once."""
 _GROUPS_PER_FLUSH: Final = 50
@@ -134,7 +139,7 @@ class Grouper:
                 rate.sent += 1
                 rate.oldest = self._now if rate.oldest is None else rate.oldest
                 if interval_ms:
-                    self._open_group(key, self._now + interval_ms)
+                    self._open_group(key, self._now + min(interval_ms, FIRST_DIGEST_MS))
                 return True
             self._open_group(key, max(self._now + interval_ms, rate.free_at(self._now)))
         self._gathered.append(
@@ -193,7 +198,7 @@ def flush_due(conn: Connection, *, now: int) -> tuple[int, int | None]:
         for row in due:
             key: GroupKey = (row["subscription_id"], row["rule_id"], row["kind"])
             route = routes.get(key[0])
-            enqueued += _flush(conn, key, route, rates[key[0]], now)
+            enqueued += _flush(conn, key, route, rates[key[0]], now, row["opened_at"])
     next_due = conn.execute(select(func.min(groups.c.flush_at))).scalar()
     return enqueued, None if next_due is None else int(next_due)
 
@@ -208,6 +213,7 @@ def _flush(
     route: tuple[Subscription, Any] | None,
     rate: _Rate,
     now: int,
+    opened_at: int,
 ) -> int:
     """One due group: its digest (1) or nothing (0)."""
     of_group = (
@@ -228,8 +234,12 @@ def _flush(
         .order_by(gathered.c.id)
         .limit(MAX_DIGEST_ITEMS + 1)
     ).all()
-    if not taken:  # an interval without news: the group closes
-        conn.execute(delete(groups).where(_group(key)))
+    if not taken:
+        open_until = opened_at + subscription.group_interval_s * 1000
+        if now < open_until:  # the early first digest had no news: the interval still holds
+            conn.execute(update(groups).where(_group(key)).values(flush_at=open_until))
+        else:  # an interval without news: the group closes
+            conn.execute(delete(groups).where(_group(key)))
         return 0
     if rate.sent >= subscription.max_per_hour:  # rolled into the next digest
         conn.execute(update(groups).where(_group(key)).values(flush_at=rate.free_at(now)))
