@@ -79,6 +79,10 @@ OFFLINE_FOR_S: Final = 1
 """Short, so that the storm phase takes seconds; long enough that the rule's timer (checked
 every second) is on the path, as with the minute a real fleet would use."""
 THRESHOLD: Final = {"kind": "threshold", "key": KEY, "direction": "above", "raise": 50, "clear": 45}
+NEVER_FLAPS: Final = {"changes": 1000, "window_s": 1}
+"""A trigger device raises and clears its rule's alarm every few seconds, on purpose: with the
+default flapping detection (6 changes in 10 min) its notifications would be held as flapping
+after the third crossing, and there would be no latency left to measure."""
 HERE: Final = Path(__file__).resolve().parent
 ADMIN: Final = principal_for(via="session", user_id=0, name="bench", role="admin", sites=[])
 REPORT_LIMIT: Final = 64 * 1024 * 1024
@@ -172,7 +176,10 @@ async def install_rules(hub: Hub, targets: list[list[str]]) -> int:
     """A threshold rule for each target's devices, and ``offline`` for every device; returns
     how many rules."""
     for devices in targets:
-        rule = {"id": f"hot-{devices[0]}", "target": {"devices": devices}, "condition": THRESHOLD}
+        rule = {
+            "id": f"hot-{devices[0]}", "target": {"devices": devices}, "condition": THRESHOLD,
+            "flapping": NEVER_FLAPS,
+        }  # fmt: skip
         await hub.alarms.put_rule(rule, actor="bench", create=True)
     offline = {
         "id": OFFLINE_RULE, "severity": "critical", "target": {"all": True},
@@ -375,7 +382,10 @@ async def run(hub: Hub, broker: Mosquitto, sink: Sink, folder: Path,
         told = sink.alarms_told()
         figures["alarms_raised"] = len(rows)
         figures["duplicate_alarms"] = duplicates(rows)
-        figures["lost_notifications"] = len({r.id for r in rows} - told)
+        # The storm kills the trigger devices too (one process): their own offline alarms may
+        # come later, gathered for the group's next digest: they are not the storm's figure.
+        measured = [r for r in rows if r.rule_id != OFFLINE_RULE or r.device_id in stormers]
+        figures["lost_notifications"] = len({r.id for r in measured} - told)
         return figures
     finally:
         if devices.returncode is None:
