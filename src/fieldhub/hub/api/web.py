@@ -39,6 +39,7 @@ PAGES = {
     "/login": "login.html",
     "/devices/{device_id}": "device.html",
     "/alarms": "alarms.html",
+    "/alarm-rules": "alarm-rules.html",
     "/events": "events.html",
     "/manage": "manage.html",
 }
