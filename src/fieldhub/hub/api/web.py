@@ -41,6 +41,7 @@ PAGES = {
     "/alarms": "alarms.html",
     "/alarm-rules": "alarm-rules.html",
     "/events": "events.html",
+    "/notifications": "notifications.html",
     "/manage": "manage.html",
 }
 """Address of each page → its file under ``web/pages/``. A device page is one file for every
