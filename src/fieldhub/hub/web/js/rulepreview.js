@@ -5,11 +5,14 @@
 import { h, replace } from "./dom.js";
 import { dateTime, value } from "./format.js";
 
+/** "1 alarm", "2 alarms". */
+const count = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
 /** Show a preview answer in `el`; `deviceName(id)` names devices. */
 export function showPreview(el, answer, deviceName) {
   const summary =
-    `Over ${answer.rows} stored values or events of ${answer.devices} devices since ` +
-    `${dateTime(answer.since)}: ${answer.raised} alarms would have been raised, ${answer.open} still open.`;
+    `Over ${answer.rows} stored values or events of ${count(answer.devices, "device")} since ` +
+    `${dateTime(answer.since)}: ${count(answer.raised, "alarm")} would have been raised, ${answer.open} still open.`;
   replace(
     el,
     h("h3", { text: "Preview" }),
