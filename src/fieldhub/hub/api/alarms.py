@@ -33,9 +33,9 @@ from fieldhub.hub.api.deps import hub_dependency
 from fieldhub.hub.api.fields import RowId
 from fieldhub.hub.api.security import client_address, require
 from fieldhub.hub.app import Hub
-from fieldhub.hub.auth import SITE_LABEL, Permission, Principal
+from fieldhub.hub.auth import SITE_LABEL, Permission, Principal, UserRecord
+from fieldhub.hub.auth.rules import principal_for
 from fieldhub.hub.errors import Invalid, NotFound, Refused
-from fieldhub.hub.store.users import UserRecord
 
 rules_router = APIRouter(prefix="/api/alarm-rules", tags=["alarms"])
 alarms_router = APIRouter(prefix="/api/alarms", tags=["alarms"])
@@ -303,13 +303,14 @@ async def unshelve(
 
 # -- who has an alarm -------------------------------------------------------------------------
 def _may_have(hub: Hub, user: UserRecord, device_id: str) -> bool:
-    """An alarm goes only to an enabled user who sees its device (admins see every one)."""
+    """An alarm goes only to an enabled user who sees its device, by the rule every route
+    uses (:meth:`Principal.sees`)."""
     if user.disabled:
         return False
-    if user.role == "admin":
-        return True
-    entry = hub.directory.get(device_id)
-    return entry is not None and entry.labels.get(SITE_LABEL) in user.sites
+    eyes = principal_for(
+        via="session", user_id=user.id, name=user.name, role=user.role, sites=user.sites
+    )
+    return _sees_device(hub, eyes, device_id)
 
 
 @alarms_router.get("/{alarm_id}/assignable", summary="Users an alarm may be given to")
