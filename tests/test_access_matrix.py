@@ -497,6 +497,8 @@ class World:
             ("post", "/api/alarms/{alarm_id}/clear"): lambda: {"comment": "done"},
             ("post", "/api/alarms/{alarm_id}/shelve"): lambda: {"until": now_ms() + 60_000},
             ("post", "/api/alarms/{alarm_id}/unshelve"): lambda: {"comment": "back"},
+            ("post", "/api/alarms/{alarm_id}/assign"): lambda: {"assignee": None},
+            ("post", "/api/alarms/{alarm_id}/comment"): lambda: {"comment": "noted"},
             ("post", "/api/maintenance-windows"): lambda: {
                 "name": "matrix",
                 "scope": {"sites": [site]},

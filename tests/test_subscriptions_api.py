@@ -156,3 +156,30 @@ async def test_deleting_a_channel_deletes_its_subscriptions(
     assert made.status_code == 201, made.text
     await hub.notifications.delete_channel(channel, actor="test")
     assert (await ann.get("/api/notification-subscriptions")).json() == []
+
+
+async def test_every_user_lists_the_enabled_channels_without_their_config(hub: Hub):
+    hook = await hub.notifications.create_channel(
+        "hook-b", "webhook", {"url": "http://127.0.0.1:9/b", "secret": "s3cret-value"}, actor="t"
+    )
+    off = await hub.notifications.create_channel(
+        "hook-off", "webhook", {"url": "http://127.0.0.1:9/off"}, enabled=False, actor="t"
+    )
+    async with api_client(hub, "viewer", sites=["a"]) as viewer:
+        answer = await viewer.get("/api/notification-channels/choices")
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == [{"id": hook.id, "name": "hook-b", "kind": "webhook"}]
+        assert off.id not in {c["id"] for c in answer.json()}
+        assert "s3cret" not in answer.text
+        assert (await viewer.get(f"/api/notification-channels/{hook.id}")).status_code == 403
+
+
+async def test_a_subscription_may_hear_of_assignments_and_comments(
+    hub: Hub, channel: int, ann: httpx.AsyncClient
+):
+    kinds = ["raised", "cleared", "assigned", "commented", "acknowledged"]
+    made = await ann.post(
+        "/api/notification-subscriptions", json={"channel_id": channel, "changes": kinds}
+    )
+    assert made.status_code == 201, made.text
+    assert sorted(made.json()["changes"]) == sorted(kinds)

@@ -23,7 +23,9 @@ from sqlalchemy.engine import Connection
 
 __all__ = ["AlarmChange", "AlarmHook", "AlarmListener", "ChangeKind"]
 
-ChangeKind = Literal["raised", "acknowledged", "cleared", "shelved", "unshelved", "settled"]
+ChangeKind = Literal[
+    "raised", "acknowledged", "cleared", "shelved", "unshelved", "settled", "assigned", "commented"
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
-"""What users do with rules and alarms: create, change and delete rules; acknowledge, clear
-and shelve alarms. Every change is one write job holding the change, its history entry, its
-audit entry and the engine's hooks (``changes.py``), taken under the engine's lock so that
-the engine's memory and the store never disagree.
+"""What users do with rules and alarms: create, change and delete rules; acknowledge, clear,
+shelve, assign and comment on alarms. Every change is one write job holding the change, its
+history entry, its audit entry and the engine's hooks (``changes.py``), taken under the
+engine's lock so that the engine's memory and the store never disagree.
 """
 
 from __future__ import annotations
@@ -348,6 +348,74 @@ class AlarmService:
 
         return await self._change(alarm_id, "alarm.unshelved", actor, source, comment, change)
 
+    async def assign(
+        self,
+        alarm_id: int,
+        *,
+        assignee: str | None,
+        actor: str,
+        comment: str = "",
+        source: str = "",
+    ) -> AlarmRecord:
+        """Give an open alarm to ``assignee`` (a user name the caller has checked), or to
+        nobody (None). The history entry's comment names the assignee, so the history alone
+        tells who had the alarm when.
+
+        Raises:
+            AlarmNotFound, AlarmCleared.
+        """
+        said = f"to {assignee}" if assignee is not None else "to nobody"
+        noted = f"{said}: {comment}" if comment else said
+
+        def change(conn: Connection, record: AlarmRecord, name: str, at: int) -> list[AlarmChange]:
+            update_alarm(conn, alarm_id, {"assignee": assignee, "updated_at": at})
+            add_change(
+                conn,
+                alarm_id,
+                at=at,
+                actor=actor,
+                kind="assigned",
+                from_state=record.state,
+                to_state=record.state,
+                comment=noted,
+            )
+            return [
+                _change(record, name, "assigned", at, actor, noted, self._directory, record.state)
+            ]
+
+        return await self._change(
+            alarm_id, "alarm.assigned", actor, source, comment, change, assignee=assignee
+        )
+
+    async def comment(
+        self, alarm_id: int, *, actor: str, comment: str, source: str = ""
+    ) -> AlarmRecord:
+        """Add a comment to an open alarm's history (what was tried, who was called).
+
+        Raises:
+            AlarmNotFound, AlarmCleared.
+        """
+
+        def change(conn: Connection, record: AlarmRecord, name: str, at: int) -> list[AlarmChange]:
+            update_alarm(conn, alarm_id, {"updated_at": at})
+            add_change(
+                conn,
+                alarm_id,
+                at=at,
+                actor=actor,
+                kind="commented",
+                from_state=record.state,
+                to_state=record.state,
+                comment=comment,
+            )
+            return [
+                _change(
+                    record, name, "commented", at, actor, comment, self._directory, record.state
+                )
+            ]
+
+        return await self._change(alarm_id, "alarm.commented", actor, source, comment, change)
+
     async def _change(
         self,
         alarm_id: int,
@@ -356,6 +424,7 @@ class AlarmService:
         source: str,
         comment: str,
         change: Callable[[Connection, AlarmRecord, str, int], list[AlarmChange]],
+        **audited: str | None,
     ) -> AlarmRecord:
         at = self._clock()
         hooks = list(self.engine.hooks)
@@ -372,7 +441,12 @@ class AlarmService:
             changes = mark(
                 conn, change(conn, record, rule.name if rule else record.rule_id, at), rules
             )
-            detail = {"rule": record.rule_id, "device": record.device_id, "comment": comment}
+            detail = {
+                "rule": record.rule_id,
+                "device": record.device_id,
+                "comment": comment,
+                **audited,
+            }
             conn.execute(
                 insert(audit_log).values(
                     audit_row(

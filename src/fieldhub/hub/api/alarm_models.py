@@ -17,6 +17,9 @@ from fieldhub.hub.api.fields import EpochMs, JsonObject, StoredValue
 
 Seconds = Annotated[int, Field(ge=0, le=MAX_SECONDS, description="whole seconds")]
 Comment = Annotated[str, Field(max_length=1024)]
+MAX_ASSIGN_COMMENT = 900
+"""An assignment's history entry says "to <name>: <comment>" in the 1,024 characters of a
+history comment, so its own comment leaves room for the name (at most 64)."""
 AlarmCursor = Annotated[str, Field(pattern=r"^[0-9]{1,16}$", max_length=16)]
 """The ``next_cursor`` of a page of alarms (an alarm id)."""
 
@@ -172,6 +175,21 @@ class AlarmComment(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     comment: Comment = ""
+
+
+class AlarmAssign(BaseModel):
+    """Give an alarm to a user (None: to nobody), with an optional comment."""
+
+    model_config = ConfigDict(extra="forbid")
+    assignee: Annotated[str | None, Field(max_length=64, description="a user's name; null: nobody")]
+    comment: Annotated[str, Field(max_length=MAX_ASSIGN_COMMENT)] = ""
+
+
+class AlarmNote(BaseModel):
+    """A comment added to an alarm's history."""
+
+    model_config = ConfigDict(extra="forbid")
+    comment: Annotated[str, Field(min_length=1, max_length=1024)]
 
 
 class AlarmShelve(BaseModel):

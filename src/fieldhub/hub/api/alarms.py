@@ -15,10 +15,12 @@ from fieldhub.clock import now_ms
 from fieldhub.hub.alarms import AlarmFilter, AlarmRecord, Rule, StoredRule, parse_rule
 from fieldhub.hub.alarms.rules import Target
 from fieldhub.hub.api.alarm_models import (
+    AlarmAssign,
     AlarmChangeOut,
     AlarmComment,
     AlarmCursor,
     AlarmDetail,
+    AlarmNote,
     AlarmOut,
     AlarmPage,
     AlarmRuleIn,
@@ -31,8 +33,9 @@ from fieldhub.hub.api.deps import hub_dependency
 from fieldhub.hub.api.fields import RowId
 from fieldhub.hub.api.security import client_address, require
 from fieldhub.hub.app import Hub
-from fieldhub.hub.auth import SITE_LABEL, Permission, Principal
-from fieldhub.hub.errors import NotFound, Refused
+from fieldhub.hub.auth import SITE_LABEL, Permission, Principal, UserRecord
+from fieldhub.hub.auth.rules import principal_for
+from fieldhub.hub.errors import Invalid, NotFound, Refused
 
 rules_router = APIRouter(prefix="/api/alarm-rules", tags=["alarms"])
 alarms_router = APIRouter(prefix="/api/alarms", tags=["alarms"])
@@ -160,6 +163,9 @@ async def list_alarms(
     severity: Annotated[list[Severity], Query()] = [],  # noqa: B006
     device: Annotated[str | None, Query(max_length=64)] = None,
     rule: Annotated[str | None, Query(max_length=64)] = None,
+    assignee: Annotated[
+        str | None, Query(max_length=64, description="a user's name, or me: the caller")
+    ] = None,
     cursor: Annotated[AlarmCursor | None, Query(description="next_cursor of the last page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AlarmPage:
@@ -172,6 +178,7 @@ async def list_alarms(
         severities=severity,
         device=device,
         rule=rule,
+        assignee=who.name if assignee == "me" else assignee,
         devices=devices,
         before_id=int(cursor) if cursor else None,
         limit=limit,
@@ -289,6 +296,64 @@ async def unshelve(
     """Take a shelved alarm back before its time (409 when it is not shelved)."""
     await _visible_alarm(hub, who, alarm_id)
     record = await hub.alarms.unshelve(
+        alarm_id, actor=who.actor, comment=body.comment, source=client_address(request)
+    )
+    return AlarmOut.of(record)
+
+
+# -- who has an alarm -------------------------------------------------------------------------
+def _may_have(hub: Hub, user: UserRecord, device_id: str) -> bool:
+    """An alarm goes only to an enabled user who sees its device, by the rule every route
+    uses (:meth:`Principal.sees`)."""
+    if user.disabled:
+        return False
+    eyes = principal_for(
+        via="session", user_id=user.id, name=user.name, role=user.role, sites=user.sites
+    )
+    return _sees_device(hub, eyes, device_id)
+
+
+@alarms_router.get("/{alarm_id}/assignable", summary="Users an alarm may be given to")
+async def assignable(hub: HubDep, who: Writer, alarm_id: RowId) -> list[str]:
+    """The names (nothing else) of the enabled users who see the alarm's device, sorted: what
+    the dashboard's assign select offers."""
+    record = await _visible_alarm(hub, who, alarm_id)
+    users = await hub.auth.accounts.all_users()
+    return sorted(u.name for u in users if _may_have(hub, u, record.device_id))
+
+
+@alarms_router.post("/{alarm_id}/assign", summary="Assign an alarm")
+async def assign(
+    request: Request, hub: HubDep, who: Writer, alarm_id: RowId, body: AlarmAssign
+) -> AlarmOut:
+    """Give an open alarm to a user who sees its device (null: to nobody); 409 when cleared."""
+    record = await _visible_alarm(hub, who, alarm_id)
+    if body.assignee is not None:
+        name = body.assignee.strip().lower()
+        users = await hub.auth.accounts.all_users()
+        if not any(u.name == name and _may_have(hub, u, record.device_id) for u in users):
+            raise Invalid(
+                "assignee: no enabled user of that name sees this alarm's device",
+                ("body", "assignee"),
+            )
+        body.assignee = name
+    record = await hub.alarms.assign(
+        alarm_id,
+        assignee=body.assignee,
+        actor=who.actor,
+        comment=body.comment,
+        source=client_address(request),
+    )
+    return AlarmOut.of(record)
+
+
+@alarms_router.post("/{alarm_id}/comment", summary="Comment on an alarm")
+async def comment(
+    request: Request, hub: HubDep, who: Writer, alarm_id: RowId, body: AlarmNote
+) -> AlarmOut:
+    """Add a comment to an open alarm's history; 409 when it is cleared."""
+    await _visible_alarm(hub, who, alarm_id)
+    record = await hub.alarms.comment(
         alarm_id, actor=who.actor, comment=body.comment, source=client_address(request)
     )
     return AlarmOut.of(record)

@@ -50,6 +50,14 @@ class ChannelUpdate(_Strict):
     enabled: bool | None = None
 
 
+class ChannelChoice(BaseModel):
+    """A channel as a subscriber sees it: which one, and what kind (for e-mail addresses)."""
+
+    id: int
+    name: str
+    kind: ChannelKind
+
+
 class ChannelOut(BaseModel):
     """A channel, without its secrets."""
 

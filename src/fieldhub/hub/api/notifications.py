@@ -1,7 +1,9 @@
 """Notification channels and the outbox, for admins (docs/notifications.md).
 
 Channels: list, add, read, change, delete, and send a test message. The outbox: what was
-sent, what waits, what is dead, each with its delivery log.
+sent, what waits, what is dead, each with its delivery log. Every user may list the enabled
+channels' ids, names and kinds (``/choices``, nothing of their config): what a subscription
+of their own may name.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fieldhub.hub.api.deps import get_hub
 from fieldhub.hub.api.fields import RowId
 from fieldhub.hub.api.notification_models import (
+    ChannelChoice,
     ChannelCreate,
     ChannelOut,
     ChannelUpdate,
@@ -28,6 +31,7 @@ channels = APIRouter(prefix="/api/notification-channels", tags=["notifications"]
 outbox = APIRouter(prefix="/api/notifications", tags=["notifications"])
 Reader = Annotated[Principal, require(Permission.NOTIFICATIONS_READ)]
 Writer = Annotated[Principal, require(Permission.NOTIFICATIONS_WRITE)]
+Subscriber = Annotated[Principal, require(Permission.SUBSCRIPTIONS_READ)]
 
 
 @channels.get("", summary="List notification channels")
@@ -50,6 +54,14 @@ async def create_channel(body: ChannelCreate, request: Request, who: Writer) -> 
         source=client_address(request),
     )
     return ChannelOut.from_record(channel)
+
+
+@channels.get("/choices", summary="Channels a subscription may name")
+async def channel_choices(request: Request, _: Subscriber) -> list[ChannelChoice]:
+    """The enabled channels' ids, names and kinds, by name, for every user: their config
+    (addresses, URLs, secrets) stays the admins'."""
+    found = await get_hub(request).notifications.channels()
+    return [ChannelChoice(id=c.id, name=c.name, kind=c.kind) for c in found if c.enabled]
 
 
 @channels.get("/{channel_id}", summary="Get a notification channel")

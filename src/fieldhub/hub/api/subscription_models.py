@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fieldhub.hub.api.fields import RowId
 from fieldhub.hub.notify.subscriptions import (
+    CHANGE_KINDS,
     DAYS,
     DEFAULT_CHANGES,
     DEFAULT_GROUP_INTERVAL_S,
@@ -71,7 +72,9 @@ class SubscriptionIn(_Strict):
     rules: list[Short] = Field(
         default_factory=list, max_length=MAX_RULES, description="ids or globs; empty: all"
     )
-    changes: list[Short] = Field(default_factory=lambda: list(DEFAULT_CHANGES), max_length=4)
+    changes: list[Short] = Field(
+        default_factory=lambda: list(DEFAULT_CHANGES), max_length=len(CHANGE_KINDS)
+    )
     quiet_hours: QuietHoursIn | None = None
     group_interval_s: Annotated[int, Field(ge=0, le=MAX_GROUP_INTERVAL_S)] = (
         DEFAULT_GROUP_INTERVAL_S

@@ -39,7 +39,9 @@ PAGES = {
     "/login": "login.html",
     "/devices/{device_id}": "device.html",
     "/alarms": "alarms.html",
+    "/alarm-rules": "alarm-rules.html",
     "/events": "events.html",
+    "/notifications": "notifications.html",
     "/manage": "manage.html",
 }
 """Address of each page → its file under ``web/pages/``. A device page is one file for every

@@ -148,6 +148,7 @@ class AlarmFilter:
     severities: Sequence[str] = ()
     device: str | None = None
     rule: str | None = None
+    assignee: str | None = None
     devices: frozenset[str] | None = None
     before_id: int | None = None
     limit: int = 100
@@ -366,6 +367,8 @@ class AlarmStore:
             query = query.where(alarms.c.device_id == where.device)
         if where.rule is not None:
             query = query.where(alarms.c.rule_id == where.rule)
+        if where.assignee is not None:
+            query = query.where(alarms.c.assignee == where.assignee)
         if where.devices is not None:
             query = query.where(alarms.c.device_id.in_(sorted(where.devices)))
         if where.before_id is not None:

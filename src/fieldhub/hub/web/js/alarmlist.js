@@ -1,11 +1,13 @@
 // Alarm rows, the same on the alarms page and the device page: severity, device, rule,
 // message, raised age and state; a row opens into its details (history and the actions:
-// acknowledge with a comment, clear where the rule allows it, shelve until a time).
+// acknowledge with a comment, clear where the rule allows it, shelve until a time, assign to
+// a user, add a comment).
 //
 // Open alarms come first, newest first within. What the page knows of a rule (its name,
 // whether users may clear its alarms) decides what is shown; what the hub answers decides
 // what happens: its refusal (a 403 with its reason, a 409) is shown as it is.
 
+import { assigneeSelect } from "./alarmassign.js";
 import { showAge } from "./ages.js";
 import { api } from "./api.js";
 import { deviceHref, h, replace, say } from "./dom.js";
@@ -281,6 +283,7 @@ export class AlarmTable {
         ? ["Acknowledged", `${dateTime(alarm.acknowledged_at)} by ${alarm.acknowledged_by}${alarm.ack_comment ? `: ${alarm.ack_comment}` : ""}`]
         : null,
       isShelved(alarm) ? ["Shelved until", dateTime(alarm.shelved_until)] : null,
+      alarm.assignee ? ["Assigned to", alarm.assignee] : null,
       alarm.cleared_at
         ? ["Cleared", `${dateTime(alarm.cleared_at)} by ${alarm.cleared_by ?? "hub"}${alarm.clear_reason ? ` (${alarm.clear_reason})` : ""}`]
         : null,
@@ -289,7 +292,7 @@ export class AlarmTable {
     replace(parts.history, this.historyList(entry.history));
     const offer =
       this.canWrite && isOpen(alarm)
-        ? `${alarm.state} ${this.rules.clearable(alarm.rule_id)} ${isShelved(alarm)}`
+        ? `${alarm.state} ${this.rules.clearable(alarm.rule_id)} ${isShelved(alarm)} ${alarm.assignee}`
         : "";
     if (offer !== parts.offer) {
       parts.offer = offer;
@@ -345,6 +348,7 @@ export class AlarmTable {
       }
     };
     const withComment = () => ({ comment: comment.value.trim() });
+    const assignee = assigneeSelect(alarm, status);
     return h(
       "form",
       { class: "alarm-actions", onsubmit: (event) => event.preventDefault() },
@@ -358,7 +362,15 @@ export class AlarmTable {
         this.rules.clearable(alarm.rule_id)
           ? h("button", { type: "button", class: "danger", text: "Clear", onclick: act("clear", withComment) })
           : null,
+        h("button", { type: "button", class: "quiet", text: "Add comment", onclick: act("comment", withComment) }),
       ),
+      h("label", {}, "Assign to", assignee),
+      h("button", {
+        type: "button",
+        class: "quiet",
+        text: "Assign",
+        onclick: act("assign", () => ({ assignee: assignee.value || null, ...withComment() })),
+      }),
       h("label", {}, "Shelve until", until),
       h("button", {
         type: "button",
