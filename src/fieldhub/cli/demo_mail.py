@@ -16,6 +16,7 @@ webhook alone.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from email import message_from_bytes, policy
@@ -83,6 +84,9 @@ async def demo_mailbox(say: Callable[[str], None]) -> AsyncIterator[DemoMailbox 
     except ImportError:
         yield None
         return
+    # aiosmtpd logs every SMTP command at INFO ("mail.log"); the demo's console shows one
+    # line per message instead (DemoMailbox), and its warnings still.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     mailbox = DemoMailbox(say)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
