@@ -31,7 +31,7 @@ FLAPPY = {
         "raise": 50,
         "clear": 45,
     },
-    "flapping": {"changes": 3, "window_s": 2},
+    "flapping": {"changes": 3, "window_s": 6},  # wide enough for a loaded machine
 }
 
 
@@ -88,7 +88,7 @@ async def test_a_flapping_alarm_is_marked_held_and_notified_once_when_it_settles
 
         await eventually(done, "a clear")
 
-    # Raised, cleared, raised, cleared, raised: five changes, more than three in 2 s.
+    # Raised, cleared, raised, cleared, raised: five changes, more than three in 6 s.
     for _cycle in range(2):
         await send(51)
         alarm = await raised()
@@ -105,7 +105,7 @@ async def test_a_flapping_alarm_is_marked_held_and_notified_once_when_it_settles
         got = receiver.to("/ops")
         return got if got and got[-1].headers["x-fieldhub-event"] == "alarm.settled" else []
 
-    sent = await eventually(settled, "the settled notification", 15)
+    sent = await eventually(settled, "the settled notification", 30)
     events = [r.headers["x-fieldhub-event"] for r in sent]
     assert events == ["alarm.raised", "alarm.cleared", "alarm.raised", "alarm.settled"]
     assert sent[-1].json()["data"]["alarm"] == last.id
