@@ -174,9 +174,10 @@ class Grouper:
                 for (s, r, k), at in self._opened.items()
             ]
             conn.execute(dialect.insert(groups).values(rows).on_conflict_do_nothing())
-        for start in range(0, len(self._gathered), 500):
-            statement = dialect.insert(gathered).values(self._gathered[start : start + 500])
-            conn.execute(statement.on_conflict_do_nothing())
+        if self._gathered:
+            # One statement for many parameter sets: compiled once and cached, where a
+            # multi-row VALUES of a new length would be compiled again for every round.
+            conn.execute(dialect.insert(gathered).on_conflict_do_nothing(), self._gathered)
 
 
 def flush_due(conn: Connection, *, now: int) -> tuple[int, int | None]:
