@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -269,3 +270,21 @@ def test_characters_outside_the_lcd_rom_are_replaced():
     sink.open()
     sink.show(["é~\\ä°µ🙂x"], None)
     assert lcd.rows(8, 1) == ["e??ä°µ?x"]
+
+
+async def test_a_burst_of_values_is_rendered_at_most_refresh_hz_times_a_second():
+    lcd = Lcd()
+    section = _config(["v {c.v}"], {"type": "lcd", "width": 8, "rows": 1}, refresh_hz=5)
+    display = Display(parse_display_config(section), lambda bus: FakeSMBus(bus, lcd))
+    runner = _start(display)
+    try:
+        started = time.monotonic()
+        for value in range(50):  # a value every 20 ms: ten times what the display shows
+            display.value("c", "v", value)
+            await asyncio.sleep(0.02)
+        await eventually(lambda: lcd.rows(8, 1) == ["v 49    "], "the last value")
+        seconds = time.monotonic() - started
+        assert display.stats()["lcd:1:0x27"].writes <= 5 * seconds + 2
+    finally:
+        await display.aclose()
+        await runner
