@@ -1,6 +1,7 @@
 """What ends by time or by cause: a flapping alarm is marked and notified once when it
 settles; a shelving that runs out is ended by the hub, or by a user before; a device that is
-away raises no data alarm for its outage, and its clocks start again when it is back."""
+away raises no data alarm for its outage (also after a hub restart during it), and its clocks
+start again when it is back."""
 
 from __future__ import annotations
 
@@ -178,6 +179,35 @@ async def test_an_offline_device_raises_no_absence_alarm_and_its_clock_restarts_
     away.online()
     alarm = await eventually(lambda: latest(hub, away.device_id), "the absence once back", 15)
     assert alarm.raised_at >= back_at + quiet_s * 1000 - 100  # counted from its return
+
+
+async def test_an_outage_still_suppresses_after_a_hub_restart(
+    make_hub: HubFactory, connect_device: DeviceFactory, tmp_path: Path
+):
+    data = tmp_path / "kept"
+    async with make_hub(data=data) as hub:
+        await hub.alarms.put_rule(
+            {"id": "quiet", "condition": {"kind": "absence", "key": "volts", "seconds": 3}},
+            actor="test",
+            create=True,
+        )
+        away = await connect_device(hub, "away")
+        away.online()
+        away.publish(Channel.STATUS, Status(online=False, reason="power cut"), retain=True)
+        await connect_device(hub, "witness")
+
+        async def offline() -> bool:
+            return (await hub.registry.get(away.device_id)).presence == "offline"
+
+        await eventually(offline, "the device offline")
+
+    async with make_hub(data=data) as hub:  # restarted during the outage
+        witness = await connect_device(hub, "witness", register=False)
+        witness.online()
+        # As quiet as the witness, which gets its absence alarm; the device away gets none.
+        await eventually(lambda: latest(hub, witness.device_id), "the witness's alarm", 15)
+        assert await latest(hub, away.device_id) is None
+        assert (await hub.registry.get(away.device_id)).presence == "offline"
 
 
 async def test_a_flapping_pair_settles_after_a_restart(

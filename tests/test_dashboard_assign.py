@@ -45,3 +45,30 @@ async def test_an_alarm_is_assigned_and_commented_from_its_details(
         await dash.shot(page, "alarm-assigned")
     alarm = await dash.hub.alarms.alarm(alarm_id)
     assert alarm.assignee == colleague
+
+
+async def test_assigned_to_me_shows_only_my_alarms_and_follows_new_assignments(
+    dash: Dashboard,  # noqa: F811
+) -> None:
+    operator = await dash.user("operator", ["lyon"])
+    _, mine = await door_alarm(dash.hub, "lyon")
+    _, theirs = await door_alarm(dash.hub, "lyon")
+    _, later = await door_alarm(dash.hub, "lyon")
+    await dash.hub.alarms.assign(mine, assignee=operator, actor="user:root")
+    rows = "#alarm-rows tr.alarm"
+    async with dash.page() as page:
+        await dash.log_in(page, operator, "/alarms")
+        await expect(page.locator(f'{rows}[data-alarm="{theirs}"]')).to_have_count(1)
+        await page.get_by_label("Assigned to me").check()
+        await expect(page.locator(f'{rows}[data-alarm="{theirs}"]')).to_have_count(0)
+        await expect(page.locator(rows)).to_have_count(1)
+        await expect(page.locator(f'{rows}[data-alarm="{mine}"]')).to_have_count(1)
+        assert "mine=1" in page.url  # a bookmark opens the same view
+
+        await dash.hub.alarms.assign(later, assignee=operator, actor="user:root")  # live
+        await expect(page.locator(f'{rows}[data-alarm="{later}"]')).to_have_count(1)
+        await dash.shot(page, "alarms-assigned-to-me")
+
+        await page.reload()
+        await expect(page.get_by_label("Assigned to me")).to_be_checked()
+        await expect(page.locator(rows)).to_have_count(2)

@@ -311,6 +311,54 @@ async def test_alarm_changes_are_pushed_after_their_commit(
         assert (acked["change"], acked["comment"]) == ("acknowledged", "mine")
 
 
+async def test_the_sweeper_taking_off_maintenance_and_flapping_marks_is_pushed(
+    hub: Hub, base: str, admin: str, rest: httpx.AsyncClient, connect_device: DeviceFactory
+):
+    condition = {"kind": "threshold", "key": "temp", "direction": "above", "raise": 50, "clear": 45}
+    rule = {"id": "hot", "condition": condition, "flapping": {"changes": 2, "window_s": 2}}
+    assert (await rest.post("/api/alarm-rules", json=rule)).status_code == 201
+    worked_on = await connect_device(hub, "worked-on")
+    flapping = await connect_device(hub, "flapping")
+    window = {
+        "name": "swap",
+        "scope": {"devices": [worked_on.device_id]},
+        "schedule": {"kind": "once", "start": now_ms() - 1000, "end": now_ms() + 3000},
+    }
+    await hub.maintenance.put(window, actor="test")
+    async with live(base, token=admin) as client:
+        await client.subscribe(devices=[worked_on.device_id, flapping.device_id], topics=["alarm"])
+        worked_on.telemetry(1, temp=70)
+        raised = (await client.next("alarm", device=worked_on.device_id))["alarm"]
+        assert (await rest.get(f"/api/alarms/{raised['id']}")).json()["in_maintenance"] is True
+        flapping.telemetry(1, temp=70)
+        first = (await client.next("alarm", device=flapping.device_id))["alarm"]
+        await rest.post(f"/api/alarms/{first['id']}/acknowledge", json={})
+        await client.next("alarm", device=flapping.device_id)  # acknowledged: it may clear
+        for seq, temp in [(2, 40), (3, 70)]:  # raised, cleared, raised again: it flaps
+            flapping.telemetry(seq, temp=temp)
+            again = (await client.next("alarm", device=flapping.device_id, within_s=10))["alarm"]
+        assert (await rest.get(f"/api/alarms/{again['id']}")).json()["flapping"] is True
+
+        taken_off = {}  # the two marks end in either order on a loaded machine
+        for _ in range(2):
+            frame = await client.wait_for(
+                lambda f: (
+                    f["type"] == "alarm" and f["alarm"]["change"] in ("maintenance", "settled")
+                ),
+                "a mark taken off",
+                15,
+            )
+            taken_off[frame["device"]] = frame["alarm"]
+        ended = taken_off[worked_on.device_id]
+        assert (ended["id"], ended["change"]) == (raised["id"], "maintenance")
+        assert (ended["actor"], ended["comment"]) == ("hub", "maintenance ended")
+        assert (await rest.get(f"/api/alarms/{raised['id']}")).json()["in_maintenance"] is False
+        settled = taken_off[flapping.device_id]
+        assert (settled["change"], settled["actor"]) == ("settled", "hub")
+        latest = (await rest.get(f"/api/alarms/{settled['id']}")).json()
+        assert latest["flapping"] is False
+
+
 # -- what a subscription covers ----------------------------------------------------------------
 async def test_labels_cover_a_device_added_later_and_follow_label_changes(
     hub: Hub, base: str, admin: str, rest: httpx.AsyncClient, connect_device: DeviceFactory

@@ -1,7 +1,7 @@
 """Maintenance windows end to end: an alarm inside a window is raised and marked, its
 notification waits for the window's end (a real webhook receiver), one raised and cleared
-inside is never sent; the routes refuse bad windows with 422 naming the field and scope
-windows by site."""
+inside is never sent (also when gathered for a digest); the routes refuse bad windows with 422
+naming the field and scope windows by site."""
 
 from __future__ import annotations
 
@@ -13,11 +13,14 @@ import pytest
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.app import Hub
+from fieldhub.hub.ingest.batch import Batch
 from fieldhub.hub.notify.holds import SKIPPED
+from fieldhub.hub.notify.subscriptions import SubscriptionSpec
 from fieldhub.hub.store.alarms import AlarmFilter, AlarmRecord
+from fieldhub.protocol import Event
 from tests.conftest import DeviceFactory, HubFactory, api_client
 from tests.support.receivers import WebhookReceiver, webhook_receiver
-from tests.support.subscribe import hear_every_change
+from tests.support.subscribe import ADMIN, hear_every_change
 from tests.waiting import eventually
 
 HOT = {
@@ -257,3 +260,43 @@ async def test_a_clear_inside_a_window_of_an_alarm_raised_before_is_sent_at_its_
     assert [r.headers["x-fieldhub-event"] for r in both] == ["alarm.raised", "alarm.cleared"]
     assert both[1].at >= end_monotonic - 0.1  # held until the window's end
     assert both[1].json()["data"]["in_maintenance"] is True
+
+
+async def test_a_gathered_raise_waits_for_the_window_and_is_dropped_if_cleared_inside(
+    hub: Hub, receiver: WebhookReceiver
+):
+    channel = await hub.notifications.create_channel(
+        "ops", "webhook", {"url": receiver.url("/ops")}, actor="test"
+    )
+    spec = SubscriptionSpec(channel_id=channel.id, group_interval_s=1)  # digests after 1 s
+    await hub.notifications.subscriptions.create(spec, ADMIN, owner_id=None)
+    rule = {"id": "door", "condition": {"kind": "event", "match": "door.*"}}
+    await hub.alarms.put_rule({**rule, "clearable_by_user": True}, actor="test", create=True)
+    for device in ("outside", "fixed", "open"):
+        await hub.devices.create(device, labels={"site": "berlin"})
+    end = now_ms() + 3000  # time enough to raise three and clear one: they take no waiting
+    window = {"devices": ["fixed", "open"]}
+    schedule = {"kind": "once", "start": now_ms() - 1000, "end": end}
+    await hub.maintenance.put({"name": "swap", "scope": window, "schedule": schedule}, actor="t")
+
+    async def door(device: str) -> AlarmRecord:
+        at = now_ms()
+        event = Event(seq=1, ts=at, type="door.opened", message="door open")
+        hub.alarms.engine.committed(Batch(events=[(device, at, event)]))
+        await hub.alarms.engine.evaluate()
+        return await one_alarm(hub, device)
+
+    await door("outside")  # sent at once; it opens the group: the next two are gathered
+    await door("open")
+    fixed = await door("fixed")
+    await hub.alarms.clear(fixed.id, actor="user:ann", comment="closed it")  # inside the window
+
+    [first] = await eventually(lambda: receiver.to("/ops"), "the first raise, at once")
+    assert first.json()["data"]["device"] == "outside"
+    got = await eventually(lambda: receiver.to("/ops")[1:], "the digest", 15)
+    assert now_ms() >= end  # held until the window's end, not sent after a second
+    [digest] = got
+    assert digest.json()["data"]["devices"] == ["open"]  # not the one fixed inside the window
+    assert "hold_until" not in digest.json()["data"]["alarms"][0]
+    await eventually(lambda: not hub.notifications.worker.inflight, "nothing under way")
+    assert len(receiver.to("/ops")) == 2  # and its clear is not sent either

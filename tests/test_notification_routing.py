@@ -11,6 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.app import Hub
@@ -18,8 +19,9 @@ from fieldhub.hub.auth import Principal
 from fieldhub.hub.auth.rules import principal_for
 from fieldhub.hub.ingest.batch import Batch
 from fieldhub.hub.notify.subscriptions import SubscriptionSpec, quiet_hours
+from fieldhub.hub.store.alarms import AlarmFilter
 from fieldhub.protocol import Event
-from tests.conftest import HubFactory
+from tests.conftest import HubFactory, api_client
 from tests.hub_client import add_user
 from tests.support.receivers import MailBox, WebhookReceiver, smtp_server, webhook_receiver
 from tests.waiting import eventually
@@ -260,3 +262,76 @@ async def test_an_email_subscription_mails_its_owner_through_the_admins_channel(
     [(_, to)] = box.envelopes
     assert to == ["ann@example.org"]
     assert box.messages[0]["Subject"] == "[MINOR] Door on dev-1: raised"
+
+
+def _scrape(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+@pytest.mark.parametrize("db", DATABASES)
+async def test_metrics_count_what_routing_sent_gathered_held_and_dropped_and_why(
+    make_hub: HubFactory, receiver: WebhookReceiver, db: str
+) -> None:
+    local = datetime.now(ZoneInfo("UTC"))
+    quiet = {
+        "timezone": "UTC",
+        "from": (local - timedelta(seconds=30)).strftime("%H:%M:%S"),
+        "to": (local + timedelta(minutes=30)).strftime("%H:%M:%S"),
+        "days": [(local - timedelta(seconds=30)).strftime("%a").lower()],
+    }
+    async with make_hub(db=db, **FAST) as hub:
+        for rule in ("door", "fire", "leak", "hum", "gas"):
+            await _rule(hub, rule, "minor", f"{rule}.*")
+        for device, site in [("dev-a", "a"), ("dev-a2", "a"), ("dev-b", "b"), ("dev-m", "a")]:
+            await hub.devices.create(device, labels={"site": site})
+        ann, carl = await add_user(hub, "operator", ["a"]), await add_user(hub, "operator", ["a"])
+        as_ann, as_carl = (
+            principal_for(via="session", user_id=u.id, name=u.name, role="operator", sites=["a"])
+            for u in (ann, carl)
+        )
+        await _subscribe(hub, as_ann, await _channel(hub, receiver, "/ann"), rules=("door",))
+        await _subscribe(hub, as_carl, await _channel(hub, receiver, "/carl"), rules=("fire",))
+        await hub.auth.accounts.update_user(carl.id, disabled=True, actor="test")
+        quiet_channel = await _channel(hub, receiver, "/quiet")
+        await _subscribe(hub, None, quiet_channel, rules=("hum",), quiet_hours=quiet_hours(quiet))
+        gas_channel = await _channel(hub, receiver, "/gas")
+        await _subscribe(hub, None, gas_channel, rules=("gas",), group_interval_s=0)
+        await hub.maintenance.put(
+            {
+                "name": "swap",
+                "scope": {"devices": ["dev-m"]},
+                "schedule": {"kind": "once", "start": now_ms() - 1000, "end": now_ms() + 600_000},
+            },
+            actor="test",
+        )
+
+        await _events(hub, "door.opened", ["dev-a"])  # ann, at once
+        await _events(hub, "door.opened", ["dev-a2"])  # ann, gathered for her digest
+        await _events(hub, "door.opened", ["dev-b"])  # ann would, but site b is not hers
+        await _events(hub, "fire.alarm", ["dev-a"])  # only carl would, and he is disabled
+        await _events(hub, "leak.found", ["dev-a"])  # nobody subscribed
+        await _events(hub, "hum.loud", ["dev-a"])  # held by quiet hours
+        await _events(hub, "gas.smell", ["dev-m"])  # held by the window...
+        [gas] = await hub.alarms.find(AlarmFilter(device="dev-m"))
+        await hub.alarms.clear(gas.id, actor="user:root")  # ...then gone inside it: dropped
+
+        async with api_client(hub) as api:
+            metrics = _scrape((await api.get("/metrics")).text)
+
+    def metric(name: str, **labels: str) -> float:
+        return metrics[(f"fieldhub_notification_{name}_total", tuple(sorted(labels.items())))]
+
+    assert metric("routed_changes") == 4  # door a, door a2, hum, gas
+    assert metric("recipients", delivery="now") == 3
+    assert metric("recipients", delivery="digest") == 1
+    assert metric("dropped_changes", reason="site_not_visible") == 1
+    assert metric("dropped_changes", reason="disabled_user") == 1
+    assert metric("dropped_changes", reason="no_subscriber") == 1
+    assert metric("dropped_changes", reason="maintenance") == 1
+    assert metric("dropped_changes", reason="flapping") == 0
+    assert metric("held", reason="quiet_hours") == 1
+    assert metric("held", reason="maintenance") == 1

@@ -46,7 +46,7 @@ from fieldhub.hub.notify.ack_links import AckLinks, load_key
 from fieldhub.hub.notify.channels.email import SmtpServer
 from fieldhub.hub.notify.escalation import escalate, screen
 from fieldhub.hub.notify.escalation_policies import EscalationPolicies
-from fieldhub.hub.notify.routing import alarm_notifications
+from fieldhub.hub.notify.routing import AlarmRouter
 from fieldhub.hub.notify.service import NotificationService
 from fieldhub.hub.notify.worker import DeliverySettings
 from fieldhub.hub.store.alarms import AlarmStore
@@ -120,6 +120,7 @@ class Hub:
         self._escalation: EscalationPolicies | None = None
         # Acknowledge links in alarm notifications: only when the hub knows its public address.
         self.ack_links: AckLinks | None = None
+        self.routing = AlarmRouter()  # counts what it decides: /metrics
         self._maintenance: MaintenanceService | None = None
         self._sweeper: AlarmSweeper | None = None
 
@@ -394,7 +395,7 @@ class Hub:
         self._notifications = self._notification_service(writes, bus)
         self._stack.push_async_callback(self._notifications.close)  # after the worker stops
         self._escalation = EscalationPolicies(self.engine, writes)
-        alarms.on_change(alarm_notifications)
+        alarms.on_change(self.routing.route)
         alarms.on_change(escalate)
         alarms.on_changed(lambda _changes: self.notifications.wake())
 

@@ -11,6 +11,7 @@ from prometheus_client.registry import Collector
 
 from fieldhub.hub.devices.presence import PresenceTracker
 from fieldhub.hub.ingest.stats import IngestStats
+from fieldhub.hub.notify.routing import DROP_REASONS, HOLD_REASONS, RoutingStats
 
 
 class HubCollector(Collector):
@@ -26,6 +27,7 @@ class HubCollector(Collector):
         violations: Callable[[], Mapping[str, int]] = dict,
         notifications: Callable[[], Mapping[str, int]] = dict,
         ack_refusals: Callable[[], Mapping[str, int]] = dict,
+        routing: RoutingStats | None = None,
     ) -> None:
         self._stats = stats
         self._presence = presence
@@ -34,6 +36,7 @@ class HubCollector(Collector):
         self._violations = violations
         self._notifications = notifications
         self._ack_refusals = ack_refusals
+        self._routing = routing or RoutingStats()
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         """Yield every metric family."""
@@ -124,11 +127,44 @@ class HubCollector(Collector):
         for reason in ("forged", "expired", "used"):
             refused.add_metric([reason], refusals.get(reason, 0))
         yield refused
+        yield from self._routing_families()
         yield GaugeMetricFamily(
             "fieldhub_broker_connected",
             "1 while the hub is connected to its broker",
             value=1.0 if bool(self._connected) else 0.0,
         )
+
+    def _routing_families(self) -> Iterator[CounterMetricFamily]:
+        routing = self._routing
+        yield CounterMetricFamily(
+            "fieldhub_notification_routed_changes",
+            "Alarm changes that reached at least one subscription",
+            value=routing.routed,
+        )
+        recipients = CounterMetricFamily(
+            "fieldhub_notification_recipients",
+            "Subscriptions an alarm change reached, by delivery (now: a message; digest: gathered)",
+            labels=["delivery"],
+        )
+        for delivery in ("now", "digest"):
+            recipients.add_metric([delivery], routing.recipients.get(delivery, 0))
+        yield recipients
+        dropped = CounterMetricFamily(
+            "fieldhub_notification_dropped_changes",
+            "Alarm changes that reached nobody, by reason",
+            labels=["reason"],
+        )
+        for reason in DROP_REASONS:
+            dropped.add_metric([reason], routing.dropped.get(reason, 0))
+        yield dropped
+        held = CounterMetricFamily(
+            "fieldhub_notification_held",
+            "Messages enqueued to wait, by reason (quiet hours, a maintenance window)",
+            labels=["reason"],
+        )
+        for hold in HOLD_REASONS:
+            held.add_metric([hold], routing.held.get(hold, 0))
+        yield held
 
 
 def render(registry: CollectorRegistry) -> bytes:

@@ -24,7 +24,15 @@ from sqlalchemy.engine import Connection
 __all__ = ["AlarmChange", "AlarmHook", "AlarmListener", "ChangeKind"]
 
 ChangeKind = Literal[
-    "raised", "acknowledged", "cleared", "shelved", "unshelved", "settled", "assigned", "commented"
+    "raised",
+    "acknowledged",
+    "cleared",
+    "shelved",
+    "unshelved",
+    "settled",
+    "assigned",
+    "commented",
+    "maintenance",  # its maintenance mark ended (the sweeper): live, and to those who ask
 ]
 
 

@@ -40,7 +40,7 @@ from fieldhub.hub.alarms.changes import AlarmChange, AlarmHook, AlarmListener
 from fieldhub.hub.alarms.counting import CountWindows
 from fieldhub.hub.alarms.index import RuleIndex
 from fieldhub.hub.alarms.marks import mark
-from fieldhub.hub.alarms.outages import Outages
+from fieldhub.hub.alarms.outages import AWAY, Outages
 from fieldhub.hub.alarms.rules import (
     AbsenceCondition,
     EventCondition,
@@ -178,6 +178,7 @@ class AlarmEngine:
             if state.pending_since is not None:
                 pair.active = True
         self.counts.load(await self.store.count_windows())
+        self.outages.load(await self.store.devices_with_presence(AWAY))
         self._started_at = self._clock()
 
     async def _stored_rules(self) -> list[Rule]:

@@ -7,6 +7,10 @@ rule), not five. So while a device is away, those rules raise no new alarm on it
 pending timers are dropped; once it is back their clocks start again from its return (an
 absence rule counts its ``seconds`` from then). Alarms already open stay open, and event and
 presence rules are not touched.
+
+Presence is stored; so at start (``AlarmEngine.load``) the devices away are read back from it
+(:meth:`Outages.load`): a hub restarted during an outage keeps suppressing, though the device
+sends no new presence change (it is still offline, as the store says).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Final
 from fieldhub.hub.alarms.rules import Rule
 from fieldhub.hub.ingest.batch import PresenceChange
 
-__all__ = ["Outages"]
+__all__ = ["AWAY", "Outages"]
 
 AWAY: Final = frozenset({"offline", "stale"})
 SUPPRESSED_KINDS: Final = frozenset({"threshold", "state", "absence"})
@@ -29,6 +33,12 @@ class Outages:
     def __init__(self) -> None:
         self._away: set[str] = set()
         self._back_at: dict[str, int] = {}
+
+    def load(self, away: Iterable[str]) -> None:
+        """Start from the devices stored as away (their return times are not kept: their
+        clocks count from the hub's start, as for every device)."""
+        self._away = set(away)
+        self._back_at.clear()
 
     def update(self, changes: Iterable[PresenceChange], at: int) -> list[str]:
         """Take the committed presence ``changes``; the devices that went away now."""

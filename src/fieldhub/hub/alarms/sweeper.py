@@ -7,7 +7,8 @@ Once a second (in its own task, beside the engine's), one write job under the en
 - a flapping (device, rule) quiet for its window **settles** (``flapping.py``): one
   ``settled`` change for its latest alarm, notified, saying its state now;
 - an open alarm marked ``in_maintenance`` whose window no longer covers it loses the mark
-  (history ``maintenance ended``): its held notifications go out at the window's end anyway.
+  (history ``maintenance ended``, a ``maintenance`` change: live, like every other change):
+  its held notifications go out at the window's end anyway.
 
 Each is an ``UPDATE … WHERE`` on the condition itself, so two hubs sweeping the same database
 write each change once (the second finds nothing left to do).
@@ -155,7 +156,7 @@ class AlarmSweeper:
                 settled = _settle(conn, device_id, rule_id, name(rule_id), at, directory)
                 if settled is not None:
                     changes.append(settled)
-            _end_maintenance(conn, at, directory)
+            changes += _end_maintenance(conn, at, directory, name)
             if changes:
                 changes = mark(conn, changes, rules)
                 for hook in hooks:
@@ -216,28 +217,49 @@ def _settle(
     )
 
 
-def _end_maintenance(conn: Connection, at: int, directory: DeviceDirectory) -> None:
+def _end_maintenance(
+    conn: Connection, at: int, directory: DeviceDirectory, name: Callable[[str], str]
+) -> list[AlarmChange]:
+    """The marks whose window no longer covers their alarm, taken off: their changes."""
     marked = conn.execute(
-        select(alarms.c.id, alarms.c.device_id, alarms.c.rule_id, alarms.c.state).where(
-            alarms.c.state.in_(OPEN_STATES) & alarms.c.in_maintenance
-        )
+        select(alarms).where(alarms.c.state.in_(OPEN_STATES) & alarms.c.in_maintenance)
     ).all()
     if not marked:
-        return
+        return []
     windows = load_windows(conn)
+    ended = []
     for row in marked:
-        entry = directory.get(row.device_id)
-        labels = entry.labels if entry is not None else {}
-        if window_end(windows, row.device_id, labels, row.rule_id, at) is not None:
+        record = AlarmRecord.from_row(row)
+        entry = directory.get(record.device_id)
+        labels = dict(entry.labels) if entry is not None else {}
+        if window_end(windows, record.device_id, labels, record.rule_id, at) is not None:
             continue
-        conn.execute(update(alarms).where(alarms.c.id == row.id).values(in_maintenance=False))
+        conn.execute(update(alarms).where(alarms.c.id == record.id).values(in_maintenance=False))
         add_change(
             conn,
-            row.id,
+            record.id,
             at=at,
             actor=HUB_ACTOR,
             kind="maintenance",
-            from_state=row.state,
-            to_state=row.state,
+            from_state=record.state,
+            to_state=record.state,
             comment="maintenance ended",
         )
+        ended.append(
+            AlarmChange(
+                alarm_id=record.id,
+                rule_id=record.rule_id,
+                rule_name=name(record.rule_id),
+                device_id=record.device_id,
+                severity=record.severity,
+                kind="maintenance",
+                at=at,
+                actor=HUB_ACTOR,
+                message=record.message,
+                value=record.value,
+                device_labels=labels,
+                state=record.state,
+                comment="maintenance ended",
+            )
+        )
+    return ended

@@ -92,6 +92,7 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
             # read at scrape time: the hub may start after the app exists
             notifications=lambda: hub.notifications.attempt_counts(),  # noqa: PLW0108
             ack_refusals=lambda: hub.ack_links.refusals if hub.ack_links is not None else {},
+            routing=hub.routing.stats,
         )
     )
     app.add_middleware(BodySizeLimit, max_bytes=max_body)

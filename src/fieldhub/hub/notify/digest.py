@@ -7,6 +7,11 @@ the group for the subscription's ``group_interval_s``; the changes that follow w
 group open for one more interval (a flood that goes on makes one digest per interval); an
 interval that gathered nothing closes the group, and the next change is again sent at once.
 
+A change held by a maintenance window (``AlarmChange.hold_until``) is gathered like the
+others but waits for the window's end before a digest lists it, as a message would
+(``holds.py``); so when its problem clears inside the window, ``holds.muted`` can still take
+it out, and nobody hears of it.
+
 The rate limit (``max_per_hour`` messages per subscription, counted in the outbox over the
 last hour) rolls the excess into the next digest: a change over the limit is gathered, and a
 digest over the limit waits until a message of the last hour is an hour old.
@@ -57,6 +62,8 @@ the others 10 s later, not a whole interval later. The group stays open for the 
 MAX_DIGEST_ITEMS: Final = 1000
 """A digest lists at most this many changes; the rest make the next one, at once."""
 _GROUPS_PER_FLUSH: Final = 50
+HOLD_KEY: Final = "hold_until"
+"""In a gathered change's item: until when a maintenance window holds it (never listed)."""
 
 GroupKey = tuple[int, str, str]  # subscription, rule, change kind
 
@@ -109,6 +116,7 @@ def _item(change: AlarmChange) -> dict[str, Any]:
         "state": change.state,
         "by": change.actor,
         "in_maintenance": change.in_maintenance,
+        HOLD_KEY: change.hold_until,
     }
 
 
@@ -229,33 +237,45 @@ def _flush(
         conn.execute(delete(groups).where(_group(key)))
         return 0
     subscription, owner = route
-    taken = conn.execute(
+    rows = conn.execute(
         select(gathered.c.id, gathered.c.item)
         .where(*of_group)
         .order_by(gathered.c.id)
         .limit(MAX_DIGEST_ITEMS + 1)
     ).all()
-    if not taken:
+    if not rows:
         open_until = opened_at + subscription.group_interval_s * 1000
         if now < open_until:  # the early first digest had no news: the interval still holds
             conn.execute(update(groups).where(_group(key)).values(flush_at=open_until))
         else:  # an interval without news: the group closes
             conn.execute(delete(groups).where(_group(key)))
         return 0
+    taken = [row for row in rows if (row.item.get(HOLD_KEY) or 0) <= now]
+    held_until = min((row.item[HOLD_KEY] for row in rows if row not in taken), default=None)
+    if not taken:  # all wait for the end of their maintenance window
+        conn.execute(update(groups).where(_group(key)).values(flush_at=held_until))
+        return 0
     if rate.sent >= subscription.max_per_hour:  # rolled into the next digest
         conn.execute(update(groups).where(_group(key)).values(flush_at=rate.free_at(now)))
         return 0
-    more = len(taken) > MAX_DIGEST_ITEMS
+    more = len(rows) > MAX_DIGEST_ITEMS
     taken = taken[:MAX_DIGEST_ITEMS]
     # Visibility again, at the digest's enqueue: the owner's sites may have changed since.
-    items = [row.item for row in taken if owner.sees(row.item.get("labels", {}))]
+    items = [_listed(row.item) for row in taken if owner.sees(row.item.get("labels", {}))]
     conn.execute(delete(gathered).where(gathered.c.id.in_([row.id for row in taken])))
     next_at = now if more else now + subscription.group_interval_s * 1000
+    if held_until is not None:
+        next_at = min(next_at, held_until)
     conn.execute(update(groups).where(_group(key)).values(flush_at=next_at))
     if not items:
         return 0
     rate.sent += 1
     return enqueue(conn, [_digest(subscription, key, taken[0].id, items, now)], now=now)
+
+
+def _listed(item: dict[str, Any]) -> dict[str, Any]:
+    """A gathered change as its digest lists it: its hold is the hub's business."""
+    return {name: value for name, value in item.items() if name != HOLD_KEY}
 
 
 def _digest(

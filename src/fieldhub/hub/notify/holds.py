@@ -8,9 +8,11 @@ waits until the window's end. :func:`not_before` is the one place that computes 
 What is not sent (:func:`muted`):
 
 - a clear made inside the window whose raise is still held (raised inside it too) drops
-  both: the raise's pending notifications are ``cancelled`` ("skipped: …") and the clear is
-  not sent. Nobody is told after the window about a problem that came and went during the
-  work. A raise inside the window still open at its end is sent then;
+  both: the raise's pending notifications are ``cancelled`` ("skipped: …"), the raise
+  gathered for a digest (``digest.py`` holds it until the window's end, like a message) is
+  taken out of it, and the clear is not sent. Nobody is told after the window about a
+  problem that came and went during the work. A raise inside the window still open at its
+  end is sent then, on its own or in a digest;
 - a change of a flapping (device, rule) is not sent; its ``settled`` change is.
 """
 
@@ -19,12 +21,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Final
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Connection
 
 from fieldhub.hub.alarms.changes import AlarmChange
 from fieldhub.hub.notify.subscriptions import QuietHours, Subscription
 from fieldhub.hub.store.schema import alarms, notifications
+from fieldhub.hub.store.schema import notification_gathered as gathered
 
 __all__ = ["SKIPPED", "muted", "not_before", "quiet_until"]
 
@@ -67,7 +70,12 @@ def muted(conn: Connection, change: AlarmChange) -> bool:
     cancelled = conn.execute(
         update(notifications).where(held_raise).values(state="cancelled", last_error=SKIPPED)
     )
-    return bool(cancelled.rowcount)
+    ungathered = conn.execute(
+        delete(gathered).where(
+            (gathered.c.alarm_id == change.alarm_id) & (gathered.c.kind == "raised")
+        )
+    )
+    return bool(cancelled.rowcount or ungathered.rowcount)
 
 
 def quiet_until(quiet: QuietHours, at: int) -> int | None:

@@ -10,11 +10,19 @@ and went inside a maintenance window).
 
 One notification per (alarm change, subscription): the dedup key makes the enqueue
 idempotent, so a retried round notifies once.
+
+What routing decided is counted (:class:`RoutingStats`, on ``/metrics``), so an operator who
+hears nothing can tell "nobody subscribed" from "nobody may see that site": changes routed,
+recipients (at once or gathered), changes that reached nobody and why, messages held and why.
+They are counted in the round's transaction: a round that is rolled back and retried (rare)
+counts twice.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from sqlalchemy.engine import Connection
 
@@ -27,31 +35,86 @@ from fieldhub.hub.notify.outbox import enqueue
 from fieldhub.hub.notify.records import NewNotification
 from fieldhub.hub.notify.subscriptions import Subscription
 
-__all__ = ["alarm_notifications"]
+__all__ = ["DROP_REASONS", "HOLD_REASONS", "AlarmRouter", "RoutingStats"]
+
+DropReason = Literal[
+    "no_subscriber", "site_not_visible", "disabled_user", "flapping", "maintenance"
+]
+DROP_REASONS: tuple[DropReason, ...] = (
+    "no_subscriber",
+    "site_not_visible",
+    "disabled_user",
+    "flapping",
+    "maintenance",
+)
+"""Why a change reached nobody: no subscription wants it; only owners who may not see its
+device do; only disabled owners do; its (device, rule) flaps; it came and went inside a
+maintenance window (``holds.muted``)."""
+HOLD_REASONS = ("quiet_hours", "maintenance")
+"""Why a message waits in the outbox (``holds.not_before``)."""
 
 
-def alarm_notifications(conn: Connection, changes: list[AlarmChange]) -> None:
-    """The engine's hook (``AlarmEngine.on_change``): route ``changes`` in their own write
-    transaction (after the commit, ``NotificationService.wake`` delivers them and lets the
-    digest flusher see groups opened)."""
-    if not changes:
-        return
-    routes = subscription_store.routable(conn)
-    if not routes:
-        return
-    now = now_ms()
-    grouper = Grouper(conn, (subscription for subscription, _ in routes), now)
-    messages = [
-        _message(subscription, change)
-        for change in changes
-        if not muted(conn, change)
-        for subscription, owner in routes
-        if subscription.wants(change)
-        and owner.sees(change.device_labels)
-        and grouper.send_now(subscription, change)
-    ]
-    enqueue(conn, messages, now=now)
-    grouper.save(conn)
+@dataclass(slots=True)
+class RoutingStats:
+    """What routing decided, since the hub started."""
+
+    routed: int = 0
+    """Changes that reached at least one subscription."""
+    recipients: Counter[str] = field(default_factory=Counter)
+    """Subscriptions reached, by ``now`` (a message) or ``digest`` (gathered)."""
+    dropped: Counter[str] = field(default_factory=Counter)
+    """Changes that reached nobody, by :data:`DROP_REASONS`."""
+    held: Counter[str] = field(default_factory=Counter)
+    """Messages enqueued to wait, by :data:`HOLD_REASONS`."""
+
+
+class AlarmRouter:
+    """The engine's hook (``AlarmEngine.on_change``), counting what it decides."""
+
+    def __init__(self) -> None:
+        self.stats = RoutingStats()
+
+    def route(self, conn: Connection, changes: list[AlarmChange]) -> None:
+        """Route ``changes`` in their own write transaction (after the commit,
+        ``NotificationService.wake`` delivers them and lets the digest flusher see groups
+        opened)."""
+        if not changes:
+            return
+        routes, silenced = subscription_store.routes(conn)
+        now = now_ms()
+        grouper = Grouper(conn, (subscription for subscription, _ in routes), now)
+        messages = []
+        for change in changes:
+            if muted(conn, change):
+                self.stats.dropped["flapping" if change.flapping else "maintenance"] += 1
+                continue
+            wanted = [(s, owner) for s, owner in routes if s.wants(change)]
+            reached = [s for s, owner in wanted if owner.sees(change.device_labels)]
+            if not reached:
+                self.stats.dropped[_nobody(change, wanted, silenced)] += 1
+                continue
+            self.stats.routed += 1
+            for subscription in reached:
+                if not grouper.send_now(subscription, change):
+                    self.stats.recipients["digest"] += 1
+                    continue
+                message = _message(subscription, change)
+                messages.append(message)
+                self.stats.recipients["now"] += 1
+                if message.not_before is not None:
+                    held_by = "quiet_hours" if change.hold_until is None else "maintenance"
+                    self.stats.held[held_by] += 1
+        if messages:
+            enqueue(conn, messages, now=now)
+        grouper.save(conn)
+
+
+def _nobody(change: AlarmChange, wanted: list[Any], silenced: list[Subscription]) -> DropReason:
+    if wanted:
+        return "site_not_visible"
+    if any(subscription.wants(change) for subscription in silenced):
+        return "disabled_user"
+    return "no_subscriber"
 
 
 def _message(subscription: Subscription, change: AlarmChange) -> NewNotification:

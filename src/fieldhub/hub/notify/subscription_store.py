@@ -33,6 +33,7 @@ __all__ = [
     "remove",
     "replace",
     "routable",
+    "routes",
 ]
 
 
@@ -131,6 +132,14 @@ def routable(
 ) -> list[tuple[Subscription, Principal]]:
     """Enabled subscriptions of enabled channels (``ids``: only those) with their owner's eyes;
     those of a disabled or deleted owner are left out: they hear nothing."""
+    return routes(conn, ids)[0]
+
+
+def routes(
+    conn: Connection, ids: list[int] | None = None
+) -> tuple[list[tuple[Subscription, Principal]], list[Subscription]]:
+    """:func:`routable`, and apart the subscriptions it leaves out for their owner (disabled
+    or deleted): routing counts the changes only those wanted (``disabled_user``)."""
     query = (
         select(subscriptions, users.c.role, users.c.sites.label("owner_sites"), users.c.disabled)
         .select_from(
@@ -143,12 +152,14 @@ def routable(
     )
     if ids is not None:
         query = query.where(subscriptions.c.id.in_(ids))
-    found = []
+    found, silenced = [], []
     for row in conn.execute(query).mappings():
         owner = owner_principal(row["owner_id"], row["role"], row["owner_sites"], row["disabled"])
         if owner is not None:
             found.append((_record(row), owner))
-    return found
+        else:
+            silenced.append(_record(row))
+    return found, silenced
 
 
 # -- reads ------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ The store knows rules only as dicts: what makes a rule valid is ``hub/alarms/rul
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -25,6 +25,7 @@ from fieldhub.hub.store.schema import (
     alarm_rule_state,
     alarm_rules,
     alarms,
+    devices,
 )
 
 __all__ = [
@@ -323,6 +324,13 @@ class AlarmStore:
             RuleStateRow(r.device_id, r.rule_id, r.pending_since, r.gone_since, r.value, r.message)
             for r in rows
         ]
+
+    async def devices_with_presence(self, presences: Collection[str]) -> list[str]:
+        """The devices whose stored presence is one of ``presences``: the engine's outages
+        as they stood when the last hub stopped."""
+        query = select(devices.c.id).where(devices.c.presence.in_(list(presences)))
+        async with self._engine.connect() as conn:
+            return list((await conn.execute(query)).scalars())
 
     async def count_windows(self) -> list[WindowRow]:
         """Every window of an N-of-M count."""

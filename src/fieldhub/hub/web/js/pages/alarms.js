@@ -1,5 +1,5 @@
 // Alarms: the alarms of the user's devices, open ones first, newest first; filters by state,
-// severity and device kept in the address (a bookmark opens the same view); a row opens into
+// severity, device and "assigned to me" kept in the address (a bookmark opens the same view); a row opens into
 // its history and actions. New alarms and changes arrive through the live feed: each change
 // is read again over REST (the feed says what changed, the API what it is now).
 
@@ -18,8 +18,9 @@ const older = byId("older");
 const rules = new RuleBook();
 const names = new Map(); // device id → name
 let table;
-let query = { state: "", severity: [], device: "" };
+let query = { state: "", severity: [], device: "", mine: false };
 let cursor = null;
+let myName = ""; // "assigned to me" shows the alarms assigned to this user
 
 const statesOf = (state) => STATES[state] ?? [state];
 
@@ -30,6 +31,7 @@ function fromAddress() {
     state: CHOICES.has(state) ? state : "", // "open" (the default) or anything else
     severity: params.getAll("severity"),
     device: params.get("device") ?? "",
+    mine: params.get("mine") === "1",
   };
 }
 
@@ -38,6 +40,7 @@ function toAddress(q) {
   if (q.state) params.set("state", q.state);
   for (const s of q.severity) params.append("severity", s);
   if (q.device) params.set("device", q.device);
+  if (q.mine) params.set("mine", "1");
   const text = params.toString();
   history.replaceState(null, "", text ? `?${text}` : location.pathname);
 }
@@ -48,6 +51,7 @@ function readForm() {
     state: String(data.get("state") ?? ""),
     severity: data.getAll("severity").map(String),
     device: String(data.get("device") ?? "").trim(),
+    mine: data.has("mine"),
   };
 }
 
@@ -57,13 +61,19 @@ function writeForm(q) {
     box.checked = q.severity.includes(box.value);
   }
   form.elements.device.value = q.device;
+  form.elements.mine.checked = q.mine;
 }
 
-/** Whether an alarm belongs in the current view (a live change may move it in or out). */
-function matches(alarm) {
+/**
+ * Whether an alarm belongs in the current view (a live change may move it in or out). The
+ * live feed's frame does not say the assignee (`assigneeKnown` false): the alarm read again
+ * over REST decides.
+ */
+function matches(alarm, assigneeKnown = true) {
   const states = statesOf(query.state);
   if (states.length && !states.includes(alarm.state)) return false;
   if (query.severity.length && !query.severity.includes(alarm.severity)) return false;
+  if (query.mine && assigneeKnown && alarm.assignee !== myName) return false;
   return !query.device || alarm.device_id === query.device;
 }
 
@@ -73,6 +83,7 @@ async function loadPage(first) {
       state: statesOf(query.state),
       severity: query.severity,
       device: query.device || null,
+      assignee: query.mine ? "me" : null,
       cursor: first ? null : cursor,
       limit: PAGE,
     },
@@ -96,7 +107,7 @@ async function apply() {
 
 async function onAlarm(message) {
   const { id, rule_id: ruleId } = message.alarm;
-  if (!table.has(id) && !matches({ ...message.alarm, device_id: message.device })) return;
+  if (!table.has(id) && !matches({ ...message.alarm, device_id: message.device }, false)) return;
   await rules.know(ruleId);
   let alarm;
   try {
@@ -122,6 +133,7 @@ async function deviceNames() {
 
 async function main() {
   const { me, live } = await startPage("alarms");
+  myName = me.user.name;
   maintenanceBanner(); // this page needs alarms:read anyway
   table = new AlarmTable(byId("alarm-rows"), {
     rules,
