@@ -15,7 +15,6 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
-from fieldhub.bundles.keys import KEY_ID_PATTERN
 from fieldhub.bundles.refusal import BundleRefused, Reason
 from fieldhub.protocol.actions import ACTION_NAME_PATTERN, ARG_NAME_PATTERN, TypeName
 
@@ -23,7 +22,9 @@ __all__ = [
     "BUNDLE_NAME_PATTERN",
     "FILE_PATH_PATTERN",
     "FORMAT",
+    "KEY_ID_PATTERN",
     "MAX_MANIFEST_BYTES",
+    "PUBLIC_KEY_PATTERN",
     "VERSION_PATTERN",
     "BundleAction",
     "FileEntry",
@@ -36,6 +37,10 @@ __all__ = [
 ]
 
 FORMAT: Final = 1
+KEY_ID_PATTERN: Final = r"^[0-9a-f]{16}$"
+"""A key id: the first 16 hex digits of the SHA-256 of the raw Ed25519 public key."""
+PUBLIC_KEY_PATTERN: Final = r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$"
+"""A public key's one-line form: the base64 of its 32 raw bytes (``fieldhub bundle keygen``)."""
 BUNDLE_NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 VERSION_PATTERN: Final = r"^[0-9]{1,9}(\.[0-9]{1,9}){0,3}$"
 FILE_PATH_PATTERN: Final = r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*){0,15}$"
