@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -422,19 +422,32 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 async def run_agent(config: AgentConfig, config_path: Path, *, simulate: bool = False) -> None:
-    """Run until cancelled (SIGTERM/SIGINT end the surrounding ``asyncio.run``).
+    """Run until cancelled (SIGTERM/SIGINT end the surrounding ``asyncio.run``)."""
+    await run_with_bundles(
+        config, lambda running: running.hub.read_secret(config_path), simulate=simulate
+    )
 
-    First an install a crash interrupted is finished or undone; then the agent runs, and starts
-    again in this process whenever a bundle changes what it runs. A new version that cannot
+
+async def run_with_bundles(
+    config: AgentConfig, secret: Callable[[AgentConfig], str | None], **options: Any
+) -> None:
+    """Run an agent until cancelled, starting it again whenever a bundle changes what it runs.
+
+    First an install a crash interrupted is finished or undone; then the agent runs, and
+    starts again in this process after each install or rollback. A new version that cannot
     start is rolled back and the old one started (docs/bundles.md).
+
+    Args:
+        config: the base ``agent.yaml`` (a bundle may bring another).
+        secret: the MQTT secret for the configuration in force.
+        options: for :class:`Agent` (``simulate``, ``drivers``, ...).
     """
     bundles = BundleHost(config)
     await asyncio.to_thread(bundles.recover)
     while True:
         try:
             running = bundles.config()
-            secret = running.hub.read_secret(config_path)
-            async with Agent(running, secret, simulate=simulate, bundles=bundles) as agent:
+            async with Agent(running, secret(running), bundles=bundles, **options) as agent:
                 if not await agent.serve():
                     return
         except (ConfigError, UnitError, AgentStartError, ActionDefinitionError) as exc:
