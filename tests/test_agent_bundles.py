@@ -198,6 +198,9 @@ async def test_a_hundred_bad_bundles_are_refused_and_write_nothing(
         if tree(bundles_dir) != before:
             wrong.append(f"{mutation.label}: the active area changed")
     assert not wrong, "\n".join(wrong)
+    refused = {k: n for k, n in device.host.stats.items() if k.startswith("bundle.refused")}
+    assert sum(refused.values()) == len(bad)  # counted, by reason
+    assert refused["bundle.refused:unsafe_path"] == 10
     assert device.reports.reported[SOFTWARE_KEY]["bundles"] == {"hello": "1.0.5"}  # type: ignore[index]
     assert await device.run("hello.check")
 
@@ -337,3 +340,27 @@ async def test_a_bundle_config_is_checked_by_the_agents_schema(
     assert (kind, data["reason"]) == ("bundle.refused", Reason.BAD_CONFIG.value)
     assert data["detail"].startswith("agent.yaml:3: units[0]")
     assert tree(tmp_path / "bundles") == {}
+
+
+@pytest.mark.parametrize(
+    ("bundles", "line", "field"),
+    [
+        ("  trusted_keys: [not-a-key]\n", 5, "bundles.trusted_keys[0]"),
+        ("  revoked_keys: [ABCDEF]\n", 5, "bundles.revoked_keys[0]"),
+        ("  trial_timeout_s: 0\n", 5, "bundles.trial_timeout_s"),
+        ("  trusted: []\n", 5, "bundles.trusted"),
+    ],
+)
+def test_a_wrong_bundles_section_names_line_and_field(
+    tmp_path: Path, bundles: str, line: int, field: str
+) -> None:
+    from fieldhub.agent.config import ConfigError, load_config
+
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        "device: {id: pi-1}\nhub: {broker: 'mqtt://h:1', username: u, secret: s}\n"
+        f"data_dir: {tmp_path}\nbundles:\n{bundles}"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert (caught.value.line, caught.value.field) == (line, field)

@@ -396,6 +396,8 @@ class Agent:
             figures["commands"] = self.commands.stats
         if self.twin is not None:
             figures["twin"] = self.twin.stats
+        if self._bundles is not None:
+            figures["bundles"] = dict(self._bundles.stats)
         return figures
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "KEY_ID_PATTERN",
     "MAX_MANIFEST_BYTES",
     "PUBLIC_KEY_PATTERN",
+    "SHA256_PATTERN",
     "VERSION_PATTERN",
     "BundleAction",
     "FileEntry",
@@ -43,6 +44,7 @@ PUBLIC_KEY_PATTERN: Final = r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$"
 """A public key's one-line form: the base64 of its 32 raw bytes (``fieldhub bundle keygen``)."""
 BUNDLE_NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 VERSION_PATTERN: Final = r"^[0-9]{1,9}(\.[0-9]{1,9}){0,3}$"
+SHA256_PATTERN: Final = r"^[0-9a-f]{64}$"
 FILE_PATH_PATTERN: Final = r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*){0,15}$"
 MAX_MANIFEST_BYTES: Final = 256 * 1024
 """A manifest lists files, it does not hold them: a larger one is refused unread."""
@@ -65,7 +67,7 @@ def parse_version(version: str) -> tuple[int, ...]:
 class FileEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One payload file: what its bytes must be."""
 
-    sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+    sha256: Annotated[str, msgspec.Meta(pattern=SHA256_PATTERN)]
     size: Annotated[int, msgspec.Meta(ge=0)]
 
 

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Final
@@ -38,7 +40,12 @@ from fieldhub.agent.bundles.journal import Journal, crash_point
 from fieldhub.agent.config import AgentConfig, load_config
 from fieldhub.agent.reporting import Reporter
 from fieldhub.agent.units.base import ActionSpec
-from fieldhub.bundles.manifest import BUNDLE_NAME_PATTERN, VERSION_PATTERN, parse_version
+from fieldhub.bundles.manifest import (
+    BUNDLE_NAME_PATTERN,
+    SHA256_PATTERN,
+    VERSION_PATTERN,
+    parse_version,
+)
 from fieldhub.bundles.refusal import BundleRefused, Reason
 from fieldhub.clock import now_ms
 from fieldhub.protocol.actions import ArgDetails
@@ -83,6 +90,8 @@ class BundleHost:
         self._busy = False
         self._restart = asyncio.Event()
         self.trial: Journal | None = None
+        self.stats: Counter[str] = Counter()
+        """Outcomes by event and reason (``bundle.refused:downgrade``): the technician page."""
 
     # -- at start ---------------------------------------------------------------------------
 
@@ -91,8 +100,9 @@ class BundleHost:
         journal = journals.load(self._journal_path)
         if journal is None:
             return
-        log.warning("bundle %s %s: resuming after step %s", journal.name, journal.version,
-                    journal.step)  # fmt: skip
+        log.warning(
+            "bundle %s %s: resuming after step %s", journal.name, journal.version, journal.step
+        )
         if journal.step == "confirmed":
             self._finish_confirm(journal)
         elif journal.step == "rolling_back":
@@ -229,7 +239,7 @@ class BundleHost:
         """What can be refused before downloading anything."""
         if not _valid(name, BUNDLE_NAME_PATTERN) or not _valid(version, VERSION_PATTERN):
             raise BundleRefused(Reason.MALFORMED, "name or version is not valid")
-        if not _valid(sha256, r"^[0-9a-f]{64}$"):
+        if not _valid(sha256, SHA256_PATTERN):
             raise BundleRefused(Reason.MALFORMED, "sha256 is not 64 lower-case hex digits")
         if not 0 < size <= self._config.bundles.max_bytes:
             raise BundleRefused(
@@ -278,9 +288,15 @@ class BundleHost:
         self._busy = True
         try:
             prepared = await prepare(
-                self._config, self.installed, self._scratch, url, sha256, size, (name, version),
-                force,
-            )  # fmt: skip
+                self._config,
+                self.installed,
+                self._scratch,
+                url=url,
+                sha256=sha256,
+                size=size,
+                announced=(name, version),
+                force=force,
+            )
             crash_point("verified")
             self._emit_about(_INSTALLING, "info", name, version)
             journal = await asyncio.to_thread(
@@ -362,8 +378,9 @@ class BundleHost:
         journals.clear(self._journal_path)
         self.trial = None
         self._emit(_ROLLED_BACK, "warning", journal, reason, detail, previous=previous)
-        log.warning("bundle %s %s rolled back to %s: %s", journal.name, journal.version,
-                    previous, detail)  # fmt: skip
+        log.warning(
+            "bundle %s %s rolled back to %s: %s", journal.name, journal.version, previous, detail
+        )
 
     def _undo_write(self, journal: Journal) -> None:
         self.installed.prune(journal.name)
@@ -401,6 +418,7 @@ class BundleHost:
         detail: str = "",
         previous: str | None = None,
     ) -> None:
+        self.stats[f"{kind}:{reason.value}" if reason is not None else kind] += 1
         data: dict[str, Any] = {"name": name[:64], "version": version[:32]}
         if reason is not None:
             data["reason"] = reason.value
@@ -415,6 +433,4 @@ class BundleHost:
 
 
 def _valid(text: str, pattern: str) -> bool:
-    import re
-
     return re.match(pattern, text) is not None

@@ -47,6 +47,7 @@ async def prepare(
     config: AgentConfig,
     installed: Installed,
     scratch: Path,
+    *,
     url: str,
     sha256: str,
     size: int,
