@@ -364,3 +364,29 @@ def test_a_wrong_bundles_section_names_line_and_field(
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert (caught.value.line, caught.value.field) == (line, field)
+
+
+async def test_https_downloads_check_the_hubs_certificate_and_pin(tmp_path: Path) -> None:
+    from tests.support.certs import TestCa, public_key_pin, self_signed
+
+    ca = TestCa(tmp_path / "ca")
+    hub_cert = ca.issue("hub", hosts=["127.0.0.1"])
+    bundle = good_bundle(KEYS.trusted, "1.0.5")
+    with bundle_server(tls=hub_cert) as https:
+        pinned = public_key_pin(hub_cert.cert)
+        wrong_pin = device_config(tmp_path / "a", ca_file=str(ca.cert), pin_sha256="ab" * 32)
+        unknown_ca = device_config(tmp_path / "b")  # the system's store knows no test CA
+        for config, why in ((wrong_pin, "not the pinned one"), (unknown_ca, "CERTIFICATE_VERIFY")):
+            refused = Device(config)
+            await refused.install(https, bundle)
+            kind, data = refused.reports.events[-1]
+            assert (kind, data["reason"]) == ("bundle.refused", Reason.DOWNLOAD_FAILED.value)
+            assert why in data["detail"]
+            assert "secret-token" not in data["detail"]
+        trusted = Device(device_config(tmp_path / "c", ca_file=str(ca.cert), pin_sha256=pinned))
+        await trusted.install(https, bundle)
+        assert trusted.reports.events[-1][0] == "bundle.confirmed"
+    with bundle_server(tls=self_signed(tmp_path / "self", "hub", hosts=["127.0.0.1"])) as fake:
+        impostor = Device(device_config(tmp_path / "d", ca_file=str(ca.cert)))
+        await impostor.install(fake, bundle)
+        assert impostor.reports.events[-1][1]["reason"] == Reason.DOWNLOAD_FAILED.value

@@ -1,19 +1,23 @@
-"""A real HTTP server that hands out bundle files, as the hub's download route would."""
+"""A real HTTP(S) server that hands out bundle files, as the hub's download route would."""
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import count
 
+from tests.support.certs import CertFiles
+
 
 class BundleServer:
     """Serves offered bytes at ``/bundles/<n>?token=...``; counts the requests."""
 
-    def __init__(self, server: ThreadingHTTPServer) -> None:
+    def __init__(self, server: ThreadingHTTPServer, scheme: str) -> None:
         self._server = server
+        self._scheme = scheme
         self._files: dict[str, bytes] = {}
         self._numbers = count()
         self.requests = 0
@@ -23,7 +27,7 @@ class BundleServer:
         path = f"/bundles/{next(self._numbers)}"
         self._files[path] = data
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}{path}?token=secret-token"
+        return f"{self._scheme}://{host!s}:{port}{path}?token=secret-token"
 
     def _get(self, path: str) -> bytes | None:
         self.requests += 1
@@ -31,8 +35,8 @@ class BundleServer:
 
 
 @contextmanager
-def bundle_server() -> Iterator[BundleServer]:
-    """A :class:`BundleServer` on a free local port for the block."""
+def bundle_server(tls: CertFiles | None = None) -> Iterator[BundleServer]:
+    """A :class:`BundleServer` on a free local port for the block; HTTPS with ``tls``."""
     holder: list[BundleServer] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -51,7 +55,11 @@ def bundle_server() -> Iterator[BundleServer]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    holder.append(BundleServer(server))
+    if tls is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(tls.cert, tls.key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    holder.append(BundleServer(server, "https" if tls else "http"))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
