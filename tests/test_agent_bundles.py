@@ -390,3 +390,31 @@ async def test_https_downloads_check_the_hubs_certificate_and_pin(tmp_path: Path
         impostor = Device(device_config(tmp_path / "d", ca_file=str(ca.cert)))
         await impostor.install(fake, bundle)
         assert impostor.reports.events[-1][1]["reason"] == Reason.DOWNLOAD_FAILED.value
+
+
+async def test_a_requested_rollback_cut_short_is_finished_at_the_next_start(
+    tmp_path: Path, server: BundleServer
+) -> None:
+    from fieldhub.agent.bundles import journal as journals
+    from fieldhub.agent.bundles.installed import CURRENT, PREVIOUS
+
+    config = device_config(tmp_path)
+    device = Device(config)
+    await device.install(server, good_bundle(KEYS.trusted, "1.0.5"))
+    await device.install(server, good_bundle(KEYS.trusted, "1.1.0"))
+    installed = device.host.installed
+    # What bundle.rollback records before it moves the links; then the power goes.
+    journals.save(
+        tmp_path / "bundles" / "journal.json",
+        journals.Journal(
+            step="rolling_back",
+            name="hello",
+            version="1.1.0",
+            directory=installed.target("hello", CURRENT) or "",
+            previous=installed.target("hello", PREVIOUS),
+        ),
+    )
+    again = Device(config)
+    assert again.reports.reported[SOFTWARE_KEY]["bundles"] == {"hello": "1.0.5"}  # type: ignore[index]
+    kind, data = again.reports.events[-1]
+    assert (kind, data["previous"], "reason" in data) == ("bundle.rolled_back", "1.0.5", False)

@@ -131,10 +131,14 @@ class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=False, kw_only
         names = [action.name for action in self.actions]
         if len(set(names)) != len(names):
             raise ValueError("action names must be unique")
-        if self.health is not None and self.health.action not in names:
+        if self.health is not None:
             # A built-in action could be the check too, but then a bundle could not fail it
             # any differently after the update than before: useless as a trial.
-            raise ValueError(f"health.action {self.health.action!r} is not one of the actions")
+            check = next((a for a in self.actions if a.name == self.health.action), None)
+            if check is None:
+                raise ValueError(f"health.action {self.health.action!r} is not one of the actions")
+            if check.args:
+                raise ValueError(f"health.action {check.name!r} must take no arguments")
 
     @property
     def payload_bytes(self) -> int:

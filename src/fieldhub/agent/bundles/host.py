@@ -106,7 +106,8 @@ class BundleHost:
         if journal.step == "confirmed":
             self._finish_confirm(journal)
         elif journal.step == "rolling_back":
-            self._finish_rollback(journal, Reason(journal.reason), journal.detail)
+            reason = Reason(journal.reason) if journal.reason else None  # none: requested
+            self._finish_rollback(journal, reason, journal.detail)
         elif journal.step == "writing" or (
             journal.step == "switching"
             and self.installed.target(journal.name, CURRENT) != journal.directory
