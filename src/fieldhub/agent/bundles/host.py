@@ -172,9 +172,16 @@ class BundleHost:
         ]
 
     def software(self) -> dict[str, Any]:
-        """What this device runs, for the reported state."""
+        """What this device runs, for the reported state; ``trial``: a version that runs but
+        is not confirmed yet (it may still be rolled back)."""
         running = self.installed.running()
-        return {"agent_version": __version__, "bundles": {n: b.version for n, b in running.items()}}
+        software: dict[str, Any] = {
+            "agent_version": __version__,
+            "bundles": {n: b.version for n, b in running.items()},
+        }
+        if self.trial is not None:
+            software["trial"] = {self.trial.name: self.trial.version}
+        return software
 
     def attach(
         self,
@@ -355,6 +362,8 @@ class BundleHost:
         self.installed.prune(journal.name)
         journals.clear(self._journal_path)
         self.trial = None
+        if self._attached is not None:  # no longer on trial
+            self._attached.reporter.state({SOFTWARE_KEY: self.software()})
         self._emit(
             _CONFIRMED, "info", journal, previous=self._version_of(journal.name, journal.previous)
         )
