@@ -277,9 +277,8 @@ class BundleHost:
             version=current.version,
             directory=current.directory,
             previous=back_to,
-            reason="",
         )
-        await asyncio.to_thread(self._finish_rollback, journal, None, "requested")
+        await asyncio.to_thread(self._roll_back, journal, None, "requested")
         self._restart.set()
         return {"name": name, "from": current.version, "to": self._version_of(name, back_to)}
 
@@ -369,12 +368,12 @@ class BundleHost:
         )
         log.info("bundle %s %s confirmed", journal.name, journal.version)
 
-    def _roll_back(self, journal: Journal, reason: Reason, detail: str) -> None:
+    def _roll_back(self, journal: Journal, reason: Reason | None, detail: str) -> None:
+        """Journal the way back (no reason: an operator asked), then take it."""
+        why = reason.value if reason is not None else ""
         journals.save(
             self._journal_path,
-            msgspec.structs.replace(
-                journal, step="rolling_back", reason=reason.value, detail=detail
-            ),
+            msgspec.structs.replace(journal, step="rolling_back", reason=why, detail=detail),
         )
         crash_point("rolling_back")
         self._finish_rollback(journal, reason, detail)
