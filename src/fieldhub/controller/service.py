@@ -31,6 +31,7 @@ from fieldhub.lan.link import Link, LinkLost, RequestFailed, read_plain
 from fieldhub.lan.pairing import PairingError
 from fieldhub.lan.session import AuthError, Session, session_key
 from fieldhub.logthrottle import LogThrottle, held_back
+from fieldhub.private_files import private_dir
 
 __all__ = ["Controller"]
 
@@ -48,6 +49,7 @@ class Controller:
 
     def __init__(self, config: ControllerConfig) -> None:
         self.config = config
+        private_dir(config.data_dir)
         self._key_file = KeyFile(config.data_dir / "gateway.key")
         self._paired = self._key_file.load()
         self._runner = ActionRunner(
