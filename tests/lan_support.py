@@ -15,6 +15,7 @@ from fieldhub.controller.config import ActionConfig, ControllerConfig, ValueSour
 from fieldhub.controller.service import Controller
 from fieldhub.gateway.lan import LanManager, LanSettings
 from fieldhub.gateway.ports import ControllerInfo, ReportChannel
+from tests.waiting import eventually
 
 SLEEPER = ActionConfig("hang", ("/bin/sleep", "600"), {}, 1.0)
 """An action that never ends by itself: its timeout (1 s) must kill it."""
@@ -46,6 +47,12 @@ class RecordingUplink:
         if self.hold is not None:
             await self.hold.wait()
         self.reports.append((controller_id, channel, body))
+
+    def is_online(self, controller_id: str) -> bool:
+        """Online now: its last online call is later than its last offline call."""
+        ups = sum(1 for info in self.online if info.controller_id == controller_id)
+        downs = sum(1 for cid, _ in self.offline if cid == controller_id)
+        return ups > downs
 
     def values_of(self, controller_id: str) -> list[dict[str, Any]]:
         return [b["values"] for c, ch, b in self.reports if c == controller_id and ch == "telemetry"]
@@ -116,3 +123,16 @@ async def running_gateway(
         yield manager
     finally:
         await manager.stop()
+
+
+@asynccontextmanager
+async def paired_controller(
+    tmp: Path, uplink: RecordingUplink, gateway: LanManager, controller_id: str, **changes: Any
+) -> AsyncIterator[Controller]:
+    """A controller that announced itself to ``gateway``, was approved and is linked."""
+    config = controller_config(tmp, controller_id, gateway.announce_port, **changes)
+    async with running_controller(config) as controller:
+        await eventually(lambda: controller_id in uplink.codes, f"{controller_id}'s pairing code")
+        assert await gateway.approve_pairing(controller_id)
+        await eventually(lambda: uplink.is_online(controller_id), f"{controller_id} online")
+        yield controller

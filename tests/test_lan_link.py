@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.lan_support import RecordingUplink, controller_config, running_controller, running_gateway
+from fieldhub.controller.config import ActionConfig
+from tests.lan_support import (
+    RecordingUplink,
+    controller_config,
+    paired_controller,
+    running_controller,
+    running_gateway,
+)
 from tests.waiting import eventually
 
 
@@ -63,3 +70,64 @@ async def test_a_new_controller_pairs_once_its_code_is_approved_then_reports_and
         assert gateway.link_states()["ctrl-1"].startswith("lost: ")
         missing = await gateway.run_command("ctrl-1", "cmd-4", "relay.set", {"on": False}, 5)
         assert missing.status == "unreachable"
+
+
+async def test_hub_approval_and_a_controller_restart_on_another_port(tmp_path: Path) -> None:
+    """Approved from the hub; the controller restarts elsewhere: relinked without pairing, its
+    address change logged and counted, and a command id it ran is not run again."""
+    uplink = RecordingUplink()
+    async with running_gateway(tmp_path, uplink) as gateway:
+        assert not await gateway.approve_pairing("ctrl-2")  # no one is waiting
+        async with paired_controller(tmp_path, uplink, gateway, "ctrl-2"):
+            first = await gateway.run_command("ctrl-2", "cmd-1", "relay.set", {"on": False}, 5)
+        await eventually(lambda: not uplink.is_online("ctrl-2"), "ctrl-2 offline")
+        assert uplink.offline[0][0] == "ctrl-2"
+
+        config = controller_config(tmp_path, "ctrl-2", gateway.announce_port)
+        async with running_controller(config):
+            await eventually(lambda: uplink.is_online("ctrl-2"), "ctrl-2 online again")
+            assert len(uplink.pairing) == 1  # paired once, long ago
+            assert gateway.refusals["address_changed"] == 1
+            again = await gateway.run_command("ctrl-2", "cmd-1", "relay.set", {"on": False}, 5)
+            assert again == first
+            assert (tmp_path / "ctrl-2.log").read_text() == "relay false\n"
+
+
+async def test_a_hanging_action_is_killed_at_its_timeout_and_nothing_else_waits(
+    tmp_path: Path,
+) -> None:
+    pid_file = tmp_path / "hang.pid"
+    hang = ActionConfig(
+        "hang", ("/bin/sh", "-c", 'echo $$ > "$0"; exec sleep 600', str(pid_file)), {}, 1.0
+    )
+    uplink = RecordingUplink()
+    async with running_gateway(tmp_path, uplink) as gateway:
+        async with paired_controller(tmp_path, uplink, gateway, "ctrl-3") as controller:
+            controller.config.actions["hang"] = hang
+            hanging = asyncio.create_task(gateway.run_command("ctrl-3", "h-1", "hang", {}, 30))
+            await eventually(pid_file.exists, "the hanging action to start")
+            quick = await gateway.run_command("ctrl-3", "q-1", "relay.set", {"on": True}, 5)
+            assert quick.status == "succeeded"
+            outcome = await hanging
+            assert (outcome.status, outcome.error) == ("timed_out", "timed out after 1 s; killed")
+            with pytest.raises(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), 0)
+            assert gateway.link_states() == {"ctrl-3": "linked"}
+
+
+async def test_reports_wait_for_the_uplink_and_none_is_lost_or_repeated(tmp_path: Path) -> None:
+    uplink = RecordingUplink(hold=asyncio.Event())
+    async with running_gateway(tmp_path, uplink) as gateway:
+        config = controller_config(tmp_path, "ctrl-4", gateway.announce_port, report_every_s=0.2)
+        async with running_controller(config) as controller:
+            await eventually(lambda: "ctrl-4" in uplink.codes, "the pairing code")
+            await gateway.approve_pairing("ctrl-4")
+            await eventually(lambda: controller.queued_reports >= 5, "reports queueing up")
+            assert not uplink.reports
+            assert uplink.hold is not None
+            uplink.hold.set()
+            await eventually(lambda: len(uplink.reports) >= 6, "the queued reports")
+            await eventually(lambda: controller.queued_reports <= 1, "the queue drained")
+        stamps = [body["ts"] for _, channel, body in uplink.reports if channel == "telemetry"]
+        assert stamps == sorted(set(stamps))  # in order, each once
+        assert controller.dropped_reports == 0

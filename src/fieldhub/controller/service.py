@@ -24,8 +24,8 @@ from fieldhub.controller.config import ControllerConfig
 from fieldhub.controller.memory import CommandMemory
 from fieldhub.controller.values import read_value
 from fieldhub.lan.discovery import Announcement
-from fieldhub.lan.framing import FrameError, read_frame
-from fieldhub.lan.handshake import GatewayHello, accept_hello, answer_pairing
+from fieldhub.lan.framing import FrameError, pack_frame
+from fieldhub.lan.handshake import GatewayHello, Pairing, accept_hello, answer_pairing, check_key
 from fieldhub.lan.keys import KeyFile, PeerKey
 from fieldhub.lan.link import Link, LinkLost, RequestFailed, read_plain
 from fieldhub.lan.pairing import PairingError
@@ -62,6 +62,7 @@ class Controller:
         self._linked = asyncio.Event()
         self._queued = asyncio.Event()
         self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[Any]] = set()
         self._throttle = LogThrottle()
         self.refusals: Counter[str] = Counter()
         """Refused connections and frames by reason (``bad_tag``, ``bad_frame``, …)."""
@@ -119,8 +120,9 @@ class Controller:
             for task in tasks:
                 task.cancel()
             self._server.close()
-            if self._link is not None:
-                await self._link.close()
+            for connection in list(self._connections):  # the server leaves its handlers running
+                connection.cancel()
+            await asyncio.gather(*self._connections, return_exceptions=True)
 
     def report(self, channel: str, body: dict[str, Any]) -> None:
         """Queue a report (``ts`` added when missing) for the gateway."""
@@ -137,27 +139,38 @@ class Controller:
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
         peer = writer.get_extra_info("peername")
         peer_host = str(peer[0]) if peer else "?"
         try:
             hello = await accept_hello(
                 reader, writer, self.config.controller_id, self._paired is not None, HELLO_TIMEOUT_S
             )
-            pairing = self._paired is None
-            if pairing:
-                session = await self._pair(reader, writer, hello)
+            if self._paired is None:
+                pairing = await self._pair(reader, writer, hello)
+                key, wait_s = pairing.key, PAIRING_TIMEOUT_S
             else:
-                assert self._paired is not None
-                session = Session(
-                    session_key(self._paired.key, hello.gateway_nonce, hello.controller_nonce),
-                    "controller",
-                )
+                key, wait_s = self._paired.key, HELLO_TIMEOUT_S
+            session = Session(
+                session_key(key, hello.gateway_nonce, hello.controller_nonce), "controller"
+            )
+            await check_key(reader, session, wait_s)
+            if self._paired is None:
+                self._paired = PeerKey(hello.gateway_id, key)
+                self._key_file.store(self._paired)
+                log.info("paired with gateway %s", hello.gateway_id)
+            writer.write(pack_frame(session.seal({"t": "auth"})))
             link = Link(reader, writer, session, heartbeat_s=self.config.heartbeat_s)
-            if pairing:
-                link.send({"t": "paired"})  # the gateway keeps the key on this answer
             await self._serve(link)
-        except (AuthError, FrameError, PairingError) as exc:
-            self._refuse(getattr(exc, "reason", "bad_frame"), peer_host, str(exc))
+        except AuthError as exc:
+            self._refuse(exc.reason, peer_host, str(exc))
+        except PairingError as exc:
+            self._refuse("bad_pairing", peer_host, str(exc))
+        except FrameError as exc:
+            self._refuse("bad_frame", peer_host, str(exc))
         except (TimeoutError, asyncio.IncompleteReadError, OSError):
             pass  # a port scan, or a gateway that went away mid-hello
         finally:
@@ -165,9 +178,9 @@ class Controller:
 
     async def _pair(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hello: GatewayHello
-    ) -> Session:
-        """Answer a gateway's pairing, show the code, and keep the key once it is approved
-        (the gateway's first authenticated frame, which only the holder of the key can make)."""
+    ) -> Pairing:
+        """Answer a gateway's pairing and show the code; the key is kept only once the gateway
+        proves it (after a person approved the code there)."""
         pairing = await answer_pairing(
             reader, writer, hello, await read_plain(reader, HELLO_TIMEOUT_S), HELLO_TIMEOUT_S
         )
@@ -177,16 +190,7 @@ class Controller:
             flush=True,
         )
         log.info("pairing with gateway %s: code %s shown", hello.gateway_id, pairing.code)
-        session = Session(
-            session_key(pairing.key, hello.gateway_nonce, hello.controller_nonce), "controller"
-        )
-        confirmed = session.open(await asyncio.wait_for(read_frame(reader), PAIRING_TIMEOUT_S))
-        if confirmed.get("t") != "paired":
-            raise PairingError("`paired` is due")
-        self._paired = PeerKey(hello.gateway_id, pairing.key)
-        self._key_file.store(self._paired)
-        log.info("paired with gateway %s", hello.gateway_id)
-        return session
+        return pairing
 
     async def _serve(self, link: Link) -> None:
         previous, self._link = self._link, link
@@ -257,7 +261,8 @@ class Controller:
             except (LinkLost, TimeoutError, RequestFailed, OSError) as exc:
                 log.debug("report %d not acknowledged: %s", rid, exc)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._linked.wait(), 1.0)
+                    async with asyncio.timeout(1.0):
+                        await self._linked.wait()
                 await asyncio.sleep(0.5)
                 continue
             if self._queue and self._queue[0][0] == rid:

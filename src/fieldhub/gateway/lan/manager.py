@@ -26,8 +26,8 @@ from fieldhub.gateway.lan.listener import AnnouncementListener
 from fieldhub.gateway.ports import CommandOutcome, ControllerInfo, ReportChannel, Uplink
 from fieldhub.lan import DEFAULT_ANNOUNCE_PORT
 from fieldhub.lan.discovery import Announcement
-from fieldhub.lan.framing import FrameError, pack_frame, read_frame
-from fieldhub.lan.handshake import GatewayHello, open_hello, start_pairing
+from fieldhub.lan.framing import FrameError
+from fieldhub.lan.handshake import GatewayHello, open_hello, prove_key, start_pairing
 from fieldhub.lan.keys import KeyFile, PeerKey
 from fieldhub.lan.link import Link, LinkLost, RequestFailed
 from fieldhub.lan.pairing import PairingError
@@ -210,9 +210,8 @@ class LanManager:
         backoff = BACKOFF_FIRST_S
         while True:
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(host, port), CONNECT_TIMEOUT_S
-                )
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    reader, writer = await asyncio.open_connection(host, port)
                 try:
                     hello = await open_hello(
                         reader, writer, self._settings.gateway_id, CONNECT_TIMEOUT_S
@@ -239,8 +238,7 @@ class LanManager:
                     self._refuse(exc.reason, entry.host, f"{entry.controller_id}: {exc}")
                 entry.state = f"lost: {exc}"
             except (AuthError, PairingError, FrameError) as exc:
-                reason = exc.reason if isinstance(exc, AuthError) else "bad_frame"
-                self._refuse(reason, entry.host, f"{entry.controller_id}: {exc}")
+                self._refuse(_reason(exc), entry.host, f"{entry.controller_id}: {exc}")
                 entry.state = f"lost: {exc}"
             except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
                 entry.state = f"lost: cannot reach {entry.address} ({type(exc).__name__})"
@@ -253,7 +251,8 @@ class LanManager:
                 backoff = BACKOFF_FIRST_S
                 await self._uplink.controller_offline(entry.controller_id, entry.state[6:])
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(entry.wake.wait(), backoff * random.uniform(0.8, 1.2))
+                async with asyncio.timeout(backoff * random.uniform(0.8, 1.2)):
+                    await entry.wake.wait()
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     async def _connect(self, entry: _Controller) -> None:
@@ -262,9 +261,8 @@ class LanManager:
         Raises:
             LinkLost: the link ended, saying why.
         """
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(entry.host, entry.port), CONNECT_TIMEOUT_S
-        )
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            reader, writer = await asyncio.open_connection(entry.host, entry.port)
         try:
             hello = await open_hello(reader, writer, self._settings.gateway_id, CONNECT_TIMEOUT_S)
             if hello.controller_id != entry.controller_id:
@@ -276,6 +274,7 @@ class LanManager:
                 session = Session(
                     session_key(stored.key, hello.gateway_nonce, hello.controller_nonce), "gateway"
                 )
+                await prove_key(reader, writer, session, CONNECT_TIMEOUT_S)
             else:
                 session = await self._pair(entry, reader, writer, hello)
             link = Link(reader, writer, session, heartbeat_s=self._settings.heartbeat_s)
@@ -306,16 +305,14 @@ class LanManager:
             self._on_pairing_code(hello.controller_id, pairing.code)
         await self._uplink.pairing_requested(hello.controller_id, entry.host)
         try:
-            await asyncio.wait_for(asyncio.shield(entry.approval), PAIRING_TIMEOUT_S)
+            async with asyncio.timeout(PAIRING_TIMEOUT_S):
+                await asyncio.shield(entry.approval)
         except TimeoutError:
             raise LinkLost("pairing_timeout", "pairing not approved in time") from None
         session = Session(
             session_key(pairing.key, hello.gateway_nonce, hello.controller_nonce), "gateway"
         )
-        writer.write(pack_frame(session.seal({"t": "paired"})))
-        confirmed = session.open(await asyncio.wait_for(read_frame(reader), CONNECT_TIMEOUT_S))
-        if confirmed.get("t") != "paired":
-            raise PairingError("the controller did not confirm the pairing")
+        await prove_key(reader, writer, session, CONNECT_TIMEOUT_S)
         self._key_file(hello.controller_id).store(PeerKey(hello.controller_id, pairing.key))
         log.info("paired controller %s", hello.controller_id)
         return session
@@ -381,6 +378,12 @@ class LanManager:
         held = self._throttle.due((reason, source))
         if held is not None:
             log.warning("refused %s from %s: %s%s", reason, source, detail, held_back(held))
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, AuthError):
+        return exc.reason
+    return "bad_pairing" if isinstance(exc, PairingError) else "bad_frame"
 
 
 def _outcome(raw: Any) -> CommandOutcome:
