@@ -17,9 +17,6 @@ from fieldhub.gateway.lan import LanManager, LanSettings
 from fieldhub.gateway.ports import ControllerInfo, ReportChannel
 from tests.waiting import eventually
 
-SLEEPER = ActionConfig("hang", ("/bin/sleep", "600"), {}, 1.0)
-"""An action that never ends by itself: its timeout (1 s) must kill it."""
-
 
 @dataclass
 class RecordingUplink:
@@ -43,7 +40,9 @@ class RecordingUplink:
     async def pairing_requested(self, controller_id: str, address: str) -> None:
         self.pairing.append((controller_id, address))
 
-    async def report(self, controller_id: str, channel: ReportChannel, body: dict[str, Any]) -> None:
+    async def report(
+        self, controller_id: str, channel: ReportChannel, body: dict[str, Any]
+    ) -> None:
         if self.hold is not None:
             await self.hold.wait()
         self.reports.append((controller_id, channel, body))
@@ -55,7 +54,9 @@ class RecordingUplink:
         return ups > downs
 
     def values_of(self, controller_id: str) -> list[dict[str, Any]]:
-        return [b["values"] for c, ch, b in self.reports if c == controller_id and ch == "telemetry"]
+        return [
+            b["values"] for c, ch, b in self.reports if c == controller_id and ch == "telemetry"
+        ]
 
 
 def controller_config(
@@ -77,11 +78,26 @@ def controller_config(
         actions={
             "relay.set": ActionConfig(
                 "relay.set",
-                ("/bin/sh", "-c", 'echo "relay $FIELDHUB_ARG_ON" >> "$0"', str(tmp / f"{controller_id}.log")),
+                (
+                    "/bin/sh",
+                    "-c",
+                    'echo "relay $FIELDHUB_ARG_ON" >> "$0"',
+                    str(tmp / f"{controller_id}.log"),
+                ),
                 {"on": "bool"},
                 5.0,
             ),
-            "hang": SLEEPER,
+            "hang": ActionConfig(  # never ends by itself: its timeout must kill it
+                "hang",
+                (
+                    "/bin/sh",
+                    "-c",
+                    'echo $$ > "$0"; exec sleep 600',
+                    str(tmp / f"{controller_id}.pid"),
+                ),
+                {},
+                1.0,
+            ),
         },
     )
     return replace(config, **changes)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from fieldhub.controller.config import ActionConfig
 from tests.lan_support import (
     RecordingUplink,
     controller_config,
@@ -46,7 +45,10 @@ async def test_a_new_controller_pairs_once_its_code_is_approved_then_reports_and
             assert info.firmware == "test 1"
             assert gateway.link_states() == {"ctrl-1": "linked"}
             assert controller.paired_with == "gw-test"
-            for key in (tmp_path / "gateway-keys" / "ctrl-1.key", tmp_path / "ctrl-1" / "gateway.key"):
+            for key in (
+                tmp_path / "gateway-keys" / "ctrl-1.key",
+                tmp_path / "ctrl-1" / "gateway.key",
+            ):
                 assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
 
             await eventually(lambda: uplink.values_of("ctrl-1"), "a telemetry report")
@@ -96,23 +98,21 @@ async def test_hub_approval_and_a_controller_restart_on_another_port(tmp_path: P
 async def test_a_hanging_action_is_killed_at_its_timeout_and_nothing_else_waits(
     tmp_path: Path,
 ) -> None:
-    pid_file = tmp_path / "hang.pid"
-    hang = ActionConfig(
-        "hang", ("/bin/sh", "-c", 'echo $$ > "$0"; exec sleep 600', str(pid_file)), {}, 1.0
-    )
+    pid_file = tmp_path / "ctrl-3.pid"
     uplink = RecordingUplink()
-    async with running_gateway(tmp_path, uplink) as gateway:
-        async with paired_controller(tmp_path, uplink, gateway, "ctrl-3") as controller:
-            controller.config.actions["hang"] = hang
-            hanging = asyncio.create_task(gateway.run_command("ctrl-3", "h-1", "hang", {}, 30))
-            await eventually(pid_file.exists, "the hanging action to start")
-            quick = await gateway.run_command("ctrl-3", "q-1", "relay.set", {"on": True}, 5)
-            assert quick.status == "succeeded"
-            outcome = await hanging
-            assert (outcome.status, outcome.error) == ("timed_out", "timed out after 1 s; killed")
-            with pytest.raises(ProcessLookupError):
-                os.kill(int(pid_file.read_text()), 0)
-            assert gateway.link_states() == {"ctrl-3": "linked"}
+    async with (
+        running_gateway(tmp_path, uplink) as gateway,
+        paired_controller(tmp_path, uplink, gateway, "ctrl-3"),
+    ):
+        hanging = asyncio.create_task(gateway.run_command("ctrl-3", "h-1", "hang", {}, 30))
+        await eventually(pid_file.exists, "the hanging action to start")
+        quick = await gateway.run_command("ctrl-3", "q-1", "relay.set", {"on": True}, 5)
+        assert quick.status == "succeeded"
+        outcome = await hanging
+        assert (outcome.status, outcome.error) == ("timed_out", "timed out after 1 s; killed")
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(pid_file.read_text()), 0)
+        assert gateway.link_states() == {"ctrl-3": "linked"}
 
 
 async def test_reports_wait_for_the_uplink_and_none_is_lost_or_repeated(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ class Controller:
         self._linked = asyncio.Event()
         self._queued = asyncio.Event()
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[Any]] = set()
+        self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
         self._throttle = LogThrottle()
         self.refusals: Counter[str] = Counter()
         """Refused connections and frames by reason (``bad_tag``, ``bad_frame``, …)."""
@@ -120,8 +120,8 @@ class Controller:
             for task in tasks:
                 task.cancel()
             self._server.close()
-            for connection in list(self._connections):  # the server leaves its handlers running
-                connection.cancel()
+            for writer in self._connections.values():  # the server leaves its handlers running
+                writer.close()
             await asyncio.gather(*self._connections, return_exceptions=True)
 
     def report(self, channel: str, body: dict[str, Any]) -> None:
@@ -141,8 +141,8 @@ class Controller:
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
-        task.add_done_callback(self._connections.discard)
+        self._connections[task] = writer
+        task.add_done_callback(self._connections.pop)
         peer = writer.get_extra_info("peername")
         peer_host = str(peer[0]) if peer else "?"
         try:

@@ -153,7 +153,7 @@ class Link:
         for task in list(self._handlers):
             task.cancel()
         self._writer.close()
-        with contextlib.suppress(OSError, asyncio.CancelledError):
+        with contextlib.suppress(OSError):
             await self._writer.wait_closed()
 
     async def _next_body(self) -> dict[str, Any]:

@@ -318,13 +318,18 @@ class LanManager:
         return session
 
     async def _run_link(self, entry: _Controller, link: Link) -> None:
+        """Ask the controller what it offers, tell the uplink it is online, and serve the link
+        until it ends (with the manager's stop, too: then the link is closed)."""
         entry.link = link
         serving = asyncio.create_task(link.serve(lambda op, body: self._answer(entry, op, body)))
         try:
-            info = await link.request("info", {}, self._settings.request_timeout_s)
-            actions = info.get("actions")
-            firmware = info.get("firmware")
+            try:
+                info = await link.request("info", {}, self._settings.request_timeout_s)
+            except (TimeoutError, RequestFailed) as exc:
+                raise LinkLost("no_info", f"no answer to `info`: {exc}") from None
+            actions, firmware = info.get("actions"), info.get("firmware")
             entry.state = "linked"
+            entry.online = True
             await self._uplink.controller_online(
                 ControllerInfo(
                     entry.controller_id,
@@ -334,14 +339,13 @@ class LanManager:
                 )
             )
             log.info("controller %s linked at %s", entry.controller_id, entry.address)
-        except (TimeoutError, RequestFailed, LinkLost):
-            serving.cancel()
-            await link.close()
-            with contextlib.suppress(BaseException):
-                await serving
-            raise AuthError("not_authenticated", "the controller did not prove its key") from None
-        entry.online = True
-        await serving
+            await serving
+        finally:
+            if not serving.done():
+                serving.cancel()
+                await asyncio.wait({serving})
+            if not serving.cancelled():
+                serving.exception()  # retrieved: the link's end is reported by the caller
 
     async def _answer(self, entry: _Controller, op: str, body: dict[str, Any]) -> dict[str, Any]:
         if op != "report":
