@@ -54,6 +54,10 @@ def build_app() -> typer.Typer:
 def main() -> None:
     """Entry point of the ``fieldhub`` command."""
     restrict_umask()  # whatever the hub or an agent writes is its user's alone (private_files)
+    if sys.argv[1:2] == ["controller"]:  # a small board's program: no typer (controller/cli.py)
+        from fieldhub.controller.cli import main as controller_main
+
+        sys.exit(controller_main(sys.argv[2:]))
     code = plain.main()
     if code is not None:
         sys.exit(code)
