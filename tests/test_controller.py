@@ -70,3 +70,17 @@ async def test_a_run_cut_short_by_a_restart_is_never_run_again(tmp_path: Path) -
     assert (await runner.run("c-2", "touch", {}, 5))["status"] == "succeeded"
     assert marker.exists()
     assert oct(memory_file.stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_controller_runs_on_the_standard_library_and_pyyaml() -> None:
+    """What a small board must have: importing the controller loads nothing else of note."""
+    probe = (
+        "import sys; import fieldhub.controller.cli, fieldhub.controller.service; "
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'msgspec', 'typer', 'rich', 'pydantic', 'sqlalchemy', 'fastapi', 'cryptography'})))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    ended = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
+    )
+    assert ended.stdout.strip() == ""
