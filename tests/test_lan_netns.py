@@ -195,3 +195,17 @@ async def test_broadcast_crosses_the_bridge_and_the_static_list_crosses_the_rout
                 answer = await gateway.ask({"run": [controller_id, "c-1", "touch", {}]}, "outcome")
                 assert answer["outcome"]["status"] == "succeeded"
                 assert (tmp_path / f"{controller_id}.touched").exists()
+
+            # ctrl-a gets a new address (a new DHCP lease): it announces at once, the old link
+            # dies, and the gateway links at the new address, without pairing again.
+            _ip("-n", network["ca"], "addr", "flush", "dev", "eth0")
+            _ip("-n", network["ca"], "addr", "add", "10.77.0.3/24", "brd", "+", "dev", "eth0")
+            await eventually(
+                lambda: any(
+                    line["online"]["address"] == "10.77.0.3:7410" for line in gateway.said("online")
+                ),
+                "ctrl-a linked at its new address",
+                within_s=30,
+            )
+            assert gateway.said("offline", "ctrl-a")
+            assert len(gateway.said("pairing")) == 1  # ctrl-b's, in this run

@@ -71,6 +71,8 @@ class _Controller:
     approval: asyncio.Future[bool] | None = None
     code: str = ""
     online: bool = False
+    moved_to: tuple[str, int] | None = None
+    """An address announced while the link was up: dialled once the link is lost."""
     last_report: tuple[str, int] = ("", 0)
 
     @property
@@ -199,6 +201,7 @@ class LanManager:
                 f"{host}:{port}; the link must prove its key there",
             )
             if entry.link is not None:  # keep a working link; a spoofer gets nothing from this
+                entry.moved_to = (host, port)
                 return
             entry.host, entry.port = host, port
         if entry.task is None or entry.task.done():
@@ -245,6 +248,8 @@ class LanManager:
             finally:
                 entry.link = None
                 entry.approval = None
+                if entry.moved_to is not None:
+                    (entry.host, entry.port), entry.moved_to = entry.moved_to, None
             log.info("controller %s: %s", entry.controller_id, entry.state)
             if entry.online:
                 entry.online = False
