@@ -30,6 +30,8 @@ class RecordingUplink:
     """Pairing codes passed to the display hook (``on_pairing_code``), by controller."""
     reports: list[tuple[str, ReportChannel, dict[str, Any]]] = field(default_factory=list)
     hold: asyncio.Event | None = None
+    failures: int = 0
+    """How many reports to refuse (``OSError``) before taking them, as a full disk would."""
 
     async def controller_online(self, info: ControllerInfo) -> None:
         self.online.append(info)
@@ -45,6 +47,9 @@ class RecordingUplink:
     ) -> None:
         if self.hold is not None:
             await self.hold.wait()
+        if self.failures:
+            self.failures -= 1
+            raise OSError(28, "No space left on device")
         self.reports.append((controller_id, channel, body))
 
     def is_online(self, controller_id: str) -> bool:

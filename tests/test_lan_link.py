@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fieldhub.gateway.lan import LanSettings
 from tests.lan_support import (
     RecordingUplink,
     controller_config,
@@ -131,3 +132,23 @@ async def test_reports_wait_for_the_uplink_and_none_is_lost_or_repeated(tmp_path
         stamps = [body["ts"] for _, channel, body in uplink.reports if channel == "telemetry"]
         assert stamps == sorted(set(stamps))  # in order, each once
         assert controller.dropped_reports == 0
+
+
+async def test_a_report_the_uplink_could_not_keep_is_sent_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    uplink = RecordingUplink(failures=1)
+    async with (
+        running_gateway(tmp_path, uplink) as gateway,
+        paired_controller(tmp_path, uplink, gateway, "ctrl-7"),
+    ):
+        await eventually(lambda: uplink.values_of("ctrl-7"), "reports after the failure", 30)
+        started = [b for _, ch, b in uplink.reports if ch == "event"]
+        assert [event["type"] for event in started] == ["controller.started"]  # once, not lost
+        assert "the uplink did not take a report of ctrl-7" in caplog.text
+        assert gateway.link_states() == {"ctrl-7": "linked"}
+
+
+def test_a_static_address_must_be_host_and_port(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"static controller '10\.0\.0\.5': expected host:port"):
+        LanSettings("gw", tmp_path, static=("10.0.0.5",))

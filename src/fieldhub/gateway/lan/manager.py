@@ -17,7 +17,7 @@ import logging
 import random
 import secrets
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -57,6 +57,23 @@ class LanSettings:
     """``host:port`` of controllers that broadcasts do not reach."""
     heartbeat_s: float = 5.0
     request_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        self.static_addresses()  # a wrong entry stops the gateway at start, named
+
+    def static_addresses(self) -> list[tuple[str, int]]:
+        """The static list as (host, port).
+
+        Raises:
+            ValueError: naming the entry that is not ``host:port``.
+        """
+        addresses = []
+        for entry in self.static:
+            host, _, port = entry.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"static controller {entry!r}: expected host:port")
+            addresses.append((host, int(port)))
+        return addresses
 
 
 @dataclass(slots=True)
@@ -108,12 +125,10 @@ class LanManager:
         self._transport, _ = await loop.create_datagram_endpoint(
             lambda: AnnouncementListener(self._on_announcement, self.refusals),
             local_addr=(self._settings.listen_host, self._settings.announce_port),
-            reuse_port=True,
             allow_broadcast=True,
         )
-        for address in self._settings.static:
-            host, _, port = address.rpartition(":")
-            self._spawn(self._probe_static(host, int(port)))
+        for host, port in self._settings.static_addresses():
+            self._spawn(self._probe_static(host, port))
 
     @property
     def announce_port(self) -> int:
@@ -367,7 +382,11 @@ class LanManager:
             return {}  # a repeat of what the uplink already has: acknowledge again
         report.pop("seq", None)  # the uplink numbers each child's reports
         channel_name: ReportChannel = channel
-        await self._uplink.report(entry.controller_id, channel_name, report)
+        try:
+            await self._uplink.report(entry.controller_id, channel_name, report)
+        except Exception as exc:  # the uplink's trouble (a full disk): not acknowledged, resent
+            log.warning("the uplink did not take a report of %s: %s", entry.controller_id, exc)
+            raise RequestFailed("the gateway could not keep the report") from None
         entry.last_report = (boot, rid)
         return {}
 
@@ -376,7 +395,7 @@ class LanManager:
     def _key_file(self, controller_id: str) -> KeyFile:
         return KeyFile(self._settings.key_dir / f"{controller_id}.key")
 
-    def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
