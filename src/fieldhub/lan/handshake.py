@@ -100,9 +100,10 @@ async def accept_hello(
     """
     hello = await read_plain(reader, timeout_s)
     _check_hello(hello)
-    gateway_id = hello.get("gateway")
-    if not isinstance(gateway_id, str) or not 0 < len(gateway_id) <= 64:
-        raise FrameError("hello: `gateway` must be a string of 1-64 characters")
+    try:  # a gateway is a device of the hub too, and its id is printed on the console
+        gateway_id = check_controller_id(hello.get("gateway"))
+    except AnnouncementError as exc:
+        raise FrameError(f"hello: `gateway`: {exc}") from None
     gateway_nonce = _bytes(hello, "nonce")
     nonce = secrets.token_bytes(NONCE_BYTES)
     send_plain(writer, _hello(controller=controller_id, paired=paired, nonce=nonce.hex()))
