@@ -10,8 +10,16 @@ from pathlib import Path
 import pytest
 
 from fieldhub.controller.actions import ActionRunner
-from fieldhub.controller.config import ActionConfig, ConfigError, load_config
+from fieldhub.controller.config import (
+    ActionConfig,
+    ConfigError,
+    ControllerConfig,
+    ValueSource,
+    load_config,
+)
 from fieldhub.controller.memory import CommandMemory
+from fieldhub.controller.service import QUEUE_LIMIT, Controller
+from fieldhub.controller.values import read_value
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,3 +92,21 @@ def test_the_controller_runs_on_the_standard_library_and_pyyaml() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
     )
     assert ended.stdout.strip() == ""
+
+
+async def test_values_come_from_a_file_or_a_program(tmp_path: Path) -> None:
+    reading = tmp_path / "reading"
+    reading.write_text("load: 0.42 1.0\n")
+    assert await read_value(ValueSource("file", path=str(reading))) == 0.42
+    assert await read_value(ValueSource("command", argv=("/bin/echo", "t=-3.5e1"))) == -35.0
+    assert await read_value(ValueSource("file", path=str(tmp_path / "missing"))) is None
+    assert await read_value(ValueSource("command", argv=("/bin/false",))) is None
+
+
+def test_the_report_queue_is_bounded_and_counts_what_it_drops(tmp_path: Path) -> None:
+    config = ControllerConfig(controller_id="c", data_dir=tmp_path / "c")
+    controller = Controller(config)
+    for n in range(QUEUE_LIMIT + 44):
+        controller.report("event", {"type": "tick", "data": {"n": n}})
+    assert controller.queued_reports == QUEUE_LIMIT
+    assert controller.dropped_reports == 44

@@ -104,6 +104,8 @@ class ReplayingProxy:
     def __init__(self, target_port: int) -> None:
         self._target_port = target_port
         self.replay = asyncio.Event()
+        self.frozen = False
+        """While set, nothing gets through either way, and nothing closes: a dead cable."""
         self.port = 0
 
     @contextlib.asynccontextmanager
@@ -117,10 +119,12 @@ class ReplayingProxy:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target_port)
-        back = asyncio.create_task(self._pipe(up_reader, writer))
+        back = asyncio.create_task(self._pipe(up_reader, writer, self))
         try:
             while True:
                 frame = await read_frame(reader)
+                if self.frozen:
+                    continue
                 up_writer.write(pack_frame(frame))
                 if self.replay.is_set() and frame[:1] == AUTHENTICATED and b'"op":"run"' in frame:
                     self.replay.clear()
@@ -133,10 +137,13 @@ class ReplayingProxy:
             writer.close()
 
     @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, proxy: ReplayingProxy
+    ) -> None:
         with contextlib.suppress(OSError):
             while data := await reader.read(65536):
-                writer.write(data)
+                if not proxy.frozen:
+                    writer.write(data)
         writer.close()
 
 
@@ -165,6 +172,26 @@ async def test_a_replayed_frame_ends_the_link_and_the_gateway_links_again(tmp_pa
             assert retried.status == "succeeded"
             assert (tmp_path / "ctrl-5.log").read_text() == "relay true\n"  # ran once
             assert len(uplink.pairing) == 1
+
+
+async def test_a_silent_link_is_declared_lost_after_three_heartbeats(tmp_path: Path) -> None:
+    uplink = RecordingUplink()
+    config = controller_config(tmp_path, "ctrl-8", announce_port=9)
+    async with running_controller(config) as controller:
+        proxy = ReplayingProxy(controller.port)
+        async with (
+            proxy.running(),
+            running_gateway(tmp_path, uplink, static=(f"127.0.0.1:{proxy.port}",)) as gateway,
+        ):
+            await eventually(lambda: "ctrl-8" in uplink.codes, "the pairing code")
+            await gateway.approve_pairing("ctrl-8")
+            await eventually(lambda: uplink.is_online("ctrl-8"), "ctrl-8 online")
+            proxy.frozen = True
+            await eventually(lambda: uplink.offline, "ctrl-8 offline")
+            assert uplink.offline == [("ctrl-8", "nothing heard for 3 s")]
+            assert gateway.link_states() == {"ctrl-8": "lost: nothing heard for 3 s"}
+            proxy.frozen = False
+            await eventually(lambda: uplink.is_online("ctrl-8"), "ctrl-8 linked again")
 
 
 async def test_a_controller_with_another_key_is_refused_by_the_gateway(tmp_path: Path) -> None:
