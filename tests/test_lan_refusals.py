@@ -68,6 +68,14 @@ async def test_strangers_and_garbage_are_refused_and_the_real_link_stays(
         await eventually(lambda: controller.refusals["bad_tag"] == 1, "the forgery refused")
         assert "refused a connection from 127.0.0.1 (bad_tag)" in caplog.text
 
+        # A flood of idle connections: beyond 16 in hand (the link counts), each is refused.
+        idle = [await asyncio.open_connection("127.0.0.1", controller.port) for _ in range(16)]
+        await eventually(
+            lambda: controller.refusals["too_many_connections"] == 1, "the 17th refused"
+        )
+        for _, idle_writer in idle:
+            idle_writer.close()
+
         outcome = await gateway.run_command("ctrl-1", "c-1", "relay.set", {"on": True}, 5)
         assert outcome.status == "succeeded"  # the gateway's link never noticed
         assert gateway.link_states() == {"ctrl-1": "linked"}

@@ -42,6 +42,8 @@ HELLO_TIMEOUT_S: Final = 10.0
 PAIRING_TIMEOUT_S: Final = 300.0
 """How long a shown pairing code waits for a person to approve it at the gateway or hub."""
 REPORT_TIMEOUT_S: Final = 15.0
+MAX_CONNECTIONS: Final = 16
+"""Connections in hand at once (the gateway's link, and hellos that have 10 s to finish)."""
 
 
 class Controller:
@@ -145,23 +147,25 @@ class Controller:
         task.add_done_callback(self._connections.pop)
         peer = writer.get_extra_info("peername")
         peer_host = str(peer[0]) if peer else "?"
+        if len(self._connections) > MAX_CONNECTIONS:  # a flood must not starve the gateway
+            self._refuse("too_many_connections", peer_host, f"{MAX_CONNECTIONS} in hand already")
+            writer.close()
+            return
         try:
             hello = await accept_hello(
                 reader, writer, self.config.controller_id, self._paired is not None, HELLO_TIMEOUT_S
             )
+            pairing = self._paired is None
             if self._paired is None:
-                pairing = await self._pair(reader, writer, hello)
-                key, wait_s = pairing.key, PAIRING_TIMEOUT_S
+                key, wait_s = (await self._pair(reader, writer, hello)).key, PAIRING_TIMEOUT_S
             else:
                 key, wait_s = self._paired.key, HELLO_TIMEOUT_S
             session = Session(
                 session_key(key, hello.gateway_nonce, hello.controller_nonce), "controller"
             )
             await check_key(reader, session, wait_s)
-            if self._paired is None:
-                self._paired = PeerKey(hello.gateway_id, key)
-                self._key_file.store(self._paired)
-                log.info("paired with gateway %s", hello.gateway_id)
+            if pairing:
+                self._keep_pairing(PeerKey(hello.gateway_id, key))
             writer.write(pack_frame(session.seal({"t": "auth"})))
             link = Link(reader, writer, session, heartbeat_s=self.config.heartbeat_s)
             await self._serve(link)
@@ -191,6 +195,19 @@ class Controller:
         )
         log.info("pairing with gateway %s: code %s shown", hello.gateway_id, pairing.code)
         return pairing
+
+    def _keep_pairing(self, peer: PeerKey) -> None:
+        """Keep an approved pairing, unless another gateway's was approved meanwhile (two
+        pairings at once: the first one wins, the other is refused).
+
+        Raises:
+            AuthError: ``not_authenticated``, when this controller is paired already.
+        """
+        if self._paired is not None:
+            raise AuthError("not_authenticated", f"paired meanwhile with {self._paired.peer_id}")
+        self._paired = peer
+        self._key_file.store(peer)
+        log.info("paired with gateway %s", peer.peer_id)
 
     async def _serve(self, link: Link) -> None:
         previous, self._link = self._link, link

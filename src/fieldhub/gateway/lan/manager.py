@@ -196,7 +196,8 @@ class LanManager:
 
     def _on_announcement(self, announcement: Announcement, host: str) -> None:
         cid = announcement.controller_id
-        known = self._key_file(cid).load() is not None
+        # Tracked already: it may have kept its key a moment before this gateway kept its own.
+        known = cid in self._controllers or self._key_file(cid).load() is not None
         if announcement.paired and not known:
             self._refuse(
                 "unknown_controller", host, f"{cid} says it is paired, but not with this gateway"
