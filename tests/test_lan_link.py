@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from fieldhub.gateway.lan import LanSettings
+from fieldhub.gateway.ports import ControllerInfo
 from tests.lan_support import (
     RecordingUplink,
     controller_config,
@@ -152,3 +153,24 @@ async def test_a_report_the_uplink_could_not_keep_is_sent_again(
 def test_a_static_address_must_be_host_and_port(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"static controller '10\.0\.0\.5': expected host:port"):
         LanSettings("gw", tmp_path, static=("10.0.0.5",))
+
+
+class FaultyUplink(RecordingUplink):
+    """An uplink with a bug in its online notice."""
+
+    async def controller_online(self, info: ControllerInfo) -> None:
+        await super().controller_online(info)
+        raise RuntimeError("bug in the uplink")
+
+
+async def test_an_uplink_failing_a_notice_does_not_stop_the_link(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    uplink = FaultyUplink()
+    async with (
+        running_gateway(tmp_path, uplink) as gateway,
+        paired_controller(tmp_path, uplink, gateway, "ctrl-9"),
+    ):
+        await eventually(lambda: uplink.values_of("ctrl-9"), "reports all the same")
+        assert "the uplink failed on a notice about a controller" in caplog.text
+        assert gateway.link_states() == {"ctrl-9": "linked"}

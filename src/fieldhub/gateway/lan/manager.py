@@ -270,7 +270,9 @@ class LanManager:
             if entry.online:
                 entry.online = False
                 backoff = BACKOFF_FIRST_S
-                await self._uplink.controller_offline(entry.controller_id, entry.state[6:])
+                await self._tell_uplink(
+                    self._uplink.controller_offline(entry.controller_id, entry.state[6:])
+                )
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(backoff * random.uniform(0.8, 1.2)):
                     await entry.wake.wait()
@@ -324,7 +326,7 @@ class LanManager:
         )
         if self._on_pairing_code is not None:
             self._on_pairing_code(hello.controller_id, pairing.code)
-        await self._uplink.pairing_requested(hello.controller_id, entry.host)
+        await self._tell_uplink(self._uplink.pairing_requested(hello.controller_id, entry.host))
         try:
             async with asyncio.timeout(PAIRING_TIMEOUT_S):
                 await asyncio.shield(entry.approval)
@@ -345,20 +347,19 @@ class LanManager:
         serving = asyncio.create_task(link.serve(lambda op, body: self._answer(entry, op, body)))
         try:
             try:
-                info = await link.request("info", {}, self._settings.request_timeout_s)
+                described = await link.request("info", {}, self._settings.request_timeout_s)
             except (TimeoutError, RequestFailed) as exc:
                 raise LinkLost("no_info", f"no answer to `info`: {exc}") from None
-            actions, firmware = info.get("actions"), info.get("firmware")
+            actions, firmware = described.get("actions"), described.get("firmware")
             entry.state = "linked"
             entry.online = True
-            await self._uplink.controller_online(
-                ControllerInfo(
-                    entry.controller_id,
-                    entry.address,
-                    actions if isinstance(actions, dict) else {},
-                    firmware if isinstance(firmware, str) else "",
-                )
+            info = ControllerInfo(
+                entry.controller_id,
+                entry.address,
+                actions if isinstance(actions, dict) else {},
+                firmware if isinstance(firmware, str) else "",
             )
+            await self._tell_uplink(self._uplink.controller_online(info))
             log.info("controller %s linked at %s", entry.controller_id, entry.address)
             await serving
         finally:
@@ -392,6 +393,15 @@ class LanManager:
         return {}
 
     # helpers
+
+    @staticmethod
+    async def _tell_uplink(call: Coroutine[Any, Any, None]) -> None:
+        """Await an uplink notice; its failure is the uplink's to fix and must not end the
+        supervision of a controller, so it is logged with its traceback and passed over."""
+        try:
+            await call
+        except Exception:
+            log.exception("the uplink failed on a notice about a controller")
 
     def _key_file(self, controller_id: str) -> KeyFile:
         return KeyFile(self._settings.key_dir / f"{controller_id}.key")
