@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import stat
 from pathlib import Path
 
 import pytest
 
+from fieldhub.controller.config import ActionConfig
 from fieldhub.gateway.lan import LanSettings
 from fieldhub.gateway.ports import ControllerInfo
 from tests.lan_support import (
@@ -174,3 +176,24 @@ async def test_an_uplink_failing_a_notice_does_not_stop_the_link(
         await eventually(lambda: uplink.values_of("ctrl-9"), "reports all the same")
         assert "the uplink failed on a notice about a controller" in caplog.text
         assert gateway.link_states() == {"ctrl-9": "linked"}
+
+
+async def test_a_command_or_an_outcome_too_large_for_a_frame_fails_cleanly(tmp_path: Path) -> None:
+    noisy = ActionConfig(  # 16 KiB of control characters: each \\u0001 six bytes in JSON
+        "noisy", ("/bin/sh", "-c", "head -c 20000 /dev/zero | tr '\\0' '\\1'"), {}, 5.0
+    )
+    uplink = RecordingUplink()
+    async with running_gateway(tmp_path, uplink) as gateway:
+        config = controller_config(tmp_path, "ctrl-10", gateway.announce_port)
+        config.actions["noisy"] = noisy
+        async with running_controller(config):
+            await eventually(lambda: "ctrl-10" in uplink.codes, "the pairing code")
+            await gateway.approve_pairing("ctrl-10")
+            await eventually(lambda: uplink.is_online("ctrl-10"), "ctrl-10 online")
+            huge = await gateway.run_command("ctrl-10", "c-1", "relay.set", {"on": "x" * 70_000}, 5)
+            assert huge.status == "failed"
+            assert re.fullmatch(r"frame of \d+ bytes exceeds 65536", huge.error)
+            too_much = await gateway.run_command("ctrl-10", "c-2", "noisy", {}, 5)
+            assert too_much.status == "failed"
+            assert "exceeds 65536" in too_much.error
+            assert gateway.link_states() == {"ctrl-10": "linked"}

@@ -11,7 +11,6 @@ gateway can tell a repeat from a new one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -277,10 +276,7 @@ class Controller:
                 )
             except (LinkLost, TimeoutError, RequestFailed, OSError) as exc:
                 log.debug("report %d not acknowledged: %s", rid, exc)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(1.0):
-                        await self._linked.wait()
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.5)  # then the same report again, on whatever link is up
                 continue
             if self._queue and self._queue[0][0] == rid:
                 self._queue.popleft()

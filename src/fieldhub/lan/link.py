@@ -180,7 +180,10 @@ class Link:
         except RequestFailed as exc:
             reply = {"ok": False, "error": str(exc)}
         with contextlib.suppress(LinkLost, OSError):
-            self.send({**reply, "t": "res", "id": body.get("id")})
+            try:
+                self.send({**reply, "t": "res", "id": body.get("id")})
+            except FrameError as exc:  # an answer over the frame bound: say so instead
+                self.send({"t": "res", "id": body.get("id"), "ok": False, "error": str(exc)})
 
     async def _beat(self) -> None:
         loop = asyncio.get_running_loop()

@@ -163,7 +163,7 @@ class LanManager:
         body = {"command_id": command_id, "action": action, "args": args, "timeout_s": timeout_s}
         try:
             reply = await link.request("run", body, timeout_s + self._settings.request_timeout_s)
-        except RequestFailed as exc:
+        except (RequestFailed, FrameError) as exc:  # refused, or too large for a frame
             return CommandOutcome("failed", error=str(exc))
         except (TimeoutError, LinkLost) as exc:  # it may have run: only a retry with the id says
             return CommandOutcome("timed_out", error=f"no outcome from {controller_id}: {exc}")
