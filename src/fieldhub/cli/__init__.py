@@ -3,7 +3,8 @@
 Each group lives in its own module; the hub's machinery is imported inside the commands, so
 ``fieldhub --help`` and ``fieldhub version`` answer at once. A plain ``fieldhub agent --config
 X`` is run by ``fieldhub.cli.plain`` before typer is even imported: on the Pi, typer, rich and
-pydantic would be a third of the agent's memory.
+pydantic would be a third of the agent's memory. ``fieldhub controller ...`` (a small board's
+program) never meets typer either: ``fieldhub.controller.cli`` parses it with argparse.
 """
 
 from __future__ import annotations
