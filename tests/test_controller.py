@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
         ),
         ("id: c\ndata_dir: /x\nactions: {go: {command: [/a], timeout_s: 0}}\n", "go.timeout_s: a"),
         ("id: c\ndata_dir: /x\nlisten_port: 1\n", "unknown field 'listen_port'"),
+        ("id: c\ndata_dir: /x\nactions: {go: {command: [/a], args: {on: bool}}}\n", "quote it"),
     ],
 )
 def test_a_wrong_field_is_named(tmp_path: Path, text: str, problem: str) -> None:

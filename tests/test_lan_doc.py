@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from fieldhub.controller.config import load_config
 from fieldhub.lan.discovery import AnnouncementError, decode_announcement
 from fieldhub.lan.framing import decode_json, pack_frame
 from fieldhub.lan.session import Session, session_key
 
 DOC = (Path(__file__).parent.parent / "docs" / "gateway.md").read_text()
-_BLOCK = re.compile(r"```(?:json|text) lan=(\w+)( invalid)?\n(.*?)```", re.DOTALL)
+_BLOCK = re.compile(r"```(?:json|text|yaml) lan=(\w+)( invalid)?\n(.*?)```", re.DOTALL)
 EXAMPLES = [(m.group(1), bool(m.group(2)), m.group(3)) for m in _BLOCK.finditer(DOC)]
 
 
@@ -49,5 +50,14 @@ def test_the_frame_example_is_what_the_code_sends() -> None:
     assert Session(key, "controller").open(frame[4:]) == {"t": "auth"}
 
 
+def test_the_controller_file_example_loads(tmp_path: Path) -> None:
+    [(_, text)] = _examples("controller")
+    path = tmp_path / "controller.yaml"
+    path.write_text(text)
+    config = load_config(path)
+    assert config.actions["relay.set"].args == {"closed": "bool"}
+    assert set(config.values) == {"temperature", "load", "free_mb"}
+
+
 def test_the_page_has_examples_of_each_kind() -> None:
-    assert {kind for kind, _, _ in EXAMPLES} == {"announcement", "body", "frame"}
+    assert {kind for kind, _, _ in EXAMPLES} == {"announcement", "body", "frame", "controller"}
