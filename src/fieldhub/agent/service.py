@@ -271,6 +271,7 @@ class Agent:
             device_id=self.config.device.id,
             host=broker.host,
             port=broker.port,
+            websocket_path=broker.websocket_path,
             username=credentials.username,
             password=credentials.secret,
             tls=self._tls,

@@ -244,7 +244,23 @@ def hub(
     ] = None,
     mqtts: Annotated[
         str | None,
-        typer.Option(help="HOST:PORT of the embedded broker's TLS listener [env FIELDHUB_MQTTS]"),
+        typer.Option(help="HOST:PORT of the hub's broker's TLS listener [env FIELDHUB_MQTTS]"),
+    ] = None,
+    mqtt_ws: Annotated[
+        str | None,
+        typer.Option(
+            "--mqtt-ws",
+            help="HOST:PORT of its MQTT-over-WebSocket listener, ws:// (nginx's /mqtt: "
+            "127.0.0.1:9001) [env FIELDHUB_MQTT_WS]",
+        ),
+    ] = None,
+    mqtt_wss: Annotated[
+        str | None,
+        typer.Option(
+            "--mqtt-wss",
+            help="HOST:PORT of its MQTT-over-WebSocket listener in TLS, wss:// (with "
+            "--mqtt-cert/--mqtt-key) [env FIELDHUB_MQTT_WSS]",
+        ),
     ] = None,
     mqtt_cert: Annotated[
         Path | None, typer.Option(help="its certificate chain, PEM [env FIELDHUB_MQTT_CERT]")
@@ -283,6 +299,8 @@ def hub(
         stale_after_s=stale_after,
         trusted_proxies=trusted_proxies,
         mqtts=mqtts,
+        mqtt_ws=mqtt_ws,
+        mqtt_wss=mqtt_wss,
         mqtt_cert=mqtt_cert,
         mqtt_key=mqtt_key,
         broker_ca=broker_ca,
