@@ -49,9 +49,9 @@ class HubSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
 
     ``ws://`` and ``wss://`` brokers speak MQTT over WebSocket (path ``/mqtt`` unless given),
     for sites that let only HTTPS out: ``wss://hub.example.net/mqtt`` through nginx.
-    An ``mqtts://`` or ``wss://`` broker is verified against the system's trust store or ``ca_file`` (a
-    private CA), and, with ``pin_sha256``, must also show that public key; with ``crl_file``, a
-    revoked certificate is refused (docs/agent.md, TLS).
+    An ``mqtts://`` or ``wss://`` broker is verified against the system's trust store or
+    ``ca_file`` (a private CA), and, with ``pin_sha256``, must also show that public key; with
+    ``crl_file``, a revoked certificate is refused (docs/agent.md, TLS).
     """
 
     broker: Annotated[str, msgspec.Meta(pattern=r"^(mqtts?://[^/\s]+|wss?://[^/\s]+(/\S*)?)$")]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, Final
 
 from websockets.client import ClientProtocol
@@ -32,7 +33,7 @@ from websockets.uri import parse_uri
 
 from fieldhub.mqtt.packets import MqttError
 
-__all__ = ["SUBPROTOCOL", "WebSocketRefused", "WebSocketTunnel"]
+__all__ = ["SUBPROTOCOL", "HandshakeRefused", "WebSocketRefused", "WebSocketTunnel"]
 
 SUBPROTOCOL: Final = Subprotocol("mqtt")
 """MQTT 3.1.1 §6: the WebSocket subprotocol both sides must agree on."""
@@ -54,6 +55,10 @@ class WebSocketRefused(MqttError):
     subprotocol, or a proxy that refused the upgrade. The message says which."""
 
 
+HandshakeRefused = Callable[[str, str], None]
+"""``refused(peer, why)``: a server's tunnel refused a handshake (for the broker's counters)."""
+
+
 class WebSocketTunnel(asyncio.Protocol):
     """One WebSocket connection carrying the byte stream of ``inner`` (an MQTT protocol).
 
@@ -61,10 +66,18 @@ class WebSocketTunnel(asyncio.Protocol):
     the protocol to give ``loop.create_connection`` or ``loop.create_server``.
     """
 
-    def __init__(self, ws: Protocol, inner: asyncio.Protocol, *, path: str) -> None:
+    def __init__(
+        self,
+        ws: Protocol,
+        inner: asyncio.Protocol,
+        *,
+        path: str,
+        refused: HandshakeRefused | None = None,
+    ) -> None:
         self._ws = ws
         self._inner = inner
         self._path = path
+        self._refused = refused
         self._transport: asyncio.Transport | None = None
         self._framed: _FramedTransport | None = None  # set once the handshake succeeded
         self._error: BaseException | None = None
@@ -84,12 +97,15 @@ class WebSocketTunnel(asyncio.Protocol):
         return cls(ws, inner, path=path)
 
     @classmethod
-    def server(cls, inner: asyncio.Protocol, *, path: str) -> WebSocketTunnel:
-        """A tunnel that accepts upgrades to ``path`` asking for ``mqtt``, and refuses others."""
+    def server(
+        cls, inner: asyncio.Protocol, *, path: str, refused: HandshakeRefused
+    ) -> WebSocketTunnel:
+        """A tunnel that accepts upgrades to ``path`` asking for ``mqtt``, and refuses others
+        (each refusal told to ``refused``)."""
         ws = ServerProtocol(
             subprotocols=[SUBPROTOCOL], max_size=_MAX_FRAME_BYTES, logger=_PROTOCOL_LOG
         )
-        return cls(ws, inner, path=path)
+        return cls(ws, inner, path=path, refused=refused)
 
     # asyncio.Protocol, on the TCP (or TLS) connection
 
@@ -137,9 +153,15 @@ class WebSocketTunnel(asyncio.Protocol):
             elif event.opcode is Opcode.TEXT:
                 self._error = MqttError("the peer sent a text frame; MQTT travels in binary ones")
                 ws.fail(1003, "MQTT needs binary frames")
-        if isinstance(ws, ClientProtocol) and ws.handshake_exc is not None and self._error is None:
+        if ws.handshake_exc is not None and self._error is None:
             self._error = WebSocketRefused(f"WebSocket handshake refused: {ws.handshake_exc}")
+            self._tell_refused(str(ws.handshake_exc))
         self._send()
+
+    def _tell_refused(self, why: str) -> None:
+        if self._refused is not None and self._transport is not None:
+            peer = self._transport.get_extra_info("peername")
+            self._refused(f"{peer[0]}:{peer[1]}" if peer else "?", why)
 
     def _answer(self, request: Request) -> None:
         """The server's side of the handshake: the path and subprotocol, else a refusal."""
@@ -154,6 +176,12 @@ class WebSocketTunnel(asyncio.Protocol):
         ws.send_response(response)
         if response.status_code == 101:
             self._open()
+        else:
+            self._error = WebSocketRefused(f"HTTP {response.status_code} {response.reason_phrase}")
+            self._tell_refused(
+                f"WebSocket handshake refused ({response.status_code}): path {request.path!r}, "
+                f"subprotocols {request.headers.get('Sec-WebSocket-Protocol')!r}"
+            )
 
     def _opened_as_client(self, response: Response) -> None:
         ws = self._ws

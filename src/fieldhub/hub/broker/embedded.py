@@ -405,7 +405,10 @@ class EmbeddedBroker:
         def tunnel() -> WebSocketTunnel:
             reader = asyncio.StreamReader()
             stream = asyncio.StreamReaderProtocol(reader, self._serve)
-            return WebSocketTunnel.server(stream, path=listener.path)
+            return WebSocketTunnel.server(stream, path=listener.path, refused=refused)
+
+        def refused(peer: str, why: str) -> None:
+            self._refuse_peer(peer, None, Violation("WebSocket", why))
 
         return await loop.create_server(tunnel, listener.host, listener.port, ssl=listener.context)
 
