@@ -62,14 +62,20 @@ class HubSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     ca_file: str | None = None  # mqtts:// only: a private CA; the system's trust store otherwise
     pin_sha256: str | None = None  # mqtts:// only: SHA-256 of the broker's public key, hex
     crl_file: str | None = None  # mqtts:// only: the CA's revocation list (PEM)
+    client_cert: str | None = (
+        None  # mqtts:// only: this device's certificate (fieldhub device cert)
+    )
+    client_key: str | None = None  # mqtts:// only: its private key (PEM, 0600)
 
     def __post_init__(self) -> None:
         if not self.broker.startswith(("mqtts://", "wss://")):
             # Without TLS they would be silently ignored, and the operator would believe the
             # broker is checked.
-            for field in ("ca_file", "pin_sha256", "crl_file"):
+            for field in ("ca_file", "pin_sha256", "crl_file", "client_cert", "client_key"):
                 if getattr(self, field) is not None:
                     raise ValueError(f"{field} needs an mqtts:// or wss:// broker")
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("give client_cert and client_key together")
         if self.pin_sha256 is not None:
             # Imported only here: ssl costs a plain-TCP agent 4 MB (fieldhub.cli.plain).
             from fieldhub.mqtt.tls import TlsSetupError, normalize_pin

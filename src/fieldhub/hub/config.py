@@ -86,6 +86,11 @@ class HubSettings(BaseSettings):
         description="the HTTP path of the embedded broker's WebSocket listeners (Mosquitto's "
         "serve every path)",
     )
+    mqtt_client_certs: Literal["off", "optional", "required"] = Field(
+        "off",
+        description="the embedded broker's mqtts listener: check device certificates of the "
+        "hub's device CA (fieldhub device cert); 'required' refuses devices without one",
+    )
     mqtt_cert: Path | None = Field(None, description="PEM certificate (chain) of the TLS listeners")
     mqtt_key: Path | None = Field(None, description="PEM private key of the TLS listeners")
     instance: str = Field("hub", pattern=INSTANCE_PATTERN, description="this hub process's name")
@@ -184,6 +189,8 @@ class HubSettings(BaseSettings):
                 )
         elif self.mqtts is None and self.mqtt_wss is None:
             raise ValueError("mqtt_cert and mqtt_key are for mqtts or mqtt_wss (HOST:PORT)")
+        if self.mqtt_client_certs != "off" and self.mqtts is None:
+            raise ValueError("mqtt_client_certs is checked on the mqtts listener: give mqtts")
         if self.broker is None or not broker_address(self.broker).tls:
             if any(v is not None for v in (self.broker_ca, self.broker_pin, self.broker_crl)):
                 raise ValueError("broker_ca, broker_pin and broker_crl need an mqtts:// broker")
@@ -257,6 +264,11 @@ class HubSettings(BaseSettings):
     def mqtts_address(self) -> tuple[str, int] | None:
         """Host and port of the hub's broker's TLS listener, if it has one."""
         return None if self.mqtts is None else parse_host_port(self.mqtts)
+
+    @property
+    def device_ca_folder(self) -> Path:
+        """Where the hub's device CA lives (``hub/broker/device_ca.py``)."""
+        return self.data / "device-ca"
 
     @property
     def mqtt_ws_address(self) -> tuple[str, int] | None:

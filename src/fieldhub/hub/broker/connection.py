@@ -94,6 +94,25 @@ class BrokerConnection(StreamReaderAdapter):  # type: ignore[misc]
         self.writer.transport.abort()  # the reader sees EOF; amqtt then ends the session
 
     @property
+    def certificate(self) -> tuple[str, int] | None:
+        """``(CN, serial)`` of the client certificate verified in the TLS handshake, if any."""
+        seen = self.writer.get_extra_info("peercert")
+        if not seen:
+            return None
+        names = [
+            value for rdn in seen.get("subject", ()) for key, value in rdn if key == "commonName"
+        ]
+        return (names[0] if names else "", int(seen.get("serialNumber", "0"), 16))
+
+    def certificate_mismatch(self, client_id: str) -> str | None:
+        """Why the client certificate does not fit ``client_id``; None when it fits or there
+        is none (the TLS handshake already checked its CA, dates and revocation)."""
+        certificate = self.certificate
+        if certificate is None or certificate[0] == client_id:
+            return None
+        return f"its client certificate is for {certificate[0]!r}, not {client_id!r}"
+
+    @property
     def peer(self) -> str:
         peer = self.writer.get_extra_info("peername")
         return f"{peer[0]}:{peer[1]}" if peer else "?"

@@ -79,6 +79,7 @@ _CONNECT_TIMEOUT_S = 10.0  # a connection must send CONNECT within this
 _STOP_TIMEOUT_S = 5.0  # how long a stop waits for amqtt to end the sessions of its clients
 _KEEPALIVE_GRACE = 1.5  # MQTT 3.1.1 §3.1.2.10: one and a half times the keep-alive
 _LOST = "connection lost"  # the reason of the status published for a device without a will
+_NOT_AUTHORIZED = 5  # CONNACK return code (MQTT 3.1.1 §3.2.2.3)
 
 
 class TlsListener(NamedTuple):
@@ -474,6 +475,15 @@ class EmbeddedBroker:
         if admission is None:
             log.debug("MQTT connection from %s: unreadable CONNECT", connection.peer)
             return False
+        mismatch = connection.certificate_mismatch(admission.client_id)
+        if mismatch is not None and admission.principal is not None:
+            # The certificate proves who the device is: another device's credentials, or a
+            # certificate lent to another device, must not pass.
+            self._refuse(connection, Violation("certificate", mismatch))
+            writer.write(bytes((0x20, 2, 0, _NOT_AUTHORIZED)))
+            with contextlib.suppress(OSError):
+                await writer.drain()
+            return False
         if admission.principal is not None:
             connection.admitted(raw, admission)
             return True
@@ -508,6 +518,25 @@ class EmbeddedBroker:
                 violation.rule,
                 held_back(held),
             )
+
+    def replace_tls_context(self, context: ssl.SSLContext) -> None:
+        """Serve the TLS listener's next handshakes with ``context`` (a new revocation list)."""
+        if self._tls is not None:
+            self._tls = self._tls._replace(context=context)
+
+    def kick_certificates(self, serials: Collection[int]) -> int:
+        """Close the connections made with a client certificate of one of ``serials`` (just
+        revoked); how many. Their wills are published: the device is offline."""
+        revoked = [
+            connection
+            for connection in self._connections
+            if (certificate := connection.certificate) is not None
+            and certificate[1] in serials
+            and not connection.writer.is_closing()
+        ]
+        for connection in revoked:
+            connection.abort("its client certificate was revoked")
+        return len(revoked)
 
     def kick(self, usernames: Collection[str]) -> int:
         """Close the connections of clients that logged in as one of ``usernames``.

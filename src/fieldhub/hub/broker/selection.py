@@ -14,12 +14,16 @@ own client and password, and reconciles the device clients with the store
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
+from fieldhub.hub.broker.client_certs import verify_devices, watch_revocations
+from fieldhub.hub.broker.device_ca import DeviceCa
 from fieldhub.hub.broker.dynsec import DynSec, DynSecError, MosquittoAccess
 from fieldhub.hub.broker.embedded import EmbeddedBroker, TlsListener, WebSocketListener
 from fieldhub.hub.broker.identities import (
@@ -100,7 +104,7 @@ async def start_broker(
             port,
             access=keyring,
             data_dir=settings.data,
-            tls=_tls_listener(settings, context),
+            tls=_tls_listener(settings, _server_context(settings, check_devices=True)),
             websockets=_websocket_listeners(settings, context),
         )
         try:
@@ -111,6 +115,8 @@ async def start_broker(
                 f"({exc.strerror or exc}): choose another --mqtt HOST:PORT, or use an "
                 "external broker with --broker"
             ) from exc
+        if settings.mqtt_client_certs != "off":
+            _watch_revocations(settings, embedded, stack)
         keys = EmbeddedAccess(keyring, embedded.kick)
         return StartedBroker("embedded", embedded, None, keys, embedded.url)
     access = await _secured(settings.broker, stack, identity, credentials, settings.broker_tls())
@@ -151,6 +157,15 @@ def _installation(settings: HubSettings) -> Installation | None:
     """
     if settings.local_broker == "embedded":
         return None
+    if settings.mqtt_client_certs != "off":
+        # Said here rather than running without the check the operator asked for.
+        if settings.local_broker == "mosquitto":
+            raise BrokerStartError(
+                "mqtt_client_certs: the hub's managed Mosquitto does not check device "
+                "certificates yet; run the embedded broker (FIELDHUB_LOCAL_BROKER=auto or "
+                "embedded)"
+            )
+        return None
     found = find_mosquitto(settings.mosquitto_bin)
     if isinstance(found, str) and settings.local_broker == "mosquitto":
         raise BrokerStartError(
@@ -163,7 +178,9 @@ async def _managed(settings: HubSettings, stack: AsyncExitStack) -> ManagedMosqu
     """Start the hub's own Mosquitto where there is one; None (said in the log) where not."""
     installation = _installation(settings)
     if installation is None:
-        if settings.local_broker == "auto":
+        if settings.mqtt_client_certs != "off":
+            log.info("mqtt_client_certs: the hub runs its embedded broker, which checks them")
+        elif settings.local_broker == "auto":
             why = find_mosquitto(settings.mosquitto_bin)
             log.warning("%s: the hub runs its embedded amqtt broker (about 25 times slower)", why)
         return None
@@ -211,8 +228,9 @@ async def open_access(settings: HubSettings, stack: AsyncExitStack) -> BrokerAcc
     return await _mosquitto(managed.admin_url, stack, None)
 
 
-def _server_context(settings: HubSettings) -> ssl.SSLContext | None:
-    """The TLS listeners' server context (``mqtt_cert``, ``mqtt_key``), None without them.
+def _server_context(settings: HubSettings, *, check_devices: bool = False) -> ssl.SSLContext | None:
+    """The TLS listeners' server context (``mqtt_cert``, ``mqtt_key``), None without them;
+    with ``check_devices``, client certificates as ``mqtt_client_certs`` says.
 
     Raises:
         BrokerStartError: the certificate or key cannot be loaded, or do not match.
@@ -227,7 +245,29 @@ def _server_context(settings: HubSettings) -> ssl.SSLContext | None:
         raise BrokerStartError(
             f"mqtt_cert/mqtt_key: cannot load {settings.mqtt_cert} with {settings.mqtt_key}: {exc}"
         ) from None
+    if check_devices:
+        verify_devices(context, DeviceCa(settings.device_ca_folder), settings.mqtt_client_certs)
     return context
+
+
+def _watch_revocations(
+    settings: HubSettings, broker: EmbeddedBroker, stack: AsyncExitStack
+) -> None:
+    """Apply certificate revocations to the running listener, until the broker stops."""
+
+    def new_context() -> ssl.SSLContext:
+        context = _server_context(settings, check_devices=True)
+        assert context is not None  # mqtt_client_certs needs mqtts, hence the certificate
+        return context
+
+    ca = DeviceCa(settings.device_ca_folder)
+    task = asyncio.create_task(watch_revocations(ca, broker, new_context), name="revocations")
+    stack.push_async_callback(partial(_cancel, task))
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def _tls_listener(settings: HubSettings, context: ssl.SSLContext | None) -> TlsListener | None:
