@@ -141,19 +141,61 @@ def device_rotate(
 
 @device_app.command("revoke")
 def device_revoke(
-    device_id: DeviceIdArg, data: DataOpt = None, db: DbOpt = None, broker: BrokerOpt = None
+    device_id: DeviceIdArg,
+    cert: Annotated[
+        bool, typer.Option("--cert", help="revoke its client certificates only, not its keys")
+    ] = False,
+    data: DataOpt = None,
+    db: DbOpt = None,
+    broker: BrokerOpt = None,
 ) -> None:
-    """Revoke every credential of a device: it is disconnected and cannot log in again."""
+    """Revoke every credential of a device (keys and client certificates): it is disconnected
+    and cannot log in again."""
+    from fieldhub.hub.broker.device_ca import DeviceCa
+
     settings = hub_settings(data=data, db=db, broker=broker)
+    if not cert:
+
+        async def work(devices: Any) -> Any:
+            return await devices.revoke_credentials(device_id, actor=cli_actor())
+
+        usernames = _device_command(settings, work)
+        console.print(
+            f"revoked {len(usernames)} key(s) of {device_id} "
+            f"({', '.join(usernames) or 'it had none'}); {_picked_up(settings)}."
+        )
+    serials = DeviceCa(settings.device_ca_folder).revoke(device_id)
+    console.print(
+        f"revoked {len(serials)} client certificate(s) of {device_id} "
+        f"({', '.join(f'{s:x}' for s in serials) or 'it had none'}); a running hub applies "
+        "the revocation list within a second."
+    )
+
+
+@device_app.command("cert")
+def device_cert(
+    device_id: DeviceIdArg,
+    days: Annotated[int, typer.Option("--days", min=1, max=3650, help="valid for")] = 365,
+    data: DataOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Issue a client certificate (CN = the device id) from the hub's device CA and print it
+    with its key and the CA (PEM): the key is shown only now."""
+    from fieldhub.hub.broker.device_ca import DeviceCa
+
+    settings = hub_settings(data=data, db=db)
 
     async def work(devices: Any) -> Any:
-        return await devices.revoke_credentials(device_id, actor=cli_actor())
+        return await devices.get(device_id)  # registered, or the error says so
 
-    usernames = _device_command(settings, work)
+    _device_command(settings, work, broker=False)
+    issued = DeviceCa(settings.device_ca_folder).issue(device_id, days)
     console.print(
-        f"revoked {len(usernames)} key(s) of {device_id} "
-        f"({', '.join(usernames) or 'it had none'}); {_picked_up(settings)}."
+        f"client certificate for {device_id}: serial {issued.serial:x}, valid until "
+        f"{issued.not_after:%Y-%m-%d %H:%M} UTC. Its key, certificate and the device CA, "
+        "shown only now (client_key, client_cert and the broker's side: docs/agent.md, TLS):"
     )
+    typer.echo(issued.key + issued.certificate + issued.ca, nl=False)
 
 
 @device_app.command("list")
