@@ -17,15 +17,18 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
+from fieldhub.agent.config import HubSection
 from fieldhub.cli import build_app
 from fieldhub.hub.app import Hub
 from fieldhub.hub.broker.device_ca import DeviceCa, IssuedCertificate
+from fieldhub.hub.config import HubSettings
 from fieldhub.mqtt import ConnectRefused, MqttClient
 from fieldhub.mqtt.address import broker_address
 from fieldhub.mqtt.tls import broker_context
-from tests.conftest import HubFactory
+from tests.conftest import HubFactory, api_client
 from tests.fleet import Fleet
 from tests.support.certs import CertFiles, TestCa
 from tests.waiting import eventually
@@ -208,3 +211,68 @@ def test_the_cli_issues_a_certificate_once_and_revokes_it(tmp_path: Path, uid: s
     unknown = runner.invoke(cli_app, ["device", "cert", "nobody", "--data", data])
     assert unknown.exit_code == 1
     assert "'nobody' is not registered" in unknown.output
+
+
+async def test_an_admin_issues_and_revokes_a_certificate_through_the_api(
+    make_hub: HubFactory, server_cert: CertFiles, uid: str
+):
+    async with make_hub(**_requiring(server_cert)) as hub:
+        device = f"atm-{uid}"
+        await hub.devices.create(device)
+        async with api_client(hub) as admin, api_client(hub, role="operator") as operator:
+            refused = await operator.post(f"/api/devices/{device}/certificate")
+            assert refused.status_code == 403  # a certificate lets a device in: admins only
+            bad = await admin.post(f"/api/devices/{device}/certificate", json={"days": 0})
+            assert bad.status_code == 422
+            assert bad.json()["detail"][0]["loc"] == ["body", "days"]
+            answer = await admin.post(f"/api/devices/{device}/certificate", json={"days": 7})
+            assert answer.status_code == 201
+            body = answer.json()
+            certificate = x509.load_pem_x509_certificate(body["certificate"].encode())
+            assert certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == (
+                device
+            )
+            assert f"{certificate.serial_number:x}" == body["serial"]
+            assert "-----BEGIN PRIVATE KEY-----" in body["key"]
+            assert body["ca"] == _ca(hub).ca_path.read_text()
+            missing = await admin.post("/api/devices/nobody/certificate")
+            assert missing.status_code == 404
+            revoked = await admin.delete(f"/api/devices/{device}/certificate")
+            assert revoked.status_code == 200
+            assert revoked.json() == {"revoked": [body["serial"]]}
+        entries = await hub.audit.query(target=device, action="device.*")
+        assert [e.action for e in entries.entries if "certificate" in e.action] == [
+            "device.certificate_revoked",
+            "device.certificate_issued",
+        ]
+        assert body["key"] not in str(entries)  # the key is nobody's record
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"mqtt_client_certs": "required"}, "mqtt_client_certs is checked on the mqtts listener"),
+        ({"mqtt_client_certs": "sometimes"}, "mqtt_client_certs"),
+    ],
+)
+def test_client_certificate_settings_that_cannot_work_stop_the_hub(
+    tmp_path: Path, options: dict[str, Any], named: str
+):
+    with pytest.raises(ValidationError) as refused:
+        HubSettings(data=tmp_path, **options)
+    assert named in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("tls", "problem"),
+    [
+        ({"client_cert": "/d.pem"}, "give client_cert and client_key together"),
+        ({"client_cert": "/d.pem", "client_key": "/d.key"}, "needs an mqtts:// or wss://"),
+    ],
+)
+def test_a_client_certificate_the_agent_cannot_use_stops_it_at_load(
+    tls: dict[str, str], problem: str
+):
+    broker = "mqtts://hub.example.net" if "client_key" not in tls else "mqtt://hub.example.net"
+    with pytest.raises(ValueError, match=problem):
+        HubSection(broker=broker, username="d.k", **tls)

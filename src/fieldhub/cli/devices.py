@@ -22,12 +22,14 @@ DeviceIdArg = Annotated[str, typer.Argument(help="the device id")]
 
 
 def _device_command(settings: Any, work: Any, *, broker: bool = True) -> Any:
-    """Run ``work(devices)`` with the hub's own device service (``DeviceLifecycle``) on its
-    database and broker, with errors as one line each. With Mosquitto the CLI tells its
+    """Run ``work(devices, certificates)`` with the hub's own device service
+    (``DeviceLifecycle``) and device certificates on its database, broker and device CA,
+    with errors as one line each. With Mosquitto the CLI tells its
     dynamic security itself (only it knows a new secret); next to the embedded broker the
     running hub adopts the device within a second (``fieldhub.hub.broker.identities``)."""
     from contextlib import AsyncExitStack
 
+    from fieldhub.hub.broker.device_ca import DeviceCa, DeviceCertificates
     from fieldhub.hub.broker.identities import CredentialsError, DeviceIdentities, StoreOnlyAccess
     from fieldhub.hub.broker.selection import BrokerStartError, open_access
     from fieldhub.hub.devices.lifecycle import DeviceLifecycle
@@ -44,14 +46,16 @@ def _device_command(settings: Any, work: Any, *, broker: bool = True) -> Any:
         engine = create_engine(settings.db_url)
         try:
             await migrate(engine)
+            audit = AuditLog(engine)
             async with AsyncExitStack() as stack:
                 access = await open_access(settings, stack) if broker else StoreOnlyAccess()
                 credentials = CredentialStore(engine)
-                identities = DeviceIdentities(credentials, AuditLog(engine), access)
+                identities = DeviceIdentities(credentials, audit, access)
                 devices = DeviceLifecycle(
                     DeviceRegistry(engine), credentials, ClaimStore(engine), identities=identities
                 )
-                return await work(devices)
+                certificates = DeviceCertificates(DeviceCa(settings.device_ca_folder), audit)
+                return await work(devices, certificates)
         finally:
             await engine.dispose()
 
@@ -103,7 +107,7 @@ def device_add(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
 
-    async def work(devices: Any) -> Any:
+    async def work(devices: Any, _certificates: Any) -> Any:
         new = await devices.create(device_id, name=name, labels=labels, actor=cli_actor())
         return new.credentials
 
@@ -128,7 +132,7 @@ def device_rotate(
     """Give a device a new secret; the old one works for --grace seconds more."""
     settings = hub_settings(data=data, db=db, broker=broker)
 
-    async def work(devices: Any) -> Any:
+    async def work(devices: Any, _certificates: Any) -> Any:
         return await devices.rotate_credentials(device_id, grace, actor=cli_actor())
 
     issued = _device_command(settings, work)
@@ -151,20 +155,19 @@ def device_revoke(
 ) -> None:
     """Revoke every credential of a device (keys and client certificates): it is disconnected
     and cannot log in again."""
-    from fieldhub.hub.broker.device_ca import DeviceCa
-
     settings = hub_settings(data=data, db=db, broker=broker)
-    if not cert:
 
-        async def work(devices: Any) -> Any:
-            return await devices.revoke_credentials(device_id, actor=cli_actor())
+    async def work(devices: Any, certificates: Any) -> Any:
+        await devices.get(device_id)  # registered, or the error says so
+        usernames = None if cert else await devices.revoke_credentials(device_id, actor=cli_actor())
+        return usernames, await certificates.revoke(device_id, actor=cli_actor())
 
-        usernames = _device_command(settings, work)
+    usernames, serials = _device_command(settings, work, broker=not cert)
+    if usernames is not None:
         console.print(
             f"revoked {len(usernames)} key(s) of {device_id} "
             f"({', '.join(usernames) or 'it had none'}); {_picked_up(settings)}."
         )
-    serials = DeviceCa(settings.device_ca_folder).revoke(device_id)
     console.print(
         f"revoked {len(serials)} client certificate(s) of {device_id} "
         f"({', '.join(f'{s:x}' for s in serials) or 'it had none'}); a running hub applies "
@@ -181,19 +184,17 @@ def device_cert(
 ) -> None:
     """Issue a client certificate (CN = the device id) from the hub's device CA and print it
     with its key and the CA (PEM): the key is shown only now."""
-    from fieldhub.hub.broker.device_ca import DeviceCa
-
     settings = hub_settings(data=data, db=db)
 
-    async def work(devices: Any) -> Any:
-        return await devices.get(device_id)  # registered, or the error says so
+    async def work(devices: Any, certificates: Any) -> Any:
+        await devices.get(device_id)  # registered, or the error says so
+        return await certificates.issue(device_id, days, actor=cli_actor())
 
-    _device_command(settings, work, broker=False)
-    issued = DeviceCa(settings.device_ca_folder).issue(device_id, days)
+    issued = _device_command(settings, work, broker=False)
     console.print(
         f"client certificate for {device_id}: serial {issued.serial:x}, valid until "
         f"{issued.not_after:%Y-%m-%d %H:%M} UTC. Its key, certificate and the device CA, "
-        "shown only now (client_key, client_cert and the broker's side: docs/agent.md, TLS):"
+        "shown only now (client_key, client_cert: docs/agent.md, TLS):"
     )
     typer.echo(issued.key + issued.certificate + issued.ca, nl=False)
 
@@ -207,7 +208,7 @@ def device_list(data: DataOpt = None, db: DbOpt = None) -> None:
 
     settings = hub_settings(data=data, db=db)
 
-    async def work(devices: Any) -> Any:
+    async def work(devices: Any, _certificates: Any) -> Any:
         return await devices.registry.list(), await devices.identities.keys()
 
     records, keys = _device_command(settings, work, broker=False)

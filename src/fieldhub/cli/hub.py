@@ -262,6 +262,14 @@ def hub(
             "--mqtt-cert/--mqtt-key) [env FIELDHUB_MQTT_WSS]",
         ),
     ] = None,
+    mqtt_client_certs: Annotated[
+        str | None,
+        typer.Option(
+            "--mqtt-client-certs",
+            help="off, optional or required: device certificates of the hub's device CA on "
+            "the --mqtts listener (embedded broker) [env FIELDHUB_MQTT_CLIENT_CERTS]",
+        ),
+    ] = None,
     mqtt_cert: Annotated[
         Path | None, typer.Option(help="its certificate chain, PEM [env FIELDHUB_MQTT_CERT]")
     ] = None,
@@ -301,6 +309,7 @@ def hub(
         mqtts=mqtts,
         mqtt_ws=mqtt_ws,
         mqtt_wss=mqtt_wss,
+        mqtt_client_certs=mqtt_client_certs,
         mqtt_cert=mqtt_cert,
         mqtt_key=mqtt_key,
         broker_ca=broker_ca,

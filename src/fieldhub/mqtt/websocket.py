@@ -188,8 +188,9 @@ class WebSocketTunnel(asyncio.Protocol):
         if ws.state is not State.OPEN:
             return  # refused: handshake_exc says why (read after the events)
         if ws.subprotocol != SUBPROTOCOL:
+            agreed = response.headers.get("Sec-WebSocket-Protocol")
             self._error = WebSocketRefused(
-                f"the WebSocket server did not agree to the mqtt subprotocol ({response.headers})"
+                f"the WebSocket server did not agree to the mqtt subprotocol (it said {agreed!r})"
             )
             ws.fail(1002, "the mqtt subprotocol is required")
             return

@@ -23,6 +23,7 @@ runs; the hub notices a new ``crl.pem`` within a second (``client_certs.py``).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from dataclasses import dataclass, field
@@ -34,9 +35,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from fieldhub.hub.store.audit import AuditLog
 from fieldhub.private_files import private_dir, write_private
 
-__all__ = ["DeviceCa", "IssuedCertificate"]
+__all__ = ["DeviceCa", "DeviceCertificates", "IssuedCertificate"]
 
 _CA_NAME: Final = "fieldhub device CA"
 _CA_DAYS: Final = 3650
@@ -215,3 +217,32 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+class DeviceCertificates:
+    """Issuing and revoking device certificates, each with its audit entry: the one way the
+    API and the CLI do it (the CA's files are written in a thread: key generation and fsync)."""
+
+    def __init__(self, ca: DeviceCa, audit: AuditLog) -> None:
+        self.ca = ca
+        self._audit = audit
+
+    async def issue(
+        self, device_id: str, days: int, *, actor: str, source: str = ""
+    ) -> IssuedCertificate:
+        """A certificate for ``device_id`` (registered: the caller checked)."""
+        issued = await asyncio.to_thread(self.ca.issue, device_id, days)
+        detail = {"serial": f"{issued.serial:x}", "not_after": issued.not_after.isoformat()}
+        await self._audit.record(
+            actor, "device.certificate_issued", device_id, "ok", source, detail
+        )
+        return issued
+
+    async def revoke(self, device_id: str, *, actor: str, source: str = "") -> list[int]:
+        """Revoke every certificate of ``device_id``; their serials."""
+        serials = await asyncio.to_thread(self.ca.revoke, device_id)
+        detail = {"serials": [f"{serial:x}" for serial in serials]}
+        await self._audit.record(
+            actor, "device.certificate_revoked", device_id, "ok", source, detail
+        )
+        return serials
