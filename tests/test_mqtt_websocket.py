@@ -7,6 +7,7 @@ listener, made from deploy/mosquitto/tls.conf."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,7 @@ async def test_the_managed_mosquitto_serves_mqtts_and_websocket_listeners(
     ca: TestCa,
     server_cert: CertFiles,
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ):
     _mosquitto_installed()
     mqtts, ws, wss = free_port(), free_port(), free_port()
@@ -198,16 +200,20 @@ async def test_the_managed_mosquitto_serves_mqtts_and_websocket_listeners(
         "mqtt_cert": server_cert.cert,
         "mqtt_key": server_cert.key,
     }
-    async with make_hub(local_broker="mosquitto", **options) as hub:
-        assert hub.broker_kind == "managed-mosquitto"
-        config = (tmp_path / "data" / "mosquitto" / "mosquitto.conf").read_text()
-        assert "tls_version tlsv1.2" in config  # deploy/mosquitto/tls.conf, as shipped
-        assert config.count("protocol websockets") == 2
-        fleet = fleet_of(hub)
-        trust = {"ca_file": str(ca.cert)}
-        await _unlock_over(fleet, f"mqtts://127.0.0.1:{mqtts}", "tls", **trust)
-        await _unlock_over(fleet, f"ws://127.0.0.1:{ws}/mqtt", "ws")
-        await _unlock_over(fleet, f"wss://localhost:{wss}/mqtt", "wss", **trust)
+    with caplog.at_level(logging.INFO, logger="fieldhub.hub.broker.managed"):
+        async with make_hub(local_broker="mosquitto", **options) as hub:
+            assert hub.broker_kind == "managed-mosquitto"
+            # The hub says where its Mosquitto listens.
+            for url in (f"mqtts://127.0.0.1:{mqtts}", f"ws://127.0.0.1:{ws}/mqtt"):
+                assert url in caplog.text
+            config = (tmp_path / "data" / "mosquitto" / "mosquitto.conf").read_text()
+            assert "tls_version tlsv1.2" in config  # deploy/mosquitto/tls.conf, as shipped
+            assert config.count("protocol websockets") == 2
+            fleet = fleet_of(hub)
+            trust = {"ca_file": str(ca.cert)}
+            await _unlock_over(fleet, f"mqtts://127.0.0.1:{mqtts}", "tls", **trust)
+            await _unlock_over(fleet, f"ws://127.0.0.1:{ws}/mqtt", "ws")
+            await _unlock_over(fleet, f"wss://localhost:{wss}/mqtt", "wss", **trust)
 
 
 @pytest.mark.parametrize(

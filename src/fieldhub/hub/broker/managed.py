@@ -179,6 +179,11 @@ class ManagedMosquitto:
             await self._stop()
             raise
         self._watch = asyncio.create_task(self._supervise(), name="managed-mosquitto")
+        if self.listeners:
+            log.info(
+                "the managed Mosquitto also listens on %s",
+                ", ".join(listener.url for listener in self.listeners),
+            )
         return self
 
     async def __aexit__(

@@ -78,6 +78,16 @@ class Listener:
     cert: Path | None = None
     key: Path | None = None
 
+    @property
+    def url(self) -> str:
+        """What devices dial: ``mqtts://``, ``ws://`` or ``wss://`` (Mosquitto serves MQTT over
+        WebSocket on every path; ``/mqtt`` is fieldhub's)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        secure = self.cert is not None
+        if self.websockets:
+            return f"{'wss' if secure else 'ws'}://{host}:{self.port}/mqtt"
+        return f"mqtts://{host}:{self.port}"
+
     def config(self) -> str:
         """Its lines of ``mosquitto.conf``: a TLS listener is ``deploy/mosquitto/tls.conf``
         with this address and these files, so operators and the hub run the same settings.
