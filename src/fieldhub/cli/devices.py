@@ -168,11 +168,12 @@ def device_revoke(
             f"revoked {len(usernames)} key(s) of {device_id} "
             f"({', '.join(usernames) or 'it had none'}); {_picked_up(settings)}."
         )
-    console.print(
-        f"revoked {len(serials)} client certificate(s) of {device_id} "
-        f"({', '.join(f'{s:x}' for s in serials) or 'it had none'}); a running hub applies "
-        "the revocation list within a second."
-    )
+    if cert or serials:
+        console.print(
+            f"revoked {len(serials)} client certificate(s) of {device_id} "
+            f"({', '.join(f'{s:x}' for s in serials) or 'it had none'}); a running hub "
+            "applies the revocation list within a second."
+        )
 
 
 @device_app.command("cert")

@@ -234,15 +234,17 @@ class DeviceCertificates:
         issued = await asyncio.to_thread(self.ca.issue, device_id, days)
         detail = {"serial": f"{issued.serial:x}", "not_after": issued.not_after.isoformat()}
         await self._audit.record(
-            actor, "device.certificate_issued", device_id, "ok", source, detail
+            actor, "device.certificate.issued", device_id, "ok", source, detail
         )
         return issued
 
     async def revoke(self, device_id: str, *, actor: str, source: str = "") -> list[int]:
-        """Revoke every certificate of ``device_id``; their serials."""
+        """Revoke every certificate of ``device_id``; their serials (an audit entry when there
+        were any)."""
         serials = await asyncio.to_thread(self.ca.revoke, device_id)
-        detail = {"serials": [f"{serial:x}" for serial in serials]}
-        await self._audit.record(
-            actor, "device.certificate_revoked", device_id, "ok", source, detail
-        )
+        if serials:
+            detail = {"serials": [f"{serial:x}" for serial in serials]}
+            await self._audit.record(
+                actor, "device.certificate.revoked", device_id, "ok", source, detail
+            )
         return serials
