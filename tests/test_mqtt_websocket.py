@@ -7,6 +7,7 @@ listener, made from deploy/mosquitto/tls.conf."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -260,3 +261,34 @@ def test_the_agent_reads_websocket_broker_urls(
 def test_a_ca_file_with_a_plain_websocket_broker_is_refused():
     with pytest.raises(ValueError, match="ca_file needs an mqtts:// or wss:// broker"):
         HubSection(broker="ws://hub.example.net/mqtt", username="d.k", ca_file="/ca.pem")
+
+
+async def test_a_server_that_never_answers_the_upgrade_is_given_up_and_hung_up_on(uid: str):
+    """The client's attempt times out and its TCP connection is closed, not left open."""
+    hung_up = asyncio.Event()
+    received = bytearray()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while chunk := await reader.read(4096):
+            received.extend(chunk)
+        hung_up.set()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = MqttClient(
+        "127.0.0.1",
+        port,
+        client_id=f"probe-{uid}",
+        username="probe",
+        password="the-secret-that-must-stay-home",
+        on_message=lambda _topic, _payload: None,
+        websocket_path="/mqtt",
+    )
+    async with server:
+        with pytest.raises(TimeoutError):
+            await client.connect(timeout_s=0.5)
+        await client.close()
+        await eventually(hung_up.is_set, "the TCP connection closed")
+    assert b"Upgrade: websocket" in received
+    assert b"the-secret-that-must-stay-home" not in received  # no CONNECT before the upgrade

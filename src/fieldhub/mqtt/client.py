@@ -393,20 +393,21 @@ class MqttClient:
             from fieldhub.mqtt.websocket import WebSocketTunnel  # websockets: only when used
 
             protocol = WebSocketTunnel.client(conn, self._host, self._port, path, self._tls)
+        transport: asyncio.Transport | None = None  # under a WebSocket, not conn's
         try:
             async with asyncio.timeout(self._connect_timeout_s):
-                await loop.create_connection(
+                transport, _ = await loop.create_connection(
                     lambda: protocol, self._host, self._port, ssl=self._tls
                 )
                 session_present = await conn.connack
         except TimeoutError:
-            conn.abandon()
+            conn.abandon(transport)
             self.stats.last_error = f"no CONNACK within {self._connect_timeout_s} s"
             raise TimeoutError(
                 f"no CONNACK from MQTT broker {self.address} within {self._connect_timeout_s} s"
             ) from None
         except BaseException as exc:
-            conn.abandon()
+            conn.abandon(transport)
             self.stats.last_error = str(exc) or type(exc).__name__
             raise
         if self._closed:  # close() ran while we waited
