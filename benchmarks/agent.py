@@ -30,12 +30,14 @@ local port. Then:
 
 With ``--tls`` the agent speaks ``mqtts://`` to the embedded broker's TLS listener (a test CA
 made with ``openssl``, given as ``hub.ca_file``), which loads OpenSSL into it (the raw RSS
-reference has it either way: a bare asyncio imports ``ssl``).
+reference has it either way: a bare asyncio imports ``ssl``). With ``--websocket`` it speaks
+MQTT over WebSocket to the embedded broker's WebSocket listener instead: ``ws://``, or
+``wss://`` with ``--tls`` (what a device behind nginx's ``/mqtt`` runs).
 
 The last line printed is one JSON object. Targets (DESIGN §6): ``rss_mb <= 30`` (for
 ``mqtt://``; over TLS the figure is reported), ``idle_cpu_pct <= 1``, ``lost == 0``.
 
-    .venv/bin/python benchmarks/agent.py [--messages 50000] [--idle-s 15] [--tls]
+    .venv/bin/python benchmarks/agent.py [--messages 50000] [--idle-s 15] [--tls] [--websocket]
 """
 
 from __future__ import annotations
@@ -190,9 +192,13 @@ def write_config(
         "username": username,
         "secret_file": str(secret_file),
     }
+    assert hub.broker is not None  # the embedded one, with the listeners the options asked for
+    if hub.broker.websocket_urls:
+        config["hub"]["broker"] = hub.broker.websocket_urls[0]
+    elif ca is not None:
+        config["hub"]["broker"] = hub.broker.tls_url
     if ca is not None:
-        assert hub.broker is not None  # the embedded one, started with its TLS listener
-        config["hub"] |= {"broker": hub.broker.tls_url, "ca_file": str(ca.cert)}
+        config["hub"]["ca_file"] = str(ca.cert)
     config["data_dir"] = str(folder / "data")
     config["web"]["listen"] = "127.0.0.1:0"
     path = folder / "agent.yaml"
@@ -211,14 +217,21 @@ async def backlog_stored(hub: Hub) -> int:
         return int((await conn.execute(query)).scalar_one())
 
 
-def hub_settings(folder: Path, *, tls: bool) -> tuple[HubSettings, TestCa | None]:
+def hub_settings(
+    folder: Path, *, tls: bool, websocket: bool = False
+) -> tuple[HubSettings, TestCa | None]:
     """The benchmark hub's settings; with ``tls``, a TLS listener whose certificate a new test
-    CA issued (returned too: the agent trusts it). The embedded broker either way, as when the
+    CA issued (returned too: the agent trusts it); with ``websocket``, a WebSocket listener
+    (in TLS with ``tls``). The embedded broker either way, as when the
     figures in docs/benchmarks.md were measured (a hub without --broker now runs its own
     Mosquitto where installed): the agent is measured, not the broker."""
     if not tls:
         plain = HubSettings(
-            data=folder / "hub", mqtt="127.0.0.1:0", http="127.0.0.1:0", local_broker="embedded"
+            data=folder / "hub",
+            mqtt="127.0.0.1:0",
+            http="127.0.0.1:0",
+            local_broker="embedded",
+            mqtt_ws="127.0.0.1:0" if websocket else None,
         )
         return plain, None
     ca = TestCa(folder / "ca")
@@ -228,6 +241,7 @@ def hub_settings(folder: Path, *, tls: bool) -> tuple[HubSettings, TestCa | None
         mqtt="127.0.0.1:0",
         http="127.0.0.1:0",
         mqtts="127.0.0.1:0",
+        mqtt_wss="127.0.0.1:0" if websocket else None,
         mqtt_cert=server.cert,
         mqtt_key=server.key,
         local_broker="embedded",
@@ -241,7 +255,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         folder = Path(tmp)
         raw_rss, raw_private = raw_rss_mb(args.settle_s / 2)
         raw_rows_s = raw_sqlite_rows_s(folder / "raw.db", args.messages)
-        settings, ca = hub_settings(folder, tls=args.tls)
+        settings, ca = hub_settings(folder, tls=args.tls, websocket=args.websocket)
         async with Hub(settings) as hub:
             issued = (await hub.devices.create(DEVICE_ID)).credentials
             config = write_config(folder, hub, issued.username, issued.secret, ca)
@@ -298,6 +312,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         raise RuntimeError(f"the agent failed:\n{log_text}")
     return {
         "tls": args.tls,
+        "websocket": args.websocket,
         "rss_mb": round(rss, 1),
         "rss_peak_mb": round(peak, 1),
         "raw_rss_mb": round(raw_rss, 1),
@@ -327,6 +342,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--idle-s", type=float, default=15.0, help="idle CPU is measured over")
     parser.add_argument("--timeout-s", type=float, default=60.0, help="for the drain")
     parser.add_argument("--tls", action="store_true", help="the agent on mqtts://")
+    parser.add_argument(
+        "--websocket", action="store_true", help="the agent on ws:// (wss:// with --tls)"
+    )
     return parser.parse_args(argv)
 
 

@@ -48,10 +48,12 @@ class Fleet:
         broker: str | None = None,
         lock: bool = True,
         min_off_s: float = 0,
+        **tls: Any,
     ) -> AsyncIterator[Agent]:
         """Run the device's agent, connected to ``broker`` (an ``mqtt://`` URL, e.g. a
         :class:`~tests.support.proxy.TcpProxy` in front of it) or the hub's broker; with a
-        lock unit unless ``lock`` is false, its socket off ``min_off_s`` at least."""
+        lock unit unless ``lock`` is false, its socket off ``min_off_s`` at least; ``tls``
+        (``ca_file``, ...) goes to the agent's ``hub`` section."""
         hub = hub or self.hub
         issued = self.issued[device_id]
         units = [SocketConfig(name="socket", pin=SOCKET_PIN, initial="on", min_off_s=min_off_s)]
@@ -59,7 +61,7 @@ class Fleet:
             units.insert(0, SocketConfig(name="lock", pin=LOCK_PIN, role="lock", locked_when="off"))
         config = AgentConfig(
             device=DeviceSection(id=device_id),
-            hub=HubSection(broker=broker or hub.broker_url, username=issued.username),
+            hub=HubSection(broker=broker or hub.broker_url, username=issued.username, **tls),
             data_folder=str(self._tmp / device_id),
             units=list(units),
             actions=list(actions),

@@ -70,6 +70,7 @@ ROLE_RIGHTS = {
         "metrics:read",
         "notifications:read",  # channels and the outbox: where alarms go is the admin's
         "notifications:write",
+        "certificates:write",  # device client certificates let a device in: the admin's
     },
     # "see and command devices of their sites" (and register them there: provisioning)
     # ... and keep the alarm rules and alarms of their sites (issue 13)

@@ -124,8 +124,12 @@ def test_an_mqtts_broker_takes_a_ca_file_and_a_pin(tmp_path: Path):
 @pytest.mark.parametrize(
     ("broker", "extra", "problem"),
     [
-        ("mqtt://h:1883", "ca_file: /etc/ca.pem", "ca_file needs an mqtts:// broker"),
-        ("mqtt://h:1883", "pin_sha256: " + "a" * 64, "pin_sha256 needs an mqtts:// broker"),
+        ("mqtt://h:1883", "ca_file: /etc/ca.pem", "ca_file needs an mqtts:// or wss:// broker"),
+        (
+            "mqtt://h:1883",
+            "pin_sha256: " + "a" * 64,
+            "pin_sha256 needs an mqtts:// or wss:// broker",
+        ),
         ("mqtts://h:8883", "pin_sha256: abc", "the pin must be a SHA-256 in hex (64 digits)"),
     ],
 )

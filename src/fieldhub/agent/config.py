@@ -57,12 +57,14 @@ class HubSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     """Where the hub's broker is and how this device logs in (see docs/provisioning.md): with
     ``username`` and a secret, or by claiming its credentials (``claim``).
 
-    An ``mqtts://`` broker is verified against the system's trust store or ``ca_file`` (a
-    private CA), and, with ``pin_sha256``, must also show that public key; with ``crl_file``, a
-    revoked certificate is refused (docs/agent.md, TLS).
+    ``ws://`` and ``wss://`` brokers speak MQTT over WebSocket (path ``/mqtt`` unless given),
+    for sites that let only HTTPS out: ``wss://hub.example.net/mqtt`` through nginx.
+    An ``mqtts://`` or ``wss://`` broker is verified against the system's trust store or
+    ``ca_file`` (a private CA), and, with ``pin_sha256``, must also show that public key; with
+    ``crl_file``, a revoked certificate is refused (docs/agent.md, TLS).
     """
 
-    broker: Annotated[str, msgspec.Meta(pattern=r"^mqtts?://[^/\s]+$")]
+    broker: Annotated[str, msgspec.Meta(pattern=r"^(mqtts?://[^/\s]+|wss?://[^/\s]+(/\S*)?)$")]
     username: str | None = None
     secret: str | None = None  # or, better, in a file only root can read:
     secret_file: str | None = None
@@ -70,14 +72,20 @@ class HubSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     ca_file: str | None = None  # mqtts:// only: a private CA; the system's trust store otherwise
     pin_sha256: str | None = None  # mqtts:// only: SHA-256 of the broker's public key, hex
     crl_file: str | None = None  # mqtts:// only: the CA's revocation list (PEM)
+    client_cert: str | None = (
+        None  # mqtts:// only: this device's certificate (fieldhub device cert)
+    )
+    client_key: str | None = None  # mqtts:// only: its private key (PEM, 0600)
 
     def __post_init__(self) -> None:
-        if not self.broker.startswith("mqtts://"):
+        if not self.broker.startswith(("mqtts://", "wss://")):
             # Without TLS they would be silently ignored, and the operator would believe the
             # broker is checked.
-            for field in ("ca_file", "pin_sha256", "crl_file"):
+            for field in ("ca_file", "pin_sha256", "crl_file", "client_cert", "client_key"):
                 if getattr(self, field) is not None:
-                    raise ValueError(f"{field} needs an mqtts:// broker")
+                    raise ValueError(f"{field} needs an mqtts:// or wss:// broker")
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("give client_cert and client_key together")
         if self.pin_sha256 is not None:
             # Imported only here: ssl costs a plain-TCP agent 4 MB (fieldhub.cli.plain).
             from fieldhub.mqtt.tls import TlsSetupError, normalize_pin

@@ -293,6 +293,7 @@ class Agent:
             device_id=self.config.device.id,
             host=broker.host,
             port=broker.port,
+            websocket_path=broker.websocket_path,
             username=credentials.username,
             password=credentials.secret,
             tls=self._tls,
@@ -413,7 +414,13 @@ def _broker_tls(hub: HubSection) -> ssl.SSLContext | None:
     from fieldhub.mqtt.tls import TlsSetupError, broker_context  # ssl: only for TLS agents
 
     try:
-        return broker_context(ca_file=hub.ca_file, pin_sha256=hub.pin_sha256, crl_file=hub.crl_file)
+        return broker_context(
+            ca_file=hub.ca_file,
+            pin_sha256=hub.pin_sha256,
+            crl_file=hub.crl_file,
+            client_cert=hub.client_cert,
+            client_key=hub.client_key,
+        )
     except TlsSetupError as exc:
         raise AgentStartError(f"hub: {exc}") from None
 

@@ -182,6 +182,7 @@ class Uplink:
         device_id: client id and topic level.
         host: broker address.
         port: broker port.
+        websocket_path: MQTT over WebSocket at this HTTP path (``ws(s)://``); None for TCP.
         username: ``{device_id}.{key id}`` (docs/protocol.md "Connecting").
         password: the device's secret; never logged.
         settings: see :class:`UplinkSettings`.
@@ -197,6 +198,7 @@ class Uplink:
         device_id: str,
         host: str,
         port: int,
+        websocket_path: str | None = None,
         username: str | None = None,
         password: str | None = None,
         settings: UplinkSettings | None = None,
@@ -227,6 +229,7 @@ class Uplink:
             max_inflight=settings.window + 64,
             max_queued=1000,
             tls=tls,
+            websocket_path=websocket_path,
         )
         self._window: dict[int, _InFlight] = {}  # by seq, in seq order
         self._changed = asyncio.Event()

@@ -22,12 +22,14 @@ DeviceIdArg = Annotated[str, typer.Argument(help="the device id")]
 
 
 def _device_command(settings: Any, work: Any, *, broker: bool = True) -> Any:
-    """Run ``work(devices)`` with the hub's own device service (``DeviceLifecycle``) on its
-    database and broker, with errors as one line each. With Mosquitto the CLI tells its
+    """Run ``work(devices, certificates)`` with the hub's own device service
+    (``DeviceLifecycle``) and device certificates on its database, broker and device CA,
+    with errors as one line each. With Mosquitto the CLI tells its
     dynamic security itself (only it knows a new secret); next to the embedded broker the
     running hub adopts the device within a second (``fieldhub.hub.broker.identities``)."""
     from contextlib import AsyncExitStack
 
+    from fieldhub.hub.broker.device_ca import DeviceCa, DeviceCertificates
     from fieldhub.hub.broker.identities import CredentialsError, DeviceIdentities, StoreOnlyAccess
     from fieldhub.hub.broker.selection import BrokerStartError, open_access
     from fieldhub.hub.devices.lifecycle import DeviceLifecycle
@@ -44,14 +46,16 @@ def _device_command(settings: Any, work: Any, *, broker: bool = True) -> Any:
         engine = create_engine(settings.db_url)
         try:
             await migrate(engine)
+            audit = AuditLog(engine)
             async with AsyncExitStack() as stack:
                 access = await open_access(settings, stack) if broker else StoreOnlyAccess()
                 credentials = CredentialStore(engine)
-                identities = DeviceIdentities(credentials, AuditLog(engine), access)
+                identities = DeviceIdentities(credentials, audit, access)
                 devices = DeviceLifecycle(
                     DeviceRegistry(engine), credentials, ClaimStore(engine), identities=identities
                 )
-                return await work(devices)
+                certificates = DeviceCertificates(DeviceCa(settings.device_ca_folder), audit)
+                return await work(devices, certificates)
         finally:
             await engine.dispose()
 
@@ -103,7 +107,7 @@ def device_add(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
 
-    async def work(devices: Any) -> Any:
+    async def work(devices: Any, _certificates: Any) -> Any:
         new = await devices.create(device_id, name=name, labels=labels, actor=cli_actor())
         return new.credentials
 
@@ -128,7 +132,7 @@ def device_rotate(
     """Give a device a new secret; the old one works for --grace seconds more."""
     settings = hub_settings(data=data, db=db, broker=broker)
 
-    async def work(devices: Any) -> Any:
+    async def work(devices: Any, _certificates: Any) -> Any:
         return await devices.rotate_credentials(device_id, grace, actor=cli_actor())
 
     issued = _device_command(settings, work)
@@ -141,19 +145,59 @@ def device_rotate(
 
 @device_app.command("revoke")
 def device_revoke(
-    device_id: DeviceIdArg, data: DataOpt = None, db: DbOpt = None, broker: BrokerOpt = None
+    device_id: DeviceIdArg,
+    cert: Annotated[
+        bool, typer.Option("--cert", help="revoke its client certificates only, not its keys")
+    ] = False,
+    data: DataOpt = None,
+    db: DbOpt = None,
+    broker: BrokerOpt = None,
 ) -> None:
-    """Revoke every credential of a device: it is disconnected and cannot log in again."""
+    """Revoke every credential of a device (keys and client certificates): it is disconnected
+    and cannot log in again."""
     settings = hub_settings(data=data, db=db, broker=broker)
 
-    async def work(devices: Any) -> Any:
-        return await devices.revoke_credentials(device_id, actor=cli_actor())
+    async def work(devices: Any, certificates: Any) -> Any:
+        await devices.get(device_id)  # registered, or the error says so
+        usernames = None if cert else await devices.revoke_credentials(device_id, actor=cli_actor())
+        return usernames, await certificates.revoke(device_id, actor=cli_actor())
 
-    usernames = _device_command(settings, work)
+    usernames, serials = _device_command(settings, work, broker=not cert)
+    if usernames is not None:
+        console.print(
+            f"revoked {len(usernames)} key(s) of {device_id} "
+            f"({', '.join(usernames) or 'it had none'}); {_picked_up(settings)}."
+        )
+    if cert or serials:
+        console.print(
+            f"revoked {len(serials)} client certificate(s) of {device_id} "
+            f"({', '.join(f'{s:x}' for s in serials) or 'it had none'}); a running hub "
+            "applies the revocation list within a second."
+        )
+
+
+@device_app.command("cert")
+def device_cert(
+    device_id: DeviceIdArg,
+    days: Annotated[int, typer.Option("--days", min=1, max=3650, help="valid for")] = 365,
+    data: DataOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Issue a client certificate (CN = the device id) from the hub's device CA and print it
+    with its key and the CA (PEM): the key is shown only now."""
+    settings = hub_settings(data=data, db=db)
+
+    async def work(devices: Any, certificates: Any) -> Any:
+        await devices.get(device_id)  # registered, or the error says so
+        return await certificates.issue(device_id, days, actor=cli_actor())
+
+    issued = _device_command(settings, work, broker=False)
     console.print(
-        f"revoked {len(usernames)} key(s) of {device_id} "
-        f"({', '.join(usernames) or 'it had none'}); {_picked_up(settings)}."
+        f"client certificate for {device_id}: serial {issued.serial:x}, valid until "
+        f"{issued.not_after:%Y-%m-%d %H:%M} UTC. Its key, certificate and the device CA, "
+        "shown only now (client_key, client_cert: docs/agent.md, TLS):"
     )
+    typer.echo(issued.key + issued.certificate + issued.ca, nl=False)
 
 
 @device_app.command("list")
@@ -165,7 +209,7 @@ def device_list(data: DataOpt = None, db: DbOpt = None) -> None:
 
     settings = hub_settings(data=data, db=db)
 
-    async def work(devices: Any) -> Any:
+    async def work(devices: Any, _certificates: Any) -> Any:
         return await devices.registry.list(), await devices.identities.keys()
 
     records, keys = _device_command(settings, work, broker=False)

@@ -244,7 +244,31 @@ def hub(
     ] = None,
     mqtts: Annotated[
         str | None,
-        typer.Option(help="HOST:PORT of the embedded broker's TLS listener [env FIELDHUB_MQTTS]"),
+        typer.Option(help="HOST:PORT of the hub's broker's TLS listener [env FIELDHUB_MQTTS]"),
+    ] = None,
+    mqtt_ws: Annotated[
+        str | None,
+        typer.Option(
+            "--mqtt-ws",
+            help="HOST:PORT of its MQTT-over-WebSocket listener, ws:// (nginx's /mqtt: "
+            "127.0.0.1:9001) [env FIELDHUB_MQTT_WS]",
+        ),
+    ] = None,
+    mqtt_wss: Annotated[
+        str | None,
+        typer.Option(
+            "--mqtt-wss",
+            help="HOST:PORT of its MQTT-over-WebSocket listener in TLS, wss:// (with "
+            "--mqtt-cert/--mqtt-key) [env FIELDHUB_MQTT_WSS]",
+        ),
+    ] = None,
+    mqtt_client_certs: Annotated[
+        str | None,
+        typer.Option(
+            "--mqtt-client-certs",
+            help="off, optional or required: device certificates of the hub's device CA on "
+            "the --mqtts listener (embedded broker) [env FIELDHUB_MQTT_CLIENT_CERTS]",
+        ),
     ] = None,
     mqtt_cert: Annotated[
         Path | None, typer.Option(help="its certificate chain, PEM [env FIELDHUB_MQTT_CERT]")
@@ -283,6 +307,9 @@ def hub(
         stale_after_s=stale_after,
         trusted_proxies=trusted_proxies,
         mqtts=mqtts,
+        mqtt_ws=mqtt_ws,
+        mqtt_wss=mqtt_wss,
+        mqtt_client_certs=mqtt_client_certs,
         mqtt_cert=mqtt_cert,
         mqtt_key=mqtt_key,
         broker_ca=broker_ca,

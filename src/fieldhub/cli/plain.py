@@ -131,14 +131,16 @@ def _import_asyncio_without_tls() -> None:
 
 
 def _speaks_tls(config: Path) -> bool:
-    """Whether ``agent.yaml`` may name an ``mqtts://`` broker, judged before the file is loaded
-    (loading it imports asyncio): any ``mqtts:`` in the text says yes. A false yes (a comment)
-    costs the agent OpenSSL's 4 MB; a false no cannot happen short of a YAML escape inside the
-    scheme. An unreadable file says no: loading it reports the error."""
+    """Whether ``agent.yaml`` may name an ``mqtts://`` or ``wss://`` broker, judged before the
+    file is loaded (loading it imports asyncio): any ``mqtts:`` or ``wss:`` in the text says
+    yes. A false yes (a comment) costs the agent OpenSSL's 4 MB; a false no cannot happen short
+    of a YAML escape inside the scheme. An unreadable file says no: loading it reports the
+    error."""
     try:
-        return b"mqtts:" in config.read_bytes()
+        text = config.read_bytes()
     except OSError:
         return False
+    return b"mqtts:" in text or b"wss:" in text
 
 
 def _error(message: str) -> None:

@@ -23,6 +23,7 @@ from fieldhub.hub.alarms import AlarmEngine, AlarmService
 from fieldhub.hub.alarms.sweeper import AlarmSweeper
 from fieldhub.hub.alarms.windows import MaintenanceService
 from fieldhub.hub.auth import Auth
+from fieldhub.hub.broker.device_ca import DeviceCa, DeviceCertificates
 from fieldhub.hub.broker.embedded import EmbeddedBroker
 from fieldhub.hub.broker.identities import BrokerAccess, DeviceIdentities
 from fieldhub.hub.broker.keyring import hub_identity
@@ -101,6 +102,8 @@ class Hub:
         self.provisioning = Provisioning(
             claims, self.devices.register, self._issue_claimed, self.audit.record
         )
+        # Device client certificates from the hub's own CA (issued and revoked, audited).
+        self.certificates = DeviceCertificates(DeviceCa(settings.device_ca_folder), self.audit)
         # Desired state (the device twin), published retained through the bus.
         self.twin = TwinService(TwinStore(self.engine), self.audit, self._publish_retained)
         # The hub's own MQTT identity, fresh each start (see keyring.hub_identity).

@@ -15,7 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from fieldhub.hub.store.database import normalize_url, sqlite_url
-from fieldhub.mqtt.address import broker_address
+from fieldhub.mqtt.address import DEFAULT_WEBSOCKET_PATH, broker_address
 from fieldhub.mqtt.tls import TlsSetupError, broker_context
 from fieldhub.protocol.topics import INSTANCE_PATTERN
 
@@ -70,12 +70,29 @@ class HubSettings(BaseSettings):
         "127.0.0.1:1883", description="HOST:PORT of the hub's broker (managed or embedded)"
     )
     mqtts: str | None = Field(
-        None,
-        description="HOST:PORT of a TLS listener (with mqtt_cert/key); the hub then runs its "
-        "embedded broker, which has one",
+        None, description="HOST:PORT of the hub's broker's TLS listener (with mqtt_cert/key)"
     )
-    mqtt_cert: Path | None = Field(None, description="PEM certificate (chain) of that listener")
-    mqtt_key: Path | None = Field(None, description="PEM private key of that listener")
+    mqtt_ws: str | None = Field(
+        None,
+        description="HOST:PORT of the hub's broker's MQTT-over-WebSocket listener (ws://), "
+        "e.g. 127.0.0.1:9001 behind nginx's /mqtt",
+    )
+    mqtt_wss: str | None = Field(
+        None, description="HOST:PORT of an MQTT-over-WebSocket listener in TLS (with mqtt_cert/key)"
+    )
+    mqtt_ws_path: str = Field(
+        DEFAULT_WEBSOCKET_PATH,
+        pattern=r"^/[\x21-\x7e]*$",
+        description="the HTTP path of the embedded broker's WebSocket listeners (Mosquitto's "
+        "serve every path)",
+    )
+    mqtt_client_certs: Literal["off", "optional", "required"] = Field(
+        "off",
+        description="the embedded broker's mqtts listener: check device certificates of the "
+        "hub's device CA (fieldhub device cert); 'required' refuses devices without one",
+    )
+    mqtt_cert: Path | None = Field(None, description="PEM certificate (chain) of the TLS listeners")
+    mqtt_key: Path | None = Field(None, description="PEM private key of the TLS listeners")
     instance: str = Field("hub", pattern=INSTANCE_PATTERN, description="this hub process's name")
     stale_after_s: float = Field(300.0, gt=0, description="silence after which a device is stale")
     confirm_presence_s: float = Field(
@@ -133,13 +150,15 @@ class HubSettings(BaseSettings):
         if value is None:
             return None
         try:
-            broker_address(value)
+            address = broker_address(value)
         except ValueError:
             parts = urlsplit(value)
             shown = value.replace(f":{parts.password}@", ":***@") if parts.password else value
             raise ValueError(
                 f"broker {shown!r} must look like mqtt(s)://admin:password@host:port"
             ) from None
+        if address.websocket_path is not None:
+            raise ValueError("the hub speaks to its broker over TCP: mqtt:// or mqtts://")
         return value
 
     @field_validator("public_url")
@@ -158,8 +177,20 @@ class HubSettings(BaseSettings):
         force), and the broker's CA file and pin are tried now, so a bad one stops the start."""
         if (self.mqtt_cert is None) != (self.mqtt_key is None):
             raise ValueError("give mqtt_cert and mqtt_key together")
-        if (self.mqtts is None) != (self.mqtt_cert is None):
-            raise ValueError("mqtts (HOST:PORT of the TLS listener) goes with mqtt_cert, mqtt_key")
+        if self.mqtt_cert is None:
+            if self.mqtts is not None:
+                raise ValueError(
+                    "mqtts (HOST:PORT of the TLS listener) goes with mqtt_cert, mqtt_key"
+                )
+            if self.mqtt_wss is not None:
+                raise ValueError(
+                    "mqtt_wss (HOST:PORT of the TLS WebSocket listener) goes with mqtt_cert, "
+                    "mqtt_key"
+                )
+        elif self.mqtts is None and self.mqtt_wss is None:
+            raise ValueError("mqtt_cert and mqtt_key are for mqtts or mqtt_wss (HOST:PORT)")
+        if self.mqtt_client_certs != "off" and self.mqtts is None:
+            raise ValueError("mqtt_client_certs is checked on the mqtts listener: give mqtts")
         if self.broker is None or not broker_address(self.broker).tls:
             if any(v is not None for v in (self.broker_ca, self.broker_pin, self.broker_crl)):
                 raise ValueError("broker_ca, broker_pin and broker_crl need an mqtts:// broker")
@@ -207,7 +238,7 @@ class HubSettings(BaseSettings):
     def _db_url(cls, value: str | None) -> str | None:
         return None if value is None else normalize_url(value)
 
-    @field_validator("http", "mqtt", "mqtts")
+    @field_validator("http", "mqtt", "mqtts", "mqtt_ws", "mqtt_wss")
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
         if value is not None:
@@ -231,5 +262,20 @@ class HubSettings(BaseSettings):
 
     @property
     def mqtts_address(self) -> tuple[str, int] | None:
-        """Host and port of the embedded broker's TLS listener, if it has one."""
+        """Host and port of the hub's broker's TLS listener, if it has one."""
         return None if self.mqtts is None else parse_host_port(self.mqtts)
+
+    @property
+    def device_ca_folder(self) -> Path:
+        """Where the hub's device CA lives (``hub/broker/device_ca.py``)."""
+        return self.data / "device-ca"
+
+    @property
+    def mqtt_ws_address(self) -> tuple[str, int] | None:
+        """Host and port of the hub's broker's plain WebSocket listener, if it has one."""
+        return None if self.mqtt_ws is None else parse_host_port(self.mqtt_ws)
+
+    @property
+    def mqtt_wss_address(self) -> tuple[str, int] | None:
+        """Host and port of the hub's broker's TLS WebSocket listener, if it has one."""
+        return None if self.mqtt_wss is None else parse_host_port(self.mqtt_wss)

@@ -259,11 +259,14 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
-    def abandon(self) -> None:
-        """Drop a connection attempt that failed or was given up (no one awaits it now)."""
+    def abandon(self, carrier: asyncio.Transport | None = None) -> None:
+        """Drop a connection attempt that failed or was given up (no one awaits it now), and
+        the ``carrier`` connection under it (a WebSocket's TCP connection, which this one
+        never saw if the handshake did not finish)."""
         self.connack.cancel()
-        if self._transport is not None:
-            self._transport.abort()
+        for transport in (self._transport, carrier):
+            if transport is not None:
+                transport.abort()
 
     async def disconnect(self, timeout_s: float) -> None:
         """Send DISCONNECT after what is queued and wait for the broker to hang up.

@@ -8,9 +8,10 @@ loop, calls the message callback synchronously, and answers all the chunk's QoS 
 with one write. Anything else sent in the same event loop iteration (publishes made by
 callbacks, acks of other tasks) is coalesced into one write as well.
 
-What it does not do, on purpose: QoS 2, MQTT 5, unsubscribing and WebSocket. TLS is given as
-an ``ssl.SSLContext`` (``tls``), made by ``fieldhub.mqtt.tls.broker_context`` so that a broker
-whose certificate fails is refused, with the reason, before CONNECT (and its secret) is sent.
+What it does not do, on purpose: QoS 2, MQTT 5 and unsubscribing. TLS is given as an
+``ssl.SSLContext`` (``tls``), made by ``fieldhub.mqtt.tls.broker_context`` so that a broker
+whose certificate fails is refused, with the reason, before CONNECT (and its secret) is sent;
+MQTT over WebSocket (``websocket_path``) runs it inside ``fieldhub.mqtt.websocket``.
 
 Example::
 
@@ -93,6 +94,8 @@ class MqttClient:
         max_queued: QoS 1 publishes waiting beyond those, at most.
         tls: speak TLS with this context (``fieldhub.mqtt.tls.broker_context``); the
             certificate is checked against ``host``.
+        websocket_path: speak MQTT over WebSocket, asking ``host:port`` for this HTTP path
+            (``ws://``, or ``wss://`` with ``tls``); None speaks MQTT over TCP.
 
     Raises:
         ValueError: an argument is out of range (or a password comes without user name).
@@ -117,6 +120,7 @@ class MqttClient:
         max_inflight: int = 1000,
         max_queued: int = 10_000,
         tls: ssl.SSLContext | None = None,
+        websocket_path: str | None = None,
     ) -> None:
         if not 0 < reconnect_min_s <= reconnect_max_s:
             raise ValueError(
@@ -147,6 +151,7 @@ class MqttClient:
         self._max_inflight = max_inflight
         self._max_queued = max_queued
         self._tls = tls
+        self._websocket_path = websocket_path
         self.stats = MqttStats()
         """Counters; see :class:`MqttStats`."""
         self._conn: _Connection | None = None  # set while connected (CONNACK accepted)
@@ -383,18 +388,26 @@ class MqttClient:
         unacknowledged messages re-sent)."""
         loop = asyncio.get_running_loop()
         conn = _Connection(self, self._connect_packet)
+        protocol: asyncio.Protocol = conn
+        if (path := self._websocket_path) is not None:
+            from fieldhub.mqtt.websocket import WebSocketTunnel  # websockets: only when used
+
+            protocol = WebSocketTunnel.client(conn, self._host, self._port, path, self._tls)
+        transport: asyncio.Transport | None = None  # under a WebSocket, not conn's
         try:
             async with asyncio.timeout(self._connect_timeout_s):
-                await loop.create_connection(lambda: conn, self._host, self._port, ssl=self._tls)
+                transport, _ = await loop.create_connection(
+                    lambda: protocol, self._host, self._port, ssl=self._tls
+                )
                 session_present = await conn.connack
         except TimeoutError:
-            conn.abandon()
+            conn.abandon(transport)
             self.stats.last_error = f"no CONNACK within {self._connect_timeout_s} s"
             raise TimeoutError(
                 f"no CONNACK from MQTT broker {self.address} within {self._connect_timeout_s} s"
             ) from None
         except BaseException as exc:
-            conn.abandon()
+            conn.abandon(transport)
             self.stats.last_error = str(exc) or type(exc).__name__
             raise
         if self._closed:  # close() ran while we waited

@@ -90,7 +90,12 @@ class _CheckedObject(ssl.SSLObject):
 
 
 def broker_context(
-    *, ca_file: str | None = None, pin_sha256: str | None = None, crl_file: str | None = None
+    *,
+    ca_file: str | None = None,
+    pin_sha256: str | None = None,
+    crl_file: str | None = None,
+    client_cert: str | None = None,
+    client_key: str | None = None,
 ) -> ssl.SSLContext:
     """A client context for ``mqtts://``: TLS 1.2 or newer, certificate and host name checked.
 
@@ -103,10 +108,13 @@ def broker_context(
         crl_file: PEM revocation list(s) of the broker certificate's CA: a revoked broker
             certificate is refused. The list must be there and current for that CA, or every
             connection is refused (saying so): a private CA's operator publishes it.
+        client_cert: PEM certificate this client shows the broker (X.509 client
+            authentication, e.g. from the hub's device CA: ``fieldhub device cert``).
+        client_key: PEM private key of ``client_cert``.
 
     Raises:
-        TlsSetupError: the CA or CRL file cannot be read or holds nothing usable, or the pin
-            is not 64 hex digits.
+        TlsSetupError: the CA or CRL file cannot be read or holds nothing usable, the pin
+            is not 64 hex digits, or the client certificate and key do not load together.
     """
     context = _BrokerContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies chain and host name
     context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -123,6 +131,13 @@ def broker_context(
         _load_crl(context, crl_file)
     if pin_sha256 is not None:
         context.pin_sha256 = normalize_pin(pin_sha256)
+    if client_cert is not None:
+        try:
+            context.load_cert_chain(client_cert, client_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise TlsSetupError(
+                f"cannot load the client certificate {client_cert} with {client_key}: {exc}"
+            ) from None
     return context
 
 

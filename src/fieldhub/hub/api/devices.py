@@ -12,9 +12,12 @@ from fieldhub.clock import now_ms
 from fieldhub.hub.api.deps import hub_dependency, parse_duration_ms
 from fieldhub.hub.api.fields import Count, EpochMs
 from fieldhub.hub.api.models import (
+    CertificateRequest,
+    CertificatesRevoked,
     CredentialRotation,
     DesiredChange,
     Device,
+    DeviceCertificateOut,
     DeviceCreate,
     DeviceCreated,
     DeviceCredentialsOut,
@@ -36,6 +39,7 @@ HubDep = Annotated[Hub, Depends(hub_dependency)]
 Reader = Annotated[Principal, require(Permission.DEVICES_READ)]
 Writer = Annotated[Principal, require(Permission.DEVICES_WRITE)]
 Commander = Annotated[Principal, require(Permission.DEVICES_COMMAND)]
+Certifier = Annotated[Principal, require(Permission.CERTIFICATES_WRITE)]
 MAX_RAW_POINTS = 10_000
 MAX_BUCKETS = 10_000
 _HISTORY_JSON = msgspec.json.Encoder()
@@ -181,6 +185,43 @@ async def revoke_credentials(
     await visible_device(hub, who, device_id)
     await hub.devices.revoke_credentials(device_id, actor=who.actor, source=client_address(request))
     return Response(status_code=204)
+
+
+@router.post("/{device_id}/certificate", status_code=201, summary="Issue a client certificate")
+async def issue_certificate(
+    request: Request,
+    hub: HubDep,
+    who: Certifier,
+    device_id: str,
+    body: CertificateRequest | None = None,
+) -> DeviceCertificateOut:
+    """A client certificate (CN = the device id) from the hub's device CA, with its key, shown
+    only here (docs/agent.md, TLS: ``client_cert``, ``client_key``). Admins only."""
+    await visible_device(hub, who, device_id)
+    days = (body or CertificateRequest()).days
+    issued = await hub.certificates.issue(
+        device_id, days, actor=who.actor, source=client_address(request)
+    )
+    return DeviceCertificateOut(
+        serial=f"{issued.serial:x}",
+        not_after=issued.not_after.isoformat(),
+        certificate=issued.certificate,
+        key=issued.key,
+        ca=issued.ca,
+    )
+
+
+@router.delete("/{device_id}/certificate", summary="Revoke client certificates")
+async def revoke_certificates(
+    request: Request, hub: HubDep, who: Certifier, device_id: str
+) -> CertificatesRevoked:
+    """Put every certificate of the device on the revocation list: a broker that checks them
+    refuses it from the next handshake on and closes its connection within a second."""
+    await visible_device(hub, who, device_id)
+    serials = await hub.certificates.revoke(
+        device_id, actor=who.actor, source=client_address(request)
+    )
+    return CertificatesRevoked(revoked=[f"{serial:x}" for serial in serials])
 
 
 @router.get("/{device_id}/latest", summary="Latest values")

@@ -65,6 +65,29 @@ class DeviceCredentialsOut(BaseModel):
     client_id: str = Field(description="the MQTT client id the device must use: its id")
 
 
+class CertificateRequest(BaseModel):
+    """How long a new device certificate is valid."""
+
+    days: int = Field(default=365, ge=1, le=3650)
+
+
+class DeviceCertificateOut(BaseModel):
+    """A device's client certificate with its private key (PEM), shown this once only; ``ca``
+    is the hub's device CA (the broker trusts it; the device needs it only to show a chain)."""
+
+    serial: str = Field(description="hex, as the revocation list and the audit log name it")
+    not_after: str = Field(description="the end of its validity, ISO 8601 UTC")
+    certificate: str
+    key: str
+    ca: str
+
+
+class CertificatesRevoked(BaseModel):
+    """The serials (hex) of the device's certificates just put on the revocation list."""
+
+    revoked: list[str]
+
+
 class CredentialRotation(BaseModel):
     """How long the device's old keys keep working after a rotation."""
 

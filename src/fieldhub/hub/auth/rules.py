@@ -74,6 +74,9 @@ class Permission(StrEnum):
     # those who hold notifications:read/write see/manage everyone's.
     SUBSCRIPTIONS_READ = "subscriptions:read"
     SUBSCRIPTIONS_WRITE = "subscriptions:write"
+    # Device client certificates (hub/broker/device_ca.py): admins only, as a certificate lets
+    # a device through the broker's TLS listener wherever client certificates are required.
+    CERTIFICATES_WRITE = "certificates:write"
 
 
 SCOPE_OF: dict[Permission, Scope] = {
@@ -94,6 +97,7 @@ SCOPE_OF: dict[Permission, Scope] = {
     Permission.NOTIFICATIONS_WRITE: Scope.WRITE,
     Permission.SUBSCRIPTIONS_READ: Scope.READ,
     Permission.SUBSCRIPTIONS_WRITE: Scope.WRITE,
+    Permission.CERTIFICATES_WRITE: Scope.WRITE,
 }
 
 _OWN_ACCOUNT = {

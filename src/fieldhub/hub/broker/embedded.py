@@ -43,12 +43,12 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
-from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
+from amqtt.adapters import StreamWriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action, BrokerConfig, ListenerConfig, ListenerType
 from amqtt.mqtt.disconnect import DisconnectPacket
@@ -56,17 +56,19 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 
 from fieldhub.clock import now_ms
-from fieldhub.hub.broker.admission import MAX_CONNECT_BYTES, Admission, admit, broker_plugins
+from fieldhub.hub.broker.admission import MAX_CONNECT_BYTES, admit, broker_plugins
+from fieldhub.hub.broker.connection import BrokerConnection
 from fieldhub.hub.broker.keyring import AccessPolicy, BrokerPrincipal, DevicePrincipal
-from fieldhub.hub.broker.packets import Violation, check, check_connect, read_packet
+from fieldhub.hub.broker.packets import Violation, check_connect, read_packet
 from fieldhub.hub.broker.retained import BrokerStateError, Retained, load_retained, save_retained
 from fieldhub.logthrottle import LogThrottle, held_back
+from fieldhub.mqtt.websocket import WebSocketTunnel
 from fieldhub.protocol import Channel, Status, encode, topic_for
 
 if TYPE_CHECKING:
     import ssl
 
-__all__ = ["BrokerStateError", "EmbeddedBroker", "TlsListener"]
+__all__ = ["BrokerStateError", "EmbeddedBroker", "TlsListener", "WebSocketListener"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,7 @@ _CONNECT_TIMEOUT_S = 10.0  # a connection must send CONNECT within this
 _STOP_TIMEOUT_S = 5.0  # how long a stop waits for amqtt to end the sessions of its clients
 _KEEPALIVE_GRACE = 1.5  # MQTT 3.1.1 §3.1.2.10: one and a half times the keep-alive
 _LOST = "connection lost"  # the reason of the status published for a device without a will
+_NOT_AUTHORIZED = 5  # CONNACK return code (MQTT 3.1.1 §3.2.2.3)
 
 
 class TlsListener(NamedTuple):
@@ -85,6 +88,21 @@ class TlsListener(NamedTuple):
     host: str
     port: int
     context: ssl.SSLContext
+
+
+class WebSocketListener(NamedTuple):
+    """A listener speaking MQTT over WebSocket at ``path`` (``ws://``, or ``wss://`` with a
+    server context), for devices that reach the broker through an HTTPS proxy such as nginx."""
+
+    host: str
+    port: int
+    path: str
+    context: ssl.SSLContext | None = None
+
+    def url(self, port: int) -> str:
+        """``ws(s)://host:port/path`` for clients, with the port actually bound."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'wss' if self.context else 'ws'}://{host}:{port}{self.path}"
 
 
 class _Broker(Broker):  # type: ignore[misc]
@@ -138,12 +156,12 @@ class _Broker(Broker):  # type: ignore[misc]
         current = self.sessions.get(session.client_id)
         if current is None or current[0] is not session:
             session.will_flag = False
-            if isinstance(connection, _Connection):
+            if isinstance(connection, BrokerConnection):
                 connection.hushed = True
         lost = not isinstance(disconnect.result(), DisconnectPacket)
         will = bool(session.will_flag)
         await super()._handle_disconnect(session, handler, disconnect)
-        if lost and not will and isinstance(connection, _Connection) and not connection.hushed:
+        if lost and not will and isinstance(connection, BrokerConnection) and not connection.hushed:
             principal = connection.principal
             if isinstance(principal, DevicePrincipal):
                 await self._announce_lost(principal.device_id)
@@ -188,86 +206,6 @@ class _Broker(Broker):  # type: ignore[misc]
             await asyncio.wait(sends)
 
 
-_Refuse = Callable[["_Connection", Violation], None]
-
-
-class _Connection(StreamReaderAdapter):  # type: ignore[misc]
-    """One accepted TCP connection: amqtt's stream reader, plus what the watchdog needs.
-
-    amqtt reads only whole packets that passed the protocol check (``packets``): on the first
-    violation ``refuse`` is told, the connection is closed, and amqtt reads an end of stream
-    (so it ends the session and sends the will, as MQTT-3.1.2-8 asks after a protocol error).
-    The CONNECT packet is read and checked before amqtt takes over; amqtt then reads it from
-    :meth:`admitted`.
-    """
-
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, refuse: _Refuse
-    ) -> None:
-        super().__init__(reader)
-        self.writer = writer
-        self.opened = self.last_read = time.monotonic()
-        self.session: Session | None = None  # once amqtt has registered one for it
-        self.client_id: str | None = None  # once admitted
-        self.username: str | None = None
-        self.principal: BrokerPrincipal | None = None  # as admitted, also after a revocation
-        self.hushed = False  # its end says nothing about the client: no will, no lost status
-        self._stream = reader
-        self._refuse = refuse
-        self._closed = False
-        self._packet = b""  # checked bytes amqtt has not read yet, from _at on
-        self._at = 0
-
-    def admitted(self, connect: bytes, admission: Admission) -> None:
-        """The client of CONNECT ``connect`` is in: amqtt reads that packet next."""
-        self.client_id, self.username = admission.client_id, admission.username
-        self.principal = admission.principal
-        self._packet, self._at = connect, 0
-
-    def hush(self) -> None:
-        """Its end is not the device's failure: publish neither its will nor a lost status."""
-        self.hushed = True
-        if self.session is not None:
-            self.session.will_flag = False
-
-    async def read(self, n: int = -1) -> bytes:
-        while len(self._packet) - self._at < max(n, 1):
-            packet = await self._next()
-            if not packet:
-                return b""
-            self._packet, self._at = self._packet[self._at :] + packet, 0
-        end = len(self._packet) if n < 0 else self._at + n
-        data, self._at = self._packet[self._at : end], end
-        return data
-
-    async def _next(self) -> bytes:
-        """The next packet from the socket if it keeps the protocol; else b"", and closed."""
-        if self._closed:
-            return b""
-        try:
-            packet = await read_packet(self._stream)
-        except ValueError as exc:
-            violation: Violation | None = Violation("MQTT-2.2.3", str(exc))
-        else:
-            violation = check(packet)
-        self.last_read = time.monotonic()
-        if violation is None:
-            return packet
-        self._closed = True
-        self._refuse(self, violation)
-        self.writer.transport.abort()
-        return b""
-
-    def abort(self, why: str) -> None:
-        log.info("MQTT client %s (%s): disconnecting, %s", self.client_id, self.peer, why)
-        self.writer.transport.abort()  # the reader sees EOF; amqtt then ends the session
-
-    @property
-    def peer(self) -> str:
-        peer = self.writer.get_extra_info("peername")
-        return f"{peer[0]}:{peer[1]}" if peer else "?"
-
-
 class EmbeddedBroker:
     """An MQTT 3.1.1 broker listening on TCP, run as an async context manager.
 
@@ -296,6 +234,8 @@ class EmbeddedBroker:
         tls: also listen for TLS clients there; after the handshake its connections are
             served like the others (amqtt and the checks above see plain MQTT); a failed
             handshake is counted in :attr:`violations` as the rule ``TLS``, and logged.
+        websockets: also listen for MQTT over WebSocket there (``fieldhub.mqtt.websocket``);
+            after the WebSocket handshake its connections are served like the others.
 
     Raises:
         OSError: on entry, when ``host:port`` cannot be bound.
@@ -310,9 +250,12 @@ class EmbeddedBroker:
         access: AccessPolicy,
         data_dir: Path | None = None,
         tls: TlsListener | None = None,
+        websockets: Sequence[WebSocketListener] = (),
     ) -> None:
         self._host = host
         self._tls = tls
+        self._websockets = tuple(websockets)
+        self._websocket_servers: list[asyncio.Server] = []
         self._port = port
         self._access = access
         self._data_dir = data_dir
@@ -322,7 +265,7 @@ class EmbeddedBroker:
         self._server: asyncio.Server | None = None
         self._tls_server: asyncio.Server | None = None
         self._watchdog: asyncio.Task[None] | None = None
-        self._connections: dict[_Connection, asyncio.Task[None]] = {}
+        self._connections: dict[BrokerConnection, asyncio.Task[None]] = {}
 
     @property
     def host(self) -> str:
@@ -354,6 +297,14 @@ class EmbeddedBroker:
         host = f"[{self._tls.host}]" if ":" in self._tls.host else self._tls.host
         return f"mqtts://{host}:{self._tls_server.sockets[0].getsockname()[1]}"
 
+    @property
+    def websocket_urls(self) -> list[str]:
+        """``ws(s)://host:port/path`` of each WebSocket listener once started."""
+        return [
+            listener.url(server.sockets[0].getsockname()[1])
+            for listener, server in zip(self._websockets, self._websocket_servers, strict=True)
+        ]
+
     async def __aenter__(self) -> Self:
         if self._broker is not None:
             raise RuntimeError(f"broker {self.url} is already running")
@@ -375,7 +326,14 @@ class EmbeddedBroker:
                 self._tls_server = await asyncio.start_server(
                     self._serve_tls, self._tls.host, self._tls.port
                 )
+            for listener in self._websockets:
+                self._websocket_servers.append(await self._listen_websocket(listener))
         except BaseException:
+            for opened in (self._tls_server, *self._websocket_servers):
+                if opened is not None:
+                    opened.close()
+            self._tls_server = None
+            self._websocket_servers.clear()
             await broker.shutdown()
             raise
         self._broker, self._server = broker, server
@@ -384,9 +342,10 @@ class EmbeddedBroker:
             self._watch(), name=f"mqtt-broker-watchdog:{self.port}"
         )
         log.info(
-            "MQTT broker listening on %s%s (%d retained messages restored, %.0f ms)",
-            self.url,
-            f" and {self.tls_url}" if self._tls_server is not None else "",
+            "MQTT broker listening on %s (%d retained messages restored, %.0f ms)",
+            " and ".join(
+                [self.url, *([self.tls_url] if self.tls_url else []), *self.websocket_urls]
+            ),
             len(retained),
             (time.perf_counter() - started) * 1000,
         )
@@ -406,6 +365,9 @@ class EmbeddedBroker:
         tls_server, self._tls_server = self._tls_server, None
         if tls_server is not None:
             tls_server.close()
+        websocket_servers, self._websocket_servers = self._websocket_servers, []
+        for websocket_server in websocket_servers:
+            websocket_server.close()
         watchdog.cancel()
         snapshot = [
             Retained(topic, bytes(message.data), message.qos or 0)
@@ -431,8 +393,25 @@ class EmbeddedBroker:
         await server.wait_closed()
         if tls_server is not None:
             await tls_server.wait_closed()
+        for websocket_server in websocket_servers:
+            await websocket_server.wait_closed()
         await asyncio.to_thread(save_retained, self._data_dir, snapshot)
         log.info("MQTT broker on %s stopped", self.url)
+
+    async def _listen_websocket(self, listener: WebSocketListener) -> asyncio.Server:
+        """Listen for MQTT over WebSocket: each accepted connection is unwrapped by a
+        :class:`WebSocketTunnel` and then served as a stream like a TCP one."""
+        loop = asyncio.get_running_loop()
+
+        def tunnel() -> WebSocketTunnel:
+            reader = asyncio.StreamReader()
+            stream = asyncio.StreamReaderProtocol(reader, self._serve)
+            return WebSocketTunnel.server(stream, path=listener.path, refused=refused)
+
+        def refused(peer: str, why: str) -> None:
+            self._refuse_peer(peer, None, Violation("WebSocket", why))
+
+        return await loop.create_server(tunnel, listener.host, listener.port, ssl=listener.context)
 
     async def _serve_tls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Take the TLS handshake here rather than in asyncio's server, so that a failed one (a
@@ -457,7 +436,7 @@ class EmbeddedBroker:
         if broker is None or task is None:  # accepted while stopping
             writer.close()
             return
-        connection = _Connection(reader, writer, self._refuse)
+        connection = BrokerConnection(reader, writer, self._refuse)
         self._connections[connection] = task
         try:
             if await self._admit(connection, reader, writer):
@@ -469,7 +448,10 @@ class EmbeddedBroker:
             writer.close()  # amqtt leaves the socket open when the first packet is not CONNECT
 
     async def _admit(
-        self, connection: _Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        connection: BrokerConnection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
     ) -> bool:
         """Read the CONNECT and check it; refuse it ourselves, or let amqtt read it again.
 
@@ -493,6 +475,15 @@ class EmbeddedBroker:
         if admission is None:
             log.debug("MQTT connection from %s: unreadable CONNECT", connection.peer)
             return False
+        mismatch = connection.certificate_mismatch(admission.client_id)
+        if mismatch is not None and admission.principal is not None:
+            # The certificate proves who the device is: another device's credentials, or a
+            # certificate lent to another device, must not pass.
+            self._refuse(connection, Violation("certificate", mismatch))
+            writer.write(bytes((0x20, 2, 0, _NOT_AUTHORIZED)))
+            with contextlib.suppress(OSError):
+                await writer.drain()
+            return False
         if admission.principal is not None:
             connection.admitted(raw, admission)
             return True
@@ -511,7 +502,7 @@ class EmbeddedBroker:
             await writer.drain()
         return False
 
-    def _refuse(self, connection: _Connection, violation: Violation) -> None:
+    def _refuse(self, connection: BrokerConnection, violation: Violation) -> None:
         self._refuse_peer(connection.peer, connection.client_id, violation)
 
     def _refuse_peer(self, peer: str, client_id: str | None, violation: Violation) -> None:
@@ -527,6 +518,25 @@ class EmbeddedBroker:
                 violation.rule,
                 held_back(held),
             )
+
+    def replace_tls_context(self, context: ssl.SSLContext) -> None:
+        """Serve the TLS listener's next handshakes with ``context`` (a new revocation list)."""
+        if self._tls is not None:
+            self._tls = self._tls._replace(context=context)
+
+    def kick_certificates(self, serials: Collection[int]) -> int:
+        """Close the connections made with a client certificate of one of ``serials`` (just
+        revoked); how many. Their wills are published: the device is offline."""
+        revoked = [
+            connection
+            for connection in self._connections
+            if (certificate := connection.certificate) is not None
+            and certificate[1] in serials
+            and not connection.writer.is_closing()
+        ]
+        for connection in revoked:
+            connection.abort("its client certificate was revoked")
+        return len(revoked)
 
     def kick(self, usernames: Collection[str]) -> int:
         """Close the connections of clients that logged in as one of ``usernames``.
@@ -566,7 +576,7 @@ class EmbeddedBroker:
                     _taken_over(broker, connection)
 
 
-def _taken_over(broker: _Broker, connection: _Connection) -> None:
+def _taken_over(broker: _Broker, connection: BrokerConnection) -> None:
     """``connection`` lost its session to a newer connection with the same client id."""
     old = connection.session
     if old is None:

@@ -30,12 +30,13 @@ import socket
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from fieldhub.hub.broker.mosquitto_files import AdminFile, prepare, shipped_config
+from fieldhub.hub.broker.mosquitto_files import AdminFile, Listener, prepare, shipped_config
 
 __all__ = ["Installation", "ManagedMosquitto", "MosquittoFailed", "find_mosquitto"]
 
@@ -112,16 +113,29 @@ class ManagedMosquitto:
         folder: the broker's folder (configuration, plugin state, retained messages).
         host: address to listen on.
         port: port to listen on; 0 picks a free one.
+        listeners: TLS and WebSocket listeners besides (port 0 picks a free one too).
 
     Raises:
         MosquittoFailed: on entry, Mosquitto exited or did not listen within 10 s.
     """
 
-    def __init__(self, installation: Installation, folder: Path, host: str, port: int) -> None:
+    def __init__(
+        self,
+        installation: Installation,
+        folder: Path,
+        host: str,
+        port: int,
+        listeners: Sequence[Listener] = (),
+    ) -> None:
         self._installation = installation
         self._folder = folder
         self.host = host
         self.port = port or _free_port(host)
+        self.listeners = [
+            replace(listener, port=listener.port or _free_port(listener.host))
+            for listener in listeners
+        ]
+        """The extra listeners, with the ports they listen on."""
         self.restarts = 0
         self._admin: AdminFile | None = None
         self._process: asyncio.subprocess.Process | None = None
@@ -156,6 +170,7 @@ class ManagedMosquitto:
             host=self.host,
             port=self.port,
             plugin=installation.plugin,
+            listeners=self.listeners,
         )
         self._admin = AdminFile(self.host, self.port, password, 0)
         try:
@@ -164,6 +179,11 @@ class ManagedMosquitto:
             await self._stop()
             raise
         self._watch = asyncio.create_task(self._supervise(), name="managed-mosquitto")
+        if self.listeners:
+            log.info(
+                "the managed Mosquitto also listens on %s",
+                ", ".join(listener.url for listener in self.listeners),
+            )
         return self
 
     async def __aexit__(

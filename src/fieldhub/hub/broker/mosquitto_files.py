@@ -2,7 +2,9 @@
 
 - ``mosquitto.conf``: ``deploy/mosquitto/fieldhub.conf`` (the one copy of what fieldhub needs
   of the broker, which operators and the tests use too) plus the listener, the
-  dynamic-security plugin and persistence in this folder. Rewritten at every start.
+  dynamic-security plugin and persistence in this folder, and the extra listeners the hub was
+  given (:class:`Listener`: TLS ones made from ``deploy/mosquitto/tls.conf``, the operators'
+  TLS settings, WebSocket ones with ``protocol websockets``). Rewritten at every start.
 - ``dynamic-security.json``: the plugin's state (device clients and roles, the hub's client),
   which the plugin rewrites on every change. The hub makes it with one admin,
   ``fieldhub-admin``, whose password it changes at every start: the hub stores no admin
@@ -22,6 +24,7 @@ import hashlib
 import json
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,16 +32,20 @@ from typing import Any
 import fieldhub
 from fieldhub.private_files import private_dir, write_private
 
-__all__ = ["ADMIN_USERNAME", "AdminFile", "prepare", "shipped_config"]
+__all__ = ["ADMIN_USERNAME", "AdminFile", "Listener", "prepare", "shipped_config"]
 
 ADMIN_USERNAME = "fieldhub-admin"
 _PBKDF2_ITERATIONS = 101  # what `mosquitto_ctrl dynsec init` writes
 _PACKAGE = Path(fieldhub.__file__).resolve().parent
-# A wheel carries the file inside the package (pyproject.toml, force-include); a checkout has
-# it in deploy/, two levels above src/fieldhub.
+# A wheel carries the files inside the package (pyproject.toml, force-include); a checkout has
+# them in deploy/, two levels above src/fieldhub.
 _SHIPPED = (
     _PACKAGE / "deploy" / "mosquitto.conf",
     _PACKAGE.parents[1] / "deploy" / "mosquitto" / "fieldhub.conf",
+)
+_SHIPPED_TLS = (
+    _PACKAGE / "deploy" / "mosquitto-tls.conf",
+    _PACKAGE.parents[1] / "deploy" / "mosquitto" / "tls.conf",
 )
 _ADMIN_ACLS = (  # what `mosquitto_ctrl dynsec init` gives its admin: manage, and read $SYS
     ("publishClientSend", "$CONTROL/dynamic-security/#"),
@@ -51,10 +58,67 @@ _ADMIN_ACLS = (  # what `mosquitto_ctrl dynsec init` gives its admin: manage, an
 
 def shipped_config() -> str | None:
     """The text of ``deploy/mosquitto/fieldhub.conf``, or None when this install lacks it."""
-    for path in _SHIPPED:
+    return _shipped(_SHIPPED)
+
+
+def _shipped(paths: Sequence[Path]) -> str | None:
+    for path in paths:
         if path.is_file():
             return path.read_text(encoding="utf-8")
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """A listener beside the main one: TLS (``cert`` and ``key``), WebSocket, or both."""
+
+    host: str
+    port: int
+    websockets: bool = False
+    cert: Path | None = None
+    key: Path | None = None
+
+    @property
+    def url(self) -> str:
+        """What devices dial: ``mqtts://``, ``ws://`` or ``wss://`` (Mosquitto serves MQTT over
+        WebSocket on every path; ``/mqtt`` is fieldhub's)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        secure = self.cert is not None
+        if self.websockets:
+            return f"{'wss' if secure else 'ws'}://{host}:{self.port}/mqtt"
+        return f"mqtts://{host}:{self.port}"
+
+    def config(self) -> str:
+        """Its lines of ``mosquitto.conf``: a TLS listener is ``deploy/mosquitto/tls.conf``
+        with this address and these files, so operators and the hub run the same settings.
+
+        Raises:
+            FileNotFoundError: a TLS listener, and this installation lacks ``tls.conf``.
+        """
+        if self.cert is None or self.key is None:
+            lines = [f"listener {self.port} {self.host}"]
+        else:
+            template = _shipped(_SHIPPED_TLS)
+            if template is None:
+                raise FileNotFoundError("this installation lacks deploy/mosquitto/tls.conf")
+            values = {
+                "listener": f"{self.port} {self.host}",
+                "certfile": str(self.cert.resolve()),
+                "keyfile": str(self.key.resolve()),
+            }
+            lines = [
+                f"{option} {values[option]}"
+                if (option := line.split(" ", 1)[0]) in values
+                else line
+                for line in template.splitlines()
+            ]
+        if self.websockets:
+            lines.insert(1 + _listener_line(lines), "protocol websockets")
+        return "\n".join(lines)
+
+
+def _listener_line(lines: list[str]) -> int:
+    return next(i for i, line in enumerate(lines) if line.startswith("listener "))
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +159,15 @@ class AdminFile:
         (folder / "admin.json").unlink(missing_ok=True)
 
 
-def prepare(folder: Path, *, base: str, host: str, port: int, plugin: Path) -> str:
+def prepare(
+    folder: Path,
+    *,
+    base: str,
+    host: str,
+    port: int,
+    plugin: Path,
+    listeners: Sequence[Listener] = (),
+) -> str:
     """Write the configuration and set a fresh admin password; the password.
 
     Args:
@@ -104,6 +176,9 @@ def prepare(folder: Path, *, base: str, host: str, port: int, plugin: Path) -> s
         host: address to listen on.
         port: port to listen on.
         plugin: Mosquitto's ``mosquitto_dynamic_security.so``.
+        listeners: more listeners (TLS, WebSocket). The main one stays plain TCP: Mosquitto
+            2.0.11 does not start with WebSocket listeners alone ("Unable to start any
+            listening sockets"), and the hub's own connections use it on loopback.
     """
     private_dir(folder)
     lines = [
@@ -121,6 +196,7 @@ def prepare(folder: Path, *, base: str, host: str, port: int, plugin: Path) -> s
         "log_dest stderr",
         "log_type error",
         "log_type warning",
+        *(listener.config() for listener in listeners),
     ]
     if os.geteuid() == 0:
         # Started by root, Mosquitto would switch to the user 'mosquitto', which may not read

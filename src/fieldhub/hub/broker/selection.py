@@ -14,14 +14,18 @@ own client and password, and reconciles the device clients with the store
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
+from fieldhub.hub.broker.client_certs import verify_devices, watch_revocations
+from fieldhub.hub.broker.device_ca import DeviceCa
 from fieldhub.hub.broker.dynsec import DynSec, DynSecError, MosquittoAccess
-from fieldhub.hub.broker.embedded import EmbeddedBroker, TlsListener
+from fieldhub.hub.broker.embedded import EmbeddedBroker, TlsListener, WebSocketListener
 from fieldhub.hub.broker.identities import (
     BrokerAccess,
     EmbeddedAccess,
@@ -36,7 +40,7 @@ from fieldhub.hub.broker.managed import (
     MosquittoFailed,
     find_mosquitto,
 )
-from fieldhub.hub.broker.mosquitto_files import AdminFile
+from fieldhub.hub.broker.mosquitto_files import AdminFile, Listener
 from fieldhub.hub.config import HubSettings
 from fieldhub.hub.store.credentials import CredentialStore
 from fieldhub.mqtt import MqttError
@@ -94,8 +98,14 @@ async def start_broker(
         host, port = settings.mqtt_address
         keyring = KeyRing(identity)
         keyring.replace(await credentials.keys())
+        context = _server_context(settings)
         broker = EmbeddedBroker(
-            host, port, access=keyring, data_dir=settings.data, tls=_tls_listener(settings)
+            host,
+            port,
+            access=keyring,
+            data_dir=settings.data,
+            tls=_tls_listener(settings, _server_context(settings, check_devices=True)),
+            websockets=_websocket_listeners(settings, context),
         )
         try:
             embedded = await stack.enter_async_context(broker)
@@ -105,6 +115,8 @@ async def start_broker(
                 f"({exc.strerror or exc}): choose another --mqtt HOST:PORT, or use an "
                 "external broker with --broker"
             ) from exc
+        if settings.mqtt_client_certs != "off":
+            _watch_revocations(settings, embedded, stack)
         keys = EmbeddedAccess(keyring, embedded.kick)
         return StartedBroker("embedded", embedded, None, keys, embedded.url)
     access = await _secured(settings.broker, stack, identity, credentials, settings.broker_tls())
@@ -145,14 +157,13 @@ def _installation(settings: HubSettings) -> Installation | None:
     """
     if settings.local_broker == "embedded":
         return None
-    if settings.mqtts is not None:
-        # The managed Mosquitto has no TLS listener yet; the embedded broker has one. Said
-        # here rather than running without the listener the operator asked for.
+    if settings.mqtt_client_certs != "off":
+        # Said here rather than running without the check the operator asked for.
         if settings.local_broker == "mosquitto":
             raise BrokerStartError(
-                "mqtts: the hub's managed Mosquitto has no TLS listener yet; run the embedded "
-                "broker (FIELDHUB_LOCAL_BROKER=auto or embedded) or an external Mosquitto "
-                "with deploy/mosquitto/tls.conf (--broker mqtts://...)"
+                "mqtt_client_certs: the hub's managed Mosquitto does not check device "
+                "certificates yet; run the embedded broker (FIELDHUB_LOCAL_BROKER=auto or "
+                "embedded)"
             )
         return None
     found = find_mosquitto(settings.mosquitto_bin)
@@ -167,16 +178,20 @@ async def _managed(settings: HubSettings, stack: AsyncExitStack) -> ManagedMosqu
     """Start the hub's own Mosquitto where there is one; None (said in the log) where not."""
     installation = _installation(settings)
     if installation is None:
-        if settings.mqtts is not None:
-            log.info("mqtts: the hub runs its embedded broker, which has the TLS listener")
+        if settings.mqtt_client_certs != "off":
+            log.info("mqtt_client_certs: the hub runs its embedded broker, which checks them")
         elif settings.local_broker == "auto":
             why = find_mosquitto(settings.mosquitto_bin)
             log.warning("%s: the hub runs its embedded amqtt broker (about 25 times slower)", why)
         return None
     host, port = settings.mqtt_address
     folder = settings.data / "mosquitto"
+    _server_context(settings)  # a certificate or key that does not load is named here
+    listeners = _managed_listeners(settings)
     try:
-        return await stack.enter_async_context(ManagedMosquitto(installation, folder, host, port))
+        return await stack.enter_async_context(
+            ManagedMosquitto(installation, folder, host, port, listeners)
+        )
     except (MosquittoFailed, OSError) as exc:
         raise BrokerStartError(
             f"the hub's Mosquitto on {host}:{port} did not start: {exc}. Free the port or "
@@ -213,14 +228,14 @@ async def open_access(settings: HubSettings, stack: AsyncExitStack) -> BrokerAcc
     return await _mosquitto(managed.admin_url, stack, None)
 
 
-def _tls_listener(settings: HubSettings) -> TlsListener | None:
-    """The embedded broker's TLS listener (``mqtts``, ``mqtt_cert``, ``mqtt_key``), if set.
+def _server_context(settings: HubSettings, *, check_devices: bool = False) -> ssl.SSLContext | None:
+    """The TLS listeners' server context (``mqtt_cert``, ``mqtt_key``), None without them;
+    with ``check_devices``, client certificates as ``mqtt_client_certs`` says.
 
     Raises:
         BrokerStartError: the certificate or key cannot be loaded, or do not match.
     """
-    address = settings.mqtts_address
-    if address is None or settings.mqtt_cert is None or settings.mqtt_key is None:
+    if settings.mqtt_cert is None or settings.mqtt_key is None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -230,7 +245,62 @@ def _tls_listener(settings: HubSettings) -> TlsListener | None:
         raise BrokerStartError(
             f"mqtt_cert/mqtt_key: cannot load {settings.mqtt_cert} with {settings.mqtt_key}: {exc}"
         ) from None
-    return TlsListener(*address, context)
+    if check_devices:
+        verify_devices(context, DeviceCa(settings.device_ca_folder), settings.mqtt_client_certs)
+    return context
+
+
+def _watch_revocations(
+    settings: HubSettings, broker: EmbeddedBroker, stack: AsyncExitStack
+) -> None:
+    """Apply certificate revocations to the running listener, until the broker stops."""
+
+    def new_context() -> ssl.SSLContext:
+        context = _server_context(settings, check_devices=True)
+        assert context is not None  # mqtt_client_certs needs mqtts, hence the certificate
+        return context
+
+    ca = DeviceCa(settings.device_ca_folder)
+    task = asyncio.create_task(watch_revocations(ca, broker, new_context), name="revocations")
+    stack.push_async_callback(partial(_cancel, task))
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def _tls_listener(settings: HubSettings, context: ssl.SSLContext | None) -> TlsListener | None:
+    """The embedded broker's TLS listener (``mqtts``), if set."""
+    address = settings.mqtts_address
+    return None if address is None or context is None else TlsListener(*address, context)
+
+
+def _websocket_listeners(
+    settings: HubSettings, context: ssl.SSLContext | None
+) -> list[WebSocketListener]:
+    """The embedded broker's WebSocket listeners (``mqtt_ws``, ``mqtt_wss``), if set."""
+    path = settings.mqtt_ws_path
+    listeners = []
+    if (plain := settings.mqtt_ws_address) is not None:
+        listeners.append(WebSocketListener(*plain, path))
+    if (secure := settings.mqtt_wss_address) is not None and context is not None:
+        listeners.append(WebSocketListener(*secure, path, context))
+    return listeners
+
+
+def _managed_listeners(settings: HubSettings) -> list[Listener]:
+    """The managed Mosquitto's listeners besides the main one: ``mqtts`` from
+    ``deploy/mosquitto/tls.conf``, ``mqtt_ws`` and ``mqtt_wss`` as ``protocol websockets``."""
+    cert, key = settings.mqtt_cert, settings.mqtt_key
+    listeners = []
+    if (tls := settings.mqtts_address) is not None:
+        listeners.append(Listener(*tls, cert=cert, key=key))
+    if (plain := settings.mqtt_ws_address) is not None:
+        listeners.append(Listener(*plain, websockets=True))
+    if (secure := settings.mqtt_wss_address) is not None:
+        listeners.append(Listener(*secure, websockets=True, cert=cert, key=key))
+    return listeners
 
 
 async def _mosquitto(
