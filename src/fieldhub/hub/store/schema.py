@@ -551,7 +551,7 @@ bundle_keys = Table(
     metadata,
     Column("key_id", String(16), primary_key=True),  # first 16 hex of SHA-256(raw public key)
     Column("name", String(64), nullable=False),
-    Column("public_key", String(64), nullable=False),  # the raw Ed25519 key, hex
+    Column("public_key", String(64), nullable=False),  # base64 of the raw Ed25519 key
     Column("added_at", BigInteger, nullable=False),
     Column("added_by", String(128), nullable=False),
     Column("revoked_at", BigInteger, nullable=True),
