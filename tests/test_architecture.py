@@ -50,6 +50,11 @@ RULES = [
         allowed=("fieldhub.hub.store", "fieldhub.hub.errors", "fieldhub.hub.secrets"),
         why="the store is the bottom of the hub: services sit above it, never below",
     ),
+    Rule(
+        "fieldhub.bundles",
+        ("fieldhub.hub", "fieldhub.agent", "fieldhub.cli"),
+        why="the bundle format is shared by the signer's CLI, the hub and the agent",
+    ),
     Rule("fieldhub", ("tests",), why="test support is never shipped in the product"),
 ]
 
