@@ -20,6 +20,7 @@ from fieldhub.hub.api import (
     alarms,
     apidocs,
     audit,
+    bundles,
     claims,
     commands,
     devices,
@@ -27,6 +28,7 @@ from fieldhub.hub.api import (
     events,
     maintenance,
     notifications,
+    rollouts,
     subscriptions,
     tokens,
     users,
@@ -94,7 +96,8 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
             ack_refusals=lambda: hub.ack_links.refusals if hub.ack_links is not None else {},
         )
     )
-    app.add_middleware(BodySizeLimit, max_bytes=max_body)
+    bundles_limit = {"/api/bundles": hub.settings.bundle_max_bytes}  # a file, not JSON
+    app.add_middleware(BodySizeLimit, max_bytes=max_body, larger=bundles_limit)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HubError, hub_error)
     app.add_exception_handler(StarletteHTTPException, http_error)  # a 422's shape, as above
@@ -116,6 +119,8 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     app.include_router(escalation.router)
     app.include_router(claims.device_router)
     app.include_router(claims.operator_router)
+    bundles.install(app)  # /api/bundles, /api/bundle-keys; download tokens kept out of logs
+    app.include_router(rollouts.router)
     app.include_router(live_router)  # the /api/live WebSocket (docs/live.md)
     apidocs.install(app)  # /docs and /redoc
     ack.install(app)  # /ack/{token}: acknowledge from a notification's link

@@ -74,6 +74,9 @@ class Permission(StrEnum):
     # those who hold notifications:read/write see/manage everyone's.
     SUBSCRIPTIONS_READ = "subscriptions:read"
     SUBSCRIPTIONS_WRITE = "subscriptions:write"
+    # Signed bundles and the keys they are checked against: admins only (what may run on
+    # every device); rolling a bundle out to devices is devices:command on them.
+    BUNDLES_WRITE = "bundles:write"
 
 
 SCOPE_OF: dict[Permission, Scope] = {
@@ -94,6 +97,7 @@ SCOPE_OF: dict[Permission, Scope] = {
     Permission.NOTIFICATIONS_WRITE: Scope.WRITE,
     Permission.SUBSCRIPTIONS_READ: Scope.READ,
     Permission.SUBSCRIPTIONS_WRITE: Scope.WRITE,
+    Permission.BUNDLES_WRITE: Scope.WRITE,
 }
 
 _OWN_ACCOUNT = {

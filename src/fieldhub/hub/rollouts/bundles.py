@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import msgspec
-from fieldhub.bundles.keys import BadKey, PublicKey
-from fieldhub.bundles.refusal import BundleRefused
-from fieldhub.bundles.verify import verify_bundle
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from fieldhub.bundles.keys import BadKey, PublicKey
+from fieldhub.bundles.refusal import BundleRefused
+from fieldhub.bundles.verify import verify_bundle
 from fieldhub.clock import now_ms
 from fieldhub.hub.errors import Invalid
 from fieldhub.hub.store import rollouts as sql

@@ -236,7 +236,12 @@ class Rollouts:
         """
         async with self.lock:
             run = self._runs.get(rollout_id)
-            if run is None:
+            if run is None and action == "retry":  # a completed rollout's failed devices
+                run = await self.get(rollout_id)
+                if run.record.status == "completed":
+                    self._runs[rollout_id] = run
+            if run is None or rollout_id not in self._runs:
+                self.counts["refused"] += 1
                 raise Conflict(f"rollout {rollout_id} is finished: nothing to {action}")
             changes = Changes()
             now = self._clock()

@@ -25,12 +25,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal
 
+from fieldhub.bundles.manifest import VERSION_PATTERN, parse_version
+
 __all__ = [
     "DONE",
     "Plan",
     "Verdict",
     "below",
-    "parse_version",
     "verdict",
     "wave_sizes",
 ]
@@ -41,32 +42,16 @@ SUCCEEDED: Final = frozenset({"confirmed"})
 FAILED: Final = frozenset({"failed", "skipped"})
 DONE: Final = SUCCEEDED | FAILED
 """Device states that end a device's part in its wave."""
-_VERSION = re.compile(r"^\d{1,9}(\.\d{1,9}){0,5}$")
-
-
-def parse_version(text: str) -> tuple[int, ...]:
-    """``"1.10.0"`` → ``(1, 10, 0)``: dotted integers compare numerically, never as text.
-
-    Raises:
-        ValueError: not dotted integers.
-    """
-    if not _VERSION.fullmatch(text):
-        raise ValueError(f"version {text!r}: dotted integers, e.g. 1.4.0")
-    parts = [int(part) for part in text.split(".")]
-    while len(parts) > 1 and parts[-1] == 0:  # 1.4 == 1.4.0
-        parts.pop()
-    return tuple(parts)
+_VERSION = re.compile(VERSION_PATTERN)
 
 
 def below(installed: str | None, version: str) -> bool:
-    """True when ``installed`` (None: the bundle is not installed) is lower than ``version``;
-    a version the device reported that is not dotted integers counts as lower (replace it)."""
-    if installed is None:
+    """True when ``installed`` (None: the bundle is not installed) is lower than ``version``
+    (compared as ``fieldhub.bundles`` compares versions: numerically); a version the device
+    reported that is not dotted integers counts as lower (replace it)."""
+    if installed is None or not _VERSION.fullmatch(installed):
         return True
-    try:
-        return parse_version(installed) < parse_version(version)
-    except ValueError:
-        return True
+    return parse_version(installed) < parse_version(version)
 
 
 @dataclass(frozen=True, slots=True)
