@@ -426,7 +426,7 @@ class Rollouts:
         """Move the rollout to ``status``, audited as ``rollout.<step or status>``."""
         record = run.record
         record.status, record.reason, record.updated_at = status, reason[:512], now
-        changes.runs.add(record.id)
+        changes.rollout(record)
         counts = Counter(device.state for device in run.devices.values())
         detail = {"status": status, "wave": record.wave, "reason": reason, "devices": dict(counts)}
         action = f"rollout.{step or status}"
@@ -518,10 +518,8 @@ class Rollouts:
         if not changes.runs:
             return
         jobs = []
-        for rollout_id in sorted(changes.runs):
-            run = self._runs.get(rollout_id)
+        for rollout_id, record in sorted(changes.runs.items()):
             devices = [d for (rid, _), d in changes.devices.items() if rid == rollout_id]
-            record = run.record if run is not None else None
             jobs.append((record, devices))
         await self._writes.run(partial(save_all, jobs=jobs, audit=changes.audit))
         for rollout_id in sorted(changes.runs):

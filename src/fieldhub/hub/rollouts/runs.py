@@ -45,13 +45,19 @@ class Run:
 class Changes:
     """What one round changed, written in one transaction."""
 
-    runs: set[str] = field(default_factory=set)
+    runs: dict[str, RolloutRecord | None] = field(default_factory=dict)
+    """Rollouts changed: their record when it changed too (else None)."""
     devices: dict[tuple[str, str], RolloutDeviceRecord] = field(default_factory=dict)
     audit: list[dict[str, Any]] = field(default_factory=list)
 
     def device(self, device: RolloutDeviceRecord) -> None:
-        self.runs.add(device.rollout_id)
+        """``device`` changed."""
+        self.runs.setdefault(device.rollout_id, None)
         self.devices[device.rollout_id, device.device_id] = device
+
+    def rollout(self, record: RolloutRecord) -> None:
+        """The rollout's own record changed (its status, wave, plan)."""
+        self.runs[record.id] = record
 
 
 def installed_version(reported: Mapping[str, Any], bundle: str) -> str | None:
