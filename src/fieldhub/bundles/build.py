@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,7 @@ def draft_manifest(
     min_agent_version: str = "0",
     target: Mapping[str, Any] | None = None,
     config: str | None = None,
-    actions: list[Mapping[str, Any]] | None = None,
+    actions: Sequence[Mapping[str, Any]] | None = None,
     health: Mapping[str, Any] | None = None,
     created_at: int | None = None,
 ) -> dict[str, Any]:
@@ -109,8 +109,8 @@ def sign_bundle(
         for path, data in payload.items()
     }
     if actual != manifest.files:
-        changed = sorted(set(actual.items()) ^ set(manifest.files.items()))
-        raise BuildError(f"files changed since the manifest was built: {[p for p, _ in changed]}")
+        changed = sorted({path for path, _ in set(actual.items()) ^ set(manifest.files.items())})
+        raise BuildError(f"files changed since the manifest was built: {changed}")
     manifest_bytes = encode_manifest(manifest)
     signature = key.sign(manifest_bytes)
     return manifest_bytes, signature, pack(manifest_bytes, signature, payload, _mtime(manifest))
