@@ -142,6 +142,9 @@ async def test_a_device_downloads_with_its_token_and_resumes_with_range(hub: Hub
         ).status_code == 410
         assert (await device.get(f"/api/bundles/{bundle_id}/download")).status_code == 422
         assert hub.rollouts.links.refusals == {"forged": 2, "expired": 1}
+        metrics = (await admin.get("/metrics")).text  # what an operator scrapes
+        assert 'fieldhub_bundle_refusals_total{reason="forged",what="download"} 2.0' in metrics
+        assert 'fieldhub_bundle_refusals_total{reason="expired",what="download"} 1.0' in metrics
 
 
 async def test_download_tokens_never_reach_the_access_log(

@@ -435,7 +435,7 @@ class Hub:
         base_url = settings.public_url or f"http://{host}:{port}"
         links = DownloadLinks(load_key(settings.data), base_url)
         self._bundles = Bundles(self.engine, writes, settings.data)
-        rollouts = Rollouts(self.engine, writes, commands, self.directory, links)
+        rollouts = Rollouts(self.engine, writes, commands, self.directory, links, self._bundles)
         commands.on_change(rollouts.command_changed)
         ingest.on_commit(rollouts.committed)
         self._rollouts = rollouts

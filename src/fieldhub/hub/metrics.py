@@ -26,6 +26,7 @@ class HubCollector(Collector):
         violations: Callable[[], Mapping[str, int]] = dict,
         notifications: Callable[[], Mapping[str, int]] = dict,
         ack_refusals: Callable[[], Mapping[str, int]] = dict,
+        bundle_refusals: Callable[[], Mapping[tuple[str, str], int]] = dict,
     ) -> None:
         self._stats = stats
         self._presence = presence
@@ -34,6 +35,7 @@ class HubCollector(Collector):
         self._violations = violations
         self._notifications = notifications
         self._ack_refusals = ack_refusals
+        self._bundle_refusals = bundle_refusals
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         """Yield every metric family."""
@@ -124,6 +126,15 @@ class HubCollector(Collector):
         for reason in ("forged", "expired", "used"):
             refused.add_metric([reason], refusals.get(reason, 0))
         yield refused
+        bundles = CounterMetricFamily(
+            "fieldhub_bundle_refusals",
+            "Bundle uploads refused by reason code, download tokens refused (forged, expired), "
+            "rollout requests refused",
+            labels=["what", "reason"],
+        )
+        for (what, reason), count in sorted(self._bundle_refusals().items()):
+            bundles.add_metric([what, reason], count)
+        yield bundles
         yield GaugeMetricFamily(
             "fieldhub_broker_connected",
             "1 while the hub is connected to its broker",

@@ -94,6 +94,7 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
             # read at scrape time: the hub may start after the app exists
             notifications=lambda: hub.notifications.attempt_counts(),  # noqa: PLW0108
             ack_refusals=lambda: hub.ack_links.refusals if hub.ack_links is not None else {},
+            bundle_refusals=lambda: hub.rollouts.refusals(),  # noqa: PLW0108
         )
     )
     bundles_limit = {"/api/bundles": hub.settings.bundle_max_bytes}  # a file, not JSON

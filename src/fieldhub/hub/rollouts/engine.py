@@ -40,6 +40,7 @@ from fieldhub.hub.devices.directory import DeviceDirectory
 from fieldhub.hub.errors import Conflict, Invalid
 from fieldhub.hub.ingest.batch import Batch
 from fieldhub.hub.rollouts import progress
+from fieldhub.hub.rollouts.bundles import Bundles
 from fieldhub.hub.rollouts.links import DownloadLinks
 from fieldhub.hub.rollouts.plan import DONE, Plan, below, verdict, wave_sizes
 from fieldhub.hub.rollouts.runs import Changes, Run, installed_version, load_runs, save_all
@@ -74,6 +75,7 @@ class Rollouts:
         commands: sends the install and rollback commands.
         directory: devices' labels and action catalogs (what the install is checked against).
         links: download addresses for the install commands.
+        bundles: the stored bundles (their refusals are counted with the rollouts').
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class Rollouts:
         commands: CommandService,
         directory: DeviceDirectory,
         links: DownloadLinks,
+        bundles: Bundles,
         *,
         clock: Callable[[], int] = now_ms,
     ) -> None:
@@ -91,6 +94,7 @@ class Rollouts:
         self._commands = commands
         self._directory = directory
         self.links = links
+        self._bundles = bundles
         self._clock = clock
         self._runs: dict[str, Run] = {}
         self._by_command: dict[str, tuple[str, str]] = {}  # command id → (rollout, device)
@@ -139,6 +143,14 @@ class Rollouts:
             except Exception:  # the store is down, most likely: the next round tries again
                 log.exception("rollouts: a round failed; trying again in %s s", _TICK_S)
                 await asyncio.sleep(_TICK_S)
+
+    def refusals(self) -> dict[tuple[str, str], int]:
+        """What was refused, for ``/metrics``: uploads by reason code, download tokens by
+        reason, rollout requests."""
+        counted = {("upload", reason): n for reason, n in self._bundles.refusals.items()}
+        counted |= {("download", reason): n for reason, n in self.links.refusals.items()}
+        counted[("rollout", "request")] = self.counts["refused"]
+        return counted
 
     def on_change(self, listener: Callable[[str], None]) -> None:
         """Call ``listener`` with a rollout's id after each committed change (live views)."""
