@@ -84,6 +84,11 @@ async def test_a_rollout_goes_in_waves_waits_for_approval_and_completes(
         devices = await start_fleet(hub, names, download=api_download(anonymous), site="berlin")
         try:
             await ready(hub, devices)
+            # The fleet page's filter: who would this bundle update?
+            behind = {"bundle": "site-actions", "below": "1.1.0", "label": "site=berlin"}
+            listed = (await api.get("/api/devices", params=behind)).json()
+            assert sorted(d["id"] for d in listed) == names
+            assert listed[0]["software"] == {"agent_version": "1.0.0", "bundles": {}}
             answer = await api.post(
                 "/api/rollouts",
                 json={
@@ -126,9 +131,15 @@ async def test_a_rollout_goes_in_waves_waits_for_approval_and_completes(
             ):
                 assert step in steps
 
-            # Devices that run this version already need nothing: a second rollout is refused.
-            await eventually(lambda: hub.rollouts.counts["completed"] == 1, "the end counted")
+            # Inventory: each device says what it runs; none is behind any more.
             await hub.ingest.flush()
+            shown = (await api.get(f"/api/devices/{names[0]}")).json()
+            assert shown["software"]["bundles"] == {"site-actions": "1.1.0"}
+            assert (await api.get("/api/devices", params=behind)).json() == []
+            running = {"bundle": "site-actions", "label": "site=berlin"}
+            assert len((await api.get("/api/devices", params=running)).json()) == 4
+
+            # Devices that run this version already need nothing: a second rollout is refused.
             none = await api.post(
                 "/api/rollouts", json={"bundle": bundle["id"], "target": {"all": True}}
             )

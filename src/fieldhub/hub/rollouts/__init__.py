@@ -1,7 +1,8 @@
 """Signed bundles and rollouts: bundles verified and kept by the hub, sent to devices in
 waves, followed to each device's end, rolled back on abort (docs/rollouts.md)."""
 
-from fieldhub.hub.rollouts.runs import Run
+from fieldhub.hub.rollouts.plan import below
+from fieldhub.hub.rollouts.runs import Run, installed_version, software_of
 from fieldhub.hub.store.rollouts import (
     BundleKeyRecord,
     BundleNotFound,
@@ -19,4 +20,7 @@ __all__ = [
     "RolloutNotFound",
     "RolloutRecord",
     "Run",
+    "below",
+    "installed_version",
+    "software_of",
 ]

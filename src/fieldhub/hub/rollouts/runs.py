@@ -16,7 +16,15 @@ from fieldhub.hub.rollouts.plan import Plan
 from fieldhub.hub.store import rollouts as sql
 from fieldhub.hub.store.rollouts import BundleRecord, RolloutDeviceRecord, RolloutRecord
 
-__all__ = ["SOFTWARE_KEY", "Changes", "Run", "installed_version", "load_runs", "save_all"]
+__all__ = [
+    "SOFTWARE_KEY",
+    "Changes",
+    "Run",
+    "installed_version",
+    "load_runs",
+    "save_all",
+    "software_of",
+]
 
 SOFTWARE_KEY: Final = "software"
 """The reported state key where an agent says what it runs (``{"agent_version", "bundles"}``)."""
@@ -60,13 +68,23 @@ class Changes:
         self.runs[record.id] = record
 
 
-def installed_version(reported: Mapping[str, Any], bundle: str) -> str | None:
-    """The version of ``bundle`` a device reports running (state key ``software``), if any."""
+def software_of(reported: Mapping[str, Any]) -> tuple[str, dict[str, str]] | None:
+    """What a device reports running (state key ``software``): its agent's version and its
+    bundles' versions by name, the malformed parts left out; None if it reports nothing."""
     software = reported.get(SOFTWARE_KEY)
-    if not isinstance(software, dict) or not isinstance(software.get("bundles"), dict):
+    if not isinstance(software, dict):
         return None
-    version = software["bundles"].get(bundle)
-    return version if isinstance(version, str) else None
+    agent = software.get("agent_version")
+    bundles = software.get("bundles")
+    named = bundles.items() if isinstance(bundles, dict) else ()
+    versions = {str(name): v for name, v in named if isinstance(v, str)}
+    return (agent if isinstance(agent, str) else "", versions)
+
+
+def installed_version(reported: Mapping[str, Any], bundle: str) -> str | None:
+    """The version of ``bundle`` a device reports running, if any."""
+    software = software_of(reported)
+    return software[1].get(bundle) if software is not None else None
 
 
 def save_all(
