@@ -11,9 +11,9 @@ import pytest
 
 from fieldhub.bundles import SigningKey, make_bundle
 from fieldhub.hub.app import Hub
-from tests.bundle_devices import api_download, start_fleet
 from tests.conftest import api_client
 from tests.hub_client import add_user, served, user_token
+from tests.support.bundle_devices import api_download, start_fleet
 from tests.test_cli_send import fieldhub
 from tests.test_rollouts import ready
 from tests.waiting import eventually

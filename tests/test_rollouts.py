@@ -2,9 +2,9 @@
 to its end; a failing canary aborts the rollout and rolls back what it updated; a restarted
 hub resumes; a silent device fails at its deadline.
 
-The devices speak the bundle contract over real MQTT connections (``tests/bundle_devices.py``)
-and download through the hub's API with their command's token; the hub runs on the embedded
-broker, on SQLite and on PostgreSQL.
+The devices speak the bundle contract over real MQTT connections
+(``tests/support/bundle_devices.py``) and download through the hub's API with their command's
+token; the hub runs on the embedded broker, on SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import pytest
 from fieldhub.bundles import SigningKey, make_bundle
 from fieldhub.hub.app import Hub
 from fieldhub.hub.rollouts.plan import Plan
-from tests.bundle_devices import BundleDevice, api_download, start_fleet
 from tests.conftest import HubFactory, api_client
 from tests.hub_client import HubClient
+from tests.support.bundle_devices import BundleDevice, api_download, start_fleet
 from tests.waiting import eventually
 
 DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
