@@ -223,6 +223,7 @@ class World:
         self.site_of: dict[str, str] = {}  # every device (and claimed device) made: its site
         self.signer = SigningKey.generate()  # registered: bundles it signs may be uploaded
         self.versions = 0
+        self.shared_bundle = ""
 
     async def populate(self) -> None:
         await self.hub.bundles.add_key(
@@ -365,11 +366,15 @@ class World:
         )
         return batch.id, command.id
 
-    async def bundle(self) -> str:
-        """A fresh bundle's id (bundles belong to no site: every reader sees them)."""
+    async def bundle(self, *, fresh: bool = False) -> str:
+        """A bundle's id (bundles belong to no site: every reader sees them): one shared, or
+        a ``fresh`` one for a call that deletes it."""
+        if self.shared_bundle and not fresh:
+            return self.shared_bundle
         self.versions += 1
         data = make_bundle({"a.py": b"x"}, self.signer, name="matrix", version=f"1.{self.versions}")
         record, _new = await self.hub.bundles.upload(data, actor="test", source="")
+        self.shared_bundle = self.shared_bundle or record.id
         return record.id
 
     async def rollout(self, route: Route, site: str, *, also_b: bool) -> str:
@@ -398,7 +403,7 @@ class World:
             case.values["device"] = await self.device(SITE_A)
         for param in route.params:
             if param == "bundle_id":
-                case.values[param] = await self.bundle()
+                case.values[param] = await self.bundle(fresh=route.method == "delete")
             elif param == "key_id":
                 key = SigningKey.generate().public.to_text()
                 added = await self.hub.bundles.add_key(key, "matrix", actor="test", source="")
