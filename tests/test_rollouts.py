@@ -69,7 +69,7 @@ async def settled(
     try:
         return dict(await eventually(check, f"rollout {rollout_id} {status}", within_s))
     except BaseException:
-        print("DEBUG", await rollout(api, rollout_id))
+        print("the rollout when time ran out:", await rollout(api, rollout_id))
         raise
 
 
@@ -254,5 +254,55 @@ async def test_a_restarted_hub_resumes_the_rollout_where_it_was(
             done = await settled(api, rollout_id, "completed")
             assert done["counts"] == {"confirmed": 2}
             assert [len(device.commands) for device in devices] == [1, 1]
+        finally:
+            await asyncio.gather(*(device.close() for device in devices))
+
+
+async def test_a_wave_between_the_thresholds_pauses_and_an_operator_decides(
+    hub: Hub, uid: str
+) -> None:
+    """Half the canary fails: not bad enough to abort (abort_below 0.5), not good enough to go
+    on (promote_at 1.0): the rollout pauses; resuming accepts the wave. A second rollout that
+    an operator aborts rolls its updated canary back."""
+    async with api_client(hub) as api, api_client(hub, None) as anonymous:
+        key = SigningKey.generate()
+        bundle = await uploaded(api, key, signed(key))
+        names = [f"p{n}-{uid}" for n in range(3)]
+        devices = await start_fleet(
+            hub,
+            names,
+            lambda n: "roll_back" if n == 1 else "confirm",
+            api_download(anonymous),
+        )
+        try:
+            await ready(hub, devices)
+            body = {"bundle": bundle["id"], "target": {"devices": names}, "canary": 2, "retries": 0}
+            started = (await api.post("/api/rollouts", json=body)).json()
+            paused = await settled(api, started["id"], "paused")
+            assert "1 of 2 confirmed, 1 failed (below promote_at)" in paused["reason"]
+            assert not devices[2].commands  # the next wave waits for the decision
+            resumed = await api.post(f"/api/rollouts/{started['id']}/resume")
+            assert resumed.status_code == 200, resumed.text
+            done = await settled(api, started["id"], "completed")
+            assert done["counts"] == {"confirmed": 2, "failed": 1}
+
+            # Version 1.2.0 to those below it (all three: the failed one runs none), waiting for
+            # approval after the canary; the operator aborts instead.
+            newer = await uploaded(api, key, signed(key, "1.2.0"))
+            await hub.ingest.flush()
+            body = {
+                "bundle": newer["id"],
+                "target": {"devices": names, "below": "1.2.0"},
+                "approval": True,
+            }
+            second = (await api.post("/api/rollouts", json=body)).json()
+            assert sum(second["counts"].values()) == 3
+            await settled(api, second["id"], "waiting")
+            aborted = await api.post(f"/api/rollouts/{second['id']}/abort", json={"rollback": True})
+            assert aborted.status_code == 200, aborted.text
+            done = await settled(api, second["id"], "aborted")
+            assert done["counts"] == {"rolled_back": 1, "skipped": 2}
+            canary = next(d for d in devices if d.device_id == done["devices"][0]["device_id"])
+            assert canary.bundles["site-actions"] == "1.1.0"  # back to what it ran before
         finally:
             await asyncio.gather(*(device.close() for device in devices))

@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 
-UNFINISHED = ("running", "waiting", "paused")
+UNFINISHED = ("running", "waiting", "paused", "aborting")
 """Rollout states that still have work (loaded again when the hub starts)."""
 
 
