@@ -82,6 +82,15 @@ async def test_an_admin_registers_keys_and_uploads_only_what_a_trusted_key_signe
         assert [b["id"] for b in listed] == [bundle["id"]]
         assert (await operator.get(f"/api/bundles/{bundle['id']}")).json()["version"] == "1.0.0"
 
+
+async def test_a_revoked_key_signs_nothing_more_and_a_deleted_bundle_is_gone(hub: Hub) -> None:
+    trusted = SigningKey.generate()
+    key = {"name": "release", "public_key": trusted.public.to_text()}
+    async with api_client(hub) as admin:
+        assert (await admin.post("/api/bundle-keys", json=key)).status_code == 201
+        bundle = (await admin.post("/api/bundles", content=signed(trusted))).json()
+        path = hub.bundles.path(bundle["id"])
+
         # A revoked key signs nothing any more, and never comes back.
         gone = await admin.delete(f"/api/bundle-keys/{trusted.public.key_id}")
         assert gone.status_code == 204
@@ -89,6 +98,10 @@ async def test_an_admin_registers_keys_and_uploads_only_what_a_trusted_key_signe
         assert later.status_code == 422
         assert later.json()["detail"][0]["msg"].startswith("revoked_key")
         assert (await admin.post("/api/bundle-keys", json=key)).status_code == 409
+        stale = {"bundle": bundle["id"], "target": {"all": True}}  # uploaded before the revoking
+        refused = await admin.post("/api/rollouts", json=stale)
+        assert refused.status_code == 422
+        assert refused.json()["detail"][0]["msg"].startswith("revoked_key")
 
         assert (await admin.delete(f"/api/bundles/{bundle['id']}")).status_code == 204
         assert not path.exists()

@@ -31,14 +31,15 @@ Commander = Annotated[Principal, require(Permission.DEVICES_COMMAND)]
 @router.post("", status_code=201, summary="Start a rollout")
 async def start(request: Request, hub: HubDep, who: Commander, body: RolloutIn) -> RolloutOut:
     """Send a bundle to devices in waves: the first wave starts at once. Devices that run
-    this version already are left out; none left is 422 on ``target``. A plan that breaks
+    this version already are left out; none left is 422 on ``target``; a bundle whose key
+    was revoked since its upload is 422 (``revoked_key``). A plan that breaks
     a rule (waves not increasing or not ending at 100, ``abort_below`` above
     ``promote_at``) is 422 naming it."""
     try:
         plan = body.plan()
     except ValueError as exc:
         raise Invalid(str(exc), ("body",)) from None
-    bundle = await hub.bundles.get(body.bundle)
+    bundle = await hub.bundles.to_send(body.bundle)
     target = body.target
     if target.devices is not None:
         entries = [visible_entry(hub, who, device_id) for device_id in sorted(set(target.devices))]

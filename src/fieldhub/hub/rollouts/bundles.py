@@ -159,6 +159,20 @@ class Bundles:
             raise BundleNotFound(f"no bundle {bundle_id!r}")
         return found[0]
 
+    async def to_send(self, bundle_id: str) -> BundleRecord:
+        """A bundle a rollout may send: stored, and its key not revoked since the upload.
+
+        Raises:
+            BundleNotFound: none with this id.
+            BundleInvalid: its key was revoked (``revoked_key``, on ``bundle``).
+        """
+        bundle = await self.get(bundle_id)
+        revoked = {key.key_id for key in await self.keys() if key.revoked_at is not None}
+        if bundle.key_id in revoked:
+            self.refusals["revoked_key"] += 1
+            raise BundleInvalid("revoked_key", f"signed by key {bundle.key_id}, revoked since")
+        return bundle
+
     async def delete(self, bundle_id: str, *, actor: str, source: str) -> None:
         """Forget a bundle and its file.
 
