@@ -224,6 +224,7 @@ class World:
         self.signer = SigningKey.generate()  # registered: bundles it signs may be uploaded
         self.versions = 0
         self.shared_bundle = ""
+        self.rollout_devices: dict[str, str] = {}
 
     async def populate(self) -> None:
         await self.hub.bundles.add_key(
@@ -377,12 +378,19 @@ class World:
         self.shared_bundle = self.shared_bundle or record.id
         return record.id
 
+    async def rollout_device(self, site: str) -> str:
+        """One device per site for every rollout (offline, it never confirms: each rollout
+        finds it still needing the bundle)."""
+        if site not in self.rollout_devices:
+            self.rollout_devices[site] = await self.device(site)
+        return self.rollout_devices[site]
+
     async def rollout(self, route: Route, site: str, *, also_b: bool) -> str:
         """A rollout to a device of ``site`` (and one of site B), in the state the route
         acts on: waiting for approval, paused, or with a failed device to retry."""
-        group = [await self.device(site)]
+        group = [await self.rollout_device(site)]
         if also_b:
-            group.append(await self.device(SITE_B))
+            group.append(await self.rollout_device(SITE_B))
         bundle = await self.hub.bundles.get(await self.bundle())
         plan = Plan(target={"devices": group}, canary=0)
         run = await self.hub.rollouts.create(
@@ -400,7 +408,7 @@ class World:
         """:meth:`fill` for the routes of bundles, their keys and rollouts."""
         if (route.method, route.path) == ("post", "/api/rollouts"):
             case.values["bundle"] = await self.bundle()
-            case.values["device"] = await self.device(SITE_A)
+            case.values["device"] = await self.rollout_device(SITE_A)
         for param in route.params:
             if param == "bundle_id":
                 case.values[param] = await self.bundle(fresh=route.method == "delete")
