@@ -102,9 +102,9 @@ class Rollouts:
         self._wake = asyncio.Event()
         self.lock = asyncio.Lock()
         """Held while a rollout changes; the hub's stop cancels :meth:`run` only outside it."""
-        self._listeners: list[Callable[[str], None]] = []
         self.counts: Counter[str] = Counter()
-        """Rollouts by how they ended, device outcomes, refused requests, since the start."""
+        """Rollouts by how they ended (completed, aborted) and refused requests (refused),
+        since the start."""
 
     # -- life cycle ---------------------------------------------------------------------------
     async def load(self) -> int:
@@ -151,10 +151,6 @@ class Rollouts:
         counted |= {("download", reason): n for reason, n in self.links.refusals.items()}
         counted[("rollout", "request")] = self.counts["refused"]
         return counted
-
-    def on_change(self, listener: Callable[[str], None]) -> None:
-        """Call ``listener`` with a rollout's id after each committed change (live views)."""
-        self._listeners.append(listener)
 
     # -- what moves rollouts --------------------------------------------------------------
     def committed(self, batch: Batch) -> None:
@@ -534,6 +530,3 @@ class Rollouts:
             devices = [d for (rid, _), d in changes.devices.items() if rid == rollout_id]
             jobs.append((record, devices))
         await self._writes.run(partial(save_all, jobs=jobs, audit=changes.audit))
-        for rollout_id in sorted(changes.runs):
-            for listener in self._listeners:
-                listener(rollout_id)
