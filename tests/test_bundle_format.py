@@ -126,6 +126,7 @@ def test_trailing_zeros_do_not_make_a_new_version() -> None:
         ({"version": "1.0-beta"}, "$.version"),
         ({"config": "agent.yaml"}, "files"),
         ({"health": {"action": "nobody.here"}}, "health.action"),
+        ({"health": {"action": "hello.say"}}, "must take no arguments"),
         ({"actions": [{"name": "x.y", "program": "missing.py"}]}, "files"),
         ({"target": {"device_types": "pi"}}, "$.target.device_types"),
     ],

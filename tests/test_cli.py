@@ -503,7 +503,7 @@ def test_the_agent_command_stays_light_and_says_what_is_wrong(tmp_path: Path):
 _NOT_IN_A_RUNNING_AGENT = {
     "ssl", "_ssl", "_hashlib", "hashlib", "hmac", "secrets", "argon2", "ctypes", "h11",
     "typer", "click", "rich", "pydantic", "uvicorn", "fastapi", "sqlalchemy", "uvloop",
-    "httptools",
+    "httptools", "cryptography", "tarfile",
 }  # fmt: skip
 
 

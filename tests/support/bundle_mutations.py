@@ -170,7 +170,7 @@ def _device_faults(keys: Keys) -> Iterator[Mutation]:
     yield Mutation("larger than announced", good, Reason.TOO_LARGE, size=len(good) - 1)
     yield Mutation("much larger", good + b"\0" * 100_000, Reason.TOO_LARGE, size=len(good))
     yield Mutation("announced digest differs", good, Reason.DIGEST_MISMATCH, sha256="0" * 64)
-    yield Mutation("shorter than announced", good, Reason.DIGEST_MISMATCH, size=len(good) + 10)
+    yield Mutation("shorter than announced", good, Reason.DOWNLOAD_FAILED, size=len(good) + 10)
 
 
 def _signed_but_wrong_manifests() -> Iterator[tuple[str, Callable[[dict[str, Any]], None]]]:

@@ -14,9 +14,17 @@ import msgspec
 from fieldhub.agent.actions import SiteAction
 from fieldhub.agent.units import UnitConfig
 from fieldhub.agent.yamlconfig import ConfigError, load_yaml
+from fieldhub.bundles.manifest import KEY_ID_PATTERN, PUBLIC_KEY_PATTERN
 from fieldhub.protocol.topics import DEVICE_ID_PATTERN
 
-__all__ = ["AgentConfig", "ClaimSection", "ConfigError", "HubSection", "load_config"]
+__all__ = [
+    "AgentConfig",
+    "BundlesSection",
+    "ClaimSection",
+    "ConfigError",
+    "HubSection",
+    "load_config",
+]
 
 
 class DeviceSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -24,6 +32,8 @@ class DeviceSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
 
     id: Annotated[str, msgspec.Meta(pattern=DEVICE_ID_PATTERN)]
     name: str = ""
+    type: Annotated[str, msgspec.Meta(max_length=64)] = ""  # a bundle's target names types
+    labels: dict[str, str] = {}  # and labels it must carry (docs/bundles.md)
 
 
 class ClaimSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -122,6 +132,25 @@ class WebSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     enabled: bool = True
 
 
+class BundlesSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Which signed bundles this device installs, and where (docs/bundles.md).
+
+    ``trusted_keys`` are public keys in their one-line form (``fieldhub bundle keygen``);
+    several, so that a new key can be trusted before the old one is revoked by its id in
+    ``revoked_keys``. Without a trusted key, every bundle is refused. ``ca_file`` and
+    ``pin_sha256`` check the hub's HTTPS certificate for downloads (the system's trust store
+    otherwise); a bundle's signature is checked either way.
+    """
+
+    trusted_keys: list[Annotated[str, msgspec.Meta(pattern=PUBLIC_KEY_PATTERN)]] = []
+    revoked_keys: list[Annotated[str, msgspec.Meta(pattern=KEY_ID_PATTERN)]] = []
+    dir: str | None = None  # where versions are installed [data_dir/bundles]
+    ca_file: str | None = None
+    pin_sha256: str | None = None
+    trial_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 120.0
+    max_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 64 << 20
+
+
 class AgentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The whole file."""
 
@@ -132,11 +161,17 @@ class AgentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     units: list[UnitConfig] = []
     actions: list[SiteAction] = []
     web: WebSection = WebSection()
+    bundles: BundlesSection = BundlesSection()
 
     @property
     def data_dir(self) -> Path:
         """Where the outbox and the command log live."""
         return Path(self.data_folder)
+
+    @property
+    def bundles_dir(self) -> Path:
+        """Where installed bundles, the install journal and downloads live."""
+        return Path(self.bundles.dir) if self.bundles.dir else self.data_dir / "bundles"
 
     def __post_init__(self) -> None:
         names = [unit.name for unit in self.units]

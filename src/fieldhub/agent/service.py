@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fieldhub.agent._tasks import log_if_failed
-from fieldhub.agent.actions import ActionInfo, ActionOutcome, ActionRegistry
+from fieldhub.agent.actions import (
+    ActionDefinitionError,
+    ActionInfo,
+    ActionOutcome,
+    ActionRegistry,
+)
+from fieldhub.agent.bundles.host import BundleHost
 from fieldhub.agent.claim import (
     Claimer,
     ClaimError,
@@ -27,12 +33,12 @@ from fieldhub.agent.claim import (
     stored_credentials,
 )
 from fieldhub.agent.commands import CommandHandler
-from fieldhub.agent.config import AgentConfig, HubSection
+from fieldhub.agent.config import AgentConfig, ConfigError, HubSection
 from fieldhub.agent.eventlog import LoggedEvent, RecentEvents
 from fieldhub.agent.outbox import Outbox, OutboxReporter
 from fieldhub.agent.reporting import Reporter, StateValue, Value
 from fieldhub.agent.twin import TWIN_FILE, Twin
-from fieldhub.agent.units import Drivers, LedUnit, Unit, build_units
+from fieldhub.agent.units import Drivers, LedUnit, Unit, UnitError, build_units
 from fieldhub.agent.units.simulate import Simulation
 from fieldhub.agent.uplink import Uplink
 from fieldhub.agent.web import TechnicianPage, parse_listen
@@ -116,6 +122,8 @@ class Agent:
         simulate: made-up hardware with plausible physics instead of the Pi's (demo, tests).
         drivers: the hardware to use instead of the Pi's own (tests inject mock pins).
         claim_settings: how often to poll a claim (tests poll faster).
+        bundles: the installed bundles' actions, ``bundle.install`` and the trial of a new
+            version (``agent/bundles/host.py``); none without it.
     """
 
     def __init__(
@@ -126,8 +134,10 @@ class Agent:
         simulate: bool = False,
         drivers: Drivers | None = None,
         claim_settings: ClaimSettings | None = None,
+        bundles: BundleHost | None = None,
     ) -> None:
         self.config = config
+        self._bundles = bundles
         self._secret = secret
         self._claim_settings = claim_settings
         self._claimer: Claimer | None = None
@@ -184,11 +194,7 @@ class Agent:
         for unit in self.units:
             await unit.start()
             self._stack.push_async_callback(unit.stop)
-        for unit in self.units:
-            for spec in unit.actions().values():
-                self.registry.add_builtin(spec)
-        for action in config.actions:
-            self.registry.add_site(action)
+        self._register_actions()
         # The hub checks commands against this list before it queues one (wrong ones: 422).
         # The details (durations, defaults, ranges) under a key of their own: an older hub
         # reads the catalog's shape it knows and ignores them (protocol/actions.py).
@@ -227,6 +233,9 @@ class Agent:
         if interval is not None:
             self._spawn(pet_watchdog(interval), "systemd-watchdog")
         self._stack.push_async_callback(self._stop_background)
+        if self._bundles is not None:
+            self._bundles.attach(reporter, self.registry, self._connected, self._spawn)
+            self._stack.callback(self._bundles.detach)
         self._started.set()
         notify("READY=1")
         log.info(
@@ -236,6 +245,19 @@ class Agent:
             len(self.registry.describe()),
             self.uplink.address if self.uplink is not None else f"{config.hub.broker} (claiming)",
         )
+
+    def _register_actions(self) -> None:
+        """The units' built-ins, the site actions of agent.yaml, and those of bundles."""
+        for unit in self.units:
+            for spec in unit.actions().values():
+                self.registry.add_builtin(spec)
+        for action in self.config.actions:
+            self.registry.add_site(action)
+        if self._bundles is not None:
+            for spec in self._bundles.builtin_actions():
+                self.registry.add_builtin(spec)
+            for action in self._bundles.site_actions():
+                self.registry.add_site(action)
 
     async def _start_uplink(self, outbox: Outbox) -> None:
         """Connect with the configured credentials, or with those a claim delivered on an
@@ -305,16 +327,28 @@ class Agent:
             log.info("agent %s connects to %s", self.config.device.id, uplink.address)
             await asyncio.Event().wait()
 
-    async def serve(self) -> None:
-        """Run until cancelled, or until the agent cannot go on.
+    async def serve(self) -> bool:
+        """Run until cancelled, or until the agent cannot go on; True when a bundle was
+        installed or rolled back and the agent must start again to run it.
 
         Raises:
             AgentStartError: the hub will not provision this device (claim token refused,
                 claim rejected, credentials delivered before and lost).
         """
-        await self._failed.wait()
+        waits: list[asyncio.Task[Any]] = [asyncio.create_task(self._failed.wait())]
+        if self._bundles is not None:
+            waits.append(asyncio.create_task(self._bundles.restart_requested()))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
         if self._failure is not None:
             raise self._failure
+        return not self._failed.is_set()
+
+    def _connected(self) -> bool:
+        return self.uplink is not None and self.uplink.connected
 
     def health(self) -> str:
         """``offline`` (no hub), ``degraded`` (connected, but a backlog; or a claim waits for
@@ -362,6 +396,8 @@ class Agent:
             figures["commands"] = self.commands.stats
         if self.twin is not None:
             figures["twin"] = self.twin.stats
+        if self._bundles is not None:
+            figures["bundles"] = dict(self._bundles.stats)
         return figures
 
 
@@ -389,6 +425,34 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 async def run_agent(config: AgentConfig, config_path: Path, *, simulate: bool = False) -> None:
     """Run until cancelled (SIGTERM/SIGINT end the surrounding ``asyncio.run``)."""
-    secret = config.hub.read_secret(config_path)
-    async with Agent(config, secret, simulate=simulate) as agent:
-        await agent.serve()
+    await run_with_bundles(
+        config, lambda running: running.hub.read_secret(config_path), simulate=simulate
+    )
+
+
+async def run_with_bundles(
+    config: AgentConfig, secret: Callable[[AgentConfig], str | None], **options: Any
+) -> None:
+    """Run an agent until cancelled, starting it again whenever a bundle changes what it runs.
+
+    First an install a crash interrupted is finished or undone; then the agent runs, and
+    starts again in this process after each install or rollback. A new version that cannot
+    start is rolled back and the old one started (docs/bundles.md).
+
+    Args:
+        config: the base ``agent.yaml`` (a bundle may bring another).
+        secret: the MQTT secret for the configuration in force.
+        options: for :class:`Agent` (``simulate``, ``drivers``, ...).
+    """
+    bundles = BundleHost(config)
+    await asyncio.to_thread(bundles.recover)
+    while True:
+        try:
+            running = bundles.config()
+            async with Agent(running, secret(running), bundles=bundles, **options) as agent:
+                if not await agent.serve():
+                    return
+        except (ConfigError, UnitError, AgentStartError, ActionDefinitionError) as exc:
+            if not await asyncio.to_thread(bundles.start_failed, str(exc)):
+                raise
+            log.error("the new bundle version failed to start, rolled back: %s", exc)

@@ -18,8 +18,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from fieldhub.bundles.keys import KEY_ID_PATTERN, PublicKey, SigningKey
-from fieldhub.bundles.manifest import BUNDLE_NAME_PATTERN, VERSION_PATTERN
+from fieldhub.bundles.keys import PublicKey, SigningKey
+from fieldhub.bundles.manifest import BUNDLE_NAME_PATTERN, KEY_ID_PATTERN, VERSION_PATTERN
 from fieldhub.bundles.refusal import BundleRefused, Reason
 
 __all__ = ["Downgrade", "check_force", "sign_force"]

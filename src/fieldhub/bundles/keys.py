@@ -20,9 +20,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-__all__ = ["KEY_ID_PATTERN", "BadKey", "PublicKey", "SigningKey", "is_key_id", "key_id_of"]
+from fieldhub.bundles.manifest import KEY_ID_PATTERN
 
-KEY_ID_PATTERN: Final = r"^[0-9a-f]{16}$"
+__all__ = ["BadKey", "PublicKey", "SigningKey", "is_key_id", "key_id_of"]
+
 _RAW_KEY_BYTES: Final = 32
 _KEY_ID = re.compile(KEY_ID_PATTERN)
 

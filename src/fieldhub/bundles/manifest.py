@@ -15,7 +15,6 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
-from fieldhub.bundles.keys import KEY_ID_PATTERN
 from fieldhub.bundles.refusal import BundleRefused, Reason
 from fieldhub.protocol.actions import ACTION_NAME_PATTERN, ARG_NAME_PATTERN, TypeName
 
@@ -23,7 +22,10 @@ __all__ = [
     "BUNDLE_NAME_PATTERN",
     "FILE_PATH_PATTERN",
     "FORMAT",
+    "KEY_ID_PATTERN",
     "MAX_MANIFEST_BYTES",
+    "PUBLIC_KEY_PATTERN",
+    "SHA256_PATTERN",
     "VERSION_PATTERN",
     "BundleAction",
     "FileEntry",
@@ -36,8 +38,13 @@ __all__ = [
 ]
 
 FORMAT: Final = 1
+KEY_ID_PATTERN: Final = r"^[0-9a-f]{16}$"
+"""A key id: the first 16 hex digits of the SHA-256 of the raw Ed25519 public key."""
+PUBLIC_KEY_PATTERN: Final = r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$"
+"""A public key's one-line form: the base64 of its 32 raw bytes (``fieldhub bundle keygen``)."""
 BUNDLE_NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 VERSION_PATTERN: Final = r"^[0-9]{1,9}(\.[0-9]{1,9}){0,3}$"
+SHA256_PATTERN: Final = r"^[0-9a-f]{64}$"
 FILE_PATH_PATTERN: Final = r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*){0,15}$"
 MAX_MANIFEST_BYTES: Final = 256 * 1024
 """A manifest lists files, it does not hold them: a larger one is refused unread."""
@@ -60,7 +67,7 @@ def parse_version(version: str) -> tuple[int, ...]:
 class FileEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One payload file: what its bytes must be."""
 
-    sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+    sha256: Annotated[str, msgspec.Meta(pattern=SHA256_PATTERN)]
     size: Annotated[int, msgspec.Meta(ge=0)]
 
 
@@ -124,10 +131,14 @@ class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=False, kw_only
         names = [action.name for action in self.actions]
         if len(set(names)) != len(names):
             raise ValueError("action names must be unique")
-        if self.health is not None and self.health.action not in names:
+        if self.health is not None:
             # A built-in action could be the check too, but then a bundle could not fail it
             # any differently after the update than before: useless as a trial.
-            raise ValueError(f"health.action {self.health.action!r} is not one of the actions")
+            check = next((a for a in self.actions if a.name == self.health.action), None)
+            if check is None:
+                raise ValueError(f"health.action {self.health.action!r} is not one of the actions")
+            if check.args:
+                raise ValueError(f"health.action {check.name!r} must take no arguments")
 
     @property
     def payload_bytes(self) -> int:

@@ -37,8 +37,10 @@ class Reason(StrEnum):
     DIGEST_MISMATCH = "digest_mismatch"  # the download's SHA-256 is not the announced one
     DOWNLOAD_FAILED = "download_failed"  # HTTP error, TLS refusal, connection lost
     DISK_FULL = "disk_full"  # writing the new version ran out of space (or of file size)
+    WRITE_FAILED = "write_failed"  # writing the new version failed otherwise (permissions, I/O)
     BUSY = "busy"  # another install is under way
     NOT_INSTALLED = "not_installed"  # rollback of a bundle that has no previous version
+    INTERRUPTED = "interrupted"  # the agent died while writing; found at its next start
     # After activation
     HEALTH_FAILED = "health_failed"  # the trial start did not confirm in time
     CRASHED = "crashed"  # the agent died during the trial start

@@ -33,7 +33,7 @@ from typing import Any
 import msgspec
 
 from fieldhub.agent.config import AgentConfig
-from fieldhub.agent.service import Agent
+from fieldhub.agent.service import run_with_bundles
 from fieldhub.agent.units.simulate import Physics, Simulation
 from fieldhub.private_files import private_dir, write_private
 
@@ -182,13 +182,15 @@ def _write_credentials(path: Path, credentials: _Credentials) -> None:
 
 
 async def _run_agent(config: AgentConfig, secret: str, physics: Physics) -> None:
+    """One demo device: its simulated hardware and its agent, which installs bundles as a
+    real one does (docs/bundles.md; none is trusted until ``bundles.trusted_keys`` is set)."""
     simulation = Simulation(config.units, config.data_dir / "simulated-hardware", physics)
-    async with (
-        Agent(config, secret, drivers=simulation.drivers) as agent,
-        asyncio.TaskGroup() as group,
-    ):
+    async with asyncio.TaskGroup() as group:
         group.create_task(simulation.run(), name=f"simulate:{config.device.id}")
-        group.create_task(agent.serve(), name=f"agent:{config.device.id}")
+        group.create_task(
+            run_with_bundles(config, lambda _running: secret, drivers=simulation.drivers),
+            name=f"agent:{config.device.id}",
+        )
 
 
 def hub_url(hub: Any) -> str:
