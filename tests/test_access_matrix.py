@@ -32,6 +32,7 @@ import httpx
 import pytest
 from argon2 import PasswordHasher
 
+from fieldhub.bundles import SigningKey, make_bundle
 from fieldhub.clock import now_ms
 from fieldhub.hub.alarms import AlarmFilter
 from fieldhub.hub.api import create_app
@@ -43,6 +44,7 @@ from fieldhub.hub.auth.rules import principal_for
 from fieldhub.hub.ingest.batch import Batch
 from fieldhub.hub.notify.escalation import Policy, Step
 from fieldhub.hub.notify.subscriptions import SubscriptionSpec
+from fieldhub.hub.rollouts.plan import Plan
 from fieldhub.protocol import Event
 from tests.hub_client import ALL_SCOPES, HubClient, add_user, user_token
 
@@ -71,6 +73,7 @@ ROLE_RIGHTS = {
         "notifications:read",  # channels and the outbox: where alarms go is the admin's
         "notifications:write",
         "certificates:write",  # device client certificates let a device in: the admin's
+        "bundles:write",  # signed bundles and their keys: what may run on every device
     },
     # "see and command devices of their sites" (and register them there: provisioning)
     # ... and keep the alarm rules and alarms of their sites (issue 13)
@@ -178,11 +181,14 @@ def routes_of(spec: dict[str, Any]) -> list[Route]:
 PUBLIC_OUTCOME = {
     ("post", "/api/auth/setup"): 401,  # this hub has users: no setup, for anyone
     ("post", "/api/provisioning/claims/{device_id}/credentials"): 202,  # pending: poll again
+    ("get", "/api/bundles/{bundle_id}/download"): 422,  # the matrix sends no token
 }
 # Routes whose success, in the matrix's world, is not their first declared status.
 SUCCESS = {
     ("post", "/api/devices/{device_id}/commands"): 202,  # queued for an offline device
     ("post", "/api/commands"): 202,
+    ("post", "/api/bundles"): 422,  # the matrix sends JSON, not a bundle file: refused after
+    # the permission check, which is what the matrix is about
 }
 # Routes that put data into a site named in the body: also tried with the foreign site.
 BODY_SITE = {
@@ -216,8 +222,15 @@ class World:
         self.hook = 0  # a channel every subscription made through the API may use
         self.policy_channel = 0
         self.site_of: dict[str, str] = {}  # every device (and claimed device) made: its site
+        self.signer = SigningKey.generate()  # registered: bundles it signs may be uploaded
+        self.versions = 0
+        self.shared_bundle = ""
+        self.rollout_devices: dict[str, str] = {}
 
     async def populate(self) -> None:
+        await self.hub.bundles.add_key(
+            self.signer.public.to_text(), "matrix", actor="test", source=""
+        )
         self.login_user = await add_user(self.hub, "viewer", (SITE_A,), password=PASSWORD)
         self.policy_channel = await self.channel()  # what escalation policies name
         self.someone = await add_user(self.hub, "operator", (SITE_A,))
@@ -355,6 +368,63 @@ class World:
         )
         return batch.id, command.id
 
+    async def bundle(self, *, fresh: bool = False) -> str:
+        """A bundle's id (bundles belong to no site: every reader sees them): one shared, or
+        a ``fresh`` one for a call that deletes it."""
+        if self.shared_bundle and not fresh:
+            return self.shared_bundle
+        self.versions += 1
+        data = make_bundle({"a.py": b"x"}, self.signer, name="matrix", version=f"1.{self.versions}")
+        record, _new = await self.hub.bundles.upload(data, actor="test", source="")
+        self.shared_bundle = self.shared_bundle or record.id
+        return record.id
+
+    async def rollout_device(self, site: str) -> str:
+        """One device per site for every rollout (offline, it never confirms: each rollout
+        finds it still needing the bundle)."""
+        if site not in self.rollout_devices:
+            self.rollout_devices[site] = await self.device(site)
+        return self.rollout_devices[site]
+
+    async def rollout(self, route: Route, site: str, *, also_b: bool) -> str:
+        """A rollout to a device of ``site`` (and one of site B), in the state the route
+        acts on: waiting for approval, paused, or with a failed device to retry."""
+        group = [await self.rollout_device(site)]
+        if also_b:
+            group.append(await self.rollout_device(SITE_B))
+        bundle = await self.hub.bundles.get(await self.bundle())
+        plan = Plan(target={"devices": group}, canary=0)
+        run = await self.hub.rollouts.create(
+            bundle, plan, [(d, {}) for d in group], actor="test", source=""
+        )
+        action = route.path.rsplit("/", 1)[1]
+        run.record.status = {"approve": "waiting", "resume": "paused"}.get(action, "running")
+        if action == "approve":
+            run.record.wave = -1  # its first wave is the next
+        if action == "retry":
+            next(iter(run.devices.values())).state = "failed"
+        return run.record.id
+
+    async def fill_rollouts(self, route: Route, case: Case, site: str, *, sees_site: bool) -> None:
+        """:meth:`fill` for the routes of bundles, their keys and rollouts."""
+        if (route.method, route.path) == ("post", "/api/rollouts"):
+            case.values["bundle"] = await self.bundle()
+            case.values["device"] = await self.rollout_device(SITE_A)
+        for param in route.params:
+            if param == "bundle_id":
+                case.values[param] = await self.bundle(fresh=route.method == "delete")
+            elif param == "key_id":
+                key = SigningKey.generate().public.to_text()
+                added = await self.hub.bundles.add_key(key, "matrix", actor="test", source="")
+                case.values[param] = added.key_id
+            elif param == "rollout_id":
+                reading = route.method == "get"  # across both sites: the answer is filtered
+                own = case.variant == "own"
+                case.values[param] = await self.rollout(route, site, also_b=own and reading)
+                case.visible &= sees_site
+            else:
+                raise LookupError(f"{route.name}: no object for {{{param}}}; add one to fill()")
+
     async def fill(self, route: Route, case: Case) -> None:
         """Real objects for the path parameters; ``case.visible`` says if the caller may see
         them (the rules: devices by site, API tokens by owner)."""
@@ -364,6 +434,8 @@ class World:
         sees_site = who.role == "admin" or site in who.sites
         if (route.method, route.path) == ("post", "/api/provisioning/claims"):
             _, case.values["claim_token"] = await self.claim_token(SITE_A)
+        if route.path.startswith(("/api/bundle", "/api/rollouts")):
+            return await self.fill_rollouts(route, case, site, sees_site=sees_site)
         for param in route.params:
             if param == "device_id" and route.path.startswith("/api/provisioning/claims/"):
                 case.values[param], case.values["poll_secret"] = await self.claim(SITE_A)
@@ -504,6 +576,14 @@ class World:
                 "name": "matrix",
                 "scope": {"sites": [site]},
                 "schedule": WEEKLY,
+            },
+            ("post", "/api/bundle-keys"): lambda: {
+                "name": "matrix",
+                "public_key": SigningKey.generate().public.to_text(),
+            },
+            ("post", "/api/rollouts"): lambda: {
+                "bundle": case.values["bundle"],
+                "target": {"devices": [case.values["device"]]},
             },
             ("put", "/api/maintenance-windows/{window_id}"): lambda: {
                 "name": "matrix, changed",

@@ -28,6 +28,7 @@ def build_app() -> typer.Typer:
     from fieldhub.cli.bundle import bundle_app
     from fieldhub.cli.devices import device_app
     from fieldhub.cli.hub import demo, hub_app
+    from fieldhub.cli.rollout import rollout_app, upload
     from fieldhub.cli.rules import rules_app
     from fieldhub.cli.send import send
     from fieldhub.cli.users import user_app
@@ -44,7 +45,9 @@ def build_app() -> typer.Typer:
     app.add_typer(device_app, name="device")
     app.add_typer(agent_app, name="agent")
     app.add_typer(rules_app, name="rules")
+    bundle_app.command()(upload)  # to a hub; the signer's commands are cli/bundle.py's
     app.add_typer(bundle_app, name="bundle")
+    app.add_typer(rollout_app, name="rollout")
 
     @app.command()
     def version() -> None:

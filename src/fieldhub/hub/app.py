@@ -50,6 +50,9 @@ from fieldhub.hub.notify.escalation_policies import EscalationPolicies
 from fieldhub.hub.notify.routing import AlarmRouter
 from fieldhub.hub.notify.service import NotificationService
 from fieldhub.hub.notify.worker import DeliverySettings
+from fieldhub.hub.rollouts.bundles import Bundles
+from fieldhub.hub.rollouts.engine import Rollouts
+from fieldhub.hub.rollouts.links import DownloadLinks
 from fieldhub.hub.store.alarms import AlarmStore
 from fieldhub.hub.store.audit import AuditLog
 from fieldhub.hub.store.claims import ClaimStore
@@ -126,6 +129,8 @@ class Hub:
         self.routing = AlarmRouter()  # counts what it decides: /metrics
         self._maintenance: MaintenanceService | None = None
         self._sweeper: AlarmSweeper | None = None
+        self._bundles: Bundles | None = None
+        self._rollouts: Rollouts | None = None
 
     # -- parts, available once started ------------------------------------------------------
     @property
@@ -197,6 +202,20 @@ class Hub:
         if self._escalation is None:
             raise RuntimeError("the hub is not started")
         return self._escalation
+
+    @property
+    def bundles(self) -> Bundles:
+        """Signed bundles and the public keys they are checked against (docs/rollouts.md)."""
+        if self._bundles is None:
+            raise RuntimeError("the hub is not started")
+        return self._bundles
+
+    @property
+    def rollouts(self) -> Rollouts:
+        """Bundles sent to devices in waves (docs/rollouts.md)."""
+        if self._rollouts is None:
+            raise RuntimeError("the hub is not started")
+        return self._rollouts
 
     @property
     def identities(self) -> DeviceIdentities:
@@ -276,6 +295,7 @@ class Hub:
         self._bus, self._presence, self._ingest = bus, presence, ingest
         self._commands = commands
         self._start_notifications(writes, bus, alarm_engine)
+        rollouts = self._start_rollouts(writes, ingest, commands)
         self._follow_devices(ingest, presence, commands, alarm_engine)
         await ingest.load()
         await self.devices.load()
@@ -287,7 +307,7 @@ class Hub:
         if not bus.session_present:  # what devices sent while no session kept it: again, now
             ingest.announce()
         await self.twin.republish()  # the embedded broker forgot its retained messages
-        await commands.load()  # unfinished commands of this instance go out again
+        await self._take_up(commands, rollouts)
         # Messages that arrived while connecting wait in the open batch for the commit loop.
         self._tasks = [
             asyncio.create_task(ingest.run(), name="ingest-commit"),
@@ -299,6 +319,7 @@ class Hub:
             asyncio.create_task(self.notifications.run(), name="notifications"),
             asyncio.create_task(alarm_engine.run(), name="alarms"),
             asyncio.create_task(self.sweeper.run(), name="alarm-sweeper"),
+            asyncio.create_task(rollouts.run(), name="rollouts"),
         ]
         # Unwound before the bus closes: the last commit's acks still reach the devices.
         self._stack.push_async_callback(self._stop_tasks)
@@ -335,6 +356,7 @@ class Hub:
             self.live.reading,
             self.auth.token_use.writing,
             self.alarms.engine.lock,
+            self.rollouts.lock,
         ):
             for task in self._tasks:
                 task.cancel()
@@ -401,6 +423,27 @@ class Hub:
         alarms.on_change(self.routing.route)
         alarms.on_change(escalate)
         alarms.on_changed(lambda _changes: self.notifications.wake())
+
+    @staticmethod
+    async def _take_up(commands: CommandService, rollouts: Rollouts) -> None:
+        """Unfinished commands of this instance go out again; then the unfinished rollouts,
+        which read what became of their commands while no hub followed them."""
+        await commands.load()
+        await rollouts.load()
+
+    def _start_rollouts(self, writes: Writes, ingest: Ingest, commands: CommandService) -> Rollouts:
+        """Bundles and rollouts: install outcomes from the commands, ``bundle.*`` events from
+        committed batches; download links signed with the hub's link key."""
+        settings = self.settings
+        host, port = settings.http_address
+        base_url = settings.public_url or f"http://{host}:{port}"
+        links = DownloadLinks(load_key(settings.data), base_url)
+        self._bundles = Bundles(self.engine, writes, settings.data)
+        rollouts = Rollouts(self.engine, writes, commands, self.directory, links, self._bundles)
+        commands.on_change(rollouts.command_changed)
+        ingest.on_commit(rollouts.committed)
+        self._rollouts = rollouts
+        return rollouts
 
     def _notification_service(self, writes: Writes, bus: HubBus) -> NotificationService:
         settings = self.settings

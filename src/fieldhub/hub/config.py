@@ -140,6 +140,9 @@ class HubSettings(BaseSettings):
         description="the hub's address as people reach it (https://hub.example.org); "
         "none = alarm notifications carry no acknowledge link",
     )
+    bundle_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, le=2**31, description="the largest bundle an admin may upload"
+    )
     ack_link_ttl_s: int = Field(
         7 * 86400, ge=60, le=90 * 86400, description="how long an acknowledge link works"
     )

@@ -28,6 +28,7 @@ class HubCollector(Collector):
         notifications: Callable[[], Mapping[str, int]] = dict,
         ack_refusals: Callable[[], Mapping[str, int]] = dict,
         routing: RoutingStats | None = None,
+        bundle_refusals: Callable[[], Mapping[tuple[str, str], int]] = dict,
     ) -> None:
         self._stats = stats
         self._presence = presence
@@ -37,6 +38,7 @@ class HubCollector(Collector):
         self._notifications = notifications
         self._ack_refusals = ack_refusals
         self._routing = routing or RoutingStats()
+        self._bundle_refusals = bundle_refusals
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         """Yield every metric family."""
@@ -128,6 +130,15 @@ class HubCollector(Collector):
             refused.add_metric([reason], refusals.get(reason, 0))
         yield refused
         yield from self._routing_families()
+        bundles = CounterMetricFamily(
+            "fieldhub_bundle_refusals",
+            "Bundle uploads refused by reason code, download tokens refused (forged, expired), "
+            "rollout requests refused",
+            labels=["what", "reason"],
+        )
+        for (what, reason), count in sorted(self._bundle_refusals().items()):
+            bundles.add_metric([what, reason], count)
+        yield bundles
         yield GaugeMetricFamily(
             "fieldhub_broker_connected",
             "1 while the hub is connected to its broker",

@@ -20,6 +20,7 @@ from fieldhub.hub.api import (
     alarms,
     apidocs,
     audit,
+    bundles,
     claims,
     commands,
     devices,
@@ -27,6 +28,7 @@ from fieldhub.hub.api import (
     events,
     maintenance,
     notifications,
+    rollouts,
     subscriptions,
     tokens,
     users,
@@ -93,9 +95,11 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
             notifications=lambda: hub.notifications.attempt_counts(),  # noqa: PLW0108
             ack_refusals=lambda: hub.ack_links.refusals if hub.ack_links is not None else {},
             routing=hub.routing.stats,
+            bundle_refusals=lambda: hub.rollouts.refusals(),  # noqa: PLW0108
         )
     )
-    app.add_middleware(BodySizeLimit, max_bytes=max_body)
+    bundles_limit = {"/api/bundles": hub.settings.bundle_max_bytes}  # a file, not JSON
+    app.add_middleware(BodySizeLimit, max_bytes=max_body, larger=bundles_limit)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HubError, hub_error)
     app.add_exception_handler(StarletteHTTPException, http_error)  # a 422's shape, as above
@@ -117,6 +121,8 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     app.include_router(escalation.router)
     app.include_router(claims.device_router)
     app.include_router(claims.operator_router)
+    bundles.install(app)  # /api/bundles, /api/bundle-keys; download tokens kept out of logs
+    app.include_router(rollouts.router)
     app.include_router(live_router)  # the /api/live WebSocket (docs/live.md)
     apidocs.install(app)  # /docs and /redoc
     ack.install(app)  # /ack/{token}: acknowledge from a notification's link

@@ -3,7 +3,7 @@ state)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -33,6 +33,7 @@ from fieldhub.hub.devices import DeviceRecord
 from fieldhub.hub.devices.directory import DeviceEntry
 from fieldhub.hub.devices.twin import TwinView
 from fieldhub.hub.errors import Invalid, NotFound, Refused
+from fieldhub.hub.rollouts import below, installed_version
 
 router = APIRouter(prefix="/api/devices", tags=["devices"])
 HubDep = Annotated[Hub, Depends(hub_dependency)]
@@ -92,13 +93,31 @@ async def list_devices(
     presence: Annotated[list[Literal["online", "offline", "stale", "unknown"]], Query()] = [],  # noqa: B006
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     offset: Annotated[Count, Query()] = 0,
+    bundle: Annotated[
+        str | None, Query(max_length=64, description="only devices that run this bundle")
+    ] = None,
+    below: Annotated[
+        str | None,
+        Query(
+            pattern=r"^[0-9]{1,9}(\.[0-9]{1,9}){0,3}$", description="with bundle: lower than this"
+        ),
+    ] = None,
 ) -> list[Device]:
-    """Devices carrying every given label, optionally in the given presence states (of the
-    caller's sites)."""
+    """Devices carrying every given label, optionally in the given presence states, running
+    a ``bundle`` (or, with ``below``, running it below that version or not at all: those a
+    rollout would update) (of the caller's sites)."""
     records = [r for r in await hub.devices.find(parse_labels(label)) if who.sees(r.labels)]
     if presence:
         records = [r for r in records if r.presence in presence]
+    if bundle is not None:
+        records = [r for r in records if _runs(r.reported, bundle, below)]
     return [Device.from_record(r) for r in records[offset : offset + limit]]
+
+
+def _runs(reported: dict[str, Any], bundle: str, version: str | None) -> bool:
+    """Whether a device runs ``bundle`` (with ``version``: below it, or not at all)."""
+    installed = installed_version(reported, bundle)
+    return below(installed, version) if version is not None else installed is not None
 
 
 @router.post("", status_code=201, summary="Register a device")

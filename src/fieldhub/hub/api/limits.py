@@ -8,6 +8,7 @@ the limit is handed to the app unchanged. JSON bodies of this API are small; 1 M
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -17,17 +18,21 @@ DEFAULT_MAX_BODY = 1024 * 1024
 class BodySizeLimit:
     """Refuse HTTP request bodies larger than ``max_bytes`` with 413."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BODY) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BODY, larger: Mapping[str, int] = {}
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = dict(larger)  # exact path → its own limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get(scope["path"], self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._too_large(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._too_large(send, limit)
             return
         chunks: list[Message] = []
         size = 0
@@ -37,8 +42,8 @@ class BodySizeLimit:
                 chunks.append(message)
                 break
             size += len(message.get("body", b""))
-            if size > self.max_bytes:
-                await self._too_large(send)
+            if size > limit:
+                await self._too_large(send, limit)
                 return
             chunks.append(message)
             if not message.get("more_body", False):
@@ -49,10 +54,8 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, send: Send) -> None:
-        body = json.dumps(
-            {"detail": f"request body too large: at most {self.max_bytes} bytes"}
-        ).encode()
+    async def _too_large(self, send: Send, limit: int) -> None:
+        body = json.dumps({"detail": f"request body too large: at most {limit} bytes"}).encode()
         await send(
             {
                 "type": "http.response.start",

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fieldhub.hub.api.fields import Count, JsonObject, StoredJson, StoredValue
 from fieldhub.hub.devices import DeviceRecord
 from fieldhub.hub.devices.twin import TwinView
+from fieldhub.hub.rollouts import software_of
 from fieldhub.protocol.topics import DEVICE_ID_PATTERN
 
 LabelMap = dict[str, str]
@@ -24,6 +25,13 @@ class Presence(BaseModel):
     last_seen: int | None = Field(None, description="epoch ms of the last committed message")
 
 
+class Software(BaseModel):
+    """What a device reports running (state key ``software``, docs/rollouts.md)."""
+
+    agent_version: str
+    bundles: dict[str, str] = Field(description="installed bundles: name → version")
+
+
 class Device(BaseModel):
     """A registered device."""
 
@@ -35,11 +43,14 @@ class Device(BaseModel):
     updated_at: int
     presence: Presence
     acked_seq: int = Field(description="highest contiguous seq the hub has stored")
+    software: Software | None = Field(None, description="agent version, installed bundles")
 
     @classmethod
     def from_record(cls, record: DeviceRecord) -> Device:
         """The API view of a stored device."""
+        software = software_of(record.reported)
         return cls(
+            software=Software(agent_version=software[0], bundles=software[1]) if software else None,
             id=record.id,
             name=record.name,
             labels=record.labels,

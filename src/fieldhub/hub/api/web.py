@@ -41,6 +41,7 @@ PAGES = {
     "/alarms": "alarms.html",
     "/alarm-rules": "alarm-rules.html",
     "/events": "events.html",
+    "/rollouts": "rollouts.html",
     "/notifications": "notifications.html",
     "/manage": "manage.html",
 }

@@ -77,6 +77,9 @@ class Permission(StrEnum):
     # Device client certificates (hub/broker/device_ca.py): admins only, as a certificate lets
     # a device through the broker's TLS listener wherever client certificates are required.
     CERTIFICATES_WRITE = "certificates:write"
+    # Signed bundles and the keys they are checked against: admins only (what may run on
+    # every device); rolling a bundle out to devices is devices:command on them.
+    BUNDLES_WRITE = "bundles:write"
 
 
 SCOPE_OF: dict[Permission, Scope] = {
@@ -98,6 +101,7 @@ SCOPE_OF: dict[Permission, Scope] = {
     Permission.SUBSCRIPTIONS_READ: Scope.READ,
     Permission.SUBSCRIPTIONS_WRITE: Scope.WRITE,
     Permission.CERTIFICATES_WRITE: Scope.WRITE,
+    Permission.BUNDLES_WRITE: Scope.WRITE,
 }
 
 _OWN_ACCOUNT = {

@@ -265,6 +265,20 @@ class CommandService:
         self.counts["unsupported"] += len(unsupported)
         return batch, records
 
+    def abort_unsent(self, batch_ids: Iterable[str], why: str) -> int:
+        """End every command of these batches not sent yet as ``aborted`` (those sent run to
+        their end), as a batch's own abort does; returns how many. For a rollout that stops:
+        its paced commands must not go out after it."""
+        wanted = set(batch_ids)
+        unsent = [
+            record
+            for record in self._open.values()
+            if record.batch_id in wanted and record.status == "queued" and not record.sent_at
+        ]
+        for record in unsent:
+            self._end(record, "aborted", why)
+        return len(unsent)
+
     def _request(self, action: str, actor: str, ttl_s: float, source: str) -> Request:
         ttl_ms = round(ttl_s * 1000)
         return Request(action, actor, source, self.instance, ttl_ms, self._clock())

@@ -543,6 +543,67 @@ alarm_flapping = Table(
     Index("ix_alarm_flapping_since", "flapping_since"),  # the sweeper looks for flapping ones
 )
 
+# Signed bundles and rollouts (hub/rollouts/, docs/rollouts.md). A bundle is kept once per
+# content (its SHA-256 is its id, the file lives in DATA/bundles/<sha256>.fhb); the hub holds
+# public keys only. A rollout's every device has a row: its state survives a restart.
+bundle_keys = Table(
+    "bundle_keys",
+    metadata,
+    Column("key_id", String(16), primary_key=True),  # first 16 hex of SHA-256(raw public key)
+    Column("name", String(64), nullable=False),
+    Column("public_key", String(64), nullable=False),  # base64 of the raw Ed25519 key
+    Column("added_at", BigInteger, nullable=False),
+    Column("added_by", String(128), nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+)
+
+bundles = Table(
+    "bundles",
+    metadata,
+    Column("id", String(64), primary_key=True),  # SHA-256 of the file, hex
+    Column("name", String(64), nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("key_id", String(16), nullable=False),
+    Column("manifest", JSON, nullable=False),
+    Column("uploaded_at", BigInteger, nullable=False),
+    Column("uploaded_by", String(128), nullable=False),
+    UniqueConstraint("name", "version", name="uq_bundles_name_version"),
+)
+
+rollouts = Table(
+    "rollouts",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("bundle_id", String(64), nullable=False),
+    Column("plan", JSON, nullable=False),  # target, waves, pace, thresholds (rollouts/plan.py)
+    # running | waiting | paused | completed | aborted
+    Column("status", String(16), nullable=False),
+    Column("wave", Integer, nullable=False),  # the wave under way (0: the canary)
+    Column("reason", String(512), nullable=False, default=""),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index("ix_rollouts_status", "status"),
+)
+
+rollout_devices = Table(
+    "rollout_devices",
+    metadata,
+    Column("rollout_id", String(32), nullable=False),
+    Column("device_id", String(64), nullable=False),
+    Column("wave", Integer, nullable=False),
+    # pending | sending | installing | confirmed | failed | rolling_back | rolled_back | skipped
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("command_id", String(32), nullable=True),  # the last install or rollback command
+    Column("deadline_at", BigInteger, nullable=True),  # failed if not confirmed by then
+    Column("reason", String(512), nullable=False, default=""),
+    Column("previous", String(32), nullable=False, default=""),  # version before, if any
+    Column("updated_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("rollout_id", "device_id", name="pk_rollout_devices"),
+)
+
 ALL_TABLES = (
     devices,
     series,
@@ -574,4 +635,8 @@ ALL_TABLES = (
     ack_link_uses,
     maintenance_windows,
     alarm_flapping,
+    bundle_keys,
+    bundles,
+    rollouts,
+    rollout_devices,
 )
