@@ -273,13 +273,14 @@ class Uploads:
     async def _finish(self, device_id: str, record: MediaRecord) -> MediaRecord:
         """Check the complete partial copy, promote it, link it; the device's record."""
         sha256 = record.sha256
+        # The hash first: bytes other than the promised ones say nothing of the object's type.
+        if await asyncio.to_thread(self._files.partial_digest, sha256) != sha256:
+            await asyncio.to_thread(self._files.discard, sha256)
+            raise _Refusal("hash_mismatch", 422, "the bytes do not hash to the announced SHA-256")
         head = await asyncio.to_thread(self._files.head, sha256, HEAD_BYTES)
         if not matches(record.type, head):
             await asyncio.to_thread(self._files.discard, sha256)
             raise _Refusal("wrong_type", 415, f"the content is not {record.type}")
-        if await asyncio.to_thread(self._files.partial_digest, sha256) != sha256:
-            await asyncio.to_thread(self._files.discard, sha256)
-            raise _Refusal("hash_mismatch", 422, "the bytes do not hash to the announced SHA-256")
         await asyncio.to_thread(self._files.promote, sha256)
         log.info("media %s of %r complete (%d bytes)", sha256[:12], device_id, record.size)
         linked = await self._link(record)

@@ -1,0 +1,86 @@
+"""Every bad upload of issue 15 is refused with its status and code, counted, and leaves
+nothing partial on disk: real HTTP to the hub's API, real MQTT for the URLs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import httpx
+
+from fieldhub.clock import now_ms
+from fieldhub.protocol import MediaRef
+from tests.conftest import DeviceFactory, HubFactory, api_client
+from tests.media_support import announce, http_of, listen_media, partials, picture, ref, url_for
+
+
+async def test_bad_uploads_are_refused_counted_and_leave_nothing_behind(
+    make_hub: HubFactory, connect_device: DeviceFactory
+) -> None:
+    image = picture(64, 48)
+    text = b"not a picture at all, though it says so" * 4
+    impostor = os.urandom(len(image))
+    filler = os.urandom(9000)
+    big = MediaRef(
+        sha256=hashlib.sha256(b"x").hexdigest(), size=len(image), type="image/jpeg", name="a.jpg"
+    )
+    async with make_hub(media_quota_bytes=10_000) as hub, http_of(hub):
+        camera = await connect_device(hub, "cam", site="berlin")
+        other = await connect_device(hub, "other", site="berlin")
+        for device in (camera, other):
+            await listen_media(device)
+        lying = ref(text, "image/png", "lie.png")
+        await announce(camera, 1, ref(image), lying, big, ref(filler, "application/octet-stream"))
+        await announce(other, 1, ref(image, name="theirs.jpg"))
+
+        async def put(sha256: str, body: bytes, **headers: str) -> httpx.Response:
+            answer = await url_for(camera, sha256)
+            assert answer.url is not None, answer
+            async with httpx.AsyncClient() as client:
+                return await client.put(answer.url, content=body, headers=headers)
+
+        # More bytes than announced: 413.
+        assert (await put(big.sha256, image + b"more")).status_code == 413
+        # Announced as PNG, but the bytes are text: 415 (the name and header say nothing).
+        answer = await put(lying.sha256, text, **{"Content-Type": "image/png"})
+        assert answer.status_code == 415
+        assert "not image/png" in answer.json()["detail"]
+        # The right size but other bytes than the hash promised: 422, the partial discarded.
+        assert (await put(big.sha256, impostor)).status_code == 422
+        assert partials(hub) == []
+
+        # A URL asked for while there was room: by the time of the upload there is none.
+        late = (await url_for(camera, ref(filler).sha256)).url
+        assert late is not None
+        good = ref(image)
+        url = (await url_for(camera, good.sha256)).url
+        assert url is not None
+        async with httpx.AsyncClient() as client:
+            # Another device's path with this URL's signature: 404, as for a made-up URL.
+            stolen = url.replace(camera.device_id, other.device_id)
+            assert (await client.put(stolen, content=image)).status_code == 404
+            assert (await client.put(url[:-2] + "xx", content=image)).status_code == 404
+            # An expired URL: 410.
+            expired = hub.media.uploads.links.mint(
+                camera.device_id, good.sha256, now_ms() - 700_000
+            )
+            assert (await client.put(expired.url, content=image)).status_code == 410
+            assert (await client.put(url, content=image)).status_code == 201
+            # Used already (the object is complete): 410.
+            assert (await client.put(url, content=image)).status_code == 410
+            # The store is nearly full now: the object does not fit (507), nothing is kept.
+            assert (await client.put(late, content=filler)).status_code == 507
+        assert partials(hub) == []
+
+        assert hub.media.uploads.refusals == {
+            "too_large": 1,
+            "wrong_type": 1,
+            "hash_mismatch": 1,
+            "forged_url": 2,
+            "expired_url": 1,
+            "already_complete": 1,
+            "quota": 1,
+        }
+        async with api_client(hub, "admin") as admin:
+            metrics = (await admin.get("/metrics")).text
+        assert 'fieldhub_media_upload_refusals_total{code="forged_url"} 2.0' in metrics
