@@ -8,6 +8,8 @@ import hashlib
 import io
 import json
 import os
+import zipfile
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -16,7 +18,11 @@ from PIL import Image
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.app import Hub
+from fieldhub.hub.media.files import backup_folders
 from fieldhub.hub.media.uploads import FLUSH_BYTES
+from fieldhub.hub.store.backup import BackupError, backup, restore
+from fieldhub.hub.store.database import create_engine, sqlite_url
+from fieldhub.private_files import private_dir
 from fieldhub.protocol import Channel, Upload
 from tests.conftest import DeviceFactory, HubFactory, api_client
 from tests.media_support import (
@@ -266,3 +272,38 @@ async def test_a_name_with_path_tricks_refuses_the_event(
     await camera.wait_rejects(1)
     assert "$.media[0].name" in camera.rejects[0].error
     assert hub.stats.rejected["invalid_payload"] == 1
+
+
+async def test_backup_and_restore_carry_the_media_files(
+    make_hub: HubFactory, connect_device: DeviceFactory, tmp_path: Path
+) -> None:
+    data = picture(96, 72)
+    announced = ref(data)
+    archive = tmp_path / "backup.zip"
+    async with make_hub(data=tmp_path / "first") as hub:
+        camera = await connect_device(hub, "cam", site="berlin")
+        await listen_media(camera)
+        await announce(camera, 1, announced)
+        assert (await ask(camera, Upload(sha256=announced.sha256, offset=0, data=data))).done
+        await backup(hub.engine, archive, backup_folders(hub.settings.data))
+    second = tmp_path / "second"
+    engine = create_engine(sqlite_url(private_dir(second) / "fieldhub.db"))
+    try:
+        await restore(engine, archive, backup_folders(second))
+    finally:
+        await engine.dispose()
+    async with make_hub(data=second) as restored:
+        [arrived] = await _media_of_events(restored, camera.device_id, ["berlin"])
+        async with api_client(restored, "viewer", sites=["berlin"]) as berlin:
+            assert (await berlin.get(arrived["url"])).content == data
+            assert (await berlin.get(arrived["thumbnail"])).status_code == 200
+
+    with zipfile.ZipFile(archive, "a") as tampered:  # a member that would leave its folder
+        tampered.writestr("media/objects/../../escape", b"x")
+    engine = create_engine(sqlite_url(private_dir(tmp_path / "third") / "fieldhub.db"))
+    try:
+        with pytest.raises(BackupError, match="not a safe file name"):
+            await restore(engine, archive, backup_folders(tmp_path / "third"))
+    finally:
+        await engine.dispose()
+    assert not (tmp_path / "escape").exists()

@@ -28,7 +28,7 @@ from typing import Final
 
 from fieldhub.private_files import PRIVATE_FILE_MODE, private_dir
 
-__all__ = ["MediaFiles", "OffsetMismatch"]
+__all__ = ["MediaFiles", "OffsetMismatch", "backup_folders"]
 
 _READ: Final = 1 << 20
 THUMB_SUFFIX: Final = ".thumb.jpg"
@@ -40,6 +40,12 @@ class OffsetMismatch(Exception):
     def __init__(self, received: int) -> None:
         super().__init__(f"the hub holds {received} bytes")
         self.received = received
+
+
+def backup_folders(data: Path) -> dict[str, Path]:
+    """What ``hub backup`` copies of the media folder under ``data``: the complete objects
+    and their thumbnails (partial uploads are not worth keeping), by archive name."""
+    return {"media/objects": data / "media" / "objects"}
 
 
 def _fsync_dir(path: Path) -> None:
