@@ -18,12 +18,14 @@ from PIL import Image
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.app import Hub
+from fieldhub.hub.broker.dynsec import DynSec, device_role, device_role_acls
+from fieldhub.hub.broker.keyring import MqttIdentity
 from fieldhub.hub.media.files import backup_folders
 from fieldhub.hub.media.uploads import FLUSH_BYTES
 from fieldhub.hub.store.backup import BackupError, backup, restore
 from fieldhub.hub.store.database import create_engine, sqlite_url
 from fieldhub.private_files import private_dir
-from fieldhub.protocol import Channel, Upload
+from fieldhub.protocol import Channel, Upload, topic_for
 from tests.conftest import DeviceFactory, HubFactory, api_client
 from tests.media_support import (
     announce,
@@ -36,6 +38,7 @@ from tests.media_support import (
     ref,
     url_for,
 )
+from tests.support.servers import Mosquitto
 from tests.waiting import eventually
 
 
@@ -307,3 +310,24 @@ async def test_backup_and_restore_carry_the_media_files(
     finally:
         await engine.dispose()
     assert not (tmp_path / "escape").exists()
+
+
+@pytest.mark.mosquitto
+async def test_a_device_registered_before_media_gets_the_channels_at_hub_start(
+    mosquitto: Mosquitto, make_hub: HubFactory, connect_device: DeviceFactory, tmp_path: Path
+) -> None:
+    async with make_hub(broker="mosquitto", data=tmp_path / "hub") as hub:
+        camera = await connect_device(hub, "cam")
+    role = device_role(camera.device_id)
+    before_media = [  # the role as a hub without the media channels made it
+        acl
+        for acl in device_role_acls(camera.device_id)
+        if not acl["topic"].endswith(("/upload", "/media"))
+    ]
+    admin = MqttIdentity(mosquitto.admin_username, mosquitto.admin_password, "")
+    async with DynSec(mosquitto.host, mosquitto.port, admin) as dynsec:
+        await dynsec.run([{"command": "modifyRole", "rolename": role, "acls": before_media}])
+    assert await camera.subscribe(topic_for(camera.device_id, Channel.MEDIA)) == 128
+
+    async with make_hub(broker="mosquitto", data=tmp_path / "hub"):
+        assert await camera.subscribe(topic_for(camera.device_id, Channel.MEDIA)) == 1
