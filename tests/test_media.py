@@ -88,7 +88,8 @@ async def test_a_picture_is_announced_uploaded_checked_and_downloaded_by_its_sit
     }
 
     [arrived] = await _media_of_events(hub, camera.device_id, ["berlin"])
-    assert arrived["state"] == "complete"
+    assert arrived["state"] == "complete"  # at the 201; its thumbnail follows, made once
+    [arrived] = await eventually(lambda: _with_thumbnail(hub, camera.device_id), "a thumbnail")
     assert arrived["thumbnail"] == f"/api/media/{arrived['id']}/thumbnail"
     async with api_client(hub, "viewer", sites=["berlin"]) as berlin:
         full = await berlin.get(arrived["url"])
@@ -117,6 +118,11 @@ async def test_a_picture_is_announced_uploaded_checked_and_downloaded_by_its_sit
         lambda: _complete(hub, camera.device_id), "the second announcement complete"
     )
     assert len(states) == 2
+
+
+async def _with_thumbnail(hub: Hub, device_id: str) -> list[dict] | None:
+    media = await _media_of_events(hub, device_id, ["berlin"])
+    return media if all(m["thumbnail"] for m in media) else None
 
 
 async def _complete(hub: Hub, device_id: str) -> list[str] | None:
@@ -220,7 +226,7 @@ async def test_retention_removes_old_media_rows_and_their_files(
     assert (await ask(camera, Upload(sha256=announced.sha256, offset=0, data=data))).done
     path = hub.media.files.object_path(announced.sha256)
     assert path.is_file()
-    assert hub.media.files.thumbnail_path(announced.sha256).is_file()
+    await eventually(hub.media.files.thumbnail_path(announced.sha256).is_file, "a thumbnail")
 
     await hub.media.sweep(now=now_ms() + 89 * 86_400_000)  # images are kept 90 days
     assert path.is_file()
@@ -288,6 +294,7 @@ async def test_backup_and_restore_carry_the_media_files(
         await listen_media(camera)
         await announce(camera, 1, announced)
         assert (await ask(camera, Upload(sha256=announced.sha256, offset=0, data=data))).done
+        await eventually(lambda: _with_thumbnail(hub, camera.device_id), "a thumbnail")
         await backup(hub.engine, archive, backup_folders(hub.settings.data))
     second = tmp_path / "second"
     engine = create_engine(sqlite_url(private_dir(second) / "fieldhub.db"))

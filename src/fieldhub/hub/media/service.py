@@ -185,9 +185,11 @@ class MediaService:
         await asyncio.to_thread(self.files.sweep_partials, self._settings.url_ttl_s)
 
     async def stop(self) -> None:
-        """Wait for the answers under way (at the hub's stop, before the bus closes)."""
+        """Wait for the answers and thumbnails under way (at the hub's stop, before the bus
+        closes)."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.uploads.thumbnails.drain()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from fieldhub.clock import now_ms
 from fieldhub.hub.media.content import ACCEPTED_TYPES, HEAD_BYTES, IMAGE_TYPES, matches
 from fieldhub.hub.media.files import MediaFiles, OffsetMismatch
 from fieldhub.hub.media.links import LinkExpired, LinkForged, UploadLinks
-from fieldhub.hub.media.thumbnails import make_thumbnail
+from fieldhub.hub.media.thumbnails import Thumbnailer
 from fieldhub.hub.store.media import MediaRecord, MediaRows
 from fieldhub.logthrottle import LogThrottle, held_back
 from fieldhub.protocol.media import MediaAnswer, MediaError, Upload
@@ -91,9 +90,12 @@ class Uploads:
         self._limits = limits
         self._completed = completed
         self._locks: dict[str, asyncio.Lock] = {}
+        # Hashing, one object at a time: fifty finishing at once would take every core from
+        # ingest on a small machine (benchmarks/media.py measures both).
+        self._hashing = asyncio.Lock()
+        self.thumbnails = Thumbnailer(files, self._thumbnail_made)
         self._throttle = LogThrottle()
         self.refusals: Counter[str] = Counter()
-        self.thumbnail_ms: list[float] = []  # time to make each thumbnail (benchmarks/media.py)
 
     # -- asking for a URL (MQTT ``upload`` with ``req``) -------------------------------------
     async def offer(self, device_id: str, request: Upload) -> MediaAnswer:
@@ -274,7 +276,9 @@ class Uploads:
         """Check the complete partial copy, promote it, link it; the device's record."""
         sha256 = record.sha256
         # The hash first: bytes other than the promised ones say nothing of the object's type.
-        if await asyncio.to_thread(self._files.partial_digest, sha256) != sha256:
+        async with self._hashing:
+            digest = await asyncio.to_thread(self._files.partial_digest, sha256)
+        if digest != sha256:
             await asyncio.to_thread(self._files.discard, sha256)
             raise _Refusal("hash_mismatch", 422, "the bytes do not hash to the announced SHA-256")
         head = await asyncio.to_thread(self._files.head, sha256, HEAD_BYTES)
@@ -287,26 +291,19 @@ class Uploads:
         return next((r for r in linked if r.device_id == device_id), record)
 
     async def _link(self, record: MediaRecord) -> list[MediaRecord]:
-        """Make the thumbnail (images, once) and mark every row of the object complete."""
+        """Mark every row of the object complete; an image's thumbnail follows (once)."""
         sha256 = record.sha256
-        thumbnail = False
-        if record.type in IMAGE_TYPES:
-            thumbnail = await asyncio.to_thread(self._files.thumbnail_path(sha256).is_file)
-            if not thumbnail:
-                thumbnail = await asyncio.to_thread(self._thumbnail, sha256)
+        image = record.type in IMAGE_TYPES
+        thumbnail = image and await asyncio.to_thread(self._files.thumbnail_path(sha256).is_file)
         linked = await self._rows.complete(sha256, now_ms(), thumbnail=thumbnail)
         if linked:
             self._completed(linked)
+        if image and not thumbnail:
+            self.thumbnails.request(sha256)
         return linked
 
-    def _thumbnail(self, sha256: str) -> bool:
-        began = time.perf_counter()
-        data = make_thumbnail(self._files.object_path(sha256))
-        if data is None:
-            return False
-        self._files.write_thumbnail(sha256, data)
-        self.thumbnail_ms.append((time.perf_counter() - began) * 1000)
-        return True
+    async def _thumbnail_made(self, sha256: str) -> None:
+        self._completed(await self._rows.thumbnail_made(sha256))
 
     def _lock(self, sha256: str) -> asyncio.Lock:
         lock = self._locks.get(sha256)

@@ -171,6 +171,17 @@ class MediaRows:
 
         return await self._writes.run(job)
 
+    async def thumbnail_made(self, sha256: str) -> list[MediaRecord]:
+        """Give every complete row of ``sha256`` its thumbnail; those rows."""
+
+        def job(conn: Connection) -> list[MediaRecord]:
+            of_object = media.c.sha256 == sha256, media.c.state == COMPLETE
+            conn.execute(update(media).where(*of_object).values(thumbnail=True))
+            rows = conn.execute(select(media).where(*of_object).order_by(media.c.id))
+            return [MediaRecord.from_row(r) for r in rows]
+
+        return await self._writes.run(job)
+
     async def pending_of(self, sha256s: Iterable[str]) -> list[str]:
         """Which of ``sha256s`` some row still waits for."""
         wanted = sorted(set(sha256s))
