@@ -46,7 +46,9 @@ async def test_bad_uploads_are_refused_counted_and_leave_nothing_behind(
         assert answer.status_code == 415
         assert "not image/png" in answer.json()["detail"]
         # The right size but other bytes than the hash promised: 422, the partial discarded.
-        assert (await put(big.sha256, impostor)).status_code == 422
+        mismatch = await put(big.sha256, impostor)
+        assert mismatch.status_code == 422
+        assert mismatch.json()["detail"][0]["type"] == "hash_mismatch"  # the API's 422 shape
         assert partials(hub) == []
 
         # A URL asked for while there was room: by the time of the upload there is none.

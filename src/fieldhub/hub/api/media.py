@@ -23,11 +23,14 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from fieldhub.hub.api.deps import hub_dependency
+from fieldhub.hub.api.errors import error
+from fieldhub.hub.api.fields import RowId
 from fieldhub.hub.api.security import require
 from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Permission, Principal
 from fieldhub.hub.media.service import MediaNotFound, MediaRecord
 from fieldhub.protocol.media import SHA256_PATTERN
+from fieldhub.protocol.messages import MAX_MILLIS
 from fieldhub.protocol.topics import DEVICE_ID_PATTERN
 
 __all__ = ["UPLOAD_PREFIX", "install", "router", "uploads"]
@@ -43,7 +46,9 @@ Reader = Annotated[Principal, require(Permission.EVENTS_READ)]
 Anyone = Annotated[Principal, require(Permission.PUBLIC)]
 DeviceId = Annotated[str, Path(pattern=DEVICE_ID_PATTERN)]
 Sha256 = Annotated[str, Path(pattern=SHA256_PATTERN)]
-Expires = Annotated[int, Query(ge=0, description="epoch ms, from the URL the hub answered")]
+Expires = Annotated[
+    int, Query(ge=0, le=MAX_MILLIS, description="epoch ms, from the URL the hub answered")
+]
 Signature = Annotated[str, Query(min_length=1, max_length=64)]
 
 
@@ -85,7 +90,6 @@ async def _body(request: Request) -> AsyncIterator[bytes]:
         410: {"description": "the URL expired, or the object is complete already"},
         413: {"description": "larger than announced, or than the hub's limit"},
         415: {"description": "the content is not of the announced type"},
-        422: {"description": "the bytes do not hash to the announced SHA-256"},
         507: {"description": "the media store is full"},
     },
 )
@@ -98,7 +102,9 @@ async def put_upload(
     expires: Expires,
     sig: Signature,
 ) -> JSONResponse:
-    """The bytes from ``received`` to the end, with ``Content-Range`` when resuming."""
+    """The bytes from ``received`` to the end, with ``Content-Range`` when resuming; 422 when
+    they do not hash to the announced SHA-256 (or their total is short of the announced size),
+    in the API's one 422 shape."""
     outcome = await hub.media.uploads.put(
         device_id,
         sha256,
@@ -106,7 +112,10 @@ async def put_upload(
         request.headers.get("content-range"),
         _body(request),
     )
-    return JSONResponse(outcome.body, status_code=outcome.status)
+    body = outcome.body
+    if outcome.status == 422:
+        body = {**body, "detail": [error(str(body["detail"]), ("body",), outcome.code or "")]}
+    return JSONResponse(body, status_code=outcome.status)
 
 
 @uploads.head("/{device_id}/{sha256}", summary="How much of an upload the hub holds")
@@ -140,7 +149,7 @@ def _disposition(name: str, kind: str) -> str:
 
 
 @router.get("/{media_id}", summary="Download a media object", response_class=FileResponse)
-async def get_media(hub: HubDep, who: Reader, media_id: int) -> FileResponse:
+async def get_media(hub: HubDep, who: Reader, media_id: RowId) -> FileResponse:
     """The object as the device sent it, under its type; 404 while it is still coming."""
     record = await _visible(hub, who, media_id)
     return FileResponse(
@@ -156,7 +165,7 @@ async def get_media(hub: HubDep, who: Reader, media_id: int) -> FileResponse:
 @router.get(
     "/{media_id}/thumbnail", summary="A media object's thumbnail", response_class=FileResponse
 )
-async def get_thumbnail(hub: HubDep, who: Reader, media_id: int) -> FileResponse:
+async def get_thumbnail(hub: HubDep, who: Reader, media_id: RowId) -> FileResponse:
     """A JPEG of at most 320 by 240 pixels made by the hub; 404 for non-images and pending ones."""
     record = await _visible(hub, who, media_id)
     return FileResponse(
