@@ -20,7 +20,7 @@ async def test_bad_uploads_are_refused_counted_and_leave_nothing_behind(
     image = picture(64, 48)
     text = b"not a picture at all, though it says so" * 4
     impostor = os.urandom(len(image))
-    filler = os.urandom(9000)
+    filler = os.urandom(9500)  # fits an empty store (10,000), not one holding the picture
     big = MediaRef(
         sha256=hashlib.sha256(b"x").hexdigest(), size=len(image), type="image/jpeg", name="a.jpg"
     )
