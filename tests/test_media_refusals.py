@@ -3,15 +3,22 @@ nothing partial on disk: real HTTP to the hub's API, real MQTT for the URLs."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import os
 
 import httpx
+import pytest
+import uvicorn
 
 from fieldhub.clock import now_ms
+from fieldhub.hub.api import create_app
+from fieldhub.hub.app import Hub
 from fieldhub.protocol import MediaRef
 from tests.conftest import DeviceFactory, HubFactory, api_client
 from tests.media_support import announce, http_of, listen_media, partials, picture, ref, url_for
+from tests.waiting import eventually
 
 
 async def test_bad_uploads_are_refused_counted_and_leave_nothing_behind(
@@ -86,3 +93,35 @@ async def test_bad_uploads_are_refused_counted_and_leave_nothing_behind(
         async with api_client(hub, "admin") as admin:
             metrics = (await admin.get("/metrics")).text
         assert 'fieldhub_media_upload_refusals_total{code="forged_url"} 2.0' in metrics
+
+
+async def test_the_access_log_shows_no_upload_signature(
+    hub: Hub, connect_device: DeviceFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="uvicorn.access")
+    camera = await connect_device(hub, "cam")
+    await listen_media(camera)
+    data = picture(16, 16)
+    await announce(camera, 1, ref(data))
+    # Served as ``fieldhub hub`` serves it, with uvicorn's access log on.
+    config = uvicorn.Config(
+        create_app(hub), host="127.0.0.1", port=0, log_level="info", log_config=None
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    await eventually(lambda: server.started, "the HTTP server")
+    hub.media.uploads.links.base_url = (
+        f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    )
+    try:
+        url = (await url_for(camera, ref(data).sha256)).url
+        assert url is not None
+        async with httpx.AsyncClient() as device_http:
+            assert (await device_http.put(url, content=data)).status_code == 201
+    finally:
+        server.should_exit = True
+        await serving
+    signature = url.rsplit("sig=", 1)[1]
+    access = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
+    assert any("sig=<sig>" in line and '" 201' in line for line in access), access
+    assert not [line for line in access if signature in line]
