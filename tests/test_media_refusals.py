@@ -15,9 +15,18 @@ import uvicorn
 from fieldhub.clock import now_ms
 from fieldhub.hub.api import create_app
 from fieldhub.hub.app import Hub
-from fieldhub.protocol import MediaRef
+from fieldhub.protocol import MediaRef, Upload
 from tests.conftest import DeviceFactory, HubFactory, api_client
-from tests.media_support import announce, http_of, listen_media, partials, picture, ref, url_for
+from tests.media_support import (
+    announce,
+    ask,
+    http_of,
+    listen_media,
+    partials,
+    picture,
+    ref,
+    url_for,
+)
 from tests.waiting import eventually
 
 
@@ -125,3 +134,21 @@ async def test_the_access_log_shows_no_upload_signature(
     access = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
     assert any("sig=<sig>" in line and '" 201' in line for line in access), access
     assert not [line for line in access if signature in line]
+
+
+async def test_uploads_under_way_at_once_cannot_overrun_the_quota(
+    make_hub: HubFactory, connect_device: DeviceFactory
+) -> None:
+    first, second = os.urandom(300), os.urandom(300)  # each fits the store; both do not
+    async with make_hub(media_quota_bytes=500) as hub:
+        camera = await connect_device(hub, "cam")
+        await listen_media(camera)
+        a, b = ref(first, "application/octet-stream"), ref(second, "application/octet-stream")
+        await announce(camera, 1, a, b)
+        assert (await ask(camera, Upload(sha256=a.sha256, offset=0, data=first[:150]))).received
+        assert (await ask(camera, Upload(sha256=b.sha256, offset=0, data=second[:150]))).received
+        assert (await ask(camera, Upload(sha256=a.sha256, offset=150, data=first[150:]))).done
+        full = await ask(camera, Upload(sha256=b.sha256, offset=150, data=second[150:]))
+        assert full.error == "quota"
+        assert partials(hub) == []  # the second copy went with the refusal
+        assert hub.media.files.used == 300

@@ -193,12 +193,12 @@ class Uploads:
                     raise _Refusal("too_large", 413, f"more bytes than the announced {record.size}")
                 buffer += chunk
                 if len(buffer) >= FLUSH_BYTES:
-                    held = await asyncio.to_thread(self._files.append, sha256, held, bytes(buffer))
+                    held = await self._append(sha256, held, bytes(buffer))
                     buffer.clear()
         except ConnectionError:
             pass  # the client went away: keep what came, for the resume
         if buffer or held == start == 0:
-            held = await asyncio.to_thread(self._files.append, sha256, held, bytes(buffer))
+            held = await self._append(sha256, held, bytes(buffer))
         if held < record.size:
             return Outcome(202, {"received": held})
         finished = await self._finish(device_id, record)
@@ -224,7 +224,7 @@ class Uploads:
                 if offset == 0:
                     self._check_quota(record.size)
                 try:
-                    held = await asyncio.to_thread(self._files.append, sha256, offset, data)
+                    held = await self._append(sha256, offset, data)
                 except OffsetMismatch as exc:
                     raise _Refusal(
                         "bad_offset",
@@ -264,6 +264,8 @@ class Uploads:
         return record
 
     def _check_quota(self, more: int) -> None:
+        """Refuse what would not fit. Checked for the whole object when its bytes start
+        (early), and again for each write (uploads under way at once cannot overrun it)."""
         if self._files.used + more > self._limits.quota_bytes:
             raise _Refusal(
                 "quota",
@@ -271,6 +273,15 @@ class Uploads:
                 f"the media store is full ({self._files.used} of {self._limits.quota_bytes}"
                 " bytes used)",
             )
+
+    async def _append(self, sha256: str, at: int, data: bytes) -> int:
+        """Write ``data`` at ``at`` of the partial copy within the quota (else the copy goes)."""
+        try:
+            self._check_quota(len(data))
+        except _Refusal:
+            await asyncio.to_thread(self._files.discard, sha256)
+            raise
+        return await asyncio.to_thread(self._files.append, sha256, at, data)
 
     async def _finish(self, device_id: str, record: MediaRecord) -> MediaRecord:
         """Check the complete partial copy, promote it, link it; the device's record."""
