@@ -45,8 +45,9 @@ from fieldhub.hub.ingest.batch import Batch
 from fieldhub.hub.notify.escalation import Policy, Step
 from fieldhub.hub.notify.subscriptions import SubscriptionSpec
 from fieldhub.hub.rollouts.plan import Plan
-from fieldhub.protocol import Event
+from fieldhub.protocol import Event, Upload
 from tests.hub_client import ALL_SCOPES, HubClient, add_user, user_token
+from tests.media_support import picture, ref
 
 SITE_A, SITE_B = "site-a", "site-b"
 DOOR = {"kind": "event", "match": "door.*"}
@@ -182,6 +183,9 @@ PUBLIC_OUTCOME = {
     ("post", "/api/auth/setup"): 401,  # this hub has users: no setup, for anyone
     ("post", "/api/provisioning/claims/{device_id}/credentials"): 202,  # pending: poll again
     ("get", "/api/bundles/{bundle_id}/download"): 422,  # the matrix sends no token
+    # The upload URL is its own credential: without its expiry and signature, 422 for anyone.
+    ("put", "/api/uploads/{device_id}/{sha256}"): 422,
+    ("head", "/api/uploads/{device_id}/{sha256}"): 422,
 }
 # Routes whose success, in the matrix's world, is not their first declared status.
 SUCCESS = {
@@ -280,6 +284,29 @@ class World:
         if shelved:
             await self.hub.alarms.shelve(alarm.id, until=now_ms() + 60_000, actor="test")
         return alarm.id
+
+    async def site_object(self, route: Route, param: str, site: str) -> str:
+        """An alarm, window or media of ``site``; for an upload URL (public: the URL is the
+        credential, and without its signature nobody gets further), a device and a hash."""
+        if route.path.startswith("/api/uploads/"):
+            return await self.device(SITE_A) if param == "device_id" else "0" * 64
+        if param == "media_id":
+            return str(await self.media(site))
+        return str(await self.alarm_or_window(route, param, site))
+
+    async def media(self, site: str) -> int:
+        """A complete picture (with its thumbnail) of an event of a new device of ``site``."""
+        device_id = await self.device(site)
+        data = picture(8, 8)
+        event = Event(seq=1, ts=now_ms(), type="stranger.detected", media=[ref(data)])
+        self.hub.ingest.accept(device_id, "event", event)
+        await self.hub.ingest.flush()
+        upload = Upload(sha256=ref(data).sha256, offset=0, data=data)
+        assert (await self.hub.media.uploads.chunk(device_id, upload)).done
+        await self.hub.media.uploads.thumbnails.drain()
+        page = await self.hub.queries.events(device_ids=[device_id], types=["stranger.detected"])
+        [stored] = page.events
+        return int(stored.media[0]["id"])
 
     async def claim_token(self, site: str) -> tuple[int, str]:
         record, token = await self.hub.provisioning.create_token(
@@ -480,9 +507,11 @@ class World:
                 )
                 case.values[param] = stored.rule.id
                 case.visible &= sees_site
-            elif param in ("alarm_id", "window_id"):
-                case.values[param] = str(await self.alarm_or_window(route, param, site))
-                case.visible &= sees_site
+            elif param in ("alarm_id", "window_id", "media_id") or route.path.startswith(
+                "/api/uploads/"
+            ):
+                case.values[param] = await self.site_object(route, param, site)
+                case.visible &= sees_site or route.permission == "public"
             else:
                 raise LookupError(f"{route.name}: no object for {{{param}}}; add one to fill()")
 

@@ -461,11 +461,13 @@ def test_the_topic_rules_come_from_the_channel_directions() -> None:
         "fh/v1/d/state",
         "fh/v1/d/status",
         "fh/v1/d/telemetry",
+        "fh/v1/d/upload",
     ]
     assert acl.device_subscribe_filters("d") == [
         "fh/v1/d/ack",
         "fh/v1/d/cmd",
         "fh/v1/d/desired",
+        "fh/v1/d/media",
         "fh/v1/d/reject",
     ]
     assert acl.hub_publish_filters() == [
@@ -473,6 +475,7 @@ def test_the_topic_rules_come_from_the_channel_directions() -> None:
         "fh/v1/+/ack",
         "fh/v1/+/cmd",
         "fh/v1/+/desired",
+        "fh/v1/+/media",
         "fh/v1/+/reject",
         "fh/v1/+/status",  # only to clear a deleted device's retained status
     ]

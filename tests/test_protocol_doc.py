@@ -26,6 +26,8 @@ def test_the_page_has_examples_of_every_channel():
         "reject",
         "cmd",
         "desired",
+        "upload",
+        "media",
     }
 
 

@@ -325,7 +325,9 @@ def backup_cmd(
     data: DataOpt = None,
     db: DbOpt = None,
 ) -> None:
-    """Write a consistent snapshot of registry, state and history (the hub may keep running)."""
+    """Write a consistent snapshot of registry, state, history and media (the hub may keep
+    running)."""
+    from fieldhub.hub.media.files import backup_folders
     from fieldhub.hub.store.backup import backup
     from fieldhub.hub.store.database import create_engine, migrate
 
@@ -335,7 +337,7 @@ def backup_cmd(
         engine = create_engine(settings.db_url)
         try:
             await migrate(engine)
-            return await backup(engine, file)
+            return await backup(engine, file, backup_folders(settings.data))
         finally:
             await engine.dispose()
 
@@ -350,7 +352,8 @@ def restore_cmd(
     data: DataOpt = None,
     db: DbOpt = None,
 ) -> None:
-    """Restore a backup into an empty data folder or database."""
+    """Restore a backup into an empty data folder or database (media into the data folder)."""
+    from fieldhub.hub.media.files import backup_folders
     from fieldhub.hub.store.backup import BackupError, restore
     from fieldhub.hub.store.database import create_engine
 
@@ -361,7 +364,7 @@ def restore_cmd(
     async def run() -> Any:
         engine = create_engine(settings.db_url)
         try:
-            return await restore(engine, file)
+            return await restore(engine, file, backup_folders(settings.data))
         finally:
             await engine.dispose()
 

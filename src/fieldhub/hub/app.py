@@ -43,6 +43,7 @@ from fieldhub.hub.ingest.pipeline import Ingest, IngestSettings
 from fieldhub.hub.ingest.stats import IngestStats
 from fieldhub.hub.ingest.writer import IngestWriter
 from fieldhub.hub.live.fanout import LiveHub
+from fieldhub.hub.media.service import MediaService, media_service
 from fieldhub.hub.notify.ack_links import AckLinks, load_key
 from fieldhub.hub.notify.channels.email import SmtpServer
 from fieldhub.hub.notify.escalation import escalate, screen
@@ -131,6 +132,7 @@ class Hub:
         self._sweeper: AlarmSweeper | None = None
         self._bundles: Bundles | None = None
         self._rollouts: Rollouts | None = None
+        self._media: MediaService | None = None
 
     # -- parts, available once started ------------------------------------------------------
     @property
@@ -218,6 +220,13 @@ class Hub:
         return self._rollouts
 
     @property
+    def media(self) -> MediaService:
+        """Media attached to events: uploads, files, retention (docs/media.md)."""
+        if self._media is None:
+            raise RuntimeError("the hub is not started")
+        return self._media
+
+    @property
     def identities(self) -> DeviceIdentities:
         """Device credentials: store, broker and audit log in step."""
         if self._identities is None:
@@ -279,12 +288,14 @@ class Hub:
         commands = CommandService(
             CommandStore(self.engine, writes), bus, presence, instance=settings.instance
         )
+        media = self._start_media(writes, bus, ingest)
         self._inbound = Inbound(
             ingest,
             presence,
             commands.on_reply,
             bus,
             self.stats,
+            uploads=media.on_upload,
             replies_per_s=(self._ingest_settings or IngestSettings()).reject_replies_per_s,
         )
         ingest.on_commit(lambda _batch: bus.healthy())  # data came through: reconnect fast
@@ -297,12 +308,7 @@ class Hub:
         self._start_notifications(writes, bus, alarm_engine)
         rollouts = self._start_rollouts(writes, ingest, commands)
         self._follow_devices(ingest, presence, commands, alarm_engine)
-        await ingest.load()
-        await self.devices.load()
-        await alarm_engine.load()  # open alarms and pending timers as the last hub left them
-        # The store remembers who was connected when the last hub stopped (or when the backup
-        # was taken); only the broker knows who still is.
-        presence.doubt("not seen since the hub started")
+        await self._load_state(ingest, alarm_engine, presence)
         await self._stack.enter_async_context(bus)
         if not bus.session_present:  # what devices sent while no session kept it: again, now
             ingest.announce()
@@ -320,6 +326,7 @@ class Hub:
             asyncio.create_task(alarm_engine.run(), name="alarms"),
             asyncio.create_task(self.sweeper.run(), name="alarm-sweeper"),
             asyncio.create_task(rollouts.run(), name="rollouts"),
+            asyncio.create_task(media.run(), name="media-retention"),
         ]
         # Unwound before the bus closes: the last commit's acks still reach the devices.
         self._stack.push_async_callback(self._stop_tasks)
@@ -344,6 +351,7 @@ class Hub:
         # Notifications first, while the bus still runs: an MQTT notification under way can
         # still be acknowledged; the worker ends between its writes, never inside one.
         await self.notifications.stop()
+        await self.media.stop()  # answers to uploads under way still reach their devices
         # Cancel only between commits: a commit cancelled while the database finishes it in
         # its own thread would leave ingest's sequence state behind the store, and the final
         # flush would then write that stale state back (a resent message stored twice). The
@@ -403,6 +411,17 @@ class Hub:
         self._sweeper = AlarmSweeper(engine, writes, self.directory)
         return engine
 
+    def _start_media(self, writes: Writes, bus: HubBus, ingest: Ingest) -> MediaService:
+        """Media of events: uploads answered on the bus, arrivals pushed live, an object
+        announced again (already stored) complete as soon as its event is committed."""
+        media = media_service(
+            self.settings, self.engine, writes, lambda topic, data: bus.publish(topic, data, qos=1)
+        )
+        ingest.on_commit(media.committed)
+        media.on_complete(self.live.media_changed)
+        self._media = media
+        return media
+
     def _start_notifications(self, writes: Writes, bus: HubBus, alarms: AlarmEngine) -> None:
         """Notifications: the outbox in the store, delivered by a task of its own (never on
         ingest's path); what this instance had claimed before a stop is due again. Alarm
@@ -423,6 +442,17 @@ class Hub:
         alarms.on_change(self.routing.route)
         alarms.on_change(escalate)
         alarms.on_changed(lambda _changes: self.notifications.wake())
+
+    async def _load_state(
+        self, ingest: Ingest, alarm_engine: AlarmEngine, presence: PresenceTracker
+    ) -> None:
+        """What the last hub left in the store, before the broker connection opens."""
+        await ingest.load()
+        await self.devices.load()
+        await alarm_engine.load()  # open alarms and pending timers as the last hub left them
+        # The store remembers who was connected when the last hub stopped (or when the backup
+        # was taken); only the broker knows who still is.
+        presence.doubt("not seen since the hub started")
 
     @staticmethod
     async def _take_up(commands: CommandService, rollouts: Rollouts) -> None:

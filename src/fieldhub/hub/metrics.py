@@ -29,6 +29,8 @@ class HubCollector(Collector):
         ack_refusals: Callable[[], Mapping[str, int]] = dict,
         routing: RoutingStats | None = None,
         bundle_refusals: Callable[[], Mapping[tuple[str, str], int]] = dict,
+        media_refusals: Callable[[], Mapping[str, int]] = dict,
+        media_bytes: Callable[[], int] = int,
     ) -> None:
         self._stats = stats
         self._presence = presence
@@ -39,6 +41,8 @@ class HubCollector(Collector):
         self._ack_refusals = ack_refusals
         self._routing = routing or RoutingStats()
         self._bundle_refusals = bundle_refusals
+        self._media_refusals = media_refusals
+        self._media_bytes = media_bytes
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         """Yield every metric family."""
@@ -139,6 +143,19 @@ class HubCollector(Collector):
         for (what, reason), count in sorted(self._bundle_refusals().items()):
             bundles.add_metric([what, reason], count)
         yield bundles
+        media_refused = CounterMetricFamily(
+            "fieldhub_media_upload_refusals",
+            "Media uploads and upload requests refused, by code (docs/media.md)",
+            labels=["code"],
+        )
+        for code, count in sorted(self._media_refusals().items()):
+            media_refused.add_metric([code], count)
+        yield media_refused
+        yield GaugeMetricFamily(
+            "fieldhub_media_bytes",
+            "Bytes of media on disk: objects, thumbnails, partial uploads (what the quota counts)",
+            value=float(self._media_bytes()),
+        )
         yield GaugeMetricFamily(
             "fieldhub_broker_connected",
             "1 while the hub is connected to its broker",

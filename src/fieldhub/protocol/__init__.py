@@ -4,6 +4,7 @@ Nothing outside this package spells a topic or parses a payload. See ``docs/prot
 """
 
 from fieldhub.protocol.errors import PayloadError, ProtocolError, TopicError
+from fieldhub.protocol.media import MediaAnswer, MediaRef, Upload
 from fieldhub.protocol.messages import (
     MAX_PAYLOAD_BYTES,
     Ack,
@@ -49,6 +50,8 @@ __all__ = [
     "Command",
     "Desired",
     "Event",
+    "MediaAnswer",
+    "MediaRef",
     "PayloadError",
     "ProtocolError",
     "Reject",
@@ -60,6 +63,7 @@ __all__ = [
     "Telemetry",
     "Topic",
     "TopicError",
+    "Upload",
     "check_device_id",
     "check_nesting",
     "clip_nesting",

@@ -20,6 +20,7 @@ import msgspec
 
 from fieldhub.protocol.actions import ACTION_NAME_PATTERN
 from fieldhub.protocol.errors import PayloadError
+from fieldhub.protocol.media import MediaAnswer, MediaList, Upload
 from fieldhub.protocol.nesting import MAX_NESTING, check_nesting
 from fieldhub.protocol.topics import INSTANCE_PATTERN, Channel
 
@@ -121,13 +122,18 @@ class Telemetry(Sequenced, frozen=True, kw_only=True, gc=False):
 
 
 class Event(Sequenced, frozen=True, kw_only=True, gc=False):
-    """Something happened on the device (door opened, sensor missing, fault)."""
+    """Something happened on the device (door opened, sensor missing, fault).
+
+    ``media`` announces objects (a picture, a clip, a log) the device will upload for this
+    event (``protocol/media.py``): the event is stored at once, its media follow.
+    """
 
     ts: Millis
     type: EventType
     severity: Severity = "info"
     message: Annotated[str, msgspec.Meta(max_length=1024)] = ""
     data: Annotated[dict[Key, Any], msgspec.Meta(max_length=MAX_EVENT_DATA_KEYS)] = {}
+    media: MediaList = []
 
 
 class State(Sequenced, frozen=True, kw_only=True, gc=False):
@@ -210,8 +216,8 @@ DESIRED_VERSION_KEY: Final = "desired_version"
 DESIRED_ERRORS_KEY: Final = "desired_errors"
 """Reported-state key: desired keys the device could not apply, each with the reason."""
 
-DeviceMessage = Telemetry | Event | State | Status | Reply
-HubMessage = Ack | Reject | Command | Desired
+DeviceMessage = Telemetry | Event | State | Status | Reply | Upload
+HubMessage = Ack | Reject | Command | Desired | MediaAnswer
 
 _DECODERS: dict[Channel, msgspec.json.Decoder[Any]] = {
     Channel.TELEMETRY: msgspec.json.Decoder(Telemetry),
@@ -219,10 +225,12 @@ _DECODERS: dict[Channel, msgspec.json.Decoder[Any]] = {
     Channel.STATE: msgspec.json.Decoder(State),
     Channel.STATUS: msgspec.json.Decoder(Status),
     Channel.REPLY: msgspec.json.Decoder(Reply),
+    Channel.UPLOAD: msgspec.json.Decoder(Upload),
     Channel.ACK: msgspec.json.Decoder(Ack),
     Channel.REJECT: msgspec.json.Decoder(Reject),
     Channel.CMD: msgspec.json.Decoder(Command),
     Channel.DESIRED: msgspec.json.Decoder(Desired),
+    Channel.MEDIA: msgspec.json.Decoder(MediaAnswer),
 }
 _ENCODER = msgspec.json.Encoder()
 
@@ -287,5 +295,6 @@ def decode(channel: Channel, payload: bytes) -> Any:
 
 
 def encode(message: DeviceMessage | HubMessage) -> bytes:
-    """Encode a message as compact UTF-8 JSON, omitting nothing (defaults included)."""
+    """Encode a message as compact UTF-8 JSON, omitting nothing (defaults included) but
+    where a schema says otherwise (``MediaAnswer`` leaves out the fields of other answers)."""
     return _ENCODER.encode(message)

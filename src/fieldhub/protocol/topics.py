@@ -31,17 +31,21 @@ class Channel(StrEnum):
     STATE = "state"  # sequenced: reported state, merged key by key
     STATUS = "status"  # retained presence, also the device's last will
     REPLY = "reply"  # command result; suffix = the hub instance that sent the command
+    UPLOAD = "upload"  # asks for a media upload URL, or carries a chunk (protocol/media.py)
     # hub → device
     ACK = "ack"  # storage acknowledgement: highest contiguous seq committed
     REJECT = "reject"  # a message the hub refused, and why
     CMD = "cmd"  # command to run (commands issue)
     DESIRED = "desired"  # retained desired state with a version (twin)
+    MEDIA = "media"  # answers on upload: URL, done, refusal or bytes received
 
 
 DEVICE_TO_HUB = frozenset(
-    {Channel.TELEMETRY, Channel.EVENT, Channel.STATE, Channel.STATUS, Channel.REPLY}
+    {Channel.TELEMETRY, Channel.EVENT, Channel.STATE, Channel.STATUS, Channel.REPLY, Channel.UPLOAD}
 )
-HUB_TO_DEVICE = frozenset({Channel.ACK, Channel.REJECT, Channel.CMD, Channel.DESIRED})
+HUB_TO_DEVICE = frozenset(
+    {Channel.ACK, Channel.REJECT, Channel.CMD, Channel.DESIRED, Channel.MEDIA}
+)
 SEQUENCED = frozenset({Channel.TELEMETRY, Channel.EVENT, Channel.STATE})
 _CHANNELS = {c.value: c for c in Channel}
 
@@ -136,7 +140,7 @@ def hub_subscriptions(instance: str) -> list[str]:
     """The filters a hub process subscribes to: all device→hub channels, its own replies."""
     subs = [
         f"{_PREFIX_SLASH}+/{c.value}"
-        for c in (Channel.TELEMETRY, Channel.EVENT, Channel.STATE, Channel.STATUS)
+        for c in (Channel.TELEMETRY, Channel.EVENT, Channel.STATE, Channel.STATUS, Channel.UPLOAD)
     ]
     subs.append(f"{_PREFIX_SLASH}+/{Channel.REPLY.value}/{instance}")
     return subs

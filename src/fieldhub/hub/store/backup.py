@@ -4,12 +4,22 @@ A backup is a zip of JSON-lines files, one per table, read in one database snaps
 transaction in SQLite's WAL mode, REPEATABLE READ on PostgreSQL), so it is consistent while
 the hub keeps ingesting. It does not depend on the engine: a SQLite backup restores into
 PostgreSQL, which is also the way to move a growing installation.
+
+Folders of files go along (``folders``: the media objects and their thumbnails), under their
+name in the archive, stored as they are (pictures do not compress). They are copied after the
+tables: objects are immutable and named by their content, so a file is either the one the
+snapshot's rows name or one they do not know; only a file removed by retention meanwhile can
+be missing. Restoring writes them back privately (0600 in 0700 folders), and refuses member
+names that would leave their folder.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +31,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from fieldhub.clock import now_ms
 from fieldhub.hub.store.database import SNAPSHOT, migrate, write_transaction
 from fieldhub.hub.store.schema import ALL_TABLES
-from fieldhub.private_files import private_file
+from fieldhub.private_files import PRIVATE_FILE_MODE, private_dir, private_file
 
 FORMAT = "fieldhub-backup"
 FORMAT_VERSION = 1
 _CHUNK = 10_000
+_SAFE_PART = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 
 
 class BackupError(Exception):
@@ -46,8 +57,11 @@ async def _schema_revision(conn: AsyncConnection) -> str:
     return str(result.scalar_one())
 
 
-async def backup(engine: AsyncEngine, path: Path) -> BackupSummary:
-    """Write a snapshot of every table to ``path`` (replaced only once complete)."""
+async def backup(
+    engine: AsyncEngine, path: Path, folders: Mapping[str, Path] | None = None
+) -> BackupSummary:
+    """Write a snapshot of every table to ``path`` (replaced only once complete), with the
+    files of ``folders`` (archive name → folder)."""
     encoder = msgspec.json.Encoder()
     partial = path.with_name(path.name + ".partial")
     rows: dict[str, int] = {}
@@ -68,6 +82,7 @@ async def backup(engine: AsyncEngine, path: Path) -> BackupSummary:
                             member.write(b"".join(encoder.encode(list(r)) + b"\n" for r in chunk))
                             count += len(chunk)
                     rows[str(table.name)] = count
+                files = {name: _add_folder(archive, name, f) for name, f in (folders or {}).items()}
                 manifest = {
                     "format": FORMAT,
                     "version": FORMAT_VERSION,
@@ -75,10 +90,42 @@ async def backup(engine: AsyncEngine, path: Path) -> BackupSummary:
                     "created_at": now_ms(),
                     "rows": rows,
                     "columns": {str(t.name): [str(c.name) for c in t.columns] for t in ALL_TABLES},
+                    "folders": files,
                 }
                 archive.writestr("manifest.json", encoder.encode(manifest))
     partial.replace(path)
     return BackupSummary(path, schema, rows)
+
+
+def _add_folder(archive: zipfile.ZipFile, name: str, folder: Path) -> int:
+    """Add the files below ``folder`` as ``name/...`` (temporary dot-files left out)."""
+    count = 0
+    if not folder.is_dir():
+        return 0
+    for file in sorted(folder.rglob("*")):
+        relative = file.relative_to(folder)
+        if file.is_file() and not any(part.startswith(".") for part in relative.parts):
+            archive.write(file, f"{name}/{relative.as_posix()}", zipfile.ZIP_STORED)
+            count += 1
+    return count
+
+
+def _restore_folders(archive: zipfile.ZipFile, folders: Mapping[str, Path], path: Path) -> None:
+    """Write the members of each folder back below its place; names are checked first."""
+    for member in archive.infolist():
+        prefix = next((n for n in folders if member.filename.startswith(n + "/")), None)
+        if prefix is None or member.is_dir():
+            continue
+        parts = member.filename[len(prefix) + 1 :].split("/")
+        if not all(_SAFE_PART.match(part) for part in parts):
+            raise BackupError(f"{path}: member {member.filename!r} is not a safe file name")
+        folder = folders[prefix]
+        target = folder.joinpath(*parts)
+        for parent in reversed(target.relative_to(folder).parents):
+            private_dir(folder / parent)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+        with archive.open(member) as source, open(fd, "wb") as sink:
+            shutil.copyfileobj(source, sink)
 
 
 def _read_manifest(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
@@ -104,8 +151,11 @@ def _lines(archive: zipfile.ZipFile, name: str) -> Iterator[list[list[Any]]]:
         yield chunk
 
 
-async def restore(engine: AsyncEngine, path: Path) -> BackupSummary:
-    """Load the backup at ``path`` into an empty database (created and migrated if needed).
+async def restore(
+    engine: AsyncEngine, path: Path, folders: Mapping[str, Path] | None = None
+) -> BackupSummary:
+    """Load the backup at ``path`` into an empty database (created and migrated if needed),
+    and its files into ``folders`` (archive name → folder).
 
     Raises:
         BackupError: not a backup, a different schema, or the database is not empty.
@@ -132,6 +182,7 @@ async def restore(engine: AsyncEngine, path: Path) -> BackupSummary:
                     )
             for table in ALL_TABLES:
                 await _load_table(conn, archive, table, manifest["columns"][table.name])
+            _restore_folders(archive, folders or {}, path)
             if engine.dialect.name == "postgresql":
                 for table in ALL_TABLES:
                     if "id" in table.c and table.c.id.autoincrement is True:

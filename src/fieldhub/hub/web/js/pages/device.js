@@ -8,7 +8,7 @@ import { ago, dateTime, value } from "../format.js";
 import { RANGES, TelemetryCharts } from "../charts.js";
 import { CommandPanel } from "../commands.js";
 import { deviceAlarms } from "../devicealarms.js";
-import { eventRow } from "../eventlist.js";
+import { eventRow, mediaArrived } from "../eventlist.js";
 import { maintenanceBanner } from "../maintenance.js";
 import { fillPresence, presenceBadge } from "../presence.js";
 import { problemsOf } from "../problems.js";
@@ -224,6 +224,7 @@ async function main() {
       addEvent(message.event, true);
       if (message.event.seq !== null) heard(message.event.ts); // the hub's own have no seq
     })
+    .on("media", (message) => mediaArrived(byId("event-rows"), message))
     .on("presence", onPresence)
     .on("state", onState)
     .on("command", (message) => commands.upsert(message.command))

@@ -4,7 +4,7 @@
 import { api } from "../api.js";
 import { byId, h, replace, say } from "../dom.js";
 import { dateTime, fromInputTime, toInputTime } from "../format.js";
-import { eventRow, typeMatches } from "../eventlist.js";
+import { eventRow, mediaArrived, typeMatches } from "../eventlist.js";
 import { showError, startPage } from "../session.js";
 
 const PAGE = 50;
@@ -172,6 +172,7 @@ async function main() {
   older.addEventListener("click", () => loadPage(false).catch((error) => showError(status, error)));
   live
     .on("event", onEvent)
+    .on("media", (message) => mediaArrived(rows, message))
     .on("resync", () => loadPage(true).catch((error) => showError(status, error)))
     .subscribe({ all: true, topics: ["event"] })
     .start();

@@ -1,0 +1,306 @@
+"""Media benchmark: devices uploading pictures through the hub while ingest runs.
+
+It starts Mosquitto and, in this process, a hub on it (SQLite) with its API served by uvicorn
+as ``fieldhub hub`` serves it. D camera devices (``--devices``, 50) each announce a picture of
+about ``--size`` bytes (1 MB: a distinct, valid JPEG each, so nothing is deduplicated and every
+one gets a thumbnail) with an event, ask for an upload URL over MQTT, and then PUT all of them
+at once from an uploader in its own process (``--put``), while the ingest benchmark's load
+(``ingest.py``'s ``hub_phase``: telemetry from its own process) runs against the same hub.
+
+Figures, all from the same run:
+
+- ``mb_s``: megabytes the hub took per second, first request to last 201 (each hashed, its
+  type sniffed, promoted and its rows complete; thumbnails follow in the background);
+- ``raw_mb_s``: the same uploader, the same files, PUT to a bare uvicorn app that writes each
+  body to a file and ``fsync``s it (no hub, no ingest): the reference; ``ratio`` is the two;
+- ``thumb_p99_ms``: making one thumbnail (decode, scale, encode, write), 99th percentile (the
+  run waits for all of them before it ends);
+- ``ingest_ratio_on_off``: the ingest rate with uploads running over the rate without them
+  (the same load, before);
+- ``lost``: uploads not answered 201 or whose rows are not complete, plus ingest messages
+  not acknowledged.
+
+    .venv/bin/python benchmarks/media.py [--devices 50] [--size 1000000] [--messages 1500]
+
+The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))  # sibling scripts
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests.support: the real servers
+
+from sqlalchemy import func, select
+from tests.hub_client import served
+from tests.support.servers import Mosquitto
+
+from fieldhub.clock import now_ms
+from fieldhub.hub.app import Hub
+from fieldhub.hub.config import HubSettings
+from fieldhub.hub.store.schema import media
+from fieldhub.mqtt import MqttClient
+from fieldhub.protocol import Channel, Event, MediaRef, Upload, decode, encode, topic_for
+from ingest import LoadTarget, hub_phase
+
+_WRITE = 256 * 1024
+
+
+def make_pictures(folder: Path, count: int, size: int) -> list[Path]:
+    """``count`` distinct JPEGs of about ``size`` bytes (noise compresses as little as a
+    detailed photograph)."""
+    folder.mkdir()
+    side = int((size / 0.77 * 4 / 3) ** 0.5)  # noise at quality 85: about 0.77 bytes per pixel
+    paths = []
+    for i in range(count):
+        image = Image.frombytes("RGB", (side, side * 3 // 4), os.urandom(side * side * 9 // 4))
+        path = folder / f"cam-{i:03d}.jpg"
+        image.save(path, "JPEG", quality=85)
+        paths.append(path)
+    return paths
+
+
+# -- the uploader (a child process) ------------------------------------------------------------
+async def put_all(spec: list[dict[str, str]]) -> dict[str, Any]:
+    """PUT every file to its URL at once; when the first began and the last ended."""
+    limits = httpx.Limits(max_connections=len(spec))
+    async with httpx.AsyncClient(limits=limits, timeout=300) as client:
+        bodies = [await asyncio.to_thread(Path(item["path"]).read_bytes) for item in spec]
+        began = time.time()
+
+        async def put(url: str, body: bytes) -> int:
+            answer = await client.put(url, content=body, headers={"Content-Type": "image/jpeg"})
+            return answer.status_code
+
+        statuses = await asyncio.gather(
+            *(put(item["url"], body) for item, body in zip(spec, bodies, strict=True))
+        )
+        ended = time.time()
+    return {"began": began, "ended": ended, "statuses": statuses, "bytes": sum(map(len, bodies))}
+
+
+async def upload_in_subprocess(spec: list[dict[str, str]], folder: Path) -> dict[str, Any]:
+    """:func:`put_all` in a child process: the uploader has its own core and GIL."""
+    path = folder / f"spec-{time.monotonic_ns()}.json"
+    path.write_text(json.dumps(spec), encoding="utf-8")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--put", str(path), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await process.communicate()
+    if process.returncode:
+        raise RuntimeError(f"the uploader exited with {process.returncode}")
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+# -- the raw reference ------------------------------------------------------------------------
+def bare_app(folder: Path) -> Callable[..., Awaitable[None]]:
+    """An ASGI app that writes each request's body to a file of its own, ``fsync``s it, 201."""
+    counter = iter(range(1 << 30))
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = folder / f"body-{next(counter)}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            buffer = bytearray()
+            while True:
+                message = await receive()
+                buffer += message.get("body", b"")
+                if len(buffer) >= _WRITE or not message.get("more_body"):
+                    await asyncio.to_thread(os.write, fd, bytes(buffer))
+                    buffer.clear()
+                if not message.get("more_body"):
+                    break
+            await asyncio.to_thread(os.fsync, fd)
+        finally:
+            os.close(fd)
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
+
+
+async def raw_reference(pictures: list[Path], folder: Path) -> float:
+    """MB/s of the same uploads to :func:`bare_app`."""
+    await asyncio.to_thread(folder.mkdir)
+    server = uvicorn.Server(
+        uvicorn.Config(bare_app(folder), host="127.0.0.1", port=0, log_level="warning",
+                       lifespan="off")
+    )  # fmt: skip
+    serving = asyncio.create_task(server.serve())
+
+    async def started() -> bool:
+        return bool(server.started)
+
+    await _until(started, "the bare server")
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        spec = [{"url": f"http://127.0.0.1:{port}/{p.name}", "path": str(p)} for p in pictures]
+        result = await upload_in_subprocess(spec, folder)
+    finally:
+        server.should_exit = True
+        await serving
+    if set(result["statuses"]) != {201}:
+        raise RuntimeError(f"the bare server answered {sorted(set(result['statuses']))}")
+    return float(result["bytes"]) / 1e6 / (result["ended"] - result["began"])
+
+
+# -- cameras ---------------------------------------------------------------------------------
+async def camera_urls(hub: Hub, broker: Mosquitto, pictures: list[Path]) -> list[dict[str, str]]:
+    """Each picture announced by its camera's event, and the upload URL its camera got."""
+    spec: list[dict[str, str]] = []
+    clients: list[MqttClient] = []
+    answers: dict[str, asyncio.Future[bytes]] = {}
+    loop = asyncio.get_running_loop()
+    try:
+        for index, path in enumerate(pictures):
+            device_id = f"cam-{index:03d}"
+            issued = (await hub.devices.create(device_id)).credentials
+            answers[device_id] = loop.create_future()
+
+            def heard(topic: str, payload: bytes, device_id: str = device_id) -> None:
+                waiting = answers[device_id]
+                if topic.endswith("/media") and not waiting.done():
+                    waiting.set_result(payload)
+
+            client = MqttClient(broker.host, broker.port, client_id=device_id,
+                                username=issued.username, password=issued.secret,
+                                on_message=heard)  # fmt: skip
+            await client.connect()
+            clients.append(client)
+            await client.subscribe([(topic_for(device_id, Channel.MEDIA), 1)])
+            data = path.read_bytes()
+            ref = MediaRef(
+                sha256=hashlib.sha256(data).hexdigest(),
+                size=len(data),
+                type="image/jpeg",
+                name=path.name,
+            )
+            event = Event(seq=1, ts=now_ms(), type="stranger.detected", media=[ref])
+            client.publish(topic_for(device_id, Channel.EVENT), encode(event), qos=1)
+            spec.append({"device": device_id, "sha256": ref.sha256, "path": str(path)})
+        await _until(lambda: _announced(hub, len(pictures)), "every event stored")
+        for item, client in zip(spec, clients, strict=True):
+            request = Upload(req="b1", sha256=item["sha256"])
+            client.publish(topic_for(item["device"], Channel.UPLOAD), encode(request), qos=1)
+        for item in spec:
+            answer = decode(Channel.MEDIA, await asyncio.wait_for(answers[item["device"]], 30))
+            if answer.url is None:
+                raise RuntimeError(f"{item['device']} got no URL: {answer}")
+            item["url"] = answer.url
+    finally:
+        for client in clients:
+            await client.close()
+    return spec
+
+
+async def _announced(hub: Hub, count: int) -> bool:
+    async with hub.engine.connect() as conn:
+        stored = (await conn.execute(select(func.count()).select_from(media))).scalar_one()
+    return int(stored) >= count
+
+
+async def _complete(hub: Hub) -> int:
+    async with hub.engine.connect() as conn:
+        query = select(func.count()).select_from(media).where(media.c.state == "complete")
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def _thumbnails(hub: Hub, count: int) -> bool:
+    return len(hub.media.uploads.thumbnails.took_ms) >= count
+
+
+async def _until(check: Callable[[], Awaitable[bool]], what: str, within_s: float = 60) -> None:
+    deadline = time.monotonic() + within_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def _p99(values: list[float]) -> float:
+    if len(values) < 2:
+        return values[0] if values else 0.0
+    return statistics.quantiles(values, n=100)[98]
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Raw reference, ingest alone, ingest with uploads; the figures."""
+    with (
+        tempfile.TemporaryDirectory(prefix="fieldhub-media-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
+        folder = Path(tmp)
+        broker = stack.enter_context(Mosquitto(folder / "mosquitto"))
+        target = LoadTarget(broker.port)
+        pictures = make_pictures(folder / "pictures", args.devices, args.size)
+        raw_mb_s = await raw_reference(pictures, folder / "raw")
+        settings = HubSettings(data=folder / "data", broker=broker.url, http="127.0.0.1:0")
+        async with Hub(settings) as hub, served(hub) as url:
+            hub.media.uploads.links.base_url = url
+            load = {"devices": args.load_devices, "qos": 1, "per_device": args.messages,
+                    "samples": 1}  # fmt: skip
+            off = await hub_phase(hub, broker, target, prefix="off", **load)
+            spec = await camera_urls(hub, broker, pictures)
+            on, put = await asyncio.gather(
+                hub_phase(hub, broker, target, prefix="on", **load),
+                upload_in_subprocess(spec, folder),
+            )
+            complete = await _complete(hub)
+            await _until(lambda: _thumbnails(hub, len(pictures)), "every thumbnail")
+            thumbs = list(hub.media.uploads.thumbnails.took_ms)
+    mb_s = float(put["bytes"]) / 1e6 / (put["ended"] - put["began"])
+    failed = sum(1 for status in put["statuses"] if status != 201)
+    return {
+        "uploads": len(put["statuses"]) - failed,
+        "bytes": put["bytes"],
+        "mb_s": round(mb_s, 1),
+        "raw_mb_s": round(raw_mb_s, 1),
+        "ratio": round(mb_s / raw_mb_s, 3),
+        "thumbnails": len(thumbs),
+        "thumb_p50_ms": round(statistics.median(thumbs), 1) if thumbs else None,
+        "thumb_p99_ms": round(_p99(thumbs), 1),
+        "ingest_off_msg_s": off.rate_msg_s,
+        "ingest_on_msg_s": on.rate_msg_s,
+        "ingest_ratio_on_off": round(on.rate_msg_s / off.rate_msg_s, 3),
+        "lost": failed + (args.devices - complete) + off.lost + on.lost,
+        "cpus": os.cpu_count(),
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--devices", type=int, default=50, help="cameras, one picture each")
+    parser.add_argument("--size", type=int, default=1_000_000, help="bytes per picture, about")
+    parser.add_argument("--load-devices", type=int, default=20, help="ingest load: devices")
+    parser.add_argument("--messages", type=int, default=1500, help="ingest load: per device")
+    parser.add_argument("--put", type=Path, help=argparse.SUPPRESS)  # the uploader child
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    options = parse_args()
+    if options.put is not None:
+        print(json.dumps(asyncio.run(put_all(json.loads(options.put.read_text())))))
+    else:
+        print(json.dumps(asyncio.run(main(options))))

@@ -1,0 +1,1 @@
+"""Media attached to events: uploads, checks, files, thumbnails, retention (docs/media.md)."""
