@@ -39,7 +39,7 @@ from fieldhub.agent.web import TechnicianPage, parse_listen
 from fieldhub.agent.web.view import UnitView
 from fieldhub.mqtt.address import broker_address
 from fieldhub.private_files import private_dir
-from fieldhub.protocol import Reply
+from fieldhub.protocol import MediaRef, Reply
 from fieldhub.protocol.actions import ACTION_CATALOG_KEY, ACTION_DETAILS_KEY
 from fieldhub.protocol.messages import Severity
 from fieldhub.systemd import notify, pet_watchdog, watchdog_interval_s
@@ -72,9 +72,12 @@ class _TeeReporter:
         severity: Severity = "info",
         message: str = "",
         data: Mapping[str, Any] | None = None,
+        *,
+        media: Sequence[MediaRef] = (),
+        ts: int | None = None,
     ) -> None:
         self._events.record(type, severity, message, data)
-        self._outbox.event(type, severity, message, data)
+        self._outbox.event(type, severity, message, data, media=media, ts=ts)
 
     def state(self, changes: Mapping[str, StateValue]) -> None:
         self._outbox.state(changes)
