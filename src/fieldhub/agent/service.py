@@ -29,6 +29,8 @@ from fieldhub.agent.claim import (
 from fieldhub.agent.commands import CommandHandler
 from fieldhub.agent.config import AgentConfig, HubSection
 from fieldhub.agent.eventlog import LoggedEvent, RecentEvents
+from fieldhub.agent.media.spool import MediaSpool
+from fieldhub.agent.media.uploader import Uploader
 from fieldhub.agent.outbox import Outbox, OutboxReporter
 from fieldhub.agent.reporting import Reporter, StateValue, Value
 from fieldhub.agent.twin import TWIN_FILE, Twin
@@ -147,6 +149,8 @@ class Agent:
         self._tls: ssl.SSLContext | None = None
         self.commands: CommandHandler | None = None
         self.twin: Twin | None = None
+        self.spool: MediaSpool | None = None
+        self.uploader: Uploader | None = None
         self.page: TechnicianPage | None = None
         self._stack = AsyncExitStack()
         self._background: list[asyncio.Task[None]] = []
@@ -170,6 +174,9 @@ class Agent:
         self.outbox = await self._stack.enter_async_context(
             Outbox(data_dir / "outbox.db", max_messages=config.outbox.max_messages)
         )
+        self.spool = MediaSpool(data_dir / "media", int(config.media.max_mb * 2**20))
+        await self.spool.open()
+        self.uploader = Uploader(self.spool, self.outbox, tls=self._upload_tls)
         await self._start_uplink(self.outbox)
         # Listening before the first connection: the retained desired state comes right after.
         self.twin = Twin(data_dir / TWIN_FILE)
@@ -179,11 +186,13 @@ class Agent:
         drivers = self._drivers
         simulation: Simulation | None = None
         if drivers is None and self._simulate:
-            simulation = Simulation(config.units, data_dir / "simulated-hardware")
+            simulation = Simulation(
+                config.units, data_dir / "simulated-hardware", label=config.device.id
+            )
             drivers = simulation.drivers
         elif drivers is None:
             drivers = Drivers.hardware()
-        self.units = build_units(config.units, drivers, reporter)
+        self.units = build_units(config.units, drivers, reporter, self.spool)
         for unit in self.units:
             await unit.start()
             self._stack.push_async_callback(unit.stop)
@@ -226,6 +235,7 @@ class Agent:
         if simulation is not None:
             self._spawn(simulation.run(), "simulation")
         self._spawn(self._show_health(), "status-led")
+        self._spawn(self.uploader.run(), "media-uploader")
         interval = watchdog_interval_s()
         if interval is not None:
             self._spawn(pet_watchdog(interval), "systemd-watchdog")
@@ -286,6 +296,17 @@ class Agent:
             uplink.on_command(self.commands.on_command)
         if self.twin is not None:
             uplink.on_desired(self.twin.on_desired)
+        if self.uploader is not None:
+            self.uploader.attach(uplink)
+
+    def _upload_tls(self) -> ssl.SSLContext:
+        """The context for ``https`` upload URLs, made at the first one (docs/agent-media.md)."""
+        from fieldhub.mqtt.tls import broker_context  # ssl: only for TLS uploads
+
+        media, hub = self.config.media, self.config.hub
+        return broker_context(
+            ca_file=media.ca_file or hub.ca_file, pin_sha256=media.pin_sha256 or hub.pin_sha256
+        )
 
     def _publish_reply(self, instance: str, reply: Reply) -> None:
         # Commands arrive only through the uplink, so there is one to answer through.
@@ -346,7 +367,9 @@ class Agent:
             await asyncio.sleep(1.0)
 
     def _spawn(self, work: Any, name: str) -> None:
-        self._background.append(asyncio.create_task(work, name=name))
+        task = asyncio.create_task(work, name=name)
+        task.add_done_callback(log_if_failed)
+        self._background.append(task)
 
     async def _stop_background(self) -> None:
         for task in self._background:
@@ -365,6 +388,8 @@ class Agent:
             figures["commands"] = self.commands.stats
         if self.twin is not None:
             figures["twin"] = self.twin.stats
+        if self.spool is not None and self.uploader is not None:
+            figures["media"] = {"spool": self.spool.stats, "uploads": self.uploader.stats}
         return figures
 
 

@@ -31,6 +31,7 @@ from typing import Any
 from gpiozero.pins.mock import MockPin, MockSPIDevice
 
 from fieldhub.agent.units import UnitConfig
+from fieldhub.agent.units._picture import PNG_TYPE, picture
 from fieldhub.agent.units.check import SocketCheckConfig
 from fieldhub.agent.units.door import DoorConfig
 from fieldhub.agent.units.drivers import Clock, Drivers, SystemClock, Unreadable, mock_pin_factory
@@ -43,6 +44,7 @@ __all__ = [
     "SPI_SELECT",
     "MockMCP3xxx",
     "Physics",
+    "SimulatedCamera",
     "SimulatedThermometers",
     "Simulation",
     "SwitchPin",
@@ -153,6 +155,19 @@ class Physics:
     heat_c: float = 0.0  # added to every thermometer: a cabinet whose fan has failed runs hot
 
 
+class SimulatedCamera:
+    """Pictures of the time and ``label`` in block letters (PNG), as a camera would see a
+    clock on the cabinet's wall (``_picture.py``)."""
+
+    def __init__(self, label: str, clock: Clock) -> None:
+        self._label = label
+        self._clock = clock
+
+    def picture(self, width: int, height: int) -> tuple[bytes, str]:
+        """A new picture and its type (see ``CameraSource``)."""
+        return picture(self._label, width, height, self._clock.time()), PNG_TYPE
+
+
 class SimulatedThermometers:
     """DS18B20s that follow the time of day, drift and read with noise and 1/16 °C steps.
 
@@ -207,6 +222,7 @@ class Simulation:
         physics: How lively the world is.
         seed: Seed of the randomness, for a reproducible run.
         clock: Time (the system clock by default).
+        label: What the simulated camera writes on its pictures (the device id).
     """
 
     def __init__(
@@ -216,6 +232,7 @@ class Simulation:
         physics: Physics | None = None,
         seed: int | None = None,
         clock: Clock | None = None,
+        label: str = "",
     ) -> None:
         self.physics = physics or Physics()
         self._rng = random.Random(seed)
@@ -231,6 +248,7 @@ class Simulation:
             throttled_path=self._throttled,
             clock=self._clock,
             temperatures=self.thermometers,
+            camera=SimulatedCamera(label, self._clock),
         )
         self._doors = [c for c in configs if isinstance(c, DoorConfig)]
         sockets = {c.name: c for c in configs if isinstance(c, SocketConfig)}
