@@ -144,6 +144,7 @@ class Physics:
     """
 
     door_every_s: float = 900.0
+    first_door_s: float | None = None  # the first opening this long after the start (demo)
     door_open_s: float = 20.0
     door_forgotten: float = 0.05  # share of openings left open for ten minutes
     fault_every_s: float = 6 * 3600.0
@@ -315,8 +316,12 @@ class Simulation:
     async def _person(self, door: DoorConfig) -> None:
         p = self.physics
         closed_high = door.closed_when == "high"
+        first = p.first_door_s
         while True:
-            await asyncio.sleep(self._rng.expovariate(1 / p.door_every_s))
+            await asyncio.sleep(
+                first if first is not None else self._rng.expovariate(1 / p.door_every_s)
+            )
+            first = None
             await self._bounce(door.pin, to_high=not closed_high)
             forgotten = self._rng.random() < p.door_forgotten
             open_s = 600.0 if forgotten else self._rng.lognormvariate(math.log(p.door_open_s), 0.5)
