@@ -11,7 +11,9 @@ key checked right after the handshake, before a byte of the object leaves).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -24,7 +26,7 @@ from fieldhub import __version__
 if TYPE_CHECKING:
     import ssl
 
-__all__ = ["PutResult", "put_object"]
+__all__ = ["Abort", "PutResult", "put_object"]
 
 _BLOCK: Final = 64 * 1024
 _MAX_ANSWER: Final = 64 * 1024
@@ -38,6 +40,28 @@ class PutResult:
     body: dict[str, Any]
 
 
+class Abort:
+    """Lets the event loop end a PUT that a worker thread is blocked in: a stopping agent
+    cancels its uploader, and the thread must not go on sending (or wait out its timeout)."""
+
+    def __init__(self) -> None:
+        self._connection: http.client.HTTPConnection | None = None
+        self._aborted = False
+
+    def watch(self, connection: http.client.HTTPConnection) -> None:
+        self._connection = connection
+        if self._aborted:
+            self.abort()
+
+    def abort(self) -> None:
+        """Shut the connection down: the thread's next send or read fails at once."""
+        self._aborted = True
+        sock = self._connection.sock if self._connection is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
 def put_object(
     url: str,
     path: Path,
@@ -47,6 +71,7 @@ def put_object(
     media_type: str,
     context: ssl.SSLContext | None,
     timeout_s: float,
+    abort: Abort,
 ) -> PutResult:
     """PUT bytes ``start``… of the file at ``path`` (``size`` bytes in all) to ``url``; with
     ``Content-Range`` when ``start`` is not 0 (a resumed upload, docs/agent-media.md).
@@ -66,6 +91,7 @@ def put_object(
         connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout_s)
     try:
         connection.connect()
+        abort.watch(connection)
         if parts.scheme == "https":
             _check_pin(connection, context)
         connection.putrequest("PUT", target, skip_accept_encoding=True)

@@ -243,7 +243,7 @@ class Uploader:
         self._give_up(ref, error, answer.detail)
 
     async def _put(self, ref: MediaRef, url: str, start: int) -> None:
-        from fieldhub.agent.media._put import put_object  # http.client: only when uploading
+        from fieldhub.agent.media._put import Abort, put_object  # http.client: when uploading
 
         if start > ref.size:
             raise _Retry(f"the hub says it has {start} of {ref.size} bytes")
@@ -257,6 +257,7 @@ class Uploader:
             context = self._tls
         self.stats.puts += 1
         self.stats.resumed += start > 0
+        abort = Abort()
         try:
             result = await asyncio.to_thread(
                 put_object,
@@ -267,7 +268,11 @@ class Uploader:
                 media_type=ref.type,
                 context=context,
                 timeout_s=self._settings.put_timeout_s,
+                abort=abort,
             )
+        except asyncio.CancelledError:
+            abort.abort()  # the agent stops: the hub keeps what arrived, the next start resumes
+            raise
         except OSError as exc:
             raise _Retry(f"upload of {ref.name} interrupted: {exc}") from None
         if result.status == 201:
