@@ -25,7 +25,7 @@ from fieldhub.hub.ingest.writer import IngestWriter
 from fieldhub.hub.store.database import create_engine, migrate, sqlite_url
 from fieldhub.hub.store.devices import DeviceRegistry
 from fieldhub.hub.store.writes import CHECKPOINT_EVERY_S, EngineWrites, SqliteWriter, writes_for
-from fieldhub.protocol import Channel, Reply, Status, Telemetry, encode, topic_for
+from fieldhub.protocol import Channel, Reply, Status, Telemetry, Upload, encode, topic_for
 from tests.support.disk import small_disk
 from tests.waiting import eventually
 
@@ -265,6 +265,10 @@ async def test_a_group_failing_on_a_full_disk_fails_as_a_whole_and_writes_resume
         assert _rows(path) == [(0, "x"), (9, "x" * 50_000)]
 
 
+def _no_upload(device_id: str, upload: Upload) -> None:
+    raise AssertionError(f"no upload expected from {device_id}: {upload}")
+
+
 def _no_command(device_id: str, reply: Reply) -> tuple[str, str]:
     """No command waits in these tests: a reply would be refused."""
     return ("unknown_command", f"no command {reply.id!r} is waiting")
@@ -302,7 +306,7 @@ async def test_while_commits_are_slow_ingest_rests_the_writer_and_loses_nothing(
     settings = IngestSettings(linger_s=0.05, rest_factor=2.0, max_linger_s=0.4)
     presence = PresenceTracker(lambda _change: None, stale_after_s=60)
     ingest = Ingest(IngestWriter(engine, writer), acks, presence, IngestStats(), settings)
-    inbound = Inbound(ingest, presence, _no_command, acks, ingest.stats)
+    inbound = Inbound(ingest, presence, _no_command, acks, ingest.stats, uploads=_no_upload)
     await ingest.load()
     committing = asyncio.create_task(ingest.run())
     topic, start = topic_for("slow-db", Channel.TELEMETRY), now_ms()
@@ -364,7 +368,7 @@ async def test_a_batch_the_full_disk_refuses_is_held_with_its_presence_change_th
 
         presence = PresenceTracker(record, stale_after_s=60)
         ingest = Ingest(IngestWriter(engine, writer), acks, presence, IngestStats(), settings)
-        inbound = Inbound(ingest, presence, _no_command, acks, ingest.stats)
+        inbound = Inbound(ingest, presence, _no_command, acks, ingest.stats, uploads=_no_upload)
         await ingest.load()
         committing = asyncio.create_task(ingest.run())
         telemetry, start = topic_for("pump", Channel.TELEMETRY), now_ms()

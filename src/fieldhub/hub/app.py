@@ -42,6 +42,7 @@ from fieldhub.hub.ingest.pipeline import Ingest, IngestSettings
 from fieldhub.hub.ingest.stats import IngestStats
 from fieldhub.hub.ingest.writer import IngestWriter
 from fieldhub.hub.live.fanout import LiveHub
+from fieldhub.hub.media.service import MediaService, media_service
 from fieldhub.hub.notify.ack_links import AckLinks, load_key
 from fieldhub.hub.notify.channels.email import SmtpServer
 from fieldhub.hub.notify.escalation import escalate, screen
@@ -122,6 +123,7 @@ class Hub:
         self.ack_links: AckLinks | None = None
         self._maintenance: MaintenanceService | None = None
         self._sweeper: AlarmSweeper | None = None
+        self._media: MediaService | None = None
 
     # -- parts, available once started ------------------------------------------------------
     @property
@@ -195,6 +197,13 @@ class Hub:
         return self._escalation
 
     @property
+    def media(self) -> MediaService:
+        """Media attached to events: uploads, files, retention (docs/media.md)."""
+        if self._media is None:
+            raise RuntimeError("the hub is not started")
+        return self._media
+
+    @property
     def identities(self) -> DeviceIdentities:
         """Device credentials: store, broker and audit log in step."""
         if self._identities is None:
@@ -256,12 +265,14 @@ class Hub:
         commands = CommandService(
             CommandStore(self.engine, writes), bus, presence, instance=settings.instance
         )
+        media = self._start_media(writes, bus, ingest)
         self._inbound = Inbound(
             ingest,
             presence,
             commands.on_reply,
             bus,
             self.stats,
+            uploads=media.on_upload,
             replies_per_s=(self._ingest_settings or IngestSettings()).reject_replies_per_s,
         )
         ingest.on_commit(lambda _batch: bus.healthy())  # data came through: reconnect fast
@@ -295,6 +306,7 @@ class Hub:
             asyncio.create_task(self.notifications.run(), name="notifications"),
             asyncio.create_task(alarm_engine.run(), name="alarms"),
             asyncio.create_task(self.sweeper.run(), name="alarm-sweeper"),
+            asyncio.create_task(media.run(), name="media-retention"),
         ]
         # Unwound before the bus closes: the last commit's acks still reach the devices.
         self._stack.push_async_callback(self._stop_tasks)
@@ -319,6 +331,7 @@ class Hub:
         # Notifications first, while the bus still runs: an MQTT notification under way can
         # still be acknowledged; the worker ends between its writes, never inside one.
         await self.notifications.stop()
+        await self.media.stop()  # answers to uploads under way still reach their devices
         # Cancel only between commits: a commit cancelled while the database finishes it in
         # its own thread would leave ingest's sequence state behind the store, and the final
         # flush would then write that stale state back (a resent message stored twice). The
@@ -376,6 +389,17 @@ class Hub:
         self._maintenance = MaintenanceService(self.engine, writes)
         self._sweeper = AlarmSweeper(engine, writes, self.directory)
         return engine
+
+    def _start_media(self, writes: Writes, bus: HubBus, ingest: Ingest) -> MediaService:
+        """Media of events: uploads answered on the bus, arrivals pushed live, an object
+        announced again (already stored) complete as soon as its event is committed."""
+        media = media_service(
+            self.settings, self.engine, writes, lambda topic, data: bus.publish(topic, data, qos=1)
+        )
+        ingest.on_commit(media.committed)
+        media.on_complete(self.live.media_changed)
+        self._media = media
+        return media
 
     def _start_notifications(self, writes: Writes, bus: HubBus, alarms: AlarmEngine) -> None:
         """Notifications: the outbox in the store, delivered by a task of its own (never on

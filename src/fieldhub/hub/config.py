@@ -127,6 +127,49 @@ class HubSettings(BaseSettings):
         7 * 86400, ge=60, le=90 * 86400, description="how long an acknowledge link works"
     )
 
+    # Media attached to events (hub/media/, docs/media.md).
+    media_max_bytes: int = Field(
+        32 * 1024 * 1024, ge=1, le=1 << 30, description="largest media object the hub takes"
+    )
+    media_quota_bytes: int = Field(
+        5 * 1024**3, ge=0, description="total bytes of media (objects, thumbnails, partial uploads)"
+    )
+    media_retention_days: Annotated[dict[str, int], NoDecode] = Field(
+        {"image": 90, "*": 30},
+        description="days media are kept, by top-level type: 'image=90,video=14,*=30' "
+        "('*': every other type)",
+    )
+    media_url_ttl_s: int = Field(
+        600,
+        ge=10,
+        le=86400,
+        description="how long an upload URL works (and a partial upload waits)",
+    )
+
+    @field_validator("media_retention_days", mode="before")
+    @classmethod
+    def _retention(cls, value: Any) -> Any:
+        """``image=90,*=30``, or a mapping; every type needs a whole number of days >= 1, and
+        ``*`` must be there, so every object has a retention."""
+        if isinstance(value, str):
+            pairs = [part.partition("=") for part in value.split(",") if part.strip()]
+            try:
+                value = {kind.strip(): int(days) for kind, _, days in pairs}
+            except ValueError:
+                raise ValueError(
+                    f"media_retention_days {value!r} must look like image=90,*=30"
+                ) from None
+        if isinstance(value, dict):
+            if "*" not in value:
+                raise ValueError("media_retention_days needs '*' (every other type), as *=30")
+            for kind, days in value.items():
+                if not (kind == "*" or kind.isalnum()) or not isinstance(days, int) or days < 1:
+                    raise ValueError(
+                        f"media_retention_days: {kind}={days} must be a top-level type (image) "
+                        "or '*' with a whole number of days >= 1"
+                    )
+        return value
+
     @field_validator("broker")
     @classmethod
     def _broker_url(cls, value: str | None) -> str | None:
@@ -218,6 +261,17 @@ class HubSettings(BaseSettings):
     def db_url(self) -> str:
         """The database URL in effect."""
         return self.db or sqlite_url(self.data.resolve() / "fieldhub.db")
+
+    @property
+    def media_base_url(self) -> str:
+        """Where devices reach the hub's HTTP API for uploads: ``public_url``, else the HTTP
+        listener (a wildcard address as the loopback: set ``public_url`` for devices on
+        other machines)."""
+        if self.public_url is not None:
+            return self.public_url
+        host, port = self.http_address
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     @property
     def http_address(self) -> tuple[str, int]:

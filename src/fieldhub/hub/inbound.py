@@ -1,10 +1,10 @@
 """Inbound: every message from the broker, routed by its topic to the part it is for.
 
 ``fh/v1/<device>/<channel>`` → telemetry, events and state (sequenced data) to ingest;
-``status`` to presence; ``reply`` to commands. Here, and only here, a message is parsed,
-decoded and refused: a bad topic, an unregistered device, an invalid payload or a reply nobody
-waits for is counted (``IngestStats.rejected``), logged at most once a minute per device and
-reason, and answered on the device's ``reject`` channel (at most ``replies_per_s``).
+``status`` to presence; ``reply`` to commands; ``upload`` to media. Here, and only here, a
+message is parsed, decoded and refused: a bad topic, an unregistered device, an invalid payload
+or a reply nobody waits for is counted (``IngestStats.rejected``), logged at most once a minute
+per device and reason, and answered on the device's ``reject`` channel (at most ``replies_per_s``).
 
 Why one router: ingest used to do all of it, so "the data path" also knew presence and
 commands. Now ingest sees only sequenced data of registered devices, and a new channel (media,
@@ -32,6 +32,7 @@ from fieldhub.protocol import (
     Reject,
     Reply,
     TopicError,
+    Upload,
     decoder_for,
     encode,
     parse_topic,
@@ -47,6 +48,8 @@ _Route = tuple[str, Channel, str, Decoder]
 
 ReplyHandler = Callable[[str, Reply], tuple[str, str] | None]
 """``handler(device_id, reply)``: None when taken, else ``(reason, error)`` to refuse it."""
+UploadHandler = Callable[[str, Upload], None]
+"""``handler(device_id, upload)``: answers on the device's ``media`` channel itself."""
 
 
 class RejectPublisher(Protocol):
@@ -67,9 +70,11 @@ class Inbound:
         publisher: RejectPublisher,
         stats: IngestStats,
         *,
+        uploads: UploadHandler,
         replies_per_s: float = 1.0,
     ) -> None:
         self._ingest = ingest
+        self._uploads = uploads
         self._presence = presence
         self._replies = replies
         self._publisher = publisher
@@ -106,6 +111,8 @@ class Inbound:
             refused = self._replies(device_id, message)
             if refused is not None:
                 self.reject(device_id, refused[0], refused[1], channel)
+        elif channel is Channel.UPLOAD:
+            self._uploads(device_id, message)
         else:  # a hub → device channel: the hub never subscribes to these
             self.reject(device_id, "bad_topic", f"{channel.value} is not a device channel", channel)
 

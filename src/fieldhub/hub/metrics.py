@@ -26,6 +26,8 @@ class HubCollector(Collector):
         violations: Callable[[], Mapping[str, int]] = dict,
         notifications: Callable[[], Mapping[str, int]] = dict,
         ack_refusals: Callable[[], Mapping[str, int]] = dict,
+        media_refusals: Callable[[], Mapping[str, int]] = dict,
+        media_bytes: Callable[[], int] = int,
     ) -> None:
         self._stats = stats
         self._presence = presence
@@ -34,6 +36,8 @@ class HubCollector(Collector):
         self._violations = violations
         self._notifications = notifications
         self._ack_refusals = ack_refusals
+        self._media_refusals = media_refusals
+        self._media_bytes = media_bytes
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         """Yield every metric family."""
@@ -124,6 +128,19 @@ class HubCollector(Collector):
         for reason in ("forged", "expired", "used"):
             refused.add_metric([reason], refusals.get(reason, 0))
         yield refused
+        media_refused = CounterMetricFamily(
+            "fieldhub_media_upload_refusals",
+            "Media uploads and upload requests refused, by code (docs/media.md)",
+            labels=["code"],
+        )
+        for code, count in sorted(self._media_refusals().items()):
+            media_refused.add_metric([code], count)
+        yield media_refused
+        yield GaugeMetricFamily(
+            "fieldhub_media_bytes",
+            "Bytes of media on disk: objects, thumbnails, partial uploads (what the quota counts)",
+            value=float(self._media_bytes()),
+        )
         yield GaugeMetricFamily(
             "fieldhub_broker_connected",
             "1 while the hub is connected to its broker",

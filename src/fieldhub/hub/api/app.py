@@ -26,6 +26,7 @@ from fieldhub.hub.api import (
     escalation,
     events,
     maintenance,
+    media,
     notifications,
     subscriptions,
     tokens,
@@ -92,15 +93,19 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
             # read at scrape time: the hub may start after the app exists
             notifications=lambda: hub.notifications.attempt_counts(),  # noqa: PLW0108
             ack_refusals=lambda: hub.ack_links.refusals if hub.ack_links is not None else {},
+            media_refusals=lambda: hub.media.uploads.refusals,
+            media_bytes=lambda: hub.media.files.used,
         )
     )
-    app.add_middleware(BodySizeLimit, max_bytes=max_body)
+    app.add_middleware(BodySizeLimit, max_bytes=max_body, unlimited=(media.UPLOAD_PREFIX,))
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HubError, hub_error)
     app.add_exception_handler(StarletteHTTPException, http_error)  # a 422's shape, as above
     app.add_exception_handler(SQLAlchemyError, storage_error_handler(hub.storage.failed))  # 503
     app.include_router(devices.router)
     app.include_router(events.router)
+    app.include_router(media.router)
+    app.include_router(media.uploads)
     app.include_router(commands.router)
     app.include_router(alarm_preview.router)
     app.include_router(alarms.rules_router)
@@ -119,6 +124,7 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     app.include_router(live_router)  # the /api/live WebSocket (docs/live.md)
     apidocs.install(app)  # /docs and /redoc
     ack.install(app)  # /ack/{token}: acknowledge from a notification's link
+    media.install()  # upload signatures kept out of the access log
     web.install(app)  # the dashboard: pages at /, /devices/{id}, ...; files under /static
 
     @app.get("/api/health", tags=["hub"], summary="Health", response_model_exclude_none=True)

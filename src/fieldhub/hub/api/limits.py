@@ -3,6 +3,9 @@
 A pure ASGI middleware, so it also holds for bodies without Content-Length (chunked): it reads
 at most ``max_bytes`` + one chunk, then answers 413 without passing anything on. A body within
 the limit is handed to the app unchanged. JSON bodies of this API are small; 1 MiB is generous.
+
+Paths under ``unlimited`` (media uploads) pass untouched and unbuffered: their routes stream
+the body to disk and hold it to limits of their own.
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ DEFAULT_MAX_BODY = 1024 * 1024
 class BodySizeLimit:
     """Refuse HTTP request bodies larger than ``max_bytes`` with 413."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BODY) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BODY, unlimited: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.unlimited = unlimited
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"].startswith(self.unlimited):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")

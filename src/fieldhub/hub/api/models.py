@@ -167,8 +167,22 @@ class DesiredChange(BaseModel):
     )
 
 
+class MediaOut(BaseModel):
+    """An object an event announced: ``pending`` while it is still coming, then ``complete``
+    with its download URL working (and a thumbnail URL for images)."""
+
+    id: int
+    sha256: str
+    type: str
+    size: int
+    name: str
+    state: Literal["pending", "complete"]
+    url: str
+    thumbnail: str | None
+
+
 class EventOut(BaseModel):
-    """One event."""
+    """One event, with the media it announced."""
 
     id: int
     device_id: str
@@ -179,6 +193,7 @@ class EventOut(BaseModel):
     severity: str
     message: str
     data: StoredJson
+    media: list[MediaOut] = []
 
 
 class EventPageOut(BaseModel):

@@ -35,7 +35,8 @@ from fieldhub.clock import now_ms
 from fieldhub.hub.ingest.batch import Batch
 from fieldhub.hub.ingest.sequence import SeqTracker
 from fieldhub.hub.store.health import StorageHealth
-from fieldhub.hub.store.schema import devices, events, samples, series
+from fieldhub.hub.store.media import media_rows
+from fieldhub.hub.store.schema import devices, events, media, samples, series
 from fieldhub.hub.store.writes import EngineWrites, Writes
 
 _SAMPLE_COLUMNS = ("series_id", "ts", "num", "txt")
@@ -217,6 +218,11 @@ class IngestWriter:
             grown = self._write_samples(conn, batch) if batch.telemetry else {}
             if batch.events:
                 conn.execute(events.insert(), [_event_row(d, r, e) for d, r, e in batch.events])
+                announced = [
+                    row for d, r, e in batch.events if e.media for row in media_rows(d, r, e)
+                ]
+                if announced:  # the promise "pictures are coming", stored with the event
+                    conn.execute(media.insert(), announced)
             if batch.states:
                 self._merge_states(conn, batch)
             if batch.presence:

@@ -31,6 +31,8 @@ STATE: Final = "state"
 COMMAND: Final = "command"
 DEVICE: Final = "device"
 ALARM: Final = "alarm"
+MEDIA: Final = "media"
+"""A frame type, not a topic: media of an event that arrived, sent with the ``event`` topic."""
 TOPICS: Final = frozenset({TELEMETRY, EVENT, PRESENCE, STATE, COMMAND, DEVICE, ALARM})
 """What a subscription may ask for (``topics``); all of them by default."""
 NO_TOPICS: Final[frozenset[str]] = frozenset()

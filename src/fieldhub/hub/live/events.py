@@ -16,6 +16,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.hub.ingest.batch import PresenceChange
+from fieldhub.hub.store.media import media_of_events
 from fieldhub.hub.store.queries import EventRecord
 from fieldhub.hub.store.schema import events
 from fieldhub.protocol import Event
@@ -40,8 +41,10 @@ async def stored_events(engine: AsyncEngine, keys: Iterable[EventKey]) -> dict[E
     """The stored events with these keys, as ``GET /api/events`` shows them; a key whose row
     is gone (the device was deleted meanwhile) is missing from the answer."""
     found: dict[EventKey, Any] = {}
+    keys = list(keys)
     wanted = sorted({(key[0], key[2]) for key in keys})
     async with engine.connect() as conn:
+        media = await media_of_events(conn, ((key[0], key[1]) for key in keys))
         for start in range(0, len(wanted), _CHUNK):
             chunk = wanted[start : start + _CHUNK]
             query = select(events).where(
@@ -51,5 +54,5 @@ async def stored_events(engine: AsyncEngine, keys: Iterable[EventKey]) -> dict[E
                 key = (row.device_id, row.seq, row.ts, row.type)
                 previous = found.get(key)
                 if previous is None or previous["id"] < row.id:  # the newest of twins
-                    found[key] = EventRecord.from_row(row).view()
+                    found[key] = EventRecord.from_row(row, media).view()
     return found

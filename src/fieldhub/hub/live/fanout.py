@@ -59,6 +59,7 @@ from fieldhub.hub.live.client import (
     DEFAULT_QUEUE,
     DEVICE,
     EVENT,
+    MEDIA,
     NO_TOPICS,
     PRESENCE,
     STATE,
@@ -70,6 +71,7 @@ from fieldhub.hub.live.client import (
 )
 from fieldhub.hub.live.events import EventKey, event_keys, stored_events
 from fieldhub.hub.store.commands import CommandRecord
+from fieldhub.hub.store.media import MediaRecord
 from fieldhub.logthrottle import LogThrottle, held_back
 
 log = logging.getLogger(__name__)
@@ -249,6 +251,26 @@ class LiveHub:
                         client.put(text)
         except Exception:  # the caller is the alarm engine or a REST request: not theirs
             self._failed("alarm")
+
+    def media_changed(self, records: list[MediaRecord]) -> None:
+        """Push media that just arrived (``MediaService.on_complete``) as ``media`` frames to
+        the clients watching the device's events: the picture that was coming is there."""
+        try:
+            for record in records:
+                clients = self._watching(record.device_id, EVENT)
+                if clients:
+                    text = frame(
+                        {
+                            "type": MEDIA,
+                            "device": record.device_id,
+                            "seq": record.seq,
+                            "media": record.view(),
+                        }
+                    )
+                    for client in clients:
+                        client.put(text)
+        except Exception:  # the caller is an upload: not its business
+            self._failed("media")
 
     def device_changed(self, device_id: str, change: str) -> None:
         """A device was ``added``, ``changed`` or ``deleted`` (after its commit)."""

@@ -18,6 +18,7 @@ from fieldhub.hub.store.schema import (
     device_credentials,
     devices,
     events,
+    media,
     rollups,
     samples,
     series,
@@ -177,8 +178,9 @@ class DeviceRegistry:
         return await self.get(device_id)
 
     async def delete(self, device_id: str) -> None:
-        """Remove a device with its history, events and credentials (the broker is told by the
-        hub, see ``DeviceLifecycle.delete``).
+        """Remove a device with its history, events, media rows and credentials (the broker is
+        told by the hub, see ``DeviceLifecycle.delete``; the media files go with the next
+        retention sweep).
 
         Raises:
             DeviceNotFound: no such device.
@@ -192,6 +194,7 @@ class DeviceRegistry:
             await conn.execute(delete(rollups).where(rollups.c.series_id.in_(series_ids)))
             await conn.execute(delete(series).where(series.c.device_id == device_id))
             await conn.execute(delete(events).where(events.c.device_id == device_id))
+            await conn.execute(delete(media).where(media.c.device_id == device_id))
             await conn.execute(delete(commands).where(commands.c.device_id == device_id))
             await conn.execute(
                 delete(device_credentials).where(device_credentials.c.device_id == device_id)

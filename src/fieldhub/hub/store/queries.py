@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import BindParameter
 
 from fieldhub.hub.errors import Invalid, NotFound
+from fieldhub.hub.store.media import media_of_events
 from fieldhub.hub.store.schema import events, rollups, samples, series
 
 Aggregate = Literal["avg", "min", "max", "last", "count"]
@@ -76,10 +77,14 @@ class EventRecord:
     severity: str
     message: str
     data: dict[str, Any]
+    media: tuple[dict[str, Any], ...] = ()  # the announced objects' views (store/media.py)
 
     @classmethod
-    def from_row(cls, row: Any) -> EventRecord:
-        """The event of a row of ``schema.events``."""
+    def from_row(
+        cls, row: Any, media: Mapping[tuple[str, int], list[dict[str, Any]]] | None = None
+    ) -> EventRecord:
+        """The event of a row of ``schema.events``, with its media found in ``media``."""
+        announced = media.get((row.device_id, row.seq), ()) if media and row.seq else ()
         return cls(
             row.id,
             row.device_id,
@@ -90,6 +95,7 @@ class EventRecord:
             row.severity,
             row.message,
             dict(row.data or {}),
+            tuple(announced),
         )
 
     def view(self) -> dict[str, Any]:
@@ -105,6 +111,7 @@ class EventRecord:
             "severity": self.severity,
             "message": self.message,
             "data": self.data,
+            "media": list(self.media),
         }
 
 
@@ -477,7 +484,8 @@ class Queries:
         query = query.order_by(events.c.ts.desc(), events.c.id.desc()).limit(limit + 1)
         async with self._engine.connect() as conn:
             rows = list(await conn.execute(query))
-        page = [EventRecord.from_row(r) for r in rows[:limit]]
+            media = await media_of_events(conn, ((r.device_id, r.seq) for r in rows[:limit]))
+        page = [EventRecord.from_row(r, media) for r in rows[:limit]]
         next_cursor = f"{page[-1].ts}:{page[-1].id}" if len(rows) > limit else None
         return EventPage(page, next_cursor)
 

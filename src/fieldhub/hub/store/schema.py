@@ -543,6 +543,29 @@ alarm_flapping = Table(
     Index("ix_alarm_flapping_since", "flapping_since"),  # the sweeper looks for flapping ones
 )
 
+# Media announced by events (hub/media/): one row per entry of an event's ``media`` list,
+# ``pending`` until the object (content-addressed by its SHA-256, files in the data folder) is
+# uploaded and checked, then ``complete``. Rows of the same object share its one file.
+media = Table(
+    "media",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("device_id", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),  # the announcing event's
+    Column("ts", BigInteger, nullable=False),  # the announcing event's time
+    Column("sha256", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("type", String(128), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("state", String(16), nullable=False),  # pending | complete
+    Column("thumbnail", Boolean, nullable=False),  # a thumbnail file was made
+    Column("created_at", BigInteger, nullable=False),
+    Column("completed_at", BigInteger, nullable=True),
+    Index("ix_media_sha256", "sha256"),
+    Index("ix_media_device_seq", "device_id", "seq"),
+    Index("ix_media_created_at", "created_at"),  # retention
+)
+
 ALL_TABLES = (
     devices,
     series,
@@ -574,4 +597,5 @@ ALL_TABLES = (
     ack_link_uses,
     maintenance_windows,
     alarm_flapping,
+    media,
 )
