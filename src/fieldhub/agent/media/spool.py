@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +113,7 @@ class MediaSpool:
     def incoming(self, suffix: str) -> Path:
         """A fresh path in ``incoming/`` for a program (the camera's) to write an object to,
         before :meth:`keep_file` takes it."""
-        return self._incoming / f"{secrets.token_hex(8)}{suffix}"
+        return self._incoming / f"{os.urandom(8).hex()}{suffix}"
 
     async def keep_bytes(self, data: bytes, type: str, name: str) -> MediaRef:
         """Keep ``data`` (a small generated picture) as an object.

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol
@@ -211,7 +211,7 @@ class Uploader:
         link = self._link
         if link is None:
             raise _Retry("no connection to the hub yet")
-        req = secrets.token_hex(6)
+        req = os.urandom(6).hex()  # not secrets: it loads OpenSSL (hmac)
         future: asyncio.Future[MediaAnswer] = asyncio.get_running_loop().create_future()
         self._answers[req] = future
         try:
