@@ -103,7 +103,9 @@ def _noise_png(path: Path, side: int) -> bytes:
     return path.read_bytes()
 
 
-def _config(hub: Hub, device_id: str, username: str, data: Path, source: Path) -> AgentConfig:
+def _config(
+    hub: Hub, device_id: str, username: str, data: Path, source: Path, upload: str = "http"
+) -> AgentConfig:
     import msgspec
 
     copy = "import shutil, sys; shutil.copyfile(sys.argv[1], sys.argv[2])"
@@ -112,6 +114,7 @@ def _config(hub: Hub, device_id: str, username: str, data: Path, source: Path) -
             "device": {"id": device_id},
             "hub": {"broker": hub.broker_url, "username": username},
             "data_dir": str(data),
+            "media": {"upload": upload},
             "units": [
                 {
                     "type": "camera",
@@ -176,8 +179,9 @@ async def test_a_picture_arrives_whole_and_an_interrupted_upload_resumes_after_a
             assert first == hashlib.sha256(picture).hexdigest()
             media = await eventually(lambda: _stored(hub, device_id, first), "the picture stored")
             assert await _download(hub, media) == picture
-            assert agent.spool is not None
-            await eventually(lambda: agent.spool.stats.delivered == 1, "the spool emptied")  # type: ignore[union-attr]
+            spool = agent.spool
+            assert spool is not None
+            await eventually(lambda: spool.stats.delivered == 1, "the spool emptied")
             assert not (tmp_path / "agent" / "media" / first).exists()
 
         # 2. The next upload stalls after 300 kB; the agent stops in the middle of it.
@@ -221,6 +225,24 @@ async def test_a_picture_taken_while_the_hub_is_down_arrives_after_its_restart(
                 await hub.devices.delete(device_id)
             assert agent.spool is not None
             assert agent.spool.stats.objects == 0
+
+
+async def test_without_an_http_route_the_picture_goes_in_chunks_over_mqtt(
+    make_hub: HubFactory, tmp_path: Path, uid: str
+) -> None:
+    source = tmp_path / "picture.png"
+    picture = _noise_png(source, 128)  # about 49 kB: two chunks
+    async with make_hub(public_url="http://127.0.0.1:9") as hub:  # nothing listens there
+        device_id = f"cam-{uid}"
+        issued = (await hub.devices.create(device_id)).credentials
+        config = _config(hub, device_id, issued.username, tmp_path / "agent", source, "mqtt")
+        async with _agent(config, issued.secret) as agent:
+            sha = await _capture(agent)
+            media = await eventually(lambda: _stored(hub, device_id, sha), "sent in chunks")
+            assert agent.uploader is not None
+            assert (agent.uploader.stats.chunks, agent.uploader.stats.puts) == (2, 0)
+        assert await _download(hub, media) == picture
+        await hub.devices.delete(device_id)
 
 
 def _port(url: str) -> int:

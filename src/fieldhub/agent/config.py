@@ -7,7 +7,7 @@ Loaded once at start; a wrong file stops the agent with the file, line and field
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -127,6 +127,7 @@ class MediaSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     section's (the hub's web server and its broker usually share a CA)."""
 
     max_mb: Annotated[float, msgspec.Meta(gt=0, le=1_000_000)] = 64.0
+    upload: Literal["http", "mqtt"] = "http"  # mqtt: in 48 KiB chunks, with no HTTP route
     ca_file: str | None = (
         None  # a private CA for https uploads; else hub.ca_file, else the system's
     )

@@ -30,7 +30,7 @@ from fieldhub.agent.commands import CommandHandler
 from fieldhub.agent.config import AgentConfig, HubSection
 from fieldhub.agent.eventlog import LoggedEvent, RecentEvents
 from fieldhub.agent.media.spool import MediaSpool
-from fieldhub.agent.media.uploader import Uploader
+from fieldhub.agent.media.uploader import Uploader, UploaderSettings
 from fieldhub.agent.outbox import Outbox, OutboxReporter
 from fieldhub.agent.reporting import Reporter, StateValue, Value
 from fieldhub.agent.twin import TWIN_FILE, Twin
@@ -176,7 +176,12 @@ class Agent:
         )
         self.spool = MediaSpool(data_dir / "media", int(config.media.max_mb * 2**20))
         await self.spool.open()
-        self.uploader = Uploader(self.spool, self.outbox, tls=self._upload_tls)
+        self.uploader = Uploader(
+            self.spool,
+            self.outbox,
+            tls=self._upload_tls,
+            settings=UploaderSettings(chunks=config.media.upload == "mqtt"),
+        )
         await self._start_uplink(self.outbox)
         # Listening before the first connection: the retained desired state comes right after.
         self.twin = Twin(data_dir / TWIN_FILE)

@@ -16,6 +16,10 @@ acknowledged them; rarely, they were dropped or refused, and the hub then answer
    ``422``: the hub will never take these bytes, delete them; anything else, or a dropped
    connection: wait and ask again.
 
+With ``media.upload: mqtt`` (a device with no HTTP route to the hub), step 3 sends the bytes
+from ``received`` on ``upload`` instead, 48 KiB at a time, each chunk answered on ``media`` with
+what the hub holds now (``done`` after the last one).
+
 Waits double from ``retry_min_s`` to ``retry_max_s`` and reset after a delivery. Everything is
 counted (:class:`UploaderStats`, on the technician page), and nothing the hub has not
 confirmed is ever deleted but for those refusals. Answers arrive on the event loop; the PUT runs
@@ -30,11 +34,13 @@ import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol
 
 from fieldhub.agent.media.spool import MediaSpool
 from fieldhub.logthrottle import LogThrottle, held_back
 from fieldhub.protocol import MediaAnswer, MediaRef, Upload
+from fieldhub.protocol.media import MAX_CHUNK_BYTES
 
 if TYPE_CHECKING:
     import ssl
@@ -72,12 +78,15 @@ class UploaderSettings:
         put_timeout_s: a PUT's connection silent this long is given up (and resumed later).
         retry_min_s: first wait after an error; doubles per error in a row.
         retry_max_s: longest wait.
+        chunks: send objects over MQTT in chunks instead of HTTP PUTs (``media.upload:
+            mqtt``: a device with no HTTP route to the hub).
     """
 
     answer_timeout_s: float = 30.0
     put_timeout_s: float = 60.0
     retry_min_s: float = 1.0
     retry_max_s: float = 300.0
+    chunks: bool = False
 
 
 @dataclass(slots=True)
@@ -87,9 +96,10 @@ class UploaderStats:
     Attributes:
         uploading: the name of the object being delivered now, if any.
         asked: requests sent on ``upload``.
-        puts: PUTs started; ``resumed`` of them from an offset other than 0.
-        resumed: see ``puts``.
-        sent_bytes: bytes sent in PUTs.
+        puts: PUTs started.
+        chunks: chunks sent over MQTT (``media.upload: mqtt``).
+        resumed: uploads started from an offset other than 0 (the hub kept a part).
+        sent_bytes: bytes sent in PUTs and chunks.
         delivered: objects the hub confirmed (``201`` or ``done``).
         refused: objects the hub refused for good, by reason.
         errors: failed asks or PUTs (retried after a wait).
@@ -99,6 +109,7 @@ class UploaderStats:
     uploading: str | None = None
     asked: int = 0
     puts: int = 0
+    chunks: int = 0
     resumed: int = 0
     sent_bytes: int = 0
     delivered: int = 0
@@ -204,31 +215,69 @@ class Uploader:
             self._delivered(ref)
         elif answer.error is not None:
             self._refused(ref, answer)
+        elif self._settings.chunks:
+            await self._send_chunks(ref, answer.received or 0)
         elif answer.url is not None:
             await self._put(ref, answer.url, answer.received or 0)
 
     async def _ask(self, ref: MediaRef) -> MediaAnswer:
+        req = os.urandom(6).hex()  # not secrets: it loads OpenSSL (hmac)
+        self.stats.asked += 1
+        return await self._exchange(req, Upload(req=req, sha256=ref.sha256))
+
+    async def _exchange(self, key: str, message: Upload) -> MediaAnswer:
+        """Send ``message`` on ``upload`` and wait for the answer ``key`` names: a request's
+        ``req``, or ``chunk:<sha256>`` (chunk answers carry no ``req``)."""
         link = self._link
         if link is None:
             raise _Retry("no connection to the hub yet")
-        req = os.urandom(6).hex()  # not secrets: it loads OpenSSL (hmac)
         future: asyncio.Future[MediaAnswer] = asyncio.get_running_loop().create_future()
-        self._answers[req] = future
+        self._answers[key] = future
         try:
-            link.publish_upload(Upload(req=req, sha256=ref.sha256))
-            self.stats.asked += 1
+            link.publish_upload(message)
             async with asyncio.timeout(self._settings.answer_timeout_s):
                 return await future
         except TimeoutError:
             waited = self._settings.answer_timeout_s
             raise _Retry(f"no answer from the hub in {waited:g} s") from None
         finally:
-            self._answers.pop(req, None)
+            self._answers.pop(key, None)
 
     def _on_answer(self, answer: MediaAnswer) -> None:
-        future = self._answers.get(answer.req or "")
+        key = answer.req if answer.req is not None else f"chunk:{answer.sha256}"
+        future = self._answers.get(key)
         if future is not None and not future.done():
             future.set_result(answer)
+
+    async def _send_chunks(self, ref: MediaRef, offset: int) -> None:
+        """Send the object over MQTT from ``offset`` (a device with no HTTP route to the hub),
+        one chunk at a time, each answered with what the hub holds; ``bad_offset`` moves on
+        from where the hub's copy ends."""
+        path = self._spool.path(ref)
+        self.stats.resumed += offset > 0
+        while True:
+            try:
+                data = await asyncio.to_thread(_read_at, path, offset, MAX_CHUNK_BYTES)
+            except OSError as exc:
+                raise _Retry(f"cannot read {ref.name} from the spool: {exc}") from None
+            if not data:
+                raise _Retry(f"the hub holds {offset} bytes, the object has {ref.size}")
+            answer = await self._exchange(
+                f"chunk:{ref.sha256}", Upload(sha256=ref.sha256, offset=offset, data=data)
+            )
+            self.stats.chunks += 1
+            if answer.done:
+                self.stats.sent_bytes += len(data)
+                self._delivered(ref)
+                return
+            if answer.error == "bad_offset" and answer.received is not None:
+                offset = answer.received
+            elif answer.error is not None:
+                self._refused(ref, answer)
+                return
+            else:
+                self.stats.sent_bytes += len(data)
+                offset = answer.received if answer.received is not None else offset + len(data)
 
     def _refused(self, ref: MediaRef, answer: MediaAnswer) -> None:
         error = answer.error or "refused"
@@ -316,3 +365,9 @@ class Uploader:
                 wait_s,
                 held_back(held),
             )
+
+
+def _read_at(path: Path, offset: int, size: int) -> bytes:
+    with open(path, "rb") as file:
+        file.seek(offset)
+        return file.read(size)
