@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import stat
 import sys
 import time
@@ -22,7 +23,14 @@ from PIL import Image
 
 from fieldhub.agent.media.spool import MediaSpool, SpoolFull
 from fieldhub.agent.reporting import StateValue, Value
-from fieldhub.agent.units import Drivers, UnitConfig, build_units, mock_pin_factory
+from fieldhub.agent.units import (
+    Drivers,
+    UnitConfig,
+    UnitConfigError,
+    UnitStartError,
+    build_units,
+    mock_pin_factory,
+)
 from fieldhub.agent.units.camera import CameraConfig, CameraUnit, CaptureError
 from fieldhub.agent.units.drivers import SystemClock
 from fieldhub.agent.units.simulate import SimulatedCamera, SwitchPin
@@ -229,3 +237,33 @@ async def test_a_door_opened_outside_hours_is_a_stranger_with_a_picture(
         with Image.open(io.BytesIO(data)) as image:
             assert (image.format, image.size) == ("PNG", (160, 120))
     assert spool.stats.objects == len(pictures)
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        (
+            {"capture_on": [{"event": "door.opened", "outside_hours": "25:00-07:00"}]},
+            "outside_hours",
+        ),
+        ({"capture_on": [{"event": "door.opened", "outside_hours": "07:00-07:00"}]}, "same time"),
+        ({"capture_on": [{"event": "Door opened"}]}, "capture_on[0].event"),
+        ({"media_type": "jpeg"}, "media_type"),
+        ({"timeout_s": 0}, "timeout_s"),
+    ],
+)
+def test_bad_camera_configs_name_the_field(item: dict[str, Any], message: str) -> None:
+    with pytest.raises(msgspec.ValidationError, match=re.escape(message)):
+        msgspec.convert({"type": "camera", "name": "camera", **item}, UnitConfig)
+
+
+async def test_a_camera_without_its_program_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # neither rpicam-still nor libcamera-still
+    camera = _camera(await _spool(tmp_path / "media"), Recorder())
+    with pytest.raises(UnitStartError, match=r"apt install rpicam-apps.*--simulate"):
+        await camera.start()
+    configs = msgspec.convert([{"type": "camera", "name": "camera"}], list[UnitConfig])
+    with pytest.raises(UnitConfigError, match="needs the agent's media spool"):
+        build_units(configs, Drivers(pin_factory=mock_pin_factory()), Recorder())
