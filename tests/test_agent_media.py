@@ -245,6 +245,26 @@ async def test_without_an_http_route_the_picture_goes_in_chunks_over_mqtt(
         await hub.devices.delete(device_id)
 
 
+async def test_a_picture_the_hub_will_never_take_is_deleted_and_counted(
+    make_hub: HubFactory, tmp_path: Path, uid: str
+) -> None:
+    source = tmp_path / "picture.png"
+    _noise_png(source, 128)  # about 49 kB
+    async with make_hub(media_max_bytes=10_000) as hub:
+        device_id = f"cam-{uid}"
+        issued = (await hub.devices.create(device_id)).credentials
+        config = _config(hub, device_id, issued.username, tmp_path / "agent", source)
+        async with _agent(config, issued.secret) as agent:
+            sha = await _capture(agent)
+            uploader, spool = agent.uploader, agent.spool
+            assert uploader is not None
+            assert spool is not None
+            await eventually(lambda: uploader.stats.refused == {"too_large": 1}, "refused")
+            assert (spool.stats.objects, spool.stats.given_up, uploader.stats.puts) == (0, 1, 0)
+        assert not (tmp_path / "agent" / "media" / sha).exists()
+        await hub.devices.delete(device_id)
+
+
 def _port(url: str) -> int:
     return int(url.rstrip("/").rsplit(":", 1)[1])
 
