@@ -281,14 +281,19 @@ class Uploader:
 
     def _refused(self, ref: MediaRef, answer: MediaAnswer) -> None:
         error = answer.error or "refused"
-        if answer.retry:
-            raise _Retry(f"the hub cannot take {ref.name} now: {error} {answer.detail}".strip())
-        if error == "unknown_object" and ref.sha256 not in self._remarked:
-            # Asked too early after all (the event was still on its way): once more, after
-            # the reports stored by now have left the outbox.
+        if error == "unknown_object":
+            # The hub says "maybe later" (the event may be on its way), but this agent asks only
+            # once the event has left its outbox. Once more after the outbox drains again (a
+            # race), then never: the event was dropped, or a crash came between picture and
+            # event; asking forever would hold up every later picture.
+            if ref.sha256 in self._remarked:
+                self._give_up(ref, error, answer.detail)
+                return
             self._remarked.add(ref.sha256)
             self._marks.pop(ref.sha256, None)
             raise _Retry("the hub has not stored the announcing event yet", wait=False)
+        if answer.retry:
+            raise _Retry(f"the hub cannot take {ref.name} now: {error} {answer.detail}".strip())
         self._give_up(ref, error, answer.detail)
 
     async def _put(self, ref: MediaRef, url: str, start: int) -> None:
