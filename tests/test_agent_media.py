@@ -227,12 +227,13 @@ async def test_a_picture_taken_while_the_hub_is_down_arrives_after_its_restart(
             assert agent.spool.stats.objects == 0
 
 
+@pytest.mark.parametrize("db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def test_without_an_http_route_the_picture_goes_in_chunks_over_mqtt(
-    make_hub: HubFactory, tmp_path: Path, uid: str
+    make_hub: HubFactory, tmp_path: Path, uid: str, db: str
 ) -> None:
     source = tmp_path / "picture.png"
     picture = _noise_png(source, 128)  # about 49 kB: two chunks
-    async with make_hub(public_url="http://127.0.0.1:9") as hub:  # nothing listens there
+    async with make_hub(db=db, public_url="http://127.0.0.1:9") as hub:  # nothing listens there
         device_id = f"cam-{uid}"
         issued = (await hub.devices.create(device_id)).credentials
         config = _config(hub, device_id, issued.username, tmp_path / "agent", source, "mqtt")
