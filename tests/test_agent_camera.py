@@ -267,3 +267,32 @@ async def test_a_camera_without_its_program_says_what_to_install(
     configs = msgspec.convert([{"type": "camera", "name": "camera"}], list[UnitConfig])
     with pytest.raises(UnitConfigError, match="needs the agent's media spool"):
         build_units(configs, Drivers(pin_factory=mock_pin_factory()), Recorder())
+
+
+async def test_a_full_spool_never_loses_the_event_it_would_have_pictured(tmp_path: Path) -> None:
+    spool = await _spool(tmp_path / "media", max_bytes=100)  # no picture fits
+    recorder = Recorder()
+    pins = mock_pin_factory(SwitchPin)
+    pins.pin(DOOR_PIN).drive_low()
+    configs = msgspec.convert(
+        [
+            {"type": "door", "name": "door", "pin": DOOR_PIN, "debounce_s": 0.01},
+            {"type": "camera", "name": "camera", "capture_on": [{"event": "door.opened"}]},
+        ],
+        list[UnitConfig],
+    )
+    drivers = Drivers(pin_factory=pins, camera=SimulatedCamera("atm-7", SystemClock()))
+    units = build_units(configs, drivers, recorder, spool)
+    for unit in units:
+        await unit.start()
+    try:
+        pins.pin(DOOR_PIN).drive_high()
+        await eventually(lambda: recorder.of("door.opened"), "the door opened, without picture")
+    finally:
+        for unit in reversed(units):
+            await unit.stop()
+    (opened,) = recorder.of("door.opened")
+    assert opened.media == []
+    assert opened.data["camera_error"].startswith("media spool full: 0 of 100 bytes")
+    assert spool.stats.refused_full == 1
+    assert units[1].status()["failures"] == 1
