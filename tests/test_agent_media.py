@@ -43,6 +43,7 @@ class _Relay:
         self.target = ("127.0.0.1", 1)
         self.limit: int | None = None
         self.stalled = asyncio.Event()
+        self.sent: list[int] = []  # bytes passed from the agent, per connection
         self.port = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -70,9 +71,10 @@ class _Relay:
             writer.close()
             return
         budget = self.limit
+        self.sent.append(0)
         pipes = [
-            asyncio.create_task(self._pipe(reader, up_writer, budget)),
-            asyncio.create_task(self._pipe(up_reader, writer, None)),
+            asyncio.create_task(self._pipe(reader, up_writer, budget, len(self.sent) - 1)),
+            asyncio.create_task(self._pipe(up_reader, writer, None, None)),
         ]
         self._tasks.update(pipes)
         await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
@@ -83,12 +85,18 @@ class _Relay:
             each.close()
 
     async def _pipe(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, budget: int | None
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        budget: int | None,
+        counted: int | None,
     ) -> None:
         while data := await reader.read(65536):
             if budget is not None:
                 data = data[:budget]
                 budget -= len(data)
+            if counted is not None:
+                self.sent[counted] += len(data)
             if data:
                 writer.write(data)
                 await writer.drain()
@@ -268,6 +276,74 @@ async def test_pictures_the_hub_will_never_take_are_deleted_counted_and_hold_up_
             assert (spool.stats.objects, spool.stats.given_up, uploader.stats.puts) == (0, 2, 0)
         assert not (tmp_path / "agent" / "media" / sha).exists()
         await hub.devices.delete(device_id)
+
+
+async def test_an_agent_killed_in_the_middle_of_an_upload_resumes_it(
+    make_hub: HubFactory, tmp_path: Path, uid: str
+) -> None:
+    """``fieldhub agent`` as a process, killed (SIGKILL: a power cut) while its upload stalls:
+    the picture survives in its spool, and the next start sends only the rest."""
+    async with (
+        _Relay() as relay,
+        make_hub(public_url=relay.url) as hub,
+        served(hub) as url,
+        api_client(hub) as api,
+    ):
+        relay.target = ("127.0.0.1", _port(url))
+        device_id = f"cam-{uid}"
+        issued = (await hub.devices.create(device_id)).credentials
+        data = tmp_path / "agent"
+        config = tmp_path / "agent.yaml"
+        config.write_text(
+            f"device: {{id: {device_id}}}\n"
+            f"hub:\n  broker: '{hub.broker_url}'\n"
+            f"  username: '{issued.username}'\n  secret: '{issued.secret}'\n"
+            f"data_dir: '{data}'\n"
+            "units:\n  - {type: camera, name: camera, width: 1600, height: 1200}\n"
+            "web: {enabled: false}\n"
+        )
+        config.chmod(0o600)
+        relay.limit = 5000
+        async with _agent_process(config):
+            await eventually(lambda: _offers(hub, device_id, "camera.capture"), "the catalog")
+            answer = await api.post(
+                f"/api/devices/{device_id}/commands", json={"action": "camera.capture"}
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["status"] == "succeeded", answer.text
+            sha = answer.json()["result"]["sha256"]
+            await asyncio.wait_for(relay.stalled.wait(), 60)
+            picture = (data / "media" / sha).read_bytes()
+            assert len(picture) > 5000
+        relay.limit = None
+        uploads_before = len(relay.sent)
+        async with _agent_process(config):
+            media = await eventually(lambda: _stored(hub, device_id, sha), "resumed")
+        assert await _download(hub, media) == picture
+        assert max(relay.sent[uploads_before:]) < len(picture)  # only the rest was sent
+        assert not (data / "media" / sha).exists()
+        await hub.devices.delete(device_id)
+
+
+def _offers(hub: Hub, device_id: str, action: str) -> bool:
+    entry = hub.directory.get(device_id)
+    return entry is not None and action in (entry.actions or {})
+
+
+@contextlib.asynccontextmanager
+async def _agent_process(config: Path) -> AsyncIterator[None]:
+    """``fieldhub agent --simulate``, killed with SIGKILL on the way out."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "fieldhub", "agent", "--config", str(config), "--simulate"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        process.kill()
+        await process.wait()
 
 
 def _port(url: str) -> int:
