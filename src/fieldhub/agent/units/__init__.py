@@ -14,8 +14,8 @@ Unit types: ``led``, ``door``, ``socket`` (also as a lock), ``socket_check``, ``
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
+from fieldhub.agent.media.spool import MediaSpool
 from fieldhub.agent.reporting import Reporter
 from fieldhub.agent.units.base import ActionSpec, Unit, UnitConfigError, UnitError, UnitStartError
 from fieldhub.agent.units.camera import CameraConfig, CameraUnit
@@ -26,9 +26,6 @@ from fieldhub.agent.units.led import LedConfig, LedUnit
 from fieldhub.agent.units.relay import SocketConfig, SocketUnit
 from fieldhub.agent.units.temperature import SensorConfig, TemperatureConfig, TemperatureUnit
 from fieldhub.agent.units.voltage import AdcConfig, VoltageConfig, VoltageUnit
-
-if TYPE_CHECKING:
-    from fieldhub.agent.media.spool import MediaSpool
 
 __all__ = [
     "ActionSpec",

@@ -33,10 +33,11 @@ import signal
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import msgspec
 
+from fieldhub.agent.media.spool import MediaSpool, SpoolError
 from fieldhub.agent.reporting import Reporter, StateValue, Value
 from fieldhub.agent.units.base import (
     ActionResult,
@@ -50,9 +51,6 @@ from fieldhub.agent.units.drivers import Drivers
 from fieldhub.protocol import MediaRef
 from fieldhub.protocol.media import MEDIA_TYPE_PATTERN
 from fieldhub.protocol.messages import Severity
-
-if TYPE_CHECKING:
-    from fieldhub.agent.media.spool import MediaSpool
 
 __all__ = ["CAMERA_TOOLS", "CameraConfig", "CameraUnit", "CaptureTrigger"]
 
@@ -171,8 +169,6 @@ class CameraUnit(Unit):
         Raises:
             CaptureError: the program failed, was too slow, or the spool refused the picture.
         """
-        from fieldhub.agent.media.spool import SpoolError
-
         async with self._busy:
             try:
                 ref = await self._take()
