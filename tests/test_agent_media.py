@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import ssl
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from fieldhub.agent.units import Drivers, mock_pin_factory
 from fieldhub.hub.app import Hub
 from tests.conftest import HubFactory, api_client
 from tests.hub_client import served
+from tests.support.certs import TestCa, public_key_pin
 from tests.support.proxy import TcpProxy
 from tests.waiting import eventually
 
@@ -39,7 +41,8 @@ class _Relay:
     that passes at most ``limit`` bytes from the agent per connection and then holds the rest:
     an upload stalls in the middle, until the agent gives up on it."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self._tls = tls
         self.target = ("127.0.0.1", 1)
         self.limit: int | None = None
         self.stalled = asyncio.Event()
@@ -49,7 +52,7 @@ class _Relay:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> _Relay:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, ssl=self._tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -62,7 +65,7 @@ class _Relay:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self.port}"
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -112,7 +115,13 @@ def _noise_png(path: Path, side: int) -> bytes:
 
 
 def _config(
-    hub: Hub, device_id: str, username: str, data: Path, source: Path, upload: str = "http"
+    hub: Hub,
+    device_id: str,
+    username: str,
+    data: Path,
+    source: Path,
+    upload: str = "http",
+    **media: str,
 ) -> AgentConfig:
     import msgspec
 
@@ -122,7 +131,7 @@ def _config(
             "device": {"id": device_id},
             "hub": {"broker": hub.broker_url, "username": username},
             "data_dir": str(data),
-            "media": {"upload": upload},
+            "media": {"upload": upload, **media},
             "units": [
                 {
                     "type": "camera",
@@ -322,6 +331,49 @@ async def test_an_agent_killed_in_the_middle_of_an_upload_resumes_it(
         assert await _download(hub, media) == picture
         assert max(relay.sent[uploads_before:]) < len(picture)  # only the rest was sent
         assert not (data / "media" / sha).exists()
+        await hub.devices.delete(device_id)
+
+
+@pytest.mark.parametrize("pinned", ["right", "wrong"])
+async def test_an_https_upload_checks_the_ca_and_the_pin_before_sending(
+    make_hub: HubFactory, tmp_path: Path, uid: str, pinned: str
+) -> None:
+    ca = TestCa(tmp_path / "ca")
+    server = ca.issue("hub", hosts=["127.0.0.1"])
+    other = ca.issue("other", hosts=["127.0.0.1"])
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(server.cert, server.key)
+    source = tmp_path / "picture.png"
+    picture = _noise_png(source, 64)
+    pin = public_key_pin(server.cert if pinned == "right" else other.cert)
+    async with (
+        _Relay(tls=context) as relay,
+        make_hub(public_url=relay.url) as hub,
+        served(hub) as url,
+    ):
+        relay.target = ("127.0.0.1", _port(url))
+        device_id = f"cam-{uid}"
+        issued = (await hub.devices.create(device_id)).credentials
+        config = _config(
+            hub,
+            device_id,
+            issued.username,
+            tmp_path / "agent",
+            source,
+            ca_file=str(ca.cert),
+            pin_sha256=pin,
+        )
+        async with _agent(config, issued.secret) as agent:
+            sha = await _capture(agent)
+            uploader = agent.uploader
+            assert uploader is not None
+            if pinned == "right":
+                media = await eventually(lambda: _stored(hub, device_id, sha), "over https")
+                assert await _download(hub, media) == picture
+            else:
+                await eventually(lambda: "pin mismatch" in uploader.stats.last_error, "refused")
+                assert sum(relay.sent) == 0  # not a byte of the request left
+                assert (tmp_path / "agent" / "media" / sha).exists()  # kept for later
         await hub.devices.delete(device_id)
 
 
