@@ -148,6 +148,8 @@ class Done:
     last_seq: int = 0
     lost: dict[str, int] = field(default_factory=dict)  # by kind name, since the file was made
     refused_total: int = 0
+    stored_through: int = 0  # the last row id ever stored (rows only grow: AUTOINCREMENT)
+    held_from: int = 1  # the first row id still held: every row before it has left the file
 
 
 @dataclass(slots=True)
@@ -300,6 +302,7 @@ class OutboxStore:
             if work.want:
                 done.messages = self._take(work.want)
             self._save_meta()
+            done.stored_through, done.held_from = self._row_marks()
             self._db.execute("COMMIT")
         except BaseException:
             if self._db.in_transaction:
@@ -315,6 +318,15 @@ class OutboxStore:
         done.lost = {kind.name.lower(): self._meta.get(_lost_key(kind), 0) for kind in Kind}
         done.refused_total = self._meta.get("refused", 0)
         return done
+
+    def _row_marks(self) -> tuple[int, int]:
+        """The last row id stored ever, and the first one still held (see ``Done``): a report
+        stored at or before the first mark has left the file (the hub acknowledged it, or it
+        was dropped or refused) once the second is beyond it. Media wait for that."""
+        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+        stored = int(row[0]) if row else 0
+        (first,) = self._db.execute("SELECT min(id) FROM outbox").fetchone()
+        return stored, stored + 1 if first is None else int(first)
 
     def _save_meta(self) -> None:
         self._db.executemany(

@@ -7,7 +7,7 @@ Loaded once at start; a wrong file stops the agent with the file, line and field
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -23,6 +23,7 @@ __all__ = [
     "ClaimSection",
     "ConfigError",
     "HubSection",
+    "MediaSection",
     "load_config",
 ]
 
@@ -132,6 +133,28 @@ class OutboxSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     max_messages: Annotated[int, msgspec.Meta(ge=100, le=10_000_000)] = 100_000
 
 
+class MediaSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Pictures waiting for the hub (docs/agent-media.md): how much the spool keeps, and how an
+    ``https`` upload URL is checked; ``ca_file`` and ``pin_sha256`` default to the hub
+    section's (the hub's web server and its broker usually share a CA)."""
+
+    max_mb: Annotated[float, msgspec.Meta(gt=0, le=1_000_000)] = 64.0
+    upload: Literal["http", "mqtt"] = "http"  # mqtt: in 48 KiB chunks, with no HTTP route
+    ca_file: str | None = (
+        None  # a private CA for https uploads; else hub.ca_file, else the system's
+    )
+    pin_sha256: str | None = None  # SHA-256 of the upload server's public key, hex
+
+    def __post_init__(self) -> None:
+        if self.pin_sha256 is not None:
+            from fieldhub.mqtt.tls import TlsSetupError, normalize_pin  # see HubSection
+
+            try:
+                normalize_pin(self.pin_sha256)
+            except TlsSetupError as exc:
+                raise ValueError(str(exc)) from None
+
+
 class WebSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The technician page: where it listens, and the argon2 hash of its password."""
 
@@ -166,6 +189,7 @@ class AgentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     hub: HubSection
     data_folder: str = msgspec.field(default="/var/lib/fieldhub-agent", name="data_dir")
     outbox: OutboxSection = OutboxSection()
+    media: MediaSection = MediaSection()
     units: list[UnitConfig] = []
     actions: list[SiteAction] = []
     web: WebSection = WebSection()

@@ -43,7 +43,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +65,7 @@ from fieldhub.agent._tasks import log_if_failed
 from fieldhub.agent.reporting import StateValue, Value
 from fieldhub.clock import now_ms
 from fieldhub.logthrottle import LogThrottle, held_back
-from fieldhub.protocol import Event, Sample, State, encode
+from fieldhub.protocol import Event, MediaRef, Sample, State, encode
 from fieldhub.protocol.messages import MAX_PAYLOAD_BYTES, MAX_SAMPLES, Severity
 
 __all__ = [
@@ -180,6 +180,9 @@ class Outbox:
         self._submitted = 0  # reports submitted so far
         self._settled = 0  # of those, committed or dropped
         self._sync_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._stored_through = 0
+        self._held_from = 1
+        self._gone_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._deliver: Callable[[list[OutMessage]], None] | None = None
         self._room: Callable[[], int] = lambda: 0
         self._ready = False  # the file holds messages to hand out
@@ -318,6 +321,22 @@ class Outbox:
         self._sync_waiters.append((target, future))
         await future
 
+    @property
+    def stored_through(self) -> int:
+        """A mark for every report committed so far: once :meth:`gone` returns for it, all
+        of them have left the outbox. Read it after :meth:`sync`."""
+        return self._stored_through
+
+    async def gone(self, mark: int) -> None:
+        """Wait until every report stored up to ``mark`` (a :attr:`stored_through`) has left
+        the outbox: the hub acknowledged it (or, rarely, it was dropped or refused). The
+        media uploader waits for this before it asks for the upload of an announced object."""
+        if self._held_from > mark:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._gone_waiters.append((mark, future))
+        await future
+
     # -- the commit loop -------------------------------------------------------------------
     def _wake_now(self) -> None:
         self._wake.set()
@@ -399,6 +418,15 @@ class Outbox:
         stats.last_seq = done.last_seq
         stats.lost = done.lost
         stats.refused = done.refused_total
+        self._stored_through, self._held_from = done.stored_through, done.held_from
+        waiting = []
+        for mark, future in self._gone_waiters:
+            if mark < done.held_from:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                waiting.append((mark, future))
+        self._gone_waiters = waiting
         if done.dropped:
             held = self._throttle.due("overflow")
             if held is not None:
@@ -458,17 +486,21 @@ class OutboxReporter:
         severity: Severity = "info",
         message: str = "",
         data: Mapping[str, Any] | None = None,
+        *,
+        media: Sequence[MediaRef] = (),
+        ts: int | None = None,
     ) -> None:
         """Something happened; stored at once, sent with the next messages."""
         try:
             body = encode(
                 Event(
                     seq=1,
-                    ts=now_ms(),
+                    ts=now_ms() if ts is None else ts,
                     type=type,
                     severity=severity,
                     message=message,
                     data=dict(data or {}),
+                    media=list(media),
                 )
             )
             _EVENT.decode(body)

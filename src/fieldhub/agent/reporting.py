@@ -8,9 +8,10 @@ threads, so every method must be safe to call from any thread and must never blo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from fieldhub.protocol import MediaRef
 from fieldhub.protocol.messages import Severity
 
 Value = bool | int | float | str
@@ -32,8 +33,13 @@ class Reporter(Protocol):
         severity: Severity = "info",
         message: str = "",
         data: Mapping[str, Any] | None = None,
+        *,
+        media: Sequence[MediaRef] = (),
+        ts: int | None = None,
     ) -> None:
-        """Something happened (``door.opened``, ``temperature.high``); sent at once."""
+        """Something happened (``door.opened``, ``temperature.high``) at ``ts`` (epoch ms; now
+        if None); sent at once. ``media`` announces objects kept in the agent's media spool,
+        uploaded once the hub has stored the event (``agent/media``)."""
 
     def state(self, changes: Mapping[str, StateValue]) -> None:
         """Reported state changed (``{"socket": "on"}``); None removes a key."""

@@ -35,6 +35,8 @@ from fieldhub.agent.claim import (
 from fieldhub.agent.commands import CommandHandler
 from fieldhub.agent.config import AgentConfig, ConfigError, HubSection
 from fieldhub.agent.eventlog import LoggedEvent, RecentEvents
+from fieldhub.agent.media.spool import MediaSpool
+from fieldhub.agent.media.uploader import Uploader, UploaderSettings
 from fieldhub.agent.outbox import Outbox, OutboxReporter
 from fieldhub.agent.reporting import Reporter, StateValue, Value
 from fieldhub.agent.twin import TWIN_FILE, Twin
@@ -45,7 +47,7 @@ from fieldhub.agent.web import TechnicianPage, parse_listen
 from fieldhub.agent.web.view import UnitView
 from fieldhub.mqtt.address import broker_address
 from fieldhub.private_files import private_dir
-from fieldhub.protocol import Reply
+from fieldhub.protocol import MediaRef, Reply
 from fieldhub.protocol.actions import ACTION_CATALOG_KEY, ACTION_DETAILS_KEY
 from fieldhub.protocol.messages import Severity
 from fieldhub.systemd import notify, pet_watchdog, watchdog_interval_s
@@ -78,9 +80,12 @@ class _TeeReporter:
         severity: Severity = "info",
         message: str = "",
         data: Mapping[str, Any] | None = None,
+        *,
+        media: Sequence[MediaRef] = (),
+        ts: int | None = None,
     ) -> None:
         self._events.record(type, severity, message, data)
-        self._outbox.event(type, severity, message, data)
+        self._outbox.event(type, severity, message, data, media=media, ts=ts)
 
     def state(self, changes: Mapping[str, StateValue]) -> None:
         self._outbox.state(changes)
@@ -154,6 +159,8 @@ class Agent:
         self._tls: ssl.SSLContext | None = None
         self.commands: CommandHandler | None = None
         self.twin: Twin | None = None
+        self.spool: MediaSpool | None = None
+        self.uploader: Uploader | None = None
         self.page: TechnicianPage | None = None
         self._stack = AsyncExitStack()
         self._background: list[asyncio.Task[None]] = []
@@ -170,12 +177,37 @@ class Agent:
         notify("STOPPING=1")
         await self._stack.aclose()
 
+    async def _start_page(self) -> None:
+        """The technician page, when it is on and has a password."""
+        web = self.config.web
+        if web.enabled and web.password_hash:
+            host, port = parse_listen(web.listen)
+            try:
+                self.page = await self._stack.enter_async_context(
+                    TechnicianPage(_View(self), web.password_hash, host=host, port=port)
+                )
+            except OSError as exc:
+                raise AgentStartError(
+                    f"the technician page cannot listen on {web.listen}: {exc.strerror}"
+                    " (change web.listen, or stop what uses the port)"
+                ) from None
+        elif web.enabled:
+            log.warning("technician page off: set web.password_hash (fieldhub agent hash-password)")
+
     async def _start(self) -> None:
         config = self.config
         data_dir = config.data_dir
         private_dir(data_dir)  # outbox, command memory, credentials: the agent's user's alone
         self.outbox = await self._stack.enter_async_context(
             Outbox(data_dir / "outbox.db", max_messages=config.outbox.max_messages)
+        )
+        self.spool = MediaSpool(data_dir / "media", int(config.media.max_mb * 2**20))
+        await self.spool.open()
+        self.uploader = Uploader(
+            self.spool,
+            self.outbox,
+            tls=self._upload_tls,
+            settings=UploaderSettings(chunks=config.media.upload == "mqtt"),
         )
         await self._start_uplink(self.outbox)
         # Listening before the first connection: the retained desired state comes right after.
@@ -186,11 +218,13 @@ class Agent:
         drivers = self._drivers
         simulation: Simulation | None = None
         if drivers is None and self._simulate:
-            simulation = Simulation(config.units, data_dir / "simulated-hardware")
+            simulation = Simulation(
+                config.units, data_dir / "simulated-hardware", label=config.device.id
+            )
             drivers = simulation.drivers
         elif drivers is None:
             drivers = Drivers.hardware()
-        self.units = build_units(config.units, drivers, reporter)
+        self.units = build_units(config.units, drivers, reporter, self.spool)
         for unit in self.units:
             await unit.start()
             self._stack.push_async_callback(unit.stop)
@@ -213,22 +247,11 @@ class Agent:
         await self._stack.enter_async_context(
             self.twin.applying(self.registry, self.units, reporter)
         )
-        if config.web.enabled and config.web.password_hash:
-            host, port = parse_listen(config.web.listen)
-            try:
-                self.page = await self._stack.enter_async_context(
-                    TechnicianPage(_View(self), config.web.password_hash, host=host, port=port)
-                )
-            except OSError as exc:
-                raise AgentStartError(
-                    f"the technician page cannot listen on {config.web.listen}: {exc.strerror}"
-                    " (change web.listen, or stop what uses the port)"
-                ) from None
-        elif config.web.enabled:
-            log.warning("technician page off: set web.password_hash (fieldhub agent hash-password)")
+        await self._start_page()
         if simulation is not None:
             self._spawn(simulation.run(), "simulation")
         self._spawn(self._show_health(), "status-led")
+        self._spawn(self.uploader.run(), "media-uploader")
         interval = watchdog_interval_s()
         if interval is not None:
             self._spawn(pet_watchdog(interval), "systemd-watchdog")
@@ -306,6 +329,17 @@ class Agent:
             uplink.on_command(self.commands.on_command)
         if self.twin is not None:
             uplink.on_desired(self.twin.on_desired)
+        if self.uploader is not None:
+            self.uploader.attach(uplink)
+
+    def _upload_tls(self) -> ssl.SSLContext:
+        """The context for ``https`` upload URLs, made at the first one (docs/agent-media.md)."""
+        from fieldhub.mqtt.tls import broker_context  # ssl: only for TLS uploads
+
+        media, hub = self.config.media, self.config.hub
+        return broker_context(
+            ca_file=media.ca_file or hub.ca_file, pin_sha256=media.pin_sha256 or hub.pin_sha256
+        )
 
     def _publish_reply(self, instance: str, reply: Reply) -> None:
         # Commands arrive only through the uplink, so there is one to answer through.
@@ -378,7 +412,9 @@ class Agent:
             await asyncio.sleep(1.0)
 
     def _spawn(self, work: Any, name: str) -> None:
-        self._background.append(asyncio.create_task(work, name=name))
+        task = asyncio.create_task(work, name=name)
+        task.add_done_callback(log_if_failed)
+        self._background.append(task)
 
     async def _stop_background(self) -> None:
         for task in self._background:
@@ -399,6 +435,8 @@ class Agent:
             figures["twin"] = self.twin.stats
         if self._bundles is not None:
             figures["bundles"] = dict(self._bundles.stats)
+        if self.spool is not None and self.uploader is not None:
+            figures["media"] = {"spool": self.spool.stats, "uploads": self.uploader.stats}
         return figures
 
 

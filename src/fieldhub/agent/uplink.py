@@ -16,9 +16,8 @@ hub has just subscribed again to a broker that lost its session, docs/protocol.m
 whole window at once. Without that, an agent that reconnected to a restarted broker before the
 hub did resent into nothing and then waited out timeouts doubled by the outage (up to 120 s,
 with a backlog growing behind them). The first ack on a connection also tells the MQTT client
-that the connection works, so the next reconnection starts with its shortest delay: with a
-broker back after a second, a reconnection no longer waits for a back-off grown by earlier
-outages (it reset only after 30 s connected).
+that the connection works, so the next reconnection starts with its shortest delay, not with a
+back-off grown by earlier outages.
 
 Refusals. The outbox takes only reports that match the wire contract, so the hub refusing a
 message is rare (a hub stricter than this agent, a damaged file), but such a message must not
@@ -43,7 +42,6 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
 import msgspec
@@ -58,10 +56,12 @@ from fieldhub.protocol import (
     Channel,
     Command,
     Desired,
+    MediaAnswer,
     PayloadError,
     Reject,
     Reply,
     Status,
+    Upload,
     decode,
     encode,
     topic_for,
@@ -241,6 +241,7 @@ class Uplink:
         self._subscribed = False  # set once the first subscription was sent
         self._command_callback: Callable[[Command], None] | None = None
         self._desired_callback: Callable[[Desired], None] | None = None
+        self._media_callback: Callable[[MediaAnswer], None] = lambda _answer: None
         # What arrives before the agent attached its handlers (the broker delivers a kept
         # session's commands and the retained desired state right after connecting) waits.
         self._early_commands: list[Command] = []
@@ -259,12 +260,7 @@ class Uplink:
             task.add_done_callback(log_if_failed)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     async def close(self) -> None:
@@ -273,9 +269,7 @@ class Uplink:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._client.connected:
             status = Status(online=False, ts=now_ms(), reason="agent stopped")
             self._client.publish(self._topics[Channel.STATUS], encode(status), qos=1, retain=True)
@@ -318,6 +312,7 @@ class Uplink:
             (self._topics[Channel.REJECT], 0),
             (self._topics[Channel.CMD], 1),
             (self._topics[Channel.DESIRED], 1),
+            (self._topics[Channel.MEDIA], 1),
         ]
         try:
             await self._client.subscribe(filters)
@@ -364,6 +359,14 @@ class Uplink:
         outbox: the actions keep replies of recent commands and answer redeliveries)."""
         topic = topic_for(self._device_id, Channel.REPLY, instance)
         self._client.publish(topic, encode(reply), qos=1)
+
+    def on_media(self, callback: Callable[[MediaAnswer], None]) -> None:
+        """Call ``callback`` with every answer on ``media`` (the media uploader's)."""
+        self._media_callback = callback
+
+    def publish_upload(self, request: Upload) -> None:
+        """Ask the hub on ``upload`` (QoS 1; not through the outbox: asked again if lost)."""
+        self._client.publish(self._topics[Channel.UPLOAD], encode(request), qos=1)
 
     def snapshot(self) -> dict[str, Any]:
         """Uplink and outbox figures, JSON-ready, for the local page and the status API."""
@@ -520,6 +523,8 @@ class Uplink:
                     self._command_callback(command)
                 elif len(self._early_commands) < _MAX_EARLY_COMMANDS:
                     self._early_commands.append(command)
+            elif topic == topics[Channel.MEDIA]:
+                self._media_callback(decode(Channel.MEDIA, payload))
             elif topic == topics[Channel.DESIRED] and payload:  # empty: desired state cleared
                 desired = decode(Channel.DESIRED, payload)
                 if self._desired_callback is not None:

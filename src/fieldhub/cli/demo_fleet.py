@@ -13,6 +13,13 @@ data folder (``credentials.json``, mode 0600) and uses it again after a restart 
 still accepts it; otherwise (a new data folder for the hub, a revoked key) the demo issues new
 ones. The technician page is off: twenty pages would need twenty ports.
 
+The ATMs also have a camera (``camera``, simulated: a generated picture of the time and the
+device id). Their service hours begin an hour after the demo starts (``service_hours``), so
+until then every door opening is outside hours: the camera takes a picture and the agent
+reports ``stranger.detected`` with it, which the hub stores, shows and offers for download. An
+ATM's first door opening comes a few seconds after the start (``FIRST_VISIT_S``), so the
+first stranger picture is on the dashboard within seconds.
+
 One cabinet in twenty (``demo-002``, ``demo-022``, …) has a failed fan and runs about 30 °C
 hotter than the others, so the demo's default rule ``over-temperature`` (``demo_rules.yaml``)
 raises an alarm within a minute of the start, and its notification shows on the console.
@@ -26,6 +33,7 @@ duration the agent declares) and a shorter ``off_s`` comes back lengthened, and 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +52,10 @@ KINDS = ("atm", "terminal", "locker")
 WITH_LOCK = frozenset({"atm", "locker"})
 """Cabinets with a door lock (a strike on a second relay): some, not all, as in the field."""
 LOCK_PIN = 5
+WITH_CAMERA = frozenset({"atm"})
+"""Cabinets with a camera that pictures a door opened outside service hours."""
+FIRST_VISIT_S = 5.0
+"""When an ATM's door first opens after the start: a stranger picture within seconds."""
 CREDENTIALS_FILE = "credentials.json"
 HEAT_C = 30.0
 """How much hotter a cabinet with a failed fan runs: 48-65 °C, past the rule's 50 °C."""
@@ -111,6 +123,7 @@ def demo_config(device: DemoDevice, broker_url: str, username: str) -> AgentConf
                 {"type": "socket", "name": "socket", "pin": 22, "initial": "on", "min_off_s": 10},
                 {"type": "socket_check", "name": "socket_power", "socket": "socket", "pin": 23},
                 *_lock(device),
+                *_camera(device),
                 {
                     "type": "temperature",
                     "name": "temperature",
@@ -139,6 +152,30 @@ def _lock(device: DemoDevice) -> list[dict[str, Any]]:
     if device.labels["group"] not in WITH_LOCK:
         return []
     return [{"type": "socket", "name": "lock", "pin": LOCK_PIN, "role": "lock"}]
+
+
+def _camera(device: DemoDevice) -> list[dict[str, Any]]:
+    """An ATM's camera: a door opened outside service hours is a ``stranger.detected`` event
+    with a picture (docs/agent-media.md); none for other cabinets."""
+    if device.labels["group"] not in WITH_CAMERA:
+        return []
+    trigger = {
+        "event": "door.opened",
+        "unit": "door",
+        "outside_hours": service_hours(time.time()),
+        "report": "stranger.detected",
+    }
+    return [
+        {"type": "camera", "name": "camera", "width": 320, "height": 240, "capture_on": [trigger]}
+    ]
+
+
+def service_hours(started: float) -> str:
+    """The demo's service hours (local time): from an hour after ``started`` (epoch s) for
+    eight hours, so the demo's first hour is all outside them."""
+    begin = time.localtime(started + 3600)
+    end = time.localtime(started + 9 * 3600)
+    return f"{begin.tm_hour:02d}:{begin.tm_min:02d}-{end.tm_hour:02d}:{end.tm_min:02d}"
 
 
 async def _credentials(hub: Any, device: DemoDevice) -> _Credentials:
@@ -184,7 +221,9 @@ def _write_credentials(path: Path, credentials: _Credentials) -> None:
 async def _run_agent(config: AgentConfig, secret: str, physics: Physics) -> None:
     """One demo device: its simulated hardware and its agent, which installs bundles as a
     real one does (docs/bundles.md; none is trusted until ``bundles.trusted_keys`` is set)."""
-    simulation = Simulation(config.units, config.data_dir / "simulated-hardware", physics)
+    simulation = Simulation(
+        config.units, config.data_dir / "simulated-hardware", physics, label=config.device.id
+    )
     async with asyncio.TaskGroup() as group:
         group.create_task(simulation.run(), name=f"simulate:{config.device.id}")
         group.create_task(
@@ -222,7 +261,11 @@ async def run_demo_fleet(hub: Any, count: int, data: Path, *, door_every_s: floa
         for device in demo_devices(count, data):
             credentials = await _credentials(hub, device)
             config = demo_config(device, hub.broker_url, credentials.username)
-            physics = Physics(door_every_s=door_every_s, heat_c=HEAT_C if runs_hot(device) else 0)
+            physics = Physics(
+                door_every_s=door_every_s,
+                first_door_s=FIRST_VISIT_S if device.labels["group"] in WITH_CAMERA else None,
+                heat_c=HEAT_C if runs_hot(device) else 0,
+            )
             group.create_task(
                 _run_agent(config, credentials.secret, physics), name=f"demo:{device.device_id}"
             )

@@ -8,15 +8,17 @@ item's ``type`` picks the struct; unknown fields are errors), then the agent bui
         await unit.start()
 
 Unit types: ``led``, ``door``, ``socket`` (also as a lock), ``socket_check``, ``temperature``,
-``voltage``. See each module for what it reports.
+``voltage``, ``camera``. See each module for what it reports.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from fieldhub.agent.media.spool import MediaSpool
 from fieldhub.agent.reporting import Reporter
 from fieldhub.agent.units.base import ActionSpec, Unit, UnitConfigError, UnitError, UnitStartError
+from fieldhub.agent.units.camera import CameraConfig, CameraUnit
 from fieldhub.agent.units.check import SocketCheckConfig, SocketCheckUnit
 from fieldhub.agent.units.door import DoorConfig, DoorUnit
 from fieldhub.agent.units.drivers import Drivers, mock_pin_factory
@@ -28,6 +30,8 @@ from fieldhub.agent.units.voltage import AdcConfig, VoltageConfig, VoltageUnit
 __all__ = [
     "ActionSpec",
     "AdcConfig",
+    "CameraConfig",
+    "CameraUnit",
     "DoorConfig",
     "DoorUnit",
     "Drivers",
@@ -53,7 +57,13 @@ __all__ = [
 ]
 
 UnitConfig = (
-    LedConfig | DoorConfig | SocketConfig | SocketCheckConfig | TemperatureConfig | VoltageConfig
+    LedConfig
+    | DoorConfig
+    | SocketConfig
+    | SocketCheckConfig
+    | TemperatureConfig
+    | VoltageConfig
+    | CameraConfig
 )
 """Any unit's config; msgspec picks the struct by the ``type`` field."""
 
@@ -63,6 +73,7 @@ def build_unit(
     drivers: Drivers,
     reporter: Reporter,
     others: Mapping[str, Unit] | None = None,
+    spool: MediaSpool | None = None,
 ) -> Unit:
     """Make the unit a config describes (not started).
 
@@ -71,9 +82,11 @@ def build_unit(
         drivers: Hardware access.
         reporter: Where it reports.
         others: Units already built, by name: a ``socket_check`` finds its socket there.
+        spool: Where a ``camera`` keeps its pictures (the agent's media spool).
 
     Raises:
-        UnitConfigError: A ``socket_check`` names no ``socket`` unit in ``others``.
+        UnitConfigError: A ``socket_check`` names no ``socket`` unit in ``others``, or a
+            ``camera`` has no spool.
     """
     match config:
         case LedConfig():
@@ -86,6 +99,8 @@ def build_unit(
             return TemperatureUnit(config, drivers, reporter)
         case VoltageConfig():
             return VoltageUnit(config, drivers, reporter)
+        case CameraConfig():
+            return _camera(config, drivers, reporter, spool)
         case SocketCheckConfig():
             socket = (others or {}).get(config.socket)
             if not isinstance(socket, SocketUnit):
@@ -96,12 +111,18 @@ def build_unit(
             return SocketCheckUnit(config, drivers, reporter, socket)
 
 
-def build_units(configs: Sequence[UnitConfig], drivers: Drivers, reporter: Reporter) -> list[Unit]:
+def build_units(
+    configs: Sequence[UnitConfig],
+    drivers: Drivers,
+    reporter: Reporter,
+    spool: MediaSpool | None = None,
+) -> list[Unit]:
     """Make all units of a config, in its order; checks that fit across units.
 
     Names must be unique (they prefix state keys and action names), and every
     ``socket_check`` must name a ``socket`` unit (anywhere in the list). Two units on one pin
-    are found by gpiozero at start (``UnitStartError``).
+    are found by gpiozero at start (``UnitStartError``). Cameras are made first: the other
+    units report through them, so that their events can take a picture (``capture_on``).
 
     Raises:
         UnitConfigError: The message names the units involved.
@@ -112,7 +133,22 @@ def build_units(configs: Sequence[UnitConfig], drivers: Drivers, reporter: Repor
             raise UnitConfigError(f"Two units are named {config.name!r}; names must be unique.")
         seen[config.name] = config
     built: dict[str, Unit] = {}
+    watched = reporter
+    for config in configs:
+        if isinstance(config, CameraConfig):
+            camera = _camera(config, drivers, reporter, spool)
+            built[config.name] = camera
+            watched = camera.watching(watched)
     # Sockets first, so a socket_check listed before its socket still finds it.
     for config in sorted(configs, key=lambda c: not isinstance(c, SocketConfig)):
-        built[config.name] = build_unit(config, drivers, reporter, built)
+        if config.name not in built:
+            built[config.name] = build_unit(config, drivers, watched, built)
     return [built[config.name] for config in configs]
+
+
+def _camera(
+    config: CameraConfig, drivers: Drivers, reporter: Reporter, spool: MediaSpool | None
+) -> CameraUnit:
+    if spool is None:
+        raise UnitConfigError(f"Camera {config.name!r} needs the agent's media spool.")
+    return CameraUnit(config, drivers, reporter, spool)

@@ -17,6 +17,7 @@ __all__ = [
     "OWSERVER_PORT",
     "THROTTLED_PATH",
     "W1_ROOT",
+    "CameraSource",
     "Clock",
     "Drivers",
     "SystemClock",
@@ -72,6 +73,14 @@ class TemperatureSource(Protocol):
         method itself does not raise for a missing sensor or an unreachable server."""
 
 
+class CameraSource(Protocol):
+    """Where ``camera`` units get pictures when not from the Pi's camera (the simulation)."""
+
+    def picture(self, width: int, height: int) -> tuple[bytes, str]:
+        """A new picture of that size and its MIME type. Blocking: units call it through
+        ``asyncio.to_thread``."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Drivers:
     """The hardware units talk to.
@@ -87,6 +96,8 @@ class Drivers:
         clock: Wall and monotonic time.
         temperatures: When set, every ``temperature`` unit reads from it whatever its
             ``source`` says (the simulation's thermometers).
+        camera: When set, every ``camera`` unit takes its pictures from it instead of the
+            system's camera program (the simulation's generated pictures).
     """
 
     pin_factory: Any
@@ -95,6 +106,7 @@ class Drivers:
     throttled_path: Path = THROTTLED_PATH
     clock: Clock = field(default_factory=SystemClock)
     temperatures: TemperatureSource | None = None
+    camera: CameraSource | None = None
 
     @classmethod
     def hardware(cls, owserver: tuple[str, int] = ("localhost", OWSERVER_PORT)) -> Drivers:

@@ -31,6 +31,7 @@ from typing import Any
 from gpiozero.pins.mock import MockPin, MockSPIDevice
 
 from fieldhub.agent.units import UnitConfig
+from fieldhub.agent.units._picture import PNG_TYPE, picture
 from fieldhub.agent.units.check import SocketCheckConfig
 from fieldhub.agent.units.door import DoorConfig
 from fieldhub.agent.units.drivers import Clock, Drivers, SystemClock, Unreadable, mock_pin_factory
@@ -43,6 +44,7 @@ __all__ = [
     "SPI_SELECT",
     "MockMCP3xxx",
     "Physics",
+    "SimulatedCamera",
     "SimulatedThermometers",
     "Simulation",
     "SwitchPin",
@@ -142,6 +144,7 @@ class Physics:
     """
 
     door_every_s: float = 900.0
+    first_door_s: float | None = None  # the first opening this long after the start (demo)
     door_open_s: float = 20.0
     door_forgotten: float = 0.05  # share of openings left open for ten minutes
     fault_every_s: float = 6 * 3600.0
@@ -151,6 +154,19 @@ class Physics:
     supply_v: float = 5.1
     tick_s: float = 0.2  # how often sense lines and the supply are updated
     heat_c: float = 0.0  # added to every thermometer: a cabinet whose fan has failed runs hot
+
+
+class SimulatedCamera:
+    """Pictures of the time and ``label`` in block letters (PNG), as a camera would see a
+    clock on the cabinet's wall (``_picture.py``)."""
+
+    def __init__(self, label: str, clock: Clock) -> None:
+        self._label = label
+        self._clock = clock
+
+    def picture(self, width: int, height: int) -> tuple[bytes, str]:
+        """A new picture and its type (see ``CameraSource``)."""
+        return picture(self._label, width, height, self._clock.time()), PNG_TYPE
 
 
 class SimulatedThermometers:
@@ -207,6 +223,7 @@ class Simulation:
         physics: How lively the world is.
         seed: Seed of the randomness, for a reproducible run.
         clock: Time (the system clock by default).
+        label: What the simulated camera writes on its pictures (the device id).
     """
 
     def __init__(
@@ -216,6 +233,7 @@ class Simulation:
         physics: Physics | None = None,
         seed: int | None = None,
         clock: Clock | None = None,
+        label: str = "",
     ) -> None:
         self.physics = physics or Physics()
         self._rng = random.Random(seed)
@@ -231,6 +249,7 @@ class Simulation:
             throttled_path=self._throttled,
             clock=self._clock,
             temperatures=self.thermometers,
+            camera=SimulatedCamera(label, self._clock),
         )
         self._doors = [c for c in configs if isinstance(c, DoorConfig)]
         sockets = {c.name: c for c in configs if isinstance(c, SocketConfig)}
@@ -297,8 +316,12 @@ class Simulation:
     async def _person(self, door: DoorConfig) -> None:
         p = self.physics
         closed_high = door.closed_when == "high"
+        first = p.first_door_s
         while True:
-            await asyncio.sleep(self._rng.expovariate(1 / p.door_every_s))
+            await asyncio.sleep(
+                first if first is not None else self._rng.expovariate(1 / p.door_every_s)
+            )
+            first = None
             await self._bounce(door.pin, to_high=not closed_high)
             forgotten = self._rng.random() < p.door_forgotten
             open_s = 600.0 if forgotten else self._rng.lognormvariate(math.log(p.door_open_s), 0.5)

@@ -1,0 +1,1 @@
+"""Media attached to events, the agent's side: the spool and the uploader (docs/agent-media.md)."""
