@@ -1,0 +1,1 @@
+"""The gateway: LAN controllers bridged to the hub (docs/gateway.md)."""
