@@ -7,6 +7,10 @@ rule), not five. So while a device is away, those rules raise no new alarm on it
 pending timers are dropped; once it is back their clocks start again from its return (an
 absence rule counts its ``seconds`` from then). Alarms already open stay open, and event and
 presence rules are not touched.
+
+A child behind an absent gateway reads ``unreachable`` (``devices/presence.py``): away like an
+offline device for the data rules, and never a presence alarm of its own, neither raised nor
+cleared (nobody knows how it is; the gateway's own offline alarm is the one alarm).
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from typing import Final
 from fieldhub.hub.alarms.rules import Rule
 from fieldhub.hub.ingest.batch import PresenceChange
 
-__all__ = ["Outages"]
+__all__ = ["UNREACHABLE", "Outages"]
 
-AWAY: Final = frozenset({"offline", "stale"})
+UNREACHABLE: Final = "unreachable"
+AWAY: Final = frozenset({"offline", "stale", UNREACHABLE})
 SUPPRESSED_KINDS: Final = frozenset({"threshold", "state", "absence"})
 
 

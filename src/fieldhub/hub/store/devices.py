@@ -59,6 +59,8 @@ class DeviceRecord:
     desired_version: int = 0
     desired_at: int | None = None
     desired_by: str = ""
+    # The gateway this device speaks through; None for a device with its own connection.
+    parent_id: str | None = None
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> DeviceRecord:
@@ -82,6 +84,7 @@ class DeviceRecord:
             desired_version=row.desired_version,
             desired_at=row.desired_at,
             desired_by=row.desired_by,
+            parent_id=row.parent_id,
         )
 
     def matches(self, labels: dict[str, str]) -> bool:
@@ -102,8 +105,10 @@ class DeviceRegistry:
         name: str = "",
         labels: dict[str, str] | None = None,
         attributes: dict[str, Any] | None = None,
+        parent_id: str | None = None,
     ) -> DeviceRecord:
-        """Register a device (the id must already be valid, see ``check_device_id``).
+        """Register a device (the id must already be valid, see ``check_device_id``);
+        ``parent_id`` is its gateway, checked by the caller (``DeviceLifecycle.create_child``).
 
         Raises:
             DeviceExists: the id is taken.
@@ -121,6 +126,7 @@ class DeviceRegistry:
             "presence": "unknown",
             "presence_reason": "",
             "reported": {},
+            "parent_id": parent_id,
         }
         try:
             async with write_transaction(self._engine) as conn:
@@ -140,6 +146,14 @@ class DeviceRegistry:
         if row is None:
             raise DeviceNotFound(f"device {device_id!r} is not registered")
         return DeviceRecord.from_row(row)
+
+    async def children(self, parent_id: str | None = None) -> list[DeviceRecord]:
+        """Devices behind gateway ``parent_id`` (behind any gateway without), ordered by id."""
+        query = select(devices).where(devices.c.parent_id.is_not(None)).order_by(devices.c.id)
+        if parent_id is not None:
+            query = query.where(devices.c.parent_id == parent_id)
+        async with self._engine.connect() as conn:
+            return [DeviceRecord.from_row(r) for r in await conn.execute(query)]
 
     async def list(self, labels: dict[str, str] | None = None) -> list[DeviceRecord]:
         """All devices carrying ``labels`` (all devices when empty), ordered by id."""
