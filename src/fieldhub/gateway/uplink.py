@@ -186,18 +186,15 @@ class GatewayUplink:
         """Each child's LAN link as the uplink last heard (``linked`` or why not)."""
         return {child_id: child.state for child_id, child in sorted(self._children.items())}
 
-    def pending(self) -> int:
-        """Reports of every child and the gateway not yet stored by the hub."""
+    def backlog(self) -> int:
+        """Reports of every child and of the gateway held until the hub stores them."""
         children = [*self._children.values(), self._own]
-        return sum(child.outbox.pending for child in children)
+        return sum(child.outbox.stats.depth + child.outbox.pending for child in children)
 
     # -- ports.Uplink ----------------------------------------------------------------------
     async def controller_online(self, info: ControllerInfo) -> None:
         """The child's status goes online; its action catalog is reported when it changed."""
-        child = await self._child(info.controller_id)
-        child.state = LINKED
-        if child.link.ready:
-            self._publish_child_status(child)
+        child = await self._child(info.controller_id, LINKED)
         catalog = (repr(sorted(info.actions.items())), info.firmware)
         if self._reported.get(child.child_id) != catalog:
             self._reported[child.child_id] = catalog
@@ -209,10 +206,7 @@ class GatewayUplink:
 
     async def controller_offline(self, controller_id: str, reason: str) -> None:
         """The child's status goes offline, saying why (the hub shows the reason)."""
-        child = await self._child(controller_id)
-        child.state = f"link lost: {reason}" if reason else "link lost"
-        if child.link.ready:
-            self._publish_child_status(child)
+        await self._child(controller_id, f"link lost: {reason}" if reason else "link lost")
 
     async def pairing_requested(self, controller_id: str, address: str) -> None:
         """An event of the gateway, durable on return; an admin approves it in the hub."""
@@ -235,20 +229,27 @@ class GatewayUplink:
     def _new_child(self, child_id: str, folder: Path) -> Child:
         return Child(child_id, folder, self._client, self._settings, self._max_messages)
 
-    async def _child(self, child_id: str) -> Child:
-        """The child ``child_id``, opened (and subscribed, when connected) on first use.
+    async def _child(self, child_id: str, link_state: str | None = None) -> Child:
+        """The child ``child_id``, opened (and subscribed, when connected) on first use; with
+        ``link_state``, its LAN link is that now (the hub hears it as the child's status).
 
         Raises:
             ValueError: ``child_id`` is not a valid device id.
         """
         child = self._children.get(child_id)
         if child is not None:
+            if link_state is not None and link_state != child.state:
+                child.state = link_state
+                if child.link.ready:
+                    self._publish_child_status(child)
             return child
         try:
             check_device_id(child_id)
         except TopicError as exc:
             raise ValueError(f"controller id {child_id!r}: {exc}") from None
         child = self._new_child(child_id, self._data_dir / _CHILDREN / child_id)
+        if link_state is not None:
+            child.state = link_state
         self._children[child_id] = child
         await self._open(child)
         if self._started and self._client.connected:
