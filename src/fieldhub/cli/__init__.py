@@ -1,4 +1,5 @@
-"""The ``fieldhub`` command: ``demo``, ``hub``, ``user``, ``device``, ``agent``, ``send``.
+"""The ``fieldhub`` command: ``demo``, ``hub``, ``user``, ``device``, ``agent``, ``gateway``,
+``send``.
 
 Each group lives in its own module; the hub's machinery is imported inside the commands, so
 ``fieldhub --help`` and ``fieldhub version`` answer at once. A plain ``fieldhub agent --config
@@ -25,6 +26,7 @@ def build_app() -> typer.Typer:
     from fieldhub import __version__
     from fieldhub.cli.agent import agent_app
     from fieldhub.cli.devices import device_app
+    from fieldhub.cli.gateway import gateway_app
     from fieldhub.cli.hub import demo, hub_app
     from fieldhub.cli.rules import rules_app
     from fieldhub.cli.send import send
@@ -42,6 +44,7 @@ def build_app() -> typer.Typer:
     app.add_typer(device_app, name="device")
     app.add_typer(agent_app, name="agent")
     app.add_typer(rules_app, name="rules")
+    app.add_typer(gateway_app, name="gateway")
 
     @app.command()
     def version() -> None:
