@@ -21,7 +21,7 @@ from fieldhub.gateway.ports import ReportChannel
 from fieldhub.mqtt import MqttClient
 from fieldhub.protocol import Channel, topic_for
 
-__all__ = ["LINKED", "Child", "ChildLink"]
+__all__ = ["LINKED", "NOT_YET_LINKED", "Child", "ChildLink"]
 
 LINKED: Final = "linked"
 NOT_YET_LINKED: Final = "not linked since the gateway started"

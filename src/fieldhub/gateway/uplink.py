@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 from fieldhub.agent._tasks import log_if_failed
 from fieldhub.agent.uplink import UplinkSettings
 from fieldhub.clock import now_ms
-from fieldhub.gateway.children import LINKED, Child
+from fieldhub.gateway.children import LINKED, NOT_YET_LINKED, Child
 from fieldhub.gateway.ports import ControllerInfo, Lan, ReportChannel
 from fieldhub.gateway.relay import Relay
 from fieldhub.logthrottle import LogThrottle, held_back
@@ -127,6 +127,7 @@ class GatewayUplink:
         self._reported: dict[str, tuple[str, ...]] = {}  # child -> last catalog reported
         self._started = False  # the first round of subscriptions is done
         self._tasks: list[asyncio.Task[None]] = []
+        self._creating = asyncio.Lock()
         self._throttle = LogThrottle()
 
     def serve(self, lan: Lan) -> None:
@@ -237,21 +238,23 @@ class GatewayUplink:
             ValueError: ``child_id`` is not a valid device id.
         """
         child = self._children.get(child_id)
-        if child is not None:
-            if link_state is not None and link_state != child.state:
-                child.state = link_state
-                if child.link.ready:
-                    self._publish_child_status(child)
-            return child
+        if child is None:
+            async with self._creating:  # one opening per child, however many ask at once
+                child = self._children.get(child_id) or await self._create(child_id)
+        if link_state is not None and link_state != child.state:
+            child.state = link_state
+            if child.link.ready:
+                self._publish_child_status(child)
+        return child
+
+    async def _create(self, child_id: str) -> Child:
         try:
             check_device_id(child_id)
         except TopicError as exc:
             raise ValueError(f"controller id {child_id!r}: {exc}") from None
         child = self._new_child(child_id, self._data_dir / _CHILDREN / child_id)
-        if link_state is not None:
-            child.state = link_state
-        self._children[child_id] = child
         await self._open(child)
+        self._children[child_id] = child
         if self._started and self._client.connected:
             await self._subscribe(child)
         return child
@@ -360,6 +363,11 @@ class GatewayUplink:
         self._publish_status(self.gateway_id, Status(online=True, ts=now_ms(), reason=reason))
 
     def _publish_child_status(self, child: Child) -> None:
+        """The child's retained status, as its LAN link is; nothing before the LAN side has
+        said (a child known from its outbox after a restart): the hub keeps it unreachable
+        meanwhile, which is the truth, where "offline" would raise an alarm per child."""
+        if child.state == NOT_YET_LINKED:
+            return
         linked = child.state == LINKED
         reason = f"linked to gateway {self.gateway_id}" if linked else child.state
         status = Status(online=linked, ts=now_ms(), reason=f"{reason}"[:256])
