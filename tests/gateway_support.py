@@ -63,9 +63,9 @@ class StandInLan:
         return {}
 
 
-async def register_gateway(hub: Hub, gateway_id: str) -> tuple[str, str]:
+async def register_gateway(hub: Hub, gateway_id: str, **labels: str) -> tuple[str, str]:
     """The gateway's user name and secret."""
-    issued = (await hub.devices.create(gateway_id)).credentials
+    issued = (await hub.devices.create(gateway_id, labels=labels)).credentials
     return issued.username, issued.secret
 
 
