@@ -175,3 +175,40 @@ def test_a_gateway_may_use_its_childrens_topics_and_no_others() -> None:
     assert not acl.device_may_subscribe("gw", "fh/v1/+/cmd", kids)
     assert not acl.device_may_publish("gw", "fh/v1/c1/cmd", kids)  # hub → device stays the hub's
     assert "fh/v1/c1/ack" in acl.device_subscribe_filters("gw", kids)
+
+
+async def test_a_site_operator_adds_a_child_into_the_gateways_site(hub: Hub, uid: str) -> None:
+    gw = f"gw-{uid}"
+    await register_gateway(hub, gw, site="berlin")
+    async with api_client(hub, "operator", sites=["berlin"]) as api:
+        made = await api.post("/api/devices", json={"id": f"c-{uid}", "parent": gw})
+        assert made.status_code == 201, made.text
+        assert made.json()["labels"] == {"site": "berlin"}  # the gateway's
+        elsewhere = await api.post(
+            "/api/devices",
+            json={"id": f"d-{uid}", "parent": gw, "labels": {"site": "madrid"}},
+        )
+        assert elsewhere.status_code == 403
+
+
+@pytest.mark.slow
+async def test_reports_of_a_controller_the_hub_does_not_list_yet_wait_for_its_registration(
+    hub: Hub, tmp_path: Path, uid: str
+) -> None:
+    gw, late = f"gw-{uid}", f"late-{uid}"
+    credentials = await register_gateway(hub, gw)
+    async with gateway_on(hub, gw, credentials, tmp_path / "gw", StandInLan()) as uplink:
+        await eventually(lambda: hub.presence.get(gw).presence == "online", "the gateway online")
+        await uplink.controller_online(ControllerInfo(late, "10.0.0.9:7070", ACTIONS))
+        for n in range(3):
+            await uplink.report(late, "telemetry", {"ts": T0 + n, "values": {"n": n}})
+        assert uplink.stats.refused_subscriptions >= 1  # the broker does not let it in yet
+        assert uplink.backlog() >= 3
+        await hub.devices.create_child(late, gw)
+
+        async def stored() -> list:
+            return [p for p in await hub.queries.latest(late) if p.key == "n"]
+
+        [latest] = await eventually(stored, "the waiting reports stored", 20)
+        assert latest.value == 2
+        assert hub.presence.get(late).presence == "online"

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Self
 
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
     import ssl
     from types import TracebackType
 
-__all__ = ["APPROVE_PAIRING", "PAIRING_REQUESTED", "GatewayUplink"]
+__all__ = ["APPROVE_PAIRING", "PAIRING_REQUESTED", "GatewayStats", "GatewayUplink"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,22 @@ _GATEWAY_ACTIONS: Final = {APPROVE_PAIRING: {"controller": "str"}}
 _RETRY_SUBSCRIBE_S: Final = 5.0
 _STOP_FLUSH_S: Final = 2.0
 _CHILDREN: Final = "children"
+
+
+@dataclass(slots=True)
+class GatewayStats:
+    """What the uplink refused or could not use, counted (each also logged, sparingly).
+
+    Attributes:
+        refused_subscriptions: a child's subscriptions the broker refused (the hub does not
+            list it as this gateway's child yet).
+        invalid_inbound: hub → device messages that could not be decoded.
+        bad_controller_ids: reports or links of controllers whose id is no device id.
+    """
+
+    refused_subscriptions: int = 0
+    invalid_inbound: int = 0
+    bad_controller_ids: int = 0
 
 
 class GatewayUplink:
@@ -129,6 +146,7 @@ class GatewayUplink:
         self._tasks: list[asyncio.Task[None]] = []
         self._creating = asyncio.Lock()
         self._throttle = LogThrottle()
+        self.stats = GatewayStats()
 
     def serve(self, lan: Lan) -> None:
         """Run the hub's commands for children through ``lan``."""
@@ -251,6 +269,7 @@ class GatewayUplink:
         try:
             check_device_id(child_id)
         except TopicError as exc:
+            self.stats.bad_controller_ids += 1
             raise ValueError(f"controller id {child_id!r}: {exc}") from None
         child = self._new_child(child_id, self._data_dir / _CHILDREN / child_id)
         await self._open(child)
@@ -277,6 +296,7 @@ class GatewayUplink:
         try:
             await self._client.subscribe(filters)
         except SubscribeRefused:
+            self.stats.refused_subscriptions += 1
             held = self._throttle.due(("refused", child.child_id))
             if held is not None:
                 log.warning(
@@ -397,6 +417,7 @@ class GatewayUplink:
             elif channel is Channel.DESIRED and payload and child is not self._own:
                 self._desired(child.child_id, payload)  # a gateway has nothing to converge to
         except PayloadError as exc:
+            self.stats.invalid_inbound += 1
             held = self._throttle.due(("inbound", topic))
             if held is not None:
                 log.warning(

@@ -107,9 +107,9 @@ async def create_device(
 
     The answer holds the device's MQTT credentials: the only time the secret is shown.
     """
-    check_site(who, body.labels)
-    if body.parent is not None:
-        await visible_device(hub, who, body.parent)
+    if body.parent is not None:  # without labels, a child takes its gateway's (and site)
+        parent = await visible_device(hub, who, body.parent)
+        check_site(who, body.labels or parent.labels)
         child = await hub.devices.create_child(
             body.id,
             body.parent,
@@ -118,6 +118,7 @@ async def create_device(
             attributes=body.attributes,
         )
         return DeviceCreated(**Device.from_record(child).model_dump(), credentials=None)
+    check_site(who, body.labels)
     new = await hub.devices.create(
         body.id,
         name=body.name,
