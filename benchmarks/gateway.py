@@ -50,6 +50,8 @@ from fieldhub.hub.ingest.batch import Batch
 from fieldhub.hub.store.schema import samples, series
 
 TICK_S = os.sysconf("SC_CLK_TCK")
+UNIT_ENVIRONMENT = {"MALLOC_ARENA_MAX": "2"}
+"""The ``Environment=`` of deploy/fieldhub-gateway.service."""
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -189,11 +191,39 @@ async def _linked(hub: Hub, children: list[str], within_s: float) -> None:
     raise SystemExit(f"{len(down)} controllers never came online: {down[:5]}")
 
 
+async def _settled(hub: Hub, within_s: float = 120.0) -> None:
+    """Wait until the reports the controllers queued while they waited for their pairing are
+    through: a second whose committed values are all younger than a second."""
+    ages: list[float] = []
+    listening = [True]  # a commit listener stays registered: it only stops taking notes
+
+    def committed(batch: Batch) -> None:
+        if not listening[0]:
+            return
+        at = now_ms()
+        for _device, message in batch.telemetry:
+            stamps = [s.ts for s in message.samples] if message.samples else [message.ts]
+            ages.extend(float(at - ts) for ts in stamps if ts)
+
+    hub.ingest.on_commit(committed)
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        ages.clear()
+        await asyncio.sleep(1.0)
+        if ages and max(ages) < 1000:
+            listening[0] = False
+            return
+    raise SystemExit("the backlog of the pairing never drained")
+
+
 async def _reports(hub: Hub, gateway_pid: int, seconds: float) -> tuple[float, float, list[float]]:
     """For ``seconds``: each committed value's age at commit; the gateway's RSS and CPU."""
     latencies: list[float] = []
+    listening = [True]
 
     def committed(batch: Batch) -> None:
+        if not listening[0]:
+            return
         at = now_ms()
         for _device, message in batch.telemetry:
             stamps = [s.ts for s in message.samples] if message.samples else [message.ts]
@@ -204,6 +234,7 @@ async def _reports(hub: Hub, gateway_pid: int, seconds: float) -> tuple[float, f
     started = time.monotonic()
     await asyncio.sleep(seconds)
     rss_mb, cpu_after = _proc_figures(gateway_pid)
+    listening[0] = False
     cpu_pct = (cpu_after - cpu_before) / (time.monotonic() - started) * 100
     return rss_mb, cpu_pct, list(latencies)
 
@@ -246,7 +277,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             f"lan: {{listen_host: 127.0.0.1, announce_port: {announce_port}}}\n"
         )
         config.chmod(0o600)
-        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "32768"}  # as the unit runs it
+        env = {**os.environ, **UNIT_ENVIRONMENT}  # as the unit runs it
         gateway = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "fieldhub", "gateway", "--config", str(config),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=env,
@@ -260,7 +291,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             await _approve_all(hub, gw, children)
             await _linked(hub, children, 120)
-            await asyncio.sleep(3)  # the pairing burst's backlog drains
+            await _settled(hub)
 
             rss_mb, cpu_pct, report_latencies = await _reports(hub, gateway.pid, args.seconds)
             round_trips = await _commands(hub, children, args.commands)

@@ -11,6 +11,7 @@ Until then the broker refuses the child's subscriptions, and its reports wait in
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
 
@@ -63,6 +64,7 @@ class Child:
         client: the gateway's MQTT connection.
         settings: the uplink's window and resend timing (the agent's).
         max_messages: reports kept at most while the hub is away.
+        disk: the one thread every child's outbox does its SQLite work on.
     """
 
     def __init__(
@@ -72,13 +74,14 @@ class Child:
         client: MqttClient,
         settings: UplinkSettings,
         max_messages: int,
+        disk: ThreadPoolExecutor,
     ) -> None:
         self.child_id = child_id
         self.link = ChildLink(client)
         self.state = NOT_YET_LINKED  # LINKED, or why the LAN link is down
         self.topics = {channel: topic_for(child_id, channel) for channel in Channel}
         self._folder = folder
-        self.outbox = Outbox(folder / "outbox.db", max_messages=max_messages)
+        self.outbox = Outbox(folder / "outbox.db", max_messages=max_messages, executor=disk)
         self.sender = Sender(self.outbox, child_id, self.link, settings)
         self._reporter: OutboxReporter | None = None
 

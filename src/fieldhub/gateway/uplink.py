@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Self
@@ -136,6 +137,9 @@ class GatewayUplink:
             reconnect_max_s=settings.reconnect_max_s,
             tls=tls,
         )
+        # One thread for the SQLite work of every outbox: commits are group commits of a few
+        # ms, and a thread per child would cost 200 controllers tens of MB.
+        self._disk = ThreadPoolExecutor(1, thread_name_prefix="outboxes")
         self._own = self._new_child(gateway_id, data_dir / "gateway")
         self._children: dict[str, Child] = {}
         self._topics: dict[str, tuple[Child, Channel]] = {}
@@ -188,6 +192,7 @@ class GatewayUplink:
                 await task
         for child in [*self._children.values(), self._own]:
             await child.close()
+        self._disk.shutdown(wait=True)
         if self._client.connected:
             status = Status(online=False, ts=now_ms(), reason="gateway stopped")
             self._publish_status(self.gateway_id, status)
@@ -246,7 +251,7 @@ class GatewayUplink:
 
     # -- children --------------------------------------------------------------------------
     def _new_child(self, child_id: str, folder: Path) -> Child:
-        return Child(child_id, folder, self._client, self._settings, self._max_messages)
+        return Child(child_id, folder, self._client, self._settings, self._max_messages, self._disk)
 
     async def _child(self, child_id: str, link_state: str | None = None) -> Child:
         """The child ``child_id``, opened (and subscribed, when connected) on first use; with
