@@ -147,10 +147,6 @@ class Outbox:
             goes first beyond that; only reached when the file fails or stalls for long).
         max_samples: telemetry reports combined into one message, at most.
         max_payload_bytes: size of one combined telemetry message, about, at most.
-        executor: the one thread the SQLite work runs on, when shared with other outboxes
-            (a gateway's children: a thread each would cost 200 controllers tens of MB); it
-            must have a single worker (SQLite connections stay on their thread) and is not
-            shut down here. A thread of its own when None.
     """
 
     def __init__(
@@ -163,7 +159,6 @@ class Outbox:
         max_pending: int = 10_000,
         max_samples: int = MAX_SAMPLES,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES * 3 // 4,
-        executor: ThreadPoolExecutor | None = None,
     ) -> None:
         self._path = path
         self._store_args: dict[str, Any] = {
@@ -176,8 +171,7 @@ class Outbox:
         self._max_pending = max_pending
         self.stats = OutboxStats()
         self._store: OutboxStore | None = None
-        self._own_executor = executor is None
-        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="outbox")
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="outbox")
         self._work = Work()
         self._wake = asyncio.Event()
         self._urgent = asyncio.Event()
@@ -233,8 +227,7 @@ class Outbox:
                 store, self._store = self._store, None
                 if store is not None:
                     await asyncio.get_running_loop().run_in_executor(self._executor, store.close)
-        if self._own_executor:
-            self._executor.shutdown(wait=True)
+        self._executor.shutdown(wait=True)
 
     # -- the uplink's side -----------------------------------------------------------------
     def attach(self, deliver: Callable[[list[OutMessage]], None], room: Callable[[], int]) -> None:

@@ -11,7 +11,6 @@ Until then the broker refuses the child's subscriptions, and its reports wait in
 from __future__ import annotations
 
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
 
@@ -64,7 +63,6 @@ class Child:
         client: the gateway's MQTT connection.
         settings: the uplink's window and resend timing (the agent's).
         max_messages: reports kept at most while the hub is away.
-        disk: the one thread every child's outbox does its SQLite work on.
     """
 
     def __init__(
@@ -74,14 +72,13 @@ class Child:
         client: MqttClient,
         settings: UplinkSettings,
         max_messages: int,
-        disk: ThreadPoolExecutor,
     ) -> None:
         self.child_id = child_id
         self.link = ChildLink(client)
         self.state = NOT_YET_LINKED  # LINKED, or why the LAN link is down
         self.topics = {channel: topic_for(child_id, channel) for channel in Channel}
         self._folder = folder
-        self.outbox = Outbox(folder / "outbox.db", max_messages=max_messages, executor=disk)
+        self.outbox = Outbox(folder / "outbox.db", max_messages=max_messages)
         self.sender = Sender(self.outbox, child_id, self.link, settings)
         self._reporter: OutboxReporter | None = None
 
@@ -112,9 +109,13 @@ class Child:
             samples = body.get("samples")
             if isinstance(samples, list):
                 for sample in samples:
-                    reporter.telemetry(dict(sample.get("values", {})), sample.get("ts"))
+                    if isinstance(sample, dict):  # anything else: no values, counted invalid
+                        reporter.telemetry(dict(sample.get("values") or {}), sample.get("ts"))
+                    else:
+                        reporter.telemetry({})
             else:
-                reporter.telemetry(dict(body.get("values", {})), body.get("ts"))
+                values = body.get("values")
+                reporter.telemetry(dict(values) if isinstance(values, dict) else {}, body.get("ts"))
         elif channel == "event":
             reporter.event(
                 str(body.get("type", "")),
@@ -123,5 +124,6 @@ class Child:
                 body.get("data"),
             )
         else:
-            reporter.state(dict(body.get("state", {})))
+            state = body.get("state")
+            reporter.state(dict(state) if isinstance(state, dict) else {})
         await self.outbox.sync()

@@ -50,9 +50,7 @@ class Uplink(Protocol):
     async def pairing_requested(self, controller_id: str, address: str) -> None:
         """An unpaired controller asks to pair; the hub's dashboard may approve it."""
 
-    async def report(
-        self, controller_id: str, channel: ReportChannel, body: dict[str, Any]
-    ) -> None:
+    async def report(self, controller_id: str, channel: ReportChannel, body: dict[str, Any]) -> None:
         """Take one report of a controller.
 
         `body` is the channel's payload of docs/protocol.md without `seq` (the uplink numbers
@@ -65,12 +63,7 @@ class Lan(Protocol):
     """Implemented by the LAN side, called by the uplink."""
 
     async def run_command(
-        self,
-        controller_id: str,
-        command_id: str,
-        action: str,
-        args: dict[str, Any],
-        timeout_s: float,
+        self, controller_id: str, command_id: str, action: str, args: dict[str, Any], timeout_s: float
     ) -> CommandOutcome:
         """Run one action on a controller, at most once: the controller remembers the command
         ids it has run and answers a repeated id with the first outcome, never a second run."""

@@ -19,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from fieldhub.agent._tasks import log_if_failed
+from fieldhub.agent.reporting import StateValue
 from fieldhub.clock import now_ms
 from fieldhub.gateway.ports import CommandOutcome, Lan
 from fieldhub.protocol import Command, Desired, Reply
@@ -37,7 +38,7 @@ _MAX_ERROR: Final = 1024
 
 PublishReply = Callable[[str, str, Reply], None]
 """``publish_reply(child_id, hub_instance, reply)``."""
-ReportState = Callable[[str, dict[str, object]], None]
+ReportState = Callable[[str, Mapping[str, StateValue]], None]
 """``report_state(child_id, changes)``: into the child's outbox."""
 
 

@@ -1,9 +1,8 @@
 """``fieldhub gateway``: the uplink, the LAN side and the display, wired and run.
 
-The LAN side (``fieldhub.gateway.lan``) and the display (``fieldhub.gateway.display``) are
-found by import when the program starts, so that this package runs (and its uplink is tested)
-where they are not installed: a config with a ``display`` section then stops the gateway with
-a clear error, and so does a missing LAN side. The uplink and the LAN side know each other
+The display (``fieldhub.gateway.display``) is found by import when the program starts, so
+that the gateway runs where it is not installed: a config with a ``display`` section then
+stops the gateway with a clear error. The uplink and the LAN side know each other
 only through ``fieldhub.gateway.ports``; the display hears what the LAN side tells the uplink
 (values, links, pairing requests) through :class:`DisplayFeed`, which passes everything on.
 
@@ -22,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fieldhub.gateway.config import ConfigError, GatewayConfig
-from fieldhub.gateway.ports import ControllerInfo, Lan, ReportChannel, Uplink
+from fieldhub.gateway.lan import LanManager, LanSettings
+from fieldhub.gateway.ports import ControllerInfo, ReportChannel, Uplink
 from fieldhub.gateway.uplink import GatewayUplink
 from fieldhub.mqtt.address import broker_address
 from fieldhub.private_files import private_dir
@@ -40,16 +40,6 @@ _PAIRING_MESSAGE_S = 120.0
 
 class GatewayStartError(RuntimeError):
     """The gateway cannot start; the text says what failed and what to change."""
-
-
-class LanSide(Lan, Protocol):
-    """The LAN side as the program runs it: the port, plus start and stop."""
-
-    async def start(self) -> None:
-        """Listen for announcements, dial the static list."""
-
-    async def stop(self) -> None:
-        """Close every link."""
 
 
 class Screen(Protocol):
@@ -133,14 +123,11 @@ def _screen(config: GatewayConfig, config_path: Path) -> Any:
         raise ConfigError(config_path, None, "", str(exc)) from None
 
 
-def _lan_side(config: GatewayConfig, config_path: Path, uplink: Uplink, screen: Any) -> LanSide:
-    lan = _optional("fieldhub.gateway.lan")
-    if lan is None:
-        raise GatewayStartError("this installation has no LAN side (fieldhub.gateway.lan)")
+def _lan_side(config: GatewayConfig, config_path: Path, uplink: Uplink, screen: Any) -> LanManager:
     key_dir = config.data_dir / "lan"
     private_dir(key_dir)
     try:
-        settings = lan.LanSettings(gateway_id=config.gateway.id, key_dir=key_dir, **config.lan)
+        settings = LanSettings(gateway_id=config.gateway.id, key_dir=key_dir, **config.lan)
     except (TypeError, ValueError) as exc:
         raise ConfigError(config_path, None, "lan", str(exc)) from None
 
@@ -148,8 +135,7 @@ def _lan_side(config: GatewayConfig, config_path: Path, uplink: Uplink, screen: 
         if screen is not None:
             screen.message(f"{controller_id} code {code}", _PAIRING_MESSAGE_S)
 
-    side: LanSide = lan.LanManager(settings, uplink, on_pairing_code=show_code)
-    return side
+    return LanManager(settings, uplink, on_pairing_code=show_code)
 
 
 async def run_gateway(config: GatewayConfig, config_path: Path) -> None:

@@ -25,12 +25,13 @@ import asyncio
 import contextlib
 import logging
 import random
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Self
 
 from fieldhub.agent._tasks import log_if_failed
+from fieldhub.agent.reporting import StateValue
 from fieldhub.agent.uplink import UplinkSettings
 from fieldhub.clock import now_ms
 from fieldhub.gateway.children import LINKED, NOT_YET_LINKED, Child
@@ -137,9 +138,6 @@ class GatewayUplink:
             reconnect_max_s=settings.reconnect_max_s,
             tls=tls,
         )
-        # One thread for the SQLite work of every outbox: commits are group commits of a few
-        # ms, and a thread per child would cost 200 controllers tens of MB.
-        self._disk = ThreadPoolExecutor(1, thread_name_prefix="outboxes")
         self._own = self._new_child(gateway_id, data_dir / "gateway")
         self._children: dict[str, Child] = {}
         self._topics: dict[str, tuple[Child, Channel]] = {}
@@ -192,7 +190,6 @@ class GatewayUplink:
                 await task
         for child in [*self._children.values(), self._own]:
             await child.close()
-        self._disk.shutdown(wait=True)
         if self._client.connected:
             status = Status(online=False, ts=now_ms(), reason="gateway stopped")
             self._publish_status(self.gateway_id, status)
@@ -200,15 +197,6 @@ class GatewayUplink:
                 async with asyncio.timeout(_STOP_FLUSH_S):
                     await self._client.flushed()
         await self._client.close()
-
-    @property
-    def connected(self) -> bool:
-        """True while the broker connection is up."""
-        return self._client.connected
-
-    def link_states(self) -> dict[str, str]:
-        """Each child's LAN link as the uplink last heard (``linked`` or why not)."""
-        return {child_id: child.state for child_id, child in sorted(self._children.items())}
 
     def backlog(self) -> int:
         """Reports of every child and of the gateway held until the hub stores them."""
@@ -251,7 +239,7 @@ class GatewayUplink:
 
     # -- children --------------------------------------------------------------------------
     def _new_child(self, child_id: str, folder: Path) -> Child:
-        return Child(child_id, folder, self._client, self._settings, self._max_messages, self._disk)
+        return Child(child_id, folder, self._client, self._settings, self._max_messages)
 
     async def _child(self, child_id: str, link_state: str | None = None) -> Child:
         """The child ``child_id``, opened (and subscribed, when connected) on first use; with
@@ -461,7 +449,7 @@ class GatewayUplink:
         topic = topic_for(device_id, Channel.REPLY, instance)
         self._client.publish(topic, encode(reply), qos=1)
 
-    def _report_state(self, child_id: str, changes: dict[str, object]) -> None:
+    def _report_state(self, child_id: str, changes: Mapping[str, StateValue]) -> None:
         child = self._children.get(child_id)
         if child is not None:
-            child.reporter.state(changes)  # type: ignore[arg-type]
+            child.reporter.state(changes)
