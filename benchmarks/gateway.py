@@ -50,8 +50,7 @@ from fieldhub.hub.ingest.batch import Batch
 from fieldhub.hub.store.schema import samples, series
 
 TICK_S = os.sysconf("SC_CLK_TCK")
-UNIT_ENVIRONMENT = {"MALLOC_ARENA_MAX": "2"}
-"""The ``Environment=`` of deploy/fieldhub-gateway.service."""
+
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -277,10 +276,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             f"lan: {{listen_host: 127.0.0.1, announce_port: {announce_port}}}\n"
         )
         config.chmod(0o600)
-        env = {**os.environ, **UNIT_ENVIRONMENT}  # as the unit runs it
         gateway = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "fieldhub", "gateway", "--config", str(config),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         controllers = await asyncio.create_subprocess_exec(
             sys.executable, __file__, "--run-controllers", str(args.controllers),
