@@ -15,9 +15,7 @@ from fieldhub.controller.config import ActionConfig, ControllerConfig, ValueSour
 from fieldhub.controller.service import Controller
 from fieldhub.gateway.lan import LanManager, LanSettings
 from fieldhub.gateway.ports import ControllerInfo, ReportChannel
-
-SLEEPER = ActionConfig("hang", ("/bin/sleep", "600"), {}, 1.0)
-"""An action that never ends by itself: its timeout (1 s) must kill it."""
+from tests.waiting import eventually
 
 
 @dataclass
@@ -32,6 +30,8 @@ class RecordingUplink:
     """Pairing codes passed to the display hook (``on_pairing_code``), by controller."""
     reports: list[tuple[str, ReportChannel, dict[str, Any]]] = field(default_factory=list)
     hold: asyncio.Event | None = None
+    failures: int = 0
+    """How many reports to refuse (``OSError``) before taking them, as a full disk would."""
 
     async def controller_online(self, info: ControllerInfo) -> None:
         self.online.append(info)
@@ -42,13 +42,26 @@ class RecordingUplink:
     async def pairing_requested(self, controller_id: str, address: str) -> None:
         self.pairing.append((controller_id, address))
 
-    async def report(self, controller_id: str, channel: ReportChannel, body: dict[str, Any]) -> None:
+    async def report(
+        self, controller_id: str, channel: ReportChannel, body: dict[str, Any]
+    ) -> None:
         if self.hold is not None:
             await self.hold.wait()
+        if self.failures:
+            self.failures -= 1
+            raise OSError(28, "No space left on device")
         self.reports.append((controller_id, channel, body))
 
+    def is_online(self, controller_id: str) -> bool:
+        """Online now: its last online call is later than its last offline call."""
+        ups = sum(1 for info in self.online if info.controller_id == controller_id)
+        downs = sum(1 for cid, _ in self.offline if cid == controller_id)
+        return ups > downs
+
     def values_of(self, controller_id: str) -> list[dict[str, Any]]:
-        return [b["values"] for c, ch, b in self.reports if c == controller_id and ch == "telemetry"]
+        return [
+            b["values"] for c, ch, b in self.reports if c == controller_id and ch == "telemetry"
+        ]
 
 
 def controller_config(
@@ -70,11 +83,26 @@ def controller_config(
         actions={
             "relay.set": ActionConfig(
                 "relay.set",
-                ("/bin/sh", "-c", 'echo "relay $FIELDHUB_ARG_ON" >> "$0"', str(tmp / f"{controller_id}.log")),
+                (
+                    "/bin/sh",
+                    "-c",
+                    'echo "relay $FIELDHUB_ARG_ON" >> "$0"',
+                    str(tmp / f"{controller_id}.log"),
+                ),
                 {"on": "bool"},
                 5.0,
             ),
-            "hang": SLEEPER,
+            "hang": ActionConfig(  # never ends by itself: its timeout must kill it
+                "hang",
+                (
+                    "/bin/sh",
+                    "-c",
+                    'echo $$ > "$0"; exec sleep 600',
+                    str(tmp / f"{controller_id}.pid"),
+                ),
+                {},
+                1.0,
+            ),
         },
     )
     return replace(config, **changes)
@@ -116,3 +144,16 @@ async def running_gateway(
         yield manager
     finally:
         await manager.stop()
+
+
+@asynccontextmanager
+async def paired_controller(
+    tmp: Path, uplink: RecordingUplink, gateway: LanManager, controller_id: str, **changes: Any
+) -> AsyncIterator[Controller]:
+    """A controller that announced itself to ``gateway``, was approved and is linked."""
+    config = controller_config(tmp, controller_id, gateway.announce_port, **changes)
+    async with running_controller(config) as controller:
+        await eventually(lambda: controller_id in uplink.codes, f"{controller_id}'s pairing code")
+        assert await gateway.approve_pairing(controller_id)
+        await eventually(lambda: uplink.is_online(controller_id), f"{controller_id} online")
+        yield controller

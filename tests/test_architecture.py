@@ -55,6 +55,22 @@ RULES = [
         allowed=("fieldhub.hub.store", "fieldhub.hub.errors", "fieldhub.hub.secrets"),
         why="the store is the bottom of the hub: services sit above it, never below",
     ),
+    Rule(
+        "fieldhub.lan",
+        ("fieldhub",),
+        allowed=("fieldhub.lan", "fieldhub.private_files"),
+        why="the LAN protocol runs on a controller's standard library",
+    ),
+    Rule(
+        "fieldhub.controller",
+        ("fieldhub.hub", "fieldhub.gateway", "fieldhub.protocol", "fieldhub.mqtt"),
+        why="a controller is a small board's program: standard library and PyYAML",
+    ),
+    Rule(
+        "fieldhub.gateway.lan",
+        ("fieldhub.hub", "fieldhub.agent", "fieldhub.controller", "fieldhub.gateway.uplink"),
+        why="the LAN side meets the uplink only through gateway/ports.py",
+    ),
     Rule("fieldhub", ("tests",), why="test support is never shipped in the product"),
 ]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 
 import pytest
@@ -16,7 +15,7 @@ from fieldhub.lan.discovery import (
     encode_announcement,
 )
 from fieldhub.lan.framing import MAX_FRAME_BYTES, FrameError, decode_json, pack_frame, read_frame
-from fieldhub.lan.pairing import KeyExchange, MODP_2048, PairingError, commitment, pairing_code
+from fieldhub.lan.pairing import MODP_2048, KeyExchange, PairingError, commitment, pairing_code
 from fieldhub.lan.session import AuthError, Session, session_key
 
 
@@ -40,7 +39,7 @@ def test_an_announcement_round_trips_and_bad_ones_say_why() -> None:
 async def test_frames_are_bounded_before_they_are_read() -> None:
     reader = asyncio.StreamReader()
     reader.feed_data((MAX_FRAME_BYTES + 1).to_bytes(4, "big") + b"x" * 10)
-    with pytest.raises(FrameError, match="outside 1..65536"):
+    with pytest.raises(FrameError, match=r"outside 1\.\.65536"):
         await read_frame(reader)
     reader = asyncio.StreamReader()
     reader.feed_data(pack_frame(b"hello"))
@@ -104,7 +103,8 @@ def test_pairing_gives_both_sides_one_code_and_a_man_in_the_middle_another() -> 
     assert gateway.shared(b) == controller.shared(a)
     ng, nc = secrets.token_bytes(16), secrets.token_bytes(16)
     code = pairing_code(a, b, ng, nc)
-    assert len(code) == 6 and code.isdigit()
+    assert len(code) == 6
+    assert code.isdigit()
 
     mallory = KeyExchange.fresh()  # talks to each side with her own value
     m = mallory.public

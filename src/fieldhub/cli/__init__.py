@@ -4,7 +4,8 @@
 Each group lives in its own module; the hub's machinery is imported inside the commands, so
 ``fieldhub --help`` and ``fieldhub version`` answer at once. A plain ``fieldhub agent --config
 X`` is run by ``fieldhub.cli.plain`` before typer is even imported: on the Pi, typer, rich and
-pydantic would be a third of the agent's memory.
+pydantic would be a third of the agent's memory. ``fieldhub controller ...`` (a small board's
+program) never meets typer either: ``fieldhub.controller.cli`` parses it with argparse.
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ def build_app() -> typer.Typer:
 def main() -> None:
     """Entry point of the ``fieldhub`` command."""
     restrict_umask()  # whatever the hub or an agent writes is its user's alone (private_files)
+    if sys.argv[1:2] == ["controller"]:  # a small board's program: no typer (controller/cli.py)
+        from fieldhub.controller.cli import main as controller_main
+
+        sys.exit(controller_main(sys.argv[2:]))
     code = plain.main()
     if code is not None:
         sys.exit(code)

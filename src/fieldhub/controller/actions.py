@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from fieldhub.agent._process import run_process
 from fieldhub.controller.config import ActionConfig
-from fieldhub.controller.memory import CommandMemory
+from fieldhub.controller.memory import INTERRUPTED, CommandMemory
 
 __all__ = ["ActionRunner"]
 
@@ -44,7 +44,7 @@ class ActionRunner:
         self._actions = actions
         self._memory = memory
         self._kill_grace_s = kill_grace_s
-        self._running: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._running: dict[str, asyncio.Task[dict[str, Any]]] = {}
 
     def catalog(self) -> dict[str, dict[str, str]]:
         """The actions as docs/protocol.md's catalog: name → argument → type name."""
@@ -67,18 +67,26 @@ class ActionRunner:
         refusal = self._refusal(action, args)
         if refusal:  # nothing ran, nothing to remember
             return {"status": "failed", "result": {}, "error": refusal}
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._running[command_id] = future
+        self._memory.started(command_id)
+        # The run is the runner's, not the asker's: a link that ends mid-action cancels only
+        # the wait, and a retry of the id then gets this run's outcome.
+        task = asyncio.create_task(
+            self._run_once(command_id, self._actions[action], args, timeout_s)
+        )
+        self._running[command_id] = task
+        task.add_done_callback(lambda _: self._running.pop(command_id, None))
+        return await asyncio.shield(task)
+
+    async def _run_once(
+        self, command_id: str, action: ActionConfig, args: Mapping[str, Any], timeout_s: float
+    ) -> dict[str, Any]:
         try:
-            self._memory.started(command_id)
-            outcome = await self._execute(self._actions[action], args, command_id, timeout_s)
-            self._memory.finished(command_id, outcome)
-            future.set_result(outcome)
-            return outcome
-        finally:
-            if not future.done():
-                future.cancel()
-            del self._running[command_id]
+            outcome = await self._execute(action, args, command_id, timeout_s)
+        except asyncio.CancelledError:  # the controller stops: the program was killed
+            self._memory.finished(command_id, dict(INTERRUPTED))
+            raise
+        self._memory.finished(command_id, outcome)
+        return outcome
 
     def _refusal(self, action: str, args: Mapping[str, Any]) -> str:
         config = self._actions.get(action)

@@ -181,6 +181,8 @@ def _action(name: str, raw: Any) -> ActionConfig:
     _known(spec, where, {"command", "args", "timeout_s"})
     args = _mapping(spec.get("args", {}), f"{where}.args")
     for arg, kind in args.items():
+        if isinstance(arg, bool):
+            raise _Wrong(f"{where}.args", f"{arg} as a name: YAML reads on/off/yes/no so; quote it")
         if not isinstance(arg, str) or not _ARG.fullmatch(arg):
             raise _Wrong(f"{where}.args", f"{arg!r} is not a valid argument name")
         if kind not in ARG_TYPES:

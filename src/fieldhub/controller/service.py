@@ -11,7 +11,6 @@ gateway can tell a repeat from a new one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -24,8 +23,8 @@ from fieldhub.controller.config import ControllerConfig
 from fieldhub.controller.memory import CommandMemory
 from fieldhub.controller.values import read_value
 from fieldhub.lan.discovery import Announcement
-from fieldhub.lan.framing import FrameError, read_frame
-from fieldhub.lan.handshake import GatewayHello, accept_hello, answer_pairing
+from fieldhub.lan.framing import FrameError, pack_frame
+from fieldhub.lan.handshake import GatewayHello, Pairing, accept_hello, answer_pairing, check_key
 from fieldhub.lan.keys import KeyFile, PeerKey
 from fieldhub.lan.link import Link, LinkLost, RequestFailed, read_plain
 from fieldhub.lan.pairing import PairingError
@@ -42,6 +41,8 @@ HELLO_TIMEOUT_S: Final = 10.0
 PAIRING_TIMEOUT_S: Final = 300.0
 """How long a shown pairing code waits for a person to approve it at the gateway or hub."""
 REPORT_TIMEOUT_S: Final = 15.0
+MAX_CONNECTIONS: Final = 16
+"""Connections in hand at once (the gateway's link, and hellos that have 10 s to finish)."""
 
 
 class Controller:
@@ -62,6 +63,7 @@ class Controller:
         self._linked = asyncio.Event()
         self._queued = asyncio.Event()
         self._server: asyncio.Server | None = None
+        self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
         self._throttle = LogThrottle()
         self.refusals: Counter[str] = Counter()
         """Refused connections and frames by reason (``bad_tag``, ``bad_frame``, …)."""
@@ -119,8 +121,9 @@ class Controller:
             for task in tasks:
                 task.cancel()
             self._server.close()
-            if self._link is not None:
-                await self._link.close()
+            for writer in self._connections.values():  # the server leaves its handlers running
+                writer.close()
+            await asyncio.gather(*self._connections, return_exceptions=True)
 
     def report(self, channel: str, body: dict[str, Any]) -> None:
         """Queue a report (``ts`` added when missing) for the gateway."""
@@ -137,27 +140,40 @@ class Controller:
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[task] = writer
+        task.add_done_callback(self._connections.pop)
         peer = writer.get_extra_info("peername")
         peer_host = str(peer[0]) if peer else "?"
+        if len(self._connections) > MAX_CONNECTIONS:  # a flood must not starve the gateway
+            self._refuse("too_many_connections", peer_host, f"{MAX_CONNECTIONS} in hand already")
+            writer.close()
+            return
         try:
             hello = await accept_hello(
                 reader, writer, self.config.controller_id, self._paired is not None, HELLO_TIMEOUT_S
             )
             pairing = self._paired is None
-            if pairing:
-                session = await self._pair(reader, writer, hello)
+            if self._paired is None:
+                key, wait_s = (await self._pair(reader, writer, hello)).key, PAIRING_TIMEOUT_S
             else:
-                assert self._paired is not None
-                session = Session(
-                    session_key(self._paired.key, hello.gateway_nonce, hello.controller_nonce),
-                    "controller",
-                )
-            link = Link(reader, writer, session, heartbeat_s=self.config.heartbeat_s)
+                key, wait_s = self._paired.key, HELLO_TIMEOUT_S
+            session = Session(
+                session_key(key, hello.gateway_nonce, hello.controller_nonce), "controller"
+            )
+            await check_key(reader, session, wait_s)
             if pairing:
-                link.send({"t": "paired"})  # the gateway keeps the key on this answer
+                self._keep_pairing(PeerKey(hello.gateway_id, key))
+            writer.write(pack_frame(session.seal({"t": "auth"})))
+            link = Link(reader, writer, session, heartbeat_s=self.config.heartbeat_s)
             await self._serve(link)
-        except (AuthError, FrameError, PairingError) as exc:
-            self._refuse(getattr(exc, "reason", "bad_frame"), peer_host, str(exc))
+        except AuthError as exc:
+            self._refuse(exc.reason, peer_host, str(exc))
+        except PairingError as exc:
+            self._refuse("bad_pairing", peer_host, str(exc))
+        except FrameError as exc:
+            self._refuse("bad_frame", peer_host, str(exc))
         except (TimeoutError, asyncio.IncompleteReadError, OSError):
             pass  # a port scan, or a gateway that went away mid-hello
         finally:
@@ -165,9 +181,9 @@ class Controller:
 
     async def _pair(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hello: GatewayHello
-    ) -> Session:
-        """Answer a gateway's pairing, show the code, and keep the key once it is approved
-        (the gateway's first authenticated frame, which only the holder of the key can make)."""
+    ) -> Pairing:
+        """Answer a gateway's pairing and show the code; the key is kept only once the gateway
+        proves it (after a person approved the code there)."""
         pairing = await answer_pairing(
             reader, writer, hello, await read_plain(reader, HELLO_TIMEOUT_S), HELLO_TIMEOUT_S
         )
@@ -177,16 +193,20 @@ class Controller:
             flush=True,
         )
         log.info("pairing with gateway %s: code %s shown", hello.gateway_id, pairing.code)
-        session = Session(
-            session_key(pairing.key, hello.gateway_nonce, hello.controller_nonce), "controller"
-        )
-        confirmed = session.open(await asyncio.wait_for(read_frame(reader), PAIRING_TIMEOUT_S))
-        if confirmed.get("t") != "paired":
-            raise PairingError("`paired` is due")
-        self._paired = PeerKey(hello.gateway_id, pairing.key)
-        self._key_file.store(self._paired)
-        log.info("paired with gateway %s", hello.gateway_id)
-        return session
+        return pairing
+
+    def _keep_pairing(self, peer: PeerKey) -> None:
+        """Keep an approved pairing, unless another gateway's was approved meanwhile (two
+        pairings at once: the first one wins, the other is refused).
+
+        Raises:
+            AuthError: ``not_authenticated``, when this controller is paired already.
+        """
+        if self._paired is not None:
+            raise AuthError("not_authenticated", f"paired meanwhile with {self._paired.peer_id}")
+        self._paired = peer
+        self._key_file.store(peer)
+        log.info("paired with gateway %s", peer.peer_id)
 
     async def _serve(self, link: Link) -> None:
         previous, self._link = self._link, link
@@ -256,9 +276,7 @@ class Controller:
                 )
             except (LinkLost, TimeoutError, RequestFailed, OSError) as exc:
                 log.debug("report %d not acknowledged: %s", rid, exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._linked.wait(), 1.0)
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.5)  # then the same report again, on whatever link is up
                 continue
             if self._queue and self._queue[0][0] == rid:
                 self._queue.popleft()

@@ -6,9 +6,11 @@ The gateway always dials (a controller's TCP server waits for it), and speaks fi
     controller → gateway  {"t": "hello", "v": 1, "controller": "ctrl-1", "paired": true,
                            "nonce": "<16 bytes hex>"}
 
-Then a paired controller expects authenticated frames (``lan.session``) and an unpaired one
-the pairing messages of ``lan.pairing``. Nothing of a hello is believed: it only chooses which
-key the next frames must prove.
+Then an unpaired controller expects the pairing messages of ``lan.pairing``. Either way the
+gateway then proves the key with its first authenticated frame, ``{"t": "auth"}``, and the
+controller answers in kind (``lan.session``); only then is the link up, so a stranger who
+connects cannot push the gateway's link aside. Nothing of a hello is believed: it only chooses
+which key the next frames must prove.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from fieldhub.lan import PROTOCOL_VERSION
 from fieldhub.lan.discovery import AnnouncementError, check_controller_id
-from fieldhub.lan.framing import FrameError
+from fieldhub.lan.framing import FrameError, pack_frame, read_frame
 from fieldhub.lan.link import read_plain, send_plain
 from fieldhub.lan.pairing import (
     KeyExchange,
@@ -29,14 +31,16 @@ from fieldhub.lan.pairing import (
     long_term_key,
     pairing_code,
 )
-from fieldhub.lan.session import NONCE_BYTES
+from fieldhub.lan.session import NONCE_BYTES, AuthError, Session
 
 __all__ = [
     "GatewayHello",
     "Pairing",
     "accept_hello",
     "answer_pairing",
+    "check_key",
     "open_hello",
+    "prove_key",
     "start_pairing",
 ]
 
@@ -96,9 +100,10 @@ async def accept_hello(
     """
     hello = await read_plain(reader, timeout_s)
     _check_hello(hello)
-    gateway_id = hello.get("gateway")
-    if not isinstance(gateway_id, str) or not 0 < len(gateway_id) <= 64:
-        raise FrameError("hello: `gateway` must be a string of 1-64 characters")
+    try:  # a gateway is a device of the hub too, and its id is printed on the console
+        gateway_id = check_controller_id(hello.get("gateway"))
+    except AnnouncementError as exc:
+        raise FrameError(f"hello: `gateway`: {exc}") from None
     gateway_nonce = _bytes(hello, "nonce")
     nonce = secrets.token_bytes(NONCE_BYTES)
     send_plain(writer, _hello(controller=controller_id, paired=paired, nonce=nonce.hex()))
@@ -158,6 +163,37 @@ async def answer_pairing(
     transcript = (theirs, mine, their_nonce, nonce)
     key = long_term_key(shared, transcript, hello.gateway_id, hello.controller_id)
     return Pairing(key, pairing_code(*transcript))
+
+
+async def prove_key(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, session: Session, timeout_s: float
+) -> None:
+    """The gateway's proof of the key, and the check of the controller's answer.
+
+    Raises:
+        AuthError: the answer is not authentic (``bad_tag``), or the controller closed the
+            connection instead of answering (``not_authenticated``: it refused our key).
+    """
+    writer.write(pack_frame(session.seal({"t": "auth"})))
+    try:
+        async with asyncio.timeout(timeout_s):
+            payload = await read_frame(reader)
+    except asyncio.IncompleteReadError:
+        raise AuthError("not_authenticated", "the controller refused the key") from None
+    if session.open(payload).get("t") != "auth":
+        raise AuthError("not_authenticated", "`auth` is due")
+
+
+async def check_key(reader: asyncio.StreamReader, session: Session, timeout_s: float) -> None:
+    """The controller's check of the gateway's proof; the caller answers ``{"t": "auth"}``.
+
+    Raises:
+        AuthError: the proof is not authentic.
+    """
+    async with asyncio.timeout(timeout_s):
+        payload = await read_frame(reader)
+    if session.open(payload).get("t") != "auth":
+        raise AuthError("not_authenticated", "`auth` is due")
 
 
 def _hello(**fields: Any) -> dict[str, Any]:

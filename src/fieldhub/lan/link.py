@@ -56,7 +56,8 @@ async def read_plain(reader: asyncio.StreamReader, timeout_s: float) -> dict[str
         FrameError: it is not a plain JSON object.
         TimeoutError, asyncio.IncompleteReadError: nothing came, or the peer closed.
     """
-    payload = await asyncio.wait_for(read_frame(reader), timeout_s)
+    async with asyncio.timeout(timeout_s):
+        payload = await read_frame(reader)
     if payload[:1] != PLAIN:
         raise FrameError("an authenticated frame where a plain one is due")
     return decode_json(payload[1:])
@@ -110,7 +111,8 @@ class Link:
         self._waiting[request_id] = future
         try:
             self.send({**body, "t": "req", "id": request_id, "op": op})
-            reply = await asyncio.wait_for(future, timeout_s)
+            async with asyncio.timeout(timeout_s):
+                reply = await future
         finally:
             self._waiting.pop(request_id, None)
         if reply.get("ok") is not True:
@@ -151,13 +153,14 @@ class Link:
         for task in list(self._handlers):
             task.cancel()
         self._writer.close()
-        with contextlib.suppress(OSError, asyncio.CancelledError):
+        with contextlib.suppress(OSError):
             await self._writer.wait_closed()
 
     async def _next_body(self) -> dict[str, Any]:
         timeout = self._heartbeat_s * MISSED_HEARTBEATS
         try:
-            payload = await asyncio.wait_for(read_frame(self._reader), timeout)
+            async with asyncio.timeout(timeout):
+                payload = await read_frame(self._reader)
             return self._session.open(payload)
         except AuthError as exc:
             raise LinkLost(exc.reason, str(exc)) from None
@@ -177,7 +180,10 @@ class Link:
         except RequestFailed as exc:
             reply = {"ok": False, "error": str(exc)}
         with contextlib.suppress(LinkLost, OSError):
-            self.send({**reply, "t": "res", "id": body.get("id")})
+            try:
+                self.send({**reply, "t": "res", "id": body.get("id")})
+            except FrameError as exc:  # an answer over the frame bound: say so instead
+                self.send({"t": "res", "id": body.get("id"), "ok": False, "error": str(exc)})
 
     async def _beat(self) -> None:
         loop = asyncio.get_running_loop()

@@ -27,7 +27,13 @@ import hmac
 import struct
 from typing import Any, Final, Literal
 
-from fieldhub.lan.framing import AUTHENTICATED, FrameError, decode_json, encode_json
+from fieldhub.lan.framing import (
+    AUTHENTICATED,
+    MAX_FRAME_BYTES,
+    FrameError,
+    decode_json,
+    encode_json,
+)
 
 __all__ = ["KEY_BYTES", "NONCE_BYTES", "AuthError", "Session", "session_key"]
 
@@ -64,10 +70,17 @@ class Session:
         self._received = 0
 
     def seal(self, body: dict[str, Any]) -> bytes:
-        """The authenticated frame payload of ``body``, with the next outgoing counter."""
+        """The authenticated frame payload of ``body``, with the next outgoing counter.
+
+        Raises:
+            FrameError: the frame would exceed :data:`MAX_FRAME_BYTES`; no counter is spent,
+                so the link can go on.
+        """
+        data = encode_json(body)
+        if _HEADER + len(data) > MAX_FRAME_BYTES:
+            raise FrameError(f"frame of {_HEADER + len(data)} bytes exceeds {MAX_FRAME_BYTES}")
         self._sent += 1
         counter = _COUNTER.pack(self._sent)
-        data = encode_json(body)
         return AUTHENTICATED + counter + self._tag(self._out_direction, counter, data) + data
 
     def open(self, payload: bytes) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import logging
 import random
 import secrets
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -26,8 +26,8 @@ from fieldhub.gateway.lan.listener import AnnouncementListener
 from fieldhub.gateway.ports import CommandOutcome, ControllerInfo, ReportChannel, Uplink
 from fieldhub.lan import DEFAULT_ANNOUNCE_PORT
 from fieldhub.lan.discovery import Announcement
-from fieldhub.lan.framing import FrameError, pack_frame, read_frame
-from fieldhub.lan.handshake import GatewayHello, open_hello, start_pairing
+from fieldhub.lan.framing import FrameError
+from fieldhub.lan.handshake import GatewayHello, open_hello, prove_key, start_pairing
 from fieldhub.lan.keys import KeyFile, PeerKey
 from fieldhub.lan.link import Link, LinkLost, RequestFailed
 from fieldhub.lan.pairing import PairingError
@@ -58,6 +58,23 @@ class LanSettings:
     heartbeat_s: float = 5.0
     request_timeout_s: float = 10.0
 
+    def __post_init__(self) -> None:
+        self.static_addresses()  # a wrong entry stops the gateway at start, named
+
+    def static_addresses(self) -> list[tuple[str, int]]:
+        """The static list as (host, port).
+
+        Raises:
+            ValueError: naming the entry that is not ``host:port``.
+        """
+        addresses = []
+        for entry in self.static:
+            host, _, port = entry.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"static controller {entry!r}: expected host:port")
+            addresses.append((host, int(port)))
+        return addresses
+
 
 @dataclass(slots=True)
 class _Controller:
@@ -71,6 +88,8 @@ class _Controller:
     approval: asyncio.Future[bool] | None = None
     code: str = ""
     online: bool = False
+    moved_to: tuple[str, int] | None = None
+    """An address announced while the link was up: dialled once the link is lost."""
     last_report: tuple[str, int] = ("", 0)
 
     @property
@@ -106,12 +125,10 @@ class LanManager:
         self._transport, _ = await loop.create_datagram_endpoint(
             lambda: AnnouncementListener(self._on_announcement, self.refusals),
             local_addr=(self._settings.listen_host, self._settings.announce_port),
-            reuse_port=True,
             allow_broadcast=True,
         )
-        for address in self._settings.static:
-            host, _, port = address.rpartition(":")
-            self._spawn(self._probe_static(host, int(port)))
+        for host, port in self._settings.static_addresses():
+            self._spawn(self._probe_static(host, port))
 
     @property
     def announce_port(self) -> int:
@@ -146,7 +163,7 @@ class LanManager:
         body = {"command_id": command_id, "action": action, "args": args, "timeout_s": timeout_s}
         try:
             reply = await link.request("run", body, timeout_s + self._settings.request_timeout_s)
-        except RequestFailed as exc:
+        except (RequestFailed, FrameError) as exc:  # refused, or too large for a frame
             return CommandOutcome("failed", error=str(exc))
         except (TimeoutError, LinkLost) as exc:  # it may have run: only a retry with the id says
             return CommandOutcome("timed_out", error=f"no outcome from {controller_id}: {exc}")
@@ -179,7 +196,8 @@ class LanManager:
 
     def _on_announcement(self, announcement: Announcement, host: str) -> None:
         cid = announcement.controller_id
-        known = self._key_file(cid).load() is not None
+        # Tracked already: it may have kept its key a moment before this gateway kept its own.
+        known = cid in self._controllers or self._key_file(cid).load() is not None
         if announcement.paired and not known:
             self._refuse(
                 "unknown_controller", host, f"{cid} says it is paired, but not with this gateway"
@@ -199,6 +217,7 @@ class LanManager:
                 f"{host}:{port}; the link must prove its key there",
             )
             if entry.link is not None:  # keep a working link; a spoofer gets nothing from this
+                entry.moved_to = (host, port)
                 return
             entry.host, entry.port = host, port
         if entry.task is None or entry.task.done():
@@ -210,9 +229,8 @@ class LanManager:
         backoff = BACKOFF_FIRST_S
         while True:
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(host, port), CONNECT_TIMEOUT_S
-                )
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    reader, writer = await asyncio.open_connection(host, port)
                 try:
                     hello = await open_hello(
                         reader, writer, self._settings.gateway_id, CONNECT_TIMEOUT_S
@@ -239,21 +257,25 @@ class LanManager:
                     self._refuse(exc.reason, entry.host, f"{entry.controller_id}: {exc}")
                 entry.state = f"lost: {exc}"
             except (AuthError, PairingError, FrameError) as exc:
-                reason = exc.reason if isinstance(exc, AuthError) else "bad_frame"
-                self._refuse(reason, entry.host, f"{entry.controller_id}: {exc}")
+                self._refuse(_reason(exc), entry.host, f"{entry.controller_id}: {exc}")
                 entry.state = f"lost: {exc}"
             except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
                 entry.state = f"lost: cannot reach {entry.address} ({type(exc).__name__})"
             finally:
                 entry.link = None
                 entry.approval = None
+                if entry.moved_to is not None:
+                    (entry.host, entry.port), entry.moved_to = entry.moved_to, None
             log.info("controller %s: %s", entry.controller_id, entry.state)
             if entry.online:
                 entry.online = False
                 backoff = BACKOFF_FIRST_S
-                await self._uplink.controller_offline(entry.controller_id, entry.state[6:])
+                await self._tell_uplink(
+                    self._uplink.controller_offline(entry.controller_id, entry.state[6:])
+                )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(entry.wake.wait(), backoff * random.uniform(0.8, 1.2))
+                async with asyncio.timeout(backoff * random.uniform(0.8, 1.2)):
+                    await entry.wake.wait()
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     async def _connect(self, entry: _Controller) -> None:
@@ -262,9 +284,8 @@ class LanManager:
         Raises:
             LinkLost: the link ended, saying why.
         """
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(entry.host, entry.port), CONNECT_TIMEOUT_S
-        )
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            reader, writer = await asyncio.open_connection(entry.host, entry.port)
         try:
             hello = await open_hello(reader, writer, self._settings.gateway_id, CONNECT_TIMEOUT_S)
             if hello.controller_id != entry.controller_id:
@@ -276,6 +297,7 @@ class LanManager:
                 session = Session(
                     session_key(stored.key, hello.gateway_nonce, hello.controller_nonce), "gateway"
                 )
+                await prove_key(reader, writer, session, CONNECT_TIMEOUT_S)
             else:
                 session = await self._pair(entry, reader, writer, hello)
             link = Link(reader, writer, session, heartbeat_s=self._settings.heartbeat_s)
@@ -304,47 +326,48 @@ class LanManager:
         )
         if self._on_pairing_code is not None:
             self._on_pairing_code(hello.controller_id, pairing.code)
-        await self._uplink.pairing_requested(hello.controller_id, entry.host)
+        await self._tell_uplink(self._uplink.pairing_requested(hello.controller_id, entry.host))
         try:
-            await asyncio.wait_for(asyncio.shield(entry.approval), PAIRING_TIMEOUT_S)
+            async with asyncio.timeout(PAIRING_TIMEOUT_S):
+                await asyncio.shield(entry.approval)
         except TimeoutError:
             raise LinkLost("pairing_timeout", "pairing not approved in time") from None
         session = Session(
             session_key(pairing.key, hello.gateway_nonce, hello.controller_nonce), "gateway"
         )
-        writer.write(pack_frame(session.seal({"t": "paired"})))
-        confirmed = session.open(await asyncio.wait_for(read_frame(reader), CONNECT_TIMEOUT_S))
-        if confirmed.get("t") != "paired":
-            raise PairingError("the controller did not confirm the pairing")
+        await prove_key(reader, writer, session, CONNECT_TIMEOUT_S)
         self._key_file(hello.controller_id).store(PeerKey(hello.controller_id, pairing.key))
         log.info("paired controller %s", hello.controller_id)
         return session
 
     async def _run_link(self, entry: _Controller, link: Link) -> None:
+        """Ask the controller what it offers, tell the uplink it is online, and serve the link
+        until it ends (with the manager's stop, too: then the link is closed)."""
         entry.link = link
         serving = asyncio.create_task(link.serve(lambda op, body: self._answer(entry, op, body)))
         try:
-            info = await link.request("info", {}, self._settings.request_timeout_s)
-            actions = info.get("actions")
-            firmware = info.get("firmware")
+            try:
+                described = await link.request("info", {}, self._settings.request_timeout_s)
+            except (TimeoutError, RequestFailed) as exc:
+                raise LinkLost("no_info", f"no answer to `info`: {exc}") from None
+            actions, firmware = described.get("actions"), described.get("firmware")
             entry.state = "linked"
-            await self._uplink.controller_online(
-                ControllerInfo(
-                    entry.controller_id,
-                    entry.address,
-                    actions if isinstance(actions, dict) else {},
-                    firmware if isinstance(firmware, str) else "",
-                )
+            entry.online = True
+            info = ControllerInfo(
+                entry.controller_id,
+                entry.address,
+                actions if isinstance(actions, dict) else {},
+                firmware if isinstance(firmware, str) else "",
             )
+            await self._tell_uplink(self._uplink.controller_online(info))
             log.info("controller %s linked at %s", entry.controller_id, entry.address)
-        except (TimeoutError, RequestFailed, LinkLost):
-            serving.cancel()
-            await link.close()
-            with contextlib.suppress(BaseException):
-                await serving
-            raise AuthError("not_authenticated", "the controller did not prove its key") from None
-        entry.online = True
-        await serving
+            await serving
+        finally:
+            if not serving.done():
+                serving.cancel()
+                await asyncio.wait({serving})
+            if not serving.cancelled():
+                serving.exception()  # retrieved: the link's end is reported by the caller
 
     async def _answer(self, entry: _Controller, op: str, body: dict[str, Any]) -> dict[str, Any]:
         if op != "report":
@@ -361,16 +384,29 @@ class LanManager:
             return {}  # a repeat of what the uplink already has: acknowledge again
         report.pop("seq", None)  # the uplink numbers each child's reports
         channel_name: ReportChannel = channel
-        await self._uplink.report(entry.controller_id, channel_name, report)
+        try:
+            await self._uplink.report(entry.controller_id, channel_name, report)
+        except Exception as exc:  # the uplink's trouble (a full disk): not acknowledged, resent
+            log.warning("the uplink did not take a report of %s: %s", entry.controller_id, exc)
+            raise RequestFailed("the gateway could not keep the report") from None
         entry.last_report = (boot, rid)
         return {}
 
     # helpers
 
+    @staticmethod
+    async def _tell_uplink(call: Coroutine[Any, Any, None]) -> None:
+        """Await an uplink notice; its failure is the uplink's to fix and must not end the
+        supervision of a controller, so it is logged with its traceback and passed over."""
+        try:
+            await call
+        except Exception:
+            log.exception("the uplink failed on a notice about a controller")
+
     def _key_file(self, controller_id: str) -> KeyFile:
         return KeyFile(self._settings.key_dir / f"{controller_id}.key")
 
-    def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -381,6 +417,12 @@ class LanManager:
         held = self._throttle.due((reason, source))
         if held is not None:
             log.warning("refused %s from %s: %s%s", reason, source, detail, held_back(held))
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, AuthError):
+        return exc.reason
+    return "bad_pairing" if isinstance(exc, PairingError) else "bad_frame"
 
 
 def _outcome(raw: Any) -> CommandOutcome:
