@@ -1,7 +1,7 @@
-"""The issue's "done when", end to end: a ``fieldhub gateway`` process and three controllers
-next to a hub, paired through the hub, values in the hub, a command round trip; killing the
-gateway makes the children ``unreachable`` with one alarm, not three; a restarted gateway
-brings them back, and SIGTERM stops it cleanly (exit 0)."""
+"""The issue's "done when", end to end: a ``fieldhub gateway`` process and three
+``fieldhub controller`` processes next to a hub, paired through the hub, values in the hub, a
+command round trip; killing the gateway makes the children ``unreachable`` with one alarm, not
+three; a restarted gateway brings them back, and SIGTERM stops it cleanly (exit 0)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import asyncio
 import signal
 import socket
 import sys
-from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ from fieldhub.hub.app import Hub
 from fieldhub.hub.store.alarms import AlarmFilter
 from tests.conftest import api_client
 from tests.gateway_support import register_gateway
-from tests.lan_support import controller_config, running_controller
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
@@ -43,13 +41,34 @@ def _gateway_config(tmp: Path, hub: Hub, gw: str, credentials: tuple[str, str], 
     return config
 
 
-async def _start(config: Path) -> asyncio.subprocess.Process:
+async def _start(config: Path, program: str = "gateway") -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
-        *("-m", "fieldhub", "gateway", "--config", str(config)),
+        *("-m", "fieldhub", program, "--config", str(config)),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
+
+
+def _controller_config(tmp: Path, controller_id: str, announce_port: int) -> Path:
+    """A controller on loopback with a made-up temperature and a relay that writes a log."""
+    log = tmp / f"{controller_id}.log"
+    config = tmp / f"{controller_id}.yaml"
+    config.write_text(
+        f"id: {controller_id}\n"
+        f"data_dir: '{tmp / controller_id}'\n"
+        "listen: 127.0.0.1:0\n"
+        f"announce: {{to: 127.0.0.1, port: {announce_port}, every_s: 0.5}}\n"
+        "report_every_s: 0.5\n"
+        "heartbeat_s: 1\n"
+        "values: {temp: {simulate: [20, 21]}}\n"
+        "actions:\n"
+        "  relay.set:\n"
+        f"    command: [/bin/sh, -c, 'echo relay $FIELDHUB_ARG_CLOSED >> {log}']\n"
+        "    args: {closed: bool}\n"
+        "    timeout_s: 5\n"
+    )
+    return config
 
 
 async def test_three_controllers_behind_a_gateway_process(hub: Hub, tmp_path: Path, uid: str):
@@ -64,13 +83,12 @@ async def test_three_controllers_behind_a_gateway_process(hub: Hub, tmp_path: Pa
     announce_port = _free_udp_port()
     config = _gateway_config(tmp_path, hub, gw, credentials, announce_port)
     gateway = await _start(config)
+    controllers = [
+        await _start(_controller_config(tmp_path, child, announce_port), "controller")
+        for child in children
+    ]
     try:
-        async with AsyncExitStack() as controllers, api_client(hub) as api:
-            for child in children:
-                await controllers.enter_async_context(
-                    running_controller(controller_config(tmp_path, child, announce_port))
-                )
-
+        async with api_client(hub) as api:
             # Each asks to pair: an event of the gateway in the hub; an admin registers the
             # child under the gateway and approves it with the gateway's command.
             async def requests() -> set[str]:
@@ -102,7 +120,7 @@ async def test_three_controllers_behind_a_gateway_process(hub: Hub, tmp_path: Pa
             assert 20 <= await eventually(temperature, "a value in the hub", 30) <= 21
             command = await api.post(
                 f"/api/devices/{children[1]}/commands",
-                json={"action": "relay.set", "args": {"on": True}},
+                json={"action": "relay.set", "args": {"closed": True}},
             )
             assert command.json()["status"] == "succeeded", command.text
             assert (tmp_path / f"{children[1]}.log").read_text() == "relay true\n"
@@ -132,9 +150,10 @@ async def test_three_controllers_behind_a_gateway_process(hub: Hub, tmp_path: Pa
                 lambda: hub.presence.get(gw).reason == "gateway stopped", "the goodbye", 10
             )
     finally:
-        if gateway.returncode is None:
-            gateway.kill()
-            await gateway.wait()
+        for process in (gateway, *controllers):
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
 
 
 async def _all(check, wanted: list[str]) -> bool:
