@@ -7,7 +7,9 @@ uplink and its outboxes are real.
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -212,3 +214,24 @@ async def test_reports_of_a_controller_the_hub_does_not_list_yet_wait_for_its_re
         [latest] = await eventually(stored, "the waiting reports stored", 20)
         assert latest.value == 2
         assert hub.presence.get(late).presence == "online"
+
+
+async def test_a_child_added_with_the_cli_reaches_the_running_hub(
+    make_hub: HubFactory, tmp_path: Path, uid: str
+) -> None:
+    gw, child = f"gw-{uid}", f"c-{uid}"
+    async with make_hub(data=tmp_path / "hub") as hub:
+        await register_gateway(hub, gw)
+        added = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-m", "fieldhub", "device", "add", child, "--parent", gw),
+            *("--data", str(tmp_path / "hub")),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        said = (await added.communicate())[0].decode()
+        assert added.returncode == 0, said
+        assert "secret" not in said  # a child has no credentials
+        assert f"registered behind gateway {gw}" in said
+        await eventually(lambda: child in hub.family.children(gw), "the hub adopting the child")
+        assert hub.presence.get(child).presence == "unknown"

@@ -119,7 +119,7 @@ def device_add(
         _device_command(settings, child, broker=False)
         console.print(
             f"device {device_id} registered behind gateway {parent}; a running hub lets the "
-            "gateway speak for it within a minute"
+            "gateway speak for it within a second"
         )
         return
 

@@ -55,7 +55,7 @@ from fieldhub.hub.store.alarms import AlarmStore
 from fieldhub.hub.store.audit import AuditLog
 from fieldhub.hub.store.claims import ClaimStore
 from fieldhub.hub.store.commands import CommandStore
-from fieldhub.hub.store.credentials import CredentialKey, CredentialStore, IssuedCredentials
+from fieldhub.hub.store.credentials import CredentialStore, IssuedCredentials
 from fieldhub.hub.store.database import SchemaTooNew, create_engine, migrate
 from fieldhub.hub.store.devices import DeviceRegistry
 from fieldhub.hub.store.health import StorageHealth
@@ -301,6 +301,7 @@ class Hub:
             asyncio.create_task(presence.run(), name="presence-clock"),
             asyncio.create_task(commands.run(), name="commands"),
             asyncio.create_task(self.identities.run(), name="device-credentials-sync"),
+            asyncio.create_task(self.devices.follow_children(), name="device-children"),
             asyncio.create_task(self.live.run(), name="live"),
             asyncio.create_task(self.auth.token_use.run(), name="token-use"),
             asyncio.create_task(self.notifications.run(), name="notifications"),
@@ -470,13 +471,9 @@ class Hub:
             self._commands.on_presence(change)
 
     def _device_identities(self, access: BrokerAccess) -> DeviceIdentities:
-        # Devices another process (the CLI) registered meanwhile are adopted by their keys,
-        # children (no keys) at the next full sync.
-        async def adopt(keys: list[CredentialKey]) -> None:
-            await self.devices.adopt(keys)
-            await self.devices.adopt_children()
-
-        return DeviceIdentities(self.credentials, self.audit, access, on_change=adopt)
+        # Devices another process (the CLI) registered meanwhile are adopted by their keys
+        # (children, which have none: DeviceLifecycle.follow_children).
+        return DeviceIdentities(self.credentials, self.audit, access, on_change=self.devices.adopt)
 
     def _family_changed(self, gateway_id: str, children: frozenset[str]) -> None:
         """A gateway's children changed: its broker ACL follows (devices/family.py)."""

@@ -14,12 +14,15 @@ them), then :class:`DeviceRemoved` (clear what others still remember of it).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Collection
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from fieldhub.hub.broker.identities import DeviceIdentities
 from fieldhub.hub.devices.events import (
@@ -39,6 +42,7 @@ from fieldhub.hub.store.devices import (
     DeviceRegistry,
     RegistryError,
 )
+from fieldhub.logthrottle import LogThrottle, held_back
 
 log = logging.getLogger(__name__)
 
@@ -204,12 +208,26 @@ class DeviceLifecycle:
         """The devices behind gateway ``parent_id``, ordered by id."""
         return await self.registry.children(parent_id)
 
-    async def adopt_children(self) -> None:
-        """Announce children another process (the CLI) registered meanwhile: they have no
-        keys, so :meth:`adopt` never finds them."""
-        for record in await self.registry.children():
-            if record.id not in self._known:
-                self._added(record)
+    async def follow_children(self, period_s: float = 1.0) -> None:
+        """Every ``period_s``: announce children another process (the CLI) registered
+        meanwhile. They have no keys, so :meth:`adopt` never finds them; one cheap query a
+        period tells when to look. Runs until cancelled; a failing database is logged (once a
+        minute) and tried again."""
+        seen: tuple[int, int] | None = None
+        throttle = LogThrottle()
+        while True:
+            await asyncio.sleep(period_s)
+            try:
+                fingerprint = await self.registry.children_fingerprint()
+                if fingerprint != seen:
+                    for record in await self.registry.children():
+                        if record.id not in self._known:
+                            self._added(record)
+                    seen = fingerprint
+            except SQLAlchemyError as exc:
+                held = throttle.due("children")
+                if held is not None:
+                    log.warning("cannot look for new child devices: %s%s", exc, held_back(held))
 
     async def adopt(self, keys: Collection[CredentialKey]) -> None:
         """Announce devices another process (the CLI) registered meanwhile, found by their

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -146,6 +146,16 @@ class DeviceRegistry:
         if row is None:
             raise DeviceNotFound(f"device {device_id!r} is not registered")
         return DeviceRecord.from_row(row)
+
+    async def children_fingerprint(self) -> tuple[int, int]:
+        """How many devices have a parent, and the newest one's creation: changes when another
+        process registers a child (one indexed aggregate, cheap enough every second)."""
+        query = select(func.count(), func.coalesce(func.max(devices.c.created_at), 0)).where(
+            devices.c.parent_id.is_not(None)
+        )
+        async with self._engine.connect() as conn:
+            count, newest = (await conn.execute(query)).one()
+        return int(count), int(newest)
 
     async def children(self, parent_id: str | None = None) -> list[DeviceRecord]:
         """Devices behind gateway ``parent_id`` (behind any gateway without), ordered by id."""
