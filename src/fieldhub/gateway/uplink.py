@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,7 @@ _GATEWAY_ACTIONS: Final = {APPROVE_PAIRING: {"controller": "str"}}
 _RETRY_SUBSCRIBE_S: Final = 5.0
 _STOP_FLUSH_S: Final = 2.0
 _CHILDREN: Final = "children"
+_ANSWERS_KEPT: Final = 256
 
 
 @dataclass(slots=True)
@@ -147,6 +149,7 @@ class GatewayUplink:
         self._started = False  # the first round of subscriptions is done
         self._tasks: list[asyncio.Task[None]] = []
         self._creating = asyncio.Lock()
+        self._answered: OrderedDict[str, Reply] = OrderedDict()  # the gateway's own commands
         self._throttle = LogThrottle()
         self.stats = GatewayStats()
 
@@ -433,7 +436,12 @@ class GatewayUplink:
     async def _run_gateway_command(
         self, command_id: str, action: str, args: dict[str, Any], reply_to: str
     ) -> None:
-        """The gateway's own actions (approving a pairing: harmless to repeat)."""
+        """The gateway's own actions. A redelivered id gets the first answer again: a second
+        approval would find nothing waiting and say so, though the first one worked."""
+        answered = self._answered.get(command_id)
+        if answered is not None:
+            self._publish_reply(self.gateway_id, reply_to, answered)
+            return
         controller = args.get("controller")
         if action != APPROVE_PAIRING or not isinstance(controller, str):
             error = f"unknown action {action!r}" if action != APPROVE_PAIRING else "no controller"
@@ -443,6 +451,9 @@ class GatewayUplink:
             reply = Reply(id=command_id, ok=False, ts=now_ms(), error=error[:1024])
         else:
             reply = Reply(id=command_id, ok=True, ts=now_ms(), result={"approved": controller})
+        self._answered[command_id] = reply
+        while len(self._answered) > _ANSWERS_KEPT:
+            self._answered.popitem(last=False)
         self._publish_reply(self.gateway_id, reply_to, reply)
 
     def _publish_reply(self, device_id: str, instance: str, reply: Reply) -> None:
