@@ -52,7 +52,6 @@ from fieldhub.hub.store.schema import samples, series
 TICK_S = os.sysconf("SC_CLK_TCK")
 
 
-
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2) if ordered else -1.0
