@@ -235,3 +235,29 @@ async def test_a_child_added_with_the_cli_reaches_the_running_hub(
         assert f"registered behind gateway {gw}" in said
         await eventually(lambda: child in hub.family.children(gw), "the hub adopting the child")
         assert hub.presence.get(child).presence == "unknown"
+
+
+async def test_desired_state_reaches_the_controller_once_per_version(
+    hub: Hub, tmp_path: Path, uid: str
+) -> None:
+    gw, child = f"gw-{uid}", f"c-{uid}"
+    credentials = await register_gateway(hub, gw)
+    await hub.devices.create_child(child, gw)
+    lan = StandInLan()
+    async with (
+        gateway_on(hub, gw, credentials, tmp_path / "gw", lan) as uplink,
+        api_client(hub) as api,
+    ):
+        await uplink.controller_online(ControllerInfo(child, "10.0.0.9:7070", ACTIONS))
+        changed = await api.patch(
+            f"/api/devices/{child}/state", json={"version": 0, "desired": {"relay": "closed"}}
+        )
+        assert changed.status_code == 200, changed.text
+
+        async def in_sync() -> dict | None:
+            twin = (await api.get(f"/api/devices/{child}/state")).json()
+            return twin if twin["reported"].get("desired_version") == 1 else None
+
+        twin = await eventually(in_sync, "the child reporting the desired version")
+        assert twin["reported"].get("desired_errors") is None
+        assert [run[2:] for run in lan.runs] == [("state.set", {"relay": "closed"})]
