@@ -713,7 +713,13 @@ async def test_health_says_ok_and_counts_devices(
     assert health["database"] == "sqlite"
     assert health["instance"] == hub.settings.instance
     assert health["uptime_s"] >= 0
-    assert health["devices"] == {"online": 1, "offline": 0, "stale": 0, "unknown": 1}
+    assert health["devices"] == {
+        "online": 1,
+        "offline": 0,
+        "stale": 0,
+        "unknown": 1,
+        "unreachable": 0,
+    }
 
 
 async def test_openapi_lists_the_routes(api: httpx.AsyncClient):

@@ -35,6 +35,11 @@ RULES = [
     Rule("fieldhub.agent", ("fieldhub.hub", "fieldhub.cli"), why="the agent ships without the hub"),
     Rule("fieldhub.hub", ("fieldhub.agent",), why="the hub never runs device code"),
     Rule(
+        "fieldhub.gateway",
+        ("fieldhub.hub", "fieldhub.cli"),
+        why="the gateway ships without the hub (it shares the agent's outbox and sender)",
+    ),
+    Rule(
         "fieldhub.mqtt",
         ("fieldhub.hub", "fieldhub.agent", "fieldhub.protocol"),
         why="the MQTT client is a transport, below every program",

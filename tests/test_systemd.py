@@ -79,6 +79,7 @@ def test_the_hub_tells_systemd_it_serves_pets_the_watchdog_and_says_it_stops(tmp
 
 # -- the units in deploy/ ---------------------------------------------------------------------
 UNITS = sorted((Path(__file__).resolve().parents[1] / "deploy").glob("*.service"))
+EXEC_UNITS = {"fieldhub-controller.service"}
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 needs_systemd_analyze = pytest.mark.skipif(
     SYSTEMD_ANALYZE is None, reason="systemd-analyze (Debian package systemd) is not installed"
@@ -108,8 +109,13 @@ def test_each_unit_passes_systemd_analyze_verify(unit: Path, tmp_path: Path):
     assert checked.returncode == 0, checked.stderr
     assert checked.stderr == ""
     text = unit.read_text()
-    for setting in ("Type=notify", "WatchdogSec=", "NoNewPrivileges=yes", "ProtectSystem=strict",
-                    "ProtectHome=yes", "PrivateTmp=yes", "User=fieldhub"):  # fmt: skip
+    for setting in ("NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
+                    "PrivateTmp=yes", "User=fieldhub"):  # fmt: skip
+        assert setting in text, setting
+    # The controller is a small board's program that does not speak sd_notify: systemd counts
+    # it started once it runs (Type=exec). The others say when they are ready, and are watched.
+    watched = ("Type=exec",) if unit.name in EXEC_UNITS else ("Type=notify", "WatchdogSec=")
+    for setting in watched:
         assert setting in text, setting
 
 

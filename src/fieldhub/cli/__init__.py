@@ -1,4 +1,5 @@
-"""The ``fieldhub`` command: ``demo``, ``hub``, ``user``, ``device``, ``agent``, ``send``, ...
+"""The ``fieldhub`` command: ``demo``, ``hub``, ``user``, ``device``, ``agent``, ``gateway``,
+``send``, ...
 
 Each group lives in its own module; the hub's machinery is imported inside the commands, so
 ``fieldhub --help`` and ``fieldhub version`` answer at once. A plain ``fieldhub agent --config
@@ -27,6 +28,7 @@ def build_app() -> typer.Typer:
     from fieldhub.cli.agent import agent_app
     from fieldhub.cli.bundle import bundle_app
     from fieldhub.cli.devices import device_app
+    from fieldhub.cli.gateway import gateway_app
     from fieldhub.cli.hub import demo, hub_app
     from fieldhub.cli.rollout import rollout_app, upload
     from fieldhub.cli.rules import rules_app
@@ -48,6 +50,7 @@ def build_app() -> typer.Typer:
     bundle_app.command()(upload)  # to a hub; the signer's commands are cli/bundle.py's
     app.add_typer(bundle_app, name="bundle")
     app.add_typer(rollout_app, name="rollout")
+    app.add_typer(gateway_app, name="gateway")
 
     @app.command()
     def version() -> None:

@@ -86,11 +86,19 @@ def device_add(
     device_id: DeviceIdArg,
     name: Annotated[str, typer.Option("--name", help="a name people recognise")] = "",
     label: LabelOpt = None,
+    parent: Annotated[
+        str | None,
+        typer.Option(
+            "--parent",
+            help="the gateway it speaks through: no credentials of its own (docs/gateway.md)",
+        ),
+    ] = None,
     data: DataOpt = None,
     db: DbOpt = None,
     broker: BrokerOpt = None,
 ) -> None:
-    """Register a device and print its MQTT credentials (the secret is shown only now)."""
+    """Register a device and print its MQTT credentials (the secret is shown only now); with
+    --parent, a child behind a gateway, which has none."""
     from fieldhub.protocol import TopicError, check_device_id
 
     settings = hub_settings(data=data, db=db, broker=broker)
@@ -106,6 +114,18 @@ def device_add(
     except TopicError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+
+    if parent is not None:
+
+        async def child(devices: Any, _certificates: Any) -> Any:
+            return await devices.create_child(device_id, parent, name=name, labels=labels or None)
+
+        _device_command(settings, child, broker=False)
+        console.print(
+            f"device {device_id} registered behind gateway {parent}; a running hub lets the "
+            "gateway speak for it within a second"
+        )
+        return
 
     async def work(devices: Any, _certificates: Any) -> Any:
         new = await devices.create(device_id, name=name, labels=labels, actor=cli_actor())

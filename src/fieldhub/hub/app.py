@@ -24,6 +24,7 @@ from fieldhub.hub.alarms.sweeper import AlarmSweeper
 from fieldhub.hub.alarms.windows import MaintenanceService
 from fieldhub.hub.auth import Auth
 from fieldhub.hub.broker.device_ca import DeviceCa, DeviceCertificates
+from fieldhub.hub.broker.dynsec import DynSecError
 from fieldhub.hub.broker.embedded import EmbeddedBroker
 from fieldhub.hub.broker.identities import BrokerAccess, DeviceIdentities
 from fieldhub.hub.broker.keyring import hub_identity
@@ -34,6 +35,7 @@ from fieldhub.hub.commands.service import CommandService
 from fieldhub.hub.config import HubSettings
 from fieldhub.hub.devices.directory import DeviceDirectory
 from fieldhub.hub.devices.events import DeviceEvent, DeviceRemoved
+from fieldhub.hub.devices.family import Family
 from fieldhub.hub.devices.lifecycle import DeviceLifecycle
 from fieldhub.hub.devices.presence import PresenceTracker
 from fieldhub.hub.devices.provisioning import Provisioning
@@ -65,6 +67,7 @@ from fieldhub.hub.store.health import StorageHealth
 from fieldhub.hub.store.queries import Queries
 from fieldhub.hub.store.twin import TwinStore
 from fieldhub.hub.store.writes import Writes, writes_for
+from fieldhub.mqtt import MqttError
 from fieldhub.private_files import private_dir
 from fieldhub.protocol import Channel, hub_subscriptions, topic_for
 
@@ -102,6 +105,10 @@ class Hub:
         claims = ClaimStore(self.engine)
         # Create, change, delete and adopt devices; every part hears of it (devices/events.py).
         self.devices = DeviceLifecycle(self.registry, self.credentials, claims)
+        # Gateways and their children: the broker's ACL and presence follow it.
+        self.family = Family(self._family_changed)
+        self._access: BrokerAccess | None = None
+        self._family_tasks: set[asyncio.Task[None]] = set()
         # Devices that claim with a token, approved by operators, fetch their own credentials.
         self.provisioning = Provisioning(
             claims, self.devices.register, self._issue_claimed, self.audit.record
@@ -261,6 +268,7 @@ class Hub:
             raise HubStartError(str(exc)) from exc
         self.broker, self.managed_broker = started.embedded, started.managed
         self.broker_kind, self.broker_url = started.kind, started.url
+        self._access = started.access
         self._identities = self._device_identities(started.access)
         self._identities.synced(keys_seen)
         # Ingest commits and command writes: one writer thread on SQLite (store/writes.py).
@@ -268,7 +276,10 @@ class Hub:
         self._stack.push_async_callback(writes.close)  # after the last flush (unwound later)
         writer = IngestWriter(self.engine, writes)
         presence = PresenceTracker(
-            self._record_presence, settings.stale_after_s, settings.confirm_presence_s
+            self._record_presence,
+            settings.stale_after_s,
+            settings.confirm_presence_s,
+            self.family,
         )
         bus = HubBus(
             self.broker_url,
@@ -320,6 +331,7 @@ class Hub:
             asyncio.create_task(presence.run(), name="presence-clock"),
             asyncio.create_task(commands.run(), name="commands"),
             asyncio.create_task(self.identities.run(), name="device-credentials-sync"),
+            asyncio.create_task(self.devices.follow_children(), name="device-children"),
             asyncio.create_task(self.live.run(), name="live"),
             asyncio.create_task(self.auth.token_use.run(), name="token-use"),
             asyncio.create_task(self.notifications.run(), name="notifications"),
@@ -387,6 +399,7 @@ class Hub:
         self.devices.use_identities(self.identities)
         self.devices.guard_deletes_with(lambda: ingest.writing)  # no commit holds its rows
         for listener in (
+            self.family.on_device,
             ingest.on_device,
             self.directory.on_device,
             presence.on_device,
@@ -535,8 +548,30 @@ class Hub:
             self._commands.on_presence(change)
 
     def _device_identities(self, access: BrokerAccess) -> DeviceIdentities:
-        # Devices another process (the CLI) registered meanwhile are adopted by their keys.
+        # Devices another process (the CLI) registered meanwhile are adopted by their keys
+        # (children, which have none: DeviceLifecycle.follow_children).
         return DeviceIdentities(self.credentials, self.audit, access, on_change=self.devices.adopt)
+
+    def _family_changed(self, gateway_id: str, children: frozenset[str]) -> None:
+        """A gateway's children changed: its broker ACL follows (devices/family.py)."""
+        if self._access is None:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._tell_broker_children(self._access, gateway_id, children),
+            name="gateway-children-acl",
+        )
+        self._family_tasks.add(task)
+        task.add_done_callback(self._family_tasks.discard)
+
+    @staticmethod
+    async def _tell_broker_children(
+        access: BrokerAccess, gateway_id: str, children: frozenset[str]
+    ) -> None:
+        try:
+            await access.set_children(gateway_id, children)
+        except (DynSecError, MqttError, OSError, TimeoutError) as exc:
+            # The next reconciliation (a minute at most) grants what this could not.
+            log.warning("the broker was not told the children of gateway %s: %s", gateway_id, exc)
 
     async def _issue_claimed(self, device_id: str) -> IssuedCredentials:
         return await self.devices.issue_credentials(device_id, actor=f"device:{device_id}")

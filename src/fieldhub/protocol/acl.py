@@ -7,11 +7,18 @@ sets come from ``topics.DEVICE_TO_HUB`` / ``HUB_TO_DEVICE``, so a new channel ch
 with the contract. The embedded broker asks the ``*_may_*`` functions on every packet; the
 Mosquitto manager turns the ``*_filters`` lists into dynamic-security roles. Both say the same.
 
+A gateway also speaks for its children (LAN controllers without credentials of their own,
+docs/gateway.md): it may use each child's subtree as if it were its own, so the device id stays
+at the third level and every consumer reads a child like any device. ``children`` is the set
+the hub keeps for that gateway; for any other device it is empty.
+
 Subscriptions are matched exactly, not by MQTT wildcard semantics: a device that asks for
 ``fh/v1/<id>/#`` or ``#`` is refused, because those filters also cover topics it may not read.
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 from fieldhub.protocol.errors import TopicError
 from fieldhub.protocol.topics import (
@@ -67,16 +74,23 @@ def is_safe_identifier(value: str) -> bool:
     return not FORBIDDEN_IN_IDS.intersection(value)
 
 
-def device_publish_filters(device_id: str) -> list[str]:
-    """The topics (``reply`` as a one-level filter) ``device_id`` may publish to."""
+_NO_CHILDREN: frozenset[str] = frozenset()
+
+
+def device_publish_filters(device_id: str, children: Collection[str] = ()) -> list[str]:
+    """The topics (``reply`` as a one-level filter) ``device_id`` may publish to, its
+    children's included."""
     return sorted(
-        topic_for(device_id, c, _WILDCARD if c is Channel.REPLY else "") for c in DEVICE_TO_HUB
+        topic_for(owner, c, _WILDCARD if c is Channel.REPLY else "")
+        for owner in (device_id, *children)
+        for c in DEVICE_TO_HUB
     )
 
 
-def device_subscribe_filters(device_id: str) -> list[str]:
-    """The exact filters ``device_id`` may subscribe to (and the topics it may receive)."""
-    return sorted(topic_for(device_id, c) for c in HUB_TO_DEVICE)
+def device_subscribe_filters(device_id: str, children: Collection[str] = ()) -> list[str]:
+    """The exact filters ``device_id`` may subscribe to (and the topics it may receive), its
+    children's included."""
+    return sorted(topic_for(owner, c) for owner in (device_id, *children) for c in HUB_TO_DEVICE)
 
 
 def hub_publish_filters() -> list[str]:
@@ -85,28 +99,40 @@ def hub_publish_filters() -> list[str]:
     return sorted([*(topic_for(_WILDCARD, c) for c in _HUB_PUBLISHES), NOTIFY_FILTER])
 
 
-def _channel_of(device_id: str, topic: str, allowed: frozenset[str]) -> bool:
-    """True when ``topic`` is ``fh/v1/<device_id>/<one of allowed>`` (plus a valid suffix)."""
+def _channel_of(
+    device_id: str, topic: str, allowed: frozenset[str], children: Collection[str]
+) -> bool:
+    """True when ``topic`` is ``fh/v1/<device_id or a child>/<one of allowed>`` (plus a valid
+    suffix)."""
     try:
         parsed = parse_topic(topic)
     except TopicError:
         return False
-    return parsed.device_id == device_id and parsed.channel.value in allowed
+    owner = parsed.device_id
+    return (owner == device_id or owner in children) and parsed.channel.value in allowed
 
 
-def device_may_publish(device_id: str, topic: str) -> bool:
-    """True when ``device_id`` may publish to ``topic`` (its own device→hub channels)."""
-    return _channel_of(device_id, topic, _DEVICE_TO_HUB)
+def device_may_publish(
+    device_id: str, topic: str, children: Collection[str] = _NO_CHILDREN
+) -> bool:
+    """True when ``device_id`` may publish to ``topic`` (its own or its children's
+    device→hub channels)."""
+    return _channel_of(device_id, topic, _DEVICE_TO_HUB, children)
 
 
-def device_may_subscribe(device_id: str, topic_filter: str) -> bool:
-    """True when ``topic_filter`` is exactly one of ``device_id``'s hub→device channels."""
-    return _channel_of(device_id, topic_filter, _HUB_TO_DEVICE)
+def device_may_subscribe(
+    device_id: str, topic_filter: str, children: Collection[str] = _NO_CHILDREN
+) -> bool:
+    """True when ``topic_filter`` is exactly one of the hub→device channels of ``device_id``
+    or of one of its children."""
+    return _channel_of(device_id, topic_filter, _HUB_TO_DEVICE, children)
 
 
-def device_may_receive(device_id: str, topic: str) -> bool:
+def device_may_receive(
+    device_id: str, topic: str, children: Collection[str] = _NO_CHILDREN
+) -> bool:
     """True when ``device_id`` may be sent a message on ``topic``."""
-    return _channel_of(device_id, topic, _HUB_TO_DEVICE)
+    return _channel_of(device_id, topic, _HUB_TO_DEVICE, children)
 
 
 def hub_may_publish(topic: str) -> bool:

@@ -40,7 +40,7 @@ from fieldhub.hub.alarms.changes import AlarmChange, AlarmHook, AlarmListener
 from fieldhub.hub.alarms.counting import CountWindows
 from fieldhub.hub.alarms.index import RuleIndex
 from fieldhub.hub.alarms.marks import mark
-from fieldhub.hub.alarms.outages import AWAY, Outages
+from fieldhub.hub.alarms.outages import AWAY, UNREACHABLE, Outages
 from fieldhub.hub.alarms.rules import (
     AbsenceCondition,
     EventCondition,
@@ -311,6 +311,8 @@ class AlarmEngine:
             self._drop_pending(device_id, work)
         if index.presence:
             for change in batch.presence:
+                if change.presence == UNREACHABLE:
+                    continue  # behind an absent gateway: its outage is the gateway's alarm
                 labels = self._labels(change.device_id)
                 if labels is None:
                     continue

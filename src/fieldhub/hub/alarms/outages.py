@@ -11,6 +11,10 @@ presence rules are not touched.
 Presence is stored; so at start (``AlarmEngine.load``) the devices away are read back from it
 (:meth:`Outages.load`): a hub restarted during an outage keeps suppressing, though the device
 sends no new presence change (it is still offline, as the store says).
+
+A child behind an absent gateway reads ``unreachable`` (``devices/presence.py``): away like an
+offline device for the data rules, and never a presence alarm of its own, neither raised nor
+cleared (nobody knows how it is; the gateway's own offline alarm is the one alarm).
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from typing import Final
 from fieldhub.hub.alarms.rules import Rule
 from fieldhub.hub.ingest.batch import PresenceChange
 
-__all__ = ["AWAY", "Outages"]
+__all__ = ["AWAY", "UNREACHABLE", "Outages"]
 
-AWAY: Final = frozenset({"offline", "stale"})
+UNREACHABLE: Final = "unreachable"
+AWAY: Final = frozenset({"offline", "stale", UNREACHABLE})
 SUPPRESSED_KINDS: Final = frozenset({"threshold", "state", "absence"})
 
 

@@ -90,7 +90,9 @@ async def list_devices(
     hub: HubDep,
     who: Reader,
     label: Annotated[list[str], Query(description="KEY=VALUE; repeat to require several")] = [],  # noqa: B006
-    presence: Annotated[list[Literal["online", "offline", "stale", "unknown"]], Query()] = [],  # noqa: B006
+    presence: Annotated[
+        list[Literal["online", "offline", "stale", "unknown", "unreachable"]], Query()
+    ] = [],  # noqa: B006
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     offset: Annotated[Count, Query()] = 0,
     bundle: Annotated[
@@ -128,6 +130,17 @@ async def create_device(
 
     The answer holds the device's MQTT credentials: the only time the secret is shown.
     """
+    if body.parent is not None:  # without labels, a child takes its gateway's (and site)
+        parent = await visible_device(hub, who, body.parent)
+        check_site(who, body.labels or parent.labels)
+        child = await hub.devices.create_child(
+            body.id,
+            body.parent,
+            name=body.name,
+            labels=body.labels or None,
+            attributes=body.attributes,
+        )
+        return DeviceCreated(**Device.from_record(child).model_dump(), credentials=None)
     check_site(who, body.labels)
     new = await hub.devices.create(
         body.id,
@@ -144,6 +157,17 @@ async def create_device(
             username=issued.username, secret=issued.secret, client_id=issued.client_id
         ),
     )
+
+
+@router.get("/{device_id}/children", summary="Devices behind a gateway")
+async def children(hub: HubDep, who: Reader, device_id: str) -> list[Device]:
+    """The devices that speak through gateway ``device_id``, with their presence: a child
+    whose link the gateway lost reads ``offline`` with the gateway's reason, every child of an
+    absent gateway ``unreachable``."""
+    await visible_device(hub, who, device_id)
+    return [
+        Device.from_record(r) for r in await hub.devices.children(device_id) if who.sees(r.labels)
+    ]
 
 
 @router.get("/{device_id}", summary="Get a device")

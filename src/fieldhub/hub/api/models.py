@@ -18,7 +18,7 @@ LabelMap = dict[str, str]
 class Presence(BaseModel):
     """Whether a device is there, since when, and why the hub thinks so."""
 
-    state: Literal["online", "offline", "stale", "unknown"]
+    state: Literal["online", "offline", "stale", "unknown", "unreachable"]
     since: int | None = Field(None, description="epoch ms of the last change")
     reason: str = ""
     connected: bool | None = Field(None, description="transport state from status / last will")
@@ -44,6 +44,7 @@ class Device(BaseModel):
     presence: Presence
     acked_seq: int = Field(description="highest contiguous seq the hub has stored")
     software: Software | None = Field(None, description="agent version, installed bundles")
+    parent: str | None = Field(None, description="the gateway this device speaks through")
 
     @classmethod
     def from_record(cls, record: DeviceRecord) -> Device:
@@ -58,6 +59,7 @@ class Device(BaseModel):
             created_at=record.created_at,
             updated_at=record.updated_at,
             acked_seq=record.acked_seq,
+            parent=record.parent_id,
             presence=Presence(
                 state=record.presence,  # type: ignore[arg-type]
                 since=record.presence_since,
@@ -106,9 +108,10 @@ class CredentialRotation(BaseModel):
 
 
 class DeviceCreated(Device):
-    """A device just registered, with its first credentials (never shown again)."""
+    """A device just registered, with its first credentials (never shown again); a child
+    behind a gateway has none (``null``): its gateway speaks for it."""
 
-    credentials: DeviceCredentialsOut
+    credentials: DeviceCredentialsOut | None
 
 
 class DeviceCreate(BaseModel):
@@ -120,6 +123,12 @@ class DeviceCreate(BaseModel):
     name: str = Field("", max_length=128)
     labels: LabelMap = Field(default_factory=dict, description='e.g. {"site": "berlin"}')
     attributes: JsonObject = Field(default_factory=dict)
+    parent: str | None = Field(
+        None,
+        pattern=DEVICE_ID_PATTERN,
+        description="a registered gateway: the device speaks through it, with no credentials "
+        "of its own (docs/gateway.md); without labels it takes the gateway's",
+    )
 
 
 class DeviceUpdate(BaseModel):

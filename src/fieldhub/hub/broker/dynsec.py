@@ -78,12 +78,15 @@ def _acl(acltype: str, topic: str) -> dict[str, Any]:
     return {"acltype": acltype, "topic": topic, "priority": 0, "allow": True}
 
 
-def device_role_acls(device_id: str) -> list[dict[str, Any]]:
-    """Exactly the device's own channels: publish device→hub, subscribe to and receive
-    hub→device (subscriptions matched literally, so ``#`` and other wildcards are refused)."""
-    receive = acl.device_subscribe_filters(device_id)
+def device_role_acls(device_id: str, children: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Exactly the device's own channels (and a gateway's children's): publish device→hub,
+    subscribe to and receive hub→device (subscriptions matched literally, so ``#`` and other
+    wildcards are refused)."""
+    children = sorted(children)
+    receive = acl.device_subscribe_filters(device_id, children)
+    publish = acl.device_publish_filters(device_id, children)
     return [
-        *(_acl("publishClientSend", topic) for topic in acl.device_publish_filters(device_id)),
+        *(_acl("publishClientSend", topic) for topic in publish),
         *(_acl("subscribeLiteral", topic) for topic in receive),
         *(_acl("publishClientReceive", topic) for topic in receive),
     ]
@@ -239,6 +242,7 @@ class MosquittoAccess:
     def __init__(self, dynsec: DynSec) -> None:
         self._dynsec = dynsec
         self._lock = asyncio.Lock()  # a reconciliation sees no half-made grant of ours
+        self._children: dict[str, frozenset[str]] = {}  # gateway -> the children it speaks for
 
     async def ensure_hub(self, identity: MqttIdentity) -> None:
         """Create or update the hub role and this hub's client, with its new password."""
@@ -279,7 +283,7 @@ class MosquittoAccess:
                         "command": "createRole",
                         "rolename": role,
                         "textname": f"fieldhub device {device_id}",
-                        "acls": device_role_acls(device_id),
+                        "acls": device_role_acls(device_id, self._children.get(device_id, ())),
                     }
                 ],
                 ok={"Role already exists"},
@@ -329,6 +333,22 @@ class MosquittoAccess:
         """Another process changed keys: reconcile (it deletes what was revoked meanwhile)."""
         await self.reconcile(load_keys)
 
+    async def set_children(self, gateway_id: str, children: frozenset[str]) -> None:
+        """The gateway's role covers exactly ``children`` from now on (reconciliations keep
+        it so). A gateway with no key yet has no role: it gets one with its first key."""
+        self._children[gateway_id] = children
+        async with self._lock:
+            await self._dynsec.run(
+                [
+                    {
+                        "command": "modifyRole",
+                        "rolename": device_role(gateway_id),
+                        "acls": device_role_acls(gateway_id, children),
+                    }
+                ],
+                ok={"Role not found"},
+            )
+
     async def reconcile(
         self, load_keys: Callable[[], Awaitable[list[CredentialKey]]]
     ) -> ReconcileReport:
@@ -371,7 +391,7 @@ class MosquittoAccess:
             commands += [{"command": "deleteRole", "rolename": r} for r in deleted_roles]
             fixed_roles = []
             for role, device_id in sorted(wanted_roles.items()):
-                want = device_role_acls(device_id)
+                want = device_role_acls(device_id, self._children.get(device_id, ()))
                 if role not in roles:
                     commands.append({"command": "createRole", "rolename": role, "acls": want})
                 elif not _same_acls(roles[role].get("acls", []), want):

@@ -75,6 +75,9 @@ class BrokerAccess(Protocol):
     async def refresh(self, load_keys: KeyLoader) -> None:
         """Another process changed keys: catch up with the store."""
 
+    async def set_children(self, gateway_id: str, children: frozenset[str]) -> None:
+        """``gateway_id`` speaks for exactly ``children`` from now on (``devices/family.py``)."""
+
 
 class EmbeddedAccess:
     """The embedded broker's key ring, and closing the connections of withdrawn keys."""
@@ -98,6 +101,10 @@ class EmbeddedAccess:
         if dropped:
             self._kick(dropped)
 
+    async def set_children(self, gateway_id: str, children: frozenset[str]) -> None:
+        """Checked on every packet: the next one of the gateway sees the change."""
+        self._keyring.set_children(gateway_id, children)
+
 
 class StoreOnlyAccess:
     """For the CLI next to an embedded broker: the running hub applies changes itself."""
@@ -109,6 +116,9 @@ class StoreOnlyAccess:
         """Nothing to do here."""
 
     async def refresh(self, load_keys: KeyLoader) -> None:
+        """Nothing to do here."""
+
+    async def set_children(self, gateway_id: str, children: frozenset[str]) -> None:
         """Nothing to do here."""
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -79,9 +79,15 @@ class BrokerPrincipal(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class DevicePrincipal:
-    """A device: its own subtree, device→hub channels out, hub→device channels in."""
+    """A device: its own subtree (and a gateway its children's), device→hub channels out,
+    hub→device channels in.
+
+    ``family`` is the key ring's map of gateways to children, read at each check, so a child
+    added or removed changes what its connected gateway may do at once.
+    """
 
     device_id: str
+    family: Mapping[str, frozenset[str]] = field(default_factory=dict, compare=False)
 
     @property
     def name(self) -> str:
@@ -90,15 +96,17 @@ class DevicePrincipal:
 
     def may_publish(self, topic: str) -> bool:
         """See :func:`fieldhub.protocol.acl.device_may_publish`."""
-        return acl.device_may_publish(self.device_id, topic)
+        return acl.device_may_publish(self.device_id, topic, self.family.get(self.device_id, ()))
 
     def may_subscribe(self, topic_filter: str) -> bool:
         """See :func:`fieldhub.protocol.acl.device_may_subscribe`."""
-        return acl.device_may_subscribe(self.device_id, topic_filter)
+        return acl.device_may_subscribe(
+            self.device_id, topic_filter, self.family.get(self.device_id, ())
+        )
 
     def may_receive(self, topic: str) -> bool:
         """See :func:`fieldhub.protocol.acl.device_may_receive`."""
-        return acl.device_may_receive(self.device_id, topic)
+        return acl.device_may_receive(self.device_id, topic, self.family.get(self.device_id, ()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +162,7 @@ class KeyRing:
         self._hub_principal = HubPrincipal(hub.username) if hub else None
         self._keys: dict[str, CredentialKey] = {}
         self._principals: dict[str, DevicePrincipal] = {}
+        self._family: dict[str, frozenset[str]] = {}
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -179,6 +188,13 @@ class KeyRing:
         """Forget ``usernames`` (revoked or expired keys); unknown names are ignored."""
         for username in usernames:
             self._keys.pop(username, None)
+
+    def set_children(self, gateway_id: str, children: frozenset[str]) -> None:
+        """From now on ``gateway_id`` speaks for exactly ``children`` (see ``acl``)."""
+        if children:
+            self._family[gateway_id] = children
+        else:
+            self._family.pop(gateway_id, None)
 
     def authenticate(
         self, client_id: str, username: str | None, password: str | None
@@ -217,5 +233,7 @@ class KeyRing:
         if principal is None:
             if len(self._principals) > 2 * len(self._keys) + 1000:
                 self._principals.clear()  # bounded: entries of removed devices go eventually
-            principal = self._principals[key.device_id] = DevicePrincipal(key.device_id)
+            principal = self._principals[key.device_id] = DevicePrincipal(
+                key.device_id, self._family
+            )
         return principal

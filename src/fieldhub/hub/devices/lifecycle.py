@@ -14,12 +14,15 @@ them), then :class:`DeviceRemoved` (clear what others still remember of it).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Collection
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from fieldhub.hub.broker.identities import DeviceIdentities
 from fieldhub.hub.devices.events import (
@@ -30,11 +33,26 @@ from fieldhub.hub.devices.events import (
     DeviceRemoved,
     DeviceRemoving,
 )
+from fieldhub.hub.errors import Conflict, Invalid
 from fieldhub.hub.store.claims import ClaimStore
 from fieldhub.hub.store.credentials import CredentialKey, CredentialStore, IssuedCredentials
-from fieldhub.hub.store.devices import DeviceNotFound, DeviceRecord, DeviceRegistry
+from fieldhub.hub.store.devices import (
+    DeviceNotFound,
+    DeviceRecord,
+    DeviceRegistry,
+    RegistryError,
+)
+from fieldhub.logthrottle import LogThrottle, held_back
 
 log = logging.getLogger(__name__)
+
+
+class ParentInvalid(RegistryError, Invalid):
+    """A child's gateway is not registered, or is itself behind a gateway."""
+
+
+class HasChildren(RegistryError, Conflict):
+    """A gateway with children cannot be deleted before them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +168,67 @@ class DeviceLifecycle:
         self._added(record)
         return record
 
+    async def create_child(
+        self,
+        device_id: str,
+        parent_id: str,
+        *,
+        name: str = "",
+        labels: dict[str, str] | None = None,
+        attributes: dict[str, Any] | None = None,
+    ) -> DeviceRecord:
+        """Register a device behind gateway ``parent_id``: no credentials of its own (the
+        gateway speaks for it, ``fieldhub.protocol.acl``); without labels it takes the
+        gateway's, so it stays in the gateway's sites.
+
+        Raises:
+            ParentInvalid: the gateway is not registered, or is a child itself (one level).
+            DeviceExists: the id is taken.
+        """
+        try:
+            parent = await self.registry.get(parent_id)
+        except DeviceNotFound:
+            raise ParentInvalid(f"gateway {parent_id!r} is not registered", ("parent",)) from None
+        if parent.parent_id is not None:
+            raise ParentInvalid(
+                f"{parent_id!r} is itself behind gateway {parent.parent_id!r}: one level only",
+                ("parent",),
+            )
+        record = await self.registry.create(
+            device_id,
+            name=name,
+            labels=parent.labels if labels is None else labels,
+            attributes=attributes,
+            parent_id=parent_id,
+        )
+        self._added(record)
+        return record
+
+    async def children(self, parent_id: str) -> list[DeviceRecord]:
+        """The devices behind gateway ``parent_id``, ordered by id."""
+        return await self.registry.children(parent_id)
+
+    async def follow_children(self, period_s: float = 1.0) -> None:
+        """Every ``period_s``: announce children another process (the CLI) registered
+        meanwhile. They have no keys, so :meth:`adopt` never finds them; one cheap query a
+        period tells when to look. Runs until cancelled; a failing database is logged (once a
+        minute) and tried again."""
+        seen: tuple[int, int] | None = None
+        throttle = LogThrottle()
+        while True:
+            await asyncio.sleep(period_s)
+            try:
+                fingerprint = await self.registry.children_fingerprint()
+                if fingerprint != seen:
+                    for record in await self.registry.children():
+                        if record.id not in self._known:
+                            self._added(record)
+                    seen = fingerprint
+            except SQLAlchemyError as exc:
+                held = throttle.due("children")
+                if held is not None:
+                    log.warning("cannot look for new child devices: %s%s", exc, held_back(held))
+
     async def adopt(self, keys: Collection[CredentialKey]) -> None:
         """Announce devices another process (the CLI) registered meanwhile, found by their
         new keys; keys of devices already known or already gone change nothing."""
@@ -186,6 +265,12 @@ class DeviceLifecycle:
             DeviceNotFound: no such device.
         """
         await self.registry.get(device_id)
+        children = await self.registry.children(device_id)
+        if children:
+            raise HasChildren(
+                f"gateway {device_id!r} still has {len(children)} child device(s) "
+                f"({', '.join(c.id for c in children[:5])}): delete them first"
+            )
         usernames = await self._credentials.usernames(device_id)
         self._publish(DeviceRemoving(device_id))
         async with self._guard():

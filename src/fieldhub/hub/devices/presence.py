@@ -13,6 +13,14 @@ every reconnection the hub *doubts* every device it believes connected, and keep
 only if the broker confirms it within ``confirm_within_s`` of the new connection: its retained
 status (delivered right after the subscription), a status it publishes on reconnecting, or
 data. The others go ``offline`` with a reason saying so.
+
+Behind a gateway (``devices/family.py``), a child's presence is what its gateway says of it
+(the gateway publishes each child's status), and only while the gateway itself is there: when
+the gateway goes offline or stale, its children read ``unreachable`` ("via gw-1: gateway
+offline"), not offline, because nobody knows how they are. A child's own status that arrives
+while its gateway is away (a retained one at hub start) changes nothing of that; the gateway,
+once back, says how each child is. ``unreachable`` raises no alarm of its own (the gateway's
+outage is reported once, on the gateway: ``alarms/outages.py``).
 """
 
 from __future__ import annotations
@@ -24,10 +32,13 @@ from dataclasses import dataclass
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.devices.events import DeviceAdded, DeviceEvent, DeviceRemoving
+from fieldhub.hub.devices.family import Family
 from fieldhub.hub.ingest.batch import PresenceChange
 from fieldhub.protocol import Status
 
 ONLINE, OFFLINE, STALE, UNKNOWN = "online", "offline", "stale", "unknown"
+UNREACHABLE = "unreachable"
+_GATEWAY_AWAY = frozenset({OFFLINE, STALE})
 
 
 @dataclass(slots=True)
@@ -48,6 +59,7 @@ class PresenceTracker:
         stale_after_s: silence after which an online device is ``stale``.
         confirm_within_s: after the broker connection is (re)established, how long a doubted
             device has to be confirmed before it is shown ``offline`` (see the module doc).
+        family: gateways and their children (children of an absent gateway are unreachable).
     """
 
     def __init__(
@@ -55,8 +67,10 @@ class PresenceTracker:
         record: Callable[[PresenceChange], None],
         stale_after_s: float,
         confirm_within_s: float = 5.0,
+        family: Family | None = None,
     ) -> None:
         self._record = record
+        self._family = family or Family()
         self._stale_after = stale_after_s
         self._confirm_within = confirm_within_s
         self._devices: dict[str, DevicePresence] = {}
@@ -102,7 +116,7 @@ class PresenceTracker:
 
     def counts(self) -> dict[str, int]:
         """How many devices are in each presence state."""
-        result = {ONLINE: 0, OFFLINE: 0, STALE: 0, UNKNOWN: 0}
+        result = {ONLINE: 0, OFFLINE: 0, STALE: 0, UNKNOWN: 0, UNREACHABLE: 0}
         for state in self._devices.values():
             result[state.presence] = result.get(state.presence, 0) + 1
         return result
@@ -130,6 +144,9 @@ class PresenceTracker:
         """A (possibly retained) status message or last will arrived."""
         self._doubted.discard(device_id)
         self._presumed_offline.discard(device_id)
+        parent = self._family.parent(device_id)
+        if parent is not None and self.get(parent).presence in _GATEWAY_AWAY:
+            return  # an old word about a child of an absent gateway: still unreachable
         if status.online:
             self._last_seen[device_id] = self._clock
             self._change(device_id, ONLINE, status.reason or "connected", connected=True)
@@ -188,3 +205,8 @@ class PresenceTracker:
         state.presence, state.connected, state.reason = presence, connected, reason
         state.since = now_ms()
         self._record(PresenceChange(device_id, presence, state.since, reason, connected))
+        if presence in _GATEWAY_AWAY:
+            for child in sorted(self._family.children(device_id)):
+                self._last_seen.pop(child, None)
+                self._doubted.discard(child)
+                self._change(child, UNREACHABLE, f"via {device_id}: gateway {presence}", None)

@@ -122,7 +122,12 @@ _PG_MERGE_STAGED = (
     " ON CONFLICT (series_id, ts) DO UPDATE SET num = excluded.num, txt = excluded.txt"
 )
 _ROWS_JSON = msgspec.json.Encoder()
-_PRESENCE_SEVERITY = {"online": "info", "offline": "warning", "stale": "warning"}
+_PRESENCE_SEVERITY = {
+    "online": "info",
+    "offline": "warning",
+    "stale": "warning",
+    "unreachable": "warning",
+}
 
 
 def value_kind(value: bool | int | float | str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -60,6 +60,8 @@ class DeviceRecord:
     desired_version: int = 0
     desired_at: int | None = None
     desired_by: str = ""
+    # The gateway this device speaks through; None for a device with its own connection.
+    parent_id: str | None = None
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> DeviceRecord:
@@ -83,6 +85,7 @@ class DeviceRecord:
             desired_version=row.desired_version,
             desired_at=row.desired_at,
             desired_by=row.desired_by,
+            parent_id=row.parent_id,
         )
 
     def matches(self, labels: dict[str, str]) -> bool:
@@ -103,8 +106,10 @@ class DeviceRegistry:
         name: str = "",
         labels: dict[str, str] | None = None,
         attributes: dict[str, Any] | None = None,
+        parent_id: str | None = None,
     ) -> DeviceRecord:
-        """Register a device (the id must already be valid, see ``check_device_id``).
+        """Register a device (the id must already be valid, see ``check_device_id``);
+        ``parent_id`` is its gateway, checked by the caller (``DeviceLifecycle.create_child``).
 
         Raises:
             DeviceExists: the id is taken.
@@ -122,6 +127,7 @@ class DeviceRegistry:
             "presence": "unknown",
             "presence_reason": "",
             "reported": {},
+            "parent_id": parent_id,
         }
         try:
             async with write_transaction(self._engine) as conn:
@@ -141,6 +147,24 @@ class DeviceRegistry:
         if row is None:
             raise DeviceNotFound(f"device {device_id!r} is not registered")
         return DeviceRecord.from_row(row)
+
+    async def children_fingerprint(self) -> tuple[int, int]:
+        """How many devices have a parent, and the newest one's creation: changes when another
+        process registers a child (one indexed aggregate, cheap enough every second)."""
+        query = select(func.count(), func.coalesce(func.max(devices.c.created_at), 0)).where(
+            devices.c.parent_id.is_not(None)
+        )
+        async with self._engine.connect() as conn:
+            count, newest = (await conn.execute(query)).one()
+        return int(count), int(newest)
+
+    async def children(self, parent_id: str | None = None) -> list[DeviceRecord]:
+        """Devices behind gateway ``parent_id`` (behind any gateway without), ordered by id."""
+        query = select(devices).where(devices.c.parent_id.is_not(None)).order_by(devices.c.id)
+        if parent_id is not None:
+            query = query.where(devices.c.parent_id == parent_id)
+        async with self._engine.connect() as conn:
+            return [DeviceRecord.from_row(r) for r in await conn.execute(query)]
 
     async def list(self, labels: dict[str, str] | None = None) -> list[DeviceRecord]:
         """All devices carrying ``labels`` (all devices when empty), ordered by id."""

@@ -57,6 +57,9 @@ devices = Table(
     Column("desired_version", BigInteger, nullable=False, default=0, server_default="0"),
     Column("desired_at", BigInteger, nullable=True),
     Column("desired_by", String(128), nullable=False, default="", server_default=""),
+    # The gateway a child device speaks through (docs/gateway.md); NULL for a device of its own.
+    Column("parent_id", String(64), nullable=True),
+    Index("ix_devices_parent", "parent_id"),
 )
 
 series = Table(

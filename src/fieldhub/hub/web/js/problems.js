@@ -29,6 +29,7 @@ export function problemsOf(device, twin) {
   const state = device.presence?.state;
   if (state === "offline") found.push({ text: "offline", severity: "critical" });
   else if (state === "stale") found.push({ text: "stale: no data lately", severity: "warning" });
+  else if (state === "unreachable") found.push({ text: "unreachable: its gateway is away", severity: "warning" });
   if (twin) {
     const reported = twin.reported ?? {};
     for (const [key, value] of unitStates(reported)) {

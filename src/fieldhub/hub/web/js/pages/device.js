@@ -6,6 +6,7 @@ import { api, ApiError } from "../api.js";
 import { byId, h, replace, say } from "../dom.js";
 import { ago, dateTime, value } from "../format.js";
 import { RANGES, TelemetryCharts } from "../charts.js";
+import { parentLink, showChildren } from "../children.js";
 import { CommandPanel } from "../commands.js";
 import { deviceAlarms } from "../devicealarms.js";
 import { eventRow, mediaArrived } from "../eventlist.js";
@@ -38,6 +39,7 @@ function showHeader() {
   replace(
     byId("meta"),
     h("span", { class: "id", text: device.id }),
+    parentLink(device),
     labels ? h("span", { text: labels }) : null,
     showAge(h("span", { id: "last-seen" }), device.presence.last_seen, lastMessage),
   );
@@ -114,6 +116,13 @@ async function loadAll() {
   showLatest();
   showTwin();
   await Promise.all([loadEvents(), commands.loadRecent(), charts.refresh(numericKeys())]);
+}
+
+let childrenShown = false;
+async function loadChildren() {
+  if (childrenShown) return; // the live feed keeps them current from then on
+  childrenShown = true;
+  await showChildren(deviceId, live);
 }
 
 function rangeButtons() {
@@ -235,6 +244,7 @@ async function main() {
     .start();
   try {
     await Promise.all([loadAll(), alarms?.load()]);
+    await loadChildren();
   } catch (error) {
     if (error instanceof ApiError && error.status === 404) {
       live.stop();

@@ -13,7 +13,7 @@ import { Permission, showError, startPage } from "../session.js";
 const MAX_ROWS = 500; // rows on the page at once; the filters narrow a larger fleet
 const MAX_VALUES = 6; // last values shown per device
 const DETAIL_CONCURRENCY = 6;
-const STATES = ["online", "stale", "offline", "unknown"];
+const STATES = ["online", "stale", "offline", "unreachable", "unknown"];
 
 const devices = new Map(); // id → {device, latest, twin, row}
 const status = byId("status");
@@ -221,7 +221,9 @@ function summarize() {
   replace(
     byId("summary"),
     h("span", { class: "total", text: `${devices.size} ${devices.size === 1 ? "device" : "devices"}` }),
-    STATES.filter((s) => counts[s] || s !== "unknown").map((s) => chip(s, counts[s], s)),
+    STATES.filter((s) => counts[s] || (s !== "unknown" && s !== "unreachable")).map((s) =>
+      chip(s, counts[s], s),
+    ),
     chip("problems", troubled, "with problems"),
   );
 }

@@ -1,0 +1,129 @@
+"""One child of the gateway: its own outbox and sender on the gateway's shared connection.
+
+A child (a paired LAN controller) is a device of the hub with its own seq, acks and rejects
+(docs/protocol.md), so it gets what an agent has: an outbox file that keeps every report until
+the hub stored it, and a :class:`~fieldhub.agent.sender.Sender` that keeps the window and
+resends. What differs is only the connection: the gateway's, shared by all children, which may
+use a child's topics once the hub lists it as the gateway's child (``fieldhub.protocol.acl``).
+Until then the broker refuses the child's subscriptions, and its reports wait in its outbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from fieldhub.agent.outbox import Outbox, OutboxReporter
+from fieldhub.agent.sender import Sender
+from fieldhub.agent.uplink import UplinkSettings
+from fieldhub.gateway.ports import ReportChannel
+from fieldhub.mqtt import MqttClient
+from fieldhub.protocol import Channel, topic_for
+
+__all__ = ["LINKED", "NOT_YET_LINKED", "Child", "ChildLink"]
+
+LINKED: Final = "linked"
+NOT_YET_LINKED: Final = "not linked since the gateway started"
+
+
+class ChildLink:
+    """The gateway's connection as one child's :class:`~fieldhub.agent.sender.Link`: ready
+    once the child's subscriptions were granted and its status published."""
+
+    def __init__(self, client: MqttClient) -> None:
+        self._client = client
+        self.subscribed = False
+
+    @property
+    def connected(self) -> bool:
+        """The gateway's broker connection is up."""
+        return self._client.connected
+
+    @property
+    def ready(self) -> bool:
+        """Reports of this child may leave."""
+        return self.subscribed and self._client.connected
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
+        """Through the gateway's connection."""
+        self._client.publish(topic, payload, qos=qos)
+
+    def healthy(self) -> None:
+        """The hub answered for this child through the gateway's connection."""
+        self._client.healthy()
+
+
+class Child:
+    """A child's outbox, sender and link state. Open with :meth:`open`, end with :meth:`close`.
+
+    Args:
+        child_id: the controller's id: the child device's id in the hub.
+        folder: where its outbox file lives (``<data_dir>/children/<id>``).
+        client: the gateway's MQTT connection.
+        settings: the uplink's window and resend timing (the agent's).
+        max_messages: reports kept at most while the hub is away.
+    """
+
+    def __init__(
+        self,
+        child_id: str,
+        folder: Path,
+        client: MqttClient,
+        settings: UplinkSettings,
+        max_messages: int,
+    ) -> None:
+        self.child_id = child_id
+        self.link = ChildLink(client)
+        self.state = NOT_YET_LINKED  # LINKED, or why the LAN link is down
+        self.topics = {channel: topic_for(child_id, channel) for channel in Channel}
+        self._folder = folder
+        self.outbox = Outbox(folder / "outbox.db", max_messages=max_messages)
+        self.sender = Sender(self.outbox, child_id, self.link, settings)
+        self._reporter: OutboxReporter | None = None
+
+    async def open(self) -> None:
+        """Open the outbox (a backlog from before a restart drains once subscribed)."""
+        self._folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        await self.outbox.open()
+        self._reporter = OutboxReporter(self.outbox)
+        self.sender.start()
+
+    async def close(self) -> None:
+        """Stop sending, commit what is pending."""
+        await self.sender.stop()
+        await self.outbox.close()
+
+    @property
+    def reporter(self) -> OutboxReporter:
+        """Reports into this child's outbox (checked against the wire contract there)."""
+        if self._reporter is None:
+            raise RuntimeError(f"child {self.child_id} is not open")
+        return self._reporter
+
+    async def report(self, channel: ReportChannel, body: Mapping[str, Any]) -> None:
+        """One report of the controller, durable on return (an invalid one is counted in
+        the outbox's ``stats.invalid`` and dropped: it could never be stored)."""
+        reporter = self.reporter
+        if channel == "telemetry":
+            samples = body.get("samples")
+            if isinstance(samples, list):
+                for sample in samples:
+                    if isinstance(sample, dict):  # anything else: no values, counted invalid
+                        reporter.telemetry(dict(sample.get("values") or {}), sample.get("ts"))
+                    else:
+                        reporter.telemetry({})
+            else:
+                values = body.get("values")
+                reporter.telemetry(dict(values) if isinstance(values, dict) else {}, body.get("ts"))
+        elif channel == "event":
+            reporter.event(
+                str(body.get("type", "")),
+                body.get("severity", "info"),
+                str(body.get("message", "")),
+                body.get("data"),
+            )
+        else:
+            state = body.get("state")
+            reporter.state(dict(state) if isinstance(state, dict) else {})
+        await self.outbox.sync()
