@@ -12,22 +12,28 @@ every answer of the hub), so even a device name that slipped into markup could n
 pages also never put API data into HTML (they set ``textContent``). Files are revalidated on
 every load (``no-cache`` + ETag): after an upgrade a browser never runs yesterday's module next
 to today's.
+
+What every page shares, the head's links and the top bar with its navigation, is written once in
+``web/pages/parts/`` and put into each page where it says ``<!-- fieldhub:head -->`` and
+``<!-- fieldhub:top -->``, once, when the hub starts: a new page is one line in the bar, not one
+in every file.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from fieldhub.hub.api.headers import CONTENT_SECURITY_POLICY
 
-__all__ = ["CONTENT_SECURITY_POLICY", "PAGES", "WEB_ROOT", "install"]
+__all__ = ["CONTENT_SECURITY_POLICY", "PAGES", "WEB_ROOT", "assemble", "install"]
 
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
 """Where the dashboard's files are (inside the package, so a wheel ships them)."""
@@ -58,9 +64,33 @@ class _Assets(StaticFiles):
         return response
 
 
+_PARTS = {"head": "parts/head.html", "top": "parts/top.html"}
+"""Marker name (``<!-- fieldhub:NAME -->`` on a line of its own) → the shared part put there."""
+
+
+def assemble(file: Path) -> bytes:
+    """The page in ``file`` with its shared parts in place.
+
+    Raises:
+        FileNotFoundError: the page or a part is missing from the package.
+    """
+    text = file.read_text(encoding="utf-8")
+    for name, part in _PARTS.items():
+        marker = f"  <!-- fieldhub:{name} -->\n"
+        if marker in text:
+            text = text.replace(marker, (WEB_ROOT / "pages" / part).read_text(encoding="utf-8"))
+    return text.encode()
+
+
 def _page(path: str, file: Path) -> Route:
-    async def serve(_request: Request) -> Response:
-        return FileResponse(file, media_type="text/html; charset=utf-8", headers=_HEADERS)
+    body = assemble(file)
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    headers = {**_HEADERS, "ETag": etag}
+
+    async def serve(request: Request) -> Response:
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type="text/html; charset=utf-8", headers=headers)
 
     return Route(path, serve, methods=["GET", "HEAD"], name=f"page:{file.stem}")
 
