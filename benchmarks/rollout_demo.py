@@ -32,33 +32,14 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-import yaml
+from tests.support.example_bundles import example_bundle
 from tests.support.servers import free_port
 
-from fieldhub.bundles import make_bundle, read_payload
-from fieldhub.cli.demo_bundles import demo_signing_key
-from fieldhub.cli.demo_fleet import DEVICE_TYPE, demo_devices, run_demo_fleet
+from fieldhub.cli.demo_fleet import demo_devices, run_demo_fleet
 from fieldhub.hub.api import create_app
 from fieldhub.hub.app import Hub
 from fieldhub.hub.config import HubSettings
 from fieldhub.hub.rollouts.plan import Plan
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "bundles"
-
-
-def example_bundle(data: Path, folder: str, version: str, health: str) -> bytes:
-    """``examples/bundles/<folder>`` signed with the demo's key, as the README builds it."""
-    source = EXAMPLES / folder
-    actions = yaml.safe_load((source / "actions.yaml").read_text(encoding="utf-8"))
-    return make_bundle(
-        read_payload(source),
-        demo_signing_key(data),
-        name="hello",
-        version=version,
-        target={"device_types": [DEVICE_TYPE], "labels": {}},
-        actions=actions,
-        health={"action": health, "timeout_s": 60},
-    )
 
 
 async def until(check: Callable[[], bool], timeout_s: float) -> bool:

@@ -17,12 +17,14 @@ import shutil
 import stat
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fieldhub.cli.demo_bundles import DEMO_KEY_NAME, demo_signing_key
 from tests.conftest import HubClient, HubFactory, api_client
 from tests.hub_client import add_user, user_token
+from tests.support.example_bundles import example_bundle
 from tests.support.servers import free_port
 from tests.test_demo_commands import demo_fleet
 from tests.test_rollout_agents import serving
@@ -149,3 +151,51 @@ def test_the_demo_key_is_made_once_and_kept_private(tmp_path: Path) -> None:
     public = (tmp_path / f"{DEMO_KEY_NAME}.pub").read_text(encoding="utf-8").strip()
     assert public == first.public.to_text()
     assert "PRIVATE KEY" in private.read_text(encoding="ascii")
+
+
+@pytest.mark.slow  # 100 real agents in one process: ~30 s to start, ~20 s of rollouts; ~60 s in all
+async def test_a_rollout_to_100_demo_agents_completes_and_a_failing_canary_aborts_it(
+    make_hub: HubFactory, tmp_path: Path
+) -> None:
+    """The issue's proof with the demo's own agents: hello 1.0.0 to 100 of them in waves (a
+    canary of 10, then 50 %, then the rest), every one confirmed; then the broken 2.0.0,
+    whose health check fails on each of the canary's 10: they roll back to 1.0.0 by
+    themselves, the rollout aborts, and the other 90 are never sent it."""
+    data = tmp_path / "data"
+    port = free_port()
+    async with (
+        make_hub(http=f"127.0.0.1:{port}") as hub,
+        serving(hub, port),
+        api_client(hub) as api,
+        demo_fleet(hub, 100, data, within_s=180) as device_ids,
+    ):
+
+        async def roll_out(bundle_file: bytes, status: str) -> dict[str, Any]:
+            upload = await api.post("/api/bundles", content=bundle_file)
+            assert upload.status_code == 201, upload.text
+            body = {
+                "bundle": upload.json()["id"],
+                "target": {"all": True},
+                "canary": 10,
+                "waves": [50, 100],
+                "promote_at": 0.9,
+                "retries": 0,
+            }
+            started = await api.post("/api/rollouts", json=body)
+            assert started.status_code == 201, started.text
+            return await settled(api, started.json()["id"], status, within_s=240)
+
+        done = await roll_out(example_bundle(data, "hello", "1.0.0", "hello.say"), "completed")
+        assert done["counts"] == {"confirmed": 100}
+        assert sorted({d["wave"] for d in done["devices"]}) == [0, 1, 2]
+        broken = example_bundle(data, "hello-broken", "2.0.0", "hello.check")
+        aborted = await roll_out(broken, "aborted")
+        assert aborted["counts"] == {"failed": 10, "skipped": 90}
+        assert "below abort_below" in aborted["reason"]
+        canary = [d for d in aborted["devices"] if d["state"] == "failed"]
+        assert {d["device_id"] for d in canary} == set(device_ids[:10])
+        assert all("health_failed" in d["reason"] for d in canary)
+        for device_id in device_ids[:10]:
+            await _wait_software(api, device_id, "1.0.0")
+        listed = await api.get("/api/devices", params={"bundle": "hello", "below": "1.0.0"})
+        assert listed.json() == []  # every device runs 1.0.0, the canary again
