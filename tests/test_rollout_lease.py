@@ -10,13 +10,17 @@ back to it.
 from __future__ import annotations
 
 import asyncio
+from contextlib import AsyncExitStack
 from functools import partial
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fieldhub.bundles import SigningKey, make_bundle
 from fieldhub.clock import now_ms
 from fieldhub.hub.app import Hub
+from fieldhub.hub.config import HubSettings
 from fieldhub.hub.rollouts import lease
 from fieldhub.hub.rollouts.plan import Plan
 from tests.conftest import HubFactory, api_client
@@ -81,3 +85,51 @@ async def test_a_rollout_is_driven_only_by_the_hub_holding_its_lease(
                 device.release()
         finally:
             await asyncio.gather(*(device.close() for device in devices))
+
+
+@pytest.mark.postgres
+@pytest.mark.slow  # two hubs on one PostgreSQL, one after the other: ~8 s
+async def test_a_second_hub_leaves_a_live_hubs_rollout_and_takes_it_up_when_it_stops(
+    postgres: Any, tmp_path: Path, uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lease, "RENEW_MS", 200)
+    url = await asyncio.to_thread(postgres.create_database, f"lease_{uid}")
+
+    def settings(name: str) -> HubSettings:
+        return HubSettings(
+            data=tmp_path / name, instance=f"{name}{uid}", mqtt="127.0.0.1:0",
+            http="127.0.0.1:0", db=url,
+        )  # fmt: skip
+
+    first_running = AsyncExitStack()
+    first = await first_running.enter_async_context(Hub(settings("a")))
+    try:
+        key = SigningKey.generate()
+        await first.bundles.add_key(key.public.to_text(), "release", actor="test", source="")
+        data = make_bundle({"a.py": b"x = 1\n"}, key, name="leased", version="1.0.0")
+        bundle, _new = await first.bundles.upload(data, actor="test", source="")
+        names = [f"two{n}-{uid}" for n in range(2)]
+        async with api_client(first, None) as anon:
+            devices = await start_fleet(first, names, lambda _n: "hold", api_download(anon))
+            try:
+                await ready(first, devices)
+                run = await first.rollouts.create(
+                    bundle, Plan(target={"devices": names}), [(n, {}) for n in names],
+                    actor="t", source="",
+                )  # fmt: skip
+            finally:
+                await asyncio.gather(*(device.close() for device in devices))
+        async with Hub(settings("b")) as second, api_client(second) as api:
+            path = f"/api/rollouts/{run.record.id}/pause"
+            answer = await api.post(path)
+            assert answer.status_code == 409, answer.text  # the first hub drives it
+            assert "driven by another hub process" in answer.text
+            await first_running.aclose()  # a clean stop gives the lease back
+
+            async def paused() -> bool:
+                answer = await api.post(path)
+                return answer.status_code == 200 and answer.json()["status"] == "paused"
+
+            await eventually(paused, "the second hub takes the rollout up")
+    finally:
+        await first_running.aclose()
