@@ -21,7 +21,9 @@ from tests.waiting import eventually
 
 
 @contextlib.asynccontextmanager
-async def demo_fleet(hub: Hub, count: int, data: Path) -> AsyncIterator[list[str]]:
+async def demo_fleet(
+    hub: Hub, count: int, data: Path, within_s: float = 10
+) -> AsyncIterator[list[str]]:
     """The demo's first ``count`` devices running, each online with its action catalog."""
     task = asyncio.create_task(run_demo_fleet(hub, count, data, door_every_s=1e9))
     ids = [device.device_id for device in demo_devices(count, data)]
@@ -34,7 +36,7 @@ async def demo_fleet(hub: Hub, count: int, data: Path) -> AsyncIterator[list[str
         return True
 
     try:
-        await eventually(ready, "the demo's agents with their actions")
+        await eventually(ready, "the demo's agents with their actions", within_s)
         yield ids
     finally:
         task.cancel()

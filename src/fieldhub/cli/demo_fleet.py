@@ -28,6 +28,9 @@ The locks make the README's ``fieldhub send --all lock.lock`` do what it says: e
 locker locks, and the terminals are reported ``unsupported`` (they have no lock). The socket's
 minimum off time is 10 s, so ``socket.cycle`` takes 10 s (the hub waits 20 s for it, from the
 duration the agent declares) and a shorter ``off_s`` comes back lengthened, and says so.
+
+Every demo device is a ``pi`` (``device.type``, what a bundle's target names) and trusts the
+demo's signing key (``demo_bundles``), so the README's bundle walk-through installs.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import msgspec
 from fieldhub.agent.config import AgentConfig
 from fieldhub.agent.service import run_with_bundles
 from fieldhub.agent.units.simulate import Physics, Simulation
+from fieldhub.cli.demo_bundles import DEMO_KEY_NAME, register_demo_key
 from fieldhub.private_files import private_dir, write_private
 
 __all__ = ["DemoDevice", "demo_config", "demo_devices", "hub_url", "run_demo_fleet", "runs_hot"]
@@ -57,6 +61,8 @@ WITH_CAMERA = frozenset({"atm"})
 FIRST_VISIT_S = 5.0
 """When an ATM's door first opens after the start: a stranger picture within seconds."""
 CREDENTIALS_FILE = "credentials.json"
+DEVICE_TYPE = "pi"
+"""What every demo device is, to a bundle's target (``--device-type pi``)."""
 HEAT_C = 30.0
 """How much hotter a cabinet with a failed fan runs: 48-65 °C, past the rule's 50 °C."""
 
@@ -99,15 +105,18 @@ def runs_hot(device: DemoDevice) -> bool:
     return int(device.device_id.rsplit("-", 1)[1]) % 20 == 2
 
 
-def demo_config(device: DemoDevice, broker_url: str, username: str) -> AgentConfig:
-    """The agent.yaml of a FocusPro cabinet (as ``deploy/agent.example.yaml``), for ``device``.
+def demo_config(
+    device: DemoDevice, broker_url: str, username: str, trusted_keys: tuple[str, ...] = ()
+) -> AgentConfig:
+    """The agent.yaml of a FocusPro cabinet (as ``deploy/agent.example.yaml``), for ``device``,
+    installing bundles signed by one of ``trusted_keys``.
 
     Each device gets its own 1-Wire ids, so the simulated cabinets differ in temperature.
     """
     number = int(device.device_id.rsplit("-", 1)[1])
     return msgspec.convert(
         {
-            "device": {"id": device.device_id, "name": device.name},
+            "device": {"id": device.device_id, "name": device.name, "type": DEVICE_TYPE},
             "hub": {"broker": broker_url, "username": username},
             "data_dir": str(device.data_dir),
             "outbox": {"max_messages": 100_000},
@@ -142,6 +151,7 @@ def demo_config(device: DemoDevice, broker_url: str, username: str) -> AgentConf
                 },
             ],
             "web": {"enabled": False},
+            "bundles": {"trusted_keys": list(trusted_keys)},
         },
         AgentConfig,
     )
@@ -220,7 +230,7 @@ def _write_credentials(path: Path, credentials: _Credentials) -> None:
 
 async def _run_agent(config: AgentConfig, secret: str, physics: Physics) -> None:
     """One demo device: its simulated hardware and its agent, which installs bundles as a
-    real one does (docs/bundles.md; none is trusted until ``bundles.trusted_keys`` is set)."""
+    real one does (docs/bundles.md), signed by the demo's key."""
     simulation = Simulation(
         config.units, config.data_dir / "simulated-hardware", physics, label=config.device.id
     )
@@ -247,6 +257,25 @@ def _say_dashboard(hub: Any) -> None:
     console.print(f"dashboard: open [bold]{hub_url(hub)}[/bold] in a browser and log in")
 
 
+async def _demo_key(hub: Any, data: Path) -> str:
+    """The demo's public signing key, registered on the hub; where its private half is said."""
+    from fieldhub.cli.common import console
+
+    key, accepted = await register_demo_key(hub, data)
+    private = data / f"{DEMO_KEY_NAME}.key"
+    if accepted:
+        console.print(
+            f"bundles: the demo agents trust key {key.public.key_id}; sign with "
+            f"[bold]{private}[/bold] (README, 'A bundle to the demo fleet')"
+        )
+    else:
+        console.print(
+            f"[yellow]bundles:[/yellow] key {key.public.key_id} ({private}) was revoked on this "
+            "hub: its bundles are refused; remove the key files to get a new one"
+        )
+    return key.public.to_text()
+
+
 async def run_demo_fleet(hub: Any, count: int, data: Path, *, door_every_s: float) -> None:
     """Register ``count`` demo devices on ``hub`` and run their agents until cancelled.
 
@@ -257,10 +286,11 @@ async def run_demo_fleet(hub: Any, count: int, data: Path, *, door_every_s: floa
         door_every_s: mean time between two openings of one cabinet's door.
     """
     _say_dashboard(hub)
+    trusted = (await _demo_key(hub, data),)
     async with asyncio.TaskGroup() as group:
         for device in demo_devices(count, data):
             credentials = await _credentials(hub, device)
-            config = demo_config(device, hub.broker_url, credentials.username)
+            config = demo_config(device, hub.broker_url, credentials.username, trusted)
             physics = Physics(
                 door_every_s=door_every_s,
                 first_door_s=FIRST_VISIT_S if device.labels["group"] in WITH_CAMERA else None,

@@ -385,6 +385,7 @@ class Hub:
                     await task
         await self.ingest.flush()  # commit and acknowledge what was accepted
         await self.commands.flush()  # the last command states
+        await self.rollouts.release()  # the next hub takes them up at once
         await self.auth.token_use.flush()  # when API tokens were last used
         await self.alarms.engine.evaluate(tick=False)  # what the last commits raised
 
@@ -482,7 +483,10 @@ class Hub:
         base_url = settings.public_url or f"http://{host}:{port}"
         links = DownloadLinks(load_key(settings.data), base_url)
         self._bundles = Bundles(self.engine, writes, settings.data)
-        rollouts = Rollouts(self.engine, writes, commands, self.directory, links, self._bundles)
+        rollouts = Rollouts(
+            self.engine, writes, commands, self.directory, links, self._bundles,
+            instance=settings.instance,
+        )  # fmt: skip
         commands.on_change(rollouts.command_changed)
         ingest.on_commit(rollouts.committed)
         self._rollouts = rollouts

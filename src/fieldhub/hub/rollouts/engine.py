@@ -14,6 +14,8 @@ What moves a rollout, all handled by one task (:meth:`Rollouts.run`) under one l
 - operators: approve, pause, resume, abort (with or without rollback), retry.
 
 The waves' rules (sizes, verdicts) are ``plan.py``'s, a device's states ``progress.py``'s.
+A hub drives only the rollouts it holds a lease on (``lease.py``): those it created or took
+up, not another live hub's.
 Every step of a rollout (created, a wave started, promoted, paused, aborted, completed, an
 operator's action) is in the audit log, written in the transaction of the change.
 """
@@ -39,7 +41,7 @@ from fieldhub.hub.commands.service import CommandService
 from fieldhub.hub.devices.directory import DeviceDirectory
 from fieldhub.hub.errors import Conflict, Invalid
 from fieldhub.hub.ingest.batch import Batch
-from fieldhub.hub.rollouts import progress
+from fieldhub.hub.rollouts import lease, progress
 from fieldhub.hub.rollouts.bundles import Bundles
 from fieldhub.hub.rollouts.links import DownloadLinks
 from fieldhub.hub.rollouts.plan import DONE, Plan, below, verdict, wave_sizes
@@ -76,6 +78,7 @@ class Rollouts:
         directory: devices' labels and action catalogs (what the install is checked against).
         links: download addresses for the install commands.
         bundles: the stored bundles (their refusals are counted with the rollouts').
+        instance: this hub process's name: whose leases are whose (``lease.py``).
     """
 
     def __init__(
@@ -87,7 +90,9 @@ class Rollouts:
         links: DownloadLinks,
         bundles: Bundles,
         *,
+        instance: str,
         clock: Callable[[], int] = now_ms,
+        lease_ms: int = lease.LEASE_MS,
     ) -> None:
         self._engine = engine
         self._writes = writes
@@ -96,6 +101,9 @@ class Rollouts:
         self.links = links
         self._bundles = bundles
         self._clock = clock
+        self._instance = instance
+        self._lease_ms = lease_ms
+        self._leases_due = 0  # when the leases are renewed next (epoch ms)
         self._runs: dict[str, Run] = {}
         self._by_command: dict[str, tuple[str, str]] = {}  # command id → (rollout, device)
         self._inbox: list[tuple[str, str, str, Mapping[str, Any]]] = []
@@ -108,12 +116,20 @@ class Rollouts:
 
     # -- life cycle ---------------------------------------------------------------------------
     async def load(self) -> int:
-        """Take up the unfinished rollouts (after a restart); returns how many. Install
-        commands that ended while no hub followed them count now."""
-        async with self._engine.connect() as conn:
-            runs = await conn.run_sync(load_runs)
-        changes = Changes()
+        """Take up the unfinished rollouts no other live hub holds (after a restart, or when
+        another hub's lease ran out); returns how many. Install commands that ended while no
+        hub followed them count now."""
         now = self._clock()
+        claimed = await self._writes.run(
+            partial(lease.claim, instance=self._instance, now=now, lease_ms=self._lease_ms)
+        )
+        self._leases_due = now + lease.RENEW_MS
+        fresh = set(claimed) - self._runs.keys()
+        if not fresh:
+            return 0
+        async with self._engine.connect() as conn:
+            runs = [run for run in await conn.run_sync(load_runs) if run.record.id in fresh]
+        changes = Changes()
         for run in runs:
             self._runs[run.record.id] = run
             for device in run.devices.values():
@@ -139,10 +155,34 @@ class Rollouts:
             self._wake.clear()
             try:
                 async with self.lock:
+                    if self._clock() >= self._leases_due:
+                        await self._keep_leases()
                     await self._round()
             except Exception:  # the store is down, most likely: the next round tries again
                 log.exception("rollouts: a round failed; trying again in %s s", _TICK_S)
                 await asyncio.sleep(_TICK_S)
+
+    async def _keep_leases(self) -> None:
+        """Renew this hub's leases (a rollout taken over meanwhile is dropped: another hub
+        drives it), then take up those whose hub stopped renewing."""
+        now = self._clock()
+        held = await self._writes.run(
+            partial(
+                lease.renew, instance=self._instance, ids=list(self._runs), now=now,
+                lease_ms=self._lease_ms,
+            )
+        )  # fmt: skip
+        for lost in self._runs.keys() - held:
+            log.warning("rollout %s: another hub took it over; no longer driven here", lost)
+            del self._runs[lost]
+        self._by_command = {c: at for c, at in self._by_command.items() if at[0] in self._runs}
+        if await self.load():
+            log.info("rollouts: took up rollouts whose hub stopped renewing its lease")
+
+    async def release(self) -> None:
+        """Give back this hub's leases as it stops: the next hub to start, or to look, takes
+        its rollouts up at once instead of after the lease."""
+        await self._writes.run(partial(lease.release, instance=self._instance))
 
     def refusals(self) -> dict[tuple[str, str], int]:
         """What was refused, for ``/metrics``: uploads by reason code, download tokens by
@@ -223,8 +263,11 @@ class Rollouts:
         }
         audit = audit_row(actor, "rollout.created", record.id, "ok", source, detail, ts=now)
         await self._writes.run(
-            partial(sql.insert_rollout, rollout=record, devices=list(rows.values()), audit=audit)
-        )
+            partial(
+                lease.insert_leased, rollout=record, devices=list(rows.values()), audit=audit,
+                instance=self._instance, lease_ms=self._lease_ms,
+            )
+        )  # fmt: skip
         run = Run(record, plan, bundle, rows)
         async with self.lock:
             self._runs[record.id] = run
@@ -248,8 +291,19 @@ class Rollouts:
                 run = await self.get(rollout_id)
                 if run.record.status == "completed":
                     self._runs[rollout_id] = run
+                    await self._writes.run(
+                        partial(
+                            lease.reopen, rollout_id=rollout_id, instance=self._instance,
+                            until=self._clock() + self._lease_ms,
+                        )
+                    )  # fmt: skip
             if run is None or rollout_id not in self._runs:
                 self.counts["refused"] += 1
+                if (await self.get(rollout_id)).record.status in sql.UNFINISHED:
+                    raise Conflict(
+                        f"rollout {rollout_id} is driven by another hub process: {action} it "
+                        "there (docs/rollouts.md, several hubs)"
+                    )
                 raise Conflict(f"rollout {rollout_id} is finished: nothing to {action}")
             changes = Changes()
             now = self._clock()

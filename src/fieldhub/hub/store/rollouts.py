@@ -7,7 +7,7 @@ hub's writer, or a read), so a rollout's state change and its audit entry commit
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
@@ -236,7 +236,8 @@ def rollout_rows(
     conn: Connection, *, rollout_id: str | None = None, unfinished: bool = False
 ) -> list[RolloutRecord]:
     """Rollouts, newest first: every one, one by id, or those still at work."""
-    query = select(rollouts).order_by(rollouts.c.created_at.desc(), rollouts.c.id)
+    columns = [rollouts.c[field.name] for field in fields(RolloutRecord)]  # not the lease's
+    query = select(*columns).order_by(rollouts.c.created_at.desc(), rollouts.c.id)
     if rollout_id is not None:
         query = query.where(rollouts.c.id == rollout_id)
     if unfinished:

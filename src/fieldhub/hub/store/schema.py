@@ -587,6 +587,9 @@ rollouts = Table(
     Column("created_by", String(128), nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    # The hub instance driving it while unfinished, until when (epoch ms): rollouts/lease.py.
+    Column("leased_by", String(64), nullable=True),
+    Column("lease_until", BigInteger, nullable=True),
     Index("ix_rollouts_status", "status"),
 )
 

@@ -1,5 +1,6 @@
-// Device page: presence, latest values, charts with history and live points, the twin,
-// command buttons from the device's action catalog with their outcomes, recent events.
+// Device page: presence, what it runs (agent version, bundles), latest values, charts with
+// history and live points, the twin, command buttons from the device's action catalog with
+// their outcomes, recent events.
 
 import { showAge } from "../ages.js";
 import { api, ApiError } from "../api.js";
@@ -15,6 +16,7 @@ import { fillPresence, presenceBadge } from "../presence.js";
 import { problemsOf } from "../problems.js";
 import { ACTION_DETAILS, ACTIONS } from "../reported.js";
 import { Permission, showError, startPage } from "../session.js";
+import { softwareParts } from "../software.js";
 import { renderTwin } from "../twin.js";
 
 const EVENTS_SHOWN = 20;
@@ -86,6 +88,8 @@ function showLatest(changed = []) {
 
 function showTwin() {
   renderTwin(byId("twin"), state.twin);
+  const reported = state.twin.reported ?? {};
+  replace(byId("software"), softwareParts(reported.software));
   commands.setCatalog(state.twin.reported?.[ACTIONS], state.twin.reported?.[ACTION_DETAILS]);
   showProblems();
 }

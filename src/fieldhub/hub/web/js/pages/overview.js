@@ -1,6 +1,6 @@
 // Fleet overview: every device the user may see, with presence and since-when, its last
-// values and its problems; filters by site, group, state and text; kept current by the live
-// feed without reloading.
+// values and its problems; filters by site, group, state, text and software (a bundle, below
+// a version); kept current by the live feed without reloading.
 
 import { api, eachLimited } from "../api.js";
 import { byId, deviceHref, h, replace, say } from "../dom.js";
@@ -9,6 +9,7 @@ import { maintenanceBanner } from "../maintenance.js";
 import { fillPresence, presenceBadge } from "../presence.js";
 import { problemsOf } from "../problems.js";
 import { Permission, showError, startPage } from "../session.js";
+import { bundleNames, SoftwareFilter } from "../software.js";
 
 const MAX_ROWS = 500; // rows on the page at once; the filters narrow a larger fleet
 const MAX_VALUES = 6; // last values shown per device
@@ -20,6 +21,7 @@ const status = byId("status");
 const form = byId("filters");
 let refreshing = null;
 let alarmCounts = null; // AlarmCounts of the page (session.js)
+const software = new SoftwareFilter();
 
 function filters() {
   const data = new FormData(form);
@@ -28,6 +30,8 @@ function filters() {
     site: String(data.get("site") ?? ""),
     group: String(data.get("group") ?? ""),
     state: String(data.get("state") ?? ""),
+    bundle: String(data.get("bundle") ?? ""),
+    below: String(data.get("below") ?? "").trim(),
   };
 }
 
@@ -40,7 +44,7 @@ function candidate(entry, f) {
   if (f.group && device.labels.group !== f.group) return false;
   if (f.state && f.state !== "problems" && device.presence.state !== f.state) return false;
   if (f.q && !`${device.id} ${device.name}`.toLowerCase().includes(f.q)) return false;
-  return true;
+  return software.matches(device.id);
 }
 
 function matches(entry, f) {
@@ -228,11 +232,11 @@ function summarize() {
   );
 }
 
-function fillOptions(select, values) {
+function fillOptions(select, values, none = "all") {
   const current = select.value;
   replace(
     select,
-    h("option", { value: "", text: "all" }),
+    h("option", { value: "", text: none }),
     [...values].sort().map((v) => h("option", { value: v, text: v })),
   );
   if ([...values].includes(current)) select.value = current;
@@ -247,6 +251,7 @@ function labelOptions() {
   }
   fillOptions(form.elements.site, sites);
   fillOptions(form.elements.group, groups);
+  fillOptions(form.elements.bundle, bundleNames([...devices.values()].map((e) => e.device)), "any");
 }
 
 function changed() {
@@ -256,6 +261,19 @@ function changed() {
   const query = params.toString();
   history.replaceState(null, "", query ? `?${query}` : location.pathname);
   render();
+  chooseSoftware(f);
+}
+
+/** The software filter's devices, from the hub; the list once they are known. */
+function chooseSoftware(f = filters(), again = false) {
+  software
+    .choose(f.bundle, f.below, again)
+    .then((current) => {
+      if (!current) return;
+      say(status, "");
+      render();
+    })
+    .catch((error) => showError(status, error));
 }
 
 async function loadDevices() {
@@ -335,9 +353,17 @@ function onPresence(message) {
   else summarize();
 }
 
+let softwareTimer = 0;
+
 function onState(message) {
   const entry = devices.get(message.device);
   if (!entry) return;
+  if (message.reported?.software !== undefined) {
+    entry.device = { ...entry.device, software: message.reported.software };
+    labelOptions();
+    clearTimeout(softwareTimer); // a rollout changes many devices at once: ask once for them
+    if (software.active) softwareTimer = setTimeout(() => chooseSoftware(filters(), true), 500);
+  }
   if (entry.twin) {
     entry.twin = { ...entry.twin, reported: { ...entry.twin.reported, ...message.reported } };
     for (const [key, v] of Object.entries(message.reported ?? {})) {
@@ -409,6 +435,9 @@ async function main() {
   // Labels are known once the devices are: now the site and group of the address apply.
   form.elements.site.value = params.get("site") ?? "";
   form.elements.group.value = params.get("group") ?? "";
+  form.elements.bundle.value = params.get("bundle") ?? "";
+  form.elements.below.value = params.get("below") ?? "";
+  if (params.get("bundle")) chooseSoftware();
   if (params.get("site") || params.get("group")) render();
 }
 
