@@ -239,12 +239,15 @@ class FleetQueries:
 
     async def _census(self) -> list[CensusRow]:
         """The whole fleet counted by (presence, site, group), with the troubled of each: read
-        again when older than :data:`CENSUS_TTL_S`, by one caller while the others wait."""
+        again when older than :data:`CENSUS_TTL_S`, by one caller while the others wait. (The
+        page reads the counts a second after a change it hears of: by then a census from
+        before the change is too old to answer.)"""
         async with self._counting:
             taken, rows = self._taken
             if rows is None or time.monotonic() - taken > CENSUS_TTL_S:
+                started = time.monotonic()  # what changed during the scan may be missing
                 rows = await self._count()
-                self._taken = (time.monotonic(), rows)
+                self._taken = (started, rows)
             return rows
 
     async def _count(self) -> list[CensusRow]:
