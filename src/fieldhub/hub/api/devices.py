@@ -24,6 +24,7 @@ from fieldhub.hub.api.models import (
     DeviceUpdate,
     History,
     LatestValueOut,
+    PresenceState,
     TwinOut,
 )
 from fieldhub.hub.api.security import client_address, require
@@ -41,7 +42,6 @@ Reader = Annotated[Principal, require(Permission.DEVICES_READ)]
 Writer = Annotated[Principal, require(Permission.DEVICES_WRITE)]
 Commander = Annotated[Principal, require(Permission.DEVICES_COMMAND)]
 Certifier = Annotated[Principal, require(Permission.CERTIFICATES_WRITE)]
-PresenceState = Literal["online", "offline", "stale", "unknown", "unreachable"]
 TOTAL_HEADER = "X-Total-Count"
 MAX_PAGE = 10_000
 """Devices one list request returns at most (a page; the header gives the total)."""
