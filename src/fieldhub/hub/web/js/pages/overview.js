@@ -393,7 +393,8 @@ async function main() {
     })
     .subscribe({ all: true, topics: ["telemetry", "presence", "state", "device"] })
     .start();
-  await Promise.all([loadSummary(), loadPage()]);
+  show(); // a newer choice of the user aborts it: its errors are show()'s to tell
+  await loadSummary();
 }
 
 main().catch((error) => showError(status, error));
