@@ -516,6 +516,13 @@ class World:
             else:
                 raise LookupError(f"{route.name}: no object for {{{param}}}; add one to fill()")
 
+    async def query(self, route: Route) -> dict[str, list[str]] | None:
+        """Query parameters a route needs: the fleet's details name a device of each site
+        (a site user's answer must leave the other one out)."""
+        if (route.method, route.path) == ("get", "/api/fleet/details"):
+            return {"device": [await self.device(SITE_A), await self.device(SITE_B)]}
+        return None
+
     def body(self, route: Route, case: Case) -> dict[str, Any] | None:
         """A valid body for the route; a route with a body not listed here fails the test."""
         site = SITE_A if case.variant == "own" else SITE_B
@@ -663,6 +670,16 @@ def foreign_ids(world: World, who: Who, answer: httpx.Response) -> list[str]:
     return sorted(d for d, site in world.site_of.items() if site not in who.sites and d in text)
 
 
+def foreign_counts(who: Who, route: Route, answer: httpx.Response) -> list[str]:
+    """Sites ``who`` does not have that the fleet's counts name: a site user counts its own
+    sites' devices only, field by field."""
+    if (route.method, route.path) != ("get", "/api/fleet/summary") or who.role == "admin":
+        return []
+    if answer.status_code != 200:
+        return []
+    return sorted(site for site in answer.json()["sites"] if site not in who.sites)
+
+
 def _variants(route: Route) -> list[Literal["own", "foreign"]]:
     if route.permission == "public":
         return ["own"]
@@ -701,6 +718,7 @@ async def run_matrix(hub: Hub, callers: list[Who], capsys: pytest.CaptureFixture
                     try:
                         await world.fill(route, case)
                         body = world.body(route, case)
+                        query = await world.query(route)
                     except LookupError as exc:
                         failures.append(str(exc))
                         continue
@@ -709,6 +727,7 @@ async def run_matrix(hub: Hub, callers: list[Who], capsys: pytest.CaptureFixture
                         route.method,
                         path,
                         json=body,
+                        params=query,
                         headers=await world.credentials(who),
                     )
                     client.cookies.clear()  # each call presents only its own credentials
@@ -720,12 +739,15 @@ async def run_matrix(hub: Hub, callers: list[Who], capsys: pytest.CaptureFixture
                             f"{response.status_code}, want {want}: {response.text[:120]}"
                         )
                     leaked = (
-                        [] if route.permission == "public" else foreign_ids(world, who, response)
+                        []
+                        if route.permission == "public"
+                        else foreign_ids(world, who, response)
+                        + foreign_counts(who, route, response)
                     )
                     if leaked:
                         failures.append(
                             f"{who.label:32} {variant:7} {route.name}: names devices of "
-                            f"another site: {leaked}"
+                            f"another site (or counts them): {leaked}"
                         )
                     if route.permission == "public":
                         public_answers.setdefault(route.name, set()).add(response.status_code)

@@ -63,6 +63,7 @@ from fieldhub.hub.store.commands import CommandStore
 from fieldhub.hub.store.credentials import CredentialStore, IssuedCredentials
 from fieldhub.hub.store.database import SchemaTooNew, create_engine, migrate
 from fieldhub.hub.store.devices import DeviceRegistry
+from fieldhub.hub.store.fleet import FleetQueries
 from fieldhub.hub.store.health import StorageHealth
 from fieldhub.hub.store.queries import Queries
 from fieldhub.hub.store.twin import TwinStore
@@ -96,6 +97,8 @@ class Hub:
         # Labels and action catalogs in memory: a command request reads no device row.
         self.directory = DeviceDirectory()
         self.queries = Queries(self.engine)
+        # The fleet page's reads: pages of devices and the fleet's counts, in the database.
+        self.fleet = FleetQueries(self.engine)
         self.credentials = CredentialStore(self.engine)
         self.audit = AuditLog(self.engine)
         # Users, sessions, API tokens, login throttle, setup token; one audit log for all.

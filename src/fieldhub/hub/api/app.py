@@ -26,6 +26,7 @@ from fieldhub.hub.api import (
     devices,
     escalation,
     events,
+    fleet,
     maintenance,
     media,
     notifications,
@@ -110,6 +111,7 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, http_error)  # a 422's shape, as above
     app.add_exception_handler(SQLAlchemyError, storage_error_handler(hub.storage.failed))  # 503
     app.include_router(devices.router)
+    app.include_router(fleet.router)
     app.include_router(events.router)
     app.include_router(media.router)
     app.include_router(media.uploads)

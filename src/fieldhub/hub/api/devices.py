@@ -24,12 +24,13 @@ from fieldhub.hub.api.models import (
     DeviceUpdate,
     History,
     LatestValueOut,
+    PresenceState,
     TwinOut,
 )
 from fieldhub.hub.api.security import client_address, require
 from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import SITE_LABEL, Permission, Principal
-from fieldhub.hub.devices import DeviceRecord
+from fieldhub.hub.devices import DeviceRecord, FleetFilter, SortKey
 from fieldhub.hub.devices.directory import DeviceEntry
 from fieldhub.hub.devices.twin import TwinView
 from fieldhub.hub.errors import Invalid, NotFound, Refused
@@ -41,6 +42,9 @@ Reader = Annotated[Principal, require(Permission.DEVICES_READ)]
 Writer = Annotated[Principal, require(Permission.DEVICES_WRITE)]
 Commander = Annotated[Principal, require(Permission.DEVICES_COMMAND)]
 Certifier = Annotated[Principal, require(Permission.CERTIFICATES_WRITE)]
+TOTAL_HEADER = "X-Total-Count"
+MAX_PAGE = 10_000
+"""Devices one list request returns at most (a page; the header gives the total)."""
 MAX_RAW_POINTS = 10_000
 MAX_BUCKETS = 10_000
 _HISTORY_JSON = msgspec.json.Encoder()
@@ -85,15 +89,31 @@ def check_site(who: Principal, labels: dict[str, str]) -> None:
         raise Refused(f"label {SITE_LABEL!r} must name one of your sites ({mine})")
 
 
-@router.get("", summary="List devices")
+@router.get(
+    "",
+    summary="List devices",
+    responses={200: {"headers": {TOTAL_HEADER: {"description": "devices the filters match"}}}},
+)
 async def list_devices(
     hub: HubDep,
     who: Reader,
+    response: Response,
     label: Annotated[list[str], Query(description="KEY=VALUE; repeat to require several")] = [],  # noqa: B006
-    presence: Annotated[
-        list[Literal["online", "offline", "stale", "unknown", "unreachable"]], Query()
-    ] = [],  # noqa: B006
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    presence: Annotated[list[PresenceState], Query()] = [],  # noqa: B006
+    q: Annotated[str, Query(max_length=128, description="text in the id or the name")] = "",
+    alarmed: Annotated[
+        bool | None, Query(description="true: with an open (unshelved) alarm; false: without")
+    ] = None,
+    problems: Annotated[
+        bool | None,
+        Query(description="true: offline, stale, unreachable, alarmed or refusing desired keys"),
+    ] = None,
+    parent: Annotated[
+        str | None, Query(max_length=64, description="only devices behind this gateway")
+    ] = None,
+    sort: Annotated[SortKey, Query(description="order of the list, the id breaking ties")] = "id",
+    order: Annotated[Literal["asc", "desc"], Query()] = "asc",
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1000,
     offset: Annotated[Count, Query()] = 0,
     bundle: Annotated[
         str | None, Query(max_length=64, description="only devices that run this bundle")
@@ -105,15 +125,32 @@ async def list_devices(
         ),
     ] = None,
 ) -> list[Device]:
-    """Devices carrying every given label, optionally in the given presence states, running
-    a ``bundle`` (or, with ``below``, running it below that version or not at all: those a
-    rollout would update) (of the caller's sites)."""
-    records = [r for r in await hub.devices.find(parse_labels(label)) if who.sees(r.labels)]
-    if presence:
-        records = [r for r in records if r.presence in presence]
-    if bundle is not None:
-        records = [r for r in records if _runs(r.reported, bundle, below)]
-    return [Device.from_record(r) for r in records[offset : offset + limit]]
+    """The caller's devices (of their sites) carrying every given label, in the given presence
+    states, matching the text and alarm filters, behind a gateway, running a ``bundle`` (or,
+    with ``below``, running it below that version or not at all: those a rollout would
+    update); sorted, ``offset`` skipped, at most ``limit``. The ``X-Total-Count`` header says
+    how many match in all: a page of a fleet of 10,000 is one request."""
+    which = FleetFilter(
+        sites=who.sites,
+        labels=parse_labels(label),
+        presence=presence,
+        text=q,
+        alarmed=alarmed,
+        troubled=problems,
+        parent=parent,
+    )
+    descending = order == "desc"
+    if bundle is None:
+        page = await hub.fleet.page(
+            which, sort=sort, descending=descending, offset=offset, limit=limit
+        )
+        records, total = page.devices, page.total
+    else:  # what a device runs is in its reported state, read here, not in the database
+        every = await hub.fleet.page(which, sort=sort, descending=descending)
+        running = [r for r in every.devices if _runs(r.reported, bundle, below)]
+        records, total = running[offset : offset + limit], len(running)
+    response.headers[TOTAL_HEADER] = str(total)
+    return [Device.from_record(r) for r in records]
 
 
 def _runs(reported: dict[str, Any], bundle: str, version: str | None) -> bool:

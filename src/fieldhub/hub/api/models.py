@@ -15,10 +15,13 @@ from fieldhub.protocol.topics import DEVICE_ID_PATTERN
 LabelMap = dict[str, str]
 
 
+PresenceState = Literal["online", "offline", "stale", "unknown", "unreachable"]
+
+
 class Presence(BaseModel):
     """Whether a device is there, since when, and why the hub thinks so."""
 
-    state: Literal["online", "offline", "stale", "unknown", "unreachable"]
+    state: PresenceState
     since: int | None = Field(None, description="epoch ms of the last change")
     reason: str = ""
     connected: bool | None = Field(None, description="transport state from status / last will")

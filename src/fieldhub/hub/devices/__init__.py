@@ -6,5 +6,16 @@ from them); they are written and read by the store, which callers above never im
 
 from fieldhub.hub.store.claims import ClaimStatus, ClaimToken, DeviceClaim
 from fieldhub.hub.store.devices import DeviceRecord
+from fieldhub.hub.store.fleet import FleetFilter, FleetPage, FleetQueries, FleetSummary, SortKey
 
-__all__ = ["ClaimStatus", "ClaimToken", "DeviceClaim", "DeviceRecord"]
+__all__ = [
+    "ClaimStatus",
+    "ClaimToken",
+    "DeviceClaim",
+    "DeviceRecord",
+    "FleetFilter",
+    "FleetPage",
+    "FleetQueries",
+    "FleetSummary",
+    "SortKey",
+]

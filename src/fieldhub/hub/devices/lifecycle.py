@@ -128,9 +128,9 @@ class DeviceLifecycle:
         """
         return await self.registry.get(device_id)
 
-    async def find(self, labels: dict[str, str] | None = None) -> list[DeviceRecord]:
-        """Devices carrying every one of ``labels`` (all devices without)."""
-        return await self.registry.list(labels)
+    async def find(self) -> list[DeviceRecord]:
+        """Every device, ordered by id (a filtered page of them: ``hub.fleet``)."""
+        return await self.registry.list()
 
     # -- changes --------------------------------------------------------------------------------
     async def create(

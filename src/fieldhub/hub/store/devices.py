@@ -88,10 +88,6 @@ class DeviceRecord:
             parent_id=row.parent_id,
         )
 
-    def matches(self, labels: dict[str, str]) -> bool:
-        """True when the device carries every one of ``labels``."""
-        return all(self.labels.get(k) == v for k, v in labels.items())
-
 
 class DeviceRegistry:
     """Registered devices in the store."""
@@ -166,12 +162,11 @@ class DeviceRegistry:
         async with self._engine.connect() as conn:
             return [DeviceRecord.from_row(r) for r in await conn.execute(query)]
 
-    async def list(self, labels: dict[str, str] | None = None) -> list[DeviceRecord]:
-        """All devices carrying ``labels`` (all devices when empty), ordered by id."""
+    async def list(self) -> list[DeviceRecord]:
+        """All devices, ordered by id (filtered and paged: ``store/fleet.py``)."""
         async with self._engine.connect() as conn:
             rows = await conn.execute(select(devices).order_by(devices.c.id))
-            records = [DeviceRecord.from_row(r) for r in rows]
-        return [r for r in records if r.matches(labels)] if labels else records
+            return [DeviceRecord.from_row(r) for r in rows]
 
     async def update(
         self,

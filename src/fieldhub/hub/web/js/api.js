@@ -65,6 +65,19 @@ function urlOf(path, query) {
  * @param {{method?: string, body?: any, query?: object, login?: boolean, signal?: AbortSignal}} options
  */
 export async function api(path, options = {}) {
+  return (await call(path, options)).data;
+}
+
+/**
+ * A page of a list: `{items, total}`, the total from the `X-Total-Count` header (how many the
+ * query matches in all). Options as for `api`.
+ */
+export async function apiPage(path, options = {}) {
+  const { data, response } = await call(path, options);
+  return { items: data, total: Number(response.headers.get("X-Total-Count") ?? data.length) };
+}
+
+async function call(path, options) {
   const method = (options.method ?? "GET").toUpperCase();
   const headers = { Accept: "application/json" };
   let body;
@@ -87,7 +100,7 @@ export async function api(path, options = {}) {
     if (error.name === "AbortError") throw error;
     throw new ApiError(0, "the hub cannot be reached (network error)");
   }
-  if (response.status === 204) return null;
+  if (response.status === 204) return { data: null, response };
   let data = null;
   const text = await response.text();
   if (text) {
@@ -107,16 +120,5 @@ export async function api(path, options = {}) {
       data,
     );
   }
-  return data;
-}
-
-/** Run `work(item)` for every item, at most `limit` at a time; resolves when all are done. */
-export async function eachLimited(items, limit, work) {
-  const queue = [...items];
-  const runners = Array.from({ length: Math.min(limit, queue.length) }, async () => {
-    while (queue.length) {
-      await work(queue.shift());
-    }
-  });
-  await Promise.all(runners);
+  return { data, response };
 }

@@ -1,58 +1,53 @@
-// Fleet overview: every device the user may see, with presence and since-when, its last
-// values and its problems; filters by site, group, state, text and software (a bundle, below
-// a version); kept current by the live feed without reloading.
+// Fleet overview: the user's devices a page at a time, with presence and since-when, their last
+// values and problems; counts of the whole fleet above. The hub filters, sorts and pages
+// (GET /api/devices), counts (GET /api/fleet/summary) and gives a page's values and twins in
+// one request (GET /api/fleet/details): a fleet of 10,000 costs three requests, not 20,000.
+// Filters (software too: a bundle, and below a version, as the hub decides it for rollouts),
+// sort and page stay in the address; the live feed updates the rows shown and, at most once a
+// second, the counts.
 
-import { api, eachLimited } from "../api.js";
+import { api, apiPage } from "../api.js";
 import { byId, deviceHref, h, replace, say } from "../dom.js";
 import { value } from "../format.js";
 import { maintenanceBanner } from "../maintenance.js";
 import { fillPresence, presenceBadge } from "../presence.js";
 import { problemsOf } from "../problems.js";
 import { Permission, showError, startPage } from "../session.js";
-import { bundleNames, SoftwareFilter } from "../software.js";
 
-const MAX_ROWS = 500; // rows on the page at once; the filters narrow a larger fleet
+const PAGE_SIZE = 100; // rows on the page at once; the pager shows the others
 const MAX_VALUES = 6; // last values shown per device
-const DETAIL_CONCURRENCY = 6;
 const STATES = ["online", "stale", "offline", "unreachable", "unknown"];
+const COUNTS_EVERY_MS = 1000; // live changes read the counts again at most this often
+const FIELDS = ["q", "site", "group", "state", "bundle", "below", "sort"];
 
-const devices = new Map(); // id → {device, latest, twin, row}
+const rows = new Map(); // id → {device, latest, twin, row, cells}: the devices shown
 const status = byId("status");
 const form = byId("filters");
-let refreshing = null;
+let page = 0;
+let total = 0;
+let summary = null;
 let alarmCounts = null; // AlarmCounts of the page (session.js)
-const software = new SoftwareFilter();
+let loading = null; // the page being read: a newer request aborts it
 
 function filters() {
   const data = new FormData(form);
-  return {
-    q: String(data.get("q") ?? "").trim().toLowerCase(),
-    site: String(data.get("site") ?? ""),
-    group: String(data.get("group") ?? ""),
-    state: String(data.get("state") ?? ""),
-    bundle: String(data.get("bundle") ?? ""),
-    below: String(data.get("below") ?? "").trim(),
-  };
+  return Object.fromEntries(FIELDS.map((key) => [key, String(data.get(key) ?? "").trim()]));
 }
 
-// Every filter but "with problems" is decided by the device list alone. Problems also come
-// from the twin, which is fetched per device: a device is a candidate by the list, and shown
-// once its twin says it has problems (or its presence does).
-function candidate(entry, f) {
-  const { device } = entry;
-  if (f.site && device.labels.site !== f.site) return false;
-  if (f.group && device.labels.group !== f.group) return false;
-  if (f.state && f.state !== "problems" && device.presence.state !== f.state) return false;
-  if (f.q && !`${device.id} ${device.name}`.toLowerCase().includes(f.q)) return false;
-  return software.matches(device.id);
+/** The list request for the filters: what the hub narrows, sorts and pages. */
+function listQuery(f) {
+  const query = { limit: PAGE_SIZE, offset: page * PAGE_SIZE, q: f.q };
+  query.label = [f.site && `site=${f.site}`, f.group && `group=${f.group}`].filter(Boolean);
+  if (STATES.includes(f.state)) query.presence = f.state;
+  else if (f.state === "problems") query.problems = true;
+  else if (f.state === "alarmed") query.alarmed = true;
+  if (f.bundle) query.bundle = f.bundle;
+  if (f.bundle && f.below) query.below = f.below;
+  const sort = f.sort || "id";
+  query.sort = sort.replace(/^-/, "");
+  query.order = sort.startsWith("-") ? "desc" : "asc";
+  return query;
 }
-
-function matches(entry, f) {
-  if (f.state === "problems" && !problemsOf(entry.device, entry.twin).length) return false;
-  return candidate(entry, f);
-}
-
-const needsTwins = () => filters().state === "problems";
 
 // -- rows -------------------------------------------------------------------------------------
 
@@ -66,14 +61,13 @@ function makeRow(entry) {
     problems: h("td", { class: "problems", "data-label": "Problems" }),
     alarms: h("td", { class: "alarm-count", "data-label": "Alarms" }),
   };
-  const row = h("tr", { dataset: { device: device.id } }, Object.values(cells));
-  entry.row = row;
+  entry.row = h("tr", { dataset: { device: device.id } }, Object.values(cells));
   entry.cells = cells;
   fillName(entry);
   fillValues(entry);
   fillProblems(entry);
   fillAlarms(entry);
-  return row;
+  return entry.row;
 }
 
 /** The device's open alarms: how many and the highest severity, a link to them. */
@@ -146,67 +140,87 @@ function fillProblems(entry) {
   );
 }
 
-async function loadDetails(entry) {
-  const id = encodeURIComponent(entry.device.id);
-  try {
-    const [latest, twin] = await Promise.all([
-      api(`/api/devices/${id}/latest`),
-      api(`/api/devices/${id}/state`),
-    ]);
-    entry.latest = latest;
-    entry.twin = twin;
-  } catch (error) {
-    if (error.status === 404) return; // deleted meanwhile, or moved out of the user's sites
-    throw error;
-  }
-  if (entry.row) {
+/** Latest values and twins of the rows shown: one request for the page. */
+async function loadDetails(entries, signal) {
+  if (!entries.length) return;
+  const query = { device: entries.map((entry) => entry.device.id) };
+  const details = await api("/api/fleet/details", { query, signal });
+  for (const entry of entries) {
+    const found = details[entry.device.id];
+    if (!found || rows.get(entry.device.id) !== entry) continue; // gone, or another page
+    entry.latest = found.latest;
+    entry.twin = found.twin;
     fillValues(entry);
     fillProblems(entry);
   }
-  if (needsTwins()) renderSoon(); // the twin may put the device in the list, or out of it
-  else summarize();
 }
 
-// -- the table ------------------------------------------------------------------------------
+// -- the page ---------------------------------------------------------------------------------
 
-function render() {
-  const f = filters();
-  const candidates = [...devices.values()].filter((entry) => candidate(entry, f));
-  const shown = candidates
-    .filter((entry) => matches(entry, f))
-    .sort((a, b) => a.device.id.localeCompare(b.device.id));
-  const rows = shown.slice(0, MAX_ROWS).map((entry) => entry.row ?? makeRow(entry));
-  replace(byId("device-rows"), rows);
-  byId("empty").hidden = shown.length > 0 || devices.size === 0;
-  const more = byId("more");
-  more.hidden = shown.length <= MAX_ROWS;
-  more.textContent = `Showing ${MAX_ROWS} of ${shown.length} devices: narrow the filters to see the rest.`;
-  // Rows show each device's latest values and twin; "with problems" needs every candidate's
-  // twin to know which devices to show at all (a bookmark opens it before any row was shown).
-  const wanted = f.state === "problems" ? candidates : shown.slice(0, MAX_ROWS);
-  const missing = wanted.filter((entry) => !entry.latest && !entry.loading);
-  for (const entry of missing) entry.loading = true;
-  eachLimited(missing, DETAIL_CONCURRENCY, loadDetails).catch((error) => showError(status, error));
-  summarize();
-}
-
-// Details arrive device by device: the list is filtered again at most once a frame.
-let renderFrame = 0;
-
-function renderSoon() {
-  renderFrame ||= requestAnimationFrame(() => {
-    renderFrame = 0;
-    render();
+/** Read the page of devices the filters and the pager say, then its details. */
+async function loadPage() {
+  loading?.abort();
+  const controller = new AbortController();
+  loading = controller;
+  const { items, total: matching } = await apiPage("/api/devices", {
+    query: listQuery(filters()),
+    signal: controller.signal,
   });
+  total = matching;
+  if (page > 0 && page * PAGE_SIZE >= total) {
+    page = Math.max(0, Math.ceil(total / PAGE_SIZE) - 1); // the filter left fewer pages
+    return loadPage();
+  }
+  const kept = new Map();
+  for (const device of items) {
+    const entry = rows.get(device.id) ?? { device, latest: null, twin: null, row: null };
+    entry.device = device;
+    kept.set(device.id, entry);
+  }
+  rows.clear();
+  for (const [id, entry] of kept) rows.set(id, entry);
+  replace(
+    byId("device-rows"),
+    [...rows.values()].map((entry) => {
+      if (!entry.row) return makeRow(entry);
+      fillName(entry);
+      fillPresence(entry.cells.presence.firstChild, entry.device.presence);
+      fillProblems(entry);
+      return entry.row;
+    }),
+  );
+  byId("empty").hidden = total > 0 || !summary?.total;
+  pager();
+  await loadDetails([...rows.values()], controller.signal);
 }
 
-function summarize() {
-  const counts = Object.fromEntries(STATES.map((s) => [s, 0]));
-  let troubled = 0;
-  for (const entry of devices.values()) {
-    counts[entry.device.presence.state] = (counts[entry.device.presence.state] ?? 0) + 1;
-    if (problemsOf(entry.device, entry.twin).length) troubled += 1;
-  }
+function pager() {
+  const first = total ? page * PAGE_SIZE + 1 : 0;
+  const last = Math.min(total, (page + 1) * PAGE_SIZE);
+  byId("range").textContent = `${first.toLocaleString("en")}–${last.toLocaleString("en")} of ${total.toLocaleString("en")}`;
+  byId("previous").disabled = page === 0;
+  byId("next").disabled = last >= total;
+  byId("pager").hidden = total === 0;
+}
+
+function turn(by) {
+  page += by;
+  keepInAddress();
+  show();
+}
+
+function show() {
+  loadPage()
+    .then(() => say(status, ""))
+    .catch((error) => {
+      if (error.name !== "AbortError") showError(status, error);
+    });
+}
+
+// -- the counts ---------------------------------------------------------------------------------
+
+async function loadSummary() {
+  summary = await api("/api/fleet/summary");
   const chip = (state, count, label) =>
     h(
       "button",
@@ -219,102 +233,87 @@ function summarize() {
           changed();
         },
       },
-      h("strong", { text: String(count) }),
+      h("strong", { text: count.toLocaleString("en") }),
       ` ${label}`,
     );
+  const counts = summary.presence;
+  const noun = summary.total === 1 ? "device" : "devices";
   replace(
     byId("summary"),
-    h("span", { class: "total", text: `${devices.size} ${devices.size === 1 ? "device" : "devices"}` }),
+    h("span", { class: "total", text: `${summary.total.toLocaleString("en")} ${noun}` }),
     STATES.filter((s) => counts[s] || (s !== "unknown" && s !== "unreachable")).map((s) =>
-      chip(s, counts[s], s),
+      chip(s, counts[s] ?? 0, s),
     ),
-    chip("problems", troubled, "with problems"),
+    chip("problems", summary.problems, "with problems"),
+    summary.alarmed ? chip("alarmed", summary.alarmed, "with open alarms") : null,
   );
+  fillOptions(form.elements.site, Object.keys(summary.sites).filter(Boolean));
+  fillOptions(form.elements.group, Object.keys(summary.groups).filter(Boolean));
+  byId("empty").hidden = total > 0 || !summary.total;
 }
 
+/** The software filter's choice: the bundles the hub holds (the address's own stays). */
+async function loadBundles() {
+  const bundles = await api("/api/bundles");
+  fillOptions(form.elements.bundle, new Set(bundles.map((b) => b.name)), "any");
+}
+
+let countsTimer = 0;
+
+/** Something changed somewhere in the fleet: the counts are read again, at most once a second. */
+function countsSoon() {
+  countsTimer ||= setTimeout(() => {
+    countsTimer = 0;
+    loadSummary().catch((error) => showError(status, error));
+  }, COUNTS_EVERY_MS);
+}
+
+/** Fill a filter's choices with `values`; the current choice stays, even when none has it. */
 function fillOptions(select, values, none = "all") {
   const current = select.value;
+  const sorted = [...new Set([...values, current].filter(Boolean))].sort();
   replace(
     select,
     h("option", { value: "", text: none }),
-    [...values].sort().map((v) => h("option", { value: v, text: v })),
+    sorted.map((v) => h("option", { value: v, text: v })),
   );
-  if ([...values].includes(current)) select.value = current;
+  if (sorted.includes(current)) select.value = current;
 }
 
-function labelOptions() {
-  const sites = new Set();
-  const groups = new Set();
-  for (const { device } of devices.values()) {
-    if (device.labels.site) sites.add(device.labels.site);
-    if (device.labels.group) groups.add(device.labels.group);
-  }
-  fillOptions(form.elements.site, sites);
-  fillOptions(form.elements.group, groups);
-  fillOptions(form.elements.bundle, bundleNames([...devices.values()].map((e) => e.device)), "any");
+// -- the address --------------------------------------------------------------------------------
+
+function keepInAddress() {
+  const params = new URLSearchParams();
+  for (const [key, v] of Object.entries(filters())) if (v) params.set(key, v);
+  if (page) params.set("page", String(page + 1));
+  const query = params.toString();
+  history.replaceState(null, "", query ? `?${query}` : location.pathname);
 }
 
 function changed() {
-  const f = filters();
-  const params = new URLSearchParams();
-  for (const [key, v] of Object.entries(f)) if (v) params.set(key, v);
-  const query = params.toString();
-  history.replaceState(null, "", query ? `?${query}` : location.pathname);
-  render();
-  chooseSoftware(f);
+  page = 0;
+  keepInAddress();
+  show();
 }
 
-/** The software filter's devices, from the hub; the list once they are known. */
-function chooseSoftware(f = filters(), again = false) {
-  software
-    .choose(f.bundle, f.below, again)
-    .then((current) => {
-      if (!current) return;
-      say(status, "");
-      render();
-    })
-    .catch((error) => showError(status, error));
-}
-
-async function loadDevices() {
-  const list = await api("/api/devices", { query: { limit: 10000 } });
-  const seen = new Set();
-  for (const device of list) {
-    seen.add(device.id);
-    const entry = devices.get(device.id);
-    if (entry) {
-      entry.device = device;
-      entry.latest = null; // fetched again: something may have been missed
-      entry.loading = false;
-      if (entry.row) {
-        fillName(entry);
-        fillPresence(entry.cells.presence.firstChild, device.presence);
-      }
-    } else {
-      devices.set(device.id, { device, latest: null, twin: null, row: null });
+/** The address's filters, before the options exist (a bookmark's site keeps its value). */
+function fromAddress() {
+  const params = new URLSearchParams(location.search);
+  for (const key of FIELDS) {
+    const field = form.elements[key];
+    const wanted = params.get(key) ?? "";
+    if (field.tagName === "SELECT" && wanted && ![...field.options].some((o) => o.value === wanted)) {
+      field.append(h("option", { value: wanted, text: wanted }));
     }
+    field.value = wanted;
   }
-  for (const id of [...devices.keys()]) if (!seen.has(id)) devices.delete(id);
-  labelOptions();
-  render();
-}
-
-function refresh() {
-  refreshing ??= loadDevices()
-    .then(() => say(status, ""))
-    .catch((error) => showError(status, error))
-    .finally(() => {
-      refreshing = null;
-    });
-  return refreshing;
+  page = Math.max(0, Number.parseInt(params.get("page") ?? "1", 10) - 1 || 0);
 }
 
 // -- live -----------------------------------------------------------------------------------
 
-const twinRefresh = new Map(); // id → timer: state changes fetch the twin (debounced)
-
 function onTelemetry(message) {
-  const entry = devices.get(message.device);
+  const entry = rows.get(message.device);
   if (!entry?.latest) return;
   const changedKeys = [];
   for (const [key, v] of Object.entries(message.values ?? {})) {
@@ -324,7 +323,7 @@ function onTelemetry(message) {
       changedKeys.push(key);
     }
   }
-  if (entry.row && changedKeys.length) later(entry, changedKeys);
+  if (changedKeys.length) later(entry, changedKeys);
 }
 
 // A busy fleet sends many values a second: the rows are redrawn at most once a frame.
@@ -341,72 +340,43 @@ function later(entry, keys) {
   });
 }
 
+let pageTimer = 0;
+
+/** The page's own rows may have changed which devices it holds: read it again, soon. */
+function pageSoon() {
+  pageTimer ||= setTimeout(() => {
+    pageTimer = 0;
+    show();
+  }, COUNTS_EVERY_MS);
+}
+
 function onPresence(message) {
-  const entry = devices.get(message.device);
-  if (!entry) return;
-  entry.device = { ...entry.device, presence: message.presence };
-  if (entry.row) {
+  countsSoon();
+  const entry = rows.get(message.device);
+  if (entry) {
+    entry.device = { ...entry.device, presence: message.presence };
     fillPresence(entry.cells.presence.firstChild, message.presence);
     fillProblems(entry);
   }
-  if (form.elements.state.value) render();
-  else summarize();
+  const f = filters();
+  if (f.state || f.sort.endsWith("presence") || f.sort.endsWith("last_seen")) pageSoon();
 }
-
-let softwareTimer = 0;
 
 function onState(message) {
-  const entry = devices.get(message.device);
-  if (!entry) return;
-  if (message.reported?.software !== undefined) {
-    entry.device = { ...entry.device, software: message.reported.software };
-    labelOptions();
-    clearTimeout(softwareTimer); // a rollout changes many devices at once: ask once for them
-    if (software.active) softwareTimer = setTimeout(() => chooseSoftware(filters(), true), 500);
+  const entry = rows.get(message.device);
+  if (!entry?.twin) return;
+  const reported = { ...entry.twin.reported, ...message.reported };
+  for (const [key, v] of Object.entries(message.reported ?? {})) {
+    if (v === null) delete reported[key];
   }
-  if (entry.twin) {
-    entry.twin = { ...entry.twin, reported: { ...entry.twin.reported, ...message.reported } };
-    for (const [key, v] of Object.entries(message.reported ?? {})) {
-      if (v === null) delete entry.twin.reported[key];
-    }
-    if (entry.row) fillProblems(entry);
-    if (needsTwins()) renderSoon();
-    else summarize();
-  }
-  clearTimeout(twinRefresh.get(message.device));
-  twinRefresh.set(
-    message.device,
-    setTimeout(() => {
-      twinRefresh.delete(message.device);
-      if (entry.latest) loadDetails(entry).catch(() => {});
-    }, 1000),
-  );
+  entry.twin = { ...entry.twin, reported };
+  fillProblems(entry);
+  pageSoon(); // the twin's sync is the hub's to judge: the page's details are read again
 }
 
-async function onDevice(message) {
-  const id = message.device;
-  let device = null;
-  if (message.change !== "deleted") {
-    try {
-      device = await api(`/api/devices/${encodeURIComponent(id)}`);
-    } catch (error) {
-      if (error.status !== 404) throw error; // 404: moved out of the user's sites
-    }
-  }
-  const entry = devices.get(id);
-  if (!device) {
-    devices.delete(id);
-  } else if (entry) {
-    entry.device = device;
-    if (entry.row) {
-      fillName(entry);
-      fillPresence(entry.cells.presence.firstChild, device.presence);
-    }
-  } else {
-    devices.set(id, { device, latest: null, twin: null, row: null });
-  }
-  labelOptions();
-  render();
+function onDevice() {
+  countsSoon();
+  pageSoon();
 }
 
 // -- start ----------------------------------------------------------------------------------
@@ -416,29 +386,27 @@ async function main() {
   alarmCounts = alarms;
   if (me.can(Permission.ALARMS_READ)) maintenanceBanner();
   alarms.on(() => {
-    for (const entry of devices.values()) if (entry.row) fillAlarms(entry);
+    for (const entry of rows.values()) fillAlarms(entry);
   });
-  const params = new URLSearchParams(location.search);
-  form.elements.q.value = params.get("q") ?? "";
-  form.elements.state.value = params.get("state") ?? "";
+  fromAddress();
   form.addEventListener("input", changed);
   form.addEventListener("submit", (event) => event.preventDefault());
+  byId("previous").addEventListener("click", () => turn(-1));
+  byId("next").addEventListener("click", () => turn(1));
   live
     .on("telemetry", onTelemetry)
     .on("presence", onPresence)
     .on("state", onState)
-    .on("device", (message) => onDevice(message).catch((error) => showError(status, error)))
-    .on("resync", refresh)
+    .on("device", onDevice)
+    .on("resync", () => {
+      countsSoon();
+      show();
+    })
     .subscribe({ all: true, topics: ["telemetry", "presence", "state", "device"] })
     .start();
-  await refresh();
-  // Labels are known once the devices are: now the site and group of the address apply.
-  form.elements.site.value = params.get("site") ?? "";
-  form.elements.group.value = params.get("group") ?? "";
-  form.elements.bundle.value = params.get("bundle") ?? "";
-  form.elements.below.value = params.get("below") ?? "";
-  if (params.get("bundle")) chooseSoftware();
-  if (params.get("site") || params.get("group")) render();
+  show(); // a newer choice of the user aborts it: its errors are show()'s to tell
+  loadBundles().catch((error) => showError(status, error));
+  await loadSummary();
 }
 
 main().catch((error) => showError(status, error));
