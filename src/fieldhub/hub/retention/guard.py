@@ -7,7 +7,8 @@ shrink the file, and the guard would otherwise find the disk full for ever.
 
 Past :data:`~fieldhub.hub.retention.policy.GUARD_THRESHOLD` the hub's health turns
 ``degraded`` naming the budget (an alarm needs a device: alarms have no hub-level subject),
-and on SQLite the oldest raw samples go first, an hour's worth across all series at a time,
+and on SQLite the oldest raw samples go first, a twentieth of their span (at least an hour)
+across all series at a time,
 until the budget is back under the threshold; samples of the last :data:`KEEP_MS` are never
 trimmed this way (a budget too small for one day of data stays degraded instead of empty).
 """
@@ -25,6 +26,8 @@ from fieldhub.hub.store.retention import RetentionRows
 
 KEEP_MS: Final = 86_400_000
 _STEP_MS: Final = 3_600_000
+_STEPS: Final = 20
+"""The oldest twentieth of what may go (at least an hour) per round, then the budget again."""
 _MIB: Final = 1024 * 1024
 
 
@@ -87,6 +90,7 @@ class DiskGuard:
             if oldest is None or oldest >= floor:
                 break
             self.trims += 1
-            await self._trimmer.trim_oldest(min(oldest + _STEP_MS, floor))
+            step = max(_STEP_MS, (floor - oldest) // _STEPS)
+            await self._trimmer.trim_oldest(min(oldest + step, floor))
             reading = await self.read(policy)
         return reading
