@@ -4,12 +4,14 @@ Why batches: on SQLite every write goes through the one writer thread (``store/w
 so one large ``DELETE`` would hold every ingest commit queued behind it for as long as it
 takes (seconds for a month of samples). Here each batch is one job of at most
 :data:`BATCH_ROWS` rows, and the next is given only when the last has committed: an ingest
-commit waits at most one batch (on PostgreSQL, one short transaction of its own).
+commit waits at most one batch (on PostgreSQL, one short transaction of its own), and the
+trimmer paces itself (:data:`PACE`) so that it never takes most of the writer's time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
@@ -20,6 +22,10 @@ from fieldhub.hub.store.retention import RetentionRows
 
 BATCH_ROWS: Final = 2000
 """Rows one batch deletes: a few ms of the writer's time (benchmarks/retention.py)."""
+
+PACE: Final = 3.0
+"""After each full batch the trimmer waits this many times what the batch took: it takes at
+most a quarter of the writer's time, and ingest keeps the rest (benchmarks/retention.py)."""
 
 Labels = Callable[[str], Mapping[str, str]]
 """A device's labels by its id (empty for one no longer registered)."""
@@ -69,8 +75,9 @@ class Trimmer:
     async def _drain(self, trim: Callable[[int], Awaitable[int]]) -> int:
         total = 0
         while True:
+            started = time.perf_counter()
             removed = await trim(self._batch)
             total += removed
             if removed < self._batch:
                 return total
-            await asyncio.sleep(0)  # other tasks' writes queue before the next batch
+            await asyncio.sleep((time.perf_counter() - started) * PACE)
