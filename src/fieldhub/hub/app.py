@@ -391,6 +391,7 @@ class Hub:
             self.auth.token_use.writing,
             self.alarms.engine.lock,
             self.rollouts.lock,
+            self.retention.trimmer.writing,
         ):
             for task in self._tasks:
                 task.cancel()

@@ -71,7 +71,8 @@ class DiskGuard:
 
     async def read(self, policy: RetentionPolicy) -> BudgetReading:
         """The budget as it is now (also kept as :attr:`last`)."""
-        space = await self._rows.database_space()
+        async with self._trimmer.writing:
+            space = await self._rows.database_space()
         if policy.budget_mb:
             reading = BudgetReading(space.in_use, policy.budget_mb * _MIB, "database")
         else:
@@ -86,7 +87,8 @@ class DiskGuard:
         reading = await self.read(policy)
         floor = now - KEEP_MS
         while reading.over and self._sqlite:
-            oldest = await self._rows.oldest_sample()
+            async with self._trimmer.writing:
+                oldest = await self._rows.oldest_sample()
             if oldest is None or oldest >= floor:
                 break
             self.trims += 1

@@ -18,7 +18,7 @@ from functools import partial
 from typing import Final
 
 from fieldhub.hub.retention.policy import DAY_MS, RetentionPolicy
-from fieldhub.hub.store.retention import RetentionRows
+from fieldhub.hub.store.retention import RetentionRows, SeriesRef
 
 BATCH_ROWS: Final = 2000
 """Rows one batch deletes: a few ms of the writer's time (benchmarks/retention.py)."""
@@ -40,11 +40,14 @@ class Trimmer:
         self._batch = batch_rows
         self.removed: Counter[str] = Counter()
         """Rows removed since start: ``samples``, ``rollups``, ``events``, ``budget``."""
+        self.writing = asyncio.Lock()
+        """Held while a batch or a read runs: the hub's stop cancels the task only between
+        them (a statement cut off would leave its pooled connection checked out)."""
 
     async def sweep(self, policy: RetentionPolicy, now: int) -> None:
         """Remove everything older than ``policy`` keeps at ``now``."""
         minute_cut = now - policy.minute_days * DAY_MS
-        for ref in await self._rows.series():
+        for ref in await self.series():
             days = policy.raw_days_for(ref.key, self._labels_of(ref.device_id))
             raw_cut = now - days * DAY_MS
             self.removed["samples"] += await self._drain(
@@ -67,16 +70,22 @@ class Trimmer:
         """Remove every raw sample older than ``before``, whatever the policy (the disk
         budget guard's last resort); how many."""
         removed = 0
-        for ref in await self._rows.series():
+        for ref in await self.series():
             removed += await self._drain(partial(self._rows.trim_samples, ref.id, before))
         self.removed["budget"] += removed
         return removed
+
+    async def series(self) -> list[SeriesRef]:
+        """Every series (under :attr:`writing`)."""
+        async with self.writing:
+            return await self._rows.series()
 
     async def _drain(self, trim: Callable[[int], Awaitable[int]]) -> int:
         total = 0
         while True:
             started = time.perf_counter()
-            removed = await trim(self._batch)
+            async with self.writing:
+                removed = await trim(self._batch)
             total += removed
             if removed < self._batch:
                 return total
