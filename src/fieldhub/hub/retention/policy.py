@@ -26,9 +26,10 @@ GUARD_THRESHOLD: Final = 0.8
 """The share of the disk budget at which the guard warns and, on SQLite, trims raw samples."""
 
 Days = Annotated[int, Field(ge=1, le=MAX_DAYS)]
+# A telemetry key is letters, digits, '_', '.', '-' (protocol/messages.py); a glob adds *?[]!.
 Glob = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w.*?\[\]!-]+$")]
 LabelName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w.-]+$")]
-EventType = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w.-]+$")]
+EventType = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")]  # the wire's
 
 
 class RawOverride(BaseModel):
