@@ -70,12 +70,14 @@ class RetentionService:
         self._throttle = LogThrottle()
 
     async def load(self) -> None:
-        """Read the stored policy (at start)."""
+        """Read the stored policy and the budget (at start: health and the dashboard show it
+        from the first request on)."""
         row = await self._rows.policy()
         if row is not None:
             self._record = PolicyRecord(
                 RetentionPolicy.model_validate(row.policy), row.updated_at, row.updated_by
             )
+        await self.guard.read(self._record.policy)
 
     @property
     def record(self) -> PolicyRecord:
@@ -98,15 +100,17 @@ class RetentionService:
         return self._record
 
     async def run(self) -> None:
-        """Sweep every :data:`SWEEP_S` until cancelled; failures are logged and tried again."""
+        """Sweep every :data:`SWEEP_S` until cancelled, the first a period after the start
+        (a hub restarted or restored at once does not trim what it was just given back);
+        failures are logged and tried again."""
         while True:
+            await asyncio.sleep(SWEEP_S)
             try:
                 await self.sweep()
             except (SQLAlchemyError, OSError) as exc:
                 held = self._throttle.due("retention")
                 if held is not None:
                     log.warning("retention sweep failed: %s%s", exc, held_back(held))
-            await asyncio.sleep(SWEEP_S)
 
     async def sweep(self, now: int | None = None) -> BudgetReading:
         """The budget guard, then the policy; the budget as it is afterwards."""

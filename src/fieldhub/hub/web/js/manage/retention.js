@@ -47,7 +47,7 @@ function show(form, answer) {
   const gone = Object.entries(removed).map(([kind, n]) => `${n} ${kind}`).join(", ") || "nothing yet";
   byId("retention-budget").textContent = budget
     ? `${budget.used_pct} % of the ${budget.of} budget in use (${Math.round(budget.used_bytes / 2 ** 20)} of ${Math.round(budget.budget_bytes / 2 ** 20)} MiB); removed since start: ${gone}.`
-    : `Not measured yet (the first sweep runs within a minute of the start); removed: ${gone}.`;
+    : `Not measured yet; removed: ${gone}.`;
 }
 
 export async function setupRetention() {
