@@ -76,6 +76,7 @@ ROLE_RIGHTS = {
         "notifications:write",
         "certificates:write",  # device client certificates let a device in: the admin's
         "bundles:write",  # signed bundles and their keys: what may run on every device
+        "hub:write",  # hub-wide settings (the retention policy)
     },
     # "see and command devices of their sites" (and register them there: provisioning)
     # ... and keep the alarm rules and alarms of their sites (issue 13)
@@ -614,6 +615,7 @@ class World:
                 "scope": {"sites": [site]},
                 "schedule": WEEKLY,
             },
+            ("put", "/api/retention"): lambda: {"raw_days": 30},
             ("post", "/api/bundle-keys"): lambda: {
                 "name": "matrix",
                 "public_key": SigningKey.generate().public.to_text(),

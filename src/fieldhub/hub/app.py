@@ -53,6 +53,8 @@ from fieldhub.hub.notify.escalation_policies import EscalationPolicies
 from fieldhub.hub.notify.routing import AlarmRouter
 from fieldhub.hub.notify.service import NotificationService
 from fieldhub.hub.notify.worker import DeliverySettings
+from fieldhub.hub.retention import RetentionService
+from fieldhub.hub.retention.service import retention_service
 from fieldhub.hub.rollouts.bundles import Bundles
 from fieldhub.hub.rollouts.engine import Rollouts
 from fieldhub.hub.rollouts.links import DownloadLinks
@@ -143,6 +145,7 @@ class Hub:
         self._bundles: Bundles | None = None
         self._rollouts: Rollouts | None = None
         self._media: MediaService | None = None
+        self._retention: RetentionService | None = None
 
     # -- parts, available once started ------------------------------------------------------
     @property
@@ -237,6 +240,13 @@ class Hub:
         return self._media
 
     @property
+    def retention(self) -> RetentionService:
+        """What is kept how long, the trimmer and the disk budget (docs/retention.md)."""
+        if self._retention is None:
+            raise RuntimeError("the hub is not started")
+        return self._retention
+
+    @property
     def identities(self) -> DeviceIdentities:
         """Device credentials: store, broker and audit log in step."""
         if self._identities is None:
@@ -303,6 +313,9 @@ class Hub:
             CommandStore(self.engine, writes), bus, presence, instance=settings.instance
         )
         media = self._start_media(writes, bus, ingest)
+        self._retention = retention = retention_service(
+            self.engine, writes, self.audit, self.directory, settings.data
+        )
         self._inbound = Inbound(
             ingest,
             presence,
@@ -342,6 +355,7 @@ class Hub:
             asyncio.create_task(self.sweeper.run(), name="alarm-sweeper"),
             asyncio.create_task(rollouts.run(), name="rollouts"),
             asyncio.create_task(media.run(), name="media-retention"),
+            asyncio.create_task(retention.run(), name="retention"),
         ]
         # Unwound before the bus closes: the last commit's acks still reach the devices.
         self._stack.push_async_callback(self._stop_tasks)
@@ -380,6 +394,7 @@ class Hub:
             self.auth.token_use.writing,
             self.alarms.engine.lock,
             self.rollouts.lock,
+            self.retention.trimmer.writing,
         ):
             for task in self._tasks:
                 task.cancel()
@@ -467,6 +482,7 @@ class Hub:
         await ingest.load()
         await self.devices.load()
         await alarm_engine.load()  # open alarms and pending timers as the last hub left them
+        await self.retention.load()
         # The store remembers who was connected when the last hub stopped (or when the backup
         # was taken); only the broker knows who still is.
         presence.doubt("not seen since the hub started")

@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector
 from fieldhub.hub.devices.presence import PresenceTracker
 from fieldhub.hub.ingest.stats import IngestStats
 from fieldhub.hub.notify.routing import DROP_REASONS, HOLD_REASONS, RoutingStats
+from fieldhub.hub.retention import RetentionService
 
 
 class HubCollector(Collector):
@@ -31,6 +32,7 @@ class HubCollector(Collector):
         bundle_refusals: Callable[[], Mapping[tuple[str, str], int]] = dict,
         media_refusals: Callable[[], Mapping[str, int]] = dict,
         media_bytes: Callable[[], int] = int,
+        retention: Callable[[], RetentionService | None] = lambda: None,
     ) -> None:
         self._stats = stats
         self._presence = presence
@@ -43,6 +45,7 @@ class HubCollector(Collector):
         self._bundle_refusals = bundle_refusals
         self._media_refusals = media_refusals
         self._media_bytes = media_bytes
+        self._retention = retention
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         """Yield every metric family."""
@@ -156,11 +159,38 @@ class HubCollector(Collector):
             "Bytes of media on disk: objects, thumbnails, partial uploads (what the quota counts)",
             value=float(self._media_bytes()),
         )
+        yield from self._retention_families()
         yield GaugeMetricFamily(
             "fieldhub_broker_connected",
             "1 while the hub is connected to its broker",
             value=1.0 if bool(self._connected) else 0.0,
         )
+
+    def _retention_families(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        retention = self._retention()
+        if retention is None:
+            return
+        removed = CounterMetricFamily(
+            "fieldhub_retention_removed",
+            "Rows retention removed, by kind (budget: raw samples the disk budget guard trimmed "
+            "before the policy would have)",
+            labels=["kind"],
+        )
+        for kind in ("samples", "rollups", "events", "budget"):
+            removed.add_metric([kind], retention.trimmer.removed.get(kind, 0))
+        yield removed
+        yield CounterMetricFamily(
+            "fieldhub_retention_budget_trims",
+            "Times the disk budget guard trimmed the oldest raw samples (past 80 % of the budget)",
+            value=retention.guard.trims,
+        )
+        budget = retention.budget
+        if budget is not None:
+            yield GaugeMetricFamily(
+                "fieldhub_disk_budget_used_ratio",
+                "Share of the disk budget in use (health is degraded at 0.8)",
+                value=budget.share,
+            )
 
     def _routing_families(self) -> Iterator[CounterMetricFamily]:
         routing = self._routing

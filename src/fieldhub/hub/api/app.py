@@ -30,6 +30,7 @@ from fieldhub.hub.api import (
     maintenance,
     media,
     notifications,
+    retention,
     rollouts,
     subscriptions,
     tokens,
@@ -70,6 +71,18 @@ class _HubApi(FastAPI):
         return SecurityHeaders(super().build_middleware_stack())
 
 
+def _health_reasons(hub: Hub) -> list[str]:
+    """Why the hub is degraded: no broker, a store it cannot write, a disk budget past 80 %."""
+    reasons = [] if hub.bus.connected else ["broker: not connected"]
+    outage = hub.storage.outage
+    if outage is not None:
+        reasons.append(f"storage: {outage.describe()}")
+    budget = hub.retention.budget
+    if budget is not None and budget.over:
+        reasons.append(f"disk: {budget.describe()}")
+    return reasons
+
+
 def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     """The API of ``hub`` (which must be started before the app serves requests).
 
@@ -100,6 +113,7 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
             bundle_refusals=lambda: hub.rollouts.refusals(),  # noqa: PLW0108
             media_refusals=lambda: hub.media.uploads.refusals,
             media_bytes=lambda: hub.media.files.used,
+            retention=lambda: hub.retention,
         )
     )
     bundles_limit = {"/api/bundles": hub.settings.bundle_max_bytes}  # a file, not JSON
@@ -132,6 +146,7 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     app.include_router(claims.operator_router)
     bundles.install(app)  # /api/bundles, /api/bundle-keys; download tokens kept out of logs
     app.include_router(rollouts.router)
+    app.include_router(retention.router)
     app.include_router(live_router)  # the /api/live WebSocket (docs/live.md)
     apidocs.install(app)  # /docs and /redoc
     ack.install(app)  # /ack/{token}: acknowledge from a notification's link
@@ -148,10 +163,7 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
         are nobody else's business. A degraded hub still answers 200: it is alive, and reads
         work (docs/health.md)."""
         connected = hub.bus.connected
-        reasons = [] if connected else ["broker: not connected"]
-        outage = hub.storage.outage
-        if outage is not None:
-            reasons.append(f"storage: {outage.describe()}")
+        reasons = _health_reasons(hub)
         status: Literal["ok", "degraded"] = "degraded" if reasons else "ok"
         if not who.can(Permission.HUB_READ):
             return Health(status=status)

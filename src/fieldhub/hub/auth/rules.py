@@ -80,6 +80,8 @@ class Permission(StrEnum):
     # Signed bundles and the keys they are checked against: admins only (what may run on
     # every device); rolling a bundle out to devices is devices:command on them.
     BUNDLES_WRITE = "bundles:write"
+    # Hub-wide settings kept in the database (the retention policy): admins only.
+    HUB_WRITE = "hub:write"
 
 
 SCOPE_OF: dict[Permission, Scope] = {
@@ -102,6 +104,7 @@ SCOPE_OF: dict[Permission, Scope] = {
     Permission.SUBSCRIPTIONS_WRITE: Scope.WRITE,
     Permission.CERTIFICATES_WRITE: Scope.WRITE,
     Permission.BUNDLES_WRITE: Scope.WRITE,
+    Permission.HUB_WRITE: Scope.WRITE,
 }
 
 _OWN_ACCOUNT = {

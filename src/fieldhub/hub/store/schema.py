@@ -633,6 +633,17 @@ media = Table(
     Index("ix_media_created_at", "created_at"),  # retention
 )
 
+# Retention (hub/retention/, docs/retention.md): the one policy row (id 1), as the API shows it;
+# no row means the defaults.
+retention_policy = Table(
+    "retention_policy",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("policy", JSON, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("updated_by", String(128), nullable=False),
+)
+
 ALL_TABLES = (
     devices,
     series,
@@ -669,4 +680,5 @@ ALL_TABLES = (
     rollouts,
     rollout_devices,
     media,
+    retention_policy,
 )

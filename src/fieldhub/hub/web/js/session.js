@@ -18,6 +18,7 @@ export const Permission = Object.freeze({
   USERS_READ: "users:read",
   USERS_WRITE: "users:write",
   ACCOUNT_WRITE: "account:write",
+  HUB_READ: "hub:read",
 });
 
 /** The signed-in user: `{user, permissions, can(permission)}`. */

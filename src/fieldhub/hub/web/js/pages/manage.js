@@ -1,11 +1,12 @@
-// Management: add devices (credentials shown once), approve pending devices, users and API
-// tokens (admins), one's own tokens and password. Sections the user's role cannot use are not
+// Management: add devices (credentials shown once), approve pending devices, users, API
+// tokens and retention (admins), one's own tokens and password. Sections the user's role cannot use are not
 // shown; the hub still checks every request, and its refusal is what the page says.
 
 import { api } from "../api.js";
 import { setupClaims } from "../manage/claims.js";
 import { setupAddDevice } from "../manage/devices.js";
 import { setupPassword } from "../manage/password.js";
+import { setupRetention } from "../manage/retention.js";
 import { setupTokens } from "../manage/tokens.js";
 import { setupUsers } from "../manage/users.js";
 import { byId } from "../dom.js";
@@ -29,6 +30,7 @@ async function main() {
   if (me.can(Permission.DEVICES_WRITE)) setupAddDevice(me, await knownSites(me));
   if (me.can(Permission.DEVICES_READ)) work.push(setupClaims(me.can(Permission.DEVICES_WRITE)));
   if (me.can(Permission.USERS_READ)) work.push(setupUsers(me));
+  if (me.can(Permission.HUB_READ)) work.push(setupRetention());
   await Promise.all(work);
   if (location.hash) document.getElementById(location.hash.slice(1))?.scrollIntoView();
 }
