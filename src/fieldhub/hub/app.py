@@ -14,7 +14,7 @@ import logging
 import time
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -75,6 +75,16 @@ from fieldhub.private_files import private_dir
 from fieldhub.protocol import Channel, hub_subscriptions, topic_for
 
 log = logging.getLogger(__name__)
+
+
+_Part = TypeVar("_Part")
+
+
+def _started(part: _Part | None) -> _Part:
+    """A part the hub makes when it starts; asked for before that, a clear error, not None."""
+    if part is None:
+        raise RuntimeError("the hub is not started")
+    return part
 
 
 class HubStartError(RuntimeError):
@@ -151,107 +161,77 @@ class Hub:
     @property
     def bus(self) -> HubBus:
         """The MQTT connection."""
-        if self._bus is None:
-            raise RuntimeError("the hub is not started")
-        return self._bus
+        return _started(self._bus)
 
     @property
     def ingest(self) -> Ingest:
         """The ingest pipeline."""
-        if self._ingest is None:
-            raise RuntimeError("the hub is not started")
-        return self._ingest
+        return _started(self._ingest)
 
     @property
     def inbound(self) -> Inbound:
         """Every device message, routed by its topic (and refused here when bad)."""
-        if self._inbound is None:
-            raise RuntimeError("the hub is not started")
-        return self._inbound
+        return _started(self._inbound)
 
     @property
     def presence(self) -> PresenceTracker:
         """Live presence of every device."""
-        if self._presence is None:
-            raise RuntimeError("the hub is not started")
-        return self._presence
+        return _started(self._presence)
 
     @property
     def commands(self) -> CommandService:
         """Commands to devices: queued, sent, followed to their outcome."""
-        if self._commands is None:
-            raise RuntimeError("the hub is not started")
-        return self._commands
+        return _started(self._commands)
 
     @property
     def notifications(self) -> NotificationService:
         """Notification channels, the outbox and its delivery worker."""
-        if self._notifications is None:
-            raise RuntimeError("the hub is not started")
-        return self._notifications
+        return _started(self._notifications)
 
     @property
     def maintenance(self) -> MaintenanceService:
         """Maintenance windows (docs/alarms.md)."""
-        if self._maintenance is None:
-            raise RuntimeError("the hub is not started")
-        return self._maintenance
+        return _started(self._maintenance)
 
     @property
     def sweeper(self) -> AlarmSweeper:
         """The alarms' clock for shelving, flapping and maintenance marks that end."""
-        if self._sweeper is None:
-            raise RuntimeError("the hub is not started")
-        return self._sweeper
+        return _started(self._sweeper)
 
     @property
     def alarms(self) -> AlarmService:
         """Alarm rules and alarms (the engine is ``alarms.engine``: hooks go there)."""
-        if self._alarms is None:
-            raise RuntimeError("the hub is not started")
-        return self._alarms
+        return _started(self._alarms)
 
     @property
     def escalation(self) -> EscalationPolicies:
         """Escalation policies (what alarm rules name in ``escalation``)."""
-        if self._escalation is None:
-            raise RuntimeError("the hub is not started")
-        return self._escalation
+        return _started(self._escalation)
 
     @property
     def bundles(self) -> Bundles:
         """Signed bundles and the public keys they are checked against (docs/rollouts.md)."""
-        if self._bundles is None:
-            raise RuntimeError("the hub is not started")
-        return self._bundles
+        return _started(self._bundles)
 
     @property
     def rollouts(self) -> Rollouts:
         """Bundles sent to devices in waves (docs/rollouts.md)."""
-        if self._rollouts is None:
-            raise RuntimeError("the hub is not started")
-        return self._rollouts
+        return _started(self._rollouts)
 
     @property
     def media(self) -> MediaService:
         """Media attached to events: uploads, files, retention (docs/media.md)."""
-        if self._media is None:
-            raise RuntimeError("the hub is not started")
-        return self._media
+        return _started(self._media)
 
     @property
     def retention(self) -> RetentionService:
         """What is kept how long, the trimmer and the disk budget (docs/retention.md)."""
-        if self._retention is None:
-            raise RuntimeError("the hub is not started")
-        return self._retention
+        return _started(self._retention)
 
     @property
     def identities(self) -> DeviceIdentities:
         """Device credentials: store, broker and audit log in step."""
-        if self._identities is None:
-            raise RuntimeError("the hub is not started")
-        return self._identities
+        return _started(self._identities)
 
     # -- life cycle -------------------------------------------------------------------------
     async def __aenter__(self) -> Hub:

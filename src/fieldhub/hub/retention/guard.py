@@ -11,6 +11,10 @@ and on SQLite the oldest raw samples go first, a twentieth of their span (at lea
 across all series at a time,
 until the budget is back under the threshold; samples of the last :data:`KEEP_MS` are never
 trimmed this way (a budget too small for one day of data stays degraded instead of empty).
+
+Only a budget of the database's own is enforced by trimming. With no budget (``0``), a disk
+past the threshold degrades health and nothing is removed: what filled it may be anything on
+that disk, and emptying the hub's history would not give it back.
 """
 
 from __future__ import annotations
@@ -86,7 +90,7 @@ class DiskGuard:
         it is back under (or only the last :data:`KEEP_MS` are left)."""
         reading = await self.read(policy)
         floor = now - KEEP_MS
-        while reading.over and self._sqlite:
+        while reading.over and self._sqlite and reading.of == "database":
             async with self._trimmer.writing:
                 oldest = await self._rows.oldest_sample()
             if oldest is None or oldest >= floor:

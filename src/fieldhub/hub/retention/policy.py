@@ -64,7 +64,10 @@ class RetentionPolicy(BaseModel):
         default=0,
         ge=0,
         le=1 << 30,
-        description="the database's budget in MiB; 0: the data disk's size",
+        description=(
+            "the database's budget in MiB, kept by trimming the oldest raw samples on SQLite;"
+            " 0: none (a data disk past 80 % only degrades health)"
+        ),
     )
 
     @model_validator(mode="after")
