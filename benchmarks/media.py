@@ -16,11 +16,19 @@ Figures, all from the same run:
 - ``thumb_p99_ms``: making one thumbnail (decode, scale, encode, write), 99th percentile (the
   run waits for all of them before it ends);
 - ``ingest_ratio_on_off``: the ingest rate with uploads running over the rate without them
-  (the same load, before);
+  (medians of ``--rounds`` phases of each, alternated: off, on, off, on…). Fair by default:
+  while ingest runs "without" uploads, the same uploader process PUTs the same bytes to a bare
+  app in the hub's process, so both phases run the same processes and receive the same bytes,
+  and the ratio is what the hub's handling of uploads costs ingest. Without (``--no-fair``),
+  the uploader (2.5 to 3 CPU-seconds for 50 MB, more than the hub's whole extra work) was a
+  third busy process on two cores in one phase only;
+- ``cpu_off``/``cpu_on``: per phase, CPU seconds of the hub's process and of its children
+  that ended in the phase (the load generator, the uploader), and the wall time;
 - ``lost``: uploads not answered 201 or whose rows are not complete, plus ingest messages
   not acknowledged.
 
     .venv/bin/python benchmarks/media.py [--devices 50] [--size 1000000] [--messages 1500]
+                                         [--rounds 3] [--no-fair]
 
 The last line printed is one JSON object.
 """
@@ -369,8 +377,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="phases off and on, alternated")
     parser.add_argument(
         "--fair",
-        action="store_true",
-        help="ingest alone runs beside the same uploads to a bare app in the hub's process",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ingest alone runs beside the same uploads to a bare app in the hub's process "
+        "(--no-fair: beside nothing, as before session 8)",
     )
     parser.add_argument("--put", type=Path, help=argparse.SUPPRESS)  # the uploader child
     return parser.parse_args(argv)
