@@ -28,7 +28,7 @@ STRANGER = {
 }
 DATABASES = [
     pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    pytest.param("postgres", id="postgres", marks=[pytest.mark.postgres, pytest.mark.slow]),
 ]
 
 
