@@ -16,11 +16,19 @@ Figures, all from the same run:
 - ``thumb_p99_ms``: making one thumbnail (decode, scale, encode, write), 99th percentile (the
   run waits for all of them before it ends);
 - ``ingest_ratio_on_off``: the ingest rate with uploads running over the rate without them
-  (the same load, before);
+  (medians of ``--rounds`` phases of each, alternated: off, on, off, on…). Fair by default:
+  while ingest runs "without" uploads, the same uploader process PUTs the same bytes to a bare
+  app in the hub's process, so both phases run the same processes and receive the same bytes,
+  and the ratio is what the hub's handling of uploads costs ingest. Without (``--no-fair``),
+  the uploader (2.5 to 3 CPU-seconds for 50 MB, more than the hub's whole extra work) was a
+  third busy process on two cores in one phase only;
+- ``cpu_off``/``cpu_on``: per phase, CPU seconds of the hub's process and of its children
+  that ended in the phase (the load generator, the uploader), and the wall time;
 - ``lost``: uploads not answered 201 or whose rows are not complete, plus ingest messages
   not acknowledged.
 
     .venv/bin/python benchmarks/media.py [--devices 50] [--size 1000000] [--messages 1500]
+                                         [--rounds 3] [--no-fair]
 
 The last line printed is one JSON object.
 """
@@ -30,15 +38,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
 import os
+import resource
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -138,8 +149,9 @@ def bare_app(folder: Path) -> Callable[..., Awaitable[None]]:
     return app
 
 
-async def raw_reference(pictures: list[Path], folder: Path) -> float:
-    """MB/s of the same uploads to :func:`bare_app`."""
+@contextlib.asynccontextmanager
+async def _bare(folder: Path) -> AsyncIterator[str]:
+    """:func:`bare_app` served by uvicorn in this process, at the address yielded."""
     await asyncio.to_thread(folder.mkdir)
     server = uvicorn.Server(
         uvicorn.Config(bare_app(folder), host="127.0.0.1", port=0, log_level="warning",
@@ -151,27 +163,34 @@ async def raw_reference(pictures: list[Path], folder: Path) -> float:
         return bool(server.started)
 
     await _until(started, "the bare server")
-    port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        spec = [{"url": f"http://127.0.0.1:{port}/{p.name}", "path": str(p)} for p in pictures]
-        result = await upload_in_subprocess(spec, folder)
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
     finally:
         server.should_exit = True
         await serving
+
+
+async def raw_reference(pictures: list[Path], folder: Path) -> float:
+    """MB/s of the same uploads to :func:`bare_app`."""
+    async with _bare(folder) as url:
+        spec = [{"url": f"{url}/{p.name}", "path": str(p)} for p in pictures]
+        result = await upload_in_subprocess(spec, folder)
     if set(result["statuses"]) != {201}:
         raise RuntimeError(f"the bare server answered {sorted(set(result['statuses']))}")
     return float(result["bytes"]) / 1e6 / (result["ended"] - result["began"])
 
 
 # -- cameras ---------------------------------------------------------------------------------
-async def camera_urls(hub: Hub, broker: Mosquitto, pictures: list[Path]) -> list[dict[str, str]]:
+async def camera_urls(
+    hub: Hub, broker: Mosquitto, pictures: list[Path], *, first: int = 0
+) -> list[dict[str, str]]:
     """Each picture announced by its camera's event, and the upload URL its camera got."""
     spec: list[dict[str, str]] = []
     clients: list[MqttClient] = []
     answers: dict[str, asyncio.Future[bytes]] = {}
     loop = asyncio.get_running_loop()
     try:
-        for index, path in enumerate(pictures):
+        for index, path in enumerate(pictures, start=first):
             device_id = f"cam-{index:03d}"
             issued = (await hub.devices.create(device_id)).credentials
             answers[device_id] = loop.create_future()
@@ -197,7 +216,7 @@ async def camera_urls(hub: Hub, broker: Mosquitto, pictures: list[Path]) -> list
             event = Event(seq=1, ts=now_ms(), type="stranger.detected", media=[ref])
             client.publish(topic_for(device_id, Channel.EVENT), encode(event), qos=1)
             spec.append({"device": device_id, "sha256": ref.sha256, "path": str(path)})
-        await _until(lambda: _announced(hub, len(pictures)), "every event stored")
+        await _until(lambda: _announced(hub, first + len(pictures)), "every event stored")
         for item, client in zip(spec, clients, strict=True):
             request = Upload(req="b1", sha256=item["sha256"])
             client.publish(topic_for(item["device"], Channel.UPLOAD), encode(request), qos=1)
@@ -242,8 +261,49 @@ def _p99(values: list[float]) -> float:
     return statistics.quantiles(values, n=100)[98]
 
 
+@dataclass(slots=True)
+class Phase:
+    """One ingest phase: its rate and the CPU seconds each process used during it."""
+
+    msg_s: float
+    lost: int
+    hub_cpu_s: float
+    children_cpu_s: float  # the load generator and the uploader (they have ended by then)
+    wall_s: float
+
+
+async def _phase(
+    hub: Hub, broker: Mosquitto, target: LoadTarget, load: dict[str, Any],
+    prefix: str, uploads: Awaitable[dict[str, Any]] | None,
+) -> tuple[Phase, dict[str, Any] | None]:  # fmt: skip
+    """The ingest load, with ``uploads`` at the same time when given."""
+    began, self_before, children_before = time.perf_counter(), _cpu(), _cpu(children=True)
+    if uploads is None:
+        result, put = await hub_phase(hub, broker, target, prefix=prefix, **load), None
+    else:
+        result, put = await asyncio.gather(
+            hub_phase(hub, broker, target, prefix=prefix, **load), uploads
+        )
+    wall = time.perf_counter() - began
+    phase = Phase(
+        result.rate_msg_s,
+        result.lost,
+        round(_cpu() - self_before, 2),
+        round(_cpu(children=True) - children_before, 2),
+        round(wall, 2),
+    )
+    return phase, put
+
+
+def _cpu(*, children: bool = False) -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    """Raw reference, ingest alone, ingest with uploads; the figures."""
+    """Raw reference; then ``--rounds`` times ingest alone and ingest with uploads, alternated
+    (the machine's other load comes and goes: medians of phases taken side by side); the
+    figures."""
     with (
         tempfile.TemporaryDirectory(prefix="fieldhub-media-") as tmp,
         contextlib.ExitStack() as stack,
@@ -251,37 +311,58 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         folder = Path(tmp)
         broker = stack.enter_context(Mosquitto(folder / "mosquitto"))
         target = LoadTarget(broker.port)
-        pictures = make_pictures(folder / "pictures", args.devices, args.size)
-        raw_mb_s = await raw_reference(pictures, folder / "raw")
+        pictures = make_pictures(folder / "pictures", args.devices * args.rounds, args.size)
+        raw_mb_s = await raw_reference(pictures[: args.devices], folder / "raw")
         settings = HubSettings(data=folder / "data", broker=broker.url, http="127.0.0.1:0")
-        async with Hub(settings) as hub, served(hub) as url:
+        offs: list[Phase] = []
+        ons: list[Phase] = []
+        puts: list[dict[str, Any]] = []
+        async with Hub(settings) as hub, served(hub) as url, _bare(folder / "fair") as bare:
             hub.media.uploads.links.base_url = url
             load = {"devices": args.load_devices, "qos": 1, "per_device": args.messages,
                     "samples": 1}  # fmt: skip
-            off = await hub_phase(hub, broker, target, prefix="off", **load)
-            spec = await camera_urls(hub, broker, pictures)
-            on, put = await asyncio.gather(
-                hub_phase(hub, broker, target, prefix="on", **load),
-                upload_in_subprocess(spec, folder),
-            )
+            for number in range(args.rounds):
+                batch = pictures[number * args.devices : (number + 1) * args.devices]
+                alongside = None
+                if args.fair:  # the same uploader and bytes, to a bare app in this process
+                    spec = [{"url": f"{bare}/{p.name}", "path": str(p)} for p in batch]
+                    alongside = upload_in_subprocess(spec, folder)
+                off, _ = await _phase(hub, broker, target, load, f"off{number}", alongside)
+                spec = await camera_urls(hub, broker, batch, first=number * args.devices)
+                uploads = upload_in_subprocess(spec, folder)
+                on, put = await _phase(hub, broker, target, load, f"on{number}", uploads)
+                assert put is not None
+                offs.append(off)
+                ons.append(on)
+                puts.append(put)
+                await _until(
+                    lambda n=number: _thumbnails(hub, (n + 1) * args.devices), "every thumbnail"
+                )
             complete = await _complete(hub)
-            await _until(lambda: _thumbnails(hub, len(pictures)), "every thumbnail")
             thumbs = list(hub.media.uploads.thumbnails.took_ms)
-    mb_s = float(put["bytes"]) / 1e6 / (put["ended"] - put["began"])
-    failed = sum(1 for status in put["statuses"] if status != 201)
+    rates = [float(p["bytes"]) / 1e6 / (p["ended"] - p["began"]) for p in puts]
+    failed = sum(1 for put in puts for status in put["statuses"] if status != 201)
+    off_rate = statistics.median(p.msg_s for p in offs)
+    on_rate = statistics.median(p.msg_s for p in ons)
+    mb_s = statistics.median(rates)
     return {
-        "uploads": len(put["statuses"]) - failed,
-        "bytes": put["bytes"],
+        "uploads": sum(len(p["statuses"]) for p in puts) - failed,
+        "bytes": sum(p["bytes"] for p in puts),
         "mb_s": round(mb_s, 1),
         "raw_mb_s": round(raw_mb_s, 1),
         "ratio": round(mb_s / raw_mb_s, 3),
         "thumbnails": len(thumbs),
         "thumb_p50_ms": round(statistics.median(thumbs), 1) if thumbs else None,
         "thumb_p99_ms": round(_p99(thumbs), 1),
-        "ingest_off_msg_s": off.rate_msg_s,
-        "ingest_on_msg_s": on.rate_msg_s,
-        "ingest_ratio_on_off": round(on.rate_msg_s / off.rate_msg_s, 3),
-        "lost": failed + (args.devices - complete) + off.lost + on.lost,
+        "rounds": args.rounds,
+        "fair": args.fair,
+        "ingest_off_msg_s": [p.msg_s for p in offs],
+        "ingest_on_msg_s": [p.msg_s for p in ons],
+        "ingest_ratio_on_off": round(on_rate / off_rate, 3),
+        "cpu_off": [dataclasses.asdict(p) for p in offs],
+        "cpu_on": [dataclasses.asdict(p) for p in ons],
+        "lost": failed + (args.devices * args.rounds - complete) + sum(p.lost for p in offs + ons),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
     }
 
@@ -293,6 +374,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=1_000_000, help="bytes per picture, about")
     parser.add_argument("--load-devices", type=int, default=20, help="ingest load: devices")
     parser.add_argument("--messages", type=int, default=1500, help="ingest load: per device")
+    parser.add_argument("--rounds", type=int, default=3, help="phases off and on, alternated")
+    parser.add_argument(
+        "--fair",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ingest alone runs beside the same uploads to a bare app in the hub's process "
+        "(--no-fair: beside nothing, as before session 8)",
+    )
     parser.add_argument("--put", type=Path, help=argparse.SUPPRESS)  # the uploader child
     return parser.parse_args(argv)
 

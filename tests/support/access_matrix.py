@@ -188,7 +188,10 @@ PUBLIC_OUTCOME = {
     # The upload URL is its own credential: without its expiry and signature, 422 for anyone.
     ("put", "/api/uploads/{device_id}/{sha256}"): 422,
     ("head", "/api/uploads/{device_id}/{sha256}"): 422,
+    ("get", "/api/media-links/{device_id}/{sha256}"): 422,  # a notification's link, likewise
 }
+SIGNED_URLS = ("/api/uploads/", "/api/media-links/")
+"""Public routes whose URL is the credential (an upload URL, a notification's media link)."""
 # Routes whose success, in the matrix's world, is not their first declared status.
 SUCCESS = {
     ("post", "/api/devices/{device_id}/commands"): 202,  # queued for an offline device
@@ -290,7 +293,7 @@ class World:
     async def site_object(self, route: Route, param: str, site: str) -> str:
         """An alarm, window or media of ``site``; for an upload URL (public: the URL is the
         credential, and without its signature nobody gets further), a device and a hash."""
-        if route.path.startswith("/api/uploads/"):
+        if route.path.startswith(SIGNED_URLS):
             return await self.device(SITE_A) if param == "device_id" else "0" * 64
         if param == "media_id":
             return str(await self.media(site))
@@ -510,7 +513,7 @@ class World:
                 case.values[param] = stored.rule.id
                 case.visible &= sees_site
             elif param in ("alarm_id", "window_id", "media_id") or route.path.startswith(
-                "/api/uploads/"
+                SIGNED_URLS
             ):
                 case.values[param] = await self.site_object(route, param, site)
                 case.visible &= sees_site or route.permission == "public"

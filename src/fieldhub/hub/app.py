@@ -50,9 +50,10 @@ from fieldhub.hub.notify.ack_links import AckLinks, load_key
 from fieldhub.hub.notify.channels.email import SmtpServer
 from fieldhub.hub.notify.escalation import escalate, screen
 from fieldhub.hub.notify.escalation_policies import EscalationPolicies
+from fieldhub.hub.notify.media_links import MediaLinks
 from fieldhub.hub.notify.routing import AlarmRouter
 from fieldhub.hub.notify.service import NotificationService
-from fieldhub.hub.notify.worker import DeliverySettings
+from fieldhub.hub.notify.worker import DeliverySettings, chained
 from fieldhub.hub.retention import RetentionService
 from fieldhub.hub.retention.service import retention_service
 from fieldhub.hub.rollouts.bundles import Bundles
@@ -493,6 +494,8 @@ class Hub:
 
     def _notification_service(self, writes: Writes, bus: HubBus) -> NotificationService:
         settings = self.settings
+        ttl = settings.ack_link_ttl_s  # of every link a message carries
+        acknowledge = [self.ack_links.prepare] if self.ack_links is not None else []
         smtp = None
         if settings.smtp_host:
             password = settings.smtp_password
@@ -526,7 +529,7 @@ class Hub:
             connected=lambda: bus.connected,
             audit=self.audit.record,
             screen=screen,
-            prepare=self.ack_links.prepare if self.ack_links is not None else None,
+            prepare=chained(*acknowledge, MediaLinks(self.media.links, ttl).prepare),
         )
 
     def _on_message(self, topic: str, payload: bytes) -> None:

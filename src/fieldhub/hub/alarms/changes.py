@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 from sqlalchemy.engine import Connection
 
+from fieldhub.protocol.media import MediaRef
+
 __all__ = ["AlarmChange", "AlarmHook", "AlarmListener", "ChangeKind"]
 
 ChangeKind = Literal[
@@ -57,6 +59,9 @@ class AlarmChange:
     """Epoch ms until which its notifications wait (a maintenance window's end), or None."""
     in_maintenance: bool = False  # made while a maintenance window covers the alarm
     flapping: bool = False  # its (device, rule) flaps: notified only once it settles
+    media: tuple[MediaRef, ...] = ()
+    """What the event that raised it announced (a raise by an event only): notifications link
+    each object (``notify/media_links.py``), which may still be on its way."""
 
 
 AlarmHook = Callable[[Connection, list[AlarmChange]], None]

@@ -70,6 +70,8 @@ from fieldhub.hub.store.alarms import (
     put_rule_states,
 )
 from fieldhub.hub.store.writes import Writes
+from fieldhub.protocol.media import MediaRef
+from fieldhub.protocol.messages import Event
 
 __all__ = ["AlarmEngine", "EngineStats"]
 
@@ -293,8 +295,7 @@ class AlarmEngine:
             if labels is None:
                 continue
             for rule in index.event_for(event.type, device_id, labels):
-                message = event.message or f"event {event.type}"
-                self._event(rule, device_id, event.type, message, work)
+                self._event(rule, device_id, event, work)
         if index.state:
             for device_id, state in batch.states:
                 labels = self._labels(device_id)
@@ -398,9 +399,8 @@ class AlarmEngine:
         if pair.alarm is None and pair.pending_since is None and pair.gone_since is None:
             del self.pairs[key]
 
-    def _event(
-        self, rule: Rule, device_id: str, event_type: str, message: str, work: Round
-    ) -> None:
+    def _event(self, rule: Rule, device_id: str, event: Event, work: Round) -> None:
+        message = event.message or f"event {event.type}"
         key = (device_id, rule.id)
         pair = self.pairs.get(key)
         if pair is None or pair.alarm is None:
@@ -410,20 +410,27 @@ class AlarmEngine:
                     return
                 message += f" ({count.n} within {count.within_s} s)"
             pair = self.pairs.setdefault(key, Pair())
-            self._raise(key, rule, pair, event_type, message, work)
+            self._raise(key, rule, pair, event.type, message, work, tuple(event.media))
         if rule.auto_clear_s is not None:
             pair.gone_since = work.at  # cleared auto_clear_s after the last such event
             work.timers.add(key)
 
     def _raise(
-        self, key: PairKey, rule: Rule, pair: Pair, value: Any, message: str, work: Round
+        self,
+        key: PairKey,
+        rule: Rule,
+        pair: Pair,
+        value: Any,
+        message: str,
+        work: Round,
+        media: tuple[MediaRef, ...] = (),
     ) -> None:
         alarm = OpenAlarm(None, "active", True, work.at)
         pair.alarm, pair.active = alarm, True
         if pair.pending_since is not None:
             pair.pending_since = None
             work.timers.add(key)
-        work.ops.append(Raise(key, rule, alarm, value, message or rule.name))
+        work.ops.append(Raise(key, rule, alarm, value, message or rule.name, media))
 
     def _gone(self, key: PairKey, rule: Rule, pair: Pair, at: int, work: Round) -> None:
         """The condition is gone for good (after keep_firing_for_s / auto_clear_s)."""

@@ -19,6 +19,7 @@ from fieldhub.hub.alarms.rules import Rule
 from fieldhub.hub.devices.directory import DeviceDirectory
 from fieldhub.hub.store.alarms import add_change, insert_alarm, update_alarm
 from fieldhub.hub.store.schema import alarms
+from fieldhub.protocol.media import MediaRef
 
 __all__ = [
     "HUB_ACTOR",
@@ -68,6 +69,7 @@ class Raise:
     alarm: OpenAlarm
     value: Any
     message: str
+    media: tuple[MediaRef, ...] = ()  # of the event that raised it
 
 
 @dataclass(slots=True)
@@ -160,6 +162,7 @@ def apply(conn: Connection, op: Op, at: int, directory: DeviceDirectory) -> Alar
             op.value,
             labels,
             "active",
+            media=op.media,
         )
     if alarm.id is None:
         return None

@@ -111,7 +111,7 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
             ack_refusals=lambda: hub.ack_links.refusals if hub.ack_links is not None else {},
             routing=hub.routing.stats,
             bundle_refusals=lambda: hub.rollouts.refusals(),  # noqa: PLW0108
-            media_refusals=lambda: hub.media.uploads.refusals,
+            media_refusals=lambda: hub.media.uploads.refusals + hub.media.link_refusals,
             media_bytes=lambda: hub.media.files.used,
             retention=lambda: hub.retention,
         )
@@ -129,6 +129,7 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     app.include_router(events.router)
     app.include_router(media.router)
     app.include_router(media.uploads)
+    app.include_router(media.links)
     app.include_router(commands.router)
     app.include_router(alarm_preview.router)
     app.include_router(alarms.rules_router)

@@ -6,6 +6,9 @@
   hub's media limit applies instead). ``HEAD`` says how much the hub holds.
 - ``GET /api/media/{id}`` and ``/api/media/{id}/thumbnail``: ``events:read`` and the device's
   site, exactly as devices; any other caller gets the 404 of a media that does not exist.
+- ``GET /api/media-links/{device}/{sha256}?expires=…&sig=…``: the object behind a download
+  link of an alarm notification; the link is the credential (the recipient of a message has
+  no session), as an upload URL is the device's.
 
 Signatures never reach a log: uvicorn's access log shows ``sig=<sig>``.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path as PathType
 from typing import Annotated, Final
 from urllib.parse import quote
 
@@ -28,12 +32,13 @@ from fieldhub.hub.api.fields import RowId
 from fieldhub.hub.api.security import require
 from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Permission, Principal
+from fieldhub.hub.media.links import DOWNLOAD_PREFIX
 from fieldhub.hub.media.service import MediaNotFound, MediaRecord
 from fieldhub.protocol.media import SHA256_PATTERN
 from fieldhub.protocol.messages import MAX_MILLIS
 from fieldhub.protocol.topics import DEVICE_ID_PATTERN
 
-__all__ = ["UPLOAD_PREFIX", "install", "router", "uploads"]
+__all__ = ["UPLOAD_PREFIX", "install", "links", "router", "uploads"]
 
 UPLOAD_PREFIX: Final = "/api/uploads/"
 _SIG_IN_QUERY: Final = re.compile(r"sig=[^&\s\"]+")
@@ -41,6 +46,7 @@ _SAFE_NAME: Final = re.compile(r"[^A-Za-z0-9 _.+-]")
 
 router = APIRouter(prefix="/api/media", tags=["media"])
 uploads = APIRouter(prefix="/api/uploads", tags=["media"])
+links = APIRouter(prefix=DOWNLOAD_PREFIX, tags=["media"])
 HubDep = Annotated[Hub, Depends(hub_dependency)]
 Reader = Annotated[Principal, require(Permission.EVENTS_READ)]
 Anyone = Annotated[Principal, require(Permission.PUBLIC)]
@@ -148,18 +154,41 @@ def _disposition(name: str, kind: str) -> str:
     return f"{how}; filename=\"{safe}\"; filename*=UTF-8''{quote(safe)}"
 
 
-@router.get("/{media_id}", summary="Download a media object", response_class=FileResponse)
-async def get_media(hub: HubDep, who: Reader, media_id: RowId) -> FileResponse:
-    """The object as the device sent it, under its type; 404 while it is still coming."""
-    record = await _visible(hub, who, media_id)
+def _file(record: MediaRecord, path: PathType) -> FileResponse:
+    """The object as the device sent it, under its type."""
     return FileResponse(
-        hub.media.content(record),
+        path,
         media_type=record.type,
         headers={
             "Content-Disposition": _disposition(record.name, record.type),
             "Cache-Control": "private, max-age=86400, immutable",
         },
     )
+
+
+@router.get("/{media_id}", summary="Download a media object", response_class=FileResponse)
+async def get_media(hub: HubDep, who: Reader, media_id: RowId) -> FileResponse:
+    """The object as the device sent it, under its type; 404 while it is still coming."""
+    record = await _visible(hub, who, media_id)
+    return _file(record, hub.media.content(record))
+
+
+@links.get(
+    "/{device_id}/{sha256}",
+    summary="Download a media object through a notification's link",
+    response_class=FileResponse,
+    responses={
+        404: {"description": "no such link or media, or it has not arrived yet"},
+        410: {"description": "the link expired"},
+    },
+)
+async def get_linked_media(
+    hub: HubDep, _who: Anyone, device_id: DeviceId, sha256: Sha256, expires: Expires, sig: Signature
+) -> FileResponse:
+    """The object a download link names (the link is the credential); 404 while it is still
+    coming: the same link works once it has arrived, until it expires."""
+    record, path = await hub.media.linked(device_id, sha256, expires, sig)
+    return _file(record, path)
 
 
 @router.get(

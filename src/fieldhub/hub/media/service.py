@@ -5,7 +5,8 @@
   own, so the MQTT callback never waits for the disk or the database;
 - committed ingest batches: an event announcing an object the hub already has (the same
   picture again) gets its rows complete at once;
-- reading for the API: a media record, its file and thumbnail;
+- reading for the API: a media record, its file and thumbnail; the file behind a signed
+  download link of an alarm notification (:meth:`MediaService.linked`);
 - retention: every minute, rows past their type's age are deleted, then objects no row names,
   and partial copies idle for longer than the URL lifetime.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ from fieldhub.clock import now_ms
 from fieldhub.hub.config import HubSettings
 from fieldhub.hub.ingest.batch import Batch
 from fieldhub.hub.media.files import MediaFiles
-from fieldhub.hub.media.links import UploadLinks, load_link_key
+from fieldhub.hub.media.links import LinkExpired, LinkForged, UploadLinks, load_link_key
 from fieldhub.hub.media.uploads import MediaLimits, Uploads
 from fieldhub.hub.store.media import MediaNotFound, MediaRecord, MediaRows
 from fieldhub.hub.store.writes import Writes
@@ -72,7 +74,10 @@ class MediaService:
         self._settings = settings
         self._publish = publish
         self._listeners: list[Changed] = []
+        self.links = links
         self.uploads = Uploads(files, rows, links, settings.limits, self._completed)
+        self.link_refusals: Counter[str] = Counter()
+        """Download links refused, by ``download_forged`` / ``download_expired``."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._throttle = LogThrottle()
 
@@ -160,6 +165,29 @@ class MediaService:
             raise MediaNotFound(f"media {record.id} has no thumbnail")
         return path
 
+    async def linked(
+        self, device_id: str, sha256: str, expires_at: int, sig: str
+    ) -> tuple[MediaRecord, Path]:
+        """The media a download link names, and its file (the link is the credential).
+
+        Raises:
+            LinkForged: not a link of this hub for that device and object (counted).
+            LinkExpired: its time is over (counted).
+            MediaNotFound: no stored event of the device announced it, or it has not arrived.
+        """
+        try:
+            self.links.check_download(device_id, sha256, expires_at, sig, now_ms())
+        except LinkForged:
+            self.link_refusals["download_forged"] += 1
+            raise
+        except LinkExpired:
+            self.link_refusals["download_expired"] += 1
+            raise
+        record = await self._rows.announced(device_id, sha256)
+        if record is None:
+            raise MediaNotFound("no such media")
+        return record, self.content(record)
+
     # -- retention -----------------------------------------------------------------------------
     async def run(self) -> None:
         """Sweep every minute until cancelled; failures are logged and tried again."""
@@ -189,7 +217,7 @@ class MediaService:
         closes)."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.uploads.thumbnails.drain()
+        await self.uploads.thumbnails.close()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

@@ -32,6 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from fieldhub.hub.alarms.changes import AlarmChange
+from fieldhub.hub.notify.media_links import announced_media
 from fieldhub.hub.notify.outbox import enqueue
 from fieldhub.hub.notify.records import NewNotification, NotificationRecord
 from fieldhub.hub.store.schema import (
@@ -233,6 +234,7 @@ def _messages(change: AlarmChange, policy: Policy) -> Iterator[NewNotification]:
             "value": change.value,
             "policy": policy.id,
             kind: number,
+            **announced_media(change),
         }
         for channel_id in channels:
             yield NewNotification(

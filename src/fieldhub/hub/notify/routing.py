@@ -31,6 +31,7 @@ from fieldhub.hub.alarms.changes import AlarmChange
 from fieldhub.hub.notify import subscription_store
 from fieldhub.hub.notify.digest import Grouper
 from fieldhub.hub.notify.holds import muted, not_before
+from fieldhub.hub.notify.media_links import announced_media
 from fieldhub.hub.notify.outbox import enqueue
 from fieldhub.hub.notify.records import NewNotification
 from fieldhub.hub.notify.subscriptions import Subscription
@@ -152,4 +153,5 @@ def _body(change: AlarmChange) -> dict[str, Any]:
         "value": change.value,
         "comment": change.comment,
         "in_maintenance": change.in_maintenance,
+        **announced_media(change),
     }

@@ -32,13 +32,24 @@ from fieldhub.hub.notify.outbox import Screen, claim, prune, record_attempt, rel
 from fieldhub.hub.notify.records import ChannelRecord, NotificationRecord, State
 from fieldhub.hub.store.writes import Writes
 
-__all__ = ["DeliverySettings", "DeliveryWorker", "retry_delay_s"]
+__all__ = ["DeliverySettings", "DeliveryWorker", "chained", "retry_delay_s"]
 
 log = logging.getLogger(__name__)
 
 Prepare = Callable[[NotificationRecord, ChannelRecord], NotificationRecord]
 """Makes the message of one attempt from the stored notification (adds what must not be
 stored, such as a fresh acknowledge link)."""
+
+
+def chained(*steps: Prepare) -> Prepare:
+    """One :data:`Prepare` doing ``steps`` in turn (acknowledge link, then media links)."""
+
+    def prepare(notification: NotificationRecord, channel: ChannelRecord) -> NotificationRecord:
+        for step in steps:
+            notification = step(notification, channel)
+        return notification
+
+    return prepare
 
 
 @dataclass(frozen=True, slots=True)
