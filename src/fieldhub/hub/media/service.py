@@ -217,7 +217,7 @@ class MediaService:
         closes)."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.uploads.thumbnails.close()
+        await self.uploads.thumbnails.drain()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

@@ -1,13 +1,9 @@
 """Thumbnails, made by the hub with Pillow (never by the device), once per image.
 
 Made after the object is complete and its upload answered (:class:`Thumbnailer`), one at a
-time, in a worker process of the lowest CPU priority (``nice`` 19): a decode takes tens of
-milliseconds of CPU, and fifty cameras finishing at once would otherwise take the cores that
-ingest needs, and the uploads' answers with them. Measured (docs/benchmarks.md, media): the
-thumbnails were most of what the hub's uploads cost beside receiving the bytes. A thread cannot
-be lowered instead: it would hold the GIL at low priority, stalling the event loop. The worker
-starts at the first thumbnail (a fresh interpreter: ``spawn``, safe beside the hub's threads)
-and ends with the hub. The rows get their thumbnail URL when it exists; the live feed says so.
+time in a worker thread: a decode takes tens of milliseconds of CPU, and fifty cameras
+finishing at once would otherwise hold every core that ingest needs, and the uploads' answers
+with them. The rows get their thumbnail URL when it exists; the live feed says so.
 
 Decoding is where images attack: a small file may declare a huge canvas (a decompression
 bomb). Images over :data:`MAX_PIXELS` are refused before they are decoded (Pillow reads the
@@ -21,12 +17,8 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import multiprocessing
-import os
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Final
 
@@ -66,11 +58,6 @@ def make_thumbnail(path: Path) -> bytes | None:
     return out.getvalue()
 
 
-def _lowest_priority() -> None:
-    """The worker process's start: it takes only the CPU that nothing else wants."""
-    os.nice(19)
-
-
 class Thumbnailer:
     """Makes thumbnails in the background, one at a time, then calls ``made(sha256)``.
 
@@ -85,7 +72,6 @@ class Thumbnailer:
         self._one = asyncio.Lock()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._throttle = LogThrottle()
-        self._worker: ProcessPoolExecutor | None = None
         self.took_ms: list[float] = []  # time to make each thumbnail (benchmarks/media.py)
 
     def request(self, sha256: str) -> None:
@@ -100,39 +86,24 @@ class Thumbnailer:
         if self._tasks:
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
-    async def close(self) -> None:
-        """Wait for the thumbnails under way, then end the worker process (at the hub's stop)."""
-        await self.drain()
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            await asyncio.to_thread(worker.shutdown)
-
     async def _make(self, sha256: str) -> None:
         try:
             async with self._one:
-                made = await self._render(sha256)
+                made = await asyncio.to_thread(self._render, sha256)
             if made:
                 await self._made(sha256)
-        except (SQLAlchemyError, OSError, BrokenProcessPool) as exc:
-            if isinstance(exc, BrokenProcessPool):
-                self._worker = None  # killed (out of memory?): a new one for the next
+        except (SQLAlchemyError, OSError) as exc:
             held = self._throttle.due(type(exc))
             if held is not None:
                 log.warning(
                     "cannot make a thumbnail of %s: %s%s", sha256[:12], exc, held_back(held)
                 )
 
-    async def _render(self, sha256: str) -> bool:
+    def _render(self, sha256: str) -> bool:
         began = time.perf_counter()
-        if self._worker is None:
-            self._worker = ProcessPoolExecutor(
-                1, multiprocessing.get_context("spawn"), initializer=_lowest_priority
-            )
-        path = self._files.object_path(sha256)
-        loop = asyncio.get_running_loop()
-        data = await loop.run_in_executor(self._worker, make_thumbnail, path)
+        data = make_thumbnail(self._files.object_path(sha256))
         if data is None:
             return False
-        await asyncio.to_thread(self._files.write_thumbnail, sha256, data)
+        self._files.write_thumbnail(sha256, data)
         self.took_ms.append((time.perf_counter() - began) * 1000)
         return True
