@@ -20,11 +20,16 @@ function labelsOf(form) {
   return labels;
 }
 
-/** Set up the add-device form; `sites` are the site names to offer. */
-export function setupAddDevice(me, sites) {
+/** The site names the add-device form offers (they come after the form works). */
+export function offerSites(sites) {
+  replace(byId("site-names"), [...sites].sort().map((s) => h("option", { value: s })));
+}
+
+/** Set up the add-device form. Its button is disabled in the page until this ran: a click
+ * before would submit the form the browser's way, a reload that drops what was typed. */
+export function setupAddDevice(me) {
   const form = byId("add-device-form");
   const status = byId("add-device-status");
-  replace(byId("site-names"), [...sites].sort().map((s) => h("option", { value: s })));
   if (me.user.role !== "admin" && me.user.sites.length === 1) {
     form.elements.site.value = me.user.sites[0];
   }
@@ -68,4 +73,5 @@ export function setupAddDevice(me, sites) {
       button.disabled = false;
     }
   });
+  form.querySelector("button[type=submit]").disabled = false;
 }

@@ -4,7 +4,7 @@
 
 import { api } from "../api.js";
 import { setupClaims } from "../manage/claims.js";
-import { setupAddDevice } from "../manage/devices.js";
+import { offerSites, setupAddDevice } from "../manage/devices.js";
 import { setupPassword } from "../manage/password.js";
 import { setupRetention } from "../manage/retention.js";
 import { setupTokens } from "../manage/tokens.js";
@@ -14,8 +14,8 @@ import { Permission, showError, startPage } from "../session.js";
 
 async function knownSites(me) {
   if (me.user.role !== "admin") return new Set(me.user.sites);
-  const devices = await api("/api/devices", { query: { limit: 10000 } });
-  return new Set(devices.map((d) => d.labels.site).filter(Boolean));
+  const summary = await api("/api/fleet/summary"); // the fleet's sites, counted by the hub
+  return new Set(Object.keys(summary.sites).filter(Boolean));
 }
 
 async function main() {
@@ -27,7 +27,10 @@ async function main() {
   }
   const work = [setupTokens()];
   setupPassword(me);
-  if (me.can(Permission.DEVICES_WRITE)) setupAddDevice(me, await knownSites(me));
+  if (me.can(Permission.DEVICES_WRITE)) {
+    setupAddDevice(me);
+    work.push(knownSites(me).then(offerSites));
+  }
   if (me.can(Permission.DEVICES_READ)) work.push(setupClaims(me.can(Permission.DEVICES_WRITE)));
   if (me.can(Permission.USERS_READ)) work.push(setupUsers(me));
   if (me.can(Permission.HUB_READ)) work.push(setupRetention());
