@@ -23,6 +23,7 @@ from fieldhub.hub.alarms import AlarmEngine, AlarmService
 from fieldhub.hub.alarms.sweeper import AlarmSweeper
 from fieldhub.hub.alarms.windows import MaintenanceService
 from fieldhub.hub.auth import Auth
+from fieldhub.hub.auth.links import load_link_key
 from fieldhub.hub.broker.device_ca import DeviceCa, DeviceCertificates
 from fieldhub.hub.broker.dynsec import DynSecError
 from fieldhub.hub.broker.embedded import EmbeddedBroker
@@ -46,7 +47,7 @@ from fieldhub.hub.ingest.stats import IngestStats
 from fieldhub.hub.ingest.writer import IngestWriter
 from fieldhub.hub.live.fanout import LiveHub
 from fieldhub.hub.media.service import MediaService, media_service
-from fieldhub.hub.notify.ack_links import AckLinks, load_key
+from fieldhub.hub.notify.ack_links import AckLinks
 from fieldhub.hub.notify.channels.email import SmtpServer
 from fieldhub.hub.notify.escalation import escalate, screen
 from fieldhub.hub.notify.escalation_policies import EscalationPolicies
@@ -441,7 +442,7 @@ class Hub:
         raises and clears are enqueued with the change itself, delivered after its commit, and
         so are escalation steps (held until their time, cancelled by an acknowledgement)."""
         if self.settings.public_url is not None:
-            key = load_key(self.settings.data)
+            key = load_link_key(self.settings.data)
             self.ack_links = AckLinks(
                 key,
                 self.settings.public_url,
@@ -481,7 +482,7 @@ class Hub:
         settings = self.settings
         host, port = settings.http_address
         base_url = settings.public_url or f"http://{host}:{port}"
-        links = DownloadLinks(load_key(settings.data), base_url)
+        links = DownloadLinks(load_link_key(settings.data), base_url)
         self._bundles = Bundles(self.engine, writes, settings.data)
         rollouts = Rollouts(
             self.engine, writes, commands, self.directory, links, self._bundles,

@@ -1,35 +1,28 @@
 """Signed media URLs: the URL is the credential for one object of one device, for a while.
 
-A device has no user session, so the upload route trusts only the URL: an HMAC-SHA256, under
-a key of the hub (``media-link.key`` in the data folder, 0600), of the device id, the object's
-hash and the expiry. Changing any of the three breaks the signature, so a URL is useless for
-another device, another object or after it expires. Several hub processes sharing a data
-folder share the key.
+A device has no user session, so the upload route trusts only the URL: a signature, under the
+hub's link key (``hub/auth/links.py``: one secret and one rule for every link the hub signs),
+of the device id, the object's hash and the expiry. Changing any of the three breaks the
+signature, so a URL is useless for another device, another object or after it expires.
 
 Download links in alarm notifications (``notify/media_links.py``) are signed the same way
-with ``download`` put before the three: a recipient of a message has no session either, and a
-download link cannot be turned into an upload URL, nor the other way round.
+behind a domain of their own: a recipient of a message has no session either, and a download
+link cannot be turned into an upload URL, nor the other way round.
 """
 
 from __future__ import annotations
 
-import base64
-import hmac
-import secrets
 from dataclasses import dataclass
-from hashlib import sha256 as _sha256
-from pathlib import Path
 from typing import Final
 
+from fieldhub.hub.auth.links import sign, signed
 from fieldhub.hub.errors import Gone, NotFound
-from fieldhub.private_files import private_dir, write_private
 
-__all__ = ["DOWNLOAD_PREFIX", "LinkExpired", "LinkForged", "UploadLinks", "load_link_key"]
+__all__ = ["DOWNLOAD_PREFIX", "LinkExpired", "LinkForged", "UploadLinks"]
 
-KEY_FILE: Final = "media-link.key"
 DOWNLOAD_PREFIX: Final = "/api/media-links"
-_UPLOAD: Final = ""
-_DOWNLOAD: Final = "download\n"
+_UPLOAD: Final = b"fieldhub media upload v1\x00"
+_DOWNLOAD: Final = b"fieldhub media download v1\x00"
 
 
 class LinkForged(NotFound):
@@ -38,19 +31,6 @@ class LinkForged(NotFound):
 
 class LinkExpired(Gone):
     """The URL's time is over: ask for a new one."""
-
-
-def load_link_key(data: Path) -> bytes:
-    """The hub's upload-link key from ``data``, made (random, 0600) when missing."""
-    path = private_dir(data) / KEY_FILE
-    try:
-        key = path.read_bytes()
-    except FileNotFoundError:
-        key = secrets.token_bytes(32)
-        write_private(path, key)
-    if len(key) < 32:
-        raise ValueError(f"{path}: a link key has 32 bytes or more; delete the file to make one")
-    return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +45,7 @@ class UploadLinks:
     """Mints and checks upload URLs of one hub.
 
     Args:
-        key: :func:`load_link_key`.
+        key: the hub's link key (``auth.links.load_link_key``).
         base_url: where devices reach the hub's HTTP API, without a trailing slash.
         ttl_ms: how long a URL works.
     """
@@ -75,10 +55,8 @@ class UploadLinks:
         self.base_url = base_url.rstrip("/")
         self.ttl_ms = ttl_ms
 
-    def _signature(self, purpose: str, device_id: str, sha256: str, expires_at: int) -> str:
-        message = f"{purpose}{device_id}\n{sha256}\n{expires_at}".encode()
-        mac = hmac.new(self._key, message, _sha256).digest()
-        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+    def _signature(self, purpose: bytes, device_id: str, sha256: str, expires_at: int) -> str:
+        return sign(self._key, purpose, f"{device_id}\n{sha256}\n{expires_at}".encode())
 
     def mint(self, device_id: str, sha256: str, now: int) -> UploadLink:
         """A URL for ``device_id`` to upload ``sha256``, working for ``ttl_ms`` from ``now``."""
@@ -114,6 +92,6 @@ class UploadLinks:
         if now >= expires_at:
             raise LinkExpired("this media link has expired: sign in to the hub to see the media")
 
-    def _matches(self, purpose: str, device_id: str, sha256: str, expires: int, sig: str) -> bool:
-        expected = self._signature(purpose, device_id, sha256, expires)
-        return hmac.compare_digest(expected.encode(), sig.encode("utf-8", "replace"))
+    def _matches(self, purpose: bytes, device_id: str, sha256: str, expires: int, sig: str) -> bool:
+        message = f"{device_id}\n{sha256}\n{expires}".encode()
+        return signed(self._key, purpose, message, sig)

@@ -25,10 +25,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.clock import now_ms
+from fieldhub.hub.auth.links import load_link_key
 from fieldhub.hub.config import HubSettings
 from fieldhub.hub.ingest.batch import Batch
 from fieldhub.hub.media.files import MediaFiles
-from fieldhub.hub.media.links import LinkExpired, LinkForged, UploadLinks, load_link_key
+from fieldhub.hub.media.links import LinkExpired, LinkForged, UploadLinks
 from fieldhub.hub.media.uploads import MediaLimits, Uploads
 from fieldhub.hub.store.media import MediaNotFound, MediaRecord, MediaRows
 from fieldhub.hub.store.writes import Writes

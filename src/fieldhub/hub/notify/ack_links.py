@@ -1,8 +1,8 @@
 """Acknowledge from the message: signed, expiring, single-use links in alarm notifications.
 
 A link is ``<public_url>/ack/<token>``; the token is the URL-safe payload (alarm id,
-recipient, expiry, a random nonce) and its HMAC-SHA256 under the hub's link key, a random key
-kept in ``DATA/ack-links.key`` (0600, made at the first start). Whoever holds a link may
+recipient, expiry, a random nonce) and its signature under the hub's link key
+(``hub/auth/links.py``: the one key and rule of every link the hub signs). Whoever holds a link may
 acknowledge that one alarm, once, until it expires; nothing else.
 
 Why a link is minted for each delivery attempt (:meth:`AckLinks.prepare`) rather than stored
@@ -17,16 +17,11 @@ is someone guessing.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import re
 import secrets
 from collections import Counter
 from dataclasses import dataclass, replace
 from functools import partial
-from pathlib import Path
 from typing import Final
 
 from sqlalchemy import delete, select
@@ -35,16 +30,15 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.clock import now_ms
+from fieldhub.hub.auth.links import b64, sign, signed, unb64
 from fieldhub.hub.errors import Gone, NotFound
 from fieldhub.hub.notify.escalation import EVENT_REMINDER, EVENT_STEP
 from fieldhub.hub.notify.records import ChannelRecord, NotificationRecord
 from fieldhub.hub.store.schema import ack_link_uses
 from fieldhub.hub.store.writes import Writes
-from fieldhub.private_files import private_dir, write_private
 
 __all__ = ["AckLinks", "LinkClaim", "LinkExpired", "LinkForged", "LinkUsed"]
 
-KEY_FILE: Final = "ack-links.key"
 MAX_TOKEN: Final = 512
 LINKED_EVENTS: Final = frozenset({"alarm.raised", EVENT_STEP, EVENT_REMINDER})
 """Notifications that ask someone to act carry a link; a clear or a test does not."""
@@ -80,32 +74,11 @@ class LinkClaim:
         return f"link:{self.recipient}"
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def load_key(data: Path) -> bytes:
-    """The hub's link key from ``data``, made (random, 0600) when missing."""
-    path = private_dir(data) / KEY_FILE
-    try:
-        key = path.read_bytes()
-    except FileNotFoundError:
-        key = secrets.token_bytes(32)
-        write_private(path, key)
-    if len(key) < 32:
-        raise ValueError(f"{path}: a link key has 32 bytes or more; delete the file to make one")
-    return key
-
-
 class AckLinks:
     """Mints and checks acknowledge links of one hub (see the module's text).
 
     Args:
-        key: the link key (:func:`load_key`).
+        key: the hub's link key (``auth.links.load_link_key``).
         public_url: the hub's address as recipients reach it, without a trailing slash.
         ttl_s: how long a link works.
         engine, writes: where the links already used are kept.
@@ -127,7 +100,7 @@ class AckLinks:
             raise ValueError(f"recipient {recipient!r}: 1-64 of a-z 0-9 : _ . @ -")
         expires_at = (now_ms() if now is None else now) + self.ttl_ms
         payload = f"{alarm_id}|{recipient}|{expires_at}|{secrets.token_hex(16)}".encode()
-        return f"{_b64(payload)}.{_b64(self._mac(payload))}"
+        return f"{b64(payload)}.{sign(self._key, _DOMAIN, payload)}"
 
     def url(self, token: str) -> str:
         """The address of a token's page."""
@@ -181,20 +154,15 @@ class AckLinks:
         token = self.mint(alarm_id, f"channel:{channel.id}")
         return replace(notification, body={**notification.body, "acknowledge_url": self.url(token)})
 
-    def _mac(self, payload: bytes) -> bytes:
-        return hmac.new(self._key, _DOMAIN + payload, hashlib.sha256).digest()
-
     def _verified(self, token: str) -> LinkClaim | None:
         if len(token) > MAX_TOKEN or not _TOKEN.fullmatch(token):
             return None
         encoded, mac = token.split(".")
         try:
-            payload = _unb64(encoded)
-        except (binascii.Error, ValueError):
+            payload = unb64(encoded)
+        except ValueError:  # binascii.Error is one
             return None
-        # Compared as text, so a link has exactly one spelling: base64 leaves spare bits in its
-        # last character, and a decoded comparison would take a link with them changed.
-        if _b64(payload) != encoded or not hmac.compare_digest(mac, _b64(self._mac(payload))):
+        if b64(payload) != encoded or not signed(self._key, _DOMAIN, payload, mac):
             return None
         try:
             alarm, recipient, expires, nonce = payload.decode("ascii").split("|")

@@ -1,9 +1,9 @@
 """Download links for devices: ``/api/bundles/{id}/download?token=…``, signed, expiring.
 
 A token is the URL-safe payload (device id, expiry) and its HMAC-SHA256 (truncated to 128
-bits) over the payload and the bundle id, under the hub's link key (``notify/ack_links.py``'s
-``DATA/ack-links.key``: one secret for every link the hub signs) with a domain of its own,
-so an acknowledge token can never pass for a download token or the other way round. It is
+bits) over the payload and the bundle id, under the hub's link key with a domain of its own
+(``hub/auth/links.py``: one secret and one rule for every link the hub signs), so an
+acknowledge token can never pass for a download token or the other way round. It is
 minted when the install command is made and
 lives as long as that command may wait and run, plus the device's own deadline.
 
@@ -19,16 +19,13 @@ already, so the token only binds it, and 128 bits of MAC are plenty against gues
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Final
 
 from fieldhub.clock import now_ms
+from fieldhub.hub.auth.links import b64, sign, signed, unb64
 from fieldhub.hub.errors import Gone, NotFound
 
 __all__ = ["DownloadClaim", "DownloadExpired", "DownloadForged", "DownloadLinks"]
@@ -55,19 +52,11 @@ class DownloadClaim:
     expires_at: int
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 class DownloadLinks:
     """Mints and checks download tokens of one hub.
 
     Args:
-        key: the hub's link key (``ack_links.load_key``).
+        key: the hub's link key (``auth.links.load_link_key``).
         base_url: the hub's address as devices reach it, without a trailing slash.
     """
 
@@ -79,7 +68,8 @@ class DownloadLinks:
     def url(self, device_id: str, bundle_id: str, ttl_ms: int) -> str:
         """A download address for ``device_id`` of ``bundle_id``, valid ``ttl_ms`` from now."""
         payload = f"{device_id}|{now_ms() + ttl_ms}".encode()
-        token = f"{_b64(payload)}.{_b64(self._mac(payload, bundle_id))}"
+        mac = sign(self._key, _DOMAIN, self._signed(payload, bundle_id), size=_MAC_BYTES)
+        token = f"{b64(payload)}.{mac}"
         return f"{self.base_url}/api/bundles/{bundle_id}/download?token={token}"
 
     def check(self, token: str, bundle_id: str) -> DownloadClaim:
@@ -98,19 +88,21 @@ class DownloadLinks:
             raise DownloadExpired("this download link has expired")
         return claim
 
-    def _mac(self, payload: bytes, bundle_id: str) -> bytes:
-        message = _DOMAIN + bundle_id.encode() + b"\x00" + payload
-        return hmac.new(self._key, message, hashlib.sha256).digest()[:_MAC_BYTES]
+    @staticmethod
+    def _signed(payload: bytes, bundle_id: str) -> bytes:
+        """What a token's signature covers: the bundle (in the path) and the payload."""
+        return bundle_id.encode() + b"\x00" + payload
 
     def _verified(self, token: str, bundle_id: str) -> DownloadClaim | None:
         if not _TOKEN.fullmatch(token):
             return None
         encoded, mac = token.split(".")
         try:
-            payload, given = _unb64(encoded), _unb64(mac)
-        except (binascii.Error, ValueError):
+            payload = unb64(encoded)
+        except ValueError:  # binascii.Error is one
             return None
-        if not hmac.compare_digest(given, self._mac(payload, bundle_id)):
+        message = self._signed(payload, bundle_id)
+        if b64(payload) != encoded or not signed(self._key, _DOMAIN, message, mac, size=_MAC_BYTES):
             return None
         try:
             device_id, expires = payload.decode("ascii").split("|")
