@@ -19,7 +19,7 @@ covers it all.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -27,6 +27,7 @@ from typing import Final
 
 import msgspec
 
+from fieldhub.agent._outbox_schema import OutboxStoreError, Tables, create_tables, set_up_file
 from fieldhub.clock import now_ms
 from fieldhub.private_files import private_dir, private_file
 from fieldhub.protocol import Channel, Event, Sample, State, Telemetry, encode
@@ -40,17 +41,11 @@ __all__ = [
     "OutboxStoreError",
     "Tables",
     "Work",
-    "create_tables",
-    "set_up_file",
+    "transact_together",
 ]
 
-SCHEMA_VERSION: Final = 1
 OVERFLOW_EVENT: Final = "outbox.overflow"
 _PLACEHOLDER_SEQ: Final = 1  # events and state are stored as messages; their seq comes later
-
-
-class OutboxStoreError(RuntimeError):
-    """The outbox file cannot be used as it is (another program's file, a newer schema)."""
 
 
 class Kind(IntEnum):
@@ -180,59 +175,6 @@ class _Group:
     bodies: list[bytes]
 
 
-@dataclass(frozen=True, slots=True)
-class Tables:
-    """Where one device's outbox lives in an open file: its reports and its figures. The
-    names are made by this code, never taken from input: they go into SQL text."""
-
-    db: sqlite3.Connection
-    outbox: str = "outbox"
-    meta: str = "meta"
-
-
-def set_up_file(db: sqlite3.Connection) -> None:
-    """The file's durability and size settings; its schema version checked, then set.
-
-    Raises:
-        OutboxStoreError: the file has a newer schema.
-    """
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("PRAGMA journal_size_limit=4194304")
-    # KiB. SQLite keeps its page cache full once a drain has filled it: after a drain of
-    # 50,000 reports, SQLite's memory (both of the agent's files) was 1.2 MiB with a 1 MiB
-    # cache, 0.4 MiB with this one, 0.25 MiB before the drain (measured, docs/benchmarks.md,
-    # agent section). The outbox reads and writes the two ends of one table, and the kernel
-    # caches the file anyway: the drain was as fast.
-    db.execute("PRAGMA cache_size=-256")
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version not in (0, SCHEMA_VERSION):
-        raise OutboxStoreError(
-            f"the outbox file has schema version {version}; this agent knows "
-            f"{SCHEMA_VERSION} (a newer agent wrote it?)"
-        )
-    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-
-def create_tables(db: sqlite3.Connection, tables: Tables) -> None:
-    """One device's two tables, when missing."""
-    db.executescript(
-        f"""
-        BEGIN;
-        CREATE TABLE IF NOT EXISTS {tables.outbox} (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            kind INTEGER NOT NULL,
-            seq INTEGER,
-            body BLOB NOT NULL
-        );
-        CREATE INDEX IF NOT EXISTS {tables.outbox}_kind ON {tables.outbox} (kind, id);
-        CREATE TABLE IF NOT EXISTS {tables.meta} (name TEXT PRIMARY KEY, value INTEGER NOT NULL)
-            WITHOUT ROWID;
-        COMMIT;
-        """
-    )
-
-
 class OutboxStore:
     """One device's outbox. Not thread-safe: one thread opens it and makes every call.
 
@@ -335,30 +277,27 @@ class OutboxStore:
             sqlite3.Error: the transaction failed and was rolled back; nothing of ``work``
                 happened, and the in-memory figures are those of before.
         """
-        saved = (dict(self._counts), dict(self._meta), list(self._assigned))
-        handed_out = self._handed_out
+        return transact_together(self._db, [(self, work)])[0]
+
+    def _stage(self, work: Work) -> Done:
+        """``work``'s statements, inside a transaction the caller opened."""
         done = Done()
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            if work.renumber_after is not None:
-                self._renumber(work.renumber_after)
-            elif work.ack:
-                done.acked_reports = self._ack(work.ack)
-            for seq in work.refused:
-                done.refused_reports += self._refuse(seq)
-            if work.reports:
-                self._append(work.reports, done)
-            if work.want:
-                done.messages = self._take(work.want)
-            self._save_meta()
-            done.stored_through, done.held_from = self._row_marks()
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.rollback()
-            self._counts, self._meta, self._assigned = saved
-            self._handed_out = handed_out
-            raise
+        if work.renumber_after is not None:
+            self._renumber(work.renumber_after)
+        elif work.ack:
+            done.acked_reports = self._ack(work.ack)
+        for seq in work.refused:
+            done.refused_reports += self._refuse(seq)
+        if work.reports:
+            self._append(work.reports, done)
+        if work.want:
+            done.messages = self._take(work.want)
+        self._save_meta()
+        done.stored_through, done.held_from = self._row_marks()
+        return done
+
+    def _figures(self, done: Done, work: Work) -> Done:
+        """The figures after a committed transaction, into ``done``."""
         done.stored = len(work.reports)
         done.depth = sum(self._counts.values())
         done.unsent = done.depth - sum(a.rows for a in self._assigned)
@@ -582,6 +521,31 @@ class OutboxStore:
         for row_id in row_ids:
             if self._delete_ids(row_id, row_id):
                 self._meta["refused"] = self._meta.get("refused", 0) + 1
+
+
+def transact_together(
+    db: sqlite3.Connection, items: Sequence[tuple[OutboxStore, Work]]
+) -> list[Done]:
+    """Every store's work in one transaction on ``db`` (their shared file): one commit and one
+    fsync for all, which is what lets 200 children share one file and one thread. All or
+    nothing: when it fails, every store's in-memory figures are those of before.
+
+    Raises:
+        sqlite3.Error: the transaction failed and was rolled back.
+    """
+    saved = [(dict(s._counts), dict(s._meta), list(s._assigned), s._handed_out) for s, _ in items]
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        staged = [store._stage(work) for store, work in items]
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.rollback()
+        for (store, _work), (counts, meta, assigned, handed_out) in zip(items, saved, strict=True):
+            store._counts, store._meta, store._assigned = counts, meta, assigned
+            store._handed_out = handed_out
+        raise
+    return [store._figures(done, work) for (store, work), done in zip(items, staged, strict=True)]
 
 
 def _lost_key(kind: Kind) -> str:

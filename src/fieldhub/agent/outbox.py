@@ -356,7 +356,6 @@ class Outbox:
         self._urgent.set()
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         retry_s = _RETRY_MIN_S
         while True:
             await self._wake.wait()
@@ -379,7 +378,7 @@ class Outbox:
                 if store is None:  # pragma: no cover - the task ends before the store closes
                     return
                 try:
-                    done = await loop.run_in_executor(self._executor, store.transact, work)
+                    done = await self._transact(store, work)
                 except (sqlite3.Error, OSError) as exc:
                     self._failed(work, exc)
                     if self._closing:
@@ -399,6 +398,12 @@ class Outbox:
                     self.poke()
             if self._closing:
                 return
+
+    async def _transact(self, store: OutboxStore, work: Work) -> Done:
+        if self._shared is not None:  # with the other devices of the file: one commit for all
+            return await self._shared[0].transact(store, work)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, store.transact, work)
 
     def _failed(self, work: Work, exc: BaseException) -> None:
         """Keep the work for the next attempt (nothing of it happened)."""
