@@ -1,9 +1,11 @@
-"""The LAN side after a gateway restart, and against an uplink that raises: a paired
-controller that never links again is reported offline at the deadline, with the reason; the
-uplink's exceptions (a bug, not only a full disk) stop neither a link nor its supervision."""
+"""The LAN side after a gateway restart, against an uplink that raises, and with desired state:
+a paired controller that never links again is reported offline at the deadline, with the
+reason; the uplink's exceptions (a bug, not only a full disk) stop neither a link nor its
+supervision; ``state.set`` runs the actions that apply its keys, once per version."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +81,33 @@ async def test_exceptions_of_the_uplink_stop_neither_reports_nor_relinking(
             await eventually(lambda: uplink.is_online("ctrl-1"), "ctrl-1 linked again")
             assert gateway.link_states() == {"ctrl-1": "linked"}  # supervised all along
         assert "the uplink failed on a notice about a controller" in caplog.text
+
+
+async def test_desired_state_runs_the_actions_that_apply_its_keys_once_per_version(
+    tmp_path: Path,
+) -> None:
+    uplink = RecordingUplink()
+    async with running_gateway(tmp_path, uplink) as gateway:
+        config = controller_config(tmp_path, "ctrl-s", gateway.announce_port)
+        relay = replace(config.actions["relay.set"], state="relay")
+        changes = {"actions": {**config.actions, "relay.set": relay}}
+        async with paired_controller(tmp_path, uplink, gateway, "ctrl-s", **changes):
+            desired = {"relay": True, "led": "blink"}
+            outcome = await gateway.run_command("ctrl-s", "desired-1", "state.set", desired, 5)
+            assert outcome.status == "succeeded"
+            assert outcome.result == {"errors": {"led": "no action of this controller applies it"}}
+            assert (tmp_path / "ctrl-s.log").read_text() == "relay true\n"
+
+            def reported() -> bool:
+                return any(
+                    b["state"] == {"relay": True} for _, ch, b in uplink.reports if ch == "state"
+                )
+
+            await eventually(reported, "the applied key reported as state")
+
+            again = await gateway.run_command("ctrl-s", "desired-1", "state.set", desired, 5)
+            assert again == outcome
+            assert (tmp_path / "ctrl-s.log").read_text() == "relay true\n"  # not run again
+
+            wrong = await gateway.run_command("ctrl-s", "desired-2", "state.set", {"relay": 1}, 5)
+            assert wrong.result == {"errors": {"relay": "`on` must be bool"}}
