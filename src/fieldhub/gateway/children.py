@@ -78,7 +78,11 @@ class Child:
         self.link = ChildLink(client)
         self.state = NOT_YET_LINKED  # LINKED, or why the LAN link is down
         self.topics = {channel: topic_for(child_id, channel) for channel in Channel}
-        self.outbox = Outbox(file.path, max_messages=max_messages, shared=(file, child_id))
+        # No linger: the shared file already puts the work of every child that comes while a
+        # transaction runs into the next one; a wait per child would only add to its latency.
+        self.outbox = Outbox(
+            file.path, max_messages=max_messages, linger_s=0.0, shared=(file, child_id)
+        )
         self.sender = Sender(self.outbox, child_id, self.link, settings)
         self._reporter: OutboxReporter | None = None
 
