@@ -80,3 +80,32 @@ async def test_a_full_child_drops_only_its_own_reports(tmp_path: Path):
     await chatty.close()
     await quiet.close()
     await file.close()
+
+
+async def test_children_committing_together_each_keep_their_own_reports(tmp_path: Path):
+    file = OutboxFile(tmp_path / "outboxes.db")
+    await file.open()
+    outboxes = [_outbox(file, f"c{i}") for i in range(40)]
+    for outbox in outboxes:
+        await outbox.open()
+    for n in range(5):
+        for i, outbox in enumerate(outboxes):
+            OutboxReporter(outbox).telemetry({"n": n, "child": i})
+    for outbox in outboxes:
+        await outbox.sync()
+    assert [o.stats.accepted for o in outboxes] == [5] * 40
+    for outbox in outboxes:
+        await outbox.close()
+    await file.close()
+
+    file = OutboxFile(tmp_path / "outboxes.db")
+    await file.open()
+    again = _outbox(file, "c17")
+    await again.open()
+    drain = Drain(again, room=8)
+    await until(lambda: len(drain.taken) == 1)
+    assert values_of(drain.taken) == [0, 1, 2, 3, 4]
+    telemetry = drain.decoded(drain.taken[0])
+    assert {values["child"] for _ts, values in telemetry.instants()} == {17}
+    await again.close()
+    await file.close()
