@@ -38,6 +38,16 @@ ROOT = Path(__file__).resolve().parents[1]
             "id: c\ndata_dir: /x\nactions: {go: {command: [/a], args: {n: long}}}\n",
             "args.n: one of",
         ),
+        (
+            "id: c\ndata_dir: /x\nactions: {go: {command: [/a], args: {a: int, b: int}, "
+            "state: relay}}\n",
+            "actions.go.state: an action that applies a state key takes one argument",
+        ),
+        (
+            "id: c\ndata_dir: /x\nactions: {a: {command: [/a], args: {n: int}, state: k}, "
+            "b: {command: [/b], args: {n: int}, state: k}}\n",
+            "actions.b.state: 'k' is applied by a",
+        ),
         ("id: c\ndata_dir: /x\nactions: {go: {command: [/a], timeout_s: 0}}\n", "go.timeout_s: a"),
         ("id: c\ndata_dir: /x\nlisten_port: 1\n", "unknown field 'listen_port'"),
         ("id: c\ndata_dir: /x\nactions: {go: {command: [/a], args: {on: bool}}}\n", "quote it"),

@@ -48,3 +48,17 @@ def test_a_wrong_lan_section_stops_the_program_with_exit_2(tmp_path: Path) -> No
     assert "lan" in ran.stderr
     assert "heartbeats" in ran.stderr
     assert "Traceback" not in ran.stderr
+
+
+def test_the_gateway_runs_without_typer(tmp_path: Path) -> None:
+    """systemd's command line skips typer, rich and pydantic (megabytes of the 60 MB budget)."""
+    path = tmp_path / "gateway.yaml"
+    path.write_text("gateway: {id: gw-1}\nnonsense: 1\n")
+    probe = (
+        "import sys; from fieldhub.cli import plain; "
+        f"code = plain.main(['gateway', '-c', {str(path)!r}, '-v']); "
+        "print(code, 'typer' in sys.modules, 'rich' in sys.modules)"
+    )
+    ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert ran.stdout.split() == ["2", "False", "False"], ran.stderr
+    assert "nonsense" in ran.stderr

@@ -216,7 +216,8 @@ async def test_reports_of_a_controller_the_hub_does_not_list_yet_wait_for_its_re
         assert hub.presence.get(late).presence == "online"
 
 
-async def test_a_child_added_with_the_cli_reaches_the_running_hub(
+@pytest.mark.slow
+async def test_a_child_added_and_deleted_with_the_cli_reaches_the_running_hub(
     make_hub: HubFactory, tmp_path: Path, uid: str
 ) -> None:
     gw, child = f"gw-{uid}", f"c-{uid}"
@@ -235,6 +236,23 @@ async def test_a_child_added_with_the_cli_reaches_the_running_hub(
         assert f"registered behind gateway {gw}" in said
         await eventually(lambda: child in hub.family.children(gw), "the hub adopting the child")
         assert hub.presence.get(child).presence == "unknown"
+
+        deleted = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-m", "fieldhub", "device", "delete", child),
+            *("--data", str(tmp_path / "hub")),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        said = (await deleted.communicate())[0].decode()
+        assert deleted.returncode == 0, said
+        assert f"deleted device {child} (behind gateway {gw})" in said
+        await eventually(
+            lambda: child not in hub.family.children(gw), "the hub forgetting the child"
+        )
+        async with api_client(hub) as api:
+            assert (await api.get(f"/api/devices/{child}")).status_code == 404
+            assert (await api.delete(f"/api/devices/{gw}")).status_code == 204  # no child left
 
 
 async def test_desired_state_reaches_the_controller_once_per_version(

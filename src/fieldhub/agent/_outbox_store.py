@@ -19,7 +19,7 @@ covers it all.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -27,20 +27,25 @@ from typing import Final
 
 import msgspec
 
+from fieldhub.agent._outbox_schema import OutboxStoreError, Tables, create_tables, set_up_file
 from fieldhub.clock import now_ms
 from fieldhub.private_files import private_dir, private_file
 from fieldhub.protocol import Channel, Event, Sample, State, Telemetry, encode
 from fieldhub.protocol.messages import MAX_PAYLOAD_BYTES, MAX_SAMPLES
 
-__all__ = ["Done", "Kind", "OutMessage", "OutboxStore", "OutboxStoreError", "Work"]
+__all__ = [
+    "Done",
+    "Kind",
+    "OutMessage",
+    "OutboxStore",
+    "OutboxStoreError",
+    "Tables",
+    "Work",
+    "transact_together",
+]
 
-SCHEMA_VERSION: Final = 1
 OVERFLOW_EVENT: Final = "outbox.overflow"
 _PLACEHOLDER_SEQ: Final = 1  # events and state are stored as messages; their seq comes later
-
-
-class OutboxStoreError(RuntimeError):
-    """The outbox file cannot be used as it is (another program's file, a newer schema)."""
 
 
 class Kind(IntEnum):
@@ -171,14 +176,20 @@ class _Group:
 
 
 class OutboxStore:
-    """The outbox file. Not thread-safe: one thread opens it and makes every call.
+    """One device's outbox. Not thread-safe: one thread opens it and makes every call.
+
+    The agent's store has a file of its own. A gateway keeps its children's in one shared file
+    (``Tables``, made by ``_outbox_file.OutboxFile``): the same rules, each device with its own
+    two tables there, so its own seqs, acks and resends; one SQLite connection costs ~160 KB,
+    which 200 children each paid when every one had its own file.
 
     Args:
-        path: the SQLite file; created with its folder when missing.
+        path: the SQLite file; created with its folder when missing (unused with ``tables``).
         max_messages: reports kept at most; beyond, the oldest unsent ones are dropped,
             telemetry first, events last.
         max_samples: telemetry reports combined into one message, at most.
         max_payload_bytes: size of one combined message, about, at most.
+        tables: a shared file's connection and this device's tables in it.
     """
 
     def __init__(
@@ -188,6 +199,7 @@ class OutboxStore:
         max_messages: int = 100_000,
         max_samples: int = MAX_SAMPLES,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES * 3 // 4,
+        tables: Tables | None = None,
     ) -> None:
         if max_messages < 10:
             raise ValueError(f"max_messages must be at least 10, not {max_messages!r}.")
@@ -199,65 +211,44 @@ class OutboxStore:
         # Messages handed out are at most half the bound, so an overflow always finds unsent
         # reports to drop (reports in flight are never dropped: the hub may have them).
         self._max_assigned_rows = max_messages // 2
-        private_dir(path.parent)
-        self._db = sqlite3.connect(private_file(path), isolation_level=None)
+        self._owns_db = tables is None
+        if tables is None:
+            private_dir(path.parent)
+            db = sqlite3.connect(private_file(path), isolation_level=None)
+            try:
+                set_up_file(db)
+            except BaseException:
+                db.close()
+                raise
+            tables = Tables(db)
+        self._db = tables.db
+        self._table, self._meta_table = tables.outbox, tables.meta
         try:
-            self._setup()
+            create_tables(self._db, tables)
         except BaseException:
-            self._db.close()
+            self.close()
             raise
         self._counts = {kind: 0 for kind in Kind}
-        for kind, count in self._db.execute("SELECT kind, count(*) FROM outbox GROUP BY kind"):
+        counts = f"SELECT kind, count(*) FROM {self._table} GROUP BY kind"
+        for kind, count in self._db.execute(counts):
             self._counts[Kind(kind)] = count
         self._meta: dict[str, int] = {
             str(name): int(value)
-            for name, value in self._db.execute("SELECT name, value FROM meta")
+            for name, value in self._db.execute(f"SELECT name, value FROM {self._meta_table}")
         }
         self._assigned: list[_Assigned] = []
         rows = (
-            "SELECT seq, min(id), max(id), count(*) FROM outbox WHERE seq IS NOT NULL GROUP BY seq"
+            f"SELECT seq, min(id), max(id), count(*) FROM {self._table} "
+            "WHERE seq IS NOT NULL GROUP BY seq ORDER BY seq"
         )
-        for seq, first_id, last_id, count in self._db.execute(rows + " ORDER BY seq"):
+        for seq, first_id, last_id, count in self._db.execute(rows):
             self._assigned.append(_Assigned(seq, first_id, last_id, count))
         self._handed_out = 0  # of _assigned; the rest were assigned before a restart
 
-    def _setup(self) -> None:
-        db = self._db
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA journal_size_limit=4194304")
-        # KiB. SQLite keeps its page cache full once a drain has filled it: after a drain of
-        # 50,000 reports, SQLite's memory (both of the agent's files) was 1.2 MiB with a 1 MiB
-        # cache, 0.4 MiB with this one, 0.25 MiB before the drain (measured, docs/benchmarks.md,
-        # agent section). The outbox reads and writes the two ends of one table, and the kernel
-        # caches the file anyway: the drain was as fast.
-        db.execute("PRAGMA cache_size=-256")
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
-            raise OutboxStoreError(
-                f"the outbox file has schema version {version}; this agent knows "
-                f"{SCHEMA_VERSION} (a newer agent wrote it?)"
-            )
-        db.executescript(
-            f"""
-            BEGIN;
-            CREATE TABLE IF NOT EXISTS outbox (
-                id INTEGER PRIMARY KEY AUTOINCREMENT,
-                kind INTEGER NOT NULL,
-                seq INTEGER,
-                body BLOB NOT NULL
-            );
-            CREATE INDEX IF NOT EXISTS outbox_kind ON outbox (kind, id);
-            CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)
-                WITHOUT ROWID;
-            PRAGMA user_version = {SCHEMA_VERSION};
-            COMMIT;
-            """
-        )
-
     def close(self) -> None:
-        """Close the file (idempotent)."""
-        self._db.close()
+        """Close the file (idempotent); a shared file stays open for the other devices."""
+        if self._owns_db:
+            self._db.close()
 
     @property
     def last_seq(self) -> int:
@@ -286,30 +277,27 @@ class OutboxStore:
             sqlite3.Error: the transaction failed and was rolled back; nothing of ``work``
                 happened, and the in-memory figures are those of before.
         """
-        saved = (dict(self._counts), dict(self._meta), list(self._assigned))
-        handed_out = self._handed_out
+        return transact_together(self._db, [(self, work)])[0]
+
+    def _stage(self, work: Work) -> Done:
+        """``work``'s statements, inside a transaction the caller opened."""
         done = Done()
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            if work.renumber_after is not None:
-                self._renumber(work.renumber_after)
-            elif work.ack:
-                done.acked_reports = self._ack(work.ack)
-            for seq in work.refused:
-                done.refused_reports += self._refuse(seq)
-            if work.reports:
-                self._append(work.reports, done)
-            if work.want:
-                done.messages = self._take(work.want)
-            self._save_meta()
-            done.stored_through, done.held_from = self._row_marks()
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.rollback()
-            self._counts, self._meta, self._assigned = saved
-            self._handed_out = handed_out
-            raise
+        if work.renumber_after is not None:
+            self._renumber(work.renumber_after)
+        elif work.ack:
+            done.acked_reports = self._ack(work.ack)
+        for seq in work.refused:
+            done.refused_reports += self._refuse(seq)
+        if work.reports:
+            self._append(work.reports, done)
+        if work.want:
+            done.messages = self._take(work.want)
+        self._save_meta()
+        done.stored_through, done.held_from = self._row_marks()
+        return done
+
+    def _figures(self, done: Done, work: Work) -> Done:
+        """The figures after a committed transaction, into ``done``."""
         done.stored = len(work.reports)
         done.depth = sum(self._counts.values())
         done.unsent = done.depth - sum(a.rows for a in self._assigned)
@@ -323,14 +311,16 @@ class OutboxStore:
         """The last row id stored ever, and the first one still held (see ``Done``): a report
         stored at or before the first mark has left the file (the hub acknowledged it, or it
         was dropped or refused) once the second is beyond it. Media wait for that."""
-        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+        row = self._db.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = ?", (self._table,)
+        ).fetchone()
         stored = int(row[0]) if row else 0
-        (first,) = self._db.execute("SELECT min(id) FROM outbox").fetchone()
+        (first,) = self._db.execute(f"SELECT min(id) FROM {self._table}").fetchone()
         return stored, stored + 1 if first is None else int(first)
 
     def _save_meta(self) -> None:
         self._db.executemany(
-            "INSERT INTO meta (name, value) VALUES (?, ?) "
+            f"INSERT INTO {self._meta_table} (name, value) VALUES (?, ?) "
             "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
             self._meta.items(),
         )
@@ -339,7 +329,8 @@ class OutboxStore:
         deleted = 0
         # Row by row, not fetchall(): an ack deletes up to 8,000 rows (see _take).
         for (kind,) in self._db.execute(
-            "DELETE FROM outbox WHERE id BETWEEN ? AND ? RETURNING kind", (first_id, last_id)
+            f"DELETE FROM {self._table} WHERE id BETWEEN ? AND ? RETURNING kind",
+            (first_id, last_id),
         ):
             self._counts[Kind(kind)] -= 1
             deleted += 1
@@ -373,13 +364,13 @@ class OutboxStore:
         """The hub already has seqs up to ``hub_seq`` from an earlier life of this device (the
         outbox file was replaced): what was handed out so far would be taken for duplicates.
         Take every seq back, and go on above the hub's."""
-        self._db.execute("UPDATE outbox SET seq = NULL WHERE seq IS NOT NULL")
+        self._db.execute(f"UPDATE {self._table} SET seq = NULL WHERE seq IS NOT NULL")
         self._assigned.clear()
         self._handed_out = 0
         self._meta["last_seq"] = max(self.last_seq, hub_seq)
 
     def _append(self, reports: list[tuple[Kind, bytes]], done: Done) -> None:
-        self._db.executemany("INSERT INTO outbox (kind, body) VALUES (?, ?)", reports)
+        self._db.executemany(f"INSERT INTO {self._table} (kind, body) VALUES (?, ?)", reports)
         for kind, _body in reports:
             self._counts[kind] += 1
         excess = sum(self._counts.values()) - self._max
@@ -399,7 +390,7 @@ class OutboxStore:
             row_id > self._boundary
             and row_id > 0
             and (
-                self._db.execute("SELECT 1 FROM outbox WHERE id = ?", (row_id,)).fetchone()
+                self._db.execute(f"SELECT 1 FROM {self._table} WHERE id = ?", (row_id,)).fetchone()
                 is not None
             )
         )
@@ -412,7 +403,7 @@ class OutboxStore:
             if count <= 0:
                 break
             deleted = self._db.execute(
-                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox "
+                f"DELETE FROM {self._table} WHERE id IN (SELECT id FROM {self._table} "
                 "WHERE kind = ? AND id > ? AND id != ? ORDER BY id LIMIT ?)",
                 (kind, self._boundary, keep, count),
             ).rowcount
@@ -427,7 +418,7 @@ class OutboxStore:
         counts = {kind.name.lower(): dropped[kind] for kind in Kind}
         if self._is_unsent(self._overflow_id):
             (body,) = self._db.execute(
-                "SELECT body FROM outbox WHERE id = ?", (self._overflow_id,)
+                f"SELECT body FROM {self._table} WHERE id = ?", (self._overflow_id,)
             ).fetchone()
             event = _EVENT.decode(body)
             for name, count in event.data.items():
@@ -435,7 +426,8 @@ class OutboxStore:
                     counts[name] += count
             updated = msgspec.structs.replace(event, data=counts)
             self._db.execute(
-                "UPDATE outbox SET body = ? WHERE id = ?", (encode(updated), self._overflow_id)
+                f"UPDATE {self._table} SET body = ? WHERE id = ?",
+                (encode(updated), self._overflow_id),
             )
             return
         event = Event(
@@ -447,7 +439,7 @@ class OutboxStore:
             data=counts,
         )
         cursor = self._db.execute(
-            "INSERT INTO outbox (kind, body) VALUES (?, ?)", (Kind.EVENT, encode(event))
+            f"INSERT INTO {self._table} (kind, body) VALUES (?, ?)", (Kind.EVENT, encode(event))
         )
         self._overflow_id = cursor.lastrowid or 0
         self._counts[Kind.EVENT] += 1
@@ -464,7 +456,7 @@ class OutboxStore:
         # a time, and a list of them all (with a tuple per row) doubled the transaction's
         # memory peak to 2 MiB, which pymalloc kept as half-empty arenas after the drain.
         cursor = self._db.execute(
-            "SELECT id, kind, body FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+            f"SELECT id, kind, body FROM {self._table} WHERE id > ? ORDER BY id LIMIT ?",
             (self._boundary, min(budget, want * self._max_samples)),
         )
         groups: list[_Group] = []
@@ -503,7 +495,7 @@ class OutboxStore:
             messages.append(OutMessage(seq, group.kind, tuple(group.bodies)))
             if first_id <= self._overflow_id <= last_id:
                 self._overflow_id = 0  # sent: the next overflow gets an event of its own
-        self._db.executemany("UPDATE outbox SET seq = ? WHERE id BETWEEN ? AND ?", updates)
+        self._db.executemany(f"UPDATE {self._table} SET seq = ? WHERE id BETWEEN ? AND ?", updates)
         self._meta["last_seq"] = seq
         self._handed_out = len(self._assigned)
         return messages
@@ -515,7 +507,7 @@ class OutboxStore:
         messages = []
         for assigned in pending:
             rows = self._db.execute(
-                "SELECT kind, body FROM outbox WHERE id BETWEEN ? AND ? ORDER BY id",
+                f"SELECT kind, body FROM {self._table} WHERE id BETWEEN ? AND ? ORDER BY id",
                 (assigned.first_id, assigned.last_id),
             ).fetchall()
             messages.append(
@@ -529,6 +521,31 @@ class OutboxStore:
         for row_id in row_ids:
             if self._delete_ids(row_id, row_id):
                 self._meta["refused"] = self._meta.get("refused", 0) + 1
+
+
+def transact_together(
+    db: sqlite3.Connection, items: Sequence[tuple[OutboxStore, Work]]
+) -> list[Done]:
+    """Every store's work in one transaction on ``db`` (their shared file): one commit and one
+    fsync for all, which is what lets 200 children share one file and one thread. All or
+    nothing: when it fails, every store's in-memory figures are those of before.
+
+    Raises:
+        sqlite3.Error: the transaction failed and was rolled back.
+    """
+    saved = [(dict(s._counts), dict(s._meta), list(s._assigned), s._handed_out) for s, _ in items]
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        staged = [store._stage(work) for store, work in items]
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.rollback()
+        for (store, _work), (counts, meta, assigned, handed_out) in zip(items, saved, strict=True):
+            store._counts, store._meta, store._assigned = counts, meta, assigned
+            store._handed_out = handed_out
+        raise
+    return [store._figures(done, work) for (store, work), done in zip(items, staged, strict=True)]
 
 
 def _lost_key(kind: Kind) -> str:

@@ -52,6 +52,7 @@ from typing import Any, Final, Self
 
 import msgspec
 
+from fieldhub.agent._outbox_file import OutboxFile
 from fieldhub.agent._outbox_store import (
     OVERFLOW_EVENT,
     Done,
@@ -73,6 +74,7 @@ __all__ = [
     "Kind",
     "OutMessage",
     "Outbox",
+    "OutboxFile",
     "OutboxReporter",
     "OutboxStats",
     "OutboxStoreError",
@@ -147,6 +149,8 @@ class Outbox:
             goes first beyond that; only reached when the file fails or stalls for long).
         max_samples: telemetry reports combined into one message, at most.
         max_payload_bytes: size of one combined telemetry message, about, at most.
+        shared: the file and the device id, for an outbox in a file shared by many devices
+            (a gateway's children, ``_outbox_file.py``); ``path`` then only names it in logs.
     """
 
     def __init__(
@@ -159,8 +163,10 @@ class Outbox:
         max_pending: int = 10_000,
         max_samples: int = MAX_SAMPLES,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES * 3 // 4,
+        shared: tuple[OutboxFile, str] | None = None,
     ) -> None:
         self._path = path
+        self._shared = shared
         self._store_args: dict[str, Any] = {
             "max_messages": max_messages,
             "max_samples": max_samples,
@@ -171,7 +177,9 @@ class Outbox:
         self._max_pending = max_pending
         self.stats = OutboxStats()
         self._store: OutboxStore | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="outbox")
+        self._executor = (
+            shared[0].executor if shared else ThreadPoolExecutor(1, thread_name_prefix="outbox")
+        )
         self._work = Work()
         self._wake = asyncio.Event()
         self._urgent = asyncio.Event()
@@ -208,17 +216,21 @@ class Outbox:
             sqlite3.Error, OSError: the file cannot be opened or created.
         """
         loop = asyncio.get_running_loop()
-        store = await loop.run_in_executor(
-            self._executor, lambda: OutboxStore(self._path, **self._store_args)
-        )
+        store = await loop.run_in_executor(self._executor, self._open_store)
         self._store = store
         # An empty transaction reads the figures the file starts with.
         self._apply(await loop.run_in_executor(self._executor, store.transact, Work()))
         self._task = asyncio.create_task(self._run(), name="outbox-commit")
         self._task.add_done_callback(log_if_failed)
 
+    def _open_store(self) -> OutboxStore:
+        if self._shared is None:
+            return OutboxStore(self._path, **self._store_args)
+        file, device_id = self._shared
+        return file.store(device_id, **self._store_args)
+
     async def close(self) -> None:
-        """Commit what is pending, then close the file. Idempotent."""
+        """Commit what is pending, then close the file (a shared one stays open). Idempotent."""
         task, self._task = self._task, None
         if task is not None:
             self._closing = True
@@ -230,7 +242,8 @@ class Outbox:
                 store, self._store = self._store, None
                 if store is not None:
                     await asyncio.get_running_loop().run_in_executor(self._executor, store.close)
-        self._executor.shutdown(wait=True)
+        if self._shared is None:
+            self._executor.shutdown(wait=True)
 
     # -- the uplink's side -----------------------------------------------------------------
     def attach(self, deliver: Callable[[list[OutMessage]], None], room: Callable[[], int]) -> None:
@@ -343,7 +356,6 @@ class Outbox:
         self._urgent.set()
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         retry_s = _RETRY_MIN_S
         while True:
             await self._wake.wait()
@@ -366,7 +378,7 @@ class Outbox:
                 if store is None:  # pragma: no cover - the task ends before the store closes
                     return
                 try:
-                    done = await loop.run_in_executor(self._executor, store.transact, work)
+                    done = await self._transact(store, work)
                 except (sqlite3.Error, OSError) as exc:
                     self._failed(work, exc)
                     if self._closing:
@@ -386,6 +398,12 @@ class Outbox:
                     self.poke()
             if self._closing:
                 return
+
+    async def _transact(self, store: OutboxStore, work: Work) -> Done:
+        if self._shared is not None:  # with the other devices of the file: one commit for all
+            return await self._shared[0].transact(store, work)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, store.transact, work)
 
     def _failed(self, work: Work, exc: BaseException) -> None:
         """Keep the work for the next attempt (nothing of it happened)."""

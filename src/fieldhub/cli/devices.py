@@ -220,6 +220,32 @@ def device_cert(
     typer.echo(issued.key + issued.certificate + issued.ca, nl=False)
 
 
+@device_app.command("delete")
+def device_delete(
+    device_id: DeviceIdArg,
+    data: DataOpt = None,
+    db: DbOpt = None,
+    broker: BrokerOpt = None,
+) -> None:
+    """Delete a device with its data and credentials (a gateway only once its children are
+    gone)."""
+    settings = hub_settings(data=data, db=db, broker=broker)
+
+    async def work(devices: Any, _certificates: Any) -> Any:
+        record = await devices.get(device_id)
+        await devices.delete(device_id, actor=cli_actor())
+        return record
+
+    record = _device_command(settings, work)
+    if record.parent_id is not None:
+        console.print(
+            f"deleted device {device_id} (behind gateway {record.parent_id}); a running hub "
+            "forgets it within a second"
+        )
+    else:
+        console.print(f"deleted device {device_id} and its keys; {_picked_up(settings)}")
+
+
 @device_app.command("list")
 def device_list(data: DataOpt = None, db: DbOpt = None) -> None:
     """Registered devices with their presence and MQTT user names (never secrets)."""

@@ -6,7 +6,9 @@ rich that is about 12 MB of a 50 MB agent (``docs/benchmarks.md``, agent section
 :func:`main` recognises exactly that command line and runs the agent with nothing but the
 standard library's argument handling; any other command line (``--help``, ``hash-password``, a
 typo) goes to the typer application, which parses the same options and calls the same
-:func:`run_agent_command`, so both ways behave alike.
+:func:`run_agent_command`, so both ways behave alike. ``fieldhub gateway --config X
+[--verbose]`` likewise (:func:`run_gateway_command`): a gateway's budget is 60 MB with 200
+controllers (issue 14, docs/gateway.md).
 
 Nothing here may import typer, rich, pydantic or the hub.
 """
@@ -25,6 +27,8 @@ from typing import TextIO
 from fieldhub.logescape import EscapingFormatter
 
 DEFAULT_CONFIG = Path("/etc/fieldhub/agent.yaml")
+GATEWAY_CONFIG = Path("/etc/fieldhub/gateway.yaml")
+_DEFAULT_CONFIGS = {"agent": DEFAULT_CONFIG, "gateway": GATEWAY_CONFIG}
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -71,6 +75,33 @@ def run_agent_command(config: Path, *, simulate: bool, verbose: bool) -> int:
         _error(str(exc))
         return 2
     except (UnitError, AgentStartError) as exc:
+        _error(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+    return 0
+
+
+def run_gateway_command(config: Path, *, verbose: bool) -> int:
+    """Run the gateway described by ``config`` until stopped; the process's exit code.
+
+    2: the file is wrong; 1: the gateway could not start; 0: stopped. Errors are one line on
+    stderr, never a traceback.
+    """
+    import asyncio
+
+    from fieldhub.gateway.config import ConfigError, load_config
+    from fieldhub.gateway.service import GatewayStartError, run_gateway
+
+    configure_logging(verbose)
+    try:
+        checked = load_config(config)
+        with sigterm_as_ctrl_c():
+            asyncio.run(run_gateway(checked, config))
+    except ConfigError as exc:
+        _error(str(exc))
+        return 2
+    except GatewayStartError as exc:
         _error(str(exc))
         return 1
     except KeyboardInterrupt:
@@ -147,15 +178,18 @@ def _error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
 
 
-def agent_command_line(args: Sequence[str]) -> tuple[Path, bool, bool] | None:
-    """``(config, simulate, verbose)`` if ``args`` is a plain ``agent`` run, else None.
+def plain_command_line(args: Sequence[str]) -> tuple[str, Path, bool, bool] | None:
+    """``(program, config, simulate, verbose)`` if ``args`` is a plain ``agent`` or ``gateway``
+    run, else None.
 
-    Accepts ``agent`` followed by ``--config X``, ``--config=X``, ``-c X``, ``--simulate``,
-    ``--verbose``, ``-v`` in any order; anything else is for the typer application.
+    Accepts the program followed by ``--config X``, ``--config=X``, ``-c X``, ``--verbose``,
+    ``-v`` and (the agent's only) ``--simulate`` in any order; anything else is for the typer
+    application.
     """
-    if not args or args[0] != "agent":
+    if not args or args[0] not in _DEFAULT_CONFIGS:
         return None
-    config, simulate, verbose = DEFAULT_CONFIG, False, False
+    program = args[0]
+    config, simulate, verbose = _DEFAULT_CONFIGS[program], False, False
     rest = list(args[1:])
     while rest:
         arg = rest.pop(0)
@@ -163,19 +197,22 @@ def agent_command_line(args: Sequence[str]) -> tuple[Path, bool, bool] | None:
             config = Path(rest.pop(0))
         elif arg.startswith("--config=") and len(arg) > len("--config="):
             config = Path(arg.removeprefix("--config="))
-        elif arg == "--simulate":
+        elif arg == "--simulate" and program == "agent":
             simulate = True
         elif arg in ("--verbose", "-v"):
             verbose = True
         else:
             return None
-    return config, simulate, verbose
+    return program, config, simulate, verbose
 
 
 def main(args: Sequence[str] | None = None) -> int | None:
-    """Run ``fieldhub agent …`` if that is the command line; None if it is another one."""
-    parsed = agent_command_line(sys.argv[1:] if args is None else args)
+    """Run ``fieldhub agent …`` or ``fieldhub gateway …`` if that is the command line; None if
+    it is another one."""
+    parsed = plain_command_line(sys.argv[1:] if args is None else args)
     if parsed is None:
         return None
-    config, simulate, verbose = parsed
+    program, config, simulate, verbose = parsed
+    if program == "gateway":
+        return run_gateway_command(config, verbose=verbose)
     return run_agent_command(config, simulate=simulate, verbose=verbose)

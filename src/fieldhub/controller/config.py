@@ -16,6 +16,10 @@
         command: [/usr/local/bin/relay, cycle]   # argv, no shell; arguments come as FIELDHUB_ARG_*
         args: {off_s: float}
         timeout_s: 10
+      relay.set:
+        command: [/usr/local/bin/relay, set]
+        args: {closed: bool}
+        state: relay                 # desired `relay` applies through this action (docs/gateway.md)
 
 Standard library and PyYAML only (the controller runs on small boards), hence no msgspec here.
 """
@@ -64,6 +68,9 @@ class ActionConfig:
     argv: tuple[str, ...]
     args: dict[str, str]
     timeout_s: float
+    state: str = ""
+    """The desired-state key this action applies, its one argument taking the key's value
+    (``controller/desired.py``); empty for none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +156,7 @@ def _parse(raw: Any) -> ControllerConfig:
         heartbeat_s=_seconds(top.get("heartbeat_s", 5), "heartbeat_s"),
         firmware=firmware,
         values={_value_key(k): _value(v, f"values.{k}") for k, v in values.items()},
-        actions={_action_name(k): _action(k, v) for k, v in actions.items()},
+        actions=_state_keys_once({_action_name(k): _action(k, v) for k, v in actions.items()}),
     )
 
 
@@ -178,7 +185,7 @@ def _value(raw: Any, where: str) -> ValueSource:
 def _action(name: str, raw: Any) -> ActionConfig:
     where = f"actions.{name}"
     spec = _mapping(raw, where)
-    _known(spec, where, {"command", "args", "timeout_s"})
+    _known(spec, where, {"command", "args", "timeout_s", "state"})
     args = _mapping(spec.get("args", {}), f"{where}.args")
     for arg, kind in args.items():
         if isinstance(arg, bool):
@@ -190,7 +197,26 @@ def _action(name: str, raw: Any) -> ActionConfig:
     timeout = _seconds(spec.get("timeout_s", 30), f"{where}.timeout_s")
     if timeout > MAX_TIMEOUT_S:
         raise _Wrong(f"{where}.timeout_s", f"at most {MAX_TIMEOUT_S:g} s")
-    return ActionConfig(name, _argv(spec.get("command"), f"{where}.command"), dict(args), timeout)
+    state = spec.get("state", "")
+    if state != "" and (not isinstance(state, str) or not _KEY.fullmatch(state)):
+        raise _Wrong(f"{where}.state", f"{state!r} is not a valid state key")
+    if state and len(args) != 1:
+        raise _Wrong(f"{where}.state", "an action that applies a state key takes one argument")
+    argv = _argv(spec.get("command"), f"{where}.command")
+    return ActionConfig(name, argv, dict(args), timeout, state)
+
+
+def _state_keys_once(actions: dict[str, ActionConfig]) -> dict[str, ActionConfig]:
+    seen: dict[str, str] = {}
+    for name, action in actions.items():
+        if not action.state:
+            continue
+        if action.state in seen:
+            raise _Wrong(
+                f"actions.{name}.state", f"{action.state!r} is applied by {seen[action.state]}"
+            )
+        seen[action.state] = name
+    return actions
 
 
 def _mapping(raw: Any, where: str) -> dict[str, Any]:

@@ -20,8 +20,10 @@ from typing import Any, Final
 from fieldhub.controller.actions import ActionRunner
 from fieldhub.controller.announcer import announce_forever
 from fieldhub.controller.config import ControllerConfig
+from fieldhub.controller.desired import apply_desired
 from fieldhub.controller.memory import CommandMemory
 from fieldhub.controller.values import read_value
+from fieldhub.lan import DESIRED_ACTION
 from fieldhub.lan.discovery import Announcement
 from fieldhub.lan.framing import FrameError, pack_frame
 from fieldhub.lan.handshake import GatewayHello, Pairing, accept_hello, answer_pairing, check_key
@@ -242,8 +244,21 @@ class Controller:
                 raise RequestFailed("`action` must be a string and `args` an object")
             if not isinstance(timeout, int | float) or isinstance(timeout, bool):
                 raise RequestFailed("`timeout_s` must be a number")
+            if action == DESIRED_ACTION:
+                return {"outcome": await self._set_state(command_id, args, float(timeout))}
             return {"outcome": await self._runner.run(command_id, action, args, float(timeout))}
         raise RequestFailed(f"unknown op {op[:32]!r}")
+
+    async def _set_state(
+        self, command_id: str, desired: dict[str, Any], timeout_s: float
+    ) -> dict[str, Any]:
+        """The gateway's desired state, through the actions that apply its keys."""
+        outcome, applied = await apply_desired(
+            self._runner, self.config.actions, command_id, desired, timeout_s
+        )
+        if applied:
+            self.report("state", {"state": applied})
+        return outcome
 
     async def _report_values(self) -> None:
         while True:

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from fieldhub.agent.config import HubSection
+from fieldhub.agent.hub_section import HubSection
 from fieldhub.agent.yamlconfig import ConfigError, load_yaml
 from fieldhub.protocol.topics import DEVICE_ID_PATTERN
 

@@ -26,13 +26,13 @@ from fieldhub.agent._tasks import log_if_failed
 from fieldhub.agent.reporting import StateValue
 from fieldhub.clock import now_ms
 from fieldhub.gateway.ports import CommandOutcome, Lan
+from fieldhub.lan import DESIRED_ACTION
 from fieldhub.protocol import Command, Desired, Reply
 
 __all__ = ["DESIRED_ACTION", "Relay"]
 
 log = logging.getLogger(__name__)
 
-DESIRED_ACTION: Final = "state.set"
 _REMEMBERED: Final = 1024  # outcomes answered from memory, per gateway
 _MAX_ERROR: Final = 1024
 

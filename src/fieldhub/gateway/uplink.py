@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Self
 
 from fieldhub.agent._tasks import log_if_failed
+from fieldhub.agent.outbox import OutboxFile
 from fieldhub.agent.reporting import StateValue
 from fieldhub.agent.uplink import UplinkSettings
 from fieldhub.clock import now_ms
@@ -65,7 +66,7 @@ PAIRING_REQUESTED: Final = "gateway.pairing_requested"
 _GATEWAY_ACTIONS: Final = {APPROVE_PAIRING: {"controller": "str"}}
 _RETRY_SUBSCRIBE_S: Final = 5.0
 _STOP_FLUSH_S: Final = 2.0
-_CHILDREN: Final = "children"
+_OUTBOXES: Final = "outboxes.db"
 _ANSWERS_KEPT: Final = 256
 
 
@@ -95,7 +96,7 @@ class GatewayUplink:
         port: its port.
         username: ``{gateway_id}.{key id}``.
         password: the gateway's secret; never logged.
-        data_dir: where the outboxes live (``gateway/`` and ``children/<id>/``).
+        data_dir: where the outboxes live (``outboxes.db``: the gateway's and every child's).
         settings: window and resend timing, as the agent's.
         tls: for an ``mqtts://`` broker.
         max_messages: reports each outbox keeps at most while the hub is away.
@@ -118,7 +119,6 @@ class GatewayUplink:
     ) -> None:
         self.gateway_id = gateway_id
         self._settings = settings = settings or UplinkSettings()
-        self._data_dir = data_dir
         self._max_messages = max_messages
         self._command_timeout_s = command_timeout_s
         self._client = MqttClient(
@@ -140,7 +140,8 @@ class GatewayUplink:
             reconnect_max_s=settings.reconnect_max_s,
             tls=tls,
         )
-        self._own = self._new_child(gateway_id, data_dir / "gateway")
+        self._file = OutboxFile(data_dir / _OUTBOXES)
+        self._own = self._new_child(gateway_id)
         self._children: dict[str, Child] = {}
         self._topics: dict[str, tuple[Child, Channel]] = {}
         self._lan: Lan | None = None
@@ -160,12 +161,11 @@ class GatewayUplink:
 
     # -- life cycle ------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
+        known = await self._file.open()
         await self._open(self._own)
-        folder = self._data_dir / _CHILDREN
-        if folder.is_dir():  # backlogs of children from before a restart drain at once
-            for path in sorted(folder.iterdir()):
-                if (path / "outbox.db").exists():
-                    await self._child(path.name)
+        for child_id in known:  # backlogs of children from before a restart drain at once
+            if child_id != self.gateway_id:
+                await self._child(child_id)
         self._tasks = [
             asyncio.create_task(self._connect(), name="gateway-connect"),
             asyncio.create_task(self._retry_subscriptions(), name="gateway-subscribe"),
@@ -193,6 +193,7 @@ class GatewayUplink:
                 await task
         for child in [*self._children.values(), self._own]:
             await child.close()
+        await self._file.close()
         if self._client.connected:
             status = Status(online=False, ts=now_ms(), reason="gateway stopped")
             self._publish_status(self.gateway_id, status)
@@ -241,8 +242,8 @@ class GatewayUplink:
         await child.report(channel, body)
 
     # -- children --------------------------------------------------------------------------
-    def _new_child(self, child_id: str, folder: Path) -> Child:
-        return Child(child_id, folder, self._client, self._settings, self._max_messages)
+    def _new_child(self, child_id: str) -> Child:
+        return Child(child_id, self._file, self._client, self._settings, self._max_messages)
 
     async def _child(self, child_id: str, link_state: str | None = None) -> Child:
         """The child ``child_id``, opened (and subscribed, when connected) on first use; with
@@ -267,7 +268,7 @@ class GatewayUplink:
         except TopicError as exc:
             self.stats.bad_controller_ids += 1
             raise ValueError(f"controller id {child_id!r}: {exc}") from None
-        child = self._new_child(child_id, self._data_dir / _CHILDREN / child_id)
+        child = self._new_child(child_id)
         await self._open(child)
         self._children[child_id] = child
         if self._started and self._client.connected:

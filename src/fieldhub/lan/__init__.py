@@ -12,3 +12,5 @@ DEFAULT_TCP_PORT: Final = 7410
 """Where a controller listens for its gateway."""
 DEFAULT_ANNOUNCE_PORT: Final = 7411
 """Where a gateway listens for announcements (UDP)."""
+DESIRED_ACTION: Final = "state.set"
+"""The action a gateway sends a child's desired state as, once per version (docs/gateway.md)."""

@@ -57,9 +57,14 @@ class LanSettings:
     """``host:port`` of controllers that broadcasts do not reach."""
     heartbeat_s: float = 5.0
     request_timeout_s: float = 10.0
+    link_deadline_s: float = 60.0
+    """How long after the start a paired controller may take to link before the uplink hears
+    it is offline (until then the hub shows it unreachable: nobody knows yet)."""
 
     def __post_init__(self) -> None:
         self.static_addresses()  # a wrong entry stops the gateway at start, named
+        if not self.link_deadline_s > 0:
+            raise ValueError(f"link_deadline_s must be positive, not {self.link_deadline_s!r}")
 
     def static_addresses(self) -> list[tuple[str, int]]:
         """The static list as (host, port).
@@ -112,6 +117,7 @@ class LanManager:
         self._uplink = uplink
         self._on_pairing_code = on_pairing_code
         self._controllers: dict[str, _Controller] = {}
+        self._linked: set[str] = set()  # controllers linked since the start
         self._tasks: set[asyncio.Task[None]] = set()
         self._transport: asyncio.DatagramTransport | None = None
         self._throttle = LogThrottle()
@@ -129,6 +135,9 @@ class LanManager:
         )
         for host, port in self._settings.static_addresses():
             self._spawn(self._probe_static(host, port))
+        paired = sorted(path.stem for path in self._settings.key_dir.glob("*.key"))
+        if paired:
+            self._spawn(self._link_deadline(paired))
 
     @property
     def announce_port(self) -> int:
@@ -223,6 +232,18 @@ class LanManager:
         if entry.task is None or entry.task.done():
             entry.task = self._spawn(self._supervise(entry))
         entry.wake.set()
+
+    async def _link_deadline(self, paired: list[str]) -> None:
+        """Paired controllers not linked by the deadline after the start are offline: the LAN
+        side reports a lost link only once it was up, and without this a controller that never
+        came back after a gateway restart would read unreachable forever."""
+        deadline_s = self._settings.link_deadline_s
+        await asyncio.sleep(deadline_s)
+        for controller_id in paired:
+            if controller_id not in self._linked:
+                reason = f"not linked within {deadline_s:g} s of the gateway's start"
+                log.info("controller %s: %s", controller_id, reason)
+                await self._tell_uplink(self._uplink.controller_offline(controller_id, reason))
 
     async def _probe_static(self, host: str, port: int) -> None:
         """Learn which controller answers at a static address, then supervise it."""
@@ -353,6 +374,7 @@ class LanManager:
             actions, firmware = described.get("actions"), described.get("firmware")
             entry.state = "linked"
             entry.online = True
+            self._linked.add(entry.controller_id)
             info = ControllerInfo(
                 entry.controller_id,
                 entry.address,

@@ -91,6 +91,7 @@ class DeviceLifecycle:
         self._guard = guard or contextlib.nullcontext
         self._listeners: list[DeviceListener] = []
         self._known: set[str] = set()
+        self._children: set[str] = set()  # of those, the devices behind a gateway
 
     # -- wiring ---------------------------------------------------------------------------------
     def subscribe(self, listener: DeviceListener) -> None:
@@ -209,10 +210,10 @@ class DeviceLifecycle:
         return await self.registry.children(parent_id)
 
     async def follow_children(self, period_s: float = 1.0) -> None:
-        """Every ``period_s``: announce children another process (the CLI) registered
-        meanwhile. They have no keys, so :meth:`adopt` never finds them; one cheap query a
-        period tells when to look. Runs until cancelled; a failing database is logged (once a
-        minute) and tried again."""
+        """Every ``period_s``: announce children another process (the CLI) registered or
+        deleted meanwhile. They have no keys, so neither :meth:`adopt` nor the credential
+        sync ever finds them; one cheap query a period tells when to look. Runs until
+        cancelled; a failing database is logged (once a minute) and tried again."""
         seen: tuple[int, int] | None = None
         throttle = LogThrottle()
         while True:
@@ -220,14 +221,32 @@ class DeviceLifecycle:
             try:
                 fingerprint = await self.registry.children_fingerprint()
                 if fingerprint != seen:
-                    for record in await self.registry.children():
+                    records = await self.registry.children()
+                    for record in records:
                         if record.id not in self._known:
                             self._added(record)
+                    await self._forget_gone(self._children - {record.id for record in records})
                     seen = fingerprint
             except SQLAlchemyError as exc:
                 held = throttle.due("children")
                 if held is not None:
-                    log.warning("cannot look for new child devices: %s%s", exc, held_back(held))
+                    log.warning("cannot look for child devices: %s%s", exc, held_back(held))
+
+    async def _forget_gone(self, device_ids: set[str]) -> None:
+        """Children another process deleted: told as :meth:`delete` tells its own (the rows and
+        claims are gone already). Each is looked up first: one this process created while the
+        list was read is not in the list, and is not gone."""
+        for device_id in sorted(device_ids):
+            try:
+                await self.registry.get(device_id)
+                continue
+            except DeviceNotFound:
+                pass
+            if device_id in self._children:  # not deleted here meanwhile
+                self._publish(DeviceRemoving(device_id))
+                self._known.discard(device_id)
+                self._children.discard(device_id)
+                self._publish(DeviceRemoved(device_id))
 
     async def adopt(self, keys: Collection[CredentialKey]) -> None:
         """Announce devices another process (the CLI) registered meanwhile, found by their
@@ -276,6 +295,7 @@ class DeviceLifecycle:
         async with self._guard():
             await self.registry.delete(device_id)
         self._known.discard(device_id)
+        self._children.discard(device_id)
         await self._claims.forget(device_id)  # the id may claim again
         self._publish(DeviceRemoved(device_id))
         if usernames:
@@ -324,6 +344,8 @@ class DeviceLifecycle:
     # -- internals ------------------------------------------------------------------------------
     def _added(self, record: DeviceRecord) -> None:
         self._known.add(record.id)
+        if record.parent_id is not None:
+            self._children.add(record.id)
         self._publish(DeviceAdded(record))
 
     def _publish(self, event: DeviceEvent) -> None:
