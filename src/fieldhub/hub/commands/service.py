@@ -10,26 +10,23 @@ A command's life (``GET /api/commands/{id}``)::
 
 - **Durable**: a command is written to the database before it is sent; unfinished commands
   are loaded again when the hub starts, and sent again to their devices.
-- **Delivered until taken**: the broker may lose a command on its way (it restarts, the
-  device's or the hub's connection drops). So a command the device has not taken yet is sent
-  again when the device comes online, when the hub starts or its broker connection comes back,
-  and every few seconds (2 s, doubling up to 30 s, ``timing.py``) while the device is
-  connected, always in the order the commands were made. A command it took is sent again on
-  those events too (not on the clock), in case its outcome was what got lost. The TTL is the
-  deadline for the device to *take* a command; ``timeout_s`` counts from then.
+- **Delivered until taken**: the broker may lose a command (it restarts, a connection drops),
+  so one not taken yet is sent again when the device comes online, when the hub starts or
+  reconnects, and every few seconds while the device is connected (2 s doubling to 30 s,
+  ``timing.py``), in the order made; one taken is sent again on those events (not on the
+  clock), in case its outcome was lost. The TTL is the deadline for the device to *take* a
+  command; ``timeout_s`` counts from then.
 - **Groups** (``batches.py``): devices that do not offer the action are ``unsupported`` at
   once; the others may be paced (a command is not sent before its ``not_before``, and holds
   back the later commands of its device) and aborted when too many fail.
-- **At most once**: the hub may deliver a command more than once (after a reconnect, after a
-  hub restart); the agent runs each id once and answers deliveries after the first from its
-  log (``agent/commands.py``). So resending is always safe, and it is how lost replies and
-  state writes lost in a crash are recovered.
+- **At most once**: the hub may deliver a command twice (a reconnect, a restart); the agent
+  runs each id once and answers later deliveries from its log (``agent/commands.py``), so
+  resending is safe: it is how lost replies and writes lost in a crash come back.
 - **Replies reach the hub that asked**: a command names its hub instance, the device answers
   on ``reply/{instance}``, and each hub loads and tracks only its own commands.
-- Later states are written behind, in batches: the round trip REST → device → REST waits for
-  one commit (the insert), not three.
-- A late outcome (after ``timed_out``) is still recorded: a door that did open must not be
-  shown as "timed out" forever. Such a command reads ``late``.
+- Later states are written behind, in batches: a round trip waits for one commit, not three.
+- A late outcome (after ``timed_out``) is still recorded, as ``late``: a door that did open
+  must not read "timed out" for ever.
 """
 
 from __future__ import annotations
@@ -62,12 +59,10 @@ from fieldhub.protocol import Channel, Command, Reply, encode, topic_for
 
 log = logging.getLogger(__name__)
 
-LATE_WINDOW_MS: Final = 600_000
-"""How long after timing out a command still listens for its outcome."""
+LATE_WINDOW_MS: Final = 600_000  # how long after timing out a command listens for its outcome
 _UNTAKEN: Final = frozenset({"sent"})
 _UNFINISHED: Final = frozenset({"sent", "acknowledged"})
-_RECENT: Final = 10_000
-"""Finished command ids remembered, so a repeated reply is recognised, not rejected."""
+_RECENT: Final = 10_000  # finished ids remembered: a repeated reply is recognised, not rejected
 _FLUSH_LINGER_S: Final = 0.02
 
 
@@ -267,8 +262,8 @@ class CommandService:
 
     def abort_unsent(self, batch_ids: Iterable[str], why: str) -> int:
         """End every command of these batches not sent yet as ``aborted`` (those sent run to
-        their end), as a batch's own abort does; returns how many. For a rollout that stops:
-        its paced commands must not go out after it."""
+        their end); returns how many. A batch's own abort (too many failures) and a rollout
+        that stops (its paced commands must not go out after it)."""
         wanted = set(batch_ids)
         unsent = [
             record
@@ -553,10 +548,9 @@ class CommandService:
         """A command of a batch ended: abort the batch's unsent rest if it failed too often."""
         if not self._abort.ended(record):
             return
+        assert record.batch_id is not None  # only a batch's commands count against one
         why = "not sent: too many devices of the group command failed (abort_failure_ratio)"
-        for other in list(self._open.values()):
-            if other.batch_id == record.batch_id and other.status == "queued" and not other.sent_at:
-                self._end(other, "aborted", why)
+        self.abort_unsent([record.batch_id], why)
 
     def _finish(self, record: CommandRecord) -> None:
         self._mark(record)
