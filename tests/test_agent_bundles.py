@@ -277,6 +277,9 @@ async def test_a_signed_force_allows_exactly_one_downgrade(
     by_stranger = sign_force(KEYS.stranger, "hello", "1.0", ["pi-1"])
     await device.install(server, old, force=by_stranger)
     assert device.reports.events[-1][1]["reason"] == Reason.BAD_FORCE.value
+    by_expired = sign_force(KEYS.expired, "hello", "1.0", ["pi-1"])  # a trusted key, past its date
+    await device.install(server, old, force=by_expired)
+    assert device.reports.events[-1][1]["reason"] == Reason.BAD_FORCE.value
     await device.install(server, old, force=sign_force(KEYS.trusted, "hello", "1.0", ["pi-1"]))
     assert device.reports.events[-1][0] == "bundle.confirmed"
     assert device.reports.reported[SOFTWARE_KEY]["bundles"] == {"hello": "1.0"}  # type: ignore[index]
