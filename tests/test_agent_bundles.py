@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import os
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,19 @@ import pytest
 from fieldhub.agent.actions import ActionRegistry
 from fieldhub.agent.bundles.host import SOFTWARE_KEY, BundleHost
 from fieldhub.agent.bundles.installed import Installed
-from fieldhub.agent.config import AgentConfig, BundlesSection, DeviceSection, HubSection
+from fieldhub.agent.config import (
+    AgentConfig,
+    BundlesSection,
+    DeviceSection,
+    HubSection,
+    TrustedKey,
+)
 from fieldhub.agent.reporting import StateValue, Value
 from fieldhub.bundles import BundleRefused, Reason, make_bundle, read_manifest
 from fieldhub.protocol.messages import Severity
 from tests.support.bundle_mutations import (
+    EXPIRED_AT,
+    EXPIRED_AT_MS,
     PAYLOAD,
     Keys,
     Mutation,
@@ -129,7 +138,13 @@ async def _restart_asked(host: BundleHost) -> bool:
 
 
 def device_config(data: Path, **bundles: Any) -> AgentConfig:
-    trusted = [KEYS.trusted.public.to_text(), KEYS.revoked.public.to_text()]
+    """Trusts KEYS.trusted until 2100 (so every good install shows that a key expiring later
+    works), KEYS.revoked in the plain form, KEYS.expired until EXPIRED_AT (past)."""
+    trusted = [
+        TrustedKey(key=KEYS.trusted.public.to_text(), until=datetime(2100, 1, 1, tzinfo=UTC)),
+        KEYS.revoked.public.to_text(),
+        TrustedKey(key=KEYS.expired.public.to_text(), until=datetime.fromisoformat(EXPIRED_AT)),
+    ]
     return AgentConfig(
         device=DeviceSection(id="pi-1", type="pi", labels={"site": "north"}),
         hub=HubSection(broker="mqtt://127.0.0.1:1", username="pi-1"),
@@ -201,6 +216,7 @@ async def test_a_hundred_bad_bundles_are_refused_and_write_nothing(
     refused = {k: n for k, n in device.host.stats.items() if k.startswith("bundle.refused")}
     assert sum(refused.values()) == len(bad)  # counted, by reason
     assert refused["bundle.refused:unsafe_path"] == 10
+    assert refused["bundle.refused:key_expired"] == 2
     assert device.reports.reported[SOFTWARE_KEY]["bundles"] == {"hello": "1.0.5"}  # type: ignore[index]
     assert await device.run("hello.check")
 
@@ -260,6 +276,9 @@ async def test_a_signed_force_allows_exactly_one_downgrade(
     assert device.reports.events[-1][1]["reason"] == Reason.BAD_FORCE.value
     by_stranger = sign_force(KEYS.stranger, "hello", "1.0", ["pi-1"])
     await device.install(server, old, force=by_stranger)
+    assert device.reports.events[-1][1]["reason"] == Reason.BAD_FORCE.value
+    by_expired = sign_force(KEYS.expired, "hello", "1.0", ["pi-1"])  # a trusted key, past its date
+    await device.install(server, old, force=by_expired)
     assert device.reports.events[-1][1]["reason"] == Reason.BAD_FORCE.value
     await device.install(server, old, force=sign_force(KEYS.trusted, "hello", "1.0", ["pi-1"]))
     assert device.reports.events[-1][0] == "bundle.confirmed"
@@ -342,10 +361,45 @@ async def test_a_bundle_config_is_checked_by_the_agents_schema(
     assert tree(tmp_path / "bundles") == {}
 
 
+_KEY = KEYS.trusted.public.to_text()
+
+
+def test_trusted_keys_take_the_plain_form_and_one_with_an_expiry(tmp_path: Path) -> None:
+    from fieldhub.agent.config import load_config
+
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        "device: {id: pi-1}\nhub: {broker: 'mqtt://h:1', username: u, secret: s}\n"
+        f"bundles:\n  trusted_keys:\n  - {_KEY}\n  - {{key: {_KEY}, until: {EXPIRED_AT}}}\n"
+    )
+    expiries = load_config(path).bundles.keys_with_expiry()
+    assert expiries == [(_KEY, None), (_KEY, EXPIRED_AT_MS)]
+
+
 @pytest.mark.parametrize(
     ("bundles", "line", "field"),
     [
         ("  trusted_keys: [not-a-key]\n", 5, "bundles.trusted_keys[0]"),
+        (
+            f"  trusted_keys:\n  - {{key: {_KEY}, until: soon}}\n",
+            6,
+            "bundles.trusted_keys[0].until",
+        ),
+        (
+            f"  trusted_keys:\n  - {{key: {_KEY}, until: 2027-06-30}}\n",
+            6,
+            "bundles.trusted_keys[0].until",
+        ),
+        (
+            f"  trusted_keys:\n  - {{key: {_KEY}, until: 2027-06-30 10:00:00}}\n",
+            6,
+            "bundles.trusted_keys[0].until",
+        ),
+        (
+            "  trusted_keys:\n  - {key: not-a-key, until: 2027-06-30T00:00:00Z}\n",
+            6,
+            "bundles.trusted_keys[0].key",
+        ),
         ("  revoked_keys: [ABCDEF]\n", 5, "bundles.revoked_keys[0]"),
         ("  trial_timeout_s: 0\n", 5, "bundles.trial_timeout_s"),
         ("  trusted: []\n", 5, "bundles.trusted"),

@@ -27,10 +27,19 @@ from fieldhub.bundles import (
     read_payload,
     verify_bundle,
 )
-from tests.support.bundle_mutations import ACTIONS, PAYLOAD, Keys, Mutation, good_bundle, mutations
+from tests.support.bundle_mutations import (
+    ACTIONS,
+    EXPIRED_AT_MS,
+    PAYLOAD,
+    Keys,
+    Mutation,
+    good_bundle,
+    mutations,
+)
 
 KEYS = Keys()
-TRUSTED = [KEYS.trusted.public, KEYS.revoked.public]
+EXPIRED = PublicKey(KEYS.expired.public.raw, until_ms=EXPIRED_AT_MS)
+TRUSTED = [KEYS.trusted.public, KEYS.revoked.public, EXPIRED]
 REVOKED = [KEYS.revoked.public.key_id]
 FORMAT_FAULTS = mutations(KEYS, agent_level=False)
 
@@ -71,6 +80,7 @@ def test_the_faults_cover_every_class() -> None:
         Reason.BAD_SIGNATURE,
         Reason.UNKNOWN_KEY,
         Reason.REVOKED_KEY,
+        Reason.KEY_EXPIRED,
         Reason.FILE_MISMATCH,
         Reason.MISSING_FILE,
         Reason.UNLISTED_FILE,
@@ -97,6 +107,21 @@ def test_key_rotation_trusts_old_and_new_until_the_old_is_revoked() -> None:
         verify_bundle(by_old, both, [old.public.key_id])
     assert refused.value.reason is Reason.REVOKED_KEY
     assert verify_bundle(by_new, both, [old.public.key_id]).version == "1.1.0"
+
+
+def test_a_key_is_trusted_until_its_expiry_by_the_verifiers_clock() -> None:
+    """Past its date a key vouches for nothing, even for what it signed before; until then,
+    and with a later date, it verifies as any trusted key."""
+    by_expired = good_bundle(KEYS.expired, created_at=EXPIRED_AT_MS - 60_000)
+    with pytest.raises(BundleRefused) as refused:
+        verify_bundle(by_expired, TRUSTED, REVOKED)
+    assert refused.value.reason is Reason.KEY_EXPIRED
+    assert "2024-01-01T00:00:00+00:00" in refused.value.message
+    with pytest.raises(BundleRefused):
+        verify_bundle(by_expired, TRUSTED, REVOKED, at_ms=EXPIRED_AT_MS)  # the expiry itself
+    assert verify_bundle(by_expired, TRUSTED, REVOKED, at_ms=EXPIRED_AT_MS - 1).version == "1.1.0"
+    later = PublicKey(KEYS.trusted.public.raw, until_ms=4_102_444_800_000)  # 2100
+    assert verify_bundle(good_bundle(KEYS.trusted), [later]).key_id == later.key_id
 
 
 def test_a_refusal_message_escapes_what_the_archive_says() -> None:

@@ -11,10 +11,12 @@ import stat
 import pytest
 
 from fieldhub.bundles import SigningKey, make_bundle
+from fieldhub.clock import now_ms
 from fieldhub.hub.api import create_app
 from fieldhub.hub.app import Hub
 from tests.conftest import HubFactory, api_client
 
+HOUR = 3_600_000
 PAYLOAD = {"actions/hello.py": b"def run(args):\n    return {}\n"}
 
 
@@ -115,6 +117,39 @@ async def test_a_revoked_key_signs_nothing_more_and_a_deleted_bundle_is_gone(hub
             "bundle.key.revoked",
             "bundle.deleted",
         } <= actions
+
+
+async def test_a_key_past_its_expiry_signs_nothing_and_one_expiring_later_works(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lasting, expired = SigningKey.generate(), SigningKey.generate()
+    now = now_ms()
+    async with api_client(hub) as admin:
+        bad = {"name": "k", "public_key": lasting.public.to_text(), "expires_at": -1}
+        refused = await admin.post("/api/bundle-keys", json=bad)
+        assert refused.status_code == 422
+        assert refused.json()["detail"][0]["loc"] == ["body", "expires_at"]
+        in_an_hour = {"name": "lasting", "public_key": lasting.public.to_text()}
+        added = await admin.post("/api/bundle-keys", json=in_an_hour | {"expires_at": now + HOUR})
+        assert added.json()["expires_at"] == now + HOUR
+        past = {"name": "old", "public_key": expired.public.to_text(), "expires_at": now - 1}
+        assert (await admin.post("/api/bundle-keys", json=past)).status_code == 201
+
+        answer = await admin.post("/api/bundles", content=signed(expired))
+        assert answer.status_code == 422
+        assert answer.json()["detail"][0]["msg"].startswith("key_expired"), answer.text
+        assert hub.bundles.refusals == {"key_expired": 1}
+        uploaded = await admin.post("/api/bundles", content=signed(lasting))
+        assert uploaded.status_code == 201, uploaded.text
+
+        # Two hours on, the key that signed it has expired: no rollout sends the bundle.
+        monkeypatch.setattr("fieldhub.hub.rollouts.bundles.now_ms", lambda: now + 2 * HOUR)
+        stale = {"bundle": uploaded.json()["id"], "target": {"all": True}}
+        late = await admin.post("/api/rollouts", json=stale)
+        assert late.status_code == 422
+        assert late.json()["detail"][0]["msg"].startswith("key_expired"), late.text
+        metrics = (await admin.get("/metrics")).text
+        assert 'fieldhub_bundle_refusals_total{reason="key_expired",what="upload"} 2.0' in metrics
 
 
 async def test_a_bundle_over_the_limit_is_refused_at_the_edge(make_hub: HubFactory) -> None:

@@ -1,6 +1,6 @@
 """One good bundle and a hundred bad ones made from it, each with the refusal it must get.
 
-The faults are the issue's list (tampered manifest, file or signature; wrong, revoked key;
+The faults are the issue's list (tampered manifest, file or signature; wrong, revoked, expired key;
 truncated archive; traversal, absolute paths, links, devices; unlisted, missing, duplicate
 files; another device type; too-new agent; downgrade; oversized or mismatched download). Where
 a fault must reach the member checks, the manifest is re-signed with the trusted key, so the
@@ -30,6 +30,8 @@ PAYLOAD = {
     "actions/check.py": b"print('ok')\n",
     "README.txt": b"A bundle used by the tests.\n" * 20,
 }
+EXPIRED_AT = "2024-01-01T00:00:00Z"  # when the tests' expired key stopped being trusted
+EXPIRED_AT_MS = 1_704_067_200_000
 ACTIONS = [
     {"name": "hello.say", "program": "actions/hello.py", "args": {"who": "str"}, "timeout_s": 10},
     {"name": "hello.check", "program": "actions/check.py", "timeout_s": 10},
@@ -39,10 +41,11 @@ ACTIONS = [
 @dataclass(frozen=True)
 class Keys:
     """The keys of a test: one trusted, one revoked (trusted too, but its id revoked), one
-    nobody trusts."""
+    trusted until :data:`EXPIRED_AT` (past), one nobody trusts."""
 
     trusted: SigningKey = field(default_factory=SigningKey.generate)
     revoked: SigningKey = field(default_factory=SigningKey.generate)
+    expired: SigningKey = field(default_factory=SigningKey.generate)
     stranger: SigningKey = field(default_factory=SigningKey.generate)
 
 
@@ -115,6 +118,9 @@ def _format_faults(keys: Keys) -> Iterator[Mutation]:
         yield Mutation(
             f"revoked key {n}", good_bundle(keys.revoked, f"1.1.{n}"), Reason.REVOKED_KEY
         )
+    for n in range(2):  # signed before the expiry, refused after it all the same
+        before = good_bundle(keys.expired, f"1.1.{n}", created_at=EXPIRED_AT_MS - 1000)
+        yield Mutation(f"expired key {n}", before, Reason.KEY_EXPIRED)
     data_end = max(at + length for at, length in members.values())
     for n in range(10):  # cut short, never on a 512-byte boundary (that would look like the end)
         cut = 700 + n * (data_end - 800) // 10

@@ -6,6 +6,7 @@ Loaded once at start; a wrong file stops the agent with the file, line and field
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -25,6 +26,7 @@ __all__ = [
     "ConfigError",
     "HubSection",
     "MediaSection",
+    "TrustedKey",
     "load_config",
 ]
 
@@ -74,23 +76,48 @@ class WebSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     enabled: bool = True
 
 
+class TrustedKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A trusted key with an expiry: ``{key: <one-line form>, until: 2027-06-30T00:00:00Z}``.
+
+    ``until`` needs its time zone (``Z`` for UTC), so that a Pi set to local time cannot move
+    the date. From that moment the key is trusted for nothing, whenever it signed.
+    """
+
+    key: Annotated[str, msgspec.Meta(pattern=PUBLIC_KEY_PATTERN)]
+    until: Annotated[datetime, msgspec.Meta(tz=True)]
+
+    @property
+    def until_ms(self) -> int:
+        """The expiry in epoch milliseconds, fieldhub's unit of time."""
+        return int(self.until.timestamp() * 1000)
+
+
 class BundlesSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Which signed bundles this device installs, and where (docs/bundles.md).
 
-    ``trusted_keys`` are public keys in their one-line form (``fieldhub bundle keygen``);
-    several, so that a new key can be trusted before the old one is revoked by its id in
-    ``revoked_keys``. Without a trusted key, every bundle is refused. ``ca_file`` and
+    ``trusted_keys`` are public keys in their one-line form (``fieldhub bundle keygen``), or
+    with an expiry (:class:`TrustedKey`); several, so that a new key can be trusted before the
+    old one expires or is revoked by its id in ``revoked_keys``. Without a trusted key, every
+    bundle is refused. ``ca_file`` and
     ``pin_sha256`` check the hub's HTTPS certificate for downloads (the system's trust store
     otherwise); a bundle's signature is checked either way.
     """
 
-    trusted_keys: list[Annotated[str, msgspec.Meta(pattern=PUBLIC_KEY_PATTERN)]] = []
+    trusted_keys: list[Annotated[str, msgspec.Meta(pattern=PUBLIC_KEY_PATTERN)] | TrustedKey] = []
     revoked_keys: list[Annotated[str, msgspec.Meta(pattern=KEY_ID_PATTERN)]] = []
     dir: str | None = None  # where versions are installed [data_dir/bundles]
     ca_file: str | None = None
     pin_sha256: str | None = None
     trial_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 120.0
     max_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 64 << 20
+
+    def keys_with_expiry(self) -> list[tuple[str, int | None]]:
+        """Each trusted key's one-line form and its expiry in epoch ms (None: none), both
+        forms alike."""
+        return [
+            (entry, None) if isinstance(entry, str) else (entry.key, entry.until_ms)
+            for entry in self.trusted_keys
+        ]
 
 
 class AgentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -21,6 +21,7 @@ import msgspec
 from fieldhub.bundles.keys import PublicKey, SigningKey
 from fieldhub.bundles.manifest import BUNDLE_NAME_PATTERN, KEY_ID_PATTERN, VERSION_PATTERN
 from fieldhub.bundles.refusal import BundleRefused, Reason
+from fieldhub.clock import now_ms
 
 __all__ = ["Downgrade", "check_force", "sign_force"]
 
@@ -55,8 +56,8 @@ def check_force(
     name: str,
     version: str,
 ) -> Downgrade:
-    """The force, if it is signed by a trusted, unrevoked key and covers this device, bundle
-    and version.
+    """The force, if it is signed by a trusted, unrevoked, unexpired key and covers this
+    device, bundle and version.
 
     Raises:
         BundleRefused: ``bad_force``, saying what does not fit.
@@ -69,7 +70,7 @@ def check_force(
     except (binascii.Error, ValueError):
         raise BundleRefused(Reason.BAD_FORCE, "a force is base64url") from None
     signer = next((k for k in trusted_keys if k.verifies(signature, body)), None)
-    if signer is None or signer.key_id in revoked_key_ids:
+    if signer is None or signer.key_id in revoked_key_ids or signer.expired(now_ms()):
         raise BundleRefused(Reason.BAD_FORCE, "the force is not signed by a trusted key")
     try:
         statement = msgspec.json.decode(body, type=Downgrade)

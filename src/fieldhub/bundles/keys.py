@@ -4,7 +4,9 @@ A private key never leaves the signer's machine: it is written once by ``fieldhu
 keygen`` as PKCS#8 PEM in a file only its owner may read. A public key travels as one line of
 text (the base64 of its 32 raw bytes), short enough to paste into ``agent.yaml`` or a hub form.
 Its **key id** is the first 16 hex digits of the SHA-256 of those raw bytes: a manifest names
-the key that signed it by that id, and ``agent.yaml`` revokes a key by it.
+the key that signed it by that id, and ``agent.yaml`` revokes a key by it. A trusted key may
+carry an expiry (``until_ms``): past it, the key vouches for nothing, whenever it signed
+(docs/bundles.md, key rotation).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import binascii
 import hashlib
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Final
 
 from cryptography.exceptions import InvalidSignature
@@ -39,9 +42,11 @@ def key_id_of(raw: bytes) -> str:
 
 @dataclass(frozen=True)
 class PublicKey:
-    """A public key that may verify bundles (or downgrade permissions)."""
+    """A public key that may verify bundles (or downgrade permissions), until ``until_ms``
+    (epoch milliseconds, exclusive) if it has an expiry."""
 
     raw: bytes
+    until_ms: int | None = None
     key_id: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -50,7 +55,7 @@ class PublicKey:
         object.__setattr__(self, "key_id", key_id_of(self.raw))
 
     @classmethod
-    def from_text(cls, text: str) -> PublicKey:
+    def from_text(cls, text: str, *, until_ms: int | None = None) -> PublicKey:
         """Read the one-line form (base64 of the raw key), as ``keygen`` writes it.
 
         Raises:
@@ -60,7 +65,18 @@ class PublicKey:
             raw = base64.b64decode(text.strip(), validate=True)
         except (binascii.Error, ValueError):
             raise BadKey("a public key is the base64 of 32 bytes (one line)") from None
-        return cls(raw)
+        return cls(raw, until_ms)
+
+    @property
+    def until(self) -> str:
+        """The expiry as people read it (ISO 8601, UTC), or ``never``."""
+        if self.until_ms is None:
+            return "never"
+        return datetime.fromtimestamp(self.until_ms / 1000, UTC).isoformat()
+
+    def expired(self, at_ms: int) -> bool:
+        """Whether this key has expired at ``at_ms``: the one rule for every verifier."""
+        return self.until_ms is not None and at_ms >= self.until_ms
 
     def to_text(self) -> str:
         """The one-line form, for ``agent.yaml`` and the hub."""

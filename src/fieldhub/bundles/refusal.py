@@ -21,6 +21,7 @@ class Reason(StrEnum):
     BAD_SIGNATURE = "bad_signature"  # signed by a trusted key id, but the signature does not match
     UNKNOWN_KEY = "unknown_key"  # signed by a key this side does not trust
     REVOKED_KEY = "revoked_key"  # signed by a key whose id is revoked
+    KEY_EXPIRED = "key_expired"  # signed by a trusted key past its expiry (at verification)
     FILE_MISMATCH = "file_mismatch"  # a file's size or SHA-256 differs from the manifest
     MISSING_FILE = "missing_file"  # the manifest lists a file the archive lacks
     UNLISTED_FILE = "unlisted_file"  # the archive holds a file the manifest does not list

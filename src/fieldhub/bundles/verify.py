@@ -2,7 +2,8 @@
 
 The order is the point. The signature is checked over the manifest's exact bytes **before**
 the manifest is parsed, so nothing an attacker wrote is interpreted before a trusted key has
-vouched for it (only the key id is peeked at, to say *why* a bundle is refused). Then each
+vouched for it (only the key id is peeked at, to say *why* a bundle is refused); a revoked
+key, or one past its expiry by the verifier's clock, vouches for nothing. Then each
 archive member is judged against the signed manifest: its kind (files only), its path (under
 ``files/``, no way out), its presence in the manifest, its size and SHA-256; last, every
 listed file must be there. The first fault refuses the whole bundle with its reason code.
@@ -20,6 +21,7 @@ from fieldhub.bundles.archive import PAYLOAD_DIR, Kind, Member, unpack
 from fieldhub.bundles.keys import PublicKey
 from fieldhub.bundles.manifest import Manifest, is_safe_path, parse_manifest
 from fieldhub.bundles.refusal import BundleRefused, Reason
+from fieldhub.clock import now_ms
 
 __all__ = ["VerifiedBundle", "open_verified", "read_manifest", "verify_bundle"]
 
@@ -45,18 +47,27 @@ def read_manifest(data: bytes) -> Manifest:
 
 
 def verify_bundle(
-    data: bytes, trusted_keys: Iterable[PublicKey], revoked_key_ids: Collection[str] = ()
+    data: bytes,
+    trusted_keys: Iterable[PublicKey],
+    revoked_key_ids: Collection[str] = (),
+    *,
+    at_ms: int | None = None,
 ) -> Manifest:
-    """The manifest of a bundle that passes every check (see the module's docstring).
+    """The manifest of a bundle that passes every check (see the module's docstring), with
+    keys' expiry judged at ``at_ms`` (now by default).
 
     Raises:
         BundleRefused: the first fault found, with its reason code.
     """
-    return open_verified(data, trusted_keys, revoked_key_ids).manifest
+    return open_verified(data, trusted_keys, revoked_key_ids, at_ms=at_ms).manifest
 
 
 def open_verified(
-    data: bytes, trusted_keys: Iterable[PublicKey], revoked_key_ids: Collection[str] = ()
+    data: bytes,
+    trusted_keys: Iterable[PublicKey],
+    revoked_key_ids: Collection[str] = (),
+    *,
+    at_ms: int | None = None,
 ) -> VerifiedBundle:
     """Like :func:`verify_bundle`, and also the payload's bytes, for installing.
 
@@ -65,6 +76,10 @@ def open_verified(
     """
     parts = unpack(data)
     signer = _signer(parts.manifest, parts.signature, list(trusted_keys), revoked_key_ids)
+    if signer.expired(now_ms() if at_ms is None else at_ms):
+        raise BundleRefused(
+            Reason.KEY_EXPIRED, f"signed by key {signer.key_id}, which expired at {signer.until}"
+        )
     manifest = parse_manifest(parts.manifest)
     if manifest.key_id != signer.key_id:
         raise BundleRefused(

@@ -65,7 +65,9 @@ async def prepare(
     from fieldhub.bundles.verify import open_verified
 
     try:
-        keys = [PublicKey.from_text(text) for text in settings.trusted_keys]
+        keys = [
+            PublicKey.from_text(text, until_ms=until) for text, until in settings.keys_with_expiry()
+        ]
     except BadKey as exc:  # the config's pattern lets only 32-byte keys through
         raise BundleRefused(Reason.UNKNOWN_KEY, f"bundles.trusted_keys: {exc}") from None
     verified = await asyncio.to_thread(open_verified, data, keys, settings.revoked_keys)

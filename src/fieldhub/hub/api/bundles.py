@@ -61,9 +61,14 @@ async def list_keys(hub: HubDep, who: KeyReader) -> list[KeyOut]:
 @router.post("/api/bundle-keys", status_code=201, summary="Register a public key")
 async def add_key(request: Request, hub: HubDep, who: Admin, body: KeyIn) -> KeyOut:
     """Bundles signed by this key's private half may be uploaded (the hub never sees that
-    half). A key that is not one is 422 on ``public_key``; one registered before, 409."""
+    half), until ``expires_at`` if given. A key that is not one is 422 on ``public_key``; one
+    registered before, 409."""
     record = await hub.bundles.add_key(
-        body.public_key, body.name, actor=who.actor, source=client_address(request)
+        body.public_key,
+        body.name,
+        expires_at=body.expires_at,
+        actor=who.actor,
+        source=client_address(request),
     )
     return KeyOut.of(record)
 
@@ -87,7 +92,7 @@ async def revoke_key(request: Request, hub: HubDep, who: Admin, key_id: str) -> 
 async def upload(request: Request, response: Response, hub: HubDep, who: Admin) -> BundleOut:
     """The ``.fhb`` file as the raw body (``curl --data-binary @app-1.4.0.fhb``). It is
     verified against the registered keys: tampered, unsigned by a trusted key, not a bundle
-    → 422 naming the reason code (``unknown_key``, ``file_mismatch``, …); over the size
+    → 422 naming the reason code (``unknown_key``, ``key_expired``, …); over the size
     limit → 413. The same file again is 200; another file of the same name and version, 409."""
     data = await request.body()
     record, new = await hub.bundles.upload(data, actor=who.actor, source=client_address(request))

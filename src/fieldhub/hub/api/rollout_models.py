@@ -26,6 +26,10 @@ class KeyIn(BaseModel):
     public_key: Annotated[
         str, Field(min_length=1, max_length=64, description="base64 of the raw Ed25519 key")
     ]
+    expires_at: Annotated[
+        int | None,
+        Field(ge=0, description="epoch ms; from then on, bundles it signed are refused"),
+    ] = None
 
 
 class KeyOut(BaseModel):
@@ -37,6 +41,7 @@ class KeyOut(BaseModel):
     added_at: int
     added_by: str
     revoked_at: int | None
+    expires_at: int | None
 
     @classmethod
     def of(cls, record: BundleKeyRecord) -> KeyOut:

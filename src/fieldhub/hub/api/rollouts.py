@@ -32,8 +32,8 @@ Commander = Annotated[Principal, require(Permission.DEVICES_COMMAND)]
 async def start(request: Request, hub: HubDep, who: Commander, body: RolloutIn) -> RolloutOut:
     """Send a bundle to devices in waves: the first wave starts at once. Devices that run
     this version already are left out; none left is 422 on ``target``; a bundle whose key
-    was revoked since its upload is 422 (``revoked_key``). A plan that breaks
-    a rule (waves not increasing or not ending at 100, ``abort_below`` above
+    was revoked or has expired since its upload is 422 (``revoked_key``, ``key_expired``). A
+    plan that breaks a rule (waves not increasing or not ending at 100, ``abort_below`` above
     ``promote_at``) is 422 naming it."""
     try:
         plan = body.plan()

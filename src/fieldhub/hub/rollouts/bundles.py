@@ -72,8 +72,11 @@ class Bundles:
         """Uploads refused, by reason code (``bad_key`` for a key that is not one)."""
 
     # -- keys -----------------------------------------------------------------------------
-    async def add_key(self, text: str, name: str, *, actor: str, source: str) -> BundleKeyRecord:
-        """Register a public key (base64 of the raw Ed25519 key, as ``bundle keygen`` prints).
+    async def add_key(
+        self, text: str, name: str, *, expires_at: int | None = None, actor: str, source: str
+    ) -> BundleKeyRecord:
+        """Register a public key (base64 of the raw Ed25519 key, as ``bundle keygen`` prints),
+        trusted until ``expires_at`` (epoch ms) if given.
 
         Raises:
             Invalid: not such a key (on ``public_key``).
@@ -84,9 +87,12 @@ class Bundles:
         except BadKey as exc:
             self.refusals["bad_key"] += 1
             raise Invalid(str(exc), ("body", "public_key")) from None
-        record = BundleKeyRecord(key.key_id, name, key.to_text(), now_ms(), actor)
+        record = BundleKeyRecord(
+            key.key_id, name, key.to_text(), now_ms(), actor, expires_at=expires_at
+        )
+        detail = {"name": name, "expires_at": expires_at}
         audit = audit_row(
-            actor, "bundle.key.added", key.key_id, "ok", source, {"name": name}, ts=record.added_at
+            actor, "bundle.key.added", key.key_id, "ok", source, detail, ts=record.added_at
         )
         await self._writes.run(partial(_add_key, record=record, audit=audit))
         return record
@@ -117,9 +123,7 @@ class Bundles:
         if not data:  # the commonest mistake: a wrong file name given to curl
             self.refusals["malformed"] += 1
             raise BundleInvalid("malformed", "the body is empty: send the .fhb file's bytes")
-        keys = await self.keys()
-        trusted = [PublicKey.from_text(key.public_key) for key in keys]
-        revoked = {key.key_id for key in keys if key.revoked_at is not None}
+        trusted, revoked = await self._trust()
         try:
             manifest = verify_bundle(data, trusted, revoked)
         except BundleRefused as refused:
@@ -160,17 +164,24 @@ class Bundles:
         return found[0]
 
     async def to_send(self, bundle_id: str) -> BundleRecord:
-        """A bundle a rollout may send: stored, and its key not revoked since the upload.
+        """A bundle a rollout may send: stored, and its key neither revoked nor expired since
+        the upload (devices would refuse it).
 
         Raises:
             BundleNotFound: none with this id.
-            BundleInvalid: its key was revoked (``revoked_key``, on ``bundle``).
+            BundleInvalid: its key was revoked (``revoked_key``) or expired (``key_expired``).
         """
         bundle = await self.get(bundle_id)
-        revoked = {key.key_id for key in await self.keys() if key.revoked_at is not None}
+        trusted, revoked = await self._trust()
         if bundle.key_id in revoked:
             self.refusals["revoked_key"] += 1
             raise BundleInvalid("revoked_key", f"signed by key {bundle.key_id}, revoked since")
+        signer = next((key for key in trusted if key.key_id == bundle.key_id), None)
+        if signer is not None and signer.expired(now_ms()):
+            self.refusals["key_expired"] += 1
+            raise BundleInvalid(
+                "key_expired", f"signed by key {bundle.key_id}, which expired at {signer.until}"
+            )
         return bundle
 
     async def delete(self, bundle_id: str, *, actor: str, source: str) -> None:
@@ -183,6 +194,12 @@ class Bundles:
         audit = audit_row(actor, "bundle.deleted", bundle_id, "ok", source, ts=now_ms())
         await self._writes.run(partial(_delete_bundle, bundle_id=bundle_id, audit=audit))
         self.path(bundle_id).unlink(missing_ok=True)
+
+    async def _trust(self) -> tuple[list[PublicKey], set[str]]:
+        """The registered keys with their expiry, and the ids of revoked ones."""
+        keys = await self.keys()
+        trusted = [PublicKey.from_text(key.public_key, until_ms=key.expires_at) for key in keys]
+        return trusted, {key.key_id for key in keys if key.revoked_at is not None}
 
     def path(self, bundle_id: str) -> Path:
         """Where a bundle's file is."""

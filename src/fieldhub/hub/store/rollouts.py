@@ -65,6 +65,7 @@ class BundleKeyRecord:
     added_at: int
     added_by: str
     revoked_at: int | None = None
+    expires_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -351,6 +351,7 @@ bundle_keys = Table(
     Column("added_at", BigInteger, nullable=False),
     Column("added_by", String(128), nullable=False),
     Column("revoked_at", BigInteger, nullable=True),
+    Column("expires_at", BigInteger, nullable=True),  # past it, the key vouches for nothing
 )
 
 bundles = Table(
