@@ -179,6 +179,10 @@ class Rollouts:
         if await self.load():
             log.info("rollouts: took up rollouts whose hub stopped renewing its lease")
 
+    def drives(self, rollout_id: str) -> bool:
+        """Whether this hub process drives the rollout now (it holds the rollout's lease)."""
+        return rollout_id in self._runs
+
     async def release(self) -> None:
         """Give back this hub's leases as it stops: the next hub to start, or to look, takes
         its rollouts up at once instead of after the lease."""
