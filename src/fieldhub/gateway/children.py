@@ -16,43 +16,16 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from fieldhub.agent.outbox import Outbox, OutboxFile, OutboxReporter
-from fieldhub.agent.sender import Sender
+from fieldhub.agent.sender import ClientLink, Sender
 from fieldhub.agent.uplink import UplinkSettings
 from fieldhub.gateway.ports import ReportChannel
 from fieldhub.mqtt import MqttClient
 from fieldhub.protocol import Channel, topic_for
 
-__all__ = ["LINKED", "NOT_YET_LINKED", "Child", "ChildLink"]
+__all__ = ["LINKED", "NOT_YET_LINKED", "Child"]
 
 LINKED: Final = "linked"
 NOT_YET_LINKED: Final = "not linked since the gateway started"
-
-
-class ChildLink:
-    """The gateway's connection as one child's :class:`~fieldhub.agent.sender.Link`: ready
-    once the child's subscriptions were granted and its status published."""
-
-    def __init__(self, client: MqttClient) -> None:
-        self._client = client
-        self.subscribed = False
-
-    @property
-    def connected(self) -> bool:
-        """The gateway's broker connection is up."""
-        return self._client.connected
-
-    @property
-    def ready(self) -> bool:
-        """Reports of this child may leave."""
-        return self.subscribed and self._client.connected
-
-    def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
-        """Through the gateway's connection."""
-        self._client.publish(topic, payload, qos=qos)
-
-    def healthy(self) -> None:
-        """The hub answered for this child through the gateway's connection."""
-        self._client.healthy()
 
 
 class Child:
@@ -75,7 +48,7 @@ class Child:
         max_messages: int,
     ) -> None:
         self.child_id = child_id
-        self.link = ChildLink(client)
+        self.link = ClientLink(client)  # the gateway's connection, ready once the child's is
         self.state = NOT_YET_LINKED  # LINKED, or why the LAN link is down
         self.topics = {channel: topic_for(child_id, channel) for channel in Channel}
         # No linger: the shared file already puts the work of every child that comes while a
