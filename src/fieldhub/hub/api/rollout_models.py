@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fieldhub.hub.api.fields import StoredJson
+from fieldhub.hub.api.fields import EpochMs, StoredJson
 from fieldhub.hub.rollouts import BundleKeyRecord, BundleRecord, Run
 from fieldhub.hub.rollouts.plan import Plan
 from fieldhub.protocol.topics import DEVICE_ID_PATTERN
@@ -27,8 +27,8 @@ class KeyIn(BaseModel):
         str, Field(min_length=1, max_length=64, description="base64 of the raw Ed25519 key")
     ]
     expires_at: Annotated[
-        int | None,
-        Field(ge=0, description="epoch ms; from then on, bundles it signed are refused"),
+        EpochMs | None,
+        Field(description="epoch ms; from then on, bundles it signed are refused"),
     ] = None
 
 
