@@ -74,7 +74,12 @@ async def test_a_picture_shows_coming_then_as_a_thumbnail_that_opens_the_full_on
             thumbnail = row.locator(".media.complete img")  # live: the page was not reloaded
             await expect(thumbnail).to_be_visible()
             await expect(row.locator(".media.pending")).to_have_count(0)
-            assert await thumbnail.evaluate("img => img.complete && img.naturalWidth") == 320
+
+            # Visible is not loaded: the browser may still be fetching the thumbnail's bytes.
+            async def loaded_width() -> int:
+                return int(await thumbnail.evaluate("img => img.complete && img.naturalWidth"))
+
+            assert await eventually(loaded_width, "the thumbnail loaded") == 320
             await dash.shot(page, "device-media")
 
             async with page.context.expect_page() as opened:
