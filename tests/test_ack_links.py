@@ -22,7 +22,7 @@ from fieldhub.hub.store.alarms import AlarmFilter
 from fieldhub.protocol.messages import Event
 from tests.conftest import HubFactory, api_client
 from tests.support.receivers import MailBox, WebhookReceiver, smtp_server, webhook_receiver
-from tests.waiting import eventually
+from tests.waiting import HTTP_TIMEOUT_S, eventually
 
 LINKS: dict[str, Any] = {"public_url": "http://hub", "notify_retry_s": 0.2}
 DOOR = {"kind": "event", "match": "door.*"}
@@ -204,7 +204,9 @@ async def test_the_access_log_shows_no_token(
         await eventually(lambda: server.started, "the HTTP server")
         port = server.servers[0].sockets[0].getsockname()[1]
         try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as browser:
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", timeout=HTTP_TIMEOUT_S
+            ) as browser:
                 assert (await browser.get(f"/ack/{token}")).status_code == 200
                 assert (await browser.post(f"/ack/{token}")).status_code == 200
         finally:

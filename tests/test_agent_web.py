@@ -20,6 +20,7 @@ from fieldhub.agent.web import (
     hash_password,
     parse_listen,
 )
+from tests.waiting import HTTP_TIMEOUT_S
 
 PASSWORD = "correct horse battery"
 HASH = hash_password(PASSWORD)
@@ -84,7 +85,9 @@ def agent() -> FakeAgent:
 async def client(agent: FakeAgent) -> AsyncIterator[httpx.AsyncClient]:
     async with TechnicianPage(agent, HASH, host="127.0.0.1", port=0) as page:
         base = f"http://127.0.0.1:{page.port}"
-        async with httpx.AsyncClient(base_url=base, headers={"Origin": base}) as http:
+        async with httpx.AsyncClient(
+            base_url=base, headers={"Origin": base}, timeout=HTTP_TIMEOUT_S
+        ) as http:
             yield http
 
 

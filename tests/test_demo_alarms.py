@@ -34,7 +34,7 @@ from fieldhub.hub.notify.records import ChannelRecord, NotificationRecord
 from tests.conftest import HubFactory
 from tests.support.servers import free_port
 from tests.test_cli import _demo_password, _get, _login, running
-from tests.waiting import eventually
+from tests.waiting import HTTP_TIMEOUT_S, eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -195,7 +195,7 @@ async def test_the_console_refuses_old_timestamps_and_big_bodies():
         finally:
             await sender.close()
         assert (old.ok, old.status) == (False, "401")  # its timestamp is the real time: far off
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as client:
             big = await client.post(console.url, content=b"x" * (65 * 1024))
             assert big.status_code == 413
             get = await client.get(console.url)

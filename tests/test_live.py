@@ -36,7 +36,7 @@ from fieldhub.protocol import Channel, Event, State, Status, Telemetry
 from tests.conftest import DeviceFactory
 from tests.fleet import Fleet
 from tests.hub_client import add_user, served, user_token
-from tests.waiting import eventually
+from tests.waiting import HTTP_TIMEOUT_S, eventually
 
 Frame = dict[str, Any]
 
@@ -157,7 +157,7 @@ async def admin(hub: Hub) -> str:
 async def rest(base: str, admin: str) -> AsyncIterator[httpx.AsyncClient]:
     """The REST API over the same HTTP server, as the admin."""
     headers = {"Authorization": f"Bearer {admin}"}
-    async with httpx.AsyncClient(base_url=base, headers=headers) as client:
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=HTTP_TIMEOUT_S) as client:
         yield client
 
 

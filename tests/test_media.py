@@ -39,7 +39,7 @@ from tests.media_support import (
     url_for,
 )
 from tests.support.servers import Mosquitto
-from tests.waiting import eventually
+from tests.waiting import HTTP_TIMEOUT_S, eventually
 
 
 async def _media_of_events(hub: Hub, device_id: str, sites: list[str]) -> list[dict]:
@@ -75,7 +75,7 @@ async def test_a_picture_is_announced_uploaded_checked_and_downloaded_by_its_sit
     assert answer.expires_at > now_ms()
     async with http_of(hub):
         answer = await url_for(camera, announced.sha256)  # now pointing at the served API
-        async with httpx.AsyncClient() as device_http:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as device_http:
             put = await device_http.put(
                 answer.url, content=data, headers={"Content-Type": "image/jpeg"}
             )
@@ -138,7 +138,7 @@ async def test_an_upload_resumes_after_a_dropped_connection(
     data = os.urandom(FLUSH_BYTES + 100_000)
     announced = ref(data, "application/octet-stream", "trace.bin")
     await announce(camera, 1, announced)
-    async with http_of(hub), httpx.AsyncClient() as device_http:
+    async with http_of(hub), httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as device_http:
         first = await url_for(camera, announced.sha256)
         assert first.url is not None
         # The link drops once the hub has written what came (a whole flush: no bytes of the

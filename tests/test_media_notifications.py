@@ -19,7 +19,7 @@ from tests.conftest import DeviceFactory, HubFactory, api_client
 from tests.device_client import TestDevice
 from tests.media_support import announce, http_of, listen_media, picture, ref, url_for
 from tests.support.receivers import MailBox, WebhookReceiver, smtp_server, webhook_receiver
-from tests.waiting import eventually
+from tests.waiting import HTTP_TIMEOUT_S, eventually
 
 STRANGER = {
     "id": "stranger",
@@ -53,7 +53,7 @@ async def _subscribed(hub: Hub, kind: str, config: dict[str, Any]) -> None:
 async def _upload(camera: TestDevice, data: bytes) -> None:
     answer = await url_for(camera, ref(data).sha256)
     assert answer.url is not None
-    async with httpx.AsyncClient() as device_http:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as device_http:
         put = await device_http.put(answer.url, content=data)
     assert put.status_code == 201, put.text
 
@@ -80,7 +80,9 @@ async def test_the_webhook_of_a_strangers_alarm_links_the_picture(
         url = linked["url"]
         assert url.startswith(f"{base}/api/media-links/{camera.device_id}/{ref(data).sha256}?")
 
-        async with httpx.AsyncClient() as recipient:  # no session: the link is the credential
+        async with httpx.AsyncClient(
+            timeout=HTTP_TIMEOUT_S
+        ) as recipient:  # no session: the link is the credential
             coming = await recipient.get(url)
             assert coming.status_code == 404  # the picture follows its event
             await _upload(camera, data)
@@ -120,7 +122,7 @@ async def test_the_email_of_a_strangers_alarm_links_the_picture(
         text = box.messages[0].get_payload(decode=True).decode()
         [line] = [line for line in text.splitlines() if line.startswith("media: ")]
         [linked] = json.loads(line.removeprefix("media: "))
-        async with httpx.AsyncClient() as recipient:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as recipient:
             got = await recipient.get(linked["url"])
         assert got.status_code == 200
         assert got.content == data

@@ -27,7 +27,7 @@ from tests.media_support import (
     ref,
     url_for,
 )
-from tests.waiting import eventually
+from tests.waiting import HTTP_TIMEOUT_S, eventually
 
 
 async def test_bad_uploads_are_refused_counted_and_leave_nothing_behind(
@@ -52,7 +52,7 @@ async def test_bad_uploads_are_refused_counted_and_leave_nothing_behind(
         async def put(sha256: str, body: bytes, **headers: str) -> httpx.Response:
             answer = await url_for(camera, sha256)
             assert answer.url is not None, answer
-            async with httpx.AsyncClient() as client:
+            async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as client:
                 return await client.put(answer.url, content=body, headers=headers)
 
         # More bytes than announced: 413.
@@ -73,7 +73,7 @@ async def test_bad_uploads_are_refused_counted_and_leave_nothing_behind(
         good = ref(image)
         url = (await url_for(camera, good.sha256)).url
         assert url is not None
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as client:
             # Another device's path with this URL's signature: 404, as for a made-up URL.
             stolen = url.replace(camera.device_id, other.device_id)
             assert (await client.put(stolen, content=image)).status_code == 404
@@ -125,7 +125,7 @@ async def test_the_access_log_shows_no_upload_signature(
     try:
         url = (await url_for(camera, ref(data).sha256)).url
         assert url is not None
-        async with httpx.AsyncClient() as device_http:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as device_http:
             assert (await device_http.put(url, content=data)).status_code == 201
     finally:
         server.should_exit = True

@@ -29,6 +29,7 @@ from fieldhub.hub.api.limits import DEFAULT_MAX_BODY
 from tests.support.servers import free_port
 from tests.test_cli import _demo_password, running
 from tests.test_dashboard import CHROMIUM_ARGS, _chromium
+from tests.waiting import HTTP_TIMEOUT_S
 
 SITE = Path(__file__).resolve().parents[1] / "deploy" / "nginx" / "fieldhub.conf"
 
@@ -170,7 +171,9 @@ async def test_dashboard_rest_and_live_websocket_through_nginx_over_tls(tmp_path
         with _serving(site):
             base = f"https://localhost:{site.https}"
             trusted = ssl.create_default_context(cafile=tmp_path / "cert.pem")
-            async with httpx.AsyncClient(base_url=base, verify=trusted) as client:
+            async with httpx.AsyncClient(
+                base_url=base, verify=trusted, timeout=HTTP_TIMEOUT_S
+            ) as client:
                 health = await client.get("/api/health")
                 assert health.status_code == 200
                 assert health.json() == {"status": "ok"}
@@ -184,7 +187,7 @@ async def test_dashboard_rest_and_live_websocket_through_nginx_over_tls(tmp_path
                 assert too_big.status_code == 413
                 docs = await client.get("/docs")
                 assert docs.status_code == 200
-            async with httpx.AsyncClient() as plain:
+            async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as plain:
                 moved = await plain.get(f"http://127.0.0.1:{site.http}/devices/x?y=1")
             assert moved.status_code == 301
             assert moved.headers["location"] == "https://127.0.0.1/devices/x?y=1"

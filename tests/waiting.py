@@ -9,6 +9,10 @@ from typing import Any
 
 import pytest
 
+HTTP_TIMEOUT_S = 30.0
+"""How long a test's HTTP client waits for a real server's answer: httpx's default of 5 s was
+passed by a hub on a CI runner under load (a read timeout, not a wrong answer)."""
+
 
 async def eventually(check: Callable[[], Any], what: str, within_s: float = 10.0) -> Any:
     """Poll ``check`` (a function, or one returning a coroutine) until it returns something
