@@ -190,6 +190,25 @@ async def test_a_site_user_is_offered_only_their_sites_devices(
         await expect(options).to_have_count(0)
 
 
+async def test_a_rules_device_targets_are_picked_by_name(
+    dash: Dashboard,  # noqa: F811
+    fleet: FleetRows,
+) -> None:
+    operator = await dash.user("operator", ["oslo"])
+    oslo = [i for i in (7, 11) if fleet.site_of(i) == "oslo"]  # Cabinet 7 and 11: oslo's
+    assert len(oslo) == 2
+    async with dash.page() as page:
+        await dash.log_in(page, operator, "/alarm-rules")
+        await page.locator('#rule-form [name="target.kind"]').select_option("devices")
+        picker = page.get_by_role("combobox", name="Device ids")
+        for n, i in enumerate(oslo):
+            await picker.press_sequentially(f"{', ' if n else ''}Cabinet {i}", delay=30)
+            option = page.get_by_role("listbox").get_by_role("option")
+            await expect(option.first).to_have_text(f"Cabinet {i} {fleet.ids[i]}")
+            await option.first.click()
+        await expect(picker).to_have_value(", ".join(fleet.ids[i] for i in oslo))
+
+
 async def test_the_notifications_page_lists_the_fleets_sites_from_its_counts(
     dash: Dashboard,  # noqa: F811
     fleet: FleetRows,
