@@ -7,7 +7,7 @@
 // closes; a polite status says how many match. With `several`, the field holds a comma
 // separated list and the picker completes its last item.
 
-import { api, apiPage } from "./api.js";
+import { apiPage } from "./api.js";
 import { h, replace } from "./dom.js";
 
 const SHOWN = 20;
@@ -45,7 +45,7 @@ export class DevicePicker {
       input.setAttribute(name, value);
     }
     input.removeAttribute("list");
-    input.addEventListener("input", () => this.soon());
+    input.addEventListener("input", () => (this.term() ? this.soon() : this.close()));
     input.addEventListener("keydown", (event) => this.key(event));
     input.addEventListener("blur", () => this.close());
   }
@@ -56,7 +56,8 @@ export class DevicePicker {
     return (this.several ? text.slice(text.lastIndexOf(",") + 1) : text).trim();
   }
 
-  /** Search after a pause in typing (one request per pause, the previous one abandoned). */
+  /** Search after a pause in typing (one request per pause, the previous one abandoned); an
+   * emptied field (no device: "any") closes the list, arrow down opens it on the first ones. */
   soon() {
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.search(), PAUSE_MS);
@@ -80,6 +81,7 @@ export class DevicePicker {
   show(devices, total) {
     this.matches = devices;
     this.active = -1;
+    this.list.hidden = !devices.length;
     replace(
       this.list,
       devices.map((device, i) =>
@@ -129,7 +131,7 @@ export class DevicePicker {
     } else if (event.key === "Enter" && shown && this.active >= 0) {
       event.preventDefault(); // picks; the form is not sent
       this.pick(this.matches[this.active]);
-    } else if (event.key === "Escape" && shown) {
+    } else if (event.key === "Escape" && !this.popup.hidden) {
       event.preventDefault();
       this.close();
     }
@@ -152,33 +154,5 @@ export class DevicePicker {
     this.input.value = kept + device.id;
     this.close();
     this.input.dispatchEvent(new Event("change", { bubbles: true }));
-  }
-}
-
-/**
- * The names of the devices a page shows, asked for by id (GET /api/fleet/names, at most 200
- * ids a request) and kept for the page's life. A device the caller may not see, or one
- * removed, is named by its id.
- */
-export class DeviceNames {
-  static CHUNK = 200;
-
-  constructor() {
-    this.known = new Map();
-  }
-
-  /** The device's name, or its id when it has none or is not known (yet). */
-  name(id) {
-    return this.known.get(id) || id;
-  }
-
-  /** Learn the names of `ids` not known yet (nothing is asked when all are known). */
-  async learn(ids) {
-    const missing = [...new Set(ids)].filter((id) => !this.known.has(id));
-    for (let start = 0; start < missing.length; start += DeviceNames.CHUNK) {
-      const chunk = missing.slice(start, start + DeviceNames.CHUNK);
-      const found = await api("/api/fleet/names", { query: { device: chunk } });
-      for (const id of chunk) this.known.set(id, found[id] ?? "");
-    }
   }
 }

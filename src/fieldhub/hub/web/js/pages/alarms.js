@@ -5,7 +5,8 @@
 
 import { AlarmTable, RuleBook } from "../alarmlist.js";
 import { api } from "../api.js";
-import { DeviceNames, DevicePicker } from "../devicepicker.js";
+import { DeviceNames } from "../devicenames.js";
+import { DevicePicker } from "../devicepicker.js";
 import { byId, say } from "../dom.js";
 import { maintenanceBanner } from "../maintenance.js";
 import { Permission, showError, startPage } from "../session.js";

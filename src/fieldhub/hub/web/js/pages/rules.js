@@ -4,7 +4,8 @@
 // hub checks every rule; its 422s are shown at the fields they name.
 
 import { api } from "../api.js";
-import { DeviceNames, DevicePicker } from "../devicepicker.js";
+import { DeviceNames } from "../devicenames.js";
+import { DevicePicker } from "../devicepicker.js";
 import { byId, say } from "../dom.js";
 import { clearFieldErrors, showFieldErrors } from "../fielderrors.js";
 import { RuleForm } from "../ruleform.js";
