@@ -117,3 +117,58 @@ def test_force_signs_a_downgrade_for_named_devices(signed: Path) -> None:
         made.stdout.strip(), [public], [], device_id="pi-7", name="hello", version="1.0"
     )
     assert allowed.devices == ["pi-7"]
+
+
+def test_verify_judges_the_keys_expiry_given_by_file_or_id(signed: Path) -> None:
+    key_id = PublicKey.from_text((signed / "ops.pub").read_text()).key_id
+    expiry = "ops.pub=2020-01-01T00:00:00Z"
+    lapsed = run("verify", "hello-1.2.0.fhb", "--key", "ops.pub", "--expires", expiry, cwd=signed)
+    assert lapsed.returncode == 1
+    assert (
+        f"refused (key_expired): signed by key {key_id}, which expired at "
+        "2020-01-01T00:00:00+00:00; the bundle was made at 20"
+    ) in lapsed.stderr
+    assert "after its key had expired" in lapsed.stderr
+    future = 4_102_444_800_000  # 2100-01-01, as the hub's expires_at gives it
+    trusted = run(
+        "verify", "hello-1.2.0.fhb", "--key", "ops.pub", "--expires", f"{key_id}={future}",
+        cwd=signed,
+    )  # fmt: skip
+    assert trusted.returncode == 0, trusted.stderr
+    assert f"ok: hello 1.2.0, signed by key {key_id}" in trusted.stdout
+
+
+def test_a_bundle_made_before_the_expiry_is_refused_after_it_all_the_same(signed: Path) -> None:
+    old = signed / "old"
+    (old / "files").mkdir(parents=True)
+    (old / "files" / "a.txt").write_text("one\n")
+    assert run("build", old, "--name", "old", "--version", "1", cwd=signed).returncode == 0
+    draft = json.loads((old / "manifest.json").read_text())
+    draft["created_at"] = 1_546_300_800_000  # 2019-01-01: before the key's expiry
+    (old / "manifest.json").write_text(json.dumps(draft))
+    assert run("sign", old, "--key", "ops.key", "-o", "old.fhb", cwd=signed).returncode == 0
+    refused = run(
+        "verify", "old.fhb", "--key", "ops.pub", "--expires", "ops.pub=2020-01-01T00:00:00+00:00",
+        cwd=signed,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert (
+        "the bundle was made at 2019-01-01T00:00:00+00:00, before that, but a key past its "
+        "date vouches for nothing: sign it again with a current key"
+    ) in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("expires", "said"),
+    [
+        ("ops.pub=2027-06-30", "WHEN is a time with its zone"),
+        ("ops.pub=soon", "WHEN is a time with its zone"),
+        ("other.pub=2027-06-30T00:00:00Z", "KEY one of"),
+        ("2027-06-30T00:00:00Z", "give KEY=WHEN"),
+    ],
+)
+def test_a_wrong_expiry_is_named(signed: Path, expires: str, said: str) -> None:
+    wrong = run("verify", "hello-1.2.0.fhb", "--key", "ops.pub", "--expires", expires, cwd=signed)
+    assert wrong.returncode == 2
+    assert f"--expires {expires!r}" in wrong.stderr
+    assert said in wrong.stderr

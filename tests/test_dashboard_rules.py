@@ -71,6 +71,8 @@ async def test_an_operator_previews_a_rule_saves_it_and_it_raises_an_alarm(
         found = page.locator("#preview-result tr.preview-alarm")
         await expect(found).to_have_count(1)  # the stored 5.1 V would have raised one
         await expect(found).to_contain_text("5.1")
+        named = found.locator('td[data-label="Device"]')
+        await expect(named).to_have_text("ATM <b>Hauptbahnhof</b>")  # by /api/fleet/names
         await expect(found.locator("td").nth(2)).to_have_text("open")
         assert RULE_ID not in {s.rule.id for s in await dash.hub.alarms.rules()}  # not saved
         await dash.shot(page, "alarm-rule-preview")

@@ -521,9 +521,9 @@ class World:
                 raise LookupError(f"{route.name}: no object for {{{param}}}; add one to fill()")
 
     async def query(self, route: Route) -> dict[str, list[str]] | None:
-        """Query parameters a route needs: the fleet's details name a device of each site
-        (a site user's answer must leave the other one out)."""
-        if (route.method, route.path) == ("get", "/api/fleet/details"):
+        """Query parameters a route needs: the fleet's details and names ask for a device of
+        each site (a site user's answer must leave the other one out)."""
+        if route.method == "get" and route.path in ("/api/fleet/details", "/api/fleet/names"):
             return {"device": [await self.device(SITE_A), await self.device(SITE_B)]}
         return None
 

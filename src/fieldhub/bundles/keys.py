@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from fieldhub.bundles.manifest import KEY_ID_PATTERN
 
-__all__ = ["BadKey", "PublicKey", "SigningKey", "is_key_id", "key_id_of"]
+__all__ = ["BadKey", "PublicKey", "SigningKey", "is_key_id", "key_id_of", "utc_text"]
 
 _RAW_KEY_BYTES: Final = 32
 _KEY_ID = re.compile(KEY_ID_PATTERN)
@@ -33,6 +33,11 @@ _KEY_ID = re.compile(KEY_ID_PATTERN)
 
 class BadKey(ValueError):
     """A key's text or file is not an Ed25519 key in the expected form."""
+
+
+def utc_text(epoch_ms: int) -> str:
+    """An instant as people read it in refusals: ISO 8601, UTC."""
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat()
 
 
 def key_id_of(raw: bytes) -> str:
@@ -70,9 +75,7 @@ class PublicKey:
     @property
     def until(self) -> str:
         """The expiry as people read it (ISO 8601, UTC), or ``never``."""
-        if self.until_ms is None:
-            return "never"
-        return datetime.fromtimestamp(self.until_ms / 1000, UTC).isoformat()
+        return "never" if self.until_ms is None else utc_text(self.until_ms)
 
     def expired(self, at_ms: int) -> bool:
         """Whether this key has expired at ``at_ms``: the one rule for every verifier."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import msgspec
 
 from fieldhub.bundles.archive import PAYLOAD_DIR, Kind, Member, unpack
-from fieldhub.bundles.keys import PublicKey
+from fieldhub.bundles.keys import PublicKey, utc_text
 from fieldhub.bundles.manifest import Manifest, is_safe_path, parse_manifest
 from fieldhub.bundles.refusal import BundleRefused, Reason
 from fieldhub.clock import now_ms
@@ -77,9 +77,7 @@ def open_verified(
     parts = unpack(data)
     signer = _signer(parts.manifest, parts.signature, list(trusted_keys), revoked_key_ids)
     if signer.expired(now_ms() if at_ms is None else at_ms):
-        raise BundleRefused(
-            Reason.KEY_EXPIRED, f"signed by key {signer.key_id}, which expired at {signer.until}"
-        )
+        raise BundleRefused(Reason.KEY_EXPIRED, _expiry_explained(signer, parts.manifest))
     manifest = parse_manifest(parts.manifest)
     if manifest.key_id != signer.key_id:
         raise BundleRefused(
@@ -95,7 +93,7 @@ def _signer(
     signer = next((key for key in trusted if key.verifies(signature, manifest)), None)
     if signer is not None and signer.key_id not in revoked:
         return signer
-    claimed = signer.key_id if signer is not None else _claimed_key_id(manifest)
+    claimed = signer.key_id if signer is not None else _claims(manifest).key_id
     if claimed in revoked:
         raise BundleRefused(Reason.REVOKED_KEY, f"signed by revoked key {claimed}")
     if claimed is not None and all(key.key_id != claimed for key in trusted):
@@ -103,17 +101,34 @@ def _signer(
     raise BundleRefused(Reason.BAD_SIGNATURE, "the signature does not match the manifest")
 
 
-class _KeyIdOnly(msgspec.Struct):
-    key_id: str
+class _Claims(msgspec.Struct):
+    key_id: str | None = None
+    created_at: int | None = None
 
 
-def _claimed_key_id(manifest: bytes) -> str | None:
-    """The key id the (unverified) manifest names, if it can be read: only to explain a
-    refusal, never to decide that a bundle is good."""
+def _claims(manifest: bytes) -> _Claims:
+    """The key id and making time the (unverified) manifest names, where they can be read:
+    only to explain a refusal, never to decide that a bundle is good."""
     try:
-        return msgspec.json.decode(manifest, type=_KeyIdOnly).key_id
+        return msgspec.json.decode(manifest, type=_Claims)
     except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
+        return _Claims()
+
+
+def _expiry_explained(signer: PublicKey, manifest: bytes) -> str:
+    """Why an expired key's bundle is refused, with when the bundle says it was made: made
+    after the expiry means the key signed past its date (a leaked or forgotten key); made
+    before, it is refused all the same (docs/bundles.md: a signer can back-date anything)."""
+    said = f"signed by key {signer.key_id}, which expired at {signer.until}"
+    made, until = _claims(manifest).created_at, signer.until_ms
+    if made is None or until is None:
+        return said
+    if made >= until:
+        return f"{said}; the bundle was made at {utc_text(made)}, after its key had expired"
+    return (
+        f"{said}; the bundle was made at {utc_text(made)}, before that, but a key past its "
+        "date vouches for nothing: sign it again with a current key"
+    )
 
 
 def _payload(manifest: Manifest, members: list[Member]) -> dict[str, bytes]:

@@ -9,6 +9,7 @@ bundle claims, ``force`` signs a downgrade permission. docs/bundles.md walks thr
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -134,12 +135,23 @@ def verify(
         list[Path], typer.Option("--key", "-k", help="a trusted public key file (repeat)")
     ],
     revoked: Annotated[list[str] | None, typer.Option(help="a revoked key id (repeat)")] = None,
+    expires: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="KEY=WHEN: the key (its file as given to --key, or its id) is trusted until "
+            "WHEN, a time with its zone (2027-06-30T00:00:00Z) or epoch ms as the hub's "
+            "expires_at (repeat)"
+        ),
+    ] = None,
 ) -> None:
-    """Check BUNDLE as a device would: signature, then every file (exit 1 when refused)."""
+    """Check BUNDLE as a device would: signature, key expiry, then every file (exit 1 when
+    refused)."""
     try:
-        keys = [PublicKey.from_text(path.read_text(encoding="utf-8")) for path in key]
+        files = {path: PublicKey.from_text(path.read_text(encoding="utf-8")) for path in key}
     except (OSError, BadKey) as exc:
         raise _fail(str(exc), 2) from None
+    until = _expiries(expires or [], files)
+    keys = [PublicKey(k.raw, until.get(k.key_id)) for k in files.values()]
     try:
         manifest = verify_bundle(bundle.read_bytes(), keys, revoked or [])
     except OSError as exc:
@@ -147,6 +159,39 @@ def verify(
     except BundleRefused as exc:
         raise _fail(f"refused ({exc.reason.value}): {exc.message}") from None
     typer.echo(f"ok: {manifest.name} {manifest.version}, signed by key {manifest.key_id}")
+
+
+def _expiries(pairs: list[str], files: dict[Path, PublicKey]) -> dict[str, int]:
+    """``--expires`` → key id → expiry (epoch ms), each naming a key given with ``--key``:
+    an expiry for a key that is not trusted here would silently check nothing."""
+    ids = {k.key_id: k.key_id for k in files.values()}
+    ids.update({str(path): k.key_id for path, k in files.items()})
+    until: dict[str, int] = {}
+    for pair in pairs:
+        name, sep, when = pair.partition("=")
+        if not sep or name not in ids:
+            known = ", ".join(sorted(ids))
+            raise _fail(f"--expires {pair!r}: give KEY=WHEN, KEY one of {known}", 2)
+        until[ids[name]] = _instant(when, pair)
+    return until
+
+
+def _instant(text: str, pair: str) -> int:
+    """``WHEN`` of ``--expires`` in epoch ms: digits are epoch ms (the hub's ``expires_at``);
+    otherwise ISO 8601 with its zone, the agent's rule (a zone-less time would move with the
+    clock of whoever reads it)."""
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise _fail(
+            f"--expires {pair!r}: WHEN is a time with its zone (2027-06-30T00:00:00Z) or epoch ms",
+            2,
+        )
+    return int(moment.timestamp() * 1000)
 
 
 @bundle_app.command()

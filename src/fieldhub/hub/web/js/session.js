@@ -19,6 +19,7 @@ export const Permission = Object.freeze({
   USERS_WRITE: "users:write",
   ACCOUNT_WRITE: "account:write",
   HUB_READ: "hub:read",
+  BUNDLES_WRITE: "bundles:write",
 });
 
 /** The signed-in user: `{user, permissions, can(permission)}`. */

@@ -5,7 +5,9 @@
 
 import { AlarmTable, RuleBook } from "../alarmlist.js";
 import { api } from "../api.js";
-import { byId, h, replace, say } from "../dom.js";
+import { DeviceNames } from "../devicenames.js";
+import { DevicePicker } from "../devicepicker.js";
+import { byId, say } from "../dom.js";
 import { maintenanceBanner } from "../maintenance.js";
 import { Permission, showError, startPage } from "../session.js";
 
@@ -16,7 +18,7 @@ const form = byId("filters");
 const status = byId("status");
 const older = byId("older");
 const rules = new RuleBook();
-const names = new Map(); // device id → name
+const names = new DeviceNames(); // of the devices the list shows, asked for as they appear
 let table;
 let query = { state: "", severity: [], device: "", mine: false };
 let cursor = null;
@@ -88,6 +90,7 @@ async function loadPage(first) {
       limit: PAGE,
     },
   });
+  await names.learn(page.alarms.map((a) => a.device_id)); // one request for the new ones
   if (first) table.show(page.alarms);
   else for (const alarm of page.alarms) table.put(alarm);
   cursor = page.next_cursor;
@@ -117,18 +120,10 @@ async function onAlarm(message) {
     throw error;
   }
   // One whose details are open stays (what just happened to it), until the view is read again.
-  if (matches(alarm) || table.entries.get(id)?.detail) table.put(alarm, { fresh: !table.has(id) });
-  else table.drop(id);
-}
-
-async function deviceNames() {
-  const devices = await api("/api/devices", { query: { limit: 10000 } });
-  for (const d of devices) names.set(d.id, d.name || d.id);
-  replace(
-    byId("device-ids"),
-    devices.map((d) => h("option", { value: d.id, text: d.name || d.id })),
-  );
-  for (const alarm of [...table.entries.values()].map((e) => e.alarm)) table.put(alarm);
+  if (matches(alarm) || table.entries.get(id)?.detail) {
+    await names.learn([alarm.device_id]);
+    table.put(alarm, { fresh: !table.has(id) });
+  } else table.drop(id);
 }
 
 async function main() {
@@ -138,13 +133,14 @@ async function main() {
   table = new AlarmTable(byId("alarm-rows"), {
     rules,
     canWrite: me.can(Permission.ALARMS_WRITE),
-    deviceName: (id) => names.get(id) ?? id,
+    deviceName: (id) => names.name(id),
     onChange: () => {
       byId("no-alarms").hidden = table.size > 0;
     },
   });
   query = fromAddress();
   writeForm(query);
+  new DevicePicker(form.elements.device);
   form.addEventListener("change", apply);
   form.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -157,7 +153,7 @@ async function main() {
     .subscribe({ all: true, topics: ["alarm"] })
     .start();
   await rules.load();
-  await Promise.all([loadPage(true), deviceNames()]);
+  await loadPage(true);
 }
 
 main().catch((error) => showError(status, error));

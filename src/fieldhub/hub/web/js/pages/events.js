@@ -2,7 +2,8 @@
 // and time, paged with the API's cursor; new events that match appear at the top, live.
 
 import { api } from "../api.js";
-import { byId, h, replace, say } from "../dom.js";
+import { DevicePicker } from "../devicepicker.js";
+import { byId, say } from "../dom.js";
 import { dateTime, fromInputTime, toInputTime } from "../format.js";
 import { eventRow, mediaArrived, typeMatches } from "../eventlist.js";
 import { showError, startPage } from "../session.js";
@@ -138,18 +139,11 @@ function onEvent(message) {
   byId("no-events").hidden = true;
 }
 
-async function deviceChoices() {
-  const devices = await api("/api/devices", { query: { limit: 10000 } });
-  replace(
-    byId("device-ids"),
-    devices.map((d) => h("option", { value: d.id, text: d.name ? `${d.name}` : d.id })),
-  );
-}
-
 async function main() {
   const { live } = await startPage("events");
   query = fromAddress();
   writeForm(query);
+  new DevicePicker(form.elements.device, { several: true });
   filterSummary(query);
   // Unfolded on a wide screen; on a phone folded, so the events come first.
   byId("filter-box").open = matchMedia("(min-width: 600px)").matches;
@@ -177,7 +171,7 @@ async function main() {
     .subscribe({ all: true, topics: ["event"] })
     .start();
   liveNote();
-  await Promise.all([loadPage(true), deviceChoices()]);
+  await loadPage(true);
 }
 
 main().catch((error) => showError(status, error));

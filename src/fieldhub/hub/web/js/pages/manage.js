@@ -1,8 +1,10 @@
 // Management: add devices (credentials shown once), approve pending devices, users, API
-// tokens and retention (admins), one's own tokens and password. Sections the user's role cannot use are not
-// shown; the hub still checks every request, and its refusal is what the page says.
+// tokens, retention and bundle signing keys (admins), one's own tokens and password.
+// Sections the user's role cannot use are not shown; the hub still checks every request, and
+// its refusal is what the page says.
 
 import { api } from "../api.js";
+import { setupBundleKeys } from "../manage/bundlekeys.js";
 import { setupClaims } from "../manage/claims.js";
 import { offerSites, setupAddDevice } from "../manage/devices.js";
 import { setupPassword } from "../manage/password.js";
@@ -34,6 +36,7 @@ async function main() {
   if (me.can(Permission.DEVICES_READ)) work.push(setupClaims(me.can(Permission.DEVICES_WRITE)));
   if (me.can(Permission.USERS_READ)) work.push(setupUsers(me));
   if (me.can(Permission.HUB_READ)) work.push(setupRetention());
+  if (me.can(Permission.HUB_READ)) work.push(setupBundleKeys(me.can(Permission.BUNDLES_WRITE)));
   await Promise.all(work);
   if (location.hash) document.getElementById(location.hash.slice(1))?.scrollIntoView();
 }

@@ -4,6 +4,8 @@
 // hub checks every rule; its 422s are shown at the fields they name.
 
 import { api } from "../api.js";
+import { DeviceNames } from "../devicenames.js";
+import { DevicePicker } from "../devicepicker.js";
 import { byId, say } from "../dom.js";
 import { clearFieldErrors, showFieldErrors } from "../fielderrors.js";
 import { RuleForm } from "../ruleform.js";
@@ -16,7 +18,7 @@ const formStatus = byId("form-status");
 const result = byId("preview-result");
 const form = byId("rule-form");
 const heading = byId("h-editor");
-const names = new Map(); // device id → name
+const names = new DeviceNames(); // of the devices a preview shows
 let editor;
 let canWrite = false;
 
@@ -101,13 +103,9 @@ function preview() {
       query: { hours },
       body: editor.read(),
     });
-    showPreview(result, answer, (id) => names.get(id) ?? id);
+    await names.learn(answer.alarms.map((a) => a.device_id));
+    showPreview(result, answer, (id) => names.name(id));
   });
-}
-
-async function deviceNames() {
-  const devices = await api("/api/devices", { query: { limit: 10000 } });
-  for (const d of devices) names.set(d.id, d.name || d.id);
 }
 
 async function main() {
@@ -119,13 +117,14 @@ async function main() {
   const work = [loadRules()];
   if (canWrite) {
     editor = new RuleForm(form);
+    new DevicePicker(form.elements.namedItem("target.devices"), { several: true });
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       save();
     });
     byId("preview").addEventListener("click", preview);
     byId("new-rule").addEventListener("click", startOver);
-    work.push(api("/api/escalation-policies").then((p) => editor.setPolicies(p)), deviceNames());
+    work.push(api("/api/escalation-policies").then((p) => editor.setPolicies(p)));
   }
   await Promise.all(work);
 }
