@@ -106,7 +106,7 @@ async def test_the_gateway_process_shows_hub_pairing_codes_values_and_a_lost_con
 
             def linked() -> list[float] | None:
                 rows = screen()
-                found = [re.fullmatch(rf"linked (\d+\.\d)", row) for row in rows[1:3]]
+                found = [re.fullmatch(r"linked (\d+\.\d)", row) for row in rows[1:3]]
                 if rows[0] != "hub online" or not all(found):
                     return None
                 return [float(match[1]) for match in found if match]
