@@ -253,6 +253,22 @@ def test_braces_brackets_and_formats_render_as_documented():
     assert template.render(facts, 16, 2) == ["{+3} warm off   ", "  42|50%|--     "]
 
 
+async def test_the_hub_placeholder_shows_the_gateways_link_as_it_changes():
+    lcd = Lcd()
+    section = _config(["hub {hub}"], {"type": "lcd", "rows": 1})
+    display = Display(parse_display_config(section), lambda bus: FakeSMBus(bus, lcd))
+    runner = _start(display)
+    try:
+        await eventually(lambda: lcd.rows(16, 1) == ["hub --          "], "not known yet")
+        display.hub(True)
+        await eventually(lambda: lcd.rows(16, 1) == ["hub online      "], "hub online")
+        display.hub(False)
+        await eventually(lambda: lcd.rows(16, 1) == ["hub offline     "], "hub offline")
+    finally:
+        await display.aclose()
+        await runner
+
+
 def test_characters_outside_the_lcd_rom_are_replaced():
     lcd = Lcd()
     bus = FakeSMBus(1, lcd)
