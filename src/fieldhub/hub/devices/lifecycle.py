@@ -352,6 +352,8 @@ class DeviceLifecycle:
 
     # -- internals ------------------------------------------------------------------------------
     def _added(self, record: DeviceRecord) -> None:
+        if record.id in self._known:  # follow_registry saw its row before its maker returned
+            return
         self._known.add(record.id)
         if record.parent_id is not None:
             self._children.add(record.id)
