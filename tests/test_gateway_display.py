@@ -22,7 +22,7 @@ from fieldhub.gateway.display.config import LcdSinkConfig
 from fieldhub.gateway.display.lcd import LcdSink
 from fieldhub.gateway.display.template import Facts
 from tests.support.lcd_bus import FakeSMBus, Lcd
-from tests.support.ptys import PtyPair
+from tests.support.ptys import PtyPair, decode_screen
 from tests.waiting import eventually
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "gateway-display.md"
@@ -38,17 +38,6 @@ def ptys(tmp_path: Path) -> Iterator[PtyPair]:
 
 def _config(template: list[str], *sinks: dict[str, Any], **options: Any) -> dict[str, Any]:
     return {"template": template, "sinks": list(sinks), **options}
-
-
-def _screen(protocol: str, rows: int) -> list[str]:
-    """What a sketch following docs/gateway-display.md would show after ``protocol``."""
-    screen = [""] * rows
-    for line in protocol.split("\n"):
-        if line == "CLR":
-            screen = [""] * rows
-        elif found := re.fullmatch(r"L(\d+) (.*)", line):
-            screen[int(found[1])] = found[2]
-    return screen
 
 
 @pytest.fixture
@@ -84,11 +73,11 @@ async def test_the_documented_example_shows_what_the_doc_says(ptys: PtyPair):
     runner = _start(display)
     try:
         await eventually(
-            lambda: [r.rstrip() for r in _screen(ptys.received(), 4)] == expected,
+            lambda: [r.rstrip() for r in decode_screen(ptys.received(), 4)] == expected,
             f"the screen {expected}",
         )
         assert ptys.received().startswith("HELLO 4 20\nCLR\n")
-        assert all(len(row) == 20 for row in _screen(ptys.received(), 4))
+        assert all(len(row) == 20 for row in decode_screen(ptys.received(), 4))
     finally:
         await display.aclose()
         await runner
@@ -139,7 +128,8 @@ async def test_a_pulled_serial_cable_is_survived_logged_once_and_counted(
         await eventually(lambda: display.stats()[name].failures >= 3, "attempts to reopen")
         ptys.start()
         await eventually(
-            lambda: _screen(ptys.received(), 1) == ["temp 11   "], "the screen after replugging"
+            lambda: decode_screen(ptys.received(), 1) == ["temp 11   "],
+            "the screen after replugging",
         )
         assert ptys.received().startswith("HELLO 1 10\nCLR\n")
         stats = display.stats()[name]
@@ -261,6 +251,22 @@ def test_braces_brackets_and_formats_render_as_documented():
         presence={},
     )
     assert template.render(facts, 16, 2) == ["{+3} warm off   ", "  42|50%|--     "]
+
+
+async def test_the_hub_placeholder_shows_the_gateways_link_as_it_changes():
+    lcd = Lcd()
+    section = _config(["hub {hub}"], {"type": "lcd", "rows": 1})
+    display = Display(parse_display_config(section), lambda bus: FakeSMBus(bus, lcd))
+    runner = _start(display)
+    try:
+        await eventually(lambda: lcd.rows(16, 1) == ["hub --          "], "not known yet")
+        display.hub(True)
+        await eventually(lambda: lcd.rows(16, 1) == ["hub online      "], "hub online")
+        display.hub(False)
+        await eventually(lambda: lcd.rows(16, 1) == ["hub offline     "], "hub offline")
+    finally:
+        await display.aclose()
+        await runner
 
 
 def test_characters_outside_the_lcd_rom_are_replaced():

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,59 +14,18 @@ import pytest
 from fieldhub.hub.app import Hub
 from fieldhub.hub.store.alarms import AlarmFilter
 from tests.conftest import api_client
+from tests.gateway_processes import (
+    controller_config,
+    free_udp_port,
+    gateway_config,
+    pair,
+    start,
+    stop_all,
+)
 from tests.gateway_support import register_gateway
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _gateway_config(tmp: Path, hub: Hub, gw: str, credentials: tuple[str, str], port: int) -> Path:
-    config = tmp / "gateway.yaml"
-    config.write_text(
-        f"gateway: {{id: {gw}}}\n"
-        f"hub:\n  broker: '{hub.broker_url}'\n"
-        f"  username: '{credentials[0]}'\n  secret: '{credentials[1]}'\n"
-        f"data_dir: '{tmp / 'gateway'}'\n"
-        f"lan: {{listen_host: 127.0.0.1, announce_port: {port}, heartbeat_s: 1.0}}\n"
-    )
-    config.chmod(0o600)
-    return config
-
-
-async def _start(config: Path, program: str = "gateway") -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        *("-m", "fieldhub", program, "--config", str(config)),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-
-
-def _controller_config(tmp: Path, controller_id: str, announce_port: int) -> Path:
-    """A controller on loopback with a made-up temperature and a relay that writes a log."""
-    log = tmp / f"{controller_id}.log"
-    config = tmp / f"{controller_id}.yaml"
-    config.write_text(
-        f"id: {controller_id}\n"
-        f"data_dir: '{tmp / controller_id}'\n"
-        "listen: 127.0.0.1:0\n"
-        f"announce: {{to: 127.0.0.1, port: {announce_port}, every_s: 0.5}}\n"
-        "report_every_s: 0.5\n"
-        "heartbeat_s: 1\n"
-        "values: {temp: {simulate: [20, 21]}}\n"
-        "actions:\n"
-        "  relay.set:\n"
-        f"    command: [/bin/sh, -c, 'echo relay $FIELDHUB_ARG_CLOSED >> {log}']\n"
-        "    args: {closed: bool}\n"
-        "    timeout_s: 5\n"
-    )
-    return config
 
 
 async def test_three_controllers_behind_a_gateway_process(hub: Hub, tmp_path: Path, uid: str):
@@ -80,32 +37,18 @@ async def test_three_controllers_behind_a_gateway_process(hub: Hub, tmp_path: Pa
         create=True,
     )
     credentials = await register_gateway(hub, gw)
-    announce_port = _free_udp_port()
-    config = _gateway_config(tmp_path, hub, gw, credentials, announce_port)
-    gateway = await _start(config)
+    announce_port = free_udp_port()
+    config = gateway_config(tmp_path, hub, gw, credentials, announce_port)
+    gateway = await start(config)
     controllers = [
-        await _start(_controller_config(tmp_path, child, announce_port), "controller")
+        await start(controller_config(tmp_path, child, announce_port), "controller")
         for child in children
     ]
     try:
         async with api_client(hub) as api:
             # Each asks to pair: an event of the gateway in the hub; an admin registers the
             # child under the gateway and approves it with the gateway's command.
-            async def requests() -> set[str]:
-                page = await api.get(
-                    "/api/events", params={"device": gw, "type": "gateway.pairing_requested"}
-                )
-                return {e["data"]["controller"] for e in page.json()["events"]}
-
-            await eventually(lambda: _all(requests, children), "three pairing requests", 30)
-            for child in children:
-                made = await api.post("/api/devices", json={"id": child, "parent": gw})
-                assert made.status_code == 201, made.text
-                approved = await api.post(
-                    f"/api/devices/{gw}/commands",
-                    json={"action": "gateway.approve_pairing", "args": {"controller": child}},
-                )
-                assert approved.json()["status"] == "succeeded", approved.text
+            await pair(api, gw, children)
 
             async def linked() -> bool:
                 listed = (await api.get(f"/api/devices/{gw}/children")).json()
@@ -139,7 +82,7 @@ async def test_three_controllers_behind_a_gateway_process(hub: Hub, tmp_path: Pa
             assert [a.device_id for a in await _alarms(hub)] == [gw]
 
             # Back, with the keys it kept: no pairing again; then a clean stop.
-            gateway = await _start(config)
+            gateway = await start(config)
             await eventually(linked, "the children back online", 30)
             gateway.send_signal(signal.SIGTERM)
             assert gateway.stdout is not None
@@ -150,14 +93,7 @@ async def test_three_controllers_behind_a_gateway_process(hub: Hub, tmp_path: Pa
                 lambda: hub.presence.get(gw).reason == "gateway stopped", "the goodbye", 10
             )
     finally:
-        for process in (gateway, *controllers):
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-
-
-async def _all(check, wanted: list[str]) -> bool:
-    return set(wanted) <= await check()
+        await stop_all(gateway, *controllers)
 
 
 async def _alarms(hub: Hub) -> list:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -67,3 +68,14 @@ class PtyPair:
         """Start :meth:`received` afresh."""
         self.received()
         self._received.clear()
+
+
+def decode_screen(protocol: str, rows: int) -> list[str]:
+    """What a sketch following docs/gateway-display.md shows after reading ``protocol``."""
+    screen = [""] * rows
+    for line in protocol.split("\n"):
+        if line == "CLR":
+            screen = [""] * rows
+        elif found := re.fullmatch(r"L(\d+) (.*)", line):
+            screen[int(found[1])] = found[2]
+    return screen

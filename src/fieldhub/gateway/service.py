@@ -4,7 +4,8 @@ The display (``fieldhub.gateway.display``) is found by import when the program s
 that the gateway runs where it is not installed: a config with a ``display`` section then
 stops the gateway with a clear error. The uplink and the LAN side know each other
 only through ``fieldhub.gateway.ports``; the display hears what the LAN side tells the uplink
-(values, links, pairing requests) through :class:`DisplayFeed`, which passes everything on.
+(values, links, pairing codes) through ``display_feed.DisplayFeed``, which passes everything
+on, and the uplink's link to the hub.
 
 A stop (SIGTERM from systemd, Ctrl-C) stops the LAN side first (no report arrives half-taken),
 then the uplink: its outboxes commit, and the gateway's offline status goes out, so the hub
@@ -18,11 +19,12 @@ import contextlib
 import importlib
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from fieldhub.gateway.config import ConfigError, GatewayConfig
+from fieldhub.gateway.display_feed import DisplayFeed
 from fieldhub.gateway.lan import LanManager, LanSettings
-from fieldhub.gateway.ports import ControllerInfo, ReportChannel, Uplink
+from fieldhub.gateway.ports import Uplink
 from fieldhub.gateway.uplink import GatewayUplink
 from fieldhub.mqtt.address import broker_address
 from fieldhub.private_files import private_dir
@@ -31,62 +33,13 @@ from fieldhub.systemd import notify, pet_watchdog, watchdog_interval_s
 if TYPE_CHECKING:
     import ssl
 
-__all__ = ["DisplayFeed", "GatewayStartError", "run_gateway"]
+__all__ = ["GatewayStartError", "run_gateway"]
 
 log = logging.getLogger(__name__)
-
-_PAIRING_MESSAGE_S = 120.0
 
 
 class GatewayStartError(RuntimeError):
     """The gateway cannot start; the text says what failed and what to change."""
-
-
-class Screen(Protocol):
-    """What the gateway tells its display (``fieldhub.gateway.display.Display``)."""
-
-    def value(self, controller_id: str, key: str, value: float | int | str | bool) -> None:
-        """A controller's value."""
-
-    def presence(self, controller_id: str, state: str) -> None:
-        """A controller's link: ``linked``, ``offline``, …"""
-
-    def message(self, text: str, seconds: float) -> None:
-        """Shown for a while (a pairing request, its code)."""
-
-
-class DisplayFeed:
-    """An ``Uplink`` in front of the real one: the display sees what passes, the uplink gets
-    everything unchanged (and first: a report is durable before the display shows it)."""
-
-    def __init__(self, uplink: Uplink, screen: Screen) -> None:
-        self._uplink = uplink
-        self._screen = screen
-
-    async def controller_online(self, info: ControllerInfo) -> None:
-        """See ``ports.Uplink``."""
-        await self._uplink.controller_online(info)
-        self._screen.presence(info.controller_id, "linked")
-
-    async def controller_offline(self, controller_id: str, reason: str) -> None:
-        """See ``ports.Uplink``."""
-        await self._uplink.controller_offline(controller_id, reason)
-        self._screen.presence(controller_id, "offline")
-
-    async def pairing_requested(self, controller_id: str, address: str) -> None:
-        """See ``ports.Uplink``."""
-        await self._uplink.pairing_requested(controller_id, address)
-        self._screen.message(f"pair? {controller_id}", _PAIRING_MESSAGE_S)
-
-    async def report(
-        self, controller_id: str, channel: ReportChannel, body: dict[str, Any]
-    ) -> None:
-        """See ``ports.Uplink``."""
-        await self._uplink.report(controller_id, channel, body)
-        if channel == "telemetry" and isinstance(body.get("values"), dict):
-            for key, value in body["values"].items():
-                if isinstance(value, bool | int | float | str):
-                    self._screen.value(controller_id, key, value)
 
 
 def _optional(module: str) -> Any:
@@ -123,19 +76,18 @@ def _screen(config: GatewayConfig, config_path: Path) -> Any:
         raise ConfigError(config_path, None, "", str(exc)) from None
 
 
-def _lan_side(config: GatewayConfig, config_path: Path, uplink: Uplink, screen: Any) -> LanManager:
+def _lan_side(
+    config: GatewayConfig, config_path: Path, uplink: Uplink, feed: DisplayFeed | None
+) -> LanManager:
     key_dir = config.data_dir / "lan"
     private_dir(key_dir)
     try:
         settings = LanSettings(gateway_id=config.gateway.id, key_dir=key_dir, **config.lan)
     except (TypeError, ValueError) as exc:
         raise ConfigError(config_path, None, "lan", str(exc)) from None
-
-    def show_code(controller_id: str, code: str) -> None:
-        if screen is not None:
-            screen.message(f"{controller_id} code {code}", _PAIRING_MESSAGE_S)
-
-    return LanManager(settings, uplink, on_pairing_code=show_code)
+    if feed is None:
+        return LanManager(settings, uplink)
+    return LanManager(settings, feed, on_pairing_code=feed.pairing_code)
 
 
 async def run_gateway(config: GatewayConfig, config_path: Path) -> None:
@@ -148,19 +100,22 @@ async def run_gateway(config: GatewayConfig, config_path: Path) -> None:
     secret = config.hub.read_secret(config_path)
     address = broker_address(config.hub.broker)
     private_dir(config.data_dir)
+    screen = _screen(config, config_path)
     uplink = GatewayUplink(
         gateway_id=config.gateway.id,
         host=address.host,
         port=address.port,
+        websocket_path=address.websocket_path,
         username=config.hub.username,
         password=secret,
         data_dir=config.data_dir,
         tls=_broker_tls(config),
         max_messages=config.outbox.max_messages,
         command_timeout_s=config.commands.max_timeout_s,
+        on_hub_link=screen.hub if screen is not None else None,
     )
-    screen = _screen(config, config_path)
-    lan = _lan_side(config, config_path, DisplayFeed(uplink, screen) if screen else uplink, screen)
+    feed = DisplayFeed(uplink, screen) if screen is not None else None
+    lan = _lan_side(config, config_path, uplink, feed)
     uplink.serve(lan)
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(uplink)

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Self
@@ -94,6 +94,7 @@ class GatewayUplink:
         gateway_id: the gateway's device id (client id and topic level).
         host: the hub's broker.
         port: its port.
+        websocket_path: MQTT over WebSocket at this HTTP path (``ws(s)://``); None for TCP.
         username: ``{gateway_id}.{key id}``.
         password: the gateway's secret; never logged.
         data_dir: where the outboxes live (``outboxes.db``: the gateway's and every child's).
@@ -101,6 +102,8 @@ class GatewayUplink:
         tls: for an ``mqtts://`` broker.
         max_messages: reports each outbox keeps at most while the hub is away.
         command_timeout_s: the longest a command may run on a controller.
+        on_hub_link: called with True when the connection to the hub's broker is up (each
+            time), False when it is lost: what the gateway's display shows as ``{hub}``.
     """
 
     def __init__(
@@ -109,6 +112,7 @@ class GatewayUplink:
         gateway_id: str,
         host: str,
         port: int,
+        websocket_path: str | None = None,
         username: str | None,
         password: str | None,
         data_dir: Path,
@@ -116,8 +120,10 @@ class GatewayUplink:
         tls: ssl.SSLContext | None = None,
         max_messages: int = 100_000,
         command_timeout_s: float = 60.0,
+        on_hub_link: Callable[[bool], None] | None = None,
     ) -> None:
         self.gateway_id = gateway_id
+        self._on_hub_link = on_hub_link
         self._settings = settings = settings or UplinkSettings()
         self._max_messages = max_messages
         self._command_timeout_s = command_timeout_s
@@ -139,6 +145,7 @@ class GatewayUplink:
             reconnect_min_s=settings.reconnect_min_s,
             reconnect_max_s=settings.reconnect_max_s,
             tls=tls,
+            websocket_path=websocket_path,
         )
         self._file = OutboxFile(data_dir / _OUTBOXES)
         self._own = self._new_child(gateway_id)
@@ -361,6 +368,8 @@ class GatewayUplink:
         self._started = True
 
     def _on_connect(self) -> None:
+        if self._on_hub_link is not None:
+            self._on_hub_link(True)
         if not self._started:
             return  # _connect subscribes and announces the first time
         # The client subscribed again to what the broker granted before: say how things are.
@@ -373,6 +382,8 @@ class GatewayUplink:
                 child.sender.poke()
 
     def _on_disconnect(self, exc: BaseException | None) -> None:
+        if self._on_hub_link is not None:
+            self._on_hub_link(False)
         for child in [self._own, *self._children.values()]:
             child.sender.wake()
 

@@ -329,7 +329,7 @@ class Hub:
             asyncio.create_task(presence.run(), name="presence-clock"),
             asyncio.create_task(commands.run(), name="commands"),
             asyncio.create_task(self.identities.run(), name="device-credentials-sync"),
-            asyncio.create_task(self.devices.follow_children(), name="device-children"),
+            asyncio.create_task(self.devices.follow_registry(), name="device-registry"),
             asyncio.create_task(self.live.run(), name="live"),
             asyncio.create_task(self.auth.token_use.run(), name="token-use"),
             asyncio.create_task(self.notifications.run(), name="notifications"),
@@ -555,9 +555,9 @@ class Hub:
             self._commands.on_presence(change)
 
     def _device_identities(self, access: BrokerAccess) -> DeviceIdentities:
-        # Devices another process (the CLI) registered meanwhile are adopted by their keys
-        # (children, which have none: DeviceLifecycle.follow_children).
-        return DeviceIdentities(self.credentials, self.audit, access, on_change=self.devices.adopt)
+        # Devices another process (the CLI) registered or deleted meanwhile are announced by
+        # DeviceLifecycle.follow_registry; their keys reach the broker through this one's sync.
+        return DeviceIdentities(self.credentials, self.audit, access)
 
     def _family_changed(self, gateway_id: str, children: frozenset[str]) -> None:
         """A gateway's children changed: its broker ACL follows (devices/family.py)."""

@@ -1,8 +1,9 @@
 """The one object the gateway feeds: it keeps what the screen should say, and keeps saying it.
 
-The gateway calls :meth:`Display.value`, :meth:`Display.presence`, :meth:`Display.alarms` and
-:meth:`Display.message` from its event loop as things happen; they only note the fact (when
-the template shows it) and wake the sinks, so feeding the display never waits for a display.
+The gateway calls :meth:`Display.value`, :meth:`Display.presence`, :meth:`Display.hub`,
+:meth:`Display.alarms` and :meth:`Display.message` from its event loop as things happen; they
+only note the fact (when the template shows it) and wake the sinks, so feeding the display
+never waits for a display.
 :meth:`Display.run` keeps every sink showing the newest screen, each at its own pace (at most
 ``refresh_hz`` renders a second, a write only when its text changed); a sink that goes away is
 retried by its :class:`~fieldhub.gateway.display.driver.SinkDriver` and never stops the
@@ -60,6 +61,13 @@ class Display:
             and self._facts.presence.get(controller_id) != state
         ):
             self._facts.presence[controller_id] = state
+            self._changed()
+
+    def hub(self, online: bool) -> None:
+        """The gateway's connection to the hub is up (or lost)."""
+        state = "online" if online else "offline"
+        if self._facts.hub != state:
+            self._facts.hub = state
             self._changed()
 
     def alarms(self, open_count: int, newest: str | None) -> None:

@@ -14,6 +14,7 @@ The placeholders (docs/gateway-display.md):
   is a small format spec (alignment, sign, width, precision, ``d``/``f``/``e``/``%``), e.g.
   ``.1f``. A controller id that contains a dot is written in brackets: ``{[hall.2].temp}``.
 - ``{ID:presence}``: the controller's link state (``linked``, ``offline``, ``pairing``…).
+- ``{hub}``: the gateway's own link to the hub (``online`` or ``offline``).
 - ``{alarms}``: the number of open alarms; ``{alarms:newest}``: the newest one's title.
 - ``{{`` and ``}}``: a literal brace.
 
@@ -43,7 +44,7 @@ _VALUE = re.compile(
 )
 _PRESENCE = re.compile(rf"^(?:\[(?P<quoted>{_DOTTED_ID})\]|(?P<plain>{_ID})):presence$")
 _KNOWN = (
-    "{alarms}, {alarms:newest}, {ID.KEY}, {ID.KEY:FORMAT} (e.g. .1f) or {ID:presence}; "
+    "{hub}, {alarms}, {alarms:newest}, {ID.KEY}, {ID.KEY:FORMAT} (e.g. .1f) or {ID:presence}; "
     "{{ and }} for a brace"
 )
 MAX_LINE_CHARS: Final = 200
@@ -70,15 +71,22 @@ class _AlarmsField:
     newest: bool
 
 
-_Part = str | _ValueField | _PresenceField | _AlarmsField
+@dataclass(frozen=True, slots=True)
+class _HubField:
+    pass
+
+
+_Part = str | _ValueField | _PresenceField | _AlarmsField | _HubField
 
 
 @dataclass(slots=True)
 class Facts:
-    """What the display knows: the values and presence the template names, and the alarms."""
+    """What the display knows: the values and presence the template names, the gateway's
+    link to the hub, and the alarms."""
 
     values: dict[tuple[str, str], Value]
     presence: dict[str, str]
+    hub: str | None = None
     open_alarms: int | None = None
     newest_alarm: str | None = None
 
@@ -131,6 +139,8 @@ def _text(part: _Part, facts: Facts) -> str:
         return MISSING if value is None else _formatted(value, part.spec)
     if isinstance(part, _PresenceField):
         return facts.presence.get(part.controller, MISSING)
+    if isinstance(part, _HubField):
+        return facts.hub or MISSING
     if part.newest:
         return facts.newest_alarm or MISSING
     return MISSING if facts.open_alarms is None else str(facts.open_alarms)
@@ -186,6 +196,8 @@ def _parse(index: int, line: str) -> list[_Part]:
 
 
 def _field(where: str, inside: str) -> _Part:
+    if inside == "hub":
+        return _HubField()
     if inside in ("alarms", "alarms:newest"):
         return _AlarmsField(newest=inside == "alarms:newest")
     found = _VALUE.match(inside)

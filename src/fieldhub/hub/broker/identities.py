@@ -8,10 +8,11 @@ database while a hub may be running.
 How the CLI's changes reach a running hub: every second the hub's :meth:`DeviceIdentities.run`
 loop reads a fingerprint of the key table (one aggregate query) and, when it changed,
 reloads the keys into the broker (the embedded broker's key ring; for Mosquitto a
-reconciliation that deletes what is no longer in the store) and calls ``on_change`` so the
-hub also accepts messages from devices the CLI added. A key issued by the CLI reaches
-Mosquitto through the CLI itself: only the process that made a secret knows it, and Mosquitto
-takes passwords only in clear. The same loop ends rotated keys when their grace period is over.
+reconciliation that deletes what is no longer in the store), which closes the connections of
+deleted keys; the devices themselves are followed by ``DeviceLifecycle.follow_registry``. A
+key issued by the CLI reaches Mosquitto through the CLI itself: only the process that made a
+secret knows it, and Mosquitto takes passwords only in clear. The same loop ends rotated keys
+when their grace period is over.
 """
 
 from __future__ import annotations
@@ -129,7 +130,6 @@ class DeviceIdentities:
         store: the device keys.
         audit: where every change is recorded (user names and ids, never secrets).
         broker: the broker in use.
-        on_change: called with every stored key after a reload caused by another process.
     """
 
     def __init__(
@@ -137,12 +137,10 @@ class DeviceIdentities:
         store: CredentialStore,
         audit: AuditLog,
         broker: BrokerAccess,
-        on_change: Callable[[list[CredentialKey]], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
         self._audit = audit
         self._broker = broker
-        self._on_change = on_change
         self._fingerprint: Fingerprint | None = None
         self._throttle = LogThrottle()
         self.syncing = asyncio.Lock()
@@ -273,16 +271,8 @@ class DeviceIdentities:
     async def _refresh(self, fingerprint: Fingerprint, *, force: bool) -> bool:
         if fingerprint == self._fingerprint and not force:
             return False
-        keys: list[CredentialKey] = []
-
-        async def load() -> list[CredentialKey]:
-            keys[:] = await self._store.keys()
-            return keys
-
-        await self._broker.refresh(load)
+        await self._broker.refresh(self._store.keys)
         self._fingerprint = fingerprint
-        if self._on_change is not None:
-            await self._on_change(keys if keys else await self._store.keys())
         return True
 
     async def run(self) -> None:

@@ -9,7 +9,7 @@ thread, about 1.8 ms); the directory answers from memory.
 It is kept exact, not cached with an expiry: this hub process writes labels (through ``Hub``'s
 registry methods) and reported state (ingest commits), and each write updates the directory
 after its commit. A device registered by another process (``fieldhub device add`` while the
-hub runs) is taken up when its credentials reach the hub (``Hub._adopt``).
+hub runs) is taken up when the hub sees its row (``DeviceLifecycle.follow_registry``).
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
-"""A device's life in the registry: created, changed, deleted, adopted; told to whoever cares.
+"""A device's life in the registry: created, changed, deleted; told to whoever cares.
 
 Why one service: a registry change concerns many parts (ingest accepts or refuses the device's
 messages, the directory and presence keep it in memory, commands forget it, the live API tells
 browsers, the broker's retained messages must not outlive it). Before, each caller (the API,
 claims, the CLI) did its own share of that by hand. Now the change is made here, once, and
 published as a typed event; each part subscribes to what concerns it (``Hub._start`` wires
-them). The CLI uses the same service with no subscribers: the running hub adopts what it made.
+them). The CLI uses the same service with no subscribers: the running hub follows the registry
+(:meth:`DeviceLifecycle.follow_registry`) and announces what the CLI made or deleted.
 
 Order matters on delete: :class:`DeviceRemoving` goes out first (stop accepting the device's
 messages and commands), then its rows go, under ``guard`` (no ingest commit may be writing
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +36,7 @@ from fieldhub.hub.devices.events import (
 )
 from fieldhub.hub.errors import Conflict, Invalid
 from fieldhub.hub.store.claims import ClaimStore
-from fieldhub.hub.store.credentials import CredentialKey, CredentialStore, IssuedCredentials
+from fieldhub.hub.store.credentials import CredentialStore, IssuedCredentials
 from fieldhub.hub.store.devices import (
     DeviceNotFound,
     DeviceRecord,
@@ -64,7 +65,8 @@ class NewDevice:
 
 
 class DeviceLifecycle:
-    """Create, change, delete and adopt devices; their credentials; one event per change.
+    """Create, change and delete devices, and follow other processes' changes; their
+    credentials; one event per change.
 
     Args:
         registry: The devices' rows.
@@ -92,6 +94,7 @@ class DeviceLifecycle:
         self._listeners: list[DeviceListener] = []
         self._known: set[str] = set()
         self._children: set[str] = set()  # of those, the devices behind a gateway
+        self._deleting: set[str] = set()  # being deleted here: not another process's news
 
     # -- wiring ---------------------------------------------------------------------------------
     def subscribe(self, listener: DeviceListener) -> None:
@@ -209,54 +212,56 @@ class DeviceLifecycle:
         """The devices behind gateway ``parent_id``, ordered by id."""
         return await self.registry.children(parent_id)
 
-    async def follow_children(self, period_s: float = 1.0) -> None:
-        """Every ``period_s``: announce children another process (the CLI) registered or
-        deleted meanwhile. They have no keys, so neither :meth:`adopt` nor the credential
-        sync ever finds them; one cheap query a period tells when to look. Runs until
-        cancelled; a failing database is logged (once a minute) and tried again."""
+    async def follow_registry(self, period_s: float = 1.0) -> None:
+        """Every ``period_s``: announce the devices another process (the CLI, another hub on
+        the same database) registered or deleted meanwhile, as this process announces its own.
+        The registry is the one place to look: a child has no keys, a claimed device none
+        yet, and a deleted device's keys are gone with it, so the credentials cannot tell.
+        One aggregate query a period tells when to read the ids. Runs until cancelled; a
+        failing database is logged (once a minute) and tried again."""
         seen: tuple[int, int] | None = None
         throttle = LogThrottle()
         while True:
             await asyncio.sleep(period_s)
             try:
-                fingerprint = await self.registry.children_fingerprint()
+                fingerprint = await self.registry.fingerprint()
                 if fingerprint != seen:
-                    records = await self.registry.children()
-                    for record in records:
-                        if record.id not in self._known:
-                            self._added(record)
-                    await self._forget_gone(self._children - {record.id for record in records})
+                    ids = await self.registry.ids()
+                    for device_id in sorted(ids - self._known - self._deleting):
+                        await self._adopt(device_id)
+                    await self._forget_gone(self._known - ids - self._deleting)
                     seen = fingerprint
             except SQLAlchemyError as exc:
-                held = throttle.due("children")
+                held = throttle.due("registry")
                 if held is not None:
-                    log.warning("cannot look for child devices: %s%s", exc, held_back(held))
+                    log.warning("cannot look for devices: %s%s", exc, held_back(held))
+
+    async def _adopt(self, device_id: str) -> None:
+        """A device another process registered: announced once its row is read (unless it is
+        gone again, or this process announced it meanwhile)."""
+        try:
+            record = await self.registry.get(device_id)
+        except DeviceNotFound:
+            return
+        if device_id not in self._known:
+            self._added(record)
 
     async def _forget_gone(self, device_ids: set[str]) -> None:
-        """Children another process deleted: told as :meth:`delete` tells its own (the rows and
-        claims are gone already). Each is looked up first: one this process created while the
-        list was read is not in the list, and is not gone."""
+        """Devices another process deleted: told as :meth:`delete` tells its own (the rows,
+        keys and claims are gone already; the broker's key sync closes their connections).
+        Each is looked up first: one this process created while the ids were read is not
+        among them, and is not gone."""
         for device_id in sorted(device_ids):
             try:
                 await self.registry.get(device_id)
                 continue
             except DeviceNotFound:
                 pass
-            if device_id in self._children:  # not deleted here meanwhile
+            if device_id in self._known and device_id not in self._deleting:
                 self._publish(DeviceRemoving(device_id))
                 self._known.discard(device_id)
                 self._children.discard(device_id)
                 self._publish(DeviceRemoved(device_id))
-
-    async def adopt(self, keys: Collection[CredentialKey]) -> None:
-        """Announce devices another process (the CLI) registered meanwhile, found by their
-        new keys; keys of devices already known or already gone change nothing."""
-        for device_id in sorted({key.device_id for key in keys} - self._known):
-            try:
-                record = await self.registry.get(device_id)
-            except DeviceNotFound:
-                continue  # keys of a device being deleted right now
-            self._added(record)
 
     async def update(
         self,
@@ -291,11 +296,15 @@ class DeviceLifecycle:
                 f"({', '.join(c.id for c in children[:5])}): delete them first"
             )
         usernames = await self._credentials.usernames(device_id)
-        self._publish(DeviceRemoving(device_id))
-        async with self._guard():
-            await self.registry.delete(device_id)
-        self._known.discard(device_id)
-        self._children.discard(device_id)
+        self._deleting.add(device_id)
+        try:
+            self._publish(DeviceRemoving(device_id))
+            async with self._guard():
+                await self.registry.delete(device_id)
+            self._known.discard(device_id)
+            self._children.discard(device_id)
+        finally:
+            self._deleting.discard(device_id)
         await self._claims.forget(device_id)  # the id may claim again
         self._publish(DeviceRemoved(device_id))
         if usernames:
@@ -343,6 +352,8 @@ class DeviceLifecycle:
 
     # -- internals ------------------------------------------------------------------------------
     def _added(self, record: DeviceRecord) -> None:
+        if record.id in self._known:  # follow_registry saw its row before its maker returned
+            return
         self._known.add(record.id)
         if record.parent_id is not None:
             self._children.add(record.id)

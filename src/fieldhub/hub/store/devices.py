@@ -144,15 +144,18 @@ class DeviceRegistry:
             raise DeviceNotFound(f"device {device_id!r} is not registered")
         return DeviceRecord.from_row(row)
 
-    async def children_fingerprint(self) -> tuple[int, int]:
-        """How many devices have a parent, and the newest one's creation: changes when another
-        process registers a child (one indexed aggregate, cheap enough every second)."""
-        query = select(func.count(), func.coalesce(func.max(devices.c.created_at), 0)).where(
-            devices.c.parent_id.is_not(None)
-        )
+    async def fingerprint(self) -> tuple[int, int]:
+        """How many devices there are, and the newest one's creation: changes when any process
+        registers or deletes a device (one aggregate, cheap enough every second)."""
+        query = select(func.count(), func.coalesce(func.max(devices.c.created_at), 0))
         async with self._engine.connect() as conn:
             count, newest = (await conn.execute(query)).one()
         return int(count), int(newest)
+
+    async def ids(self) -> set[str]:
+        """Every registered device's id (no rows fetched)."""
+        async with self._engine.connect() as conn:
+            return set((await conn.execute(select(devices.c.id))).scalars())
 
     async def children(self, parent_id: str | None = None) -> list[DeviceRecord]:
         """Devices behind gateway ``parent_id`` (behind any gateway without), ordered by id."""
