@@ -222,8 +222,11 @@ class AlarmEngine:
         self._queue.append(batch)
         self._wake.set()
 
-    async def run(self) -> None:
-        """Evaluate queued batches as they come, and the timers every ``tick_s``."""
+    async def run(self, *, timers: Callable[[], bool] = lambda: True) -> None:
+        """Evaluate queued batches as they come, and the timers every ``tick_s`` while
+        ``timers()`` says this process does the cluster's singleton work
+        (``cluster/singletons.py``): every process evaluates what it committed, one the
+        timers of all."""
         loop = asyncio.get_running_loop()
         next_tick = loop.time() + self._tick_s
         next_poll = loop.time() + RULES_POLL_S
@@ -238,6 +241,7 @@ class AlarmEngine:
             tick = loop.time() >= next_tick
             if tick:
                 next_tick = loop.time() + self._tick_s
+                tick = timers()
             try:
                 await self.evaluate(tick=tick)
                 if loop.time() >= next_poll:
