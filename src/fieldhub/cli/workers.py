@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Final
 
+from fieldhub.hub.auth.links import load_link_key
+from fieldhub.hub.broker.device_ca import DeviceCa
 from fieldhub.hub.config import HubSettings
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ def check(settings: HubSettings, workers: int) -> None:
 
 def supervise(settings: HubSettings, workers: int, serve: Serve) -> None:
     """Run ``workers`` hub processes until SIGTERM or Ctrl-C; returns once all have stopped."""
+    _make_shared_secrets(settings)
     host, port = settings.http_address
     listener = socket.create_server((host, port), backlog=2048)
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
@@ -95,6 +98,16 @@ def supervise(settings: HubSettings, workers: int, serve: Serve) -> None:
         _stop_all(running)
         listener.close()
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _make_shared_secrets(settings: HubSettings) -> None:
+    """The secrets each hub makes at its first start, made here once: workers starting at the
+    same moment would each make their own and the last one's file would win, while each signs
+    with the key it made (a link one worker signed refused by another). The link key
+    (``DATA/ack-links.key``) and the device CA (``DATA/device-ca``) live in the data folder
+    all workers share."""
+    load_link_key(settings.data)
+    DeviceCa(settings.device_ca_folder).ensure()
 
 
 def _work(
