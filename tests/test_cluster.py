@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
@@ -111,6 +112,14 @@ async def test_a_browser_on_one_hub_sees_telemetry_another_hub_ingested(
                 got = await socket.next("telemetry", within_s=10, device=device.device_id)
                 assert got["values"] == {"kwh": 41.5}
             assert hub_b.stats.messages_stored == 0  # B ingested nothing itself
+            async with httpx.AsyncClient(base_url=base) as http:
+                metrics = await http.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+            # What an operator reads: one of the two holds the lease, B received the feed.
+            assert 'fieldhub_cluster_feed_total{outcome="received"}' in metrics.text
+            held = [hub.singletons.here() for hub in (hub_a, hub_b)]
+            assert sorted(held) == [False, True]
+            lease_line = f"fieldhub_singleton_lease_held {float(hub_b.singletons.here())}"
+            assert lease_line in metrics.text
             assert hub_b.feed is not None
             assert hub_b.feed.received >= 1
 
@@ -150,11 +159,10 @@ async def device_of(
     broker: Mosquitto, db: str, data: Path, device_id: str
 ) -> AsyncIterator[TestDevice]:
     """``device_id`` registered with ``fieldhub device add`` and connected to ``broker``."""
+    add = [*FIELDHUB, "device", "add", device_id, "--db", db, "--broker", broker.url]
     added = await asyncio.to_thread(
-        subprocess.run,
-        [*FIELDHUB, "device", "add", device_id, "--db", db, "--broker", broker.url, "--data", str(data)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        subprocess.run, [*add, "--data", str(data)], capture_output=True, text=True, timeout=60
+    )
     assert added.returncode == 0, added.stderr
     issued = dict(line.split(": ", 1) for line in added.stdout.splitlines() if ": " in line)
 

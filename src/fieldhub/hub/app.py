@@ -332,14 +332,14 @@ class Hub:
         # Messages that arrived while connecting wait in the open batch for the commit loop.
         self._tasks = [
             asyncio.create_task(ingest.run(), name="ingest-commit"),
-            asyncio.create_task(presence.run(sweeps=self._singleton), name="presence-clock"),
+            asyncio.create_task(presence.run(sweeps=self.singletons.here), name="presence-clock"),
             asyncio.create_task(commands.run(), name="commands"),
             asyncio.create_task(self.identities.run(), name="device-credentials-sync"),
             asyncio.create_task(self.devices.follow_children(), name="device-children"),
             asyncio.create_task(self.live.run(), name="live"),
             asyncio.create_task(self.auth.token_use.run(), name="token-use"),
             asyncio.create_task(self.notifications.run(), name="notifications"),
-            asyncio.create_task(alarm_engine.run(timers=self._singleton), name="alarms"),
+            asyncio.create_task(alarm_engine.run(timers=self.singletons.here), name="alarms"),
             asyncio.create_task(rollouts.run(), name="rollouts"),
             asyncio.create_task(self.singletons.run(), name="singletons"),
             *([asyncio.create_task(self.feed.run(), name="cluster-feed")] if self.feed else []),
@@ -447,12 +447,13 @@ class Hub:
             self.feed = feed = ClusterFeed(self.engine.url, self.settings.instance, self._remote)
             ingest.on_commit(feed.committed)
 
-    def _singleton(self) -> bool:
-        return self.singletons.lease.held
-
     def _remote(self, batch: Batch) -> None:
-        """What another hub process committed: fresh for presence, pushed to live clients."""
+        """What another hub process committed: fresh for presence (and for the commands that
+        wait for a device), action catalogs for command checks, pushed to live clients."""
         self.presence.elsewhere(batch.seqs, batch.presence)
+        for change in batch.presence:
+            self.commands.on_presence(change)
+        self.directory.committed(batch)
         self.live.committed(batch)
 
     def _start_media(self, writes: Writes, bus: HubBus, ingest: Ingest) -> MediaService:

@@ -52,10 +52,10 @@ class Singletons:
         """Run ``start()`` (a loop until cancelled) while this process holds the lease."""
         self._work.append(_Work(name, start, guard))
 
-    @property
-    def running(self) -> list[str]:
-        """Names of the work running here now."""
-        return [task.get_name() for task in self._tasks if not task.done()]
+    def here(self) -> bool:
+        """Whether the singleton work runs in this process now (for the loops that do part
+        of their work everywhere: the presence clock, the alarms' timers)."""
+        return self.lease.held
 
     async def run(self) -> None:
         """Follow the lease until cancelled (which gives it back); call :meth:`stop` first."""
