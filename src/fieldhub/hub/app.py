@@ -339,7 +339,7 @@ class Hub:
             asyncio.create_task(self.live.run(), name="live"),
             asyncio.create_task(self.auth.token_use.run(), name="token-use"),
             asyncio.create_task(self.notifications.run(), name="notifications"),
-            asyncio.create_task(alarm_engine.run(timers=self.singletons.here), name="alarms"),
+            asyncio.create_task(alarm_engine.run(), name="alarms"),
             asyncio.create_task(rollouts.run(), name="rollouts"),
             asyncio.create_task(self.singletons.run(), name="singletons"),
             *([asyncio.create_task(self.feed.run(), name="cluster-feed")] if self.feed else []),

@@ -222,11 +222,8 @@ class AlarmEngine:
         self._queue.append(batch)
         self._wake.set()
 
-    async def run(self, *, timers: Callable[[], bool] = lambda: True) -> None:
-        """Evaluate queued batches as they come, and the timers every ``tick_s`` while
-        ``timers()`` says this process does the cluster's singleton work
-        (``cluster/singletons.py``): every process evaluates what it committed, one the
-        timers of all."""
+    async def run(self) -> None:
+        """Evaluate queued batches as they come, and the timers every ``tick_s``."""
         loop = asyncio.get_running_loop()
         next_tick = loop.time() + self._tick_s
         next_poll = loop.time() + RULES_POLL_S
@@ -241,7 +238,6 @@ class AlarmEngine:
             tick = loop.time() >= next_tick
             if tick:
                 next_tick = loop.time() + self._tick_s
-                tick = timers()
             try:
                 await self.evaluate(tick=tick)
                 if loop.time() >= next_poll:

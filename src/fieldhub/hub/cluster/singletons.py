@@ -1,7 +1,7 @@
 """Work that must run in one hub process at a time, started and stopped with the lease.
 
-Presence sweeps, the alarms' timers and sweeper, retention and media sweeps: each is a loop
-that would do its job twice (two ``stale`` events, two trims racing) if every hub process ran
+Presence sweeps, the alarm sweeper, retention and media sweeps: each is a loop that would do
+its job twice (two ``stale`` events, two trims racing) if every hub process ran
 it. The hub names each here; :class:`Singletons` starts them all when its process gains the
 lease (``lease.py``) and cancels them when it loses it, so the work moves to the process that
 holds the lease next, within seconds of its holder's death.
@@ -53,8 +53,8 @@ class Singletons:
         self._work.append(_Work(name, start, guard))
 
     def here(self) -> bool:
-        """Whether the singleton work runs in this process now (for the loops that do part
-        of their work everywhere: the presence clock, the alarms' timers)."""
+        """Whether the singleton work runs in this process now (for a loop that does part of
+        its work everywhere: the presence clock)."""
         return self.lease.held
 
     async def run(self) -> None:
