@@ -111,6 +111,14 @@ async def test_a_browser_on_one_hub_sees_telemetry_another_hub_ingested(
                 device.telemetry(1, kwh=41.5)
                 got = await socket.next("telemetry", within_s=10, device=device.device_id)
                 assert got["values"] == {"kwh": 41.5}
+            # A device registered on A while B runs: B knows it, and that it is online.
+            late = await connect_device(hub_a, "late")
+            late.online()
+            await eventually(
+                lambda: hub_b.presence.get(late.device_id).presence == "online",
+                "the late device online on hub B",
+            )
+            assert hub_b.directory.get(late.device_id) is not None
             assert hub_b.stats.messages_stored == 0  # B ingested nothing itself
             async with httpx.AsyncClient(base_url=base) as http:
                 metrics = await http.get("/metrics", headers={"Authorization": f"Bearer {token}"})
@@ -191,7 +199,7 @@ async def test_singleton_work_moves_to_the_other_hub_when_its_holder_is_killed(
 ):
     db = await asyncio.to_thread(postgres.create_database, f"pair_{uid}")
     engine = create_engine(db)
-    common = ("--broker", mosquitto.url, "--db", db, "--stale-after", "3")
+    common = ("--broker", mosquitto.url, "--db", db, "--stale-after", "3", "--cluster")
     log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
 
     async def presence(device_id: str) -> tuple[str, int]:

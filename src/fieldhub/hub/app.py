@@ -32,6 +32,7 @@ from fieldhub.hub.broker.keyring import hub_identity
 from fieldhub.hub.broker.managed import ManagedMosquitto
 from fieldhub.hub.broker.selection import BrokerKind, BrokerStartError, start_broker
 from fieldhub.hub.bus import HubBus
+from fieldhub.hub.cluster.arrivals import Arrivals
 from fieldhub.hub.cluster.feed import ClusterFeed
 from fieldhub.hub.cluster.lease import Lease
 from fieldhub.hub.cluster.singletons import Singletons
@@ -45,7 +46,6 @@ from fieldhub.hub.devices.presence import PresenceTracker
 from fieldhub.hub.devices.provisioning import Provisioning
 from fieldhub.hub.devices.twin import TwinService
 from fieldhub.hub.inbound import Inbound
-from fieldhub.hub.ingest.batch import Batch
 from fieldhub.hub.ingest.pipeline import Ingest, IngestSettings
 from fieldhub.hub.ingest.stats import IngestStats
 from fieldhub.hub.ingest.writer import IngestWriter
@@ -317,7 +317,7 @@ class Hub:
         ingest.on_commit(self.directory.committed)
         ingest.on_commit(self.live.committed)
         alarm_engine = self._start_alarms(writes, ingest)
-        self._start_cluster(ingest, media, retention)
+        self._start_cluster(ingest, presence, commands, media, retention)
         commands.on_change(self.live.command_changed)
         self._bus, self._presence, self._ingest, self._commands = bus, presence, ingest, commands
         self._start_notifications(writes, bus, alarm_engine)
@@ -434,6 +434,8 @@ class Hub:
     def _start_cluster(
         self,
         ingest: Ingest,
+        presence: PresenceTracker,
+        commands: CommandService,
         media: MediaService,
         retention: RetentionService,
     ) -> None:
@@ -444,17 +446,11 @@ class Hub:
         work.add("media-retention", media.run)
         work.add("retention", retention.run, guard=retention.trimmer.writing)
         if self.settings.cluster and self.singletons.lease.shared:
-            self.feed = feed = ClusterFeed(self.engine.url, self.settings.instance, self._remote)
+            arrivals = Arrivals(
+                presence, commands, self.directory, self.live, self.devices.adopt_ids
+            )
+            self.feed = feed = ClusterFeed(self.engine.url, self.settings.instance, arrivals)
             ingest.on_commit(feed.committed)
-
-    def _remote(self, batch: Batch) -> None:
-        """What another hub process committed: fresh for presence (and for the commands that
-        wait for a device), action catalogs for command checks, pushed to live clients."""
-        self.presence.elsewhere(batch.seqs, batch.presence)
-        for change in batch.presence:
-            self.commands.on_presence(change)
-        self.directory.committed(batch)
-        self.live.committed(batch)
 
     def _start_media(self, writes: Writes, bus: HubBus, ingest: Ingest) -> MediaService:
         """Media of events: uploads answered on the bus, arrivals pushed live, an object

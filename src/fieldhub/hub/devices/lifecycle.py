@@ -251,12 +251,18 @@ class DeviceLifecycle:
     async def adopt(self, keys: Collection[CredentialKey]) -> None:
         """Announce devices another process (the CLI) registered meanwhile, found by their
         new keys; keys of devices already known or already gone change nothing."""
-        for device_id in sorted({key.device_id for key in keys} - self._known):
+        await self.adopt_ids({key.device_id for key in keys})
+
+    async def adopt_ids(self, device_ids: Collection[str]) -> None:
+        """Announce the devices of ``device_ids`` another process registered (found by their
+        keys, or in its commits: ``cluster/arrivals.py``) that this one does not know yet."""
+        for device_id in sorted(set(device_ids) - self._known):
             try:
                 record = await self.registry.get(device_id)
             except DeviceNotFound:
                 continue  # keys of a device being deleted right now
-            self._added(record)
+            if record.id not in self._known:  # not announced while the row was read
+                self._added(record)
 
     async def update(
         self,

@@ -98,8 +98,10 @@ class PresenceTracker:
         self._presumed_offline.discard(device_id)
 
     def on_device(self, event: DeviceEvent) -> None:
-        """A new device starts where its row says (unknown); a deleted one is forgotten."""
-        if isinstance(event, DeviceAdded):
+        """A new device starts where its row says (unknown), unless another hub process has
+        told of it already (``elsewhere``: newer than a row read before that process's
+        commit); a deleted one is forgotten."""
+        if isinstance(event, DeviceAdded) and event.record.id not in self._devices:
             record = event.record
             self.load(
                 record.id,
