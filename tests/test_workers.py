@@ -10,6 +10,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -44,6 +45,20 @@ def test_workers_refused_without_what_they_share_naming_the_option(
     )
     assert result.returncode == 2
     assert message in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_workers_refused_on_a_port_in_use(tmp_path: Path):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*FIELDHUB, "hub", "--workers", "2", "--data", str(tmp_path), "--http",
+             f"127.0.0.1:{port}", "--db", "postgresql://u@127.0.0.1/x", "--broker",
+             "mqtt://admin:secret@127.0.0.1:1"],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"},
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
 
 

@@ -349,9 +349,13 @@ def hub(
     except WorkersRefused as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    supervise(
-        settings, workers, lambda worker, sock: run_until_stopped(_serve(worker, listener=sock))
-    )
+    try:
+        supervise(
+            settings, workers, lambda worker, sock: run_until_stopped(_serve(worker, listener=sock))
+        )
+    except OSError as exc:  # the HTTP port: in use, or not this machine's address
+        console.print(f"[red]error:[/red] cannot listen on {settings.http}: {exc.strerror}")
+        raise typer.Exit(1) from None
 
 
 @hub_app.command("backup")

@@ -6,12 +6,15 @@ are N loops: HTTP requests, live clients and ingest (through the broker's shared
 ``HubSettings.cluster``) spread over them, and the database coordinates the rest
 (docs/scaling.md): singleton work under a lease, committed data passed between them.
 
-The parent binds the HTTP socket once and forks the workers, which inherit it (the pre-fork
-model of gunicorn and nginx): the kernel hands each new connection to one of the workers
-accepting on it, and a restarted worker serves the same port, with no connection refused in
-between. The parent runs no event loop and opens no database: it forks, watches, restarts a
-worker that died (after a pause if it died young, so a worker that cannot start does not spin),
-and on SIGTERM or Ctrl-C stops them all and waits for their clean stop.
+Each worker listens on a socket of its own bound to the same port with ``SO_REUSEPORT``
+(nginx's ``reuseport``): the kernel spreads new connections evenly over the workers. One
+socket shared by all (the pre-fork model) does not: the first worker to wake accepts every
+connection waiting, and in ``benchmarks/commands.py`` one worker took 31 of its 32 keep-alive
+connections. The parent binds the port too, without listening (so it receives no connection),
+to refuse a port in use at once and keep it while workers restart. The parent runs no event
+loop and opens no database: it forks, watches, restarts a worker that died (after a pause if it
+died young, so a worker that cannot start does not spin), and on SIGTERM or Ctrl-C stops them
+all and waits for their clean stop.
 
 Workers are named ``<instance>-1`` … ``<instance>-N``: a restarted worker takes up its own
 unfinished commands by that name (``CommandService.load``).
@@ -38,6 +41,7 @@ YOUNG_S: Final = 10.0
 RESTART_PAUSE_S: Final = 2.0
 STOP_GRACE_S: Final = 30.0
 """How long the workers have to stop cleanly after SIGTERM before they are killed."""
+_BACKLOG: Final = 2048
 _SIGNALS: Final = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
 
 Serve = Callable[[HubSettings, socket.socket], None]
@@ -71,14 +75,16 @@ def supervise(settings: HubSettings, workers: int, serve: Serve) -> None:
     """Run ``workers`` hub processes until SIGTERM or Ctrl-C; returns once all have stopped."""
     _make_shared_secrets(settings)
     host, port = settings.http_address
-    listener = socket.create_server((host, port), backlog=2048)
+    reserved = _bound(host, port)  # OSError (port in use) before any worker starts
+    port = reserved.getsockname()[1]  # the one a port of 0 was given
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     running: dict[int, tuple[int, float]] = {}  # pid → (worker number, started monotonic)
 
     def start(number: int) -> None:
         pid = os.fork()
         if pid == 0:  # the worker: its own signals, its own loop
-            os._exit(_work(settings, number, listener, serve, previous))
+            reserved.close()
+            os._exit(_work(settings, number, (host, port), serve, previous))
         running[pid] = (number, time.monotonic())
 
     for number in range(1, workers + 1):
@@ -96,8 +102,22 @@ def supervise(settings: HubSettings, workers: int, serve: Serve) -> None:
                 start(number)
     finally:
         _stop_all(running)
-        listener.close()
+        reserved.close()
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _bound(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` that others of this user may bind too."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _make_shared_secrets(settings: HubSettings) -> None:
@@ -113,7 +133,7 @@ def _make_shared_secrets(settings: HubSettings) -> None:
 def _work(
     settings: HubSettings,
     number: int,
-    listener: socket.socket,
+    address: tuple[str, int],
     serve: Serve,
     mask: Iterable[int],
 ) -> int:
@@ -125,6 +145,8 @@ def _work(
         update={"instance": f"{settings.instance}-{number}", "cluster": True}
     )
     try:
+        listener = _bound(*address)
+        listener.listen(_BACKLOG)
         serve(worker, listener)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
