@@ -78,7 +78,7 @@ async def test_on_sqlite_the_one_hub_always_holds_the_lease(tmp_path: Path):
 def test_a_batch_travels_in_notifications_under_the_payload_limit():
     batch = Batch()
     for seq in range(1, 301):
-        message = Telemetry(seq=seq, ts=1_700_000_000_000 + seq, values={"kwh": seq, "v": "x" * 40})
+        message = Telemetry(seq=seq, ts=1_700_000_000_000 + seq, values={"kwh": seq, "v": "€" * 40})
         batch.telemetry.append((f"dev-{seq % 7}", message))
         batch.seqs.setdefault(f"dev-{seq % 7}", []).append((seq, 0))
     batch.presence.append(PresenceChange("dev-1", "stale", 1_700_000_000_000, "no data", True))

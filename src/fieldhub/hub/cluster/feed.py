@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
-import asyncpg  # type: ignore[import-untyped,unused-ignore]
+import asyncpg
 import msgspec
 from sqlalchemy.engine import URL
 
@@ -45,41 +44,43 @@ MAX_PAYLOAD: Final = 7900
 MAX_QUEUED: Final = 1000
 """Batches waiting to be sent; beyond this the oldest are dropped and counted."""
 _RECONNECT_S: Final = 1.0
+_json = msgspec.json.Encoder()
 
 
 def encode(origin: str, batch: Batch) -> tuple[list[str], int]:
     """``batch`` as notification payloads of at most :data:`MAX_PAYLOAD` bytes, and how many
     messages were too large for any."""
-    items: list[list[Any]] = [["t", d, msgspec.to_builtins(m)] for d, m in batch.telemetry]
-    items += [["e", d, received, msgspec.to_builtins(e)] for d, received, e in batch.events]
-    items += [["s", d, msgspec.to_builtins(s)] for d, s in batch.states]
+    items: list[Any] = [["t", d, m] for d, m in batch.telemetry]
+    items += [["e", d, received, e] for d, received, e in batch.events]
+    items += [["s", d, s] for d, s in batch.states]
     items += [
         ["p", p.device_id, p.presence, p.since, p.reason, p.connected] for p in batch.presence
     ]
     items += [["q", d] for d in batch.seqs]
-    head = f'{{"o":{json.dumps(origin)},"i":['
+    head = b'{"o":' + _json.encode(origin) + b',"i":['
+    room = MAX_PAYLOAD - len(head) - 2  # "]}"
     payloads: list[str] = []
-    parts: list[str] = []
-    size = len(head) + 2
+    parts: list[bytes] = []
+    size = 0
     too_large = 0
     for item in items:
-        text = json.dumps(item, separators=(",", ":"))  # ASCII (escaped): length is bytes
-        if len(head) + len(text) + 2 > MAX_PAYLOAD:
+        text = _json.encode(item)
+        if len(text) > room:
             too_large += 1
             continue
-        if size + len(text) + 1 > MAX_PAYLOAD:
-            payloads.append(head + ",".join(parts) + "]}")
-            parts, size = [], len(head) + 2
+        if size + len(text) + 1 > room:
+            payloads.append((head + b",".join(parts) + b"]}").decode())
+            parts, size = [], 0
         parts.append(text)
         size += len(text) + 1
     if parts:
-        payloads.append(head + ",".join(parts) + "]}")
+        payloads.append((head + b",".join(parts) + b"]}").decode())
     return payloads, too_large
 
 
 def decode(payload: str) -> tuple[str, Batch]:
     """The origin and the batch (part) of one notification."""
-    body = json.loads(payload)
+    body = msgspec.json.decode(payload)
     batch = Batch()
     for item in body["i"]:
         kind, device_id = item[0], item[1]

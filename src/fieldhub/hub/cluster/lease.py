@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-import asyncpg  # type: ignore[import-untyped,unused-ignore]
+import asyncpg
 from sqlalchemy.engine import URL
 
 from fieldhub.logthrottle import LogThrottle, held_back
