@@ -701,8 +701,10 @@ class HubProcess:
             while time.monotonic() < deadline:
                 if self.process.returncode is not None:
                     raise RuntimeError(f"the hub exited:\n{self._log.read_text()}")
+                # Every worker up (each prints its own line), not only the first to answer.
+                up = self._log.read_text().count(" hub at ") >= self.workers
                 with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get("/api/health")).status_code == 200:
+                    if up and (await client.get("/api/health")).status_code == 200:
                         return
                 await asyncio.sleep(0.2)
         raise RuntimeError(f"the hub did not answer:\n{self._log.read_text()}")
