@@ -104,6 +104,7 @@ async def test_workers_share_the_port_a_dead_worker_comes_back_sigterm_stops_all
         await eventually(lambda: started(1) and started(2), "both workers started", 60)
         workers = supervisor.children()
         assert len(workers) == 2
+        assert "restarting it" not in log.read_text()  # both started on the new database
         assert [await asyncio.to_thread(_answers, url) for _ in range(10)] == [True] * 10
 
         victim = workers[0]
