@@ -76,7 +76,7 @@ def _supervisor(log: Path, *args: str) -> subprocess.Popen[bytes]:
 def _answers(url: str) -> bool:
     """Whether the hub answers a page on ``url`` (each call a new connection)."""
     try:
-        with urllib.request.urlopen(url + "login", timeout=5) as response:
+        with urllib.request.urlopen(url + "login", timeout=30) as response:
             return bool(response.status == 200)
     except OSError:
         return False
@@ -85,7 +85,7 @@ def _answers(url: str) -> bool:
 @pytest.mark.slow
 @pytest.mark.mosquitto
 @pytest.mark.postgres
-@pytest.mark.timeout(240)  # two workers start, one restarts: ~30 s on a loaded machine
+@pytest.mark.timeout(360)  # two workers start, one restarts: 15-70 s measured, loaded
 async def test_workers_share_the_port_a_dead_worker_comes_back_sigterm_stops_all(
     mosquitto: Mosquitto, postgres: Postgres, tmp_path: Path, uid: str
 ):
@@ -101,7 +101,7 @@ async def test_workers_share_the_port_a_dead_worker_comes_back_sigterm_stops_all
         return len(re.findall(rf"hub w{uid}-{number} started", log.read_text()))
 
     try:
-        await eventually(lambda: started(1) and started(2), "both workers started", 60)
+        await eventually(lambda: started(1) and started(2), "both workers started", 120)
         workers = supervisor.children()
         assert len(workers) == 2
         assert "restarting it" not in log.read_text()  # both started on the new database
@@ -109,7 +109,7 @@ async def test_workers_share_the_port_a_dead_worker_comes_back_sigterm_stops_all
 
         victim = workers[0]
         victim.kill()  # SIGKILL: no clean stop, the parent must notice
-        await eventually(lambda: started(1) + started(2) == 3, "the dead worker restarted", 60)
+        await eventually(lambda: started(1) + started(2) == 3, "the dead worker restarted", 120)
         assert "restarting it" in log.read_text()
         assert len(supervisor.children()) == 2
         assert victim.pid not in {child.pid for child in supervisor.children()}
