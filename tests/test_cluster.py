@@ -92,6 +92,7 @@ def test_a_batch_travels_in_notifications_under_the_payload_limit():
     assert [c for _, part in parts for c in part.presence] == batch.presence
 
 
+@pytest.mark.slow
 @pytest.mark.mosquitto
 async def test_a_browser_on_one_hub_sees_telemetry_another_hub_ingested(
     make_hub: HubFactory, connect_device: DeviceFactory, tmp_path: Path, uid: str
