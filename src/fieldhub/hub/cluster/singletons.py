@@ -1,10 +1,12 @@
 """Work that must run in one hub process at a time, started and stopped with the lease.
 
-Presence sweeps, the alarm sweeper, retention and media sweeps: each is a loop that would do
-its job twice (two ``stale`` events, two trims racing) if every hub process ran
-it. The hub names each here; :class:`Singletons` starts them all when its process gains the
-lease (``lease.py``) and cancels them when it loses it, so the work moves to the process that
-holds the lease next, within seconds of its holder's death.
+The alarm sweeper, retention and media sweeps: each is a loop that would do its job twice
+(two trims racing over the same rows) if every hub process ran it. The hub names each here;
+:class:`Singletons` starts them all when its process gains the lease (``lease.py``) and
+cancels them when it loses it, so the work moves to the process that holds the lease next,
+within seconds of its holder's death. A loop that does part of its work everywhere asks
+:meth:`Singletons.here` before the part that must run once (the presence clock, before its
+``stale`` sweep: two sweeps would record every ``stale`` twice).
 
 A loop is cancelled only while its ``guard`` lock is free (the lock it holds around its writes):
 a write cut off by cancellation would leave its pooled connection checked out (the same rule
@@ -78,11 +80,15 @@ class Singletons:
         tasks, self._tasks = self._tasks, []
         if not tasks:
             return
-        async with AsyncExitStack() as guards:
-            for lock in {id(w.guard): w.guard for w in self._work if w.guard}.values():
-                await guards.enter_async_context(lock)
+        try:
+            async with AsyncExitStack() as guards:
+                for lock in {id(w.guard): w.guard for w in self._work if w.guard}.values():
+                    await guards.enter_async_context(lock)
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+        finally:  # cancelled itself while waiting for a guard (the hub stops): no loop left
             for task in tasks:
                 task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
