@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import socket
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,6 +34,7 @@ hub_app = typer.Typer(
 async def _serve(
     settings: Any,
     *,
+    listener: socket.socket | None = None,
     fleet_size: int = 0,
     door_every_s: float = 0.0,
     login_hint: str = "",
@@ -63,7 +65,9 @@ async def _serve(
                 forwarded_allow_ips=list(settings.trusted_proxies),
             )
         )
-        serving = asyncio.create_task(server.serve(), name="http")
+        # A worker of --workers serves the socket its parent bound (cli/workers.py).
+        sockets = [listener] if listener is not None else None
+        serving = asyncio.create_task(server.serve(sockets=sockets), name="http")
         while not server.started:
             if serving.done():  # could not bind: uvicorn has said why
                 await serving
@@ -290,6 +294,24 @@ def hub(
         Path | None,
         typer.Option(help="mqtts:// --broker: its CA's revocation list [env FIELDHUB_BROKER_CRL]"),
     ] = None,
+    cluster: Annotated[
+        bool | None,
+        typer.Option(
+            "--cluster",
+            help="several hub processes share --broker and --db (docs/scaling.md) "
+            "[env FIELDHUB_CLUSTER]",
+        ),
+    ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=64,
+            help="N hub processes on this machine sharing the HTTP port, --broker and a "
+            "PostgreSQL --db (docs/scaling.md)",
+        ),
+    ] = 1,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the hub (its own Mosquitto, or the embedded broker, unless --broker is given)."""
@@ -315,8 +337,25 @@ def hub(
         broker_ca=broker_ca,
         broker_pin=broker_pin,
         broker_crl=broker_crl,
+        cluster=cluster,
     )
-    run_until_stopped(_serve(settings))
+    if workers == 1:
+        run_until_stopped(_serve(settings))
+        return
+    from fieldhub.cli.workers import WorkersRefused, check, supervise
+
+    try:
+        check(settings, workers)
+    except WorkersRefused as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    try:
+        supervise(
+            settings, workers, lambda worker, sock: run_until_stopped(_serve(worker, listener=sock))
+        )
+    except OSError as exc:  # the HTTP port: in use, or not this machine's address
+        console.print(f"[red]error:[/red] cannot listen on {settings.http}: {exc.strerror}")
+        raise typer.Exit(1) from None
 
 
 @hub_app.command("backup")

@@ -32,6 +32,10 @@ from fieldhub.hub.broker.keyring import hub_identity
 from fieldhub.hub.broker.managed import ManagedMosquitto
 from fieldhub.hub.broker.selection import BrokerKind, BrokerStartError, start_broker
 from fieldhub.hub.bus import HubBus
+from fieldhub.hub.cluster.arrivals import Arrivals
+from fieldhub.hub.cluster.feed import ClusterFeed
+from fieldhub.hub.cluster.lease import Lease
+from fieldhub.hub.cluster.singletons import Singletons
 from fieldhub.hub.commands.service import CommandService
 from fieldhub.hub.config import HubSettings
 from fieldhub.hub.devices.directory import DeviceDirectory
@@ -48,13 +52,12 @@ from fieldhub.hub.ingest.writer import IngestWriter
 from fieldhub.hub.live.fanout import LiveHub
 from fieldhub.hub.media.service import MediaService, media_service
 from fieldhub.hub.notify.ack_links import AckLinks
-from fieldhub.hub.notify.channels.email import SmtpServer
 from fieldhub.hub.notify.escalation import escalate, screen
 from fieldhub.hub.notify.escalation_policies import EscalationPolicies
 from fieldhub.hub.notify.media_links import MediaLinks
 from fieldhub.hub.notify.routing import AlarmRouter
-from fieldhub.hub.notify.service import NotificationService
-from fieldhub.hub.notify.worker import DeliverySettings, chained
+from fieldhub.hub.notify.service import NotificationService, notification_service
+from fieldhub.hub.notify.worker import chained
 from fieldhub.hub.retention import RetentionService
 from fieldhub.hub.retention.service import retention_service
 from fieldhub.hub.rollouts.bundles import Bundles
@@ -158,6 +161,9 @@ class Hub:
         self._rollouts: Rollouts | None = None
         self._media: MediaService | None = None
         self._retention: RetentionService | None = None
+        # Work that runs in one hub process at a time, while it holds the lease (docs/scaling.md).
+        self.singletons = Singletons(Lease(self.engine.url))
+        self.feed: ClusterFeed | None = None  # commits to and from other hub processes
 
     # -- parts, available once started ------------------------------------------------------
     @property
@@ -311,9 +317,9 @@ class Hub:
         ingest.on_commit(self.directory.committed)
         ingest.on_commit(self.live.committed)
         alarm_engine = self._start_alarms(writes, ingest)
+        self._start_cluster(ingest, presence, commands, media, retention)
         commands.on_change(self.live.command_changed)
-        self._bus, self._presence, self._ingest = bus, presence, ingest
-        self._commands = commands
+        self._bus, self._presence, self._ingest, self._commands = bus, presence, ingest, commands
         self._start_notifications(writes, bus, alarm_engine)
         rollouts = self._start_rollouts(writes, ingest, commands)
         self._follow_devices(ingest, presence, commands, alarm_engine)
@@ -326,7 +332,7 @@ class Hub:
         # Messages that arrived while connecting wait in the open batch for the commit loop.
         self._tasks = [
             asyncio.create_task(ingest.run(), name="ingest-commit"),
-            asyncio.create_task(presence.run(), name="presence-clock"),
+            asyncio.create_task(presence.run(sweeps=self.singletons.here), name="presence-clock"),
             asyncio.create_task(commands.run(), name="commands"),
             asyncio.create_task(self.identities.run(), name="device-credentials-sync"),
             asyncio.create_task(self.devices.follow_registry(), name="device-registry"),
@@ -334,10 +340,9 @@ class Hub:
             asyncio.create_task(self.auth.token_use.run(), name="token-use"),
             asyncio.create_task(self.notifications.run(), name="notifications"),
             asyncio.create_task(alarm_engine.run(), name="alarms"),
-            asyncio.create_task(self.sweeper.run(), name="alarm-sweeper"),
             asyncio.create_task(rollouts.run(), name="rollouts"),
-            asyncio.create_task(media.run(), name="media-retention"),
-            asyncio.create_task(retention.run(), name="retention"),
+            asyncio.create_task(self.singletons.run(), name="singletons"),
+            *([asyncio.create_task(self.feed.run(), name="cluster-feed")] if self.feed else []),
         ]
         # Unwound before the bus closes: the last commit's acks still reach the devices.
         self._stack.push_async_callback(self._stop_tasks)
@@ -363,6 +368,7 @@ class Hub:
         # still be acknowledged; the worker ends between its writes, never inside one.
         await self.notifications.stop()
         await self.media.stop()  # answers to uploads under way still reach their devices
+        await self.singletons.stop()  # outside the locks below: it takes its loops' own
         # Cancel only between commits: a commit cancelled while the database finishes it in
         # its own thread would leave ingest's sequence state behind the store, and the final
         # flush would then write that stale state back (a resent message stored twice). The
@@ -424,6 +430,27 @@ class Hub:
         self._maintenance = MaintenanceService(self.engine, writes)
         self._sweeper = AlarmSweeper(engine, writes, self.directory)
         return engine
+
+    def _start_cluster(
+        self,
+        ingest: Ingest,
+        presence: PresenceTracker,
+        commands: CommandService,
+        media: MediaService,
+        retention: RetentionService,
+    ) -> None:
+        """Several hub processes (docs/scaling.md): what must run once runs under the lease;
+        with the cluster setting, commits travel to the other processes and theirs come here."""
+        work = self.singletons
+        work.add("alarm-sweeper", self.sweeper.run)
+        work.add("media-retention", media.run)
+        work.add("retention", retention.run, guard=retention.trimmer.writing)
+        if self.settings.cluster and self.singletons.lease.shared:
+            arrivals = Arrivals(
+                presence, commands, self.directory, self.live, self.devices.adopt_ids
+            )
+            self.feed = feed = ClusterFeed(self.engine.url, self.settings.instance, arrivals)
+            ingest.on_commit(feed.committed)
 
     def _start_media(self, writes: Writes, bus: HubBus, ingest: Ingest) -> MediaService:
         """Media of events: uploads answered on the bus, arrivals pushed live, an object
@@ -494,43 +521,22 @@ class Hub:
         return rollouts
 
     def _notification_service(self, writes: Writes, bus: HubBus) -> NotificationService:
-        settings = self.settings
-        ttl = settings.ack_link_ttl_s  # of every link a message carries
         acknowledge = [self.ack_links.prepare] if self.ack_links is not None else []
-        smtp = None
-        if settings.smtp_host:
-            password = settings.smtp_password
-            smtp = SmtpServer(
-                host=settings.smtp_host,
-                port=settings.smtp_port,
-                starttls=settings.smtp_starttls,
-                sender=settings.smtp_from,
-                user=settings.smtp_user,
-                password=password.get_secret_value() if password is not None else None,
-            )
 
         async def publish(topic: str, payload: bytes) -> None:
             bus.publish(topic, payload, qos=1)
             await bus.flushed()
 
-        return NotificationService(
+        media = MediaLinks(self.media.links, self.settings.ack_link_ttl_s)  # as every link's
+        return notification_service(
+            self.settings,
             self.engine,
             writes,
-            settings=DeliverySettings(
-                max_attempts=settings.notify_max_attempts,
-                retry_s=settings.notify_retry_s,
-                retry_max_s=settings.notify_retry_max_s,
-                timeout_s=settings.notify_timeout_s,
-                concurrency=settings.notify_concurrency,
-                keep_days=settings.notify_keep_days,
-            ),
-            instance=settings.instance,
-            smtp=smtp,
             publish=publish,
             connected=lambda: bus.connected,
             audit=self.audit.record,
             screen=screen,
-            prepare=chained(*acknowledge, MediaLinks(self.media.links, ttl).prepare),
+            prepare=chained(*acknowledge, media.prepare),
         )
 
     def _on_message(self, topic: str, payload: bytes) -> None:

@@ -94,6 +94,11 @@ class HubSettings(BaseSettings):
     mqtt_cert: Path | None = Field(None, description="PEM certificate (chain) of the TLS listeners")
     mqtt_key: Path | None = Field(None, description="PEM private key of the TLS listeners")
     instance: str = Field("hub", pattern=INSTANCE_PATTERN, description="this hub process's name")
+    cluster: bool = Field(
+        False,
+        description="several hub processes share this broker and PostgreSQL (docs/scaling.md): "
+        "each passes what it commits to the others' live clients and presence",
+    )
     stale_after_s: float = Field(300.0, gt=0, description="silence after which a device is stale")
     confirm_presence_s: float = Field(
         5.0,

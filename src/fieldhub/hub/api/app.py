@@ -46,6 +46,7 @@ from fieldhub.hub.api.models import Health
 from fieldhub.hub.api.security import annotate_permissions, require
 from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Permission, Principal
+from fieldhub.hub.cluster.metrics import ClusterCollector
 from fieldhub.hub.errors import HubError
 from fieldhub.hub.metrics import HubCollector, render
 
@@ -116,6 +117,7 @@ def create_app(hub: Hub, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
             retention=lambda: hub.retention,
         )
     )
+    registry.register(ClusterCollector(hub.singletons, lambda: hub.feed))
     bundles_limit = {"/api/bundles": hub.settings.bundle_max_bytes}  # a file, not JSON
     app.add_middleware(
         BodySizeLimit, max_bytes=max_body, larger=bundles_limit, unlimited=(media.UPLOAD_PREFIX,)

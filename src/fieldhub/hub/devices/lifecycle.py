@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -227,8 +227,7 @@ class DeviceLifecycle:
                 fingerprint = await self.registry.fingerprint()
                 if fingerprint != seen:
                     ids = await self.registry.ids()
-                    for device_id in sorted(ids - self._known - self._deleting):
-                        await self._adopt(device_id)
+                    await self.adopt_ids(ids)
                     await self._forget_gone(self._known - ids - self._deleting)
                     seen = fingerprint
             except SQLAlchemyError as exc:
@@ -236,15 +235,18 @@ class DeviceLifecycle:
                 if held is not None:
                     log.warning("cannot look for devices: %s%s", exc, held_back(held))
 
-    async def _adopt(self, device_id: str) -> None:
-        """A device another process registered: announced once its row is read (unless it is
-        gone again, or this process announced it meanwhile)."""
-        try:
-            record = await self.registry.get(device_id)
-        except DeviceNotFound:
-            return
-        if device_id not in self._known:
-            self._added(record)
+    async def adopt_ids(self, device_ids: Collection[str]) -> None:
+        """Announce the devices of ``device_ids`` another process registered (found by
+        :meth:`follow_registry`, or in its commits: ``cluster/arrivals.py``) that this one does
+        not know yet, each once its row is read (unless it is gone again, or this process
+        announced it meanwhile)."""
+        for device_id in sorted(set(device_ids) - self._known - self._deleting):
+            try:
+                record = await self.registry.get(device_id)
+            except DeviceNotFound:
+                continue
+            if device_id not in self._known:
+                self._added(record)
 
     async def _forget_gone(self, device_ids: set[str]) -> None:
         """Devices another process deleted: told as :meth:`delete` tells its own (the rows,

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from fieldhub.clock import now_ms
@@ -98,8 +98,10 @@ class PresenceTracker:
         self._presumed_offline.discard(device_id)
 
     def on_device(self, event: DeviceEvent) -> None:
-        """A new device starts where its row says (unknown); a deleted one is forgotten."""
-        if isinstance(event, DeviceAdded):
+        """A new device starts where its row says (unknown), unless another hub process has
+        told of it already (``elsewhere``: newer than a row read before that process's
+        commit); a deleted one is forgotten."""
+        if isinstance(event, DeviceAdded) and event.record.id not in self._devices:
             record = event.record
             self.load(
                 record.id,
@@ -191,11 +193,34 @@ class PresenceTracker:
                 self._presumed_offline.add(device_id)
                 self._change(device_id, OFFLINE, self._doubt_reason, connected=False)
 
-    async def run(self, interval_s: float = 1.0) -> None:
-        """Advance the coarse clock, look for stale and unconfirmed devices, forever."""
+    def elsewhere(self, fresh: Iterable[str], changes: Iterable[PresenceChange]) -> None:
+        """What another hub process committed (``cluster/feed.py``): the devices it heard
+        from are fresh here too, and the changes it recorded are taken as they are, never
+        recorded again."""
+        for change in changes:
+            device_id = change.device_id
+            state = self._devices.setdefault(device_id, DevicePresence())
+            state.presence, state.connected = change.presence, change.connected
+            state.since, state.reason = change.since, change.reason
+            self._doubted.discard(device_id)
+            self._presumed_offline.discard(device_id)
+            if change.presence != ONLINE:
+                self._last_seen.pop(device_id, None)
+        for device_id in fresh:
+            self._last_seen[device_id] = self._clock
+
+    async def run(
+        self, interval_s: float = 1.0, *, sweeps: Callable[[], bool] = lambda: True
+    ) -> None:
+        """Advance the coarse clock, look for unconfirmed devices and (while ``sweeps()``
+        says this process does the cluster's singleton work, ``cluster/singletons.py``) for
+        stale ones, forever. The clock advances everywhere: data touched here must not look
+        old to the sweep once this process takes it over."""
         while True:
             await asyncio.sleep(interval_s)
-            self.check_stale()
+            self._clock = time.monotonic()
+            if sweeps():
+                self.check_stale()
             self.check_confirmed()
 
     def _change(self, device_id: str, presence: str, reason: str, connected: bool | None) -> None:

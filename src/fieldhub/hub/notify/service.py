@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.clock import now_ms
+from fieldhub.hub.config import HubSettings
 from fieldhub.hub.errors import Invalid
 from fieldhub.hub.notify import channel_store, outbox
 from fieldhub.hub.notify.channel_config import check_config
@@ -37,7 +38,7 @@ from fieldhub.hub.notify.subscription_service import SubscriptionService
 from fieldhub.hub.notify.worker import DeliverySettings, DeliveryWorker, Prepare
 from fieldhub.hub.store.writes import Writes
 
-__all__ = ["NotificationService"]
+__all__ = ["NotificationService", "notification_service"]
 
 Audit = Callable[..., Awaitable[None]]
 
@@ -272,3 +273,48 @@ class NotificationService:
     ) -> tuple[NotificationRecord, list[DeliveryRecord]]:
         """One notification and its delivery log (raises ``NotificationNotFound``)."""
         return await outbox.get(self._engine, notification_id)
+
+
+def notification_service(
+    settings: HubSettings,
+    engine: AsyncEngine,
+    writes: Writes,
+    *,
+    publish: Publish,
+    connected: Callable[[], bool],
+    audit: Audit,
+    screen: Screen | None,
+    prepare: Prepare | None,
+) -> NotificationService:
+    """The notifications of a hub with ``settings``: its SMTP server (if any) and delivery
+    settings; MQTT notifications through the hub's bus (``publish``, ``connected``)."""
+    smtp = None
+    if settings.smtp_host:
+        password = settings.smtp_password
+        smtp = SmtpServer(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            starttls=settings.smtp_starttls,
+            sender=settings.smtp_from,
+            user=settings.smtp_user,
+            password=password.get_secret_value() if password is not None else None,
+        )
+    return NotificationService(
+        engine,
+        writes,
+        settings=DeliverySettings(
+            max_attempts=settings.notify_max_attempts,
+            retry_s=settings.notify_retry_s,
+            retry_max_s=settings.notify_retry_max_s,
+            timeout_s=settings.notify_timeout_s,
+            concurrency=settings.notify_concurrency,
+            keep_days=settings.notify_keep_days,
+        ),
+        instance=settings.instance,
+        smtp=smtp,
+        publish=publish,
+        connected=connected,
+        audit=audit,
+        screen=screen,
+        prepare=prepare,
+    )

@@ -11,7 +11,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy import event
+from sqlalchemy import event, func, select
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -19,6 +19,7 @@ from fieldhub.private_files import private_file
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+_MIGRATION_LOCK: Final = 0x46480000_6D696772  # "FH" "migr": the advisory lock of migrations
 _WRITES: Final = "fieldhub_writes"
 """Execution option that marks a connection whose transaction will write (see
 :func:`write_transaction`)."""
@@ -170,4 +171,8 @@ async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
             this version's code would misread a schema it does not know.
     """
     async with write_transaction(engine) as connection:
+        if engine.url.get_backend_name() == "postgresql":
+            # Hubs starting together on a new database (``hub --workers``): one migrates, the
+            # others wait here for its commit, then find the schema current.
+            await connection.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
         await connection.run_sync(_upgrade, revision)
