@@ -21,7 +21,10 @@ DAY = 86_400_000
 POLICY: dict[str, Any] = {
     "raw_days": 10,
     "minute_days": 20,
+    "hour_days": 40,
+    "day_days": 400,
     "events_days": 15,
+    "alarms_days": 30,
     "event_types": {"door.open": 3},
     "overrides": [
         {"key": "vibration.*", "labels": {}, "days": 2},
@@ -58,8 +61,11 @@ BAD: list[tuple[dict[str, Any], list[Any]]] = [
     ({"event_types": {"door open": 3}}, ["body", "event_types", "door open", "[key]"]),
     ({"overrides": [{"key": "a/b", "days": 3}]}, ["body", "overrides", 0, "key"]),
     ({"overrides": [{"key": "x"}]}, ["body", "overrides", 0, "days"]),
-    ({"raw_days": 40, "minute_days": 20}, ["body"]),
-    ({"hour_days": 400}, ["body", "hour_days"]),
+    ({"raw_days": 40, "minute_days": 20}, ["body", "minute_days"]),
+    ({"hour_days": 15}, ["body", "hour_days"]),
+    ({"hour_days": 400, "day_days": 300}, ["body", "day_days"]),
+    ({"alarms_days": 0}, ["body", "alarms_days"]),
+    ({"week_days": 400}, ["body", "week_days"]),
 ]
 
 
