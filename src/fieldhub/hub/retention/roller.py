@@ -40,9 +40,12 @@ LATE_PER_JOB: Final = 500
 class Roller:
     """Folds the tiers (see the module's text); counts the periods it folded."""
 
-    def __init__(self, tiers: RollupTiers, series_per_job: int = SERIES_PER_JOB) -> None:
+    def __init__(
+        self, tiers: RollupTiers, series_per_job: int = SERIES_PER_JOB, pace: float = PACE
+    ) -> None:
         self._tiers = tiers
         self._per_job = series_per_job
+        self._pace = pace
         self.folded = {"hour": 0, "day": 0, "late": 0}
         """Periods folded since start (``late``: hours folded again)."""
 
@@ -86,6 +89,6 @@ class Roller:
                 await self._tiers.fold(tier, period, first, first + self._per_job, done=last)
                 # Paced as the trimmer is: a backlog (a hub upgraded with months of minutes)
                 # takes at most a quarter of the writer's time.
-                await asyncio.sleep((time.perf_counter() - started) * PACE)
+                await asyncio.sleep((time.perf_counter() - started) * self._pace)
             self.folded[tier] += 1
         return max(folded, until)

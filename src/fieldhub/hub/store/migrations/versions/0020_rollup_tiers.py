@@ -23,8 +23,10 @@ _LATE_HOUR = "NEW.minute - NEW.minute % 3600000"
 _SQLITE_TRIGGER = (
     "CREATE TRIGGER rollups_late_{event} AFTER {event} ON rollups"
     " WHEN NEW.minute < (SELECT upto FROM rollup_marks WHERE tier = 'hour')"
-    " BEGIN INSERT OR IGNORE INTO rollup_late (series_id, hour)"
-    f" VALUES (NEW.series_id, {_LATE_HOUR}); END"
+    # Not INSERT OR IGNORE: the upsert that fires the trigger would override its IGNORE.
+    f" BEGIN INSERT INTO rollup_late (series_id, hour) SELECT NEW.series_id, {_LATE_HOUR}"
+    " WHERE NOT EXISTS (SELECT 1 FROM rollup_late WHERE series_id = NEW.series_id"
+    f" AND hour = {_LATE_HOUR}); END"
 )
 # The shared advisory lock is the one store/rollup_tiers.py's MARK_LOCK names: the roller
 # takes it alone while it moves the mark.
