@@ -114,7 +114,8 @@ async def test_tiers_answer_as_the_raw_samples_do_also_after_late_readings(store
     covered = await store.roller.roll(now, now - 90 * DAY)
     assert covered.hour == (now - 120_000) // HOUR * HOUR
     assert covered.day == covered.hour // DAY * DAY
-    assert store.roller.folded["hour"] > DAYS * 24 and store.roller.folded["day"] >= DAYS
+    assert store.roller.folded["hour"] > DAYS * 24
+    assert store.roller.folded["day"] >= DAYS
 
     # Late readings (a device back from an outage) in hours and a day already folded.
     await _fill(store, rng, T0 + 3 * HOUR, T0 + 30 * HOUR, 200)
@@ -173,7 +174,8 @@ async def test_a_chart_over_whole_days_reads_the_day_rows(store: Tiered):
     by_hour = await queries.history(**asked, bucket_ms=HOUR)
     async with store.engine.begin() as conn:  # the minutes of those days gone
         await conn.execute(delete(rollups).where(rollups.c.minute >= span[0]))
-    assert len(by_day) == 2 and 40 < len(by_hour) <= 48
+    assert len(by_day) == 2
+    assert 40 < len(by_hour) <= 48
     assert await queries.history(**asked, bucket_ms=DAY) == by_day
     assert await queries.history(**asked, bucket_ms=HOUR) == by_hour
     assert by_day == _expected(store.stored["level"], kind, *span, DAY, "max")

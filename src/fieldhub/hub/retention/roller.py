@@ -81,14 +81,17 @@ class Roller:
                 await self._tiers.advance(tier, until)
             until = max(until, mark.upto)  # an interrupted pass had promised up to there
         low, high = await self._tiers.series_bounds()
-        for period in range(folded, until, width):
-            chunks = list(range(low, high, self._per_job)) or [low]
+        per_job = min(self._per_job, max(1, high - low))  # series in one job
+        step = width * max(1, self._per_job // per_job)  # and the periods
+        for span_start in range(folded, until, step):
+            span = (span_start, min(span_start + step, until))
+            chunks = list(range(low, high, per_job)) or [low]
             for index, first in enumerate(chunks):
                 last = index == len(chunks) - 1
                 started = time.perf_counter()
-                await self._tiers.fold(tier, period, first, first + self._per_job, done=last)
+                await self._tiers.fold(tier, span, first, first + per_job, done=last)
                 # Paced as the trimmer is: a backlog (a hub upgraded with months of minutes)
                 # takes at most a quarter of the writer's time.
                 await asyncio.sleep((time.perf_counter() - started) * self._pace)
-            self.folded[tier] += 1
+            self.folded[tier] += (span[1] - span[0]) // width
         return max(folded, until)

@@ -14,8 +14,8 @@ and :meth:`RollupTiers.advance` an exclusive one before moving the mark: a trans
 read the old mark has committed before the fold reads the minutes, and one that starts after
 sees the new mark.
 
-Every fold job covers one period of at most :data:`SERIES_PER_JOB` series (a short
-transaction; on SQLite one turn of the writer thread between ingest commits). Each series'
+Every fold job covers at most :data:`SERIES_PER_JOB` series-periods (a short transaction; on
+SQLite one turn of the writer thread between ingest commits). Each series'
 rows are found with one range of the primary key ``(series_id, start)``.
 """
 
@@ -37,7 +37,8 @@ __all__ = ["HOUR_MS", "MARK_LOCK", "SERIES_PER_JOB", "Coverage", "Mark", "Rollup
 HOUR_MS: Final = 3_600_000
 DAY_MS: Final = 86_400_000
 SERIES_PER_JOB: Final = 500
-"""Series one fold job covers: an hour of 500 series is 30,000 minute rows, a few ms."""
+"""Series-periods one fold job covers: an hour of 500 series is 30,000 minute rows, a few ms
+(fewer series fold more periods at once)."""
 MARK_LOCK: Final = (1919249516, 1)
 """The PostgreSQL advisory lock (two-key form) the late-minute trigger shares and the roller
 takes alone while it moves the hour mark (see the module's text)."""
@@ -53,23 +54,26 @@ _WIDTH: Final = {"hour": HOUR_MS, "day": DAY_MS}
 
 
 def _fold(tier: Tier, *, listed: bool) -> TextClause:
-    """One period of some series (a range ``[:lo, :hi)`` of ids, or the list ``:only``), from
-    the tier below, replacing what is there. The newest value is read with one more index
-    seek per series: portable, where SQLite's bare column beside ``max()`` is not (the query
-    has a ``min()`` too)."""
+    """The periods in ``[:p, :e)`` of some series (a range ``[:lo, :hi)`` of ids, or the list
+    ``:only``), from the tier below, replacing what is there. The newest value is read with
+    one more index seek per period: portable, where SQLite's bare column beside ``max()`` is
+    not (the query has a ``min()`` too)."""
     source, at, target, start = _SOURCES[tier]
+    width = f"CAST({_WIDTH[tier]} AS BIGINT)"
     chosen = "s.id IN :only" if listed else "s.id >= :lo AND s.id < :hi"
     statement = text(
         f"INSERT INTO {target} (series_id, {start}, count_num, sum_num, min_num, max_num,"
         " last_ts, last_num)"
-        " SELECT r.series_id, CAST(:p AS BIGINT), sum(r.count_num), sum(r.sum_num),"
-        " min(r.min_num), max(r.max_num), max(r.last_ts),"
-        f" (SELECT n.last_num FROM {source} n WHERE n.series_id = r.series_id"
-        f" AND n.{at} >= :p AND n.{at} < :e ORDER BY n.last_ts DESC LIMIT 1)"
+        " SELECT g.sid, g.period, g.n, g.total, g.lo, g.hi, g.last_ts,"
+        f" (SELECT n.last_num FROM {source} n WHERE n.series_id = g.sid"
+        f" AND n.{at} >= g.period AND n.{at} < g.period + {width} AND n.last_ts = g.last_ts)"
+        f" FROM (SELECT r.series_id AS sid, r.{at} - r.{at} % {width} AS period,"
+        " sum(r.count_num) AS n, sum(r.sum_num) AS total, min(r.min_num) AS lo,"
+        " max(r.max_num) AS hi, max(r.last_ts) AS last_ts"
         f" FROM series s JOIN {source} r ON r.series_id = s.id"
-        f" AND r.{at} >= :p AND r.{at} < :e"
-        f" WHERE {chosen}"
-        " GROUP BY r.series_id"
+        f" AND r.{at} >= :p AND r.{at} < :e WHERE {chosen}"
+        f" GROUP BY r.series_id, r.{at} - r.{at} % {width}) g"
+        " WHERE true"  # SQLite: an upsert's SELECT needs a WHERE before ON CONFLICT
         f" ON CONFLICT (series_id, {start}) DO UPDATE SET count_num = excluded.count_num,"
         " sum_num = excluded.sum_num, min_num = excluded.min_num, max_num = excluded.max_num,"
         " last_ts = excluded.last_ts, last_num = excluded.last_num"
@@ -151,19 +155,19 @@ class RollupTiers:
 
         await self._writes.run(job)
 
-    async def fold(self, tier: Tier, period: int, low: int, high: int, *, done: bool) -> None:
-        """Fold ``period`` of the series ``[low, high)`` from the tier below; ``done``: these
-        were the last series of it, the tier now holds every period up to its end."""
+    async def fold(
+        self, tier: Tier, span: tuple[int, int], low: int, high: int, *, done: bool
+    ) -> None:
+        """Fold the periods in ``span`` of the series ``[low, high)`` from the tier below;
+        ``done``: these were the last series, the tier now holds every period up to its end."""
         statement = _fold(tier, listed=False)
-        params = {"p": period, "e": period + _WIDTH[tier], "lo": low, "hi": high}
+        params = {"p": span[0], "e": span[1], "lo": low, "hi": high}
 
         def job(conn: Connection) -> None:
             conn.execute(statement, params)
             if done:
                 conn.execute(
-                    rollup_marks.update()
-                    .where(rollup_marks.c.tier == tier)
-                    .values(folded=period + _WIDTH[tier])
+                    rollup_marks.update().where(rollup_marks.c.tier == tier).values(folded=span[1])
                 )
 
         await self._writes.run(job)
