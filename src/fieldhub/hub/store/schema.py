@@ -68,6 +68,7 @@ __all__ = [
     "devices",
     "escalation_policies",
     "events",
+    "hub_secrets",
     "maintenance_windows",
     "media",
     "metadata",
@@ -487,6 +488,15 @@ retention_policy = Table(
     Column("updated_by", String(128), nullable=False),
 )
 
+# Secrets every hub of a cluster must hold the same (store/hub_secrets.py): the link key.
+hub_secrets = Table(
+    "hub_secrets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(256), nullable=False),  # text (base64): backups are JSON
+    Column("created_at", BigInteger, nullable=False),
+)
+
 ALL_TABLES = (
     devices,
     series,
@@ -528,4 +538,5 @@ ALL_TABLES = (
     rollout_devices,
     media,
     retention_policy,
+    hub_secrets,
 )
