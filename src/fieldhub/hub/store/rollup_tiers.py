@@ -32,7 +32,17 @@ from sqlalchemy.sql.elements import TextClause
 from fieldhub.hub.store.schema import rollup_late, rollup_marks, series
 from fieldhub.hub.store.writes import Writes
 
-__all__ = ["HOUR_MS", "MARK_LOCK", "SERIES_PER_JOB", "Coverage", "Mark", "RollupTiers", "Tier"]
+__all__ = [
+    "DAY_MS",
+    "HOUR_MS",
+    "MARK_LOCK",
+    "SERIES_PER_JOB",
+    "Coverage",
+    "Mark",
+    "RollupTiers",
+    "Tier",
+    "coverage",
+]
 
 HOUR_MS: Final = 3_600_000
 DAY_MS: Final = 86_400_000
