@@ -107,6 +107,7 @@ async def _tier_rows(engine: AsyncEngine) -> list[Any]:
     return hours + days
 
 
+@pytest.mark.slow  # 4 s on SQLite, 6 s on PostgreSQL (2 busy cores): every aggregate compared
 async def test_tiers_answer_as_the_raw_samples_do_also_after_late_readings(store: Tiered):
     rng = random.Random(18)
     await _fill(store, rng, T0, T0 + DAYS * DAY, 2000)
