@@ -35,6 +35,7 @@ from fieldhub.hub.retention.trimmer import Trimmer
 from fieldhub.hub.store.database import create_engine, migrate, sqlite_url
 from fieldhub.hub.store.devices import DeviceRegistry
 from fieldhub.hub.store.retention import RetentionRows
+from fieldhub.hub.store.rollup_tiers import Coverage
 from fieldhub.hub.store.writes import writes_for
 from fieldhub.protocol import Sample, Telemetry
 
@@ -116,7 +117,7 @@ async def main() -> dict[str, Any]:
             await feed.old_data(now)
             size_full = _size(path)
             idle = await feed.fresh(now)
-            sweep = asyncio.create_task(trimmer.sweep(POLICY, now))
+            sweep = asyncio.create_task(trimmer.sweep(POLICY, now, Coverage(now, now)))
             started = time.perf_counter()
             busy = await feed.fresh(now + DAY)
             busy_s = time.perf_counter() - started

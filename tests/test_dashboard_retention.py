@@ -27,13 +27,17 @@ async def test_an_admin_sets_retention_and_a_bad_value_is_shown_at_its_field(
         await expect(form.get_by_label("Raw samples, days")).to_have_value("30")
         await expect(page.locator("#retention-budget")).to_contain_text("budget")
 
+        await expect(form.get_by_label("Day rollups, days")).to_have_value("3650")
         await form.get_by_label("Raw samples, days").fill("7")
+        await form.get_by_label("Hour rollups, days").fill("400")
+        await form.get_by_label("Cleared alarms, days").fill("90")
         await form.get_by_label("Events by type").fill("door.open=30")
         await form.get_by_label("Raw samples by key").fill("vibration.* 3\ntemp site=berlin 365")
         await form.get_by_role("button", name="Save retention").click()
         await expect(page.locator("#retention-status")).to_have_text("Retention saved.")
         policy = dash.hub.retention.record.policy
         assert policy.raw_days == 7
+        assert (policy.hour_days, policy.alarms_days) == (400, 90)
         assert policy.event_types == {"door.open": 30}
         assert policy.overrides == [
             RawOverride(key="vibration.*", days=3),
@@ -44,6 +48,12 @@ async def test_an_admin_sets_retention_and_a_bad_value_is_shown_at_its_field(
         await form.get_by_role("button", name="Save retention").click()
         await expect(form.locator(".field-error")).to_contain_text("pattern")
         assert dash.hub.retention.record.policy.overrides == policy.overrides  # nothing stored
+
+        await form.get_by_label("Raw samples by key").fill("vibration.* 3")
+        await form.get_by_label("Day rollups, days").fill("300")  # less than the hour tier
+        await form.get_by_role("button", name="Save retention").click()
+        await expect(form.locator(".field-error")).to_contain_text("at least hour_days")
+        assert dash.hub.retention.record.policy.day_days == 3650
 
         await page.reload()
         await expect(form.get_by_label("Raw samples by key")).to_have_value(

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from fieldhub.clock import now_ms
 from fieldhub.hub.app import Hub
 from fieldhub.hub.retention.guard import KEEP_MS
-from fieldhub.hub.store.schema import events, rollups, samples, series
+from fieldhub.hub.store.schema import alarm_changes, alarms, events, rollups, samples, series
 from fieldhub.protocol import Channel, Event, Sample, Telemetry
 from tests.conftest import DeviceFactory, HubFactory, api_client
 
@@ -21,7 +21,10 @@ DAY = 86_400_000
 POLICY: dict[str, Any] = {
     "raw_days": 10,
     "minute_days": 20,
+    "hour_days": 40,
+    "day_days": 400,
     "events_days": 15,
+    "alarms_days": 30,
     "event_types": {"door.open": 3},
     "overrides": [
         {"key": "vibration.*", "labels": {}, "days": 2},
@@ -58,8 +61,11 @@ BAD: list[tuple[dict[str, Any], list[Any]]] = [
     ({"event_types": {"door open": 3}}, ["body", "event_types", "door open", "[key]"]),
     ({"overrides": [{"key": "a/b", "days": 3}]}, ["body", "overrides", 0, "key"]),
     ({"overrides": [{"key": "x"}]}, ["body", "overrides", 0, "days"]),
-    ({"raw_days": 40, "minute_days": 20}, ["body"]),
-    ({"hour_days": 400}, ["body", "hour_days"]),
+    ({"raw_days": 40, "minute_days": 20}, ["body", "minute_days"]),
+    ({"hour_days": 15}, ["body", "hour_days"]),
+    ({"hour_days": 400, "day_days": 300}, ["body", "day_days"]),
+    ({"alarms_days": 0}, ["body", "alarms_days"]),
+    ({"week_days": 400}, ["body", "week_days"]),
 ]
 
 
@@ -185,3 +191,46 @@ async def test_past_80_percent_of_the_budget_health_degrades_and_the_oldest_samp
         assert health["status"] == "degraded"
         assert any(r.startswith("disk: ") and "database budget" in r for r in health["reasons"])
         assert (await admin.get("/api/retention")).json()["budget"]["used_pct"] >= 80
+
+
+async def test_cleared_alarms_go_after_alarms_days_with_their_changes_open_ones_stay(
+    hub: Hub,
+) -> None:
+    now = now_ms()
+    old, recent = now - 400 * DAY, now - 10 * DAY
+
+    def alarm(device: str, state: str, at: int) -> dict[str, Any]:
+        cleared = at + 60_000 if state == "cleared" else None
+        return {
+            "rule_id": "hot", "device_id": device, "severity": "major", "state": state,
+            "condition_active": False, "raised_at": at, "message": "too hot",
+            "cleared_at": cleared, "updated_at": at,
+        }  # fmt: skip
+
+    rows = {
+        "cleared-old": alarm("d1", "cleared", old),
+        "cleared-recent": alarm("d2", "cleared", recent),
+        "active-old": alarm("d3", "active", old),
+        "acknowledged-old": alarm("d4", "acknowledged", old),
+    }
+    ids: dict[str, int] = {}
+    async with hub.engine.begin() as conn:
+        for name, row in rows.items():
+            ids[name] = (await conn.execute(alarms.insert().values(**row))).inserted_primary_key[0]
+            for kind in ("raised", "comment"):
+                await conn.execute(
+                    alarm_changes.insert().values(
+                        alarm_id=ids[name], at=row["raised_at"], actor="hub", kind=kind,
+                        to_state=row["state"], comment="looked at it",
+                    )
+                )  # fmt: skip
+    async with api_client(hub) as admin:
+        policy = {**POLICY, "alarms_days": 365}
+        assert (await admin.put("/api/retention", json=policy)).status_code == 200
+        await hub.retention.sweep(now)
+        removed = (await admin.get("/api/retention")).json()["removed"]
+    async with hub.engine.connect() as conn:
+        kept = {r.id for r in await conn.execute(select(alarms.c.id))}
+        changed = {r.alarm_id for r in await conn.execute(select(alarm_changes.c.alarm_id))}
+    assert kept == changed == {ids[n] for n in ("cleared-recent", "active-old", "acknowledged-old")}
+    assert removed["alarms"] == 1

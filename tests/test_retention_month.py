@@ -21,10 +21,12 @@ from sqlalchemy import func, select
 from fieldhub.hub.ingest.batch import Batch
 from fieldhub.hub.ingest.writer import IngestWriter
 from fieldhub.hub.retention import RetentionPolicy
+from fieldhub.hub.retention.roller import Roller
 from fieldhub.hub.retention.trimmer import Trimmer
 from fieldhub.hub.store.database import create_engine, migrate, sqlite_url
 from fieldhub.hub.store.devices import DeviceRegistry
 from fieldhub.hub.store.retention import RetentionRows
+from fieldhub.hub.store.rollup_tiers import RollupTiers
 from fieldhub.hub.store.schema import samples
 from fieldhub.hub.store.writes import writes_for
 from fieldhub.protocol import Sample, Telemetry
@@ -74,12 +76,15 @@ async def test_a_month_on_sqlite_stays_under_its_size_and_keeps_the_last_week(
     writes = writes_for(engine)
     writer = IngestWriter(engine, writes)
     trimmer = Trimmer(RetentionRows(engine, writes), lambda _device: {})
+    roller = Roller(RollupTiers(engine, writes))
     sizes: list[int] = []
     seq = 0
     try:
         for day in range(DAYS):
             seq = await write_day(writer, "rtu-1", day, seq)
-            await trimmer.sweep(POLICY, START + (day + 1) * DAY)
+            now = START + (day + 1) * DAY
+            covered = await roller.roll(now, now - POLICY.minute_days * DAY)
+            await trimmer.sweep(POLICY, now, covered)
             sizes.append(checkpointed_size(path))
         async with engine.connect() as conn:
             kept = (await conn.execute(select(func.count()).select_from(samples))).scalar()

@@ -23,7 +23,7 @@ from fieldhub.hub.alarms import AlarmEngine, AlarmService
 from fieldhub.hub.alarms.sweeper import AlarmSweeper
 from fieldhub.hub.alarms.windows import MaintenanceService
 from fieldhub.hub.auth import Auth
-from fieldhub.hub.auth.links import load_link_key
+from fieldhub.hub.auth.links import load_link_key, share_link_key
 from fieldhub.hub.broker.device_ca import DeviceCa, DeviceCertificates
 from fieldhub.hub.broker.dynsec import DynSecError
 from fieldhub.hub.broker.embedded import EmbeddedBroker
@@ -250,16 +250,21 @@ class Hub:
             raise
         return self
 
+    async def _open_database(self) -> None:
+        """The schema brought up to date, and the cluster's link key (before any link)."""
+        try:
+            await migrate(self.engine)
+            await share_link_key(self.engine, self.settings.data)
+        except (SQLAlchemyError, OSError, SchemaTooNew, ValueError) as exc:
+            where = self.engine.url.render_as_string(hide_password=True)
+            raise HubStartError(f"cannot open the database {where}: {exc}") from exc
+
     async def _start(self) -> None:
         settings = self.settings
         if self.engine.url.get_backend_name() == "sqlite" or settings.broker is None:
             private_dir(settings.data)  # database file, broker state: 0700
         self._stack.push_async_callback(self.engine.dispose)
-        try:
-            await migrate(self.engine)
-        except (SQLAlchemyError, OSError, SchemaTooNew) as exc:
-            where = self.engine.url.render_as_string(hide_password=True)
-            raise HubStartError(f"cannot open the database {where}: {exc}") from exc
+        await self._open_database()
         await self.auth.start()  # with no user yet: the one-time setup token, logged once
         identity = self.mqtt_identity
         keys_seen = await self.credentials.fingerprint()  # the broker gets the keys as of now

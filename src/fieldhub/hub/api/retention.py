@@ -41,7 +41,10 @@ class RetentionOut(BaseModel):
     updated_at: int = Field(description="epoch ms; 0: the defaults, never set")
     updated_by: str
     removed: dict[str, int] = Field(
-        description="rows removed since the hub started: samples, rollups, events, budget"
+        description=(
+            "rows removed since the hub started: samples, rollups (every tier), events,"
+            " alarms, budget"
+        )
     )
     budget: Budget | None = Field(description="none before the first sweep")
 

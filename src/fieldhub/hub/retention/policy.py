@@ -5,10 +5,13 @@ field is a 422 naming it) and what the store keeps as JSON: one definition, chec
 
 Raw samples are kept ``raw_days`` unless an override matches their series: the first override
 whose key glob matches the key and whose labels all equal the device's wins, so a fast, cheap
-key (``vibration.*``) can go after 3 days while a site's door sensors stay a year. Per-minute
-rollups are kept ``minute_days`` (longer than raw: history over weeks reads them). Events are
-kept ``events_days``, or their type's own days (``event_types``). Finished notifications are
-bounded by the notification worker itself (``keep_days``); media by ``media_retention_days``.
+key (``vibration.*``) can go after 3 days while a site's door sensors stay a year. Rollups are
+kept by tier, each at least as long as the one below it (``raw_days`` ≤ ``minute_days`` ≤
+``hour_days`` ≤ ``day_days``): history over a span older than a tier reads the next coarser
+one, which must still be there. Events are kept ``events_days``, or their type's own days
+(``event_types``); cleared alarms with their changes and comments ``alarms_days`` (open ones
+always). Finished notifications are bounded by the notification worker itself
+(``keep_days``); media by ``media_retention_days``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,14 @@ import fnmatch
 from collections.abc import Mapping
 from typing import Annotated, Final
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
 DAY_MS: Final = 86_400_000
 MAX_DAYS: Final = 36_500
@@ -30,6 +40,9 @@ Days = Annotated[int, Field(ge=1, le=MAX_DAYS)]
 Glob = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w.*?\[\]!-]+$")]
 LabelName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w.-]+$")]
 EventType = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")]  # the wire's
+
+
+_BELOW: Final = {"minute_days": "raw_days", "hour_days": "minute_days", "day_days": "hour_days"}
 
 
 class RawOverride(BaseModel):
@@ -57,7 +70,10 @@ class RetentionPolicy(BaseModel):
 
     raw_days: Days = 30
     minute_days: Days = 90
+    hour_days: Days = 730
+    day_days: Days = 3650
     events_days: Days = 365
+    alarms_days: Days = 365
     event_types: dict[EventType, Days] = Field(default_factory=dict, max_length=64)
     overrides: list[RawOverride] = Field(default_factory=list, max_length=64)
     budget_mb: int = Field(
@@ -70,14 +86,15 @@ class RetentionPolicy(BaseModel):
         ),
     )
 
-    @model_validator(mode="after")
-    def _rollups_outlive_raw(self) -> RetentionPolicy:
-        """History over a span older than raw samples reads the rollups: they must be there."""
-        if self.minute_days < self.raw_days:
-            raise ValueError(
-                f"minute_days ({self.minute_days}) must be at least raw_days ({self.raw_days})"
-            )
-        return self
+    @field_validator("minute_days", "hour_days", "day_days")
+    @classmethod
+    def _tiers_outlive_the_one_below(cls, days: int, info: ValidationInfo) -> int:
+        """History over a span older than a tier reads the next coarser one: it must be there.
+        Fields are checked in order, so the tier below is in ``info.data`` when it was valid."""
+        below = _BELOW[str(info.field_name)]
+        if below in info.data and days < info.data[below]:
+            raise ValueError(f"must be at least {below} ({info.data[below]})")
+        return days
 
     def raw_days_for(self, key: str, labels: Mapping[str, str]) -> int:
         """How many days raw samples of ``key`` on a device with ``labels`` are kept."""

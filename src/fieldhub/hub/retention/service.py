@@ -1,7 +1,8 @@
 """The retention wing's front: the policy (read, set, audited) and the task that applies it.
 
 Every :data:`SWEEP_S` the task reads the disk budget (trimming the oldest raw samples first on
-SQLite when it is past 80 %), then trims what the policy no longer keeps. The policy lives in
+SQLite when it is past 80 %), folds the complete hours and days into the rollup tiers
+(``roller.py``), then trims what the policy no longer keeps. The policy lives in
 the database (one row; none: the defaults), so a restart keeps what an admin set.
 """
 
@@ -19,10 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from fieldhub.clock import now_ms
 from fieldhub.hub.devices.directory import DeviceDirectory
 from fieldhub.hub.retention.guard import BudgetReading, DiskGuard
-from fieldhub.hub.retention.policy import RetentionPolicy
+from fieldhub.hub.retention.policy import DAY_MS, RetentionPolicy
+from fieldhub.hub.retention.roller import Roller
 from fieldhub.hub.retention.trimmer import Trimmer
 from fieldhub.hub.store.audit import AuditLog
 from fieldhub.hub.store.retention import RetentionRows
+from fieldhub.hub.store.rollup_tiers import RollupTiers
 from fieldhub.hub.store.writes import Writes
 from fieldhub.logthrottle import LogThrottle, held_back
 
@@ -45,6 +48,7 @@ class RetentionService:
 
     Args:
         rows: the store's side.
+        tiers: the rollup tiers the roller folds.
         audit: where policy changes are recorded.
         directory: the devices' labels (overrides match on them).
         data: the data folder, whose filesystem the budget guard reads.
@@ -55,6 +59,7 @@ class RetentionService:
     def __init__(
         self,
         rows: RetentionRows,
+        tiers: RollupTiers,
         audit: AuditLog,
         directory: DeviceDirectory,
         data: Path,
@@ -66,6 +71,7 @@ class RetentionService:
         self._record = PolicyRecord(RetentionPolicy(), 0, "")
         self.trimmer = Trimmer(rows, lambda d: entry.labels if (entry := directory.get(d)) else {})
         self.guard = DiskGuard(rows, self.trimmer, data, sqlite=sqlite)
+        self.roller = Roller(tiers)
         self.sweeps = 0
         self._throttle = LogThrottle()
 
@@ -113,11 +119,13 @@ class RetentionService:
                     log.warning("retention sweep failed: %s%s", exc, held_back(held))
 
     async def sweep(self, now: int | None = None) -> BudgetReading:
-        """The budget guard, then the policy; the budget as it is afterwards."""
+        """The budget guard, the rollup tiers, then the policy; the budget as it is
+        afterwards."""
         now = now_ms() if now is None else now
         policy = self._record.policy
         await self.guard.enforce(policy, now)
-        await self.trimmer.sweep(policy, now)
+        covered = await self.roller.roll(now, now - policy.minute_days * DAY_MS)
+        await self.trimmer.sweep(policy, now, covered)
         self.sweeps += 1
         return await self.guard.read(policy)
 
@@ -128,4 +136,6 @@ def retention_service(
     """The retention of a hub on ``engine``, writing through ``writes``; the guard reads the
     filesystem of ``data`` and trims past the policy only on SQLite."""
     rows = RetentionRows(engine, writes)
-    return RetentionService(rows, audit, directory, data, sqlite=engine.dialect.name == "sqlite")
+    tiers = RollupTiers(engine, writes)
+    sqlite = engine.dialect.name == "sqlite"
+    return RetentionService(rows, tiers, audit, directory, data, sqlite=sqlite)

@@ -18,7 +18,8 @@ from functools import partial
 from typing import Final
 
 from fieldhub.hub.retention.policy import DAY_MS, RetentionPolicy
-from fieldhub.hub.store.retention import RetentionRows, SeriesRef
+from fieldhub.hub.store.retention import RetentionRows, RollupTier, SeriesRef
+from fieldhub.hub.store.rollup_tiers import Coverage
 
 BATCH_ROWS: Final = 2000
 """Rows one batch deletes: a few ms of the writer's time (benchmarks/retention.py)."""
@@ -39,23 +40,31 @@ class Trimmer:
         self._labels_of = labels_of
         self._batch = batch_rows
         self.removed: Counter[str] = Counter()
-        """Rows removed since start: ``samples``, ``rollups``, ``events``, ``budget``."""
+        """Rows removed since start: ``samples``, ``rollups`` (of every tier), ``events``,
+        ``alarms``, ``budget``."""
         self.writing = asyncio.Lock()
         """Held while a batch or a read runs: the hub's stop cancels the task only between
         them (a statement cut off would leave its pooled connection checked out)."""
 
-    async def sweep(self, policy: RetentionPolicy, now: int) -> None:
-        """Remove everything older than ``policy`` keeps at ``now``."""
-        minute_cut = now - policy.minute_days * DAY_MS
+    async def sweep(self, policy: RetentionPolicy, now: int, covered: Coverage) -> None:
+        """Remove everything older than ``policy`` keeps at ``now``. Rollups of a tier go
+        only once the next coarser tier holds their periods (``covered``: up to where the hour
+        and day tiers do), so a roller that is behind never loses what it has yet to fold."""
+        cuts: dict[RollupTier, int] = {
+            "minute": min(now - policy.minute_days * DAY_MS, covered.hour),
+            "hour": min(now - policy.hour_days * DAY_MS, covered.day),
+            "day": now - policy.day_days * DAY_MS,
+        }
         for ref in await self.series():
             days = policy.raw_days_for(ref.key, self._labels_of(ref.device_id))
             raw_cut = now - days * DAY_MS
             self.removed["samples"] += await self._drain(
                 partial(self._rows.trim_samples, ref.id, raw_cut)
             )
-            self.removed["rollups"] += await self._drain(
-                partial(self._rows.trim_rollups, ref.id, minute_cut)
-            )
+            for tier, cut in cuts.items():
+                self.removed["rollups"] += await self._drain(
+                    partial(self._rows.trim_rollups, tier, ref.id, cut)
+                )
         typed = set(policy.event_types)
         for kind, days in policy.event_types.items():
             self.removed["events"] += await self._drain(
@@ -64,6 +73,9 @@ class Trimmer:
         events_cut = now - policy.events_days * DAY_MS
         self.removed["events"] += await self._drain(
             partial(self._rows.trim_events, events_cut, but=typed)
+        )
+        self.removed["alarms"] += await self._drain(
+            partial(self._rows.trim_alarms, now - policy.alarms_days * DAY_MS)
         )
 
     async def trim_oldest(self, before: int) -> int:

@@ -19,7 +19,10 @@ from fieldhub.hub.store.schema import (
     devices,
     events,
     media,
+    rollup_late,
     rollups,
+    rollups_day,
+    rollups_hour,
     samples,
     series,
 )
@@ -213,7 +216,8 @@ class DeviceRegistry:
                 raise DeviceNotFound(f"device {device_id!r} is not registered")
             series_ids = select(series.c.id).where(series.c.device_id == device_id)
             await conn.execute(delete(samples).where(samples.c.series_id.in_(series_ids)))
-            await conn.execute(delete(rollups).where(rollups.c.series_id.in_(series_ids)))
+            for tier in (rollups, rollups_hour, rollups_day, rollup_late):
+                await conn.execute(delete(tier).where(tier.c.series_id.in_(series_ids)))
             await conn.execute(delete(series).where(series.c.device_id == device_id))
             await conn.execute(delete(events).where(events.c.device_id == device_id))
             await conn.execute(delete(media).where(media.c.device_id == device_id))

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Integer,
     Row,
     Select,
+    Table,
     and_,
     bindparam,
     case,
@@ -30,7 +31,8 @@ from sqlalchemy.sql.elements import BindParameter
 
 from fieldhub.hub.errors import Invalid, NotFound
 from fieldhub.hub.store.media import media_of_events
-from fieldhub.hub.store.schema import events, rollups, samples, series
+from fieldhub.hub.store.rollup_tiers import DAY_MS, HOUR_MS, Coverage, coverage
+from fieldhub.hub.store.schema import events, rollups, rollups_day, rollups_hour, samples, series
 
 Aggregate = Literal["avg", "min", "max", "last", "count"]
 WireValue = bool | float | str | None
@@ -38,6 +40,38 @@ MINUTE_MS = 60_000
 """Width of a rollup: buckets that are a whole number of minutes are answered from rollups."""
 HISTORY_CONCURRENCY = 4
 """Connections one history request reads a long range on, at most (see ``split_after_ms``)."""
+
+
+def tier_spans(start: int, end: int, bucket_ms: int, covered: Coverage | None) -> dict[str, int]:
+    """Where each tier answers a history of ``[start, end)`` in buckets of ``bucket_ms`` (whole
+    minutes; ``covered``: the tiers' coverage, None when the bucket is not whole hours): raw
+    samples before ``first`` and from ``last``; minutes in ``[first, hour_first)`` and
+    ``[hour_last, last)``; hours in ``[hour_first, day_first)`` and ``[day_last, hour_last)``;
+    days in ``[day_first, day_last)``. A tier serves only buckets it cannot cut (hours need a
+    bucket of whole hours, days of whole days; both are aligned on the epoch, as buckets are)
+    and only the periods it holds; an unused tier has an empty span."""
+    first = -(-start // MINUTE_MS) * MINUTE_MS
+    last = end // MINUTE_MS * MINUTE_MS
+    hour_first = hour_last = day_first = day_last = first
+    if covered is not None:
+        low, high = -(-start // HOUR_MS) * HOUR_MS, min(end // HOUR_MS * HOUR_MS, covered.hour)
+        if low < high:
+            hour_first, hour_last = low, high
+            day_first = day_last = low
+            if bucket_ms % DAY_MS == 0:
+                low, high = -(-start // DAY_MS) * DAY_MS, min(end // DAY_MS * DAY_MS, covered.day)
+                if low < high:
+                    day_first, day_last = low, high
+    return {
+        "start": start,
+        "end": end,
+        "first": first,
+        "last": last,
+        "hour_first": hour_first,
+        "hour_last": hour_last,
+        "day_first": day_first,
+        "day_last": day_last,
+    }
 
 
 def render_value(kind: str, num: float | None, txt: str | None) -> WireValue:
@@ -282,17 +316,15 @@ class Queries:
             return answer
         first_minute = -(-start // MINUTE_MS) * MINUTE_MS
         last_minute = end // MINUTE_MS * MINUTE_MS
+        params: dict[str, int]
         if not from_samples and bucket_ms % MINUTE_MS == 0 and first_minute < last_minute:
             query = self._statement(f"rolled_up {agg}", lambda: self._rolled_up(agg))
+            covered = await coverage(conn) if bucket_ms % HOUR_MS == 0 else None
+            params = tier_spans(start, end, bucket_ms, covered)
         else:
             query = self._statement(f"bucketed {agg}", lambda: self._bucketed(agg))
-        params = {
-            "start": start,
-            "end": end,
-            "first": first_minute,
-            "last": last_minute,
-            "width": bucket_ms,
-        }
+            params = {"start": start, "end": end}
+        params["width"] = bucket_ms
         ids = list(answer)
 
         async def read(connection: AsyncConnection, part: list[int]) -> list[Row[Any]]:
@@ -385,22 +417,36 @@ class Queries:
         )
 
     def _rolled_up(self, agg: Aggregate) -> Select[Any]:
-        """``_bucketed`` from the rollups of the whole minutes ``[:first, :last)`` of
-        ``[:start, :end)``, and the raw samples of the partial minutes before and after them,
-        each sample taken as a rollup of its own."""
+        """``_bucketed`` from the coarsest rollups that fit, as :func:`tier_spans` cuts
+        ``[:start, :end)``: days, hours and minutes, and the raw samples of the partial
+        minutes at the edges, each sample taken as a rollup of its own."""
         ids: BindParameter[Any] = bindparam("ids", expanding=True)
+
+        def tier(table: Table, at: Any, low: str, high: str) -> Select[Any]:
+            return select(
+                table.c.series_id.label("series_id"),
+                at.label("at"),
+                table.c.count_num.label("n"),
+                table.c.sum_num.label("total"),
+                table.c.min_num.label("lo"),
+                table.c.max_num.label("hi"),
+                table.c.last_ts.label("last_ts"),
+                table.c.last_num.label("last_num"),
+            ).where(
+                table.c.series_id.in_(ids),
+                at >= bindparam(low, type_=BigInteger),
+                at < bindparam(high, type_=BigInteger),
+            )
+
+        wholes = (
+            tier(rollups, rollups.c.minute, "first", "hour_first"),
+            tier(rollups, rollups.c.minute, "hour_last", "last"),
+            tier(rollups_hour, rollups_hour.c.hour, "hour_first", "day_first"),
+            tier(rollups_hour, rollups_hour.c.hour, "day_last", "hour_last"),
+            tier(rollups_day, rollups_day.c.day, "day_first", "day_last"),
+        )
         first = bindparam("first", type_=BigInteger)
         last = bindparam("last", type_=BigInteger)
-        whole = select(
-            rollups.c.series_id.label("series_id"),
-            rollups.c.minute.label("at"),
-            rollups.c.count_num.label("n"),
-            rollups.c.sum_num.label("total"),
-            rollups.c.min_num.label("lo"),
-            rollups.c.max_num.label("hi"),
-            rollups.c.last_ts.label("last_ts"),
-            rollups.c.last_num.label("last_num"),
-        ).where(rollups.c.series_id.in_(ids), rollups.c.minute >= first, rollups.c.minute < last)
 
         def raw(low: Any, high: Any) -> Select[Any]:
             return select(
@@ -415,7 +461,7 @@ class Queries:
             ).where(samples.c.series_id.in_(ids), samples.c.ts >= low, samples.c.ts < high)
 
         edges = (bindparam("start", type_=BigInteger), bindparam("end", type_=BigInteger))
-        parts = union_all(whole, raw(edges[0], first), raw(last, edges[1])).subquery("parts")
+        parts = union_all(*wholes, raw(edges[0], first), raw(last, edges[1])).subquery("parts")
         width = bindparam("width", type_=BigInteger)
         bucket = ((parts.c.at // width) * width).label("bucket")
         keys: tuple[Any, ...] = (parts.c.series_id, literal_column("bucket"))

@@ -5,22 +5,42 @@ short transaction (on SQLite one turn of the writer thread, between ingest commi
 caller repeats it until fewer come back. Batches are cut along the tables' own keys (samples
 and rollups by ``(series_id, ts)``, events by ``ts``), so a batch finds its rows with one index
 range instead of a scan, on both databases (neither takes ``DELETE ... LIMIT`` portably).
+Cleared alarms go oldest first with their changes and escalation marks; an alarm that is not
+cleared is never removed, however old.
 """
 
 from __future__ import annotations
 
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, Literal
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import Table, delete, func, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from fieldhub.hub.store.schema import events, retention_policy, rollups, samples, series
+from fieldhub.hub.store.schema import (
+    alarm_changes,
+    alarm_escalations,
+    alarms,
+    events,
+    retention_policy,
+    rollups,
+    rollups_day,
+    rollups_hour,
+    samples,
+    series,
+)
 from fieldhub.hub.store.writes import Writes
 
-__all__ = ["DatabaseSpace", "PolicyRow", "RetentionRows", "SeriesRef"]
+__all__ = ["DatabaseSpace", "PolicyRow", "RetentionRows", "RollupTier", "SeriesRef"]
+
+RollupTier = Literal["minute", "hour", "day"]
+_TIERS: Final[dict[str, tuple[Table, Any]]] = {
+    "minute": (rollups, rollups.c.minute),
+    "hour": (rollups_hour, rollups_hour.c.hour),
+    "day": (rollups_day, rollups_day.c.day),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +114,31 @@ class RetentionRows:
         """Delete up to ``limit`` samples of ``series_id`` older than ``before``, oldest first."""
         return await self._trim_series(samples, samples.c.ts, series_id, before, limit)
 
-    async def trim_rollups(self, series_id: int, before: int, limit: int) -> int:
-        """Delete up to ``limit`` minute rollups of ``series_id`` that start before ``before``."""
-        return await self._trim_series(rollups, rollups.c.minute, series_id, before, limit)
+    async def trim_rollups(self, tier: RollupTier, series_id: int, before: int, limit: int) -> int:
+        """Delete up to ``limit`` rollups of ``tier`` of ``series_id`` that start before
+        ``before``."""
+        table, start = _TIERS[tier]
+        return await self._trim_series(table, start, series_id, before, limit)
+
+    async def trim_alarms(self, before: int, limit: int) -> int:
+        """Delete up to ``limit`` alarms cleared before ``before``, oldest first, with their
+        changes (and comments) and escalation marks."""
+        chosen = (
+            select(alarms.c.id)
+            .where(alarms.c.state == "cleared", alarms.c.cleared_at < before)
+            .order_by(alarms.c.cleared_at)
+            .limit(limit)
+        )
+
+        def job(conn: Connection) -> int:
+            ids = [row[0] for row in conn.execute(chosen)]
+            if ids:
+                conn.execute(delete(alarm_changes).where(alarm_changes.c.alarm_id.in_(ids)))
+                conn.execute(delete(alarm_escalations).where(alarm_escalations.c.alarm_id.in_(ids)))
+                conn.execute(delete(alarms).where(alarms.c.id.in_(ids)))
+            return len(ids)
+
+        return await self._writes.run(job)
 
     async def trim_events(
         self,

@@ -68,6 +68,7 @@ __all__ = [
     "devices",
     "escalation_policies",
     "events",
+    "hub_secrets",
     "maintenance_windows",
     "media",
     "metadata",
@@ -80,7 +81,11 @@ __all__ = [
     "retention_policy",
     "rollout_devices",
     "rollouts",
+    "rollup_late",
+    "rollup_marks",
     "rollups",
+    "rollups_day",
+    "rollups_hour",
     "samples",
     "series",
     "sessions",
@@ -170,6 +175,51 @@ rollups = Table(
     PrimaryKeyConstraint("series_id", "minute", name="pk_rollups"),
     sqlite_with_rowid=False,
 )
+
+
+def _tier(name: str, start: str) -> Table:
+    """A coarser rollup tier: the columns of ``rollups``, one row per series and ``start``
+    (the epoch ms at which its hour or day begins), folded from the tier below by the roller
+    (``hub/retention/roller.py``), never by ingest."""
+    return Table(
+        name,
+        metadata,
+        Column("series_id", Integer, nullable=False),
+        Column(start, BigInteger, nullable=False),
+        Column("count_num", Integer, nullable=False),
+        Column("sum_num", Float, nullable=False),
+        Column("min_num", Float, nullable=True),
+        Column("max_num", Float, nullable=True),
+        Column("last_ts", BigInteger, nullable=False),
+        Column("last_num", Float, nullable=True),
+        PrimaryKeyConstraint("series_id", start, name=f"pk_{name}"),
+        sqlite_with_rowid=False,
+    )
+
+
+rollups_hour = _tier("rollups_hour", "hour")
+rollups_day = _tier("rollups_day", "day")
+
+# The roller's progress, one row per tier ("hour", "day"): every period before ``folded`` is
+# in the tier. ``upto`` runs ahead of ``folded`` while a period is being folded; a minute rollup
+# written before ``upto`` of "hour" is late, and a trigger (migration 0020, on ``rollups``)
+# records its hour in ``rollup_late`` for the roller to fold again.
+rollup_marks = Table(
+    "rollup_marks",
+    metadata,
+    Column("tier", String(8), primary_key=True),
+    Column("upto", BigInteger, nullable=False),
+    Column("folded", BigInteger, nullable=False),
+)
+
+rollup_late = Table(
+    "rollup_late",
+    metadata,
+    Column("series_id", Integer, nullable=False),
+    Column("hour", BigInteger, nullable=False),
+    PrimaryKeyConstraint("series_id", "hour", name="pk_rollup_late"),
+)
+
 
 events = Table(
     "events",
@@ -438,11 +488,24 @@ retention_policy = Table(
     Column("updated_by", String(128), nullable=False),
 )
 
+# Secrets every hub of a cluster must hold the same (store/hub_secrets.py): the link key.
+hub_secrets = Table(
+    "hub_secrets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(256), nullable=False),  # text (base64): backups are JSON
+    Column("created_at", BigInteger, nullable=False),
+)
+
 ALL_TABLES = (
     devices,
     series,
     samples,
     rollups,
+    rollups_hour,
+    rollups_day,
+    rollup_marks,
+    rollup_late,
     events,
     device_credentials,
     claim_tokens,
@@ -475,4 +538,5 @@ ALL_TABLES = (
     rollout_devices,
     media,
     retention_policy,
+    hub_secrets,
 )

@@ -6,7 +6,15 @@ import { api } from "../api.js";
 import { byId, say } from "../dom.js";
 import { clearFieldErrors, showFieldErrors } from "../fielderrors.js";
 
-const NUMBERS = ["raw_days", "minute_days", "events_days", "budget_mb"];
+const NUMBERS = [
+  "raw_days",
+  "minute_days",
+  "hour_days",
+  "day_days",
+  "events_days",
+  "alarms_days",
+  "budget_mb",
+];
 
 const typesText = (types) => Object.entries(types).map(([t, d]) => `${t}=${d}`).join(", ");
 
