@@ -7,7 +7,7 @@ period folded twice (a restart, a second hub, a late minute) is the same row, an
 counted twice.
 
 Late minutes: a minute rollup written for a minute before the hour tier's ``upto`` mark is
-noted in ``rollup_late`` by a trigger on ``rollups`` (migration 0020), in ingest's own
+noted in ``rollup_late`` by a trigger on ``rollups`` (migration 0019), in ingest's own
 transaction, so a device that sends a day of stored readings after an outage has its hours
 folded again, also across a restart. On PostgreSQL the trigger takes a shared advisory lock
 and :meth:`RollupTiers.advance` an exclusive one before moving the mark: a transaction that

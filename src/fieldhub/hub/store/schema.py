@@ -202,7 +202,7 @@ rollups_day = _tier("rollups_day", "day")
 
 # The roller's progress, one row per tier ("hour", "day"): every period before ``folded`` is
 # in the tier. ``upto`` runs ahead of ``folded`` while a period is being folded; a minute rollup
-# written before ``upto`` of "hour" is late, and a trigger (migration 0020, on ``rollups``)
+# written before ``upto`` of "hour" is late, and a trigger (migration 0019, on ``rollups``)
 # records its hour in ``rollup_late`` for the roller to fold again.
 rollup_marks = Table(
     "rollup_marks",

@@ -5,7 +5,7 @@ A trigger on ``rollups`` notes the hour of every minute rollup written before th
 hour again (``store/rollup_tiers.py``). Only late rows write anything: a minute of the present
 is past the mark, and the trigger's test is one lookup in a one-row table.
 
-Revision ID: 0020
+Revision ID: 0019
 Revises: 0018
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0020"
+revision = "0019"
 down_revision = "0018"
 branch_labels = None
 depends_on = None

@@ -1,7 +1,7 @@
 """Hub secrets: what the hubs of a cluster must share, such as the link key (issue 18).
 
-Revision ID: 0021
-Revises: 0020
+Revision ID: 0020
+Revises: 0019
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0021"
+revision = "0020"
 # The brief's "0018": chained after 0020 on this branch so that it has one head (the lead
 # re-chains the migrations of this session's branches at merge).
-down_revision = "0020"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 
