@@ -34,7 +34,9 @@ Then:
 4. **Broker restart**: the managed Mosquitto is killed (SIGKILL, a crash: no last wills, no
    final save) and the hub's supervisor starts it again (``hub/broker/managed.py``).
    ``reconnect_all_s``: from the kill until every device is connected again (load side) and
-   the summary counts every device online (hub side); both figures are printed too.
+   then the summary counts every device online (hub side); both figures are printed too, and
+   ``broker_up_s`` (until the new Mosquitto accepts connections) and
+   ``online_lowest_in_restart`` (the fewest the summary counted online meanwhile).
 
 Raw references measured in the same run, as the other benchmarks do: ``raw_rss_mb`` is a
 bare ``python -c "import asyncio"`` process waiting in its loop; ``idle_hub_rss_mb`` the hub
@@ -445,6 +447,21 @@ async def steady_state(
     }
 
 
+async def listening(address: str, timeout_s: float) -> float:
+    """When (monotonic) ``HOST:PORT`` next accepts a TCP connection; NaN if not in time."""
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            _reader, writer = await asyncio.open_connection(host, int(port))
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        return time.monotonic()
+    return float("nan")
+
+
 async def broker_restart(
     hub: HubProcess, client: httpx.AsyncClient, load: Load, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -455,6 +472,8 @@ async def broker_restart(
     watch = OnlineWatch(client, args.devices)
     watching = asyncio.create_task(watch.run())
     try:
+        await asyncio.sleep(0.2)  # the old listener is gone
+        broker_up = await listening(hub.settings.mqtt, args.timeout_s) - killed
         half = args.devices // 2
         await load.until(lambda: load.total("connected") <= half, args.timeout_s)
         await load.until(lambda: (load.all_connected_at() or 0) > killed, args.timeout_s)
@@ -467,6 +486,7 @@ async def broker_restart(
     return {
         "reconnect_all_s": round(max(load_back, hub_back), 1),
         "reconnect_load_s": round(load_back, 1),
+        "broker_up_s": round(broker_up, 1),
         "reconnect_hub_s": round(hub_back, 1),
         "online_after_restart": count,
         "online_lowest_in_restart": watch.lowest,
