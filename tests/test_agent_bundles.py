@@ -20,7 +20,8 @@ import msgspec
 import pytest
 
 from fieldhub.agent.actions import ActionRegistry
-from fieldhub.agent.bundles.host import SOFTWARE_KEY, BundleHost
+from fieldhub.agent.bundles import SOFTWARE_KEY
+from fieldhub.agent.bundles.host import BundleHost
 from fieldhub.agent.bundles.installed import Installed
 from fieldhub.agent.config import (
     AgentConfig,

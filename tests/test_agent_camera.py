@@ -31,7 +31,8 @@ from fieldhub.agent.units import (
     build_units,
     mock_pin_factory,
 )
-from fieldhub.agent.units.camera import CameraConfig, CameraUnit, CaptureError
+from fieldhub.agent.units.camera import CameraUnit, CaptureError
+from fieldhub.agent.units.camera_config import CameraConfig
 from fieldhub.agent.units.drivers import SystemClock
 from fieldhub.agent.units.simulate import SimulatedCamera, SwitchPin
 from fieldhub.protocol import MediaRef

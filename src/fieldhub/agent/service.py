@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fieldhub.agent import bundles as bundle_parts
+from fieldhub.agent import media as media_parts
 from fieldhub.agent._tasks import log_if_failed
 from fieldhub.agent.actions import (
     ActionDefinitionError,
@@ -24,7 +26,6 @@ from fieldhub.agent.actions import (
     ActionOutcome,
     ActionRegistry,
 )
-from fieldhub.agent.bundles.host import BundleHost
 from fieldhub.agent.claim import (
     Claimer,
     ClaimError,
@@ -35,13 +36,10 @@ from fieldhub.agent.claim import (
 from fieldhub.agent.commands import CommandHandler
 from fieldhub.agent.config import AgentConfig, ConfigError, HubSection
 from fieldhub.agent.eventlog import LoggedEvent, RecentEvents
-from fieldhub.agent.media.spool import MediaSpool
-from fieldhub.agent.media.uploader import Uploader, UploaderSettings
 from fieldhub.agent.outbox import Outbox, OutboxReporter
 from fieldhub.agent.reporting import Reporter, StateValue, Value
 from fieldhub.agent.twin import TWIN_FILE, Twin
-from fieldhub.agent.units import Drivers, LedUnit, Unit, UnitError, build_units
-from fieldhub.agent.units.simulate import Simulation
+from fieldhub.agent.units import CameraConfig, Drivers, LedUnit, Unit, UnitError, build_units
 from fieldhub.agent.uplink import Uplink
 from fieldhub.agent.web import TechnicianPage, parse_listen
 from fieldhub.agent.web.view import UnitView
@@ -52,8 +50,14 @@ from fieldhub.protocol.actions import ACTION_CATALOG_KEY, ACTION_DETAILS_KEY
 from fieldhub.protocol.messages import Severity
 from fieldhub.systemd import notify, pet_watchdog, watchdog_interval_s
 
-if TYPE_CHECKING:  # ssl loads OpenSSL: a plain-TCP agent does without (fieldhub.cli.plain)
-    import ssl
+if TYPE_CHECKING:
+    import ssl  # loads OpenSSL: a plain-TCP agent does without (fieldhub.cli.plain)
+
+    # Imported when configured or asked for: docs/agent.md, "Memory".
+    from fieldhub.agent.bundles.host import BundleHost
+    from fieldhub.agent.media.spool import MediaSpool
+    from fieldhub.agent.media.uploader import Uploader
+    from fieldhub.agent.units.simulate import Simulation
 
 log = logging.getLogger(__name__)
 
@@ -201,14 +205,7 @@ class Agent:
         self.outbox = await self._stack.enter_async_context(
             Outbox(data_dir / "outbox.db", max_messages=config.outbox.max_messages)
         )
-        self.spool = MediaSpool(data_dir / "media", int(config.media.max_mb * 2**20))
-        await self.spool.open()
-        self.uploader = Uploader(
-            self.spool,
-            self.outbox,
-            tls=self._upload_tls,
-            settings=UploaderSettings(chunks=config.media.upload == "mqtt"),
-        )
+        await self._start_media(self.outbox)
         await self._start_uplink(self.outbox)
         # Listening before the first connection: the retained desired state comes right after.
         self.twin = Twin(data_dir / TWIN_FILE)
@@ -218,6 +215,8 @@ class Agent:
         drivers = self._drivers
         simulation: Simulation | None = None
         if drivers is None and self._simulate:
+            from fieldhub.agent.units.simulate import Simulation  # never on a Pi
+
             simulation = Simulation(
                 config.units, data_dir / "simulated-hardware", label=config.device.id
             )
@@ -251,7 +250,8 @@ class Agent:
         if simulation is not None:
             self._spawn(simulation.run(), "simulation")
         self._spawn(self._show_health(), "status-led")
-        self._spawn(self.uploader.run(), "media-uploader")
+        if self.uploader is not None:
+            self._spawn(self.uploader.run(), "media-uploader")
         interval = watchdog_interval_s()
         if interval is not None:
             self._spawn(pet_watchdog(interval), "systemd-watchdog")
@@ -259,6 +259,8 @@ class Agent:
         if self._bundles is not None:
             self._bundles.attach(reporter, self.registry, self._connected, self._spawn)
             self._stack.callback(self._bundles.detach)
+        else:
+            reporter.state({bundle_parts.SOFTWARE_KEY: bundle_parts.software_state({})})
         self._started.set()
         notify("READY=1")
         log.info(
@@ -267,6 +269,26 @@ class Agent:
             len(self.units),
             len(self.registry.describe()),
             self.uplink.address if self.uplink is not None else f"{config.hub.broker} (claiming)",
+        )
+
+    async def _start_media(self, outbox: Outbox) -> None:
+        """The media spool and its uploader, when a camera fills it or it still holds
+        pictures for the hub; a plain agent does without both (``agent/media/__init__.py``)."""
+        config = self.config
+        folder = config.data_dir / "media"
+        camera = any(isinstance(unit, CameraConfig) for unit in config.units)
+        if not await asyncio.to_thread(media_parts.in_use, folder, camera):
+            return
+        from fieldhub.agent.media.spool import MediaSpool
+        from fieldhub.agent.media.uploader import Uploader, UploaderSettings
+
+        self.spool = MediaSpool(folder, int(config.media.max_mb * 2**20))
+        await self.spool.open()
+        self.uploader = Uploader(
+            self.spool,
+            outbox,
+            tls=self._upload_tls,
+            settings=UploaderSettings(chunks=config.media.upload == "mqtt"),
         )
 
     def _register_actions(self) -> None:
@@ -482,22 +504,27 @@ async def run_with_bundles(
 
     First an install a crash interrupted is finished or undone; then the agent runs, and
     starts again in this process after each install or rollback. A new version that cannot
-    start is rolled back and the old one started (docs/bundles.md).
+    start is rolled back and the old one started (docs/bundles.md). An agent that uses no
+    bundles (``agent/bundles/__init__.py``) runs once, without the bundle host.
 
     Args:
         config: the base ``agent.yaml`` (a bundle may bring another).
         secret: the MQTT secret for the configuration in force.
         options: for :class:`Agent` (``simulate``, ``drivers``, ...).
     """
-    bundles = BundleHost(config)
-    await asyncio.to_thread(bundles.recover)
+    bundles: BundleHost | None = None
+    if await asyncio.to_thread(bundle_parts.in_use, config):
+        from fieldhub.agent.bundles.host import BundleHost
+
+        bundles = BundleHost(config)
+        await asyncio.to_thread(bundles.recover)
     while True:
         try:
-            running = bundles.config()
+            running = config if bundles is None else bundles.config()
             async with Agent(running, secret(running), bundles=bundles, **options) as agent:
                 if not await agent.serve():
                     return
         except (ConfigError, UnitError, AgentStartError, ActionDefinitionError) as exc:
-            if not await asyncio.to_thread(bundles.start_failed, str(exc)):
+            if bundles is None or not await asyncio.to_thread(bundles.start_failed, str(exc)):
                 raise
             log.error("the new bundle version failed to start, rolled back: %s", exc)

@@ -32,8 +32,8 @@ from typing import Any, Final
 
 import msgspec
 
-from fieldhub import __version__
 from fieldhub.agent.actions import ActionRegistry, SiteAction
+from fieldhub.agent.bundles import SOFTWARE_KEY, software_state
 from fieldhub.agent.bundles import journal as journals
 from fieldhub.agent.bundles.installed import CURRENT, PREVIOUS, Installed, InstalledBundle
 from fieldhub.agent.bundles.journal import Journal, crash_point
@@ -51,12 +51,10 @@ from fieldhub.clock import now_ms
 from fieldhub.protocol.actions import ArgDetails
 from fieldhub.protocol.messages import Severity
 
-__all__ = ["SOFTWARE_KEY", "BundleHost"]
+__all__ = ["BundleHost"]
 
 log = logging.getLogger(__name__)
 
-SOFTWARE_KEY: Final = "software"
-"""Reported-state key: ``{"agent_version": ..., "bundles": {name: version}}``."""
 _INSTALLING, _CONFIRMED = "bundle.installing", "bundle.confirmed"
 _ROLLED_BACK, _REFUSED = "bundle.rolled_back", "bundle.refused"
 _POLL_S: Final = 0.2
@@ -174,14 +172,10 @@ class BundleHost:
     def software(self) -> dict[str, Any]:
         """What this device runs, for the reported state; ``trial``: a version that runs but
         is not confirmed yet (it may still be rolled back)."""
-        running = self.installed.running()
-        software: dict[str, Any] = {
-            "agent_version": __version__,
-            "bundles": {n: b.version for n, b in running.items()},
-        }
+        running = software_state({n: b.version for n, b in self.installed.running().items()})
         if self.trial is not None:
-            software["trial"] = {self.trial.name: self.trial.version}
-        return software
+            running["trial"] = {self.trial.name: self.trial.version}
+        return running
 
     def attach(
         self,

@@ -9,16 +9,20 @@ item's ``type`` picks the struct; unknown fields are errors), then the agent bui
 
 Unit types: ``led``, ``door``, ``socket`` (also as a lock), ``socket_check``, ``temperature``,
 ``voltage``, ``camera``. See each module for what it reports.
+
+A camera's config is part of the schema (``camera_config.py``), but the unit itself, and the
+media spool behind it, are imported only when a config has one (:func:`_camera`): a plain
+agent's memory budget has no room for them (docs/agent.md, "Memory").
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from fieldhub.agent.media.spool import MediaSpool
 from fieldhub.agent.reporting import Reporter
 from fieldhub.agent.units.base import ActionSpec, Unit, UnitConfigError, UnitError, UnitStartError
-from fieldhub.agent.units.camera import CameraConfig, CameraUnit
+from fieldhub.agent.units.camera_config import CameraConfig
 from fieldhub.agent.units.check import SocketCheckConfig, SocketCheckUnit
 from fieldhub.agent.units.door import DoorConfig, DoorUnit
 from fieldhub.agent.units.drivers import Drivers, mock_pin_factory
@@ -27,11 +31,14 @@ from fieldhub.agent.units.relay import SocketConfig, SocketUnit
 from fieldhub.agent.units.temperature import SensorConfig, TemperatureConfig, TemperatureUnit
 from fieldhub.agent.units.voltage import AdcConfig, VoltageConfig, VoltageUnit
 
+if TYPE_CHECKING:  # imported by _camera, when a config has a camera
+    from fieldhub.agent.media.spool import MediaSpool
+    from fieldhub.agent.units.camera import CameraUnit
+
 __all__ = [
     "ActionSpec",
     "AdcConfig",
     "CameraConfig",
-    "CameraUnit",
     "DoorConfig",
     "DoorUnit",
     "Drivers",
@@ -151,4 +158,6 @@ def _camera(
 ) -> CameraUnit:
     if spool is None:
         raise UnitConfigError(f"Camera {config.name!r} needs the agent's media spool.")
+    from fieldhub.agent.units.camera import CameraUnit  # see the module docstring
+
     return CameraUnit(config, drivers, reporter, spool)

@@ -31,7 +31,6 @@ from typing import Any
 from gpiozero.pins.mock import MockPin, MockSPIDevice
 
 from fieldhub.agent.units import UnitConfig
-from fieldhub.agent.units._picture import PNG_TYPE, picture
 from fieldhub.agent.units.check import SocketCheckConfig
 from fieldhub.agent.units.door import DoorConfig
 from fieldhub.agent.units.drivers import Clock, Drivers, SystemClock, Unreadable, mock_pin_factory
@@ -166,6 +165,8 @@ class SimulatedCamera:
 
     def picture(self, width: int, height: int) -> tuple[bytes, str]:
         """A new picture and its type (see ``CameraSource``)."""
+        from fieldhub.agent.units._picture import PNG_TYPE, picture  # with a camera only
+
         return picture(self._label, width, height, self._clock.time()), PNG_TYPE
 
 
