@@ -261,7 +261,7 @@ async def test_the_quota_and_size_limit_say_so_before_anything_is_sent(
         assert partials(hub) == []
         async with api_client(hub, "admin") as admin:
             metrics = (await admin.get("/metrics")).text
-        assert 'fieldhub_media_upload_refusals_total{code="quota"} 1.0' in metrics
+        assert 'fieldhub_media_refusals_total{code="quota"} 1.0' in metrics
 
 
 @pytest.mark.parametrize("name", ["../../etc/passwd", "/abs.jpg", ".hidden", "a\\b.jpg"])

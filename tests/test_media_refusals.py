@@ -101,7 +101,7 @@ async def test_bad_uploads_are_refused_counted_and_leave_nothing_behind(
         }
         async with api_client(hub, "admin") as admin:
             metrics = (await admin.get("/metrics")).text
-        assert 'fieldhub_media_upload_refusals_total{code="forged_url"} 2.0' in metrics
+        assert 'fieldhub_media_refusals_total{code="forged_url"} 2.0' in metrics
 
 
 async def test_the_access_log_shows_no_upload_signature(
