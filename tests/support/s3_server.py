@@ -26,7 +26,7 @@ from tests.support.servers import HOST, ServerStartError, ServerUnavailable, fre
 __all__ = ["SeaweedS3"]
 
 _START_TIMEOUT_S = 60.0  # a cold start elects a master and grows a first volume
-_STOP_TIMEOUT_S = 10.0
+_STOP_TIMEOUT_S = 3.0  # its data is a test folder: a slow graceful stop is not worth waiting for
 
 
 def _weed() -> str:

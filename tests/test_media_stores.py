@@ -1,0 +1,90 @@
+"""The media stores, each against its real backend: the data folder and an S3-compatible
+server (SeaweedFS). What the media code relies on: a put checks the hash before anything is
+visible, reads stream, the byte count survives a restart, and an S3 store that refuses the
+hub's credentials stops the hub with an error that does not carry the secret."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fieldhub.hub.config import HubSettings
+from fieldhub.hub.media.stores import FolderStore, HashMismatch, ObjectStore, thumbnail_key
+from tests.conftest import HubFactory
+from tests.support.s3_server import SeaweedS3
+
+
+def _open(settings: dict[str, Any], tmp_path: Path) -> ObjectStore:
+    """A store as the hub opens it from ``settings`` (none: the data folder)."""
+    if not settings:
+        return FolderStore(tmp_path / "objects")
+    from fieldhub.hub.media.s3 import s3_store
+
+    return s3_store(HubSettings(data=tmp_path, **settings))
+
+
+def _file(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / f"upload-{secrets.token_hex(4)}"
+    path.write_bytes(data)
+    return path
+
+
+def test_a_put_is_checked_stored_streamed_counted_and_deleted(
+    media_store: dict[str, Any], tmp_path: Path
+) -> None:
+    store = _open(media_store, tmp_path)
+    data = secrets.token_bytes(3 << 20)  # over one read piece: the stream comes in parts
+    sha256 = hashlib.sha256(data).hexdigest()
+    source = _file(tmp_path, data)
+
+    assert store.put(sha256, source, sha256=sha256) == len(data)
+    assert not source.exists()  # the store took it over
+    assert store.size(sha256) == len(data)
+    pieces = list(store.chunks(sha256))
+    assert len(pieces) > 1
+    assert b"".join(pieces) == data
+    assert store.put(thumbnail_key(sha256), _file(tmp_path, b"thumb"), sha256=None) == 5
+    assert sorted(store.names()) == sorted([sha256, thumbnail_key(sha256)])
+    assert store.total_bytes() == len(data) + 5
+    assert _open(media_store, tmp_path).total_bytes() == len(data) + 5  # counted at start
+
+    store.delete(sha256)
+    store.delete(sha256)  # twice: nothing to do
+    assert store.size(sha256) is None
+    assert store.total_bytes() == 5
+    with pytest.raises(FileNotFoundError):
+        b"".join(store.chunks(sha256))
+
+
+def test_a_put_whose_content_does_not_hash_to_its_name_stores_nothing(
+    media_store: dict[str, Any], tmp_path: Path
+) -> None:
+    store = _open(media_store, tmp_path)
+    claimed = hashlib.sha256(b"the promised bytes").hexdigest()
+    source = _file(tmp_path, b"other bytes")
+    with pytest.raises(HashMismatch, match=claimed):
+        store.put(claimed, source, sha256=claimed)
+    assert not source.exists()
+    assert store.size(claimed) is None
+    assert store.names() == []
+    assert store.total_bytes() == 0
+
+
+@pytest.mark.s3
+async def test_a_hub_whose_s3_credentials_are_refused_does_not_start_and_keeps_the_secret(
+    make_hub: HubFactory, s3_server: SeaweedS3, caplog: pytest.LogCaptureFixture, uid: str
+) -> None:
+    wrong = "wrong-" + secrets.token_hex(12)
+    settings = {**s3_server.settings(f"media-{uid}"), "media_s3_secret_key": wrong}
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(OSError, match="S3 store: cannot reach bucket") as refused:
+        async with make_hub(**settings):
+            pass
+    assert wrong not in str(refused.value)
+    assert wrong not in caplog.text
+    assert wrong not in repr(HubSettings(**settings))
