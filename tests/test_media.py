@@ -22,7 +22,7 @@ from fieldhub.hub.app import Hub
 from fieldhub.hub.broker.dynsec import DynSec, device_role, device_role_acls
 from fieldhub.hub.broker.keyring import MqttIdentity
 from fieldhub.hub.config import HubSettings
-from fieldhub.hub.media.files import backup_folders
+from fieldhub.hub.media.files import backup_elsewhere, backup_folders
 from fieldhub.hub.media.uploads import FLUSH_BYTES
 from fieldhub.hub.store.backup import BackupError, backup, restore
 from fieldhub.hub.store.database import create_engine, sqlite_url
@@ -40,6 +40,7 @@ from tests.media_support import (
     ref,
     url_for,
 )
+from tests.support.s3_server import SeaweedS3
 from tests.support.servers import Mosquitto
 from tests.waiting import eventually
 
@@ -331,6 +332,48 @@ async def test_backup_and_restore_carry_the_media_files(
     finally:
         await engine.dispose()
     assert not (tmp_path / "escape").exists()
+
+
+@pytest.mark.s3
+async def test_a_backup_with_an_s3_store_names_the_bucket_and_the_restored_hub_reads_it(
+    make_hub: HubFactory,
+    connect_device: DeviceFactory,
+    tmp_path: Path,
+    s3_server: SeaweedS3,
+    uid: str,
+) -> None:
+    store = s3_server.settings(f"media-{uid}")
+    data = picture(96, 72)
+    announced = ref(data)
+    archive = tmp_path / "backup.zip"
+    async with make_hub(data=tmp_path / "first", **store) as hub:
+        camera = await connect_device(hub, "cam", site="berlin")
+        await listen_media(camera)
+        await announce(camera, 1, announced)
+        assert (await ask(camera, Upload(sha256=announced.sha256, offset=0, data=data))).done
+        await eventually(lambda: _with_thumbnail(hub, camera.device_id), "a thumbnail")
+        await backup(
+            hub.engine, archive, backup_folders(hub.settings), backup_elsewhere(hub.settings)
+        )
+    with zipfile.ZipFile(archive) as written:
+        assert not [name for name in written.namelist() if name.startswith("media/")]
+        manifest = json.loads(written.read("manifest.json"))
+    assert manifest["elsewhere"] == {
+        "media/objects": f"s3://media-{uid}/ at {s3_server.url}",
+    }
+    assert s3_server.secret_key not in json.dumps(manifest)
+
+    second = tmp_path / "second"
+    engine = create_engine(sqlite_url(private_dir(second) / "fieldhub.db"))
+    try:
+        await restore(engine, archive, backup_folders(HubSettings(data=second, **store)))
+    finally:
+        await engine.dispose()
+    async with make_hub(data=second, **store) as restored:
+        [arrived] = await _media_of_events(restored, camera.device_id, ["berlin"])
+        async with api_client(restored, "viewer", sites=["berlin"]) as berlin:
+            assert (await berlin.get(arrived["url"])).content == data
+            assert (await berlin.get(arrived["thumbnail"])).status_code == 200
 
 
 @pytest.mark.mosquitto
