@@ -13,10 +13,14 @@ from typing import Any
 
 import pytest
 
+from fieldhub.hub.app import Hub
 from fieldhub.hub.config import HubSettings
 from fieldhub.hub.media.stores import FolderStore, HashMismatch, ObjectStore, thumbnail_key
-from tests.conftest import HubFactory
+from fieldhub.protocol import Upload
+from tests.conftest import DeviceFactory, HubFactory, api_client
+from tests.media_support import announce, ask, listen_media, picture, ref, url_for
 from tests.support.s3_server import SeaweedS3
+from tests.waiting import eventually
 
 
 def _open(settings: dict[str, Any], tmp_path: Path) -> ObjectStore:
@@ -88,3 +92,40 @@ async def test_a_hub_whose_s3_credentials_are_refused_does_not_start_and_keeps_t
     assert wrong not in str(refused.value)
     assert wrong not in caplog.text
     assert wrong not in repr(HubSettings(**settings))
+
+
+@pytest.mark.s3
+@pytest.mark.slow
+@pytest.mark.timeout(240)  # two cold starts of a SeaweedFS (~6 s each idle, far more under load)
+async def test_an_s3_store_that_goes_away_answers_unavailable_and_503_then_serves_again(
+    make_hub: HubFactory, connect_device: DeviceFactory, tmp_path: Path
+) -> None:
+    data = picture(64, 48)
+    announced, later = ref(data), ref(picture(32, 24), name="later.jpg")
+    with SeaweedS3(tmp_path / "s3") as server:  # its own server: this test stops it
+        async with make_hub(**server.settings("outage")) as hub:
+            camera = await connect_device(hub, "cam", site="berlin")
+            await listen_media(camera)
+            await announce(camera, 1, announced, later)
+            assert (await ask(camera, Upload(sha256=announced.sha256, offset=0, data=data))).done
+            arrived = await eventually(
+                lambda: _complete(hub, camera.device_id, announced.sha256), "the first picture"
+            )
+            async with api_client(hub, "viewer", sites=["berlin"]) as berlin:
+                server.stop()
+                down = await berlin.get(arrived["url"])
+                assert down.status_code == 503
+                assert "media store" in down.json()["detail"]
+                refused = await url_for(camera, later.sha256)
+                assert (refused.error, refused.retry) == ("unavailable", True)
+
+                server.start()
+                assert (await berlin.get(arrived["url"])).content == data
+
+
+async def _complete(hub: Hub, device_id: str, sha256: str) -> dict[str, Any] | None:
+    """The media ``sha256`` of the device's events once it is complete."""
+    async with api_client(hub, "viewer", sites=["berlin"]) as client:
+        page = (await client.get("/api/events", params={"device": device_id})).json()
+    media = [m for event in page["events"] for m in event["media"] if m["sha256"] == sha256]
+    return media[0] if media and media[0]["state"] == "complete" else None

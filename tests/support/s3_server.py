@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import IO, Self
 
 from tests.support.servers import HOST, ServerStartError, ServerUnavailable, free_port
 
@@ -48,25 +48,33 @@ class SeaweedS3:
         self.secret_key = secrets.token_hex(16)
         self.port = _low_port()
         self.url = f"http://{HOST}:{self.port}"
+        # gRPC ports are the HTTP ones + 10000: every port leaves room for its twin.
+        self._ports = [_low_port() for _ in range(3)]
         self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
 
     def __enter__(self) -> Self:
         try:
             import minio  # noqa: F401  (the client the readiness check and the hub use)
         except ImportError:
             raise ServerUnavailable("the S3 client is not installed: pip install minio") from None
-        weed = _weed()
         self.directory.mkdir(parents=True, exist_ok=True)
-        config = self.directory / "s3.json"
         identity = {
             "name": "fieldhub",
             "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
             "actions": ["Admin", "Read", "List", "Tagging", "Write"],
         }
-        config.write_text(json.dumps({"identities": [identity]}))
-        # gRPC ports are the HTTP ones + 10000: every port leaves room for its twin.
-        ports = [_low_port() for _ in range(3)]
-        log = open(self.directory / "weed.log", "wb")
+        (self.directory / "s3.json").write_text(json.dumps({"identities": [identity]}))
+        self.start()
+        return self
+
+    def start(self) -> None:
+        """Start the server (again, after :meth:`stop`: same ports, same data) and wait until
+        it answers a signed request."""
+        weed = _weed()
+        config = self.directory / "s3.json"
+        ports = self._ports
+        log = open(self.directory / "weed.log", "ab")  # noqa: SIM115 (closed by stop)
         self._log = log
         self._process = subprocess.Popen(
             [
@@ -93,9 +101,8 @@ class SeaweedS3:
         try:
             self._wait_ready()
         except BaseException:
-            self.__exit__(None, None, None)
+            self.stop()
             raise
-        return self
 
     def _wait_ready(self) -> None:
         from minio import Minio
@@ -138,6 +145,10 @@ class SeaweedS3:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop the server (its data stays for :meth:`start`)."""
         if self._process is not None:
             self._process.terminate()
             try:
@@ -146,7 +157,9 @@ class SeaweedS3:
                 self._process.kill()
                 self._process.wait()
             self._process = None
+        if self._log is not None:
             self._log.close()
+            self._log = None
 
 
 def _low_port() -> int:
