@@ -79,7 +79,7 @@ def media_store(request: pytest.FixtureRequest, uid: str) -> dict[str, Any]:
     if request.param == "folder":
         return {}
     server: SeaweedS3 = request.getfixturevalue("s3_server")
-    return server.settings(f"media-{uid}".lower())
+    return server.settings(f"t{uid}")
 
 
 OWSERVER_SENSORS = ("28.0000000000A1", "28.0000000000A2")

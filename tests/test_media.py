@@ -342,7 +342,7 @@ async def test_a_backup_with_an_s3_store_names_the_bucket_and_the_restored_hub_r
     s3_server: SeaweedS3,
     uid: str,
 ) -> None:
-    store = s3_server.settings(f"media-{uid}")
+    store = s3_server.settings(f"t{uid}")
     data = picture(96, 72)
     announced = ref(data)
     archive = tmp_path / "backup.zip"
@@ -359,7 +359,7 @@ async def test_a_backup_with_an_s3_store_names_the_bucket_and_the_restored_hub_r
         assert not [name for name in written.namelist() if name.startswith("media/")]
         manifest = json.loads(written.read("manifest.json"))
     assert manifest["elsewhere"] == {
-        "media/objects": f"s3://media-{uid}/ at {s3_server.url}",
+        "media/objects": f"s3://fieldhub-media/t{uid}/ at {s3_server.url}",
     }
     assert s3_server.secret_key not in json.dumps(manifest)
 

@@ -84,7 +84,7 @@ async def test_a_hub_whose_s3_credentials_are_refused_does_not_start_and_keeps_t
     make_hub: HubFactory, s3_server: SeaweedS3, caplog: pytest.LogCaptureFixture, uid: str
 ) -> None:
     wrong = "wrong-" + secrets.token_hex(12)
-    settings = {**s3_server.settings(f"media-{uid}"), "media_s3_secret_key": wrong}
+    settings = {**s3_server.settings(f"t{uid}"), "media_s3_secret_key": wrong}
     caplog.set_level(logging.DEBUG)
     with pytest.raises(OSError, match="S3 store: cannot reach bucket") as refused:
         async with make_hub(**settings):

@@ -11,6 +11,7 @@ The API blocks (a subprocess, polling): call it from fixtures.
 
 from __future__ import annotations
 
+import io
 import json
 import secrets
 import shutil
@@ -19,11 +20,13 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 
 from tests.support.servers import HOST, ServerStartError, ServerUnavailable, free_port
 
-__all__ = ["SeaweedS3"]
+__all__ = ["BUCKET", "SeaweedS3"]
+
+BUCKET = "fieldhub-media"
 
 _START_TIMEOUT_S = 60.0  # a cold start elects a master and grows a first volume
 _STOP_TIMEOUT_S = 3.0  # its data is a test folder: a slow graceful stop is not worth waiting for
@@ -120,21 +123,27 @@ class SeaweedS3:
             if self._process.poll() is not None:
                 break
             try:
-                probe = f"ready-{secrets.token_hex(4)}"
-                client.make_bucket(probe)
-                client.remove_bucket(probe)
+                # One bucket for every user of the server, and one object written before
+                # anyone: each bucket is a SeaweedFS collection whose first write grows its
+                # volumes, which answers 500 for a while on a loaded machine.
+                if not client.bucket_exists(BUCKET):
+                    client.make_bucket(BUCKET)
+                client.put_object(BUCKET, "ready", io.BytesIO(b"ready"), 5)
+                client.remove_object(BUCKET, "ready")
                 return
-            except Exception as exc:  # not up yet: connection refused, 503, no volume yet
+            except Exception as exc:  # not up yet: connection refused, 500, no volume yet
                 last = exc
                 time.sleep(0.5)
         text = (self.directory / "weed.log").read_text(errors="replace")[-3000:]
         raise ServerStartError(f"SeaweedFS did not answer on {self.url} ({last}):\n{text}")
 
-    def settings(self, bucket: str) -> dict[str, object]:
-        """The hub settings (``HubSettings`` keyword arguments) that put media into ``bucket``."""
+    def settings(self, folder: str) -> dict[str, Any]:
+        """The hub settings (``HubSettings`` keyword arguments) that put media into ``folder``
+        of the server's bucket (a prefix: tests keep apart by folder)."""
         return {
             "media_s3_url": self.url,
-            "media_s3_bucket": bucket,
+            "media_s3_bucket": BUCKET,
+            "media_s3_prefix": f"{folder}/",
             "media_s3_access_key": self.access_key,
             "media_s3_secret_key": self.secret_key,
         }
