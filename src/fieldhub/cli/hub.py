@@ -337,9 +337,7 @@ def backup_cmd(
         engine = create_engine(settings.db_url)
         try:
             await migrate(engine)
-            return await backup(
-                engine, file, backup_folders(settings), backup_elsewhere(settings)
-            )
+            return await backup(engine, file, backup_folders(settings), backup_elsewhere(settings))
         finally:
             await engine.dispose()
 

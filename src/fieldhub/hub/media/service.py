@@ -184,13 +184,16 @@ class MediaService:
 
     async def _read(self, key: str, absent: str) -> Stored:
         store = self.files.store
-        size = await asyncio.to_thread(store.size, key)
-        if size is None:
-            raise MediaNotFound(absent)
         try:
+            size = await asyncio.to_thread(store.size, key)
+            if size is None:
+                raise MediaNotFound(absent)
             chunks = await asyncio.to_thread(store.chunks, key)
         except FileNotFoundError:  # removed by retention since
             raise MediaNotFound(absent) from None
+        except OSError as exc:  # the store is away: the caller answers 503
+            self._trouble("cannot read media", exc)
+            raise
         return Stored(size, chunks)
 
     async def linked(
