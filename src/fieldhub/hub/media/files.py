@@ -4,6 +4,7 @@
   resuming until no upload has touched them for the URL lifetime
   (:meth:`MediaFiles.sweep_partials`). Always in the data folder, whatever the store:
   resuming needs an append, which S3 lacks.
+- ``<data>/media/staging/``: a thumbnail between Pillow and the store (for a moment).
 - complete, checked objects and their thumbnails: in the hub's :class:`ObjectStore`
   (``hub/media/stores.py``): the data folder's ``<data>/media/objects`` by default, or an
   S3-compatible bucket. An object's key is its content's hash, so it is written once whoever
@@ -72,6 +73,7 @@ class MediaFiles:
         self.root = root
         self.store = store
         self._partial = private_dir(root / "partial")
+        self._staging = private_dir(root / "staging")  # thumbnails on their way to the store
         self._lock = threading.Lock()
         self._partial_bytes = sum(p.stat().st_size for p in self._partial.iterdir() if p.is_file())
 
@@ -174,7 +176,7 @@ class MediaFiles:
 
     def write_thumbnail(self, sha256: str, data: bytes) -> None:
         """Store the thumbnail of ``sha256`` (through a private temporary file)."""
-        temporary = self._partial / (sha256 + _THUMB_TEMP)
+        temporary = self._staging / (sha256 + _THUMB_TEMP)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
         with open(fd, "wb") as file:
             file.write(data)
