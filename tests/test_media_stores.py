@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from fieldhub.hub.app import Hub
 from fieldhub.hub.config import HubSettings
@@ -129,3 +130,19 @@ async def _complete(hub: Hub, device_id: str, sha256: str) -> dict[str, Any] | N
         page = (await client.get("/api/events", params={"device": device_id})).json()
     media = [m for event in page["events"] for m in event["media"] if m["sha256"] == sha256]
     return media[0] if media and media[0]["state"] == "complete" else None
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("media_s3_url", "ftp://store.example"),
+        ("media_s3_url", "https://key:secret@store.example"),  # credentials have their fields
+        ("media_s3_url", "https://store.example/bucket"),  # the bucket has its field
+        ("media_s3_bucket", "Media_Bucket"),
+        ("media_s3_prefix", "../media/"),
+        ("media_s3_prefix", "media"),  # a folder ends in '/'
+    ],
+)
+def test_a_wrong_s3_setting_is_refused_by_name(field: str, value: str, tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match=field):
+        HubSettings(data=tmp_path, **{field: value})

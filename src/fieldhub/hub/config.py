@@ -179,8 +179,9 @@ class HubSettings(BaseSettings):
     )
     media_s3_prefix: str = Field(
         "",
-        pattern=r"^([A-Za-z0-9_.-]+/)*$",
-        description="folder of the media inside the bucket, ending in '/' (empty: the top)",
+        pattern=r"^([A-Za-z0-9_-][A-Za-z0-9_.-]*/)*$",
+        description="folder of the media inside the bucket, ending in '/', no part starting "
+        "with '.' (empty: the top)",
     )
     media_s3_region: str | None = Field(None, max_length=64, description="the store's region")
     media_s3_access_key: str | None = Field(None, max_length=256, description="S3 access key")
