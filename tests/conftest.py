@@ -24,6 +24,7 @@ from fieldhub.protocol import Channel, topic_for
 from tests.device_client import TestDevice
 from tests.fleet import Fleet
 from tests.hub_client import HubClient
+from tests.support.s3_server import SeaweedS3
 from tests.support.servers import Mosquitto, Owserver, Postgres, ServerUnavailable
 
 HubFactory = Callable[..., AbstractAsyncContextManager[Hub]]
@@ -60,6 +61,25 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
             yield server
     except ServerUnavailable as exc:
         _unavailable(exc)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """One S3-compatible server (SeaweedFS) for the session; each test uses a bucket of its own."""
+    try:
+        with SeaweedS3(tmp_path_factory.mktemp("s3")) as server:
+            yield server
+    except ServerUnavailable as exc:
+        _unavailable(exc)
+
+
+@pytest.fixture(params=["folder", pytest.param("s3", marks=pytest.mark.s3)])
+def media_store(request: pytest.FixtureRequest, uid: str) -> dict[str, Any]:
+    """Hub settings for each media store: the data folder (none needed) and an S3 bucket."""
+    if request.param == "folder":
+        return {}
+    server: SeaweedS3 = request.getfixturevalue("s3_server")
+    return server.settings(f"t{uid}")
 
 
 OWSERVER_SENSORS = ("28.0000000000A1", "28.0000000000A2")

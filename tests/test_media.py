@@ -10,6 +10,7 @@ import json
 import os
 import zipfile
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -20,7 +21,8 @@ from fieldhub.clock import now_ms
 from fieldhub.hub.app import Hub
 from fieldhub.hub.broker.dynsec import DynSec, device_role, device_role_acls
 from fieldhub.hub.broker.keyring import MqttIdentity
-from fieldhub.hub.media.files import backup_folders
+from fieldhub.hub.config import HubSettings
+from fieldhub.hub.media.files import backup_elsewhere, backup_folders
 from fieldhub.hub.media.uploads import FLUSH_BYTES
 from fieldhub.hub.store.backup import BackupError, backup, restore
 from fieldhub.hub.store.database import create_engine, sqlite_url
@@ -38,6 +40,7 @@ from tests.media_support import (
     ref,
     url_for,
 )
+from tests.support.s3_server import SeaweedS3
 from tests.support.servers import Mosquitto
 from tests.waiting import HTTP_TIMEOUT_S, eventually
 
@@ -216,32 +219,44 @@ async def test_chunks_over_mqtt_make_the_object_where_there_is_no_http(
 
 
 async def test_retention_removes_old_media_rows_and_their_files(
-    hub: Hub, connect_device: DeviceFactory
+    make_hub: HubFactory, connect_device: DeviceFactory, media_store: dict[str, Any]
 ) -> None:
-    camera = await connect_device(hub, "cam", site="berlin")
-    await listen_media(camera)
-    data = picture(64, 48)
-    announced = ref(data)
-    await announce(camera, 1, announced)
-    assert (await ask(camera, Upload(sha256=announced.sha256, offset=0, data=data))).done
-    path = hub.media.files.object_path(announced.sha256)
-    assert path.is_file()
-    await eventually(hub.media.files.thumbnail_path(announced.sha256).is_file, "a thumbnail")
+    async with make_hub(**media_store) as hub:
+        camera = await connect_device(hub, "cam", site="berlin")
+        await listen_media(camera)
+        data = picture(64, 48)
+        announced = ref(data)
+        await announce(camera, 1, announced)
+        assert (await ask(camera, Upload(sha256=announced.sha256, offset=0, data=data))).done
+        files = hub.media.files
+        assert await asyncio.to_thread(files.has, announced.sha256)
+        [arrived] = await _media_of_events(hub, camera.device_id, ["berlin"])
+        async with api_client(hub, "viewer", sites=["berlin"]) as berlin:
+            got = await berlin.get(arrived["url"])
+            assert (got.content, got.headers["content-length"]) == (data, str(len(data)))
+            [arrived] = await eventually(
+                lambda: _with_thumbnail(hub, camera.device_id), "a thumbnail"
+            )
+            thumbnail = await berlin.get(arrived["thumbnail"])
+            assert Image.open(io.BytesIO(thumbnail.content)).size == (64, 48)
 
-    await hub.media.sweep(now=now_ms() + 89 * 86_400_000)  # images are kept 90 days
-    assert path.is_file()
-    await hub.media.sweep(now=now_ms() + 91 * 86_400_000)
-    assert not path.exists()
-    assert not hub.media.files.thumbnail_path(announced.sha256).exists()
-    assert await _media_of_events(hub, camera.device_id, ["berlin"]) == []
-    assert hub.media.files.used == 0
+        await hub.media.sweep(now=now_ms() + 89 * 86_400_000)  # images are kept 90 days
+        assert await asyncio.to_thread(files.has, announced.sha256)
+        await hub.media.sweep(now=now_ms() + 91 * 86_400_000)
+        assert not await asyncio.to_thread(files.has, announced.sha256)
+        assert not await asyncio.to_thread(files.has_thumbnail, announced.sha256)
+        assert await asyncio.to_thread(files.store.names) == []
+        assert await _media_of_events(hub, camera.device_id, ["berlin"]) == []
+        assert files.used == 0
 
 
 async def test_the_quota_and_size_limit_say_so_before_anything_is_sent(
-    make_hub: HubFactory, connect_device: DeviceFactory
+    make_hub: HubFactory, connect_device: DeviceFactory, media_store: dict[str, Any]
 ) -> None:
     data = picture(320, 240)
-    async with make_hub(media_quota_bytes=len(data) - 1, media_max_bytes=len(data) + 1) as hub:
+    async with make_hub(
+        media_quota_bytes=len(data) - 1, media_max_bytes=len(data) + 1, **media_store
+    ) as hub:
         camera = await connect_device(hub, "cam", site="berlin")
         await listen_media(camera)
         announced = ref(data)
@@ -261,7 +276,7 @@ async def test_the_quota_and_size_limit_say_so_before_anything_is_sent(
         assert partials(hub) == []
         async with api_client(hub, "admin") as admin:
             metrics = (await admin.get("/metrics")).text
-        assert 'fieldhub_media_upload_refusals_total{code="quota"} 1.0' in metrics
+        assert 'fieldhub_media_refusals_total{code="quota"} 1.0' in metrics
 
 
 @pytest.mark.parametrize("name", ["../../etc/passwd", "/abs.jpg", ".hidden", "a\\b.jpg"])
@@ -295,11 +310,11 @@ async def test_backup_and_restore_carry_the_media_files(
         await announce(camera, 1, announced)
         assert (await ask(camera, Upload(sha256=announced.sha256, offset=0, data=data))).done
         await eventually(lambda: _with_thumbnail(hub, camera.device_id), "a thumbnail")
-        await backup(hub.engine, archive, backup_folders(hub.settings.data))
+        await backup(hub.engine, archive, backup_folders(hub.settings))
     second = tmp_path / "second"
     engine = create_engine(sqlite_url(private_dir(second) / "fieldhub.db"))
     try:
-        await restore(engine, archive, backup_folders(second))
+        await restore(engine, archive, backup_folders(HubSettings(data=second)))
     finally:
         await engine.dispose()
     async with make_hub(data=second) as restored:
@@ -313,10 +328,52 @@ async def test_backup_and_restore_carry_the_media_files(
     engine = create_engine(sqlite_url(private_dir(tmp_path / "third") / "fieldhub.db"))
     try:
         with pytest.raises(BackupError, match="not a safe file name"):
-            await restore(engine, archive, backup_folders(tmp_path / "third"))
+            await restore(engine, archive, backup_folders(HubSettings(data=tmp_path / "third")))
     finally:
         await engine.dispose()
     assert not (tmp_path / "escape").exists()
+
+
+@pytest.mark.s3
+async def test_a_backup_with_an_s3_store_names_the_bucket_and_the_restored_hub_reads_it(
+    make_hub: HubFactory,
+    connect_device: DeviceFactory,
+    tmp_path: Path,
+    s3_server: SeaweedS3,
+    uid: str,
+) -> None:
+    store = s3_server.settings(f"t{uid}")
+    data = picture(96, 72)
+    announced = ref(data)
+    archive = tmp_path / "backup.zip"
+    async with make_hub(data=tmp_path / "first", **store) as hub:
+        camera = await connect_device(hub, "cam", site="berlin")
+        await listen_media(camera)
+        await announce(camera, 1, announced)
+        assert (await ask(camera, Upload(sha256=announced.sha256, offset=0, data=data))).done
+        await eventually(lambda: _with_thumbnail(hub, camera.device_id), "a thumbnail")
+        await backup(
+            hub.engine, archive, backup_folders(hub.settings), backup_elsewhere(hub.settings)
+        )
+    with zipfile.ZipFile(archive) as written:
+        assert not [name for name in written.namelist() if name.startswith("media/")]
+        manifest = json.loads(written.read("manifest.json"))
+    assert manifest["elsewhere"] == {
+        "media/objects": f"s3://fieldhub-media/t{uid}/ at {s3_server.url}",
+    }
+    assert s3_server.secret_key not in json.dumps(manifest)
+
+    second = tmp_path / "second"
+    engine = create_engine(sqlite_url(private_dir(second) / "fieldhub.db"))
+    try:
+        await restore(engine, archive, backup_folders(HubSettings(data=second, **store)))
+    finally:
+        await engine.dispose()
+    async with make_hub(data=second, **store) as restored:
+        [arrived] = await _media_of_events(restored, camera.device_id, ["berlin"])
+        async with api_client(restored, "viewer", sites=["berlin"]) as berlin:
+            assert (await berlin.get(arrived["url"])).content == data
+            assert (await berlin.get(arrived["thumbnail"])).status_code == 200
 
 
 @pytest.mark.mosquitto

@@ -102,8 +102,8 @@ async def test_the_webhook_of_a_strangers_alarm_links_the_picture(
             assert (await recipient.get(expired)).status_code == 410
         async with api_client(hub) as admin:
             metrics = (await admin.get("/metrics")).text
-        assert 'fieldhub_media_upload_refusals_total{code="download_forged"} 2.0' in metrics
-        assert 'fieldhub_media_upload_refusals_total{code="download_expired"} 1.0' in metrics
+        assert 'fieldhub_media_refusals_total{code="download_forged"} 2.0' in metrics
+        assert 'fieldhub_media_refusals_total{code="download_expired"} 1.0' in metrics
 
 
 async def test_the_email_of_a_strangers_alarm_links_the_picture(

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import logging
 import os
+from typing import Any
 
 import httpx
 import pytest
@@ -31,7 +32,7 @@ from tests.waiting import HTTP_TIMEOUT_S, eventually
 
 
 async def test_bad_uploads_are_refused_counted_and_leave_nothing_behind(
-    make_hub: HubFactory, connect_device: DeviceFactory
+    make_hub: HubFactory, connect_device: DeviceFactory, media_store: dict[str, Any]
 ) -> None:
     image = picture(64, 48)
     text = b"not a picture at all, though it says so" * 4
@@ -40,7 +41,7 @@ async def test_bad_uploads_are_refused_counted_and_leave_nothing_behind(
     big = MediaRef(
         sha256=hashlib.sha256(b"x").hexdigest(), size=len(image), type="image/jpeg", name="a.jpg"
     )
-    async with make_hub(media_quota_bytes=10_000) as hub, http_of(hub):
+    async with make_hub(media_quota_bytes=10_000, **media_store) as hub, http_of(hub):
         camera = await connect_device(hub, "cam", site="berlin")
         other = await connect_device(hub, "other", site="berlin")
         for device in (camera, other):
@@ -101,7 +102,7 @@ async def test_bad_uploads_are_refused_counted_and_leave_nothing_behind(
         }
         async with api_client(hub, "admin") as admin:
             metrics = (await admin.get("/metrics")).text
-        assert 'fieldhub_media_upload_refusals_total{code="forged_url"} 2.0' in metrics
+        assert 'fieldhub_media_refusals_total{code="forged_url"} 2.0' in metrics
 
 
 async def test_the_access_log_shows_no_upload_signature(

@@ -366,7 +366,7 @@ def backup_cmd(
 ) -> None:
     """Write a consistent snapshot of registry, state, history and media (the hub may keep
     running)."""
-    from fieldhub.hub.media.files import backup_folders
+    from fieldhub.hub.media.files import backup_elsewhere, backup_folders
     from fieldhub.hub.store.backup import backup
     from fieldhub.hub.store.database import create_engine, migrate
 
@@ -376,13 +376,15 @@ def backup_cmd(
         engine = create_engine(settings.db_url)
         try:
             await migrate(engine)
-            return await backup(engine, file, backup_folders(settings.data))
+            return await backup(engine, file, backup_folders(settings), backup_elsewhere(settings))
         finally:
             await engine.dispose()
 
     summary = asyncio.run(run())
     rows = ", ".join(f"{n} {t}" for t, n in summary.rows.items())
     console.print(f"backup written to {summary.path}: {rows}")
+    for name, where in backup_elsewhere(settings).items():
+        console.print(f"{name} not copied: they stay in {where} (back the bucket up there)")
 
 
 @hub_app.command("restore")
@@ -403,7 +405,7 @@ def restore_cmd(
     async def run() -> Any:
         engine = create_engine(settings.db_url)
         try:
-            return await restore(engine, file, backup_folders(settings.data))
+            return await restore(engine, file, backup_folders(settings))
         finally:
             await engine.dispose()
 

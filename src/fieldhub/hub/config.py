@@ -170,6 +170,35 @@ class HubSettings(BaseSettings):
         le=86400,
         description="how long an upload URL works (and a partial upload waits)",
     )
+    # An S3-compatible store for complete media objects (hub/media/s3.py); none = the data folder.
+    media_s3_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^/?#@\s]+/?$",
+        description="endpoint of an S3-compatible store for media (https://host[:port]); "
+        "none = media in the data folder",
+    )
+    media_s3_bucket: str = Field(
+        "fieldhub-media",
+        pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+        description="bucket of the media (made on first start when missing)",
+    )
+    media_s3_prefix: str = Field(
+        "",
+        pattern=r"^([A-Za-z0-9_-][A-Za-z0-9_.-]*/)*$",
+        description="folder of the media inside the bucket, ending in '/', no part starting "
+        "with '.' (empty: the top)",
+    )
+    media_s3_region: str | None = Field(None, max_length=64, description="the store's region")
+    media_s3_access_key: str | None = Field(None, max_length=256, description="S3 access key")
+    media_s3_secret_key: SecretStr | None = Field(
+        None, description="S3 secret key (never logged)", repr=False
+    )
+    media_s3_verify_tls: bool = Field(
+        True, description="check the S3 store's TLS certificate (off only for a test store)"
+    )
+    media_s3_ca_file: Path | None = Field(
+        None, description="CA certificates (PEM) the S3 store's certificate is checked against"
+    )
 
     @field_validator("media_retention_days", mode="before")
     @classmethod

@@ -147,8 +147,9 @@ class HubCollector(Collector):
             bundles.add_metric([what, reason], count)
         yield bundles
         media_refused = CounterMetricFamily(
-            "fieldhub_media_upload_refusals",
-            "Media uploads and upload requests refused, by code (docs/media.md)",
+            "fieldhub_media_refusals",
+            "Media refused, by code (docs/media.md): uploads and upload requests, and"
+            " download links (download_forged, download_expired)",
             labels=["code"],
         )
         for code, count in sorted(self._media_refusals().items()):
@@ -156,7 +157,7 @@ class HubCollector(Collector):
         yield media_refused
         yield GaugeMetricFamily(
             "fieldhub_media_bytes",
-            "Bytes of media on disk: objects, thumbnails, partial uploads (what the quota counts)",
+            "Bytes of media stored: objects, thumbnails, partial uploads (what the quota counts)",
             value=float(self._media_bytes()),
         )
         yield from self._retention_families()

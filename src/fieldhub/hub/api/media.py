@@ -5,7 +5,10 @@
   body is streamed to disk, never held whole, and exempt from the API's 1 MiB body limit (the
   hub's media limit applies instead). ``HEAD`` says how much the hub holds.
 - ``GET /api/media/{id}`` and ``/api/media/{id}/thumbnail``: ``events:read`` and the device's
-  site, exactly as devices; any other caller gets the 404 of a media that does not exist.
+  site, exactly as devices; any other caller gets the 404 of a media that does not exist. The
+  hub streams the bytes from its store (the data folder or S3) itself rather than redirecting
+  to a presigned S3 URL: such a URL would let whoever holds it read the object until it
+  expires, past the access rules (and the store need not be reachable from users).
 - ``GET /api/media-links/{device}/{sha256}?expires=…&sig=…``: the object behind a download
   link of an alarm notification; the link is the credential (the recipient of a message has
   no session), as an upload URL is the device's.
@@ -17,13 +20,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path as PathType
-from typing import Annotated, Final
+from collections.abc import AsyncIterator, Awaitable
+from typing import Annotated, Any, Final
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import ClientDisconnect
 
 from fieldhub.hub.api.deps import hub_dependency
@@ -33,7 +35,7 @@ from fieldhub.hub.api.security import require
 from fieldhub.hub.app import Hub
 from fieldhub.hub.auth import Permission, Principal
 from fieldhub.hub.media.links import DOWNLOAD_PREFIX
-from fieldhub.hub.media.service import MediaNotFound, MediaRecord
+from fieldhub.hub.media.service import MediaNotFound, MediaRecord, Stored
 from fieldhub.protocol.media import SHA256_PATTERN
 from fieldhub.protocol.messages import MAX_MILLIS
 from fieldhub.protocol.topics import DEVICE_ID_PATTERN
@@ -154,51 +156,81 @@ def _disposition(name: str, kind: str) -> str:
     return f"{how}; filename=\"{safe}\"; filename*=UTF-8''{quote(safe)}"
 
 
-def _file(record: MediaRecord, path: PathType) -> FileResponse:
-    """The object as the device sent it, under its type."""
-    return FileResponse(
-        path,
-        media_type=record.type,
+_UNAVAILABLE: Final[dict[int | str, dict[str, Any]]] = {
+    503: {"description": "the media store cannot be read now"}
+}
+
+
+async def _from_store(read: Awaitable[Stored]) -> Stored:
+    """The bytes ``read`` gives, or a 503 when the store cannot be read (an S3 outage)."""
+    try:
+        return await read
+    except MediaNotFound:
+        raise
+    except OSError:
+        raise HTTPException(503, "the media store cannot be read now; try again") from None
+
+
+def _send(stored: Stored, kind: str, headers: dict[str, str]) -> StreamingResponse:
+    """``stored`` under ``kind``, streamed (read in a worker thread), cached privately."""
+    return StreamingResponse(
+        stored.chunks,
+        media_type=kind,
         headers={
-            "Content-Disposition": _disposition(record.name, record.type),
+            **headers,
+            "Content-Length": str(stored.size),
             "Cache-Control": "private, max-age=86400, immutable",
         },
     )
 
 
-@router.get("/{media_id}", summary="Download a media object", response_class=FileResponse)
-async def get_media(hub: HubDep, who: Reader, media_id: RowId) -> FileResponse:
+def _file(record: MediaRecord, stored: Stored) -> StreamingResponse:
+    """The object as the device sent it, under its type."""
+    disposition = {"Content-Disposition": _disposition(record.name, record.type)}
+    return _send(stored, record.type, disposition)
+
+
+@router.get(
+    "/{media_id}",
+    summary="Download a media object",
+    response_class=StreamingResponse,
+    responses=_UNAVAILABLE,
+)
+async def get_media(hub: HubDep, who: Reader, media_id: RowId) -> StreamingResponse:
     """The object as the device sent it, under its type; 404 while it is still coming."""
     record = await _visible(hub, who, media_id)
-    return _file(record, hub.media.content(record))
+    return _file(record, await _from_store(hub.media.content(record)))
 
 
 @links.get(
     "/{device_id}/{sha256}",
     summary="Download a media object through a notification's link",
-    response_class=FileResponse,
+    response_class=StreamingResponse,
     responses={
         404: {"description": "no such link or media, or it has not arrived yet"},
         410: {"description": "the link expired"},
+        **_UNAVAILABLE,
     },
 )
 async def get_linked_media(
     hub: HubDep, _who: Anyone, device_id: DeviceId, sha256: Sha256, expires: Expires, sig: Signature
-) -> FileResponse:
+) -> StreamingResponse:
     """The object a download link names (the link is the credential); 404 while it is still
     coming: the same link works once it has arrived, until it expires."""
-    record, path = await hub.media.linked(device_id, sha256, expires, sig)
-    return _file(record, path)
+    try:
+        record, stored = await hub.media.linked(device_id, sha256, expires, sig)
+    except OSError:
+        raise HTTPException(503, "the media store cannot be read now; try again") from None
+    return _file(record, stored)
 
 
 @router.get(
-    "/{media_id}/thumbnail", summary="A media object's thumbnail", response_class=FileResponse
+    "/{media_id}/thumbnail",
+    summary="A media object's thumbnail",
+    response_class=StreamingResponse,
+    responses=_UNAVAILABLE,
 )
-async def get_thumbnail(hub: HubDep, who: Reader, media_id: RowId) -> FileResponse:
+async def get_thumbnail(hub: HubDep, who: Reader, media_id: RowId) -> StreamingResponse:
     """A JPEG of at most 320 by 240 pixels made by the hub; 404 for non-images and pending ones."""
     record = await _visible(hub, who, media_id)
-    return FileResponse(
-        hub.media.thumbnail(record),
-        media_type="image/jpeg",
-        headers={"Cache-Control": "private, max-age=86400, immutable"},
-    )
+    return _send(await _from_store(hub.media.thumbnail(record)), "image/jpeg", {})

@@ -1,37 +1,42 @@
-"""Media files in the hub's data folder: content-addressed, written atomically, private.
+"""Media files of one hub: uploads under way in the data folder, complete objects in a store.
 
-Layout under ``<data>/media`` (folders 0700, files 0600, like everything fieldhub keeps):
+- ``<data>/media/partial/<sha256>``: bytes received so far of an upload under way, kept for
+  resuming until no upload has touched them for the URL lifetime
+  (:meth:`MediaFiles.sweep_partials`). Always in the data folder, whatever the store:
+  resuming needs an append, which S3 lacks.
+- ``<data>/media/staging/``: a thumbnail between Pillow and the store (for a moment).
+- complete, checked objects and their thumbnails: in the hub's :class:`ObjectStore`
+  (``hub/media/stores.py``): the data folder's ``<data>/media/objects`` by default, or an
+  S3-compatible bucket. An object's key is its content's hash, so it is written once whoever
+  announces it again, and the store checks the hash before the object becomes visible.
 
-- ``objects/<first two hex>/<sha256>``: a complete, checked object; its thumbnail beside it,
-  ``<sha256>.thumb.jpg``. The name *is* the content's hash, so an object is written once
-  whoever announces it again, and a file can be checked against its name at any time.
-- ``partial/<sha256>``: bytes received so far of an upload under way, kept for resuming
-  until no upload has touched it for the URL lifetime (:meth:`MediaFiles.sweep_partials`).
-
-An object becomes visible only by ``rename`` after its bytes are on disk (write, ``fsync``,
-rename, ``fsync`` of the folder): a crash leaves the old state or the new, never half a file
-under an object's name. Every method blocks: call them off the event loop (``to_thread``).
-
-The bytes in use (objects, thumbnails and partials) are counted from a scan at start and
-kept up to date by every change, for the quota check.
+Every method blocks: call them off the event loop (``to_thread``). The bytes in use (the
+store's and the partial copies') are counted from a scan at start and kept up to date by
+every change, for the quota check.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
+import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
 
+from fieldhub.hub.config import HubSettings
+from fieldhub.hub.media.stores import (
+    FolderStore,
+    ObjectStore,
+    file_sha256,
+    thumbnail_key,
+)
 from fieldhub.private_files import PRIVATE_FILE_MODE, private_dir
 
-__all__ = ["MediaFiles", "OffsetMismatch", "backup_folders"]
+__all__ = ["MediaFiles", "OffsetMismatch", "backup_elsewhere", "backup_folders"]
 
-_READ: Final = 1 << 20
-THUMB_SUFFIX: Final = ".thumb.jpg"
+_SPOOL_BYTES: Final = 8 << 20
+_THUMB_TEMP: Final = ".thumb.tmp"
 
 
 class OffsetMismatch(Exception):
@@ -42,51 +47,74 @@ class OffsetMismatch(Exception):
         self.received = received
 
 
-def backup_folders(data: Path) -> dict[str, Path]:
-    """What ``hub backup`` copies of the media folder under ``data``: the complete objects
-    and their thumbnails (partial uploads are not worth keeping), by archive name."""
-    return {"media/objects": data / "media" / "objects"}
+def backup_folders(settings: HubSettings) -> dict[str, Path]:
+    """What ``hub backup`` copies of the media folder: the complete objects and their
+    thumbnails (partial uploads are not worth keeping), by archive name. Nothing when the
+    objects live in an S3 bucket: the bucket keeps them (and its own versions or replicas,
+    which are the operator's backup of them); the tables name them by hash."""
+    if settings.media_s3_url is not None:
+        return {}
+    return {"media/objects": settings.data / "media" / "objects"}
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def backup_elsewhere(settings: HubSettings) -> dict[str, str]:
+    """What a backup refers to without holding it: the S3 bucket of the objects, if any
+    (its address without credentials)."""
+    if settings.media_s3_url is None:
+        return {}
+    bucket = f"s3://{settings.media_s3_bucket}/{settings.media_s3_prefix}"
+    return {"media/objects": f"{bucket} at {settings.media_s3_url}"}
 
 
 class MediaFiles:
-    """The media folder of one hub (see the module's text)."""
+    """The media of one hub (see the module's text)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, store: ObjectStore) -> None:
         self.root = root
-        self._objects = private_dir(root / "objects")
+        self.store = store
         self._partial = private_dir(root / "partial")
+        self._staging = private_dir(root / "staging")  # thumbnails on their way to the store
         self._lock = threading.Lock()
-        self.used = sum(path.stat().st_size for path in self._files())
+        self._partial_bytes = sum(p.stat().st_size for p in self._partial.iterdir() if p.is_file())
 
-    # -- where things are ---------------------------------------------------------------------
-    def object_path(self, sha256: str) -> Path:
-        """Where the complete object ``sha256`` is (or would be)."""
-        return self._objects / sha256[:2] / sha256
+    @property
+    def used(self) -> int:
+        """Bytes the quota counts: objects, thumbnails and partial copies."""
+        return self.store.total_bytes() + self._partial_bytes
 
-    def thumbnail_path(self, sha256: str) -> Path:
-        """Where the thumbnail of ``sha256`` is (or would be)."""
-        return self._objects / sha256[:2] / (sha256 + THUMB_SUFFIX)
-
+    # -- complete objects ---------------------------------------------------------------------
     def has(self, sha256: str) -> bool:
         """True when the complete object ``sha256`` is stored."""
-        return self.object_path(sha256).is_file()
+        return self.store.size(sha256) is not None
+
+    def has_thumbnail(self, sha256: str) -> bool:
+        """True when the thumbnail of ``sha256`` is stored."""
+        return self.store.size(thumbnail_key(sha256)) is not None
 
     def received(self, sha256: str) -> int:
         """Bytes of ``sha256`` held so far: its size when complete, else its partial's."""
-        if self.has(sha256):
-            return self.object_path(sha256).stat().st_size
+        size = self.store.size(sha256)
+        if size is not None:
+            return size
         try:
             return (self._partial / sha256).stat().st_size
         except FileNotFoundError:
             return 0
+
+    def open_object(self, sha256: str) -> IO[bytes]:
+        """The complete object ``sha256`` as a file to read (for the thumbnail): the file
+        itself in the data folder, else a temporary copy (in memory up to 8 MiB)."""
+        if isinstance(self.store, FolderStore):
+            return open(self.store.path(sha256), "rb")
+        copy = tempfile.SpooledTemporaryFile(_SPOOL_BYTES)  # noqa: SIM115 (the caller closes it)
+        try:
+            for chunk in self.store.chunks(sha256):
+                copy.write(chunk)
+        except BaseException:
+            copy.close()
+            raise
+        copy.seek(0)
+        return copy
 
     # -- uploads ------------------------------------------------------------------------------
     def append(self, sha256: str, offset: int, data: bytes) -> int:
@@ -112,8 +140,7 @@ class MediaFiles:
                 view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
-        with self._lock:
-            self.used += len(data)
+        self._count(len(data))
         return offset + len(data)
 
     def head(self, sha256: str, count: int) -> bytes:
@@ -126,50 +153,47 @@ class MediaFiles:
 
     def partial_digest(self, sha256: str) -> str:
         """The SHA-256 (hex) of the partial copy as it is."""
-        digest = hashlib.sha256()
         with open(self._partial / sha256, "rb") as file:
-            while chunk := file.read(_READ):
-                digest.update(chunk)
-        return digest.hexdigest()
+            return file_sha256(file)
 
-    def promote(self, sha256: str) -> Path:
-        """Make the partial copy the object ``sha256``: synced to disk, then renamed."""
+    def promote(self, sha256: str) -> None:
+        """Make the partial copy the object ``sha256`` in the store (which checks its hash).
+
+        Raises:
+            HashMismatch: the copy does not hash to ``sha256`` (it is gone).
+        """
         partial = self._partial / sha256
-        with open(partial, "rb+") as file:
-            os.fsync(file.fileno())
-        target = self.object_path(sha256)
-        private_dir(target.parent)
-        os.replace(partial, target)
-        _fsync_dir(target.parent)
-        return target
+        size = partial.stat().st_size
+        try:
+            self.store.put(sha256, partial, sha256=sha256)
+        finally:
+            if not partial.exists():
+                self._count(-size)
 
     def discard(self, sha256: str) -> None:
         """Remove the partial copy of ``sha256``, if any."""
         self._unlink(self._partial / sha256)
 
     def write_thumbnail(self, sha256: str, data: bytes) -> None:
-        """Store the thumbnail of ``sha256`` (atomically, like objects)."""
-        target = self.thumbnail_path(sha256)
-        temporary = target.with_name(f".{target.name}.tmp")
+        """Store the thumbnail of ``sha256`` (through a private temporary file)."""
+        temporary = self._staging / (sha256 + _THUMB_TEMP)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
         with open(fd, "wb") as file:
             file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, target)
-        _fsync_dir(target.parent)
-        with self._lock:
-            self.used += len(data)
+        try:
+            self.store.put(thumbnail_key(sha256), temporary, sha256=None)
+        finally:
+            temporary.unlink(missing_ok=True)
 
     # -- removal ------------------------------------------------------------------------------
     def remove(self, sha256: str) -> None:
         """Remove the object ``sha256`` and its thumbnail."""
-        self._unlink(self.object_path(sha256))
-        self._unlink(self.thumbnail_path(sha256))
+        self.store.delete(sha256)
+        self.store.delete(thumbnail_key(sha256))
 
     def stored(self) -> list[str]:
         """The hashes of every complete object."""
-        return [p.name for p in self._objects.glob("*/*") if p.is_file() and "." not in p.name]
+        return [key for key in self.store.names() if "." not in key]
 
     def sweep_partials(self, idle_s: float) -> list[str]:
         """Remove partial copies no upload has written to for ``idle_s``; their hashes."""
@@ -190,9 +214,8 @@ class MediaFiles:
             path.unlink()
         except FileNotFoundError:
             return
-        with self._lock:
-            self.used -= size
+        self._count(-size)
 
-    def _files(self) -> Iterator[Path]:
-        yield from (p for p in self._objects.glob("*/*") if p.is_file())
-        yield from (p for p in self._partial.iterdir() if p.is_file())
+    def _count(self, change: int) -> None:
+        with self._lock:
+            self._partial_bytes += change

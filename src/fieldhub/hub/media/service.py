@@ -5,8 +5,10 @@
   own, so the MQTT callback never waits for the disk or the database;
 - committed ingest batches: an event announcing an object the hub already has (the same
   picture again) gets its rows complete at once;
-- reading for the API: a media record, its file and thumbnail; the file behind a signed
-  download link of an alarm notification (:meth:`MediaService.linked`);
+- reading for the API: a media record, its bytes and thumbnail's as a stream from the store
+  (the data folder or S3: the hub reads and serves them itself, so its access rules apply to
+  every byte); the object behind a signed download link of an alarm notification
+  (:meth:`MediaService.linked`);
 - retention: every minute, rows past their type's age are deleted, then objects no row names,
   and partial copies idle for longer than the URL lifetime.
 """
@@ -16,9 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -30,6 +31,7 @@ from fieldhub.hub.config import HubSettings
 from fieldhub.hub.ingest.batch import Batch
 from fieldhub.hub.media.files import MediaFiles
 from fieldhub.hub.media.links import LinkExpired, LinkForged, UploadLinks
+from fieldhub.hub.media.stores import FolderStore, ObjectStore, thumbnail_key
 from fieldhub.hub.media.uploads import MediaLimits, Uploads
 from fieldhub.hub.store.media import MediaNotFound, MediaRecord, MediaRows
 from fieldhub.hub.store.writes import Writes
@@ -38,7 +40,14 @@ from fieldhub.private_files import private_dir
 from fieldhub.protocol import Channel, encode, topic_for
 from fieldhub.protocol.media import MediaAnswer, Upload
 
-__all__ = ["MediaNotFound", "MediaRecord", "MediaService", "MediaSettings", "media_service"]
+__all__ = [
+    "MediaNotFound",
+    "MediaRecord",
+    "MediaService",
+    "MediaSettings",
+    "Stored",
+    "media_service",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +62,15 @@ class MediaSettings:
     limits: MediaLimits
     retention_days: dict[str, int]  # top-level type ("image") → days; "*" for the others
     url_ttl_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """Bytes to send from the store: their count (for ``Content-Length``) and the bytes, a
+    piece at a time (read in a worker thread by the response)."""
+
+    size: int
+    chunks: Iterator[bytes]
 
 
 Publish = Callable[[str, bytes], None]
@@ -127,9 +145,7 @@ class MediaService:
                     records = await self._rows.complete(
                         sha256,
                         now_ms(),
-                        thumbnail=await asyncio.to_thread(
-                            self.files.thumbnail_path(sha256).is_file
-                        ),
+                        thumbnail=await asyncio.to_thread(self.files.has_thumbnail, sha256),
                     )
                     self._completed(records)
         except (SQLAlchemyError, OSError) as exc:
@@ -144,32 +160,46 @@ class MediaService:
         """
         return await self._rows.get(media_id)
 
-    def content(self, record: MediaRecord) -> Path:
-        """The file of a complete media.
+    async def content(self, record: MediaRecord) -> Stored:
+        """The bytes of a complete media.
 
         Raises:
-            MediaNotFound: it is still pending (or its file is gone).
+            MediaNotFound: it is still pending (or its object is gone).
+            OSError: the store cannot be read now.
         """
-        path = self.files.object_path(record.sha256)
-        if record.state != "complete" or not path.is_file():
+        if record.state != "complete":
             raise MediaNotFound(f"media {record.id} has not arrived yet")
-        return path
+        return await self._read(record.sha256, f"media {record.id} has not arrived yet")
 
-    def thumbnail(self, record: MediaRecord) -> Path:
-        """The thumbnail file of a complete image.
+    async def thumbnail(self, record: MediaRecord) -> Stored:
+        """The thumbnail of a complete image.
 
         Raises:
             MediaNotFound: it has none (not an image, not arrived yet, or not decodable).
+            OSError: the store cannot be read now.
         """
-        path = self.files.thumbnail_path(record.sha256)
-        if not record.thumbnail or not path.is_file():
+        if not record.thumbnail:
             raise MediaNotFound(f"media {record.id} has no thumbnail")
-        return path
+        return await self._read(thumbnail_key(record.sha256), f"media {record.id} has no thumbnail")
+
+    async def _read(self, key: str, absent: str) -> Stored:
+        store = self.files.store
+        try:
+            size = await asyncio.to_thread(store.size, key)
+            if size is None:
+                raise MediaNotFound(absent)
+            chunks = await asyncio.to_thread(store.chunks, key)
+        except FileNotFoundError:  # removed by retention since
+            raise MediaNotFound(absent) from None
+        except OSError as exc:  # the store is away: the caller answers 503
+            self._trouble("cannot read media", exc)
+            raise
+        return Stored(size, chunks)
 
     async def linked(
         self, device_id: str, sha256: str, expires_at: int, sig: str
-    ) -> tuple[MediaRecord, Path]:
-        """The media a download link names, and its file (the link is the credential).
+    ) -> tuple[MediaRecord, Stored]:
+        """The media a download link names, and its bytes (the link is the credential).
 
         Raises:
             LinkForged: not a link of this hub for that device and object (counted).
@@ -187,7 +217,7 @@ class MediaService:
         record = await self._rows.announced(device_id, sha256)
         if record is None:
             raise MediaNotFound("no such media")
-        return record, self.content(record)
+        return record, await self.content(record)
 
     # -- retention -----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -234,13 +264,18 @@ class MediaService:
 def media_service(
     settings: HubSettings, engine: AsyncEngine, writes: Writes, publish: Publish
 ) -> MediaService:
-    """The media wing of a hub: files in ``<data>/media``, rows in the store, URLs signed
-    with the key in the data folder, answers published with ``publish``."""
+    """The media wing of a hub: uploads under way in ``<data>/media``, complete objects in
+    ``<data>/media/objects`` or the S3 store the settings name, rows in the database, URLs
+    signed with the key in the data folder, answers published with ``publish``.
+
+    Raises:
+        OSError: the S3 store cannot be reached (the hub does not start without its media).
+    """
     links = UploadLinks(
         load_link_key(settings.data), settings.media_base_url, settings.media_url_ttl_s * 1000
     )
     return MediaService(
-        MediaFiles(private_dir(settings.data / "media")),
+        MediaFiles(private_dir(settings.data / "media"), _object_store(settings)),
         MediaRows(engine, writes),
         links,
         MediaSettings(
@@ -250,3 +285,14 @@ def media_service(
         ),
         publish,
     )
+
+
+def _object_store(settings: HubSettings) -> ObjectStore:
+    """The S3 store when ``FIELDHUB_MEDIA_S3_URL`` is set, else the data folder's."""
+    if settings.media_s3_url is None:
+        return FolderStore(settings.data / "media" / "objects")
+    from fieldhub.hub.media.s3 import s3_store  # the S3 client only where it is used
+
+    store = s3_store(settings)
+    log.info("media objects in %s", store.where)
+    return store

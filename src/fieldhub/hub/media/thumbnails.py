@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
 
 from PIL import Image
 from sqlalchemy.exc import SQLAlchemyError
@@ -41,11 +41,11 @@ device is expected to send."""
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
-def make_thumbnail(path: Path) -> bytes | None:
-    """A JPEG thumbnail of the image at ``path``, or None when it cannot be decoded or is
+def make_thumbnail(source: Path | IO[bytes]) -> bytes | None:
+    """A JPEG thumbnail of the image in ``source``, or None when it cannot be decoded or is
     larger than :data:`MAX_PIXELS` (blocking: call it off the event loop)."""
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             width, height = image.size
             if width * height > MAX_PIXELS:
                 return None
@@ -101,7 +101,8 @@ class Thumbnailer:
 
     def _render(self, sha256: str) -> bool:
         began = time.perf_counter()
-        data = make_thumbnail(self._files.object_path(sha256))
+        with self._files.open_object(sha256) as source:
+            data = make_thumbnail(source)
         if data is None:
             return False
         self._files.write_thumbnail(sha256, data)

@@ -305,7 +305,7 @@ class Uploads:
         """Mark every row of the object complete; an image's thumbnail follows (once)."""
         sha256 = record.sha256
         image = record.type in IMAGE_TYPES
-        thumbnail = image and await asyncio.to_thread(self._files.thumbnail_path(sha256).is_file)
+        thumbnail = image and await asyncio.to_thread(self._files.has_thumbnail, sha256)
         linked = await self._rows.complete(sha256, now_ms(), thumbnail=thumbnail)
         if linked:
             self._completed(linked)

@@ -58,10 +58,15 @@ async def _schema_revision(conn: AsyncConnection) -> str:
 
 
 async def backup(
-    engine: AsyncEngine, path: Path, folders: Mapping[str, Path] | None = None
+    engine: AsyncEngine,
+    path: Path,
+    folders: Mapping[str, Path] | None = None,
+    elsewhere: Mapping[str, str] | None = None,
 ) -> BackupSummary:
     """Write a snapshot of every table to ``path`` (replaced only once complete), with the
-    files of ``folders`` (archive name → folder)."""
+    files of ``folders`` (archive name → folder). ``elsewhere`` names what the tables refer to
+    but the archive does not hold (``media/objects`` → an S3 bucket), so that whoever
+    restores it knows where those files are (the manifest's ``elsewhere``)."""
     encoder = msgspec.json.Encoder()
     partial = path.with_name(path.name + ".partial")
     rows: dict[str, int] = {}
@@ -91,6 +96,7 @@ async def backup(
                     "rows": rows,
                     "columns": {str(t.name): [str(c.name) for c in t.columns] for t in ALL_TABLES},
                     "folders": files,
+                    "elsewhere": dict(elsewhere or {}),
                 }
                 archive.writestr("manifest.json", encoder.encode(manifest))
     partial.replace(path)
