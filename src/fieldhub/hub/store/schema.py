@@ -77,6 +77,7 @@ __all__ = [
     "notification_groups",
     "notification_subscriptions",
     "notifications",
+    "received",
     "retention_policy",
     "rollout_devices",
     "rollouts",
@@ -97,9 +98,9 @@ devices = Table(
     Column("attributes", JSON, nullable=False, default=dict),  # free-form, set by operators
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
-    # Ingest bookkeeping: highest contiguous committed seq and committed seqs above it.
+    # Ingest bookkeeping: highest contiguous committed seq (the committed seqs above it are
+    # rows of ``received``).
     Column("acked_seq", BigInteger, nullable=False, default=0),
-    Column("seq_above", JSON, nullable=False, default=list),
     Column("last_seen", BigInteger, nullable=True),  # hub clock, last committed message
     # Presence, derived by the hub (see hub/devices/presence.py), with when and why it last changed.
     Column("connected", Boolean, nullable=True),
@@ -118,6 +119,20 @@ devices = Table(
     # The gateway a child device speaks through (docs/gateway.md); NULL for a device of its own.
     Column("parent_id", String(64), nullable=True),
     Index("ix_devices_parent", "parent_id"),
+)
+
+# The committed seqs of each device above its watermark (``devices.acked_seq``). The primary key
+# makes "each (device, seq) is stored once" a fact of the database, also when several hubs ingest
+# (docs/scaling-ingest.md): a commit inserts its seqs here first and keeps only the messages
+# whose row went in. The same commit moves the watermark over the contiguous run and deletes the
+# rows it passed, so the table holds only out-of-order seqs (``hub/ingest/writer.py``).
+received = Table(
+    "received",
+    metadata,
+    Column("device_id", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    PrimaryKeyConstraint("device_id", "seq", name="pk_received"),
+    sqlite_with_rowid=False,
 )
 
 series = Table(
@@ -440,6 +455,7 @@ retention_policy = Table(
 
 ALL_TABLES = (
     devices,
+    received,
     series,
     samples,
     rollups,
