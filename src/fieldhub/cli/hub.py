@@ -223,6 +223,13 @@ def hub(
     http: HttpOpt = None,
     mqtt: MqttOpt = None,
     instance: Annotated[str | None, typer.Option(help="name of this hub process")] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            help="GROUP: share ingest with the other hubs of GROUP (PostgreSQL, Mosquitto; "
+            "each its own --instance) [env FIELDHUB_CLUSTER_GROUP]"
+        ),
+    ] = None,
     local_broker: Annotated[
         str | None,
         typer.Option(
@@ -303,6 +310,7 @@ def hub(
         http=http,
         mqtt=mqtt,
         instance=instance,
+        cluster_group=cluster,
         local_broker=local_broker,
         stale_after_s=stale_after,
         trusted_proxies=trusted_proxies,

@@ -67,6 +67,7 @@ from fieldhub.hub.store.commands import CommandStore
 from fieldhub.hub.store.credentials import CredentialStore, IssuedCredentials
 from fieldhub.hub.store.database import SchemaTooNew, create_engine, migrate
 from fieldhub.hub.store.devices import DeviceRegistry
+from fieldhub.hub.store.exclusive import AnotherHubRuns, sole_hub
 from fieldhub.hub.store.fleet import FleetQueries
 from fieldhub.hub.store.health import StorageHealth
 from fieldhub.hub.store.queries import Queries
@@ -244,16 +245,21 @@ class Hub:
             raise
         return self
 
+    async def _open_store(self) -> None:
+        """Take the database (a SQLite one for this hub alone) and bring its schema up."""
+        self._stack.push_async_callback(self.engine.dispose)
+        try:
+            self._stack.enter_context(sole_hub(self.engine.url))
+            await migrate(self.engine)
+        except (SQLAlchemyError, OSError, SchemaTooNew, AnotherHubRuns) as exc:
+            where = self.engine.url.render_as_string(hide_password=True)
+            raise HubStartError(f"cannot open the database {where}: {exc}") from exc
+
     async def _start(self) -> None:
         settings = self.settings
         if self.engine.url.get_backend_name() == "sqlite" or settings.broker is None:
             private_dir(settings.data)  # database file, broker state: 0700
-        self._stack.push_async_callback(self.engine.dispose)
-        try:
-            await migrate(self.engine)
-        except (SQLAlchemyError, OSError, SchemaTooNew) as exc:
-            where = self.engine.url.render_as_string(hide_password=True)
-            raise HubStartError(f"cannot open the database {where}: {exc}") from exc
+        await self._open_store()
         await self.auth.start()  # with no user yet: the one-time setup token, logged once
         identity = self.mqtt_identity
         keys_seen = await self.credentials.fingerprint()  # the broker gets the keys as of now
@@ -281,7 +287,7 @@ class Hub:
             client_id=identity.client_id,
             username=identity.username,
             password=identity.password,
-            subscriptions=hub_subscriptions(settings.instance),
+            subscriptions=hub_subscriptions(settings.instance, settings.cluster_group),
             on_message=self._on_message,
             # Presence is only as good as the broker connection: each new one re-checks it.
             on_subscribed=presence.subscribed,
