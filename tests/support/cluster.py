@@ -105,7 +105,9 @@ async def admin_session(hub: HubProcess) -> httpx.AsyncClient:
     body = {"token": token, "name": "root", "password": "cluster admin password"}
     (await client.post("/api/auth/setup", json=body)).raise_for_status()
     login = {"name": "root", "password": "cluster admin password"}
-    (await client.post("/api/auth/login", json=login)).raise_for_status()
+    response = await client.post("/api/auth/login", json=login)
+    response.raise_for_status()
+    client.headers["X-CSRF-Token"] = response.json()["csrf_token"]
     return client
 
 
