@@ -215,7 +215,7 @@ class IngestWriter:
         now = now_ms()
 
         def job(conn: Connection) -> tuple[Batch, dict[str, SeqTracker], dict[str, dict[str, int]]]:
-            fresh = self._ledger.claim(conn, batch.seqs)
+            fresh, advanced = self._ledger.record(conn, batch.seqs, now)
             stored = batch if len(fresh) == batch.messages else batch.only(fresh)
             grown = self._write_samples(conn, stored) if stored.telemetry else {}
             if stored.events:
@@ -229,7 +229,7 @@ class IngestWriter:
                 self._merge_states(conn, stored)
             if stored.presence:
                 self._write_presence(conn, stored)
-            return stored, self._ledger.settle(conn, batch.seqs, now), grown
+            return stored, advanced, grown
 
         # Series made by this batch are known only once it is committed: ids of a rolled-back
         # insert would be given to other series later.

@@ -121,11 +121,11 @@ devices = Table(
     Index("ix_devices_parent", "parent_id"),
 )
 
-# The committed seqs of each device above its watermark (``devices.acked_seq``). The primary key
-# makes "each (device, seq) is stored once" a fact of the database, also when several hubs ingest
-# (docs/scaling-ingest.md): a commit inserts its seqs here first and keeps only the messages
-# whose row went in. The same commit moves the watermark over the contiguous run and deletes the
-# rows it passed, so the table holds only out-of-order seqs (``hub/ingest/writer.py``).
+# The committed seqs of each device above its watermark (``devices.acked_seq``): with the
+# watermark, what every hub's commit reads to tell a duplicate, also when several hubs ingest
+# (docs/scaling-ingest.md); the primary key refuses a seq stored twice. A commit moves the
+# watermark over the contiguous run and deletes the rows it passed, so the table holds only
+# out-of-order seqs (``hub/ingest/ledger.py``).
 received = Table(
     "received",
     metadata,
