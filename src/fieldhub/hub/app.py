@@ -295,6 +295,7 @@ class Hub:
             qos=settings.qos,
             on_reconnect=self._bus_reconnected,
             tls=settings.broker_tls(),  # None for the embedded broker: loopback, in-process
+            keep_session=settings.cluster_group is None,
         )
         ingest = Ingest(writer, bus, presence, self.stats, self._ingest_settings)
         commands = CommandService(
