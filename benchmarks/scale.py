@@ -63,7 +63,11 @@ async def _rate_phase(
     prefix: str,
     messages: int,
 ) -> tuple[float, int]:
-    """One load of new devices; messages acknowledged per second, and how many never were."""
+    """One load of new devices; messages acknowledged per second, and how many never were.
+
+    The time runs from the load's first publish (the load process says how long it
+    published; its packets are built before that) to the last acknowledgement stored."""
+    ended: list[float] = []
     load = asyncio.create_task(
         run_in_subprocess(
             "127.0.0.1",
@@ -75,20 +79,18 @@ async def _rate_phase(
             credentials=credentials,
         )
     )
+    load.add_done_callback(lambda _task: ended.append(time.monotonic()))
     expected = messages * len(credentials)
-    first = last = 0.0
     acked = 0
+    last = 0.0
     deadline = time.monotonic() + 300
     while acked < expected and time.monotonic() < deadline:
         acked = await _acked(engine, prefix)
-        now = time.monotonic()
-        if acked and not first:
-            first = now
-        if acked == expected:
-            last = now
+        last = time.monotonic()
         await asyncio.sleep(0.05)
-    await load
-    return (acked / (last - first) if last > first else 0.0), expected - acked
+    published = await load
+    first = ended[0] - published.elapsed_s
+    return expected / max(last - first, 1e-3) if acked == expected else 0.0, expected - acked
 
 
 async def _kill_phase(
