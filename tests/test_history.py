@@ -57,7 +57,7 @@ class Store:
             for ts, values in instants:
                 for key, value in values.items():
                     self.stored.setdefault(key, {})[ts] = value
-        await self.writer.write(batch, await self.writer.load_trackers())
+        await self.writer.write(batch)
 
 
 @pytest.fixture

@@ -54,7 +54,7 @@ async def write_day(writer: IngestWriter, device_id: str, day: int, seq: int) ->
         batch.telemetry.append((device_id, Telemetry(seq=seq, samples=points)))
         batch.add_seq(device_id, seq, seq)
         batch.messages += 1
-        await writer.write(batch, await writer.load_trackers())
+        await writer.write(batch)
     return seq
 
 

@@ -60,7 +60,6 @@ async def register_fleet(
             "created_at": now,
             "updated_at": now,
             "acked_seq": 0,
-            "seq_above": [],
             "last_seen": None if fleet.presence_of(i) == "unknown" else now - i * 1000,
             "presence": fleet.presence_of(i),
             "presence_since": now,

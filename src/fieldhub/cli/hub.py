@@ -227,6 +227,13 @@ def hub(
     http: HttpOpt = None,
     mqtt: MqttOpt = None,
     instance: Annotated[str | None, typer.Option(help="name of this hub process")] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            help="GROUP: share ingest with the other hubs of GROUP (PostgreSQL, Mosquitto; "
+            "each its own --instance) [env FIELDHUB_CLUSTER_GROUP]"
+        ),
+    ] = None,
     local_broker: Annotated[
         str | None,
         typer.Option(
@@ -294,14 +301,6 @@ def hub(
         Path | None,
         typer.Option(help="mqtts:// --broker: its CA's revocation list [env FIELDHUB_BROKER_CRL]"),
     ] = None,
-    cluster: Annotated[
-        bool | None,
-        typer.Option(
-            "--cluster",
-            help="several hub processes share --broker and --db (docs/scaling.md) "
-            "[env FIELDHUB_CLUSTER]",
-        ),
-    ] = None,
     workers: Annotated[
         int,
         typer.Option(
@@ -325,6 +324,7 @@ def hub(
         http=http,
         mqtt=mqtt,
         instance=instance,
+        cluster_group=cluster,
         local_broker=local_broker,
         stale_after_s=stale_after,
         trusted_proxies=trusted_proxies,
@@ -337,7 +337,6 @@ def hub(
         broker_ca=broker_ca,
         broker_pin=broker_pin,
         broker_crl=broker_crl,
-        cluster=cluster,
     )
     if workers == 1:
         run_until_stopped(_serve(settings))

@@ -3,7 +3,7 @@
 Why processes: one hub process is one event loop on one core, and under the ingest load of the
 benchmarks a command's HTTP request queued behind ingest on that loop (issue 18). N workers
 are N loops: HTTP requests, live clients and ingest (through the broker's shared subscriptions,
-``HubSettings.cluster``) spread over them, and the database coordinates the rest
+``HubSettings.cluster_group``) spread over them, and the database coordinates the rest
 (docs/scaling.md): singleton work under a lease, committed data passed between them.
 
 Each worker listens on a socket of its own bound to the same port with ``SO_REUSEPORT``
@@ -142,7 +142,10 @@ def _work(
     os.setpgid(0, 0)
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     worker = settings.model_copy(
-        update={"instance": f"{settings.instance}-{number}", "cluster": True}
+        update={
+            "instance": f"{settings.instance}-{number}",
+            "cluster_group": settings.cluster_group or settings.instance,
+        }
     )
     try:
         listener = _bound(*address)

@@ -70,6 +70,7 @@ from fieldhub.hub.store.commands import CommandStore
 from fieldhub.hub.store.credentials import CredentialStore, IssuedCredentials
 from fieldhub.hub.store.database import SchemaTooNew, create_engine, migrate
 from fieldhub.hub.store.devices import DeviceRegistry
+from fieldhub.hub.store.exclusive import AnotherHubRuns, sole_hub
 from fieldhub.hub.store.fleet import FleetQueries
 from fieldhub.hub.store.health import StorageHealth
 from fieldhub.hub.store.queries import Queries
@@ -250,12 +251,15 @@ class Hub:
             raise
         return self
 
-    async def _open_database(self) -> None:
-        """The schema brought up to date, and the cluster's link key (before any link)."""
+    async def _open_store(self) -> None:
+        """Take the database (a SQLite one for this hub alone), bring its schema up, and
+        share the cluster's link key (before any link is signed)."""
+        self._stack.push_async_callback(self.engine.dispose)
         try:
+            self._stack.enter_context(sole_hub(self.engine.url))
             await migrate(self.engine)
             await share_link_key(self.engine, self.settings.data)
-        except (SQLAlchemyError, OSError, SchemaTooNew, ValueError) as exc:
+        except (SQLAlchemyError, OSError, SchemaTooNew, AnotherHubRuns, ValueError) as exc:
             where = self.engine.url.render_as_string(hide_password=True)
             raise HubStartError(f"cannot open the database {where}: {exc}") from exc
 
@@ -263,8 +267,7 @@ class Hub:
         settings = self.settings
         if self.engine.url.get_backend_name() == "sqlite" or settings.broker is None:
             private_dir(settings.data)  # database file, broker state: 0700
-        self._stack.push_async_callback(self.engine.dispose)
-        await self._open_database()
+        await self._open_store()
         await self.auth.start()  # with no user yet: the one-time setup token, logged once
         identity = self.mqtt_identity
         keys_seen = await self.credentials.fingerprint()  # the broker gets the keys as of now
@@ -292,7 +295,7 @@ class Hub:
             client_id=identity.client_id,
             username=identity.username,
             password=identity.password,
-            subscriptions=hub_subscriptions(settings.instance),
+            subscriptions=hub_subscriptions(settings.instance, settings.cluster_group),
             on_message=self._on_message,
             # Presence is only as good as the broker connection: each new one re-checks it.
             on_subscribed=presence.subscribed,
@@ -300,6 +303,7 @@ class Hub:
             qos=settings.qos,
             on_reconnect=self._bus_reconnected,
             tls=settings.broker_tls(),  # None for the embedded broker: loopback, in-process
+            keep_session=settings.cluster_group is None,
         )
         ingest = Ingest(writer, bus, presence, self.stats, self._ingest_settings)
         commands = CommandService(
@@ -333,7 +337,10 @@ class Hub:
         if not bus.session_present:  # what devices sent while no session kept it: again, now
             ingest.announce()
         await self.twin.republish()  # the embedded broker forgot its retained messages
-        await self._take_up(commands, rollouts)
+        # Unfinished commands of this instance go out again; then the unfinished rollouts,
+        # which read what became of their commands while no hub followed them.
+        await commands.load()
+        await rollouts.load()
         # Messages that arrived while connecting wait in the open batch for the commit loop.
         self._tasks = [
             asyncio.create_task(ingest.run(), name="ingest-commit"),
@@ -450,7 +457,7 @@ class Hub:
         work.add("alarm-sweeper", self.sweeper.run)
         work.add("media-retention", media.run)
         work.add("retention", retention.run, guard=retention.trimmer.writing)
-        if self.settings.cluster and self.singletons.lease.shared:
+        if self.settings.cluster_group is not None and self.singletons.lease.shared:
             arrivals = Arrivals(
                 presence, commands, self.directory, self.live, self.devices.adopt_ids
             )
@@ -500,13 +507,6 @@ class Hub:
         # The store remembers who was connected when the last hub stopped (or when the backup
         # was taken); only the broker knows who still is.
         presence.doubt("not seen since the hub started")
-
-    @staticmethod
-    async def _take_up(commands: CommandService, rollouts: Rollouts) -> None:
-        """Unfinished commands of this instance go out again; then the unfinished rollouts,
-        which read what became of their commands while no hub followed them."""
-        await commands.load()
-        await rollouts.load()
 
     def _start_rollouts(self, writes: Writes, ingest: Ingest, commands: CommandService) -> Rollouts:
         """Bundles and rollouts: install outcomes from the commands, ``bundle.*`` events from

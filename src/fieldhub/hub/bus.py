@@ -48,6 +48,11 @@ class HubBus:
     ``on_reconnect`` is called after every reconnection, not after the first connection
     (after ``on_subscribed``): the broker may have restarted and lost what it held for the
     hub's peers.
+
+    ``keep_session`` (the default) asks the broker to keep what arrives for the hub while it is
+    away. A hub of a cluster does not: the broker would go on handing a dead member its share
+    of the devices' messages and hold them until it came back, while the other members could
+    have taken them (the devices resend what was lost with the connection).
     """
 
     def __init__(
@@ -65,6 +70,7 @@ class HubBus:
         connect_timeout_s: float = 10.0,
         on_reconnect: ConnectionHandler | None = None,
         tls: ssl.SSLContext | None = None,
+        keep_session: bool = True,
     ) -> None:
         address = broker_address(url)
         self._host, self._port = address.host, address.port
@@ -81,7 +87,7 @@ class HubBus:
             on_message=on_message,
             username=username,
             password=password,
-            clean_session=False,
+            clean_session=not keep_session,
             keepalive_s=30,
             on_connect=self._connected,
             on_disconnect=self._disconnected,

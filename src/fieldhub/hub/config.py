@@ -94,10 +94,11 @@ class HubSettings(BaseSettings):
     mqtt_cert: Path | None = Field(None, description="PEM certificate (chain) of the TLS listeners")
     mqtt_key: Path | None = Field(None, description="PEM private key of the TLS listeners")
     instance: str = Field("hub", pattern=INSTANCE_PATTERN, description="this hub process's name")
-    cluster: bool = Field(
-        False,
-        description="several hub processes share this broker and PostgreSQL (docs/scaling.md): "
-        "each passes what it commits to the others' live clients and presence",
+    cluster_group: str | None = Field(
+        None,
+        pattern=INSTANCE_PATTERN,
+        description="several hubs ingest one fleet: the shared-subscription group they share "
+        "(each with its own instance name, one PostgreSQL, a Mosquitto); none = one hub",
     )
     stale_after_s: float = Field(300.0, gt=0, description="silence after which a device is stale")
     confirm_presence_s: float = Field(
@@ -250,6 +251,16 @@ class HubSettings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
             raise ValueError(f"public_url {value!r} must look like https://host[:port][/path]")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _cluster(self) -> HubSettings:
+        """Hubs of a cluster share one database; SQLite is one hub's (hub/store/exclusive.py)."""
+        if self.cluster_group is not None and self.db_url.startswith("sqlite"):
+            raise ValueError(
+                "cluster_group: several hubs need one PostgreSQL database (--db "
+                "postgresql://…); a SQLite database is one hub's"
+            )
+        return self
 
     @model_validator(mode="after")
     def _tls(self) -> HubSettings:

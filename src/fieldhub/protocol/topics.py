@@ -136,11 +136,21 @@ def device_subtree(device_id: str) -> str:
     return f"{_PREFIX_SLASH}{device_id}/#"
 
 
-def hub_subscriptions(instance: str) -> list[str]:
-    """The filters a hub process subscribes to: all device→hub channels, its own replies."""
+def hub_subscriptions(instance: str, share_group: str | None = None) -> list[str]:
+    """The filters a hub process subscribes to: all device→hub channels, its own replies.
+
+    With ``share_group`` (several hubs ingest one fleet: docs/scaling-ingest.md) the sequenced
+    channels go through the broker's shared subscription ``$share/<group>/…``: each message
+    reaches one hub of the group, and the database stores it once whichever hub it reaches.
+    Status stays a plain subscription, because brokers do not send retained messages to shared
+    ones and every hub must know every device's presence when it starts; so do uploads, whose
+    chunks must all reach the hub holding the object's partial copy.
+    """
+    shared = "" if share_group is None else f"$share/{share_group}/"
     subs = [
-        f"{_PREFIX_SLASH}+/{c.value}"
-        for c in (Channel.TELEMETRY, Channel.EVENT, Channel.STATE, Channel.STATUS, Channel.UPLOAD)
+        f"{shared}{_PREFIX_SLASH}+/{c.value}"
+        for c in (Channel.TELEMETRY, Channel.EVENT, Channel.STATE)
     ]
+    subs += [f"{_PREFIX_SLASH}+/{c.value}" for c in (Channel.STATUS, Channel.UPLOAD)]
     subs.append(f"{_PREFIX_SLASH}+/{Channel.REPLY.value}/{instance}")
     return subs

@@ -93,10 +93,12 @@ def device_role_acls(device_id: str, children: Iterable[str] = ()) -> list[dict[
 
 
 def hub_role_acls() -> list[dict[str, Any]]:
-    """Publish every device's hub→device channels; subscribe to and receive the whole tree."""
+    """Publish every device's hub→device channels; subscribe to and receive the whole tree,
+    also through a shared subscription (Mosquitto checks ``$share/<group>/…`` as written)."""
     return [
         *(_acl("publishClientSend", topic) for topic in acl.hub_publish_filters()),
         _acl("subscribePattern", acl.TREE_FILTER),
+        _acl("subscribePattern", f"$share/+/{acl.TREE_FILTER}"),
         _acl("publishClientReceive", acl.TREE_FILTER),
     ]
 

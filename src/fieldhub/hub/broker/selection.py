@@ -95,6 +95,12 @@ async def start_broker(
         if managed is not None:
             access = await _secured(managed.admin_url, stack, identity, credentials)
             return StartedBroker("managed-mosquitto", None, managed, access, managed.url)
+        if settings.cluster_group is not None:
+            raise BrokerStartError(
+                "cluster_group: hubs of a cluster share ingest through the broker's shared "
+                "subscriptions ($share/…), which the embedded amqtt broker does not do: "
+                "install Mosquitto (the hub then runs its own) or give --broker"
+            )
         host, port = settings.mqtt_address
         keyring = KeyRing(identity)
         keyring.replace(await credentials.keys())

@@ -15,7 +15,7 @@ as it needs, sent by a task of their own on a connection of their own, never on 
 a single message too large for one notification is counted (``too_large``) and left out:
 its process's own clients still see it, and the others read it from the history.
 
-Only on PostgreSQL with the cluster setting on (``HubSettings.cluster``): one hub alone has
+Only on PostgreSQL with the cluster setting on (``HubSettings.cluster_group``): one hub alone has
 nobody to tell.
 """
 

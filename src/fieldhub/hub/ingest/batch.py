@@ -54,6 +54,25 @@ class Batch:
         self.messages += later.messages
         self.points += later.points
 
+    def only(self, stored: set[tuple[str, int]]) -> Batch:
+        """This batch with only the messages whose (device, seq) is in ``stored`` (the others
+        are duplicates: ``ingest/ledger.py``), and all its presence changes."""
+        telemetry = [(d, m) for d, m in self.telemetry if (d, m.seq) in stored]
+        seqs: dict[str, list[tuple[int, int]]] = {}
+        for device_id, entries in self.seqs.items():
+            kept = [entry for entry in entries if (device_id, entry[0]) in stored]
+            if kept:
+                seqs[device_id] = kept
+        return Batch(
+            telemetry=telemetry,
+            events=[(d, r, e) for d, r, e in self.events if (d, e.seq) in stored],
+            states=[(d, s) for d, s in self.states if (d, s.seq) in stored],
+            presence=self.presence,
+            seqs=seqs,
+            messages=sum(len(entries) for entries in seqs.values()),
+            points=sum(m.point_count() for _, m in telemetry),
+        )
+
     def add_seq(self, device_id: str, seq: int, floor: int) -> None:
         """Remember that ``seq`` of ``device_id`` is part of this commit."""
         entry = self.seqs.get(device_id)

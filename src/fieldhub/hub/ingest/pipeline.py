@@ -6,6 +6,10 @@ the open batch. ``run`` commits batches one at a time (the next one fills while 
 commits) and, after each commit, acknowledges to every device the highest contiguous seq now
 stored. Nothing is acknowledged that is not committed.
 
+The sequence state held here is a cache of the database's (``ingest/ledger.py``): it skips
+the obvious duplicates before they cost a commit, and every commit refreshes it from what all
+hubs together committed. Whether a message is stored, and the watermark, the commit decides.
+
 A commit the store cannot take (a full disk: ``store/health.py``) is not dropped: the batch,
 with its presence changes, stays open and takes in what arrives meanwhile (up to the brake,
 ``max_pending_messages``), and is tried again after the back-off the store's health gives
@@ -263,7 +267,7 @@ class Ingest:
         started = time.perf_counter()
         try:
             async with self.writing:
-                advanced = await self._writer.write(batch, self._trackers)
+                stored, advanced = await self._writer.write(batch)
         except (SQLAlchemyError, OSError) as exc:
             self.stats.write_errors += 1
             if storage_problem(exc) is not None:  # logged by the store's health, once
@@ -279,14 +283,15 @@ class Ingest:
         self._release_pending(batch)
         stats = self.stats
         stats.batches += 1
-        stats.messages_stored += batch.messages
-        stats.points_stored += batch.points
-        stats.events_stored += len(batch.events)
+        stats.duplicates += batch.messages - stored.messages
+        stats.messages_stored += stored.messages
+        stats.points_stored += stored.points
+        stats.events_stored += len(stored.events)
         took = time.perf_counter() - started
         stats.commit_seconds += took
         self._commit_s += (took - self._commit_s) * _COMMIT_SMOOTHING
         for listener in self._listeners:
-            listener(batch)
+            listener(stored)
 
     def _hold(self, batch: Batch) -> None:
         """Keep a batch the store could not take, first in the open one, for the next try

@@ -33,10 +33,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.ingest.batch import Batch
+from fieldhub.hub.ingest.ledger import SeqLedger
 from fieldhub.hub.ingest.sequence import SeqTracker
 from fieldhub.hub.store.health import StorageHealth
 from fieldhub.hub.store.media import media_rows
-from fieldhub.hub.store.schema import devices, events, media, samples, series
+from fieldhub.hub.store.schema import devices, events, media, received, samples, series
 from fieldhub.hub.store.writes import EngineWrites, Writes
 
 _SAMPLE_COLUMNS = ("series_id", "ts", "num", "txt")
@@ -169,15 +170,7 @@ class IngestWriter:
                 last_txt=newest.with_only_columns(samples.c.txt).scalar_subquery(),
             )
         )
-        self._update_seq = (
-            update(devices)
-            .where(devices.c.id == bindparam("b_id"))
-            .values(
-                acked_seq=bindparam("b_acked"),
-                seq_above=bindparam("b_above"),
-                last_seen=bindparam("b_seen"),
-            )
-        )
+        self._ledger = SeqLedger(self._dialect)
         self._update_presence = (
             update(devices)
             .where(devices.c.id == bindparam("b_id"))
@@ -199,53 +192,50 @@ class IngestWriter:
         """Sequence state of every registered device, as last committed."""
         async with self._engine.connect() as conn:
             rows = await conn.execute(
-                select(devices.c.id, devices.c.acked_seq, devices.c.seq_above)
+                select(devices.c.id, devices.c.acked_seq, received.c.seq).outerjoin(
+                    received,
+                    (received.c.device_id == devices.c.id) & (received.c.seq > devices.c.acked_seq),
+                )
             )
-            return {r.id: SeqTracker(r.acked_seq, set(r.seq_above or ())) for r in rows}
+            trackers: dict[str, SeqTracker] = {}
+            for row in rows:
+                tracker = trackers.setdefault(row.id, SeqTracker(row.acked_seq))
+                if row.seq is not None:
+                    tracker.above.add(row.seq)
+            return trackers
 
     def forget_device(self, device_id: str) -> None:
         """Drop cached series ids of a deleted device."""
         self._series.pop(device_id, None)
 
-    async def write(self, batch: Batch, trackers: dict[str, SeqTracker]) -> dict[str, SeqTracker]:
-        """Commit ``batch``; return the sequence state each touched device has once committed.
-
-        ``trackers`` is not modified: the caller applies the returned state only after this
-        returns, so a failed commit leaves ingest exactly as it was.
-        """
+    async def write(self, batch: Batch) -> tuple[Batch, dict[str, SeqTracker]]:
+        """Commit ``batch``; return what of it was stored (its messages that no commit, of
+        this hub or another, stored before) and the sequence state of each touched device
+        once committed (``ingest/ledger.py``)."""
         now = now_ms()
-        advanced = {
-            device_id: _advanced(trackers.get(device_id), seqs)
-            for device_id, seqs in batch.seqs.items()
-        }
 
-        def job(conn: Connection) -> dict[str, dict[str, int]]:
-            grown = self._write_samples(conn, batch) if batch.telemetry else {}
-            if batch.events:
-                conn.execute(events.insert(), [_event_row(d, r, e) for d, r, e in batch.events])
+        def job(conn: Connection) -> tuple[Batch, dict[str, SeqTracker], dict[str, dict[str, int]]]:
+            fresh, advanced = self._ledger.record(conn, batch.seqs, now)
+            stored = batch if len(fresh) == batch.messages else batch.only(fresh)
+            grown = self._write_samples(conn, stored) if stored.telemetry else {}
+            if stored.events:
+                conn.execute(events.insert(), [_event_row(d, r, e) for d, r, e in stored.events])
                 announced = [
-                    row for d, r, e in batch.events if e.media for row in media_rows(d, r, e)
+                    row for d, r, e in stored.events if e.media for row in media_rows(d, r, e)
                 ]
                 if announced:  # the promise "pictures are coming", stored with the event
                     conn.execute(media.insert(), announced)
-            if batch.states:
-                self._merge_states(conn, batch)
-            if batch.presence:
-                self._write_presence(conn, batch)
-            if advanced:
-                conn.execute(
-                    self._update_seq,
-                    [
-                        {"b_id": d, "b_acked": t.acked, "b_above": t.above_sorted(), "b_seen": now}
-                        for d, t in advanced.items()
-                    ],
-                )
-            return grown
+            if stored.states:
+                self._merge_states(conn, stored)
+            if stored.presence:
+                self._write_presence(conn, stored)
+            return stored, advanced, grown
 
         # Series made by this batch are known only once it is committed: ids of a rolled-back
         # insert would be given to other series later.
-        self._series.update(await self._writes.run(job))
-        return advanced
+        stored, advanced, grown = await self._writes.run(job)
+        self._series.update(grown)
+        return stored, advanced
 
     def _write_samples(self, conn: Connection, batch: Batch) -> dict[str, dict[str, int]]:
         # Per value, a dict lookup, a tuple and the update of its minute's aggregate: this
@@ -445,12 +435,6 @@ class IngestWriter:
                 for p in batch.presence
             ],
         )
-
-
-def _advanced(tracker: SeqTracker | None, seqs: list[tuple[int, int]]) -> SeqTracker:
-    copy = SeqTracker(tracker.acked, set(tracker.above)) if tracker else SeqTracker()
-    copy.commit(seqs)
-    return copy
 
 
 def _event_row(device_id: str, received_at: int, event: Any) -> dict[str, Any]:

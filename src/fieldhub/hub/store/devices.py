@@ -19,6 +19,7 @@ from fieldhub.hub.store.schema import (
     devices,
     events,
     media,
+    received,
     rollup_late,
     rollups,
     rollups_day,
@@ -122,7 +123,6 @@ class DeviceRegistry:
             "created_at": now,
             "updated_at": now,
             "acked_seq": 0,
-            "seq_above": [],
             "presence": "unknown",
             "presence_reason": "",
             "reported": {},
@@ -220,6 +220,7 @@ class DeviceRegistry:
                 await conn.execute(delete(tier).where(tier.c.series_id.in_(series_ids)))
             await conn.execute(delete(series).where(series.c.device_id == device_id))
             await conn.execute(delete(events).where(events.c.device_id == device_id))
+            await conn.execute(delete(received).where(received.c.device_id == device_id))
             await conn.execute(delete(media).where(media.c.device_id == device_id))
             await conn.execute(delete(commands).where(commands.c.device_id == device_id))
             await conn.execute(

@@ -78,6 +78,7 @@ __all__ = [
     "notification_groups",
     "notification_subscriptions",
     "notifications",
+    "received",
     "retention_policy",
     "rollout_devices",
     "rollouts",
@@ -102,9 +103,9 @@ devices = Table(
     Column("attributes", JSON, nullable=False, default=dict),  # free-form, set by operators
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
-    # Ingest bookkeeping: highest contiguous committed seq and committed seqs above it.
+    # Ingest bookkeeping: highest contiguous committed seq (the committed seqs above it are
+    # rows of ``received``).
     Column("acked_seq", BigInteger, nullable=False, default=0),
-    Column("seq_above", JSON, nullable=False, default=list),
     Column("last_seen", BigInteger, nullable=True),  # hub clock, last committed message
     # Presence, derived by the hub (see hub/devices/presence.py), with when and why it last changed.
     Column("connected", Boolean, nullable=True),
@@ -123,6 +124,20 @@ devices = Table(
     # The gateway a child device speaks through (docs/gateway.md); NULL for a device of its own.
     Column("parent_id", String(64), nullable=True),
     Index("ix_devices_parent", "parent_id"),
+)
+
+# The committed seqs of each device above its watermark (``devices.acked_seq``): with the
+# watermark, what every hub's commit reads to tell a duplicate, also when several hubs ingest
+# (docs/scaling-ingest.md); the primary key refuses a seq stored twice. A commit moves the
+# watermark over the contiguous run and deletes the rows it passed, so the table holds only
+# out-of-order seqs (``hub/ingest/ledger.py``).
+received = Table(
+    "received",
+    metadata,
+    Column("device_id", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    PrimaryKeyConstraint("device_id", "seq", name="pk_received"),
+    sqlite_with_rowid=False,
 )
 
 series = Table(
@@ -499,6 +514,7 @@ hub_secrets = Table(
 
 ALL_TABLES = (
     devices,
+    received,
     series,
     samples,
     rollups,
