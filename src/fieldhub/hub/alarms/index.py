@@ -5,11 +5,19 @@ throughput; here a telemetry value costs one dict look-up for its key and device
 one for its type and device: which rules cover a device is worked out once per (key, device)
 and remembered until a rule or a device's labels change (:meth:`RuleIndex.forget_devices`).
 Globs are matched once per distinct event type.
+
+Working it out must not cost the rules' number either: a fleet where each device has its own
+rule (1,000 rules on one key, each naming one device) would otherwise test every rule of the
+key for every device, a million tests after each device added or changed (which empties the
+memo), paid on the alarm task between ingest's commits. So the rules of a key that name their
+devices are filed by device (:class:`_KeyRules`), and only the rules by labels or for all
+devices are tested.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Final
 
 from fieldhub.hub.alarms.rules import (
@@ -22,6 +30,8 @@ from fieldhub.hub.alarms.rules import (
 )
 
 __all__ = ["RuleIndex"]
+
+_NONE: Final[list[Rule]] = []
 
 _MAX_EVENT_TYPES: Final = 10_000
 """Distinct event types whose matching rules are remembered (then the memo starts over)."""
@@ -41,6 +51,7 @@ class RuleIndex:
         self._events: list[Rule] = []
         self._by_event_type: dict[str, list[Rule]] = {}
         self._covering: dict[tuple[str, str, str], list[Rule]] = {}
+        self._by_key: dict[tuple[str, str], _KeyRules] = {}
         for rule in rules:
             self.rules[rule.id] = rule
         self._build()
@@ -101,7 +112,8 @@ class RuleIndex:
         cache_key = (what, key, device_id)
         found = self._covering.get(cache_key)
         if found is None:
-            found = [r for r in table.get(key, ()) if r.target.covers(device_id, labels)]
+            filed = self._by_key.get((what, key))
+            found = _NONE if filed is None else filed.covering(device_id, labels)
             self._remember(cache_key, found)
         return found
 
@@ -113,21 +125,49 @@ class RuleIndex:
     def _build(self) -> None:
         self.threshold, self.absence, self.state = {}, {}, {}
         self.presence, self._events, self._by_event_type = [], [], {}
-        self._covering = {}
+        self._covering, self._by_key = {}, {}
         for rule in self.rules.values():
             if not rule.enabled:
                 continue
             condition = rule.condition
             if isinstance(condition, ThresholdCondition):
-                self.threshold.setdefault(condition.key, []).append(rule)
+                self._file("t", self.threshold, condition.key, rule)
             elif isinstance(condition, AbsenceCondition):
-                self.absence.setdefault(condition.key, []).append(rule)
+                self._file("a", self.absence, condition.key, rule)
             elif isinstance(condition, StateCondition):
-                self.state.setdefault(condition.key, []).append(rule)
+                self._file("s", self.state, condition.key, rule)
             elif isinstance(condition, PresenceCondition):
                 self.presence.append(rule)
             else:
                 self._events.append(rule)
+
+    def _file(self, what: str, table: dict[str, list[Rule]], key: str, rule: Rule) -> None:
+        table.setdefault(key, []).append(rule)
+        self._by_key.setdefault((what, key), _KeyRules()).add(rule)
+
+
+@dataclass(slots=True)
+class _KeyRules:
+    """The enabled rules of one kind on one key: those naming devices filed by device, the
+    others (labels, all devices) to be tested per device."""
+
+    by_device: dict[str, list[Rule]] = field(default_factory=dict)
+    wide: list[Rule] = field(default_factory=list)
+
+    def add(self, rule: Rule) -> None:
+        devices = rule.target.devices
+        if devices is None:
+            self.wide.append(rule)
+            return
+        for device_id in devices:
+            self.by_device.setdefault(device_id, []).append(rule)
+
+    def covering(self, device_id: str, labels: Mapping[str, str]) -> list[Rule]:
+        """The rules that watch the device (a list the caller must not change)."""
+        named = self.by_device.get(device_id, _NONE)
+        if not self.wide:
+            return named
+        return named + [r for r in self.wide if r.target.covers(device_id, labels)]
 
 
 def _event(rule: Rule) -> EventCondition:
