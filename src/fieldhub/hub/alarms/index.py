@@ -16,7 +16,7 @@ devices are tested.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -36,7 +36,10 @@ _NONE: Final[list[Rule]] = []
 _MAX_EVENT_TYPES: Final = 10_000
 """Distinct event types whose matching rules are remembered (then the memo starts over)."""
 _MAX_COVERING: Final = 200_000
-"""(what, key, device) triples whose covering rules are remembered (then it starts over)."""
+"""Devices whose covering rules one key (or event type) remembers (then it starts over)."""
+
+LabelsOf = Callable[[str], Mapping[str, str] | None]
+"""A device's labels, None for a device the hub does not know (it is watched by no rule)."""
 
 
 class RuleIndex:
@@ -50,8 +53,7 @@ class RuleIndex:
         self.presence: list[Rule] = []
         self._events: list[Rule] = []
         self._by_event_type: dict[str, list[Rule]] = {}
-        self._covering: dict[tuple[str, str, str], list[Rule]] = {}
-        self._by_key: dict[tuple[str, str], _KeyRules] = {}
+        self._filed: dict[str, dict[str, _KeyRules]] = {}  # kind → key (event type) → rules
         for rule in rules:
             self.rules[rule.id] = rule
         self._build()
@@ -72,60 +74,46 @@ class RuleIndex:
         if found is None:
             if len(self._by_event_type) >= _MAX_EVENT_TYPES:
                 self._by_event_type.clear()
+                self._filed["e"] = {}
             found = [r for r in self._events if _event(r).matches(event_type)]
             self._by_event_type[event_type] = found
         return found
 
-    def threshold_for(self, key: str, device_id: str, labels: Mapping[str, str]) -> list[Rule]:
+    def threshold_for(self, key: str, device_id: str, labels_of: LabelsOf) -> list[Rule]:
         """Enabled threshold rules on ``key`` that cover the device."""
-        return self._cover("t", self.threshold, key, device_id, labels)
+        filed = self._filed["t"].get(key)
+        return _NONE if filed is None else filed.covering(device_id, labels_of)
 
-    def absence_for(self, key: str, device_id: str, labels: Mapping[str, str]) -> list[Rule]:
+    def absence_for(self, key: str, device_id: str, labels_of: LabelsOf) -> list[Rule]:
         """Enabled absence rules on ``key`` that cover the device."""
-        return self._cover("a", self.absence, key, device_id, labels)
+        filed = self._filed["a"].get(key)
+        return _NONE if filed is None else filed.covering(device_id, labels_of)
 
-    def state_for(self, key: str, device_id: str, labels: Mapping[str, str]) -> list[Rule]:
+    def state_for(self, key: str, device_id: str, labels_of: LabelsOf) -> list[Rule]:
         """Enabled state rules on ``key`` that cover the device."""
-        return self._cover("s", self.state, key, device_id, labels)
+        filed = self._filed["s"].get(key)
+        return _NONE if filed is None else filed.covering(device_id, labels_of)
 
-    def event_for(self, event_type: str, device_id: str, labels: Mapping[str, str]) -> list[Rule]:
+    def event_for(self, event_type: str, device_id: str, labels_of: LabelsOf) -> list[Rule]:
         """Enabled event rules matching ``event_type`` that cover the device."""
-        cache_key = ("e", event_type, device_id)
-        found = self._covering.get(cache_key)
-        if found is None:
-            found = [r for r in self.for_event(event_type) if r.target.covers(device_id, labels)]
-            self._remember(cache_key, found)
-        return found
+        events = self._filed["e"]
+        filed = events.get(event_type)
+        if filed is None:
+            filed = events[event_type] = _KeyRules()
+            for rule in self.for_event(event_type):
+                filed.add(rule)
+        return filed.covering(device_id, labels_of)
 
     def forget_devices(self) -> None:
         """A device was added, changed or deleted: which rules cover whom is worked out anew."""
-        self._covering = {}
-
-    def _cover(
-        self,
-        what: str,
-        table: dict[str, list[Rule]],
-        key: str,
-        device_id: str,
-        labels: Mapping[str, str],
-    ) -> list[Rule]:
-        cache_key = (what, key, device_id)
-        found = self._covering.get(cache_key)
-        if found is None:
-            filed = self._by_key.get((what, key))
-            found = _NONE if filed is None else filed.covering(device_id, labels)
-            self._remember(cache_key, found)
-        return found
-
-    def _remember(self, cache_key: tuple[str, str, str], rules: list[Rule]) -> None:
-        if len(self._covering) >= _MAX_COVERING:
-            self._covering = {}
-        self._covering[cache_key] = rules
+        for table in self._filed.values():
+            for filed in table.values():
+                filed.memo = {}
 
     def _build(self) -> None:
         self.threshold, self.absence, self.state = {}, {}, {}
         self.presence, self._events, self._by_event_type = [], [], {}
-        self._covering, self._by_key = {}, {}
+        self._filed = {"t": {}, "a": {}, "s": {}, "e": {}}
         for rule in self.rules.values():
             if not rule.enabled:
                 continue
@@ -143,16 +131,18 @@ class RuleIndex:
 
     def _file(self, what: str, table: dict[str, list[Rule]], key: str, rule: Rule) -> None:
         table.setdefault(key, []).append(rule)
-        self._by_key.setdefault((what, key), _KeyRules()).add(rule)
+        self._filed[what].setdefault(key, _KeyRules()).add(rule)
 
 
 @dataclass(slots=True)
 class _KeyRules:
-    """The enabled rules of one kind on one key: those naming devices filed by device, the
-    others (labels, all devices) to be tested per device."""
+    """The enabled rules of one kind on one key (or event type): those naming devices filed by
+    device, the others (labels, all devices) tested per device; what covers a device is
+    remembered in ``memo`` until devices change."""
 
     by_device: dict[str, list[Rule]] = field(default_factory=dict)
     wide: list[Rule] = field(default_factory=list)
+    memo: dict[str, list[Rule]] = field(default_factory=dict)
 
     def add(self, rule: Rule) -> None:
         devices = rule.target.devices
@@ -162,12 +152,21 @@ class _KeyRules:
         for device_id in devices:
             self.by_device.setdefault(device_id, []).append(rule)
 
-    def covering(self, device_id: str, labels: Mapping[str, str]) -> list[Rule]:
+    def covering(self, device_id: str, labels_of: LabelsOf) -> list[Rule]:
         """The rules that watch the device (a list the caller must not change)."""
-        named = self.by_device.get(device_id, _NONE)
-        if not self.wide:
-            return named
-        return named + [r for r in self.wide if r.target.covers(device_id, labels)]
+        found = self.memo.get(device_id)
+        if found is not None:
+            return found
+        labels = labels_of(device_id)
+        if labels is None:
+            return _NONE
+        found = self.by_device.get(device_id, _NONE)
+        if self.wide:
+            found = found + [r for r in self.wide if r.target.covers(device_id, labels)]
+        if len(self.memo) >= _MAX_COVERING:
+            self.memo = {}
+        self.memo[device_id] = found
+        return found
 
 
 def _event(rule: Rule) -> EventCondition:
