@@ -61,6 +61,9 @@ class Phase:
     publish_rate_msg_s: float
     hub_cpu_s: float
     """CPU seconds of the benchmark's process (the hub and this script) over the phase."""
+    batches: int
+    commit_s: float
+    """Ingest's commits over the phase and the time they took (the writer's share)."""
     window: tuple[float, float]
 
     def summary(self) -> dict[str, Any]:
@@ -70,6 +73,8 @@ class Phase:
             "rate_msg_s": self.rate_msg_s,
             "publish_rate_msg_s": self.publish_rate_msg_s,
             "hub_cpu_ms_per_1000": round(self.hub_cpu_s * 1e6 / max(self.sent, 1), 1),
+            "batches": self.batches,
+            "commit_s": round(self.commit_s, 2),
             "lost": self.lost,
             "duplicates": self.duplicates,
         }
@@ -108,6 +113,7 @@ async def load_phase(
     stats = hub.stats
     total = len(fleet.ids) * per_device
     received_before, stored_before = sum(stats.received.values()), stats.messages_stored
+    batches_before, commit_before = stats.batches, stats.commit_seconds
     points_before = await _points(hub, fleet.ids)
     cpu_before = _cpu()
     load = asyncio.create_task(
@@ -129,6 +135,7 @@ async def load_phase(
         await asyncio.sleep(0.005)
     done, done_epoch = time.perf_counter(), time.time()
     cpu = _cpu() - cpu_before
+    batches, commit_s = stats.batches - batches_before, stats.commit_seconds - commit_before
     result: LoadResult = await load
     await asyncio.sleep(0.5)  # a late duplicate, if any, committed and counted
     lost = await _lost(hub, fleet, result)
@@ -143,6 +150,8 @@ async def load_phase(
         rate_msg_s=round(stored / max(done - first, 1e-9)),
         publish_rate_msg_s=round(result.rate),
         hub_cpu_s=cpu,
+        batches=batches,
+        commit_s=commit_s,
         window=(first_epoch or done_epoch, done_epoch),
     )
 

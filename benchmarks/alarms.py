@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).parent))  # sibling scripts
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests.support: the real servers
@@ -80,7 +80,8 @@ from fieldhub.hub.auth.rules import principal_for
 from fieldhub.hub.config import HubSettings
 from fieldhub.hub.notify.digest import FIRST_DIGEST_MS
 from fieldhub.hub.notify.subscriptions import MAX_PER_HOUR, SubscriptionSpec
-from fieldhub.hub.store.schema import alarms
+from fieldhub.hub.store.schema import alarms, notifications
+from fieldhub.hub.store.schema import notification_deliveries as deliveries
 from ingest import LoadTarget, raw_reference
 
 QOS: Final = 1
@@ -237,18 +238,48 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
 
 
-def split_latency(timed: list[tuple[float, float, float]]) -> dict[str, float | None]:
-    """Where the time went, from ``(published, arrived, raised)`` epoch seconds: publish to
-    the alarm's raise in the engine (``raise_*``: ingest, commit, evaluation), and the raise
-    to the webhook's arrival (``deliver_*``: the alarm's commit, the outbox, the send)."""
-    figures: dict[str, float | None] = {}
-    for name, part in (
-        ("raise", [(raised - published) * 1000 for published, _, raised in timed]),
-        ("deliver", [(arrived - raised) * 1000 for _, arrived, raised in timed]),
-    ):
-        for p in (50, 99):
-            figures[f"{name}_p{p}_ms"] = round(percentile(part, p), 1) if part else None
-    return figures
+Timed = tuple[float, float, float, int]
+"""A crossing heard of: its publish, its request's arrival, its alarm's raise (epoch seconds),
+and the alarm's id."""
+
+
+def split_latency(timed: list[Timed]) -> dict[str, float | None]:
+    """Where the time went: publish to the alarm's raise in the engine (``raise_*``: ingest,
+    commit, evaluation), and the raise to the webhook's arrival (``deliver_*``: the alarm's
+    commit, the outbox, the send)."""
+    return {
+        **_percentiles("raise", [(raised - published) * 1000 for published, _, raised, _ in timed]),
+        **_percentiles("deliver", [(arrived - raised) * 1000 for _, arrived, raised, _ in timed]),
+    }
+
+
+async def delivery_split(hub: Hub, timed: list[Timed]) -> dict[str, float | None]:
+    """``deliver_*`` taken apart, from the outbox's own times: the raise to the notification's
+    row being written (``write_*``: the round's write job waiting for SQLite's one writer),
+    to its first attempt's start (``claim_*``: the commit, the worker's wake-up and its claim,
+    another job on the writer), to the request's arrival (``send_*``: the POST)."""
+    query = (
+        select(notifications.c.body, notifications.c.created_at, func.min(deliveries.c.at))
+        .join(deliveries, deliveries.c.notification_id == notifications.c.id)
+        .where(notifications.c.event == "alarm.raised")
+        .group_by(notifications.c.id, notifications.c.body, notifications.c.created_at)
+    )
+    async with hub.engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    outbox = {body["alarm"]: (created / 1000, tried / 1000) for body, created, tried in rows}
+    known = [(outbox[alarm], arrived, raised) for _, arrived, raised, alarm in timed
+             if alarm in outbox]  # fmt: skip
+    return {
+        **_percentiles("write", [(created - raised) * 1000 for (created, _), _, raised in known]),
+        **_percentiles("claim", [(tried - created) * 1000 for (created, tried), _, _ in known]),
+        **_percentiles("send", [(arrived - tried) * 1000 for (_, tried), arrived, _ in known]),
+    }
+
+
+def _percentiles(name: str, values: list[float]) -> dict[str, float | None]:
+    return {
+        f"{name}_p{p}_ms": round(percentile(values, p), 1) if values else None for p in (50, 99)
+    }
 
 
 async def alarm_rows(hub: Hub) -> list[Any]:
@@ -362,9 +393,9 @@ def ratios(rounds: list[tuple[Phase, Phase]]) -> dict[str, Any]:
     }
 
 
-def latency(timed: list[tuple[float, float, float]], name: str) -> dict[str, Any]:
-    """Percentiles of publish → webhook over ``timed`` (``(published, arrived, raised)``)."""
-    spans = [(arrived - published) * 1000 for published, arrived, _ in timed]
+def latency(timed: list[Timed], name: str) -> dict[str, Any]:
+    """Percentiles of publish → webhook over ``timed``."""
+    spans = [(arrived - published) * 1000 for published, arrived, _, _ in timed]
     figures: dict[str, Any] = {f"triggers_{name}": len(spans)}
     prefix = "alarm" if name == "paced" else f"{name}_alarm"
     for p in (50, 99):
@@ -412,7 +443,9 @@ async def run(hub: Hub, broker: Mosquitto, sink: Sink, folder: Path,
         operator.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await operator
-        heard = {(d["device"], d["value"]): (t, d["at"] / 1000) for t, d in sink.raised()}
+        heard = {
+            (d["device"], d["value"]): (t, d["at"] / 1000, d["alarm"]) for t, d in sink.raised()
+        }
         timed = [(t, *heard[(d, v)]) for d, v, t in fired if (d, v) in heard]
         window = paced.window
         in_paced = [x for x in timed if window[0] <= x[0] <= window[1]]
@@ -423,6 +456,7 @@ async def run(hub: Hub, broker: Mosquitto, sink: Sink, folder: Path,
             "triggers": len(fired),
             **latency(in_paced, "paced"),
             **split_latency(in_paced),
+            **await delivery_split(hub, in_paced),
             **latency(in_saturated, "saturated"),
             **latency([x for x in timed if x not in in_paced + in_saturated], "idle"),
             "missed_crossings": len(crossings - heard.keys()),
