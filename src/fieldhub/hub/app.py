@@ -453,6 +453,7 @@ class Hub:
         self._notifications = self._notification_service(writes, bus)
         self._stack.push_async_callback(self._notifications.close)  # after the worker stops
         self._escalation = EscalationPolicies(self.engine, writes)
+        self.routing.hand_to(self._notifications.worker.lease)  # sent without a claim
         alarms.on_change(self.routing.route)
         alarms.on_change(escalate)
         alarms.on_changed(lambda _changes: self.notifications.wake())
