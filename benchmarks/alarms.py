@@ -3,40 +3,48 @@
 Issue 13's speed target. It starts Mosquitto and, in this process, a hub (SQLite, or
 PostgreSQL with ``--db postgres``) whose only notification channel is a webhook to a receiver
 in another process (``webhook_sink.py``, which notes each request's arrival on this machine's
-clock). The load is ``benchmarks/ingest.py``'s, reused as it is:
+clock). The load is ``loadgen.py``'s (as ``benchmarks/ingest.py`` plays it), from one fleet of
+load devices registered once (``alarm_phases.py``):
 
-1. **Raw reference** (run last, once the hub has stopped, on a fresh Mosquitto of the same
-   configuration): ``mosquitto_sub`` receives the load of phase 2 (``raw_rate_msg_s``).
-2. **Rules off**: the hub takes the load with no rule at all (``rate_off_msg_s``).
-3. **Rules on**: one threshold rule per load device on the key the load carries
-   (``temperature`` above 50, clear at 45; the load's 21.5 never crosses) and per trigger
-   device: 1,000 rules over 1,000 devices, plus the presence rule ``offline`` for every
-   device; the same load to fresh devices (``rate_on_msg_s``; ``ingest_ratio_rules_on_off``).
-4. **Paced**: the same rules, the load paced at ``--rate`` msg/s (20,000 by default) for
-   ``--paced-s`` seconds to fresh devices (rule *i* covers load device *i* of phases 3 and 4).
-   Flat out, a load queues in the broker as fast as the hub falls behind, and a message's
-   latency is that queue; paced at a rate the hub takes, it is the hub's own.
-   All along phases 3 and 4, trigger devices (``alarm_devices.py``, 20 of the 1,000) publish
+1. **Rules**: one threshold rule per load device on the key the load carries (``temperature``
+   above 50, clear at 45; the load's 21.5 never crosses) and per trigger device: 1,000 rules
+   over 1,000 devices, plus the presence rule ``offline`` for the storm's devices.
+2. **Rules off and on, alternated**: ``--rounds`` rounds of two flat-out phases each, the
+   rules disabled in one and enabled in the other, in the order off-on, on-off, off-on… (the
+   machine's other load comes and goes, and the tables grow: each side gets the early and the
+   late places alike). Each round's ratio is its on rate over its off rate;
+   ``ingest_ratio_rules_on_off`` is the median of the rounds' ratios, ``rounds`` lists every
+   phase.
+3. **Paced**: the rules on, the load paced at ``--rate`` msg/s (20,000 by default) for
+   ``--paced-s`` seconds. Flat out, a load queues in the broker as fast as the hub falls
+   behind, and a message's latency is that queue; paced at a rate the hub takes, it is the
+   hub's own.
+   All along phases 2 and 3, trigger devices (``alarm_devices.py``, 20 of the 1,000) publish
    crossings between the load's messages, one every ``--every`` seconds, each followed half
    a turn later by a clearing value; the benchmark acknowledges every raised alarm it is told
    of, as an operator would, so that the device's next crossing raises a new one (a crossing
-   that comes while the previous alarm is still open raises nothing: ``missed_crossings``).
+   that comes while the previous alarm is still open, or while the rules are off, raises
+   nothing; ``missed_crossings`` counts those published with the rules on).
    ``alarm_p50_ms``/``alarm_p99_ms``: from a crossing's publish to its ``alarm.raised``
-   request reaching the receiver, over the crossings published during phase 4, split into
+   request reaching the receiver, over the crossings published during phase 3, split into
    ``raise_*`` (publish → the engine's raise) and ``deliver_*`` (raise → the request);
-   ``saturated_alarm_*`` over phase 3 and ``idle_alarm_*`` outside both loads.
-5. **Checks, from the database**: ``duplicate_alarms`` (alarms beyond one per crossing, or
+   ``saturated_alarm_*`` over the flat-out phases with rules on and ``idle_alarm_*`` outside
+   the loads.
+4. **Checks, from the database**: ``duplicate_alarms`` (alarms beyond one per crossing, or
    two open for one device and rule) and ``lost_notifications`` (a raised alarm whose
    notification had not arrived ``--deadline`` seconds after the phase).
-6. **Storm**: ``--storm`` devices, connected with last wills, lose their connections at once
+5. **Storm**: ``--storm`` devices, connected with last wills, lose their connections at once
    (their process is killed); the broker publishes the wills, the rule ``offline``
    (``for_s`` = ``OFFLINE_FOR_S``) raises an alarm per device. ``storm_notifications`` is what
    the receiver got for that outage, with the time to the first and the last of them.
+6. **Raw reference** (last, once the hub has stopped, on a fresh Mosquitto of the same
+   configuration): ``mosquitto_sub`` receives the load of one phase (``raw_rate_msg_s``).
 
 Notifications are routed as the hub routes them: the receiver is subscribed in one place,
 :func:`subscribe_receiver`. The last line printed is one JSON object.
 
-    .venv/bin/python benchmarks/alarms.py [--devices 1000] [--messages 300] [--db postgres]
+    .venv/bin/python benchmarks/alarms.py [--devices 1000] [--messages 300] [--rounds 3]
+                                          [--db postgres]
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ import json
 import logging
 import os
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -56,7 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).parent))  # sibling scripts
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests.support: the real servers
@@ -64,14 +73,16 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests.support: t
 from tests.support.servers import Mosquitto, Postgres
 
 from alarm_devices import KEY
+from alarm_phases import Fleet, Phase, load_phase, register_fleet, switch_rules
 from fieldhub.hub.alarms.service import AlarmCleared, AlreadyAcknowledged
 from fieldhub.hub.app import Hub
 from fieldhub.hub.auth.rules import principal_for
 from fieldhub.hub.config import HubSettings
 from fieldhub.hub.notify.digest import FIRST_DIGEST_MS
 from fieldhub.hub.notify.subscriptions import MAX_PER_HOUR, SubscriptionSpec
-from fieldhub.hub.store.schema import alarms
-from ingest import LoadTarget, PhaseResult, hub_phase, raw_reference
+from fieldhub.hub.store.schema import alarms, notifications
+from fieldhub.hub.store.schema import notification_deliveries as deliveries
+from ingest import LoadTarget, raw_reference
 
 QOS: Final = 1
 OFFLINE_RULE: Final = "offline"
@@ -172,26 +183,28 @@ async def subscribe_receiver(hub: Hub, url: str) -> None:
     )
 
 
-async def install_rules(hub: Hub, targets: list[list[str]], stormers: list[str]) -> int:
-    """A threshold rule for each target's devices, and ``offline`` for the storm's devices;
-    returns how many rules.
+def benchmark_rules(targets: list[list[str]], stormers: list[str]) -> list[dict[str, Any]]:
+    """A threshold rule for each target's devices, and ``offline`` for the storm's devices.
 
-    ``offline`` watches the storm's devices only: over every device it would also raise, as
-    the rules-on phase starts, an alarm for each device of the rules-off phase that has just
-    gone away, a burst of writes (and a digest) that the off phase never had to carry, and
-    no cost of rules on ingest."""
-    for devices in targets:
-        rule = {
-            "id": f"hot-{devices[0]}", "target": {"devices": devices}, "condition": THRESHOLD,
-            "flapping": NEVER_FLAPS,
-        }  # fmt: skip
-        await hub.alarms.put_rule(rule, actor="bench", create=True)
+    ``offline`` watches the storm's devices only: over every device it would also raise an
+    alarm for each load device each time a phase ends and its connections close, a burst of
+    writes (and digests) that belongs to no rule's cost on ingest."""
+    rules: list[dict[str, Any]] = [
+        {"id": f"hot-{devices[0]}", "target": {"devices": devices}, "condition": THRESHOLD,
+         "flapping": NEVER_FLAPS}
+        for devices in targets
+    ]  # fmt: skip
     offline = {
         "id": OFFLINE_RULE, "severity": "critical", "target": {"devices": stormers},
         "condition": {"kind": "presence", "presence": "offline"}, "for_s": OFFLINE_FOR_S,
     }  # fmt: skip
-    await hub.alarms.put_rule(offline, actor="bench", create=True)
-    return len(targets) + 1
+    return [*rules, offline]
+
+
+async def install_rules(hub: Hub, rules: list[dict[str, Any]]) -> None:
+    """Create ``rules`` (enabled)."""
+    for rule in rules:
+        await hub.alarms.put_rule(rule, actor="bench", create=True)
 
 
 async def issue_credentials(hub: Hub, ids: list[str], folder: Path) -> Path:
@@ -219,35 +232,54 @@ async def acknowledge_as_they_come(hub: Hub, sink: Sink) -> None:
         await asyncio.sleep(0.05)
 
 
-async def load_window(hub: Hub, total: int) -> tuple[float, float]:
-    """Epoch seconds when the hub had stored the load's first 1,000 messages and all of it."""
-    base = hub.stats.messages_stored
-    first = 0.0
-    while hub.stats.messages_stored - base < total:
-        if not first and hub.stats.messages_stored - base >= min(1000, total):
-            first = time.time()
-        await asyncio.sleep(0.01)
-    return first or time.time(), time.time()
-
-
 def percentile(values: list[float], p: float) -> float:
     """Nearest-rank percentile (``p`` in 0-100) of non-empty ``values``."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
 
 
-def split_latency(timed: list[tuple[float, float, float]]) -> dict[str, float | None]:
-    """Where the time went, from ``(published, arrived, raised)`` epoch seconds: publish to
-    the alarm's raise in the engine (``raise_*``: ingest, commit, evaluation), and the raise
-    to the webhook's arrival (``deliver_*``: the alarm's commit, the outbox, the send)."""
-    figures: dict[str, float | None] = {}
-    for name, part in (
-        ("raise", [(raised - published) * 1000 for published, _, raised in timed]),
-        ("deliver", [(arrived - raised) * 1000 for _, arrived, raised in timed]),
-    ):
-        for p in (50, 99):
-            figures[f"{name}_p{p}_ms"] = round(percentile(part, p), 1) if part else None
-    return figures
+Timed = tuple[float, float, float, int]
+"""A crossing heard of: its publish, its request's arrival, its alarm's raise (epoch seconds),
+and the alarm's id."""
+
+
+def split_latency(timed: list[Timed]) -> dict[str, float | None]:
+    """Where the time went: publish to the alarm's raise in the engine (``raise_*``: ingest,
+    commit, evaluation), and the raise to the webhook's arrival (``deliver_*``: the alarm's
+    commit, the outbox, the send)."""
+    return {
+        **_percentiles("raise", [(raised - published) * 1000 for published, _, raised, _ in timed]),
+        **_percentiles("deliver", [(arrived - raised) * 1000 for _, arrived, raised, _ in timed]),
+    }
+
+
+async def delivery_split(hub: Hub, timed: list[Timed]) -> dict[str, float | None]:
+    """``deliver_*`` taken apart, from the outbox's own times: the raise to the notification's
+    row being written (``write_*``: the round's write job waiting for SQLite's one writer),
+    to its first attempt's start (``claim_*``: the commit, the worker's wake-up and its claim,
+    another job on the writer), to the request's arrival (``send_*``: the POST)."""
+    query = (
+        select(notifications.c.body, notifications.c.created_at, func.min(deliveries.c.at))
+        .join(deliveries, deliveries.c.notification_id == notifications.c.id)
+        .where(notifications.c.event == "alarm.raised")
+        .group_by(notifications.c.id, notifications.c.body, notifications.c.created_at)
+    )
+    async with hub.engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    outbox = {body["alarm"]: (created / 1000, tried / 1000) for body, created, tried in rows}
+    known = [(outbox[alarm], arrived, raised) for _, arrived, raised, alarm in timed
+             if alarm in outbox]  # fmt: skip
+    return {
+        **_percentiles("write", [(created - raised) * 1000 for (created, _), _, raised in known]),
+        **_percentiles("claim", [(tried - created) * 1000 for (created, tried), _, _ in known]),
+        **_percentiles("send", [(arrived - tried) * 1000 for (_, tried), arrived, _ in known]),
+    }
+
+
+def _percentiles(name: str, values: list[float]) -> dict[str, float | None]:
+    return {
+        f"{name}_p{p}_ms": round(percentile(values, p), 1) if values else None for p in (50, 99)
+    }
 
 
 async def alarm_rows(hub: Hub) -> list[Any]:
@@ -297,23 +329,73 @@ async def storm(hub: Hub, sink: Sink, devices: asyncio.subprocess.Process, size:
     }
 
 
-async def loaded_phase(
-    hub: Hub, broker: Mosquitto, args: argparse.Namespace, prefix: str, rate: float | None = None
-) -> tuple[PhaseResult, tuple[float, float]]:
-    """``ingest.hub_phase`` with this benchmark's load, and while it was being stored."""
-    load, per_device = args.devices - args.triggers, args.messages
-    if rate is not None:
-        per_device = max(1, round(rate * args.paced_s / load))
-    window = asyncio.create_task(load_window(hub, load * per_device))
-    result = await hub_phase(hub, broker, LoadTarget(broker.port), devices=load, qos=QOS,
-                             per_device=per_device,
-                             samples=1, prefix=prefix, rate=rate)  # fmt: skip
-    return result, await window
+@dataclass
+class RulesOn:
+    """When the rules were enabled (epoch-second spans): only a crossing published then can
+    raise an alarm."""
+
+    spans: list[tuple[float, float]] = field(default_factory=list)
+    since: float | None = None
+
+    async def switch(self, hub: Hub, rules: list[dict[str, Any]], enabled: bool) -> None:
+        """Enable or disable ``rules``, noting when."""
+        if not enabled and self.since is not None:
+            self.spans.append((self.since, time.time()))
+            self.since = None
+        await switch_rules(hub, rules, enabled)
+        if enabled:
+            self.since = time.time()
+
+    def covers(self, at: float) -> bool:
+        """Whether the rules were on at ``at`` (an open span runs until now)."""
+        spans = self.spans + ([(self.since, time.time())] if self.since is not None else [])
+        return any(start <= at <= end for start, end in spans)
 
 
-def latency(timed: list[tuple[float, float, float]], name: str) -> dict[str, Any]:
-    """Percentiles of publish → webhook over ``timed`` (``(published, arrived, raised)``)."""
-    spans = [(arrived - published) * 1000 for published, arrived, _ in timed]
+async def alternated(
+    hub: Hub,
+    broker: Mosquitto,
+    fleet: Fleet,
+    rules: list[dict[str, Any]],
+    rules_on: RulesOn,
+    args: argparse.Namespace,
+) -> list[tuple[Phase, Phase]]:
+    """``--rounds`` rounds of the flat-out load with the rules off and on, in the order
+    off-on, on-off, …; each round as ``(off, on)``. The rules are left on."""
+    rounds = []
+    for number in range(args.rounds):
+        phases: dict[bool, Phase] = {}
+        for enabled in (False, True) if number % 2 == 0 else (True, False):
+            await rules_on.switch(hub, rules, enabled)
+            name = f"{'on' if enabled else 'off'}-{number}"
+            phases[enabled] = await load_phase(
+                hub, LoadTarget(broker.port), broker.host, fleet,
+                name=name, per_device=args.messages, qos=QOS,
+            )  # fmt: skip
+        rounds.append((phases[False], phases[True]))
+    if rules_on.since is None:
+        await rules_on.switch(hub, rules, True)
+    return rounds
+
+
+def ratios(rounds: list[tuple[Phase, Phase]]) -> dict[str, Any]:
+    """Each round's phases and on/off ratio; the median ratio (the target's figure)."""
+    each = [round(on.rate_msg_s / off.rate_msg_s, 3) for off, on in rounds]
+    return {
+        "rate_off_msg_s": statistics.median(off.rate_msg_s for off, _ in rounds),
+        "rate_on_msg_s": statistics.median(on.rate_msg_s for _, on in rounds),
+        "ingest_ratio_rules_on_off": statistics.median(each),
+        "round_ratios": each,
+        "rounds": [
+            [phase.summary() for phase in sorted(pair, key=lambda p: p.window[0])]
+            for pair in rounds
+        ],
+    }
+
+
+def latency(timed: list[Timed], name: str) -> dict[str, Any]:
+    """Percentiles of publish → webhook over ``timed``."""
+    spans = [(arrived - published) * 1000 for published, arrived, _, _ in timed]
     figures: dict[str, Any] = {f"triggers_{name}": len(spans)}
     prefix = "alarm" if name == "paced" else f"{name}_alarm"
     for p in (50, 99):
@@ -323,20 +405,17 @@ def latency(timed: list[tuple[float, float, float]], name: str) -> dict[str, Any
 
 async def run(hub: Hub, broker: Mosquitto, sink: Sink, folder: Path,
               args: argparse.Namespace) -> dict[str, Any]:  # fmt: skip
-    """Phases 2 to 6 on a started hub."""
+    """Phases 1 to 5 on a started hub."""
     await subscribe_receiver(hub, sink.url)
     load = args.devices - args.triggers
-    off, _ = await loaded_phase(hub, broker, args, "off")
+    fleet = await register_fleet(hub, "load", load)
     triggers = [f"trig-{i:05d}" for i in range(args.triggers)]
     stormers = [f"storm-{i:05d}" for i in range(args.storm)]
     keys = await issue_credentials(hub, triggers + stormers, folder)
-    # Rule i watches load device i of both loaded phases (only one of them publishes at a
-    # time): 1,000 rules, each over one publishing device.
-    rules = await install_rules(
-        hub,
-        [[f"on-{i:05d}", f"paced-{i:05d}"] for i in range(load)] + [[t] for t in triggers],
-        stormers,
-    )
+    # Rule i watches load device i: 1,000 rules, each over one publishing device.
+    rules = benchmark_rules([[d] for d in fleet.ids] + [[t] for t in triggers], stormers)
+    await install_rules(hub, rules)
+    rules_on = RulesOn(since=time.time())
     devices = await asyncio.create_subprocess_exec(
         sys.executable, str(HERE / "alarm_devices.py"), f"--host={broker.host}",
         f"--port={broker.port}", f"--credentials={keys}", f"--trigger={','.join(triggers)}",
@@ -350,11 +429,13 @@ async def run(hub: Hub, broker: Mosquitto, sink: Sink, folder: Path,
         if not json.loads(await devices.stdout.readline()).get("ready"):
             raise RuntimeError("the alarm devices did not connect")
         operator = asyncio.create_task(acknowledge_as_they_come(hub, sink))
-        on, saturated = await loaded_phase(hub, broker, args, "on")
-        paced, window = await loaded_phase(hub, broker, args, "paced", rate=args.rate)
+        rounds = await alternated(hub, broker, fleet, rules, rules_on, args)
+        paced_per_device = max(1, round(args.rate * args.paced_s / load))
+        paced = await load_phase(hub, LoadTarget(broker.port), broker.host, fleet, name="paced",
+                                 per_device=paced_per_device, qos=QOS, rate=args.rate)  # fmt: skip
         devices.stdin.write(b"stop\n")
         fired = json.loads(await devices.stdout.readline())["triggers"]
-        crossings = {(device, value) for device, value, _t in fired}
+        crossings = {(device, value) for device, value, t in fired if rules_on.covers(t)}
         await wait_for(
             lambda: {(d["device"], d["value"]) for _t, d in sink.raised()} >= crossings,
             args.deadline,
@@ -362,27 +443,30 @@ async def run(hub: Hub, broker: Mosquitto, sink: Sink, folder: Path,
         operator.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await operator
-        heard = {(d["device"], d["value"]): (t, d["at"] / 1000) for t, d in sink.raised()}
+        heard = {
+            (d["device"], d["value"]): (t, d["at"] / 1000, d["alarm"]) for t, d in sink.raised()
+        }
         timed = [(t, *heard[(d, v)]) for d, v, t in fired if (d, v) in heard]
+        window = paced.window
         in_paced = [x for x in timed if window[0] <= x[0] <= window[1]]
-        in_saturated = [x for x in timed if saturated[0] <= x[0] <= saturated[1]]
+        loaded = [on.window for _, on in rounds]
+        in_saturated = [x for x in timed if any(a <= x[0] <= b for a, b in loaded)]
         figures = {
-            "rules": rules,
+            "rules": len(rules),
             "triggers": len(fired),
             **latency(in_paced, "paced"),
             **split_latency(in_paced),
+            **await delivery_split(hub, in_paced),
             **latency(in_saturated, "saturated"),
             **latency([x for x in timed if x not in in_paced + in_saturated], "idle"),
             "missed_crossings": len(crossings - heard.keys()),
-            "rate_off_msg_s": off.rate_msg_s,
-            "rate_on_msg_s": on.rate_msg_s,
-            "ingest_ratio_rules_on_off": round(on.rate_msg_s / off.rate_msg_s, 3),
-            "publish_rate_msg_s": on.publish_rate_msg_s,
+            **ratios(rounds),
             "paced_offered_msg_s": args.rate,
             "paced_publish_rate_msg_s": paced.publish_rate_msg_s,
             "paced_rate_msg_s": paced.rate_msg_s,
-            "ingest_lost": off.lost + on.lost + paced.lost,
-            "ingest_duplicates": off.duplicates + on.duplicates + paced.duplicates,
+            "ingest_lost": paced.lost + sum(p.lost for pair in rounds for p in pair),
+            "ingest_duplicates": paced.duplicates
+            + sum(p.duplicates for pair in rounds for p in pair),
         }
         figures |= await storm(hub, sink, devices, len(stormers), args.deadline)
         rows = await alarm_rows(hub)
@@ -443,6 +527,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--triggers", type=int, default=20, help="of them, publishing crossings")
     parser.add_argument("--storm", type=int, default=200, help="devices that go offline at once")
     parser.add_argument("--messages", type=int, default=300, help="per load device and phase")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of rules off and on")
     parser.add_argument("--rate", type=float, default=20_000, help="msg/s of the paced phase")
     parser.add_argument("--paced-s", type=float, default=20.0, help="length of the paced phase")
     parser.add_argument("--every", type=float, default=0.2, help="seconds between crossings")

@@ -100,7 +100,8 @@ class LoadResult(msgspec.Struct, frozen=True, kw_only=True):
     """From the moment every device was connected until the broker had taken the last
     message of every device."""
     sent: dict[str, int]
-    """Messages per device id; device ``d`` published seqs ``1..sent[d]``."""
+    """Messages per device id; device ``d`` published seqs ``first_seq..first_seq+sent[d]-1``
+    (``publish_load``'s ``first_seq``, 1 unless a run goes on where an earlier one stopped)."""
 
     @property
     def total(self) -> int:
@@ -203,9 +204,11 @@ class _Device(asyncio.Protocol):
         window: int,
         connect: bytes,
         rate: float | None = None,
+        first_seq: int = 1,
     ) -> None:
         loop = asyncio.get_running_loop()
         self.device_id = device_id
+        self._first_seq = first_seq
         self.sent = 0
         self.connected: asyncio.Future[None] = loop.create_future()
         self.done: asyncio.Future[None] = loop.create_future()
@@ -235,7 +238,7 @@ class _Device(asyncio.Protocol):
         """Encode the next chunk of packets; called before the clock starts and, for long
         runs, whenever the chunk is used up."""
         count = self._fill if self._limit is None else min(self._fill, self._limit - self.sent)
-        data, ends = self._plan.packets(self.device_id, self.sent + 1, count)
+        data, ends = self._plan.packets(self.device_id, self._first_seq + self.sent, count)
         self._buffer, self._ends, self._next = memoryview(data), ends, 0
 
     def start(self, deadline: float) -> None:
@@ -398,10 +401,13 @@ async def publish_load(
     credentials: Mapping[str, tuple[str, str]] | None = None,
     ca_file: str | None = None,
     rate: float | None = None,
+    first_seq: int = 1,
 ) -> LoadResult:
     """Connect ``devices`` devices (ids ``{device_prefix}-00000``…), then have each publish
-    telemetry with seq 1, 2, … until ``max_per_device`` messages or ``duration_s`` seconds,
-    whichever comes first; at QoS 1 wait until every message is acknowledged.
+    telemetry with seq ``first_seq``, ``first_seq + 1``, … until ``max_per_device`` messages
+    or ``duration_s`` seconds, whichever comes first; at QoS 1 wait until every message is
+    acknowledged. A ``first_seq`` past 1 lets a benchmark load the same (registered) devices
+    again where their last run stopped, instead of registering new ones per phase.
 
     ``window`` bounds unacknowledged QoS 1 messages per connection so that the broker is
     never overrun. With ``ca_file``, over TLS. ``rate`` (messages per second, all devices
@@ -430,6 +436,7 @@ async def publish_load(
                 device_id, *(credentials or {}).get(device_id, (username, password))
             ),
             rate=None if rate is None else rate / devices,
+            first_seq=first_seq,
         )
         for device_id in (f"{device_prefix}-{i:05d}" for i in range(devices))
     ]
@@ -480,6 +487,7 @@ async def run_in_subprocess(
     credentials: Mapping[str, tuple[str, str]] | None = None,
     ca_file: str | None = None,
     rate: float | None = None,
+    first_seq: int = 1,
 ) -> LoadResult:
     """:func:`publish_load` in a child Python process, so the load has its own GIL and core.
 
@@ -495,6 +503,7 @@ async def run_in_subprocess(
         f"--samples={samples_per_msg}",
         f"--window={window}",
         f"--prefix={device_prefix}",
+        f"--first-seq={first_seq}",
     ]
     for flag, value in (
         ("duration", duration_s),
@@ -538,6 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=100, help="QoS 1 in-flight per device")
     parser.add_argument("--prefix", default="bench", help="device id prefix")
     parser.add_argument("--rate", type=float, help="messages/s, all devices (default: flat out)")
+    parser.add_argument("--first-seq", type=int, default=1, help="each device's first seq")
     parser.add_argument("--username")
     parser.add_argument("--password")
     parser.add_argument(
@@ -567,6 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             credentials=credentials,
             ca_file=args.cafile,
             rate=args.rate,
+            first_seq=args.first_seq,
         )
     )
     if args.json:

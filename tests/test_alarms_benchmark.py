@@ -49,5 +49,11 @@ def test_a_tiny_run_prints_every_figure_and_loses_nothing() -> None:
     assert figures["lost_notifications"] == 0, figures
     assert (figures["ingest_lost"], figures["ingest_duplicates"]) == (0, 0), figures
     assert figures["rules"] == 31  # a threshold rule per device, and `offline`
+    # Rules off and on alternated: three rounds, each one phase of each, in turns.
+    order = [[phase["phase"] for phase in pair] for pair in figures["rounds"]]
+    assert order == [["off-0", "on-0"], ["on-1", "off-1"], ["off-2", "on-2"]], order
+    assert len(figures["round_ratios"]) == 3, figures
+    split = ("deliver_p50_ms", "write_p50_ms", "claim_p50_ms", "send_p50_ms")
+    assert [name for name in split if figures.get(name) is None] == [], figures
     assert figures["storm_notifications"] >= 1, figures  # the outage reached the receiver
     assert figures["storm_first_s"] <= figures["storm_last_s"], figures

@@ -327,6 +327,31 @@ async def test_pending_notifications_are_delivered_once_after_a_restart(
     assert ok[0].headers["x-fieldhub-delivery"] == delivered.id
 
 
+async def test_a_notification_handed_with_its_enqueue_is_sent_at_once_and_another_hubs_waits(
+    hub: Hub, receiver: WebhookReceiver
+):
+    """An alarm change's notification is enqueued leased to the hub that wrote the change
+    (outbox.py): that hub sends it at once, without a claim and long before the lease runs
+    out; one leased to another hub stays that hub's."""
+    channel_id = await webhook(hub, receiver)
+    now = now_ms()
+    mine, theirs = hub.notifications.worker.lease(now), ("other-hub", now + 60_000)
+
+    def job(conn: Any) -> None:
+        enqueue(conn, [item(channel_id, "mine")], now=now, lease=mine)
+        enqueue(conn, [item(channel_id, "theirs")], now=now, lease=theirs)
+
+    await hub.notifications._writes.run(job)
+    hub.notifications.wake()
+    # Its lease runs 40 s (the send's limit and a margin): only the handed read sends it now.
+    await eventually(lambda: receiver.to("/hook"), "the handed notification sent", within_s=5)
+    await asyncio.sleep(0.5)  # a second request, if any, would be in by now
+    assert [r.json()["subject"] for r in receiver.to("/hook")] == ["door open: mine"]
+    found = {n.dedup_key: n for n in await hub.notifications.notifications()}
+    assert (found["mine"].state, found["mine"].attempts) == ("delivered", 1)
+    assert (found["theirs"].state, found["theirs"].attempts) == ("pending", 0)
+
+
 async def test_a_send_cut_off_by_a_stop_is_sent_again_at_the_next_start(
     make_hub: Any, receiver: WebhookReceiver, tmp_path: Path
 ):

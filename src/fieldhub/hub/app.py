@@ -337,8 +337,7 @@ class Hub:
         if not bus.session_present:  # what devices sent while no session kept it: again, now
             ingest.announce()
         await self.twin.republish()  # the embedded broker forgot its retained messages
-        # Unfinished commands of this instance go out again; then the unfinished rollouts,
-        # which read what became of their commands while no hub followed them.
+        # This instance's unfinished commands go again; then rollouts read what became of them.
         await commands.load()
         await rollouts.load()
         # Messages that arrived while connecting wait in the open batch for the commit loop.
@@ -492,6 +491,7 @@ class Hub:
         self._notifications = self._notification_service(writes, bus)
         self._stack.push_async_callback(self._notifications.close)  # after the worker stops
         self._escalation = EscalationPolicies(self.engine, writes)
+        self.routing.hand_to(self._notifications.worker.lease)  # sent without a claim
         alarms.on_change(self.routing.route)
         alarms.on_change(escalate)
         alarms.on_changed(lambda _changes: self.notifications.wake())

@@ -8,6 +8,10 @@ for a digest. What is sent at once is held by ``holds.not_before`` (quiet hours,
 windows); ``holds.muted`` keeps back what is not sent at all (flapping, a problem that came
 and went inside a maintenance window).
 
+What is due at once is handed to this hub's delivery worker with the enqueue (a lease taken in
+the same transaction, ``outbox.py``): after the commit the worker reads and sends it, with no
+claim of its own (:meth:`AlarmRouter.hand_to`).
+
 One notification per (alarm change, subscription): the dedup key makes the enqueue
 idempotent, so a retried round notifies once.
 
@@ -21,6 +25,7 @@ counts twice.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,7 +37,7 @@ from fieldhub.hub.notify import subscription_store
 from fieldhub.hub.notify.digest import Grouper
 from fieldhub.hub.notify.holds import muted, not_before
 from fieldhub.hub.notify.media_links import announced_media
-from fieldhub.hub.notify.outbox import enqueue
+from fieldhub.hub.notify.outbox import Lease, enqueue
 from fieldhub.hub.notify.records import NewNotification
 from fieldhub.hub.notify.subscriptions import Subscription
 
@@ -74,6 +79,12 @@ class AlarmRouter:
 
     def __init__(self) -> None:
         self.stats = RoutingStats()
+        self._lease: Callable[[int], Lease] | None = None
+
+    def hand_to(self, lease: Callable[[int], Lease]) -> None:
+        """Lease what is due at once with ``lease(now)`` as it is enqueued (the delivery
+        worker's ``lease``), so that worker sends it without claiming it."""
+        self._lease = lease
 
     def route(self, conn: Connection, changes: list[AlarmChange]) -> None:
         """Route ``changes`` in their own write transaction (after the commit,
@@ -106,7 +117,8 @@ class AlarmRouter:
                     held_by = "quiet_hours" if change.hold_until is None else "maintenance"
                     self.stats.held[held_by] += 1
         if messages:
-            enqueue(conn, messages, now=now)
+            lease = self._lease(now) if self._lease is not None else None
+            enqueue(conn, messages, now=now, lease=lease)
         grouper.save(conn)
 
 

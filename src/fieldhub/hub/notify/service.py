@@ -79,7 +79,7 @@ class NotificationService:
             "mqtt": MqttSender(publish, connected),
         }
         self.worker = DeliveryWorker(
-            writes, self._senders, settings, instance, screen=screen, prepare=prepare
+            writes, self._senders, settings, instance, screen=screen, prepare=prepare, reads=engine
         )
         self.flusher = DigestFlusher(writes, self.worker.wake)
         self.subscriptions = SubscriptionService(engine, writes, audit)

@@ -6,6 +6,11 @@ the CLI enqueued). Sends run concurrently, at most ``concurrency`` at once, each
 ``timeout_s``: an endpoint that hangs holds one slot for that long and delays nothing else.
 Nothing here runs on ingest's path: ingest never waits for a notification.
 
+A notification enqueued with an alarm change comes leased to this instance already
+(``outbox.enqueue``'s ``lease``, :meth:`DeliveryWorker.lease`): the worker finds it with a read
+(``outbox.handed``) and sends it without a claim, one write job less between an alarm and its
+message.
+
 Once per notification, with one window (documented in ``docs/notifications.md``): a delivery
 is recorded in its own transaction right after the far side accepted it. A crash between the
 two, or a record that fails, leaves it pending, and it is sent again after the restart (this
@@ -25,10 +30,19 @@ from dataclasses import dataclass
 from functools import partial
 
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fieldhub.clock import now_ms
 from fieldhub.hub.notify.channels.base import Outcome, Sender
-from fieldhub.hub.notify.outbox import Screen, claim, prune, record_attempt, release_leases
+from fieldhub.hub.notify.outbox import (
+    Lease,
+    Screen,
+    claim,
+    handed,
+    prune,
+    record_attempt,
+    release_leases,
+)
 from fieldhub.hub.notify.records import ChannelRecord, NotificationRecord, State
 from fieldhub.hub.store.writes import Writes
 
@@ -106,6 +120,8 @@ class DeliveryWorker:
         instance: this hub process's name: whose leases are whose.
         screen: a last look at due notifications before they are leased (``outbox.Screen``).
         prepare: turns a notification into the message of one attempt (:data:`Prepare`).
+        reads: where notifications handed to this instance are read (``outbox.handed``);
+            without it they wait for the claim like the others.
     """
 
     def __init__(
@@ -119,8 +135,10 @@ class DeliveryWorker:
         rng: random.Random | None = None,
         screen: Screen | None = None,
         prepare: Prepare | None = None,
+        reads: AsyncEngine | None = None,
     ) -> None:
         self._writes = writes
+        self._reads = reads
         self._screen = screen
         self._prepare = prepare
         self._senders = senders
@@ -130,11 +148,16 @@ class DeliveryWorker:
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
         self._inflight: set[str] = set()
+        self._unrecorded: set[str] = set()  # sent, the outcome not recorded: not handed again
         self._sends: set[asyncio.Future[Outcome]] = set()
         self._stopping = False
         self._running = False
         self._stopped = asyncio.Event()
         self.counts = DeliveryCounts()
+
+    def lease(self, now: int) -> Lease:
+        """The lease of a notification enqueued at ``now`` to be handed to this worker."""
+        return self._instance, now + self.settings.lease_ms
 
     def wake(self) -> None:
         """Look at the outbox now (something was enqueued and committed)."""
@@ -208,6 +231,9 @@ class DeliveryWorker:
         if free <= 0:
             return settings.poll_s  # a finishing send wakes us
         now = self._clock()
+        free -= await self._start_handed(sends, free, now)
+        if free <= 0:
+            return settings.poll_s
         try:
             claimed, next_due = await self._writes.run(
                 partial(
@@ -231,6 +257,29 @@ class DeliveryWorker:
         if next_due is None:
             return settings.poll_s
         return min(settings.poll_s, max(0.0, (next_due - self._clock()) / 1000))
+
+    async def _start_handed(self, sends: asyncio.TaskGroup, free: int, now: int) -> int:
+        """Start the notifications handed to this instance (leased at their enqueue); how
+        many."""
+        if self._reads is None:
+            return 0
+        try:
+            found = await handed(
+                self._reads,
+                instance=self._instance,
+                now=now,
+                limit=free,
+                skip=self._inflight | self._unrecorded,
+            )
+        except (SQLAlchemyError, OSError) as exc:  # their lease runs out: claimed then
+            log.debug("cannot read handed notifications: %s", exc)
+            return 0
+        for notification, channel in found:
+            self._inflight.add(notification.id)
+            sends.create_task(
+                self._deliver(notification, channel), name=f"notify-{notification.id}"
+            )
+        return len(found)
 
     async def _deliver(
         self, notification: NotificationRecord, channel: ChannelRecord | None
@@ -327,4 +376,7 @@ class DeliveryWorker:
         except (SQLAlchemyError, OSError) as exc:
             # Not recorded: the lease runs out and it is tried again (sent twice, if it was
             # delivered: the window the module's text describes).
+            self._unrecorded.add(notification.id)
             log.warning("notification %s: attempt not recorded: %s", notification.id, exc)
+            return
+        self._unrecorded.discard(notification.id)
