@@ -4,6 +4,7 @@ silence, each change with its time and reason, on both brokers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -12,8 +13,11 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
+from fieldhub.clock import now_ms
 from fieldhub.hub.app import Hub
 from fieldhub.hub.config import HubSettings
+from fieldhub.hub.devices.presence import PresenceTracker
+from fieldhub.hub.ingest.batch import PresenceChange
 from fieldhub.hub.store.backup import backup, restore
 from fieldhub.hub.store.database import create_engine, sqlite_url
 from tests.conftest import DeviceFactory, HubFactory, api_client
@@ -244,3 +248,24 @@ async def test_after_a_broker_restart_only_devices_that_come_back_stay_online(
                 assert back["connected"] is True
     finally:
         broker.stop()
+
+
+async def test_a_device_gone_online_in_another_hub_process_goes_stale_in_the_sweeping_one():
+    """Only the process holding the lease sweeps for stale devices (cluster/singletons.py); a
+    device whose status another process heard (this one refused it: registered elsewhere, not
+    adopted here yet) must be swept too, and recorded stale once, here."""
+    recorded: list[PresenceChange] = []
+    presence = PresenceTracker(recorded.append, stale_after_s=0.3)
+    presence.elsewhere([], [PresenceChange("door", "online", now_ms(), "connected", True)])
+    assert presence.get("door").presence == "online"
+    clock = asyncio.create_task(presence.run(interval_s=0.05))
+    try:
+        await eventually(lambda: presence.get("door").presence == "stale", "door stale")
+        assert [(c.device_id, c.presence, c.connected) for c in recorded] == [
+            ("door", "stale", True)
+        ]
+        assert recorded[0].reason.startswith("no data for")
+    finally:
+        clock.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await clock
