@@ -20,6 +20,7 @@ from fieldhub.hub.devices.presence import PresenceTracker
 from fieldhub.hub.ingest.batch import PresenceChange
 from fieldhub.hub.store.backup import backup, restore
 from fieldhub.hub.store.database import create_engine, sqlite_url
+from fieldhub.protocol import Channel, Status, encode, topic_for
 from tests.conftest import DeviceFactory, HubFactory, api_client
 from tests.fleet import Fleet
 from tests.support.servers import Mosquitto, ServerUnavailable
@@ -269,3 +270,20 @@ async def test_a_device_gone_online_in_another_hub_process_goes_stale_in_the_swe
         clock.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await clock
+
+
+async def test_a_status_heard_before_the_device_was_known_here_counts_once_it_is(
+    presence_hub: Hub, uid: str
+):
+    """A device registered through another process (the CLI, another hub) may connect and say
+    it is online before this hub adopted it; its retained status comes only once."""
+    device_id = f"early-{uid}"
+    said = Status(online=True, reason="booted")
+    presence_hub.bus.publish(topic_for(device_id, Channel.STATUS), encode(said), qos=1)
+    await eventually(
+        lambda: presence_hub.stats.rejected["unknown_device"] >= 1, "the status refused"
+    )
+    await presence_hub.devices.create(device_id)
+    async with api_client(presence_hub) as api:
+        presence = await _presence_of(api, device_id, "online", 5)
+    assert (presence["state"], presence["reason"]) == ("online", "booted")
