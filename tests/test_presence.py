@@ -4,6 +4,7 @@ silence, each change with its time and reason, on both brokers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -12,10 +13,14 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
+from fieldhub.clock import now_ms
 from fieldhub.hub.app import Hub
 from fieldhub.hub.config import HubSettings
+from fieldhub.hub.devices.presence import PresenceTracker
+from fieldhub.hub.ingest.batch import PresenceChange
 from fieldhub.hub.store.backup import backup, restore
 from fieldhub.hub.store.database import create_engine, sqlite_url
+from fieldhub.protocol import Channel, Status, encode, topic_for
 from tests.conftest import DeviceFactory, HubFactory, api_client
 from tests.fleet import Fleet
 from tests.support.servers import Mosquitto, ServerUnavailable
@@ -244,3 +249,41 @@ async def test_after_a_broker_restart_only_devices_that_come_back_stay_online(
                 assert back["connected"] is True
     finally:
         broker.stop()
+
+
+async def test_a_device_gone_online_in_another_hub_process_goes_stale_in_the_sweeping_one():
+    """Only the process holding the lease sweeps for stale devices (cluster/singletons.py); a
+    device whose status another process heard (this one refused it: registered elsewhere, not
+    adopted here yet) must be swept too, and recorded stale once, here."""
+    recorded: list[PresenceChange] = []
+    presence = PresenceTracker(recorded.append, stale_after_s=0.3)
+    presence.elsewhere([], [PresenceChange("door", "online", now_ms(), "connected", True)])
+    assert presence.get("door").presence == "online"
+    clock = asyncio.create_task(presence.run(interval_s=0.05))
+    try:
+        await eventually(lambda: presence.get("door").presence == "stale", "door stale")
+        assert [(c.device_id, c.presence, c.connected) for c in recorded] == [
+            ("door", "stale", True)
+        ]
+        assert recorded[0].reason.startswith("no data for")
+    finally:
+        clock.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await clock
+
+
+async def test_a_status_heard_before_the_device_was_known_here_counts_once_it_is(
+    presence_hub: Hub, uid: str
+):
+    """A device registered through another process (the CLI, another hub) may connect and say
+    it is online before this hub adopted it; its retained status comes only once."""
+    device_id = f"early-{uid}"
+    said = Status(online=True, reason="booted")
+    presence_hub.bus.publish(topic_for(device_id, Channel.STATUS), encode(said), qos=1)
+    await eventually(
+        lambda: presence_hub.stats.rejected["unknown_device"] >= 1, "the status refused"
+    )
+    await presence_hub.devices.create(device_id)
+    async with api_client(presence_hub) as api:
+        presence = await _presence_of(api, device_id, "online", 5)
+    assert (presence["state"], presence["reason"]) == ("online", "booted")

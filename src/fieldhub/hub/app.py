@@ -426,6 +426,7 @@ class Hub:
             self.twin.on_device,
             alarm_engine.on_device,
             self._forget_retained_status,
+            self.inbound.on_device,  # last: a status heard before the device was known
         ):
             self.devices.subscribe(listener)
 

@@ -12,6 +12,13 @@ gateway children) is one more route here.
 
 :meth:`Inbound.submit` runs for every message on the event loop (a synchronous callback of the
 MQTT client, ``hub/bus.py``): it stays cheap, with topics parsed once and remembered.
+
+A status from a device this process does not know yet is refused, but kept for a few seconds
+(:data:`PARKED_STATUS_S`) and taken once the device is adopted (:meth:`Inbound.on_device`): a
+device registered through another process (the CLI, another hub) may connect before this
+process's registry sync (once a second) has adopted it, and its retained status comes once
+per subscription. Lost, the device would stay ``unknown`` here although it said it is online.
+Data needs no such care: the device sends it again until it is acknowledged.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
+from fieldhub.hub.devices.events import DeviceAdded, DeviceEvent
 from fieldhub.hub.devices.presence import PresenceTracker
 from fieldhub.hub.ingest.pipeline import Ingest
 from fieldhub.hub.ingest.stats import IngestStats
@@ -31,6 +39,7 @@ from fieldhub.protocol import (
     PayloadError,
     Reject,
     Reply,
+    Status,
     TopicError,
     Upload,
     decoder_for,
@@ -45,6 +54,9 @@ log = logging.getLogger(__name__)
 _SEQUENCED: Final = frozenset(c.value for c in SEQUENCED)
 _MAX_ROUTES: Final = 200_000  # distinct topics remembered; cleared and relearnt beyond that
 _Route = tuple[str, Channel, str, Decoder]
+PARKED_STATUS_S: Final = 10.0
+"""How long the status of a device not known here yet waits for its adoption (a second or two)."""
+_MAX_PARKED: Final = 1000  # statuses kept at most; the oldest goes first
 
 ReplyHandler = Callable[[str, Reply], tuple[str, str] | None]
 """``handler(device_id, reply)``: None when taken, else ``(reason, error)`` to refuse it."""
@@ -83,6 +95,7 @@ class Inbound:
         self._routes: dict[str, _Route] = {}
         self._throttle = LogThrottle()
         self._last_reject: dict[str, float] = {}
+        self._parked: dict[str, tuple[float, Status]] = {}  # device → (monotonic, its status)
 
     def submit(self, topic: str, payload: bytes) -> None:
         """Take one message from the broker. Never raises for bad input: it refuses."""
@@ -96,6 +109,8 @@ class Inbound:
         if not payload and channel is Channel.STATUS:
             return  # a retained status being cleared (the hub does so for deleted devices)
         if not self._ingest.accepts(device_id):
+            if channel is Channel.STATUS:
+                self._park(device_id, payload, decode_payload)
             self.reject(None, "unknown_device", f"message from unregistered device {device_id!r}")
             return
         try:
@@ -115,6 +130,25 @@ class Inbound:
             self._uploads(device_id, message)
         else:  # a hub → device channel: the hub never subscribes to these
             self.reject(device_id, "bad_topic", f"{channel.value} is not a device channel", channel)
+
+    def on_device(self, event: DeviceEvent) -> None:
+        """A device adopted here: the status it sent while unknown here, if recent, is taken
+        now (after presence and ingest have heard of the device: register this last)."""
+        if not isinstance(event, DeviceAdded):
+            return
+        parked = self._parked.pop(event.record.id, None)
+        if parked is not None and time.monotonic() - parked[0] <= PARKED_STATUS_S:
+            self._presence.on_status(event.record.id, parked[1])
+
+    def _park(self, device_id: str, payload: bytes, decode_payload: Decoder) -> None:
+        try:
+            status = decode_payload(payload)
+        except PayloadError:
+            return  # refused as unregistered already; nothing to take later
+        self._parked.pop(device_id, None)  # the newest status goes last, gone last
+        if len(self._parked) >= _MAX_PARKED:
+            del self._parked[next(iter(self._parked))]
+        self._parked[device_id] = (time.monotonic(), status)
 
     def reject(
         self, device_id: str | None, reason: str, error: str, channel: Channel | None = None

@@ -139,7 +139,7 @@ def device_subtree(device_id: str) -> str:
 def hub_subscriptions(instance: str, share_group: str | None = None) -> list[str]:
     """The filters a hub process subscribes to: all device→hub channels, its own replies.
 
-    With ``share_group`` (several hubs ingest one fleet: docs/scaling-ingest.md) the sequenced
+    With ``share_group`` (several hubs ingest one fleet: docs/scaling.md) the sequenced
     channels go through the broker's shared subscription ``$share/<group>/…``: each message
     reaches one hub of the group, and the database stores it once whichever hub it reaches.
     Status stays a plain subscription, because brokers do not send retained messages to shared

@@ -196,7 +196,13 @@ class PresenceTracker:
     def elsewhere(self, fresh: Iterable[str], changes: Iterable[PresenceChange]) -> None:
         """What another hub process committed (``cluster/feed.py``): the devices it heard
         from are fresh here too, and the changes it recorded are taken as they are, never
-        recorded again."""
+        recorded again.
+
+        A device gone online elsewhere starts its silence here, as with a status heard here
+        (:meth:`on_status`): the stale sweep runs in one process only and looks only at the
+        devices whose silence it times, and the process that heard the status may not be the
+        one sweeping (this one may even have refused the status, from a device registered
+        elsewhere that it had not adopted yet)."""
         for change in changes:
             device_id = change.device_id
             state = self._devices.setdefault(device_id, DevicePresence())
@@ -204,7 +210,9 @@ class PresenceTracker:
             state.since, state.reason = change.since, change.reason
             self._doubted.discard(device_id)
             self._presumed_offline.discard(device_id)
-            if change.presence != ONLINE:
+            if change.presence == ONLINE:
+                self._last_seen[device_id] = self._clock
+            else:
                 self._last_seen.pop(device_id, None)
         for device_id in fresh:
             self._last_seen[device_id] = self._clock

@@ -1,6 +1,6 @@
 """Which seqs a commit may store, and how far each device's data is stored: facts of the database.
 
-Several hub processes may ingest one fleet (shared subscriptions, docs/scaling-ingest.md): seq 1
+Several hub processes may ingest one fleet (shared subscriptions, docs/scaling.md): seq 1
 and 3 of a device may reach hub A and seq 2 hub B, and a message the broker redelivers after a
 hub died may reach both. So neither "is this a duplicate" nor "what may be acknowledged" can be
 answered from one process's memory. Each ingest transaction, before it writes the batch:

@@ -128,7 +128,7 @@ devices = Table(
 
 # The committed seqs of each device above its watermark (``devices.acked_seq``): with the
 # watermark, what every hub's commit reads to tell a duplicate, also when several hubs ingest
-# (docs/scaling-ingest.md); the primary key refuses a seq stored twice. A commit moves the
+# (docs/scaling.md); the primary key refuses a seq stored twice. A commit moves the
 # watermark over the contiguous run and deletes the rows it passed, so the table holds only
 # out-of-order seqs (``hub/ingest/ledger.py``).
 received = Table(
