@@ -411,7 +411,7 @@ class Hub:
         ingest: Ingest,
         presence: PresenceTracker,
         commands: CommandService,
-        alarm_engine: AlarmEngine,
+        engine: AlarmEngine,
     ) -> None:
         """Every part that keeps something per device hears of registry changes."""
         self.devices.use_identities(self.identities)
@@ -424,7 +424,7 @@ class Hub:
             commands.on_device,
             self.live.on_device,
             self.twin.on_device,
-            alarm_engine.on_device,
+            engine.on_device,
             self._forget_retained_status,
             self.inbound.on_device,  # last: a status heard before the device was known
         ):
@@ -451,8 +451,7 @@ class Hub:
         media: MediaService,
         retention: RetentionService,
     ) -> None:
-        """Several hub processes (docs/scaling.md): what must run once runs under the lease;
-        with the cluster setting, commits travel to the other processes and theirs come here."""
+        """Several hubs (docs/scaling.md): singletons under the lease; a cluster shares commits."""
         work = self.singletons
         work.add("alarm-sweeper", self.sweeper.run)
         work.add("media-retention", media.run)
