@@ -63,7 +63,7 @@ class Feed:
         batch.add_seq("rtu", self.seq, self.seq)
         batch.messages, batch.points = 1, POINTS
         started = time.perf_counter()
-        await self.writer.write(batch, await self.writer.load_trackers())
+        await self.writer.write(batch)
         return time.perf_counter() - started
 
 

@@ -59,7 +59,7 @@ async def test_a_year_keeps_each_tier_within_its_days_and_a_yearly_chart_reads_d
             batch.telemetry.append(("rtu-1", Telemetry(seq=week + 1, samples=points)))
             batch.add_seq("rtu-1", week + 1, week + 1)
             batch.messages += 1
-            await writer.write(batch, await writer.load_trackers())
+            await writer.write(batch)
             covered = await roller.roll(last, last - POLICY.minute_days * DAY)
             await trimmer.sweep(POLICY, last, covered)
         async with engine.connect() as conn:
