@@ -1,7 +1,7 @@
 """Why a bundle is refused: one reason code per kind of fault, the one list of them.
 
 The device reports the code to the hub (a ``bundle.refused`` event, a command's error) and
-the hub shows and counts it, so the codes are part of the contract between feat/bundles and
+the hub shows and counts it, so the codes are part of the contract between the agent and
 the hub's rollouts: they are stable strings, never reworded. The message beside a code is for
 people and may change.
 """
